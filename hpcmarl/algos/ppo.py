@@ -1,0 +1,180 @@
+"""IPPO / MAPPO: GAE, the clipped-surrogate loss and the learner's compute (plain torch, no MPI).
+
+The communication shell (``hpcmarl.roles``) hands :meth:`PPOLearner.update` the unrolls its actors
+sent and a ``reduce_grads`` callable that averages gradients across learners (Horovod or MPI).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+from hpcmarl.config import PPOConfig
+from hpcmarl.envs import EnvSpec
+from hpcmarl.models import ActorCritic
+from hpcmarl.spec import Record
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over the first (time) axis.
+
+    ``rewards``/``dones``: ``[T, ...]``; ``values``: ``[T+1, ...]`` (the last row bootstraps).
+    ``dones[t]`` = 1 when the agent's episode ended at step t (no bootstrap from t+1).
+    Returns ``(advantages, returns)``, both ``[T, ...]``.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(T)):
+        nonterm = 1.0 - dones[t]
+        delta = rewards[t] + gamma * values[t + 1] * nonterm - values[t]
+        last = delta + gamma * lam * nonterm * last
+        adv[t] = last
+    return adv, adv + values[:-1]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip: float, value_clip: float,
+             entropy_coef: float, value_coef: float):
+    """Clipped-surrogate PPO loss averaged over rows where ``mask`` is 1. Returns ``(loss, stats)``."""
+    ratio = torch.exp(new_logp - old_logp)
+    pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    v_err = (new_v - returns) ** 2
+    if value_clip > 0:
+        v_clipped = old_v + torch.clamp(new_v - old_v, -value_clip, value_clip)
+        v_err = torch.max(v_err, (v_clipped - returns) ** 2)
+    pg_loss = masked_mean(pg, mask)
+    v_loss = 0.5 * masked_mean(v_err, mask)
+    ent = masked_mean(entropy, mask)
+    loss = pg_loss + value_coef * v_loss - entropy_coef * ent
+    with torch.no_grad():
+        log_ratio = new_logp - old_logp
+        stats = {
+            "policy_loss": pg_loss.item(),
+            "value_loss": v_loss.item(),
+            "entropy": ent.item(),
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),
+            "clip_fraction": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
+        }
+    return loss, stats
+
+
+class PPOLearner:
+    def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int):
+        torch.manual_seed(seed)
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers).to(device)
+        self.params = list(self.model.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    # ---- data --------------------------------------------------------------------------------
+    def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
+        """Concatenate unrolls along the env axis and move them to the device."""
+        dev = self.device
+        cat = lambda key, dtype: torch.from_numpy(np.concatenate([u[key] for u in unrolls], axis=1)).to(dev, dtype)
+        b = {}
+        for g in self.spec.groups:
+            n = g.name
+            b[f"{n}/obs"] = cat(f"{n}/obs", torch.float32)
+            b[f"{n}/alive"] = cat(f"{n}/alive", torch.float32)
+            b[f"{n}/action"] = cat(f"{n}/action", torch.long if g.discrete else torch.float32)
+            b[f"{n}/logp"] = cat(f"{n}/logp", torch.float32)
+            b[f"{n}/reward"] = cat(f"{n}/reward", torch.float32)
+            b[f"{n}/done"] = torch.maximum(cat(f"{n}/terminated", torch.float32), cat(f"{n}/truncated", torch.float32))
+            if g.discrete:
+                b[f"{n}/action_mask"] = cat(f"{n}/action_mask", torch.bool)
+        if self.spec.state_dim:
+            b["state"] = cat("state", torch.float32)
+        return b
+
+    @torch.no_grad()
+    def advantages(self, b: Dict[str, torch.Tensor]) -> None:
+        obs = {g.name: b[f"{g.name}/obs"] for g in self.spec.groups}
+        values = self.model.values(obs, b.get("state"))  # [T+1, B, n]
+        for g in self.spec.groups:
+            n = g.name
+            adv, ret = gae(b[f"{n}/reward"], values[n], b[f"{n}/done"], self.cfg.gamma, self.cfg.gae_lambda)
+            mask = b[f"{n}/alive"][:-1]
+            if self.cfg.normalize_advantages:
+                mean = masked_mean(adv, mask)
+                std = masked_mean((adv - mean) ** 2, mask).sqrt()
+                adv = (adv - mean) / (std + 1e-8)
+            b[f"{n}/adv"], b[f"{n}/ret"], b[f"{n}/value"] = adv, ret, values[n][:-1]
+
+    # ---- update ------------------------------------------------------------------------------
+    def update(self, unrolls: List[Record], reduce_grads: Callable = None) -> Dict[str, float]:
+        """PPO epochs over the unrolls; ``reduce_grads(params, weight)`` averages gradients across learners."""
+        c = self.cfg
+        b = self.batch_from_unrolls(unrolls)
+        self.advantages(b)
+        T, B = b[f"{self.spec.groups[0].name}/reward"].shape[:2]
+        n_rows = T * B
+        totals: Dict[str, float] = {}
+        n_mb = 0
+        for _ in range(c.epochs):
+            perm = torch.randperm(n_rows, generator=self.gen)
+            for chunk in perm.chunk(c.minibatches):
+                loss = 0.0
+                idx_t, idx_b = (chunk // B).to(self.device), (chunk % B).to(self.device)
+                obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
+                state_mb = b["state"][idx_t, idx_b] if self.spec.state_dim else None
+                values = self.model.values(obs_mb, state_mb)
+                mb_stats: Dict[str, float] = {}
+                for g in self.spec.groups:
+                    n = g.name
+                    sel = lambda key: b[f"{n}/{key}"][idx_t, idx_b]
+                    mask = sel("alive")
+                    dist = self.model.policies[n].dist(obs_mb[n], sel("action_mask") if g.discrete else None)
+                    new_logp = dist.log_prob(sel("action"))
+                    l, st = ppo_loss(new_logp, sel("logp"), sel("adv"), values[n], sel("value"), sel("ret"),
+                                     dist.entropy(), mask, c.clip, c.value_clip, c.entropy_coef, c.value_coef)
+                    loss = loss + l
+                    for k, v in st.items():
+                        mb_stats[f"{n}/{k}"] = v
+                self.opt.zero_grad(set_to_none=False)
+                loss.backward()
+                if reduce_grads is not None:
+                    reduce_grads(self.params, float(n_rows))
+                gn = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+                self.opt.step()
+                mb_stats["grad_norm"] = float(gn)
+                for k, v in mb_stats.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                n_mb += 1
+        return {k: v / n_mb for k, v in totals.items()}
+
+    def policy_flat(self) -> np.ndarray:
+        from hpcmarl.models import flat_params
+
+        return flat_params(self.model.policy_parameters())
+
+    # ---- checkpoint state ----------------------------------------------------------------------
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        """Parameters and optimizer state as plain arrays (no pickle)."""
+        out = {f"model/{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        st = self.opt.state_dict()
+        for pid, s in st["state"].items():
+            for k, v in s.items():
+                out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+        out["rng/learner_gen"] = self.gen.get_state().numpy()
+        return out
+
+    def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        sd = {k[len("model/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+        self.model.load_state_dict(sd)
+        st = self.opt.state_dict()
+        state = {}
+        for k, v in arrays.items():
+            if k.startswith("optim/"):
+                _, pid, name = k.split("/", 2)
+                state.setdefault(int(pid), {})[name] = torch.from_numpy(np.array(v)).to(
+                    self.device if name != "step" else "cpu")
+        st["state"] = state
+        self.opt.load_state_dict(st)
+        if "rng/learner_gen" in arrays:
+            self.gen.set_state(torch.from_numpy(np.array(arrays["rng/learner_gen"], dtype=np.uint8)))

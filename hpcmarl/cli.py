@@ -1,0 +1,114 @@
+"""``hpcmarl`` command line: train, validate, inspect.
+
+Exit status: 0 success, 1 a failure during the run, 2 bad input (config, topology, paths, files).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _config(args):
+    from hpcmarl.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args) -> int:
+    cfg = _config(args)  # ConfigError -> exit 2 before any MPI work
+    from hpcmarl.runtime import abort_on_exception, run_training
+
+    return abort_on_exception(run_training, cfg, fresh=args.fresh, argv=sys.argv)
+
+
+def cmd_validate(args) -> int:
+    from hpcmarl.envs import probe_spec
+    from hpcmarl.topology import make_layout
+
+    cfg = _config(args)
+    layout = make_layout(args.np, cfg.topology.learners, cfg.topology.actors)
+    print(f"config OK: env {cfg.env.name}, algo {cfg.algo.name}, run_dir {cfg.resolved_run_dir}")
+    if args.probe_env:
+        spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+        for g in spec.groups:
+            act = f"Discrete({g.n_actions})" if g.discrete else f"Box({g.act_dim})"
+            print(f"  group {g.name}: {g.n} agent(s) {g.agents}, obs {g.obs_dim}, actions {act}")
+    print(layout.describe())
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from hpcmarl.storage import Run
+
+    s = Run(args.run_dir).summary(window=args.window)
+    if args.json:
+        print(json.dumps(s, indent=None))
+        return 0
+    print(f"run        {s['run_dir']}  (schema {s['schema_version']}, env {s['env']}, algo {s['algo']})")
+    print(f"progress   {s['updates']} updates, {s['env_steps']:,} env steps, {s['episodes']:,} episodes, "
+          f"{s['wall_time_s']:.1f}s wall")
+    for g, r in s["groups"].items():
+        if r["episodes"]:
+            print(f"group {g:<10} return first {r['return_first']:.2f}  last {r['return_last']:.2f}  "
+                  f"best {r['return_best']:.2f}  ({r['episodes']} episodes)")
+    for k, v in s.get("timings_mean_s", {}).items():
+        print(f"time/{k:<13} {v * 1e3:9.2f} ms per update")
+    print(f"checkpoints {len(s['checkpoints'])}: " + ", ".join(p.split('/')[-1] for p in s["checkpoints"]))
+    for p, n in s["trajectory_files"].items():
+        print(f"trajectory {p}: {n} episodes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpcmarl", description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train (run under mpirun/srun; one rank = serial mode)")
+    t.add_argument("config", help="YAML config file (see configs/)")
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.lr=3e-4")
+    t.add_argument("--fresh", action="store_true", help="start fresh even if the run directory holds a run")
+    t.set_defaults(fn=cmd_train)
+
+    v = sub.add_parser("validate", help="check a config and print the rank layout (no MPI needed)")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.add_argument("--np", type=int, required=True, help="number of MPI ranks the job will have")
+    v.add_argument("--probe-env", action="store_true", help="also build the environment and print its groups")
+    v.set_defaults(fn=cmd_validate)
+
+    i = sub.add_parser("inspect", help="summarise a run directory")
+    i.add_argument("run_dir")
+    i.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    i.add_argument("--window", type=int, default=100, help="episodes averaged for the returns (default 100)")
+    i.set_defaults(fn=cmd_inspect)
+    return p
+
+
+def _launcher_rank() -> int:
+    import os
+
+    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def main(argv=None) -> int:
+    from hpcmarl.config import ConfigError
+    from hpcmarl.envs import EnvError
+    from hpcmarl.storage import StorageError
+    from hpcmarl.topology import TopologyError
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.fn(args)
+    except (ConfigError, TopologyError, StorageError, EnvError) as e:
+        if _launcher_rank() == 0:  # under mpirun every rank fails the same way; one line is enough
+            print(f"hpcmarl: error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

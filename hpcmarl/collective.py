@@ -1,0 +1,112 @@
+"""Learner <-> learner collectives behind one small adapter with two backends.
+
+``horovod`` (default): ``hvd.init(comm=learner_comm)``; gradients are summed with ``hvd.allreduce``.
+``mpi``: plain mpi4py ``Allreduce`` on one flat gradient buffer (for clusters without Horovod).
+Both sum the same flat float32 vector (each learner's gradient scaled by its sample count, plus the
+count) and divide afterwards, so both give the same parameters. Small control data (metrics,
+episode rows, stop votes) always go over the mpi4py learner communicator. Actors never import this.
+"""
+from __future__ import annotations
+
+import time
+from typing import List
+
+import numpy as np
+import torch
+
+
+class Collective:
+    def __init__(self, comm, backend: str = "horovod"):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.backend = backend
+        self.hvd = None
+        self.t_allreduce = 0.0
+        if backend == "horovod":
+            try:
+                import horovod.torch as hvd
+            except ImportError as e:
+                raise RuntimeError(f"learner.backend=horovod but Horovod cannot be imported ({e}); "
+                                   f"run tools/bootstrap.sh or set learner.backend=mpi") from None
+            hvd.init(comm=comm)
+            if hvd.size() != self.size:
+                raise RuntimeError(f"Horovod sees {hvd.size()} learners, the learner communicator has {self.size}")
+            self.hvd = hvd
+        elif backend != "mpi":
+            raise ValueError(f"unknown learner backend {backend!r}")
+
+    # ---- numeric --------------------------------------------------------------------------------
+    def allreduce_sum(self, x: np.ndarray) -> np.ndarray:
+        """Element-wise sum over learners of a float32/float64 array (the gradient path)."""
+        if self.size == 1:
+            return x
+        t0 = time.perf_counter()
+        if self.hvd is not None:
+            out = self.hvd.allreduce(torch.from_numpy(np.ascontiguousarray(x)), op=self.hvd.Sum).numpy()
+        else:
+            from mpi4py import MPI
+
+            out = np.ascontiguousarray(x).copy()
+            self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
+        self.t_allreduce += time.perf_counter() - t0
+        return out
+
+    def reduce_grads(self, params: List[torch.nn.Parameter], weight: float) -> None:
+        """Replace every learner's gradients by the sample-weighted mean over learners."""
+        if self.size == 1:
+            return
+        grads = [p.grad.detach().reshape(-1).cpu() for p in params]
+        flat = torch.cat(grads + [torch.ones(1)]).numpy() * np.float32(weight)
+        total = self.allreduce_sum(flat.astype(np.float32))
+        mean = torch.from_numpy(total[:-1] / total[-1])
+        off = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(mean[off:off + n].view_as(p.grad))
+            off += n
+
+    def broadcast_params(self, params: List[torch.nn.Parameter], root: int = 0) -> None:
+        if self.size == 1:
+            return
+        if self.hvd is not None:
+            self.hvd.broadcast_parameters([(str(i), p) for i, p in enumerate(params)], root_rank=root)
+        else:
+            from mpi4py import MPI
+
+            flat = torch.cat([p.detach().reshape(-1).cpu() for p in params]).numpy().copy()
+            self.comm.Bcast([flat, MPI.FLOAT], root=root)
+            off = 0
+            with torch.no_grad():
+                for p in params:
+                    p.copy_(torch.from_numpy(flat[off:off + p.numel()]).view_as(p))
+                    off += p.numel()
+
+    # ---- control (always mpi4py) ------------------------------------------------------------------
+    def sum_small(self, x: np.ndarray) -> np.ndarray:
+        if self.size == 1:
+            return np.asarray(x, np.float64)
+        from mpi4py import MPI
+
+        out = np.asarray(x, np.float64).copy()
+        self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
+        return out
+
+    def max_small(self, x: np.ndarray) -> np.ndarray:
+        if self.size == 1:
+            return np.asarray(x, np.float64)
+        from mpi4py import MPI
+
+        out = np.asarray(x, np.float64).copy()
+        self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.MAX)
+        return out
+
+    def gather(self, obj, root: int = 0):
+        return [obj] if self.size == 1 else self.comm.gather(obj, root=root)
+
+    def bcast(self, obj, root: int = 0):
+        return obj if self.size == 1 else self.comm.bcast(obj, root=root)
+
+    def close(self):
+        if self.hvd is not None:
+            self.hvd.shutdown()

@@ -1,0 +1,341 @@
+"""Typed run configuration: dataclass schema + YAML files + dotted ``key=value`` overrides.
+
+Everything is validated here, before any MPI work starts. Every error names the offending key and is
+raised as :class:`ConfigError` (the CLI turns it into a one-line message and exit status 2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EnvConfig:
+    name: str = "simple_spread_v3"  # registered environment (see `hpcmarl.envs.REGISTRY`)
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to the env constructor
+    num_envs: int = 8  # environment copies stepped together by each actor
+
+
+@dataclass
+class TopologyConfig:
+    learners: int = 1  # L: ranks 0..L-1 are learners
+    actors: Union[int, str] = "auto"  # number of actor ranks, or "auto" = world size - learners
+
+
+@dataclass
+class PPOConfig:
+    """IPPO / MAPPO hyper-parameters (defaults follow the MAPPO paper's MPE settings)."""
+
+    name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
+    unroll_length: int = 25  # T: steps per env copy in one unroll
+    lr: float = 7e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 10
+    minibatches: int = 1
+    entropy_coef: float = 0.01
+    value_coef: float = 1.0
+    value_clip: float = 0.2  # 0 disables value clipping
+    max_grad_norm: float = 10.0
+    normalize_advantages: bool = True
+    hidden: int = 64
+    layers: int = 2
+
+
+ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig}
+
+
+@dataclass
+class LearnerConfig:
+    backend: str = "horovod"  # horovod | mpi: how learners combine gradients
+    device: str = "auto"  # auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N
+    threads: Union[int, str] = "auto"  # torch threads per rank; auto = cores on the node / ranks on the node
+
+
+@dataclass
+class ActorConfig:
+    threads: Union[int, str] = 1
+
+
+@dataclass
+class TrainConfig:
+    total_env_steps: int = 1_000_000  # stop when this many env steps (summed over actors) were taken
+    max_updates: int = 0  # 0 = no limit
+    max_wall_s: float = 0.0  # 0 = no limit; stop after this much wall-clock time
+    target_return: Optional[float] = None  # if set, stop when the mean return of every group reaches it
+
+
+@dataclass
+class OutputConfig:
+    root: str = "runs"  # run_dir defaults to <root>/<name>
+    trajectories: bool = True  # write trajectories/actor-NNNNN.h5
+    trajectory_fraction: float = 1.0  # fraction of episodes written to the trajectory files
+    checkpoint_every: int = 50  # updates between checkpoints (a final one is always written)
+    keep_checkpoints: int = 3
+    flush_s: float = 5.0  # HDF5 files are flushed at least this often
+    progress_s: float = 5.0  # console progress line interval
+    episode_window: int = 100  # episodes averaged for the progress line and inspect's returns
+
+
+@dataclass
+class RuntimeConfig:
+    timeout_s: float = 300.0  # longest any rank waits on a message before aborting the job
+    startup_timeout_s: float = 600.0
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    run_dir: Optional[str] = None  # default: <output.root>/<name>
+    seed: int = 0
+    fresh: bool = False  # start fresh even when run_dir holds a previous run (old files are moved aside)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy_map: Optional[Dict[str, List[str]]] = None  # group -> agent names or fnmatch patterns
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    algo: Any = field(default_factory=PPOConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    actors: ActorConfig = field(default_factory=ActorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def resolved_run_dir(self) -> str:
+        return self.run_dir or os.path.join(self.output.root, self.name)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict -> dataclass with type checking
+# --------------------------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        return "list"
+    if origin in (dict, Dict):
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        _, varg = typing.get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, varg, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema uses only the types above
+        return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls, data, prefix: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            near = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean '{_join(prefix, near[0])}'?)" if near else ""
+            raise ConfigError(f"unknown config key '{_join(prefix, k)}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = _join(prefix, name)
+        if cls is Config and name == "algo":
+            kwargs[name] = _build_algo(data[name], key)
+        else:
+            kwargs[name] = _coerce(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def _build_algo(data, key):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+    name = data.get("name", "mappo")
+    if name not in ALGO_CONFIGS:
+        raise ConfigError(f"config key '{key}.name': unknown algorithm {name!r} (known: {', '.join(sorted(ALGO_CONFIGS))})")
+    return _build(ALGO_CONFIGS[name], data, key)
+
+
+def _join(prefix: str, name) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------------
+def parse_override(text: str):
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config key '{key}': cannot parse value {raw!r}: {e}") from None
+    return key, value
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"config key '{key}': '{part}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def load_dict(path: Optional[str]) -> dict:
+    if path is None:
+        return {}
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides=()) -> Config:
+    """Load ``path`` (YAML), apply ``key=value`` overrides, build and validate the typed config."""
+    data = apply_overrides(load_dict(path), overrides)
+    cfg = from_dict(data)
+    return cfg
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, key: str, msg: str):
+    if not cond:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+def validate(cfg: Config) -> None:
+    """Checks of values and combinations that the types alone do not catch."""
+    from hpcmarl import envs  # local import: envs pulls in PettingZoo lazily
+
+    _check(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
+    _check(cfg.env.name in envs.REGISTRY, "env.name",
+           f"unknown environment {cfg.env.name!r} (known: {', '.join(sorted(envs.REGISTRY))})")
+    _check(cfg.env.num_envs >= 1, "env.num_envs", "must be >= 1")
+    _check(cfg.topology.learners >= 1, "topology.learners", "must be >= 1")
+    a = cfg.topology.actors
+    _check(a == "auto" or (isinstance(a, int) and a >= 0), "topology.actors", "must be 'auto' or an integer >= 0")
+    if cfg.policy_map is not None:
+        _check(len(cfg.policy_map) >= 1, "policy_map", "must name at least one group")
+        for g, pats in cfg.policy_map.items():
+            _check(len(pats) >= 1, f"policy_map.{g}", "must list at least one agent name or pattern")
+    p = cfg.algo
+    if isinstance(p, PPOConfig):
+        _check(p.unroll_length >= 1, "algo.unroll_length", "must be >= 1")
+        _check(p.lr > 0, "algo.lr", "must be > 0")
+        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        _check(0 <= p.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]")
+        _check(p.clip > 0, "algo.clip", "must be > 0")
+        _check(p.epochs >= 1, "algo.epochs", "must be >= 1")
+        _check(p.minibatches >= 1, "algo.minibatches", "must be >= 1")
+        _check(p.minibatches <= p.unroll_length * cfg.env.num_envs, "algo.minibatches",
+               f"must be <= unroll_length * env.num_envs = {p.unroll_length * cfg.env.num_envs}")
+        _check(p.hidden >= 1 and p.layers >= 1, "algo.hidden", "hidden and layers must be >= 1")
+    _check(cfg.learner.backend in ("horovod", "mpi"), "learner.backend", "must be 'horovod' or 'mpi'")
+    dev = cfg.learner.device
+    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "learner.device", "must be auto, cpu, cuda or cuda:N")
+    for key, t in (("learner.threads", cfg.learner.threads), ("actors.threads", cfg.actors.threads)):
+        _check(t == "auto" or (isinstance(t, int) and t >= 1), key, "must be 'auto' or an integer >= 1")
+    _check(cfg.train.total_env_steps >= 1, "train.total_env_steps", "must be >= 1")
+    _check(cfg.train.max_updates >= 0, "train.max_updates", "must be >= 0")
+    _check(cfg.train.max_wall_s >= 0, "train.max_wall_s", "must be >= 0")
+    o = cfg.output
+    _check(0.0 <= o.trajectory_fraction <= 1.0, "output.trajectory_fraction", "must be in [0, 1]")
+    _check(o.checkpoint_every >= 1, "output.checkpoint_every", "must be >= 1")
+    _check(o.keep_checkpoints >= 1, "output.keep_checkpoints", "must be >= 1")
+    _check(o.flush_s > 0, "output.flush_s", "must be > 0")
+    _check(o.progress_s > 0, "output.progress_s", "must be > 0")
+    _check(o.episode_window >= 1, "output.episode_window", "must be >= 1")
+    _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")
+    _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")

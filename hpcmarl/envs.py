@@ -1,0 +1,306 @@
+"""PettingZoo environments as fixed-shape arrays.
+
+:class:`VecEnv` steps ``E`` copies of a PettingZoo *parallel* environment (AEC environments go
+through PettingZoo's ``aec_to_parallel`` conversion) and turns the per-agent dicts into per-group
+arrays in a fixed agent order:
+
+    obs[g]      float32 [E, n_g, obs_dim_g]   (zeros for agents that are done or absent)
+    alive[g]    bool    [E, n_g]              (the agent acts this step)
+    reward[g], terminated[g], truncated[g]    [E, n_g]
+    action_mask[g] bool [E, n_g, n_actions_g] (all True where the env has no masks)
+
+Groups come from the policy map (agents sharing one policy); observation and action spaces may
+differ between groups but must agree inside a group. Finished environment copies are reset
+automatically; their finished episodes are returned as :class:`EpisodeStat` rows.
+This module never imports MPI.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvEntry:
+    factory: str  # "module:callable" returning a PettingZoo parallel or AEC env
+    groups: Dict[str, List[str]]  # default policy map
+    kwargs: Dict = field(default_factory=dict)  # default constructor arguments
+    description: str = ""
+
+
+REGISTRY: Dict[str, EnvEntry] = {
+    "simple_spread_v3": EnvEntry("mpe2.simple_spread_v3:parallel_env", {"agent": ["agent_*"]},
+                                 {"N": 3, "max_cycles": 25}, "MPE cooperative navigation (default)"),
+    "simple_reference_v3": EnvEntry("mpe2.simple_reference_v3:parallel_env", {"agent": ["agent_*"]},
+                                    {"max_cycles": 25}, "MPE two-agent communication + navigation"),
+    "simple_tag_v3": EnvEntry("mpe2.simple_tag_v3:parallel_env",
+                              {"adversary": ["adversary_*"], "agent": ["agent_*"]},
+                              {"max_cycles": 25}, "MPE predator-prey: adversaries vs. good agent"),
+    "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
+                           {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
+    "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
+                            {}, "test fake: observation is the step index"),
+}
+
+
+class EnvError(ValueError):
+    pass
+
+
+def _load(path: str) -> Callable:
+    mod, _, name = path.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
+    """Construct one PettingZoo parallel environment by registry name."""
+    if name not in REGISTRY:
+        raise EnvError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    entry = REGISTRY[name]
+    kw = {**entry.kwargs, **(kwargs or {})}
+    if render_mode is not None:
+        kw["render_mode"] = render_mode
+    try:
+        env = _load(entry.factory)(**kw)
+    except TypeError as e:
+        raise EnvError(f"env.kwargs for {name}: {e}") from None
+    from pettingzoo.utils.env import AECEnv
+
+    if isinstance(env, AECEnv):
+        from pettingzoo.utils.conversions import aec_to_parallel
+
+        env = aec_to_parallel(env)  # raises for AEC games that are not valid as parallel ones
+    return env
+
+
+def resolve_groups(agents: List[str], policy_map: Optional[Dict[str, List[str]]], env_name: str) -> Dict[str, List[str]]:
+    """Assign every agent to exactly one group: exact names first, then fnmatch patterns, in map order."""
+    pmap = policy_map if policy_map is not None else REGISTRY[env_name].groups
+    groups: Dict[str, List[str]] = {g: [] for g in pmap}
+    for agent in agents:
+        owner = next((g for g, pats in pmap.items() if agent in pats), None)
+        if owner is None:
+            owner = next((g for g, pats in pmap.items() if any(fnmatch.fnmatchcase(agent, p) for p in pats)), None)
+        if owner is None:
+            raise EnvError(f"policy_map: agent {agent!r} of {env_name} matches no group "
+                           f"(groups: {dict(pmap)}; agents: {agents})")
+        groups[owner].append(agent)
+    empty = [g for g, a in groups.items() if not a]
+    if empty:
+        raise EnvError(f"policy_map: group(s) {empty} match no agent of {env_name} (agents: {agents})")
+    return groups
+
+
+# --------------------------------------------------------------------------------------------------
+# spec
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class GroupSpec:
+    name: str
+    agents: List[str]
+    obs_dim: int
+    discrete: bool
+    n_actions: int = 0  # discrete
+    act_dim: int = 0  # continuous
+    act_low: Optional[np.ndarray] = None
+    act_high: Optional[np.ndarray] = None
+
+    @property
+    def n(self) -> int:
+        return len(self.agents)
+
+    @property
+    def action_shape(self):
+        return () if self.discrete else (self.act_dim,)
+
+    @property
+    def mask_dim(self) -> int:
+        return self.n_actions if self.discrete else 1
+
+
+@dataclass
+class EnvSpec:
+    name: str
+    groups: List[GroupSpec]
+    state_dim: int  # 0 when the env has no global state()
+
+    @property
+    def agents(self) -> List[str]:
+        return [a for g in self.groups for a in g.agents]
+
+    def group(self, name: str) -> GroupSpec:
+        return next(g for g in self.groups if g.name == name)
+
+    @property
+    def joint_obs_dim(self) -> int:
+        return sum(g.n * g.obs_dim for g in self.groups)
+
+
+def _obs_space(space):
+    """(flat observation space, has action mask)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict) and "observation" in space.spaces:
+        return space.spaces["observation"], "action_mask" in space.spaces
+    return space, False
+
+
+def build_spec(env, name: str, policy_map=None) -> EnvSpec:
+    from gymnasium import spaces
+
+    agents = list(env.possible_agents)
+    groups = resolve_groups(agents, policy_map, name)
+    out = []
+    for g, members in groups.items():
+        descr = set()
+        for a in members:
+            ospace, _ = _obs_space(env.observation_space(a))
+            aspace = env.action_space(a)
+            if isinstance(aspace, spaces.Discrete):
+                act = ("discrete", int(aspace.n))
+            elif isinstance(aspace, spaces.Box):
+                act = ("box", tuple(aspace.shape), tuple(np.asarray(aspace.low).ravel()), tuple(np.asarray(aspace.high).ravel()))
+            else:
+                raise EnvError(f"{name}: agent {a} has unsupported action space {aspace}")
+            descr.add((int(np.prod(ospace.shape)), act))
+        if len(descr) != 1:
+            raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: {sorted(map(str, descr))}; "
+                           f"split it into groups with equal spaces")
+        (obs_dim, act), = descr
+        if act[0] == "discrete":
+            out.append(GroupSpec(g, members, obs_dim, True, n_actions=act[1]))
+        else:
+            out.append(GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
+                                 act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32)))
+    state_dim = 0
+    try:
+        state_space = env.state_space
+        state_dim = int(np.prod(state_space.shape))
+    except Exception:
+        state_dim = 0
+    return EnvSpec(name, out, state_dim)
+
+
+def probe_spec(name: str, kwargs=None, policy_map=None) -> EnvSpec:
+    env = make_parallel_env(name, kwargs)
+    try:
+        return build_spec(env, name, policy_map)
+    finally:
+        env.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# vectorised wrapper
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EpisodeStat:
+    env: int
+    length: int
+    returns: Dict[str, float]  # per group: summed over the group's agents
+
+
+class VecEnv:
+    """``num_envs`` copies of one environment with array in/out and automatic reset."""
+
+    def __init__(self, name: str, num_envs: int, seed: int, kwargs=None, policy_map=None,
+                 obs_transform: Optional[Callable] = None):
+        self.envs = [make_parallel_env(name, kwargs) for _ in range(num_envs)]
+        self.spec = build_spec(self.envs[0], name, policy_map)
+        self.num_envs = num_envs
+        self.seed = seed
+        self.obs_transform = obs_transform
+        E = num_envs
+        self._slot = {a: (gi, j) for gi, g in enumerate(self.spec.groups) for j, a in enumerate(g.agents)}
+        self.obs = {g.name: np.zeros((E, g.n, g.obs_dim), np.float32) for g in self.spec.groups}
+        self.alive = {g.name: np.zeros((E, g.n), bool) for g in self.spec.groups}
+        self.action_mask = {g.name: np.ones((E, g.n, g.mask_dim), bool) for g in self.spec.groups}
+        self.state = np.zeros((E, self.spec.state_dim), np.float32) if self.spec.state_dim else None
+        self._ep_ret = {g.name: np.zeros(E, np.float64) for g in self.spec.groups}
+        self._ep_len = np.zeros(E, np.int64)
+        self._has_mask = [False] * E
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _write_obs(self, i: int, obs: dict, infos: Optional[dict]):
+        for g in self.spec.groups:
+            self.obs[g.name][i] = 0.0
+            self.alive[g.name][i] = False
+            self.action_mask[g.name][i] = True
+        for agent, o in obs.items():
+            gi, j = self._slot[agent]
+            g = self.spec.groups[gi]
+            if isinstance(o, dict):
+                if "action_mask" in o:
+                    self.action_mask[g.name][i, j] = np.asarray(o["action_mask"], bool)
+                o = o["observation"]
+            elif infos and isinstance(infos.get(agent), dict) and "action_mask" in infos[agent]:
+                self.action_mask[g.name][i, j] = np.asarray(infos[agent]["action_mask"], bool)
+            self.obs[g.name][i, j] = np.asarray(o, np.float32).reshape(-1)
+            self.alive[g.name][i, j] = True
+        if self.state is not None:
+            self.state[i] = np.asarray(self.envs[i].state(), np.float32).reshape(-1)
+        if self.obs_transform is not None:
+            for g in self.spec.groups:
+                self.obs[g.name][i] = self.obs_transform(self.obs[g.name][i])
+
+    def _reset_one(self, i: int, seed: Optional[int]):
+        obs, infos = self.envs[i].reset(seed=seed)
+        self._write_obs(i, obs, infos)
+        for g in self.spec.groups:
+            self._ep_ret[g.name][i] = 0.0
+        self._ep_len[i] = 0
+
+    def reset(self):
+        """Reset every copy (copy ``i`` is seeded with ``seed + i``); returns the observation dict."""
+        for i in range(self.num_envs):
+            self._reset_one(i, self.seed + i)
+        return self.obs
+
+    def step(self, actions: Dict[str, np.ndarray]):
+        """Step every copy with per-group action arrays ``[E, n_g(, act_dim)]``.
+
+        Returns ``(reward, terminated, truncated, episodes)``; ``self.obs``/``self.alive`` then hold
+        the next observations (the reset observations for copies whose episode ended).
+        """
+        E = self.num_envs
+        rew = {g.name: np.zeros((E, g.n), np.float32) for g in self.spec.groups}
+        term = {g.name: np.zeros((E, g.n), bool) for g in self.spec.groups}
+        trunc = {g.name: np.zeros((E, g.n), bool) for g in self.spec.groups}
+        finished: List[EpisodeStat] = []
+        for i, env in enumerate(self.envs):
+            act = {}
+            for agent in env.agents:
+                gi, j = self._slot[agent]
+                g = self.spec.groups[gi]
+                a = actions[g.name][i, j]
+                if g.discrete:
+                    act[agent] = int(a)
+                else:
+                    act[agent] = np.clip(np.asarray(a, np.float32), g.act_low, g.act_high)
+            obs, r, te, tr, infos = env.step(act)
+            for agent, val in r.items():
+                gi, j = self._slot[agent]
+                name = self.spec.groups[gi].name
+                rew[name][i, j] = val
+                term[name][i, j] = te.get(agent, False)
+                trunc[name][i, j] = tr.get(agent, False)
+            for g in self.spec.groups:
+                self._ep_ret[g.name][i] += float(rew[g.name][i].sum())
+            self._ep_len[i] += 1
+            if env.agents:
+                live = {a: o for a, o in obs.items() if not (te.get(a, False) or tr.get(a, False))}
+                self._write_obs(i, live, infos)
+            else:
+                finished.append(EpisodeStat(i, int(self._ep_len[i]), {g: float(v[i]) for g, v in self._ep_ret.items()}))
+                self._reset_one(i, None)
+        return rew, term, trunc, finished
+
+    def close(self):
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,129 @@
+"""Policy and critic networks (plain torch, no MPI).
+
+One :class:`GroupPolicy` per policy group (parameters shared by the group's agents): categorical for
+discrete actions (unavailable actions masked), diagonal Gaussian for continuous ones.  Critics:
+``ippo`` gives every group a value net on the agent's own observation; ``mappo`` a centralized value
+net per group on the global state (or all agents' observations concatenated) with one output per agent.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcmarl.envs import EnvSpec, GroupSpec
+
+
+def mlp(inp: int, hidden: int, layers: int, out: int, out_gain: float = 1.0) -> nn.Sequential:
+    mods: List[nn.Module] = []
+    d = inp
+    for _ in range(layers):
+        lin = nn.Linear(d, hidden)
+        nn.init.orthogonal_(lin.weight, np.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        mods += [lin, nn.Tanh()]
+        d = hidden
+    head = nn.Linear(d, out)
+    nn.init.orthogonal_(head.weight, out_gain)
+    nn.init.zeros_(head.bias)
+    mods.append(head)
+    return nn.Sequential(*mods)
+
+
+class GroupPolicy(nn.Module):
+    def __init__(self, g: GroupSpec, hidden: int, layers: int):
+        super().__init__()
+        self.discrete = g.discrete
+        self.net = mlp(g.obs_dim, hidden, layers, g.n_actions if g.discrete else g.act_dim, out_gain=0.01)
+        if not g.discrete:
+            self.log_std = nn.Parameter(torch.full((g.act_dim,), -0.5))
+
+    def dist(self, obs: torch.Tensor, mask: torch.Tensor = None):
+        out = self.net(obs)
+        if self.discrete:
+            if mask is not None:
+                out = out.masked_fill(~mask, -1e9)
+            return torch.distributions.Categorical(logits=out)
+        return torch.distributions.Independent(torch.distributions.Normal(out, self.log_std.exp().expand_as(out)), 1)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, spec: EnvSpec, algo: str, hidden: int = 64, layers: int = 2):
+        super().__init__()
+        self.spec = spec
+        self.centralized = algo == "mappo"
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers) for g in spec.groups})
+        self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
+        self.critics = nn.ModuleDict({
+            g.name: mlp(self.critic_in if self.centralized else g.obs_dim, hidden, layers, g.n if self.centralized else 1)
+            for g in spec.groups})
+
+    def policy_parameters(self) -> List[nn.Parameter]:
+        return list(self.policies.parameters())
+
+    def joint_input(self, obs: Dict[str, torch.Tensor], state: torch.Tensor = None) -> torch.Tensor:
+        """Centralized critic input ``[..., D]`` from per-group obs ``[..., n_g, d_g]`` (or the state)."""
+        if self.spec.state_dim:
+            return state
+        return torch.cat([obs[g.name].flatten(-2) for g in self.spec.groups], dim=-1)
+
+    def values(self, obs: Dict[str, torch.Tensor], state: torch.Tensor = None) -> Dict[str, torch.Tensor]:
+        """Per-group values ``[..., n_g]``."""
+        if self.centralized:
+            x = self.joint_input(obs, state)
+            return {g.name: self.critics[g.name](x) for g in self.spec.groups}
+        return {g.name: self.critics[g.name](obs[g.name]).squeeze(-1) for g in self.spec.groups}
+
+
+def flat_params(params) -> np.ndarray:
+    return torch.cat([p.detach().reshape(-1).cpu() for p in params]).numpy().astype(np.float32)
+
+
+def assign_flat(params, flat: np.ndarray) -> None:
+    off = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(torch.from_numpy(flat[off:off + n]).view_as(p))
+            off += n
+    assert off == flat.size, f"parameter vector has {flat.size} values, model needs {off}"
+
+
+def param_count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def checksum(flat: np.ndarray) -> float:
+    """Order-sensitive float64 checksum of a parameter vector (actors report it back to learners)."""
+    w = np.arange(1, flat.size + 1, dtype=np.float64) % 97 + 1.0
+    return float(np.dot(flat.astype(np.float64), w))
+
+
+class Inference:
+    """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
+
+    def __init__(self, spec: EnvSpec, hidden: int, layers: int):
+        self.spec = spec
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers) for g in spec.groups})
+        self.params = list(self.policies.parameters())
+        self.version = -1
+        self.checksum = 0.0
+
+    def load(self, flat: np.ndarray, version: int) -> None:
+        assign_flat(self.params, flat)
+        self.version = version
+        self.checksum = checksum(flat)
+
+    @torch.no_grad()
+    def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray]):
+        actions, logps = {}, {}
+        for g in self.spec.groups:
+            o = torch.from_numpy(obs[g.name])
+            m = torch.from_numpy(masks[g.name]) if g.discrete else None
+            d = self.policies[g.name].dist(o, m)
+            a = d.sample()
+            actions[g.name] = a.numpy()
+            logps[g.name] = d.log_prob(a).numpy()
+        return actions, logps

@@ -1,0 +1,108 @@
+"""The actor <-> learner protocol: tags, mirrored send/recv pairs, the stop message, bounded waits.
+
+Hot-path messages are preallocated byte buffers (:mod:`hpcmarl.spec`) sent with the uppercase
+buffer calls; small control messages (startup info, the actor's goodbye) use pickled lowercase calls
+on the wire only (nothing received here is ever written to or loaded from a file).
+
+Learner -> actor: ``WEIGHTS`` records (version, command, flat policy parameters). The documented stop
+message is a ``WEIGHTS`` record with ``command = CMD_STOP``; the actor answers with a ``BYE`` control
+message carrying what it discarded, then exits its loop.
+Actor -> learner: ``UNROLL`` records.
+Every wait polls with back-off and raises :class:`CommTimeout` after ``timeout`` seconds.
+"""
+from __future__ import annotations
+
+import time
+from enum import IntEnum
+
+from hpcmarl.spec import CMD_RUN, CMD_STOP, Record
+
+
+class Tag(IntEnum):
+    WEIGHTS = 11
+    UNROLL = 12
+    CONTROL = 13
+    BYE = 14
+
+
+class CommTimeout(RuntimeError):
+    pass
+
+
+def wait(req, timeout: float, what: str):
+    """Poll a lowercase (pickled) mpi4py request until done and return its object; raise
+    :class:`CommTimeout` naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    sleep = 0.0
+    while True:
+        done, obj = req.test()
+        if done:
+            return obj
+        if time.monotonic() > deadline:
+            raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(sleep)
+        sleep = min(0.002 if sleep == 0 else sleep * 1.5, 0.05)
+
+
+def wait_buffer(req, timeout: float, what: str):
+    """Like :func:`wait` for buffer requests (``Request.Test``)."""
+    deadline = time.monotonic() + timeout
+    sleep = 0.0
+    while not req.Test():
+        if time.monotonic() > deadline:
+            raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(sleep)
+        sleep = min(0.0005 if sleep == 0 else sleep * 1.5, 0.01)
+
+
+# ---- learner side --------------------------------------------------------------------------------
+def send_weights(comm, actor_rank: int, rec: Record, version: int, command: int = CMD_RUN):
+    from mpi4py import MPI
+
+    rec["meta"][0] = version
+    rec["meta"][1] = command
+    return comm.Isend([rec.buf, MPI.BYTE], dest=actor_rank, tag=Tag.WEIGHTS)
+
+
+def post_recv_unroll(comm, actor_rank: int, rec: Record):
+    from mpi4py import MPI
+
+    return comm.Irecv([rec.buf, MPI.BYTE], source=actor_rank, tag=Tag.UNROLL)
+
+
+def send_stop(comm, actor_rank: int, rec: Record, version: int):
+    return send_weights(comm, actor_rank, rec, version, CMD_STOP)
+
+
+def recv_bye(comm, actor_rank: int, timeout: float) -> dict:
+    return wait(comm.irecv(source=actor_rank, tag=Tag.BYE), timeout, f"the goodbye of actor rank {actor_rank}")
+
+
+# ---- actor side ----------------------------------------------------------------------------------
+def recv_weights(comm, learner_rank: int, rec: Record, timeout: float):
+    """Block (bounded) for the next weights record; returns ``(version, command)``."""
+    from mpi4py import MPI
+
+    req = comm.Irecv([rec.buf, MPI.BYTE], source=learner_rank, tag=Tag.WEIGHTS)
+    wait_buffer(req, timeout, f"weights from learner rank {learner_rank}")
+    return int(rec["meta"][0]), int(rec["meta"][1])
+
+
+def send_unroll(comm, learner_rank: int, rec: Record, timeout: float):
+    from mpi4py import MPI
+
+    req = comm.Isend([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.UNROLL)
+    wait_buffer(req, timeout, f"learner rank {learner_rank} to take an unroll")
+
+
+def send_bye(comm, learner_rank: int, info: dict, timeout: float):
+    req = comm.isend(info, dest=learner_rank, tag=Tag.BYE)
+    wait(req, timeout, f"learner rank {learner_rank} to take the goodbye")
+
+
+def send_control(comm, dest: int, obj, timeout: float):
+    wait(comm.isend(obj, dest=dest, tag=Tag.CONTROL), timeout, f"rank {dest} to take a control message")
+
+
+def recv_control(comm, source: int, timeout: float):
+    return wait(comm.irecv(source=source, tag=Tag.CONTROL), timeout, f"a control message from rank {source}")

@@ -1,0 +1,370 @@
+"""MPI role shells: the actor loop and the learner loop. Compute lives in sampler/algos/storage.
+
+The synchronous rollout flow (IPPO/MAPPO): each update the learner sends policy version v to its
+actors, every actor collects T steps x E envs with v and sends one unroll record back, learners run
+PPO with gradients averaged across learners, and version v+1 goes out.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from hpcmarl import protocol, storage
+from hpcmarl.algos.ppo import PPOLearner
+from hpcmarl.envs import VecEnv
+from hpcmarl.models import Inference, checksum
+from hpcmarl.sampler import Sampler
+from hpcmarl.spec import CMD_STOP, META_INDEX, Record, unroll_spec, weights_spec
+
+M = META_INDEX
+
+
+def actor_seed(base: int, actor_index: int, start_update: int) -> int:
+    return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
+
+
+def make_sampler(ctx, actor_index: int, traj_path: Optional[str]):
+    """Env copies + inference policy + trajectory writer of one actor (no MPI)."""
+    cfg = ctx.cfg
+    seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
+    torch.manual_seed(seed)
+    venv = VecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map)
+    policy = Inference(venv.spec, cfg.algo.hidden, cfg.algo.layers)
+    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs)
+    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
+    traj = None
+    if traj_path is not None:
+        traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
+                                        seed, resume=ctx.start_update > 0, flush_s=cfg.output.flush_s,
+                                        attrs={"actor": actor_index, "env": cfg.env.name})
+    return sampler, traj
+
+
+def traj_path(ctx, actor_index: int) -> Optional[str]:
+    if not ctx.cfg.output.trajectories:
+        return None
+    return os.path.join(ctx.run_dir, "trajectories", f"actor-{actor_index:05d}.h5")
+
+
+# --------------------------------------------------------------------------------------------------
+# actor
+# --------------------------------------------------------------------------------------------------
+def actor_main(ctx) -> None:
+    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
+    idx = layout.actor_index(ctx.rank)
+    learner = layout.learner_of(idx)
+    sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx))
+    n_params = sum(p.numel() for p in sampler.policy.params)
+    wrec = weights_spec(n_params).alloc()
+    urec = sampler.spec.alloc()
+    ctx.agree_startup()
+    hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
+    if hello.get("rng") is not None:
+        torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
+    timeout = cfg.runtime.timeout_s
+    while True:
+        t0 = time.perf_counter()
+        version, command = protocol.recv_weights(world, learner, wrec, timeout)
+        if command == CMD_STOP:
+            break
+        sampler.policy.load(wrec["params"], version)
+        t_wait = time.perf_counter() - t0
+        sampler.collect(urec)
+        meta = urec["meta"]
+        meta[M["actor"]] = idx
+        meta[M["t_wait"]] = t_wait
+        meta[M["stop_requested"]] = float(ctx.stop_requested())
+        if traj is not None:
+            traj.add_unroll(urec, urec["env_done"], version)
+        protocol.send_unroll(world, learner, urec, timeout)
+    discarded = int((sampler.in_flight() > 0).sum())
+    if traj is not None:
+        traj.close()
+    sampler.venv.close()
+    protocol.send_bye(world, learner, {"discarded": discarded}, timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# learner
+# --------------------------------------------------------------------------------------------------
+class MPIActorLink:
+    """An actor rank as seen by its learner."""
+
+    def __init__(self, ctx, rank: int, uspec):
+        self.ctx, self.rank = ctx, rank
+        self.rec = uspec.alloc()
+        self.req = None
+        self.send_req = None
+
+    def hello(self, info: dict):
+        protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
+
+    def send_weights(self, wrec: Record, version: int):
+        self.send_req = protocol.send_weights(self.ctx.world, self.rank, wrec, version)
+        self.req = protocol.post_recv_unroll(self.ctx.world, self.rank, self.rec)
+
+    def recv_unroll(self) -> Record:
+        protocol.wait_buffer(self.req, self.ctx.cfg.runtime.timeout_s, f"an unroll from actor rank {self.rank}")
+        self.send_req.Wait()
+        return self.rec
+
+    def stop(self, wrec: Record, version: int) -> dict:
+        req = protocol.send_stop(self.ctx.world, self.rank, wrec, version)
+        bye = protocol.recv_bye(self.ctx.world, self.rank, self.ctx.cfg.runtime.timeout_s)
+        req.Wait()
+        return bye
+
+
+class LocalActorLink:
+    """Serial mode: the learner steps its own environments in-process through the same interface."""
+
+    def __init__(self, ctx, uspec):
+        self.ctx = ctx
+        self.sampler, self.traj = make_sampler(ctx, 0, traj_path(ctx, 0))
+        self.rec = uspec.alloc()
+        self.rank = 0
+
+    def hello(self, info: dict):
+        if info.get("rng") is not None:
+            torch.set_rng_state(torch.from_numpy(np.asarray(info["rng"], np.uint8)))
+
+    def send_weights(self, wrec: Record, version: int):
+        self.sampler.policy.load(wrec["params"], version)
+
+    def recv_unroll(self) -> Record:
+        self.sampler.collect(self.rec)
+        self.rec["meta"][M["actor"]] = 0
+        self.rec["meta"][M["stop_requested"]] = float(self.ctx.stop_requested())
+        if self.traj is not None:
+            self.traj.add_unroll(self.rec, self.rec["env_done"], int(self.rec["meta"][M["version"]]))
+        return self.rec
+
+    def stop(self, wrec: Record, version: int) -> dict:
+        discarded = int((self.sampler.in_flight() > 0).sum())
+        if self.traj is not None:
+            self.traj.close()
+        self.sampler.venv.close()
+        return {"discarded": discarded}
+
+
+class Progress:
+    """The lead learner's console line: every ``interval`` s, ``\\r``-refreshed on a terminal."""
+
+    def __init__(self, interval: float, total_steps: int, groups: List[str]):
+        self.interval, self.total, self.groups = interval, total_steps, groups
+        self.tty = sys.stdout.isatty()
+        self.last = 0.0
+
+    def line(self, s: dict) -> str:
+        rets = " ".join(f"{g} {s['return_window/' + g]:.1f}" if not np.isnan(s["return_window/" + g]) else f"{g} n/a"
+                        for g in self.groups)
+        pct = 100.0 * s["env_steps"] / self.total if self.total else 0.0
+        return (f"[hpcmarl] upd {int(s['update']):>6} | steps {int(s['env_steps']):>11,} ({pct:5.1f}%) | "
+                f"{s['sps']:>8,.0f} sps | return {rets} | lag {s['lag_mean']:.2f} | {s['wall_time']:7.0f}s")
+
+    def maybe(self, s: dict, force: bool = False):
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            if self.tty:
+                bar_w = 20
+                fill = int(bar_w * min(1.0, s["env_steps"] / max(1, self.total)))
+                print("\r" + self.line(s) + " [" + "#" * fill + "." * (bar_w - fill) + "]", end="", flush=True)
+            else:
+                print(self.line(s), flush=True)
+
+
+def learner_main(ctx) -> None:
+    from hpcmarl.collective import Collective
+
+    cfg, layout = ctx.cfg, ctx.layout
+    lead = ctx.rank == 0
+    coll = Collective(ctx.learner_comm, cfg.learner.backend)
+    device = ctx.device
+    spec = ctx.env_spec
+    learner = PPOLearner(spec, cfg.algo, device, seed=cfg.seed + 7919 * ctx.rank)
+    uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
+    if layout.serial:
+        links = [LocalActorLink(ctx, uspec)]
+    else:
+        links = [MPIActorLink(ctx, r, uspec) for r in layout.actors_of(ctx.rank)]
+    groups = [g.name for g in spec.groups]
+
+    # ---- state: fresh or from the checkpoint chosen in pre-flight ------------------------------------
+    counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
+    rows = None
+    actor_rng: Dict[int, np.ndarray] = {}
+    if ctx.resume_path:
+        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
+        learner.load_state_arrays(arrays)
+        for k in counters:
+            counters[k] = type(counters[k])(attrs[k])
+        rows = {"episodes": int(attrs["rows_episodes"]), "metrics": int(attrs["rows_metrics"])}
+        rng = arrays.get(f"rng/learner-{ctx.rank:05d}/torch")
+        if rng is not None:
+            torch.set_rng_state(torch.from_numpy(np.asarray(rng, np.uint8)))
+        for k, v in arrays.items():
+            if k.startswith("rng/actor-"):
+                actor_rng[int(k.split("/")[1].split("-")[1])] = v
+    coll.broadcast_params(learner.params)
+    ctx.agree_startup()
+    for link in links:
+        idx = layout.actor_index(link.rank) if not layout.serial else 0
+        link.hello({"rng": actor_rng.get(idx)})
+
+    writer = None
+    if lead:
+        writer = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), groups,
+                                   resume_rows=rows, flush_s=cfg.output.flush_s)
+        writer.f.attrs["resumed_from"] = ctx.resume_path or ""
+        print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)}"
+              + (f" (resumed from {os.path.basename(ctx.resume_path)}, update {counters['update']})" if ctx.resume_path else ""),
+              flush=True)
+    progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
+    window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
+    if writer is not None and writer.episodes.rows:
+        n = min(writer.episodes.rows, cfg.output.episode_window)
+        for g in groups:
+            window[g].extend(writer.episodes.cols[f"return/{g}"][writer.episodes.rows - n:])
+
+    wrec = weights_spec(sum(p.numel() for p in learner.model.policy_parameters())).alloc()
+    version = counters["update"]
+    wall0 = time.monotonic() - counters["wall_time"]
+    session0 = time.monotonic()
+    session_steps0 = counters["env_steps"]
+    last_ckpt = counters["update"]
+    stop_reason = ""
+    recs: List[Record] = []
+
+    def checkpoint():
+        nonlocal last_ckpt
+        learner_rng = coll.gather(torch.get_rng_state().numpy())
+        a_rng = coll.gather({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
+        if lead:
+            arrays = learner.state_arrays()
+            for i, st in enumerate(learner_rng):
+                arrays[f"rng/learner-{i:05d}/torch"] = st
+            for part in a_rng:
+                for a, st in part.items():
+                    arrays[f"rng/actor-{a:05d}/torch"] = st
+            attrs = dict(counters)
+            attrs.update(rows_episodes=writer.rows()["episodes"], rows_metrics=writer.rows()["metrics"],
+                         version=version, config=ctx.config_yaml, algo=cfg.algo.name, env=cfg.env.name,
+                         groups=groups)
+            storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
+                                    cfg.output.keep_checkpoints)
+        last_ckpt = counters["update"]
+
+    while True:
+        # ---- one synchronous round --------------------------------------------------------------
+        t0 = time.perf_counter()
+        wrec["params"][:] = learner.policy_flat()
+        want = checksum(wrec["params"])
+        for link in links:
+            link.send_weights(wrec, version)
+        t1 = time.perf_counter()
+        recs = [link.recv_unroll() for link in links]
+        t2 = time.perf_counter()
+        for r in recs:
+            if int(r["meta"][M["version"]]) != version or r["meta"][M["param_checksum"]] != want:
+                raise RuntimeError(f"actor {int(r['meta'][M['actor']])} sent an unroll made with weights "
+                                   f"version {int(r['meta'][M['version']])} (checksum {r['meta'][M['param_checksum']]}), "
+                                   f"expected version {version} (checksum {want})")
+        coll.t_allreduce = 0.0
+        stats = learner.update(recs, coll.reduce_grads)
+        t3 = time.perf_counter()
+        version += 1
+
+        # ---- episodes and counters, reduced over learners -------------------------------------------
+        ep_rows = []
+        for r in recs:
+            n = int(r["meta"][M["n_episodes"]])
+            for e in r["episodes"][:n]:
+                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version - 1, *e[2:]))
+        local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
+                          sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
+                          coll.t_allreduce, t1 - t0,
+                          float(ctx.stop_requested() or any(r["meta"][M["stop_requested"]] for r in recs))]
+                         + [stats.get(k, 0.0) for k in sorted(stats)])
+        tot = coll.sum_small(local)
+        all_rows = coll.gather(ep_rows)
+        counters["update"] += 1
+        counters["env_steps"] += int(tot[0])
+        counters["episodes"] += int(tot[1])
+        counters["wall_time"] = time.monotonic() - wall0
+        row = {"update": counters["update"], "env_steps": counters["env_steps"], "wall_time": counters["wall_time"],
+               "episodes": counters["episodes"],
+               "sps": (counters["env_steps"] - session_steps0) / max(1e-9, time.monotonic() - session0),
+               "lag_mean": 0.0, "lag_max": 0.0,
+               "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / coll.size,
+               "time/wait_unrolls": tot[5] / coll.size, "time/allreduce": tot[6] / coll.size,
+               "time/send_weights": tot[7] / coll.size}
+        for i, k in enumerate(sorted(stats)):
+            row[k] = tot[9 + i] / coll.size
+
+        # ---- lead: write rows, progress, checkpoint ------------------------------------------------
+        reached = True
+        if lead:
+            flat = [e for part in all_rows for e in part]
+            if flat:
+                arr = np.array(flat, dtype=np.float64)
+                cols = {"actor": arr[:, 0], "env": arr[:, 1], "length": arr[:, 2], "policy_version": arr[:, 3],
+                        "update": np.full(len(arr), counters["update"]), "env_steps": np.full(len(arr), counters["env_steps"]),
+                        "wall_time": np.full(len(arr), counters["wall_time"])}
+                for gi, g in enumerate(groups):
+                    cols[f"return/{g}"] = arr[:, 4 + gi]
+                    window[g].extend(arr[:, 4 + gi])
+                writer.add_episodes(cols)
+                for gi, g in enumerate(groups):
+                    row[f"return/{g}"] = float(arr[:, 4 + gi].mean())
+                row["episode_length"] = float(arr[:, 2].mean())
+            for g in groups:
+                row[f"return_window/{g}"] = float(np.mean(window[g])) if window[g] else float("nan")
+                row.setdefault(f"return/{g}", float("nan"))
+            row.setdefault("episode_length", float("nan"))
+            writer.log_metrics(row)
+            progress.maybe(row)
+            if cfg.train.target_return is not None:
+                reached = all(len(window[g]) >= min(cfg.output.episode_window, 10) and np.mean(window[g]) >= cfg.train.target_return
+                              for g in groups)
+        # ---- stop vote (every learner evaluates the same reduced counters; clocks and signals differ) --
+        reasons = []
+        if counters["env_steps"] >= cfg.train.total_env_steps:
+            reasons.append("total_env_steps reached")
+        if cfg.train.max_updates and counters["update"] >= cfg.train.max_updates:
+            reasons.append("max_updates reached")
+        if cfg.train.max_wall_s and time.monotonic() - session0 >= cfg.train.max_wall_s:
+            reasons.append("max_wall_s reached")
+        if cfg.train.target_return is not None and lead and reached:
+            reasons.append("target_return reached")
+        if tot[8] > 0:
+            reasons.append("stop signal received")
+        vote = coll.max_small(np.array([float(bool(reasons))]))
+        if vote[0] > 0:
+            stop_reason = ", ".join(reasons) or "another learner voted to stop"
+            break
+        if counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
+            checkpoint()
+
+    # ---- shutdown: final checkpoint, stop actors, close files ---------------------------------------
+    byes = [link.stop(wrec, version) for link in links]
+    discarded = coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
+    counters["discarded_episodes"] += int(discarded)
+    checkpoint()
+    if lead:
+        writer.close()
+        if progress.tty:
+            print()
+        progress.maybe(row, force=True) if not progress.tty else print(progress.line(row))
+        rets = ", ".join(f"{g} {row['return_window/' + g]:.2f}" for g in groups)
+        print(f"[hpcmarl] finished ({stop_reason}): {counters['update']} updates, {counters['env_steps']:,} env steps, "
+              f"{counters['episodes']:,} episodes in {counters['wall_time']:.1f}s; mean return over the last "
+              f"{cfg.output.episode_window} episodes: {rets}; {int(discarded)} episode(s) in flight discarded; "
+              f"outputs in {os.path.abspath(ctx.run_dir)}", flush=True)
+    coll.close()

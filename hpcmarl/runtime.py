@@ -1,0 +1,261 @@
+"""The entry point of a training run on every rank: pre-flight, communicators, fail-fast, signals.
+
+Order on every rank: config (already validated) -> world size -> topology -> (rank 0) pre-flight of
+the run directory and the checkpoint to resume from, broadcast -> run directory prepared -> roles.
+Nothing is written before pre-flight has passed, so bad input leaves existing files untouched.
+An exception on any rank prints rank, host and traceback and aborts the whole MPI job.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from typing import Optional
+
+import numpy as np
+
+from hpcmarl import __version__
+from hpcmarl.config import Config, ConfigError, to_yaml
+from hpcmarl.topology import LEARNER, Layout, make_layout
+
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def git_sha() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def package_versions() -> dict:
+    out = {"hpcmarl": __version__, "python": platform.python_version()}
+    for mod in ("numpy", "torch", "h5py", "mpi4py", "pettingzoo", "gymnasium", "mpe2", "horovod"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            out[mod] = "not installed"
+    return out
+
+
+def preflight(cfg: Config, fresh: bool) -> dict:
+    """Decide fresh start vs. resume without writing anything. Raises PreflightError."""
+    from hpcmarl import storage
+
+    run_dir = cfg.resolved_run_dir
+    info = {"run_dir": run_dir, "resume_path": None, "start_update": 0, "move_aside": False, "warnings": []}
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise PreflightError(f"run directory {run_dir} exists and is not a directory")
+    if not os.path.isdir(run_dir) or not os.listdir(run_dir):
+        return info
+    if fresh:
+        info["move_aside"] = True
+        return info
+    ckpts = storage.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    if not ckpts:
+        return info  # a run that died before its first checkpoint starts over in place
+    found = storage.latest_checkpoint(os.path.join(run_dir, "checkpoints"), log=info["warnings"].append)
+    if found is None:
+        raise PreflightError(f"no readable checkpoint in {run_dir}/checkpoints ("
+                             + "; ".join(w.replace("hpcmarl: warning: skipping ", "") for w in info["warnings"])
+                             + "); start fresh with --fresh (the old run is moved aside)")
+    path, _, attrs = found
+    for key in ("env",):
+        if str(attrs.get(key)) != getattr(cfg.env, "name"):
+            raise PreflightError(f"{path} was written for env {attrs.get(key)!r}, the config asks for "
+                                 f"{cfg.env.name!r}; use another run_dir or --fresh")
+    info["resume_path"] = path
+    info["start_update"] = int(attrs["update"])
+    return info
+
+
+class Context:
+    """What every role receives: config, layout, communicators, run directory, resume point."""
+
+    def __init__(self, cfg: Config, layout: Layout, world, learner_comm, pre: dict, config_yaml: str, argv):
+        self.cfg, self.layout, self.world, self.learner_comm = cfg, layout, world, learner_comm
+        self.rank = world.Get_rank()
+        self.role = layout.role(self.rank)
+        self.run_dir = pre["run_dir"]
+        self.resume_path = pre["resume_path"]
+        self.start_update = pre["start_update"]
+        self.config_yaml = config_yaml
+        self.argv = argv
+        self.host = socket.gethostname()
+        self._stop = False
+        self.hosts = None
+        self.device = None
+        self.env_spec = None
+
+    # ---- signals ------------------------------------------------------------------------------------
+    def install_signal_handlers(self):
+        def handler(signum, frame):
+            self._stop = True
+        for name in SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), handler)
+
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    # ---- startup agreement ----------------------------------------------------------------------------
+    def agree_startup(self):
+        """Every rank reports that its env and model are built; bounded wait, then go."""
+        from mpi4py import MPI
+
+        from hpcmarl.protocol import wait_buffer
+
+        ok = np.array([1], np.int32)
+        out = np.zeros(1, np.int32)
+        req = self.world.Iallreduce(ok, out, op=MPI.MIN)
+        wait_buffer(req, self.cfg.runtime.startup_timeout_s, "every rank to finish startup")
+        if out[0] != 1:  # pragma: no cover - a failing rank aborts the job before this
+            raise RuntimeError("startup failed on another rank")
+
+    def run_attrs(self) -> dict:
+        from mpi4py import MPI
+
+        return {
+            "config": self.config_yaml,
+            "git_sha": git_sha(),
+            "versions": package_versions(),
+            "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+            "rank_map": [{"rank": r, "role": role, "host": self.hosts[r]} for r, role in self.layout.roles()],
+            "slurm": {k: v for k, v in os.environ.items() if k.startswith("SLURM_")},
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command_line": " ".join(self.argv),
+            "world_size": self.layout.world_size,
+            "learners": self.layout.learners,
+            "actors": self.layout.actors,
+            "env": self.cfg.env.name,
+            "algo": self.cfg.algo.name,
+            "groups": [g.name for g in self.env_spec.groups] if self.env_spec else [],
+            "group_agents": {g.name: g.agents for g in self.env_spec.groups} if self.env_spec else {},
+        }
+
+
+def set_threads(cfg: Config, world, role: str):
+    import torch
+    from mpi4py import MPI
+
+    local = world.Split_type(MPI.COMM_TYPE_SHARED)
+    n_local = local.Get_size()
+    local_rank = local.Get_rank()
+    local.Free()
+    want = cfg.learner.threads if role == LEARNER else cfg.actors.threads
+    if want == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        # under a binding launcher the affinity mask is already this rank's share
+        want = max(1, cores // n_local) if cores >= n_local else 1
+    torch.set_num_threads(int(want))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    return local_rank
+
+
+def pick_device(cfg: Config, local_rank: int):
+    import torch
+
+    d = cfg.learner.device
+    if d == "auto":
+        d = "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("learner.device=cuda but torch sees no GPU")
+        d = f"cuda:{local_rank % torch.cuda.device_count()}"
+    return torch.device(d)
+
+
+def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
+    """Run on every rank of the MPI job. Returns the exit status (errors in pre-flight: 2)."""
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    rank, size = world.Get_rank(), world.Get_size()
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
+    try:
+        layout = make_layout(size, cfg.topology.learners, cfg.topology.actors)
+    except ValueError as e:
+        say(f"hpcmarl: error: {e}")
+        return 2
+    fresh = fresh or cfg.fresh
+    # ---- pre-flight on rank 0, nothing written yet ------------------------------------------------------
+    pre = None
+    if rank == 0:
+        try:
+            pre = preflight(cfg, fresh)
+        except (PreflightError, ConfigError) as e:
+            pre = {"error": str(e)}
+    pre = world.bcast(pre, root=0)
+    if "error" in pre:
+        say(f"hpcmarl: error: {pre['error']}")
+        return 2
+    for w in pre["warnings"]:
+        say(w)
+    config_yaml = to_yaml(cfg)
+    if rank == 0:
+        run_dir = pre["run_dir"]
+        if pre["move_aside"]:
+            aside = f"{run_dir.rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.rename(run_dir, aside)
+            say(f"hpcmarl: fresh start: moved the previous run to {aside}")
+        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        os.makedirs(os.path.join(run_dir, "trajectories"), exist_ok=True)
+        with open(os.path.join(run_dir, "config.yaml.tmp"), "w") as f:
+            f.write(config_yaml)
+        os.replace(os.path.join(run_dir, "config.yaml.tmp"), os.path.join(run_dir, "config.yaml"))
+        print(layout.describe(), flush=True)
+    world.Barrier()
+
+    # ---- communicators, built once and passed in -----------------------------------------------------------
+    role = layout.role(rank)
+    learner_comm = world.Split(color=0 if role == LEARNER else 1, key=rank)
+    ctx = Context(cfg, layout, world, learner_comm if role == LEARNER else None, pre, config_yaml, list(argv))
+    ctx.install_signal_handlers()
+    ctx.hosts = world.allgather(ctx.host)
+    local_rank = set_threads(cfg, world, role)
+    from hpcmarl import roles
+    from hpcmarl.envs import probe_spec
+
+    if role == LEARNER:
+        ctx.device = pick_device(cfg, local_rank)
+        ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+        roles.learner_main(ctx)
+    else:
+        roles.actor_main(ctx)
+    learner_comm.Free()
+    return 0
+
+
+def abort_on_exception(fn, *args, **kwargs) -> int:
+    """Run ``fn``; on any exception print rank, host and traceback, then abort the whole MPI job."""
+    try:
+        return fn(*args, **kwargs)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - everything must abort the job, KeyboardInterrupt too
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+        tb = traceback.format_exc()
+        sys.stderr.write(f"hpcmarl: rank {rank} on {socket.gethostname()} failed: {type(e).__name__}: {e}\n{tb}")
+        sys.stderr.flush()
+        if MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() > 1:
+            MPI.COMM_WORLD.Abort(1)
+        return 1

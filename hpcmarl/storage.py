@@ -1,0 +1,459 @@
+"""HDF5 outputs: writers and readers live together (``tools/`` and the CLI use the readers).
+
+Files (schema version :data:`SCHEMA_VERSION`; layout documented in the README):
+
+* ``run.h5`` — written by the lead learner only: root attributes (config, versions, rank map, SLURM
+  variables), ``/metrics/<name>`` one row per logged update, ``/episodes/<column>`` one row per finished
+  episode. Opened in SWMR mode once its datasets exist, so it can be read while the run goes on.
+* ``trajectories/actor-NNNNN.h5`` — one writer per actor, SWMR; complete episodes only.
+* ``checkpoints/ckpt-NNNNNNNNN.h5`` — arrays and text attributes only; written to a temporary name,
+  fsynced and renamed; the last K are kept.
+
+Nothing is pickled: every dataset is a plain numeric array, every attribute a number or a string.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import time
+from typing import Dict, List, Optional, Tuple
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+KIND_RUN, KIND_TRAJ, KIND_CKPT = "hpcmarl.run", "hpcmarl.trajectories", "hpcmarl.checkpoint"
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# opening files
+# --------------------------------------------------------------------------------------------------
+def open_for_append(path: str) -> h5py.File:
+    """Open an existing file for appending; a file left open by a killed SWMR writer (its consistency
+    flags still set) is rewritten from a read-only SWMR view first."""
+    try:
+        return h5py.File(path, "a", libver="latest")
+    except OSError as e:
+        if "consistency flags" not in str(e) and "already open for write" not in str(e):
+            raise
+    tmp = path + ".repair"
+    with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for name in src:
+            src.copy(src[name], dst, name=name)
+    os.replace(tmp, path)
+    return h5py.File(path, "a", libver="latest")
+
+
+def open_read(path: str, expect_kind: Optional[str] = None) -> h5py.File:
+    """Open an hpcmarl file read-only (SWMR, so files being written can be read); clear errors."""
+    if not os.path.exists(path):
+        raise StorageError(f"{path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise StorageError(f"{path}: not an HDF5 file")
+    try:
+        f = h5py.File(path, "r", swmr=True)
+    except OSError as e:
+        try:
+            f = h5py.File(path, "r")
+        except OSError:
+            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {str(e).splitlines()[0]}") from None
+    kind = f.attrs.get("kind")
+    ver = f.attrs.get("schema_version")
+    if expect_kind is not None and kind != expect_kind:
+        f.close()
+        raise StorageError(f"{path}: not an hpcmarl {expect_kind.split('.')[-1]} file (kind={kind!r})")
+    if ver is not None and int(ver) != SCHEMA_VERSION:
+        f.close()
+        raise StorageError(f"{path}: schema version {int(ver)}, this hpcmarl reads version {SCHEMA_VERSION}")
+    return f
+
+
+def _attr(v):
+    if isinstance(v, (dict, list, tuple)):
+        import json
+
+        return json.dumps(v)
+    if isinstance(v, str):
+        return v.replace("\x00", "")
+    return v
+
+
+# --------------------------------------------------------------------------------------------------
+# tables: groups of resizable datasets with one row count
+# --------------------------------------------------------------------------------------------------
+class Table:
+    """Columns = 1-D (or N-D) datasets under one group that grow together along axis 0."""
+
+    def __init__(self, group: h5py.Group, columns: Dict[str, Tuple[tuple, str]], chunk_rows: int = 256,
+                 compression: Optional[str] = None):
+        self.group = group
+        self.cols: Dict[str, h5py.Dataset] = {}
+        for name, (shape, dtype) in columns.items():
+            if name in group:
+                self.cols[name] = group[name]
+            else:
+                fill = np.nan if np.dtype(dtype).kind == "f" else 0
+                self.cols[name] = group.create_dataset(
+                    name, (0,) + tuple(shape), maxshape=(None,) + tuple(shape), dtype=dtype,
+                    chunks=(chunk_rows,) + tuple(shape), compression=compression, fillvalue=fill)
+
+    @property
+    def rows(self) -> int:
+        return min((d.shape[0] for d in self.cols.values()), default=0)
+
+    def append(self, data: Dict[str, np.ndarray]) -> None:
+        k = len(next(iter(data.values())))
+        if k == 0:
+            return
+        n = self.rows
+        for name, d in self.cols.items():
+            d.resize((n + k,) + d.shape[1:])
+            if name in data:
+                d[n:n + k] = data[name]
+
+    def truncate(self, n: int) -> None:
+        for d in self.cols.values():
+            if d.shape[0] > n:
+                d.resize((n,) + d.shape[1:])
+
+
+def read_table(group: h5py.Group) -> Dict[str, np.ndarray]:
+    """All datasets under ``group`` by relative path, cut to the common row count (a live writer may
+    have grown some columns already)."""
+    out: Dict[str, np.ndarray] = {}
+    group.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    n = min((len(v) for v in out.values()), default=0)
+    return {k: v[:n] for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# run.h5
+# --------------------------------------------------------------------------------------------------
+class RunWriter:
+    """The lead learner's ``run.h5``. Metric columns are fixed by the first logged row."""
+
+    def __init__(self, path: str, attrs: dict, groups: List[str], resume_rows: Optional[Dict[str, int]] = None,
+                 flush_s: float = 5.0):
+        self.path = path
+        self.groups = groups
+        self.flush_s = flush_s
+        self._last_flush = time.monotonic()
+        exists = os.path.exists(path)
+        if exists and resume_rows is not None:
+            self.f = open_for_append(path)
+        else:
+            self.f = h5py.File(path, "w", libver="latest")
+            self.f.attrs["kind"] = KIND_RUN
+            self.f.attrs["schema_version"] = SCHEMA_VERSION
+        for k, v in attrs.items():
+            self.f.attrs[k] = _attr(v)
+        ep_cols = {"actor": ((), "i4"), "env": ((), "i4"), "length": ((), "i4"), "policy_version": ((), "i8"),
+                   "update": ((), "i8"), "env_steps": ((), "i8"), "wall_time": ((), "f8")}
+        ep_cols.update({f"return/{g}": ((), "f8") for g in groups})
+        self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=1024)
+        self.metrics: Optional[Table] = None
+        mg = self.f.require_group("metrics")
+        names = []
+        mg.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        if names:
+            self.metrics = Table(mg, {k: ((), "f8") for k in names})
+        if resume_rows is not None:  # drop rows written after the checkpoint we resume from
+            self.episodes.truncate(resume_rows.get("episodes", 0))
+            if self.metrics is not None:
+                self.metrics.truncate(resume_rows.get("metrics", 0))
+        self._dropped_keys = set()
+        if self.metrics is not None:
+            self.f.swmr_mode = True
+
+    def log_metrics(self, row: Dict[str, float]) -> None:
+        if self.metrics is None:
+            self.metrics = Table(self.f.require_group("metrics"), {k: ((), "f8") for k in sorted(row)})
+            self.f.swmr_mode = True
+        extra = set(row) - set(self.metrics.cols)
+        self._dropped_keys |= extra
+        self.metrics.append({k: np.asarray([row.get(k, np.nan)], np.float64) for k in self.metrics.cols})
+        self.maybe_flush()
+
+    def add_episodes(self, cols: Dict[str, np.ndarray]) -> None:
+        self.episodes.append(cols)
+
+    def rows(self) -> Dict[str, int]:
+        return {"episodes": self.episodes.rows, "metrics": self.metrics.rows if self.metrics else 0}
+
+    def set_attr(self, key, value) -> None:
+        if not self.f.swmr_mode:
+            self.f.attrs[key] = _attr(value)
+
+    def maybe_flush(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_flush >= self.flush_s:
+            self.f.flush()
+            self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.flush()
+            self.f.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# trajectories/actor-NNNNN.h5
+# --------------------------------------------------------------------------------------------------
+class TrajectoryWriter:
+    """Writes complete episodes of one actor; each episode is kept with probability ``fraction``."""
+
+    def __init__(self, path: str, env_spec, num_envs: int, fraction: float, seed: int, resume: bool,
+                 flush_s: float = 5.0, attrs: Optional[dict] = None):
+        self.env_spec, self.E, self.fraction = env_spec, num_envs, fraction
+        self.rng = random.Random(seed)
+        self.flush_s = flush_s
+        self._last_flush = time.monotonic()
+        if resume and os.path.exists(path):
+            self.f = open_for_append(path)
+        else:
+            self.f = h5py.File(path, "w", libver="latest")
+            self.f.attrs["kind"] = KIND_TRAJ
+            self.f.attrs["schema_version"] = SCHEMA_VERSION
+            self.f.attrs["groups"] = _attr({g.name: g.agents for g in env_spec.groups})
+            for k, v in (attrs or {}).items():
+                self.f.attrs[k] = _attr(v)
+        cols = {"env": ((), "i4"), "episode": ((), "i8"), "t": ((), "i4"), "policy_version": ((), "i8")}
+        for g in env_spec.groups:
+            n = g.n
+            cols.update({
+                f"{g.name}/obs": ((n, g.obs_dim), "f4"),
+                f"{g.name}/action": ((n,) + g.action_shape, "i8" if g.discrete else "f4"),
+                f"{g.name}/logp": ((n,), "f4"),
+                f"{g.name}/reward": ((n,), "f4"),
+                f"{g.name}/terminated": ((n,), "u1"),
+                f"{g.name}/truncated": ((n,), "u1"),
+                f"{g.name}/alive": ((n,), "u1"),
+            })
+        self.steps = Table(self.f.require_group("steps"), cols, chunk_rows=1024, compression="lzf")
+        ep_cols = {"episode": ((), "i8"), "env": ((), "i4"), "start": ((), "i8"), "length": ((), "i4"),
+                   "policy_version_first": ((), "i8"), "policy_version_last": ((), "i8")}
+        ep_cols.update({f"return/{g.name}": ((), "f8") for g in env_spec.groups})
+        self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=256)
+        self.next_episode = int(self.episodes.cols["episode"][-1]) + 1 if self.episodes.rows else 0
+        self.f.swmr_mode = True
+        self._pending: List[List[dict]] = [[] for _ in range(num_envs)]
+        self._keep = [self._draw() for _ in range(num_envs)]
+        self.discarded = 0
+
+    def _draw(self) -> bool:
+        return self.fraction >= 1.0 or self.rng.random() < self.fraction
+
+    def add_unroll(self, rec, env_done: np.ndarray, version: int) -> None:
+        """Split an unroll record at episode ends (``env_done [T, E]``) and write finished episodes."""
+        T = env_done.shape[0]
+        for i in range(self.E):
+            ends = np.flatnonzero(env_done[:, i])
+            start = 0
+            for stop in list(ends + 1) + [T]:
+                if stop <= start:
+                    continue
+                if self._keep[i]:
+                    seg = {"version": version}
+                    for g in self.env_spec.groups:
+                        for key in ("obs", "alive"):
+                            seg[f"{g.name}/{key}"] = rec[f"{g.name}/{key}"][start:stop, i]
+                        for key in ("action", "logp", "reward", "terminated", "truncated"):
+                            seg[f"{g.name}/{key}"] = rec[f"{g.name}/{key}"][start:stop, i]
+                    seg["len"] = stop - start
+                    self._pending[i].append({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in seg.items()})
+                if stop - 1 in ends:
+                    if self._keep[i]:
+                        self._write_episode(i)
+                    self._pending[i] = []
+                    self._keep[i] = self._draw()
+                start = stop
+        self.maybe_flush()
+
+    def _write_episode(self, i: int) -> None:
+        segs = self._pending[i]
+        L = sum(s["len"] for s in segs)
+        ep = self.next_episode
+        self.next_episode += 1
+        start = self.steps.rows
+        data = {"env": np.full(L, i, np.int32), "episode": np.full(L, ep, np.int64), "t": np.arange(L, dtype=np.int32),
+                "policy_version": np.concatenate([np.full(s["len"], s["version"], np.int64) for s in segs])}
+        for key in self.steps.cols:
+            if key not in data:
+                data[key] = np.concatenate([s[key] for s in segs])
+        self.steps.append(data)
+        row = {"episode": [ep], "env": [i], "start": [start], "length": [L],
+               "policy_version_first": [segs[0]["version"]], "policy_version_last": [segs[-1]["version"]]}
+        for g in self.env_spec.groups:
+            row[f"return/{g.name}"] = [float(data[f"{g.name}/reward"].sum())]
+        self.episodes.append({k: np.asarray(v) for k, v in row.items()})
+
+    def maybe_flush(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_flush >= self.flush_s:
+            self.f.flush()
+            self._last_flush = time.monotonic()
+
+    def close(self) -> int:
+        """Close; episodes still in flight are discarded. Returns how many were."""
+        self.discarded = sum(1 for p in self._pending if p)
+        if self.f.id.valid:
+            self.f.flush()
+            self.f.close()
+        return self.discarded
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------------
+_CKPT_RE = re.compile(r"ckpt-(\d+)\.h5$")
+
+
+def checkpoint_path(ckpt_dir: str, update: int) -> str:
+    return os.path.join(ckpt_dir, f"ckpt-{update:09d}.h5")
+
+
+def list_checkpoints(ckpt_dir: str) -> List[str]:
+    paths = [p for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.h5")) if _CKPT_RE.search(p)]
+    return sorted(paths, key=lambda p: int(_CKPT_RE.search(p).group(1)))
+
+
+def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], attrs: dict, keep: int) -> str:
+    """Write atomically (temporary name, fsync, rename) and keep the newest ``keep``."""
+    os.makedirs(ckpt_dir, exist_ok=True)
+    path = checkpoint_path(ckpt_dir, update)
+    tmp = path + f".tmp{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["kind"] = KIND_CKPT
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        for k, v in attrs.items():
+            f.attrs[k] = _attr(v)
+        for k, v in arrays.items():
+            v = np.asarray(v)
+            f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
+        f.attrs["complete"] = 1
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Read every dataset and attribute; a truncated or incomplete file raises :class:`StorageError`."""
+    try:
+        with open_read(path, KIND_CKPT) as f:
+            if int(f.attrs.get("complete", 0)) != 1:
+                raise StorageError(f"{path}: checkpoint is incomplete")
+            arrays: Dict[str, np.ndarray] = {}
+            f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except StorageError:
+        raise
+    except Exception as e:  # h5py raises OSError/KeyError/RuntimeError for damaged files
+        raise StorageError(f"{path}: damaged checkpoint: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return arrays, attrs
+
+
+def latest_checkpoint(ckpt_dir: str, log=print) -> Optional[Tuple[str, Dict[str, np.ndarray], dict]]:
+    """Newest readable checkpoint; damaged ones are reported and skipped."""
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            arrays, attrs = load_checkpoint(path)
+            return path, arrays, attrs
+        except StorageError as e:
+            log(f"hpcmarl: warning: skipping {e}")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# reader
+# --------------------------------------------------------------------------------------------------
+class Run:
+    """Read-only view of a run directory (what ``inspect`` and ``tools/`` use)."""
+
+    def __init__(self, run_dir: str):
+        if not os.path.isdir(run_dir):
+            raise StorageError(f"{run_dir}: no such run directory")
+        self.dir = run_dir
+        self.run_path = os.path.join(run_dir, "run.h5")
+        if not os.path.exists(self.run_path):
+            raise StorageError(f"{run_dir}: no run.h5 (not an hpcmarl run directory, or the run never started)")
+
+    def open(self) -> h5py.File:
+        return open_read(self.run_path, KIND_RUN)
+
+    def _table(self, name: str) -> Dict[str, np.ndarray]:
+        with self.open() as f:
+            return read_table(f[name]) if name in f else {}
+
+    def metrics(self) -> Dict[str, np.ndarray]:
+        return self._table("metrics")
+
+    def episodes(self) -> Dict[str, np.ndarray]:
+        return self._table("episodes")
+
+    def attrs(self) -> dict:
+        with self.open() as f:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+    def checkpoints(self) -> List[str]:
+        return list_checkpoints(os.path.join(self.dir, "checkpoints"))
+
+    def trajectory_files(self) -> List[str]:
+        return sorted(glob.glob(os.path.join(self.dir, "trajectories", "actor-*.h5")))
+
+    def summary(self, window: int = 100) -> dict:
+        import json
+
+        attrs = self.attrs()
+        m = self.metrics()
+        eps = self.episodes()
+        groups = json.loads(attrs.get("groups", "[]")) if isinstance(attrs.get("groups"), str) else []
+        last = lambda k, d=0: (m[k][-1].item() if k in m and len(m[k]) else d)
+        out = {
+            "run_dir": os.path.abspath(self.dir),
+            "schema_version": int(attrs.get("schema_version", -1)),
+            "env": attrs.get("env"), "algo": attrs.get("algo"),
+            "env_steps": int(last("env_steps")), "updates": int(last("update")),
+            "episodes": int(len(eps.get("length", []))), "wall_time_s": float(last("wall_time", 0.0)),
+            "groups": {},
+            "checkpoints": self.checkpoints(),
+            "trajectory_files": {},
+        }
+        for g in groups:
+            r = eps.get(f"return/{g}", np.zeros(0))
+            if len(r):
+                w = min(window, len(r))
+                smooth = np.convolve(r, np.ones(w) / w, mode="valid")
+                out["groups"][g] = {"return_first": float(r[:w].mean()), "return_last": float(r[-w:].mean()),
+                                    "return_best": float(smooth.max()), "episodes": int(len(r))}
+            else:
+                out["groups"][g] = {"return_first": None, "return_last": None, "return_best": None, "episodes": 0}
+        if out["checkpoints"]:
+            try:
+                _, cattrs = load_checkpoint(out["checkpoints"][-1])
+                out["discarded_episodes"] = int(cattrs.get("discarded_episodes", 0))
+            except StorageError as e:
+                out["checkpoint_error"] = str(e)
+        for p in self.trajectory_files():
+            try:
+                with open_read(p, KIND_TRAJ) as f:
+                    out["trajectory_files"][p] = int(f["episodes/episode"].shape[0])
+            except (StorageError, KeyError) as e:
+                out["trajectory_files"][p] = f"unreadable: {e}"
+        if "sps" in m and len(m["sps"]):
+            out["sps_last"] = float(m["sps"][-1])
+        for k in ("time/collect", "time/update", "time/wait_unrolls", "time/allreduce", "time/send_weights"):
+            if k in m and len(m[k]):
+                out.setdefault("timings_mean_s", {})[k.split("/")[1]] = float(np.nanmean(m[k]))
+        return out

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="hpcmarl",
+    version="0.1.0",
+    description="Multi-agent reinforcement learning on HPC clusters: MPI actors and Horovod learners",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["hpcmarl", "hpcmarl.*"]),
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.1",  # tools/bootstrap.sh installs the 2.13.0 CPU wheel first
+        "mpi4py>=3.1",
+        "h5py>=3.8",
+        "pyyaml>=6",
+        "gymnasium>=1.0",
+        "pettingzoo>=1.24",
+        "mpe2",
+        "pygame>=2.3",
+        "pymunk>=6.2",
+    ],
+    extras_require={
+        # Horovod is built from source by tools/bootstrap.sh (it needs the C++17 fix); listing it here
+        # would make pip try to build it without that fix.
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+    },
+    entry_points={"console_scripts": ["hpcmarl=hpcmarl.cli:main"]},
+)
