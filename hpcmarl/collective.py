@@ -43,7 +43,8 @@ class Collective:
             return x
         t0 = time.perf_counter()
         if self.hvd is not None:
-            out = self.hvd.allreduce(torch.from_numpy(np.ascontiguousarray(x)), op=self.hvd.Sum).numpy()
+            out = self.hvd.allreduce(torch.from_numpy(np.ascontiguousarray(x)), op=self.hvd.Sum,
+                                     name=f"hpcmarl.sum.{x.size}").numpy()
         else:
             from mpi4py import MPI
 

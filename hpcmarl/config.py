@@ -52,6 +52,7 @@ class PPOConfig:
     value_clip: float = 0.2  # 0 disables value clipping
     max_grad_norm: float = 10.0
     normalize_advantages: bool = True
+    value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
     hidden: int = 64
     layers: int = 2
 

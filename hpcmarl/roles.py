@@ -25,6 +25,22 @@ from hpcmarl.spec import CMD_STOP, META_INDEX, Record, unroll_spec, weights_spec
 M = META_INDEX
 
 
+def inject_fault(ctx, update: int) -> None:
+    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit>:<update>``."""
+    spec = os.environ.get("HPCMARL_INJECT_FAULT")
+    if not spec:
+        return
+    rank, kind, at = spec.split(":")
+    if int(rank) != ctx.rank or update != int(at):
+        return
+    if kind == "raise":
+        raise RuntimeError(f"injected fault on rank {ctx.rank} at update {update}")
+    if kind == "hang":
+        time.sleep(10 ** 6)
+    if kind == "exit":
+        os._exit(3)
+
+
 def actor_seed(base: int, actor_index: int, start_update: int) -> int:
     return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
 
@@ -73,7 +89,9 @@ def actor_main(ctx) -> None:
         version, command = protocol.recv_weights(world, learner, wrec, timeout)
         if command == CMD_STOP:
             break
-        sampler.policy.load(wrec["params"], version)
+        inject_fault(ctx, version)
+        if os.environ.get("HPCMARL_INJECT_FAULT") != f"{ctx.rank}:stale:{version}":
+            sampler.policy.load(wrec["params"], version)
         t_wait = time.perf_counter() - t0
         sampler.collect(urec)
         meta = urec["meta"]
@@ -172,12 +190,11 @@ class Progress:
         now = time.monotonic()
         if force or now - self.last >= self.interval:
             self.last = now
-            if self.tty:
-                bar_w = 20
-                fill = int(bar_w * min(1.0, s["env_steps"] / max(1, self.total)))
-                print("\r" + self.line(s) + " [" + "#" * fill + "." * (bar_w - fill) + "]", end="", flush=True)
-            else:
-                print(self.line(s), flush=True)
+            bar = ""
+            if self.tty:  # a bar for people watching; plain lines either way, so launchers' logs stay clean
+                fill = int(20 * min(1.0, s["env_steps"] / max(1, self.total)))
+                bar = " [" + "#" * fill + "." * (20 - fill) + "]"
+            print(self.line(s) + bar, flush=True)
 
 
 def learner_main(ctx) -> None:
@@ -244,6 +261,9 @@ def learner_main(ctx) -> None:
 
     def checkpoint():
         nonlocal last_ckpt
+        sums = coll.gather(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])))
+        if lead and len(set(sums)) != 1:
+            raise RuntimeError(f"learners hold different parameters at update {counters['update']}: checksums {sums}")
         learner_rng = coll.gather(torch.get_rng_state().numpy())
         a_rng = coll.gather({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
         if lead:
@@ -254,7 +274,7 @@ def learner_main(ctx) -> None:
                 for a, st in part.items():
                     arrays[f"rng/actor-{a:05d}/torch"] = st
             attrs = dict(counters)
-            attrs.update(rows_episodes=writer.rows()["episodes"], rows_metrics=writer.rows()["metrics"],
+            attrs.update(learner_param_checksums=[float(x) for x in sums], rows_episodes=writer.rows()["episodes"], rows_metrics=writer.rows()["metrics"],
                          version=version, config=ctx.config_yaml, algo=cfg.algo.name, env=cfg.env.name,
                          groups=groups)
             storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
@@ -263,6 +283,7 @@ def learner_main(ctx) -> None:
 
     while True:
         # ---- one synchronous round --------------------------------------------------------------
+        inject_fault(ctx, version)
         t0 = time.perf_counter()
         wrec["params"][:] = learner.policy_flat()
         want = checksum(wrec["params"])
@@ -277,7 +298,7 @@ def learner_main(ctx) -> None:
                                    f"version {int(r['meta'][M['version']])} (checksum {r['meta'][M['param_checksum']]}), "
                                    f"expected version {version} (checksum {want})")
         coll.t_allreduce = 0.0
-        stats = learner.update(recs, coll.reduce_grads)
+        stats = learner.update(recs, coll.reduce_grads, coll.sum_small)
         t3 = time.perf_counter()
         version += 1
 
@@ -359,9 +380,7 @@ def learner_main(ctx) -> None:
     checkpoint()
     if lead:
         writer.close()
-        if progress.tty:
-            print()
-        progress.maybe(row, force=True) if not progress.tty else print(progress.line(row))
+        progress.maybe(row, force=True)
         rets = ", ".join(f"{g} {row['return_window/' + g]:.2f}" for g in groups)
         print(f"[hpcmarl] finished ({stop_reason}): {counters['update']} updates, {counters['env_steps']:,} env steps, "
               f"{counters['episodes']:,} episodes in {counters['wall_time']:.1f}s; mean return over the last "

@@ -63,6 +63,39 @@ def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip
     return loss, stats
 
 
+class ValueNorm:
+    """Running mean/variance of value targets (MAPPO's ValueNorm): the critic predicts normalised
+    values. Statistics are updated from sums reduced over all learners, so they stay identical."""
+
+    def __init__(self, beta: float = 0.99999, eps: float = 1e-5):
+        self.beta, self.eps = beta, eps
+        self.mean = self.mean_sq = self.debias = 0.0
+
+    def update(self, x: torch.Tensor, mask: torch.Tensor, reduce_sums: Callable = None) -> None:
+        sums = np.array([float((x * mask).sum()), float((x * x * mask).sum()), float(mask.sum())])
+        if reduce_sums is not None:
+            sums = reduce_sums(sums)
+        if sums[2] <= 0:
+            return
+        w = self.beta
+        self.mean = w * self.mean + (1 - w) * sums[0] / sums[2]
+        self.mean_sq = w * self.mean_sq + (1 - w) * sums[1] / sums[2]
+        self.debias = w * self.debias + (1 - w)
+
+    def stats(self):
+        d = max(self.debias, self.eps)
+        mean, mean_sq = self.mean / d, self.mean_sq / d
+        return mean, max(mean_sq - mean * mean, 1e-2) ** 0.5
+
+    def normalize(self, x):
+        m, s = self.stats()
+        return (x - m) / s
+
+    def denormalize(self, x):
+        m, s = self.stats()
+        return x * s + m
+
+
 class PPOLearner:
     def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int):
         torch.manual_seed(seed)
@@ -71,6 +104,7 @@ class PPOLearner:
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(seed)
+        self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
 
     # ---- data --------------------------------------------------------------------------------
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
@@ -93,13 +127,17 @@ class PPOLearner:
         return b
 
     @torch.no_grad()
-    def advantages(self, b: Dict[str, torch.Tensor]) -> None:
+    def advantages(self, b: Dict[str, torch.Tensor], reduce_sums: Callable = None) -> None:
         obs = {g.name: b[f"{g.name}/obs"] for g in self.spec.groups}
-        values = self.model.values(obs, b.get("state"))  # [T+1, B, n]
+        values = self.model.values(obs, b.get("state"))  # [T+1, B, n] (normalised with value_norm)
         for g in self.spec.groups:
             n = g.name
-            adv, ret = gae(b[f"{n}/reward"], values[n], b[f"{n}/done"], self.cfg.gamma, self.cfg.gae_lambda)
+            raw = self.value_norm[n].denormalize(values[n]) if self.value_norm else values[n]
+            adv, ret = gae(b[f"{n}/reward"], raw, b[f"{n}/done"], self.cfg.gamma, self.cfg.gae_lambda)
             mask = b[f"{n}/alive"][:-1]
+            if self.value_norm:
+                self.value_norm[n].update(ret, mask, reduce_sums)
+                ret = self.value_norm[n].normalize(ret)
             if self.cfg.normalize_advantages:
                 mean = masked_mean(adv, mask)
                 std = masked_mean((adv - mean) ** 2, mask).sqrt()
@@ -107,11 +145,12 @@ class PPOLearner:
             b[f"{n}/adv"], b[f"{n}/ret"], b[f"{n}/value"] = adv, ret, values[n][:-1]
 
     # ---- update ------------------------------------------------------------------------------
-    def update(self, unrolls: List[Record], reduce_grads: Callable = None) -> Dict[str, float]:
-        """PPO epochs over the unrolls; ``reduce_grads(params, weight)`` averages gradients across learners."""
+    def update(self, unrolls: List[Record], reduce_grads: Callable = None, reduce_sums: Callable = None) -> Dict[str, float]:
+        """PPO epochs over the unrolls; ``reduce_grads(params, weight)`` averages gradients across
+        learners, ``reduce_sums(array)`` sums small statistics across learners."""
         c = self.cfg
         b = self.batch_from_unrolls(unrolls)
-        self.advantages(b)
+        self.advantages(b, reduce_sums)
         T, B = b[f"{self.spec.groups[0].name}/reward"].shape[:2]
         n_rows = T * B
         totals: Dict[str, float] = {}
@@ -162,6 +201,9 @@ class PPOLearner:
             for k, v in s.items():
                 out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
+        if self.value_norm:
+            for g, vn in self.value_norm.items():
+                out[f"value_norm/{g}"] = np.array([vn.mean, vn.mean_sq, vn.debias])
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -176,5 +218,9 @@ class PPOLearner:
                     self.device if name != "step" else "cpu")
         st["state"] = state
         self.opt.load_state_dict(st)
+        if self.value_norm:
+            for g, vn in self.value_norm.items():
+                if f"value_norm/{g}" in arrays:
+                    vn.mean, vn.mean_sq, vn.debias = (float(x) for x in arrays[f"value_norm/{g}"])
         if "rng/learner_gen" in arrays:
             self.gen.set_state(torch.from_numpy(np.array(arrays["rng/learner_gen"], dtype=np.uint8)))

@@ -1,0 +1,34 @@
+# hpcmarl: `make demo` and `make test` each set up everything they need (tools/bootstrap.sh is
+# idempotent: a second run installs nothing).
+SHELL := /bin/bash
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+NP    ?= 4
+# Open MPI refuses root without these; --oversubscribe lets 4 ranks share 2 cores; --bind-to none
+# keeps the OS free to move oversubscribed ranks between cores.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+MPIRUN ?= mpirun --bind-to none
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit test-mpi bench clean-runs
+
+setup:
+	@bash tools/bootstrap.sh
+
+demo: setup
+	$(MPIRUN) -n $(NP) $(BIN)/hpcmarl train configs/demo.yaml --fresh
+	$(BIN)/hpcmarl inspect runs/demo
+
+test: setup
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-mpi: setup
+	$(BIN)/python -m pytest tests/mpi tests/e2e $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,414 @@
+"""GAE, the PPO loss and PPOLearner (update, checkpoint state) against slow references."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hpcmarl.algos.ppo import PPOLearner, gae, masked_mean, ppo_loss
+from hpcmarl.config import PPOConfig
+from hpcmarl.envs import probe_spec
+from hpcmarl.storage import load_checkpoint, save_checkpoint
+
+CPU = torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------------------
+# GAE
+# ------------------------------------------------------------------------------------------------
+def gae_reference(r, v, d, gamma, lam):
+    """Textbook GAE for one sequence: delta_t = r_t + gamma (1 - d_t) V_{t+1} - V_t and
+    A_t = sum_l (gamma lambda)^l delta_{t+l}, the sum cut after the first done at or after t."""
+    T = len(r)
+    delta = [r[t] + gamma * (1.0 - d[t]) * v[t + 1] - v[t] for t in range(T)]
+    adv = []
+    for t in range(T):
+        a = 0.0
+        for l in range(T - t):
+            a += (gamma * lam) ** l * delta[t + l]
+            if d[t + l]:
+                break
+        adv.append(a)
+    return adv, [adv[t] + v[t] for t in range(T)]
+
+
+def random_gae_inputs(shape_rest, T, seed, p_done=0.2, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn((T,) + shape_rest, generator=g, dtype=dtype)
+    v = torch.randn((T + 1,) + shape_rest, generator=g, dtype=dtype)
+    d = (torch.rand((T,) + shape_rest, generator=g) < p_done).to(dtype)
+    return r, v, d
+
+
+def apply_reference(fn, r, v, d, *args):
+    """Run a 1-D reference on every trailing index of [T, ...] tensors."""
+    adv = torch.zeros_like(r)
+    ret = torch.zeros_like(r)
+    for idx in itertools.product(*[range(s) for s in r.shape[1:]]):
+        sl = (slice(None),) + idx
+        a, g = fn(r[sl].tolist(), v[sl].tolist(), d[sl].tolist(), *args)
+        adv[sl] = torch.tensor(a, dtype=r.dtype)
+        ret[sl] = torch.tensor(g, dtype=r.dtype)
+    return adv, ret
+
+
+@pytest.mark.parametrize("shape_rest,T,seed,gamma,lam", [
+    ((), 1, 0, 0.99, 0.95),
+    ((), 17, 1, 0.99, 0.95),
+    ((4,), 12, 2, 0.9, 0.8),
+    ((3, 2), 25, 3, 0.99, 0.95),
+    ((5, 3), 9, 4, 0.5, 0.3),
+    ((2, 4), 30, 5, 1.0, 1.0),
+])
+def test_gae_matches_reference(shape_rest, T, seed, gamma, lam):
+    r, v, d = random_gae_inputs(shape_rest, T, seed)
+    assert d.sum() > 0 or T == 1 or shape_rest == ()  # the random dones actually cut somewhere
+    adv, ret = gae(r, v, d, gamma, lam)
+    ref_adv, ref_ret = apply_reference(gae_reference, r, v, d, gamma, lam)
+    assert adv.shape == r.shape and ret.shape == r.shape
+    torch.testing.assert_close(adv, ref_adv, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ret, ref_ret, rtol=1e-10, atol=1e-10)
+
+
+def test_gae_float32_and_no_input_mutation():
+    r, v, d = random_gae_inputs((8, 3), 20, 7, dtype=torch.float32)
+    copies = [x.clone() for x in (r, v, d)]
+    adv, ret = gae(r, v, d, 0.99, 0.95)
+    for x, c in zip((r, v, d), copies):
+        assert torch.equal(x, c)
+    ref_adv, ref_ret = apply_reference(gae_reference, r.double(), v.double(), d.double(), 0.99, 0.95)
+    torch.testing.assert_close(adv.double(), ref_adv, rtol=1e-5, atol=1e-5)
+    assert adv.dtype == torch.float32
+
+
+def discounted_returns_reference(r, v, d, gamma):
+    """G_t = r_t + gamma G_{t+1}, restarted at dones; the sequence end bootstraps from V_T."""
+    T = len(r)
+    G = [0.0] * T
+    nxt = v[T]
+    for t in reversed(range(T)):
+        nxt = r[t] + gamma * (0.0 if d[t] else nxt)
+        G[t] = nxt
+    return [G[t] - v[t] for t in range(T)], G
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.99, 1.0])
+def test_gae_lambda_one_is_discounted_return(gamma):
+    r, v, d = random_gae_inputs((3, 2), 15, 11)
+    adv, ret = gae(r, v, d, gamma, 1.0)
+    ref_adv, ref_ret = apply_reference(discounted_returns_reference, r, v, d, gamma)
+    torch.testing.assert_close(ret, ref_ret, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(adv, ref_ret - v[:-1], rtol=1e-10, atol=1e-10)
+
+
+def test_gae_lambda_zero_is_td_error():
+    r, v, d = random_gae_inputs((4,), 10, 12)
+    adv, _ = gae(r, v, d, 0.9, 0.0)
+    torch.testing.assert_close(adv, r + 0.9 * (1 - d) * v[1:] - v[:-1])
+
+
+def test_gae_done_cuts_bootstrap():
+    # constant reward 1, values 0, done at t=2 of 5: the advantage at t=2 is just r_2
+    r = torch.ones(5, dtype=torch.float64)
+    v = torch.full((6,), 100.0, dtype=torch.float64)
+    v[:5] = 0.0
+    d = torch.tensor([0, 0, 1, 0, 0], dtype=torch.float64)
+    adv, _ = gae(r, v, d, 0.5, 1.0)
+    assert adv[2].item() == 1.0
+    assert adv[1].item() == pytest.approx(1 + 0.5)
+    assert adv[0].item() == pytest.approx(1 + 0.5 + 0.25)
+    assert adv[4].item() == pytest.approx(1 + 0.5 * 100.0)  # the last step bootstraps from V_T
+
+
+# ------------------------------------------------------------------------------------------------
+# PPO loss
+# ------------------------------------------------------------------------------------------------
+def loss_reference(new_logp, old_logp, adv, new_v, old_v, ret, ent, mask, clip, vclip, ecoef, vcoef):
+    """Per-element python loops over the flattened tensors."""
+    flat = [x.detach().reshape(-1).double().tolist() for x in (new_logp, old_logp, adv, new_v, old_v, ret, ent, mask)]
+    pg_sum = v_sum = e_sum = kl_sum = cf_sum = n = 0.0
+    for nl, ol, a, nv, ov, R, e, m in zip(*flat):
+        if not m:
+            continue
+        ratio = math.exp(nl - ol)
+        surr = min(ratio * a, min(max(ratio, 1 - clip), 1 + clip) * a)
+        pg_sum += -surr
+        err = (nv - R) ** 2
+        if vclip > 0:
+            vc = ov + min(max(nv - ov, -vclip), vclip)
+            err = max(err, (vc - R) ** 2)
+        v_sum += err
+        e_sum += e
+        kl_sum += (ratio - 1) - (nl - ol)
+        cf_sum += 1.0 if abs(ratio - 1) > clip else 0.0
+        n += 1
+    n = max(n, 1.0)
+    pg, vl, en = pg_sum / n, 0.5 * v_sum / n, e_sum / n
+    return pg + vcoef * vl - ecoef * en, {"policy_loss": pg, "value_loss": vl, "entropy": en,
+                                          "approx_kl": kl_sum / n, "clip_fraction": cf_sum / n}
+
+
+def random_loss_inputs(shape, seed, p_mask=0.7):
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda s=1.0: torch.randn(shape, generator=g, dtype=torch.float64) * s
+    old_logp = -torch.rand(shape, generator=g, dtype=torch.float64) * 2
+    new_logp = old_logp + rn(0.4)  # ratios on both sides of the clip range
+    old_v = rn()
+    new_v = old_v + rn(0.5)
+    ret = old_v + rn()
+    adv = rn()
+    ent = torch.rand(shape, generator=g, dtype=torch.float64)
+    mask = (torch.rand(shape, generator=g) < p_mask).double()
+    return dict(new_logp=new_logp, old_logp=old_logp, adv=adv, new_v=new_v, old_v=old_v, returns=ret,
+                entropy=ent, mask=mask)
+
+
+def call_loss(x, clip=0.2, value_clip=0.2, entropy_coef=0.01, value_coef=1.0):
+    return ppo_loss(x["new_logp"], x["old_logp"], x["adv"], x["new_v"], x["old_v"], x["returns"], x["entropy"],
+                    x["mask"], clip, value_clip, entropy_coef, value_coef)
+
+
+@pytest.mark.parametrize("shape,seed,clip,vclip,ecoef,vcoef", [
+    ((40,), 0, 0.2, 0.2, 0.01, 1.0),
+    ((6, 5, 3), 1, 0.1, 0.0, 0.05, 0.5),
+    ((7, 4), 2, 0.3, 0.5, 0.0, 2.0),
+])
+def test_ppo_loss_matches_reference(shape, seed, clip, vclip, ecoef, vcoef):
+    x = random_loss_inputs(shape, seed)
+    loss, stats = call_loss(x, clip, vclip, ecoef, vcoef)
+    ref, ref_stats = loss_reference(x["new_logp"], x["old_logp"], x["adv"], x["new_v"], x["old_v"], x["returns"],
+                                    x["entropy"], x["mask"], clip, vclip, ecoef, vcoef)
+    assert loss.item() == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert set(stats) == set(ref_stats)
+    for k in ref_stats:
+        assert stats[k] == pytest.approx(ref_stats[k], rel=1e-6, abs=1e-9), k
+    assert 0 < ref_stats["clip_fraction"] < 1  # the inputs exercise both clipped and unclipped rows
+
+
+def test_ppo_loss_all_rows_masked_is_zero_not_nan():
+    x = random_loss_inputs((10,), 3)
+    x["mask"] = torch.zeros(10, dtype=torch.float64)
+    loss, stats = call_loss(x)
+    assert loss.item() == 0.0
+    assert all(v == 0.0 for v in stats.values())
+
+
+def _grads(x, **kw):
+    leaves = {k: x[k].clone().requires_grad_(True) for k in ("new_logp", "new_v", "entropy")}
+    y = {**x, **leaves}
+    loss, stats = call_loss(y, **kw)
+    loss.backward()
+    return loss.item(), stats, {k: v.grad.clone() for k, v in leaves.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_masked_rows_do_not_change_loss_or_gradient(seed):
+    x = random_loss_inputs((8, 6), seed, p_mask=0.5)
+    masked = x["mask"] == 0
+    assert masked.any() and (~masked).any()
+    loss1, stats1, g1 = _grads(x)
+    g = torch.Generator().manual_seed(100 + seed)
+    y = dict(x)
+    for k in ("new_logp", "old_logp", "adv", "new_v", "old_v", "returns", "entropy"):
+        noise = torch.randn(x[k].shape, generator=g, dtype=torch.float64) * 3
+        y[k] = torch.where(masked, x[k] + noise, x[k])
+        assert not torch.equal(y[k], x[k])
+    loss2, stats2, g2 = _grads(y)
+    assert loss2 == pytest.approx(loss1, rel=1e-12, abs=1e-12)
+    for k in stats1:
+        assert stats2[k] == pytest.approx(stats1[k], rel=1e-9, abs=1e-12), k
+    for k in g1:
+        torch.testing.assert_close(g2[k], g1[k], rtol=1e-12, atol=1e-12)
+        assert (g1[k][masked] == 0).all()  # no gradient flows into masked rows
+    assert (g1["new_logp"][~masked] != 0).any()
+
+
+@pytest.mark.parametrize("adv,ratio,clipped", [
+    (1.5, 1.6, True),     # A > 0, ratio above 1 + clip: clipped, no gradient
+    (1.5, 0.5, False),    # A > 0, ratio below 1 - clip: the unclipped (smaller) term wins
+    (-1.5, 0.5, True),    # A < 0, ratio below 1 - clip: clipped, no gradient
+    (-1.5, 1.6, False),   # A < 0, ratio above 1 + clip: unclipped term wins
+    (2.0, 1.1, False),    # inside the range
+    (-2.0, 0.9, False),
+])
+def test_ppo_clipping(adv, ratio, clipped):
+    clip = 0.2
+    old_logp = torch.tensor([-1.0], dtype=torch.float64)
+    new_logp = (old_logp + math.log(ratio)).requires_grad_(True)
+    z = torch.zeros(1, dtype=torch.float64)
+    loss, stats = ppo_loss(new_logp, old_logp, torch.tensor([adv], dtype=torch.float64), z, z, z, z,
+                           torch.ones(1, dtype=torch.float64), clip, 0.0, 0.0, 1.0)
+    loss.backward()
+    if clipped:
+        r_c = min(max(ratio, 1 - clip), 1 + clip)
+        assert loss.item() == pytest.approx(-r_c * adv)
+        assert new_logp.grad.item() == 0.0
+    else:
+        assert loss.item() == pytest.approx(-ratio * adv)
+        # d/dlogp of -ratio * A = -ratio * A
+        assert new_logp.grad.item() == pytest.approx(-ratio * adv)
+    assert stats["clip_fraction"] == (1.0 if abs(ratio - 1) > clip else 0.0)
+    assert stats["approx_kl"] == pytest.approx((ratio - 1) - math.log(ratio))
+
+
+@pytest.mark.parametrize("new_v,old_v,ret,expect", [
+    (2.0, 0.0, 2.0, 0.5 * (0.2 - 2.0) ** 2),   # clipped prediction is worse: max picks it
+    (0.1, 0.0, 2.0, 0.5 * (0.1 - 2.0) ** 2),   # within the clip range
+    (3.0, 2.0, 0.0, 0.5 * 3.0 ** 2),           # unclipped error is larger
+])
+def test_value_clipping(new_v, old_v, ret, expect):
+    t = lambda a: torch.tensor([a], dtype=torch.float64)
+    loss, stats = ppo_loss(t(-1.0), t(-1.0), t(0.0), t(new_v), t(old_v), t(ret), t(0.0), t(1.0),
+                           0.2, 0.2, 0.0, 1.0)
+    assert stats["value_loss"] == pytest.approx(expect)
+    assert loss.item() == pytest.approx(expect)
+
+
+def test_masked_mean():
+    x = torch.tensor([1.0, 2.0, 3.0, 100.0])
+    m = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    assert masked_mean(x, m).item() == pytest.approx(2.0)
+    assert masked_mean(x, torch.zeros(4)).item() == 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# PPOLearner
+# ------------------------------------------------------------------------------------------------
+def make_learner(spec, algo="mappo", T=5, seed=0, **kw):
+    cfg = PPOConfig(name=algo, unroll_length=T, hidden=16, layers=1, **kw)
+    return PPOLearner(spec, cfg, CPU, seed)
+
+
+ENV_CASES = [
+    ("counting_v0", {"n_agents": 2, "max_cycles": 4, "die_at": 2}, None),
+    ("simple_spread_v3", {"N": 2, "max_cycles": 6}, None),
+    ("simple_tag_v3", {"max_cycles": 5}, None),
+]
+
+
+@pytest.mark.parametrize("algo", ["mappo", "ippo"])
+@pytest.mark.parametrize("env,kwargs,pmap", ENV_CASES, ids=[c[0] for c in ENV_CASES])
+def test_update_runs_and_changes_parameters(collect, env, kwargs, pmap, algo):
+    T, E = 5, 3
+    learner = make_learner(probe_spec(env, kwargs, pmap), algo, T, epochs=2, minibatches=3)
+    c = collect(env, T, E, 2, kwargs, seed=1, policy_map=pmap, flat=learner.policy_flat(), version=7)
+    assert c.records[0]["meta"][0] == 7
+    before = [p.detach().clone() for p in learner.params]
+    policy_before = learner.policy_flat()
+    calls = []
+    stats = learner.update(c.records, reduce_grads=lambda params, w: calls.append((len(params), w)))
+    # gradients reduced once per minibatch, weighted by the batch rows (T x all env copies)
+    assert calls == [(len(learner.params), float(T * 2 * E))] * (2 * 3)
+    for g in learner.spec.groups:
+        for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
+            assert math.isfinite(stats[f"{g.name}/{k}"])
+        assert stats[f"{g.name}/entropy"] > 0
+    assert math.isfinite(stats["grad_norm"]) and stats["grad_norm"] > 0
+    changed = [not torch.equal(a, b.detach()) for a, b in zip(before, learner.params)]
+    assert all(changed), "every parameter tensor (policy and critic) should move"
+    assert not np.array_equal(policy_before, learner.policy_flat())
+    assert all(torch.isfinite(p).all() for p in learner.params)
+
+
+@pytest.mark.parametrize("env,kwargs,pmap", ENV_CASES, ids=[c[0] for c in ENV_CASES])
+def test_first_minibatch_reproduces_actor_logp(collect, env, kwargs, pmap):
+    """With the actor's weights, the learner's log-probs of the sampled actions equal the stored ones:
+    before the first optimizer step the ratio is 1 (approx_kl 0, nothing clipped)."""
+    learner = make_learner(probe_spec(env, kwargs, pmap), "mappo", 4, epochs=1, minibatches=1)
+    c = collect(env, 4, 2, 1, kwargs, seed=3, policy_map=pmap, flat=learner.policy_flat())
+    stats = learner.update(c.records)
+    for g in learner.spec.groups:
+        assert abs(stats[f"{g.name}/approx_kl"]) < 1e-6
+        assert stats[f"{g.name}/clip_fraction"] == 0.0
+
+
+def test_batch_from_unrolls_concatenates_env_axis(collect):
+    T, E = 4, 2
+    c = collect("counting_v0", T, E, 3, {"n_agents": 2, "max_cycles": 3})
+    learner = make_learner(c.venv.spec, "ippo", T)
+    b = learner.batch_from_unrolls(c.records)
+    assert b["agent/obs"].shape == (T + 1, 3 * E, 2, 2)
+    assert b["agent/reward"].shape == (T, 3 * E, 2)
+    for u, rec in enumerate(c.records):
+        np.testing.assert_array_equal(b["agent/obs"][:, u * E:(u + 1) * E].numpy(), rec["agent/obs"])
+        np.testing.assert_array_equal(b["agent/action"][:, u * E:(u + 1) * E].numpy(), rec["agent/action"])
+    done = np.maximum(np.concatenate([r["agent/terminated"] for r in c.records], 1),
+                      np.concatenate([r["agent/truncated"] for r in c.records], 1))
+    np.testing.assert_array_equal(b["agent/done"].numpy(), done.astype(np.float32))
+    assert b["agent/done"].sum() > 0
+
+
+def _optim_state(learner):
+    return {k: v for k, v in learner.state_arrays().items() if k.startswith("optim/")}
+
+
+def _assert_same_arrays(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        assert x.dtype == y.dtype and x.shape == y.shape, k
+        assert x.tobytes() == y.tobytes(), k
+
+
+@pytest.mark.parametrize("via_checkpoint", [False, True])
+def test_state_arrays_round_trip(collect, tmp_path, via_checkpoint):
+    kwargs = {"N": 2, "max_cycles": 6}
+    spec = probe_spec("simple_spread_v3", kwargs)
+    a = make_learner(spec, "mappo", 5, seed=0, epochs=2, minibatches=2)
+    c = collect("simple_spread_v3", 5, 2, 2, kwargs, seed=2, flat=a.policy_flat())
+    a.update(c.records[:1])  # optimizer state exists after a step
+    arrays = {k: np.array(v, copy=True) for k, v in a.state_arrays().items()}
+    assert any(k.startswith("optim/") for k in arrays) and "rng/learner_gen" in arrays
+    for v in arrays.values():
+        assert isinstance(v, np.ndarray) and v.dtype != object
+    if via_checkpoint:
+        save_checkpoint(str(tmp_path), 1, arrays, {"update": 1}, keep=2)
+        arrays, _ = load_checkpoint(str(tmp_path / "ckpt-000000001.h5"))
+
+    b = make_learner(spec, "mappo", 5, seed=123, epochs=2, minibatches=2)
+    assert not all(torch.equal(p, q) for p, q in zip(a.params, b.params))
+    b.load_state_arrays(arrays)
+    for p, q in zip(a.params, b.params):
+        assert torch.equal(p, q)
+    _assert_same_arrays(a.state_arrays(), b.state_arrays())
+
+    # identical update from both -> identical parameters and optimizer state
+    a.update(c.records[1:])
+    b.update(c.records[1:])
+    for p, q in zip(a.params, b.params):
+        assert torch.equal(p, q)
+    _assert_same_arrays(_optim_state(a), _optim_state(b))
+    after = a.state_arrays()
+    assert any(not np.array_equal(after[k], arrays[k]) for k in arrays if k.startswith("model/"))
+
+
+def test_state_arrays_is_a_snapshot(collect):
+    """The arrays must not alias the live parameters / optimizer moments: a later update (or a
+    checkpoint written asynchronously) must still see the state at the time of the call."""
+    kwargs = {"n_agents": 2, "max_cycles": 3}
+    learner = make_learner(probe_spec("counting_v0", kwargs), "ippo", 4, epochs=1, minibatches=1)
+    c = collect("counting_v0", 4, 2, 2, kwargs, flat=learner.policy_flat())
+    learner.update(c.records[:1])
+    arrays = learner.state_arrays()
+    copies = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    learner.update(c.records[1:])
+    changed = sorted(k for k in arrays if not np.array_equal(arrays[k], copies[k]))
+    assert changed == [], f"state_arrays() results changed by a later update: {changed[:4]} ..."
+
+
+@pytest.mark.parametrize("T,E,minibatches", [(5, 2, 6), (3, 2, 4), (5, 2, 10), (25, 8, 18)])
+def test_update_takes_exactly_the_configured_minibatches(collect, T, E, minibatches):
+    """``algo.minibatches`` optimizer steps per epoch, also when it does not divide T x B. With several
+    learners this count is the number of gradient allreduces, so it must not depend on how many actors
+    (rows) a learner has, or the learners' collectives no longer pair up."""
+    kwargs = {"n_agents": 2, "max_cycles": 3}
+    spec = probe_spec("counting_v0", kwargs)
+    c = collect("counting_v0", T, E, 2, kwargs)
+    for n_unrolls in (1, 2):  # a learner serving one actor, one serving two
+        learner = make_learner(spec, "ippo", T, epochs=2, minibatches=minibatches)
+        calls = []
+        learner.update(c.records[:n_unrolls], reduce_grads=lambda params, w: calls.append(w))
+        assert len(calls) == 2 * minibatches, (n_unrolls, len(calls))
