@@ -100,7 +100,14 @@ def main(argv=None) -> int:
     from hpcmarl.storage import StorageError
     from hpcmarl.topology import TopologyError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may come after options (`train cfg --fresh k=v`); argparse leaves those over
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         code = args.fn(args)
     except (ConfigError, TopologyError, StorageError, EnvError) as e:

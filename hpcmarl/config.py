@@ -8,11 +8,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 3e-4 as a string
 
 
 class ConfigError(ValueError):
@@ -55,6 +59,11 @@ class PPOConfig:
     value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
     hidden: int = 64
     layers: int = 2
+    critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
+
+    @property
+    def uses_state(self) -> bool:
+        return self.name == "mappo" and self.critic_input == "state"
 
 
 ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig}
@@ -172,6 +181,8 @@ def _coerce(value, tp, key: str):
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -301,6 +312,7 @@ def validate(cfg: Config) -> None:
     from hpcmarl import envs  # local import: envs pulls in PettingZoo lazily
 
     _check(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
+    _check(cfg.seed >= 0, "seed", "must be >= 0")
     _check(cfg.env.name in envs.REGISTRY, "env.name",
            f"unknown environment {cfg.env.name!r} (known: {', '.join(sorted(envs.REGISTRY))})")
     _check(cfg.env.num_envs >= 1, "env.num_envs", "must be >= 1")
@@ -322,10 +334,13 @@ def validate(cfg: Config) -> None:
         _check(p.minibatches >= 1, "algo.minibatches", "must be >= 1")
         _check(p.minibatches <= p.unroll_length * cfg.env.num_envs, "algo.minibatches",
                f"must be <= unroll_length * env.num_envs = {p.unroll_length * cfg.env.num_envs}")
-        _check(p.hidden >= 1 and p.layers >= 1, "algo.hidden", "hidden and layers must be >= 1")
+        _check(p.hidden >= 1, "algo.hidden", "must be >= 1")
+        _check(p.layers >= 1, "algo.layers", "must be >= 1")
+        _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
     _check(cfg.learner.backend in ("horovod", "mpi"), "learner.backend", "must be 'horovod' or 'mpi'")
     dev = cfg.learner.device
-    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "learner.device", "must be auto, cpu, cuda or cuda:N")
+    _check(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "learner.device",
+           "must be auto, cpu, cuda or cuda:N")
     for key, t in (("learner.threads", cfg.learner.threads), ("actors.threads", cfg.actors.threads)):
         _check(t == "auto" or (isinstance(t, int) and t >= 1), key, "must be 'auto' or an integer >= 1")
     _check(cfg.train.total_env_steps >= 1, "train.total_env_steps", "must be >= 1")

@@ -152,7 +152,9 @@ def _obs_space(space):
     return space, False
 
 
-def build_spec(env, name: str, policy_map=None) -> EnvSpec:
+def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> EnvSpec:
+    """Groups and spaces of ``env``; ``state_dim`` stays 0 unless ``with_state`` (a centralized critic
+    on the env's global state) and the env has one."""
     from gymnasium import spaces
 
     agents = list(env.possible_agents)
@@ -180,18 +182,18 @@ def build_spec(env, name: str, policy_map=None) -> EnvSpec:
             out.append(GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
                                  act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32)))
     state_dim = 0
-    try:
-        state_space = env.state_space
-        state_dim = int(np.prod(state_space.shape))
-    except Exception:
-        state_dim = 0
+    if with_state:
+        try:
+            state_dim = int(np.prod(env.state_space.shape))
+        except Exception:
+            raise EnvError(f"{name} has no global state(); use algo.critic_input=obs") from None
     return EnvSpec(name, out, state_dim)
 
 
-def probe_spec(name: str, kwargs=None, policy_map=None) -> EnvSpec:
+def probe_spec(name: str, kwargs=None, policy_map=None, with_state: bool = False) -> EnvSpec:
     env = make_parallel_env(name, kwargs)
     try:
-        return build_spec(env, name, policy_map)
+        return build_spec(env, name, policy_map, with_state)
     finally:
         env.close()
 
@@ -210,9 +212,9 @@ class VecEnv:
     """``num_envs`` copies of one environment with array in/out and automatic reset."""
 
     def __init__(self, name: str, num_envs: int, seed: int, kwargs=None, policy_map=None,
-                 obs_transform: Optional[Callable] = None):
+                 obs_transform: Optional[Callable] = None, with_state: bool = False):
         self.envs = [make_parallel_env(name, kwargs) for _ in range(num_envs)]
-        self.spec = build_spec(self.envs[0], name, policy_map)
+        self.spec = build_spec(self.envs[0], name, policy_map, with_state)
         self.num_envs = num_envs
         self.seed = seed
         self.obs_transform = obs_transform

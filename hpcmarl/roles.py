@@ -50,7 +50,7 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str]):
     cfg = ctx.cfg
     seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
     torch.manual_seed(seed)
-    venv = VecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map)
+    venv = VecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map, with_state=cfg.algo.uses_state)
     policy = Inference(venv.spec, cfg.algo.hidden, cfg.algo.layers)
     uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs)
     sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)

@@ -235,7 +235,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
 
     if role == LEARNER:
         ctx.device = pick_device(cfg, local_rank)
-        ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+        ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, cfg.algo.uses_state)
         roles.learner_main(ctx)
     else:
         roles.actor_main(ctx)

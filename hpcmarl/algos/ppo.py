@@ -157,7 +157,7 @@ class PPOLearner:
         n_mb = 0
         for _ in range(c.epochs):
             perm = torch.randperm(n_rows, generator=self.gen)
-            for chunk in perm.chunk(c.minibatches):
+            for chunk in perm.tensor_split(c.minibatches):  # exactly `minibatches` pieces on every learner
                 loss = 0.0
                 idx_t, idx_b = (chunk // B).to(self.device), (chunk % B).to(self.device)
                 obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
@@ -195,11 +195,11 @@ class PPOLearner:
     # ---- checkpoint state ----------------------------------------------------------------------
     def state_arrays(self) -> Dict[str, np.ndarray]:
         """Parameters and optimizer state as plain arrays (no pickle)."""
-        out = {f"model/{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
         st = self.opt.state_dict()
         for pid, s in st["state"].items():
             for k, v in s.items():
-                out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+                out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy().copy() if torch.is_tensor(v) else np.array(v)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
         if self.value_norm:
             for g, vn in self.value_norm.items():

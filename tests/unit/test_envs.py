@@ -84,7 +84,7 @@ def test_counting_dead_agent():
 
 
 def test_reset_is_seeded_per_copy():
-    a = VecEnv("simple_spread_v3", 3, seed=5, kwargs={"N": 2})
+    a = VecEnv("simple_spread_v3", 3, seed=5, kwargs={"N": 2}, with_state=True)
     b = VecEnv("simple_spread_v3", 3, seed=5, kwargs={"N": 2})
     c = VecEnv("simple_spread_v3", 3, seed=6, kwargs={"N": 2})
     oa, ob, oc = a.reset()["agent"].copy(), b.reset()["agent"].copy(), c.reset()["agent"].copy()
@@ -92,7 +92,8 @@ def test_reset_is_seeded_per_copy():
     assert not np.array_equal(oa, oc)
     assert not np.array_equal(oa[0], oa[1])  # copies get different seeds (seed + i)
     np.testing.assert_array_equal(oa[1], oc[0])  # copy 1 of seed 5 == copy 0 of seed 6
-    # state is maintained next to the observations
+    # with_state: the global state is maintained next to the observations; without it, none is computed
+    assert b.state is None and b.spec.state_dim == 0
     assert a.state is not None and a.state.shape == (3, a.spec.state_dim)
     np.testing.assert_array_equal(a.state[2], np.asarray(a.envs[2].state(), np.float32).reshape(-1))
     for v in (a, b, c):

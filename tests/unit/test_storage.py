@@ -96,7 +96,7 @@ def test_empty_and_tiny_specs():
 
 
 def test_unroll_spec_shapes():
-    env = probe_spec("simple_tag_v3")
+    env = probe_spec("simple_tag_v3", with_state=True)
     T, E = 6, 3
     spec = unroll_spec(env, T, E)
     sh = spec.shapes()

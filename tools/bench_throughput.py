@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Throughput: the raw PettingZoo loop with random actions vs. an hpcmarl actor with policy inference.
+
+In one invocation: (1) one environment stepped in a plain Python loop with random actions for
+``--raw-seconds``; (2) a 2-rank run (1 learner + 1 actor, synchronous MAPPO, default config) for
+``--train-seconds``; the actor's env steps/s is taken from ``run.h5`` between the first and the last
+update, so it includes every wait for the learner. Last line:
+``RESULT raw_sps=… actor_sps=… ratio=…``.
+
+    .venv/bin/python tools/bench_throughput.py [--env simple_spread_v3] [--train-seconds 60]
+"""
+import argparse
+import os
+import tempfile
+import time
+
+from _common import ROOT, launch
+
+
+def raw_loop(name: str, seconds: float) -> float:
+    from hpcmarl.envs import make_parallel_env
+
+    env = make_parallel_env(name)
+    env.reset(seed=0)
+    spaces = {a: env.action_space(a) for a in env.possible_agents}
+    for s in spaces.values():
+        s.seed(0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        env.step({a: spaces[a].sample() for a in env.agents})
+        n += 1
+        if not env.agents:
+            env.reset()
+    return n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--env", default="simple_spread_v3")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "simple_spread_mappo.yaml"))
+    ap.add_argument("--raw-seconds", type=float, default=20.0)
+    ap.add_argument("--train-seconds", type=float, default=60.0)
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for the training run")
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    raw = raw_loop(a.env, a.raw_seconds)
+    print(f"raw loop: {raw:,.0f} env steps/s ({a.env}, random actions, one env, {a.raw_seconds:.0f}s)", flush=True)
+
+    from hpcmarl.storage import Run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        launch(2, a.config, [f"run_dir={run_dir}", f"env.name={a.env}", f"train.max_wall_s={a.train_seconds}",
+                             "train.total_env_steps=1000000000", "output.progress_s=10"] + a.overrides,
+               timeout=a.train_seconds + 300, log_path=os.path.join(tmp, "log"))
+        m = Run(run_dir).metrics()
+    steps, wall = m["env_steps"], m["wall_time"]
+    actor = (steps[-1] - steps[0]) / (wall[-1] - wall[0])
+    collect = float(m["time/collect"].mean())
+    per_update = float((steps[-1] - steps[0]) / (len(steps) - 1))
+    print(f"actor (1 learner + 1 actor, synchronous {a.env}): {actor:,.0f} env steps/s over {len(steps)} updates; "
+          f"while collecting {per_update / collect:,.0f} env steps/s; mean update {m['time/update'].mean() * 1e3:.1f} ms, "
+          f"collect {collect * 1e3:.1f} ms per unroll", flush=True)
+    print(f"RESULT raw_sps={raw:.0f} actor_sps={actor:.0f} ratio={actor / raw:.3f}")
+
+
+if __name__ == "__main__":
+    main()
