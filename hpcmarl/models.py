@@ -121,9 +121,17 @@ class Inference:
         actions, logps = {}, {}
         for g in self.spec.groups:
             o = torch.from_numpy(obs[g.name])
-            m = torch.from_numpy(masks[g.name]) if g.discrete else None
-            d = self.policies[g.name].dist(o, m)
-            a = d.sample()
-            actions[g.name] = a.numpy()
-            logps[g.name] = d.log_prob(a).numpy()
+            pol = self.policies[g.name]
+            if g.discrete:  # hot path: no Distribution object (its argument checks cost more than the net)
+                logits = pol.net(o).masked_fill(~torch.from_numpy(masks[g.name]), -1e9)
+                logp_all = torch.log_softmax(logits, -1)
+                flat = logp_all.reshape(-1, logp_all.shape[-1])
+                a = torch.multinomial(flat.exp(), 1)
+                actions[g.name] = a.reshape(logp_all.shape[:-1]).numpy()
+                logps[g.name] = flat.gather(1, a).reshape(logp_all.shape[:-1]).numpy()
+            else:
+                d = pol.dist(o)
+                a = d.sample()
+                actions[g.name] = a.numpy()
+                logps[g.name] = d.log_prob(a).numpy()
         return actions, logps

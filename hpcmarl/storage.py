@@ -251,8 +251,11 @@ class TrajectoryWriter:
         return self.fraction >= 1.0 or self.rng.random() < self.fraction
 
     def add_unroll(self, rec, env_done: np.ndarray, version: int) -> None:
-        """Split an unroll record at episode ends (``env_done [T, E]``) and write finished episodes."""
+        """Split an unroll record at episode ends (``env_done [T, E]``); episodes that finished in it
+        are written together (one append per dataset per unroll keeps the HDF5 overhead small)."""
         T = env_done.shape[0]
+        keys = [k for k in self.steps.cols if "/" in k]
+        done_eps = []
         for i in range(self.E):
             ends = np.flatnonzero(env_done[:, i])
             start = 0
@@ -260,39 +263,44 @@ class TrajectoryWriter:
                 if stop <= start:
                     continue
                 if self._keep[i]:
-                    seg = {"version": version}
-                    for g in self.env_spec.groups:
-                        for key in ("obs", "alive"):
-                            seg[f"{g.name}/{key}"] = rec[f"{g.name}/{key}"][start:stop, i]
-                        for key in ("action", "logp", "reward", "terminated", "truncated"):
-                            seg[f"{g.name}/{key}"] = rec[f"{g.name}/{key}"][start:stop, i]
-                    seg["len"] = stop - start
-                    self._pending[i].append({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in seg.items()})
+                    seg = {k: rec[k][start:stop, i].copy() for k in keys}
+                    seg["len"], seg["version"] = stop - start, version
+                    self._pending[i].append(seg)
                 if stop - 1 in ends:
                     if self._keep[i]:
-                        self._write_episode(i)
+                        done_eps.append((i, self._pending[i]))
                     self._pending[i] = []
                     self._keep[i] = self._draw()
                 start = stop
+        if done_eps:
+            self._write_episodes(done_eps, keys)
         self.maybe_flush()
 
-    def _write_episode(self, i: int) -> None:
-        segs = self._pending[i]
-        L = sum(s["len"] for s in segs)
-        ep = self.next_episode
-        self.next_episode += 1
+    def _write_episodes(self, done_eps, keys) -> None:
         start = self.steps.rows
-        data = {"env": np.full(L, i, np.int32), "episode": np.full(L, ep, np.int64), "t": np.arange(L, dtype=np.int32),
-                "policy_version": np.concatenate([np.full(s["len"], s["version"], np.int64) for s in segs])}
-        for key in self.steps.cols:
-            if key not in data:
-                data[key] = np.concatenate([s[key] for s in segs])
-        self.steps.append(data)
-        row = {"episode": [ep], "env": [i], "start": [start], "length": [L],
-               "policy_version_first": [segs[0]["version"]], "policy_version_last": [segs[-1]["version"]]}
-        for g in self.env_spec.groups:
-            row[f"return/{g.name}"] = [float(data[f"{g.name}/reward"].sum())]
-        self.episodes.append({k: np.asarray(v) for k, v in row.items()})
+        steps = {k: [] for k in ["env", "episode", "t", "policy_version"] + keys}
+        rows = {k: [] for k in self.episodes.cols}
+        for i, segs in done_eps:
+            L = sum(s["len"] for s in segs)
+            ep = self.next_episode
+            self.next_episode += 1
+            steps["env"].append(np.full(L, i, np.int32))
+            steps["episode"].append(np.full(L, ep, np.int64))
+            steps["t"].append(np.arange(L, dtype=np.int32))
+            steps["policy_version"].append(np.concatenate([np.full(s["len"], s["version"], np.int64) for s in segs]))
+            for k in keys:
+                steps[k].append(np.concatenate([s[k] for s in segs]))
+            rows["episode"].append(ep)
+            rows["env"].append(i)
+            rows["start"].append(start)
+            rows["length"].append(L)
+            rows["policy_version_first"].append(segs[0]["version"])
+            rows["policy_version_last"].append(segs[-1]["version"])
+            for g in self.env_spec.groups:
+                rows[f"return/{g.name}"].append(float(sum(s[f"{g.name}/reward"].sum() for s in segs)))
+            start += L
+        self.steps.append({k: np.concatenate(v) for k, v in steps.items()})
+        self.episodes.append({k: np.asarray(v) for k, v in rows.items()})
 
     def maybe_flush(self, force: bool = False) -> None:
         if force or time.monotonic() - self._last_flush >= self.flush_s:

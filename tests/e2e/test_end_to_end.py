@@ -148,3 +148,50 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path):
     assert "resumed from ckpt-000000002.h5" in p.stdout
     s = inspect_json(run)
     assert s["updates"] == 5 and s["episodes"] == 5 * E
+
+
+def test_two_policy_groups_simple_tag(tmp_path):
+    run = tmp_path / "tag"
+    p = mpirun(3, ["train", "configs/test_tiny.yaml", f"run_dir={run}", "env.name=simple_tag_v3",
+                   "algo.name=ippo", "train.max_updates=3"] + TINY)
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = inspect_json(run)
+    assert set(s["groups"]) == {"adversary", "agent"}
+    with h5py.File(run / "run.h5", "r") as f:
+        assert "return/adversary" in f["episodes"] and "return/agent" in f["episodes"]
+    with h5py.File(next(iter(s["trajectory_files"])), "r") as f:
+        assert f["steps/adversary/obs"].shape[1:] == (3, 16) and f["steps/agent/obs"].shape[1:] == (1, 14)
+
+
+def test_signal_makes_a_final_checkpoint_and_clean_exit(tmp_path):
+    """SIGUSR1 to mpirun (forwarded to every rank): stop at the next update, checkpoint, close files."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, mpi_env
+
+    run = tmp_path / "sig"
+    cmd = ["mpirun", "-n", "3", "--bind-to", "none", sys.executable, "-m", "hpcmarl.cli", "train",
+           "configs/test_tiny.yaml", f"run_dir={run}", "train.max_updates=100000", "output.checkpoint_every=100000",
+           "topology.learners=1"] + TINY
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(), cwd=ROOT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if "[hpcmarl] upd" in line:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    assert "stop signal received" in out
+    s = inspect_json(run)
+    assert len(s["checkpoints"]) == 1 and s["checkpoints"][0].endswith(f"ckpt-{s['updates']:09d}.h5")
+    with h5py.File(run / "run.h5", "r") as f:  # closed cleanly: a plain (non-SWMR) open works
+        assert f["metrics/update"].shape[0] == s["updates"]
