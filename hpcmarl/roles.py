@@ -281,7 +281,26 @@ def learner_main(ctx) -> None:
                                     cfg.output.keep_checkpoints)
         last_ckpt = counters["update"]
 
+    row = None
+    reached = False
+    signalled = False
     while True:
+        # ---- stop vote (every learner evaluates the same reduced counters; clocks and signals differ) --
+        reasons = []
+        if counters["env_steps"] >= cfg.train.total_env_steps:
+            reasons.append("total_env_steps reached")
+        if cfg.train.max_updates and counters["update"] >= cfg.train.max_updates:
+            reasons.append("max_updates reached")
+        if cfg.train.max_wall_s and time.monotonic() - session0 >= cfg.train.max_wall_s:
+            reasons.append("max_wall_s reached")
+        if lead and reached:
+            reasons.append("target_return reached")
+        if signalled or ctx.stop_requested():
+            reasons.append("stop signal received")
+        if coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
+            stop_reason = ", ".join(reasons) or "another learner voted to stop"
+            break
+
         # ---- one synchronous round --------------------------------------------------------------
         inject_fault(ctx, version)
         t0 = time.perf_counter()
@@ -329,8 +348,8 @@ def learner_main(ctx) -> None:
         for i, k in enumerate(sorted(stats)):
             row[k] = tot[9 + i] / coll.size
 
+        signalled = tot[8] > 0
         # ---- lead: write rows, progress, checkpoint ------------------------------------------------
-        reached = True
         if lead:
             flat = [e for part in all_rows for e in part]
             if flat:
@@ -354,22 +373,6 @@ def learner_main(ctx) -> None:
             if cfg.train.target_return is not None:
                 reached = all(len(window[g]) >= min(cfg.output.episode_window, 10) and np.mean(window[g]) >= cfg.train.target_return
                               for g in groups)
-        # ---- stop vote (every learner evaluates the same reduced counters; clocks and signals differ) --
-        reasons = []
-        if counters["env_steps"] >= cfg.train.total_env_steps:
-            reasons.append("total_env_steps reached")
-        if cfg.train.max_updates and counters["update"] >= cfg.train.max_updates:
-            reasons.append("max_updates reached")
-        if cfg.train.max_wall_s and time.monotonic() - session0 >= cfg.train.max_wall_s:
-            reasons.append("max_wall_s reached")
-        if cfg.train.target_return is not None and lead and reached:
-            reasons.append("target_return reached")
-        if tot[8] > 0:
-            reasons.append("stop signal received")
-        vote = coll.max_small(np.array([float(bool(reasons))]))
-        if vote[0] > 0:
-            stop_reason = ", ".join(reasons) or "another learner voted to stop"
-            break
         if counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
             checkpoint()
 
@@ -377,11 +380,13 @@ def learner_main(ctx) -> None:
     byes = [link.stop(wrec, version) for link in links]
     discarded = coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
     counters["discarded_episodes"] += int(discarded)
-    checkpoint()
+    if recs:  # at least one update in this session (a resumed, already finished run writes nothing)
+        checkpoint()
     if lead:
         writer.close()
-        progress.maybe(row, force=True)
-        rets = ", ".join(f"{g} {row['return_window/' + g]:.2f}" for g in groups)
+        if row is not None:
+            progress.maybe(row, force=True)
+        rets = ", ".join(f"{g} {np.mean(window[g]) if window[g] else float('nan'):.2f}" for g in groups)
         print(f"[hpcmarl] finished ({stop_reason}): {counters['update']} updates, {counters['env_steps']:,} env steps, "
               f"{counters['episodes']:,} episodes in {counters['wall_time']:.1f}s; mean return over the last "
               f"{cfg.output.episode_window} episodes: {rets}; {int(discarded)} episode(s) in flight discarded; "
