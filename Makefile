@@ -9,6 +9,8 @@ NP    ?= 4
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
+# ranks waiting in MPI yield the core (oversubscribed ranks otherwise spin against each other)
+export OMPI_MCA_mpi_yield_when_idle := 1
 MPIRUN ?= mpirun --bind-to none
 PYTEST_ARGS ?=
 

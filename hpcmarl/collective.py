@@ -14,6 +14,8 @@ from typing import List
 import numpy as np
 import torch
 
+from hpcmarl.models import assign_flat, flat_params
+
 
 class Collective:
     def __init__(self, comm, backend: str = "horovod"):
@@ -75,31 +77,23 @@ class Collective:
         else:
             from mpi4py import MPI
 
-            flat = torch.cat([p.detach().reshape(-1).cpu() for p in params]).numpy().copy()
+            flat = flat_params(params)
             self.comm.Bcast([flat, MPI.FLOAT], root=root)
-            off = 0
-            with torch.no_grad():
-                for p in params:
-                    p.copy_(torch.from_numpy(flat[off:off + p.numel()]).view_as(p))
-                    off += p.numel()
+            assign_flat(params, flat)
 
     # ---- control (always mpi4py) ------------------------------------------------------------------
     def sum_small(self, x: np.ndarray) -> np.ndarray:
-        if self.size == 1:
-            return np.asarray(x, np.float64)
-        from mpi4py import MPI
-
-        out = np.asarray(x, np.float64).copy()
-        self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
-        return out
+        return self._reduce_small(x, "SUM")
 
     def max_small(self, x: np.ndarray) -> np.ndarray:
-        if self.size == 1:
-            return np.asarray(x, np.float64)
-        from mpi4py import MPI
+        return self._reduce_small(x, "MAX")
 
+    def _reduce_small(self, x, op: str) -> np.ndarray:
         out = np.asarray(x, np.float64).copy()
-        self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.MAX)
+        if self.size > 1:
+            from mpi4py import MPI
+
+            self.comm.Allreduce(MPI.IN_PLACE, out, op=getattr(MPI, op))
         return out
 
     def gather(self, obj, root: int = 0):

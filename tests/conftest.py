@@ -14,7 +14,7 @@ HPCMARL = [PY, "-m", "hpcmarl.cli"]
 def mpi_env(extra=None):
     env = dict(os.environ)
     env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-                "OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONUNBUFFERED": "1",
+                "OMPI_MCA_rmaps_base_oversubscribe": "1", "OMPI_MCA_mpi_yield_when_idle": "1", "PYTHONUNBUFFERED": "1",
                 "HOROVOD_LOG_LEVEL": "error"})
     env.update(extra or {})
     return env

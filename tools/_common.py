@@ -12,7 +12,7 @@ sys.path.insert(0, ROOT)
 def launch(np_, config, overrides, timeout, log_path=None):
     """Run ``hpcmarl train`` under mpirun (or directly for one rank) with a hard timeout."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONUNBUFFERED="1", HOROVOD_LOG_LEVEL="error")
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1", HOROVOD_LOG_LEVEL="error")
     cmd = [sys.executable, "-m", "hpcmarl.cli", "train", config] + list(overrides)
     if np_ > 1:
         cmd = [shutil.which("mpirun") or "mpirun", "-n", str(np_), "--bind-to", "none"] + cmd

@@ -77,3 +77,19 @@ def test_horovod_and_mpi_backends_give_identical_parameters(tmp_path):
     init, _ = ckpt_model(str(init_run))
     moved = any(not np.array_equal(init[k], models["mpi"][k]) for k in init)
     assert moved
+
+
+def test_serial_mode_and_one_mpi_actor_are_the_same_computation(tmp_path):
+    """One code path: 1 rank (the learner steps its own envs) and 2 ranks (1 learner + 1 actor) give
+    bit-identical parameters and episode returns for the same seed."""
+    args = ["train", "configs/test_tiny.yaml", "train.max_updates=3", "learner.threads=1"] + TINY
+    p = hpcmarl(args + [f"run_dir={tmp_path / 'serial'}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = mpirun(2, args + [f"run_dir={tmp_path / 'mpi'}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, _ = ckpt_model(str(tmp_path / "serial"))
+    b, _ = ckpt_model(str(tmp_path / "mpi"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    with h5py.File(tmp_path / "serial" / "run.h5", "r") as fa, h5py.File(tmp_path / "mpi" / "run.h5", "r") as fb:
+        np.testing.assert_array_equal(fa["episodes/return/agent"][()], fb["episodes/return/agent"][()])
