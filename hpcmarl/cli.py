@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="summarise a run directory")
     i.add_argument("run_dir")
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    i.add_argument("--window", type=int, default=100, help="episodes averaged for the returns (default 100)")
+    i.add_argument("--window", type=int, default=500, help="episodes averaged for the returns (default 500)")
     i.set_defaults(fn=cmd_inspect)
     return p
 

@@ -98,7 +98,7 @@ class OutputConfig:
     keep_checkpoints: int = 3
     flush_s: float = 5.0  # HDF5 files are flushed at least this often
     progress_s: float = 5.0  # console progress line interval
-    episode_window: int = 100  # episodes averaged for the progress line and inspect's returns
+    episode_window: int = 500  # episodes averaged for the progress line and the target_return check
 
 
 @dataclass

@@ -420,7 +420,7 @@ class Run:
     def trajectory_files(self) -> List[str]:
         return sorted(glob.glob(os.path.join(self.dir, "trajectories", "actor-*.h5")))
 
-    def summary(self, window: int = 100) -> dict:
+    def summary(self, window: int = 500) -> dict:
         import json
 
         attrs = self.attrs()
