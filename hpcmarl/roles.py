@@ -98,9 +98,10 @@ def actor_main(ctx) -> None:
         meta[M["actor"]] = idx
         meta[M["t_wait"]] = t_wait
         meta[M["stop_requested"]] = float(ctx.stop_requested())
-        if traj is not None:
+        req = protocol.send_unroll(world, learner, urec)
+        if traj is not None:  # only reads the buffer, so it overlaps the send and the learner's update
             traj.add_unroll(urec, urec["env_done"], version)
-        protocol.send_unroll(world, learner, urec, timeout)
+        protocol.wait_buffer(req, timeout, f"learner rank {learner} to take an unroll")
     discarded = int((sampler.in_flight() > 0).sum())
     if traj is not None:
         traj.close()
@@ -226,8 +227,9 @@ def learner_main(ctx) -> None:
         rng = arrays.get(f"rng/learner-{ctx.rank:05d}/torch")
         if rng is not None:
             torch.set_rng_state(torch.from_numpy(np.asarray(rng, np.uint8)))
+        mine = {layout.actor_index(r) for r in layout.actors_of(ctx.rank)} if not layout.serial else {0}
         for k, v in arrays.items():
-            if k.startswith("rng/actor-"):
+            if k.startswith("rng/actor-") and int(k.split("/")[1].split("-")[1]) in mine:
                 actor_rng[int(k.split("/")[1].split("-")[1])] = v
     coll.broadcast_params(learner.params)
     ctx.agree_startup()
@@ -256,8 +258,6 @@ def learner_main(ctx) -> None:
     session0 = time.monotonic()
     session_steps0 = counters["env_steps"]
     last_ckpt = counters["update"]
-    stop_reason = ""
-    recs: List[Record] = []
 
     def checkpoint():
         nonlocal last_ckpt
@@ -265,7 +265,7 @@ def learner_main(ctx) -> None:
         if lead and len(set(sums)) != 1:
             raise RuntimeError(f"learners hold different parameters at update {counters['update']}: checksums {sums}")
         learner_rng = coll.gather(torch.get_rng_state().numpy())
-        a_rng = coll.gather({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
+        a_rng = coll.gather(actor_rng)
         if lead:
             arrays = learner.state_arrays()
             for i, st in enumerate(learner_rng):
@@ -284,8 +284,10 @@ def learner_main(ctx) -> None:
     row = None
     reached = False
     signalled = False
-    while True:
-        # ---- stop vote (every learner evaluates the same reduced counters; clocks and signals differ) --
+
+    def vote() -> str:
+        """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
+        clocks, signals and the lead's target check differ, hence the MAX vote."""
         reasons = []
         if counters["env_steps"] >= cfg.train.total_env_steps:
             reasons.append("total_env_steps reached")
@@ -298,16 +300,22 @@ def learner_main(ctx) -> None:
         if signalled or ctx.stop_requested():
             reasons.append("stop signal received")
         if coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
-            stop_reason = ", ".join(reasons) or "another learner voted to stop"
-            break
+            return ", ".join(reasons) or "another learner voted to stop"
+        return ""
 
-        # ---- one synchronous round --------------------------------------------------------------
-        inject_fault(ctx, version)
-        t0 = time.perf_counter()
+    def send_weights() -> float:
+        t = time.perf_counter()
         wrec["params"][:] = learner.policy_flat()
-        want = checksum(wrec["params"])
         for link in links:
             link.send_weights(wrec, version)
+        return time.perf_counter() - t
+
+    stop_reason = vote()
+    t_send = send_weights() if not stop_reason else 0.0
+    while not stop_reason:
+        # ---- one synchronous round: unrolls made with `version` -> update ------------------------------
+        inject_fault(ctx, version)
+        want = checksum(wrec["params"])
         t1 = time.perf_counter()
         recs = [link.recv_unroll() for link in links]
         t2 = time.perf_counter()
@@ -319,25 +327,31 @@ def learner_main(ctx) -> None:
         coll.t_allreduce = 0.0
         stats = learner.update(recs, coll.reduce_grads, coll.sum_small)
         t3 = time.perf_counter()
-        version += 1
 
-        # ---- episodes and counters, reduced over learners -------------------------------------------
+        # ---- take what bookkeeping needs out of the receive buffers, reduce counters -----------------
         ep_rows = []
         for r in recs:
             n = int(r["meta"][M["n_episodes"]])
             for e in r["episodes"][:n]:
-                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version - 1, *e[2:]))
+                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version, *e[2:]))
+        actor_rng.update({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
         local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
-                          coll.t_allreduce, t1 - t0,
-                          float(ctx.stop_requested() or any(r["meta"][M["stop_requested"]] for r in recs))]
+                          coll.t_allreduce, t_send,
+                          float(any(r["meta"][M["stop_requested"]] for r in recs))]
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         tot = coll.sum_small(local)
-        all_rows = coll.gather(ep_rows)
+        version += 1
         counters["update"] += 1
         counters["env_steps"] += int(tot[0])
         counters["episodes"] += int(tot[1])
         counters["wall_time"] = time.monotonic() - wall0
+        signalled = tot[8] > 0
+
+        # ---- decide now and hand out the next version, so actors collect while we write logs ----------
+        stop_reason = vote()
+        t_send = send_weights() if not stop_reason else 0.0
+
         row = {"update": counters["update"], "env_steps": counters["env_steps"], "wall_time": counters["wall_time"],
                "episodes": counters["episodes"],
                "sps": (counters["env_steps"] - session_steps0) / max(1e-9, time.monotonic() - session0),
@@ -347,9 +361,8 @@ def learner_main(ctx) -> None:
                "time/send_weights": tot[7] / coll.size}
         for i, k in enumerate(sorted(stats)):
             row[k] = tot[9 + i] / coll.size
-
-        signalled = tot[8] > 0
-        # ---- lead: write rows, progress, checkpoint ------------------------------------------------
+        all_rows = coll.gather(ep_rows)
+        # ---- lead: write rows, progress ---------------------------------------------------------------
         if lead:
             flat = [e for part in all_rows for e in part]
             if flat:
@@ -373,14 +386,14 @@ def learner_main(ctx) -> None:
             if cfg.train.target_return is not None:
                 reached = all(len(window[g]) >= min(cfg.output.episode_window, 10) and np.mean(window[g]) >= cfg.train.target_return
                               for g in groups)
-        if counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
+        if not stop_reason and counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
             checkpoint()
 
     # ---- shutdown: final checkpoint, stop actors, close files ---------------------------------------
     byes = [link.stop(wrec, version) for link in links]
     discarded = coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
     counters["discarded_episodes"] += int(discarded)
-    if recs:  # at least one update in this session (a resumed, already finished run writes nothing)
+    if counters["update"] != last_ckpt or not ctx.resume_path:  # a resumed, finished run writes nothing
         checkpoint()
     if lead:
         writer.close()

@@ -173,7 +173,8 @@ def test_signal_makes_a_final_checkpoint_and_clean_exit(tmp_path):
 
     run = tmp_path / "sig"
     cmd = ["mpirun", "-n", "3", "--bind-to", "none", sys.executable, "-m", "hpcmarl.cli", "train",
-           "configs/test_tiny.yaml", f"run_dir={run}", "train.max_updates=100000", "output.checkpoint_every=100000",
+           "configs/test_tiny.yaml", f"run_dir={run}", "train.max_updates=100000", "train.total_env_steps=100000000",
+           "output.checkpoint_every=100000",
            "topology.learners=1"] + TINY
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(), cwd=ROOT,
                             start_new_session=True)
