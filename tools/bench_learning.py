@@ -19,7 +19,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "simple_spread_mappo.yaml"))
     ap.add_argument("--threshold", type=float, default=-55.0)
-    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--window", type=int, default=500, help="episodes averaged (500 = ~16 updates here)")
     ap.add_argument("--max-minutes", type=float, default=40.0)
     ap.add_argument("--max-steps", type=int, default=20_000_000)
     ap.add_argument("--np", type=int, default=4)

@@ -336,3 +336,23 @@ def test_sampler_records_follow_the_env(collect):
         np.testing.assert_allclose(rec["agent/logp"], lp, rtol=1e-5, atol=1e-6)
         assert ((rec["agent/action"] >= 0) & (rec["agent/action"] < 3)).all()
     np.testing.assert_array_equal(c.records[-1]["rng"], torch.get_rng_state().numpy())
+
+
+def test_aec_environment_goes_through_the_parallel_conversion(monkeypatch):
+    """A registry entry whose factory returns an AEC env is converted with aec_to_parallel."""
+    from pettingzoo.utils.env import ParallelEnv
+
+    from hpcmarl import envs as E
+
+    monkeypatch.setitem(E.REGISTRY, "spread_aec", E.EnvEntry("mpe2.simple_spread_v3:env", {"agent": ["agent_*"]},
+                                                             {"N": 2, "max_cycles": 4}))
+    env = E.make_parallel_env("spread_aec")
+    assert isinstance(env, ParallelEnv) or hasattr(env, "aec_env")
+    v = VecEnv("spread_aec", 2, seed=0)
+    v.reset()
+    lengths = []
+    for _ in range(8):
+        _, _, _, finished = v.step({"agent": np.zeros((2, 2), np.int64)})
+        lengths += [f.length for f in finished]
+    assert lengths == [4, 4, 4, 4]
+    v.close()
