@@ -43,14 +43,17 @@ def main():
     ret = sum(v for k, v in ep.items() if k.startswith("return/"))  # summed over groups
     if len(ret) < a.window:
         raise SystemExit(f"only {len(ret)} episodes finished")
-    smooth = np.convolve(ret, np.ones(a.window) / a.window, mode="valid")
-    idx = np.arange(a.window - 1, len(ret))
+    # the window mean at every update boundary (what the run's own target check sees)
+    ends = np.flatnonzero(np.diff(ep["update"], append=np.inf)) + 1
+    ends = ends[ends >= a.window]
+    csum = np.concatenate([[0.0], np.cumsum(ret)])
+    smooth = (csum[ends] - csum[ends - a.window]) / a.window
     hit = np.flatnonzero(smooth >= a.threshold)
     i = int(hit[0]) if len(hit) else int(np.argmax(smooth))
-    row = idx[i]
+    row = ends[i] - 1
     status = "reached" if len(hit) else "NOT reached (best shown)"
-    print(f"threshold {a.threshold} {status}: return {smooth[i]:.2f} at {int(ep['env_steps'][row]):,} env steps, "
-          f"{ep['wall_time'][row]:.0f}s; final {a.window}-episode return {smooth[-1]:.2f} after "
+    print(f"threshold {a.threshold} {status}: {a.window}-episode return {smooth[i]:.2f} at update {int(ep['update'][row])}, "
+          f"{int(ep['env_steps'][row]):,} env steps, {ep['wall_time'][row]:.0f}s; last {smooth[-1]:.2f} after "
           f"{int(ep['env_steps'][-1]):,} env steps")
     print(f"RESULT return={smooth[i]:.2f} env_steps={int(ep['env_steps'][row])} wall_s={ep['wall_time'][row]:.1f}")
 
