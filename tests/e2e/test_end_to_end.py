@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import hpcmarl, mpirun, requires_mpirun
+from launch import hpcmarl, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun]
 
@@ -169,7 +169,7 @@ def test_signal_makes_a_final_checkpoint_and_clean_exit(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, mpi_env
+    from launch import ROOT, mpi_env
 
     run = tmp_path / "sig"
     cmd = ["mpirun", "-n", "3", "--bind-to", "none", sys.executable, "-m", "hpcmarl.cli", "train",

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import hpcmarl, mpirun, requires_mpirun
+from launch import hpcmarl, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun, pytest.mark.mpi]
 

@@ -1,4 +1,4 @@
-"""Shared helpers: launching hpcmarl under mpirun with a hard timeout."""
+"""Shared test helpers: launching hpcmarl under mpirun with a hard timeout (on sys.path via pytest.ini)."""
 import os
 import shutil
 import subprocess
