@@ -125,7 +125,16 @@ class Config:
 
     @property
     def resolved_run_dir(self) -> str:
-        return self.run_dir or os.path.join(self.output.root, self.name)
+        """``run_dir`` if given; under Slurm ``<root>/<name>-<jobid>`` (``-<arrayjob>_<task>`` for array
+        tasks), so a requeued job (same id) finds its own directory; else ``<root>/<name>``."""
+        if self.run_dir:
+            return self.run_dir
+        env = os.environ
+        if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+            return os.path.join(self.output.root, f"{self.name}-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}")
+        if env.get("SLURM_JOB_ID"):
+            return os.path.join(self.output.root, f"{self.name}-{env['SLURM_JOB_ID']}")
+        return os.path.join(self.output.root, self.name)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ buffer calls; small control messages (startup info, the actor's goodbye) use pic
 on the wire only (nothing received here is ever written to or loaded from a file).
 
 Learner -> actor: ``WEIGHTS`` records (version, command, flat policy parameters). The documented stop
-message is a ``WEIGHTS`` record with ``command = CMD_STOP``; the actor answers with a ``BYE`` control
+message is a ``WEIGHTS`` record with ``command = CMD_STOP`` (or ``CMD_PREEMPTED`` when a signal stopped
+an unfinished run); the actor answers with a ``BYE`` control
 message carrying what it discarded, then exits its loop.
 Actor -> learner: ``UNROLL`` records.
 Every wait polls with back-off and raises :class:`CommTimeout` after ``timeout`` seconds.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import time
 from enum import IntEnum
 
-from hpcmarl.spec import CMD_RUN, CMD_STOP, Record
+from hpcmarl.spec import CMD_PREEMPTED, CMD_RUN, CMD_STOP, Record
 
 
 class Tag(IntEnum):
@@ -70,8 +71,8 @@ def post_recv_unroll(comm, actor_rank: int, rec: Record):
     return comm.Irecv([rec.buf, MPI.BYTE], source=actor_rank, tag=Tag.UNROLL)
 
 
-def send_stop(comm, actor_rank: int, rec: Record, version: int):
-    return send_weights(comm, actor_rank, rec, version, CMD_STOP)
+def send_stop(comm, actor_rank: int, rec: Record, version: int, preempted: bool = False):
+    return send_weights(comm, actor_rank, rec, version, CMD_PREEMPTED if preempted else CMD_STOP)
 
 
 def recv_bye(comm, actor_rank: int, timeout: float) -> dict:

@@ -20,9 +20,10 @@ from hpcmarl.algos.ppo import PPOLearner
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import Inference, checksum
 from hpcmarl.sampler import Sampler
-from hpcmarl.spec import CMD_STOP, META_INDEX, Record, unroll_spec, weights_spec
+from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, Record, unroll_spec, weights_spec
 
 M = META_INDEX
+SIGNAL_REASON = "stop signal received"
 
 
 def inject_fault(ctx, update: int) -> None:
@@ -38,7 +39,7 @@ def inject_fault(ctx, update: int) -> None:
     if kind == "hang":
         time.sleep(10 ** 6)
     if kind == "exit":
-        os._exit(3)
+        os._exit(7)
 
 
 def actor_seed(base: int, actor_index: int, start_update: int) -> int:
@@ -87,7 +88,8 @@ def actor_main(ctx) -> None:
     while True:
         t0 = time.perf_counter()
         version, command = protocol.recv_weights(world, learner, wrec, timeout)
-        if command == CMD_STOP:
+        if command in (CMD_STOP, CMD_PREEMPTED):
+            ctx.preempted = command == CMD_PREEMPTED
             break
         inject_fault(ctx, version)
         if os.environ.get("HPCMARL_INJECT_FAULT") != f"{ctx.rank}:stale:{version}":
@@ -133,8 +135,8 @@ class MPIActorLink:
         self.send_req.Wait()
         return self.rec
 
-    def stop(self, wrec: Record, version: int) -> dict:
-        req = protocol.send_stop(self.ctx.world, self.rank, wrec, version)
+    def stop(self, wrec: Record, version: int, preempted: bool) -> dict:
+        req = protocol.send_stop(self.ctx.world, self.rank, wrec, version, preempted)
         bye = protocol.recv_bye(self.ctx.world, self.rank, self.ctx.cfg.runtime.timeout_s)
         req.Wait()
         return bye
@@ -164,7 +166,7 @@ class LocalActorLink:
             self.traj.add_unroll(self.rec, self.rec["env_done"], int(self.rec["meta"][M["version"]]))
         return self.rec
 
-    def stop(self, wrec: Record, version: int) -> dict:
+    def stop(self, wrec: Record, version: int, preempted: bool) -> dict:
         discarded = int((self.sampler.in_flight() > 0).sum())
         if self.traj is not None:
             self.traj.close()
@@ -285,6 +287,8 @@ def learner_main(ctx) -> None:
     reached = False
     signalled = False
 
+    last_reasons: List[str] = []
+
     def vote() -> str:
         """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
         clocks, signals and the lead's target check differ, hence the MAX vote."""
@@ -298,7 +302,8 @@ def learner_main(ctx) -> None:
         if lead and reached:
             reasons.append("target_return reached")
         if signalled or ctx.stop_requested():
-            reasons.append("stop signal received")
+            reasons.append(SIGNAL_REASON)
+        last_reasons[:] = reasons
         if coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
             return ", ".join(reasons) or "another learner voted to stop"
         return ""
@@ -390,7 +395,11 @@ def learner_main(ctx) -> None:
             checkpoint()
 
     # ---- shutdown: final checkpoint, stop actors, close files ---------------------------------------
-    byes = [link.stop(wrec, version) for link in links]
+    # a signal that stopped an unfinished run: exit status 75 so job scripts requeue (see slurm/)
+    seen = coll.max_small(np.array([float(SIGNAL_REASON in last_reasons),
+                                    float(any(r != SIGNAL_REASON for r in last_reasons))]))
+    ctx.preempted = seen[0] > 0 and seen[1] == 0  # a signal, and no learner saw the run's end
+    byes = [link.stop(wrec, version, ctx.preempted) for link in links]
     discarded = coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
     counters["discarded_episodes"] += int(discarded)
     if counters["update"] != last_ckpt or not ctx.resume_path:  # a resumed, finished run writes nothing

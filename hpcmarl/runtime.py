@@ -24,6 +24,7 @@ from hpcmarl.config import Config, ConfigError, to_yaml
 from hpcmarl.topology import LEARNER, Layout, make_layout
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a final checkpoint; run again to resume
 
 
 class PreflightError(RuntimeError):
@@ -94,6 +95,7 @@ class Context:
         self.argv = argv
         self.host = socket.gethostname()
         self._stop = False
+        self.preempted = False  # set when a signal stopped the run before its end
         self.hosts = None
         self.device = None
         self.env_spec = None
@@ -240,6 +242,11 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     else:
         roles.actor_main(ctx)
     learner_comm.Free()
+    if ctx.preempted:
+        if rank == 0:
+            print(f"[hpcmarl] stopped by a signal; exit status {EXIT_PREEMPTED} (resume by running the same "
+                  f"command again: the run directory holds the checkpoint)", flush=True)
+        return EXIT_PREEMPTED
     return 0
 
 

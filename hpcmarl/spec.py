@@ -83,7 +83,7 @@ def unroll_spec(env: EnvSpec, T: int, E: int) -> RecordSpec:
 
 
 WEIGHT_META = ["version", "command"]
-CMD_RUN, CMD_STOP = 0, 1
+CMD_RUN, CMD_STOP, CMD_PREEMPTED = 0, 1, 2  # PREEMPTED: stop, the run is not finished
 
 
 def weights_spec(n_params: int) -> RecordSpec:
