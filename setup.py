@@ -19,6 +19,7 @@ setup(
         "mpe2",
         "pygame>=2.3",
         "pymunk>=6.2",
+        "matplotlib>=3.6",
     ],
     extras_require={
         # Horovod is built from source by tools/bootstrap.sh (it needs the C++17 fix); listing it here
