@@ -52,11 +52,38 @@ def cmd_inspect(args) -> int:
         if r["episodes"]:
             print(f"group {g:<10} return first {r['return_first']:.2f}  last {r['return_last']:.2f}  "
                   f"best {r['return_best']:.2f}  ({r['episodes']} episodes)")
-    for k, v in s.get("timings_mean_s", {}).items():
-        print(f"time/{k:<13} {v * 1e3:9.2f} ms per update")
+    for role, phases in s.get("timings_mean_s", {}).items():
+        if phases:
+            unit = "update" if role == "learner" else "unroll"
+            print(f"{role:<10} " + "  ".join(f"{k} {v * 1e3:.1f}" for k, v in phases.items()) + f"  (ms per {unit})")
+    if "lag" in s:
+        print(f"lag        mean {s['lag']['mean']:.2f}  max {s['lag']['max']:.0f} policy versions")
+    if "discarded_episodes" in s:
+        print(f"discarded  {s['discarded_episodes']} episode(s) cut off by stops")
+    mb = {k: v / 2 ** 20 for k, v in s.get("file_sizes_bytes", {}).items()}
+    print("files      " + "  ".join(f"{k} {v:.1f} MiB" for k, v in mb.items()))
     print(f"checkpoints {len(s['checkpoints'])}: " + ", ".join(p.split('/')[-1] for p in s["checkpoints"]))
     for p, n in s["trajectory_files"].items():
         print(f"trajectory {p}: {n} episodes")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from hpcmarl.analysis.evaluate import evaluate
+
+    if args.episodes < 1:
+        raise ValueError("--episodes must be >= 1")
+    r = evaluate(args.checkpoint, episodes=args.episodes, seed=args.seed, greedy=args.greedy,
+                 render_gif=args.render_gif)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['checkpoint']} (update {r['update']}, {r['env']}, {r['algo']}): {r['episodes']} episodes, "
+          f"seed {r['seed']}, {'greedy' if r['greedy'] else 'sampled'} actions, mean length {r['length_mean']:.1f}")
+    for g, v in r["groups"].items():
+        print(f"group {g:<10} return {v['return_mean']:.2f} +- {v['return_std']:.2f}")
+    if r.get("gif"):
+        print(f"wrote {r['gif']}")
     return 0
 
 
@@ -82,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
     i.add_argument("--window", type=int, default=500, help="episodes averaged for the returns (default 500)")
     i.set_defaults(fn=cmd_inspect)
+    e = sub.add_parser("evaluate", help="play a checkpoint's policies on its environment (no MPI)")
+    e.add_argument("checkpoint", help="checkpoints/ckpt-*.h5 of a run")
+    e.add_argument("--episodes", type=int, default=100)
+    e.add_argument("--seed", type=int, default=12345, help="fixed seed, so evaluations are comparable")
+    e.add_argument("--greedy", action="store_true", help="most likely actions instead of sampled ones")
+    e.add_argument("--render-gif", metavar="OUT.gif", help="also render the first episode to a GIF (rgb_array envs)")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.set_defaults(fn=cmd_evaluate)
     return p
 
 
@@ -110,7 +145,7 @@ def main(argv=None) -> int:
             parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         code = args.fn(args)
-    except (ConfigError, TopologyError, StorageError, EnvError) as e:
+    except (ConfigError, TopologyError, StorageError, EnvError, ValueError) as e:
         if _launcher_rank() == 0:  # under mpirun every rank fails the same way; one line is enough
             print(f"hpcmarl: error: {e}", file=sys.stderr)
         code = 2

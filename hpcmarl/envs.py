@@ -212,8 +212,8 @@ class VecEnv:
     """``num_envs`` copies of one environment with array in/out and automatic reset."""
 
     def __init__(self, name: str, num_envs: int, seed: int, kwargs=None, policy_map=None,
-                 obs_transform: Optional[Callable] = None, with_state: bool = False):
-        self.envs = [make_parallel_env(name, kwargs) for _ in range(num_envs)]
+                 obs_transform: Optional[Callable] = None, with_state: bool = False, render_mode: Optional[str] = None):
+        self.envs = [make_parallel_env(name, kwargs, render_mode) for _ in range(num_envs)]
         self.spec = build_spec(self.envs[0], name, policy_map, with_state)
         self.num_envs = num_envs
         self.seed = seed

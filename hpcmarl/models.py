@@ -117,7 +117,8 @@ class Inference:
         self.checksum = checksum(flat)
 
     @torch.no_grad()
-    def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray]):
+    def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray], greedy: bool = False):
+        """Sample (or with ``greedy`` take the most likely) actions; returns (actions, log-probs)."""
         actions, logps = {}, {}
         for g in self.spec.groups:
             o = torch.from_numpy(obs[g.name])
@@ -126,12 +127,12 @@ class Inference:
                 logits = pol.net(o).masked_fill(~torch.from_numpy(masks[g.name]), -1e9)
                 logp_all = torch.log_softmax(logits, -1)
                 flat = logp_all.reshape(-1, logp_all.shape[-1])
-                a = torch.multinomial(flat.exp(), 1)
+                a = flat.argmax(1, keepdim=True) if greedy else torch.multinomial(flat.exp(), 1)
                 actions[g.name] = a.reshape(logp_all.shape[:-1]).numpy()
                 logps[g.name] = flat.gather(1, a).reshape(logp_all.shape[:-1]).numpy()
             else:
                 d = pol.dist(o)
-                a = d.sample()
+                a = d.base_dist.mean if greedy else d.sample()
                 actions[g.name] = a.numpy()
                 logps[g.name] = d.log_prob(a).numpy()
         return actions, logps

@@ -24,6 +24,7 @@ from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, Record, unroll_spe
 
 M = META_INDEX
 SIGNAL_REASON = "stop signal received"
+ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
 
 
 def inject_fault(ctx, update: int) -> None:
@@ -85,6 +86,7 @@ def actor_main(ctx) -> None:
     if hello.get("rng") is not None:
         torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
     timeout = cfg.runtime.timeout_s
+    t_send = 0.0
     while True:
         t0 = time.perf_counter()
         version, command = protocol.recv_weights(world, learner, wrec, timeout)
@@ -100,10 +102,13 @@ def actor_main(ctx) -> None:
         meta[M["actor"]] = idx
         meta[M["t_wait"]] = t_wait
         meta[M["stop_requested"]] = float(ctx.stop_requested())
+        meta[M["t_send"]] = t_send
         req = protocol.send_unroll(world, learner, urec)
         if traj is not None:  # only reads the buffer, so it overlaps the send and the learner's update
             traj.add_unroll(urec, urec["env_done"], version)
+        t1 = time.perf_counter()
         protocol.wait_buffer(req, timeout, f"learner rank {learner} to take an unroll")
+        t_send = time.perf_counter() - t1  # reported with the next unroll
     discarded = int((sampler.in_flight() > 0).sum())
     if traj is not None:
         traj.close()
@@ -344,6 +349,7 @@ def learner_main(ctx) -> None:
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
                           coll.t_allreduce, t_send,
                           float(any(r["meta"][M["stop_requested"]] for r in recs))]
+                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         tot = coll.sum_small(local)
         version += 1
@@ -364,8 +370,10 @@ def learner_main(ctx) -> None:
                "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / coll.size,
                "time/wait_unrolls": tot[5] / coll.size, "time/allreduce": tot[6] / coll.size,
                "time/send_weights": tot[7] / coll.size}
+        for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
+            row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
         for i, k in enumerate(sorted(stats)):
-            row[k] = tot[9 + i] / coll.size
+            row[k] = tot[9 + len(ACTOR_TIMERS) + i] / coll.size
         all_rows = coll.gather(ep_rows)
         # ---- lead: write rows, progress ---------------------------------------------------------------
         if lead:

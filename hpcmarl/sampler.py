@@ -25,6 +25,8 @@ class Sampler:
         eps = rec["episodes"]
         env_done = rec["env_done"]
         env_done[:] = 0
+        t_env = t_infer = 0.0
+        clock = time.perf_counter
         for t in range(T):
             for g in self.groups:
                 rec[f"{g.name}/obs"][t] = venv.obs[g.name]
@@ -33,8 +35,12 @@ class Sampler:
                     rec[f"{g.name}/action_mask"][t] = venv.action_mask[g.name]
             if venv.state is not None:
                 rec["state"][t] = venv.state
+            c0 = clock()
             actions, logps = self.policy.act(venv.obs, venv.action_mask)
+            c1 = clock()
             rew, term, trunc, finished = venv.step(actions)
+            t_infer += c1 - c0
+            t_env += clock() - c1
             for g in self.groups:
                 n = g.name
                 rec[f"{n}/action"][t] = actions[n]
@@ -60,6 +66,8 @@ class Sampler:
         m[META_INDEX["param_checksum"]] = self.policy.checksum
         rec["rng"][:] = torch.get_rng_state().numpy()
         m[META_INDEX["t_collect"]] = time.perf_counter() - t0
+        m[META_INDEX["t_env"]] = t_env
+        m[META_INDEX["t_infer"]] = t_infer
         return rec
 
     def in_flight(self) -> np.ndarray:

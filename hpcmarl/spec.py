@@ -53,7 +53,7 @@ class Record:
 
 # header slots of an unroll (float64)
 RNG_BYTES = 5056  # torch.get_rng_state().numel() for the CPU generator
-META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discarded_episodes", "t_collect", "t_wait", "stop_requested"]
+META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discarded_episodes", "t_collect", "t_wait", "stop_requested", "t_env", "t_infer", "t_send"]
 META_INDEX = {k: i for i, k in enumerate(META)}
 
 

@@ -461,7 +461,17 @@ class Run:
                 out["trajectory_files"][p] = f"unreadable: {e}"
         if "sps" in m and len(m["sps"]):
             out["sps_last"] = float(m["sps"][-1])
-        for k in ("time/collect", "time/update", "time/wait_unrolls", "time/allreduce", "time/send_weights"):
-            if k in m and len(m[k]):
-                out.setdefault("timings_mean_s", {})[k.split("/")[1]] = float(np.nanmean(m[k]))
+        # per-role phase timings: mean seconds per update (learner) / per unroll (actor)
+        roles = {"learner": {"receive": "time/wait_unrolls", "update": "time/update", "allreduce": "time/allreduce",
+                             "send": "time/send_weights"},
+                 "actor": {"env_step": "time/actor_env", "inference": "time/actor_infer",
+                           "receive": "time/actor_wait", "send": "time/actor_send", "collect": "time/collect"}}
+        out["timings_mean_s"] = {role: {name: float(np.nanmean(m[k])) for name, k in keys.items() if k in m and len(m[k])}
+                                 for role, keys in roles.items()}
+        if "lag_mean" in m and len(m["lag_mean"]):
+            out["lag"] = {"mean": float(np.nanmean(m["lag_mean"])),
+                          "max": float(np.nanmax(m["lag_max"])) if "lag_max" in m else float(np.nanmax(m["lag_mean"]))}
+        size = lambda paths: int(sum(os.path.getsize(p) for p in paths if os.path.exists(p)))
+        out["file_sizes_bytes"] = {"run.h5": size([self.run_path]), "trajectories": size(self.trajectory_files()),
+                                   "checkpoints": size(out["checkpoints"])}
         return out

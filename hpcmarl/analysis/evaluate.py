@@ -1,0 +1,91 @@
+"""Evaluate a saved policy: run its environment (no MPI) with the checkpoint's policy networks.
+
+Returns per policy group the mean/std episode return summed over the group's agents (the same
+measure as ``inspect``), optionally a GIF of the first episode where the environment renders
+``rgb_array`` frames.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from hpcmarl.config import from_dict
+from hpcmarl.envs import VecEnv, probe_spec
+from hpcmarl.models import Inference
+from hpcmarl.storage import StorageError, load_checkpoint
+
+
+def load_policy(ckpt: str):
+    """(config, Inference policy with the checkpoint's weights) — arrays only, nothing executed."""
+    arrays, attrs = load_checkpoint(ckpt)
+    if "config" not in attrs:
+        raise StorageError(f"{ckpt}: checkpoint has no config attribute")
+    cfg = from_dict(yaml.safe_load(attrs["config"]))
+    spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+    policy = Inference(spec, cfg.algo.hidden, cfg.algo.layers)
+    state = {k[len("model/policies."):]: torch.from_numpy(np.array(v))
+             for k, v in arrays.items() if k.startswith("model/policies.")}
+    try:
+        policy.policies.load_state_dict(state)
+    except RuntimeError as e:
+        raise StorageError(f"{ckpt}: policy weights do not fit the config's networks: {str(e).splitlines()[0]}") from None
+    policy.version = int(attrs.get("update", 0))
+    return cfg, policy
+
+
+def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = False, num_envs: int = 8,
+             render_gif: Optional[str] = None) -> Dict:
+    cfg, policy = load_policy(ckpt)
+    torch.manual_seed(seed)
+    venv = VecEnv(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)
+    venv.reset()
+    groups = [g.name for g in venv.spec.groups]
+    returns: Dict[str, List[float]] = {g: [] for g in groups}
+    lengths: List[int] = []
+    started = venv.num_envs  # episodes begun; copies that would exceed `episodes` are not counted
+    counted = np.ones(venv.num_envs, bool)
+    while len(lengths) < episodes:
+        actions, _ = policy.act(venv.obs, venv.action_mask, greedy=greedy)
+        _, _, _, finished = venv.step(actions)
+        for ep in finished:
+            if counted[ep.env] and len(lengths) < episodes:
+                lengths.append(ep.length)
+                for g in groups:
+                    returns[g].append(ep.returns[g])
+            counted[ep.env] = started < episodes
+            started += 1
+    venv.close()
+    out = {"checkpoint": ckpt, "env": cfg.env.name, "algo": cfg.algo.name, "update": policy.version,
+           "episodes": episodes, "seed": seed, "greedy": greedy, "length_mean": float(np.mean(lengths)),
+           "groups": {g: {"return_mean": float(np.mean(r)), "return_std": float(np.std(r)), "episodes": len(r)}
+                      for g, r in returns.items()}}
+    if render_gif:
+        out["gif"] = render_episode(cfg, policy, render_gif, seed, greedy)
+    return out
+
+
+def render_episode(cfg, policy: Inference, path: str, seed: int, greedy: bool) -> str:
+    """Play one episode with ``render_mode='rgb_array'`` and write its frames as a GIF."""
+    from PIL import Image
+
+    venv = VecEnv(cfg.env.name, 1, seed, cfg.env.kwargs, cfg.policy_map, render_mode="rgb_array")
+    env = venv.envs[0]
+    venv.reset()
+    frames = []
+    try:
+        for _ in range(100_000):
+            frame = env.render()
+            if frame is None:
+                raise StorageError(f"{cfg.env.name} renders no rgb_array frames; --render-gif is not available for it")
+            frames.append(Image.fromarray(np.asarray(frame, np.uint8)))
+            actions, _ = policy.act(venv.obs, venv.action_mask, greedy=greedy)
+            _, _, _, finished = venv.step(actions)
+            if finished:
+                break
+    finally:
+        env.close()
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0)
+    return path
