@@ -23,6 +23,26 @@ TINY = [f"env.num_envs={E}", f"algo.unroll_length={T}", f"env.kwargs.max_cycles=
         "algo.hidden=16", "output.progress_s=2", "runtime.timeout_s=60"]
 
 
+REPORT = []  # job ids and states, printed in the test session's summary (pytest captures print)
+
+
+def say(msg):
+    print(msg)
+    REPORT.append(msg)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request):
+    yield
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if tr is not None and capman is not None and REPORT:
+        with capman.global_and_fixture_disabled():
+            tr.write_line("")
+            for line in REPORT:
+                tr.write_line(f"[slurm] {line}")
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
@@ -54,7 +74,7 @@ def sbatch(env, out, args):
                        capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0, p.stderr
     jid = p.stdout.strip().split(";")[0]
-    print(f"submitted job {jid}: {' '.join(args[:2])}")
+    say(f"submitted job {jid}: {' '.join(args[:3])}")
     return jid
 
 
@@ -71,7 +91,7 @@ def wait_job(cluster, env, out, jid, timeout=240, states=("COMPLETED",)):
         if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
             break
         time.sleep(1)
-    print(f"job {jid}: state {info.get('JobState')}, restarts {info.get('Restarts')}, exit {info.get('ExitCode')}")
+    say(f"job {jid}: state {info.get('JobState')}, restarts {info.get('Restarts')}, exit {info.get('ExitCode')}")
     if info.get("JobState") not in states:
         logs = "".join(open(p).read()[-3000:] for p in glob.glob(f"{out}/{jid}*.out"))
         ctld = open(os.path.join(cluster.root, "log", "slurmctld.log")).read()[-2000:]
@@ -123,7 +143,7 @@ def test_slurm_preempted_job_requeues_and_resumes(slurm):
     time.sleep(2)
     p = subprocess.run(["scancel", "--signal=USR1", "--batch", jid], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
-    print(f"sent USR1 to the batch step of job {jid}")
+    say(f"sent USR1 to the batch step of job {jid}")
     info = wait_job(cluster, env, out, jid, timeout=300)
     assert int(info["Restarts"]) == 1
     text = log.read_text()
