@@ -52,19 +52,73 @@ def open_for_append(path: str) -> h5py.File:
     return h5py.File(path, "a", libver="latest")
 
 
-def open_read(path: str, expect_kind: Optional[str] = None) -> h5py.File:
-    """Open an hpcmarl file read-only (SWMR, so files being written can be read); clear errors."""
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_file(path: str) -> None:
+    """Cheap pre-flight check of an HDF5 file before it is opened: it exists, carries the HDF5
+    signature and is not shorter than the end-of-file address its superblock records.
+
+    A truncated file has to be caught here: opening one in SWMR-read mode (what ``open_read`` does)
+    makes the HDF5 library retry its metadata reads for a very long time instead of failing. Files
+    that a SWMR writer holds open right now (superblock v3 with the write and SWMR-write flags set) are
+    not checked, as the HDF5 library itself does not check them either.
+    """
     if not os.path.exists(path):
         raise StorageError(f"{path}: no such file")
-    if not h5py.is_hdf5(path):
-        raise StorageError(f"{path}: not an HDF5 file")
+    if not os.path.isfile(path):
+        raise StorageError(f"{path}: not a regular file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        off = 0
+        while off + 8 <= size:  # the superblock sits at 0, 512, 1024, 2048, ... (after a user block)
+            fh.seek(off)
+            if fh.read(8) == _SIGNATURE:
+                break
+            off = 512 if off == 0 else off * 2
+        else:
+            raise StorageError(f"{path}: not an HDF5 file")
+        head = fh.read(56)  # bytes 8.. of the superblock
+    truncated = StorageError(f"{path}: truncated or damaged HDF5 file ({size} bytes, superblock unreadable)")
+    if len(head) < 4:
+        raise truncated
+    version = head[0]
+    if version in (0, 1):
+        o = head[13 - 8]
+        base_at = (24 if version == 0 else 28) - 8
+        flags, swmr_live = 0, False
+    elif version in (2, 3):
+        o = head[9 - 8]
+        base_at = 12 - 8
+        flags = head[11 - 8]
+        swmr_live = version >= 3 and (flags & 0x1) and (flags & 0x4)
+    else:
+        raise StorageError(f"{path}: unknown HDF5 superblock version {version}")
+    if o not in (2, 4, 8, 16) or len(head) < base_at + 3 * o:
+        raise truncated
+    base = int.from_bytes(head[base_at:base_at + o], "little")
+    eof = int.from_bytes(head[base_at + 2 * o:base_at + 3 * o], "little")
+    if swmr_live or eof == (1 << (8 * o)) - 1:
+        return
+    if size < base + eof:
+        raise StorageError(f"{path}: truncated HDF5 file ({size} bytes, its superblock says {base + eof})")
+
+
+
+def open_read(path: str, expect_kind: Optional[str] = None) -> h5py.File:
+    """Open an hpcmarl file read-only with clear one-line errors. A closed file opens plainly; a file
+    a SWMR writer holds open (a live run) opens in SWMR-read mode. Truncation is detected before the
+    open (:func:`check_file`): HDF5 would retry SWMR reads of a truncated file for minutes."""
+    check_file(path)
     try:
-        f = h5py.File(path, "r", swmr=True)
+        f = h5py.File(path, "r")
     except OSError as e:
-        try:
-            f = h5py.File(path, "r")
-        except OSError:
+        if "already open for write" not in str(e) and "consistency flags" not in str(e) and "lock" not in str(e):
             raise StorageError(f"{path}: cannot be read (truncated or damaged?): {str(e).splitlines()[0]}") from None
+        try:
+            f = h5py.File(path, "r", swmr=True)
+        except OSError as e2:
+            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {str(e2).splitlines()[0]}") from None
     kind = f.attrs.get("kind")
     ver = f.attrs.get("schema_version")
     if expect_kind is not None and kind != expect_kind:
