@@ -1,4 +1,4 @@
-"""``hpcmarl`` command line: train, validate, inspect.
+"""``hpcmarl`` command line: train, validate, inspect, plot, export, compare, index, watch, evaluate.
 
 Exit status: 0 success, 1 a failure during the run, 2 bad input (config, topology, paths, files).
 """
@@ -87,6 +87,48 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from hpcmarl.analysis.plot import plot_runs
+
+    print(f"wrote {plot_runs(args.runs, args.out, metric=args.metric, x=args.x, smooth=args.smooth)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hpcmarl.analysis.export import export_run
+
+    r = export_run(args.run_dir, args.out, trajectories=not args.no_trajectories, chunk_episodes=args.chunk_episodes)
+    print(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from hpcmarl.analysis.compare import compare_runs, format_compare
+
+    r = compare_runs(args.runs)
+    print(json.dumps(r, default=str) if args.json else format_compare(r))
+    return 0
+
+
+def cmd_index(args) -> int:
+    from hpcmarl.analysis.trajectories import agent_stats, build_index
+
+    print(f"wrote {build_index(args.run_dir, args.out)}")
+    if args.stats:
+        print(json.dumps(agent_stats(args.run_dir), indent=1, default=str))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from hpcmarl.analysis.watch import watch
+
+    try:
+        watch(args.run_dir, interval=args.interval, count=args.count, plot=args.plot)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcmarl", description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -109,6 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
     i.add_argument("--window", type=int, default=500, help="episodes averaged for the returns (default 500)")
     i.set_defaults(fn=cmd_inspect)
+    pl = sub.add_parser("plot", help="learning curves (or any metric) of one or more runs to PNG/SVG")
+    pl.add_argument("runs", nargs="+", help="run directories (seeds of one config are drawn as a band)")
+    pl.add_argument("-o", "--out", required=True, help="output file, .png or .svg")
+    pl.add_argument("--metric", help="a /metrics series (e.g. agent/entropy, sps), 'lag' or 'league'; default: returns")
+    pl.add_argument("--x", choices=["env_steps", "wall_time"], default="env_steps")
+    pl.add_argument("--smooth", type=int, default=0, help="moving-average window in episodes (0 = automatic)")
+    pl.set_defaults(fn=cmd_plot)
+
+    ex = sub.add_parser("export", help="metrics/episodes to CSV (+Parquet), trajectories to .npz, marl-eval JSON")
+    ex.add_argument("run_dir")
+    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--no-trajectories", action="store_true")
+    ex.add_argument("--chunk-episodes", type=int, default=1000, help="episodes per .npz file")
+    ex.set_defaults(fn=cmd_export)
+
+    co = sub.add_parser("compare", help="several runs side by side: config differences and final metrics")
+    co.add_argument("runs", nargs="+")
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(fn=cmd_compare)
+
+    ix = sub.add_parser("index", help="one HDF5 virtual-dataset view over all actor trajectory files")
+    ix.add_argument("run_dir")
+    ix.add_argument("-o", "--out", help="index file (default RUN/trajectories/index.h5)")
+    ix.add_argument("--stats", action="store_true", help="also print per-agent statistics")
+    ix.set_defaults(fn=cmd_index)
+
+    wa = sub.add_parser("watch", help="follow a running (or finished) run: summary every few seconds (SWMR)")
+    wa.add_argument("run_dir")
+    wa.add_argument("--interval", type=float, default=5.0)
+    wa.add_argument("--count", type=int, default=0, help="refreshes (0 = until Ctrl-C)")
+    wa.add_argument("--plot", help="also refresh a learning-curve PNG at this path")
+    wa.set_defaults(fn=cmd_watch)
+
     e = sub.add_parser("evaluate", help="play a checkpoint's policies on its environment (no MPI)")
     e.add_argument("checkpoint", help="checkpoints/ckpt-*.h5 of a run")
     e.add_argument("--episodes", type=int, default=100)
