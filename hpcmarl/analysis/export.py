@@ -273,7 +273,7 @@ def marl_eval_data(data: RunData, points: int = 20) -> dict:
     env = str(data.attrs.get("env") or data.config.get("env", {}).get("name", "unknown"))
     algo = str(data.attrs.get("algo") or data.config.get("algo", {}).get("name", "unknown"))
     seed = data.config.get("seed", 0)
-    return {env_family(env): {env: {algo: {f"{seed}": run}}}}
+    return {env_family(env): {env: {algo: {f"seed_{seed}": run}}}}  # BenchMARL's run key
 
 
 # --------------------------------------------------------------------------------------------------

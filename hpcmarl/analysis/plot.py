@@ -169,7 +169,7 @@ def _plot_returns(runs: List[RunData], x: str, smooth: int):
         else:
             ax.text(0.5, 0.5, "no finished episodes", ha="center", va="center", transform=ax.transAxes)
     w = ", ".join(str(v) for v in sorted(windows)) or "-"
-    fig.suptitle(f"mean episode return per policy group (moving average over {w} episode(s))", fontsize="medium")
+    fig.suptitle(f"episode return per group ({w}-episode moving average)", fontsize="medium")
     return fig
 
 
@@ -213,7 +213,7 @@ def _plot_metric(runs: List[RunData], metric: str, x: str, smooth: int):
         else:
             ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
     w = ", ".join(str(v) for v in sorted(windows)) or "-"
-    fig.suptitle(f"{metric} per update (moving average over {w} update(s))", fontsize="medium")
+    fig.suptitle(f"{metric} ({w}-update moving average)", fontsize="medium")
     return fig
 
 

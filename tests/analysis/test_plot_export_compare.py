@@ -188,8 +188,8 @@ def test_export_marl_eval_json(exported):
     with open(os.path.join(out, "marl_eval.json")) as fh:
         data = json.load(fh)
     assert list(data) == ["mpe"] and list(data["mpe"]) == ["simple_tag_v3"]
-    assert list(data["mpe"]["simple_tag_v3"]) == ["ippo"] and list(data["mpe"]["simple_tag_v3"]["ippo"]) == ["1"]
-    r = data["mpe"]["simple_tag_v3"]["ippo"]["1"]
+    assert list(data["mpe"]["simple_tag_v3"]) == ["ippo"] and list(data["mpe"]["simple_tag_v3"]["ippo"]) == ["seed_1"]
+    r = data["mpe"]["simple_tag_v3"]["ippo"]["seed_1"]
     steps = sorted((k for k in r if k.startswith("step_")), key=lambda k: int(k.split("_")[1]))
     assert set(r) == set(steps) | {"absolute_metrics"} and len(steps) == res["marl_eval"]["steps"] > 1
     eps = _h5_table(os.path.join(run, "run.h5"), "episodes")
