@@ -17,7 +17,7 @@ def _config(args):
 
 def cmd_train(args) -> int:
     cfg = _config(args)  # ConfigError -> exit 2 before any MPI work
-    from hpcmarl.runtime import abort_on_exception, run_training
+    from hpcmarl.entry import abort_on_exception, run_training
 
     return abort_on_exception(run_training, cfg, fresh=args.fresh, argv=sys.argv)
 

@@ -43,6 +43,7 @@ if ! "$VPY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '
   pip_i "torch==$TORCH_VERSION"
 fi
 log "installing Python dependencies"
+# (what Horovod's build imports; hpcmarl itself never unpickles anything)
 pip_i wheel setuptools numpy cffi packaging psutil pyyaml cloudpickle
 
 # -- 3. Horovod from source ----------------------------------------------------------------------
