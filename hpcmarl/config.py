@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
+import numpy as np
 import yaml
 
 
@@ -43,6 +44,8 @@ class TopologyConfig:
 class PPOConfig:
     """IPPO / MAPPO hyper-parameters (MAPPO-paper MPE settings, with lr and epochs tuned on simple_spread_v3)."""
 
+    flow = "rollouts"  # which data flow of DESIGN.md the algorithm uses (class attribute, not a config key)
+
     name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
     unroll_length: int = 25  # T: steps per env copy in one unroll
     lr: float = 5e-4
@@ -66,7 +69,31 @@ class PPOConfig:
         return self.name == "mappo" and self.critic_input == "state"
 
 
-ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig}
+@dataclass
+class NIGTConfig:
+    """Policy-gradient NIGT with Rennala / Malenia / synchronous aggregation (algorithms.md section 1).
+
+    Actors compute REINFORCE/GPOMDP gradients of whole trajectories at the round's query point and send
+    ``(round, gradient)``; learners aggregate and take one normalized momentum step per round."""
+
+    name: str = "nigt"
+    aggregation: str = "rennala"  # rennala (fastest-first, exactly M) | malenia (1/n per actor) | allreduce (synchronous)
+    lr: float = 0.05  # alpha: every step moves the parameters by exactly this L2 length
+    momentum: float = 0.1  # eta: weight of the new gradient in d_t; the query point lies (1-eta)/eta steps ahead
+    batch: int = 20  # M: trajectories per round
+    init_batch: int = 20  # M_init: trajectories for the initial direction d_0 at theta_0
+    horizon: int = 0  # H: steps per trajectory (0 = until the episode ends)
+    gamma: float = 0.99
+    hidden: int = 64
+    layers: int = 2
+    init_std: float = 0.6  # continuous actions: initial softplus standard deviation (pre-tanh)
+    check_every: int = 1  # compare the learners' parameter checksums every this many rounds (0 = at checkpoints only)
+
+    uses_state = False
+    flow = "gradients"
+
+
+ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig, "nigt": NIGTConfig}
 
 
 @dataclass
@@ -79,6 +106,14 @@ class LearnerConfig:
 @dataclass
 class ActorConfig:
     threads: Union[int, str] = 1
+    # heterogeneity for experiments: actor i sleeps step_delay_s * h_i after every env step, where h comes
+    # from `delay`: a list of per-actor factors, "equal" (all 1), "sqrt" (h_i = sqrt(i+1)) or
+    # "straggler:K" (the last actor K times slower)
+    delay: Union[str, List[float]] = "equal"
+    step_delay_s: float = 0.0
+    # per-actor environment variants, actor i uses variants[i % len]: mappings with obs_scale (e.g. -1 to
+    # negate observations, as in the paper's heterogeneous-environment experiment), reward_scale, env_kwargs
+    variants: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -311,6 +346,25 @@ def from_dict(data: dict) -> Config:
     return cfg
 
 
+AGGREGATIONS = ("rennala", "malenia", "allreduce")
+VARIANT_KEYS = {"obs_scale", "reward_scale", "env_kwargs"}
+
+
+def delay_factors(spec, n_actors: int) -> List[float]:
+    """Per-actor compute-time factors h_i from ``actors.delay`` (see :class:`ActorConfig`)."""
+    if isinstance(spec, list):
+        _check(all(isinstance(h, (int, float)) and h >= 0 for h in spec), "actors.delay", "factors must be numbers >= 0")
+        _check(len(spec) >= 1, "actors.delay", "must list at least one factor")
+        return [float(spec[i % len(spec)]) for i in range(n_actors)]
+    if spec == "equal":
+        return [1.0] * n_actors
+    if spec == "sqrt":
+        return [float(np.sqrt(i + 1)) for i in range(n_actors)]
+    m = re.fullmatch(r"straggler:(\d+(\.\d*)?)", str(spec))
+    _check(m is not None, "actors.delay", f"expected a list of factors, 'equal', 'sqrt' or 'straggler:K', got {spec!r}")
+    return [1.0] * (n_actors - 1) + [float(m.group(1))]
+
+
 def _check(cond: bool, key: str, msg: str):
     if not cond:
         raise ConfigError(f"config key '{key}': {msg}")
@@ -346,6 +400,27 @@ def validate(cfg: Config) -> None:
         _check(p.hidden >= 1, "algo.hidden", "must be >= 1")
         _check(p.layers >= 1, "algo.layers", "must be >= 1")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
+    if isinstance(p, NIGTConfig):
+        _check(p.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
+        _check(p.lr > 0, "algo.lr", "must be > 0")
+        _check(0 < p.momentum <= 1, "algo.momentum", "must be in (0, 1]")
+        _check(p.batch >= 1, "algo.batch", "must be >= 1")
+        _check(p.init_batch >= 1, "algo.init_batch", "must be >= 1")
+        _check(p.horizon >= 0, "algo.horizon", "must be >= 0 (0 = whole episodes)")
+        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        _check(p.hidden >= 1, "algo.hidden", "must be >= 1")
+        _check(p.layers >= 1, "algo.layers", "must be >= 1")
+        _check(p.init_std > 0, "algo.init_std", "must be > 0")
+        _check(p.check_every >= 0, "algo.check_every", "must be >= 0")
+    delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
+    _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
+    for i, v in enumerate(cfg.actors.variants):
+        bad = set(v) - VARIANT_KEYS
+        _check(not bad, f"actors.variants[{i}]", f"unknown key(s) {sorted(bad)} (known: {', '.join(sorted(VARIANT_KEYS))})")
+        for k in ("obs_scale", "reward_scale"):
+            _check(isinstance(v.get(k, 1.0), (int, float)) and not isinstance(v.get(k, 1.0), bool),
+                   f"actors.variants[{i}].{k}", "must be a number")
+        _check(isinstance(v.get("env_kwargs", {}), dict), f"actors.variants[{i}].env_kwargs", "must be a mapping")
     _check(cfg.learner.backend in ("horovod", "mpi"), "learner.backend", "must be 'horovod' or 'mpi'")
     dev = cfg.learner.device
     _check(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "learner.device",

@@ -232,8 +232,12 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     ctx.install_signal_handlers()
     ctx.hosts = world.allgather(ctx.host)
     local_rank = set_threads(cfg, world, role)
-    from hpcmarl import roles
     from hpcmarl.envs import probe_spec
+
+    if cfg.algo.flow == "gradients":
+        from hpcmarl import gradient_roles as roles
+    else:
+        from hpcmarl import roles
 
     if role == LEARNER:
         ctx.device = pick_device(cfg, local_rank)

@@ -47,6 +47,8 @@ REGISTRY: Dict[str, EnvEntry] = {
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
     "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
                             {}, "test fake: observation is the step index"),
+    "target_v0": EnvEntry("hpcmarl.testing:target_env", {"agent": ["agent_*"]},
+                          {}, "test task: one continuous step, reward -(a - target)^2"),
 }
 
 
@@ -212,12 +214,14 @@ class VecEnv:
     """``num_envs`` copies of one environment with array in/out and automatic reset."""
 
     def __init__(self, name: str, num_envs: int, seed: int, kwargs=None, policy_map=None,
-                 obs_transform: Optional[Callable] = None, with_state: bool = False, render_mode: Optional[str] = None):
+                 obs_transform: Optional[Callable] = None, with_state: bool = False, render_mode: Optional[str] = None,
+                 reward_scale: float = 1.0):
         self.envs = [make_parallel_env(name, kwargs, render_mode) for _ in range(num_envs)]
         self.spec = build_spec(self.envs[0], name, policy_map, with_state)
         self.num_envs = num_envs
         self.seed = seed
         self.obs_transform = obs_transform
+        self.reward_scale = float(reward_scale)  # per-actor environment variants (heterogeneous objectives)
         E = num_envs
         self._slot = {a: (gi, j) for gi, g in enumerate(self.spec.groups) for j, a in enumerate(g.agents)}
         self.obs = {g.name: np.zeros((E, g.n, g.obs_dim), np.float32) for g in self.spec.groups}
@@ -258,10 +262,11 @@ class VecEnv:
             self._ep_ret[g.name][i] = 0.0
         self._ep_len[i] = 0
 
-    def reset(self):
-        """Reset every copy (copy ``i`` is seeded with ``seed + i``); returns the observation dict."""
+    def reset(self, reseed: bool = True):
+        """Reset every copy (copy ``i`` is seeded with ``seed + i``, unless ``reseed`` is False: then
+        every copy continues its own random stream); returns the observation dict."""
         for i in range(self.num_envs):
-            self._reset_one(i, self.seed + i)
+            self._reset_one(i, self.seed + i if reseed else None)
         return self.obs
 
     def step(self, actions: Dict[str, np.ndarray]):
@@ -289,7 +294,7 @@ class VecEnv:
             for agent, val in r.items():
                 gi, j = self._slot[agent]
                 name = self.spec.groups[gi].name
-                rew[name][i, j] = val
+                rew[name][i, j] = val * self.reward_scale
                 term[name][i, j] = te.get(agent, False)
                 trunc[name][i, j] = tr.get(agent, False)
             for g in self.spec.groups:

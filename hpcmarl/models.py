@@ -33,12 +33,26 @@ def mlp(inp: int, hidden: int, layers: int, out: int, out_gain: float = 1.0) -> 
 
 
 class GroupPolicy(nn.Module):
-    def __init__(self, g: GroupSpec, hidden: int, layers: int):
+    """Categorical (masked) or diagonal Gaussian policy of one group.
+
+    Continuous std: ``"log"`` = a free log-std parameter (PPO); ``"softplus"`` = ``softplus(raw)``, which
+    stays valid at NIGT's extrapolated query points far from the current parameters. Samples are the
+    pre-squash ``u``; :func:`squash` maps them into the action box for the environment.
+    """
+
+    def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6):
         super().__init__()
         self.discrete = g.discrete
         self.net = mlp(g.obs_dim, hidden, layers, g.n_actions if g.discrete else g.act_dim, out_gain=0.01)
+        self.softplus_std = std == "softplus"
         if not g.discrete:
-            self.log_std = nn.Parameter(torch.full((g.act_dim,), -0.5))
+            if self.softplus_std:  # inverse softplus of init_std
+                self.std_raw = nn.Parameter(torch.full((g.act_dim,), float(np.log(np.expm1(init_std)))))
+            else:
+                self.log_std = nn.Parameter(torch.full((g.act_dim,), -0.5))
+
+    def std(self) -> torch.Tensor:
+        return nn.functional.softplus(self.std_raw) + 1e-4 if self.softplus_std else self.log_std.exp()
 
     def dist(self, obs: torch.Tensor, mask: torch.Tensor = None):
         out = self.net(obs)
@@ -46,7 +60,12 @@ class GroupPolicy(nn.Module):
             if mask is not None:
                 out = out.masked_fill(~mask, -1e9)
             return torch.distributions.Categorical(logits=out)
-        return torch.distributions.Independent(torch.distributions.Normal(out, self.log_std.exp().expand_as(out)), 1)
+        return torch.distributions.Independent(torch.distributions.Normal(out, self.std().expand_as(out)), 1)
+
+
+def squash(g: GroupSpec, u: np.ndarray) -> np.ndarray:
+    """tanh-squash pre-squash samples ``u`` into the group's action box ``[low, high]``."""
+    return g.act_low + (np.tanh(u) + 1.0) * 0.5 * (g.act_high - g.act_low)
 
 
 class ActorCritic(nn.Module):
@@ -104,10 +123,11 @@ def checksum(flat: np.ndarray) -> float:
 class Inference:
     """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
 
-    def __init__(self, spec: EnvSpec, hidden: int, layers: int):
+    def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6):
         self.spec = spec
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers) for g in spec.groups})
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std) for g in spec.groups})
         self.params = list(self.policies.parameters())
+        self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
         self.version = -1
         self.checksum = 0.0
 
@@ -115,6 +135,12 @@ class Inference:
         assign_flat(self.params, flat)
         self.version = version
         self.checksum = checksum(flat)
+
+    def to_env(self, actions: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Actions as the environment takes them (squashed into the action box for NIGT policies)."""
+        if not self.squashed:
+            return actions
+        return {g.name: actions[g.name] if g.discrete else squash(g, actions[g.name]) for g in self.spec.groups}
 
     @torch.no_grad()
     def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray], greedy: bool = False):
@@ -136,3 +162,10 @@ class Inference:
                 actions[g.name] = a.numpy()
                 logps[g.name] = d.log_prob(a).numpy()
         return actions, logps
+
+
+def make_inference(spec: EnvSpec, algo) -> Inference:
+    """The actor-side policy an algorithm config asks for (NIGT: softplus std, tanh-squashed actions)."""
+    if getattr(algo, "flow", "") == "gradients":
+        return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std)
+    return Inference(spec, algo.hidden, algo.layers)

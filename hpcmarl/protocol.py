@@ -8,7 +8,9 @@ Learner -> actor: ``WEIGHTS`` records (version, command, flat policy parameters)
 message is a ``WEIGHTS`` record with ``command = CMD_STOP`` (or ``CMD_PREEMPTED`` when a signal stopped
 an unfinished run); the actor answers with a ``BYE`` control
 message carrying what it discarded, then exits its loop.
-Actor -> learner: ``UNROLL`` records.
+Actor -> learner: ``UNROLL`` records (rollout flow) or ``GRADIENT`` records (gradient flow: one per
+finished trajectory, tagged with its round; the learner drains them until the actor's ``BYE`` says how
+many it sent).
 Every wait polls with back-off and raises :class:`CommTimeout` after ``timeout`` seconds.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Tag(IntEnum):
     UNROLL = 12
     CONTROL = 13
     BYE = 14
+    GRADIENT = 15
 
 
 class CommTimeout(RuntimeError):
@@ -71,6 +74,12 @@ def post_recv_unroll(comm, actor_rank: int, rec: Record):
     return comm.Irecv([rec.buf, MPI.BYTE], source=actor_rank, tag=Tag.UNROLL)
 
 
+def post_recv_gradient(comm, actor_rank: int, rec: Record):
+    from mpi4py import MPI
+
+    return comm.Irecv([rec.buf, MPI.BYTE], source=actor_rank, tag=Tag.GRADIENT)
+
+
 def send_stop(comm, actor_rank: int, rec: Record, version: int, preempted: bool = False):
     return send_weights(comm, actor_rank, rec, version, CMD_PREEMPTED if preempted else CMD_STOP)
 
@@ -80,12 +89,15 @@ def recv_bye(comm, actor_rank: int, timeout: float) -> dict:
 
 
 # ---- actor side ----------------------------------------------------------------------------------
-def recv_weights(comm, learner_rank: int, rec: Record, timeout: float):
-    """Block (bounded) for the next weights record; returns ``(version, command)``."""
+def post_recv_weights(comm, learner_rank: int, rec: Record):
     from mpi4py import MPI
 
-    req = comm.Irecv([rec.buf, MPI.BYTE], source=learner_rank, tag=Tag.WEIGHTS)
-    wait_buffer(req, timeout, f"weights from learner rank {learner_rank}")
+    return comm.Irecv([rec.buf, MPI.BYTE], source=learner_rank, tag=Tag.WEIGHTS)
+
+
+def recv_weights(comm, learner_rank: int, rec: Record, timeout: float):
+    """Block (bounded) for the next weights record; returns ``(version, command)``."""
+    wait_buffer(post_recv_weights(comm, learner_rank, rec), timeout, f"weights from learner rank {learner_rank}")
     return int(rec["meta"][0]), int(rec["meta"][1])
 
 
@@ -94,6 +106,13 @@ def send_unroll(comm, learner_rank: int, rec: Record):
     from mpi4py import MPI
 
     return comm.Isend([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.UNROLL)
+
+
+def send_gradient(comm, learner_rank: int, rec: Record):
+    """Start sending a gradient record; ``rec`` must stay untouched until the request completes."""
+    from mpi4py import MPI
+
+    return comm.Isend([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.GRADIENT)
 
 
 def send_bye(comm, learner_rank: int, info: dict, timeout: float):

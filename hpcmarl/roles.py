@@ -18,7 +18,7 @@ import torch
 from hpcmarl import protocol, storage
 from hpcmarl.algos.ppo import PPOLearner
 from hpcmarl.envs import VecEnv
-from hpcmarl.models import Inference, checksum
+from hpcmarl.models import checksum, make_inference
 from hpcmarl.sampler import Sampler
 from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, Record, unroll_spec, weights_spec
 
@@ -47,13 +47,24 @@ def actor_seed(base: int, actor_index: int, start_update: int) -> int:
     return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
 
 
+def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
+    """The actor's env copies, with its variant from ``actors.variants`` (obs/reward scale, env kwargs)."""
+    cfg = ctx.cfg
+    variants = cfg.actors.variants
+    v = variants[actor_index % len(variants)] if variants else {}
+    scale = float(v.get("obs_scale", 1.0))
+    return VecEnv(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})}, cfg.policy_map,
+                  obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=cfg.algo.uses_state,
+                  reward_scale=float(v.get("reward_scale", 1.0)))
+
+
 def make_sampler(ctx, actor_index: int, traj_path: Optional[str]):
     """Env copies + inference policy + trajectory writer of one actor (no MPI)."""
     cfg = ctx.cfg
     seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
     torch.manual_seed(seed)
-    venv = VecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map, with_state=cfg.algo.uses_state)
-    policy = Inference(venv.spec, cfg.algo.hidden, cfg.algo.layers)
+    venv = make_venv(ctx, actor_index, seed)
+    policy = make_inference(venv.spec, cfg.algo)
     uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs)
     sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
     traj = None
@@ -205,6 +216,27 @@ class Progress:
             print(self.line(s) + bar, flush=True)
 
 
+def stop_vote(coll, cfg, counters: dict, session0: float, reached: bool, signalled: bool, out: List[str]) -> str:
+    """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
+    clocks, signals and the lead's target check differ, hence the MAX vote. ``out`` receives this
+    learner's own reasons (the shutdown tells a signal from the run's end by them)."""
+    reasons = []
+    if counters["env_steps"] >= cfg.train.total_env_steps:
+        reasons.append("total_env_steps reached")
+    if cfg.train.max_updates and counters["update"] >= cfg.train.max_updates:
+        reasons.append("max_updates reached")
+    if cfg.train.max_wall_s and time.monotonic() - session0 >= cfg.train.max_wall_s:
+        reasons.append("max_wall_s reached")
+    if reached:
+        reasons.append("target_return reached")
+    if signalled:
+        reasons.append(SIGNAL_REASON)
+    out[:] = reasons
+    if coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
+        return ", ".join(reasons) or "another learner voted to stop"
+    return ""
+
+
 def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
@@ -295,23 +327,7 @@ def learner_main(ctx) -> None:
     last_reasons: List[str] = []
 
     def vote() -> str:
-        """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
-        clocks, signals and the lead's target check differ, hence the MAX vote."""
-        reasons = []
-        if counters["env_steps"] >= cfg.train.total_env_steps:
-            reasons.append("total_env_steps reached")
-        if cfg.train.max_updates and counters["update"] >= cfg.train.max_updates:
-            reasons.append("max_updates reached")
-        if cfg.train.max_wall_s and time.monotonic() - session0 >= cfg.train.max_wall_s:
-            reasons.append("max_wall_s reached")
-        if lead and reached:
-            reasons.append("target_return reached")
-        if signalled or ctx.stop_requested():
-            reasons.append(SIGNAL_REASON)
-        last_reasons[:] = reasons
-        if coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
-            return ", ".join(reasons) or "another learner voted to stop"
-        return ""
+        return stop_vote(coll, cfg, counters, session0, lead and reached, signalled or ctx.stop_requested(), last_reasons)
 
     def send_weights() -> float:
         t = time.perf_counter()

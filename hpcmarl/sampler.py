@@ -73,3 +73,64 @@ class Sampler:
     def in_flight(self) -> np.ndarray:
         """Length so far of each env copy's unfinished episode (discarded if the run stops now)."""
         return self.venv._ep_len.copy()
+
+
+class TrajectoryCollector:
+    """Gradient flow: roll out one trajectory in each env copy from a fresh reset with the policy's
+    current weights, for ``horizon`` steps (0 = until every copy's episode ends).
+
+    ``delay_s`` is slept after every env step (the actor's artificial compute time h_i); while
+    sleeping and between steps ``abandon()`` is polled, and when it returns True the trajectories in
+    flight are given up (a new round started) and :meth:`collect` returns None."""
+
+    MAX_STEPS = 100_000
+
+    def __init__(self, venv: VecEnv, policy: Inference, horizon: int, delay_s: float = 0.0):
+        self.venv, self.policy, self.horizon, self.delay_s = venv, policy, horizon, delay_s
+        self.groups = venv.spec.groups
+        self.first = True
+        self.steps = 0  # env steps taken by trajectories (finished or abandoned) since the counter was read
+
+    def _sleep(self, abandon) -> bool:
+        end = time.perf_counter() + self.delay_s
+        while True:
+            if abandon():
+                return True
+            left = end - time.perf_counter()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.001))
+
+    def collect(self, abandon):
+        venv = self.venv
+        venv.reset(reseed=self.first)
+        self.first = False
+        E = venv.num_envs
+        active = np.ones(E, bool)
+        returns = np.zeros((E, len(self.groups)))
+        lengths = np.zeros(E, np.int64)
+        buf = {k: [] for g in self.groups for k in (f"{g.name}/obs", f"{g.name}/action", f"{g.name}/reward",
+                                                   f"{g.name}/valid", f"{g.name}/action_mask")}
+        t = 0
+        while active.any() and (self.horizon == 0 or t < self.horizon):
+            if t >= self.MAX_STEPS:
+                raise RuntimeError(f"{venv.spec.name}: an episode ran {t} steps; set algo.horizon to truncate trajectories")
+            for g in self.groups:
+                buf[f"{g.name}/obs"].append(venv.obs[g.name].copy())
+                buf[f"{g.name}/valid"].append(venv.alive[g.name] & active[:, None])
+                buf[f"{g.name}/action_mask"].append(venv.action_mask[g.name].copy())
+            actions, _ = self.policy.act(venv.obs, venv.action_mask)
+            rew, _, _, finished = venv.step(self.policy.to_env(actions))
+            for gi, g in enumerate(self.groups):
+                buf[f"{g.name}/action"].append(actions[g.name])
+                buf[f"{g.name}/reward"].append(rew[g.name])
+                returns[:, gi] += np.where(active, (rew[g.name] * buf[f"{g.name}/valid"][-1]).sum(1), 0.0)
+            lengths += active
+            self.steps += int(active.sum())
+            for ep in finished:
+                active[ep.env] = False
+            t += 1
+            if (self._sleep(abandon) if self.delay_s > 0 else abandon()):
+                return None
+        traj = {k: torch.from_numpy(np.stack(v)) for k, v in buf.items()}
+        return traj, returns, lengths

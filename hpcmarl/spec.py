@@ -82,10 +82,22 @@ def unroll_spec(env: EnvSpec, T: int, E: int) -> RecordSpec:
     return RecordSpec(fields)
 
 
-WEIGHT_META = ["version", "command"]
+WEIGHT_META = ["version", "command", "quota"]  # quota: gradients per actor this round (gradient flow; 0 = no limit)
 CMD_RUN, CMD_STOP, CMD_PREEMPTED = 0, 1, 2  # PREEMPTED: stop, the run is not finished
 
 
 def weights_spec(n_params: int) -> RecordSpec:
     """What a learner sends its actors: the policy version, a command and the flat policy parameters."""
     return RecordSpec([("meta", (len(WEIGHT_META),), "f8"), ("params", (n_params,), "f4")])
+
+
+# header slots of a gradient message (float64), followed by one return per group
+GRAD_META = ["round", "actor", "env_steps", "length", "abandoned", "t_traj", "stop_requested"]
+GRAD_INDEX = {k: i for i, k in enumerate(GRAD_META)}
+
+
+def gradient_spec(n_params: int, n_groups: int) -> RecordSpec:
+    """What an actor sends per finished trajectory in the gradient flow: the round it was computed for,
+    bookkeeping (env steps since its previous message, abandoned trajectories, returns per group) and
+    the flat policy gradient ``g_H(tau, x)``."""
+    return RecordSpec([("meta", (len(GRAD_META) + n_groups,), "f8"), ("grad", (n_params,), "f4")])

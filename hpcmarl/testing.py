@@ -47,3 +47,39 @@ class CountingEnv(ParallelEnv):
 
 def counting_env(**kwargs):
     return CountingEnv(**kwargs)
+
+
+class TargetEnv(ParallelEnv):
+    """One-step continuous task (algorithms.md 1.9 B): observation ``[1]``, action in [-2, 2], reward
+    ``-(a - target)^2``. Two actors with ``target = +1`` and ``-1`` have opposite objectives: the
+    equal-weight optimum is ``a = 0``, a pooled, speed-weighted one leans towards the faster actor."""
+
+    metadata = {"name": "target_v0", "render_modes": []}
+
+    def __init__(self, target: float = 1.0, n_agents: int = 1):
+        self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
+        self.target = float(target)
+        self._obs_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self._act_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
+        self.agents = []
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return self._act_space
+
+    def reset(self, seed=None, options=None):
+        self.agents = list(self.possible_agents)
+        return {a: np.ones(1, np.float32) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        rew = {a: -float((np.asarray(actions[a]).reshape(-1)[0] - self.target) ** 2) for a in self.agents}
+        obs = {a: np.ones(1, np.float32) for a in self.agents}
+        done = {a: True for a in self.agents}
+        self.agents = []
+        return obs, rew, {a: False for a in obs}, done, {a: {} for a in obs}
+
+
+def target_env(**kwargs):
+    return TargetEnv(**kwargs)

@@ -14,7 +14,7 @@ import yaml
 
 from hpcmarl.config import from_dict
 from hpcmarl.envs import VecEnv, probe_spec
-from hpcmarl.models import Inference
+from hpcmarl.models import Inference, make_inference
 from hpcmarl.storage import StorageError, load_checkpoint
 
 
@@ -25,7 +25,7 @@ def load_policy(ckpt: str):
         raise StorageError(f"{ckpt}: checkpoint has no config attribute")
     cfg = from_dict(yaml.safe_load(attrs["config"]))
     spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
-    policy = Inference(spec, cfg.algo.hidden, cfg.algo.layers)
+    policy = make_inference(spec, cfg.algo)
     state = {k[len("model/policies."):]: torch.from_numpy(np.array(v))
              for k, v in arrays.items() if k.startswith("model/policies.")}
     try:
@@ -49,7 +49,7 @@ def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = F
     counted = np.ones(venv.num_envs, bool)
     while len(lengths) < episodes:
         actions, _ = policy.act(venv.obs, venv.action_mask, greedy=greedy)
-        _, _, _, finished = venv.step(actions)
+        _, _, _, finished = venv.step(policy.to_env(actions))
         for ep in finished:
             if counted[ep.env] and len(lengths) < episodes:
                 lengths.append(ep.length)
@@ -82,7 +82,7 @@ def render_episode(cfg, policy: Inference, path: str, seed: int, greedy: bool) -
                 raise StorageError(f"{cfg.env.name} renders no rgb_array frames; --render-gif is not available for it")
             frames.append(Image.fromarray(np.asarray(frame, np.uint8)))
             actions, _ = policy.act(venv.obs, venv.action_mask, greedy=greedy)
-            _, _, _, finished = venv.step(actions)
+            _, _, _, finished = venv.step(policy.to_env(actions))
             if finished:
                 break
     finally:

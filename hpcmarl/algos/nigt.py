@@ -1,0 +1,226 @@
+"""NIGT policy gradient with Rennala / Malenia / synchronous aggregation (algorithms.md section 1).
+
+Pure compute, no MPI: the trajectory gradient estimator, the NIGT state, the per-round aggregation
+rules and an event-queue simulator of workers with given compute times (used by the tests and as a
+cheap reference). The MPI shells live in :mod:`hpcmarl.gradient_roles`.
+
+Notation (ascent):
+    round 0:   d_0 = Aggregate(theta_0, M_init);  theta_1 = theta_0 + alpha d_0 / ||d_0||
+    round t:   x_t = theta_t + ((1 - eta) / eta) (theta_t - theta_{t-1})     (query point; all
+               gradients of the round are computed here)
+               g_t = Aggregate(x_t, M);  d_t = (1 - eta) d_{t-1} + eta g_t
+               theta_{t+1} = theta_t + alpha d_t / ||d_t||                     (global L2 norm)
+Aggregate:
+    rennala    the first M gradients of the round from any workers, pooled: g = sum / M
+    malenia    per worker i: S_i, M_i; closes when every M_i >= 1 and (1/n sum 1/M_i)^-1 >= M / n;
+               g = (1/n) sum_i S_i / M_i  (each worker's mean weighted 1/n)
+    allreduce  synchronous: every worker contributes ceil(M / n) gradients; g = sum / count
+Gradients computed for an earlier round are dropped, never applied.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from hpcmarl.envs import EnvSpec
+
+EPS = 1e-12
+
+
+# --------------------------------------------------------------------------------------------------
+# the worker-side estimator g_H(tau, x)
+# --------------------------------------------------------------------------------------------------
+def discounted_reward_to_go(reward: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``G_t = sum_{h >= t} gamma^h r_h`` along axis 0 (discount counted from the episode start)."""
+    T = reward.shape[0]
+    disc = gamma ** torch.arange(T, dtype=reward.dtype).reshape((T,) + (1,) * (reward.dim() - 1))
+    return torch.flip(torch.cumsum(torch.flip(disc * reward, [0]), 0), [0])
+
+
+def trajectory_objective(policies, spec: EnvSpec, traj: Dict[str, torch.Tensor], gamma: float) -> torch.Tensor:
+    """Per-trajectory surrogate ``sum_t sum_agents G_t log pi(a_t | o_t)``, shape ``[E]``.
+
+    ``traj`` holds per group ``obs [T, E, n, d]``, ``action``, ``reward [T, E, n]``, ``valid [T, E, n]``
+    (the agent acted at step t of this trajectory) and ``action_mask``. Each agent's reward-to-go uses
+    its own rewards; steps where it did not act count zero. Its gradient is GPOMDP's ``g_H``."""
+    total = 0.0
+    for g in spec.groups:
+        n = g.name
+        valid = traj[f"{n}/valid"].to(torch.float32)
+        G = discounted_reward_to_go(traj[f"{n}/reward"] * valid, gamma)
+        mask = traj[f"{n}/action_mask"] if g.discrete else None
+        logp = policies[n].dist(traj[f"{n}/obs"], mask).log_prob(traj[f"{n}/action"])
+        total = total + (G * logp * valid).sum(dim=(0, 2))
+    return total
+
+
+def trajectory_gradients(policies, spec: EnvSpec, traj: Dict[str, torch.Tensor], gamma: float) -> np.ndarray:
+    """One flat gradient ``g_H(tau_e, x)`` per trajectory ``e``: ``[E, d]`` float32 (ascent direction)."""
+    params = list(policies.parameters())
+    obj = trajectory_objective(policies, spec, traj, gamma)
+    out = np.empty((obj.shape[0], sum(p.numel() for p in params)), np.float32)
+    for e in range(obj.shape[0]):
+        grads = torch.autograd.grad(obj[e], params, retain_graph=e + 1 < obj.shape[0], allow_unused=True)
+        out[e] = torch.cat([(gr if gr is not None else torch.zeros_like(p)).reshape(-1)
+                            for gr, p in zip(grads, params)]).numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# NIGT state
+# --------------------------------------------------------------------------------------------------
+class NIGT:
+    """theta_t, theta_{t-1} and d_{t-1} (float64); identical on every learner after every round."""
+
+    def __init__(self, theta0: np.ndarray, lr: float, momentum: float):
+        self.lr, self.eta = float(lr), float(momentum)
+        self.theta = np.asarray(theta0, np.float64).copy()
+        self.prev = self.theta.copy()
+        self.d = np.zeros_like(self.theta)
+        self.round = 0
+
+    def query_point(self) -> np.ndarray:
+        """Where this round's gradients are computed: theta_0 in round 0, else the extrapolated x_t."""
+        if self.round == 0:
+            return self.theta.copy()
+        return self.theta + ((1.0 - self.eta) / self.eta) * (self.theta - self.prev)
+
+    def step(self, g: np.ndarray) -> float:
+        """Momentum + normalized step; returns ||d_t|| (the step length is exactly lr unless d_t = 0)."""
+        g = np.asarray(g, np.float64)
+        self.d = g.copy() if self.round == 0 else (1.0 - self.eta) * self.d + self.eta * g
+        norm = float(np.linalg.norm(self.d))
+        self.prev = self.theta
+        self.theta = self.theta + self.lr * self.d / max(norm, EPS) if norm > 0 else self.theta.copy()
+        self.round += 1
+        return norm
+
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        return {"nigt/theta": self.theta, "nigt/theta_prev": self.prev, "nigt/d": self.d,
+                "nigt/round": np.array([self.round], np.int64)}
+
+    def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        self.theta = np.asarray(arrays["nigt/theta"], np.float64).copy()
+        self.prev = np.asarray(arrays["nigt/theta_prev"], np.float64).copy()
+        self.d = np.asarray(arrays["nigt/d"], np.float64).copy()
+        self.round = int(np.asarray(arrays["nigt/round"])[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# aggregation rules
+# --------------------------------------------------------------------------------------------------
+def malenia_closed(counts: np.ndarray, M: int) -> bool:
+    """Every worker delivered at least one gradient and the harmonic mean of the counts reaches M / n."""
+    counts = np.asarray(counts, np.float64)
+    if counts.size == 0 or (counts < 1).any():
+        return False
+    return counts.size / np.sum(1.0 / counts) >= M / counts.size - 1e-9
+
+
+def quota(kind: str, M: int, n_actors: int) -> int:
+    """Gradients each actor computes per round: ceil(M / n) for synchronous allreduce, else 0 (no limit)."""
+    return -(-M // n_actors) if kind == "allreduce" else 0
+
+
+def round_closed(kind: str, counts: np.ndarray, M: int, n_actors: int) -> bool:
+    """The closing rule on the per-actor counts of accepted gradients (all actors of the run)."""
+    if kind == "rennala":
+        return int(np.sum(counts)) >= M
+    if kind == "malenia":
+        return malenia_closed(counts, M)
+    return bool((np.asarray(counts) >= quota(kind, M, n_actors)).all())
+
+
+class Aggregator:
+    """One learner's share of a round: sums (per actor for Malenia) of accepted gradients.
+
+    ``local_sum()`` is what the learners all-reduce; :meth:`combine` turns the reduced sum and the
+    reduced per-actor counts into the round's gradient estimate g_t."""
+
+    def __init__(self, kind: str, n_actors: int, dim: int):
+        self.kind, self.n, self.dim = kind, n_actors, dim
+        self.sums: Dict[int, np.ndarray] = {}
+        self.counts = np.zeros(n_actors, np.int64)
+
+    def begin(self) -> None:
+        self.sums = {}
+        self.counts[:] = 0
+
+    def add(self, actor: int, grad: np.ndarray) -> None:
+        s = self.sums.get(actor if self.kind == "malenia" else 0)
+        if s is None:
+            s = self.sums[actor if self.kind == "malenia" else 0] = np.zeros(self.dim, np.float64)
+        s += grad
+        self.counts[actor] += 1
+
+    def local_sum(self) -> np.ndarray:
+        out = np.zeros(self.dim, np.float64)
+        if self.kind == "malenia":
+            for a in sorted(self.sums):  # fixed order: the same arrivals give the same bits
+                out += self.sums[a] / self.counts[a]
+        elif self.sums:
+            out += self.sums[0]
+        return out
+
+    def combine(self, total: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        if self.kind == "malenia":
+            return total / self.n
+        return total / max(1, int(np.sum(counts)))
+
+
+# --------------------------------------------------------------------------------------------------
+# event-queue simulation (one learner, workers with given compute times)
+# --------------------------------------------------------------------------------------------------
+def simulate(kind: str, theta0: np.ndarray, grad_fn: Callable[[int, np.ndarray, np.random.Generator], np.ndarray],
+             times: Sequence[float], rounds: int, M: int, M_init: Optional[int] = None, lr: float = 0.05,
+             momentum: float = 0.1, seed: int = 0, trace: Optional[List] = None) -> dict:
+    """Run NIGT with ``kind`` aggregation against simulated workers: worker i needs ``times[i]`` time
+    units per gradient, restarts at the new query point when a round closes (in-flight work is
+    abandoned, as the actors do) and, for ``allreduce``, idles after its quota. ``grad_fn(i, x, rng)``
+    is worker i's stochastic gradient at x. Returns the final NIGT state, the simulated time and per
+    worker accepted counts; ``trace`` (a list) receives ``(round, worker, accepted)`` per arrival."""
+    rng = np.random.default_rng(seed)
+    n = len(times)
+    nigt = NIGT(theta0, lr, momentum)
+    agg = Aggregator(kind, n, np.asarray(theta0).size)
+    now = 0.0
+    accepted = np.zeros(n, np.int64)
+    for _ in range(rounds):
+        m = M_init if (nigt.round == 0 and M_init) else M
+        x = nigt.query_point()
+        agg.begin()
+        q = quota(kind, m, n)
+        heap = [(now + times[i], i) for i in range(n)]
+        heapq.heapify(heap)
+        while not round_closed(kind, agg.counts, m, n):
+            now, i = heapq.heappop(heap)
+            ok = not (q and agg.counts[i] >= q)
+            if ok:
+                agg.add(i, grad_fn(i, x, rng))
+            if trace is not None:
+                trace.append((nigt.round, i, ok))
+            if not q or agg.counts[i] < q:
+                heapq.heappush(heap, (now + times[i], i))
+        accepted += agg.counts
+        nigt.step(agg.combine(agg.local_sum(), agg.counts))
+    return {"nigt": nigt, "time": now, "accepted": accepted}
+
+
+def gaussian_target_grad(targets: Sequence[float], std: float = 0.5):
+    """Worker i's REINFORCE gradient for the 1-D task ``a ~ N(theta, std^2)``, reward ``-(a - targets[i])^2``
+    (algorithms.md 1.9 B)."""
+    def fn(i: int, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        a = x[0] + std * rng.standard_normal()
+        r = -(a - targets[i]) ** 2
+        return np.array([r * (a - x[0]) / std ** 2])
+    return fn
+
+
+def harmonic_speed_optimum(targets: Sequence[float], times: Sequence[float]) -> float:
+    """Optimum of the speed-weighted objective that pooled aggregation optimises: targets weighted 1/h_i."""
+    w = np.array([1.0 / t for t in times])
+    return float(np.dot(w, targets) / w.sum())
+

@@ -1,0 +1,561 @@
+"""MPI role shells of the gradient flow (NIGT with Rennala / Malenia / synchronous aggregation).
+
+Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hpcmarl.sampler.TrajectoryCollector`):
+
+    learner -> actor   WEIGHTS (version = round t, quota, the query point x_t as float32)
+    actor   -> learner GRADIENT (round t, g_H(tau, x_t), steps, returns), one per finished trajectory,
+                       as long as the round lasts (or until its quota, for synchronous allreduce)
+    learner            accepts gradients of round t until the round closes, drops every other one;
+                       with several learners the closing is agreed through an MPI one-sided counter
+                       window on learner 0 (Rennala: one ticket per gradient, exactly M tickets below
+                       M are accepted; Malenia: per-actor counts, harmonic-mean rule); then one
+                       all-reduce of [sums, per-actor counts, tickets drawn] and the same NIGT step on
+                       every learner
+    actor              a WEIGHTS message of a new round arriving mid-trajectory abandons it
+    stop               WEIGHTS with command STOP/PREEMPTED; the actor finishes its sends and answers
+                       BYE {sent, abandoned}; the learner drains that many GRADIENT messages.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from hpcmarl import protocol, storage
+from hpcmarl.algos.nigt import NIGT, Aggregator, malenia_closed, quota, round_closed, trajectory_gradients
+from hpcmarl.config import delay_factors
+from hpcmarl.models import checksum, flat_params, make_inference
+from hpcmarl.roles import SIGNAL_REASON, Progress, actor_seed, inject_fault, make_venv, stop_vote
+from hpcmarl.sampler import TrajectoryCollector
+from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
+
+G = GRAD_INDEX
+
+
+def make_actor(ctx, actor_index: int):
+    """Environment copies (with this actor's variant), policy and trajectory collector (no MPI)."""
+    cfg = ctx.cfg
+    torch.manual_seed(actor_seed(cfg.seed, actor_index, ctx.start_update))
+    venv = make_venv(ctx, actor_index, actor_seed(cfg.seed, actor_index, ctx.start_update))
+    policy = make_inference(venv.spec, cfg.algo)
+    n_actors = max(1, ctx.layout.actors)
+    delay = cfg.actors.step_delay_s * delay_factors(cfg.actors.delay, n_actors)[actor_index]
+    return TrajectoryCollector(venv, policy, cfg.algo.horizon, delay)
+
+
+# --------------------------------------------------------------------------------------------------
+# actor
+# --------------------------------------------------------------------------------------------------
+class GradientMaker:
+    """Turns collected trajectories into gradient records (shared by the MPI actor and serial mode)."""
+
+    def __init__(self, ctx, actor_index: int):
+        self.ctx, self.idx = ctx, actor_index
+        self.collector = make_actor(ctx, actor_index)
+        self.policy = self.collector.policy
+        self.spec = self.policy.spec
+        self.abandoned = 0
+
+    def gradients(self, abandon):
+        """``[(meta_values, grad)]`` for one batch of trajectories at the loaded weights, or None if
+        ``abandon()`` fired first."""
+        t0 = time.perf_counter()
+        out = self.collector.collect(abandon)
+        if out is None:
+            self.abandoned += self.collector.venv.num_envs
+            return None
+        traj, returns, lengths = out
+        grads = trajectory_gradients(self.policy.policies, self.spec, traj, self.ctx.cfg.algo.gamma)
+        dt = (time.perf_counter() - t0) / len(grads)
+        return [(returns[e], int(lengths[e]), dt, grads[e]) for e in range(len(grads))]
+
+    def fill(self, rec, item) -> None:
+        returns, length, dt, grad = item
+        m = rec["meta"]
+        m[G["round"]] = self.policy.version
+        m[G["actor"]] = self.idx
+        m[G["env_steps"]] = self.collector.steps  # since the previous message, abandoned work included
+        self.collector.steps = 0
+        m[G["length"]] = length
+        m[G["abandoned"]] = self.abandoned
+        self.abandoned = 0
+        m[G["t_traj"]] = dt
+        m[G["stop_requested"]] = float(self.ctx.stop_requested())
+        m[len(G):] = returns
+        rec["grad"][:] = grad
+
+
+def actor_main(ctx) -> None:
+    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
+    idx = layout.actor_index(ctx.rank)
+    learner = layout.learner_of(idx)
+    maker = GradientMaker(ctx, idx)
+    d = sum(p.numel() for p in maker.policy.params)
+    wrec = weights_spec(d).alloc()
+    gspec = gradient_spec(d, len(maker.spec.groups))
+    ring = [gspec.alloc() for _ in range(cfg.env.num_envs + 1)]
+    sends: List = [None] * len(ring)
+    timeout = cfg.runtime.timeout_s
+    ctx.agree_startup()
+    protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
+    req = protocol.post_recv_weights(world, learner, wrec)
+    protocol.wait_buffer(req, timeout, f"the first query point from learner rank {learner}")
+    sent = slot = 0
+    while True:
+        rnd, command, q = (int(x) for x in wrec["meta"][:3])
+        if command in (CMD_STOP, CMD_PREEMPTED):
+            ctx.preempted = command == CMD_PREEMPTED
+            break
+        inject_fault(ctx, rnd)
+        maker.policy.load(wrec["params"], rnd)  # copies: the buffer can take the next round now
+        req = protocol.post_recv_weights(world, learner, wrec)
+        made = 0
+        while not req.Test():
+            if q and made >= q:  # synchronous aggregation: quota done, wait for the next round
+                protocol.wait_buffer(req, timeout, f"the next query point from learner rank {learner}")
+                break
+            items = maker.gradients(req.Test)
+            if items is None:
+                break
+            for item in items[:(q - made) if q else None]:
+                if sends[slot] is not None:
+                    protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take a gradient")
+                maker.fill(ring[slot], item)
+                sends[slot] = protocol.send_gradient(world, learner, ring[slot])
+                slot = (slot + 1) % len(ring)
+                sent += 1
+                made += 1
+    for r in sends:
+        if r is not None:
+            protocol.wait_buffer(r, timeout, f"learner rank {learner} to take a gradient")
+    maker.collector.venv.close()
+    protocol.send_bye(world, learner, {"sent": sent, "abandoned": maker.abandoned}, timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# learner: actor links
+# --------------------------------------------------------------------------------------------------
+class MPIGradLink:
+    """An actor rank as seen by its learner in the gradient flow."""
+
+    def __init__(self, ctx, rank: int, index: int, gspec):
+        self.ctx, self.rank, self.index = ctx, rank, index
+        self.rec = gspec.alloc()
+        self.req = protocol.post_recv_gradient(ctx.world, rank, self.rec)
+        self.send_req = None
+        self.received = 0
+
+    def hello(self):
+        protocol.send_control(self.ctx.world, self.rank, {}, self.ctx.cfg.runtime.startup_timeout_s)
+
+    def wait_sent(self):
+        if self.send_req is not None:
+            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take a query point")
+            self.send_req = None
+
+    def send_query(self, wrec, rnd: int):
+        self.wait_sent()
+        self.send_req = protocol.send_weights(self.ctx.world, self.rank, wrec, rnd)
+
+    def poll(self):
+        """The next gradient record, or None; call :meth:`rearm` once it has been handled."""
+        if self.req.Test():
+            self.received += 1
+            return self.rec
+        return None
+
+    def rearm(self):
+        self.req = protocol.post_recv_gradient(self.ctx.world, self.rank, self.rec)
+
+    def stop(self, wrec, rnd: int, preempted: bool) -> dict:
+        self.wait_sent()
+        req = protocol.send_stop(self.ctx.world, self.rank, wrec, rnd, preempted)
+        bye_req = self.ctx.world.irecv(source=self.rank, tag=protocol.Tag.BYE)
+        bye = None
+        deadline = time.monotonic() + self.ctx.cfg.runtime.timeout_s
+        while bye is None or self.received < bye["sent"]:  # drain: every gradient sent is received
+            if self.poll() is not None:
+                self.rearm()
+                continue
+            if bye is None:
+                done, obj = bye_req.test()
+                bye = obj if done else None
+            if time.monotonic() > deadline:
+                raise protocol.CommTimeout(f"timed out waiting for actor rank {self.rank} to stop")
+            time.sleep(0.001)
+        self.req.Cancel()
+        self.req.Wait()
+        protocol.wait_buffer(req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take the stop")
+        return bye
+
+
+class LocalGradLink:
+    """Serial mode: the learner computes its own actor's gradients in-process, one batch per poll."""
+
+    def __init__(self, ctx, gspec):
+        self.ctx, self.rank, self.index = ctx, 0, 0
+        self.maker = GradientMaker(ctx, 0)
+        self.rec = gspec.alloc()
+        self.queue: List = []
+        self.quota = self.made = 0
+
+    def hello(self):
+        pass
+
+    def wait_sent(self):
+        pass
+
+    def send_query(self, wrec, rnd: int):
+        self.maker.policy.load(wrec["params"], rnd)
+        self.maker.abandoned += len(self.queue)
+        self.queue = []
+        self.quota, self.made = int(wrec["meta"][2]), 0
+
+    def poll(self):
+        if not self.queue and not (self.quota and self.made >= self.quota):
+            self.queue = self.maker.gradients(lambda: False)
+        if not self.queue:
+            return None
+        self.maker.fill(self.rec, self.queue.pop(0))
+        self.made += 1
+        return self.rec
+
+    def rearm(self):
+        pass
+
+    def stop(self, wrec, rnd: int, preempted: bool) -> dict:
+        self.maker.collector.venv.close()
+        return {"sent": 0, "abandoned": self.maker.abandoned + len(self.queue)}
+
+
+# --------------------------------------------------------------------------------------------------
+# learner: when does a round close (agreed across learners)
+# --------------------------------------------------------------------------------------------------
+class LocalGate:
+    """The closing rule over counts this learner sees: every actor's (one learner), or its own actors'
+    (synchronous allreduce, where each learner waits for its actors' quotas)."""
+
+    def __init__(self, kind: str, n_actors: int, mine: List[int]):
+        self.kind, self.n, self.mine = kind, n_actors, mine
+        self.counts = np.zeros(n_actors, np.int64)
+        self.M = self.drawn = 0
+
+    def begin(self, M: int):
+        self.M, self.drawn = M, 0
+        self.counts[:] = 0
+
+    def closed(self) -> bool:
+        if self.kind == "allreduce":
+            return bool((self.counts[self.mine] >= quota(self.kind, self.M, self.n)).all())
+        return round_closed(self.kind, self.counts, self.M, self.n)
+
+    def offer(self, actor: int) -> bool:
+        if self.closed() or (self.kind == "allreduce" and self.counts[actor] >= quota(self.kind, self.M, self.n)):
+            return False
+        self.counts[actor] += 1
+        self.drawn += 1
+        return True
+
+    def end(self, counts: np.ndarray, drawn: int):
+        pass
+
+    def close(self):
+        pass
+
+
+class WindowGate:
+    """Several learners, Rennala or Malenia: counters in an MPI one-sided window on learner 0.
+
+    Slot 0 is Rennala's ticket counter: each gradient takes ``Fetch_and_op(+1)``; tickets below M
+    (relative to the round's base) are accepted, so exactly M are, whatever the learners' timing.
+    Slots 1..n count Malenia's accepted gradients per actor; a gradient is accepted while the
+    harmonic-mean rule is not met. Counters only grow; each round's base is agreed in the all-reduce
+    that ends the round (the sum of the tickets every learner drew), so no reset races a late ticket."""
+
+    def __init__(self, comm, kind: str, n_actors: int):
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.kind, self.n = kind, n_actors
+        self.win = MPI.Win.Allocate((n_actors + 1) * 8 if comm.Get_rank() == 0 else 0, 8, comm=comm)
+        if comm.Get_rank() == 0:
+            np.frombuffer(self.win.tomemory(), np.int64)[:] = 0
+        comm.Barrier()
+        self.win.Lock_all()  # MPI: passive-target epoch for the whole run
+        self.base = np.zeros(n_actors + 1, np.int64)
+        self.one = np.ones(1, np.int64)
+        self.res = np.zeros(1, np.int64)
+        self.buf = np.zeros(n_actors + 1, np.int64)
+        self.M = self.drawn = 0
+
+    def begin(self, M: int):
+        self.M, self.drawn = M, 0
+
+    def _slots(self) -> np.ndarray:
+        self.win.Get([self.buf, self.MPI.INT64_T], 0, target=(0, self.n + 1, self.MPI.INT64_T))
+        self.win.Flush(0)
+        return self.buf - self.base
+
+    def _fetch_add(self, slot: int) -> int:
+        self.win.Fetch_and_op([self.one, self.MPI.INT64_T], [self.res, self.MPI.INT64_T], 0, slot, self.MPI.SUM)
+        self.win.Flush(0)
+        return int(self.res[0]) - int(self.base[slot])
+
+    def closed(self) -> bool:
+        s = self._slots()
+        return s[0] >= self.M if self.kind == "rennala" else malenia_closed(s[1:], self.M)
+
+    def offer(self, actor: int) -> bool:
+        if self.kind == "rennala":
+            self.drawn += 1
+            return self._fetch_add(0) < self.M
+        if malenia_closed(self._slots()[1:], self.M):
+            return False
+        self._fetch_add(1 + actor)
+        return True
+
+    def end(self, counts: np.ndarray, drawn: int):
+        self.base[0] += drawn
+        self.base[1:] += counts.astype(np.int64)
+
+    def close(self):
+        self.win.Unlock_all()
+        self.win.Free()
+
+
+# --------------------------------------------------------------------------------------------------
+# learner
+# --------------------------------------------------------------------------------------------------
+def learner_main(ctx) -> None:
+    from hpcmarl.collective import Collective
+
+    cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
+    lead = ctx.rank == 0
+    coll = Collective(ctx.learner_comm, cfg.learner.backend)
+    spec = ctx.env_spec
+    groups = [g.name for g in spec.groups]
+    torch.manual_seed(cfg.seed)
+    template = make_inference(spec, algo)  # parameter layout + initial theta_0 (identical seed on every learner)
+    coll.broadcast_params(template.params)
+    d = sum(p.numel() for p in template.params)
+    nigt = NIGT(flat_params(template.params), algo.lr, algo.momentum)
+    n = max(1, layout.actors)
+    kind = algo.aggregation
+    gspec = gradient_spec(d, len(groups))
+    if layout.serial:
+        links = [LocalGradLink(ctx, gspec)]
+    else:
+        links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
+    mine = [link.index for link in links]
+    agg = Aggregator(kind, n, d)
+    gate = WindowGate(ctx.learner_comm, kind, n) if coll.size > 1 and kind != "allreduce" else LocalGate(kind, n, mine)
+
+    counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
+    accepted_tot = np.zeros(n, np.int64)
+    dropped_tot = np.zeros(n, np.int64)
+    rows = None
+    if ctx.resume_path:
+        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
+        nigt.load_state_arrays(arrays)
+        for k in counters:
+            counters[k] = type(counters[k])(attrs[k])
+        rows = {"episodes": int(attrs["rows_episodes"]), "metrics": int(attrs["rows_metrics"])}
+        if len(arrays.get("grads/accepted", [])) == n:
+            accepted_tot[:] = arrays["grads/accepted"]
+            dropped_tot[:] = arrays["grads/dropped"]
+    ctx.agree_startup()
+    for link in links:
+        link.hello()
+
+    writer = None
+    if lead:
+        writer = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), groups,
+                                   resume_rows=rows, flush_s=cfg.output.flush_s)
+        writer.set_attr("resumed_from", ctx.resume_path or "")
+        print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)} (NIGT, {kind} aggregation, {n} actor(s), "
+              f"M={algo.batch})" + (f"; resumed at round {nigt.round}" if ctx.resume_path else ""), flush=True)
+    progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
+    window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
+    if writer is not None and writer.episodes.rows:
+        k = min(writer.episodes.rows, cfg.output.episode_window)
+        for g in groups:
+            window[g].extend(writer.episodes.cols[f"return/{g}"][writer.episodes.rows - k:])
+
+    wrec = weights_spec(d).alloc()
+    wall0 = time.monotonic() - counters["wall_time"]
+    session0 = time.monotonic()
+    session_steps0 = counters["env_steps"]
+    last_ckpt = counters["update"]
+    timeout = cfg.runtime.timeout_s
+
+    def theta_checksum() -> float:
+        return checksum(nigt.theta)
+
+    def checkpoint():
+        nonlocal last_ckpt
+        sums = coll.gather(theta_checksum())
+        if lead and len(set(sums)) != 1:
+            raise RuntimeError(f"learners hold different parameters at round {nigt.round}: checksums {sums}")
+        if lead:
+            from hpcmarl.models import assign_flat
+
+            assign_flat(template.params, nigt.theta.astype(np.float32))
+            arrays = {f"model/policies.{k}": v.detach().numpy().copy() for k, v in template.policies.state_dict().items()}
+            arrays.update(nigt.state_arrays())
+            arrays["grads/accepted"] = accepted_tot
+            arrays["grads/dropped"] = dropped_tot
+            attrs = dict(counters)
+            attrs.update(learner_param_checksums=[float(x) for x in sums], rows_episodes=writer.rows()["episodes"],
+                         rows_metrics=writer.rows()["metrics"], version=nigt.round, config=ctx.config_yaml,
+                         algo=algo.name, env=cfg.env.name, groups=groups)
+            storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
+                                    cfg.output.keep_checkpoints)
+        last_ckpt = counters["update"]
+
+    def send_query():
+        rnd = nigt.round
+        M = algo.init_batch if rnd == 0 else algo.batch
+        for link in links:  # MPI: the shared buffer is rewritten only after every previous send finished
+            link.wait_sent()
+        wrec["params"][:] = nigt.query_point().astype(np.float32)
+        wrec["meta"][2] = quota(kind, M, n)
+        for link in links:
+            link.send_query(wrec, rnd)
+        return M
+
+    reached = signalled = False
+    last_reasons: List[str] = []
+    stop_reason = stop_vote(coll, cfg, counters, session0, lead and reached, ctx.stop_requested(), last_reasons)
+    M = send_query() if not stop_reason else 0
+    row = None
+    while not stop_reason:
+        # ---- one round: accept gradients computed at x_t until the round closes ----------------------
+        inject_fault(ctx, nigt.round)
+        rnd = nigt.round
+        t0 = time.perf_counter()
+        agg.begin()
+        gate.begin(M)
+        dropped = np.zeros(n, np.int64)
+        ep_rows = []
+        steps = abandoned = 0
+        stop_flag = 0.0
+        last_msg = time.monotonic()
+        sleep = 0.0
+        while True:
+            got = False
+            for link in links:
+                rec = link.poll()
+                if rec is None:
+                    continue
+                got = True
+                m = rec["meta"]
+                a = int(m[G["actor"]])
+                if int(m[G["round"]]) == rnd and gate.offer(a):
+                    agg.add(a, rec["grad"])
+                else:
+                    dropped[a] += 1  # computed for an earlier round, or after this one closed
+                steps += int(m[G["env_steps"]])
+                abandoned += int(m[G["abandoned"]])
+                stop_flag = max(stop_flag, m[G["stop_requested"]])
+                ep_rows.append((a, int(m[G["round"]]), int(m[G["length"]]), *m[len(G):]))
+                link.rearm()
+            if gate.closed():
+                break
+            if got:
+                last_msg, sleep = time.monotonic(), 0.0
+                continue
+            if time.monotonic() - last_msg > timeout:
+                raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for gradients of round {rnd} "
+                                           f"from actors {mine} ({int(agg.counts.sum())} accepted so far)")
+            time.sleep(sleep)
+            sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+        t1 = time.perf_counter()
+        # ---- one all-reduce: [sums, per-actor counts, tickets drawn]; the same step everywhere --------
+        coll.t_allreduce = 0.0
+        tot = coll.allreduce_sum(np.concatenate([agg.local_sum(), agg.counts.astype(np.float64), [gate.drawn]]))
+        counts = np.rint(tot[d:d + n]).astype(np.int64)
+        gate.end(counts, int(round(tot[d + n])))
+        g = agg.combine(tot[:d], counts)
+        g_norm = float(np.linalg.norm(g))
+        d_norm = nigt.step(g)
+        if algo.check_every and nigt.round % algo.check_every == 0:
+            cs = theta_checksum()
+            lo_hi = coll.max_small(np.array([cs, -cs]))
+            if lo_hi[0] != -lo_hi[1]:
+                raise RuntimeError(f"learners hold different parameters after round {rnd} (checksums {-lo_hi[1]} .. {lo_hi[0]})")
+        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0], dropped]))
+        accepted_tot += counts
+        dropped_tot += np.rint(small[5:]).astype(np.int64)
+        counters["update"] += 1
+        counters["env_steps"] += int(small[0])
+        counters["episodes"] += int(small[1])
+        counters["discarded_episodes"] += int(small[2])
+        counters["wall_time"] = time.monotonic() - wall0
+        signalled = small[3] > 0
+        stop_reason = stop_vote(coll, cfg, counters, session0, lead and reached, signalled or ctx.stop_requested(), last_reasons)
+        M = send_query() if not stop_reason else M  # actors start the next round while we write logs
+
+        # ---- bookkeeping -----------------------------------------------------------------------------
+        row = {"update": counters["update"], "round": rnd, "env_steps": counters["env_steps"],
+               "wall_time": counters["wall_time"], "episodes": counters["episodes"],
+               "sps": (counters["env_steps"] - session_steps0) / max(1e-9, time.monotonic() - session0),
+               "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
+               "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
+               "grads/dropped": int(small[5:].sum()), "grads/abandoned": int(small[2]),
+               "grad_norm": g_norm, "direction_norm": d_norm}
+        for i in range(n):
+            row[f"grads/actor-{i:05d}/accepted"] = int(accepted_tot[i])  # cumulative
+            row[f"grads/actor-{i:05d}/dropped"] = int(dropped_tot[i])
+        all_rows = coll.gather(ep_rows)
+        if lead:
+            flat = [e for part in all_rows for e in part]
+            if flat:
+                arr = np.array(flat, dtype=np.float64)
+                cols = {"actor": arr[:, 0], "env": np.zeros(len(arr)), "length": arr[:, 2], "policy_version": arr[:, 1],
+                        "update": np.full(len(arr), counters["update"]),
+                        "env_steps": np.full(len(arr), counters["env_steps"]),
+                        "wall_time": np.full(len(arr), counters["wall_time"])}
+                for gi, gname in enumerate(groups):
+                    cols[f"return/{gname}"] = arr[:, 3 + gi]
+                    window[gname].extend(arr[:, 3 + gi])
+                    row[f"return/{gname}"] = float(arr[:, 3 + gi].mean())
+                writer.add_episodes(cols)
+                row["episode_length"] = float(arr[:, 2].mean())
+            for gname in groups:
+                row[f"return_window/{gname}"] = float(np.mean(window[gname])) if window[gname] else float("nan")
+                row.setdefault(f"return/{gname}", float("nan"))
+            row.setdefault("episode_length", float("nan"))
+            writer.log_metrics(row)
+            progress.maybe(row)
+            if cfg.train.target_return is not None:
+                reached = all(len(window[gname]) >= min(cfg.output.episode_window, 10)
+                              and np.mean(window[gname]) >= cfg.train.target_return for gname in groups)
+        if not stop_reason and counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
+            checkpoint()
+
+    # ---- shutdown -----------------------------------------------------------------------------------
+    seen = coll.max_small(np.array([float(SIGNAL_REASON in last_reasons),
+                                    float(any(r != SIGNAL_REASON for r in last_reasons))]))
+    ctx.preempted = seen[0] > 0 and seen[1] == 0
+    for link in links:
+        link.wait_sent()
+    byes = [link.stop(wrec, nigt.round, ctx.preempted) for link in links]
+    counters["discarded_episodes"] += int(coll.sum_small(np.array([sum(b["abandoned"] for b in byes)]))[0])
+    gate.close()
+    if counters["update"] != last_ckpt or not ctx.resume_path:
+        checkpoint()
+    if lead:
+        writer.close()
+        if row is not None:
+            progress.maybe(row, force=True)
+        rets = ", ".join(f"{g} {np.mean(window[g]) if window[g] else float('nan'):.2f}" for g in groups)
+        print(f"[hpcmarl] finished ({stop_reason}): {nigt.round} rounds, {counters['env_steps']:,} env steps, "
+              f"{counters['episodes']:,} trajectories in {counters['wall_time']:.1f}s; gradients accepted per actor "
+              f"{accepted_tot.tolist()}, dropped {dropped_tot.tolist()}; mean return over the last "
+              f"{cfg.output.episode_window} trajectories: {rets}; outputs in {os.path.abspath(ctx.run_dir)}", flush=True)
+    coll.close()
+
