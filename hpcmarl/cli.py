@@ -58,6 +58,12 @@ def cmd_inspect(args) -> int:
             print(f"{role:<10} " + "  ".join(f"{k} {v * 1e3:.1f}" for k, v in phases.items()) + f"  (ms per {unit})")
     if "lag" in s:
         print(f"lag        mean {s['lag']['mean']:.2f}  max {s['lag']['max']:.0f} policy versions")
+    if "rounds" in s:
+        r = s["rounds"]
+        print(f"rounds     {r['rounds']} (gradient flow), round time mean {r['round_time_mean_s'] * 1e3:.1f} ms, "
+              f"median {r['round_time_median_s'] * 1e3:.1f} ms; {r['abandoned']} trajectories abandoned")
+        for a in r["accepted"]:
+            print(f"gradients  {a}: accepted {r['accepted'][a]}, dropped {r['dropped'][a]}")
     if "discarded_episodes" in s:
         print(f"discarded  {s['discarded_episodes']} episode(s) cut off by stops")
     mb = {k: v / 2 ** 20 for k, v in s.get("file_sizes_bytes", {}).items()}

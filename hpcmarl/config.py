@@ -87,6 +87,8 @@ class NIGTConfig:
     hidden: int = 64
     layers: int = 2
     init_std: float = 0.6  # continuous actions: initial softplus standard deviation (pre-tanh)
+    learn_std: bool = True  # continuous actions: false keeps the std at init_std (REINFORCE without a baseline
+    # loses signal as the std shrinks: the noise of r * grad log pi grows like 1/std)
     check_every: int = 1  # compare the learners' parameter checksums every this many rounds (0 = at checkpoints only)
 
     uses_state = False

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hpcmarl import protocol, storage
-from hpcmarl.algos.nigt import NIGT, Aggregator, malenia_closed, quota, round_closed, trajectory_gradients
+from hpcmarl.algos.nigt import NIGT, LocalGate, Round, malenia_closed, quota, trajectory_gradients
 from hpcmarl.config import delay_factors
 from hpcmarl.models import checksum, flat_params, make_inference
 from hpcmarl.roles import SIGNAL_REASON, Progress, actor_seed, inject_fault, make_venv, stop_vote
@@ -235,38 +235,6 @@ class LocalGradLink:
 # --------------------------------------------------------------------------------------------------
 # learner: when does a round close (agreed across learners)
 # --------------------------------------------------------------------------------------------------
-class LocalGate:
-    """The closing rule over counts this learner sees: every actor's (one learner), or its own actors'
-    (synchronous allreduce, where each learner waits for its actors' quotas)."""
-
-    def __init__(self, kind: str, n_actors: int, mine: List[int]):
-        self.kind, self.n, self.mine = kind, n_actors, mine
-        self.counts = np.zeros(n_actors, np.int64)
-        self.M = self.drawn = 0
-
-    def begin(self, M: int):
-        self.M, self.drawn = M, 0
-        self.counts[:] = 0
-
-    def closed(self) -> bool:
-        if self.kind == "allreduce":
-            return bool((self.counts[self.mine] >= quota(self.kind, self.M, self.n)).all())
-        return round_closed(self.kind, self.counts, self.M, self.n)
-
-    def offer(self, actor: int) -> bool:
-        if self.closed() or (self.kind == "allreduce" and self.counts[actor] >= quota(self.kind, self.M, self.n)):
-            return False
-        self.counts[actor] += 1
-        self.drawn += 1
-        return True
-
-    def end(self, counts: np.ndarray, drawn: int):
-        pass
-
-    def close(self):
-        pass
-
-
 class WindowGate:
     """Several learners, Rennala or Malenia: counters in an MPI one-sided window on learner 0.
 
@@ -351,8 +319,8 @@ def learner_main(ctx) -> None:
     else:
         links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
     mine = [link.index for link in links]
-    agg = Aggregator(kind, n, d)
     gate = WindowGate(ctx.learner_comm, kind, n) if coll.size > 1 and kind != "allreduce" else LocalGate(kind, n, mine)
+    cur = Round(kind, n, d, gate)
 
     counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
     accepted_tot = np.zeros(n, np.int64)
@@ -437,9 +405,7 @@ def learner_main(ctx) -> None:
         inject_fault(ctx, nigt.round)
         rnd = nigt.round
         t0 = time.perf_counter()
-        agg.begin()
-        gate.begin(M)
-        dropped = np.zeros(n, np.int64)
+        cur.begin(rnd, M)
         ep_rows = []
         steps = abandoned = 0
         stop_flag = 0.0
@@ -454,32 +420,29 @@ def learner_main(ctx) -> None:
                 got = True
                 m = rec["meta"]
                 a = int(m[G["actor"]])
-                if int(m[G["round"]]) == rnd and gate.offer(a):
-                    agg.add(a, rec["grad"])
-                else:
-                    dropped[a] += 1  # computed for an earlier round, or after this one closed
+                cur.offer(int(m[G["round"]]), a, rec["grad"])  # dropped unless computed for this open round
                 steps += int(m[G["env_steps"]])
                 abandoned += int(m[G["abandoned"]])
                 stop_flag = max(stop_flag, m[G["stop_requested"]])
                 ep_rows.append((a, int(m[G["round"]]), int(m[G["length"]]), *m[len(G):]))
                 link.rearm()
-            if gate.closed():
+            if cur.closed():
                 break
             if got:
                 last_msg, sleep = time.monotonic(), 0.0
                 continue
             if time.monotonic() - last_msg > timeout:
                 raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for gradients of round {rnd} "
-                                           f"from actors {mine} ({int(agg.counts.sum())} accepted so far)")
+                                           f"from actors {mine} ({int(cur.agg.counts.sum())} accepted so far)")
             time.sleep(sleep)
             sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
         t1 = time.perf_counter()
         # ---- one all-reduce: [sums, per-actor counts, tickets drawn]; the same step everywhere --------
         coll.t_allreduce = 0.0
-        tot = coll.allreduce_sum(np.concatenate([agg.local_sum(), agg.counts.astype(np.float64), [gate.drawn]]))
+        tot = coll.allreduce_sum(np.concatenate([cur.agg.local_sum(), cur.agg.counts.astype(np.float64), [gate.drawn]]))
         counts = np.rint(tot[d:d + n]).astype(np.int64)
         gate.end(counts, int(round(tot[d + n])))
-        g = agg.combine(tot[:d], counts)
+        g = cur.agg.combine(tot[:d], counts)
         g_norm = float(np.linalg.norm(g))
         d_norm = nigt.step(g)
         if algo.check_every and nigt.round % algo.check_every == 0:
@@ -487,7 +450,7 @@ def learner_main(ctx) -> None:
             lo_hi = coll.max_small(np.array([cs, -cs]))
             if lo_hi[0] != -lo_hi[1]:
                 raise RuntimeError(f"learners hold different parameters after round {rnd} (checksums {-lo_hi[1]} .. {lo_hi[0]})")
-        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0], dropped]))
+        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0], cur.dropped]))
         accepted_tot += counts
         dropped_tot += np.rint(small[5:]).astype(np.int64)
         counters["update"] += 1

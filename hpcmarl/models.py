@@ -40,14 +40,19 @@ class GroupPolicy(nn.Module):
     pre-squash ``u``; :func:`squash` maps them into the action box for the environment.
     """
 
-    def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6):
+    def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
+                 learn_std: bool = True):
         super().__init__()
         self.discrete = g.discrete
         self.net = mlp(g.obs_dim, hidden, layers, g.n_actions if g.discrete else g.act_dim, out_gain=0.01)
         self.softplus_std = std == "softplus"
         if not g.discrete:
-            if self.softplus_std:  # inverse softplus of init_std
-                self.std_raw = nn.Parameter(torch.full((g.act_dim,), float(np.log(np.expm1(init_std)))))
+            if self.softplus_std:  # inverse softplus of init_std; a buffer (not trained) unless learn_std
+                raw = torch.full((g.act_dim,), float(np.log(np.expm1(init_std))))
+                if learn_std:
+                    self.std_raw = nn.Parameter(raw)
+                else:
+                    self.register_buffer("std_raw", raw)
             else:
                 self.log_std = nn.Parameter(torch.full((g.act_dim,), -0.5))
 
@@ -123,9 +128,11 @@ def checksum(flat: np.ndarray) -> float:
 class Inference:
     """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
 
-    def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6):
+    def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
+                 learn_std: bool = True):
         self.spec = spec
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std) for g in spec.groups})
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std)
+                                       for g in spec.groups})
         self.params = list(self.policies.parameters())
         self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
         self.version = -1
@@ -167,5 +174,5 @@ class Inference:
 def make_inference(spec: EnvSpec, algo) -> Inference:
     """The actor-side policy an algorithm config asks for (NIGT: softplus std, tanh-squashed actions)."""
     if getattr(algo, "flow", "") == "gradients":
-        return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std)
+        return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std, learn_std=algo.learn_std)
     return Inference(spec, algo.hidden, algo.layers)

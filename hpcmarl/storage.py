@@ -525,6 +525,14 @@ class Run:
         if "lag_mean" in m and len(m["lag_mean"]):
             out["lag"] = {"mean": float(np.nanmean(m["lag_mean"])),
                           "max": float(np.nanmax(m["lag_max"])) if "lag_max" in m else float(np.nanmax(m["lag_mean"]))}
+        if "round" in m and len(m["round"]):  # gradient flow (NIGT): rounds and gradients per actor
+            actors = sorted({k.split("/")[1] for k in m if k.startswith("grads/actor-")})
+            out["rounds"] = {"rounds": int(m["round"][-1]) + 1,
+                             "round_time_mean_s": float(np.nanmean(m["round_time"])),
+                             "round_time_median_s": float(np.nanmedian(m["round_time"])),
+                             "abandoned": int(np.nansum(m.get("grads/abandoned", np.zeros(0)))),
+                             "accepted": {a: int(m[f"grads/{a}/accepted"][-1]) for a in actors},
+                             "dropped": {a: int(m[f"grads/{a}/dropped"][-1]) for a in actors}}
         size = lambda paths: int(sum(os.path.getsize(p) for p in paths if os.path.exists(p)))
         out["file_sizes_bytes"] = {"run.h5": size([self.run_path]), "trajectories": size(self.trajectory_files()),
                                    "checkpoints": size(out["checkpoints"])}

@@ -150,10 +150,10 @@ class Aggregator:
         self.counts[:] = 0
 
     def add(self, actor: int, grad: np.ndarray) -> None:
-        s = self.sums.get(actor if self.kind == "malenia" else 0)
-        if s is None:
-            s = self.sums[actor if self.kind == "malenia" else 0] = np.zeros(self.dim, np.float64)
-        s += grad
+        key = actor if self.kind == "malenia" else 0
+        if key not in self.sums:
+            self.sums[key] = np.zeros(self.dim, np.float64)
+        self.sums[key] += grad
         self.counts[actor] += 1
 
     def local_sum(self) -> np.ndarray:
@@ -171,6 +171,67 @@ class Aggregator:
         return total / max(1, int(np.sum(counts)))
 
 
+class LocalGate:
+    """When a round closes, judged on the counts one learner sees: every actor's (one learner), or
+    only its own actors' quotas (synchronous allreduce: each learner waits for its own actors).
+    Several learners with Rennala/Malenia share counters instead (``gradient_roles.WindowGate``)."""
+
+    def __init__(self, kind: str, n_actors: int, mine: Sequence[int]):
+        self.kind, self.n, self.mine = kind, n_actors, list(mine)
+        self.counts = np.zeros(n_actors, np.int64)
+        self.M = self.drawn = 0
+
+    def begin(self, M: int) -> None:
+        self.M, self.drawn = M, 0
+        self.counts[:] = 0
+
+    def closed(self) -> bool:
+        if self.kind == "allreduce":
+            return bool((self.counts[self.mine] >= quota(self.kind, self.M, self.n)).all())
+        return round_closed(self.kind, self.counts, self.M, self.n)
+
+    def offer(self, actor: int) -> bool:
+        """Take a ticket for one gradient of ``actor``; False = the round has no room for it."""
+        if self.closed() or (self.kind == "allreduce" and self.counts[actor] >= quota(self.kind, self.M, self.n)):
+            return False
+        self.counts[actor] += 1
+        self.drawn += 1
+        return True
+
+    def end(self, counts: np.ndarray, drawn: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Round:
+    """The learner's side of one round: accept gradients of this round while the gate has room, drop
+    all others (computed for an earlier round, or arriving after the round closed)."""
+
+    def __init__(self, kind: str, n_actors: int, dim: int, gate):
+        self.agg = Aggregator(kind, n_actors, dim)
+        self.gate = gate
+        self.dropped = np.zeros(n_actors, np.int64)
+        self.id = -1
+
+    def begin(self, round_id: int, M: int) -> None:
+        self.id = round_id
+        self.agg.begin()
+        self.gate.begin(M)
+        self.dropped[:] = 0
+
+    def offer(self, round_id: int, actor: int, grad: np.ndarray) -> bool:
+        if round_id == self.id and self.gate.offer(actor):
+            self.agg.add(actor, grad)
+            return True
+        self.dropped[actor] += 1
+        return False
+
+    def closed(self) -> bool:
+        return self.gate.closed()
+
+
 # --------------------------------------------------------------------------------------------------
 # event-queue simulation (one learner, workers with given compute times)
 # --------------------------------------------------------------------------------------------------
@@ -185,27 +246,25 @@ def simulate(kind: str, theta0: np.ndarray, grad_fn: Callable[[int, np.ndarray, 
     rng = np.random.default_rng(seed)
     n = len(times)
     nigt = NIGT(theta0, lr, momentum)
-    agg = Aggregator(kind, n, np.asarray(theta0).size)
+    rnd = Round(kind, n, np.asarray(theta0).size, LocalGate(kind, n, range(n)))
     now = 0.0
     accepted = np.zeros(n, np.int64)
     for _ in range(rounds):
         m = M_init if (nigt.round == 0 and M_init) else M
         x = nigt.query_point()
-        agg.begin()
+        rnd.begin(nigt.round, m)
         q = quota(kind, m, n)
         heap = [(now + times[i], i) for i in range(n)]
         heapq.heapify(heap)
-        while not round_closed(kind, agg.counts, m, n):
+        while not rnd.closed():
             now, i = heapq.heappop(heap)
-            ok = not (q and agg.counts[i] >= q)
-            if ok:
-                agg.add(i, grad_fn(i, x, rng))
+            ok = rnd.offer(nigt.round, i, grad_fn(i, x, rng))
             if trace is not None:
                 trace.append((nigt.round, i, ok))
-            if not q or agg.counts[i] < q:
+            if not q or rnd.agg.counts[i] < q:
                 heapq.heappush(heap, (now + times[i], i))
-        accepted += agg.counts
-        nigt.step(agg.combine(agg.local_sum(), agg.counts))
+        accepted += rnd.agg.counts
+        nigt.step(rnd.agg.combine(rnd.agg.local_sum(), rnd.agg.counts))
     return {"nigt": nigt, "time": now, "accepted": accepted}
 
 

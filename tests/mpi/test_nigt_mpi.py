@@ -1,0 +1,120 @@
+"""The gradient flow (NIGT) under mpirun, each launch with a hard timeout."""
+import glob
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from launch import hpcmarl, mpirun, requires_mpirun
+
+pytestmark = [requires_mpirun, pytest.mark.mpi]
+
+SPREAD = ["configs/nigt_spread.yaml", "algo.hidden=16", "output.progress_s=1", "runtime.timeout_s=60",
+          "learner.backend=mpi", "algo.batch=6", "algo.init_batch=6", "output.checkpoint_every=5"]
+
+
+def metrics(run):
+    from hpcmarl.storage import Run
+
+    m = Run(run).metrics()
+    return m, {k[len("grads/"):]: v for k, v in m.items() if k.startswith("grads/")}
+
+
+def final_action(run):
+    """The greedy (tanh-squashed mean) action of the last checkpoint's policy on target_v0."""
+    from hpcmarl.analysis.evaluate import load_policy
+    from hpcmarl.models import squash
+
+    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1]
+    _, policy = load_policy(ckpt)
+    g = policy.spec.groups[0]
+    with torch.no_grad():
+        mu = policy.policies[g.name].net(torch.ones(1, 1)).numpy()
+    return float(squash(g, mu)[0, 0])
+
+
+def test_heterogeneous_environments_malenia_vs_pooled(tmp_path):
+    """algorithms.md 1.9 B on real ranks: actor 0 is rewarded for a = +1, actor 1 (20x the delay) for
+    a = -1. Malenia weights both actors' means 1/2 and ends near the equal-weight optimum a = 0 with
+    the better average objective; pooled Rennala aggregation takes most gradients from the fast actor
+    and ends near a speed-weighted optimum on its side."""
+    from hpcmarl.storage import Run
+
+    actions, objective, fast = {}, {}, {}
+    for agg in ("malenia", "rennala"):
+        run = str(tmp_path / agg)
+        p = mpirun(3, ["train", "configs/nigt_hetero.yaml", f"run_dir={run}", f"algo.aggregation={agg}",
+                       "learner.backend=mpi"], timeout=240)
+        assert p.returncode == 0, p.stderr[-3000:]
+        actions[agg] = final_action(run)
+        _, grads = metrics(run)
+        acc = np.array([grads["actor-00000/accepted"][-1], grads["actor-00001/accepted"][-1]])
+        if agg == "malenia":  # every actor contributes to every round
+            assert acc[1] >= 200, acc
+        else:  # the fast actor supplies most of the pooled gradients
+            assert acc[0] > 2 * acc[1], acc
+        eps = Run(run).episodes()  # per-actor mean return over the last third of the run
+        k = len(eps["actor"]) * 2 // 3
+        a, r = eps["actor"][k:], eps["return/agent"][k:]
+        per_actor = [float(r[a == i].mean()) for i in (0, 1)]
+        objective[agg], fast[agg] = float(np.mean(per_actor)), per_actor[0]
+    print("greedy actions:", actions, "average objective:", objective)
+    assert abs(actions["malenia"]) < 0.35, actions
+    assert actions["rennala"] > 0.5, actions
+    assert actions["rennala"] - actions["malenia"] > 0.4, actions
+    assert objective["malenia"] > objective["rennala"], objective  # Malenia optimises the equal-weight average
+    assert fast["rennala"] > fast["malenia"], fast  # pooling favours the fast actor's objective
+
+
+@pytest.mark.parametrize("kind", ["rennala", "malenia", "allreduce"])
+def test_two_learners_agree_and_record_rounds(tmp_path, kind):
+    """2 learners + 2 actors: Rennala takes exactly M gradients per round (the one-sided counter),
+    Malenia at least one per actor, synchronous allreduce M/n per actor; the learners' parameters
+    are compared every round (the run aborts otherwise) and at checkpoints; run.h5 records rounds,
+    accepted/dropped gradients per actor and round times, and inspect shows them."""
+    run = str(tmp_path / kind)
+    p = mpirun(4, ["train"] + SPREAD + [f"run_dir={run}", "topology.learners=2", f"algo.aggregation={kind}",
+                                        "train.max_updates=12", "learner.backend=horovod"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m, grads = metrics(run)
+    assert m["round"].tolist() == list(range(12))
+    per_round = m["grads/accepted"]
+    if kind == "rennala":
+        assert per_round.tolist() == [6] * 12
+    elif kind == "allreduce":
+        assert per_round.tolist() == [6] * 12
+        assert grads["actor-00000/accepted"][-1] == grads["actor-00001/accepted"][-1] == 36
+    else:
+        assert (per_round >= 6).all()
+    assert (m["round_time"] > 0).all()
+    total = grads["actor-00000/accepted"][-1] + grads["actor-00001/accepted"][-1]
+    assert total == per_round.sum()
+    with h5py.File(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1], "r") as f:
+        sums = f.attrs["learner_param_checksums"]
+    sums = json.loads(sums) if isinstance(sums, str) else list(sums)
+    assert len(sums) == 2 and sums[0] == sums[1]
+    out = hpcmarl(["inspect", run])
+    assert out.returncode == 0, out.stderr
+    assert "rounds" in out.stdout and "accepted" in out.stdout, out.stdout
+
+
+def test_serial_and_resume(tmp_path):
+    """One rank (the learner computes its own gradients), then a resumed run continues the rounds."""
+    run = str(tmp_path / "serial")
+    p = hpcmarl(["train"] + SPREAD + [f"run_dir={run}", "train.max_updates=5"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = hpcmarl(["train"] + SPREAD + [f"run_dir={run}", "train.max_updates=9"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed at round 5" in p.stdout
+    m, _ = metrics(run)
+    assert m["round"].tolist() == list(range(9))
+
+
+def test_failing_actor_ends_the_job(tmp_path):
+    p = mpirun(3, ["train"] + SPREAD + [f"run_dir={tmp_path / 'f'}", "train.max_updates=50"],
+               env={"HPCMARL_INJECT_FAULT": "2:raise:3"}, timeout=120)
+    assert p.returncode != 0
+    assert "injected fault on rank 2" in p.stderr
