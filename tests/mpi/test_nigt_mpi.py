@@ -118,3 +118,15 @@ def test_failing_actor_ends_the_job(tmp_path):
                env={"HPCMARL_INJECT_FAULT": "2:raise:3"}, timeout=120)
     assert p.returncode != 0
     assert "injected fault on rank 2" in p.stderr
+
+
+def test_continuous_actions_serial(tmp_path):
+    """MPE with continuous actions: Gaussian policy with softplus std, tanh-squashed into the box."""
+    run = str(tmp_path / "cont")
+    p = hpcmarl(["train"] + SPREAD + [f"run_dir={run}", "train.max_updates=3", "env.kwargs.continuous_actions=true",
+                                      "algo.batch=2", "algo.init_batch=2"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m, _ = metrics(run)
+    assert m["grads/accepted"].tolist() == [2, 2, 2]
+    with h5py.File(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1], "r") as f:
+        assert "model/policies.agent.std_raw" in f

@@ -317,3 +317,32 @@ def test_cli_validate_too_many_learners_after_np():
 def test_cli_validate_missing_file():
     r = cli("validate", "configs/does_not_exist.yaml", "--np", "2")
     assert_one_line_error(r, "does_not_exist.yaml")
+
+
+# ---- NIGT and actor heterogeneity -------------------------------------------------------------------
+def test_nigt_config_and_delay_factors():
+    cfg = load_config(None, ["algo.name=nigt", "algo.aggregation=malenia", "actors.delay=[1, 2.5]",
+                             "actors.step_delay_s=0.001", "actors.variants=[{obs_scale: -1}, {env_kwargs: {N: 2}}]"])
+    assert cfg.algo.aggregation == "malenia" and cfg.algo.flow == "gradients"
+    assert C.delay_factors(cfg.actors.delay, 3) == [1.0, 2.5, 1.0]  # the list repeats
+    assert C.delay_factors("straggler:10", 4) == [1.0, 1.0, 1.0, 10.0]
+    assert C.delay_factors("sqrt", 3) == pytest.approx([1.0, 2 ** 0.5, 3 ** 0.5])
+    assert C.delay_factors("equal", 2) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["algo.name=nigt", "algo.aggregation=fastest"], "algo.aggregation"),
+    (["algo.name=nigt", "algo.momentum=0"], "algo.momentum"),
+    (["algo.name=nigt", "algo.batch=0"], "algo.batch"),
+    (["algo.name=nigt", "algo.lr=-1"], "algo.lr"),
+    (["algo.name=nigt", "algo.clip=0.2"], "algo.clip"),  # a PPO key is unknown to NIGT
+    (["actors.delay=straggler"], "actors.delay"),
+    (["actors.delay=[1, -2]"], "actors.delay"),
+    (["actors.step_delay_s=-1"], "actors.step_delay_s"),
+    (["actors.variants=[{obs_scael: -1}]"], "actors.variants[0]"),
+    (["actors.variants=[{reward_scale: big}]"], "actors.variants[0].reward_scale"),
+])
+def test_nigt_and_actor_errors_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert f"'{key}" in str(e.value)

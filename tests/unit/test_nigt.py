@@ -236,3 +236,25 @@ def test_heterogeneous_objectives_malenia_vs_pooled():
     mal = simulate("malenia", np.zeros(1), grad, [1, 10], rounds=400, M=20, lr=0.02, momentum=0.1, seed=1)
     assert ren["nigt"].theta[0] > 0.6  # speed-weighted optimum (10 - 1) / 11 = 0.82
     assert abs(mal["nigt"].theta[0]) < 0.2
+
+
+# ---- the actor-side collector ------------------------------------------------------------------------
+def test_collector_rolls_whole_episodes_from_reset_and_abandons_on_request():
+    from hpcmarl.envs import VecEnv
+    from hpcmarl.models import Inference
+    from hpcmarl.sampler import TrajectoryCollector
+
+    venv = VecEnv("counting_v0", 2, 0, {"max_cycles": 4, "die_at": 2})
+    col = TrajectoryCollector(venv, Inference(venv.spec, 8, 1), horizon=0)
+    traj, returns, lengths = col.collect(lambda: False)
+    obs = traj["agent/obs"].numpy()
+    assert obs.shape[:3] == (4, 2, 2) and obs[:, 0, 0, 0].tolist() == [0, 1, 2, 3]  # from reset, whole episode
+    assert traj["agent/valid"][:, 0, 1].tolist() == [True, True, False, False]  # agent_1 died at step 2
+    assert returns[:, 0].tolist() == [6.0, 6.0] and lengths.tolist() == [4, 4]
+    assert col.steps == 8
+    traj, _, _ = col.collect(lambda: False)  # the next trajectory starts from a reset again
+    assert traj["agent/obs"][0, :, 0, 0].tolist() == [0, 0]
+    calls = []
+    assert col.collect(lambda: calls.append(1) or len(calls) >= 2) is None  # a new round: abandoned
+    short = TrajectoryCollector(venv, col.policy, horizon=3).collect(lambda: False)
+    assert short[0]["agent/obs"].shape[0] == 3
