@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Optional
 
 import numpy as np
 

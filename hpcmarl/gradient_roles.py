@@ -17,10 +17,9 @@ Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hp
 """
 from __future__ import annotations
 
-import collections
 import os
 import time
-from typing import Dict, List, Optional
+from typing import List
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ import torch
 from hpcmarl import protocol, storage
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, malenia_closed, quota, trajectory_gradients
 from hpcmarl.config import delay_factors
-from hpcmarl.models import checksum, flat_params, make_inference
-from hpcmarl.roles import SIGNAL_REASON, Progress, actor_seed, inject_fault, make_venv, stop_vote
+from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
+from hpcmarl.roles import RunLog, actor_seed, inject_fault, make_venv
 from hpcmarl.sampler import TrajectoryCollector
 from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 
@@ -322,84 +321,52 @@ def learner_main(ctx) -> None:
     gate = WindowGate(ctx.learner_comm, kind, n) if coll.size > 1 and kind != "allreduce" else LocalGate(kind, n, mine)
     cur = Round(kind, n, d, gate)
 
-    counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
     accepted_tot = np.zeros(n, np.int64)
     dropped_tot = np.zeros(n, np.int64)
-    rows = None
+    attrs = None
     if ctx.resume_path:
         arrays, attrs = storage.load_checkpoint(ctx.resume_path)
         nigt.load_state_arrays(arrays)
-        for k in counters:
-            counters[k] = type(counters[k])(attrs[k])
-        rows = {"episodes": int(attrs["rows_episodes"]), "metrics": int(attrs["rows_metrics"])}
         if len(arrays.get("grads/accepted", [])) == n:
             accepted_tot[:] = arrays["grads/accepted"]
             dropped_tot[:] = arrays["grads/dropped"]
+    log = RunLog(ctx, coll, groups, attrs)
+    counters = log.counters
     ctx.agree_startup()
     for link in links:
         link.hello()
-
-    writer = None
-    if lead:
-        writer = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), groups,
-                                   resume_rows=rows, flush_s=cfg.output.flush_s)
-        writer.set_attr("resumed_from", ctx.resume_path or "")
-        print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)} (NIGT, {kind} aggregation, {n} actor(s), "
-              f"M={algo.batch})" + (f"; resumed at round {nigt.round}" if ctx.resume_path else ""), flush=True)
-    progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
-    window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
-    if writer is not None and writer.episodes.rows:
-        k = min(writer.episodes.rows, cfg.output.episode_window)
-        for g in groups:
-            window[g].extend(writer.episodes.cols[f"return/{g}"][writer.episodes.rows - k:])
-
+    log.open(f" (NIGT, {kind} aggregation, {n} actor(s), M={algo.batch})")
     wrec = weights_spec(d).alloc()
-    wall0 = time.monotonic() - counters["wall_time"]
-    session0 = time.monotonic()
-    session_steps0 = counters["env_steps"]
-    last_ckpt = counters["update"]
     timeout = cfg.runtime.timeout_s
 
-    def theta_checksum() -> float:
-        return checksum(nigt.theta)
-
     def checkpoint():
-        nonlocal last_ckpt
-        sums = coll.gather(theta_checksum())
+        sums = coll.gather(checksum(nigt.theta))
         if lead and len(set(sums)) != 1:
             raise RuntimeError(f"learners hold different parameters at round {nigt.round}: checksums {sums}")
         if lead:
-            from hpcmarl.models import assign_flat
-
             assign_flat(template.params, nigt.theta.astype(np.float32))
             arrays = {f"model/policies.{k}": v.detach().numpy().copy() for k, v in template.policies.state_dict().items()}
             arrays.update(nigt.state_arrays())
             arrays["grads/accepted"] = accepted_tot
             arrays["grads/dropped"] = dropped_tot
-            attrs = dict(counters)
-            attrs.update(learner_param_checksums=[float(x) for x in sums], rows_episodes=writer.rows()["episodes"],
-                         rows_metrics=writer.rows()["metrics"], version=nigt.round, config=ctx.config_yaml,
-                         algo=algo.name, env=cfg.env.name, groups=groups)
+            attrs = log.checkpoint_attrs(sums)
+            attrs["version"] = nigt.round
             storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
                                     cfg.output.keep_checkpoints)
-        last_ckpt = counters["update"]
+        log.last_ckpt = counters["update"]
 
-    def send_query():
-        rnd = nigt.round
-        M = algo.init_batch if rnd == 0 else algo.batch
+    def send_query() -> int:
+        M = algo.init_batch if nigt.round == 0 else algo.batch
         for link in links:  # MPI: the shared buffer is rewritten only after every previous send finished
             link.wait_sent()
         wrec["params"][:] = nigt.query_point().astype(np.float32)
         wrec["meta"][2] = quota(kind, M, n)
         for link in links:
-            link.send_query(wrec, rnd)
+            link.send_query(wrec, nigt.round)
         return M
 
-    reached = signalled = False
-    last_reasons: List[str] = []
-    stop_reason = stop_vote(coll, cfg, counters, session0, lead and reached, ctx.stop_requested(), last_reasons)
+    stop_reason = log.vote(False)
     M = send_query() if not stop_reason else 0
-    row = None
     while not stop_reason:
         # ---- one round: accept gradients computed at x_t until the round closes ----------------------
         inject_fault(ctx, nigt.round)
@@ -424,7 +391,7 @@ def learner_main(ctx) -> None:
                 steps += int(m[G["env_steps"]])
                 abandoned += int(m[G["abandoned"]])
                 stop_flag = max(stop_flag, m[G["stop_requested"]])
-                ep_rows.append((a, int(m[G["round"]]), int(m[G["length"]]), *m[len(G):]))
+                ep_rows.append((a, 0, int(m[G["length"]]), int(m[G["round"]]), *m[len(G):]))
                 link.rearm()
             if cur.closed():
                 break
@@ -443,82 +410,43 @@ def learner_main(ctx) -> None:
         counts = np.rint(tot[d:d + n]).astype(np.int64)
         gate.end(counts, int(round(tot[d + n])))
         g = cur.agg.combine(tot[:d], counts)
-        g_norm = float(np.linalg.norm(g))
         d_norm = nigt.step(g)
         if algo.check_every and nigt.round % algo.check_every == 0:
-            cs = theta_checksum()
-            lo_hi = coll.max_small(np.array([cs, -cs]))
-            if lo_hi[0] != -lo_hi[1]:
-                raise RuntimeError(f"learners hold different parameters after round {rnd} (checksums {-lo_hi[1]} .. {lo_hi[0]})")
+            cs = checksum(nigt.theta)
+            hi_lo = coll.max_small(np.array([cs, -cs]))
+            if hi_lo[0] != -hi_lo[1]:
+                raise RuntimeError(f"learners hold different parameters after round {rnd} "
+                                   f"(checksums {-hi_lo[1]} .. {hi_lo[0]})")
         small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0], cur.dropped]))
         accepted_tot += counts
         dropped_tot += np.rint(small[5:]).astype(np.int64)
-        counters["update"] += 1
-        counters["env_steps"] += int(small[0])
-        counters["episodes"] += int(small[1])
+        log.advance(int(small[0]), int(small[1]))
         counters["discarded_episodes"] += int(small[2])
-        counters["wall_time"] = time.monotonic() - wall0
-        signalled = small[3] > 0
-        stop_reason = stop_vote(coll, cfg, counters, session0, lead and reached, signalled or ctx.stop_requested(), last_reasons)
+        stop_reason = log.vote(small[3] > 0)
         M = send_query() if not stop_reason else M  # actors start the next round while we write logs
 
         # ---- bookkeeping -----------------------------------------------------------------------------
-        row = {"update": counters["update"], "round": rnd, "env_steps": counters["env_steps"],
-               "wall_time": counters["wall_time"], "episodes": counters["episodes"],
-               "sps": (counters["env_steps"] - session_steps0) / max(1e-9, time.monotonic() - session0),
-               "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
-               "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
-               "grads/dropped": int(small[5:].sum()), "grads/abandoned": int(small[2]),
-               "grad_norm": g_norm, "direction_norm": d_norm}
+        row = log.base_row()
+        row.update({"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
+                    "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
+                    "grads/dropped": int(small[5:].sum()), "grads/abandoned": int(small[2]),
+                    "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm})
         for i in range(n):
             row[f"grads/actor-{i:05d}/accepted"] = int(accepted_tot[i])  # cumulative
             row[f"grads/actor-{i:05d}/dropped"] = int(dropped_tot[i])
-        all_rows = coll.gather(ep_rows)
-        if lead:
-            flat = [e for part in all_rows for e in part]
-            if flat:
-                arr = np.array(flat, dtype=np.float64)
-                cols = {"actor": arr[:, 0], "env": np.zeros(len(arr)), "length": arr[:, 2], "policy_version": arr[:, 1],
-                        "update": np.full(len(arr), counters["update"]),
-                        "env_steps": np.full(len(arr), counters["env_steps"]),
-                        "wall_time": np.full(len(arr), counters["wall_time"])}
-                for gi, gname in enumerate(groups):
-                    cols[f"return/{gname}"] = arr[:, 3 + gi]
-                    window[gname].extend(arr[:, 3 + gi])
-                    row[f"return/{gname}"] = float(arr[:, 3 + gi].mean())
-                writer.add_episodes(cols)
-                row["episode_length"] = float(arr[:, 2].mean())
-            for gname in groups:
-                row[f"return_window/{gname}"] = float(np.mean(window[gname])) if window[gname] else float("nan")
-                row.setdefault(f"return/{gname}", float("nan"))
-            row.setdefault("episode_length", float("nan"))
-            writer.log_metrics(row)
-            progress.maybe(row)
-            if cfg.train.target_return is not None:
-                reached = all(len(window[gname]) >= min(cfg.output.episode_window, 10)
-                              and np.mean(window[gname]) >= cfg.train.target_return for gname in groups)
-        if not stop_reason and counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
+        log.log(row, ep_rows)
+        if log.checkpoint_due(stop_reason):
             checkpoint()
 
     # ---- shutdown -----------------------------------------------------------------------------------
-    seen = coll.max_small(np.array([float(SIGNAL_REASON in last_reasons),
-                                    float(any(r != SIGNAL_REASON for r in last_reasons))]))
-    ctx.preempted = seen[0] > 0 and seen[1] == 0
+    ctx.preempted = log.preempted()
     for link in links:
         link.wait_sent()
     byes = [link.stop(wrec, nigt.round, ctx.preempted) for link in links]
     counters["discarded_episodes"] += int(coll.sum_small(np.array([sum(b["abandoned"] for b in byes)]))[0])
     gate.close()
-    if counters["update"] != last_ckpt or not ctx.resume_path:
+    if log.final_checkpoint_due():
         checkpoint()
-    if lead:
-        writer.close()
-        if row is not None:
-            progress.maybe(row, force=True)
-        rets = ", ".join(f"{g} {np.mean(window[g]) if window[g] else float('nan'):.2f}" for g in groups)
-        print(f"[hpcmarl] finished ({stop_reason}): {nigt.round} rounds, {counters['env_steps']:,} env steps, "
-              f"{counters['episodes']:,} trajectories in {counters['wall_time']:.1f}s; gradients accepted per actor "
-              f"{accepted_tot.tolist()}, dropped {dropped_tot.tolist()}; mean return over the last "
-              f"{cfg.output.episode_window} trajectories: {rets}; outputs in {os.path.abspath(ctx.run_dir)}", flush=True)
+    log.finish(stop_reason, f"{nigt.round} NIGT rounds; gradients accepted per actor {accepted_tot.tolist()}, "
+                            f"dropped {dropped_tot.tolist()}")
     coll.close()
-

@@ -216,25 +216,145 @@ class Progress:
             print(self.line(s) + bar, flush=True)
 
 
-def stop_vote(coll, cfg, counters: dict, session0: float, reached: bool, signalled: bool, out: List[str]) -> str:
-    """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
-    clocks, signals and the lead's target check differ, hence the MAX vote. ``out`` receives this
-    learner's own reasons (the shutdown tells a signal from the run's end by them)."""
-    reasons = []
-    if counters["env_steps"] >= cfg.train.total_env_steps:
-        reasons.append("total_env_steps reached")
-    if cfg.train.max_updates and counters["update"] >= cfg.train.max_updates:
-        reasons.append("max_updates reached")
-    if cfg.train.max_wall_s and time.monotonic() - session0 >= cfg.train.max_wall_s:
-        reasons.append("max_wall_s reached")
-    if reached:
-        reasons.append("target_return reached")
-    if signalled:
-        reasons.append(SIGNAL_REASON)
-    out[:] = reasons
-    if coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
-        return ", ".join(reasons) or "another learner voted to stop"
-    return ""
+class RunLog:
+    """Learner bookkeeping both data flows share: counters, the stop vote, the lead learner's run.h5
+    writer, the episode-return window, the progress line, the target check and the closing line.
+
+    Episode rows are ``(actor, env, length, policy_version, return per group...)``."""
+
+    def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None):
+        cfg = ctx.cfg
+        self.ctx, self.cfg, self.coll, self.groups = ctx, cfg, coll, groups
+        self.lead = ctx.rank == 0
+        self.counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
+        self.resume_rows = None
+        if resume_attrs is not None:
+            for k in self.counters:
+                self.counters[k] = type(self.counters[k])(resume_attrs[k])
+            self.resume_rows = {"episodes": int(resume_attrs["rows_episodes"]), "metrics": int(resume_attrs["rows_metrics"])}
+        self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
+        self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
+        self.writer: Optional[storage.RunWriter] = None
+        self.reached = False
+        self.row: Optional[dict] = None
+        self.reasons: List[str] = []
+        self.wall0 = time.monotonic() - self.counters["wall_time"]
+        self.session0 = time.monotonic()
+        self.session_steps0 = self.counters["env_steps"]
+        self.last_ckpt = self.counters["update"]
+
+    def open(self, banner: str = "") -> None:
+        """Lead: create (or reopen on resume) run.h5 and refill the return window from it."""
+        if not self.lead:
+            return
+        ctx = self.ctx
+        self.writer = w = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), self.groups,
+                                            resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s)
+        w.f.attrs["resumed_from"] = ctx.resume_path or ""
+        resumed = (f" (resumed from {os.path.basename(ctx.resume_path)}, update {self.counters['update']})"
+                   if ctx.resume_path else "")
+        print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)}{banner}{resumed}", flush=True)
+        if w.episodes.rows:
+            k = min(w.episodes.rows, self.cfg.output.episode_window)
+            for g in self.groups:
+                self.window[g].extend(w.episodes.cols[f"return/{g}"][w.episodes.rows - k:])
+
+    def advance(self, env_steps: int, episodes: int) -> None:
+        c = self.counters
+        c["update"] += 1
+        c["env_steps"] += env_steps
+        c["episodes"] += episodes
+        c["wall_time"] = time.monotonic() - self.wall0
+
+    def base_row(self) -> dict:
+        c = self.counters
+        return {"update": c["update"], "env_steps": c["env_steps"], "wall_time": c["wall_time"], "episodes": c["episodes"],
+                "sps": (c["env_steps"] - self.session_steps0) / max(1e-9, time.monotonic() - self.session0)}
+
+    def vote(self, signalled: bool) -> str:
+        """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
+        clocks, signals and the lead's target check differ, hence the MAX vote."""
+        cfg, c = self.cfg, self.counters
+        reasons = []
+        if c["env_steps"] >= cfg.train.total_env_steps:
+            reasons.append("total_env_steps reached")
+        if cfg.train.max_updates and c["update"] >= cfg.train.max_updates:
+            reasons.append("max_updates reached")
+        if cfg.train.max_wall_s and time.monotonic() - self.session0 >= cfg.train.max_wall_s:
+            reasons.append("max_wall_s reached")
+        if self.lead and self.reached:
+            reasons.append("target_return reached")
+        if signalled or self.ctx.stop_requested():
+            reasons.append(SIGNAL_REASON)
+        self.reasons = reasons
+        if self.coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
+            return ", ".join(reasons) or "another learner voted to stop"
+        return ""
+
+    def log(self, row: dict, ep_rows: list) -> None:
+        """Gather every learner's episode rows; the lead writes them and the metrics row, updates the
+        window, the progress line and the target check."""
+        self.row = row
+        parts = self.coll.gather(ep_rows)
+        if not self.lead:
+            return
+        c, groups = self.counters, self.groups
+        flat = [e for part in parts for e in part]
+        if flat:
+            arr = np.array(flat, dtype=np.float64)
+            cols = {"actor": arr[:, 0], "env": arr[:, 1], "length": arr[:, 2], "policy_version": arr[:, 3],
+                    "update": np.full(len(arr), c["update"]), "env_steps": np.full(len(arr), c["env_steps"]),
+                    "wall_time": np.full(len(arr), c["wall_time"])}
+            for gi, g in enumerate(groups):
+                cols[f"return/{g}"] = arr[:, 4 + gi]
+                self.window[g].extend(arr[:, 4 + gi])
+                row[f"return/{g}"] = float(arr[:, 4 + gi].mean())
+            self.writer.add_episodes(cols)
+            row["episode_length"] = float(arr[:, 2].mean())
+        for g in groups:
+            row[f"return_window/{g}"] = float(np.mean(self.window[g])) if self.window[g] else float("nan")
+            row.setdefault(f"return/{g}", float("nan"))
+        row.setdefault("episode_length", float("nan"))
+        self.writer.log_metrics(row)
+        self.progress.maybe(row)
+        target = self.cfg.train.target_return
+        if target is not None:
+            self.reached = all(len(self.window[g]) >= min(self.cfg.output.episode_window, 10)
+                               and np.mean(self.window[g]) >= target for g in groups)
+
+    def checkpoint_due(self, stop_reason: str) -> bool:
+        return not stop_reason and self.counters["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
+
+    def checkpoint_attrs(self, checksums) -> dict:
+        attrs = dict(self.counters)
+        rows = self.writer.rows()
+        attrs.update(learner_param_checksums=[float(x) for x in checksums], rows_episodes=rows["episodes"],
+                     rows_metrics=rows["metrics"], config=self.ctx.config_yaml, algo=self.cfg.algo.name,
+                     env=self.cfg.env.name, groups=self.groups)
+        return attrs
+
+    def preempted(self) -> bool:
+        """A signal stopped an unfinished run (no learner saw the run's end): exit status 75 so job
+        scripts requeue (see slurm/)."""
+        seen = self.coll.max_small(np.array([float(SIGNAL_REASON in self.reasons),
+                                             float(any(r != SIGNAL_REASON for r in self.reasons))]))
+        return bool(seen[0] > 0 and seen[1] == 0)
+
+    def final_checkpoint_due(self) -> bool:
+        return self.counters["update"] != self.last_ckpt or not self.ctx.resume_path  # a resumed, finished run writes nothing
+
+    def finish(self, stop_reason: str, summary: str) -> None:
+        if not self.lead:
+            return
+        self.writer.close()
+        if self.row is not None:
+            self.progress.maybe(self.row, force=True)
+        c = self.counters
+        rets = ", ".join(f"{g} {np.mean(self.window[g]) if self.window[g] else float('nan'):.2f}" for g in self.groups)
+        print(f"[hpcmarl] finished ({stop_reason}): {c['update']} updates, {c['env_steps']:,} env steps, "
+              f"{c['episodes']:,} episodes in {c['wall_time']:.1f}s; {summary}; mean return over the last "
+              f"{self.cfg.output.episode_window} episodes: {rets}; outputs in {os.path.abspath(self.ctx.run_dir)}",
+              flush=True)
 
 
 def learner_main(ctx) -> None:
@@ -243,9 +363,8 @@ def learner_main(ctx) -> None:
     cfg, layout = ctx.cfg, ctx.layout
     lead = ctx.rank == 0
     coll = Collective(ctx.learner_comm, cfg.learner.backend)
-    device = ctx.device
     spec = ctx.env_spec
-    learner = PPOLearner(spec, cfg.algo, device, seed=cfg.seed + 7919 * ctx.rank)
+    learner = PPOLearner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank)
     uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
     if layout.serial:
         links = [LocalActorLink(ctx, uspec)]
@@ -254,15 +373,11 @@ def learner_main(ctx) -> None:
     groups = [g.name for g in spec.groups]
 
     # ---- state: fresh or from the checkpoint chosen in pre-flight ------------------------------------
-    counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
-    rows = None
     actor_rng: Dict[int, np.ndarray] = {}
+    attrs = None
     if ctx.resume_path:
         arrays, attrs = storage.load_checkpoint(ctx.resume_path)
         learner.load_state_arrays(arrays)
-        for k in counters:
-            counters[k] = type(counters[k])(attrs[k])
-        rows = {"episodes": int(attrs["rows_episodes"]), "metrics": int(attrs["rows_metrics"])}
         rng = arrays.get(f"rng/learner-{ctx.rank:05d}/torch")
         if rng is not None:
             torch.set_rng_state(torch.from_numpy(np.asarray(rng, np.uint8)))
@@ -270,36 +385,19 @@ def learner_main(ctx) -> None:
         for k, v in arrays.items():
             if k.startswith("rng/actor-") and int(k.split("/")[1].split("-")[1]) in mine:
                 actor_rng[int(k.split("/")[1].split("-")[1])] = v
+    log = RunLog(ctx, coll, groups, attrs)
+    counters = log.counters
     coll.broadcast_params(learner.params)
     ctx.agree_startup()
     for link in links:
         idx = layout.actor_index(link.rank) if not layout.serial else 0
         link.hello({"rng": actor_rng.get(idx)})
-
-    writer = None
-    if lead:
-        writer = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), groups,
-                                   resume_rows=rows, flush_s=cfg.output.flush_s)
-        writer.f.attrs["resumed_from"] = ctx.resume_path or ""
-        print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)}"
-              + (f" (resumed from {os.path.basename(ctx.resume_path)}, update {counters['update']})" if ctx.resume_path else ""),
-              flush=True)
-    progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
-    window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
-    if writer is not None and writer.episodes.rows:
-        n = min(writer.episodes.rows, cfg.output.episode_window)
-        for g in groups:
-            window[g].extend(writer.episodes.cols[f"return/{g}"][writer.episodes.rows - n:])
+    log.open()
 
     wrec = weights_spec(sum(p.numel() for p in learner.model.policy_parameters())).alloc()
     version = counters["update"]
-    wall0 = time.monotonic() - counters["wall_time"]
-    session0 = time.monotonic()
-    session_steps0 = counters["env_steps"]
-    last_ckpt = counters["update"]
 
     def checkpoint():
-        nonlocal last_ckpt
         sums = coll.gather(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])))
         if lead and len(set(sums)) != 1:
             raise RuntimeError(f"learners hold different parameters at update {counters['update']}: checksums {sums}")
@@ -312,22 +410,11 @@ def learner_main(ctx) -> None:
             for part in a_rng:
                 for a, st in part.items():
                     arrays[f"rng/actor-{a:05d}/torch"] = st
-            attrs = dict(counters)
-            attrs.update(learner_param_checksums=[float(x) for x in sums], rows_episodes=writer.rows()["episodes"], rows_metrics=writer.rows()["metrics"],
-                         version=version, config=ctx.config_yaml, algo=cfg.algo.name, env=cfg.env.name,
-                         groups=groups)
+            attrs = log.checkpoint_attrs(sums)
+            attrs["version"] = version
             storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
                                     cfg.output.keep_checkpoints)
-        last_ckpt = counters["update"]
-
-    row = None
-    reached = False
-    signalled = False
-
-    last_reasons: List[str] = []
-
-    def vote() -> str:
-        return stop_vote(coll, cfg, counters, session0, lead and reached, signalled or ctx.stop_requested(), last_reasons)
+        log.last_ckpt = counters["update"]
 
     def send_weights() -> float:
         t = time.perf_counter()
@@ -336,7 +423,8 @@ def learner_main(ctx) -> None:
             link.send_weights(wrec, version)
         return time.perf_counter() - t
 
-    stop_reason = vote()
+    signalled = False
+    stop_reason = log.vote(False)
     t_send = send_weights() if not stop_reason else 0.0
     while not stop_reason:
         # ---- one synchronous round: unrolls made with `version` -> update ------------------------------
@@ -369,72 +457,32 @@ def learner_main(ctx) -> None:
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         tot = coll.sum_small(local)
         version += 1
-        counters["update"] += 1
-        counters["env_steps"] += int(tot[0])
-        counters["episodes"] += int(tot[1])
-        counters["wall_time"] = time.monotonic() - wall0
+        log.advance(int(tot[0]), int(tot[1]))
         signalled = tot[8] > 0
 
         # ---- decide now and hand out the next version, so actors collect while we write logs ----------
-        stop_reason = vote()
+        stop_reason = log.vote(signalled)
         t_send = send_weights() if not stop_reason else 0.0
 
-        row = {"update": counters["update"], "env_steps": counters["env_steps"], "wall_time": counters["wall_time"],
-               "episodes": counters["episodes"],
-               "sps": (counters["env_steps"] - session_steps0) / max(1e-9, time.monotonic() - session0),
-               "lag_mean": 0.0, "lag_max": 0.0,
-               "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / coll.size,
-               "time/wait_unrolls": tot[5] / coll.size, "time/allreduce": tot[6] / coll.size,
-               "time/send_weights": tot[7] / coll.size}
+        row = log.base_row()
+        row.update({"lag_mean": 0.0, "lag_max": 0.0,
+                    "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / coll.size,
+                    "time/wait_unrolls": tot[5] / coll.size, "time/allreduce": tot[6] / coll.size,
+                    "time/send_weights": tot[7] / coll.size})
         for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
             row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
         for i, k in enumerate(sorted(stats)):
             row[k] = tot[9 + len(ACTOR_TIMERS) + i] / coll.size
-        all_rows = coll.gather(ep_rows)
-        # ---- lead: write rows, progress ---------------------------------------------------------------
-        if lead:
-            flat = [e for part in all_rows for e in part]
-            if flat:
-                arr = np.array(flat, dtype=np.float64)
-                cols = {"actor": arr[:, 0], "env": arr[:, 1], "length": arr[:, 2], "policy_version": arr[:, 3],
-                        "update": np.full(len(arr), counters["update"]), "env_steps": np.full(len(arr), counters["env_steps"]),
-                        "wall_time": np.full(len(arr), counters["wall_time"])}
-                for gi, g in enumerate(groups):
-                    cols[f"return/{g}"] = arr[:, 4 + gi]
-                    window[g].extend(arr[:, 4 + gi])
-                writer.add_episodes(cols)
-                for gi, g in enumerate(groups):
-                    row[f"return/{g}"] = float(arr[:, 4 + gi].mean())
-                row["episode_length"] = float(arr[:, 2].mean())
-            for g in groups:
-                row[f"return_window/{g}"] = float(np.mean(window[g])) if window[g] else float("nan")
-                row.setdefault(f"return/{g}", float("nan"))
-            row.setdefault("episode_length", float("nan"))
-            writer.log_metrics(row)
-            progress.maybe(row)
-            if cfg.train.target_return is not None:
-                reached = all(len(window[g]) >= min(cfg.output.episode_window, 10) and np.mean(window[g]) >= cfg.train.target_return
-                              for g in groups)
-        if not stop_reason and counters["update"] - last_ckpt >= cfg.output.checkpoint_every:
+        log.log(row, ep_rows)
+        if log.checkpoint_due(stop_reason):
             checkpoint()
 
     # ---- shutdown: final checkpoint, stop actors, close files ---------------------------------------
-    # a signal that stopped an unfinished run: exit status 75 so job scripts requeue (see slurm/)
-    seen = coll.max_small(np.array([float(SIGNAL_REASON in last_reasons),
-                                    float(any(r != SIGNAL_REASON for r in last_reasons))]))
-    ctx.preempted = seen[0] > 0 and seen[1] == 0  # a signal, and no learner saw the run's end
+    ctx.preempted = log.preempted()
     byes = [link.stop(wrec, version, ctx.preempted) for link in links]
     discarded = coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
     counters["discarded_episodes"] += int(discarded)
-    if counters["update"] != last_ckpt or not ctx.resume_path:  # a resumed, finished run writes nothing
+    if log.final_checkpoint_due():
         checkpoint()
-    if lead:
-        writer.close()
-        if row is not None:
-            progress.maybe(row, force=True)
-        rets = ", ".join(f"{g} {np.mean(window[g]) if window[g] else float('nan'):.2f}" for g in groups)
-        print(f"[hpcmarl] finished ({stop_reason}): {counters['update']} updates, {counters['env_steps']:,} env steps, "
-              f"{counters['episodes']:,} episodes in {counters['wall_time']:.1f}s; mean return over the last "
-              f"{cfg.output.episode_window} episodes: {rets}; {int(discarded)} episode(s) in flight discarded; "
-              f"outputs in {os.path.abspath(ctx.run_dir)}", flush=True)
+    log.finish(stop_reason, f"{int(discarded)} episode(s) in flight discarded")
     coll.close()

@@ -2,14 +2,12 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from launch import ROOT, hpcmarl
+from launch import hpcmarl
 
 
 @pytest.fixture(scope="module")

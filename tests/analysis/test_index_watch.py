@@ -3,7 +3,6 @@ import io
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import h5py

@@ -108,7 +108,7 @@ def test_serial_and_resume(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     p = hpcmarl(["train"] + SPREAD + [f"run_dir={run}", "train.max_updates=9"], timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "resumed at round 5" in p.stdout
+    assert "resumed from ckpt-000000005.h5, update 5" in p.stdout
     m, _ = metrics(run)
     assert m["round"].tolist() == list(range(9))
 
