@@ -1,0 +1,147 @@
+"""V-trace / MA-Trace targets against slow references (no MPI)."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from hpcmarl.algos.matrace import joint_log_ratio, vtrace
+
+
+def slow_vtrace(log_rhos, discounts, rewards, values, bootstrap, rho_bar, c_bar, rho_pg_bar, lam=1.0):
+    """The sum form, one entry at a time: v_s = V(x_s) + sum_{t>=s} (prod_{i=s}^{t-1} gamma_i c_i) delta_t."""
+    T, B = values.shape
+    rhos = np.exp(log_rhos)
+    V = np.concatenate([values, bootstrap[None]], 0)
+    vs = np.zeros((T, B))
+    adv = np.zeros((T, B))
+    for b in range(B):
+        for s in range(T):
+            total = V[s, b]
+            for t in range(s, T):
+                coef = 1.0
+                for i in range(s, t):
+                    coef *= discounts[i, b] * lam * min(c_bar, rhos[i, b])
+                delta = min(rho_bar, rhos[t, b]) * (rewards[t, b] + discounts[t, b] * V[t + 1, b] - V[t, b])
+                total += coef * delta
+            vs[s, b] = total
+    V_next = np.concatenate([vs[1:], bootstrap[None]], 0)
+    for b in range(B):
+        for s in range(T):
+            adv[s, b] = min(rho_pg_bar, rhos[s, b]) * (rewards[s, b] + discounts[s, b] * V_next[s, b] - values[s, b])
+    return vs, adv
+
+
+def random_case(T=7, B=4, seed=0, done_p=0.2):
+    rng = np.random.default_rng(seed)
+    done = rng.random((T, B)) < done_p
+    return dict(log_rhos=rng.normal(0, 0.8, (T, B)), discounts=0.9 * (1 - done), rewards=rng.normal(size=(T, B)),
+                values=rng.normal(size=(T, B)), bootstrap=rng.normal(size=B))
+
+
+def run(case, **kw):
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in case.items()}
+    return vtrace(t["log_rhos"], t["discounts"], t["rewards"], t["values"], t["bootstrap"], **kw)
+
+
+@pytest.mark.parametrize("bars", [(1.0, 1.0, 1.0), (2.0, 0.5, 1.5), (1e9, 1e9, 1e9)])
+def test_vtrace_matches_slow_reference(bars):
+    case = random_case(seed=3)
+    out = run(case, rho_bar=bars[0], c_bar=bars[1], rho_pg_bar=bars[2])
+    vs, adv = slow_vtrace(**case, rho_bar=bars[0], c_bar=bars[1], rho_pg_bar=bars[2])
+    np.testing.assert_allclose(out.vs.numpy(), vs, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out.pg_advantages.numpy(), adv, rtol=1e-10, atol=1e-10)
+    assert float(out.rho.max()) <= bars[0] and float(out.c.max()) <= bars[1]
+
+
+def test_on_policy_reduces_to_n_step_returns():
+    case = random_case(seed=5)
+    case["log_rhos"][:] = 0.0
+    out = run(case)
+    T, B = case["values"].shape
+    for b in range(B):
+        for s in range(T):
+            ret, disc = 0.0, 1.0
+            for t in range(s, T):
+                ret += disc * case["rewards"][t, b]
+                disc *= case["discounts"][t, b]
+            ret += disc * case["bootstrap"][b]
+            assert out.vs[s, b].item() == pytest.approx(ret, abs=1e-10)
+
+
+def test_episode_end_cuts_the_trace():
+    """After a done at step 2 nothing later in the unroll (values, rewards, ratios) reaches v_0..v_2."""
+    case = random_case(T=6, B=1, seed=1, done_p=0.0)
+    case["discounts"][2, 0] = 0.0
+    a = run(case).vs[:3]
+    for k in ("rewards", "values", "log_rhos"):
+        case[k][3:] += 5.0
+    case["bootstrap"] += 5.0
+    np.testing.assert_allclose(run(case).vs[:3].numpy(), a.numpy(), atol=1e-12)
+
+
+def test_truncation_of_large_ratios():
+    case = random_case(seed=2)
+    case["log_rhos"][:] = 3.0  # ratio e^3 everywhere: all clipped at 1 -> the on-policy target
+    clipped = run(case)
+    case["log_rhos"][:] = 0.0
+    np.testing.assert_allclose(clipped.vs.numpy(), run(case).vs.numpy(), atol=1e-12)
+    assert torch.all(clipped.rho == 1.0) and torch.all(clipped.c == 1.0)
+
+
+def test_joint_ratio_masks_agents_that_do_not_act():
+    rng = np.random.default_rng(0)
+    logp, logmu = (torch.tensor(rng.normal(size=(5, 3, 4))) for _ in range(2))
+    acting = torch.tensor(rng.random((5, 3, 4)) > 0.3, dtype=torch.float64)
+    base = joint_log_ratio(logp, logmu, acting)
+    np.testing.assert_allclose(base.numpy(), ((logp - logmu) * acting).sum(-1).numpy())
+    logp2 = torch.where(acting > 0, logp, logp + 7.0)  # whatever a dead agent's policy says
+    np.testing.assert_allclose(joint_log_ratio(logp2, logmu, acting).numpy(), base.numpy())
+
+
+# ---- the fixed point on a tabular 2-agent MDP (algorithms.md 3.7 A) ---------------------------------------
+def value_of(P, R, policy, gamma):
+    """V of a joint policy [S, A]: solve (I - gamma P_pi) V = r_pi."""
+    S = P.shape[0]
+    P_pi = np.einsum("sa,sat->st", policy, P)
+    r_pi = (policy * R).sum(1)
+    return np.linalg.solve(np.eye(S) - gamma * P_pi, r_pi)
+
+
+@pytest.mark.parametrize("mode", ["joint_large_bar", "joint_bar_1", "no_correction"])
+def test_expected_operator_fixed_point(mode):
+    rng = np.random.default_rng(7)
+    S, n_a, gamma = 4, 3, 0.9
+    joint = list(itertools.product(range(n_a), range(n_a)))
+    P = rng.dirichlet(np.ones(S), size=(S, len(joint)))  # [S, A, S']
+    R = rng.normal(size=(S, len(joint)))
+    pi_i = rng.dirichlet(np.ones(n_a), size=(2, S))  # factorised target policy, per agent
+    mu_i = rng.dirichlet(np.ones(n_a), size=(2, S))  # behaviour policy
+    pi = np.array([[pi_i[0, s, a0] * pi_i[1, s, a1] for a0, a1 in joint] for s in range(S)])
+    mu = np.array([[mu_i[0, s, a0] * mu_i[1, s, a1] for a0, a1 in joint] for s in range(S)])
+    # per (s, a, s'): per-agent log-probs -> the joint ratio through the framework's code
+    idx = [(s, a, s2) for s in range(S) for a in range(len(joint)) for s2 in range(S)]
+    lp = torch.tensor([[np.log(pi_i[k, s, joint[a][k]]) for k in range(2)] for s, a, _ in idx])
+    lm = torch.tensor([[np.log(mu_i[k, s, joint[a][k]]) for k in range(2)] for s, a, _ in idx])
+    log_rho = joint_log_ratio(lp, lm, torch.ones_like(lp))
+    if mode == "no_correction":
+        log_rho = torch.zeros_like(log_rho)
+    bar = 1e6 if mode == "joint_large_bar" else 1.0
+    weight = np.array([mu[s, a] * P[s, a, s2] for s, a, s2 in idx])
+    rewards = torch.tensor([R[s, a] for s, a, _ in idx])
+    V = np.zeros(S)
+    for _ in range(3000):
+        out = vtrace(log_rho[None], torch.full((1, len(idx)), gamma, dtype=torch.float64), rewards[None],
+                     torch.tensor([V[s] for s, _, _ in idx])[None], torch.tensor([V[s2] for _, _, s2 in idx]),
+                     rho_bar=bar, c_bar=bar, rho_pg_bar=bar)
+        V_new = np.zeros(S)
+        np.add.at(V_new, [s for s, _, _ in idx], weight * out.vs[0].numpy())
+        V = V_new
+    if mode == "joint_large_bar":
+        expect = value_of(P, R, pi, gamma)
+    elif mode == "joint_bar_1":
+        pr = np.minimum(mu, pi)  # over JOINT actions: not a product of per-agent policies
+        expect = value_of(P, R, pr / pr.sum(1, keepdims=True), gamma)
+    else:
+        expect = value_of(P, R, mu, gamma)
+    np.testing.assert_allclose(V, expect, atol=1e-6)
