@@ -95,7 +95,44 @@ class NIGTConfig:
     flow = "gradients"
 
 
-ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig, "nigt": NIGTConfig}
+@dataclass
+class MATraceConfig:
+    """MA-Trace (algorithms.md sections 2-3): actors never wait for the learner; V-trace with the joint
+    importance ratio and a centralized team critic corrects the policy lag."""
+
+    name: str = "matrace"
+    correction: str = "joint"  # joint (MA-Trace) | per_agent (DecMA-Trace: own ratio + own critic) | none
+    unroll_length: int = 25  # T: steps per env copy in one unroll
+    lr: float = 1e-3  # Adam
+    gamma: float = 0.99
+    lam: float = 1.0  # trace lambda
+    rho_bar: float = 1.0  # truncation of rho in the TD error (must be >= c_bar)
+    c_bar: float = 1.0  # truncation of the trace coefficients
+    rho_pg_bar: float = 1.0  # truncation of rho in the policy gradient
+    baseline_cost: float = 0.5
+    reward_scale: float = 1.0  # the team reward is multiplied by this for learning (returns are logged unscaled)
+    entropy_coef: float = 0.01  # (initial) entropy coefficient
+    entropy_adaptive: bool = True  # SEED RL's Lagrangian coefficient, driven towards entropy_target
+    entropy_target: float = 1e-5
+    entropy_speed: float = 10.0
+    max_grad_norm: float = 40.0
+    epochs: int = 1  # gradient steps per batch (1 = IMPALA)
+    batch_unrolls: int = 1  # unrolls per learner update (from the learner's queue)
+    queue_size: int = 4  # unrolls a learner holds waiting to be trained on
+    queue_full: str = "wait"  # wait: actors block on their send (back-pressure) | drop: the newest unroll is dropped
+    push_every: int = 1  # hand out new weights every this many updates (> 1 injects policy lag)
+    hidden: int = 64
+    layers: int = 2
+    critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
+
+    flow = "rollouts_async"
+
+    @property
+    def uses_state(self) -> bool:
+        return self.critic_input == "state"
+
+
+ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig, "nigt": NIGTConfig, "matrace": MATraceConfig}
 
 
 @dataclass
@@ -414,6 +451,19 @@ def validate(cfg: Config) -> None:
         _check(p.layers >= 1, "algo.layers", "must be >= 1")
         _check(p.init_std > 0, "algo.init_std", "must be > 0")
         _check(p.check_every >= 0, "algo.check_every", "must be >= 0")
+    if isinstance(p, MATraceConfig):
+        _check(p.correction in ("joint", "per_agent", "none"), "algo.correction", "must be joint, per_agent or none")
+        for k in ("unroll_length", "epochs", "batch_unrolls", "queue_size", "push_every", "hidden", "layers"):
+            _check(getattr(p, k) >= 1, f"algo.{k}", "must be >= 1")
+        _check(p.lr > 0, "algo.lr", "must be > 0")
+        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        _check(0 <= p.lam <= 1, "algo.lam", "must be in [0, 1]")
+        _check(p.c_bar > 0 and p.rho_pg_bar > 0, "algo.c_bar", "truncation levels must be > 0")
+        _check(p.rho_bar >= p.c_bar, "algo.rho_bar", f"must be >= algo.c_bar ({p.c_bar})")
+        _check(p.entropy_coef > 0, "algo.entropy_coef", "must be > 0")
+        _check(p.queue_size >= p.batch_unrolls, "algo.queue_size", f"must be >= algo.batch_unrolls ({p.batch_unrolls})")
+        _check(p.queue_full in ("wait", "drop"), "algo.queue_full", "must be wait or drop")
+        _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
     for i, v in enumerate(cfg.actors.variants):

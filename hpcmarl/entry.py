@@ -235,6 +235,8 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
 
     if cfg.algo.flow == "gradients":
         from hpcmarl import gradient_roles as roles
+    elif cfg.algo.flow == "rollouts_async":
+        from hpcmarl import async_roles as roles
     else:
         from hpcmarl import roles
 

@@ -64,3 +64,123 @@ def adaptive_entropy_loss(log_coef: torch.Tensor, entropy: torch.Tensor, target:
     ``beta * stopgrad(entropy - target)``; returns (beta, its loss term)."""
     beta = torch.exp(speed * log_coef)
     return beta.detach(), beta * (entropy.detach() - target)
+
+
+# --------------------------------------------------------------------------------------------------
+# learner (torch, no MPI)
+# --------------------------------------------------------------------------------------------------
+class TeamActorCritic(torch.nn.Module):
+    """Policies shared within each group; per group either one team critic on the joint input
+    (concatenated observations or the env state) or, for DecMA-Trace, a per-agent critic on the agent's
+    own observation; plus the adaptive entropy coefficient's parameter psi."""
+
+    def __init__(self, spec, cfg):
+        super().__init__()
+        from hpcmarl.models import GroupPolicy, mlp
+
+        self.spec = spec
+        self.per_agent = cfg.correction == "per_agent"
+        self.policies = torch.nn.ModuleDict({g.name: GroupPolicy(g, cfg.hidden, cfg.layers) for g in spec.groups})
+        joint_in = spec.state_dim or spec.joint_obs_dim
+        self.critics = torch.nn.ModuleDict({g.name: mlp(g.obs_dim if self.per_agent else joint_in, cfg.hidden, cfg.layers, 1)
+                                            for g in spec.groups})
+        import math
+
+        self.entropy_psi = torch.nn.Parameter(torch.tensor(math.log(cfg.entropy_coef) / cfg.entropy_speed))
+
+    def policy_parameters(self):
+        return list(self.policies.parameters())
+
+    def values(self, b, name: str) -> torch.Tensor:
+        """Team values ``[T+1, B]`` (per-agent values ``[T+1, B, n]`` for DecMA-Trace)."""
+        if self.per_agent:
+            return self.critics[name](b[f"{name}/obs"]).squeeze(-1)
+        x = b["state"] if self.spec.state_dim else torch.cat([b[f"{g.name}/obs"].flatten(-2) for g in self.spec.groups], -1)
+        return self.critics[name](x).squeeze(-1)
+
+
+class MATraceLearner:
+    """One gradient step (per epoch) of MA-Trace on a batch of unrolls; ``reduce_grads(params, weight)``
+    averages gradients across learners."""
+
+    def __init__(self, spec, cfg, device: torch.device, seed: int):
+        torch.manual_seed(seed)
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.model = TeamActorCritic(spec, cfg).to(device)
+        self.params = list(self.model.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+
+    def loss(self, b) -> tuple:
+        c = self.cfg
+        discounts = c.gamma * (1.0 - b["env_done"])  # [T, B]
+        total, stats = 0.0, {}
+        ent_sum, ent_n = 0.0, 0.0
+        beta = torch.exp(c.entropy_speed * self.model.entropy_psi)
+        for g in self.spec.groups:
+            n = g.name
+            acting = b[f"{n}/alive"][:-1]  # [T, B, n]
+            dist = self.model.policies[n].dist(b[f"{n}/obs"][:-1], b[f"{n}/action_mask"] if g.discrete else None)
+            logp = dist.log_prob(b[f"{n}/action"])  # [T, B, n]
+            team_r = b[f"{n}/reward"].sum(-1) * c.reward_scale  # [T, B]
+            values = self.model.values(b, n)
+            log_rho = (logp.detach() - b[f"{n}/logp"]) * acting
+            if c.correction == "joint":
+                log_rho = log_rho.sum(-1)
+            elif c.correction == "none":
+                log_rho = torch.zeros_like(log_rho.sum(-1))
+            if c.correction == "per_agent":  # each agent: own ratio, own value, the team reward
+                nag = acting.shape[-1]
+                flat = lambda x: x.reshape(x.shape[0], -1)
+                vt = vtrace(flat(log_rho), flat(discounts.unsqueeze(-1).expand_as(acting)),
+                            flat(team_r.unsqueeze(-1).expand_as(acting)), flat(values[:-1]).detach(),
+                            values[-1].reshape(-1).detach(), c.rho_bar, c.c_bar, c.rho_pg_bar, c.lam)
+                shape = acting.shape
+                vs, adv = vt.vs.reshape(shape), vt.pg_advantages.reshape(shape)
+                pg = -(logp * adv * acting).sum() / acting[..., 0].numel()
+                vl = 0.5 * (((vs - values[:-1]) ** 2) * acting).sum() / max(1.0, float(acting.sum())) * nag
+            else:
+                vt = vtrace(log_rho, discounts, team_r, values[:-1].detach(), values[-1].detach(),
+                            c.rho_bar, c.c_bar, c.rho_pg_bar, c.lam)
+                pg = -((logp * acting).sum(-1) * vt.pg_advantages).mean()
+                vl = 0.5 * ((vt.vs - values[:-1]) ** 2).mean()
+            ent = (dist.entropy() * acting).sum(-1).mean()  # summed over agents, mean over steps
+            total = total + pg + c.baseline_cost * vl - beta.detach() * ent
+            ent_sum, ent_n = ent_sum + ent, ent_n + 1
+            stats.update({f"{n}/policy_loss": pg.item(), f"{n}/value_loss": vl.item(), f"{n}/entropy": ent.item(),
+                          f"{n}/rho_mean": vt.rho.mean().item(), f"{n}/c_mean": vt.c.mean().item()})
+        if c.entropy_adaptive:
+            total = total + beta * ((ent_sum / ent_n).detach() - c.entropy_target)
+        stats["entropy_coef"] = beta.item()
+        return total, stats
+
+    def update(self, unrolls, reduce_grads=None) -> dict:
+        from hpcmarl.algos.ppo import batch_from_unrolls
+
+        b = batch_from_unrolls(self.spec, unrolls, self.device)
+        n_rows = float(b["env_done"].numel())
+        out = {}
+        for _ in range(self.cfg.epochs):
+            loss, stats = self.loss(b)
+            self.opt.zero_grad(set_to_none=False)
+            loss.backward()
+            if reduce_grads is not None:
+                reduce_grads(self.params, n_rows)
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+            self.opt.step()
+            out = stats
+        return out
+
+    def policy_flat(self):
+        from hpcmarl.models import flat_params
+
+        return flat_params(self.model.policy_parameters())
+
+    def state_arrays(self):
+        from hpcmarl.algos.ppo import torch_state_arrays
+
+        return torch_state_arrays(self.model, self.opt)
+
+    def load_state_arrays(self, arrays) -> None:
+        from hpcmarl.algos.ppo import load_torch_state_arrays
+
+        load_torch_state_arrays(self.model, self.opt, arrays, self.device)

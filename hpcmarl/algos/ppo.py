@@ -96,6 +96,49 @@ class ValueNorm:
         return x * s + m
 
 
+def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device) -> Dict[str, torch.Tensor]:
+    """Concatenate unrolls along the env axis and move them to the device."""
+    cat = lambda key, dtype: torch.from_numpy(np.concatenate([u[key] for u in unrolls], axis=1)).to(device, dtype)
+    b = {}
+    for g in spec.groups:
+        n = g.name
+        b[f"{n}/obs"] = cat(f"{n}/obs", torch.float32)
+        b[f"{n}/alive"] = cat(f"{n}/alive", torch.float32)
+        b[f"{n}/action"] = cat(f"{n}/action", torch.long if g.discrete else torch.float32)
+        b[f"{n}/logp"] = cat(f"{n}/logp", torch.float32)
+        b[f"{n}/reward"] = cat(f"{n}/reward", torch.float32)
+        b[f"{n}/done"] = torch.maximum(cat(f"{n}/terminated", torch.float32), cat(f"{n}/truncated", torch.float32))
+        if g.discrete:
+            b[f"{n}/action_mask"] = cat(f"{n}/action_mask", torch.bool)
+    if spec.state_dim:
+        b["state"] = cat("state", torch.float32)
+    b["env_done"] = cat("env_done", torch.float32)
+    return b
+
+
+def torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, np.ndarray]:
+    """Module parameters/buffers and optimizer state as plain arrays (no pickle)."""
+    out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    for pid, s in opt.state_dict()["state"].items():
+        for k, v in s.items():
+            out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy().copy() if torch.is_tensor(v) else np.array(v)
+    return out
+
+
+def load_torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer, arrays: Dict[str, np.ndarray],
+                            device) -> None:
+    sd = {k[len("model/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+    model.load_state_dict(sd)
+    st = opt.state_dict()
+    state = {}
+    for k, v in arrays.items():
+        if k.startswith("optim/"):
+            _, pid, name = k.split("/", 2)
+            state.setdefault(int(pid), {})[name] = torch.from_numpy(np.array(v)).to(device if name != "step" else "cpu")
+    st["state"] = state
+    opt.load_state_dict(st)
+
+
 class PPOLearner:
     def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int):
         torch.manual_seed(seed)
@@ -106,25 +149,8 @@ class PPOLearner:
         self.gen = torch.Generator().manual_seed(seed)
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
 
-    # ---- data --------------------------------------------------------------------------------
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
-        """Concatenate unrolls along the env axis and move them to the device."""
-        dev = self.device
-        cat = lambda key, dtype: torch.from_numpy(np.concatenate([u[key] for u in unrolls], axis=1)).to(dev, dtype)
-        b = {}
-        for g in self.spec.groups:
-            n = g.name
-            b[f"{n}/obs"] = cat(f"{n}/obs", torch.float32)
-            b[f"{n}/alive"] = cat(f"{n}/alive", torch.float32)
-            b[f"{n}/action"] = cat(f"{n}/action", torch.long if g.discrete else torch.float32)
-            b[f"{n}/logp"] = cat(f"{n}/logp", torch.float32)
-            b[f"{n}/reward"] = cat(f"{n}/reward", torch.float32)
-            b[f"{n}/done"] = torch.maximum(cat(f"{n}/terminated", torch.float32), cat(f"{n}/truncated", torch.float32))
-            if g.discrete:
-                b[f"{n}/action_mask"] = cat(f"{n}/action_mask", torch.bool)
-        if self.spec.state_dim:
-            b["state"] = cat("state", torch.float32)
-        return b
+        return batch_from_unrolls(self.spec, unrolls, self.device)
 
     @torch.no_grad()
     def advantages(self, b: Dict[str, torch.Tensor], reduce_sums: Callable = None) -> None:
@@ -195,11 +221,7 @@ class PPOLearner:
     # ---- checkpoint state ----------------------------------------------------------------------
     def state_arrays(self) -> Dict[str, np.ndarray]:
         """Parameters and optimizer state as plain arrays (no pickle)."""
-        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
-        st = self.opt.state_dict()
-        for pid, s in st["state"].items():
-            for k, v in s.items():
-                out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy().copy() if torch.is_tensor(v) else np.array(v)
+        out = torch_state_arrays(self.model, self.opt)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
         if self.value_norm:
             for g, vn in self.value_norm.items():
@@ -207,17 +229,7 @@ class PPOLearner:
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
-        sd = {k[len("model/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
-        self.model.load_state_dict(sd)
-        st = self.opt.state_dict()
-        state = {}
-        for k, v in arrays.items():
-            if k.startswith("optim/"):
-                _, pid, name = k.split("/", 2)
-                state.setdefault(int(pid), {})[name] = torch.from_numpy(np.array(v)).to(
-                    self.device if name != "step" else "cpu")
-        st["state"] = state
-        self.opt.load_state_dict(st)
+        load_torch_state_arrays(self.model, self.opt, arrays, self.device)
         if self.value_norm:
             for g, vn in self.value_norm.items():
                 if f"value_norm/{g}" in arrays:

@@ -1,0 +1,330 @@
+"""MPI role shells of the asynchronous rollout flow (MA-Trace): actors never wait for the learner.
+
+    actor    steps its env copies with whatever weights it holds, sends an unroll (behaviour log-probs
+             per agent, its policy version) from one of two send buffers and goes on; between unrolls
+             it takes every WEIGHTS message that arrived (the latest version wins). It only waits
+             when both of its sends are still pending (the learner's queue is full, ``queue_full:
+             wait``: back-pressure).
+    learner  keeps a bounded queue of unrolls (``algo.queue_size`` buffers, posted receives included);
+             with ``queue_full: drop`` every actor always has a receive posted and an unroll arriving
+             at a full queue is dropped (and counted). When ``algo.batch_unrolls`` unrolls are queued it
+             trains on them (gradients all-reduced across learners), measures each unroll's policy lag
+             (learner version - behaviour version) and pushes new weights every ``algo.push_every``
+             updates without waiting for the actors (an actor still busy with the previous push gets
+             the newest version when it takes it).
+    stop     WEIGHTS with command STOP/PREEMPTED; the actor lets its pending sends finish and answers
+             BYE {sent, discarded}; the learner drains that many unrolls.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from hpcmarl import protocol, storage
+from hpcmarl.algos.matrace import MATraceLearner
+from hpcmarl.models import checksum
+from hpcmarl.roles import RunLog, inject_fault, make_sampler, traj_path
+from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
+
+M = META_INDEX
+
+
+# --------------------------------------------------------------------------------------------------
+# actor
+# --------------------------------------------------------------------------------------------------
+def actor_main(ctx) -> None:
+    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
+    idx = layout.actor_index(ctx.rank)
+    learner = layout.learner_of(idx)
+    sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx))
+    wrec = weights_spec(sum(p.numel() for p in sampler.policy.params)).alloc()
+    ring = [sampler.spec.alloc() for _ in range(2)]
+    sends: List = [None, None]
+    timeout = cfg.runtime.timeout_s
+    ctx.agree_startup()
+    hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
+    if hello.get("rng") is not None:
+        torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
+    req = protocol.post_recv_weights(world, learner, wrec)
+    protocol.wait_buffer(req, timeout, f"the first weights from learner rank {learner}")
+    sent = slot = 0
+    stop = False
+    while True:
+        while req.Test():  # every message that arrived; the last one wins
+            version, command = int(wrec["meta"][0]), int(wrec["meta"][1])
+            if command in (CMD_STOP, CMD_PREEMPTED):
+                ctx.preempted, stop = command == CMD_PREEMPTED, True
+                break
+            sampler.policy.load(wrec["params"], version)
+            req = protocol.post_recv_weights(world, learner, wrec)
+        if stop:
+            break
+        inject_fault(ctx, sampler.policy.version)
+        t0 = time.perf_counter()
+        if sends[slot] is not None:  # both sends pending: the learner's queue is full (back-pressure)
+            protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
+        t_wait = time.perf_counter() - t0
+        urec = ring[slot]
+        sampler.collect(urec)
+        meta = urec["meta"]
+        meta[M["actor"]] = idx
+        meta[M["t_wait"]] = t_wait
+        meta[M["stop_requested"]] = float(ctx.stop_requested())
+        sends[slot] = protocol.send_unroll(world, learner, urec)
+        if traj is not None:  # only reads the buffer
+            traj.add_unroll(urec, urec["env_done"], int(meta[M["version"]]))
+        sent += 1
+        slot ^= 1
+    for r in sends:  # the learner drains what we sent
+        if r is not None:
+            protocol.wait_buffer(r, timeout, f"learner rank {learner} to take an unroll")
+    discarded = int((sampler.in_flight() > 0).sum())
+    if traj is not None:
+        traj.close()
+    sampler.venv.close()
+    protocol.send_bye(world, learner, {"sent": sent, "discarded": discarded}, timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# learner
+# --------------------------------------------------------------------------------------------------
+class AsyncActorLink:
+    """An actor rank as seen by its learner: at most one posted unroll receive, its own weights buffer."""
+
+    def __init__(self, ctx, rank: int, n_params: int):
+        self.ctx, self.rank = ctx, rank
+        self.index = ctx.layout.actor_index(rank)
+        self.wrec = weights_spec(n_params).alloc()
+        self.send_req = None
+        self.pending: Optional[int] = None  # a version still to push once the previous push completed
+        self.posted = None  # (record, request)
+        self.received = 0
+
+    def hello(self, info: dict):
+        protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
+
+    def post(self, rec) -> None:
+        self.posted = (rec, protocol.post_recv_unroll(self.ctx.world, self.rank, rec))
+
+    def test(self):
+        if self.posted is not None and self.posted[1].Test():
+            rec, self.posted = self.posted[0], None
+            self.received += 1
+            return rec
+        return None
+
+    def push(self, params: np.ndarray, version: int) -> None:
+        """Non-blocking: if the previous push is still in flight, remember to push this one later."""
+        if self.send_req is not None and not self.send_req.Test():
+            self.pending, self.pending_params = version, params
+            return
+        self.wrec["params"][:] = params
+        self.send_req = protocol.send_weights(self.ctx.world, self.rank, self.wrec, version)
+        self.pending = None
+
+    def retry_push(self) -> None:
+        if self.pending is not None:
+            self.push(self.pending_params, self.pending)
+
+    def stop(self, version: int, preempted: bool, scratch) -> dict:
+        if self.send_req is not None:
+            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take weights")
+        req = protocol.send_stop(self.ctx.world, self.rank, self.wrec, version, preempted)
+        bye_req = self.ctx.world.irecv(source=self.rank, tag=protocol.Tag.BYE)
+        bye = None
+        deadline = time.monotonic() + self.ctx.cfg.runtime.timeout_s
+        if self.posted is None:
+            self.post(scratch)
+        while bye is None or self.received < bye["sent"]:  # drain every unroll the actor sent
+            if self.test() is not None:
+                self.post(scratch)
+                continue
+            if bye is None:
+                done, obj = bye_req.test()
+                bye = obj if done else None
+            if time.monotonic() > deadline:
+                raise protocol.CommTimeout(f"timed out waiting for actor rank {self.rank} to stop")
+            time.sleep(0.001)
+        self.posted[1].Cancel()
+        self.posted[1].Wait()
+        protocol.wait_buffer(req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take the stop")
+        return bye
+
+
+class LocalAsyncLink:
+    """Serial mode: the learner collects its own unrolls in-process (no lag)."""
+
+    def __init__(self, ctx):
+        self.ctx, self.rank, self.index = ctx, 0, 0
+        self.sampler, self.traj = make_sampler(ctx, 0, traj_path(ctx, 0))
+        self.posted = None
+        self.received = 0
+
+    def hello(self, info: dict):
+        if info.get("rng") is not None:
+            torch.set_rng_state(torch.from_numpy(np.asarray(info["rng"], np.uint8)))
+
+    def post(self, rec) -> None:
+        self.posted = rec
+
+    def test(self):
+        if self.posted is None:
+            return None
+        rec, self.posted = self.posted, None
+        self.sampler.collect(rec)
+        rec["meta"][M["actor"]] = 0
+        rec["meta"][M["stop_requested"]] = float(self.ctx.stop_requested())
+        if self.traj is not None:
+            self.traj.add_unroll(rec, rec["env_done"], int(rec["meta"][M["version"]]))
+        return rec
+
+    def push(self, params: np.ndarray, version: int) -> None:
+        self.sampler.policy.load(params, version)
+
+    def retry_push(self) -> None:
+        pass
+
+    def stop(self, version: int, preempted: bool, scratch) -> dict:
+        discarded = int((self.sampler.in_flight() > 0).sum())
+        if self.traj is not None:
+            self.traj.close()
+        self.sampler.venv.close()
+        return {"sent": 0, "discarded": discarded}
+
+
+def learner_main(ctx) -> None:
+    from hpcmarl.collective import Collective
+
+    cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
+    lead = ctx.rank == 0
+    coll = Collective(ctx.learner_comm, cfg.learner.backend)
+    spec = ctx.env_spec
+    groups = [g.name for g in spec.groups]
+    learner = MATraceLearner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank)
+    uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs)
+    n_params = sum(p.numel() for p in learner.model.policy_parameters())
+    links = [LocalAsyncLink(ctx)] if layout.serial else [AsyncActorLink(ctx, r, n_params) for r in layout.actors_of(ctx.rank)]
+    drop = algo.queue_full == "drop"
+    pool = [uspec.alloc() for _ in range(algo.queue_size + (len(links) if drop else 0))]
+    scratch = uspec.alloc()
+
+    attrs = None
+    if ctx.resume_path:
+        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
+        learner.load_state_arrays(arrays)
+    log = RunLog(ctx, coll, groups, attrs)
+    counters = log.counters
+    coll.broadcast_params(learner.params)
+    ctx.agree_startup()
+    for link in links:
+        link.hello({})
+    log.open(f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)")
+
+    version = counters["update"]
+    queue: collections.deque = collections.deque()
+    free = list(pool)
+    dropped = np.zeros(1)
+
+    def repost():
+        for link in links:
+            if link.posted is None and free:
+                link.post(free.pop())
+
+    def push():
+        params = learner.policy_flat()
+        for link in links:
+            link.push(params, version)
+
+    def checkpoint():
+        sums = coll.gather(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])))
+        if lead and len(set(sums)) != 1:
+            raise RuntimeError(f"learners hold different parameters at update {counters['update']}: checksums {sums}")
+        if lead:
+            attrs = log.checkpoint_attrs(sums)
+            attrs["version"] = version
+            storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"],
+                                    learner.state_arrays(), attrs, cfg.output.keep_checkpoints)
+        log.last_ckpt = counters["update"]
+
+    repost()
+    push()
+    stop_reason = log.vote(False)
+    timeout = cfg.runtime.timeout_s
+    while not stop_reason:
+        inject_fault(ctx, version)
+        # ---- fill the queue until a batch is there (actors keep stepping meanwhile) ---------------------
+        t0 = time.perf_counter()
+        last, sleep = time.monotonic(), 0.0
+        while len(queue) < algo.batch_unrolls:
+            got = False
+            for link in links:
+                rec = link.test()
+                if rec is None:
+                    continue
+                got = True
+                if len(queue) >= algo.queue_size:  # only in drop mode: every actor keeps a receive posted
+                    dropped[0] += 1
+                    free.append(rec)
+                else:
+                    queue.append(rec)
+                link.retry_push()
+            repost()
+            if got:
+                last, sleep = time.monotonic(), 0.0
+            elif time.monotonic() - last > timeout:
+                raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
+                                           f"({len(queue)} of {algo.batch_unrolls} queued)")
+            else:
+                time.sleep(sleep)
+                sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+        t1 = time.perf_counter()
+        batch = [queue.popleft() for _ in range(algo.batch_unrolls)]
+        lags = [version - int(r["meta"][M["version"]]) for r in batch]
+        coll.t_allreduce = 0.0
+        stats = learner.update(batch, coll.reduce_grads)
+        t2 = time.perf_counter()
+
+        # ---- bookkeeping out of the buffers, then they go back to the pool -----------------------------
+        ep_rows = []
+        for r in batch:
+            n = int(r["meta"][M["n_episodes"]])
+            for e in r["episodes"][:n]:
+                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
+        local = np.array([sum(r["meta"][M["env_steps"]] for r in batch), len(ep_rows), len(batch), sum(lags),
+                          float(any(r["meta"][M["stop_requested"]] for r in batch)), t1 - t0, t2 - t1,
+                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), dropped[0]]
+                         + [stats.get(k, 0.0) for k in sorted(stats)])
+        lag_max = coll.max_small(np.array([max(lags)]))[0]
+        free.extend(batch)
+        repost()
+        version += 1
+        if version % algo.push_every == 0:
+            push()
+        tot = coll.sum_small(local)
+        log.advance(int(tot[0]), int(tot[1]))
+        stop_reason = log.vote(tot[4] > 0)
+
+        row = log.base_row()
+        row.update({"lag_mean": tot[3] / max(1, tot[2]), "lag_max": lag_max, "queue_dropped": tot[9],
+                    "queue_length": len(queue), "updates_per_s": 1.0 / max(1e-9, (t2 - t0)),
+                    "time/wait_unrolls": tot[5] / coll.size, "time/update": tot[6] / coll.size,
+                    "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])})
+        for i, k in enumerate(sorted(stats)):
+            row[k] = tot[10 + i] / coll.size
+        log.log(row, ep_rows)
+        if log.checkpoint_due(stop_reason):
+            checkpoint()
+
+    # ---- shutdown -----------------------------------------------------------------------------------
+    ctx.preempted = log.preempted()
+    byes = [link.stop(version, ctx.preempted, scratch) for link in links]
+    counters["discarded_episodes"] += int(coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0])
+    if log.final_checkpoint_due():
+        checkpoint()
+    log.finish(stop_reason, f"{int(dropped[0])} unroll(s) dropped at a full queue")
+    coll.close()
