@@ -58,12 +58,19 @@ class GradientMaker:
         self.policy = self.collector.policy
         self.spec = self.policy.spec
         self.abandoned = 0
+        self.round, self.k = -1, 0
 
     def gradients(self, abandon):
         """``[(meta_values, grad)]`` for one batch of trajectories at the loaded weights, or None if
         ``abandon()`` fired first."""
         t0 = time.perf_counter()
-        out = self.collector.collect(abandon)
+        # common random numbers: trajectory batch k of round t on actor i is seeded from (seed, i, t, k),
+        # so runs that differ only in aggregation or timing see the same environments and action noise
+        rnd = self.policy.version
+        self.k = self.k + 1 if rnd == self.round else 0
+        self.round = rnd
+        seed = (self.ctx.cfg.seed * 1_000_003 + self.idx * 7_919 + rnd * 104_729 + self.k * 613) % (2 ** 31)
+        out = self.collector.collect(abandon, seed)
         if out is None:
             self.abandoned += self.collector.venv.num_envs
             return None

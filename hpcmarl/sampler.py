@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -101,9 +102,14 @@ class TrajectoryCollector:
                 return False
             time.sleep(min(left, 0.001))
 
-    def collect(self, abandon):
+    def collect(self, abandon, seed: Optional[int] = None):
+        """One batch of trajectories; with ``seed`` the env copies are reset with ``seed + i`` and the
+        action sampling is seeded too, so the same seed gives the same trajectories at the same weights."""
         venv = self.venv
-        venv.reset(reseed=self.first)
+        if seed is not None:
+            venv.seed = seed
+            torch.manual_seed(seed)
+        venv.reset(reseed=self.first or seed is not None)
         self.first = False
         E = venv.num_envs
         active = np.ones(E, bool)

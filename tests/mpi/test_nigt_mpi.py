@@ -62,9 +62,11 @@ def test_heterogeneous_environments_malenia_vs_pooled(tmp_path):
         per_actor = [float(r[a == i].mean()) for i in (0, 1)]
         objective[agg], fast[agg] = float(np.mean(per_actor)), per_actor[0]
     print("greedy actions:", actions, "average objective:", objective)
-    assert abs(actions["malenia"]) < 0.35, actions
+    # the final point of a fixed-length-step method jitters around its optimum (about +-0.35 in the
+    # action here), so the action bounds are loose; the objectives are averages over ~2,000 episodes
+    assert abs(actions["malenia"]) < 0.5, actions
     assert actions["rennala"] > 0.5, actions
-    assert actions["rennala"] - actions["malenia"] > 0.4, actions
+    assert actions["rennala"] - actions["malenia"] > 0.5, actions
     assert objective["malenia"] > objective["rennala"], objective  # Malenia optimises the equal-weight average
     assert fast["rennala"] > fast["malenia"], fast  # pooling favours the fast actor's objective
 
