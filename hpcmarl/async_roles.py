@@ -32,6 +32,9 @@ from hpcmarl.roles import RunLog, inject_fault, make_sampler, traj_path
 from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 
 M = META_INDEX
+# run.h5 /unrolls: one row per unroll trained on
+UNROLL_COLUMNS = {"update": ((), "i8"), "actor": ((), "i4"), "behaviour_version": ((), "i8"), "lag": ((), "i4"),
+                  "env_steps": ((), "i8"), "wall_time": ((), "f8")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +220,7 @@ def learner_main(ctx) -> None:
     if ctx.resume_path:
         arrays, attrs = storage.load_checkpoint(ctx.resume_path)
         learner.load_state_arrays(arrays)
-    log = RunLog(ctx, coll, groups, attrs)
+    log = RunLog(ctx, coll, groups, attrs, tables={"unrolls": UNROLL_COLUMNS})
     counters = log.counters
     coll.broadcast_params(learner.params)
     ctx.agree_startup()
@@ -300,7 +303,8 @@ def learner_main(ctx) -> None:
                           coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), dropped[0]]
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         lag_max = coll.max_small(np.array([max(lags)]))[0]
-        free.extend(batch)
+        used = [(int(r["meta"][M["actor"]]), int(r["meta"][M["version"]]), lag) for r, lag in zip(batch, lags)]
+        free.extend(batch)  # MPI: reposted below; nothing may read these buffers afterwards
         repost()
         version += 1
         if version % algo.push_every == 0:
@@ -316,7 +320,8 @@ def learner_main(ctx) -> None:
                     "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])})
         for i, k in enumerate(sorted(stats)):
             row[k] = tot[10 + i] / coll.size
-        log.log(row, ep_rows)
+        unroll_rows = [(counters["update"], a, v, lag, counters["env_steps"], counters["wall_time"]) for a, v, lag in used]
+        log.log(row, ep_rows, {"unrolls": unroll_rows})
         if log.checkpoint_due(stop_reason):
             checkpoint()
 

@@ -222,16 +222,17 @@ class RunLog:
 
     Episode rows are ``(actor, env, length, policy_version, return per group...)``."""
 
-    def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None):
+    def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None, tables: Optional[dict] = None):
         cfg = ctx.cfg
         self.ctx, self.cfg, self.coll, self.groups = ctx, cfg, coll, groups
         self.lead = ctx.rank == 0
         self.counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
         self.resume_rows = None
+        self.tables = tables or {}
         if resume_attrs is not None:
             for k in self.counters:
                 self.counters[k] = type(self.counters[k])(resume_attrs[k])
-            self.resume_rows = {"episodes": int(resume_attrs["rows_episodes"]), "metrics": int(resume_attrs["rows_metrics"])}
+            self.resume_rows = {k[len("rows_"):]: int(v) for k, v in resume_attrs.items() if k.startswith("rows_")}
         self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
         self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
         self.writer: Optional[storage.RunWriter] = None
@@ -249,7 +250,8 @@ class RunLog:
             return
         ctx = self.ctx
         self.writer = w = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), self.groups,
-                                            resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s)
+                                            resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s,
+                                            tables=self.tables)
         w.f.attrs["resumed_from"] = ctx.resume_path or ""
         resumed = (f" (resumed from {os.path.basename(ctx.resume_path)}, update {self.counters['update']})"
                    if ctx.resume_path else "")
@@ -291,13 +293,20 @@ class RunLog:
             return ", ".join(reasons) or "another learner voted to stop"
         return ""
 
-    def log(self, row: dict, ep_rows: list) -> None:
-        """Gather every learner's episode rows; the lead writes them and the metrics row, updates the
-        window, the progress line and the target check."""
+    def log(self, row: dict, ep_rows: list, table_rows: Optional[Dict[str, list]] = None) -> None:
+        """Gather every learner's episode rows (and rows of the flow's further tables: name -> list of
+        tuples in column order); the lead writes them and the metrics row, updates the window, the
+        progress line and the target check."""
         self.row = row
         parts = self.coll.gather(ep_rows)
+        extra = {name: self.coll.gather(rows) for name, rows in (table_rows or {}).items()}
         if not self.lead:
             return
+        for name, tparts in extra.items():
+            flat_t = [r for part in tparts for r in part]
+            if flat_t:
+                arr = np.array(flat_t, dtype=np.float64)
+                self.writer.append(name, {col: arr[:, i] for i, col in enumerate(self.tables[name])})
         c, groups = self.counters, self.groups
         flat = [e for part in parts for e in part]
         if flat:
@@ -327,10 +336,9 @@ class RunLog:
 
     def checkpoint_attrs(self, checksums) -> dict:
         attrs = dict(self.counters)
-        rows = self.writer.rows()
-        attrs.update(learner_param_checksums=[float(x) for x in checksums], rows_episodes=rows["episodes"],
-                     rows_metrics=rows["metrics"], config=self.ctx.config_yaml, algo=self.cfg.algo.name,
-                     env=self.cfg.env.name, groups=self.groups)
+        attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
+        attrs.update(learner_param_checksums=[float(x) for x in checksums], config=self.ctx.config_yaml,
+                     algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups)
         return attrs
 
     def preempted(self) -> bool:

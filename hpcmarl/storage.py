@@ -195,7 +195,8 @@ class RunWriter:
     """The lead learner's ``run.h5``. Metric columns are fixed by the first logged row."""
 
     def __init__(self, path: str, attrs: dict, groups: List[str], resume_rows: Optional[Dict[str, int]] = None,
-                 flush_s: float = 5.0):
+                 flush_s: float = 5.0, tables: Optional[Dict[str, Dict[str, Tuple[tuple, str]]]] = None):
+        """``tables``: further row tables (name -> columns), created before SWMR starts."""
         self.path = path
         self.groups = groups
         self.flush_s = flush_s
@@ -213,6 +214,7 @@ class RunWriter:
                    "update": ((), "i8"), "env_steps": ((), "i8"), "wall_time": ((), "f8")}
         ep_cols.update({f"return/{g}": ((), "f8") for g in groups})
         self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=1024)
+        self.tables = {name: Table(self.f.require_group(name), cols, chunk_rows=1024) for name, cols in (tables or {}).items()}
         self.metrics: Optional[Table] = None
         mg = self.f.require_group("metrics")
         names = []
@@ -221,6 +223,8 @@ class RunWriter:
             self.metrics = Table(mg, {k: ((), "f8") for k in names})
         if resume_rows is not None:  # drop rows written after the checkpoint we resume from
             self.episodes.truncate(resume_rows.get("episodes", 0))
+            for name, t in self.tables.items():
+                t.truncate(resume_rows.get(name, 0))
             if self.metrics is not None:
                 self.metrics.truncate(resume_rows.get("metrics", 0))
         self._dropped_keys = set()
@@ -239,8 +243,13 @@ class RunWriter:
     def add_episodes(self, cols: Dict[str, np.ndarray]) -> None:
         self.episodes.append(cols)
 
+    def append(self, table: str, cols: Dict[str, np.ndarray]) -> None:
+        self.tables[table].append(cols)
+
     def rows(self) -> Dict[str, int]:
-        return {"episodes": self.episodes.rows, "metrics": self.metrics.rows if self.metrics else 0}
+        out = {"episodes": self.episodes.rows, "metrics": self.metrics.rows if self.metrics else 0}
+        out.update({name: t.rows for name, t in self.tables.items()})
+        return out
 
     def set_attr(self, key, value) -> None:
         if not self.f.swmr_mode:

@@ -145,3 +145,62 @@ def test_expected_operator_fixed_point(mode):
     else:
         expect = value_of(P, R, mu, gamma)
     np.testing.assert_allclose(V, expect, atol=1e-6)
+
+
+# ---- the learner ------------------------------------------------------------------------------------------
+def make_unroll(env="counting_v0", kwargs=None, E=3, T=6, seed=0):
+    from hpcmarl.envs import VecEnv
+    from hpcmarl.models import Inference
+    from hpcmarl.sampler import Sampler
+    from hpcmarl.spec import unroll_spec
+
+    venv = VecEnv(env, E, seed, kwargs or {})
+    torch.manual_seed(seed)
+    s = Sampler(venv, Inference(venv.spec, 8, 1), unroll_spec(venv.spec, T, E), T)
+    return venv.spec, s.collect(s.spec.alloc())
+
+
+@pytest.mark.parametrize("correction", ["joint", "per_agent", "none"])
+def test_dead_agents_do_not_change_the_loss(correction):
+    """counting_v0 with agent_1 dying at step 2: whatever its behaviour log-probs and actions say after
+    it died, the ratios, targets and loss stay the same."""
+    from hpcmarl.algos.matrace import MATraceLearner
+    from hpcmarl.algos.ppo import batch_from_unrolls
+    from hpcmarl.config import load_config
+
+    spec, rec = make_unroll(kwargs={"max_cycles": 6, "die_at": 2})
+    cfg = load_config(None, ["algo.name=matrace", f"algo.correction={correction}", "algo.hidden=8", "algo.layers=1"]).algo
+    learner = MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
+    dead = rec["agent/alive"][:-1] == 0
+    assert dead.any() and not dead.all()
+    base, _ = learner.loss(batch_from_unrolls(spec, [rec], "cpu"))
+    rec2 = rec.copy()
+    rec2["agent/logp"][dead] = -30.0
+    rec2["agent/action"][dead] = 2
+    other, _ = learner.loss(batch_from_unrolls(spec, [rec2], "cpu"))
+    assert base.item() == pytest.approx(other.item(), rel=1e-6)
+
+
+def test_joint_correction_differs_from_none_only_off_policy():
+    from hpcmarl.algos.matrace import MATraceLearner
+    from hpcmarl.algos.ppo import batch_from_unrolls
+    from hpcmarl.config import load_config
+
+    spec, rec = make_unroll(env="simple_spread_v3", E=2, T=5)
+    losses = {}
+    for corr in ("joint", "none"):
+        cfg = load_config(None, ["algo.name=matrace", f"algo.correction={corr}", "algo.hidden=8", "algo.layers=1"]).algo
+        learner = MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
+        rec["agent/logp"][:] = learner.model.policies["agent"].dist(
+            torch.from_numpy(rec["agent/obs"][:-1]), torch.from_numpy(rec["agent/action_mask"].astype(bool))
+        ).log_prob(torch.from_numpy(rec["agent/action"])).detach().numpy()  # on-policy behaviour
+        on, st = learner.loss(batch_from_unrolls(spec, [rec], "cpu"))
+        assert st["agent/rho_mean"] == pytest.approx(1.0, abs=1e-5)
+        rec_off = rec.copy()
+        rec_off["agent/logp"][:] -= 0.5  # behaviour made the taken actions less likely -> ratios > 1, clipped
+        rec_off["agent/logp"][0] += 2.0  # ... and more likely at t = 0 -> ratio < 1
+        off, st_off = learner.loss(batch_from_unrolls(spec, [rec_off], "cpu"))
+        losses[corr] = (on.item(), off.item(), st_off["agent/rho_mean"])
+    assert losses["joint"][0] == pytest.approx(losses["none"][0], rel=1e-6)  # identical on-policy
+    assert losses["joint"][1] != pytest.approx(losses["none"][1], rel=1e-6)  # the correction acts off-policy
+    assert losses["joint"][2] < 1.0 and losses["none"][2] == 1.0

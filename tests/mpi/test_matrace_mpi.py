@@ -1,0 +1,84 @@
+"""The asynchronous rollout flow (MA-Trace) under mpirun, each launch with a hard timeout."""
+import glob
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from launch import hpcmarl, mpirun, requires_mpirun
+
+pytestmark = [requires_mpirun, pytest.mark.mpi]
+
+TINY = ["configs/matrace_spread.yaml", "env.num_envs=2", "algo.unroll_length=5", "algo.hidden=16",
+        "output.progress_s=1", "runtime.timeout_s=60", "output.checkpoint_every=5", "output.trajectories=true"]
+
+
+def table(run, name):
+    from hpcmarl.storage import Run
+
+    r = Run(run)
+    return r.metrics() if name == "metrics" else r._table(name)
+
+
+def test_lag_is_measured_per_unroll_and_actors_keep_stepping(tmp_path):
+    """1 learner + 2 actors with weights pushed only every 4 updates: unrolls carry older versions,
+    the learner records each unroll's lag (learner version - behaviour version) in /unrolls, and
+    the per-update mean/max in /metrics; the actors' trajectory files show what they played."""
+    run = str(tmp_path / "lag")
+    p = mpirun(3, ["train"] + TINY + [f"run_dir={run}", "train.max_updates=24", "algo.push_every=4",
+                                      "learner.backend=mpi"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    u = table(run, "unrolls")
+    assert len(u["update"]) == 24 and set(u["actor"].tolist()) == {0, 1}
+    np.testing.assert_array_equal(u["lag"], u["update"] - 1 - u["behaviour_version"])
+    assert u["lag"].min() >= 0 and u["lag"].max() >= 3  # weights only every 4 updates
+    assert set(u["behaviour_version"].tolist()) <= {0, 4, 8, 12, 16, 20}
+    m = table(run, "metrics")
+    assert m["lag_max"].max() == u["lag"].max()
+    assert np.all(m["agent/rho_mean"] <= 1.0 + 1e-6) and np.all(m["agent/c_mean"] <= 1.0 + 1e-6)
+    out = hpcmarl(["inspect", run])
+    assert out.returncode == 0 and "lag" in out.stdout
+
+
+def test_drop_when_the_queue_is_full(tmp_path):
+    """A learner slower than its actors (several epochs per batch) with queue_full=drop: actors never
+    block, unrolls arriving at a full queue are dropped and counted."""
+    run = str(tmp_path / "drop")
+    p = mpirun(3, ["train"] + TINY + [f"run_dir={run}", "train.max_updates=12", "algo.queue_full=drop",
+                                      "algo.queue_size=1", "algo.epochs=30", "algo.hidden=128",
+                                      "learner.backend=mpi"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = table(run, "metrics")
+    assert m["queue_dropped"][-1] > 0
+    assert np.all(m["time/actor_backpressure"] < 0.05)  # actors did not wait on their sends
+
+
+@pytest.mark.parametrize("backend", ["horovod", "mpi"])
+def test_two_learners_hold_identical_parameters(tmp_path, backend):
+    run = str(tmp_path / backend)
+    p = mpirun(4, ["train"] + TINY + [f"run_dir={run}", "topology.learners=2", f"learner.backend={backend}",
+                                      "train.max_updates=10"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with h5py.File(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1], "r") as f:
+        sums = f.attrs["learner_param_checksums"]
+    sums = json.loads(sums) if isinstance(sums, str) else list(sums)
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert set(table(run, "unrolls")["actor"].tolist()) == {0, 1}
+
+
+def test_serial_resume_continues_the_tables(tmp_path):
+    run = str(tmp_path / "serial")
+    for updates in (5, 9):
+        p = hpcmarl(["train"] + TINY + [f"run_dir={run}", f"train.max_updates={updates}"], timeout=180)
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert table(run, "unrolls")["update"].tolist() == list(range(1, 10))
+    assert table(run, "metrics")["update"].tolist() == list(range(1, 10))
+
+
+def test_failing_learner_ends_the_job(tmp_path):
+    p = mpirun(3, ["train"] + TINY + [f"run_dir={tmp_path / 'f'}", "train.max_updates=50", "learner.backend=mpi"],
+               env={"HPCMARL_INJECT_FAULT": "0:raise:3"}, timeout=120)
+    assert p.returncode != 0
+    assert "injected fault on rank 0" in p.stderr
