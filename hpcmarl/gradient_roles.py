@@ -61,8 +61,8 @@ class GradientMaker:
         self.round, self.k = -1, 0
 
     def gradients(self, abandon):
-        """``[(meta_values, grad)]`` for one batch of trajectories at the loaded weights, or None if
-        ``abandon()`` fired first."""
+        """``[(returns per group, length, seconds, gradient)]`` for one batch of trajectories (one per env
+        copy) at the loaded weights, or None if ``abandon()`` fired first."""
         t0 = time.perf_counter()
         # common random numbers: trajectory batch k of round t on actor i is seeded from (seed, i, t, k),
         # so runs that differ only in aggregation or timing see the same environments and action noise

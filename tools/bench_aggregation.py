@@ -2,12 +2,16 @@
 """Aggregation benchmark: synchronous AllReduce NIGT vs Rennala NIGT vs Malenia NIGT on simple_spread_v3.
 
 The same task (NIGT policy gradient, 1 learner + N actors, 1 env copy each) and the same wall-clock
-budget per run, across actor-speed scenarios made with per-actor delays (``actors.step_delay_s`` x h_i
+budget for every method (``--budget-s``; ``--straggler-budget-s`` for the straggler scenario, where
+synchronous rounds take ~10x longer), across actor-speed scenarios made with per-actor delays (``actors.step_delay_s`` x h_i
 after every env step):
     equal      h_i = 1
     straggler  one actor 10x slower
     sqrt       h_i = sqrt(i)
-and several seeds. Prints time-to-target (the first time the mean return of the last ``--window``
+and several seeds. Trajectory seeds are a function of (seed, actor, round, index in the round), so the
+methods see the same environments and action noise where they accept the same trajectories (common
+random numbers: with equal speeds the three methods then compute nearly the same thing, and their
+comparison is not swamped by seed-to-seed noise). Prints time-to-target (the first time the mean return of the last ``--window``
 trajectories reaches ``--target``) and the final return per method and scenario, writes a PNG of return
 vs wall-clock time, and ends with
 
@@ -17,7 +21,8 @@ vs wall-clock time, and ends with
 never reaches the target counts as the budget, and a ratio computed with such runs is printed with ``<=``
 or ``>=`` in the table).
 
-    .venv/bin/python tools/bench_aggregation.py [--seeds 3] [--budget-s 60] [--actors 4] [--target -70]
+    .venv/bin/python tools/bench_aggregation.py [--seeds 3] [--budget-s 60] [--straggler-budget-s 200] [--actors 4] [--target -70]
+    .venv/bin/python tools/bench_aggregation.py --scenarios straggler --methods allreduce,rennala  # one scenario
 """
 import argparse
 import os
@@ -41,6 +46,8 @@ def main():
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "nigt_spread.yaml"))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=60.0, help="wall-clock budget of every run")
+    ap.add_argument("--straggler-budget-s", type=float, default=200.0,
+                    help="budget of the straggler scenario (synchronous NIGT needs ~10x longer per round there)")
     ap.add_argument("--actors", type=int, default=4)
     ap.add_argument("--step-delay", type=float, default=0.001, help="seconds per env step at h = 1")
     ap.add_argument("--target", type=float, default=-70.0)
@@ -61,7 +68,8 @@ def main():
             raise SystemExit(f"unknown method {m!r} (known: {', '.join(METHODS)})")
     os.makedirs(a.out_dir, exist_ok=True)
     n_runs = len(scenarios) * len(methods) * a.seeds
-    print(f"{n_runs} runs of {a.budget_s:.0f}s: NIGT on simple_spread_v3, 1 learner + {a.actors} actors, "
+    budget = {s: a.straggler_budget_s if s == "straggler" else a.budget_s for s in scenarios}
+    print(f"{n_runs} runs of {', '.join(f'{budget[s]:.0f}s ({s})' for s in scenarios)}: NIGT on simple_spread_v3, 1 learner + {a.actors} actors, "
           f"step delay {a.step_delay * 1e3:.1f} ms x h_i, target {a.target} ({a.window}-trajectory mean); "
           f"logs in {a.out_dir}", flush=True)
 
@@ -77,10 +85,10 @@ def main():
                 launch(1 + a.actors, a.config,
                        [f"run_dir={run}", "fresh=true", f"seed={seed}", f"algo.aggregation={m}",
                         f"actors.delay={SCENARIOS[s]}", f"actors.step_delay_s={a.step_delay}",
-                        f"train.max_wall_s={a.budget_s}", "train.total_env_steps=1000000000",
+                        f"train.max_wall_s={budget[s]}", "train.total_env_steps=1000000000",
                         f"output.episode_window={a.window}", "output.progress_s=30", "learner.backend=mpi",
                         "output.checkpoint_every=100000"] + a.overrides,
-                       timeout=a.budget_s + 600, log_path=run + ".log")
+                       timeout=budget[s] + 600, log_path=run + ".log")
                 met = Run(run).metrics()
                 ok = np.cumsum(met["grads/accepted"]) >= a.window
                 ttt[s, m, seed] = time_to_target(met, a.target, ok)
@@ -93,7 +101,7 @@ def main():
 
     def median_ttt(s, m):
         v = np.array([ttt[s, m, i] for i in range(a.seeds)])
-        return float(np.median(np.where(np.isinf(v), a.budget_s, v))), int(np.isinf(v).sum())
+        return float(np.median(np.where(np.isinf(v), budget[s], v))), int(np.isinf(v).sum())
 
     print(f"\n{'scenario':<10} {'method':<10} {'time-to-target (median)':>24} {'final return (median)':>22}")
     for s in scenarios:
