@@ -78,7 +78,7 @@ def actor_main(ctx) -> None:
         meta[M["actor"]] = idx
         meta[M["t_wait"]] = t_wait
         meta[M["stop_requested"]] = float(ctx.stop_requested())
-        sends[slot] = protocol.send_unroll(world, learner, urec)
+        sends[slot] = protocol.send_unroll(world, learner, urec, synchronous=True)
         if traj is not None:  # only reads the buffer
             traj.add_unroll(urec, urec["env_done"], int(meta[M["version"]]))
         sent += 1
@@ -263,7 +263,7 @@ def learner_main(ctx) -> None:
         # ---- fill the queue until a batch is there (actors keep stepping meanwhile) ---------------------
         t0 = time.perf_counter()
         last, sleep = time.monotonic(), 0.0
-        while len(queue) < algo.batch_unrolls:
+        while True:  # take everything that arrived, then train once a batch is there
             got = False
             for link in links:
                 rec = link.test()
@@ -279,6 +279,8 @@ def learner_main(ctx) -> None:
             repost()
             if got:
                 last, sleep = time.monotonic(), 0.0
+            elif len(queue) >= algo.batch_unrolls:
+                break
             elif time.monotonic() - last > timeout:
                 raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
                                            f"({len(queue)} of {algo.batch_unrolls} queued)")

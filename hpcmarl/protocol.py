@@ -101,11 +101,14 @@ def recv_weights(comm, learner_rank: int, rec: Record, timeout: float):
     return int(rec["meta"][0]), int(rec["meta"][1])
 
 
-def send_unroll(comm, learner_rank: int, rec: Record):
-    """Start sending an unroll; the caller must not modify ``rec`` until the request completes."""
+def send_unroll(comm, learner_rank: int, rec: Record, synchronous: bool = False):
+    """Start sending an unroll; the caller must not modify ``rec`` until the request completes.
+    ``synchronous`` (``Issend``) completes only once the learner has posted a matching receive, so a
+    learner that stops posting receives holds its actors back whatever MPI's eager limit is."""
     from mpi4py import MPI
 
-    return comm.Isend([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.UNROLL)
+    send = comm.Issend if synchronous else comm.Isend
+    return send([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.UNROLL)
 
 
 def send_gradient(comm, learner_rank: int, rec: Record):
