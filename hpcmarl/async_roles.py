@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 import time
 from typing import List, Optional
 
@@ -200,6 +201,102 @@ class LocalAsyncLink:
         return {"sent": 0, "discarded": discarded}
 
 
+class UnrollQueue:
+    """The learner's bounded queue of unrolls, filled from its actors' posted receives.
+
+    ``capacity`` unrolls may wait to be trained on; in ``drop`` mode every actor keeps a receive
+    posted and an unroll arriving at a full queue is dropped, otherwise an actor gets a receive only
+    while a buffer is free (its synchronous send waits: back-pressure). Under MPI a receiver thread
+    sweeps the links, so transfers progress while the learner trains (needs MPI_THREAD_MULTIPLE; else
+    the learner sweeps between updates); in serial mode a sweep collects the unroll in-process."""
+
+    def __init__(self, links, pool, capacity: int, drop: bool, threaded: bool):
+        self.links, self.free, self.capacity, self.drop = links, list(pool), capacity, drop
+        self.items: collections.deque = collections.deque()
+        self.dropped = 0
+        self.cond = threading.Condition()
+        self.error: Optional[BaseException] = None
+        self.last = time.monotonic()
+        self.stopping = False
+        with self.cond:
+            self._repost()
+        self.thread = threading.Thread(target=self._run, name="hpcmarl-receiver", daemon=True) if threaded else None
+        if self.thread is not None:
+            import sys
+
+            sys.setswitchinterval(0.0005)  # the receiver gets the GIL within 0.5 ms of the trainer's Python code
+            self.thread.start()
+
+    def _repost(self):
+        for link in self.links:
+            if link.posted is None and self.free:
+                link.post(self.free.pop())
+
+    def sweep(self) -> bool:
+        got = False
+        for link in self.links:
+            rec = link.test()
+            if rec is None:
+                continue
+            got = True
+            with self.cond:
+                if len(self.items) >= self.capacity:  # drop mode only: every actor keeps a receive posted
+                    self.dropped += 1
+                    self.free.append(rec)
+                else:
+                    self.items.append(rec)
+                self.last = time.monotonic()
+                self.cond.notify()
+        with self.cond:
+            self._repost()
+        return got
+
+    def _run(self):
+        sleep = 0.0
+        try:
+            while not self.stopping:
+                if self.sweep():
+                    sleep = 0.0
+                else:
+                    time.sleep(sleep)
+                    sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which aborts the job
+            with self.cond:
+                self.error = e
+                self.cond.notify()
+
+    def take(self, k: int, timeout: float, idle) -> list:
+        """Wait (bounded) until ``k`` unrolls are queued and pop the oldest ``k``; ``idle()`` runs while waiting."""
+        while True:
+            if self.thread is None:
+                self.sweep()
+            with self.cond:
+                if self.error is not None:
+                    raise RuntimeError(f"the unroll receiver failed: {self.error!r}") from self.error
+                if len(self.items) >= k:
+                    return [self.items.popleft() for _ in range(k)]
+                if time.monotonic() - self.last > timeout:
+                    raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
+                                               f"({len(self.items)} of {k} queued)")
+                if self.thread is not None:
+                    self.cond.wait(0.001)
+            idle()
+
+    def give_back(self, recs) -> None:
+        """Buffers whose contents were used go back to the pool (and are posted again)."""
+        with self.cond:
+            self.free.extend(recs)
+            if self.thread is None:
+                self._repost()
+
+    def close(self):
+        self.stopping = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        with self.cond:
+            self.items.clear()
+
+
 def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
@@ -229,14 +326,10 @@ def learner_main(ctx) -> None:
     log.open(f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)")
 
     version = counters["update"]
-    queue: collections.deque = collections.deque()
-    free = list(pool)
-    dropped = np.zeros(1)
+    from mpi4py import MPI
 
-    def repost():
-        for link in links:
-            if link.posted is None and free:
-                link.post(free.pop())
+    threaded = not layout.serial and MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+    queue = UnrollQueue(links, pool, algo.queue_size, drop, threaded)
 
     def push():
         params = learner.policy_flat()
@@ -254,41 +347,20 @@ def learner_main(ctx) -> None:
                                     learner.state_arrays(), attrs, cfg.output.keep_checkpoints)
         log.last_ckpt = counters["update"]
 
-    repost()
     push()
     stop_reason = log.vote(False)
     timeout = cfg.runtime.timeout_s
+
+    def retry_pushes():
+        for link in links:
+            link.retry_push()
+
     while not stop_reason:
         inject_fault(ctx, version)
-        # ---- fill the queue until a batch is there (actors keep stepping meanwhile) ---------------------
+        # ---- a batch from the queue (actors keep stepping meanwhile) --------------------------------------
         t0 = time.perf_counter()
-        last, sleep = time.monotonic(), 0.0
-        while True:  # take everything that arrived, then train once a batch is there
-            got = False
-            for link in links:
-                rec = link.test()
-                if rec is None:
-                    continue
-                got = True
-                if len(queue) >= algo.queue_size:  # only in drop mode: every actor keeps a receive posted
-                    dropped[0] += 1
-                    free.append(rec)
-                else:
-                    queue.append(rec)
-                link.retry_push()
-            repost()
-            if got:
-                last, sleep = time.monotonic(), 0.0
-            elif len(queue) >= algo.batch_unrolls:
-                break
-            elif time.monotonic() - last > timeout:
-                raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
-                                           f"({len(queue)} of {algo.batch_unrolls} queued)")
-            else:
-                time.sleep(sleep)
-                sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+        batch = queue.take(algo.batch_unrolls, timeout, retry_pushes)
         t1 = time.perf_counter()
-        batch = [queue.popleft() for _ in range(algo.batch_unrolls)]
         lags = [version - int(r["meta"][M["version"]]) for r in batch]
         coll.t_allreduce = 0.0
         stats = learner.update(batch, coll.reduce_grads)
@@ -302,12 +374,11 @@ def learner_main(ctx) -> None:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
         local = np.array([sum(r["meta"][M["env_steps"]] for r in batch), len(ep_rows), len(batch), sum(lags),
                           float(any(r["meta"][M["stop_requested"]] for r in batch)), t1 - t0, t2 - t1,
-                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), dropped[0]]
+                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), queue.dropped]
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         lag_max = coll.max_small(np.array([max(lags)]))[0]
         used = [(int(r["meta"][M["actor"]]), int(r["meta"][M["version"]]), lag) for r, lag in zip(batch, lags)]
-        free.extend(batch)  # MPI: reposted below; nothing may read these buffers afterwards
-        repost()
+        queue.give_back(batch)  # MPI: posted again; nothing may read these buffers afterwards
         version += 1
         if version % algo.push_every == 0:
             push()
@@ -317,7 +388,7 @@ def learner_main(ctx) -> None:
 
         row = log.base_row()
         row.update({"lag_mean": tot[3] / max(1, tot[2]), "lag_max": lag_max, "queue_dropped": tot[9],
-                    "queue_length": len(queue), "updates_per_s": 1.0 / max(1e-9, (t2 - t0)),
+                    "queue_length": len(queue.items), "updates_per_s": 1.0 / max(1e-9, (t2 - t0)),
                     "time/wait_unrolls": tot[5] / coll.size, "time/update": tot[6] / coll.size,
                     "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])})
         for i, k in enumerate(sorted(stats)):
@@ -329,9 +400,10 @@ def learner_main(ctx) -> None:
 
     # ---- shutdown -----------------------------------------------------------------------------------
     ctx.preempted = log.preempted()
+    queue.close()
     byes = [link.stop(version, ctx.preempted, scratch) for link in links]
     counters["discarded_episodes"] += int(coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0])
     if log.final_checkpoint_due():
         checkpoint()
-    log.finish(stop_reason, f"{int(dropped[0])} unroll(s) dropped at a full queue")
+    log.finish(stop_reason, f"{queue.dropped} unroll(s) dropped at a full queue")
     coll.close()
