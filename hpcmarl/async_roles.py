@@ -222,9 +222,6 @@ class UnrollQueue:
             self._repost()
         self.thread = threading.Thread(target=self._run, name="hpcmarl-receiver", daemon=True) if threaded else None
         if self.thread is not None:
-            import sys
-
-            sys.setswitchinterval(0.0005)  # the receiver gets the GIL within 0.5 ms of the trainer's Python code
             self.thread.start()
 
     def _repost(self):
