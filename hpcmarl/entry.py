@@ -248,9 +248,13 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
         roles.actor_main(ctx)
     learner_comm.Free()
     if ctx.preempted:
-        if rank == 0:
-            print(f"[hpcmarl] stopped by a signal; exit status {EXIT_PREEMPTED} (resume by running the same "
-                  f"command again: the run directory holds the checkpoint)", flush=True)
+        # Only the lead learner reports 75 (the job's status is the highest of its ranks'): under
+        # `srun --kill-on-bad-exit=1` an earlier non-zero exit of another rank would make Slurm kill the
+        # lead while it finishes, and the step would end with 143 instead of 75 (no requeue).
+        if rank != 0:
+            return 0
+        print(f"[hpcmarl] stopped by a signal; exit status {EXIT_PREEMPTED} (resume by running the same "
+              f"command again: the run directory holds the checkpoint)", flush=True)
         return EXIT_PREEMPTED
     return 0
 
