@@ -144,33 +144,40 @@ def _plot_returns(runs: List[RunData], x: str, smooth: int):
         groups += [g for g in r.groups if g not in groups]
     if not groups:
         raise StorageError(f"{runs[0].run_path}: no policy groups recorded (no return/<group> columns)")
+    fig, w = _panels(runs, [f"return/{g}" for g in groups], x, smooth, lambda r: r.episodes, "episode return",
+                     "no finished episodes")
+    fig.suptitle(f"episode return per group ({w}-episode moving average)", fontsize="medium")
+    return fig
+
+
+def _panels(runs: List[RunData], columns: List[str], x: str, smooth: int, table, ylabel: Optional[str], empty: str):
+    """One panel per column of ``table(run)`` against ``x``, a smoothed curve per series of runs;
+    returns the figure and the smoothing windows used (as text)."""
     series = _series(runs)
-    fig, axes = _figure(len(groups))
+    fig, axes = _figure(len(columns))
     windows = set()
-    for ax, g in zip(axes, groups):
+    for ax, col in zip(axes, columns):
         drawn = False
         for color, (label, members) in zip(_colors(len(series)), series):
             curves = []
             for r in members:
-                e = r.episodes
-                if f"return/{g}" not in e or x not in e or not len(e[x]):
+                t = table(r)
+                if col not in t or x not in t or not len(t[x]):
                     continue
-                xs, ys = _sorted_xy(e[x], e[f"return/{g}"])
+                xs, ys = _sorted_xy(t[x], t[col])
                 w = auto_window(len(ys), smooth)
                 windows.add(w)
                 curves.append(moving_average(xs, ys, w))
             drawn |= _draw(ax, color, label, curves)
-        ax.set_title(f"return/{g}")
+        ax.set_title(col)
         ax.set_xlabel(X_AXES[x])
-        ax.set_ylabel("episode return")
+        ax.set_ylabel(ylabel or col)
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize="small")
         else:
-            ax.text(0.5, 0.5, "no finished episodes", ha="center", va="center", transform=ax.transAxes)
-    w = ", ".join(str(v) for v in sorted(windows)) or "-"
-    fig.suptitle(f"episode return per group ({w}-episode moving average)", fontsize="medium")
-    return fig
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    return fig, ", ".join(str(v) for v in sorted(windows)) or "-"
 
 
 def _available(runs: List[RunData]) -> List[str]:
@@ -188,31 +195,7 @@ def _plot_metric(runs: List[RunData], metric: str, x: str, smooth: int):
         where = runs[0].run_path if len(runs) == 1 else ", ".join(r.run_path for r in runs)
         raise StorageError(f"{where}: unknown metric {metric!r}; available: "
                            f"{', '.join(names) or '(none: the run has logged no update yet)'}, lag, league")
-    series = _series(runs)
-    fig, axes = _figure(len(panels))
-    windows = set()
-    for ax, name in zip(axes, panels):
-        drawn = False
-        for color, (label, members) in zip(_colors(len(series)), series):
-            curves = []
-            for r in members:
-                m = r.metrics
-                if name not in m or x not in m or not len(m[x]):
-                    continue
-                xs, ys = _sorted_xy(m[x], m[name])
-                w = auto_window(len(ys), smooth)
-                windows.add(w)
-                curves.append(moving_average(xs, ys, w))
-            drawn |= _draw(ax, color, label, curves)
-        ax.set_title(name)
-        ax.set_xlabel(X_AXES[x])
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(fontsize="small")
-        else:
-            ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
-    w = ", ".join(str(v) for v in sorted(windows)) or "-"
+    fig, w = _panels(runs, panels, x, smooth, lambda r: r.metrics, None, "no rows")
     fig.suptitle(f"{metric} ({w}-update moving average)", fontsize="medium")
     return fig
 
