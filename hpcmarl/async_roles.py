@@ -138,25 +138,19 @@ class AsyncActorLink:
     def stop(self, version: int, preempted: bool, scratch) -> dict:
         if self.send_req is not None:
             protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take weights")
-        req = protocol.send_stop(self.ctx.world, self.rank, self.wrec, version, preempted)
-        bye_req = self.ctx.world.irecv(source=self.rank, tag=protocol.Tag.BYE)
-        bye = None
-        deadline = time.monotonic() + self.ctx.cfg.runtime.timeout_s
         if self.posted is None:
             self.post(scratch)
-        while bye is None or self.received < bye["sent"]:  # drain every unroll the actor sent
-            if self.test() is not None:
-                self.post(scratch)
-                continue
-            if bye is None:
-                done, obj = bye_req.test()
-                bye = obj if done else None
-            if time.monotonic() > deadline:
-                raise protocol.CommTimeout(f"timed out waiting for actor rank {self.rank} to stop")
-            time.sleep(0.001)
+
+        def take() -> bool:
+            if self.test() is None:
+                return False
+            self.post(scratch)
+            return True
+
+        bye = protocol.stop_and_drain(self.ctx.world, self.rank, self.wrec, version, preempted, take,
+                                      lambda: self.received, self.ctx.cfg.runtime.timeout_s)
         self.posted[1].Cancel()
         self.posted[1].Wait()
-        protocol.wait_buffer(req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take the stop")
         return bye
 
 

@@ -179,23 +179,17 @@ class MPIGradLink:
 
     def stop(self, wrec, rnd: int, preempted: bool) -> dict:
         self.wait_sent()
-        req = protocol.send_stop(self.ctx.world, self.rank, wrec, rnd, preempted)
-        bye_req = self.ctx.world.irecv(source=self.rank, tag=protocol.Tag.BYE)
-        bye = None
-        deadline = time.monotonic() + self.ctx.cfg.runtime.timeout_s
-        while bye is None or self.received < bye["sent"]:  # drain: every gradient sent is received
-            if self.poll() is not None:
-                self.rearm()
-                continue
-            if bye is None:
-                done, obj = bye_req.test()
-                bye = obj if done else None
-            if time.monotonic() > deadline:
-                raise protocol.CommTimeout(f"timed out waiting for actor rank {self.rank} to stop")
-            time.sleep(0.001)
+
+        def take() -> bool:
+            if self.poll() is None:
+                return False
+            self.rearm()
+            return True
+
+        bye = protocol.stop_and_drain(self.ctx.world, self.rank, wrec, rnd, preempted, take, lambda: self.received,
+                                      self.ctx.cfg.runtime.timeout_s)
         self.req.Cancel()
         self.req.Wait()
-        protocol.wait_buffer(req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take the stop")
         return bye
 
 

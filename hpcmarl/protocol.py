@@ -84,6 +84,28 @@ def send_stop(comm, actor_rank: int, rec: Record, version: int, preempted: bool 
     return send_weights(comm, actor_rank, rec, version, CMD_PREEMPTED if preempted else CMD_STOP)
 
 
+def stop_and_drain(comm, actor_rank: int, rec: Record, version: int, preempted: bool, take, received,
+                   timeout: float) -> dict:
+    """Stop an actor that may still have messages on the way (asynchronous flows): send the stop, then
+    keep taking its messages (``take()`` -> True when one was taken and the receive posted again) until
+    its BYE has come and ``received()`` reaches the count the BYE says it sent. Returns the BYE."""
+    req = send_stop(comm, actor_rank, rec, version, preempted)
+    bye_req = comm.irecv(source=actor_rank, tag=Tag.BYE)
+    bye = None
+    deadline = time.monotonic() + timeout
+    while bye is None or received() < bye["sent"]:
+        if take():
+            continue
+        if bye is None:
+            done, obj = bye_req.test()
+            bye = obj if done else None
+        if time.monotonic() > deadline:
+            raise CommTimeout(f"timed out after {timeout:.0f}s waiting for actor rank {actor_rank} to stop")
+        time.sleep(0.001)
+    wait_buffer(req, timeout, f"actor rank {actor_rank} to take the stop")
+    return bye
+
+
 def recv_bye(comm, actor_rank: int, timeout: float) -> dict:
     return wait(comm.irecv(source=actor_rank, tag=Tag.BYE), timeout, f"the goodbye of actor rank {actor_rank}")
 
