@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from typing import List, Optional
@@ -292,7 +291,6 @@ def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
     cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
-    lead = ctx.rank == 0
     coll = Collective(ctx.learner_comm, cfg.learner.backend)
     spec = ctx.env_spec
     groups = [g.name for g in spec.groups]
@@ -328,15 +326,8 @@ def learner_main(ctx) -> None:
             link.push(params, version)
 
     def checkpoint():
-        sums = coll.gather(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])))
-        if lead and len(set(sums)) != 1:
-            raise RuntimeError(f"learners hold different parameters at update {counters['update']}: checksums {sums}")
-        if lead:
-            attrs = log.checkpoint_attrs(sums)
-            attrs["version"] = version
-            storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"],
-                                    learner.state_arrays(), attrs, cfg.output.keep_checkpoints)
-        log.last_ckpt = counters["update"]
+        log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])),
+                            learner.state_arrays, version)
 
     push()
     stop_reason = log.vote(False)

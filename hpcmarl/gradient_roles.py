@@ -17,7 +17,6 @@ Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hp
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import List
 
@@ -302,7 +301,6 @@ def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
     cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
-    lead = ctx.rank == 0
     coll = Collective(ctx.learner_comm, cfg.learner.backend)
     spec = ctx.env_spec
     groups = [g.name for g in spec.groups]
@@ -341,20 +339,14 @@ def learner_main(ctx) -> None:
     timeout = cfg.runtime.timeout_s
 
     def checkpoint():
-        sums = coll.gather(checksum(nigt.theta))
-        if lead and len(set(sums)) != 1:
-            raise RuntimeError(f"learners hold different parameters at round {nigt.round}: checksums {sums}")
-        if lead:
+        def arrays():
             assign_flat(template.params, nigt.theta.astype(np.float32))
-            arrays = {f"model/policies.{k}": v.detach().numpy().copy() for k, v in template.policies.state_dict().items()}
-            arrays.update(nigt.state_arrays())
-            arrays["grads/accepted"] = accepted_tot
-            arrays["grads/dropped"] = dropped_tot
-            attrs = log.checkpoint_attrs(sums)
-            attrs["version"] = nigt.round
-            storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
-                                    cfg.output.keep_checkpoints)
-        log.last_ckpt = counters["update"]
+            out = {f"model/policies.{k}": v.detach().numpy().copy() for k, v in template.policies.state_dict().items()}
+            out.update(nigt.state_arrays())
+            out["grads/accepted"], out["grads/dropped"] = accepted_tot, dropped_tot
+            return out
+
+        log.save_checkpoint(checksum(nigt.theta), arrays, nigt.round)
 
     def send_query() -> int:
         M = algo.init_batch if nigt.round == 0 else algo.batch

@@ -334,12 +334,21 @@ class RunLog:
     def checkpoint_due(self, stop_reason: str) -> bool:
         return not stop_reason and self.counters["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
 
-    def checkpoint_attrs(self, checksums) -> dict:
-        attrs = dict(self.counters)
-        attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
-        attrs.update(learner_param_checksums=[float(x) for x in checksums], config=self.ctx.config_yaml,
-                     algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups)
-        return attrs
+    def save_checkpoint(self, param_checksum: float, make_arrays, version: int) -> None:
+        """Every learner: its parameter checksum is compared (the run aborts if they differ); the lead
+        writes ``make_arrays()`` with the counters, the run.h5 row counts and ``version``."""
+        sums = self.coll.gather(param_checksum)
+        c = self.counters
+        if self.lead:
+            if len(set(sums)) != 1:
+                raise RuntimeError(f"learners hold different parameters at update {c['update']}: checksums {sums}")
+            attrs = dict(c)
+            attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
+            attrs.update(learner_param_checksums=[float(x) for x in sums], config=self.ctx.config_yaml,
+                         algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups, version=version)
+            storage.save_checkpoint(os.path.join(self.ctx.run_dir, "checkpoints"), c["update"], make_arrays(), attrs,
+                                    self.cfg.output.keep_checkpoints)
+        self.last_ckpt = c["update"]
 
     def preempted(self) -> bool:
         """A signal stopped an unfinished run (no learner saw the run's end): exit status 75 so job
@@ -369,7 +378,6 @@ def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
     cfg, layout = ctx.cfg, ctx.layout
-    lead = ctx.rank == 0
     coll = Collective(ctx.learner_comm, cfg.learner.backend)
     spec = ctx.env_spec
     learner = PPOLearner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank)
@@ -406,23 +414,20 @@ def learner_main(ctx) -> None:
     version = counters["update"]
 
     def checkpoint():
-        sums = coll.gather(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])))
-        if lead and len(set(sums)) != 1:
-            raise RuntimeError(f"learners hold different parameters at update {counters['update']}: checksums {sums}")
         learner_rng = coll.gather(torch.get_rng_state().numpy())
         a_rng = coll.gather(actor_rng)
-        if lead:
-            arrays = learner.state_arrays()
+
+        def arrays():
+            out = learner.state_arrays()
             for i, st in enumerate(learner_rng):
-                arrays[f"rng/learner-{i:05d}/torch"] = st
+                out[f"rng/learner-{i:05d}/torch"] = st
             for part in a_rng:
                 for a, st in part.items():
-                    arrays[f"rng/actor-{a:05d}/torch"] = st
-            attrs = log.checkpoint_attrs(sums)
-            attrs["version"] = version
-            storage.save_checkpoint(os.path.join(ctx.run_dir, "checkpoints"), counters["update"], arrays, attrs,
-                                    cfg.output.keep_checkpoints)
-        log.last_ckpt = counters["update"]
+                    out[f"rng/actor-{a:05d}/torch"] = st
+            return out
+
+        log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])),
+                            arrays, version)
 
     def send_weights() -> float:
         t = time.perf_counter()
