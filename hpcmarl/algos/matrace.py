@@ -20,9 +20,6 @@ from typing import NamedTuple, Optional
 
 import torch
 
-CORRECTIONS = ("joint", "per_agent", "none")
-
-
 class VTrace(NamedTuple):
     vs: torch.Tensor  # V-trace value targets v_t           [T, B]
     pg_advantages: torch.Tensor  # A_t                      [T, B]
@@ -115,7 +112,7 @@ class MATraceLearner:
         discounts = c.gamma * (1.0 - b["env_done"])  # [T, B]
         total, stats = 0.0, {}
         ent_sum, ent_n = 0.0, 0.0
-        beta = torch.exp(c.entropy_speed * self.model.entropy_psi)
+        beta = torch.exp(c.entropy_speed * self.model.entropy_psi).detach()
         for g in self.spec.groups:
             n = g.name
             acting = b[f"{n}/alive"][:-1]  # [T, B, n]
@@ -144,12 +141,13 @@ class MATraceLearner:
                 pg = -((logp * acting).sum(-1) * vt.pg_advantages).mean()
                 vl = 0.5 * ((vt.vs - values[:-1]) ** 2).mean()
             ent = (dist.entropy() * acting).sum(-1).mean()  # summed over agents, mean over steps
-            total = total + pg + c.baseline_cost * vl - beta.detach() * ent
+            total = total + pg + c.baseline_cost * vl - beta * ent
             ent_sum, ent_n = ent_sum + ent, ent_n + 1
             stats.update({f"{n}/policy_loss": pg.item(), f"{n}/value_loss": vl.item(), f"{n}/entropy": ent.item(),
                           f"{n}/rho_mean": vt.rho.mean().item(), f"{n}/c_mean": vt.c.mean().item()})
         if c.entropy_adaptive:
-            total = total + beta * ((ent_sum / ent_n).detach() - c.entropy_target)
+            total = total + adaptive_entropy_loss(self.model.entropy_psi, ent_sum / ent_n, c.entropy_target,
+                                                  c.entropy_speed)[1]
         stats["entropy_coef"] = beta.item()
         return total, stats
 

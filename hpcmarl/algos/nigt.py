@@ -276,10 +276,3 @@ def gaussian_target_grad(targets: Sequence[float], std: float = 0.5):
         r = -(a - targets[i]) ** 2
         return np.array([r * (a - x[0]) / std ** 2])
     return fn
-
-
-def harmonic_speed_optimum(targets: Sequence[float], times: Sequence[float]) -> float:
-    """Optimum of the speed-weighted objective that pooled aggregation optimises: targets weighted 1/h_i."""
-    w = np.array([1.0 / t for t in times])
-    return float(np.dot(w, targets) / w.sum())
-
