@@ -132,7 +132,54 @@ class MATraceConfig:
         return self.critic_input == "state"
 
 
-ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig, "nigt": NIGTConfig, "matrace": MATraceConfig}
+@dataclass
+class QMIXConfig:
+    """QMIX / VDN on the rollout flow, with the MAST sparse-training components (algorithms.md section 4).
+
+    MAST values the paper does not give (alpha, lambda, the switch step, buffer sizes and split) are
+    our choices, documented in the README; every component can be switched off for ablations."""
+
+    name: str = "qmix"  # qmix (monotonic hypernetwork mixer) | vdn (sum of utilities)
+    unroll_length: int = 25  # T: steps per env copy in one unroll (MPE: one whole episode)
+    episode_limit: int = 0  # longest stored episode segment; 0 = the env's max_cycles
+    lr: float = 5e-4  # Adam
+    gamma: float = 0.99
+    reward_scale: float = 1.0  # team reward multiplier for learning (returns are logged unscaled)
+    hidden: int = 64
+    layers: int = 2
+    mixer_embed: int = 32
+    hyper_hidden: int = 64
+    eps_start: float = 1.0  # epsilon-greedy exploration, annealed linearly over eps_anneal_steps env steps
+    eps_end: float = 0.05
+    eps_anneal_steps: int = 100_000
+    buffer_episodes: int = 5000  # replay capacity (episode segments, FIFO)
+    batch_episodes: int = 32
+    learning_starts: int = 32  # episodes in every learner's replay before training starts
+    train_steps: int = 1  # gradient steps per learner update (one update = one unroll per actor)
+    target_update: int = 200  # gradient steps between hard target-network copies
+    max_grad_norm: float = 10.0
+    # ---- MAST ----
+    sparsity: float = 0.0  # fraction of zero weights in agent nets and mixer (Erdos-Renyi per layer); 0 = dense
+    topology_every: int = 200  # gradient steps between RigL drop/grow updates (0 = static sparse masks)
+    topology_end: int = 50_000  # no topology updates from this gradient step on (cosine schedule ends here)
+    drop_fraction: float = 0.5  # zeta_0: initial fraction of active weights dropped and regrown
+    mellowmax_omega: float = 0.0  # Soft Mellowmax bootstrap (omega > 0; 0 = double-Q max)
+    mellowmax_alpha: float = 0.0
+    td_lambda: float = 0.0  # lambda of the TD(lambda) targets (0 = one-step)
+    td_lambda_after: int = 0  # hybrid targets: one-step until this many env steps, TD(lambda) afterwards
+    recent_episodes: int = 0  # dual replay: size of the newest-episodes buffer (0 = single buffer)
+    recent_fraction: float = 0.5  # share of every batch drawn from the newest episodes
+    critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
+
+    flow = "rollouts"
+
+    @property
+    def uses_state(self) -> bool:
+        return self.critic_input == "state"
+
+
+ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig, "nigt": NIGTConfig, "matrace": MATraceConfig,
+                "qmix": QMIXConfig, "vdn": QMIXConfig}
 
 
 @dataclass
@@ -464,6 +511,32 @@ def validate(cfg: Config) -> None:
         _check(p.queue_size >= p.batch_unrolls, "algo.queue_size", f"must be >= algo.batch_unrolls ({p.batch_unrolls})")
         _check(p.queue_full in ("wait", "drop"), "algo.queue_full", "must be wait or drop")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
+    if isinstance(p, QMIXConfig):
+        _check(p.name in ("qmix", "vdn"), "algo.name", "must be qmix or vdn")
+        for k in ("unroll_length", "hidden", "layers", "mixer_embed", "hyper_hidden", "buffer_episodes",
+                  "batch_episodes", "train_steps", "target_update"):
+            _check(getattr(p, k) >= 1, f"algo.{k}", "must be >= 1")
+        for k in ("episode_limit", "eps_anneal_steps", "learning_starts", "topology_every", "topology_end",
+                  "td_lambda_after", "recent_episodes"):
+            _check(getattr(p, k) >= 0, f"algo.{k}", "must be >= 0")
+        _check(p.lr > 0, "algo.lr", "must be > 0")
+        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        _check(0 <= p.eps_end <= p.eps_start <= 1, "algo.eps_start", "need 0 <= eps_end <= eps_start <= 1")
+        _check(p.learning_starts <= p.buffer_episodes, "algo.learning_starts",
+               f"must be <= algo.buffer_episodes ({p.buffer_episodes})")
+        _check(p.recent_episodes <= p.buffer_episodes, "algo.recent_episodes",
+               f"must be <= algo.buffer_episodes ({p.buffer_episodes})")
+        _check(0 <= p.sparsity < 1, "algo.sparsity", "must be in [0, 1)")
+        _check(0 <= p.drop_fraction <= 1, "algo.drop_fraction", "must be in [0, 1]")
+        _check(p.mellowmax_omega >= 0, "algo.mellowmax_omega", "must be >= 0 (0 = max)")
+        _check(0 <= p.td_lambda <= 1, "algo.td_lambda", "must be in [0, 1]")
+        _check(0 <= p.recent_fraction <= 1, "algo.recent_fraction", "must be in [0, 1]")
+        _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
+        if p.episode_limit == 0:
+            limit = {**envs.REGISTRY[cfg.env.name].kwargs, **cfg.env.kwargs}.get("max_cycles")
+            _check(isinstance(limit, int) and limit >= 1, "algo.episode_limit",
+                   f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
+            p.episode_limit = limit
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
     for i, v in enumerate(cfg.actors.variants):

@@ -47,6 +47,8 @@ REGISTRY: Dict[str, EnvEntry] = {
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
     "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
                             {}, "test fake: observation is the step index"),
+    "matrix_v0": EnvEntry("hpcmarl.testing:matrix_env", {"agent": ["agent_*"]}, {"max_cycles": 3},
+                          "test task: repeated cooperative 3x3 matrix game (optional action masks)"),
     "target_v0": EnvEntry("hpcmarl.testing:target_env", {"agent": ["agent_*"]},
                           {}, "test task: one continuous step, reward -(a - target)^2"),
 }

@@ -16,14 +16,14 @@ from torch import nn
 from hpcmarl.envs import EnvSpec, GroupSpec
 
 
-def mlp(inp: int, hidden: int, layers: int, out: int, out_gain: float = 1.0) -> nn.Sequential:
+def mlp(inp: int, hidden: int, layers: int, out: int, out_gain: float = 1.0, act=nn.Tanh) -> nn.Sequential:
     mods: List[nn.Module] = []
     d = inp
     for _ in range(layers):
         lin = nn.Linear(d, hidden)
         nn.init.orthogonal_(lin.weight, np.sqrt(2))
         nn.init.zeros_(lin.bias)
-        mods += [lin, nn.Tanh()]
+        mods += [lin, act()]
         d = hidden
     head = nn.Linear(d, out)
     nn.init.orthogonal_(head.weight, out_gain)
@@ -135,6 +135,7 @@ class Inference:
                                        for g in spec.groups})
         self.params = list(self.policies.parameters())
         self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
+        self.epsilon = 0.0  # exploration of value-based policies (QInference); set from each weights message
         self.version = -1
         self.checksum = 0.0
 
@@ -173,6 +174,10 @@ class Inference:
 
 def make_inference(spec: EnvSpec, algo) -> Inference:
     """The actor-side policy an algorithm config asks for (NIGT: softplus std, tanh-squashed actions)."""
+    if algo.name in ("qmix", "vdn"):
+        from hpcmarl.algos.qmix import QInference
+
+        return QInference(spec, algo.hidden, algo.layers)
     if getattr(algo, "flow", "") == "gradients":
         return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std, learn_std=algo.learn_std)
     return Inference(spec, algo.hidden, algo.layers)

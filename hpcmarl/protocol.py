@@ -4,7 +4,8 @@ Hot-path messages are preallocated byte buffers (:mod:`hpcmarl.spec`) sent with 
 buffer calls; small control messages (startup info, the actor's goodbye) use pickled lowercase calls
 on the wire only (nothing received here is ever written to or loaded from a file).
 
-Learner -> actor: ``WEIGHTS`` records (version, command, flat policy parameters). The documented stop
+Learner -> actor: ``WEIGHTS`` records (version, command, flat policy parameters; for sparse policies
+only the active weights, preceded by a ``MASKS`` message whenever the masks changed). The documented stop
 message is a ``WEIGHTS`` record with ``command = CMD_STOP`` (or ``CMD_PREEMPTED`` when a signal stopped
 an unfinished run); the actor answers with a ``BYE`` control
 message carrying what it discarded, then exits its loop.
@@ -27,6 +28,7 @@ class Tag(IntEnum):
     CONTROL = 13
     BYE = 14
     GRADIENT = 15
+    MASKS = 16
 
 
 class CommTimeout(RuntimeError):
@@ -115,6 +117,21 @@ def post_recv_weights(comm, learner_rank: int, rec: Record):
     from mpi4py import MPI
 
     return comm.Irecv([rec.buf, MPI.BYTE], source=learner_rank, tag=Tag.WEIGHTS)
+
+
+def send_masks(comm, actor_rank: int, bits):
+    """Sparse policies: the packed weight masks (sent before a weights record whose ``mask_version``
+    changed); ``bits`` must stay untouched until the request completes."""
+    from mpi4py import MPI
+
+    return comm.Isend([bits, MPI.BYTE], dest=actor_rank, tag=Tag.MASKS)
+
+
+def recv_masks(comm, learner_rank: int, bits, timeout: float) -> None:
+    from mpi4py import MPI
+
+    req = comm.Irecv([bits, MPI.BYTE], source=learner_rank, tag=Tag.MASKS)
+    wait_buffer(req, timeout, f"weight masks from learner rank {learner_rank}")
 
 
 def recv_weights(comm, learner_rank: int, rec: Record, timeout: float):

@@ -20,7 +20,7 @@ from hpcmarl.algos.ppo import PPOLearner
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import checksum, make_inference
 from hpcmarl.sampler import Sampler
-from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, Record, unroll_spec, weights_spec
+from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, WEIGHT_INDEX, Record, unroll_spec, weights_spec
 
 M = META_INDEX
 SIGNAL_REASON = "stop signal received"
@@ -89,11 +89,11 @@ def actor_main(ctx) -> None:
     idx = layout.actor_index(ctx.rank)
     learner = layout.learner_of(idx)
     sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx))
-    n_params = sum(p.numel() for p in sampler.policy.params)
-    wrec = weights_spec(n_params).alloc()
     urec = sampler.spec.alloc()
     ctx.agree_startup()
     hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
+    wrec = weights_spec(hello["n_weights"]).alloc()
+    bits = np.zeros(sampler.policy.mask_bytes(), np.uint8) if getattr(cfg.algo, "sparsity", 0) > 0 else None
     if hello.get("rng") is not None:
         torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
     timeout = cfg.runtime.timeout_s
@@ -105,8 +105,13 @@ def actor_main(ctx) -> None:
             ctx.preempted = command == CMD_PREEMPTED
             break
         inject_fault(ctx, version)
+        mask_version = int(wrec["meta"][WEIGHT_INDEX["mask_version"]])
+        if bits is not None and mask_version != sampler.policy.mask_version:  # sparse: the masks changed
+            protocol.recv_masks(world, learner, bits, timeout)
+            sampler.policy.set_masks(bits, mask_version)
         if os.environ.get("HPCMARL_INJECT_FAULT") != f"{ctx.rank}:stale:{version}":
             sampler.policy.load(wrec["params"], version)
+        sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
         t_wait = time.perf_counter() - t0
         sampler.collect(urec)
         meta = urec["meta"]
@@ -138,9 +143,15 @@ class MPIActorLink:
         self.rec = uspec.alloc()
         self.req = None
         self.send_req = None
+        self.masks = None  # (bits, request) of the last masks sent
 
     def hello(self, info: dict):
         protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
+
+    def send_masks(self, bits: np.ndarray, mask_version: int):
+        if self.masks is not None:
+            protocol.wait_buffer(self.masks[1], self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take masks")
+        self.masks = (bits, protocol.send_masks(self.ctx.world, self.rank, bits))
 
     def send_weights(self, wrec: Record, version: int):
         self.send_req = protocol.send_weights(self.ctx.world, self.rank, wrec, version)
@@ -155,6 +166,8 @@ class MPIActorLink:
         req = protocol.send_stop(self.ctx.world, self.rank, wrec, version, preempted)
         bye = protocol.recv_bye(self.ctx.world, self.rank, self.ctx.cfg.runtime.timeout_s)
         req.Wait()
+        if self.masks is not None:
+            self.masks[1].Wait()  # taken with the weights that announced them
         return bye
 
 
@@ -171,8 +184,12 @@ class LocalActorLink:
         if info.get("rng") is not None:
             torch.set_rng_state(torch.from_numpy(np.asarray(info["rng"], np.uint8)))
 
+    def send_masks(self, bits: np.ndarray, mask_version: int):
+        self.sampler.policy.set_masks(bits, mask_version)
+
     def send_weights(self, wrec: Record, version: int):
         self.sampler.policy.load(wrec["params"], version)
+        self.sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
 
     def recv_unroll(self) -> Record:
         self.sampler.collect(self.rec)
@@ -374,13 +391,23 @@ class RunLog:
               flush=True)
 
 
+def make_learner(spec, algo, device, seed: int, init_seed: int):
+    """The rollout flow's learner for ``algo.name`` (IPPO/MAPPO or QMIX/VDN); ``init_seed`` is the same on
+    every learner (QMIX draws its sparse masks with it; parameters are broadcast from learner 0 anyway)."""
+    if algo.name in ("qmix", "vdn"):
+        from hpcmarl.algos.qmix import QMIXLearner
+
+        return QMIXLearner(spec, algo, device, seed, init_seed)
+    return PPOLearner(spec, algo, device, seed)
+
+
 def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
     cfg, layout = ctx.cfg, ctx.layout
     coll = Collective(ctx.learner_comm, cfg.learner.backend)
     spec = ctx.env_spec
-    learner = PPOLearner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank)
+    learner = make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank, init_seed=cfg.seed)
     uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
     if layout.serial:
         links = [LocalActorLink(ctx, uspec)]
@@ -405,12 +432,14 @@ def learner_main(ctx) -> None:
     counters = log.counters
     coll.broadcast_params(learner.params)
     ctx.agree_startup()
+    wrec = weights_spec(learner.policy_flat().size).alloc()
     for link in links:
         idx = layout.actor_index(link.rank) if not layout.serial else 0
-        link.hello({"rng": actor_rng.get(idx)})
+        link.hello({"rng": actor_rng.get(idx), "n_weights": wrec["params"].size})
     log.open()
 
-    wrec = weights_spec(sum(p.numel() for p in learner.model.policy_parameters())).alloc()
+    explore = getattr(learner, "exploration", None)  # value-based learners hand out epsilon
+    sent_masks = [None]
     version = counters["update"]
 
     def checkpoint():
@@ -432,6 +461,15 @@ def learner_main(ctx) -> None:
     def send_weights() -> float:
         t = time.perf_counter()
         wrec["params"][:] = learner.policy_flat()
+        wrec["meta"][WEIGHT_INDEX["epsilon"]] = explore(counters["env_steps"]) if explore else 0.0
+        mask_version = getattr(learner, "mask_version", None)  # sparse learners: values of active weights only
+        if mask_version is not None:
+            wrec["meta"][WEIGHT_INDEX["mask_version"]] = mask_version
+            if mask_version != sent_masks[0]:
+                bits = learner.policy_masks()
+                for link in links:
+                    link.send_masks(bits, mask_version)
+                sent_masks[0] = mask_version
         for link in links:
             link.send_weights(wrec, version)
         return time.perf_counter() - t
@@ -452,7 +490,7 @@ def learner_main(ctx) -> None:
                                    f"version {int(r['meta'][M['version']])} (checksum {r['meta'][M['param_checksum']]}), "
                                    f"expected version {version} (checksum {want})")
         coll.t_allreduce = 0.0
-        stats = learner.update(recs, coll.reduce_grads, coll.sum_small)
+        stats = learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=counters["env_steps"])
         t3 = time.perf_counter()
 
         # ---- take what bookkeeping needs out of the receive buffers, reduce counters -----------------

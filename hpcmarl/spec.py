@@ -82,7 +82,10 @@ def unroll_spec(env: EnvSpec, T: int, E: int) -> RecordSpec:
     return RecordSpec(fields)
 
 
-WEIGHT_META = ["version", "command", "quota"]  # quota: gradients per actor this round (gradient flow; 0 = no limit)
+# quota: gradients per actor this round (gradient flow; 0 = no limit); epsilon: exploration of value-based
+# policies; mask_version: sparse policies, the version of the masks the active values belong to
+WEIGHT_META = ["version", "command", "quota", "epsilon", "mask_version"]
+WEIGHT_INDEX = {k: i for i, k in enumerate(WEIGHT_META)}
 CMD_RUN, CMD_STOP, CMD_PREEMPTED = 0, 1, 2  # PREEMPTED: stop, the run is not finished
 
 

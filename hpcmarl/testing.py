@@ -83,3 +83,58 @@ class TargetEnv(ParallelEnv):
 
 def target_env(**kwargs):
     return TargetEnv(**kwargs)
+
+
+class MatrixEnv(ParallelEnv):
+    """Repeated cooperative matrix game: every step both agents choose an action and each gets
+    ``payoff[a_0][a_1] / 2`` (the team reward is the payoff); episodes last ``max_cycles`` steps and the
+    observation is ``[t / max_cycles, agent index]``. With ``masked`` the first action of ``agent_1`` is
+    unavailable (observations are dicts with an ``action_mask``)."""
+
+    metadata = {"name": "matrix_v0", "render_modes": []}
+
+    def __init__(self, max_cycles: int = 3, payoff=((0.2, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 1.0)), masked: bool = False):
+        self.possible_agents = ["agent_0", "agent_1"]
+        self.max_cycles, self.masked = max_cycles, masked
+        self.payoff = np.asarray(payoff, np.float32)
+        n = self.payoff.shape[0]
+        box = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self._obs_space = spaces.Dict({"observation": box, "action_mask": spaces.Box(0, 1, (n,), np.int8)}) if masked else box
+        self._act_space = spaces.Discrete(n)
+        self.t = 0
+        self.agents = []
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return self._act_space
+
+    def _obs(self):
+        out = {}
+        for i, a in enumerate(self.possible_agents):
+            o = np.array([self.t / self.max_cycles, i], np.float32)
+            if self.masked:
+                mask = np.ones(self.payoff.shape[0], np.int8)
+                mask[0] = int(a != "agent_1")
+                o = {"observation": o, "action_mask": mask}
+            out[a] = o
+        return out
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        r = float(self.payoff[int(actions["agent_0"]), int(actions["agent_1"])]) / 2
+        self.t += 1
+        obs = self._obs()
+        trunc = {a: self.t >= self.max_cycles for a in self.agents}
+        rew = {a: r for a in self.agents}
+        self.agents = [a for a in self.agents if not trunc[a]]
+        return obs, rew, {a: False for a in obs}, trunc, {a: {} for a in obs}
+
+
+def matrix_env(**kwargs):
+    return MatrixEnv(**kwargs)

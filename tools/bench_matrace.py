@@ -42,6 +42,20 @@ def summary(run, window):
             "wall": m["wall_time"], "ret": ret}
 
 
+def random_return(name, episodes):
+    """Mean return (summed over agents) of uniformly random actions over ``episodes`` episodes."""
+    from hpcmarl.envs import make_parallel_env
+
+    env = make_parallel_env(name)
+    total = 0.0
+    for ep in range(episodes):
+        env.reset(seed=10_000 + ep)
+        while env.agents:
+            _, rew, _, _, _ = env.step({a: env.action_space(a).sample() for a in env.agents})
+            total += sum(rew.values())
+    return total / episodes
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "matrace_spread.yaml"))
@@ -61,6 +75,8 @@ def main():
     torch.set_num_threads(1)
     raw = raw_loop("simple_spread_v3", a.raw_seconds)
     print(f"raw loop: {raw:,.0f} env steps/s (random actions, one env)", flush=True)
+    rand = random_return("simple_spread_v3", 500)
+    print(f"random policy: {rand:.2f} mean return over 500 episodes", flush=True)
 
     def run(tag, np_, overrides, steps):
         path = os.path.join(a.out_dir, tag)
@@ -76,6 +92,10 @@ def main():
         s = res[tag] = run(tag, learners + actors, [f"topology.learners={learners}"], a.steps)
         print(f"{tag}: {s['sps']:,.0f} env steps/s, {s['ups']:.1f} updates/s, lag {s['lag']:.2f}, rho {s['rho']:.3f}, "
               f"c {s['c']:.3f}, final return {s['final']:.2f}", flush=True)
+    gain = {k: res[f"scale-1L{k}A"]["final"] - rand for k in (1, 4)}
+    per_step = gain[4] / gain[1]
+    print(f"return at {a.steps:,} env steps: 1 actor {res['scale-1L1A']['final']:.2f}, 4 actors "
+          f"{res['scale-1L4A']['final']:.2f}; improvement over random, 4 actors / 1 actor: {per_step:.3f}", flush=True)
     lagged = {}
     for corr in ("joint", "per_agent", "none"):
         for seed in range(a.seeds):
@@ -114,6 +134,7 @@ def main():
     png = os.path.join(a.out_dir, "matrace.png")
     fig.savefig(png, dpi=100)
     print(f"wrote {png}")
+    print(f"random={rand:.2f} per_step_4_vs_1={per_step:.3f}")
     print(f"RESULT actor_vs_raw={res['scale-1L1A']['sps'] / raw:.3f} sps_1={res['scale-1L1A']['sps']:.0f} "
           f"sps_4={res['scale-1L4A']['sps']:.0f} lag_matrace={np.median(lagged['joint']):.2f} "
           f"lag_nocorr={np.median(lagged['none']):.2f} nolag={np.median(lagged['nolag']):.2f} return={long['final']:.2f}")

@@ -171,9 +171,10 @@ class PPOLearner:
             b[f"{n}/adv"], b[f"{n}/ret"], b[f"{n}/value"] = adv, ret, values[n][:-1]
 
     # ---- update ------------------------------------------------------------------------------
-    def update(self, unrolls: List[Record], reduce_grads: Callable = None, reduce_sums: Callable = None) -> Dict[str, float]:
+    def update(self, unrolls: List[Record], reduce_grads: Callable = None, reduce_sums: Callable = None,
+               env_steps: int = 0) -> Dict[str, float]:
         """PPO epochs over the unrolls; ``reduce_grads(params, weight)`` averages gradients across
-        learners, ``reduce_sums(array)`` sums small statistics across learners."""
+        learners, ``reduce_sums(array)`` sums small statistics across learners (``env_steps``: unused)."""
         c = self.cfg
         b = self.batch_from_unrolls(unrolls)
         self.advantages(b, reduce_sums)

@@ -1,0 +1,501 @@
+"""QMIX / VDN value decomposition with the MAST components (algorithms.md section 4). Pure torch, no MPI.
+
+Actors act epsilon-greedily with per-agent utility networks Q_i(o_i, id_i, .) (parameters shared inside a
+policy group, the agent's one-hot index appended to its observation) and send T-step unrolls as in the
+rollout flow; the learner stitches them back into whole episodes per env copy (:class:`EpisodeStitcher`),
+keeps them in an episode replay (:class:`EpisodeReplay`) and trains on batches of episodes:
+
+    Q_tot(s_t, a_t) = mixer([Q_i(o_t^i, a_t^i)]_i, s_t)         (VDN: the sum; QMIX: monotonic hypernet mixer)
+    b_{t+1}^i       = SM_{omega,alpha}(Q_i^target(o_{t+1}^i, .))  over available actions (mellowmax_omega > 0)
+                    = Q_i^target(o_{t+1}^i, argmax_a Q_i(o_{t+1}^i, a))   otherwise (double Q)
+    boot_t          = mixer^target(b_{t+1}, s_{t+1})
+    G_t             = r_t + gamma (1 - term_t) [(1 - lambda) boot_t + lambda G_{t+1}]
+    loss            = mean over valid steps of (Q_tot(s_t, a_t) - stopgrad(G_t))^2
+
+r_t is the team reward (every agent's reward summed). lambda = 0 gives one-step targets; MAST's hybrid
+schedule uses 0 until ``td_lambda_after`` env steps and ``td_lambda`` afterwards. The time-limit end of an
+episode counts as terminal (the rollout flow keeps no final observation), as in MAPPO's MPE setup.
+
+MAST (sparsity > 0): the whole network (agent nets and mixer) is sparse with Erdos-Renyi layer
+densities, RigL topology updates every ``topology_every`` gradient steps until ``topology_end``, masks
+applied after every step, to Adam's moments, to the target network and on checkpoint load
+(:mod:`hpcmarl.algos.sparse`). The dual replay draws ``recent_fraction`` of every batch from the
+``recent_episodes`` newest episodes.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcmarl.envs import EnvSpec
+from hpcmarl.models import Inference, checksum, flat_params, mlp
+from hpcmarl.spec import META_INDEX, Record
+
+
+# --------------------------------------------------------------------------------------------------
+# targets (pure functions)
+# --------------------------------------------------------------------------------------------------
+def soft_mellowmax(q: torch.Tensor, omega: float, alpha: float = 0.0, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SM_{omega,alpha}(q) = [LSE((alpha + omega) q) - LSE(alpha q)] / omega over the last axis, with
+    unavailable actions (``mask`` False) left out of both sums. Rows without any available action give 0."""
+    if mask is None:
+        mask = torch.ones_like(q, dtype=torch.bool)
+    neg = torch.tensor(float("-inf"), dtype=q.dtype, device=q.device)
+    hi = torch.where(mask, (alpha + omega) * q, neg)
+    lo = torch.where(mask, alpha * q, neg)
+    out = (torch.logsumexp(hi, -1) - torch.logsumexp(lo, -1)) / omega
+    return torch.where(mask.any(-1), out, torch.zeros_like(out))
+
+
+def lambda_returns(rewards: torch.Tensor, terminal: torch.Tensor, valid: torch.Tensor, boot: torch.Tensor,
+                   gamma: float, lam: float) -> torch.Tensor:
+    """TD(lambda) targets over ``[B, L]`` episode segments, backwards:
+    ``G_t = r_t + gamma (1 - term_t) [(1 - lam) boot_t + lam G_{t+1}]`` where ``boot_t`` bootstraps the
+    state after step t. At the last valid step of a segment that did not terminate ``G_{t+1}`` is replaced
+    by ``boot_t``; padded steps (``valid`` 0) give 0. ``lam = 0``: one-step targets."""
+    B, L = rewards.shape
+    out = torch.zeros_like(rewards)
+    nxt = torch.zeros_like(rewards[:, 0])
+    for t in range(L - 1, -1, -1):
+        more = valid[:, t + 1] if t + 1 < L else torch.zeros_like(valid[:, t])
+        g_next = torch.where(more > 0, nxt, boot[:, t])
+        g = rewards[:, t] + gamma * (1.0 - terminal[:, t]) * ((1.0 - lam) * boot[:, t] + lam * g_next)
+        nxt = g * valid[:, t]
+        out[:, t] = nxt
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# networks
+# --------------------------------------------------------------------------------------------------
+def agent_input(obs: torch.Tensor) -> torch.Tensor:
+    """``[..., n, d] -> [..., n, d + n]``: the observation with the agent's one-hot index appended."""
+    n = obs.shape[-2]
+    eye = torch.eye(n, dtype=obs.dtype, device=obs.device).expand(*obs.shape[:-1], n)
+    return torch.cat([obs, eye], -1)
+
+
+def agent_nets(spec: EnvSpec, hidden: int, layers: int) -> nn.ModuleDict:
+    return nn.ModuleDict({g.name: mlp(g.obs_dim + g.n, hidden, layers, g.n_actions, act=nn.ReLU) for g in spec.groups})
+
+
+class QMixer(nn.Module):
+    """QMIX's monotonic mixer: hypernetworks on the state give non-negative weights (absolute values),
+    so dQ_tot/dQ_i >= 0."""
+
+    def __init__(self, state_dim: int, n_agents: int, embed: int, hyper_hidden: int):
+        super().__init__()
+        self.n, self.embed = n_agents, embed
+        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, n_agents * embed))
+        self.hyper_b1 = nn.Linear(state_dim, embed)
+        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, embed))
+        self.v = nn.Sequential(nn.Linear(state_dim, embed), nn.ReLU(), nn.Linear(embed, 1))
+
+    def forward(self, qs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``qs [..., N]``, ``s [..., S]`` -> ``Q_tot [...]``."""
+        w1 = self.hyper_w1(s).abs().view(*qs.shape[:-1], self.n, self.embed)
+        h = nn.functional.elu(torch.einsum("...n,...ne->...e", qs, w1) + self.hyper_b1(s))
+        return (h * self.hyper_w2(s).abs()).sum(-1) + self.v(s).squeeze(-1)
+
+    def mixing_flops(self, rows: int) -> float:
+        return float(rows) * (2 * self.n * self.embed + 4 * self.embed)
+
+
+class QNet(nn.Module):
+    """Utility networks per group (``policies``, the part actors hold) and the mixer (QMIX) or none (VDN)."""
+
+    def __init__(self, spec: EnvSpec, cfg):
+        super().__init__()
+        self.spec = spec
+        self.policies = agent_nets(spec, cfg.hidden, cfg.layers)
+        n = sum(g.n for g in spec.groups)
+        self.mixer = QMixer(spec.state_dim or spec.joint_obs_dim, n, cfg.mixer_embed, cfg.hyper_hidden) if cfg.name == "qmix" else None
+
+    def utilities(self, obs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Per-group ``[..., n_g, A_g]`` action values."""
+        return {g.name: self.policies[g.name](agent_input(obs[g.name])) for g in self.spec.groups}
+
+    def mix(self, qs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return qs.sum(-1) if self.mixer is None else self.mixer(qs, s)
+
+
+def sparse_layout(policies: nn.Module) -> List[tuple]:
+    """``(name, parameter, is_masked)`` of the utility nets in a fixed order: 2-D weights carry masks."""
+    return [(n, p, p.dim() == 2 and n.rsplit(".", 1)[-1] == "weight") for n, p in policies.named_parameters()]
+
+
+def pack_masks(masks: List[torch.Tensor]) -> np.ndarray:
+    return np.packbits(np.concatenate([m.detach().cpu().numpy().ravel() for m in masks]).astype(np.uint8))
+
+
+class QInference(Inference):
+    """Actor side: epsilon-greedy over available actions; ``epsilon`` arrives with every weights message.
+    Sparse policies (:meth:`set_masks` called) receive only their active weights in :meth:`load`."""
+
+    def __init__(self, spec: EnvSpec, hidden: int, layers: int):
+        self.spec = spec
+        self.policies = agent_nets(spec, hidden, layers)
+        self.params = list(self.policies.parameters())
+        self.squashed = False
+        self.version, self.checksum, self.epsilon = -1, 0.0, 0.0
+        self.layout = sparse_layout(self.policies)
+        self.masks: Optional[List[torch.Tensor]] = None
+        self.mask_version = -1
+
+    def mask_bytes(self) -> int:
+        return (sum(p.numel() for _, p, m in self.layout if m) + 7) // 8
+
+    def set_masks(self, bits: np.ndarray, version: int) -> None:
+        flat = torch.from_numpy(np.unpackbits(bits)[:8 * self.mask_bytes()].astype(bool))
+        self.masks, off = [], 0
+        for _, p, masked in self.layout:
+            if masked:
+                self.masks.append(flat[off:off + p.numel()].view_as(p))
+                off += p.numel()
+        self.mask_version = version
+
+    def load(self, flat: np.ndarray, version: int) -> None:
+        if self.masks is None:
+            return super().load(flat, version)
+        vals, off, masks = torch.from_numpy(flat), 0, iter(self.masks)
+        with torch.no_grad():
+            for _, p, masked in self.layout:
+                if masked:
+                    m = next(masks)
+                    k = int(m.sum())
+                    p.zero_()
+                    p[m] = vals[off:off + k]
+                else:
+                    k = p.numel()
+                    p.copy_(vals[off:off + k].view_as(p))
+                off += k
+        assert off == flat.size, f"sparse weights message has {flat.size} values, the masks need {off}"
+        self.version, self.checksum = version, checksum(flat)
+
+    @torch.no_grad()
+    def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray], greedy: bool = False):
+        """Actions and the log-probability of each under the epsilon-greedy policy."""
+        eps = 0.0 if greedy else self.epsilon
+        actions, logps = {}, {}
+        for g in self.spec.groups:
+            m = torch.from_numpy(masks[g.name])
+            q = self.policies[g.name](agent_input(torch.from_numpy(obs[g.name]))).masked_fill(~m, float("-inf"))
+            best = q.argmax(-1)
+            avail = m.float()
+            n_avail = avail.sum(-1).clamp_min(1.0)
+            if eps > 0:
+                rand = torch.multinomial(avail.reshape(-1, avail.shape[-1]) + 1e-12, 1).reshape(best.shape)
+                a = torch.where(torch.rand(best.shape) < eps, rand, best)
+            else:
+                a = best
+            p = eps / n_avail + (1.0 - eps) * (a == best).float()
+            actions[g.name] = a.numpy()
+            logps[g.name] = torch.log(p).numpy().astype(np.float32)
+        return actions, logps
+
+
+# --------------------------------------------------------------------------------------------------
+# episodes: stitching unrolls, replay
+# --------------------------------------------------------------------------------------------------
+class EpisodeStitcher:
+    """Cuts T-step unrolls into episode segments per (actor, env copy): a segment ends with its episode
+    (``terminal`` 1 at its last step) or after ``max_len`` steps (not terminal; the next observation is
+    kept as row ``max_len`` for bootstrapping). Every field is ``[length(+1), ...]``."""
+
+    def __init__(self, spec: EnvSpec, max_len: int):
+        self.spec, self.max_len = spec, max_len
+        self.partial: Dict[tuple, List[dict]] = {}
+
+    def _rows(self, rec: Record, e: int, a: int, b: int) -> dict:
+        out = {"reward": sum(rec[f"{g.name}/reward"][a:b, e].sum(-1) for g in self.spec.groups).astype(np.float32)}
+        for g in self.spec.groups:
+            n = g.name
+            out[f"{n}/obs"] = rec[f"{n}/obs"][a:b, e]
+            out[f"{n}/alive"] = rec[f"{n}/alive"][a:b, e]
+            out[f"{n}/action"] = rec[f"{n}/action"][a:b, e]
+            out[f"{n}/action_mask"] = rec[f"{n}/action_mask"][a:b, e]
+        if self.spec.state_dim:
+            out["state"] = rec["state"][a:b, e]
+        return out
+
+    def add(self, rec: Record, actor: int) -> List[dict]:
+        """Episode segments completed by this unroll (arrays copied out of the receive buffer)."""
+        T = rec["env_done"].shape[0]
+        done_at = rec["env_done"]
+        out = []
+        for e in range(done_at.shape[1]):
+            key = (actor, e)
+            chunks = self.partial.setdefault(key, [])
+            have = sum(len(c["reward"]) for c in chunks)
+            start = 0
+            while start < T:
+                ends = np.flatnonzero(done_at[start:, e])
+                end = start + int(ends[0]) + 1 if len(ends) else T
+                end = min(end, start + self.max_len - have)
+                chunks.append(self._rows(rec, e, start, end))
+                have += end - start
+                terminal = bool(done_at[end - 1, e])
+                if terminal or have == self.max_len:
+                    ep = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+                    ep["terminal"] = np.zeros(have, np.float32)
+                    ep["terminal"][-1] = float(terminal)
+                    keys = [f"{g.name}/{k}" for g in self.spec.groups for k in ("obs", "alive")]
+                    for k in keys + (["state"] if self.spec.state_dim else []):  # row `have`: what follows the segment
+                        last = np.zeros_like(rec[k][0, e]) if terminal else rec[k][end, e]
+                        ep[k] = np.concatenate([ep[k], last[None]])
+                    for g in self.spec.groups:  # the next step's mask (unknown at the unroll's end: all available)
+                        k = f"{g.name}/action_mask"
+                        last = rec[k][end, e] if not terminal and end < T else np.ones_like(rec[k][0, e])
+                        ep[k] = np.concatenate([ep[k], last[None]])
+                    out.append(ep)
+                    chunks = self.partial[key] = []
+                    have = 0
+                start = end
+        return out
+
+
+class EpisodeReplay:
+    """FIFO of episode segments padded to ``max_len`` (one ring of ``capacity``). The dual buffer of MAST
+    is its newest ``recent`` entries: :meth:`sample` draws ``recent_fraction`` of a batch from them."""
+
+    def __init__(self, spec: EnvSpec, capacity: int, max_len: int):
+        self.spec, self.capacity, self.max_len = spec, capacity, max_len
+        self.data: Dict[str, np.ndarray] = {}
+        self.length = np.zeros(capacity, np.int64)
+        self.size = self.pos = self.added = 0
+
+    def add(self, ep: Dict[str, np.ndarray]) -> None:
+        L = len(ep["reward"])
+        if not self.data:
+            for k, v in ep.items():
+                rows = self.max_len + (len(v) - L)
+                self.data[k] = np.zeros((self.capacity, rows) + v.shape[1:], v.dtype)
+        i = self.pos
+        for k, v in ep.items():
+            self.data[k][i] = 0
+            self.data[k][i, :len(v)] = v
+        self.length[i] = L
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        self.added += 1
+
+    def sample(self, k: int, rng: np.random.Generator, recent: int = 0, recent_fraction: float = 0.0) -> np.ndarray:
+        k_on = int(round(k * recent_fraction)) if recent > 0 else 0
+        on = (self.pos - 1 - rng.integers(0, min(recent, self.size), k_on)) % self.capacity if k_on else np.zeros(0, np.int64)
+        off = rng.integers(0, self.size, k - k_on)
+        return np.concatenate([on, off]).astype(np.int64)
+
+    def batch(self, idx: np.ndarray, device) -> Dict[str, torch.Tensor]:
+        """``[B, L(+1), ...]`` tensors trimmed to the longest sampled segment, plus ``valid [B, L]``."""
+        L = int(self.length[idx].max())
+        out = {}
+        for k, v in self.data.items():
+            extra = v.shape[1] - self.max_len
+            out[k] = torch.from_numpy(v[idx, :L + extra]).to(device)
+        out["valid"] = (torch.arange(L)[None, :] < torch.from_numpy(self.length[idx])[:, None]).float().to(device)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# learner
+# --------------------------------------------------------------------------------------------------
+class QMIXLearner:
+    """``init_seed`` (the same on every learner) draws the network and its masks; ``seed`` the replay sampling."""
+
+    def __init__(self, spec: EnvSpec, cfg, device: torch.device, seed: int, init_seed: Optional[int] = None):
+        from hpcmarl.algos.sparse import SparseMasks
+
+        for g in spec.groups:
+            if not g.discrete:
+                raise ValueError(f"{cfg.name} needs discrete actions; group {g.name!r} of {spec.name} is continuous")
+        init_seed = seed if init_seed is None else init_seed
+        torch.manual_seed(init_seed)
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.net = QNet(spec, cfg).to(device)
+        self.masks = SparseMasks(self.net, cfg.sparsity, torch.Generator().manual_seed(init_seed)) if cfg.sparsity > 0 else None
+        self.target = copy.deepcopy(self.net)
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        self.params = list(self.net.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.replay = EpisodeReplay(spec, cfg.buffer_episodes, cfg.episode_limit)
+        self.stitcher = EpisodeStitcher(spec, cfg.episode_limit)
+        self.rng = np.random.default_rng(seed)
+        self.steps = 0  # gradient steps taken
+        self.flops = {"train": 0.0, "dense_grad": 0.0}
+        self.linears = [(name, m) for name, m in self.net.named_modules() if isinstance(m, nn.Linear)]
+
+    # ---- actors ------------------------------------------------------------------------------------
+    def _policy_masks(self) -> List[torch.Tensor]:
+        return [self.masks.masks[f"policies.{n}"] for n, _, m in sparse_layout(self.net.policies) if m]
+
+    def policy_flat(self) -> np.ndarray:
+        """What actors receive: every utility-net parameter, or (sparse) only the active weights."""
+        if self.masks is None:
+            return flat_params(self.net.policies.parameters())
+        masks = iter(self._policy_masks())
+        parts = [p.detach()[next(masks)] if m else p.detach().reshape(-1) for _, p, m in sparse_layout(self.net.policies)]
+        return torch.cat(parts).cpu().numpy().astype(np.float32)
+
+    @property
+    def mask_version(self) -> Optional[int]:
+        """Sparse networks: the version of the masks (changes with every topology update); dense: None."""
+        return None if self.masks is None else self.masks.version
+
+    def policy_masks(self) -> np.ndarray:
+        """The utility nets' masks, packed bits (what actors get when :attr:`mask_version` changed)."""
+        return pack_masks(self._policy_masks())
+
+    def exploration(self, env_steps: int) -> float:
+        c = self.cfg
+        frac = min(1.0, env_steps / max(1, c.eps_anneal_steps))
+        return c.eps_start + frac * (c.eps_end - c.eps_start)
+
+    # ---- FLOPs (active weights only) ------------------------------------------------------------------
+    def _linear_flops(self, prefix: str, rows: int, dense: bool = False) -> float:
+        from hpcmarl.algos.sparse import linear_flops
+
+        counts = self.masks.active_counts() if self.masks is not None and not dense else {}
+        return sum(linear_flops(counts.get(f"{name}.weight", (m.weight.numel(),))[0], m.out_features, rows)
+                   for name, m in self.linears if name.startswith(prefix))
+
+    def inference_flops(self) -> float:
+        """Forward FLOPs of one env step on an actor (every agent's utility net)."""
+        return sum(self._linear_flops(f"policies.{g.name}.", g.n) for g in self.spec.groups)
+
+    def _step_flops(self, B: int, L: int, dense_grad: bool) -> tuple:
+        """(FLOPs of one gradient step, extra FLOPs of its dense weight-gradient pass if any)."""
+        def forward(dense=False):
+            agents = sum(self._linear_flops(f"policies.{g.name}.", B * (L + 1) * g.n, dense) for g in self.spec.groups)
+            return agents + self._linear_flops("mixer.", B * L, dense)
+
+        mixing = self.net.mixer.mixing_flops(B * L) if self.net.mixer is not None else 0.0
+        fwd = forward() + mixing
+        # online forward + target forward + backward (~2x the online forward)
+        extra = forward(dense=True) - forward() if dense_grad else 0.0  # the weight-gradient half, dense
+        return 4 * fwd, extra
+
+    # ---- update ----------------------------------------------------------------------------------------
+    def loss(self, b: Dict[str, torch.Tensor], lam: float) -> tuple:
+        c, spec = self.cfg, self.spec
+        obs = {g.name: b[f"{g.name}/obs"] for g in spec.groups}  # [B, L+1, n, d]
+        q_all = self.net.utilities(obs)
+        with torch.no_grad():
+            q_tgt = self.target.utilities(obs)
+        taken, boots = [], []
+        for g in spec.groups:
+            n = g.name
+            alive = b[f"{n}/alive"].float()
+            taken.append(q_all[n][:, :-1].gather(-1, b[f"{n}/action"].long().unsqueeze(-1)).squeeze(-1) * alive[:, :-1])
+            mask = b[f"{n}/action_mask"][:, 1:].bool()
+            with torch.no_grad():
+                if c.mellowmax_omega > 0:
+                    boot = soft_mellowmax(q_tgt[n][:, 1:], c.mellowmax_omega, c.mellowmax_alpha, mask)
+                else:
+                    best = q_all[n][:, 1:].detach().masked_fill(~mask, float("-inf")).argmax(-1, keepdim=True)
+                    boot = q_tgt[n][:, 1:].gather(-1, best).squeeze(-1)
+            boots.append(boot * alive[:, 1:])
+        s = b["state"] if spec.state_dim else torch.cat([obs[g.name].flatten(-2) for g in spec.groups], -1)
+        q_tot = self.net.mix(torch.cat(taken, -1), s[:, :-1])
+        with torch.no_grad():
+            boot_tot = self.target.mix(torch.cat(boots, -1), s[:, 1:])
+            target = lambda_returns(b["reward"] * c.reward_scale, b["terminal"], b["valid"], boot_tot, c.gamma, lam)
+        valid = b["valid"]
+        td = (q_tot - target) * valid
+        loss = (td ** 2).sum() / valid.sum().clamp_min(1.0)
+        n_valid = valid.sum().clamp_min(1.0)
+        stats = {"loss": loss.item(), "q_taken": float((q_tot.detach() * valid).sum() / n_valid),
+                 "target_mean": float((target * valid).sum() / n_valid), "td_abs": float(td.detach().abs().sum() / n_valid)}
+        return loss, stats
+
+    def update(self, unrolls: List[Record], reduce_grads: Callable = None, reduce_sums: Callable = None,
+               env_steps: int = 0) -> Dict[str, float]:
+        """Stitch the unrolls into the replay, then ``train_steps`` gradient steps on batches of episodes
+        (every learner trains only once every learner holds ``learning_starts`` episodes)."""
+        from hpcmarl.algos.sparse import cosine_drop_fraction
+
+        c = self.cfg
+        for u in unrolls:
+            for ep in self.stitcher.add(u, int(u["meta"][META_INDEX["actor"]])):
+                self.replay.add(ep)
+        not_ready = np.array([float(self.replay.size < max(1, c.learning_starts))])
+        ready = (reduce_sums(not_ready) if reduce_sums is not None else not_ready)[0] == 0
+        lam = c.td_lambda if env_steps >= c.td_lambda_after else 0.0
+        totals = {"loss": 0.0, "q_taken": 0.0, "target_mean": 0.0, "td_abs": 0.0, "grad_norm": 0.0}
+        flops = dense = 0.0
+        n = 0
+        topo = {"dropped": 0, "grown": 0}
+        for _ in range(c.train_steps if ready else 0):
+            b = self.replay.batch(self.replay.sample(c.batch_episodes, self.rng, c.recent_episodes, c.recent_fraction), self.device)
+            loss, st = self.loss(b, lam)
+            self.opt.zero_grad(set_to_none=False)
+            loss.backward()
+            if reduce_grads is not None:
+                reduce_grads(self.params, float(b["valid"].sum()))
+            self.steps += 1
+            evolve = self.masks is not None and c.topology_every > 0 and self.steps % c.topology_every == 0 \
+                and self.steps < c.topology_end
+            grads = {k: p.grad.detach().clone() for k, p in self.net.named_parameters() if k in self.masks.masks} if evolve else None
+            if self.masks is not None:
+                self.masks.mask_grads(self.net)
+            st["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
+            self.opt.step()
+            if self.masks is not None:
+                if evolve:
+                    got = self.masks.topology_update(self.net, grads, cosine_drop_fraction(self.steps, c.drop_fraction, c.topology_end))
+                    for k in topo:
+                        topo[k] += got[k]
+                    self.masks.apply(self.target)
+                self.masks.apply(self.net)
+                self.masks.apply_optimizer(self.opt, self.net)
+            if self.steps % c.target_update == 0:
+                self.target.load_state_dict(self.net.state_dict())
+                if self.masks is not None:
+                    self.masks.apply(self.target)
+            f, d = self._step_flops(b["valid"].shape[0], b["valid"].shape[1], evolve)
+            flops += f
+            dense += d
+            for k in totals:
+                totals[k] += st[k]
+            n += 1
+        self.flops["train"] += flops + dense
+        self.flops["dense_grad"] += dense
+        out = {k: v / max(1, n) for k, v in totals.items()}
+        out.update({"epsilon": self.exploration(env_steps), "td_lambda": lam, "train_steps": float(n),
+                    "replay_episodes": float(self.replay.size), "flops/train_update": flops + dense,
+                    "flops/train_total": self.flops["train"], "flops/inference_step": self.inference_flops(),
+                    "sparsity": 1.0 - self.masks.density() if self.masks is not None else 0.0,
+                    "topology/dropped": float(topo["dropped"]), "topology/grown": float(topo["grown"])})
+        return out
+
+    # ---- checkpoint state --------------------------------------------------------------------------
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        from hpcmarl.algos.ppo import torch_state_arrays
+
+        out = torch_state_arrays(self.net, self.opt)
+        out.update({f"target/{k}": v.detach().cpu().numpy().copy() for k, v in self.target.state_dict().items()})
+        if self.masks is not None:
+            out.update(self.masks.state_arrays())
+        out["counters/qmix"] = np.array([self.steps, self.flops["train"], self.flops["dense_grad"]], np.float64)
+        return out
+
+    def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        from hpcmarl.algos.ppo import load_torch_state_arrays
+
+        load_torch_state_arrays(self.net, self.opt, arrays, self.device)
+        self.target.load_state_dict({k[len("target/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                                     if k.startswith("target/")})
+        if self.masks is not None:
+            self.masks.load_state_arrays(arrays)
+            for net in (self.net, self.target):
+                self.masks.apply(net)
+            self.masks.apply_optimizer(self.opt, self.net)
+        steps, train, dense = arrays["counters/qmix"]
+        self.steps, self.flops = int(steps), {"train": float(train), "dense_grad": float(dense)}
+
+    def checksum(self) -> float:
+        return checksum(flat_params(self.params))
