@@ -64,6 +64,10 @@ def cmd_inspect(args) -> int:
               f"median {r['round_time_median_s'] * 1e3:.1f} ms; {r['abandoned']} trajectories abandoned")
         for a in r["accepted"]:
             print(f"gradients  {a}: accepted {r['accepted'][a]}, dropped {r['dropped'][a]}")
+    if "value" in s:
+        v = s["value"]
+        print(f"value      epsilon {v['epsilon']:.3f}  sparsity {v['sparsity']:.3f}  replay {v['replay_episodes']} episodes  "
+              f"train FLOPs {v['train_flops']:.3e} (per learner)  inference {v['inference_flops_per_step']:.3e} FLOPs/step")
     if "discarded_episodes" in s:
         print(f"discarded  {s['discarded_episodes']} episode(s) cut off by stops")
     mb = {k: v / 2 ** 20 for k, v in s.get("file_sizes_bytes", {}).items()}

@@ -145,6 +145,7 @@ class QMIXConfig:
     lr: float = 5e-4  # Adam
     gamma: float = 0.99
     reward_scale: float = 1.0  # team reward multiplier for learning (returns are logged unscaled)
+    reward_norm: bool = False  # standardise team rewards with running mean/std (over all learners' episodes)
     hidden: int = 64
     layers: int = 2
     mixer_embed: int = 32
@@ -156,7 +157,8 @@ class QMIXConfig:
     batch_episodes: int = 32
     learning_starts: int = 32  # episodes in every learner's replay before training starts
     train_steps: int = 1  # gradient steps per learner update (one update = one unroll per actor)
-    target_update: int = 200  # gradient steps between hard target-network copies
+    target_update: int = 200  # gradient steps between hard target-network copies (unless target_tau > 0)
+    target_tau: float = 0.0  # > 0: soft target update theta' <- tau theta + (1 - tau) theta' after every step
     max_grad_norm: float = 10.0
     # ---- MAST ----
     sparsity: float = 0.0  # fraction of zero weights in agent nets and mixer (Erdos-Renyi per layer); 0 = dense
@@ -531,6 +533,7 @@ def validate(cfg: Config) -> None:
         _check(p.mellowmax_omega >= 0, "algo.mellowmax_omega", "must be >= 0 (0 = max)")
         _check(0 <= p.td_lambda <= 1, "algo.td_lambda", "must be in [0, 1]")
         _check(0 <= p.recent_fraction <= 1, "algo.recent_fraction", "must be in [0, 1]")
+        _check(0 <= p.target_tau <= 1, "algo.target_tau", "must be in [0, 1] (0 = hard copies every target_update steps)")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
         if p.episode_limit == 0:
             limit = {**envs.REGISTRY[cfg.env.name].kwargs, **cfg.env.kwargs}.get("max_cycles")

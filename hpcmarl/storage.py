@@ -542,6 +542,11 @@ class Run:
                              "abandoned": int(np.nansum(m.get("grads/abandoned", np.zeros(0)))),
                              "accepted": {a: int(m[f"grads/{a}/accepted"][-1]) for a in actors},
                              "dropped": {a: int(m[f"grads/{a}/dropped"][-1]) for a in actors}}
+        if "flops/train_total" in m and len(m["flops/train_total"]):  # value-based learners (QMIX / VDN / MAST)
+            out["value"] = {"epsilon": float(m["epsilon"][-1]), "sparsity": float(m["sparsity"][-1]),
+                            "train_flops": float(m["flops/train_total"][-1]),
+                            "inference_flops_per_step": float(m["flops/inference_step"][-1]),
+                            "replay_episodes": int(m["replay_episodes"][-1])}
         size = lambda paths: int(sum(os.path.getsize(p) for p in paths if os.path.exists(p)))
         out["file_sizes_bytes"] = {"run.h5": size([self.run_path]), "trajectories": size(self.trajectory_files()),
                                    "checkpoints": size(out["checkpoints"])}

@@ -28,3 +28,17 @@ def launch(np_, config, overrides, timeout, log_path=None):
         tail = open(log_path).read()[-3000:] if log_path else ""
         raise SystemExit(f"run failed (exit {p.returncode}): {' '.join(cmd)}\n{tail}")
     return time.monotonic() - t0
+
+
+def random_return(name, episodes):
+    """Mean return (summed over agents) of uniformly random actions over ``episodes`` episodes."""
+    from hpcmarl.envs import make_parallel_env
+
+    env = make_parallel_env(name)
+    total = 0.0
+    for ep in range(episodes):
+        env.reset(seed=10_000 + ep)
+        while env.agents:
+            _, rew, _, _, _ = env.step({a: env.action_space(a).sample() for a in env.agents})
+            total += sum(rew.values())
+    return total / episodes

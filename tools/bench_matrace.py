@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from _common import ROOT, launch
+from _common import ROOT, launch, random_return
 from bench_throughput import raw_loop
 
 
@@ -40,20 +40,6 @@ def summary(run, window):
             "lag": float(np.mean(u["lag"])), "rho": float(np.nanmean(m["agent/rho_mean"])),
             "c": float(np.nanmean(m["agent/c_mean"])), "final": float(ret[-1]), "steps": m["env_steps"],
             "wall": m["wall_time"], "ret": ret}
-
-
-def random_return(name, episodes):
-    """Mean return (summed over agents) of uniformly random actions over ``episodes`` episodes."""
-    from hpcmarl.envs import make_parallel_env
-
-    env = make_parallel_env(name)
-    total = 0.0
-    for ep in range(episodes):
-        env.reset(seed=10_000 + ep)
-        while env.agents:
-            _, rew, _, _, _ = env.step({a: env.action_space(a).sample() for a in env.agents})
-            total += sum(rew.values())
-    return total / episodes
 
 
 def main():

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcmarl.algos.ppo import ValueNorm, load_torch_state_arrays, torch_state_arrays
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import Inference, checksum, flat_params, mlp
 from hpcmarl.spec import META_INDEX, Record
@@ -325,6 +326,7 @@ class QMIXLearner:
         self.replay = EpisodeReplay(spec, cfg.buffer_episodes, cfg.episode_limit)
         self.stitcher = EpisodeStitcher(spec, cfg.episode_limit)
         self.rng = np.random.default_rng(seed)
+        self.reward_norm = ValueNorm() if cfg.reward_norm else None
         self.steps = 0  # gradient steps taken
         self.flops = {"train": 0.0, "dense_grad": 0.0}
         self.linears = [(name, m) for name, m in self.net.named_modules() if isinstance(m, nn.Linear)]
@@ -403,7 +405,10 @@ class QMIXLearner:
         q_tot = self.net.mix(torch.cat(taken, -1), s[:, :-1])
         with torch.no_grad():
             boot_tot = self.target.mix(torch.cat(boots, -1), s[:, 1:])
-            target = lambda_returns(b["reward"] * c.reward_scale, b["terminal"], b["valid"], boot_tot, c.gamma, lam)
+            r = b["reward"] * c.reward_scale
+            if self.reward_norm is not None:
+                r = self.reward_norm.normalize(r)
+            target = lambda_returns(r, b["terminal"], b["valid"], boot_tot, c.gamma, lam)
         valid = b["valid"]
         td = (q_tot - target) * valid
         loss = (td ** 2).sum() / valid.sum().clamp_min(1.0)
@@ -419,9 +424,12 @@ class QMIXLearner:
         from hpcmarl.algos.sparse import cosine_drop_fraction
 
         c = self.cfg
-        for u in unrolls:
-            for ep in self.stitcher.add(u, int(u["meta"][META_INDEX["actor"]])):
-                self.replay.add(ep)
+        new = [ep for u in unrolls for ep in self.stitcher.add(u, int(u["meta"][META_INDEX["actor"]]))]
+        for ep in new:
+            self.replay.add(ep)
+        if self.reward_norm is not None:  # statistics from every learner's new episodes: identical everywhere
+            r = torch.from_numpy(np.concatenate([ep["reward"] for ep in new] or [np.zeros(0, np.float32)]) * c.reward_scale)
+            self.reward_norm.update(r, torch.ones_like(r), reduce_sums)
         not_ready = np.array([float(self.replay.size < max(1, c.learning_starts))])
         ready = (reduce_sums(not_ready) if reduce_sums is not None else not_ready)[0] == 0
         lam = c.td_lambda if env_steps >= c.td_lambda_after else 0.0
@@ -452,10 +460,14 @@ class QMIXLearner:
                     self.masks.apply(self.target)
                 self.masks.apply(self.net)
                 self.masks.apply_optimizer(self.opt, self.net)
-            if self.steps % c.target_update == 0:
+            if c.target_tau > 0:
+                with torch.no_grad():
+                    for pt, p in zip(self.target.parameters(), self.params):
+                        pt.lerp_(p, c.target_tau)
+            elif self.steps % c.target_update == 0:
                 self.target.load_state_dict(self.net.state_dict())
-                if self.masks is not None:
-                    self.masks.apply(self.target)
+            if self.masks is not None and (c.target_tau > 0 or self.steps % c.target_update == 0):
+                self.masks.apply(self.target)
             f, d = self._step_flops(b["valid"].shape[0], b["valid"].shape[1], evolve)
             flops += f
             dense += d
@@ -474,9 +486,9 @@ class QMIXLearner:
 
     # ---- checkpoint state --------------------------------------------------------------------------
     def state_arrays(self) -> Dict[str, np.ndarray]:
-        from hpcmarl.algos.ppo import torch_state_arrays
-
         out = torch_state_arrays(self.net, self.opt)
+        if self.reward_norm is not None:
+            out["reward_norm"] = np.array([self.reward_norm.mean, self.reward_norm.mean_sq, self.reward_norm.debias])
         out.update({f"target/{k}": v.detach().cpu().numpy().copy() for k, v in self.target.state_dict().items()})
         if self.masks is not None:
             out.update(self.masks.state_arrays())
@@ -484,9 +496,9 @@ class QMIXLearner:
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
-        from hpcmarl.algos.ppo import load_torch_state_arrays
-
         load_torch_state_arrays(self.net, self.opt, arrays, self.device)
+        if self.reward_norm is not None and "reward_norm" in arrays:
+            self.reward_norm.mean, self.reward_norm.mean_sq, self.reward_norm.debias = (float(x) for x in arrays["reward_norm"])
         self.target.load_state_dict({k[len("target/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                                      if k.startswith("target/")})
         if self.masks is not None:

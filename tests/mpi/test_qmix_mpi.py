@@ -56,6 +56,8 @@ def test_mast_with_two_learners(tmp_path):
         assert np.all(params[k][~mask] == 0)
     ev = hpcmarl(["evaluate", path, "--episodes", "4"])
     assert ev.returncode == 0, ev.stderr[-2000:]
+    out = hpcmarl(["inspect", run])
+    assert out.returncode == 0 and "sparsity 0.900" in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize("name", ["qmix", "vdn"])

@@ -291,3 +291,25 @@ def test_config_checks():
             load_config(None, ["algo.name=qmix"] + bad)
     with pytest.raises(ValueError, match="discrete"):
         QMIXLearner(probe_spec("target_v0"), make_cfg(), torch.device("cpu"), 0)
+
+
+def test_actors_get_active_values_and_masks_only_when_they_change():
+    """Sparse weights to actors: the message holds the active values (about 1 - sparsity of the dense size,
+    the same count after topology updates); with the masks the actor rebuilds the learner's utility nets exactly."""
+    torch.set_num_threads(1)
+    learner, _, _ = train_matrix(make_cfg(sparsity=0.9, topology_every=5, topology_end=1000, hidden=64), 40)
+    spec = probe_spec("matrix_v0", {"masked": False})
+    dense_size = sum(p.numel() for p in learner.net.policies.parameters())
+    flat = learner.policy_flat()
+    assert flat.size < 0.35 * dense_size and learner.mask_version > 0
+    pol = QInference(spec, 64, 2)
+    pol.set_masks(learner.policy_masks(), learner.mask_version)
+    assert learner.policy_masks().nbytes == pol.mask_bytes()
+    pol.load(flat, 7)
+    for a, b in zip(pol.policies.parameters(), learner.net.policies.parameters()):
+        assert torch.equal(a, b.detach())
+    # a topology update keeps the message size
+    before = learner.mask_version
+    for _ in range(12):
+        learner.update([], env_steps=10_000)
+    assert learner.mask_version > before and learner.policy_flat().size == flat.size
