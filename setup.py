@@ -20,6 +20,7 @@ setup(
         "pygame>=2.3",
         "pymunk>=6.2",
         "matplotlib>=3.6",
+        "openskill>=6",  # league ratings (hpcmarl.league.ratings); the v6 models API
     ],
     extras_require={
         # Horovod is built from source by tools/bootstrap.sh (it needs the C++17 fix); listing it here

@@ -215,12 +215,10 @@ class EpisodeStitcher:
         out = {"reward": sum(rec[f"{g.name}/reward"][a:b, e].sum(-1) for g in self.spec.groups).astype(np.float32)}
         for g in self.spec.groups:
             n = g.name
-            out[f"{n}/obs"] = rec[f"{n}/obs"][a:b, e]
-            out[f"{n}/alive"] = rec[f"{n}/alive"][a:b, e]
-            out[f"{n}/action"] = rec[f"{n}/action"][a:b, e]
-            out[f"{n}/action_mask"] = rec[f"{n}/action_mask"][a:b, e]
+            for k in ("obs", "alive", "action", "action_mask"):  # copies: the receive buffer is reused
+                out[f"{n}/{k}"] = rec[f"{n}/{k}"][a:b, e].copy()
         if self.spec.state_dim:
-            out["state"] = rec["state"][a:b, e]
+            out["state"] = rec["state"][a:b, e].copy()
         return out
 
     def add(self, rec: Record, actor: int) -> List[dict]:

@@ -105,12 +105,14 @@ def test_qmix_mixer_is_monotonic_in_every_utility():
 
 # ---- episodes ---------------------------------------------------------------------------------------------
 def unrolls_of(env, kwargs, T, E, n_unrolls, seed=0, epsilon=1.0):
+    """The spec and a generator of unrolls collected into ONE record buffer (as a learner's receive buffer)."""
     spec = probe_spec(env, kwargs)
     venv = VecEnv(env, E, seed, kwargs)
     pol = QInference(spec, 8, 1)
     pol.epsilon = epsilon
     sampler = Sampler(venv, pol, unroll_spec(spec, T, E), T)
-    return spec, [sampler.collect(sampler.spec.alloc()).copy() for _ in range(n_unrolls)]
+    rec = sampler.spec.alloc()
+    return spec, (sampler.collect(rec) for _ in range(n_unrolls))
 
 
 def test_stitcher_rebuilds_whole_episodes_across_unroll_boundaries():
@@ -230,14 +232,15 @@ def test_qmix_and_vdn_learn_the_matrix_game(name):
     assert stats[-1]["q_taken"] > 1.0 and stats[0]["train_steps"] == 0 < stats[-1]["train_steps"]
 
 
-def test_mast_learns_with_masks_and_keeps_sparsity():
+@pytest.mark.parametrize("soft", [False, True])
+def test_mast_learns_with_masks_and_keeps_sparsity(soft):
     """MAST at 80% sparsity (RigL updates, Soft Mellowmax, TD(lambda), dual replay) with action masks:
     learns the optimum; sparsity and the per-layer active counts never change; masked weights are exactly
-    zero in the network, its target and Adam's moments."""
+    zero in the network, its target (hard copies, or soft updates with standardised rewards) and Adam's moments."""
     torch.set_num_threads(1)
     cfg = make_cfg(name="qmix", sparsity=0.8, topology_every=10, topology_end=250, drop_fraction=0.3,
                    mellowmax_omega=10, td_lambda=0.6, td_lambda_after=600, recent_episodes=32, recent_fraction=0.5,
-                   hidden=64)
+                   hidden=64, **({"target_tau": 0.05, "reward_norm": True} if soft else {}))
     learner, stats, ret = train_matrix(cfg, 160, masked=True)
     assert ret == pytest.approx(3.0)
     m = learner.masks
