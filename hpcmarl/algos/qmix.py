@@ -455,7 +455,6 @@ class QMIXLearner:
                     got = self.masks.topology_update(self.net, grads, cosine_drop_fraction(self.steps, c.drop_fraction, c.topology_end))
                     for k in topo:
                         topo[k] += got[k]
-                    self.masks.apply(self.target)
                 self.masks.apply(self.net)
                 self.masks.apply_optimizer(self.opt, self.net)
             if c.target_tau > 0:
@@ -464,8 +463,8 @@ class QMIXLearner:
                         pt.lerp_(p, c.target_tau)
             elif self.steps % c.target_update == 0:
                 self.target.load_state_dict(self.net.state_dict())
-            if self.masks is not None and (c.target_tau > 0 or self.steps % c.target_update == 0):
-                self.masks.apply(self.target)
+            if self.masks is not None and (evolve or c.target_tau > 0 or self.steps % c.target_update == 0):
+                self.masks.apply(self.target)  # the target network always has the online network's masks
             f, d = self._step_flops(b["valid"].shape[0], b["valid"].shape[1], evolve)
             flops += f
             dense += d
