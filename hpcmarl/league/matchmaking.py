@@ -1,0 +1,115 @@
+"""Opponent selection for league training: self-play, fictitious self-play, PFSP and exploiters (no MPI).
+
+The league rank keeps a :class:`Payoff` table of results between member ids and asks each learner group's
+:class:`Matchmaker` for the next opponent; ``pfsp_weights`` is AlphaStar's prioritised fictitious self-play.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+STRATEGIES = ("self_play", "uniform", "pfsp", "exploiter")
+WEIGHTINGS = ("squared", "variance", "linear")
+_OUTCOME_INDEX = {1.0: 0, 0.5: 1, 0.0: 2}  # -> column of (wins, draws, losses)
+
+
+def as_str(x) -> str:
+    """A member id given as ``str`` or read back from HDF5 as ``bytes``."""
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def pfsp_weights(win_rates: np.ndarray, weighting: str = "squared", p: float = 2.0) -> np.ndarray:
+    """Prioritised fictitious self-play: P(opponent i) proportional to f(x_i), x_i = the learner's win rate vs i.
+
+    ``"squared"``: f(x) = (1 - x)^p (hardest opponents first), ``"variance"``: f(x) = x (1 - x) (opponents
+    of similar strength), ``"linear"``: f(x) = 1 - x. Returns a probability vector; uniform when all f are 0.
+    """
+    x = np.clip(np.asarray(win_rates, dtype=np.float64), 0.0, 1.0)
+    if weighting == "squared":
+        w = (1.0 - x) ** p
+    elif weighting == "variance":
+        w = x * (1.0 - x)
+    elif weighting == "linear":
+        w = 1.0 - x
+    else:
+        raise ValueError(f"unknown PFSP weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    total = w.sum()
+    if x.size == 0 or total <= 0:
+        return np.full(x.shape, 1.0 / max(x.size, 1))
+    return w / total
+
+
+class Matchmaker:
+    """Chooses one learner group's next opponent.
+
+    ``"self_play"``: the group's current policy (the caller passes its own id as ``main_id``); ``"uniform"``:
+    fictitious self-play, uniform over the frozen pool; ``"pfsp"``: :func:`pfsp_weights` of the win rates
+    (options ``weighting``, ``p``); ``"exploiter"``: always the current main policy ``main_id``.
+    """
+
+    def __init__(self, strategy: str, rng: np.random.Generator, **options):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown matchmaking strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        allowed = {"weighting", "p"} if strategy == "pfsp" else set()
+        if set(options) - allowed:
+            raise ValueError(f"strategy {strategy!r} takes options {sorted(allowed)}, got {sorted(options)}")
+        if strategy == "pfsp":
+            pfsp_weights(np.zeros(1), **options)  # validate the weighting now, not at the first match
+        self.strategy, self.rng, self.options = strategy, rng, options
+
+    def probabilities(self, pool: Sequence[str], win_rate: Callable[[str], float]) -> np.ndarray:
+        """The distribution ``choose`` samples the pool from (``"uniform"`` and ``"pfsp"`` only)."""
+        if self.strategy == "pfsp":
+            return pfsp_weights(np.array([win_rate(m) for m in pool], dtype=np.float64), **self.options)
+        return np.full(len(pool), 1.0 / max(len(pool), 1))
+
+    def choose(self, pool: Sequence[str], main_id: str, win_rate: Callable[[str], float]) -> str:
+        """Next opponent id. ``win_rate(m)``: the learner's win rate against pool member ``m``.
+        An empty pool falls back to ``main_id``."""
+        if self.strategy in ("self_play", "exploiter") or len(pool) == 0:
+            return main_id
+        return pool[int(self.rng.choice(len(pool), p=self.probabilities(pool, win_rate)))]
+
+
+class Payoff:
+    """Win/draw/loss counts between member ids, stored in both directions."""
+
+    def __init__(self):
+        self._wdl: Dict[Tuple[str, str], np.ndarray] = {}
+
+    def record(self, a: str, b: str, outcome: float) -> None:
+        """One game; ``outcome`` from ``a``'s view: 1 win, 0.5 draw, 0 loss (``a == b`` counts a win and a loss)."""
+        if float(outcome) not in _OUTCOME_INDEX:
+            raise ValueError(f"outcome must be 1, 0.5 or 0, got {outcome!r}")
+        i = _OUTCOME_INDEX[float(outcome)]
+        self._wdl.setdefault((a, b), np.zeros(3, np.int64))[i] += 1
+        self._wdl.setdefault((b, a), np.zeros(3, np.int64))[2 - i] += 1
+
+    def counts(self, a: str, b: str) -> np.ndarray:
+        """``[wins, draws, losses]`` of ``a`` against ``b``."""
+        return self._wdl.get((a, b), np.zeros(3, np.int64)).copy()
+
+    def games(self, a: str, b: str) -> int:
+        return int(self.counts(a, b).sum())
+
+    def win_rate(self, a: str, b: str, prior: float = 0.5, prior_games: float = 1.0) -> float:
+        """(wins + draws / 2 + prior * prior_games) / (games + prior_games): ``prior`` until games are played."""
+        w, d, l = self.counts(a, b)
+        return float((w + 0.5 * d + prior * prior_games) / (w + d + l + prior_games))
+
+    def matrix(self, ids: Sequence[str], **prior) -> np.ndarray:
+        """``M[i, j]`` = win rate of ``ids[i]`` against ``ids[j]``."""
+        return np.array([[self.win_rate(a, b, **prior) for b in ids] for a in ids], dtype=np.float64).reshape(
+            len(ids), len(ids))
+
+    def state_arrays(self) -> Tuple[List[str], np.ndarray]:
+        """``(ids, counts)`` with ``counts[i, j]`` = ``[w, d, l]`` of ``ids[i]`` vs ``ids[j]`` (HDF5-friendly)."""
+        ids = sorted({a for a, _ in self._wdl})
+        return ids, np.array([[self.counts(a, b) for b in ids] for a in ids], np.int64).reshape(len(ids), len(ids), 3)
+
+    def load_state_arrays(self, ids: Sequence[str], counts: np.ndarray) -> None:
+        """Inverse of :meth:`state_arrays`; ``ids`` may be ``bytes`` as h5py returns strings."""
+        ids = [as_str(m) for m in ids]
+        self._wdl = {(a, b): np.asarray(counts[i, j], np.int64).copy()
+                     for i, a in enumerate(ids) for j, b in enumerate(ids) if np.any(counts[i, j])}
