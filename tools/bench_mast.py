@@ -96,7 +96,8 @@ def main():
         rs = [res[(n, s)] for s in range(a.seeds)]
         med[n] = {"final": float(np.median([r["final"] for r in rs])),
                   "train_flops": float(np.median([r["train_flops"] for r in rs])), "inf_flops": rs[0]["inf_flops"]}
-        print(f"{n:<14} {med[n]['final']:>22.2f} {', '.join(f'{r['final']:.2f}' for r in rs):>26} "
+        seeds = ", ".join(f"{r['final']:.2f}" for r in rs)
+        print(f"{n:<14} {med[n]['final']:>22.2f} {seeds:>26} "
               f"{med[n]['train_flops']:>12.3e} {med[n]['inf_flops']:>17.3e}")
 
     import matplotlib
