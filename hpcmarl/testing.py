@@ -6,7 +6,17 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 
-class CountingEnv(ParallelEnv):
+class _FakeEnv(ParallelEnv):
+    """Every agent shares one observation space and one action space."""
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return self._act_space
+
+
+class CountingEnv(_FakeEnv):
     """Observation = ``[step index, agent index]``; every agent gets reward 1 per step; episodes last
     ``max_cycles`` steps; with ``die_at`` agent ``agent_1`` terminates early (tests dead-agent masking)."""
 
@@ -20,12 +30,6 @@ class CountingEnv(ParallelEnv):
         self._act_space = spaces.Discrete(n_actions)
         self.t = 0
         self.agents = []
-
-    def observation_space(self, agent):
-        return self._obs_space
-
-    def action_space(self, agent):
-        return self._act_space
 
     def _obs(self):
         return {a: np.array([self.t, self.possible_agents.index(a)], np.float32) for a in self.agents}
@@ -49,7 +53,7 @@ def counting_env(**kwargs):
     return CountingEnv(**kwargs)
 
 
-class TargetEnv(ParallelEnv):
+class TargetEnv(_FakeEnv):
     """One-step continuous task (algorithms.md 1.9 B): observation ``[1]``, action in [-2, 2], reward
     ``-(a - target)^2``. Two actors with ``target = +1`` and ``-1`` have opposite objectives: the
     equal-weight optimum is ``a = 0``, a pooled, speed-weighted one leans towards the faster actor."""
@@ -62,12 +66,6 @@ class TargetEnv(ParallelEnv):
         self._obs_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
         self._act_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
         self.agents = []
-
-    def observation_space(self, agent):
-        return self._obs_space
-
-    def action_space(self, agent):
-        return self._act_space
 
     def reset(self, seed=None, options=None):
         self.agents = list(self.possible_agents)
@@ -85,7 +83,7 @@ def target_env(**kwargs):
     return TargetEnv(**kwargs)
 
 
-class MatrixEnv(ParallelEnv):
+class MatrixEnv(_FakeEnv):
     """Repeated cooperative matrix game: every step both agents choose an action and each gets
     ``payoff[a_0][a_1] / 2`` (the team reward is the payoff); episodes last ``max_cycles`` steps and the
     observation is ``[t / max_cycles, agent index]``. With ``masked`` the first action of ``agent_1`` is
@@ -103,12 +101,6 @@ class MatrixEnv(ParallelEnv):
         self._act_space = spaces.Discrete(n)
         self.t = 0
         self.agents = []
-
-    def observation_space(self, agent):
-        return self._obs_space
-
-    def action_space(self, agent):
-        return self._act_space
 
     def _obs(self):
         out = {}
