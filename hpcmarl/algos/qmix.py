@@ -25,6 +25,7 @@ applied after every step, to Adam's moments, to the target network and on checkp
 from __future__ import annotations
 
 import copy
+import os
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -270,9 +271,14 @@ class EpisodeReplay:
     def add(self, ep: Dict[str, np.ndarray]) -> None:
         L = len(ep["reward"])
         if not self.data:
-            for k, v in ep.items():
-                rows = self.max_len + (len(v) - L)
-                self.data[k] = np.zeros((self.capacity, rows) + v.shape[1:], v.dtype)
+            shapes = {k: ((self.capacity, self.max_len + len(v) - L) + v.shape[1:], v.dtype) for k, v in ep.items()}
+            need = sum(int(np.prod(sh)) * dt.itemsize for sh, dt in shapes.values())
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if need > 0.5 * ram:
+                raise MemoryError(f"the episode replay needs {need / 2**30:.1f} GiB ({self.capacity} episodes x "
+                                  f"{self.max_len} steps), more than half of this node's {ram / 2**30:.1f} GiB; "
+                                  "lower algo.buffer_episodes or algo.episode_limit")
+            self.data = {k: np.zeros(sh, dt) for k, (sh, dt) in shapes.items()}
         i = self.pos
         for k, v in ep.items():
             self.data[k][i] = 0

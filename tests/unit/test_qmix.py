@@ -161,6 +161,13 @@ def test_replay_is_fifo_and_draws_the_recent_share_from_the_newest():
     np.testing.assert_array_equal(b["valid"].sum(1).numpy(), rb.length[[0, 1]])
 
 
+def test_replay_refuses_a_buffer_larger_than_half_the_memory():
+    spec = probe_spec("counting_v0", {"max_cycles": 4})
+    rb = EpisodeReplay(spec, capacity=10 ** 9, max_len=1000)
+    with pytest.raises(MemoryError, match="algo.buffer_episodes"):
+        rb.add({"reward": np.zeros(3, np.float32), "agent/obs": np.zeros((4, 2, 2), np.float32)})
+
+
 def test_epsilon_greedy_respects_action_masks():
     spec = probe_spec("matrix_v0", {"masked": True})
     pol = QInference(spec, 8, 1)
