@@ -68,6 +68,14 @@ class GroupPolicy(nn.Module):
         return torch.distributions.Independent(torch.distributions.Normal(out, self.std().expand_as(out)), 1)
 
 
+def joint_input(spec: EnvSpec, obs: Dict[str, torch.Tensor], state: torch.Tensor = None) -> torch.Tensor:
+    """Centralized input ``[..., D]``: the env state where the spec has one, else every group's obs
+    ``[..., n_g, d_g]`` concatenated."""
+    if spec.state_dim:
+        return state
+    return torch.cat([obs[g.name].flatten(-2) for g in spec.groups], dim=-1)
+
+
 def squash(g: GroupSpec, u: np.ndarray) -> np.ndarray:
     """tanh-squash pre-squash samples ``u`` into the group's action box ``[low, high]``."""
     return g.act_low + (np.tanh(u) + 1.0) * 0.5 * (g.act_high - g.act_low)
@@ -87,16 +95,10 @@ class ActorCritic(nn.Module):
     def policy_parameters(self) -> List[nn.Parameter]:
         return list(self.policies.parameters())
 
-    def joint_input(self, obs: Dict[str, torch.Tensor], state: torch.Tensor = None) -> torch.Tensor:
-        """Centralized critic input ``[..., D]`` from per-group obs ``[..., n_g, d_g]`` (or the state)."""
-        if self.spec.state_dim:
-            return state
-        return torch.cat([obs[g.name].flatten(-2) for g in self.spec.groups], dim=-1)
-
     def values(self, obs: Dict[str, torch.Tensor], state: torch.Tensor = None) -> Dict[str, torch.Tensor]:
         """Per-group values ``[..., n_g]``."""
         if self.centralized:
-            x = self.joint_input(obs, state)
+            x = joint_input(self.spec, obs, state)
             return {g.name: self.critics[g.name](x) for g in self.spec.groups}
         return {g.name: self.critics[g.name](obs[g.name]).squeeze(-1) for g in self.spec.groups}
 

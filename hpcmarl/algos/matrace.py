@@ -92,7 +92,9 @@ class TeamActorCritic(torch.nn.Module):
         """Team values ``[T+1, B]`` (per-agent values ``[T+1, B, n]`` for DecMA-Trace)."""
         if self.per_agent:
             return self.critics[name](b[f"{name}/obs"]).squeeze(-1)
-        x = b["state"] if self.spec.state_dim else torch.cat([b[f"{g.name}/obs"].flatten(-2) for g in self.spec.groups], -1)
+        from hpcmarl.models import joint_input
+
+        x = joint_input(self.spec, {g.name: b[f"{g.name}/obs"] for g in self.spec.groups}, b.get("state"))
         return self.critics[name](x).squeeze(-1)
 
 

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from hpcmarl.algos.ppo import ValueNorm, load_torch_state_arrays, torch_state_arrays
+from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, is_sparse_weight, linear_flops
 from hpcmarl.envs import EnvSpec
-from hpcmarl.models import Inference, checksum, flat_params, mlp
+from hpcmarl.models import Inference, checksum, flat_params, joint_input, mlp
 from hpcmarl.spec import META_INDEX, Record
 
 
@@ -127,7 +128,7 @@ class QNet(nn.Module):
 
 def sparse_layout(policies: nn.Module) -> List[tuple]:
     """``(name, parameter, is_masked)`` of the utility nets in a fixed order: 2-D weights carry masks."""
-    return [(n, p, p.dim() == 2 and n.rsplit(".", 1)[-1] == "weight") for n, p in policies.named_parameters()]
+    return [(n, p, is_sparse_weight(n, p)) for n, p in policies.named_parameters()]
 
 
 def pack_masks(masks: List[torch.Tensor]) -> np.ndarray:
@@ -312,8 +313,6 @@ class QMIXLearner:
     """``init_seed`` (the same on every learner) draws the network and its masks; ``seed`` the replay sampling."""
 
     def __init__(self, spec: EnvSpec, cfg, device: torch.device, seed: int, init_seed: Optional[int] = None):
-        from hpcmarl.algos.sparse import SparseMasks
-
         for g in spec.groups:
             if not g.discrete:
                 raise ValueError(f"{cfg.name} needs discrete actions; group {g.name!r} of {spec.name} is continuous")
@@ -333,7 +332,10 @@ class QMIXLearner:
         self.reward_norm = ValueNorm() if cfg.reward_norm else None
         self.steps = 0  # gradient steps taken
         self.flops = {"train": 0.0, "dense_grad": 0.0}
-        self.linears = [(name, m) for name, m in self.net.named_modules() if isinstance(m, nn.Linear)]
+        # (name, active weights, outputs) of every linear layer; per-layer active counts never change
+        counts = self.masks.active_counts() if self.masks is not None else {}
+        self.linears = [(name, counts.get(f"{name}.weight", (m.weight.numel(),))[0], m.weight.numel(), m.out_features)
+                        for name, m in self.net.named_modules() if isinstance(m, nn.Linear)]
 
     # ---- actors ------------------------------------------------------------------------------------
     def _policy_masks(self) -> List[torch.Tensor]:
@@ -363,11 +365,8 @@ class QMIXLearner:
 
     # ---- FLOPs (active weights only) ------------------------------------------------------------------
     def _linear_flops(self, prefix: str, rows: int, dense: bool = False) -> float:
-        from hpcmarl.algos.sparse import linear_flops
-
-        counts = self.masks.active_counts() if self.masks is not None and not dense else {}
-        return sum(linear_flops(counts.get(f"{name}.weight", (m.weight.numel(),))[0], m.out_features, rows)
-                   for name, m in self.linears if name.startswith(prefix))
+        return sum(linear_flops(total if dense else active, out, rows)
+                   for name, active, total, out in self.linears if name.startswith(prefix))
 
     def inference_flops(self) -> float:
         """Forward FLOPs of one env step on an actor (every agent's utility net)."""
@@ -405,7 +404,7 @@ class QMIXLearner:
                     best = q_all[n][:, 1:].detach().masked_fill(~mask, float("-inf")).argmax(-1, keepdim=True)
                     boot = q_tgt[n][:, 1:].gather(-1, best).squeeze(-1)
             boots.append(boot * alive[:, 1:])
-        s = b["state"] if spec.state_dim else torch.cat([obs[g.name].flatten(-2) for g in spec.groups], -1)
+        s = joint_input(spec, obs, b.get("state"))
         q_tot = self.net.mix(torch.cat(taken, -1), s[:, :-1])
         with torch.no_grad():
             boot_tot = self.target.mix(torch.cat(boots, -1), s[:, 1:])
@@ -414,9 +413,9 @@ class QMIXLearner:
                 r = self.reward_norm.normalize(r)
             target = lambda_returns(r, b["terminal"], b["valid"], boot_tot, c.gamma, lam)
         valid = b["valid"]
-        td = (q_tot - target) * valid
-        loss = (td ** 2).sum() / valid.sum().clamp_min(1.0)
         n_valid = valid.sum().clamp_min(1.0)
+        td = (q_tot - target) * valid
+        loss = (td ** 2).sum() / n_valid
         stats = {"loss": loss.item(), "q_taken": float((q_tot.detach() * valid).sum() / n_valid),
                  "target_mean": float((target * valid).sum() / n_valid), "td_abs": float(td.detach().abs().sum() / n_valid)}
         return loss, stats
@@ -425,8 +424,6 @@ class QMIXLearner:
                env_steps: int = 0) -> Dict[str, float]:
         """Stitch the unrolls into the replay, then ``train_steps`` gradient steps on batches of episodes
         (every learner trains only once every learner holds ``learning_starts`` episodes)."""
-        from hpcmarl.algos.sparse import cosine_drop_fraction
-
         c = self.cfg
         new = [ep for u in unrolls for ep in self.stitcher.add(u, int(u["meta"][META_INDEX["actor"]]))]
         for ep in new:
@@ -451,7 +448,7 @@ class QMIXLearner:
             self.steps += 1
             evolve = self.masks is not None and c.topology_every > 0 and self.steps % c.topology_every == 0 \
                 and self.steps < c.topology_end
-            grads = {k: p.grad.detach().clone() for k, p in self.net.named_parameters() if k in self.masks.masks} if evolve else None
+            grads = {k: self.net.get_parameter(k).grad.clone() for k in self.masks.masks} if evolve else None
             if self.masks is not None:
                 self.masks.mask_grads(self.net)
             st["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
@@ -483,7 +480,7 @@ class QMIXLearner:
         out.update({"epsilon": self.exploration(env_steps), "td_lambda": lam, "train_steps": float(n),
                     "replay_episodes": float(self.replay.size), "flops/train_update": flops + dense,
                     "flops/train_total": self.flops["train"], "flops/inference_step": self.inference_flops(),
-                    "sparsity": 1.0 - self.masks.density() if self.masks is not None else 0.0,
+                    "sparsity": self.masks.sparsity if self.masks is not None else 0.0,  # measured, not assumed
                     "topology/dropped": float(topo["dropped"]), "topology/grown": float(topo["grown"])})
         return out
 

@@ -58,6 +58,11 @@ def cosine_drop_fraction(step: int, zeta0: float, t_end: int) -> float:
     return 0.5 * zeta0 * (1.0 + math.cos(math.pi * step / t_end)) if step < t_end else 0.0
 
 
+def is_sparse_weight(name: str, p: torch.Tensor) -> bool:
+    """The parameters that carry masks: every 2-D ``*.weight`` (biases and the rest stay dense)."""
+    return p.dim() == 2 and name.rsplit(".", 1)[-1] == "weight"
+
+
 def linear_flops(active_weights: int, out_features: int, rows: int) -> float:
     """Forward FLOPs of one linear layer on ``rows`` inputs counting active weights only (with bias)."""
     return float(2 * active_weights * rows + out_features * rows)
@@ -78,7 +83,7 @@ class SparseMasks:
 
     def __init__(self, module: nn.Module, sparsity: float, generator: Union[torch.Generator, int] = 0):
         gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(generator)
-        weights = {n: p for n, p in module.named_parameters() if n.rsplit(".", 1)[-1] == "weight" and p.dim() == 2}
+        weights = {n: p for n, p in module.named_parameters() if is_sparse_weight(n, p)}
         self.sparsity_target = sparsity
         self.densities = erdos_renyi_densities({n: tuple(p.shape) for n, p in weights.items()}, sparsity)
         self.masks: Dict[str, torch.Tensor] = {}
