@@ -23,11 +23,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from hpcmarl.entry import layout_for
     from hpcmarl.envs import probe_spec
-    from hpcmarl.topology import make_layout
 
     cfg = _config(args)
-    layout = make_layout(args.np, cfg.topology.learners, cfg.topology.actors)
+    layout = layout_for(cfg, args.np)
     print(f"config OK: env {cfg.env.name}, algo {cfg.algo.name}, run_dir {cfg.resolved_run_dir}")
     if args.probe_env:
         spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
@@ -68,6 +68,13 @@ def cmd_inspect(args) -> int:
         v = s["value"]
         print(f"value      epsilon {v['epsilon']:.3f}  sparsity {v['sparsity']:.3f}  replay {v['replay_episodes']} episodes  "
               f"train FLOPs {v['train_flops']:.3e} (per learner)  inference {v['inference_flops_per_step']:.3e} FLOPs/step")
+    if "league" in s:
+        from hpcmarl.league.server import member_name
+
+        names = list(s["groups"])
+        live = "  ".join(f"{member_name(m, names, {})} Elo {r['elo']:.0f}" for m, r in sorted(s["league"]["ratings"].items(),
+                                                                                           reverse=True))
+        print(f"league     {s['league']['pool']} pool member(s); {live}  (hpcmarl league RUN for ratings and payoff)")
     if "discarded_episodes" in s:
         print(f"discarded  {s['discarded_episodes']} episode(s) cut off by stops")
     mb = {k: v / 2 ** 20 for k, v in s.get("file_sizes_bytes", {}).items()}
@@ -139,6 +146,29 @@ def cmd_watch(args) -> int:
     return 0
 
 
+def cmd_league(args) -> int:
+    from hpcmarl.analysis.league import format_league, league_summary
+
+    s = league_summary(args.run_dir)
+    print(json.dumps(s, default=str) if args.json else format_league(s, args.members))
+    return 0
+
+
+def cmd_match(args) -> int:
+    from hpcmarl.league.match import match
+
+    r = match(args.a, args.b, args.episodes, env=args.env, group_a=args.group_a, group_b=args.group_b, seed=args.seed,
+              sampled=args.sampled, opening=args.opening)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['a']} vs {r['b']} on {r['env']}: {r['episodes']} games (seats alternated, seed {r['seed']}, "
+          f"{'sampled' if r['sampled'] else 'greedy'} policies"
+          + (f", {r['opening']} random opening moves" if r["opening"] else "") + ")")
+    print(f"win {r['wins']}  draw {r['draws']}  loss {r['losses']}  (win rate {r['win_rate']:.3f}, score {r['score']:.3f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcmarl", description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -193,6 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--count", type=int, default=0, help="refreshes (0 = until Ctrl-C)")
     wa.add_argument("--plot", help="also refresh a learning-curve PNG at this path")
     wa.set_defaults(fn=cmd_watch)
+
+    lg = sub.add_parser("league", help="a league run's pool, ratings and payoff matrix")
+    lg.add_argument("run_dir")
+    lg.add_argument("--members", type=int, default=12, help="newest pool members shown in the payoff matrix")
+    lg.add_argument("--json", action="store_true", help="one JSON object on stdout (everything)")
+    lg.set_defaults(fn=cmd_league)
+
+    mt = sub.add_parser("match", help="play two saved policies (or baselines) against each other: win/draw/loss")
+    mt.add_argument("a", help="pool snapshot (RUN/pool/*.h5), league checkpoint, or random | lookahead")
+    mt.add_argument("b", help="the opponent, same forms")
+    mt.add_argument("--episodes", type=int, default=200)
+    mt.add_argument("--env", help="the game, when both players are baselines")
+    mt.add_argument("--group-a", help="learner group of a checkpoint holding several policies")
+    mt.add_argument("--group-b")
+    mt.add_argument("--seed", type=int, default=0, help="game i resets with seed + i")
+    mt.add_argument("--sampled", action="store_true", help="sample the policies' actions instead of the most likely")
+    mt.add_argument("--opening", type=int, default=0, help="random legal moves at the start of every game")
+    mt.add_argument("--json", action="store_true")
+    mt.set_defaults(fn=cmd_match)
 
     e = sub.add_parser("evaluate", help="play a checkpoint's policies on its environment (no MPI)")
     e.add_argument("checkpoint", help="checkpoints/ckpt-*.h5 of a run")

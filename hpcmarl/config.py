@@ -63,6 +63,8 @@ class PPOConfig:
     hidden: int = 64
     layers: int = 2
     critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
+    encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
+    # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
 
     @property
     def uses_state(self) -> bool:
@@ -231,6 +233,45 @@ class RuntimeConfig:
 
 
 @dataclass
+class LeagueGroupConfig:
+    """One learner group of a league: the policy it trains, its ranks and how it picks opponents."""
+
+    name: str = "main"
+    policy_group: str = ""  # the policy-map group whose agents this policy plays ("" = the env's first group)
+    learners: int = 1
+    actors: int = 0  # actor ranks of this group; 0 = an even share of the ranks left over
+    strategy: str = "pfsp"  # self_play | uniform (fictitious self-play) | pfsp | exploiter
+    self_play: float = 0.2  # uniform/pfsp: share of episodes against the group's own current policy
+    pfsp_weighting: str = "squared"  # squared: (1-x)^2 | variance: x(1-x) | linear: 1-x
+    exploits: str = ""  # exploiter: the group whose newest snapshot it plays (default: the first group)
+    snapshot_every: int = 20  # updates between pool snapshots (0 = only by win rate)
+    snapshot_win_rate: float = 0.0  # > 0: also snapshot once the win rate against the pool reaches this
+    snapshot_min_updates: int = 5  # at least this many updates between win-rate snapshots
+
+
+@dataclass
+class LeagueConfig:
+    """League mode: learner groups, a league rank (the last rank) with the policy pool, matchmaking,
+    ratings and evaluation matches."""
+
+    enabled: bool = False
+    seats: str = "auto"  # per_agent: the trained policy takes one seat, the pool the others (symmetric games);
+    # per_group: it plays all agents of its policy group, the pool the other groups; auto: per_group when the
+    # league trains more than one policy group, else per_agent
+    groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])
+    win_rate_step: float = 0.05  # PFSP win rates: exponential moving average step per reported game
+    elo_k: float = 32.0
+    eval_games: int = 40  # evaluation games per matchup (fixed seeds, seats alternated)
+    eval_baselines: Optional[List[str]] = None  # random | lookahead (connect_four); default: both on connect_four,
+    # none elsewhere (evaluation games are played on turn-based games)
+    pool_baselines: List[str] = field(default_factory=list)  # scripted members matchmaking may also pick (random,
+    # lookahead); they play the seats of the first league group's policy group
+    eval_pool: int = 3  # a new snapshot also plays this many of the newest earlier snapshots
+    eval_greedy: bool = True  # evaluated policies take their most likely legal action
+    eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
+
+
+@dataclass
 class Config:
     name: str = "run"
     run_dir: Optional[str] = None  # default: <output.root>/<name>
@@ -245,6 +286,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    league: LeagueConfig = field(default_factory=LeagueConfig)
 
     @property
     def resolved_run_dir(self) -> str:
@@ -393,15 +435,37 @@ def apply_overrides(data: dict, overrides) -> dict:
         key, value = parse_override(text)
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict):
+        for k, part in enumerate(parts[:-1]):
+            if isinstance(node, dict) and node.get(part) is None and parts[k + 1].isdigit():
+                node[part] = _schema_default(parts[:k + 1])  # e.g. league.groups.0.x on the default list
+            if isinstance(node, list):  # an entry of a list of sections, e.g. league.groups.0.strategy
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"config key '{key}': no list entry {part!r} (the list has {len(node)})")
+                nxt = node[int(part)]
+            else:
+                nxt = node.get(part)
+                if nxt is None:
+                    nxt = node[part] = {}
+            if not isinstance(nxt, (dict, list)):
                 raise ConfigError(f"config key '{key}': '{part}' is not a section")
             node = nxt
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            if not parts[-1].isdigit() or int(parts[-1]) >= len(node):
+                raise ConfigError(f"config key '{key}': no list entry {parts[-1]!r} (the list has {len(node)})")
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
     return data
+
+
+def _schema_default(path: List[str]):
+    """A deep copy of the schema's default value at ``path`` (``None`` if there is none)."""
+    node = to_dict(Config())
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return yaml.safe_load(yaml.safe_dump(node))
 
 
 def load_dict(path: Optional[str]) -> dict:
@@ -488,6 +552,7 @@ def validate(cfg: Config) -> None:
         _check(p.hidden >= 1, "algo.hidden", "must be >= 1")
         _check(p.layers >= 1, "algo.layers", "must be >= 1")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
+        _check(p.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
     if isinstance(p, NIGTConfig):
         _check(p.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
         _check(p.lr > 0, "algo.lr", "must be > 0")
@@ -540,6 +605,7 @@ def validate(cfg: Config) -> None:
             _check(isinstance(limit, int) and limit >= 1, "algo.episode_limit",
                    f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
             p.episode_limit = limit
+    validate_league(cfg, envs)
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
     for i, v in enumerate(cfg.actors.variants):
@@ -567,3 +633,62 @@ def validate(cfg: Config) -> None:
     _check(o.episode_window >= 1, "output.episode_window", "must be >= 1")
     _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")
     _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")
+
+
+LEAGUE_STRATEGIES = ("self_play", "uniform", "pfsp", "exploiter")
+BASELINES = ("random", "lookahead")
+
+
+def validate_league(cfg: Config, envs) -> None:
+    lg, entry = cfg.league, envs.REGISTRY[cfg.env.name]
+    if not lg.enabled:
+        _check(not entry.turn_based, "league.enabled",
+               f"{cfg.env.name} is a turn-based game: set league.enabled=true (its actors step the game directly)")
+        return
+    _check(cfg.algo.name in ("ippo", "mappo"), "algo.name", f"league mode trains ippo or mappo, not {cfg.algo.name}")
+    _check(cfg.topology.learners == 1 and cfg.topology.actors == "auto", "topology",
+           "in league mode the ranks come from league.groups (learners/actors per group); leave topology unset")
+    _check(len(lg.groups) >= 1, "league.groups", "must list at least one learner group")
+    pmap = cfg.policy_map if cfg.policy_map is not None else entry.groups
+    names = [g.name for g in lg.groups]
+    for i, g in enumerate(lg.groups):
+        key = f"league.groups[{i}]"
+        _check(bool(g.name) and "/" not in g.name and names.count(g.name) == 1, f"{key}.name",
+               "must be a unique non-empty name without '/'")
+        if not g.policy_group:
+            g.policy_group = next(iter(pmap))
+        _check(g.policy_group in pmap, f"{key}.policy_group",
+               f"{g.policy_group!r} is not a policy-map group of {cfg.env.name} (groups: {', '.join(pmap)})")
+        _check(g.learners >= 1, f"{key}.learners", "must be >= 1")
+        _check(g.actors >= 0, f"{key}.actors", "must be >= 0 (0 = an even share of the remaining ranks)")
+        _check(g.strategy in LEAGUE_STRATEGIES, f"{key}.strategy", f"must be one of {', '.join(LEAGUE_STRATEGIES)}")
+        _check(0 <= g.self_play <= 1, f"{key}.self_play", "must be in [0, 1]")
+        _check(g.pfsp_weighting in ("squared", "variance", "linear"), f"{key}.pfsp_weighting",
+               "must be squared, variance or linear")
+        if g.strategy == "exploiter":
+            if not g.exploits:
+                g.exploits = names[0]
+            _check(g.exploits in names and g.exploits != g.name, f"{key}.exploits",
+                   f"must name another learner group (groups: {', '.join(names)})")
+        _check(g.snapshot_every >= 0 and g.snapshot_min_updates >= 1, f"{key}.snapshot_every",
+               "snapshot_every must be >= 0 and snapshot_min_updates >= 1")
+        _check(0 <= g.snapshot_win_rate <= 1, f"{key}.snapshot_win_rate", "must be in [0, 1] (0 = off)")
+        _check(g.snapshot_every > 0 or g.snapshot_win_rate > 0, f"{key}.snapshot_every",
+               "set snapshot_every or snapshot_win_rate, or the pool never grows")
+    _check(lg.seats in ("auto", "per_agent", "per_group"), "league.seats", "must be auto, per_agent or per_group")
+    if lg.seats == "auto":
+        lg.seats = "per_group" if len({g.policy_group for g in lg.groups}) > 1 else "per_agent"
+    _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
+    _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
+    for k in ("eval_games", "eval_pool", "eval_every"):
+        _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
+    if lg.eval_baselines is None:
+        lg.eval_baselines = list(BASELINES) if cfg.env.name.startswith("connect_four") else []
+    for b in lg.pool_baselines:
+        _check(b in BASELINES, "league.pool_baselines", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
+        _check(b != "lookahead" or cfg.env.name.startswith("connect_four"), "league.pool_baselines",
+               "the lookahead baseline plays connect_four only")
+    for b in lg.eval_baselines:
+        _check(b in BASELINES, "league.eval_baselines", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
+        _check(b != "lookahead" or cfg.env.name.startswith("connect_four"), "league.eval_baselines",
+               "the lookahead baseline plays connect_four only")

@@ -20,7 +20,7 @@ import numpy as np
 
 from hpcmarl import __version__
 from hpcmarl.config import Config, ConfigError, to_yaml
-from hpcmarl.topology import LEARNER, Layout, make_layout
+from hpcmarl.topology import LEAGUE, LEARNER, Layout, make_layout, make_league_layout
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a final checkpoint; run again to resume
@@ -85,6 +85,7 @@ class Context:
 
     def __init__(self, cfg: Config, layout: Layout, world, learner_comm, pre: dict, config_yaml: str, argv):
         self.cfg, self.layout, self.world, self.learner_comm = cfg, layout, world, learner_comm
+        self.group_comm = None  # league mode: the learners of this rank's learner group
         self.rank = world.Get_rank()
         self.role = layout.role(self.rank)
         self.run_dir = pre["run_dir"]
@@ -141,8 +142,11 @@ class Context:
             "actors": self.layout.actors,
             "env": self.cfg.env.name,
             "algo": self.cfg.algo.name,
-            "groups": [g.name for g in self.env_spec.groups] if self.env_spec else [],
+            "groups": ([g.name for g in self.cfg.league.groups] if self.layout.league else
+                       [g.name for g in self.env_spec.groups] if self.env_spec else []),
             "group_agents": {g.name: g.agents for g in self.env_spec.groups} if self.env_spec else {},
+            "league_groups": [g.name for g in self.cfg.league.groups] if self.layout.league else [],
+            "league_policy_groups": [g.policy_group for g in self.cfg.league.groups] if self.layout.league else [],
         }
 
 
@@ -183,6 +187,13 @@ def pick_device(cfg: Config, local_rank: int):
     return torch.device(d)
 
 
+def layout_for(cfg: Config, world_size: int) -> Layout:
+    """The rank layout of ``cfg`` for ``world_size`` ranks (league mode: from ``league.groups``)."""
+    if cfg.league.enabled:
+        return make_league_layout(world_size, [(g.name, g.learners, g.actors) for g in cfg.league.groups])
+    return make_layout(world_size, cfg.topology.learners, cfg.topology.actors)
+
+
 def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     """Run on every rank of the MPI job. Returns the exit status (errors in pre-flight: 2)."""
     from mpi4py import MPI
@@ -191,7 +202,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     rank, size = world.Get_rank(), world.Get_size()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     try:
-        layout = make_layout(size, cfg.topology.learners, cfg.topology.actors)
+        layout = layout_for(cfg, size)
     except ValueError as e:
         say(f"hpcmarl: error: {e}")
         return 2
@@ -228,6 +239,10 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     role = layout.role(rank)
     learner_comm = world.Split(color=0 if role == LEARNER else 1, key=rank)
     ctx = Context(cfg, layout, world, learner_comm if role == LEARNER else None, pre, config_yaml, list(argv))
+    group_comm = None
+    if layout.league:  # one communicator per learner group: its AllReduce never leaves the group
+        group_comm = world.Split(color=layout.group_of(rank) if role == LEARNER else layout.world_size, key=rank)
+        ctx.group_comm = group_comm if role == LEARNER else None
     ctx.install_signal_handlers()
     ctx.hosts = world.allgather(ctx.host)
     local_rank = set_threads(cfg, world, role)
@@ -240,13 +255,24 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     else:
         from hpcmarl import roles
 
-    if role == LEARNER:
+    if role == LEAGUE:
+        from hpcmarl.league_roles import league_main
+
+        league_main(ctx)
+    elif role == LEARNER:
         ctx.device = pick_device(cfg, local_rank)
-        ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, cfg.algo.uses_state)
+        if layout.league:
+            from hpcmarl.league_roles import league_spec
+
+            ctx.env_spec = league_spec(cfg, layout.group_of(rank))
+        else:
+            ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, cfg.algo.uses_state)
         roles.learner_main(ctx)
     else:
         roles.actor_main(ctx)
     learner_comm.Free()
+    if group_comm is not None:
+        group_comm.Free()
     if ctx.preempted:
         # Only the lead learner reports 75 (the job's status is the highest of its ranks'): under
         # `srun --kill-on-bad-exit=1` an earlier non-zero exit of another rank would make Slurm kill the

@@ -33,6 +33,7 @@ class EnvEntry:
     groups: Dict[str, List[str]]  # default policy map
     kwargs: Dict = field(default_factory=dict)  # default constructor arguments
     description: str = ""
+    turn_based: bool = False  # an AEC game whose agents move one at a time (league mode steps it directly)
 
 
 REGISTRY: Dict[str, EnvEntry] = {
@@ -43,6 +44,8 @@ REGISTRY: Dict[str, EnvEntry] = {
     "simple_tag_v3": EnvEntry("mpe2.simple_tag_v3:parallel_env",
                               {"adversary": ["adversary_*"], "agent": ["agent_*"]},
                               {"max_cycles": 25}, "MPE predator-prey: adversaries vs. good agent"),
+    "connect_four_v3": EnvEntry("pettingzoo.classic.connect_four_v3:env", {"player": ["player_*"]}, {},
+                                "PettingZoo classic Connect Four: turn-based, action masks (league mode)", True),
     "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
     "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
@@ -63,8 +66,8 @@ def _load(path: str) -> Callable:
     return getattr(importlib.import_module(mod), name)
 
 
-def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
-    """Construct one PettingZoo parallel environment by registry name."""
+def make_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
+    """Construct one PettingZoo environment by registry name as the library returns it (AEC or parallel)."""
     if name not in REGISTRY:
         raise EnvError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))})")
     entry = REGISTRY[name]
@@ -75,6 +78,15 @@ def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Opt
         env = _load(entry.factory)(**kw)
     except TypeError as e:
         raise EnvError(f"env.kwargs for {name}: {e}") from None
+    return env
+
+
+def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
+    """Construct one PettingZoo parallel environment by registry name."""
+    if name in REGISTRY and REGISTRY[name].turn_based:
+        raise EnvError(f"{name} is a turn-based game: train it in league mode (league.enabled: true), whose "
+                       f"actors step it as an AEC environment")
+    env = make_env(name, kwargs, render_mode)
     from pettingzoo.utils.env import AECEnv
 
     if isinstance(env, AECEnv):
@@ -115,6 +127,7 @@ class GroupSpec:
     act_dim: int = 0  # continuous
     act_low: Optional[np.ndarray] = None
     act_high: Optional[np.ndarray] = None
+    obs_shape: tuple = ()  # the observation's shape before flattening (e.g. (6, 7, 2) for a board)
 
     @property
     def n(self) -> int:
@@ -175,16 +188,18 @@ def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> Env
                 act = ("box", tuple(aspace.shape), tuple(np.asarray(aspace.low).ravel()), tuple(np.asarray(aspace.high).ravel()))
             else:
                 raise EnvError(f"{name}: agent {a} has unsupported action space {aspace}")
-            descr.add((int(np.prod(ospace.shape)), act))
+            descr.add((tuple(int(x) for x in ospace.shape), act))
         if len(descr) != 1:
             raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: {sorted(map(str, descr))}; "
                            f"split it into groups with equal spaces")
-        (obs_dim, act), = descr
+        (shape, act), = descr
+        obs_dim = int(np.prod(shape))
         if act[0] == "discrete":
-            out.append(GroupSpec(g, members, obs_dim, True, n_actions=act[1]))
+            out.append(GroupSpec(g, members, obs_dim, True, n_actions=act[1], obs_shape=shape))
         else:
             out.append(GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
-                                 act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32)))
+                                 act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32),
+                                 obs_shape=shape))
     state_dim = 0
     if with_state:
         try:
@@ -195,7 +210,7 @@ def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> Env
 
 
 def probe_spec(name: str, kwargs=None, policy_map=None, with_state: bool = False) -> EnvSpec:
-    env = make_parallel_env(name, kwargs)
+    env = make_env(name, kwargs)
     try:
         return build_spec(env, name, policy_map, with_state)
     finally:

@@ -32,6 +32,34 @@ def mlp(inp: int, hidden: int, layers: int, out: int, out_gain: float = 1.0, act
     return nn.Sequential(*mods)
 
 
+class Board(nn.Module):
+    """Two 3x3 convolutions (32 channels, ReLU, same padding) over a channels-last image observation flattened to
+    ``[..., H*W*C]`` (e.g. Connect Four's 6x7x2 board); output ``[..., channels*H*W]``."""
+
+    def __init__(self, shape, channels: int = 32):
+        super().__init__()
+        if len(shape) != 3:
+            raise ValueError(f"algo.encoder=conv needs image observations (height, width, channels), got shape {shape}")
+        self.shape = tuple(int(x) for x in shape)
+        h, w, c = self.shape
+        self.conv = nn.Sequential(nn.Conv2d(c, channels, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.out_dim = channels * h * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = self.conv(x.reshape(-1, *self.shape).permute(0, 3, 1, 2))
+        return y.reshape(*lead, self.out_dim)
+
+
+def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: float = 1.0, encoder: str = "mlp") -> nn.Module:
+    """The network of one group on its own observations: an MLP, or :class:`Board` convolutions then an MLP."""
+    if encoder == "conv":
+        board = Board(g.obs_shape)
+        return nn.Sequential(board, mlp(board.out_dim, hidden, layers, out, out_gain, act=nn.ReLU))
+    return mlp(g.obs_dim, hidden, layers, out, out_gain)
+
+
 class GroupPolicy(nn.Module):
     """Categorical (masked) or diagonal Gaussian policy of one group.
 
@@ -41,10 +69,10 @@ class GroupPolicy(nn.Module):
     """
 
     def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True):
+                 learn_std: bool = True, encoder: str = "mlp"):
         super().__init__()
         self.discrete = g.discrete
-        self.net = mlp(g.obs_dim, hidden, layers, g.n_actions if g.discrete else g.act_dim, out_gain=0.01)
+        self.net = encoder_mlp(g, hidden, layers, g.n_actions if g.discrete else g.act_dim, 0.01, encoder)
         self.softplus_std = std == "softplus"
         if not g.discrete:
             if self.softplus_std:  # inverse softplus of init_std; a buffer (not trained) unless learn_std
@@ -82,14 +110,15 @@ def squash(g: GroupSpec, u: np.ndarray) -> np.ndarray:
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, spec: EnvSpec, algo: str, hidden: int = 64, layers: int = 2):
+    def __init__(self, spec: EnvSpec, algo: str, hidden: int = 64, layers: int = 2, encoder: str = "mlp"):
         super().__init__()
         self.spec = spec
         self.centralized = algo == "mappo"
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers) for g in spec.groups})
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder) for g in spec.groups})
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
         self.critics = nn.ModuleDict({
-            g.name: mlp(self.critic_in if self.centralized else g.obs_dim, hidden, layers, g.n if self.centralized else 1)
+            g.name: mlp(self.critic_in, hidden, layers, g.n) if self.centralized else encoder_mlp(g, hidden, layers, 1,
+                                                                                                 encoder=encoder)
             for g in spec.groups})
 
     def policy_parameters(self) -> List[nn.Parameter]:
@@ -131,9 +160,9 @@ class Inference:
     """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
 
     def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True):
+                 learn_std: bool = True, encoder: str = "mlp"):
         self.spec = spec
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std)
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std, encoder)
                                        for g in spec.groups})
         self.params = list(self.policies.parameters())
         self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
@@ -182,4 +211,4 @@ def make_inference(spec: EnvSpec, algo) -> Inference:
         return QInference(spec, algo.hidden, algo.layers)
     if getattr(algo, "flow", "") == "gradients":
         return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std, learn_std=algo.learn_std)
-    return Inference(spec, algo.hidden, algo.layers)
+    return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"))

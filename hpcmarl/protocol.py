@@ -29,6 +29,9 @@ class Tag(IntEnum):
     BYE = 14
     GRADIENT = 15
     MASKS = 16
+    LEAGUE = 17  # actor / learner lead -> league rank: requests and reports (pickled dicts)
+    LEAGUE_REPLY = 18  # league rank -> actor / learner lead
+    POOL = 19  # learner lead -> league rank: flat policy parameters of a new snapshot (float32 buffer)
 
 
 class CommTimeout(RuntimeError):
@@ -168,3 +171,24 @@ def send_control(comm, dest: int, obj, timeout: float):
 
 def recv_control(comm, source: int, timeout: float):
     return wait(comm.irecv(source=source, tag=Tag.CONTROL), timeout, f"a control message from rank {source}")
+
+
+def recv_object(comm, source: int, tag: int, timeout: float, what: str):
+    """Receive a pickled control object of any size from ``source`` (``MPI.ANY_SOURCE`` allowed) once it has
+    arrived (probe first: ``irecv`` would need a buffer bound); returns ``(object, source)``."""
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    deadline = time.monotonic() + timeout
+    sleep = 0.0
+    while not comm.Iprobe(source=source, tag=tag, status=status):
+        if time.monotonic() > deadline:
+            raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(sleep)
+        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.005)
+    src = status.Get_source()
+    return comm.recv(source=src, tag=tag), src
+
+
+def send_object(comm, dest: int, obj, tag: int, timeout: float):
+    wait(comm.isend(obj, dest=dest, tag=tag), timeout, f"rank {dest} to take a control message")

@@ -58,13 +58,25 @@ def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
                   reward_scale=float(v.get("reward_scale", 1.0)))
 
 
-def make_sampler(ctx, actor_index: int, traj_path: Optional[str]):
-    """Env copies + inference policy + trajectory writer of one actor (no MPI)."""
+def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
+    """Env copies + inference policy + trajectory writer of one actor (no MPI). ``league``: a callable
+    ``(policy) -> ActorLeague`` in league mode, whose member bank plays the seats the policy does not."""
     cfg = ctx.cfg
     seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
     torch.manual_seed(seed)
-    venv = make_venv(ctx, actor_index, seed)
-    policy = make_inference(venv.spec, cfg.algo)
+    if league is not None:
+        from hpcmarl.league.seats import SeatVecEnv
+        from hpcmarl.league_roles import league_spec
+
+        spec = league_spec(cfg, ctx.layout.group_of(ctx.rank))
+        policy = make_inference(spec, cfg.algo)
+        client = league(policy)
+        g = cfg.league.groups[client.gi]
+        venv = SeatVecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map, g.policy_group, g.name,
+                          cfg.league.seats, client.choose, client.bank)
+    else:
+        venv = make_venv(ctx, actor_index, seed)
+        policy = make_inference(venv.spec, cfg.algo)
     uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs)
     sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
     traj = None
@@ -88,7 +100,15 @@ def actor_main(ctx) -> None:
     cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
     idx = layout.actor_index(ctx.rank)
     learner = layout.learner_of(idx)
-    sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx))
+    league = None
+    if layout.league:
+        from hpcmarl.league_roles import ActorLeague
+
+        def make_client(policy):
+            nonlocal league
+            league = ActorLeague(ctx, idx, policy, actor_seed(cfg.seed + 1, idx, ctx.start_update))
+            return league
+    sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx), make_client if layout.league else None)
     urec = sampler.spec.alloc()
     ctx.agree_startup()
     hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
@@ -122,6 +142,9 @@ def actor_main(ctx) -> None:
         req = protocol.send_unroll(world, learner, urec)
         if traj is not None:  # only reads the buffer, so it overlaps the send and the learner's update
             traj.add_unroll(urec, urec["env_done"], version)
+        if league is not None:  # results of the finished episodes, the next opponents (overlaps the update)
+            league.collect_results(sampler.finished)
+            league.exchange()
         t1 = time.perf_counter()
         protocol.wait_buffer(req, timeout, f"learner rank {learner} to take an unroll")
         t_send = time.perf_counter() - t1  # reported with the next unroll
@@ -129,6 +152,8 @@ def actor_main(ctx) -> None:
     if traj is not None:
         traj.close()
     sampler.venv.close()
+    if league is not None:
+        league.bye()
     protocol.send_bye(world, learner, {"discarded": discarded}, timeout)
 
 
@@ -276,7 +301,8 @@ class RunLog:
         if w.episodes.rows:
             k = min(w.episodes.rows, self.cfg.output.episode_window)
             for g in self.groups:
-                self.window[g].extend(w.episodes.cols[f"return/{g}"][w.episodes.rows - k:])
+                vals = w.episodes.cols[f"return/{g}"][w.episodes.rows - k:]
+                self.window[g].extend(vals[np.isfinite(vals)])
 
     def advance(self, env_steps: int, episodes: int) -> None:
         c = self.counters
@@ -332,9 +358,12 @@ class RunLog:
                     "update": np.full(len(arr), c["update"]), "env_steps": np.full(len(arr), c["env_steps"]),
                     "wall_time": np.full(len(arr), c["wall_time"])}
             for gi, g in enumerate(groups):
-                cols[f"return/{g}"] = arr[:, 4 + gi]
-                self.window[g].extend(arr[:, 4 + gi])
-                row[f"return/{g}"] = float(arr[:, 4 + gi].mean())
+                vals = arr[:, 4 + gi]
+                ok = np.isfinite(vals)  # league mode: an episode has the return of its own group only
+                cols[f"return/{g}"] = vals
+                self.window[g].extend(vals[ok])
+                if ok.any():
+                    row[f"return/{g}"] = float(vals[ok].mean())
             self.writer.add_episodes(cols)
             row["episode_length"] = float(arr[:, 2].mean())
         for g in groups:
@@ -351,15 +380,20 @@ class RunLog:
     def checkpoint_due(self, stop_reason: str) -> bool:
         return not stop_reason and self.counters["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
 
-    def save_checkpoint(self, param_checksum: float, make_arrays, version: int) -> None:
-        """Every learner: its parameter checksum is compared (the run aborts if they differ); the lead
-        writes ``make_arrays()`` with the counters, the run.h5 row counts and ``version``."""
-        sums = self.coll.gather(param_checksum)
+    def save_checkpoint(self, param_checksum: float, make_arrays, version: int, group: int = 0,
+                        extra_attrs: Optional[dict] = None) -> None:
+        """Every learner: its parameter checksum is compared with those of its learner group (the run aborts
+        if they differ); the lead writes ``make_arrays()`` with the counters, the run.h5 row counts, ``version``
+        and ``extra_attrs``."""
+        pairs = self.coll.gather((group, param_checksum))
         c = self.counters
         if self.lead:
-            if len(set(sums)) != 1:
-                raise RuntimeError(f"learners hold different parameters at update {c['update']}: checksums {sums}")
+            sums = [s for _, s in pairs]
+            for g in {g for g, _ in pairs}:
+                if len({s for h, s in pairs if h == g}) != 1:
+                    raise RuntimeError(f"learners hold different parameters at update {c['update']}: checksums {pairs}")
             attrs = dict(c)
+            attrs.update(extra_attrs or {})
             attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
             attrs.update(learner_param_checksums=[float(x) for x in sums], config=self.ctx.config_yaml,
                          algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups, version=version)
@@ -405,22 +439,34 @@ def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
     cfg, layout = ctx.cfg, ctx.layout
-    coll = Collective(ctx.learner_comm, cfg.learner.backend)
     spec = ctx.env_spec
-    learner = make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank, init_seed=cfg.seed)
+    league, gi = None, 0
+    if layout.league:  # gradients stay inside the learner group; run bookkeeping spans every learner
+        from hpcmarl.league.server import TABLES
+        from hpcmarl.league_roles import LearnerLeague
+
+        gi = layout.group_of(ctx.rank)
+        coll = Collective(ctx.group_comm, cfg.learner.backend)
+        ctrl = Collective(ctx.learner_comm, "mpi")
+        league = LearnerLeague(ctx, gi, coll.rank)
+        groups, tables = [g.name for g in cfg.league.groups], TABLES
+    else:
+        coll = ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
+        groups, tables = [g.name for g in spec.groups], None
+    learner = make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank, init_seed=cfg.seed + 1009 * gi)
     uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
     if layout.serial:
         links = [LocalActorLink(ctx, uspec)]
     else:
         links = [MPIActorLink(ctx, r, uspec) for r in layout.actors_of(ctx.rank)]
-    groups = [g.name for g in spec.groups]
+    prefix = f"group/{groups[gi]}/" if league else ""
 
     # ---- state: fresh or from the checkpoint chosen in pre-flight ------------------------------------
     actor_rng: Dict[int, np.ndarray] = {}
     attrs = None
     if ctx.resume_path:
         arrays, attrs = storage.load_checkpoint(ctx.resume_path)
-        learner.load_state_arrays(arrays)
+        learner.load_state_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
         rng = arrays.get(f"rng/learner-{ctx.rank:05d}/torch")
         if rng is not None:
             torch.set_rng_state(torch.from_numpy(np.asarray(rng, np.uint8)))
@@ -428,7 +474,7 @@ def learner_main(ctx) -> None:
         for k, v in arrays.items():
             if k.startswith("rng/actor-") and int(k.split("/")[1].split("-")[1]) in mine:
                 actor_rng[int(k.split("/")[1].split("-")[1])] = v
-    log = RunLog(ctx, coll, groups, attrs)
+    log = RunLog(ctx, ctrl, groups, attrs, tables)
     counters = log.counters
     coll.broadcast_params(learner.params)
     ctx.agree_startup()
@@ -443,11 +489,21 @@ def learner_main(ctx) -> None:
     version = counters["update"]
 
     def checkpoint():
-        learner_rng = coll.gather(torch.get_rng_state().numpy())
-        a_rng = coll.gather(actor_rng)
+        learner_rng = ctrl.gather(torch.get_rng_state().numpy())
+        a_rng = ctrl.gather(actor_rng)
+        # league mode: every group's lead contributes its state (parameters and optimizer under group/<name>/,
+        # the policy alone under policy/<name> for `hpcmarl match`)
+        states = ctrl.gather((gi, learner.state_arrays(), learner.policy_flat()) if league and coll.rank == 0 else None)
 
         def arrays():
-            out = learner.state_arrays()
+            out = {} if league else learner.state_arrays()
+            for part in (states if league else []):
+                if part is not None:
+                    g, st, flat = part
+                    out.update({f"group/{groups[g]}/{k}": v for k, v in st.items()})
+                    out[f"policy/{groups[g]}"] = flat
+            if league:
+                out.update(league.state)
             for i, st in enumerate(learner_rng):
                 out[f"rng/learner-{i:05d}/torch"] = st
             for part in a_rng:
@@ -456,7 +512,8 @@ def learner_main(ctx) -> None:
             return out
 
         log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])),
-                            arrays, version)
+                            arrays, version, group=gi,
+                            extra_attrs=league.policy_meta(version) if league and ctx.rank == 0 else None)
 
     def send_weights() -> float:
         t = time.perf_counter()
@@ -498,7 +555,8 @@ def learner_main(ctx) -> None:
         for r in recs:
             n = int(r["meta"][M["n_episodes"]])
             for e in r["episodes"][:n]:
-                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version, *e[2:]))
+                rets = [e[2] if j == gi else np.nan for j in range(len(groups))] if league else e[2:]
+                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version, *rets))
         actor_rng.update({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
         local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
@@ -514,6 +572,11 @@ def learner_main(ctx) -> None:
         # ---- decide now and hand out the next version, so actors collect while we write logs ----------
         stop_reason = log.vote(signalled)
         t_send = send_weights() if not stop_reason else 0.0
+        table_rows = None
+        if league:  # the group's lead reports to the league (snapshots); the lead learner gets /league rows
+            want = ctx.rank == 0 and (bool(stop_reason) or log.checkpoint_due(stop_reason))
+            got = league.status(counters["update"], version, learner.policy_flat, want, bool(stop_reason))
+            table_rows = {name: got.get(name, []) for name in tables}
 
         row = log.base_row()
         row.update({"lag_mean": 0.0, "lag_max": 0.0,
@@ -524,16 +587,17 @@ def learner_main(ctx) -> None:
             row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
         for i, k in enumerate(sorted(stats)):
             row[k] = tot[9 + len(ACTOR_TIMERS) + i] / coll.size
-        log.log(row, ep_rows)
+        log.log(row, ep_rows, table_rows)
         if log.checkpoint_due(stop_reason):
             checkpoint()
 
     # ---- shutdown: final checkpoint, stop actors, close files ---------------------------------------
     ctx.preempted = log.preempted()
     byes = [link.stop(wrec, version, ctx.preempted) for link in links]
-    discarded = coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
+    discarded = ctrl.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
     counters["discarded_episodes"] += int(discarded)
     if log.final_checkpoint_due():
         checkpoint()
-    log.finish(stop_reason, f"{int(discarded)} episode(s) in flight discarded")
+    log.finish(stop_reason, f"{int(discarded)} episode(s) in flight discarded"
+               + (f"; {league.snapshots} snapshot(s) of group {groups[gi]} added to the pool" if league and league.active else ""))
     coll.close()

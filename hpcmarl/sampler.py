@@ -16,6 +16,7 @@ class Sampler:
     def __init__(self, venv: VecEnv, policy: Inference, spec: RecordSpec, T: int):
         self.venv, self.policy, self.spec, self.T = venv, policy, spec, T
         self.groups = venv.spec.groups
+        self.finished = []  # the episodes the last collect() finished (EpisodeStat rows)
         venv.reset()
 
     def collect(self, rec: Record) -> Record:
@@ -28,6 +29,7 @@ class Sampler:
         env_done[:] = 0
         t_env = t_infer = 0.0
         clock = time.perf_counter
+        self.finished = []
         for t in range(T):
             for g in self.groups:
                 rec[f"{g.name}/obs"][t] = venv.obs[g.name]
@@ -49,6 +51,7 @@ class Sampler:
                 rec[f"{n}/reward"][t] = rew[n]
                 rec[f"{n}/terminated"][t] = term[n]
                 rec[f"{n}/truncated"][t] = trunc[n]
+            self.finished += finished
             for ep in finished:
                 env_done[t, ep.env] = 1
                 eps[n_ep, 0] = ep.env

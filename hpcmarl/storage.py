@@ -470,6 +470,12 @@ class Run:
     def metrics(self) -> Dict[str, np.ndarray]:
         return self._table("metrics")
 
+    def _groups(self) -> List[str]:
+        names = []
+        with self.open() as f:
+            f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Group) else None)
+        return names
+
     def episodes(self) -> Dict[str, np.ndarray]:
         return self._table("episodes")
 
@@ -503,6 +509,7 @@ class Run:
         }
         for g in groups:
             r = eps.get(f"return/{g}", np.zeros(0))
+            r = r[np.isfinite(r)]  # league mode: an episode row has the return of its own group only
             if len(r):
                 w = min(window, len(r))
                 smooth = np.convolve(r, np.ones(w) / w, mode="valid")
@@ -510,6 +517,15 @@ class Run:
                                     "return_best": float(smooth.max()), "episodes": int(len(r))}
             else:
                 out["groups"][g] = {"return_first": None, "return_last": None, "return_best": None, "episodes": 0}
+        if "league/pool" in self._groups():
+            pool = self._table("league/pool")
+            ratings = self._table("league/ratings")
+            live = {}
+            for mid, elo, mu, sg in zip(ratings.get("member", []), ratings.get("elo", []), ratings.get("mu", []),
+                                        ratings.get("sigma", [])):
+                if mid < 0:
+                    live[int(mid)] = {"elo": float(elo), "ordinal": float(mu - 3 * sg)}
+            out["league"] = {"pool": int(len(pool.get("member", []))), "ratings": live}
         if out["checkpoints"]:
             try:
                 _, cattrs = load_checkpoint(out["checkpoints"][-1])

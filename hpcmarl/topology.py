@@ -3,6 +3,10 @@
 Ranks ``0 .. L-1`` are learners (rank 0 is the lead learner), the next ``A`` ranks are actors; actor
 ``i`` (counted from 0 among the actors) is served by learner ``i mod L``.  With one rank and no
 actors the run is *serial*: the single learner steps its own environments in-process.
+
+League mode adds learner groups and one league rank (the last rank): the learners of group 0 come first,
+then those of group 1, ...; the actors follow in the same group order; actor ``j`` of a group is served by
+the group's learner ``j mod L_g``.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ class TopologyError(ValueError):
     pass
 
 
-LEARNER, ACTOR = "learner", "actor"
+LEARNER, ACTOR, LEAGUE = "learner", "actor", "league"
 
 
 @dataclass(frozen=True)
@@ -22,15 +26,43 @@ class Layout:
     world_size: int
     learners: int
     actors: int
+    groups: Tuple[Tuple[str, int, int], ...] = ()  # league mode: (name, learners, actors) per learner group
 
     @property
     def serial(self) -> bool:
         return self.actors == 0
 
+    @property
+    def league(self) -> bool:
+        return bool(self.groups)
+
+    @property
+    def league_rank(self) -> int:
+        assert self.league
+        return self.world_size - 1
+
     def role(self, rank: int) -> str:
         if not 0 <= rank < self.world_size:
             raise TopologyError(f"rank {rank} outside world of size {self.world_size}")
+        if self.league and rank == self.world_size - 1:
+            return LEAGUE
         return LEARNER if rank < self.learners else ACTOR
+
+    def group_of(self, rank: int) -> int:
+        """League mode: index of the learner group a learner or actor rank belongs to."""
+        role = self.role(rank)
+        assert role != LEAGUE and self.league
+        i = rank if role == LEARNER else self.actor_index(rank)
+        col = 1 if role == LEARNER else 2
+        for gi, g in enumerate(self.groups):
+            if i < g[col]:
+                return gi
+            i -= g[col]
+        raise AssertionError(rank)  # pragma: no cover
+
+    def group_learners(self, gi: int) -> List[int]:
+        first = sum(g[1] for g in self.groups[:gi])
+        return list(range(first, first + self.groups[gi][1]))
 
     def actor_index(self, rank: int) -> int:
         """0-based index of an actor rank among the actors."""
@@ -42,7 +74,14 @@ class Layout:
 
     def learner_of(self, actor_index: int) -> int:
         """Rank of the learner that serves actor ``actor_index``."""
-        return actor_index % self.learners
+        if not self.league:
+            return actor_index % self.learners
+        j = actor_index
+        for gi, (_, n_learn, n_act) in enumerate(self.groups):
+            if j < n_act:
+                return self.group_learners(gi)[j % n_learn]
+            j -= n_act
+        raise TopologyError(f"actor {actor_index} outside the {self.actors} actors")
 
     def actors_of(self, learner_rank: int) -> List[int]:
         """World ranks of the actors served by ``learner_rank``."""
@@ -53,16 +92,21 @@ class Layout:
 
     def describe(self, hosts: Dict[int, str] = None) -> str:
         lines = [f"world size {self.world_size}: {self.learners} learner(s), {self.actors} actor(s)"
-                 + (" [serial: the learner steps its own environments]" if self.serial else "")]
+                 + (" [serial: the learner steps its own environments]" if self.serial else "")
+                 + (" + 1 league rank; learner groups: " + ", ".join(f"{n} ({nl} learner(s), {na} actor(s))"
+                                                                     for n, nl, na in self.groups) if self.league else "")]
         for r in range(self.world_size):
             host = f" on {hosts[r]}" if hosts and r in hosts else ""
-            if self.role(r) == LEARNER:
+            grp = f" [group {self.groups[self.group_of(r)][0]}]" if self.league and self.role(r) != LEAGUE else ""
+            if self.role(r) == LEAGUE:
+                lines.append(f"  rank {r:>4}: league (pool, matchmaking, ratings, evaluation){host}")
+            elif self.role(r) == LEARNER:
                 served = self.actors_of(r) if not self.serial else []
                 extra = " (lead)" if r == 0 else ""
-                lines.append(f"  rank {r:>4}: learner{extra}{host}, serves actors at ranks {served}")
+                lines.append(f"  rank {r:>4}: learner{extra}{grp}{host}, serves actors at ranks {served}")
             else:
                 i = self.actor_index(r)
-                lines.append(f"  rank {r:>4}: actor {i}{host}, served by learner {self.learner_of(i)}")
+                lines.append(f"  rank {r:>4}: actor {i}{grp}{host}, served by learner {self.learner_of(i)}")
         return "\n".join(lines)
 
 
@@ -88,3 +132,32 @@ def make_layout(world_size: int, learners: int, actors="auto") -> Layout:
             f"{n_actors} actor(s) for {learners} learners: every learner needs at least one actor "
             f"(actor i is served by learner i mod L)")
     return Layout(world_size, learners, n_actors)
+
+
+def make_league_layout(world_size: int, groups: List[Tuple[str, int, int]]) -> Layout:
+    """League mode: ``groups`` = ``(name, learners, actors)`` per learner group (``actors`` 0 = an even share
+    of the ranks left over); the last rank is the league rank."""
+    if world_size < 3:
+        raise TopologyError(f"league mode needs at least 3 ranks (a learner, an actor and the league rank); "
+                            f"the job has {world_size}")
+    n_learn = sum(g[1] for g in groups)
+    fixed = sum(g[2] for g in groups)
+    auto = [i for i, g in enumerate(groups) if g[2] == 0]
+    left = world_size - 1 - n_learn - fixed
+    if left < 0 or (left > 0 and not auto) or (auto and left < len(auto)):
+        need = n_learn + fixed + 1 + len(auto)
+        raise TopologyError(
+            f"league groups ask for {n_learn} learner(s) + {fixed} actor(s) + 1 league rank"
+            + (f" + at least {len(auto)} actor(s) for the group(s) with actors=0 (auto)" if auto else "")
+            + f", but the job has {world_size} ranks; launch {need if auto else n_learn + fixed + 1}"
+            + (" or more" if auto else "") + " ranks or change league.groups")
+    out = []
+    for i, (name, nl, na) in enumerate(groups):
+        if i in auto:
+            k = auto.index(i)
+            na = left // len(auto) + (1 if k < left % len(auto) else 0)
+        if na < nl:
+            raise TopologyError(f"league group {name!r}: {na} actor(s) for {nl} learner(s); every learner needs "
+                                f"at least one actor")
+        out.append((name, nl, na))
+    return Layout(world_size, n_learn, sum(g[2] for g in out), tuple(out))

@@ -143,7 +143,7 @@ class PPOLearner:
     def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int):
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
-        self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers).to(device)
+        self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers, cfg.encoder).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(seed)

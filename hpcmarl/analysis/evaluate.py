@@ -24,6 +24,9 @@ def load_policy(ckpt: str):
     if "config" not in attrs:
         raise StorageError(f"{ckpt}: checkpoint has no config attribute")
     cfg = from_dict(yaml.safe_load(attrs["config"]))
+    if cfg.league.enabled:
+        raise StorageError(f"{ckpt} is a league checkpoint: play its policies with `hpcmarl match CKPT OPPONENT` "
+                           f"(turn-based games) or against pool snapshots")
     spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
     policy = make_inference(spec, cfg.algo)
     state = {k[len("model/policies."):]: torch.from_numpy(np.array(v))

@@ -85,7 +85,10 @@ def load_run(run_dir: str) -> RunData:
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
             metrics = read_table(f["metrics"]) if isinstance(f.get("metrics"), h5py.Group) else {}
             episodes = read_table(f["episodes"]) if isinstance(f.get("episodes"), h5py.Group) else {}
-            league = read_table(f["league"]) if isinstance(f.get("league"), h5py.Group) else None
+            if isinstance(f.get("league/ratings"), h5py.Group):  # league mode: the ratings over time
+                league = read_table(f["league/ratings"])
+            else:
+                league = read_table(f["league"]) if isinstance(f.get("league"), h5py.Group) else None
     except StorageError:
         raise
     except Exception as e:  # h5py raises OSError/KeyError/RuntimeError/ValueError on damaged files

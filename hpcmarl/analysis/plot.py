@@ -242,7 +242,13 @@ def _plot_league(runs: List[RunData], x: str, smooth: int):
         xname = x if x in t else ("update" if "update" in t else None)
         xs = np.asarray(t[xname], np.float64) if xname else np.arange(n, dtype=np.float64)
         ax.set_xlabel(X_AXES.get(xname, xname) if xname else "league row")
-        if "player" in t and "rating" in t:
+        if "member" in t and "elo" in t:  # league mode: Elo of each group's live policy and of the baselines
+            from hpcmarl.league.server import member_name
+
+            names = json.loads(r.attrs.get("league_groups") or "[]")
+            lines = {f"{member_name(int(m), names, {})} (Elo)": (xs[t["member"] == m], t["elo"][t["member"] == m])
+                     for m in np.unique(t["member"]) if m < 0}
+        elif "player" in t and "rating" in t:
             lines = {f"player {p if not isinstance(p, bytes) else p.decode()}": t["player"] == p
                      for p in np.unique(t["player"])}
             lines = {k: (xs[sel], np.asarray(t["rating"], np.float64)[sel]) for k, sel in lines.items()}

@@ -1,0 +1,117 @@
+"""Frozen policy snapshots: HDF5 files under ``<run_dir>/pool/`` (arrays and attributes only), and the
+actors' and evaluators' bank of member policies loaded from them (no MPI).
+"""
+from __future__ import annotations
+
+import collections
+import os
+from typing import Dict, Optional, Tuple
+
+import h5py
+import numpy as np
+
+from hpcmarl.envs import EnvSpec, GroupSpec
+from hpcmarl.league.seats import SELF, Opponents
+from hpcmarl.models import Inference
+
+KIND_POOL = "hpcmarl-pool"
+RANDOM, LOOKAHEAD = -100, -101  # member ids of the scripted baselines
+BASELINE_IDS = {"random": RANDOM, "lookahead": LOOKAHEAD}
+
+
+def snapshot_path(run_dir: str, group: str, version: int) -> str:
+    return os.path.join(run_dir, "pool", f"{group}-v{version:07d}.h5")
+
+
+def write_snapshot(path: str, params: np.ndarray, attrs: dict) -> str:
+    """Atomic: a temporary name, then rename (readers never see a partial file)."""
+    from hpcmarl.storage import SCHEMA_VERSION
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["kind"] = KIND_POOL
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.create_dataset("params", data=np.asarray(params, np.float32))
+    os.replace(tmp, path)
+    return path
+
+
+def read_policy(path: str, group: Optional[str] = None) -> Tuple[np.ndarray, dict]:
+    """Flat policy parameters and attributes from a pool snapshot or from a league checkpoint
+    (``policy/<group>``; ``group`` may be omitted when the checkpoint holds one)."""
+    from hpcmarl.storage import KIND_CKPT, StorageError, open_read
+
+    with open_read(path) as f:
+        kind = f.attrs.get("kind")
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == KIND_POOL:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            return f["params"][()], attrs
+        if kind == KIND_CKPT and "policy" in f:
+            names = sorted(f["policy"])
+            if group is None and len(names) > 1:
+                raise StorageError(f"{path} holds the policies of groups {names}; choose one with --group")
+            name = group if group is not None else names[0]
+            if name not in f["policy"]:
+                raise StorageError(f"{path} has no policy of group {name!r} (groups: {names})")
+            import json
+
+            meta = f.attrs.get("policy_meta")
+            meta = json.loads(meta.decode() if isinstance(meta, bytes) else meta)
+            return f["policy"][name][()], meta[name]
+    raise StorageError(f"{path} is neither a pool snapshot nor a league checkpoint")
+
+
+def policy_from(params: np.ndarray, attrs: dict) -> Inference:
+    """An :class:`Inference` for a snapshot's group (its attributes carry the network shape)."""
+    g = GroupSpec(str(attrs["group"]), [str(attrs["policy_group"])], int(attrs["obs_dim"]), True,
+                  n_actions=int(attrs["n_actions"]), obs_shape=tuple(int(x) for x in attrs.get("obs_shape", ())))
+    inf = Inference(EnvSpec(str(attrs["env"]), [g], 0), int(attrs["hidden"]), int(attrs["layers"]),
+                    encoder=str(attrs.get("encoder", "mlp")))
+    inf.load(params, int(attrs["version"]))
+    return inf
+
+
+def act(inf: Inference, obs: np.ndarray, mask: np.ndarray, greedy: bool) -> np.ndarray:
+    """Actions ``[B]`` of a one-group policy for observations ``[B, obs_dim]`` and masks ``[B, n_actions]``."""
+    name = inf.spec.groups[0].name
+    a, _ = inf.act({name: np.ascontiguousarray(obs[:, None], np.float32)}, {name: mask[:, None]}, greedy=greedy)
+    return a[name][:, 0]
+
+
+class PolicyBank(Opponents):
+    """Member policies by id: ``SELF`` is the actor's own current policy, ``RANDOM`` picks uniformly among legal
+    actions, pool members are read from their snapshot files on first use (least recently used dropped)."""
+
+    def __init__(self, own: Optional[Inference], rng: np.random.Generator, greedy: bool = False, capacity: int = 32):
+        self.own, self.rng, self.greedy, self.capacity = own, rng, greedy, capacity
+        self.paths: Dict[int, str] = {}
+        self.cache: "collections.OrderedDict[int, Inference]" = collections.OrderedDict()
+
+    def policy(self, member: int) -> Inference:
+        if member == SELF:
+            return self.own
+        if member in self.cache:
+            self.cache.move_to_end(member)
+            return self.cache[member]
+        if member not in self.paths:
+            raise KeyError(f"league member {member} has no known snapshot file")
+        inf = policy_from(*read_policy(self.paths[member]))
+        self.cache[member] = inf
+        if len(self.cache) > self.capacity:
+            self.cache.popitem(last=False)
+        return inf
+
+    def act(self, member: int, group: str, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if member == RANDOM:
+            return np.array([self.rng.choice(np.flatnonzero(m)) for m in mask], np.int64)
+        if member == LOOKAHEAD:  # Connect Four's one-step lookahead on the flattened (6, 7, 2) board
+            from hpcmarl.league.scripted import lookahead_player
+
+            play = lookahead_player(self.rng)
+            return np.array([play({"observation": o.reshape(6, 7, 2), "action_mask": m}) for o, m in zip(obs, mask)],
+                            np.int64)
+        return act(self.policy(member), obs, mask, self.greedy)

@@ -1,0 +1,265 @@
+"""League actors' environments: the trained policy's seats as a vectorised env, every other seat played by a
+league member (no MPI).
+
+:class:`SeatVecEnv` has :class:`hpcmarl.envs.VecEnv`'s interface (``obs``, ``alive``, ``action_mask``,
+``step``, automatic reset), so the rollout flow's :class:`hpcmarl.sampler.Sampler` fills unroll records from
+it unchanged; the records hold the trained seats only. The other seats' moves happen inside ``step``: their
+members act through :class:`Opponents` (batched over the env copies that face the same member).
+
+- Turn-based (AEC) games such as ``connect_four_v3`` are stepped directly with their action masks: one
+  ``step`` is one move of the trained seat followed by the other seats' moves until it is the trained seat's
+  turn again (or the game ends), so the reward of a step includes what the opponents' replies caused.
+- Parallel games step all agents at once.
+
+Seats (``league.seats``): ``per_agent`` -- the trained policy takes one agent of its policy group (the seat
+rotates from episode to episode; the group's other agents are played by a member of the same lineage);
+``per_group`` -- it plays every agent of its policy group. Other policy groups are played by members chosen
+for them. Every env copy draws its members when its episode starts (``choose(env_index)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, make_env
+
+SELF = -1  # member id of "the trained policy's current weights" in per-episode assignments
+
+
+@dataclass
+class LeagueEpisode(EpisodeStat):
+    members: Dict[str, int] = field(default_factory=dict)  # policy group -> member id that played it
+    seat: int = 0  # per_agent: index of the trained agent within its policy group
+    mean_return: float = 0.0  # mean per-agent return of the trained seats
+    other_return: float = 0.0  # mean per-agent return of the seats the trained policy did not play
+
+    @property
+    def score(self) -> float:
+        """1 win, 0.5 draw, 0 loss: the trained seats' mean per-agent return against the others'."""
+        return 1.0 if self.mean_return > self.other_return else 0.0 if self.mean_return < self.other_return else 0.5
+
+
+class Opponents:
+    """Members' policies by id: ``act(member, group, obs [B, obs_dim], mask [B, n_actions]) -> actions [B]``."""
+
+    def act(self, member: int, group: str, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _obs_and_mask(o, g: GroupSpec):
+    if isinstance(o, dict):
+        mask = np.asarray(o.get("action_mask", np.ones(g.mask_dim)), bool)
+        o = o["observation"]
+    else:
+        mask = np.ones(g.mask_dim, bool)
+    return np.asarray(o, np.float32).reshape(-1), mask
+
+
+class SeatVecEnv:
+    """``num_envs`` copies; the trained policy (league group ``name``) plays ``policy_group``'s seats."""
+
+    def __init__(self, env_name: str, num_envs: int, seed: int, kwargs, policy_map, policy_group: str, name: str,
+                 seats: str, choose: Callable[[int], Dict[str, int]], opponents: Opponents,
+                 obs_transform: Optional[Callable] = None, reward_scale: float = 1.0):
+        self.envs = [make_env(env_name, kwargs) for _ in range(num_envs)]
+        self.turn_based = REGISTRY[env_name].turn_based
+        if not self.turn_based:
+            from pettingzoo.utils.env import AECEnv
+            from pettingzoo.utils.conversions import aec_to_parallel
+
+            self.envs = [aec_to_parallel(e) if isinstance(e, AECEnv) else e for e in self.envs]
+        self.full = build_spec(self.envs[0], env_name, policy_map)  # every policy group of the game
+        self.group_of = {a: g.name for g in self.full.groups for a in g.agents}
+        base = self.full.group(policy_group)
+        if seats == "per_agent":
+            agents = base.agents[:1]
+        elif seats == "per_group":
+            agents = list(base.agents)
+        else:
+            raise ValueError(f"seats must be per_agent or per_group, got {seats!r}")
+        g = GroupSpec(name, agents, base.obs_dim, base.discrete, base.n_actions, base.act_dim, base.act_low, base.act_high,
+                      base.obs_shape)
+        self.spec = EnvSpec(env_name, [g], 0)
+        self.name, self.policy_group, self.seats = name, policy_group, seats
+        self.num_envs, self.seed = num_envs, seed
+        self.choose, self.opponents = choose, opponents
+        self.obs_transform, self.reward_scale = obs_transform, float(reward_scale)
+        E, n = num_envs, g.n
+        self.obs = {name: np.zeros((E, n, g.obs_dim), np.float32)}
+        self.alive = {name: np.zeros((E, n), bool)}
+        self.action_mask = {name: np.ones((E, n, g.mask_dim), bool)}
+        self.state = None
+        self._ep_len = np.zeros(E, np.int64)
+        self._ret = np.zeros(E)  # trained seats' summed reward this episode
+        self._acc = np.zeros((E, n), np.float32)  # each trained seat's reward since its last step
+        self._other = np.zeros(E)  # other seats' summed reward this episode
+        self._episodes = np.zeros(E, np.int64)  # finished episodes per copy (seat rotation)
+        self.trained: List[List[str]] = [[] for _ in range(E)]  # trained agents per copy, in spec order
+        self.members: List[Dict[str, int]] = [{} for _ in range(E)]
+        self._done = np.zeros(E, bool)
+
+    # ---- episode start -------------------------------------------------------------------------------
+    def _seat(self, i: int) -> int:
+        n = len(self.full.group(self.policy_group).agents)
+        return int((self._episodes[i] + i) % n) if self.seats == "per_agent" else 0
+
+    def _start(self, i: int, seed: Optional[int]):
+        env = self.envs[i]
+        self.members[i] = dict(self.choose(i))
+        base = self.full.group(self.policy_group).agents
+        self.trained[i] = [base[self._seat(i)]] if self.seats == "per_agent" else list(base)
+        self._ret[i] = self._other[i] = 0.0
+        self._ep_len[i] = 0
+        self._done[i] = False
+        out = env.reset(seed=seed)
+        self._last_obs[i] = out[0] if not self.turn_based else None
+
+    def _member(self, i: int, agent: str) -> int:
+        return self.members[i].get(self.group_of[agent], SELF)
+
+    def reset(self, reseed: bool = True):
+        self._last_obs = [None] * self.num_envs
+        for i in range(self.num_envs):
+            self._start(i, self.seed + i if reseed else None)
+        if self.turn_based:
+            self._advance(list(range(self.num_envs)))
+        self._write_all()
+        return self.obs
+
+    # ---- opponents ---------------------------------------------------------------------------------
+    def _batched(self, jobs):
+        """``jobs``: ``(key, member, group, obs, mask)``; returns ``{key: action}`` with one forward pass per
+        (member, group)."""
+        by = {}
+        for key, member, group, o, m in jobs:
+            by.setdefault((member, group), []).append((key, o, m))
+        out = {}
+        for (member, group), items in by.items():
+            acts = self.opponents.act(member, group, np.stack([o for _, o, _ in items]), np.stack([m for _, _, m in items]))
+            for (key, _, _), a in zip(items, acts):
+                out[key] = a
+        return out
+
+    def _is_done(self, i: int) -> bool:
+        env = self.envs[i]
+        return not env.agents or all(env.terminations.get(a, False) or env.truncations.get(a, False) for a in env.agents)
+
+    def _add_rewards(self, i: int, rewards: Dict[str, float]):
+        for a, r in rewards.items():
+            if a in self.trained[i]:
+                self._acc[i, self.trained[i].index(a)] += float(r) * self.reward_scale
+                self._ret[i] += float(r) * self.reward_scale
+            else:
+                self._other[i] += float(r)
+
+    def _advance(self, copies: List[int]):
+        """AEC: play the other seats of ``copies`` until each is at a trained seat's turn or over."""
+        pending = [i for i in copies if not self._done[i]]
+        while pending:
+            jobs = []
+            for i in pending:
+                env = self.envs[i]
+                if self._is_done(i):
+                    self._done[i] = True
+                    continue
+                agent = env.agent_selection
+                if agent in self.trained[i]:
+                    continue
+                g = self.full.group(self.group_of[agent])
+                o, m = _obs_and_mask(env.observe(agent), g)
+                jobs.append(((i, agent), self._member(i, agent), g.name, o, m))
+            if not jobs:
+                return
+            acts = self._batched(jobs)
+            for (i, agent), a in acts.items():
+                env = self.envs[i]
+                env.step(int(a) if self.full.group(self.group_of[agent]).discrete else a)
+                self._add_rewards(i, env.rewards)
+            pending = [i for i, _ in acts]
+
+    # ---- observations --------------------------------------------------------------------------------
+    def _write_all(self):
+        g = self.spec.groups[0]
+        for i in range(self.num_envs):
+            self.obs[g.name][i] = 0.0
+            self.alive[g.name][i] = False
+            self.action_mask[g.name][i] = True
+            env = self.envs[i]
+            for j, agent in enumerate(self.trained[i]):
+                if self.turn_based:
+                    if agent != env.agent_selection or self._done[i]:
+                        continue
+                    o, m = _obs_and_mask(env.observe(agent), g)
+                else:
+                    if agent not in self._last_obs[i]:
+                        continue
+                    o, m = _obs_and_mask(self._last_obs[i][agent], g)
+                self.obs[g.name][i, j] = o if self.obs_transform is None else self.obs_transform(o)
+                self.alive[g.name][i, j] = True
+                self.action_mask[g.name][i, j] = m
+
+    # ---- step --------------------------------------------------------------------------------------
+    def step(self, actions: Dict[str, np.ndarray]):
+        g = self.spec.groups[0]
+        E = self.num_envs
+        act = actions[g.name]
+        term = np.zeros((E, g.n), bool)
+        trunc = np.zeros((E, g.n), bool)
+        self._acc[:] = 0.0
+        if self.turn_based:
+            for i, env in enumerate(self.envs):
+                agent = env.agent_selection
+                j = self.trained[i].index(agent)
+                env.step(int(act[i, j]) if g.discrete else np.clip(act[i, j], g.act_low, g.act_high))
+                self._add_rewards(i, env.rewards)
+            self._advance(list(range(E)))
+        else:
+            jobs, chosen = [], [dict() for _ in range(E)]
+            for i, env in enumerate(self.envs):
+                for agent in env.agents:
+                    if agent in self.trained[i]:
+                        a = act[i, self.trained[i].index(agent)]
+                        chosen[i][agent] = int(a) if g.discrete else np.clip(a, g.act_low, g.act_high)
+                    else:
+                        og = self.full.group(self.group_of[agent])
+                        o, m = _obs_and_mask(self._last_obs[i][agent], og)
+                        jobs.append(((i, agent), self._member(i, agent), og.name, o, m))
+            for (i, agent), a in self._batched(jobs).items():
+                og = self.full.group(self.group_of[agent])
+                chosen[i][agent] = int(a) if og.discrete else np.clip(a, og.act_low, og.act_high)
+            for i, env in enumerate(self.envs):
+                obs, r, te, tr, _ = env.step(chosen[i])
+                self._add_rewards(i, r)
+                self._last_obs[i] = {a: o for a, o in obs.items() if not (te.get(a) or tr.get(a))}
+                self._done[i] = not env.agents
+                for j, agent in enumerate(self.trained[i]):
+                    term[i, j] = te.get(agent, False)
+                    trunc[i, j] = tr.get(agent, False)
+        finished: List[LeagueEpisode] = []
+        restart = []
+        rew = self._acc.copy()
+        for i, env in enumerate(self.envs):
+            self._ep_len[i] += 1
+            if self.turn_based and self._done[i]:
+                for j, agent in enumerate(self.trained[i]):
+                    trunc[i, j] = env.truncations.get(agent, False)
+                    term[i, j] = not trunc[i, j]
+            if self._done[i]:
+                n_other = max(1, len(self.full.agents) - len(self.trained[i]))
+                finished.append(LeagueEpisode(i, int(self._ep_len[i]), {g.name: float(self._ret[i])},
+                                              members=dict(self.members[i]), seat=self._seat(i),
+                                              mean_return=float(self._ret[i]) / len(self.trained[i]),
+                                              other_return=float(self._other[i]) / n_other))
+                self._episodes[i] += 1
+                self._start(i, None)
+                restart.append(i)
+        if self.turn_based and restart:
+            self._advance(restart)
+        self._write_all()
+        return {g.name: rew}, {g.name: term}, {g.name: trunc}, finished
+
+    def close(self):
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,226 @@
+"""The league rank's state (no MPI): the pool of frozen snapshots, snapshot decisions, per-episode opponent
+assignments, reported results, payoff table, ratings and fixed-seed evaluation matches.
+
+Member ids: pool snapshots ``0, 1, ...`` in the order they were added; the current (live) policy of learner
+group ``i`` is ``-(i + 1)``; the scripted baselines are ``RANDOM`` (-100) and ``LOOKAHEAD`` (-101).
+Everything that goes to ``run.h5 /league`` is numeric rows (see :data:`TABLES`); names are derived from the
+member table and the ``league_groups`` attribute.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from hpcmarl.league.matchmaking import Matchmaker, Payoff
+from hpcmarl.league.pool import BASELINE_IDS, LOOKAHEAD, RANDOM, snapshot_path, write_snapshot
+from hpcmarl.league.ratings import Ratings
+from hpcmarl.league.seats import SELF
+
+TABLES = {
+    "league/pool": {k: ((), "f8") for k in ("member", "group", "version", "update", "wall_time")},
+    "league/matches": {k: ((), "f8") for k in ("update", "wall_time", "group", "member", "wins", "draws", "losses")},
+    "league/ratings": {k: ((), "f8") for k in ("update", "wall_time", "member", "elo", "mu", "sigma", "ordinal", "games")},
+    "league/eval": {k: ((), "f8") for k in ("update", "wall_time", "a", "b", "wins", "draws", "losses")},
+}
+
+
+def live_id(gi: int) -> int:
+    return -(gi + 1)
+
+
+def member_name(mid: int, groups: List[str], members: Dict[int, Tuple[int, int]]) -> str:
+    """``members``: id -> (group index, version)."""
+    if mid == RANDOM:
+        return "random"
+    if mid == LOOKAHEAD:
+        return "lookahead"
+    if mid < 0:
+        return f"{groups[-mid - 1]}(live)"
+    gi, version = members[mid]
+    return f"{groups[gi]}-v{version}"
+
+
+class League:
+    def __init__(self, cfg, run_dir: str, seed: int = 0, clock=time.monotonic):
+        self.cfg, self.lc, self.run_dir = cfg, cfg.league, run_dir
+        self.groups = self.lc.groups
+        self.names = [g.name for g in self.groups]
+        self.rng = np.random.default_rng(seed)
+        self.mm = [Matchmaker(g.strategy, self.rng, **({"weighting": g.pfsp_weighting} if g.strategy == "pfsp" else {}))
+                   for g in self.groups]
+        self.members: Dict[int, dict] = {}  # id -> group, version, update, wall_time, path
+        self.payoff = Payoff()
+        self.ratings = Ratings(k=self.lc.elo_k)
+        self.recent: Dict[Tuple[int, int], float] = {}  # (group, member) -> moving average score
+        self.last_snapshot = [None] * len(self.groups)  # update of each group's newest snapshot
+        self.update = 0
+        self.clock, self.t0 = clock, clock()
+        self.rows: Dict[str, list] = {k: [] for k in TABLES}
+        self.pending: Dict[Tuple[int, int], np.ndarray] = {}  # (group, member) -> wins, draws, losses since last rows
+        self.eval_queue: List[Tuple[int, int]] = []
+        self.games = 0
+        self.self_games = 0
+        for gi in range(len(self.groups)):
+            self.ratings.add(self.key(live_id(gi)))
+
+    # ---- names -------------------------------------------------------------------------------------
+    def key(self, mid: int) -> str:
+        return member_name(mid, self.names, {m: (d["group"], d["version"]) for m, d in self.members.items()})
+
+    def wall(self) -> float:
+        return self.clock() - self.t0
+
+    # ---- pool ----------------------------------------------------------------------------------------
+    def lineage(self, policy_group: str) -> List[int]:
+        """Pool members that play ``policy_group`` (snapshots of the groups that train it), oldest first."""
+        return [m for m, d in self.members.items() if self.groups[d["group"]].policy_group == policy_group]
+
+    def newest(self, gi: int) -> Optional[int]:
+        mine = [m for m, d in self.members.items() if d["group"] == gi]
+        return mine[-1] if mine else None
+
+    def win_rate_vs_pool(self, gi: int) -> float:
+        """Mean moving-average score of group ``gi``'s live policy against the pool members it has met."""
+        vals = [v for (g, m), v in self.recent.items() if g == gi and m >= 0]
+        return float(np.mean(vals)) if vals else 0.0
+
+    def snapshot_due(self, gi: int, update: int) -> bool:
+        g, last = self.groups[gi], self.last_snapshot[gi]
+        if last is None:
+            return True
+        if g.snapshot_every and update - last >= g.snapshot_every:
+            return True
+        return bool(g.snapshot_win_rate and update - last >= g.snapshot_min_updates
+                    and self.win_rate_vs_pool(gi) >= g.snapshot_win_rate)
+
+    def add_member(self, gi: int, version: int, update: int, params: np.ndarray, attrs: dict) -> int:
+        mid = len(self.members)
+        path = snapshot_path(self.run_dir, self.names[gi], version)
+        write_snapshot(path, params, {**attrs, "member": mid, "update": update})
+        self.members[mid] = dict(group=gi, version=version, update=update, wall_time=self.wall(), path=path)
+        self.last_snapshot[gi] = update
+        live = self.key(live_id(gi))
+        self.ratings.add(self.key(mid))  # a snapshot starts with its live policy's ratings
+        self.ratings.elo[self.key(mid)] = self.ratings.elo[live]
+        self.ratings.skill[self.key(mid)] = self.ratings.model.rating(mu=self.ratings.skill[live].mu,
+                                                                       sigma=self.ratings.skill[live].sigma,
+                                                                       name=self.key(mid))
+        self.rows["league/pool"].append((mid, gi, version, update, self.wall()))
+        n_snap = sum(1 for d in self.members.values() if d["group"] == gi)
+        if self.lc.eval_every and n_snap % self.lc.eval_every == 0:
+            self.eval_queue += [(mid, BASELINE_IDS[b]) for b in self.lc.eval_baselines]
+            others = [m for m in self.lineage(self.opponent_groups(gi)[0]) if m != mid]
+            self.eval_queue += [(mid, m) for m in others[-self.lc.eval_pool:]] if self.lc.eval_pool else []
+        return mid
+
+    # ---- assignments ---------------------------------------------------------------------------------
+    def opponent_groups(self, gi: int) -> List[str]:
+        """Policy groups whose seats group ``gi``'s actors fill with members."""
+        pg = self.groups[gi].policy_group
+        if self.lc.seats == "per_agent":
+            return [pg] + [p for p in dict.fromkeys(g.policy_group for g in self.groups) if p != pg]
+        return [p for p in dict.fromkeys(g.policy_group for g in self.groups) if p != pg]
+
+    def assignment(self, gi: int) -> Dict[str, List[Tuple[int, float]]]:
+        """Per opponent policy group: ``[(member id, probability), ...]`` actors sample each episode from."""
+        g = self.groups[gi]
+        out = {}
+        for pg in self.opponent_groups(gi):
+            own = pg == g.policy_group
+            pool = self.lineage(pg)
+            if pg == self.groups[0].policy_group:  # scripted members, when configured
+                pool += [BASELINE_IDS[b] for b in self.lc.pool_baselines]
+            if g.strategy == "exploiter":
+                target = self.newest(self.names.index(g.exploits))
+                out[pg] = [(target, 1.0)] if target is not None else [(SELF if own else RANDOM, 1.0)]
+                continue
+            if not pool:
+                out[pg] = [(SELF if own else RANDOM, 1.0)]
+                continue
+            if g.strategy == "self_play":
+                out[pg] = [(SELF, 1.0)] if own else [(pool[-1], 1.0)]
+                continue
+            probs = self.mm[gi].probabilities([str(m) for m in pool], lambda m: self.recent.get((gi, int(m)), 0.5))
+            share = g.self_play if own else 0.0
+            out[pg] = ([(SELF, share)] if share > 0 else []) + [(m, float(p) * (1 - share)) for m, p in zip(pool, probs)]
+        return out
+
+    def paths(self, assignment) -> Dict[int, str]:
+        return {m: self.members[m]["path"] for opts in assignment.values() for m, _ in opts if m >= 0}
+
+    # ---- results ---------------------------------------------------------------------------------------
+    def report(self, gi: int, results: List[Tuple[int, float]]) -> None:
+        """Finished episodes of group ``gi``'s actors: ``(opponent member id, score)`` (1 win, 0.5 draw, 0 loss)."""
+        step = self.lc.win_rate_step
+        for mid, score in results:
+            mid = int(mid)
+            if mid == SELF:
+                self.self_games += 1
+                continue
+            self.games += 1
+            a, b = self.key(live_id(gi)), self.key(mid)
+            self.payoff.record(a, b, score)
+            self.ratings.record(a, b, score)
+            self.recent[(gi, mid)] = (1 - step) * self.recent.get((gi, mid), 0.5) + step * score
+            self.pending.setdefault((gi, mid), np.zeros(3))[{1.0: 0, 0.5: 1, 0.0: 2}[float(score)]] += 1
+
+    def record_eval(self, a: int, b: int, wins: int, draws: int, losses: int) -> None:
+        ka, kb = self.key(a), self.key(b)
+        for _ in range(wins):
+            self.payoff.record(ka, kb, 1.0)
+            self.ratings.record(ka, kb, 1.0)
+        for _ in range(draws):
+            self.payoff.record(ka, kb, 0.5)
+            self.ratings.record(ka, kb, 0.5)
+        for _ in range(losses):
+            self.payoff.record(ka, kb, 0.0)
+            self.ratings.record(ka, kb, 0.0)
+        self.rows["league/eval"].append((self.update, self.wall(), a, b, wins, draws, losses))
+
+    def take_rows(self, update: int) -> Dict[str, list]:
+        """Rows for ``run.h5 /league`` since the last call (match counts, every member's ratings)."""
+        self.update = update
+        w = self.wall()
+        for (gi, mid), c in self.pending.items():
+            self.rows["league/matches"].append((update, w, gi, mid, *c))
+        self.pending = {}
+        for mid in [live_id(gi) for gi in range(len(self.groups))] + list(self.members) + [
+                BASELINE_IDS[b] for b in self.lc.eval_baselines]:
+            k = self.key(mid)
+            if k in self.ratings.elo:
+                s = self.ratings.skill[k]
+                self.rows["league/ratings"].append((update, w, mid, self.ratings.elo[k], s.mu, s.sigma, s.ordinal(),
+                                                    self.ratings.games[k]))
+        out, self.rows = self.rows, {k: [] for k in TABLES}
+        return out
+
+    # ---- checkpoint state --------------------------------------------------------------------------------
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        ids = sorted(self.members)
+        out = {"league/members": np.array([[m, self.members[m]["group"], self.members[m]["version"],
+                                            self.members[m]["update"], self.members[m]["wall_time"]] for m in ids],
+                                          np.float64).reshape(len(ids), 5)}
+        pid, counts = self.payoff.state_arrays()
+        out["league/payoff_ids"] = np.array(pid, dtype="S")
+        out["league/payoff_counts"] = counts
+        rid, vals = self.ratings.state_arrays()
+        out["league/rating_ids"] = np.array(rid, dtype="S")
+        out["league/rating_values"] = vals
+        out["league/recent"] = np.array([[g, m, v] for (g, m), v in self.recent.items()], np.float64).reshape(-1, 3)
+        out["league/last_snapshot"] = np.array([-1 if u is None else u for u in self.last_snapshot], np.int64)
+        out["league/counters"] = np.array([self.games, self.self_games, self.wall()], np.float64)
+        return out
+
+    def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        for m, gi, version, update, wall in arrays["league/members"]:
+            m, gi, version = int(m), int(gi), int(version)
+            self.members[m] = dict(group=gi, version=version, update=int(update), wall_time=float(wall),
+                                   path=snapshot_path(self.run_dir, self.names[gi], version))
+        self.payoff.load_state_arrays(list(arrays["league/payoff_ids"]), arrays["league/payoff_counts"])
+        self.ratings.load_state_arrays(list(arrays["league/rating_ids"]), arrays["league/rating_values"])
+        self.recent = {(int(g), int(m)): float(v) for g, m, v in arrays["league/recent"]}
+        self.last_snapshot = [None if u < 0 else int(u) for u in arrays["league/last_snapshot"]]
+        self.games, self.self_games = int(arrays["league/counters"][0]), int(arrays["league/counters"][1])
+        self.t0 = self.clock() - float(arrays["league/counters"][2])

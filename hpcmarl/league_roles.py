@@ -1,0 +1,263 @@
+"""League mode on MPI: the league rank's server loop and the actors' and learner leads' side of it.
+
+Messages (pickled dicts on the wire only; nothing received is stored as a pickle):
+
+- actor -> league ``LEAGUE {"kind": "report", "group", "results": [(member, score), ...]}`` after every unroll,
+  answered with ``LEAGUE_REPLY {"assignment": {policy group: [(member, p), ...]}, "paths": {member: file}}``;
+  ``{"kind": "bye"}`` when the actor stops (no answer).
+- learner lead of each group -> league ``LEAGUE {"kind": "status", "group", "update", "version", "want_state",
+  "stop"}`` after every update, answered with ``{"snapshot": bool, "rows": {...}, "state": {...}}``; with
+  ``snapshot`` the lead then sends its flat policy (``POOL``, float32) and the league writes the pool file.
+
+The league rank plays the fixed-seed evaluation games one at a time between messages (turn-based games), so
+it never keeps an actor waiting for longer than one game.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hpcmarl import protocol
+from hpcmarl.envs import REGISTRY, EnvSpec, GroupSpec, build_spec, make_env
+from hpcmarl.league.pool import LOOKAHEAD, RANDOM, PolicyBank, act
+from hpcmarl.league.seats import SELF
+from hpcmarl.league.server import League
+from hpcmarl.models import make_inference
+from hpcmarl.protocol import Tag
+
+EVAL_SEED = 1_000_000  # evaluation game i of every matchup resets the env with EVAL_SEED + i
+
+
+def league_spec(cfg, gi: int) -> EnvSpec:
+    """The spec group ``gi``'s learner trains on: its trained seats only (named after the league group)."""
+    g = cfg.league.groups[gi]
+    env = make_env(cfg.env.name, cfg.env.kwargs)
+    try:
+        base = build_spec(env, cfg.env.name, cfg.policy_map).group(g.policy_group)
+    finally:
+        env.close()
+    agents = base.agents[:1] if cfg.league.seats == "per_agent" else list(base.agents)
+    return EnvSpec(cfg.env.name, [GroupSpec(g.name, agents, base.obs_dim, base.discrete, base.n_actions, base.act_dim,
+                                            base.act_low, base.act_high, base.obs_shape)], 0)
+
+
+def snapshot_attrs(cfg, gi: int, spec: EnvSpec, version: int) -> dict:
+    """What :func:`hpcmarl.league.pool.policy_from` needs to rebuild a group's policy."""
+    g, grp = cfg.league.groups[gi], spec.groups[0]
+    return {"group": g.name, "policy_group": g.policy_group, "version": int(version), "env": cfg.env.name,
+            "obs_dim": grp.obs_dim, "n_actions": grp.n_actions, "hidden": cfg.algo.hidden, "layers": cfg.algo.layers,
+            "encoder": cfg.algo.encoder, "obs_shape": list(grp.obs_shape)}
+
+
+# --------------------------------------------------------------------------------------------------
+# actor side
+# --------------------------------------------------------------------------------------------------
+class ActorLeague:
+    """An actor's view of the league: the current assignment (sampled per episode) and the member bank."""
+
+    def __init__(self, ctx, actor_index: int, own_policy, seed: int):
+        self.ctx, self.idx = ctx, actor_index
+        self.gi = ctx.layout.group_of(ctx.rank)
+        cfg = ctx.cfg
+        self.group = cfg.league.groups[self.gi]
+        self.rng = np.random.default_rng(seed)
+        self.bank = PolicyBank(own_policy, self.rng)
+        own = self.group.policy_group
+        others = [p for p in dict.fromkeys(g.policy_group for g in cfg.league.groups)]
+        self.assign = {pg: [(SELF if pg == own else RANDOM, 1.0)] for pg in others}
+        self.results: List[tuple] = []
+        self.first_opponent: Optional[str] = None
+
+    def choose(self, env_index: int) -> Dict[str, int]:
+        out = {}
+        for pg, opts in self.assign.items():
+            p = np.array([q for _, q in opts], np.float64)
+            out[pg] = int(opts[int(self.rng.choice(len(opts), p=p / p.sum()))][0])
+        return out
+
+    def collect_results(self, episodes) -> None:
+        own = self.group.policy_group
+        for ep in episodes:
+            opp = ep.members.get(own) if self.ctx.cfg.league.seats == "per_agent" else next(
+                (m for pg, m in ep.members.items() if pg != own), SELF)
+            self.results.append((int(opp), float(ep.score)))
+
+    def exchange(self) -> None:
+        """Report the finished episodes, take the new assignment."""
+        cfg = self.ctx.cfg
+        league = self.ctx.layout.league_rank
+        protocol.send_object(self.ctx.world, league, {"kind": "report", "group": self.gi, "results": self.results},
+                             Tag.LEAGUE, cfg.runtime.timeout_s)
+        self.results = []
+        reply, _ = protocol.recv_object(self.ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s,
+                                        "the league rank's assignment")
+        self.bank.paths.update(reply["paths"])
+        self.assign = {pg: [(int(m), float(p)) for m, p in opts] for pg, opts in reply["assignment"].items()}
+
+    def bye(self) -> None:
+        protocol.send_object(self.ctx.world, self.ctx.layout.league_rank, {"kind": "bye", "group": self.gi},
+                             Tag.LEAGUE, self.ctx.cfg.runtime.timeout_s)
+
+
+# --------------------------------------------------------------------------------------------------
+# learner side (the lead learner of each group talks to the league)
+# --------------------------------------------------------------------------------------------------
+class LearnerLeague:
+    def __init__(self, ctx, gi: int, group_rank: int):
+        self.ctx, self.gi = ctx, gi
+        self.active = group_rank == 0
+        self.state: Dict[str, np.ndarray] = {}
+        self.snapshots = 0
+        self.specs = [league_spec(ctx.cfg, i) for i in range(len(ctx.cfg.league.groups))]
+
+    def policy_meta(self, version: int) -> dict:
+        """Checkpoint attribute ``policy_meta``: how to rebuild each group's ``policy/<name>`` (JSON text)."""
+        return {"policy_meta": {g.name: snapshot_attrs(self.ctx.cfg, i, self.specs[i], version)
+                                for i, g in enumerate(self.ctx.cfg.league.groups)}}
+
+    def status(self, update: int, version: int, policy_flat, want_state: bool, stop: bool) -> Dict[str, list]:
+        """One round trip after an update; returns rows for ``run.h5 /league`` (lead learner only). The other
+        groups' leads go first (a barrier over the learners), so the lead learner's rows include their
+        snapshots of this update."""
+        ctx = self.ctx
+        rows = {}
+        if self.active and ctx.rank != 0:
+            self._exchange(update, version, policy_flat, want_state, stop)
+        if len(ctx.cfg.league.groups) > 1:
+            protocol.wait_buffer(ctx.learner_comm.Ibarrier(), ctx.cfg.runtime.timeout_s,
+                                 "the other learner groups' league status")
+        if ctx.rank == 0:
+            rows = self._exchange(update, version, policy_flat, want_state, stop)
+        return rows
+
+    def _exchange(self, update: int, version: int, policy_flat, want_state: bool, stop: bool) -> Dict[str, list]:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        league = ctx.layout.league_rank
+        protocol.send_object(ctx.world, league, {"kind": "status", "group": self.gi, "update": update,
+                                                 "version": version, "want_state": want_state, "stop": stop},
+                             Tag.LEAGUE, cfg.runtime.timeout_s)
+        what = "the league rank's answer to a status message"
+        reply, _ = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
+        if reply["snapshot"]:
+            flat = np.ascontiguousarray(policy_flat(), np.float32)
+            protocol.wait_buffer(ctx.world.Isend(flat, dest=league, tag=Tag.POOL), cfg.runtime.timeout_s,
+                                 "the league rank to take a snapshot")
+            self.snapshots += 1
+        reply, _ = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
+        if reply.get("state") is not None:
+            self.state = reply["state"]
+        return reply.get("rows", {})
+
+
+# --------------------------------------------------------------------------------------------------
+# league rank
+# --------------------------------------------------------------------------------------------------
+def make_player(member: int, bank: PolicyBank, seed: int):
+    """An AEC player ``obs -> action`` for a pool member or a scripted baseline."""
+    from hpcmarl.league.scripted import lookahead_player, random_player
+
+    rng = np.random.default_rng(seed)
+    if member == RANDOM:
+        return random_player(rng)
+    if member == LOOKAHEAD:
+        return lookahead_player(rng)
+    inf = bank.policy(member)
+    return lambda obs: int(act(inf, np.asarray(obs["observation"], np.float32).reshape(1, -1),
+                               np.asarray(obs["action_mask"], bool)[None], greedy=True)[0])
+
+
+class EvalGame:
+    """One evaluation matchup played a game at a time (seats alternate, game i reset with EVAL_SEED + i)."""
+
+    def __init__(self, cfg, a: int, b: int, bank: PolicyBank):
+        from hpcmarl.league.aec import play_episode
+
+        self.play_episode = play_episode
+        self.a, self.b, self.n = a, b, cfg.league.eval_games
+        self.env = make_env(cfg.env.name, cfg.env.kwargs)
+        self.pa, self.pb = make_player(a, bank, 17), make_player(b, bank, 29)
+        self.i = 0
+        self.wdl = [0, 0, 0]
+
+    def step(self) -> bool:
+        """Play one game; True when the matchup is over."""
+        first, second = self.env.possible_agents[:2]
+        sa, sb = (first, second) if self.i % 2 == 0 else (second, first)
+        ret = self.play_episode(self.env, {sa: self.pa, sb: self.pb}, EVAL_SEED + self.i)[sa]
+        self.wdl[0 if ret > 0 else 2 if ret < 0 else 1] += 1
+        self.i += 1
+        if self.i >= self.n:
+            self.env.close()
+            return True
+        return False
+
+
+def league_main(ctx) -> None:
+    from hpcmarl.roles import inject_fault
+
+    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
+    league = League(cfg, ctx.run_dir, seed=cfg.seed + 99991)
+    if ctx.resume_path:
+        from hpcmarl import storage
+
+        arrays, _ = storage.load_checkpoint(ctx.resume_path)
+        if "league/members" in arrays:
+            league.load_state_arrays(arrays)
+    bank = PolicyBank(None, np.random.default_rng(cfg.seed), greedy=True)
+    bank.paths.update({m: d["path"] for m, d in league.members.items()})  # a resumed pool
+    specs = [league_spec(cfg, gi) for gi in range(len(layout.groups))]
+    n_params = [sum(p.numel() for p in make_inference(sp, cfg.algo).params) for sp in specs]
+    turn_based = REGISTRY[cfg.env.name].turn_based
+    ctx.agree_startup()
+    n_leads, n_actors = len(layout.groups), layout.actors
+    stopped, byes = set(), 0
+    game: Optional[EvalGame] = None
+    last_msg = time.monotonic()
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    while len(stopped) < n_leads or byes < n_actors:
+        if world.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.LEAGUE, status=status):
+            src = status.Get_source()
+            msg = world.recv(source=src, tag=Tag.LEAGUE)
+            last_msg = time.monotonic()
+            gi = int(msg["group"])
+            if msg["kind"] == "report":
+                league.report(gi, msg["results"])
+                a = league.assignment(gi)
+                protocol.send_object(world, src, {"assignment": a, "paths": league.paths(a)}, Tag.LEAGUE_REPLY,
+                                     cfg.runtime.timeout_s)
+            elif msg["kind"] == "bye":
+                byes += 1
+            elif msg["kind"] == "status":
+                update = int(msg["update"])
+                inject_fault(ctx, update)
+                due = league.snapshot_due(gi, update)
+                protocol.send_object(world, src, {"snapshot": due}, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
+                if due:
+                    flat = np.zeros(n_params[gi], np.float32)
+                    protocol.wait_buffer(world.Irecv(flat, source=src, tag=Tag.POOL), cfg.runtime.timeout_s,
+                                         f"a snapshot from learner rank {src}")
+                    mid = league.add_member(gi, int(msg["version"]), update, flat,
+                                            snapshot_attrs(cfg, gi, specs[gi], int(msg["version"])))
+                    bank.paths[mid] = league.members[mid]["path"]
+                if msg["stop"]:
+                    stopped.add(gi)
+                protocol.send_object(world, src, {"rows": league.take_rows(update) if src == 0 else {},
+                                                  "state": league.state_arrays() if msg["want_state"] else None},
+                                     Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
+            continue
+        if game is None and league.eval_queue and turn_based:
+            a, b = league.eval_queue.pop(0)
+            game = EvalGame(cfg, a, b, bank)
+        if game is not None:
+            if game.step():
+                league.record_eval(game.a, game.b, *game.wdl)
+                game = None
+            continue
+        if time.monotonic() - last_msg > cfg.runtime.timeout_s:
+            raise protocol.CommTimeout(f"league rank: no message from any learner or actor for "
+                                       f"{cfg.runtime.timeout_s:.0f}s")
+        time.sleep(0.001)

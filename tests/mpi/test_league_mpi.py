@@ -1,0 +1,106 @@
+"""League mode under mpirun (learner groups + actors + the league rank), each launch with a hard timeout."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from launch import hpcmarl, mpirun, requires_mpirun
+
+pytestmark = [requires_mpirun, pytest.mark.mpi]
+
+C4 = ["configs/league_c4.yaml", "env.num_envs=4", "algo.unroll_length=8", "algo.hidden=16", "algo.epochs=1",
+      "algo.minibatches=1", "league.groups.0.snapshot_every=4", "league.eval_games=4", "league.eval_pool=2",
+      "league.pool_baselines=[]", "output.checkpoint_every=10", "output.progress_s=1", "runtime.timeout_s=60",
+      "train.max_wall_s=0"]
+
+
+def tables(run):
+    from hpcmarl.storage import Run
+
+    r = Run(run)
+    return {t: r._table(f"league/{t}") for t in ("pool", "matches", "ratings", "eval")}, r.episodes()
+
+
+def test_connect_four_league_adds_snapshots_writes_ratings_and_resumes(tmp_path):
+    """1 learner group + 2 actors + the league rank on connect_four_v3: snapshots land in the pool (HDF5 files,
+    no pickle), reported games and evaluation games reach the payoff table and ratings in run.h5 /league, the
+    checkpoint holds the league state and the policy; `league` and `match` read them; a resumed run keeps
+    the pool and goes on numbering it."""
+    run = str(tmp_path / "c4")
+    p = mpirun(4, ["train"] + C4 + [f"run_dir={run}", "train.max_updates=20"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    t, eps = tables(run)
+    pool = sorted(glob.glob(os.path.join(run, "pool", "main-v*.h5")))
+    assert len(pool) == 5 and list(t["pool"]["version"]) == [1, 5, 9, 13, 17]  # first update, then every 4
+    assert list(t["pool"]["member"]) == [0, 1, 2, 3, 4]
+    m = t["matches"]
+    played = m["wins"] + m["draws"] + m["losses"]
+    assert played.sum() > 50 and set(m["member"]) <= {0, 1, 2, 3, 4} and set(m["group"]) == {0}
+    ev = t["eval"]
+    assert np.all(ev["wins"] + ev["draws"] + ev["losses"] == 4)
+    assert {-100, -101} <= set(ev["b"]) and set(ev["a"]) <= {0, 1, 2, 3, 4}
+    r = t["ratings"]
+    assert {-1, 0, -100, -101} <= set(r["member"]) and np.all(np.diff(r["update"]) >= 0)
+    live = r["member"] == -1
+    assert r["games"][live][-1] == pytest.approx(played.sum())  # every reported non-self-play game was rated
+    assert np.all(np.isfinite(eps["return/main"])) and len(eps["return/main"]) > 100
+    from hpcmarl.storage import load_checkpoint
+
+    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1]
+    arrays, attrs = load_checkpoint(ckpt)
+    assert arrays["league/members"].shape == (5, 5) and "policy/main" in arrays
+    assert json.loads(attrs["policy_meta"])["main"]["obs_dim"] == 84
+    out = hpcmarl(["league", run])
+    assert out.returncode == 0 and "main(live)" in out.stdout and "lookahead" in out.stdout, out.stderr
+    assert "payoff" in out.stdout and "main-v17" in out.stdout
+    mt = hpcmarl(["match", ckpt, pool[0], "--episodes", "6", "--json"])
+    assert mt.returncode == 0, mt.stderr
+    res = json.loads(mt.stdout)
+    assert res["wins"] + res["draws"] + res["losses"] == 6 and res["env"] == "connect_four_v3"
+    # resume: the pool and the ratings come back from the checkpoint, new snapshots get new ids
+    p = mpirun(4, ["train"] + C4 + [f"run_dir={run}", "train.max_updates=26"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    t2, _ = tables(run)
+    assert list(t2["pool"]["member"]) == [0, 1, 2, 3, 4, 5, 6] and list(t2["pool"]["version"][-2:]) == [21, 25]
+    assert t2["ratings"]["games"][t2["ratings"]["member"] == -1][-1] > r["games"][live][-1]
+
+
+def test_simple_tag_two_learner_groups(tmp_path):
+    """Asymmetric roles: predators and prey are two policies trained by two learner groups (the predator group
+    with 2 learners and Horovod inside the group, whose parameters must stay identical); each group's actors
+    play the other lineage's snapshots; both groups' returns and ratings are written over time."""
+    run = str(tmp_path / "tag")
+    groups = ("[{name: predator, policy_group: adversary, learners: 2, actors: 2, snapshot_every: 3}, "
+              "{name: prey, policy_group: agent, snapshot_every: 3}]")
+    p = mpirun(7, ["train", "configs/league_tag.yaml", f"run_dir={run}", f"league.groups={groups}", "env.num_envs=2",
+                   "algo.hidden=16", "algo.epochs=1", "train.max_updates=7", "train.max_wall_s=0",
+                   "output.checkpoint_every=3", "runtime.timeout_s=60", "learner.backend=horovod"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rank    6: league" in p.stdout
+    t, eps = tables(run)
+    assert sorted(t["pool"]["group"]) == [0, 0, 0, 1, 1, 1]
+    pred, prey = eps["return/predator"], eps["return/prey"]
+    assert np.isfinite(pred).sum() > 0 and np.isfinite(prey).sum() > 0
+    assert np.all(np.isfinite(pred) != np.isfinite(prey))  # an episode row belongs to one group
+    assert {-1, -2} <= set(t["ratings"]["member"])
+    from hpcmarl.storage import Run, load_checkpoint
+
+    m = Run(run).metrics()
+    assert np.isfinite(m["return_window/predator"][-1]) and np.isfinite(m["return_window/prey"][-1])
+    arrays, attrs = load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
+    assert {"policy/predator", "policy/prey"} <= set(arrays)
+    sums = attrs["learner_param_checksums"]
+    sums = json.loads(sums) if isinstance(sums, str) else list(sums)
+    assert len(sums) == 3 and sums[0] == sums[1] != sums[2]  # learners 0, 1: predator group; 2: prey
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_a_failing_actor_or_league_rank_ends_the_job(tmp_path, rank):
+    """An exception on an actor (rank 1) or on the league rank (rank 3) aborts the whole job, non-zero."""
+    run = str(tmp_path / "fail")
+    p = mpirun(4, ["train"] + C4 + [f"run_dir={run}", "train.max_updates=50"], timeout=180,
+               env={"HPCMARL_INJECT_FAULT": f"{rank}:raise:3"})
+    assert p.returncode != 0
+    assert f"rank {rank}" in p.stderr and "injected fault" in p.stderr

@@ -1,0 +1,280 @@
+"""League mode without MPI: layouts, config checks, the seat environments, the league server's decisions,
+pool files and the match command."""
+import numpy as np
+import pytest
+
+from hpcmarl.config import ConfigError, load_config
+from hpcmarl.league.pool import LOOKAHEAD, RANDOM, PolicyBank, policy_from, read_policy, write_snapshot
+from hpcmarl.league.seats import SELF, Opponents, SeatVecEnv
+from hpcmarl.league.server import League, live_id
+from hpcmarl.topology import ACTOR, LEAGUE, LEARNER, TopologyError, make_league_layout
+
+C4 = ["env.name=connect_four_v3", "league.enabled=true", "algo.name=ippo"]
+
+
+# ---- layout ------------------------------------------------------------------------------------------
+def test_league_layout_groups_and_league_rank():
+    lay = make_league_layout(8, [("a", 2, 3), ("b", 1, 0)])  # b gets the 1 actor left over
+    assert lay.groups == (("a", 2, 3), ("b", 1, 1)) and lay.league_rank == 7
+    assert [lay.role(r) for r in range(8)] == [LEARNER] * 3 + [ACTOR] * 4 + [LEAGUE]
+    assert [lay.group_of(r) for r in range(7)] == [0, 0, 1, 0, 0, 0, 1]
+    assert [lay.learner_of(i) for i in range(4)] == [0, 1, 0, 2]  # inside its group, j mod L_g
+    assert lay.actors_of(0) == [3, 5] and lay.actors_of(2) == [6]
+    assert "league" in lay.describe() and "[group b]" in lay.describe()
+
+
+def test_league_layout_auto_split_and_errors():
+    lay = make_league_layout(6, [("a", 1, 0), ("b", 1, 0)])
+    assert lay.groups == (("a", 1, 2), ("b", 1, 1))
+    with pytest.raises(TopologyError, match="at least 3 ranks"):
+        make_league_layout(2, [("a", 1, 0)])
+    with pytest.raises(TopologyError, match="launch 5"):
+        make_league_layout(4, [("a", 2, 2)])
+    with pytest.raises(TopologyError, match="every learner needs"):
+        make_league_layout(6, [("a", 2, 1), ("b", 1, 1)])
+
+
+# ---- config --------------------------------------------------------------------------------------------
+def test_league_config_defaults_and_errors():
+    cfg = load_config(None, C4)
+    assert cfg.league.seats == "per_agent" and cfg.league.groups[0].policy_group == "player"
+    assert cfg.league.eval_baselines == ["random", "lookahead"]
+    with pytest.raises(ConfigError, match="turn-based"):
+        load_config(None, ["env.name=connect_four_v3"])
+    with pytest.raises(ConfigError, match="policy_group"):
+        load_config(None, C4 + ["league.groups.0.policy_group=nobody"])
+    with pytest.raises(ConfigError, match="lookahead"):
+        load_config(None, ["env.name=simple_tag_v3", "league.enabled=true", "league.eval_baselines=[lookahead]"])
+    with pytest.raises(ConfigError, match="topology"):
+        load_config(None, C4 + ["topology.learners=2"])
+    with pytest.raises(ConfigError, match="league.groups.3"):
+        load_config(None, C4 + ["league.groups.3.strategy=pfsp"])
+    with pytest.raises(ConfigError, match="algo.name"):
+        load_config(None, C4[:2] + ["algo.name=matrace"])
+    tag = load_config(None, ["env.name=simple_tag_v3", "league.enabled=true",
+                             "league.groups=[{name: pred, policy_group: adversary}, {name: prey, policy_group: agent},"
+                             " {name: x, policy_group: adversary, strategy: exploiter, exploits: prey}]"])
+    assert tag.league.seats == "per_group" and tag.league.eval_baselines == []
+    with pytest.raises(ConfigError, match="exploits"):
+        load_config(None, C4 + ["league.groups=[{name: m}, {name: e, strategy: exploiter, exploits: e}]"])
+
+
+# ---- seat environments -------------------------------------------------------------------------------
+class Column(Opponents):
+    """Plays the leftmost legal column; records every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def act(self, member, group, obs, mask):
+        self.calls.append((member, group, len(obs)))
+        return np.array([int(np.flatnonzero(m)[0]) for m in mask])
+
+
+def test_aec_seats_rotate_and_rewards_reach_the_trained_seat():
+    opp = Column()
+    env = SeatVecEnv("connect_four_v3", 2, 0, {}, None, "player", "main", "per_agent", lambda i: {"player": 7}, opp)
+    env.reset()
+    assert env.spec.groups[0].n == 1 and env.spec.groups[0].obs_dim == 84
+    # copy 0: trained seat player_0 moves first (empty board); copy 1: player_1, the opponent already moved
+    assert env.trained == [["player_0"], ["player_1"]]
+    board = env.obs["main"][:, 0].reshape(2, 6, 7, 2)
+    assert board[0].sum() == 0 and board[1, 5, 0, 1] == 1  # the opponent's piece, seen as "theirs"
+    results = []
+    for _ in range(12):  # the trained seat stacks column 6; the opponent stacks column 0 and wins first in copy 1
+        rew, term, trunc, fin = env.step({"main": np.full((2, 1), 6)})
+        for ep in fin:
+            assert rew["main"][ep.env, 0] == ep.returns["main"] and term["main"][ep.env, 0]
+            results.append((ep.env, ep.seat, ep.score, ep.length, ep.members))
+    # copy 1: the opponent moves first and completes four in column 0 after the trained seat's 3rd move;
+    # copy 0: the trained seat moves first and completes four in column 6 on its 4th move
+    assert results[0] == (1, 1, 0.0, 3, {"player": 7}) and results[1] == (0, 0, 1.0, 4, {"player": 7})
+    assert env.trained[0] == ["player_1"] and env.trained[1] == ["player_0"]  # seats rotate per episode
+    assert all(m == 7 and g == "player" for m, g, _ in opp.calls)
+    assert max(n for _, _, n in opp.calls) == 2  # one batched call for both copies
+
+
+def test_parallel_per_group_seats_simple_tag():
+    class Still(Opponents):
+        def act(self, member, group, obs, mask):
+            assert group == "agent" and obs.shape[1] == 14 and member == 3
+            return np.zeros(len(obs), np.int64)
+
+    env = SeatVecEnv("simple_tag_v3", 2, 0, {"max_cycles": 5}, None, "adversary", "pred", "per_group",
+                     lambda i: {"agent": 3}, Still())
+    env.reset()
+    assert env.obs["pred"].shape == (2, 3, 16) and env.alive["pred"].all()
+    total = np.zeros(2)
+    for t in range(5):
+        rew, term, trunc, fin = env.step({"pred": np.random.default_rng(t).integers(0, 5, (2, 3))})
+        total += rew["pred"].sum(1)
+    assert len(fin) == 2 and all(trunc["pred"].all(1)) and [ep.length for ep in fin] == [5, 5]
+    assert np.allclose([ep.returns["pred"] for ep in fin], total)
+
+
+# ---- the league server --------------------------------------------------------------------------------
+def league(tmp_path, *overrides):
+    return League(load_config(None, C4 + list(overrides)), str(tmp_path), seed=0)
+
+
+def params(n=10):
+    return np.zeros(n, np.float32)
+
+
+ATTRS = {"group": "main", "policy_group": "player", "env": "connect_four_v3", "obs_dim": 84, "n_actions": 7,
+         "hidden": 8, "layers": 1}
+
+
+def test_snapshot_times(tmp_path):
+    lg = league(tmp_path, "league.groups.0.snapshot_every=10", "league.groups.0.snapshot_win_rate=0.7",
+                "league.groups.0.snapshot_min_updates=3")
+    assert lg.snapshot_due(0, 1)  # an empty pool takes the first policy
+    lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
+    assert not lg.snapshot_due(0, 5) and lg.snapshot_due(0, 11)
+    lg.report(0, [(0, 1.0)] * 40)  # beats the pool: win-rate snapshot after min_updates
+    assert lg.win_rate_vs_pool(0) > 0.7 and not lg.snapshot_due(0, 3) and lg.snapshot_due(0, 4)
+
+
+def test_assignment_mixes_self_play_and_pfsp(tmp_path):
+    lg = league(tmp_path, "league.groups.0.self_play=0.25")
+    assert lg.assignment(0) == {"player": [(SELF, 1.0)]}  # nothing in the pool yet
+    for v in (1, 2, 3):
+        lg.add_member(0, v, v, params(), {**ATTRS, "version": v})
+    lg.report(0, [(0, 1.0)] * 30 + [(1, 0.0)] * 30)  # member 0 is easy, member 1 hard
+    a = dict(lg.assignment(0)["player"])
+    x = np.array([lg.recent.get((0, m), 0.5) for m in (0, 1, 2)])
+    want = (1 - x) ** 2 / ((1 - x) ** 2).sum() * 0.75
+    assert a[SELF] == 0.25 and np.allclose([a[m] for m in (0, 1, 2)], want)
+    assert abs(sum(a.values()) - 1) < 1e-12 and a[1] > a[2] > a[0]
+    assert set(lg.paths(lg.assignment(0))) == {0, 1, 2}
+
+
+def test_self_play_and_exploiter_assignments(tmp_path):
+    lg = league(tmp_path, "league.groups=[{name: main}, {name: expl, strategy: exploiter}]")
+    assert lg.assignment(1) == {"player": [(SELF, 1.0)]}
+    lg.add_member(0, 4, 4, params(), {**ATTRS, "version": 4})
+    lg.add_member(1, 4, 4, params(), {**ATTRS, "group": "expl", "version": 4})
+    lg.add_member(0, 9, 9, params(), {**ATTRS, "version": 9})
+    assert lg.assignment(1) == {"player": [(2, 1.0)]}  # always main's newest snapshot
+    sp = league(tmp_path / "sp", "league.groups.0.strategy=self_play")
+    sp.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
+    assert sp.assignment(0) == {"player": [(SELF, 1.0)]}
+
+
+def test_asymmetric_assignment_uses_the_other_lineage(tmp_path):
+    cfg = load_config(None, ["env.name=simple_tag_v3", "league.enabled=true", "league.groups=[{name: pred, "
+                             "policy_group: adversary, strategy: self_play}, {name: prey, policy_group: agent}]"])
+    lg = League(cfg, str(tmp_path))
+    assert lg.assignment(0) == {"agent": [(RANDOM, 1.0)]}  # no prey snapshot yet: random moves
+    lg.add_member(1, 1, 1, params(), {**ATTRS, "group": "prey", "version": 1})
+    lg.add_member(1, 2, 2, params(), {**ATTRS, "group": "prey", "version": 2})
+    assert lg.assignment(0) == {"agent": [(1, 1.0)]}  # self_play: the prey's newest
+    assert lg.lineage("agent") == [0, 1] and lg.opponent_groups(1) == ["adversary"]
+
+
+def test_reports_rows_ratings_and_state_round_trip(tmp_path):
+    lg = league(tmp_path)
+    lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
+    lg.report(0, [(0, 1.0), (0, 0.5), (SELF, 0.0), (0, 0.0), (0, 1.0)])
+    assert lg.games == 4 and lg.self_games == 1
+    assert list(lg.payoff.counts("main(live)", "main-v1")) == [2, 1, 1]
+    lg.record_eval(0, LOOKAHEAD, 1, 0, 3)
+    rows = lg.take_rows(7)
+    assert rows["league/matches"] == [(7, rows["league/matches"][0][1], 0, 0, 2.0, 1.0, 1.0)]
+    assert {r[2] for r in rows["league/ratings"]} == {live_id(0), 0, RANDOM, LOOKAHEAD} - {RANDOM}
+    assert rows["league/eval"][0][2:] == (0, LOOKAHEAD, 1, 0, 3) and len(rows["league/pool"]) == 1
+    assert lg.take_rows(8)["league/matches"] == []  # rows are handed out once
+    again = league(tmp_path)
+    again.load_state_arrays(lg.state_arrays())
+    assert again.members[0]["path"] == lg.members[0]["path"] and again.games == 4
+    assert again.ratings.elo == pytest.approx(lg.ratings.elo)
+    assert list(again.payoff.counts("main-v1", "lookahead")) == [1, 0, 3]
+    assert again.recent == lg.recent and again.last_snapshot == [1]
+
+
+# ---- pool files ----------------------------------------------------------------------------------------
+def test_snapshot_file_round_trip_and_bank(tmp_path):
+    from hpcmarl.envs import EnvSpec, GroupSpec
+    from hpcmarl.models import Inference, flat_params
+
+    spec = EnvSpec("connect_four_v3", [GroupSpec("main", ["player_0"], 84, True, n_actions=7)], 0)
+    inf = Inference(spec, 8, 1)
+    flat = flat_params(inf.params)
+    path = write_snapshot(str(tmp_path / "pool" / "m.h5"), flat, {**ATTRS, "version": 3})
+    got, attrs = read_policy(path)
+    assert np.array_equal(got, flat) and attrs["version"] == 3 and attrs["kind"] == "hpcmarl-pool"
+    again = policy_from(got, attrs)
+    obs = np.random.default_rng(0).random((5, 84)).astype(np.float32)
+    mask = np.ones((5, 7), bool)
+    mask[:, 3] = False
+    bank = PolicyBank(inf, np.random.default_rng(0), greedy=True)
+    bank.paths[0] = path
+    assert np.array_equal(bank.act(0, "player", obs, mask), bank.act(SELF, "player", obs, mask))
+    assert not np.any(bank.act(RANDOM, "player", obs, mask) == 3)
+    assert not np.any(bank.act(0, "player", obs, mask) == 3)
+    assert np.allclose(flat_params(again.params), flat)
+    with pytest.raises(KeyError):
+        bank.act(5, "player", obs, mask)
+
+
+def test_play_episode_opening_moves_are_seeded():
+    from hpcmarl.envs import make_env
+    from hpcmarl.league.aec import play_episode
+
+    env = make_env("connect_four_v3")
+    first = lambda obs: int(np.flatnonzero(obs["action_mask"])[0])
+    a = play_episode(env, {"player_0": first, "player_1": first}, seed=3, opening=4)
+    b = play_episode(env, {"player_0": first, "player_1": first}, seed=3, opening=4)
+    plain = play_episode(env, {"player_0": first, "player_1": first}, seed=3)
+    assert a == b and plain == {"player_0": 1.0, "player_1": -1.0}  # column 0 for both: the first player wins
+
+
+def test_conv_encoder_on_the_board():
+    """algo.encoder=conv: the learner's policy and the actors' Inference share one parameter layout; the
+    convolution sees the board as (channels, rows, columns); non-image observations are refused."""
+    import torch
+
+    from hpcmarl.algos.ppo import PPOLearner
+    from hpcmarl.league_roles import league_spec
+    from hpcmarl.models import Board, flat_params, make_inference
+
+    cfg = load_config(None, C4 + ["algo.encoder=conv", "algo.hidden=16", "algo.layers=1"])
+    spec = league_spec(cfg, 0)
+    assert spec.groups[0].obs_shape == (6, 7, 2)
+    learner = PPOLearner(spec, cfg.algo, torch.device("cpu"), 0)
+    inf = make_inference(spec, cfg.algo)
+    inf.load(learner.policy_flat(), 1)
+    assert np.array_equal(flat_params(inf.params), learner.policy_flat())
+    obs = np.random.default_rng(0).integers(0, 2, (3, 1, 84)).astype(np.float32)
+    mask = np.ones((3, 1, 7), bool)
+    a, logp = inf.act({"main": obs}, {"main": mask}, greedy=True)
+    with torch.no_grad():
+        want = learner.model.policies["main"].dist(torch.from_numpy(obs)).logits.argmax(-1).numpy()
+    assert np.array_equal(a["main"], want)
+    b = Board((6, 7, 2), channels=1)
+    with torch.no_grad():
+        b.conv[0].weight.zero_()
+        b.conv[0].bias.zero_()
+        b.conv[0].weight[0, 1, 1, 1] = 1.0  # the centre tap of channel 1 (the opponent's pieces)
+        b.conv[2].weight.zero_()
+        b.conv[2].bias.zero_()
+        b.conv[2].weight[0, 0, 1, 1] = 1.0
+    x = torch.zeros(6, 7, 2)
+    x[5, 3, 1] = 1.0
+    assert torch.equal(b(x.reshape(1, -1)).reshape(6, 7), x[:, :, 1])
+    with pytest.raises(ValueError, match="image observations"):
+        Board((18,))
+
+
+def test_scripted_pool_members(tmp_path):
+    """league.pool_baselines: matchmaking may pick the scripted players, which the actors' bank plays."""
+    lg = league(tmp_path, "league.pool_baselines=[lookahead]", "league.groups.0.self_play=0")
+    assert lg.assignment(0) == {"player": [(LOOKAHEAD, 1.0)]}
+    lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
+    assert [m for m, _ in lg.assignment(0)["player"]] == [0, LOOKAHEAD] and lg.paths(lg.assignment(0)) == {0: lg.members[0]["path"]}
+    board = np.zeros((6, 7, 2), np.float32)
+    board[5, 0:3, 0] = 1  # three in the bottom row for the player to move: column 3 wins
+    bank = PolicyBank(None, np.random.default_rng(0))
+    assert bank.act(LOOKAHEAD, "player", board.reshape(1, -1), np.ones((1, 7), bool))[0] == 3
+    with pytest.raises(ConfigError, match="pool_baselines"):
+        load_config(None, ["env.name=simple_tag_v3", "league.enabled=true", "league.pool_baselines=[lookahead]"])
