@@ -259,11 +259,15 @@ class LeagueConfig:
     # per_group: it plays all agents of its policy group, the pool the other groups; auto: per_group when the
     # league trains more than one policy group, else per_agent
     groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])
+    outcome: str = "auto"  # competitive: episodes are won/drawn/lost (payoff, Elo, OpenSkill); cooperative: the
+    # other seats are partners, the league records team returns per partner (cross-play); auto: from the env
+    pool_max: int = 0  # matchmaking considers the newest this many snapshots of each lineage (0 = all)
+    ratings_every: int = 10  # updates between rows of run.h5 /league/ratings (members whose games changed)
     win_rate_step: float = 0.05  # PFSP win rates: exponential moving average step per reported game
     elo_k: float = 32.0
     eval_games: int = 40  # evaluation games per matchup (fixed seeds, seats alternated)
     eval_baselines: Optional[List[str]] = None  # random | lookahead (connect_four); default: both on connect_four,
-    # none elsewhere (evaluation games are played on turn-based games)
+    # random elsewhere
     pool_baselines: List[str] = field(default_factory=list)  # scripted members matchmaking may also pick (random,
     # lookahead); they play the seats of the first league group's policy group
     eval_pool: int = 3  # a new snapshot also plays this many of the newest earlier snapshots
@@ -678,12 +682,17 @@ def validate_league(cfg: Config, envs) -> None:
     _check(lg.seats in ("auto", "per_agent", "per_group"), "league.seats", "must be auto, per_agent or per_group")
     if lg.seats == "auto":
         lg.seats = "per_group" if len({g.policy_group for g in lg.groups}) > 1 else "per_agent"
+    _check(lg.outcome in ("auto", "competitive", "cooperative"), "league.outcome",
+           "must be auto, competitive or cooperative")
+    if lg.outcome == "auto":
+        lg.outcome = "cooperative" if entry.cooperative else "competitive"
     _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
-    for k in ("eval_games", "eval_pool", "eval_every"):
+    _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
+    for k in ("eval_games", "eval_pool", "eval_every", "pool_max"):
         _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
     if lg.eval_baselines is None:
-        lg.eval_baselines = list(BASELINES) if cfg.env.name.startswith("connect_four") else []
+        lg.eval_baselines = list(BASELINES) if cfg.env.name.startswith("connect_four") else ["random"]
     for b in lg.pool_baselines:
         _check(b in BASELINES, "league.pool_baselines", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
         _check(b != "lookahead" or cfg.env.name.startswith("connect_four"), "league.pool_baselines",

@@ -147,6 +147,7 @@ class Context:
             "group_agents": {g.name: g.agents for g in self.env_spec.groups} if self.env_spec else {},
             "league_groups": [g.name for g in self.cfg.league.groups] if self.layout.league else [],
             "league_policy_groups": [g.policy_group for g in self.cfg.league.groups] if self.layout.league else [],
+            "league_outcome": self.cfg.league.outcome if self.layout.league else "",
         }
 
 

@@ -34,6 +34,7 @@ class EnvEntry:
     kwargs: Dict = field(default_factory=dict)  # default constructor arguments
     description: str = ""
     turn_based: bool = False  # an AEC game whose agents move one at a time (league mode steps it directly)
+    cooperative: bool = True  # all agents work towards one goal (league mode: partners, not opponents)
 
 
 REGISTRY: Dict[str, EnvEntry] = {
@@ -43,9 +44,9 @@ REGISTRY: Dict[str, EnvEntry] = {
                                     {"max_cycles": 25}, "MPE two-agent communication + navigation"),
     "simple_tag_v3": EnvEntry("mpe2.simple_tag_v3:parallel_env",
                               {"adversary": ["adversary_*"], "agent": ["agent_*"]},
-                              {"max_cycles": 25}, "MPE predator-prey: adversaries vs. good agent"),
+                              {"max_cycles": 25}, "MPE predator-prey: adversaries vs. good agent", cooperative=False),
     "connect_four_v3": EnvEntry("pettingzoo.classic.connect_four_v3:env", {"player": ["player_*"]}, {},
-                                "PettingZoo classic Connect Four: turn-based, action masks (league mode)", True),
+                                "PettingZoo classic Connect Four: turn-based, action masks (league mode)", True, False),
     "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
     "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},

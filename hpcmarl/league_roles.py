@@ -9,19 +9,19 @@ Messages (pickled dicts on the wire only; nothing received is stored as a pickle
   "stop"}`` after every update, answered with ``{"snapshot": bool, "rows": {...}, "state": {...}}``; with
   ``snapshot`` the lead then sends its flat policy (``POOL``, float32) and the league writes the pool file.
 
-The league rank plays the fixed-seed evaluation games one at a time between messages (turn-based games), so
-it never keeps an actor waiting for longer than one game.
+The league rank plays the fixed-seed evaluation games one at a time between messages, so it never keeps an
+actor waiting for longer than one game.
 """
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
 from hpcmarl import protocol
 from hpcmarl.envs import REGISTRY, EnvSpec, GroupSpec, build_spec, make_env
-from hpcmarl.league.pool import LOOKAHEAD, RANDOM, PolicyBank, act
+from hpcmarl.league.pool import LOOKAHEAD, RANDOM, PolicyBank, aec_player, baseline_player
 from hpcmarl.league.seats import SELF
 from hpcmarl.league.server import League
 from hpcmarl.models import make_inference
@@ -65,10 +65,9 @@ class ActorLeague:
         self.rng = np.random.default_rng(seed)
         self.bank = PolicyBank(own_policy, self.rng)
         own = self.group.policy_group
-        others = [p for p in dict.fromkeys(g.policy_group for g in cfg.league.groups)]
+        others = list(dict.fromkeys(g.policy_group for g in cfg.league.groups))
         self.assign = {pg: [(SELF if pg == own else RANDOM, 1.0)] for pg in others}
         self.results: List[tuple] = []
-        self.first_opponent: Optional[str] = None
 
     def choose(self, env_index: int) -> Dict[str, int]:
         out = {}
@@ -78,11 +77,13 @@ class ActorLeague:
         return out
 
     def collect_results(self, episodes) -> None:
-        own = self.group.policy_group
+        """``(member of the other seats, score, return)``; cooperative: score 0.5, the team return."""
+        own, coop = self.group.policy_group, self.ctx.cfg.league.outcome == "cooperative"
         for ep in episodes:
             opp = ep.members.get(own) if self.ctx.cfg.league.seats == "per_agent" else next(
                 (m for pg, m in ep.members.items() if pg != own), SELF)
-            self.results.append((int(opp), float(ep.score)))
+            self.results.append((int(opp), 0.5 if coop else float(ep.score),
+                                 float(ep.team_return if coop else ep.mean_return)))
 
     def exchange(self) -> None:
         """Report the finished episodes, take the new assignment."""
@@ -109,7 +110,7 @@ class LearnerLeague:
         self.ctx, self.gi = ctx, gi
         self.active = group_rank == 0
         self.state: Dict[str, np.ndarray] = {}
-        self.snapshots = 0
+        self.snapshots = 0  # sent to the pool by this lead in this session
         self.specs = [league_spec(ctx.cfg, i) for i in range(len(ctx.cfg.league.groups))]
 
     def policy_meta(self, version: int) -> dict:
@@ -155,17 +156,8 @@ class LearnerLeague:
 # league rank
 # --------------------------------------------------------------------------------------------------
 def make_player(member: int, bank: PolicyBank, seed: int):
-    """An AEC player ``obs -> action`` for a pool member or a scripted baseline."""
-    from hpcmarl.league.scripted import lookahead_player, random_player
-
-    rng = np.random.default_rng(seed)
-    if member == RANDOM:
-        return random_player(rng)
-    if member == LOOKAHEAD:
-        return lookahead_player(rng)
-    inf = bank.policy(member)
-    return lambda obs: int(act(inf, np.asarray(obs["observation"], np.float32).reshape(1, -1),
-                               np.asarray(obs["action_mask"], bool)[None], greedy=True)[0])
+    """An AEC player ``obs -> action`` for a pool member (most likely legal moves) or a scripted baseline."""
+    return baseline_player(member, seed) if member in (RANDOM, LOOKAHEAD) else aec_player(bank.policy(member))
 
 
 class EvalGame:
@@ -180,6 +172,7 @@ class EvalGame:
         self.pa, self.pb = make_player(a, bank, 17), make_player(b, bank, 29)
         self.i = 0
         self.wdl = [0, 0, 0]
+        self.return_sum = 0.0
 
     def step(self) -> bool:
         """Play one game; True when the matchup is over."""
@@ -187,6 +180,44 @@ class EvalGame:
         sa, sb = (first, second) if self.i % 2 == 0 else (second, first)
         ret = self.play_episode(self.env, {sa: self.pa, sb: self.pb}, EVAL_SEED + self.i)[sa]
         self.wdl[0 if ret > 0 else 2 if ret < 0 else 1] += 1
+        self.return_sum += ret
+        self.i += 1
+        if self.i >= self.n:
+            self.env.close()
+            return True
+        return False
+
+
+class EvalEpisodes:
+    """One evaluation matchup of a simultaneous-move game, an episode at a time: member ``a`` plays its group's
+    seats (most likely actions), ``b`` every other seat; one env copy seeded with EVAL_SEED, so the episode
+    sequence is the same in every run."""
+
+    def __init__(self, cfg, a: int, b: int, bank: PolicyBank):
+        from hpcmarl.league.seats import SeatVecEnv
+
+        self.a, self.b, self.n = a, b, cfg.league.eval_games
+        self.policy = bank.policy(a)
+        name = self.policy.spec.groups[0].name
+        pg = cfg.league.groups[[g.name for g in cfg.league.groups].index(name)].policy_group
+        self.env = SeatVecEnv(cfg.env.name, 1, EVAL_SEED, cfg.env.kwargs, cfg.policy_map, pg, name, cfg.league.seats,
+                              lambda i: {g.policy_group: b for g in cfg.league.groups}, bank)
+        self.env.reset()
+        self.i = 0
+        self.wdl = [0, 0, 0]
+        self.return_sum = 0.0
+        self.coop = cfg.league.outcome == "cooperative"
+
+    def step(self) -> bool:
+        """Play one episode; True when the matchup is over."""
+        while True:
+            actions, _ = self.policy.act(self.env.obs, self.env.action_mask, greedy=True)
+            _, _, _, finished = self.env.step(actions)
+            if finished:
+                break
+        ep = finished[0]
+        self.wdl[1 if self.coop else {1.0: 0, 0.5: 1, 0.0: 2}[ep.score]] += 1
+        self.return_sum += ep.team_return if self.coop else ep.mean_return
         self.i += 1
         if self.i >= self.n:
             self.env.close()
@@ -213,7 +244,7 @@ def league_main(ctx) -> None:
     ctx.agree_startup()
     n_leads, n_actors = len(layout.groups), layout.actors
     stopped, byes = set(), 0
-    game: Optional[EvalGame] = None
+    game = None  # the evaluation matchup in progress
     last_msg = time.monotonic()
     from mpi4py import MPI
 
@@ -245,16 +276,16 @@ def league_main(ctx) -> None:
                     bank.paths[mid] = league.members[mid]["path"]
                 if msg["stop"]:
                     stopped.add(gi)
-                protocol.send_object(world, src, {"rows": league.take_rows(update) if src == 0 else {},
+                protocol.send_object(world, src, {"rows": league.take_rows(update, msg["stop"]) if src == 0 else {},
                                                   "state": league.state_arrays() if msg["want_state"] else None},
                                      Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
             continue
-        if game is None and league.eval_queue and turn_based:
+        if game is None and league.eval_queue:
             a, b = league.eval_queue.pop(0)
-            game = EvalGame(cfg, a, b, bank)
+            game = (EvalGame if turn_based else EvalEpisodes)(cfg, a, b, bank)
         if game is not None:
             if game.step():
-                league.record_eval(game.a, game.b, *game.wdl)
+                league.record_eval(game.a, game.b, *game.wdl, return_sum=game.return_sum)
                 game = None
             continue
         if time.monotonic() - last_msg > cfg.runtime.timeout_s:

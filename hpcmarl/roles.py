@@ -562,9 +562,14 @@ def learner_main(ctx) -> None:
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
                           coll.t_allreduce, t_send,
                           float(any(r["meta"][M["stop_requested"]] for r in recs))]
-                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
-                         + [stats.get(k, 0.0) for k in sorted(stats)])
-        tot = coll.sum_small(local)
+                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS])
+        tot = ctrl.sum_small(local)  # counters and timings over every learner
+        # the algorithm's statistics: mean over the learner group (league mode: groups have their own keys,
+        # gathered to the lead learner)
+        stat_row = dict(zip(sorted(stats), coll.sum_small(np.array([stats[k] for k in sorted(stats)])) / coll.size))
+        if league:
+            parts = ctrl.gather(stat_row if coll.rank == 0 else {})
+            stat_row = {k: v for part in (parts or []) for k, v in part.items()}
         version += 1
         log.advance(int(tot[0]), int(tot[1]))
         signalled = tot[8] > 0
@@ -580,13 +585,12 @@ def learner_main(ctx) -> None:
 
         row = log.base_row()
         row.update({"lag_mean": 0.0, "lag_max": 0.0,
-                    "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / coll.size,
-                    "time/wait_unrolls": tot[5] / coll.size, "time/allreduce": tot[6] / coll.size,
-                    "time/send_weights": tot[7] / coll.size})
+                    "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / ctrl.size,
+                    "time/wait_unrolls": tot[5] / ctrl.size, "time/allreduce": tot[6] / ctrl.size,
+                    "time/send_weights": tot[7] / ctrl.size})
         for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
             row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
-        for i, k in enumerate(sorted(stats)):
-            row[k] = tot[9 + len(ACTOR_TIMERS) + i] / coll.size
+        row.update(stat_row)
         log.log(row, ep_rows, table_rows)
         if log.checkpoint_due(stop_reason):
             checkpoint()
@@ -598,6 +602,9 @@ def learner_main(ctx) -> None:
     counters["discarded_episodes"] += int(discarded)
     if log.final_checkpoint_due():
         checkpoint()
-    log.finish(stop_reason, f"{int(discarded)} episode(s) in flight discarded"
-               + (f"; {league.snapshots} snapshot(s) of group {groups[gi]} added to the pool" if league and league.active else ""))
+    summary = f"{int(discarded)} episode(s) in flight discarded"
+    if league:
+        snaps = ctrl.sum_small(np.array([league.snapshots]))[0]
+        summary += f"; {int(snaps)} snapshot(s) added to the pool this session"
+    log.finish(stop_reason, summary)
     coll.close()

@@ -9,30 +9,21 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
-import numpy as np
 import torch
 
 from hpcmarl.league.aec import play_matches
-from hpcmarl.league.pool import BASELINE_IDS, act, policy_from, read_policy
-from hpcmarl.league.scripted import lookahead_player, random_player
+from hpcmarl.league.pool import BASELINE_IDS, aec_player, baseline_player, policy_from, read_policy
 
 
 def load_player(source: str, group: Optional[str] = None, seed: int = 0, greedy: bool = True) -> Tuple[object, dict]:
     """``(player, attrs)``; ``attrs`` is empty for baselines."""
     if source in BASELINE_IDS:
-        rng = np.random.default_rng(seed)
-        return (random_player(rng) if source == "random" else lookahead_player(rng)), {}
+        return baseline_player(BASELINE_IDS[source], seed), {}
     if not os.path.isfile(source):
         raise ValueError(f"{source}: no such file (give a pool snapshot, a league checkpoint, "
                          f"or one of {', '.join(BASELINE_IDS)})")
     params, attrs = read_policy(source, group)
-    inf = policy_from(params, attrs)
-
-    def player(obs):
-        return int(act(inf, np.asarray(obs["observation"], np.float32).reshape(1, -1),
-                       np.asarray(obs["action_mask"], bool)[None], greedy)[0])
-
-    return player, attrs
+    return aec_player(policy_from(params, attrs), greedy), attrs
 
 
 def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Optional[str] = None,

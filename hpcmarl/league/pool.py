@@ -82,6 +82,20 @@ def act(inf: Inference, obs: np.ndarray, mask: np.ndarray, greedy: bool) -> np.n
     return a[name][:, 0]
 
 
+def aec_player(inf: Inference, greedy: bool = True):
+    """An AEC player ``obs dict -> action`` (observation + action mask) for a one-group policy."""
+    return lambda obs: int(act(inf, np.asarray(obs["observation"], np.float32).reshape(1, -1),
+                               np.asarray(obs["action_mask"], bool)[None], greedy)[0])
+
+
+def baseline_player(member: int, seed: int):
+    """The scripted AEC player with id ``RANDOM`` or ``LOOKAHEAD`` (Connect Four), seeded."""
+    from hpcmarl.league.scripted import lookahead_player, random_player
+
+    rng = np.random.default_rng(seed)
+    return random_player(rng) if member == RANDOM else lookahead_player(rng)
+
+
 class PolicyBank(Opponents):
     """Member policies by id: ``SELF`` is the actor's own current policy, ``RANDOM`` picks uniformly among legal
     actions, pool members are read from their snapshot files on first use (least recently used dropped)."""

@@ -34,6 +34,7 @@ class LeagueEpisode(EpisodeStat):
     seat: int = 0  # per_agent: index of the trained agent within its policy group
     mean_return: float = 0.0  # mean per-agent return of the trained seats
     other_return: float = 0.0  # mean per-agent return of the seats the trained policy did not play
+    team_return: float = 0.0  # summed over every agent (cooperative games: what the partners achieved together)
 
     @property
     def score(self) -> float:
@@ -251,7 +252,8 @@ class SeatVecEnv:
                 finished.append(LeagueEpisode(i, int(self._ep_len[i]), {g.name: float(self._ret[i])},
                                               members=dict(self.members[i]), seat=self._seat(i),
                                               mean_return=float(self._ret[i]) / len(self.trained[i]),
-                                              other_return=float(self._other[i]) / n_other))
+                                              other_return=float(self._other[i]) / n_other,
+                                              team_return=float(self._ret[i]) / self.reward_scale + float(self._other[i])))
                 self._episodes[i] += 1
                 self._start(i, None)
                 restart.append(i)

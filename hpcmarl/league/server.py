@@ -20,9 +20,10 @@ from hpcmarl.league.seats import SELF
 
 TABLES = {
     "league/pool": {k: ((), "f8") for k in ("member", "group", "version", "update", "wall_time")},
-    "league/matches": {k: ((), "f8") for k in ("update", "wall_time", "group", "member", "wins", "draws", "losses")},
+    "league/matches": {k: ((), "f8") for k in ("update", "wall_time", "group", "member", "wins", "draws", "losses",
+                                                "return_sum")},
     "league/ratings": {k: ((), "f8") for k in ("update", "wall_time", "member", "elo", "mu", "sigma", "ordinal", "games")},
-    "league/eval": {k: ((), "f8") for k in ("update", "wall_time", "a", "b", "wins", "draws", "losses")},
+    "league/eval": {k: ((), "f8") for k in ("update", "wall_time", "a", "b", "wins", "draws", "losses", "return_sum")},
 }
 
 
@@ -45,6 +46,7 @@ def member_name(mid: int, groups: List[str], members: Dict[int, Tuple[int, int]]
 class League:
     def __init__(self, cfg, run_dir: str, seed: int = 0, clock=time.monotonic):
         self.cfg, self.lc, self.run_dir = cfg, cfg.league, run_dir
+        self.rated = self.lc.outcome == "competitive"  # cooperative leagues record team returns, not ratings
         self.groups = self.lc.groups
         self.names = [g.name for g in self.groups]
         self.rng = np.random.default_rng(seed)
@@ -62,6 +64,8 @@ class League:
         self.eval_queue: List[Tuple[int, int]] = []
         self.games = 0
         self.self_games = 0
+        self.rated_games: Dict[str, int] = {}  # games of each member when its last ratings row was written
+        self.rows_update = None
         for gi in range(len(self.groups)):
             self.ratings.add(self.key(live_id(gi)))
 
@@ -74,8 +78,10 @@ class League:
 
     # ---- pool ----------------------------------------------------------------------------------------
     def lineage(self, policy_group: str) -> List[int]:
-        """Pool members that play ``policy_group`` (snapshots of the groups that train it), oldest first."""
-        return [m for m, d in self.members.items() if self.groups[d["group"]].policy_group == policy_group]
+        """Pool members that play ``policy_group`` (snapshots of the groups that train it), oldest first; the
+        newest ``league.pool_max`` of them when that is set."""
+        out = [m for m, d in self.members.items() if self.groups[d["group"]].policy_group == policy_group]
+        return out[-self.lc.pool_max:] if self.lc.pool_max else out
 
     def newest(self, gi: int) -> Optional[int]:
         mine = [m for m, d in self.members.items() if d["group"] == gi]
@@ -151,22 +157,29 @@ class League:
         return {m: self.members[m]["path"] for opts in assignment.values() for m, _ in opts if m >= 0}
 
     # ---- results ---------------------------------------------------------------------------------------
-    def report(self, gi: int, results: List[Tuple[int, float]]) -> None:
-        """Finished episodes of group ``gi``'s actors: ``(opponent member id, score)`` (1 win, 0.5 draw, 0 loss)."""
+    def report(self, gi: int, results: List[Tuple[int, float, float]]) -> None:
+        """Finished episodes of group ``gi``'s actors: ``(member of the other seats, score, return)``, score 1 win,
+        0.5 draw, 0 loss (cooperative: 0.5, and the return is the team's)."""
         step = self.lc.win_rate_step
-        for mid, score in results:
+        for mid, score, ret in results:
             mid = int(mid)
             if mid == SELF:
                 self.self_games += 1
                 continue
             self.games += 1
-            a, b = self.key(live_id(gi)), self.key(mid)
-            self.payoff.record(a, b, score)
-            self.ratings.record(a, b, score)
-            self.recent[(gi, mid)] = (1 - step) * self.recent.get((gi, mid), 0.5) + step * score
-            self.pending.setdefault((gi, mid), np.zeros(3))[{1.0: 0, 0.5: 1, 0.0: 2}[float(score)]] += 1
+            if self.rated:
+                a, b = self.key(live_id(gi)), self.key(mid)
+                self.payoff.record(a, b, score)
+                self.ratings.record(a, b, score)
+                self.recent[(gi, mid)] = (1 - step) * self.recent.get((gi, mid), 0.5) + step * score
+            row = self.pending.setdefault((gi, mid), np.zeros(4))
+            row[{1.0: 0, 0.5: 1, 0.0: 2}[float(score)]] += 1
+            row[3] += ret
 
-    def record_eval(self, a: int, b: int, wins: int, draws: int, losses: int) -> None:
+    def record_eval(self, a: int, b: int, wins: int, draws: int, losses: int, return_sum: float = 0.0) -> None:
+        self.rows["league/eval"].append((self.update, self.wall(), a, b, wins, draws, losses, return_sum))
+        if not self.rated:
+            return
         ka, kb = self.key(a), self.key(b)
         for _ in range(wins):
             self.payoff.record(ka, kb, 1.0)
@@ -177,22 +190,26 @@ class League:
         for _ in range(losses):
             self.payoff.record(ka, kb, 0.0)
             self.ratings.record(ka, kb, 0.0)
-        self.rows["league/eval"].append((self.update, self.wall(), a, b, wins, draws, losses))
 
-    def take_rows(self, update: int) -> Dict[str, list]:
-        """Rows for ``run.h5 /league`` since the last call (match counts, every member's ratings)."""
+    def take_rows(self, update: int, final: bool = False) -> Dict[str, list]:
+        """Rows for ``run.h5 /league`` since the last call: match counts, and every ``league.ratings_every``
+        updates (and at the end) the ratings of the members that played since their last row."""
         self.update = update
         w = self.wall()
         for (gi, mid), c in self.pending.items():
             self.rows["league/matches"].append((update, w, gi, mid, *c))
         self.pending = {}
-        for mid in [live_id(gi) for gi in range(len(self.groups))] + list(self.members) + [
-                BASELINE_IDS[b] for b in self.lc.eval_baselines]:
+        due = final or self.rows_update is None or update - self.rows_update >= self.lc.ratings_every
+        for mid in ([live_id(gi) for gi in range(len(self.groups))] + list(self.members)
+                    + [BASELINE_IDS[b] for b in self.lc.eval_baselines]) if self.rated and due else []:
             k = self.key(mid)
-            if k in self.ratings.elo:
+            if k in self.ratings.elo and self.rated_games.get(k) != self.ratings.games[k]:
                 s = self.ratings.skill[k]
                 self.rows["league/ratings"].append((update, w, mid, self.ratings.elo[k], s.mu, s.sigma, s.ordinal(),
                                                     self.ratings.games[k]))
+                self.rated_games[k] = self.ratings.games[k]
+        if due:
+            self.rows_update = update
         out, self.rows = self.rows, {k: [] for k in TABLES}
         return out
 

@@ -76,7 +76,8 @@ def test_simple_tag_two_learner_groups(tmp_path):
               "{name: prey, policy_group: agent, snapshot_every: 3}]")
     p = mpirun(7, ["train", "configs/league_tag.yaml", f"run_dir={run}", f"league.groups={groups}", "env.num_envs=2",
                    "algo.hidden=16", "algo.epochs=1", "train.max_updates=7", "train.max_wall_s=0",
-                   "output.checkpoint_every=3", "runtime.timeout_s=60", "learner.backend=horovod"], timeout=240)
+                   "output.checkpoint_every=3", "runtime.timeout_s=60", "learner.backend=horovod",
+                   "league.eval_games=3"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "rank    6: league" in p.stdout
     t, eps = tables(run)
@@ -85,10 +86,16 @@ def test_simple_tag_two_learner_groups(tmp_path):
     assert np.isfinite(pred).sum() > 0 and np.isfinite(prey).sum() > 0
     assert np.all(np.isfinite(pred) != np.isfinite(prey))  # an episode row belongs to one group
     assert {-1, -2} <= set(t["ratings"]["member"])
+    ev = t["eval"]  # evaluation episodes of simultaneous games: snapshots against random and the other side
+    assert np.all(ev["wins"] + ev["draws"] + ev["losses"] == 3) and -100 in set(ev["b"])
+    grp = dict(zip(t["pool"]["member"], t["pool"]["group"]))
+    assert any(b >= 0 and grp[a] != grp[b] for a, b in zip(ev["a"], ev["b"]))
     from hpcmarl.storage import Run, load_checkpoint
 
     m = Run(run).metrics()
     assert np.isfinite(m["return_window/predator"][-1]) and np.isfinite(m["return_window/prey"][-1])
+    assert m["env_steps"][-1] == 7 * 3 * 2 * 25  # every group's actors are counted: 3 actors x 2 envs x T=25
+    assert np.all(np.isfinite(m["predator/entropy"])) and np.all(np.isfinite(m["prey/entropy"]))
     arrays, attrs = load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
     assert {"policy/predator", "policy/prey"} <= set(arrays)
     sums = attrs["learner_param_checksums"]
@@ -104,3 +111,21 @@ def test_a_failing_actor_or_league_rank_ends_the_job(tmp_path, rank):
                env={"HPCMARL_INJECT_FAULT": f"{rank}:raise:3"})
     assert p.returncode != 0
     assert f"rank {rank}" in p.stderr and "injected fault" in p.stderr
+
+
+def test_cooperative_league_with_pool_partners(tmp_path):
+    """simple_spread_v3: the trained policy takes one seat, its partners come from the pool; the league records
+    team returns per partner (cross-play) instead of ratings."""
+    run = str(tmp_path / "spread")
+    p = mpirun(3, ["train", "configs/league_spread.yaml", f"run_dir={run}", "env.num_envs=2", "algo.hidden=16",
+                   "algo.epochs=1", "league.groups.0.snapshot_every=2", "league.groups.0.self_play=0",
+                   "league.eval_games=2", "train.max_updates=6", "runtime.timeout_s=60"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    t, eps = tables(run)
+    m = t["matches"]
+    games = m["wins"] + m["draws"] + m["losses"]
+    assert games.sum() > 0 and np.all(m["draws"] == games)  # partners neither win nor lose
+    assert np.all(m["return_sum"] < 0) and len(t["ratings"]["member"]) == 0
+    assert len(t["eval"]["a"]) > 0 and np.all(t["eval"]["return_sum"] < 0)
+    out = hpcmarl(["league", run])
+    assert out.returncode == 0 and "cross-play" in out.stdout and "ratings" not in out.stdout, out.stdout

@@ -54,7 +54,7 @@ def test_league_config_defaults_and_errors():
     tag = load_config(None, ["env.name=simple_tag_v3", "league.enabled=true",
                              "league.groups=[{name: pred, policy_group: adversary}, {name: prey, policy_group: agent},"
                              " {name: x, policy_group: adversary, strategy: exploiter, exploits: prey}]"])
-    assert tag.league.seats == "per_group" and tag.league.eval_baselines == []
+    assert tag.league.seats == "per_group" and tag.league.eval_baselines == ["random"]
     with pytest.raises(ConfigError, match="exploits"):
         load_config(None, C4 + ["league.groups=[{name: m}, {name: e, strategy: exploiter, exploits: e}]"])
 
@@ -131,7 +131,7 @@ def test_snapshot_times(tmp_path):
     assert lg.snapshot_due(0, 1)  # an empty pool takes the first policy
     lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
     assert not lg.snapshot_due(0, 5) and lg.snapshot_due(0, 11)
-    lg.report(0, [(0, 1.0)] * 40)  # beats the pool: win-rate snapshot after min_updates
+    lg.report(0, [(0, 1.0, 1.0)] * 40)  # beats the pool: win-rate snapshot after min_updates
     assert lg.win_rate_vs_pool(0) > 0.7 and not lg.snapshot_due(0, 3) and lg.snapshot_due(0, 4)
 
 
@@ -140,7 +140,7 @@ def test_assignment_mixes_self_play_and_pfsp(tmp_path):
     assert lg.assignment(0) == {"player": [(SELF, 1.0)]}  # nothing in the pool yet
     for v in (1, 2, 3):
         lg.add_member(0, v, v, params(), {**ATTRS, "version": v})
-    lg.report(0, [(0, 1.0)] * 30 + [(1, 0.0)] * 30)  # member 0 is easy, member 1 hard
+    lg.report(0, [(0, 1.0, 1.0)] * 30 + [(1, 0.0, -1.0)] * 30)  # member 0 is easy, member 1 hard
     a = dict(lg.assignment(0)["player"])
     x = np.array([lg.recent.get((0, m), 0.5) for m in (0, 1, 2)])
     want = (1 - x) ** 2 / ((1 - x) ** 2).sum() * 0.75
@@ -175,14 +175,14 @@ def test_asymmetric_assignment_uses_the_other_lineage(tmp_path):
 def test_reports_rows_ratings_and_state_round_trip(tmp_path):
     lg = league(tmp_path)
     lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
-    lg.report(0, [(0, 1.0), (0, 0.5), (SELF, 0.0), (0, 0.0), (0, 1.0)])
+    lg.report(0, [(0, 1.0, 1.0), (0, 0.5, 0.0), (SELF, 0.0, -1.0), (0, 0.0, -1.0), (0, 1.0, 1.0)])
     assert lg.games == 4 and lg.self_games == 1
     assert list(lg.payoff.counts("main(live)", "main-v1")) == [2, 1, 1]
     lg.record_eval(0, LOOKAHEAD, 1, 0, 3)
     rows = lg.take_rows(7)
-    assert rows["league/matches"] == [(7, rows["league/matches"][0][1], 0, 0, 2.0, 1.0, 1.0)]
+    assert rows["league/matches"] == [(7, rows["league/matches"][0][1], 0, 0, 2.0, 1.0, 1.0, 1.0)]
     assert {r[2] for r in rows["league/ratings"]} == {live_id(0), 0, RANDOM, LOOKAHEAD} - {RANDOM}
-    assert rows["league/eval"][0][2:] == (0, LOOKAHEAD, 1, 0, 3) and len(rows["league/pool"]) == 1
+    assert rows["league/eval"][0][2:] == (0, LOOKAHEAD, 1, 0, 3, 0.0) and len(rows["league/pool"]) == 1
     assert lg.take_rows(8)["league/matches"] == []  # rows are handed out once
     again = league(tmp_path)
     again.load_state_arrays(lg.state_arrays())
@@ -278,3 +278,46 @@ def test_scripted_pool_members(tmp_path):
     assert bank.act(LOOKAHEAD, "player", board.reshape(1, -1), np.ones((1, 7), bool))[0] == 3
     with pytest.raises(ConfigError, match="pool_baselines"):
         load_config(None, ["env.name=simple_tag_v3", "league.enabled=true", "league.pool_baselines=[lookahead]"])
+
+
+def test_cooperative_league_records_team_returns_not_ratings(tmp_path):
+    cfg = load_config(None, ["env.name=simple_spread_v3", "league.enabled=true", "league.groups.0.strategy=uniform"])
+    assert cfg.league.outcome == "cooperative" and cfg.league.seats == "per_agent"
+    lg = League(cfg, str(tmp_path))
+    lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
+    lg.report(0, [(0, 0.5, -60.0), (0, 0.5, -40.0), (SELF, 0.5, -30.0)])
+    lg.record_eval(0, RANDOM, 0, 5, 0, return_sum=-500.0)
+    rows = lg.take_rows(3)
+    assert rows["league/matches"] == [(3, rows["league/matches"][0][1], 0, 0, 0.0, 2.0, 0.0, -100.0)]
+    assert rows["league/ratings"] == [] and lg.payoff.games("main(live)", "main-v1") == 0
+    assert rows["league/eval"][0][2:] == (0, RANDOM, 0, 5, 0, -500.0)
+
+
+def test_cooperative_seats_report_the_team_return():
+    class Still(Opponents):
+        def act(self, member, group, obs, mask):
+            return np.zeros(len(obs), np.int64)
+
+    env = SeatVecEnv("simple_spread_v3", 1, 0, {"max_cycles": 4}, None, "agent", "main", "per_agent",
+                     lambda i: {"agent": 2}, Still())
+    env.reset()
+    assert env.obs["main"].shape == (1, 1, 18)
+    for _ in range(4):
+        rew, term, trunc, fin = env.step({"main": np.zeros((1, 1), np.int64)})
+    (ep,) = fin
+    assert ep.members == {"agent": 2} and ep.team_return == pytest.approx(ep.returns["main"] + 2 * ep.other_return)
+
+
+def test_pool_max_and_ratings_rows_are_bounded(tmp_path):
+    lg = league(tmp_path, "league.pool_max=2", "league.ratings_every=5", "league.groups.0.self_play=0")
+    for v in (1, 2, 3):
+        lg.add_member(0, v, v, params(), {**ATTRS, "version": v})
+    assert [m for m, _ in lg.assignment(0)["player"]] == [1, 2]  # only the newest two are offered
+    lg.report(0, [(1, 1.0, 1.0)])
+    first = lg.take_rows(1)["league/ratings"]
+    assert sorted(r[2] for r in first) == [live_id(0), 0, 1, 2]  # every member once, at first
+    lg.report(0, [(2, 0.0, -1.0)])
+    assert lg.take_rows(3)["league/ratings"] == []  # not yet ratings_every updates later
+    assert sorted(r[2] for r in lg.take_rows(6)["league/ratings"]) == [live_id(0), 2]
+    lg.report(0, [(2, 1.0, 1.0)])
+    assert len(lg.take_rows(7, final=True)["league/ratings"]) == 2  # the last rows are always written
