@@ -650,8 +650,10 @@ def validate_league(cfg: Config, envs) -> None:
                f"{cfg.env.name} is a turn-based game: set league.enabled=true (its actors step the game directly)")
         return
     _check(cfg.algo.name in ("ippo", "mappo"), "algo.name", f"league mode trains ippo or mappo, not {cfg.algo.name}")
-    _check(cfg.topology.learners == 1 and cfg.topology.actors == "auto", "topology",
-           "in league mode the ranks come from league.groups (learners/actors per group); leave topology unset")
+    n_learn = sum(g.learners for g in lg.groups)
+    _check(cfg.topology.learners in (1, n_learn) and cfg.topology.actors == "auto", "topology",
+           f"in league mode the ranks come from league.groups (learners/actors per group); leave topology unset "
+           f"(topology.learners may only repeat the league's total of {n_learn} learners)")
     _check(len(lg.groups) >= 1, "league.groups", "must list at least one learner group")
     pmap = cfg.policy_map if cfg.policy_map is not None else entry.groups
     names = [g.name for g in lg.groups]

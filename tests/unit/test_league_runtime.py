@@ -47,6 +47,7 @@ def test_league_config_defaults_and_errors():
         load_config(None, ["env.name=simple_tag_v3", "league.enabled=true", "league.eval_baselines=[lookahead]"])
     with pytest.raises(ConfigError, match="topology"):
         load_config(None, C4 + ["topology.learners=2"])
+    assert load_config(None, C4 + ["topology.learners=1"]).league.enabled
     with pytest.raises(ConfigError, match="league.groups.3"):
         load_config(None, C4 + ["league.groups.3.strategy=pfsp"])
     with pytest.raises(ConfigError, match="algo.name"):
