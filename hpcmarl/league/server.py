@@ -71,7 +71,8 @@ class League:
 
     # ---- names -------------------------------------------------------------------------------------
     def key(self, mid: int) -> str:
-        return member_name(mid, self.names, {m: (d["group"], d["version"]) for m, d in self.members.items()})
+        d = self.members.get(mid)
+        return member_name(mid, self.names, {mid: (d["group"], d["version"])} if d else {})
 
     def wall(self) -> float:
         return self.clock() - self.t0
@@ -125,9 +126,8 @@ class League:
     def opponent_groups(self, gi: int) -> List[str]:
         """Policy groups whose seats group ``gi``'s actors fill with members."""
         pg = self.groups[gi].policy_group
-        if self.lc.seats == "per_agent":
-            return [pg] + [p for p in dict.fromkeys(g.policy_group for g in self.groups) if p != pg]
-        return [p for p in dict.fromkeys(g.policy_group for g in self.groups) if p != pg]
+        others = [p for p in dict.fromkeys(g.policy_group for g in self.groups) if p != pg]
+        return ([pg] if self.lc.seats == "per_agent" else []) + others
 
     def assignment(self, gi: int) -> Dict[str, List[Tuple[int, float]]]:
         """Per opponent policy group: ``[(member id, probability), ...]`` actors sample each episode from."""
