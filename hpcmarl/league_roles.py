@@ -20,9 +20,11 @@ from typing import Dict, List
 import numpy as np
 
 from hpcmarl import protocol
-from hpcmarl.envs import REGISTRY, EnvSpec, GroupSpec, build_spec, make_env
+from hpcmarl.envs import REGISTRY, EnvSpec, build_spec, make_env
+from hpcmarl.league.aec import play_episode
+from hpcmarl.league.matchmaking import OUTCOME_INDEX
 from hpcmarl.league.pool import LOOKAHEAD, RANDOM, PolicyBank, aec_player, baseline_player
-from hpcmarl.league.seats import SELF
+from hpcmarl.league.seats import SELF, SeatVecEnv, trained_spec
 from hpcmarl.league.server import League
 from hpcmarl.models import make_inference
 from hpcmarl.protocol import Tag
@@ -35,12 +37,9 @@ def league_spec(cfg, gi: int) -> EnvSpec:
     g = cfg.league.groups[gi]
     env = make_env(cfg.env.name, cfg.env.kwargs)
     try:
-        base = build_spec(env, cfg.env.name, cfg.policy_map).group(g.policy_group)
+        return trained_spec(build_spec(env, cfg.env.name, cfg.policy_map), g.policy_group, g.name, cfg.league.seats)
     finally:
         env.close()
-    agents = base.agents[:1] if cfg.league.seats == "per_agent" else list(base.agents)
-    return EnvSpec(cfg.env.name, [GroupSpec(g.name, agents, base.obs_dim, base.discrete, base.n_actions, base.act_dim,
-                                            base.act_low, base.act_high, base.obs_shape)], 0)
 
 
 def snapshot_attrs(cfg, gi: int, spec: EnvSpec, version: int) -> dict:
@@ -160,69 +159,71 @@ def make_player(member: int, bank: PolicyBank, seed: int):
     return baseline_player(member, seed) if member in (RANDOM, LOOKAHEAD) else aec_player(bank.policy(member))
 
 
-class EvalGame:
-    """One evaluation matchup played a game at a time (seats alternate, game i reset with EVAL_SEED + i)."""
+class Matchup:
+    """One evaluation matchup of ``league.eval_games`` games, played one at a time by :meth:`step`."""
 
-    def __init__(self, cfg, a: int, b: int, bank: PolicyBank):
-        from hpcmarl.league.aec import play_episode
-
-        self.play_episode = play_episode
+    def __init__(self, cfg, a: int, b: int):
         self.a, self.b, self.n = a, b, cfg.league.eval_games
-        self.env = make_env(cfg.env.name, cfg.env.kwargs)
-        self.pa, self.pb = make_player(a, bank, 17), make_player(b, bank, 29)
         self.i = 0
         self.wdl = [0, 0, 0]
         self.return_sum = 0.0
 
+    def play(self):
+        """One game: ``(score of a, return of a)``."""
+        raise NotImplementedError  # pragma: no cover
+
+    def close(self):
+        self.env.close()
+
     def step(self) -> bool:
         """Play one game; True when the matchup is over."""
-        first, second = self.env.possible_agents[:2]
-        sa, sb = (first, second) if self.i % 2 == 0 else (second, first)
-        ret = self.play_episode(self.env, {sa: self.pa, sb: self.pb}, EVAL_SEED + self.i)[sa]
-        self.wdl[0 if ret > 0 else 2 if ret < 0 else 1] += 1
+        score, ret = self.play()
+        self.wdl[OUTCOME_INDEX[score]] += 1
         self.return_sum += ret
         self.i += 1
         if self.i >= self.n:
-            self.env.close()
+            self.close()
             return True
         return False
 
 
-class EvalEpisodes:
-    """One evaluation matchup of a simultaneous-move game, an episode at a time: member ``a`` plays its group's
-    seats (most likely actions), ``b`` every other seat; one env copy seeded with EVAL_SEED, so the episode
-    sequence is the same in every run."""
+class EvalGame(Matchup):
+    """Turn-based games: seats alternate, game i resets with EVAL_SEED + i."""
 
     def __init__(self, cfg, a: int, b: int, bank: PolicyBank):
-        from hpcmarl.league.seats import SeatVecEnv
+        super().__init__(cfg, a, b)
+        self.env = make_env(cfg.env.name, cfg.env.kwargs)
+        self.pa, self.pb = make_player(a, bank, 17), make_player(b, bank, 29)
 
-        self.a, self.b, self.n = a, b, cfg.league.eval_games
+    def play(self):
+        first, second = self.env.possible_agents[:2]
+        sa, sb = (first, second) if self.i % 2 == 0 else (second, first)
+        ret = play_episode(self.env, {sa: self.pa, sb: self.pb}, EVAL_SEED + self.i)[sa]
+        return (1.0 if ret > 0 else 0.0 if ret < 0 else 0.5), ret
+
+
+class EvalEpisodes(Matchup):
+    """Simultaneous-move games: member ``a`` plays its group's seats (most likely actions), ``b`` every other
+    seat; one env copy seeded with EVAL_SEED, so the episode sequence is the same in every run. Cooperative
+    leagues count every episode as a draw and sum team returns."""
+
+    def __init__(self, cfg, a: int, b: int, bank: PolicyBank):
+        super().__init__(cfg, a, b)
         self.policy = bank.policy(a)
         name = self.policy.spec.groups[0].name
         pg = cfg.league.groups[[g.name for g in cfg.league.groups].index(name)].policy_group
         self.env = SeatVecEnv(cfg.env.name, 1, EVAL_SEED, cfg.env.kwargs, cfg.policy_map, pg, name, cfg.league.seats,
                               lambda i: {g.policy_group: b for g in cfg.league.groups}, bank)
         self.env.reset()
-        self.i = 0
-        self.wdl = [0, 0, 0]
-        self.return_sum = 0.0
         self.coop = cfg.league.outcome == "cooperative"
 
-    def step(self) -> bool:
-        """Play one episode; True when the matchup is over."""
-        while True:
+    def play(self):
+        finished = []
+        while not finished:
             actions, _ = self.policy.act(self.env.obs, self.env.action_mask, greedy=True)
-            _, _, _, finished = self.env.step(actions)
-            if finished:
-                break
+            finished = self.env.step(actions)[3]
         ep = finished[0]
-        self.wdl[1 if self.coop else {1.0: 0, 0.5: 1, 0.0: 2}[ep.score]] += 1
-        self.return_sum += ep.team_return if self.coop else ep.mean_return
-        self.i += 1
-        if self.i >= self.n:
-            self.env.close()
-            return True
-        return False
+        return (0.5, ep.team_return) if self.coop else (ep.score, ep.mean_return)
 
 
 def league_main(ctx) -> None:

@@ -470,11 +470,6 @@ class Run:
     def metrics(self) -> Dict[str, np.ndarray]:
         return self._table("metrics")
 
-    def _groups(self) -> List[str]:
-        names = []
-        with self.open() as f:
-            f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Group) else None)
-        return names
 
     def episodes(self) -> Dict[str, np.ndarray]:
         return self._table("episodes")
@@ -517,8 +512,8 @@ class Run:
                                     "return_best": float(smooth.max()), "episodes": int(len(r))}
             else:
                 out["groups"][g] = {"return_first": None, "return_last": None, "return_best": None, "episodes": 0}
-        if "league/pool" in self._groups():
-            pool = self._table("league/pool")
+        pool = self._table("league/pool")
+        if pool:  # league mode (the table exists, possibly still empty)
             ratings = self._table("league/ratings")
             live = {}
             for mid, elo, mu, sg in zip(ratings.get("member", []), ratings.get("elo", []), ratings.get("mu", []),

@@ -11,7 +11,7 @@ import numpy as np
 
 STRATEGIES = ("self_play", "uniform", "pfsp", "exploiter")
 WEIGHTINGS = ("squared", "variance", "linear")
-_OUTCOME_INDEX = {1.0: 0, 0.5: 1, 0.0: 2}  # -> column of (wins, draws, losses)
+OUTCOME_INDEX = {1.0: 0, 0.5: 1, 0.0: 2}  # -> column of (wins, draws, losses)
 
 
 def as_str(x) -> str:
@@ -80,9 +80,9 @@ class Payoff:
 
     def record(self, a: str, b: str, outcome: float) -> None:
         """One game; ``outcome`` from ``a``'s view: 1 win, 0.5 draw, 0 loss (``a == b`` counts a win and a loss)."""
-        if float(outcome) not in _OUTCOME_INDEX:
+        if float(outcome) not in OUTCOME_INDEX:
             raise ValueError(f"outcome must be 1, 0.5 or 0, got {outcome!r}")
-        i = _OUTCOME_INDEX[float(outcome)]
+        i = OUTCOME_INDEX[float(outcome)]
         self._wdl.setdefault((a, b), np.zeros(3, np.int64))[i] += 1
         self._wdl.setdefault((b, a), np.zeros(3, np.int64))[2 - i] += 1
 

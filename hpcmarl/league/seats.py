@@ -42,6 +42,17 @@ class LeagueEpisode(EpisodeStat):
         return 1.0 if self.mean_return > self.other_return else 0.0 if self.mean_return < self.other_return else 0.5
 
 
+def trained_spec(full: EnvSpec, policy_group: str, name: str, seats: str) -> EnvSpec:
+    """The trained policy's view of the game ``full``: one group ``name`` with ``policy_group``'s spaces and its
+    first agent (``per_agent``) or all its agents (``per_group``)."""
+    base = full.group(policy_group)
+    if seats not in ("per_agent", "per_group"):
+        raise ValueError(f"seats must be per_agent or per_group, got {seats!r}")
+    agents = base.agents[:1] if seats == "per_agent" else list(base.agents)
+    return EnvSpec(full.name, [GroupSpec(name, agents, base.obs_dim, base.discrete, base.n_actions, base.act_dim,
+                                         base.act_low, base.act_high, base.obs_shape)], 0)
+
+
 class Opponents:
     """Members' policies by id: ``act(member, group, obs [B, obs_dim], mask [B, n_actions]) -> actions [B]``."""
 
@@ -72,17 +83,10 @@ class SeatVecEnv:
 
             self.envs = [aec_to_parallel(e) if isinstance(e, AECEnv) else e for e in self.envs]
         self.full = build_spec(self.envs[0], env_name, policy_map)  # every policy group of the game
-        self.group_of = {a: g.name for g in self.full.groups for a in g.agents}
-        base = self.full.group(policy_group)
-        if seats == "per_agent":
-            agents = base.agents[:1]
-        elif seats == "per_group":
-            agents = list(base.agents)
-        else:
-            raise ValueError(f"seats must be per_agent or per_group, got {seats!r}")
-        g = GroupSpec(name, agents, base.obs_dim, base.discrete, base.n_actions, base.act_dim, base.act_low, base.act_high,
-                      base.obs_shape)
-        self.spec = EnvSpec(env_name, [g], 0)
+        self.spec_of = {a: g for g in self.full.groups for a in g.agents}  # agent -> its policy group's spec
+        self.group_of = {a: g.name for a, g in self.spec_of.items()}
+        self.spec = trained_spec(self.full, policy_group, name, seats)
+        g = self.spec.groups[0]
         self.name, self.policy_group, self.seats = name, policy_group, seats
         self.num_envs, self.seed = num_envs, seed
         self.choose, self.opponents = choose, opponents
@@ -168,7 +172,7 @@ class SeatVecEnv:
                 agent = env.agent_selection
                 if agent in self.trained[i]:
                     continue
-                g = self.full.group(self.group_of[agent])
+                g = self.spec_of[agent]
                 o, m = _obs_and_mask(env.observe(agent), g)
                 jobs.append(((i, agent), self._member(i, agent), g.name, o, m))
             if not jobs:
@@ -176,7 +180,7 @@ class SeatVecEnv:
             acts = self._batched(jobs)
             for (i, agent), a in acts.items():
                 env = self.envs[i]
-                env.step(int(a) if self.full.group(self.group_of[agent]).discrete else a)
+                env.step(int(a) if self.spec_of[agent].discrete else a)
                 self._add_rewards(i, env.rewards)
             pending = [i for i, _ in acts]
 
@@ -224,11 +228,11 @@ class SeatVecEnv:
                         a = act[i, self.trained[i].index(agent)]
                         chosen[i][agent] = int(a) if g.discrete else np.clip(a, g.act_low, g.act_high)
                     else:
-                        og = self.full.group(self.group_of[agent])
+                        og = self.spec_of[agent]
                         o, m = _obs_and_mask(self._last_obs[i][agent], og)
                         jobs.append(((i, agent), self._member(i, agent), og.name, o, m))
             for (i, agent), a in self._batched(jobs).items():
-                og = self.full.group(self.group_of[agent])
+                og = self.spec_of[agent]
                 chosen[i][agent] = int(a) if og.discrete else np.clip(a, og.act_low, og.act_high)
             for i, env in enumerate(self.envs):
                 obs, r, te, tr, _ = env.step(chosen[i])

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from hpcmarl.league.matchmaking import Matchmaker, Payoff
+from hpcmarl.league.matchmaking import OUTCOME_INDEX, Matchmaker, Payoff
 from hpcmarl.league.pool import BASELINE_IDS, LOOKAHEAD, RANDOM, snapshot_path, write_snapshot
 from hpcmarl.league.ratings import Ratings
 from hpcmarl.league.seats import SELF
@@ -173,7 +173,7 @@ class League:
                 self.ratings.record(a, b, score)
                 self.recent[(gi, mid)] = (1 - step) * self.recent.get((gi, mid), 0.5) + step * score
             row = self.pending.setdefault((gi, mid), np.zeros(4))
-            row[{1.0: 0, 0.5: 1, 0.0: 2}[float(score)]] += 1
+            row[OUTCOME_INDEX[float(score)]] += 1
             row[3] += ret
 
     def record_eval(self, a: int, b: int, wins: int, draws: int, losses: int, return_sum: float = 0.0) -> None:
