@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.set_defaults(fn=cmd_league)
 
     mt = sub.add_parser("match", help="play two saved policies (or baselines) against each other: win/draw/loss")
-    mt.add_argument("a", help="pool snapshot (RUN/pool/*.h5), league checkpoint, or random | lookahead")
+    mt.add_argument("a", help="pool snapshot (RUN/pool/*.h5), league checkpoint, or random | lookahead | charge")
     mt.add_argument("b", help="the opponent, same forms")
     mt.add_argument("--episodes", type=int, default=200)
     mt.add_argument("--env", help="the game, when both players are baselines")

@@ -256,8 +256,9 @@ class LeagueConfig:
 
     enabled: bool = False
     seats: str = "auto"  # per_agent: the trained policy takes one seat, the pool the others (symmetric games);
-    # per_group: it plays all agents of its policy group, the pool the other groups; auto: per_group when the
-    # league trains more than one policy group, else per_agent
+    # per_team: it takes one team of a team game (battle_v4), the pool the other team; per_group: it plays all
+    # agents of its policy group, the pool the other groups; auto: per_group when the league trains more than
+    # one policy group, else per_team in team games, else per_agent
     groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])
     outcome: str = "auto"  # competitive: episodes are won/drawn/lost (payoff, Elo, OpenSkill); cooperative: the
     # other seats are partners, the league records team returns per partner (cross-play); auto: from the env
@@ -266,12 +267,14 @@ class LeagueConfig:
     win_rate_step: float = 0.05  # PFSP win rates: exponential moving average step per reported game
     elo_k: float = 32.0
     eval_games: int = 40  # evaluation games per matchup (fixed seeds, seats alternated)
-    eval_baselines: Optional[List[str]] = None  # random | lookahead (connect_four); default: both on connect_four,
-    # random elsewhere
+    eval_baselines: Optional[List[str]] = None  # random | lookahead (connect_four) | charge (battle); default:
+    # every baseline that plays the game
     pool_baselines: List[str] = field(default_factory=list)  # scripted members matchmaking may also pick (random,
-    # lookahead); they play the seats of the first league group's policy group
+    # lookahead, charge); they play the seats of the first league group's policy group
     eval_pool: int = 3  # a new snapshot also plays this many of the newest earlier snapshots
     eval_greedy: bool = True  # evaluated policies take their most likely legal action
+    eval_opening: int = 2  # pool-vs-pool evaluation games open with this many seeded random moves (turn-based) or
+    # steps of every agent (simultaneous, discrete actions), so two deterministic policies play varied games
     eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
 
 
@@ -640,7 +643,8 @@ def validate(cfg: Config) -> None:
 
 
 LEAGUE_STRATEGIES = ("self_play", "uniform", "pfsp", "exploiter")
-BASELINES = ("random", "lookahead")
+BASELINES = {"random": None, "lookahead": "connect_four_v3", "charge": "battle_v4"}  # scripted players -> the
+# game they play (None: any game with discrete actions)
 
 
 def validate_league(cfg: Config, envs) -> None:
@@ -681,9 +685,14 @@ def validate_league(cfg: Config, envs) -> None:
         _check(0 <= g.snapshot_win_rate <= 1, f"{key}.snapshot_win_rate", "must be in [0, 1] (0 = off)")
         _check(g.snapshot_every > 0 or g.snapshot_win_rate > 0, f"{key}.snapshot_every",
                "set snapshot_every or snapshot_win_rate, or the pool never grows")
-    _check(lg.seats in ("auto", "per_agent", "per_group"), "league.seats", "must be auto, per_agent or per_group")
+    _check(lg.seats in ("auto", "per_agent", "per_team", "per_group"), "league.seats",
+           "must be auto, per_agent, per_team or per_group")
     if lg.seats == "auto":
-        lg.seats = "per_group" if len({g.policy_group for g in lg.groups}) > 1 else "per_agent"
+        lg.seats = ("per_group" if len({g.policy_group for g in lg.groups}) > 1
+                    else "per_team" if entry.teams else "per_agent")
+    _check(lg.seats != "per_team" or entry.teams, "league.seats",
+           f"per_team needs a team game; {cfg.env.name} has no teams (team games: "
+           f"{', '.join(n for n, e in envs.REGISTRY.items() if e.teams)})")
     _check(lg.outcome in ("auto", "competitive", "cooperative"), "league.outcome",
            "must be auto, competitive or cooperative")
     if lg.outcome == "auto":
@@ -691,15 +700,11 @@ def validate_league(cfg: Config, envs) -> None:
     _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
-    for k in ("eval_games", "eval_pool", "eval_every", "pool_max"):
+    for k in ("eval_games", "eval_pool", "eval_every", "eval_opening", "pool_max"):
         _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
     if lg.eval_baselines is None:
-        lg.eval_baselines = list(BASELINES) if cfg.env.name.startswith("connect_four") else ["random"]
-    for b in lg.pool_baselines:
-        _check(b in BASELINES, "league.pool_baselines", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
-        _check(b != "lookahead" or cfg.env.name.startswith("connect_four"), "league.pool_baselines",
-               "the lookahead baseline plays connect_four only")
-    for b in lg.eval_baselines:
-        _check(b in BASELINES, "league.eval_baselines", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
-        _check(b != "lookahead" or cfg.env.name.startswith("connect_four"), "league.eval_baselines",
-               "the lookahead baseline plays connect_four only")
+        lg.eval_baselines = [b for b, game in BASELINES.items() if game in (None, cfg.env.name)]
+    for key in ("pool_baselines", "eval_baselines"):
+        for b in getattr(lg, key):
+            _check(b in BASELINES, f"league.{key}", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
+            _check(BASELINES[b] in (None, cfg.env.name), f"league.{key}", f"the {b} baseline plays {BASELINES[b]} only")

@@ -35,6 +35,9 @@ class EnvEntry:
     description: str = ""
     turn_based: bool = False  # an AEC game whose agents move one at a time (league mode steps it directly)
     cooperative: bool = True  # all agents work towards one goal (league mode: partners, not opponents)
+    teams: Dict[str, List[str]] = field(default_factory=dict)  # sides of a team game (agent names or patterns)
+    install: str = ""  # how to get the package the factory imports, when it is not a dependency of hpcmarl
+    survivors: str = ""  # "module:callable(env) -> {team: agents alive}": the team with more left wins (league)
 
 
 REGISTRY: Dict[str, EnvEntry] = {
@@ -47,6 +50,12 @@ REGISTRY: Dict[str, EnvEntry] = {
                               {"max_cycles": 25}, "MPE predator-prey: adversaries vs. good agent", cooperative=False),
     "connect_four_v3": EnvEntry("pettingzoo.classic.connect_four_v3:env", {"player": ["player_*"]}, {},
                                 "PettingZoo classic Connect Four: turn-based, action masks (league mode)", True, False),
+    "battle_v4": EnvEntry("magent2.environments.battle_v4:parallel_env", {"soldier": ["red_*", "blue_*"]},
+                          {"map_size": 16, "max_cycles": 200},
+                          "MAgent2 battle, small map: two teams of 6 on a 16x16 grid, 13x13x5 views (league mode)",
+                          cooperative=False, teams={"red": ["red_*"], "blue": ["blue_*"]},
+                          install="pip install --no-deps magent2==0.3.4 (tools/bootstrap.sh does)",
+                          survivors="hpcmarl.envs:magent_survivors"),
     "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
     "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
@@ -62,7 +71,16 @@ class EnvError(ValueError):
     pass
 
 
-def _load(path: str) -> Callable:
+def magent_survivors(env) -> Dict[str, int]:
+    """Agents alive per team of a MAgent2 game (its handles in team order: battle_v4's red, blue). MAgent2 ends
+    the game when a team is wiped out and then reports every agent terminated, so the engine is asked."""
+    raw = env.unwrapped
+    names = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in raw.possible_agents))
+    return {n: int(raw.env.get_num(h)) for n, h in zip(names, raw.handles)}
+
+
+def load(path: str) -> Callable:
+    """``"module:attribute"`` -> the attribute."""
     mod, _, name = path.partition(":")
     return getattr(importlib.import_module(mod), name)
 
@@ -76,7 +94,11 @@ def make_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str
     if render_mode is not None:
         kw["render_mode"] = render_mode
     try:
-        env = _load(entry.factory)(**kw)
+        factory = load(entry.factory)
+    except ModuleNotFoundError as e:
+        raise EnvError(f"{name} needs the Python package {e.name!r}: {entry.install or 'pip install ' + str(e.name)}") from None
+    try:
+        env = factory(**kw)
     except TypeError as e:
         raise EnvError(f"env.kwargs for {name}: {e}") from None
     return env

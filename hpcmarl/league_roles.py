@@ -14,6 +14,7 @@ actor waiting for longer than one game.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Dict, List
 
@@ -23,8 +24,8 @@ from hpcmarl import protocol
 from hpcmarl.envs import REGISTRY, EnvSpec, build_spec, make_env
 from hpcmarl.league.aec import play_episode
 from hpcmarl.league.matchmaking import OUTCOME_INDEX
-from hpcmarl.league.pool import LOOKAHEAD, RANDOM, PolicyBank, aec_player, baseline_player
-from hpcmarl.league.seats import SELF, SeatVecEnv, trained_spec
+from hpcmarl.league.pool import BASELINE_NAMES, RANDOM, PolicyBank, aec_player, baseline_player
+from hpcmarl.league.seats import SELF, SeatGames, trained_spec
 from hpcmarl.league.server import League
 from hpcmarl.models import make_inference
 from hpcmarl.protocol import Tag
@@ -47,7 +48,9 @@ def snapshot_attrs(cfg, gi: int, spec: EnvSpec, version: int) -> dict:
     g, grp = cfg.league.groups[gi], spec.groups[0]
     return {"group": g.name, "policy_group": g.policy_group, "version": int(version), "env": cfg.env.name,
             "obs_dim": grp.obs_dim, "n_actions": grp.n_actions, "hidden": cfg.algo.hidden, "layers": cfg.algo.layers,
-            "encoder": cfg.algo.encoder, "obs_shape": list(grp.obs_shape)}
+            "encoder": cfg.algo.encoder, "obs_shape": list(grp.obs_shape), "seats": cfg.league.seats,
+            # the game as it was played (hpcmarl match): JSON text, HDF5 attributes hold no dicts
+            "env_kwargs": json.dumps(cfg.env.kwargs or {}), "policy_map": json.dumps(cfg.policy_map)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,7 +82,7 @@ class ActorLeague:
         """``(member of the other seats, score, return)``; cooperative: score 0.5, the team return."""
         own, coop = self.group.policy_group, self.ctx.cfg.league.outcome == "cooperative"
         for ep in episodes:
-            opp = ep.members.get(own) if self.ctx.cfg.league.seats == "per_agent" else next(
+            opp = ep.members.get(own) if self.ctx.cfg.league.seats != "per_group" else next(
                 (m for pg, m in ep.members.items() if pg != own), SELF)
             self.results.append((int(opp), 0.5 if coop else float(ep.score),
                                  float(ep.team_return if coop else ep.mean_return)))
@@ -155,8 +158,9 @@ class LearnerLeague:
 # league rank
 # --------------------------------------------------------------------------------------------------
 def make_player(member: int, bank: PolicyBank, seed: int):
-    """An AEC player ``obs -> action`` for a pool member (most likely legal moves) or a scripted baseline."""
-    return baseline_player(member, seed) if member in (RANDOM, LOOKAHEAD) else aec_player(bank.policy(member))
+    """An AEC player ``obs -> action`` for a pool member (most likely legal moves unless the bank samples) or a
+    scripted baseline."""
+    return baseline_player(member, seed) if member in BASELINE_NAMES else aec_player(bank.policy(member), bank.greedy)
 
 
 class Matchup:
@@ -164,6 +168,8 @@ class Matchup:
 
     def __init__(self, cfg, a: int, b: int):
         self.a, self.b, self.n = a, b, cfg.league.eval_games
+        # pool against pool: two deterministic policies would replay one game per seat; open with random moves
+        self.opening = 0 if a in BASELINE_NAMES or b in BASELINE_NAMES else cfg.league.eval_opening
         self.i = 0
         self.wdl = [0, 0, 0]
         self.return_sum = 0.0
@@ -198,31 +204,29 @@ class EvalGame(Matchup):
     def play(self):
         first, second = self.env.possible_agents[:2]
         sa, sb = (first, second) if self.i % 2 == 0 else (second, first)
-        ret = play_episode(self.env, {sa: self.pa, sb: self.pb}, EVAL_SEED + self.i)[sa]
+        ret = play_episode(self.env, {sa: self.pa, sb: self.pb}, EVAL_SEED + self.i, self.opening)[sa]
         return (1.0 if ret > 0 else 0.0 if ret < 0 else 0.5), ret
 
 
 class EvalEpisodes(Matchup):
-    """Simultaneous-move games: member ``a`` plays its group's seats (most likely actions), ``b`` every other
-    seat; one env copy seeded with EVAL_SEED, so the episode sequence is the same in every run. Cooperative
-    leagues count every episode as a draw and sum team returns."""
+    """Simultaneous-move games: member ``a`` plays its group's seats, ``b`` every other seat (:class:`SeatGames`,
+    one env copy seeded with EVAL_SEED, episode i's opening seeded EVAL_SEED + i), so the episode sequence is the
+    same in every run. Cooperative leagues count every episode as a draw and sum team returns."""
 
     def __init__(self, cfg, a: int, b: int, bank: PolicyBank):
         super().__init__(cfg, a, b)
-        self.policy = bank.policy(a)
-        name = self.policy.spec.groups[0].name
+        policy = bank.policy(a)
+        name = policy.spec.groups[0].name
         pg = cfg.league.groups[[g.name for g in cfg.league.groups].index(name)].policy_group
-        self.env = SeatVecEnv(cfg.env.name, 1, EVAL_SEED, cfg.env.kwargs, cfg.policy_map, pg, name, cfg.league.seats,
-                              lambda i: {g.policy_group: b for g in cfg.league.groups}, bank)
-        self.env.reset()
+        self.games = SeatGames(cfg.env.name, cfg.env.kwargs, cfg.policy_map, pg, cfg.league.seats, policy, b, bank,
+                               EVAL_SEED, self.opening)
         self.coop = cfg.league.outcome == "cooperative"
 
+    def close(self):
+        self.games.close()
+
     def play(self):
-        finished = []
-        while not finished:
-            actions, _ = self.policy.act(self.env.obs, self.env.action_mask, greedy=True)
-            finished = self.env.step(actions)[3]
-        ep = finished[0]
+        ep = self.games.play(EVAL_SEED + self.i)
         return (0.5, ep.team_return) if self.coop else (ep.score, ep.mean_return)
 
 
@@ -237,7 +241,7 @@ def league_main(ctx) -> None:
         arrays, _ = storage.load_checkpoint(ctx.resume_path)
         if "league/members" in arrays:
             league.load_state_arrays(arrays)
-    bank = PolicyBank(None, np.random.default_rng(cfg.seed), greedy=True)
+    bank = PolicyBank(None, np.random.default_rng(cfg.seed), greedy=cfg.league.eval_greedy)
     bank.paths.update({m: d["path"] for m, d in league.members.items()})  # a resumed pool
     specs = [league_spec(cfg, gi) for gi in range(len(layout.groups))]
     n_params = [sum(p.numel() for p in make_inference(sp, cfg.algo).params) for sp in specs]

@@ -76,5 +76,8 @@ fi
 # -- 4. hpcmarl ---------------------------------------------------------------------------------
 log "installing hpcmarl (editable) with test extras"
 pip_i -e ".[test]"
+# magent2 (battle_v4, league mode's two-team game) without its pygame-ce requirement: pygame-ce and pygame
+# (which mpe2 renders with) install the same `pygame` package; magent2 only needs pygame to render.
+pip_i --no-deps "magent2==0.3.4"
 echo "$want" > "$STAMP"
 log "done: $("$VPY" -c 'import torch, mpi4py, h5py, horovod; print("torch", torch.__version__, "mpi4py", mpi4py.__version__, "h5py", h5py.__version__, "horovod", horovod.__version__)')"

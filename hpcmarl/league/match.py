@@ -1,24 +1,31 @@
 """Head-to-head games between saved policies and scripted baselines (``hpcmarl match``; no MPI).
 
 A player is a pool snapshot (``RUN/pool/*.h5``), a league checkpoint (``policy/<group>``, choose with
-``--group`` when it holds several) or a baseline name (``random``, ``lookahead``). Games alternate seats and
-reset with ``seed + i``; saved policies play their most likely legal move unless ``sampled``.
+``--group`` when it holds several) or a baseline name (``random``, ``lookahead``, ``charge``). Games alternate
+seats and reset with ``seed + i``; saved policies play their most likely legal move unless ``sampled``.
+
+Turn-based games (Connect Four) go through the AEC loop; simultaneous-move games (MPE, MAgent2) through
+:class:`hpcmarl.league.seats.SeatGames` with the game as the first saved policy was trained on it (env
+arguments, policy map and seats from its attributes): it plays its policy group's seats (seat sets alternate:
+red/blue teams, or each agent), the other player every other seat.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 
 from hpcmarl.league.aec import play_matches
-from hpcmarl.league.pool import BASELINE_IDS, aec_player, baseline_player, policy_from, read_policy
+from hpcmarl.league.pool import BASELINE_IDS, PolicyBank, aec_player, baseline_player, policy_from, read_policy
 
 
 def load_player(source: str, group: Optional[str] = None, seed: int = 0, greedy: bool = True) -> Tuple[object, dict]:
-    """``(player, attrs)``; ``attrs`` is empty for baselines."""
+    """``(AEC player, attrs)``; ``attrs`` is empty for baselines (player None for those of simultaneous games)."""
     if source in BASELINE_IDS:
-        return baseline_player(BASELINE_IDS[source], seed), {}
+        return (None if source == "charge" else baseline_player(BASELINE_IDS[source], seed)), {}
     if not os.path.isfile(source):
         raise ValueError(f"{source}: no such file (give a pool snapshot, a league checkpoint, "
                          f"or one of {', '.join(BASELINE_IDS)})")
@@ -28,7 +35,8 @@ def load_player(source: str, group: Optional[str] = None, seed: int = 0, greedy:
 
 def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Optional[str] = None,
           group_b: Optional[str] = None, seed: int = 0, sampled: bool = False, opening: int = 0) -> dict:
-    """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games (turn-based two-player games)."""
+    """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games."""
+    from hpcmarl.config import BASELINES
     from hpcmarl.envs import REGISTRY, make_env
 
     if episodes < 1:
@@ -42,12 +50,49 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
     name = env or (envs.pop() if envs else None)
     if name is None:
         raise ValueError("two baselines: name the game with --env")
-    if name not in REGISTRY or not REGISTRY[name].turn_based:
-        raise ValueError(f"hpcmarl match plays turn-based two-player games; {name} is not one")
+    if name not in REGISTRY:
+        raise ValueError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))})")
     for x, src in ((attrs_a, a), (attrs_b, b)):
         if x and x["env"] != name:
             raise ValueError(f"{src} was trained on {x['env']}, not {name}")
-    r = play_matches(lambda: make_env(name), pa, pb, episodes, seed=seed, opening=opening)
+        if not x and BASELINES[src] not in (None, name):
+            raise ValueError(f"the {src} baseline plays {BASELINES[src]} only, not {name}")
+    if REGISTRY[name].turn_based:
+        r = play_matches(lambda: make_env(name), pa, pb, episodes, seed=seed, opening=opening)
+    else:
+        r = seat_matches(name, (a, group_a), (b, group_b), episodes, seed, sampled, opening)
     n = sum(r.values())
     return {"a": a, "b": b, "env": name, "episodes": n, **r, "win_rate": r["wins"] / n,
             "score": (r["wins"] + 0.5 * r["draws"]) / n, "seed": seed, "sampled": sampled, "opening": opening}
+
+
+def seat_matches(name: str, a: Tuple[str, Optional[str]], b: Tuple[str, Optional[str]], episodes: int, seed: int,
+                 sampled: bool, opening: int) -> dict:
+    """Simultaneous-move games: the saved policy ``a`` (or ``b``, when ``a`` is a baseline) takes its seats,
+    the other player the rest; win/draw/loss from ``a``'s view."""
+    flip = a[0] in BASELINE_IDS
+    (src, group), (other, other_group) = (b, a) if flip else (a, b)
+    if src in BASELINE_IDS:
+        raise ValueError(f"{name} is a simultaneous-move game: give at least one saved policy")
+    params, attrs = read_policy(src, group)
+    bank = PolicyBank(None, np.random.default_rng(seed), greedy=not sampled)
+    if other in BASELINE_IDS:
+        member = BASELINE_IDS[other]
+    else:
+        member = 0
+        bank.cache[member] = policy_from(*read_policy(other, other_group))
+    from hpcmarl.envs import REGISTRY
+    from hpcmarl.league.seats import SeatGames
+
+    seats = attrs.get("seats") or ("per_team" if REGISTRY[name].teams else "per_agent")  # older snapshots
+    games = SeatGames(name, json.loads(attrs.get("env_kwargs", "{}")), json.loads(attrs.get("policy_map", "null")),
+                      attrs["policy_group"], seats, policy_from(params, attrs), member, bank, seed, opening)
+    out = dict(wins=0, draws=0, losses=0)
+    try:
+        for i in range(episodes):
+            score = games.play(seed + i).score
+            score = 1.0 - score if flip else score
+            out["wins" if score == 1.0 else "losses" if score == 0.0 else "draws"] += 1
+    finally:
+        games.close()
+    return out

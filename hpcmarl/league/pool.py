@@ -15,8 +15,9 @@ from hpcmarl.league.seats import SELF, Opponents
 from hpcmarl.models import Inference
 
 KIND_POOL = "hpcmarl-pool"
-RANDOM, LOOKAHEAD = -100, -101  # member ids of the scripted baselines
-BASELINE_IDS = {"random": RANDOM, "lookahead": LOOKAHEAD}
+RANDOM, LOOKAHEAD, CHARGE = -100, -101, -102  # member ids of the scripted baselines
+BASELINE_IDS = {"random": RANDOM, "lookahead": LOOKAHEAD, "charge": CHARGE}
+BASELINE_NAMES = {v: k for k, v in BASELINE_IDS.items()}
 
 
 def snapshot_path(run_dir: str, group: str, version: int) -> str:
@@ -92,13 +93,15 @@ def baseline_player(member: int, seed: int):
     """The scripted AEC player with id ``RANDOM`` or ``LOOKAHEAD`` (Connect Four), seeded."""
     from hpcmarl.league.scripted import lookahead_player, random_player
 
+    if member not in (RANDOM, LOOKAHEAD):
+        raise ValueError(f"{BASELINE_NAMES.get(member, member)} is not a turn-based player")
     rng = np.random.default_rng(seed)
     return random_player(rng) if member == RANDOM else lookahead_player(rng)
 
 
 class PolicyBank(Opponents):
     """Member policies by id: ``SELF`` is the actor's own current policy, ``RANDOM`` picks uniformly among legal
-    actions, pool members are read from their snapshot files on first use (least recently used dropped)."""
+    actions, ``LOOKAHEAD`` and ``CHARGE`` are scripted players (:mod:`hpcmarl.league.scripted`), pool members are read from their snapshot files on first use (least recently used dropped)."""
 
     def __init__(self, own: Optional[Inference], rng: np.random.Generator, greedy: bool = False, capacity: int = 32):
         self.own, self.rng, self.greedy, self.capacity = own, rng, greedy, capacity
@@ -128,4 +131,8 @@ class PolicyBank(Opponents):
             play = lookahead_player(self.rng)
             return np.array([play({"observation": o.reshape(6, 7, 2), "action_mask": m}) for o, m in zip(obs, mask)],
                             np.int64)
+        if member == CHARGE:  # battle_v4's charge on the flattened (13, 13, 5) view
+            from hpcmarl.league.scripted import VIEW, charge_actions
+
+            return charge_actions(obs.reshape(len(obs), VIEW, VIEW, -1), self.rng)
         return act(self.policy(member), obs, mask, self.greedy)

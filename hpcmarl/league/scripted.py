@@ -1,8 +1,13 @@
-"""Scripted Connect Four baselines on PettingZoo ``connect_four_v3`` observations (no MPI, no torch).
+"""Scripted baselines (no MPI, no torch).
 
-``obs["observation"]`` is ``(6, 7, 2)``: row 0 is the top, row 5 the bottom (pieces fall to the highest free
-row index); channel 0 holds the player-to-move's pieces, channel 1 the opponent's. ``obs["action_mask"]``
-``(7,)`` marks the non-full columns.
+Connect Four (PettingZoo ``connect_four_v3``): ``obs["observation"]`` is ``(6, 7, 2)``: row 0 is the top, row 5
+the bottom (pieces fall to the highest free row index); channel 0 holds the player-to-move's pieces, channel 1
+the opponent's. ``obs["action_mask"]`` ``(7,)`` marks the non-full columns.
+
+Battle (MAgent2 ``battle_v4``): an agent sees a ``(13, 13, 5)`` view centred on itself (row ``6 + dy``, column
+``6 + dx``; channels: walls, own team, own team's hp, other team, other team's hp). Its 21 actions are 13 moves
+to the cells within distance 2 (row-major: ``dy`` from -2 to 2, then ``dx``), then 8 attacks on the
+neighbouring cells (row-major, the centre left out).
 """
 from __future__ import annotations
 
@@ -53,3 +58,30 @@ def lookahead_player(rng: np.random.Generator) -> Player:
         return int(rng.choice(legal))
 
     return play
+
+
+VIEW = 13  # battle_v4's view side (view range 6)
+_C = VIEW // 2
+MOVES = [(dx, dy) for dy in range(-2, 3) for dx in range(-2, 3) if dx * dx + dy * dy <= 4]
+ATTACKS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0)]
+
+
+def charge_actions(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """battle_v4 "charge": attack the nearest visible enemy when it is adjacent, else move to the free cell
+    closest to it, else (no enemy in view) a random move. ``obs`` ``[B, 13, 13, 5]`` -> actions ``[B]``."""
+    out = np.empty(len(obs), np.int64)
+    for b, o in enumerate(obs):
+        ys, xs = np.nonzero(o[:, :, 3] > 0)
+        if ys.size == 0:
+            out[b] = rng.integers(len(MOVES))
+            continue
+        k = int(np.argmin((xs - _C) ** 2 + (ys - _C) ** 2))
+        ex, ey = int(xs[k]) - _C, int(ys[k]) - _C
+        if max(abs(ex), abs(ey)) <= 1:
+            out[b] = len(MOVES) + ATTACKS.index((ex, ey))
+            continue
+        blocked = o[:, :, :4].any(axis=-1)  # walls and agents
+        best = min((i for i, (dx, dy) in enumerate(MOVES) if (dx, dy) == (0, 0) or not blocked[_C + dy, _C + dx]),
+                   key=lambda i: (MOVES[i][0] - ex) ** 2 + (MOVES[i][1] - ey) ** 2)
+        out[b] = best
+    return out

@@ -13,8 +13,10 @@ members act through :class:`Opponents` (batched over the env copies that face th
 
 Seats (``league.seats``): ``per_agent`` -- the trained policy takes one agent of its policy group (the seat
 rotates from episode to episode; the group's other agents are played by a member of the same lineage);
-``per_group`` -- it plays every agent of its policy group. Other policy groups are played by members chosen
-for them. Every env copy draws its members when its episode starts (``choose(env_index)``).
+``per_team`` -- in team games (``EnvEntry.teams``, e.g. ``battle_v4``'s red and blue) it takes every agent of one
+team (the team rotates; the other team is played by a member of the same lineage); ``per_group`` -- it plays
+every agent of its policy group. Other policy groups are played by members chosen for them. Every env copy
+draws its members when its episode starts (``choose(env_index)``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, make_env
+from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, load, make_env, resolve_groups
 
 SELF = -1  # member id of "the trained policy's current weights" in per-episode assignments
 
@@ -31,24 +33,52 @@ SELF = -1  # member id of "the trained policy's current weights" in per-episode 
 @dataclass
 class LeagueEpisode(EpisodeStat):
     members: Dict[str, int] = field(default_factory=dict)  # policy group -> member id that played it
-    seat: int = 0  # per_agent: index of the trained agent within its policy group
+    seat: int = 0  # index of the trained seat set (per_agent: the agent within its policy group; per_team: the team)
     mean_return: float = 0.0  # mean per-agent return of the trained seats
     other_return: float = 0.0  # mean per-agent return of the seats the trained policy did not play
     team_return: float = 0.0  # summed over every agent (cooperative games: what the partners achieved together)
+    alive: int = -1  # games that count survivors (EnvEntry.survivors): the trained side's agents left at the end
+    other_alive: int = -1  # ... and the other side's
 
     @property
     def score(self) -> float:
-        """1 win, 0.5 draw, 0 loss: the trained seats' mean per-agent return against the others'."""
-        return 1.0 if self.mean_return > self.other_return else 0.0 if self.mean_return < self.other_return else 0.5
+        """1 win, 0.5 draw, 0 loss: the trained side's survivors against the other side's where the game counts
+        survivors, else the trained seats' mean per-agent return against the others'."""
+        own, other = (self.alive, self.other_alive) if self.alive >= 0 else (self.mean_return, self.other_return)
+        return 1.0 if own > other else 0.0 if own < other else 0.5
+
+
+SEATS = ("per_agent", "per_team", "per_group")
+
+
+def seat_sets(full: EnvSpec, policy_group: str, seats: str) -> List[List[str]]:
+    """The agent sets of ``policy_group`` the trained policy takes in turn (one per episode): each agent
+    (``per_agent``), each team's agents (``per_team``) or all of them (``per_group``); all of one size."""
+    base = full.group(policy_group).agents
+    if seats == "per_agent":
+        return [[a] for a in base]
+    if seats == "per_group":
+        return [list(base)]
+    if seats != "per_team":
+        raise ValueError(f"seats must be one of {', '.join(SEATS)}, got {seats!r}")
+    teams = REGISTRY[full.name].teams if full.name in REGISTRY else {}
+    if not teams:
+        raise ValueError(f"seats=per_team needs a team game; {full.name} has no teams "
+                         f"(team games: {', '.join(n for n, e in REGISTRY.items() if e.teams)})")
+    sets = [a for a in resolve_groups(list(full.agents), teams, full.name).values()]
+    sets = [[a for a in t if a in base] for t in sets]
+    sets = [t for t in sets if t]
+    if len(sets) < 2 or len({len(t) for t in sets}) != 1:
+        raise ValueError(f"seats=per_team: policy group {policy_group!r} must hold two or more teams of one size, "
+                         f"got {sets}")
+    return sets
 
 
 def trained_spec(full: EnvSpec, policy_group: str, name: str, seats: str) -> EnvSpec:
-    """The trained policy's view of the game ``full``: one group ``name`` with ``policy_group``'s spaces and its
-    first agent (``per_agent``) or all its agents (``per_group``)."""
+    """The trained policy's view of the game ``full``: one group ``name`` with ``policy_group``'s spaces and the
+    first of its seat sets (:func:`seat_sets`)."""
     base = full.group(policy_group)
-    if seats not in ("per_agent", "per_group"):
-        raise ValueError(f"seats must be per_agent or per_group, got {seats!r}")
-    agents = base.agents[:1] if seats == "per_agent" else list(base.agents)
+    agents = seat_sets(full, policy_group, seats)[0]
     return EnvSpec(full.name, [GroupSpec(name, agents, base.obs_dim, base.discrete, base.n_actions, base.act_dim,
                                          base.act_low, base.act_high, base.obs_shape)], 0)
 
@@ -76,7 +106,9 @@ class SeatVecEnv:
                  seats: str, choose: Callable[[int], Dict[str, int]], opponents: Opponents,
                  obs_transform: Optional[Callable] = None, reward_scale: float = 1.0):
         self.envs = [make_env(env_name, kwargs) for _ in range(num_envs)]
-        self.turn_based = REGISTRY[env_name].turn_based
+        entry = REGISTRY[env_name]
+        self.turn_based = entry.turn_based
+        self.survivors = load(entry.survivors) if entry.survivors else None
         if not self.turn_based:
             from pettingzoo.utils.env import AECEnv
             from pettingzoo.utils.conversions import aec_to_parallel
@@ -86,6 +118,9 @@ class SeatVecEnv:
         self.spec_of = {a: g for g in self.full.groups for a in g.agents}  # agent -> its policy group's spec
         self.group_of = {a: g.name for a, g in self.spec_of.items()}
         self.spec = trained_spec(self.full, policy_group, name, seats)
+        self.sets = seat_sets(self.full, policy_group, seats)  # the trained agents, by seat
+        self.team_of = ({a: t for t, ags in resolve_groups(self.full.agents, entry.teams, env_name).items() for a in ags}
+                        if entry.teams else {})
         g = self.spec.groups[0]
         self.name, self.policy_group, self.seats = name, policy_group, seats
         self.num_envs, self.seed = num_envs, seed
@@ -104,17 +139,16 @@ class SeatVecEnv:
         self.trained: List[List[str]] = [[] for _ in range(E)]  # trained agents per copy, in spec order
         self.members: List[Dict[str, int]] = [{} for _ in range(E)]
         self._done = np.zeros(E, bool)
+        self._alive = [(-1, -1)] * E  # survivors (trained side, other side) at the end of the episode
 
     # ---- episode start -------------------------------------------------------------------------------
     def _seat(self, i: int) -> int:
-        n = len(self.full.group(self.policy_group).agents)
-        return int((self._episodes[i] + i) % n) if self.seats == "per_agent" else 0
+        return int((self._episodes[i] + i) % len(self.sets))
 
     def _start(self, i: int, seed: Optional[int]):
         env = self.envs[i]
         self.members[i] = dict(self.choose(i))
-        base = self.full.group(self.policy_group).agents
-        self.trained[i] = [base[self._seat(i)]] if self.seats == "per_agent" else list(base)
+        self.trained[i] = self.sets[self._seat(i)]
         self._ret[i] = self._other[i] = 0.0
         self._ep_len[i] = 0
         self._done[i] = False
@@ -239,6 +273,10 @@ class SeatVecEnv:
                 self._add_rewards(i, r)
                 self._last_obs[i] = {a: o for a, o in obs.items() if not (te.get(a) or tr.get(a))}
                 self._done[i] = not env.agents
+                if self._done[i] and self.survivors is not None:
+                    alive, own = self.survivors(env), {self.team_of[a] for a in self.trained[i]}
+                    self._alive[i] = (sum(n for t, n in alive.items() if t in own),
+                                      sum(n for t, n in alive.items() if t not in own))
                 for j, agent in enumerate(self.trained[i]):
                     term[i, j] = te.get(agent, False)
                     trunc[i, j] = tr.get(agent, False)
@@ -257,7 +295,8 @@ class SeatVecEnv:
                                               members=dict(self.members[i]), seat=self._seat(i),
                                               mean_return=float(self._ret[i]) / len(self.trained[i]),
                                               other_return=float(self._other[i]) / n_other,
-                                              team_return=float(self._ret[i]) / self.reward_scale + float(self._other[i])))
+                                              team_return=float(self._ret[i]) / self.reward_scale + float(self._other[i]),
+                                              alive=self._alive[i][0], other_alive=self._alive[i][1]))
                 self._episodes[i] += 1
                 self._start(i, None)
                 restart.append(i)
@@ -269,3 +308,46 @@ class SeatVecEnv:
     def close(self):
         for env in self.envs:
             env.close()
+
+
+class SeatGames(Opponents):
+    """Whole episodes of a simultaneous-move game in one env copy (league evaluations, ``hpcmarl match``):
+    ``policy`` (an :class:`hpcmarl.models.Inference` of one group) plays ``policy_group``'s seats (its seat sets
+    take turns from episode to episode), ``member`` of ``bank`` every other seat. In the first ``opening`` steps
+    of an episode every agent takes seeded random legal actions (discrete games), so that two deterministic
+    policies play varied games."""
+
+    def __init__(self, env_name: str, kwargs, policy_map, policy_group: str, seats: str, policy, member: int,
+                 bank: Opponents, seed: int, opening: int = 0):
+        self.policy, self.bank, self.greedy = policy, bank, getattr(bank, "greedy", True)
+        self.name = policy.spec.groups[0].name
+        self.members: Dict[str, int] = {}
+        self.env = SeatVecEnv(env_name, 1, seed, kwargs, policy_map, policy_group, self.name, seats,
+                              lambda i: self.members, self)
+        self.members = {g.name: member for g in self.env.full.groups}
+        self.opening = opening if self.env.spec.groups[0].discrete else 0
+        self.rng = np.random.default_rng(seed)
+        self.env.reset()
+
+    def _random(self, mask: np.ndarray) -> np.ndarray:
+        return np.array([self.rng.choice(np.flatnonzero(m)) for m in mask], np.int64)
+
+    def act(self, member: int, group: str, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.env._ep_len[0] < self.opening:
+            return self._random(mask)
+        return self.bank.act(member, group, obs, mask)
+
+    def play(self, seed: int) -> LeagueEpisode:
+        """One episode (the env continues where the last one ended); ``seed`` draws its opening."""
+        self.rng = np.random.default_rng(seed)
+        finished: List[LeagueEpisode] = []
+        while not finished:
+            if self.env._ep_len[0] < self.opening:
+                actions = {self.name: self._random(self.env.action_mask[self.name][0])[None]}
+            else:
+                actions, _ = self.policy.act(self.env.obs, self.env.action_mask, greedy=self.greedy)
+            finished = self.env.step(actions)[3]
+        return finished[0]
+
+    def close(self):
+        self.env.close()

@@ -2,7 +2,8 @@
 assignments, reported results, payoff table, ratings and fixed-seed evaluation matches.
 
 Member ids: pool snapshots ``0, 1, ...`` in the order they were added; the current (live) policy of learner
-group ``i`` is ``-(i + 1)``; the scripted baselines are ``RANDOM`` (-100) and ``LOOKAHEAD`` (-101).
+group ``i`` is ``-(i + 1)``; the scripted baselines are ``RANDOM`` (-100), ``LOOKAHEAD`` (-101) and
+``CHARGE`` (-102).
 Everything that goes to ``run.h5 /league`` is numeric rows (see :data:`TABLES`); names are derived from the
 member table and the ``league_groups`` attribute.
 """
@@ -14,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from hpcmarl.league.matchmaking import OUTCOME_INDEX, Matchmaker, Payoff
-from hpcmarl.league.pool import BASELINE_IDS, LOOKAHEAD, RANDOM, snapshot_path, write_snapshot
+from hpcmarl.league.pool import BASELINE_IDS, BASELINE_NAMES, RANDOM, snapshot_path, write_snapshot
 from hpcmarl.league.ratings import Ratings
 from hpcmarl.league.seats import SELF
 
@@ -33,10 +34,8 @@ def live_id(gi: int) -> int:
 
 def member_name(mid: int, groups: List[str], members: Dict[int, Tuple[int, int]]) -> str:
     """``members``: id -> (group index, version)."""
-    if mid == RANDOM:
-        return "random"
-    if mid == LOOKAHEAD:
-        return "lookahead"
+    if mid in BASELINE_NAMES:
+        return BASELINE_NAMES[mid]
     if mid < 0:
         return f"{groups[-mid - 1]}(live)"
     gi, version = members[mid]
@@ -127,7 +126,7 @@ class League:
         """Policy groups whose seats group ``gi``'s actors fill with members."""
         pg = self.groups[gi].policy_group
         others = [p for p in dict.fromkeys(g.policy_group for g in self.groups) if p != pg]
-        return ([pg] if self.lc.seats == "per_agent" else []) + others
+        return ([pg] if self.lc.seats != "per_group" else []) + others
 
     def assignment(self, gi: int) -> Dict[str, List[Tuple[int, float]]]:
         """Per opponent policy group: ``[(member id, probability), ...]`` actors sample each episode from."""

@@ -129,3 +129,36 @@ def test_cooperative_league_with_pool_partners(tmp_path):
     assert len(t["eval"]["a"]) > 0 and np.all(t["eval"]["return_sum"] < 0)
     out = hpcmarl(["league", run])
     assert out.returncode == 0 and "cross-play" in out.stdout and "ratings" not in out.stdout, out.stdout
+
+
+def test_two_team_battle_league(tmp_path):
+    """battle_v4 (2 vs 2 on the 12x12 map): one policy plays a team per episode (per_team), the other team comes
+    from the pool or the scripted charge player; games are decided by survivors; snapshots are evaluated
+    against random and charge."""
+    run = str(tmp_path / "battle")
+    p = mpirun(4, ["train", "configs/league_battle.yaml", f"run_dir={run}", "env.kwargs={map_size: 12, max_cycles: 40}",
+                   "env.num_envs=2", "algo.hidden=16", "algo.epochs=1", "algo.unroll_length=10",
+                   "league.groups.0.snapshot_every=3", "league.eval_games=2", "league.pool_baselines=[charge]",
+                   "train.max_updates=9", "runtime.timeout_s=60"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    t, eps = tables(run)
+    assert list(t["pool"]["version"]) == [1, 4, 7]
+    m = t["matches"]
+    assert -102 in set(m["member"])  # the charge player was a training opponent
+    ev = t["eval"]
+    assert {-100, -102} <= set(ev["b"]) and np.all(ev["wins"] + ev["draws"] + ev["losses"] == 2)
+    charge = ev["b"] == -102
+    assert ev["losses"][charge].sum() > ev["wins"][charge].sum()  # an untrained team is no match for it
+    assert {-1, -102} <= set(t["ratings"]["member"])
+    out = hpcmarl(["league", run])
+    assert out.returncode == 0 and "charge" in out.stdout and "main-v7" in out.stdout, out.stdout
+    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1]
+    snap = os.path.join(run, "pool", "main-v0000001.h5")
+    res = {}
+    for a, b in ((ckpt, "charge"), ("charge", ckpt), (ckpt, snap)):  # the game as trained: 12x12 map, 40 steps
+        mt = hpcmarl(["match", a, b, "--episodes", "4", "--opening", "2", "--json"])
+        assert mt.returncode == 0, mt.stderr
+        res[a, b] = json.loads(mt.stdout)
+        assert res[a, b]["env"] == "battle_v4" and res[a, b]["wins"] + res[a, b]["draws"] + res[a, b]["losses"] == 4
+    assert res[ckpt, "charge"]["wins"] == res["charge", ckpt]["losses"]  # the same games, seen from either side
+    assert res[ckpt, "charge"]["losses"] > res[ckpt, "charge"]["wins"]

@@ -113,6 +113,67 @@ def test_parallel_per_group_seats_simple_tag():
     assert np.allclose([ep.returns["pred"] for ep in fin], total)
 
 
+# ---- team games (battle_v4): per_team seats, survivors decide, the charge baseline ------------------------
+BATTLE = ["env.name=battle_v4", "league.enabled=true", "algo.name=ippo"]
+
+
+def test_team_game_config():
+    cfg = load_config(None, BATTLE)
+    assert cfg.league.seats == "per_team" and cfg.league.eval_baselines == ["random", "charge"]
+    two = load_config(None, BATTLE + ["policy_map={red: [red_*], blue: [blue_*]}",
+                                      "league.groups=[{name: r, policy_group: red}, {name: b, policy_group: blue}]"])
+    assert two.league.seats == "per_group"
+    with pytest.raises(ConfigError, match="per_team needs a team game"):
+        load_config(None, ["env.name=simple_spread_v3", "league.enabled=true", "league.seats=per_team"])
+    with pytest.raises(ConfigError, match="charge baseline plays battle_v4"):
+        load_config(None, C4 + ["league.pool_baselines=[charge]"])
+
+
+def test_charge_attacks_adjacent_enemies_and_moves_towards_far_ones():
+    from hpcmarl.league.scripted import ATTACKS, MOVES, charge_actions
+
+    obs = np.zeros((4, 13, 13, 5), np.float32)
+    obs[0, 6 + 1, 6 - 1, 3] = 1  # enemy at dx=-1, dy=+1 (adjacent)
+    obs[1, 6, 6 + 4, 3] = 1  # enemy 4 cells to the right, nothing in the way
+    obs[2, 6, 6 + 4, 3] = 1
+    obs[2, 6, 6 + 2, 0] = 1  # ... a wall on the straight path
+    a = charge_actions(obs, np.random.default_rng(0))
+    assert a[0] == len(MOVES) + ATTACKS.index((-1, 1))
+    assert MOVES[a[1]] == (2, 0) and MOVES[a[2]] == (1, 0)  # the free cell closest to the enemy
+    assert 0 <= a[3] < len(MOVES)  # nobody in view: a random move
+
+
+def test_team_seats_alternate_and_survivors_decide_battle():
+    """2 vs 2 battle: the trained team (random actions) against the scripted charge team, which wipes it out;
+    the trained side alternates red/blue per episode and the episode is lost on survivors."""
+    from hpcmarl.league.pool import CHARGE
+
+    env = SeatVecEnv("battle_v4", 2, 0, {"map_size": 12, "max_cycles": 150}, None, "soldier", "main", "per_team",
+                     lambda i: {"soldier": CHARGE}, PolicyBank(None, np.random.default_rng(0)))
+    env.reset()
+    assert env.obs["main"].shape == (2, 2, 13 * 13 * 5) and env.spec.groups[0].obs_shape == (13, 13, 5)
+    assert env.trained == [["red_0", "red_1"], ["blue_0", "blue_1"]]
+    rng, finished = np.random.default_rng(1), []
+    for _ in range(400):
+        finished += env.step({"main": rng.integers(0, 21, (2, 2))})[3]
+        if len(finished) >= 4:
+            break
+    assert len(finished) >= 4
+    for ep in finished:
+        assert ep.alive == 0 and ep.other_alive > 0 and ep.score == 0.0 and ep.length < 150, ep
+        assert ep.members == {"soldier": CHARGE}
+    assert {(ep.env, ep.seat) for ep in finished[:4]} == {(0, 0), (1, 1), (0, 1), (1, 0)}  # red, then blue
+
+
+def test_env_without_its_package_names_the_install_step(monkeypatch):
+    from hpcmarl import envs
+
+    monkeypatch.setitem(envs.REGISTRY, "fake_v0", envs.EnvEntry("hpcmarl_no_such_pkg.mod:env", {"a": ["*"]},
+                                                               install="pip install hpcmarl-no-such-pkg"))
+    with pytest.raises(envs.EnvError, match="needs the Python package 'hpcmarl_no_such_pkg': pip install hpcmarl-no"):
+        envs.make_env("fake_v0")
+
+
 # ---- the league server --------------------------------------------------------------------------------
 def league(tmp_path, *overrides):
     return League(load_config(None, C4 + list(overrides)), str(tmp_path), seed=0)
@@ -228,6 +289,34 @@ def test_play_episode_opening_moves_are_seeded():
     b = play_episode(env, {"player_0": first, "player_1": first}, seed=3, opening=4)
     plain = play_episode(env, {"player_0": first, "player_1": first}, seed=3)
     assert a == b and plain == {"player_0": 1.0, "player_1": -1.0}  # column 0 for both: the first player wins
+
+
+def test_league_evaluation_opens_pool_games_with_random_moves(tmp_path):
+    """Two greedy snapshots replay one game per seat; eval_opening random moves make the games differ."""
+    import torch
+
+    from hpcmarl.envs import EnvSpec, GroupSpec
+    from hpcmarl.league_roles import EvalGame
+    from hpcmarl.models import Inference, flat_params
+
+    spec = EnvSpec("connect_four_v3", [GroupSpec("main", ["player_0"], 84, True, n_actions=7)], 0)
+    bank = PolicyBank(None, np.random.default_rng(0), greedy=True)
+    for v in (0, 1):
+        torch.manual_seed(v)
+        bank.paths[v] = write_snapshot(str(tmp_path / f"m{v}.h5"), flat_params(Inference(spec, 8, 1).params),
+                                       {**ATTRS, "version": v})
+    boards = {}
+    for opening in (0, 2):
+        game = EvalGame(load_config(None, C4 + ["league.eval_games=8", f"league.eval_opening={opening}"]), 0, 1, bank)
+        seen, done = set(), False
+        while not done:
+            done = game.step()
+            seen.add(np.asarray(game.env.unwrapped.board).tobytes())
+        boards[opening] = seen
+        assert sum(game.wdl) == 8
+    assert len(boards[0]) <= 2 < len(boards[2])
+    vs_random = EvalGame(load_config(None, C4), 0, RANDOM, bank)
+    assert vs_random.opening == 0  # baselines are not deterministic: their games start normally
 
 
 def test_conv_encoder_on_the_board():
