@@ -285,11 +285,11 @@ def league_main(ctx) -> None:
                                                   "state": league.state_arrays() if msg["want_state"] else None},
                                      Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
             continue
-        if game is None and league.eval_queue:
-            a, b = league.eval_queue.pop(0)
-            game = (EvalGame if turn_based else EvalEpisodes)(cfg, a, b, bank)
+        if game is None and league.eval_queue:  # the matchup leaves the queue (kept in checkpoints) once played
+            game = (EvalGame if turn_based else EvalEpisodes)(cfg, *league.eval_queue[0], bank)
         if game is not None:
             if game.step():
+                league.eval_queue.pop(0)
                 league.record_eval(game.a, game.b, *game.wdl, return_sum=game.return_sum)
                 game = None
             continue

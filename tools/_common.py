@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts in tools/ (launching runs, reading their outputs)."""
+import argparse
 import os
 import shutil
 import subprocess
@@ -42,3 +43,25 @@ def random_return(name, episodes):
             _, rew, _, _, _ = env.step({a: env.action_space(a).sample() for a in env.agents})
             total += sum(rew.values())
     return total / episodes
+
+
+def timed_run_parser(description, out, budget_s=600.0, ranks=4, windows=5):
+    """Arguments of a benchmark that trains one config for a wall-clock budget and reports it in time windows."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--budget-s", type=float, default=budget_s, help="training wall-clock seconds")
+    ap.add_argument("--ranks", type=int, default=ranks)
+    ap.add_argument("--windows", type=int, default=windows, help="report in this many equal parts of the run")
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", out))
+    ap.add_argument("--skip-train", action="store_true", help="report the run already in --out")
+    return ap
+
+
+def train_timed(args, config):
+    """Train ``configs/<config>`` for ``args.budget_s`` seconds into ``args.out`` (unless ``--skip-train``)."""
+    if args.skip_train:
+        return
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    t = launch(args.ranks, os.path.join(ROOT, "configs", config),
+               [f"run_dir={args.out}", f"train.max_wall_s={args.budget_s}", "train.total_env_steps=1000000000", "--fresh"],
+               timeout=args.budget_s + 600, log_path=args.out + ".log")
+    print(f"trained {args.budget_s:.0f}s ({t:.0f}s with startup); log {args.out}.log", flush=True)

@@ -12,30 +12,16 @@ Last line:
 
     .venv/bin/python tools/bench_league_tag.py [--budget-s 600] [--ranks 5] [--windows 5]
 """
-import argparse
-import os
-
 import numpy as np
 
-from _common import ROOT, launch
+from _common import timed_run_parser, train_timed
 
 from hpcmarl.storage import Run
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--budget-s", type=float, default=600.0)
-    ap.add_argument("--ranks", type=int, default=5)
-    ap.add_argument("--windows", type=int, default=5)
-    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_league_tag"))
-    ap.add_argument("--skip-train", action="store_true")
-    args = ap.parse_args()
-    if not args.skip_train:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        t = launch(args.ranks, os.path.join(ROOT, "configs", "league_tag.yaml"),
-                   [f"run_dir={args.out}", f"train.max_wall_s={args.budget_s}", "train.total_env_steps=1000000000",
-                    "--fresh"], timeout=args.budget_s + 600, log_path=args.out + ".log")
-        print(f"trained {args.budget_s:.0f}s ({t:.0f}s with startup); log {args.out}.log", flush=True)
+    args = timed_run_parser(__doc__.split("\n")[0], "bench_league_tag", ranks=5).parse_args()
+    train_timed(args, "league_tag.yaml")
     run = Run(args.out)
     eps, ratings = run.episodes(), run._table("league/ratings")
     pred_sel = np.isfinite(eps["return/predator"])

@@ -51,6 +51,12 @@ class LeagueEpisode(EpisodeStat):
 SEATS = ("per_agent", "per_team", "per_group")
 
 
+def teams(full: EnvSpec) -> Dict[str, List[str]]:
+    """The sides of a team game (``EnvEntry.teams``): team -> its agents; empty for other games."""
+    patterns = REGISTRY[full.name].teams if full.name in REGISTRY else {}
+    return resolve_groups(list(full.agents), patterns, full.name) if patterns else {}
+
+
 def seat_sets(full: EnvSpec, policy_group: str, seats: str) -> List[List[str]]:
     """The agent sets of ``policy_group`` the trained policy takes in turn (one per episode): each agent
     (``per_agent``), each team's agents (``per_team``) or all of them (``per_group``); all of one size."""
@@ -61,13 +67,11 @@ def seat_sets(full: EnvSpec, policy_group: str, seats: str) -> List[List[str]]:
         return [list(base)]
     if seats != "per_team":
         raise ValueError(f"seats must be one of {', '.join(SEATS)}, got {seats!r}")
-    teams = REGISTRY[full.name].teams if full.name in REGISTRY else {}
-    if not teams:
+    sides = teams(full)
+    if not sides:
         raise ValueError(f"seats=per_team needs a team game; {full.name} has no teams "
                          f"(team games: {', '.join(n for n, e in REGISTRY.items() if e.teams)})")
-    sets = [a for a in resolve_groups(list(full.agents), teams, full.name).values()]
-    sets = [[a for a in t if a in base] for t in sets]
-    sets = [t for t in sets if t]
+    sets = [t for t in ([a for a in side if a in base] for side in sides.values()) if t]
     if len(sets) < 2 or len({len(t) for t in sets}) != 1:
         raise ValueError(f"seats=per_team: policy group {policy_group!r} must hold two or more teams of one size, "
                          f"got {sets}")
@@ -119,10 +123,9 @@ class SeatVecEnv:
         self.group_of = {a: g.name for a, g in self.spec_of.items()}
         self.spec = trained_spec(self.full, policy_group, name, seats)
         self.sets = seat_sets(self.full, policy_group, seats)  # the trained agents, by seat
-        self.team_of = ({a: t for t, ags in resolve_groups(self.full.agents, entry.teams, env_name).items() for a in ags}
-                        if entry.teams else {})
+        self.team_of = {a: t for t, side in teams(self.full).items() for a in side}
         g = self.spec.groups[0]
-        self.name, self.policy_group, self.seats = name, policy_group, seats
+        self.name = name
         self.num_envs, self.seed = num_envs, seed
         self.choose, self.opponents = choose, opponents
         self.obs_transform, self.reward_scale = obs_transform, float(reward_scale)

@@ -227,6 +227,7 @@ class League:
         out["league/recent"] = np.array([[g, m, v] for (g, m), v in self.recent.items()], np.float64).reshape(-1, 3)
         out["league/last_snapshot"] = np.array([-1 if u is None else u for u in self.last_snapshot], np.int64)
         out["league/counters"] = np.array([self.games, self.self_games, self.wall()], np.float64)
+        out["league/eval_queue"] = np.array(self.eval_queue, np.int64).reshape(-1, 2)  # matchups not played yet
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -240,3 +241,4 @@ class League:
         self.last_snapshot = [None if u < 0 else int(u) for u in arrays["league/last_snapshot"]]
         self.games, self.self_games = int(arrays["league/counters"][0]), int(arrays["league/counters"][1])
         self.t0 = self.clock() - float(arrays["league/counters"][2])
+        self.eval_queue = [(int(a), int(b)) for a, b in arrays.get("league/eval_queue", np.zeros((0, 2)))]

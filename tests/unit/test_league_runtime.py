@@ -252,6 +252,11 @@ def test_reports_rows_ratings_and_state_round_trip(tmp_path):
     assert again.ratings.elo == pytest.approx(lg.ratings.elo)
     assert list(again.payoff.counts("main-v1", "lookahead")) == [1, 0, 3]
     assert again.recent == lg.recent and again.last_snapshot == [1]
+    assert lg.eval_queue and again.eval_queue == lg.eval_queue  # evaluations still due survive a resume
+    old = {k: v for k, v in lg.state_arrays().items() if k != "league/eval_queue"}  # older checkpoints
+    third = league(tmp_path)
+    third.load_state_arrays(old)
+    assert third.eval_queue == [] and third.games == 4
 
 
 # ---- pool files ----------------------------------------------------------------------------------------
