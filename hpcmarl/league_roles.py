@@ -94,7 +94,7 @@ class ActorLeague:
         protocol.send_object(self.ctx.world, league, {"kind": "report", "group": self.gi, "results": self.results},
                              Tag.LEAGUE, cfg.runtime.timeout_s)
         self.results = []
-        reply, _ = protocol.recv_object(self.ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s,
+        reply = protocol.recv_object(self.ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s,
                                         "the league rank's assignment")
         self.bank.paths.update(reply["paths"])
         self.assign = {pg: [(int(m), float(p)) for m, p in opts] for pg, opts in reply["assignment"].items()}
@@ -142,13 +142,13 @@ class LearnerLeague:
                                                  "version": version, "want_state": want_state, "stop": stop},
                              Tag.LEAGUE, cfg.runtime.timeout_s)
         what = "the league rank's answer to a status message"
-        reply, _ = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
+        reply = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
         if reply["snapshot"]:
             flat = np.ascontiguousarray(policy_flat(), np.float32)
             protocol.wait_buffer(ctx.world.Isend(flat, dest=league, tag=Tag.POOL), cfg.runtime.timeout_s,
                                  "the league rank to take a snapshot")
             self.snapshots += 1
-        reply, _ = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
+        reply = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
         if reply.get("state") is not None:
             self.state = reply["state"]
         return reply.get("rows", {})

@@ -174,20 +174,16 @@ def recv_control(comm, source: int, timeout: float):
 
 
 def recv_object(comm, source: int, tag: int, timeout: float, what: str):
-    """Receive a pickled control object of any size from ``source`` (``MPI.ANY_SOURCE`` allowed) once it has
-    arrived (probe first: ``irecv`` would need a buffer bound); returns ``(object, source)``."""
-    from mpi4py import MPI
-
-    status = MPI.Status()
+    """Receive a pickled control object of any size from ``source`` once it has arrived (probe first: ``irecv``
+    would need a buffer bound)."""
     deadline = time.monotonic() + timeout
     sleep = 0.0
-    while not comm.Iprobe(source=source, tag=tag, status=status):
+    while not comm.Iprobe(source=source, tag=tag):
         if time.monotonic() > deadline:
             raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(sleep)
         sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.005)
-    src = status.Get_source()
-    return comm.recv(source=src, tag=tag), src
+    return comm.recv(source=source, tag=tag)
 
 
 def send_object(comm, dest: int, obj, tag: int, timeout: float):

@@ -470,7 +470,6 @@ class Run:
     def metrics(self) -> Dict[str, np.ndarray]:
         return self._table("metrics")
 
-
     def episodes(self) -> Dict[str, np.ndarray]:
         return self._table("episodes")
 

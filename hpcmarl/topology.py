@@ -48,17 +48,19 @@ class Layout:
             return LEAGUE
         return LEARNER if rank < self.learners else ACTOR
 
+    def _locate(self, i: int, col: int) -> Tuple[int, int]:
+        """League mode: (group, index inside it) of learner (``col`` 1) or actor (``col`` 2) number ``i``."""
+        for gi, g in enumerate(self.groups):
+            if i < g[col]:
+                return gi, i
+            i -= g[col]
+        raise TopologyError(f"{'learner' if col == 1 else 'actor'} {i} outside the league groups {self.groups}")
+
     def group_of(self, rank: int) -> int:
         """League mode: index of the learner group a learner or actor rank belongs to."""
         role = self.role(rank)
         assert role != LEAGUE and self.league
-        i = rank if role == LEARNER else self.actor_index(rank)
-        col = 1 if role == LEARNER else 2
-        for gi, g in enumerate(self.groups):
-            if i < g[col]:
-                return gi
-            i -= g[col]
-        raise AssertionError(rank)  # pragma: no cover
+        return self._locate(rank, 1)[0] if role == LEARNER else self._locate(self.actor_index(rank), 2)[0]
 
     def group_learners(self, gi: int) -> List[int]:
         first = sum(g[1] for g in self.groups[:gi])
@@ -76,12 +78,8 @@ class Layout:
         """Rank of the learner that serves actor ``actor_index``."""
         if not self.league:
             return actor_index % self.learners
-        j = actor_index
-        for gi, (_, n_learn, n_act) in enumerate(self.groups):
-            if j < n_act:
-                return self.group_learners(gi)[j % n_learn]
-            j -= n_act
-        raise TopologyError(f"actor {actor_index} outside the {self.actors} actors")
+        gi, j = self._locate(actor_index, 2)
+        return self.group_learners(gi)[j % self.groups[gi][1]]
 
     def actors_of(self, learner_rank: int) -> List[int]:
         """World ranks of the actors served by ``learner_rank``."""

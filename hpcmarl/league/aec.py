@@ -9,6 +9,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from hpcmarl.league.scripted import random_legal
+
 Player = Callable[[dict], int]
 
 
@@ -26,7 +28,7 @@ def play_episode(env, players: Dict[str, Player], seed: Optional[int] = None, op
         if terminated or truncated:
             env.step(None)
         elif ply < opening:
-            env.step(int(rng.choice(np.flatnonzero(obs["action_mask"]))))
+            env.step(int(random_legal(rng, np.asarray(obs["action_mask"])[None])[0]))
         else:
             env.step(players[agent](obs))
     return totals

@@ -22,15 +22,15 @@ from hpcmarl.league.aec import play_matches
 from hpcmarl.league.pool import BASELINE_IDS, PolicyBank, aec_player, baseline_player, policy_from, read_policy
 
 
-def load_player(source: str, group: Optional[str] = None, seed: int = 0, greedy: bool = True) -> Tuple[object, dict]:
-    """``(AEC player, attrs)``; ``attrs`` is empty for baselines (player None for those of simultaneous games)."""
+def load_policy(source: str, group: Optional[str] = None):
+    """``(Inference, attrs)`` of a pool snapshot or league checkpoint; ``None`` for a baseline name."""
     if source in BASELINE_IDS:
-        return (None if source == "charge" else baseline_player(BASELINE_IDS[source], seed)), {}
+        return None
     if not os.path.isfile(source):
         raise ValueError(f"{source}: no such file (give a pool snapshot, a league checkpoint, "
                          f"or one of {', '.join(BASELINE_IDS)})")
     params, attrs = read_policy(source, group)
-    return aec_player(policy_from(params, attrs), greedy), attrs
+    return policy_from(params, attrs), attrs
 
 
 def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Optional[str] = None,
@@ -42,8 +42,8 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
     torch.manual_seed(seed)
-    pa, attrs_a = load_player(a, group_a, seed + 1, not sampled)
-    pb, attrs_b = load_player(b, group_b, seed + 2, not sampled)
+    la, lb = load_policy(a, group_a), load_policy(b, group_b)
+    attrs_a, attrs_b = (la[1] if la else {}), (lb[1] if lb else {})
     envs = {x["env"] for x in (attrs_a, attrs_b) if x}
     if len(envs) > 1:
         raise ValueError(f"the two policies were trained on different environments: {sorted(envs)}")
@@ -58,35 +58,37 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
         if not x and BASELINES[src] not in (None, name):
             raise ValueError(f"the {src} baseline plays {BASELINES[src]} only, not {name}")
     if REGISTRY[name].turn_based:
+        pa, pb = (aec_player(x[0], not sampled) if x else baseline_player(BASELINE_IDS[src], seed + k)
+                  for k, x, src in ((1, la, a), (2, lb, b)))
         r = play_matches(lambda: make_env(name), pa, pb, episodes, seed=seed, opening=opening)
     else:
-        r = seat_matches(name, (a, group_a), (b, group_b), episodes, seed, sampled, opening)
+        r = seat_matches(name, (a, la), (b, lb), episodes, seed, sampled, opening)
     n = sum(r.values())
     return {"a": a, "b": b, "env": name, "episodes": n, **r, "win_rate": r["wins"] / n,
             "score": (r["wins"] + 0.5 * r["draws"]) / n, "seed": seed, "sampled": sampled, "opening": opening}
 
 
-def seat_matches(name: str, a: Tuple[str, Optional[str]], b: Tuple[str, Optional[str]], episodes: int, seed: int,
+def seat_matches(name: str, a: Tuple[str, Optional[tuple]], b: Tuple[str, Optional[tuple]], episodes: int, seed: int,
                  sampled: bool, opening: int) -> dict:
-    """Simultaneous-move games: the saved policy ``a`` (or ``b``, when ``a`` is a baseline) takes its seats,
-    the other player the rest; win/draw/loss from ``a``'s view."""
-    flip = a[0] in BASELINE_IDS
-    (src, group), (other, other_group) = (b, a) if flip else (a, b)
-    if src in BASELINE_IDS:
+    """Simultaneous-move games: ``(source, load_policy(source))`` pairs; the saved policy ``a`` (or ``b``, when
+    ``a`` is a baseline) takes its seats, the other player the rest; win/draw/loss from ``a``'s view."""
+    flip = a[1] is None
+    (_, mine), (other, theirs) = (b, a) if flip else (a, b)
+    if mine is None:
         raise ValueError(f"{name} is a simultaneous-move game: give at least one saved policy")
-    params, attrs = read_policy(src, group)
+    policy, attrs = mine
     bank = PolicyBank(None, np.random.default_rng(seed), greedy=not sampled)
-    if other in BASELINE_IDS:
+    if theirs is None:
         member = BASELINE_IDS[other]
     else:
         member = 0
-        bank.cache[member] = policy_from(*read_policy(other, other_group))
+        bank.cache[member] = theirs[0]
     from hpcmarl.envs import REGISTRY
     from hpcmarl.league.seats import SeatGames
 
     seats = attrs.get("seats") or ("per_team" if REGISTRY[name].teams else "per_agent")  # older snapshots
     games = SeatGames(name, json.loads(attrs.get("env_kwargs", "{}")), json.loads(attrs.get("policy_map", "null")),
-                      attrs["policy_group"], seats, policy_from(params, attrs), member, bank, seed, opening)
+                      attrs["policy_group"], seats, policy, member, bank, seed, opening)
     out = dict(wins=0, draws=0, losses=0)
     try:
         for i in range(episodes):

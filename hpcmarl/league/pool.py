@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from hpcmarl.envs import EnvSpec, GroupSpec
+from hpcmarl.league.scripted import random_legal
 from hpcmarl.league.seats import SELF, Opponents
 from hpcmarl.models import Inference
 
@@ -101,7 +102,8 @@ def baseline_player(member: int, seed: int):
 
 class PolicyBank(Opponents):
     """Member policies by id: ``SELF`` is the actor's own current policy, ``RANDOM`` picks uniformly among legal
-    actions, ``LOOKAHEAD`` and ``CHARGE`` are scripted players (:mod:`hpcmarl.league.scripted`), pool members are read from their snapshot files on first use (least recently used dropped)."""
+    actions, ``LOOKAHEAD`` and ``CHARGE`` are scripted players (:mod:`hpcmarl.league.scripted`), pool members
+    are read from their snapshot files on first use (least recently used dropped)."""
 
     def __init__(self, own: Optional[Inference], rng: np.random.Generator, greedy: bool = False, capacity: int = 32):
         self.own, self.rng, self.greedy, self.capacity = own, rng, greedy, capacity
@@ -124,7 +126,7 @@ class PolicyBank(Opponents):
 
     def act(self, member: int, group: str, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if member == RANDOM:
-            return np.array([self.rng.choice(np.flatnonzero(m)) for m in mask], np.int64)
+            return random_legal(self.rng, mask)
         if member == LOOKAHEAD:  # Connect Four's one-step lookahead on the flattened (6, 7, 2) board
             from hpcmarl.league.scripted import lookahead_player
 

@@ -40,9 +40,14 @@ def wins(board_channel: np.ndarray, row: int, col: int) -> bool:
     return False
 
 
+def random_legal(rng: np.random.Generator, masks: np.ndarray) -> np.ndarray:
+    """One uniformly random legal action per row of ``masks`` ``[B, n_actions]``."""
+    return np.array([rng.choice(np.flatnonzero(m)) for m in masks], np.int64)
+
+
 def random_player(rng: np.random.Generator) -> Player:
     """Uniform over the legal columns."""
-    return lambda obs: int(rng.choice(np.flatnonzero(obs["action_mask"])))
+    return lambda obs: int(random_legal(rng, np.asarray(obs["action_mask"])[None])[0])
 
 
 def lookahead_player(rng: np.random.Generator) -> Player:

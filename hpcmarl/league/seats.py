@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, load, make_env, resolve_groups
+from hpcmarl.league.scripted import random_legal
 
 SELF = -1  # member id of "the trained policy's current weights" in per-episode assignments
 
@@ -332,12 +333,9 @@ class SeatGames(Opponents):
         self.rng = np.random.default_rng(seed)
         self.env.reset()
 
-    def _random(self, mask: np.ndarray) -> np.ndarray:
-        return np.array([self.rng.choice(np.flatnonzero(m)) for m in mask], np.int64)
-
     def act(self, member: int, group: str, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.env._ep_len[0] < self.opening:
-            return self._random(mask)
+            return random_legal(self.rng, mask)
         return self.bank.act(member, group, obs, mask)
 
     def play(self, seed: int) -> LeagueEpisode:
@@ -346,7 +344,7 @@ class SeatGames(Opponents):
         finished: List[LeagueEpisode] = []
         while not finished:
             if self.env._ep_len[0] < self.opening:
-                actions = {self.name: self._random(self.env.action_mask[self.name][0])[None]}
+                actions = {self.name: random_legal(self.rng, self.env.action_mask[self.name][0])[None]}
             else:
                 actions, _ = self.policy.act(self.env.obs, self.env.action_mask, greedy=self.greedy)
             finished = self.env.step(actions)[3]

@@ -180,15 +180,10 @@ class League:
         if not self.rated:
             return
         ka, kb = self.key(a), self.key(b)
-        for _ in range(wins):
-            self.payoff.record(ka, kb, 1.0)
-            self.ratings.record(ka, kb, 1.0)
-        for _ in range(draws):
-            self.payoff.record(ka, kb, 0.5)
-            self.ratings.record(ka, kb, 0.5)
-        for _ in range(losses):
-            self.payoff.record(ka, kb, 0.0)
-            self.ratings.record(ka, kb, 0.0)
+        for score, n in ((1.0, wins), (0.5, draws), (0.0, losses)):
+            for _ in range(n):
+                self.payoff.record(ka, kb, score)
+                self.ratings.record(ka, kb, score)
 
     def take_rows(self, update: int, final: bool = False) -> Dict[str, list]:
         """Rows for ``run.h5 /league`` since the last call: match counts, and every ``league.ratings_every``
