@@ -24,16 +24,14 @@ def cmd_train(args) -> int:
 
 def cmd_validate(args) -> int:
     from hpcmarl.entry import layout_for
-    from hpcmarl.envs import probe_spec
+    from hpcmarl.envs import describe_env
 
     cfg = _config(args)
     layout = layout_for(cfg, args.np)
     print(f"config OK: env {cfg.env.name}, algo {cfg.algo.name}, run_dir {cfg.resolved_run_dir}")
     if args.probe_env:
-        spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
-        for g in spec.groups:
-            act = f"Discrete({g.n_actions})" if g.discrete else f"Box({g.act_dim})"
-            print(f"  group {g.name}: {g.n} agent(s) {g.agents}, obs {g.obs_dim}, actions {act}")
+        for line in describe_env(cfg.env.name, cfg.env.kwargs, cfg.policy_map):
+            print(f"  {line}")
     print(layout.describe())
     return 0
 

@@ -56,9 +56,14 @@ class Collective:
         return out
 
     def reduce_grads(self, params: List[torch.nn.Parameter], weight: float) -> None:
-        """Replace every learner's gradients by the sample-weighted mean over learners."""
+        """Replace every learner's gradients by the sample-weighted mean over learners. A parameter the loss
+        did not reach (``grad`` None, e.g. MA-Trace's entropy multiplier with ``entropy_adaptive=false``) takes
+        part with a zero gradient, so every learner steps the same parameters."""
         if self.size == 1:
             return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         grads = [p.grad.detach().reshape(-1).cpu() for p in params]
         flat = torch.cat(grads + [torch.ones(1)]).numpy() * np.float32(weight)
         total = self.allreduce_sum(flat.astype(np.float32))

@@ -65,6 +65,10 @@ class PPOConfig:
     critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
     encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
     # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
+    reward: str = "auto"  # individual: each agent learns from its own reward; team: from its group's mean reward
+    # (MAPPO's shared reward); auto: team on cooperative envs, individual otherwise (returns are logged as summed)
+    bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
+    # the return there as at a termination
 
     @property
     def uses_state(self) -> bool:
@@ -535,8 +539,10 @@ def validate(cfg: Config) -> None:
 
     _check(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
     _check(cfg.seed >= 0, "seed", "must be >= 0")
-    _check(cfg.env.name in envs.REGISTRY, "env.name",
-           f"unknown environment {cfg.env.name!r} (known: {', '.join(sorted(envs.REGISTRY))})")
+    try:
+        env_entry = envs.entry(cfg.env.name, cfg.env.kwargs)  # a "module:callable" path is constructed once here
+    except envs.EnvError as e:
+        raise ConfigError(str(e) if str(e).startswith("env.") else f"config key 'env.name': {e}") from None
     _check(cfg.env.num_envs >= 1, "env.num_envs", "must be >= 1")
     _check(cfg.topology.learners >= 1, "topology.learners", "must be >= 1")
     a = cfg.topology.actors
@@ -560,6 +566,9 @@ def validate(cfg: Config) -> None:
         _check(p.layers >= 1, "algo.layers", "must be >= 1")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
         _check(p.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
+        _check(p.reward in ("auto", "individual", "team"), "algo.reward", "must be auto, individual or team")
+        if p.reward == "auto":
+            p.reward = "team" if env_entry.cooperative else "individual"
     if isinstance(p, NIGTConfig):
         _check(p.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
         _check(p.lr > 0, "algo.lr", "must be > 0")
@@ -608,7 +617,7 @@ def validate(cfg: Config) -> None:
         _check(0 <= p.target_tau <= 1, "algo.target_tau", "must be in [0, 1] (0 = hard copies every target_update steps)")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
         if p.episode_limit == 0:
-            limit = {**envs.REGISTRY[cfg.env.name].kwargs, **cfg.env.kwargs}.get("max_cycles")
+            limit = {**env_entry.kwargs, **cfg.env.kwargs}.get("max_cycles")
             _check(isinstance(limit, int) and limit >= 1, "algo.episode_limit",
                    f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
             p.episode_limit = limit
@@ -648,7 +657,7 @@ BASELINES = {"random": None, "lookahead": "connect_four_v3", "charge": "battle_v
 
 
 def validate_league(cfg: Config, envs) -> None:
-    lg, entry = cfg.league, envs.REGISTRY[cfg.env.name]
+    lg, entry = cfg.league, envs.entry(cfg.env.name, cfg.env.kwargs)
     if not lg.enabled:
         _check(not entry.turn_based, "league.enabled",
                f"{cfg.env.name} is a turn-based game: set league.enabled=true (its actors step the game directly)")

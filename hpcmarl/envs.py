@@ -17,7 +17,11 @@ This module never imports MPI.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
+import json
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -85,28 +89,104 @@ def load(path: str) -> Callable:
     return getattr(importlib.import_module(mod), name)
 
 
+def is_path(name: str) -> bool:
+    """``env.name`` names a user environment as ``"module:callable"`` rather than a registry entry."""
+    return name not in REGISTRY and ":" in name
+
+
+def prefix_groups(agents: List[str]) -> Dict[str, List[str]]:
+    """Default policy map of an unregistered env: agents grouped by name prefix (``adversary_0, agent_0, agent_1``
+    -> ``adversary: [adversary_0]``, ``agent: [agent_0, agent_1]``); a name without a ``_<number>`` suffix is its own
+    group."""
+    groups: Dict[str, List[str]] = {}
+    for a in agents:
+        stem, _, num = a.rpartition("_")
+        groups.setdefault(stem if stem and num.isdigit() else a, []).append(a)
+    return groups
+
+
+def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
+    if entry is not None:
+        try:
+            return load(entry.factory)
+        except ModuleNotFoundError as e:
+            raise EnvError(f"{name} needs the Python package {e.name!r}: {entry.install or 'pip install ' + str(e.name)}") from None
+    mod, _, attr = name.partition(":")
+    if not mod or not attr:
+        raise EnvError(f"env.name {name!r}: expected a registered name or 'module:callable'")
+    if os.getcwd() not in sys.path:  # a user's module beside the run, as `python -m` would find it
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:
+        raise EnvError(f"env.name {name!r}: cannot import {mod!r} ({type(e).__name__}: {e})") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise EnvError(f"env.name {name!r}: module {mod!r} has no callable {attr!r}")
+    return factory
+
+
 def make_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
-    """Construct one PettingZoo environment by registry name as the library returns it (AEC or parallel)."""
-    if name not in REGISTRY:
-        raise EnvError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    entry = REGISTRY[name]
-    kw = {**entry.kwargs, **(kwargs or {})}
+    """Construct one PettingZoo environment (AEC or parallel, as the library returns it) by registry name or by
+    ``"module:callable"`` path."""
+    entry = REGISTRY.get(name)
+    if entry is None and ":" not in name:
+        raise EnvError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))}; or 'module:callable' "
+                       f"returning a PettingZoo env)")
+    kw = {**(entry.kwargs if entry else {}), **(kwargs or {})}
     if render_mode is not None:
         kw["render_mode"] = render_mode
-    try:
-        factory = load(entry.factory)
-    except ModuleNotFoundError as e:
-        raise EnvError(f"{name} needs the Python package {e.name!r}: {entry.install or 'pip install ' + str(e.name)}") from None
+    factory = _load_factory(name, entry)
     try:
         env = factory(**kw)
     except TypeError as e:
         raise EnvError(f"env.kwargs for {name}: {e}") from None
+    except Exception as e:
+        if entry is not None:
+            raise
+        raise EnvError(f"env.name {name!r}: calling it raised {type(e).__name__}: {e}") from None
+    if entry is None:
+        from pettingzoo.utils.env import AECEnv, ParallelEnv
+
+        if not isinstance(env, (AECEnv, ParallelEnv)):
+            raise EnvError(f"env.name {name!r} returned {type(env).__name__}, not a PettingZoo AEC or parallel env")
     return env
+
+
+@functools.lru_cache(maxsize=None)
+def _path_entry(name: str, kwargs_key: str) -> EnvEntry:
+    from pettingzoo.utils.env import AECEnv
+
+    env = make_env(name, json.loads(kwargs_key))
+    try:
+        agents = list(env.possible_agents)
+        turn_based = isinstance(env, AECEnv) and not env.metadata.get("is_parallelizable", False)
+    finally:
+        env.close()
+    if not agents:
+        raise EnvError(f"env.name {name!r}: the env has no possible_agents")
+    groups = prefix_groups(agents)
+    # one default group = all agents work towards one goal; several groups (adversaries, predators/prey) = not
+    return EnvEntry(name, {g: list(a) for g, a in groups.items()}, {}, f"user environment {name}",
+                    turn_based=turn_based, cooperative=len(groups) == 1)
+
+
+def entry(name: str, kwargs: Optional[dict] = None) -> EnvEntry:
+    """The registry entry of ``name``; for a ``"module:callable"`` path one made by constructing the env once
+    (default groups by agent-name prefix, turn-based when it is an AEC env that is not parallelizable, cooperative
+    when it has one group). Raises :class:`EnvError` with a one-line message naming the path."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if ":" not in name:
+        make_env(name)  # raises the "unknown environment" error
+    return _path_entry(name, json.dumps(kwargs or {}, sort_keys=True, default=str))
 
 
 def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
     """Construct one PettingZoo parallel environment by registry name."""
-    if name in REGISTRY and REGISTRY[name].turn_based:
+    if entry(name, kwargs).turn_based:
         raise EnvError(f"{name} is a turn-based game: train it in league mode (league.enabled: true), whose "
                        f"actors step it as an AEC environment")
     env = make_env(name, kwargs, render_mode)
@@ -121,7 +201,10 @@ def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Opt
 
 def resolve_groups(agents: List[str], policy_map: Optional[Dict[str, List[str]]], env_name: str) -> Dict[str, List[str]]:
     """Assign every agent to exactly one group: exact names first, then fnmatch patterns, in map order."""
-    pmap = policy_map if policy_map is not None else REGISTRY[env_name].groups
+    if policy_map is not None:
+        pmap = policy_map
+    else:
+        pmap = REGISTRY[env_name].groups if env_name in REGISTRY else prefix_groups(agents)
     groups: Dict[str, List[str]] = {g: [] for g in pmap}
     for agent in agents:
         owner = next((g for g, pats in pmap.items() if agent in pats), None)
@@ -240,6 +323,30 @@ def probe_spec(name: str, kwargs=None, policy_map=None, with_state: bool = False
         env.close()
 
 
+def describe_env(name: str, kwargs=None, policy_map=None) -> List[str]:
+    """What hpcmarl found in an env (``hpcmarl validate --probe-env``): its kind, groups, spaces, masks, state."""
+    e = entry(name, kwargs)
+    env = make_env(name, kwargs)
+    try:
+        spec = build_spec(env, name, policy_map)
+        masked = {g.name: _obs_space(env.observation_space(g.agents[0]))[1] for g in spec.groups}
+        try:
+            state = f"state() of shape {tuple(env.state_space.shape)}"
+        except Exception:
+            state = "no state() (critic_input=obs only)"
+    finally:
+        env.close()
+    kind = "turn-based AEC (league mode)" if e.turn_based else "parallel" if not hasattr(env, "agent_selection") \
+        else "AEC, stepped in parallel"
+    lines = [f"{name}: {kind}, {'cooperative' if e.cooperative else 'competitive'}, {state}"]
+    for g in spec.groups:
+        act = f"Discrete({g.n_actions})" if g.discrete else f"Box({g.act_dim}) in [{g.act_low.min():g}, {g.act_high.max():g}]"
+        obs = f"obs {g.obs_shape}" + (" (image)" if len(g.obs_shape) == 3 else "")
+        lines.append(f"group {g.name}: {g.n} agent(s) {g.agents}, {obs}, actions {act}"
+                     + (", action masks in observations" if masked[g.name] else ""))
+    return lines
+
+
 # --------------------------------------------------------------------------------------------------
 # vectorised wrapper
 # --------------------------------------------------------------------------------------------------
@@ -268,9 +375,14 @@ class VecEnv:
         self.alive = {g.name: np.zeros((E, g.n), bool) for g in self.spec.groups}
         self.action_mask = {g.name: np.ones((E, g.n, g.mask_dim), bool) for g in self.spec.groups}
         self.state = np.zeros((E, self.spec.state_dim), np.float32) if self.spec.state_dim else None
+        # the last step's final observations of agents whose episode it truncated (zeros elsewhere): a learner
+        # bootstraps from them, since self.obs already holds the next episode's first observation
+        self.final_obs = {g.name: np.zeros((E, g.n, g.obs_dim), np.float32) for g in self.spec.groups}
+        self.final_state = np.zeros((E, self.spec.state_dim), np.float32) if self.spec.state_dim else None
         self._ep_ret = {g.name: np.zeros(E, np.float64) for g in self.spec.groups}
         self._ep_len = np.zeros(E, np.int64)
         self._has_mask = [False] * E
+        self._had_final = False
 
     # ---- helpers -------------------------------------------------------------------------------
     def _write_obs(self, i: int, obs: dict, infos: Optional[dict]):
@@ -287,13 +399,26 @@ class VecEnv:
                 o = o["observation"]
             elif infos and isinstance(infos.get(agent), dict) and "action_mask" in infos[agent]:
                 self.action_mask[g.name][i, j] = np.asarray(infos[agent]["action_mask"], bool)
-            self.obs[g.name][i, j] = np.asarray(o, np.float32).reshape(-1)
+            self.obs[g.name][i, j] = self._transform(np.asarray(o, np.float32).reshape(-1))
             self.alive[g.name][i, j] = True
         if self.state is not None:
             self.state[i] = np.asarray(self.envs[i].state(), np.float32).reshape(-1)
-        if self.obs_transform is not None:
-            for g in self.spec.groups:
-                self.obs[g.name][i] = self.obs_transform(self.obs[g.name][i])
+
+    def _transform(self, o: np.ndarray) -> np.ndarray:
+        return o if self.obs_transform is None else self.obs_transform(o)
+
+    def _write_final(self, i: int, obs: dict, truncated: dict, terminated: dict) -> bool:
+        """Keep the final observations of copy ``i``'s agents that the step truncated (not terminated)."""
+        any_final = False
+        for agent, o in obs.items():
+            if truncated.get(agent, False) and not terminated.get(agent, False):
+                gi, j = self._slot[agent]
+                o = o["observation"] if isinstance(o, dict) else o
+                self.final_obs[self.spec.groups[gi].name][i, j] = self._transform(np.asarray(o, np.float32).reshape(-1))
+                any_final = True
+        if any_final and self.final_state is not None:
+            self.final_state[i] = np.asarray(self.envs[i].state(), np.float32).reshape(-1)
+        return any_final
 
     def _reset_one(self, i: int, seed: Optional[int]):
         obs, infos = self.envs[i].reset(seed=seed)
@@ -320,6 +445,12 @@ class VecEnv:
         term = {g.name: np.zeros((E, g.n), bool) for g in self.spec.groups}
         trunc = {g.name: np.zeros((E, g.n), bool) for g in self.spec.groups}
         finished: List[EpisodeStat] = []
+        if self._had_final:
+            for g in self.spec.groups:
+                self.final_obs[g.name][:] = 0.0
+            if self.final_state is not None:
+                self.final_state[:] = 0.0
+        self._had_final = False
         for i, env in enumerate(self.envs):
             act = {}
             for agent in env.agents:
@@ -340,6 +471,8 @@ class VecEnv:
             for g in self.spec.groups:
                 self._ep_ret[g.name][i] += float(rew[g.name][i].sum())
             self._ep_len[i] += 1
+            if any(tr.values()):
+                self._had_final |= self._write_final(i, obs, tr, te)
             if env.agents:
                 live = {a: o for a, o in obs.items() if not (te.get(a, False) or tr.get(a, False))}
                 self._write_obs(i, live, infos)

@@ -21,7 +21,8 @@ from typing import Dict, List
 import numpy as np
 
 from hpcmarl import protocol
-from hpcmarl.envs import REGISTRY, EnvSpec, build_spec, make_env
+from hpcmarl.envs import EnvSpec, build_spec, make_env
+from hpcmarl.envs import entry as env_entry
 from hpcmarl.league.aec import play_episode
 from hpcmarl.league.matchmaking import OUTCOME_INDEX
 from hpcmarl.league.pool import BASELINE_NAMES, RANDOM, PolicyBank, aec_player, baseline_player
@@ -245,7 +246,7 @@ def league_main(ctx) -> None:
     bank.paths.update({m: d["path"] for m, d in league.members.items()})  # a resumed pool
     specs = [league_spec(cfg, gi) for gi in range(len(layout.groups))]
     n_params = [sum(p.numel() for p in make_inference(sp, cfg.algo).params) for sp in specs]
-    turn_based = REGISTRY[cfg.env.name].turn_based
+    turn_based = env_entry(cfg.env.name, cfg.env.kwargs).turn_based
     ctx.agree_startup()
     n_leads, n_actors = len(layout.groups), layout.actors
     stopped, byes = set(), 0

@@ -51,6 +51,9 @@ class Sampler:
                 rec[f"{n}/reward"][t] = rew[n]
                 rec[f"{n}/terminated"][t] = term[n]
                 rec[f"{n}/truncated"][t] = trunc[n]
+                rec[f"{n}/final_obs"][t] = venv.final_obs[n]
+            if venv.final_state is not None:
+                rec["final_state"][t] = venv.final_state
             self.finished += finished
             for ep in finished:
                 env_done[t, ep.env] = 1

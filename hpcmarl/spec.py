@@ -70,11 +70,13 @@ def unroll_spec(env: EnvSpec, T: int, E: int) -> RecordSpec:
             (f"{g.name}/reward", (T, E, n), "f4"),
             (f"{g.name}/terminated", (T, E, n), "u1"),
             (f"{g.name}/truncated", (T, E, n), "u1"),
+            # observation after a truncating step t (the env was reset, so obs[t+1] is the next episode's)
+            (f"{g.name}/final_obs", (T, E, n, g.obs_dim), "f4"),
         ]
         if g.discrete:
             fields.append((f"{g.name}/action_mask", (T, E, n, g.n_actions), "u1"))
     if env.state_dim:
-        fields.append(("state", (T + 1, E, env.state_dim), "f4"))
+        fields += [("state", (T + 1, E, env.state_dim), "f4"), ("final_state", (T, E, env.state_dim), "f4")]
     fields.append(("env_done", (T, E), "u1"))  # the env copy's episode ended at step t (then it was reset)
     fields.append(("rng", (RNG_BYTES,), "u1"))  # the actor's torch RNG state after the unroll
     # finished episodes: env index, length, return per group; at most one per env and step

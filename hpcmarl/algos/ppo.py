@@ -16,20 +16,26 @@ from hpcmarl.models import ActorCritic
 from hpcmarl.spec import Record
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float):
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float,
+        terminated: torch.Tensor = None, next_values: torch.Tensor = None):
     """Generalised advantage estimation over the first (time) axis.
 
     ``rewards``/``dones``: ``[T, ...]``; ``values``: ``[T+1, ...]`` (the last row bootstraps).
-    ``dones[t]`` = 1 when the agent's episode ended at step t (no bootstrap from t+1).
-    Returns ``(advantages, returns)``, both ``[T, ...]``.
+    ``dones[t]`` = 1 when the agent's episode ended at step t: the trace is cut there. Without ``terminated``
+    every end is terminal (no bootstrap); with it, an end that is not a termination (a time-limit truncation)
+    bootstraps from ``next_values[t]`` (``[T, ...]``, the value of the final observation) instead of
+    ``values[t+1]`` (the next episode's first observation). Returns ``(advantages, returns)``, both ``[T, ...]``.
     """
+    if terminated is None:
+        terminated, next_values = dones, torch.zeros_like(rewards)
     T = rewards.shape[0]
     adv = torch.zeros_like(rewards)
     last = torch.zeros_like(rewards[0])
     for t in reversed(range(T)):
-        nonterm = 1.0 - dones[t]
-        delta = rewards[t] + gamma * values[t + 1] * nonterm - values[t]
-        last = delta + gamma * lam * nonterm * last
+        cont = 1.0 - dones[t]
+        boot = values[t + 1] * cont + next_values[t] * (dones[t] - terminated[t])  # done - terminated = truncated only
+        delta = rewards[t] + gamma * boot - values[t]
+        last = delta + gamma * lam * cont * last
         adv[t] = last
     return adv, adv + values[:-1]
 
@@ -96,8 +102,9 @@ class ValueNorm:
         return x * s + m
 
 
-def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device) -> Dict[str, torch.Tensor]:
-    """Concatenate unrolls along the env axis and move them to the device."""
+def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device, final: bool = False) -> Dict[str, torch.Tensor]:
+    """Concatenate unrolls along the env axis and move them to the device (``final``: also the final
+    observations of truncated episodes, ``<group>/final_obs`` and ``final_state``)."""
     cat = lambda key, dtype: torch.from_numpy(np.concatenate([u[key] for u in unrolls], axis=1)).to(device, dtype)
     b = {}
     for g in spec.groups:
@@ -107,13 +114,24 @@ def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device) -> Dict[str
         b[f"{n}/action"] = cat(f"{n}/action", torch.long if g.discrete else torch.float32)
         b[f"{n}/logp"] = cat(f"{n}/logp", torch.float32)
         b[f"{n}/reward"] = cat(f"{n}/reward", torch.float32)
-        b[f"{n}/done"] = torch.maximum(cat(f"{n}/terminated", torch.float32), cat(f"{n}/truncated", torch.float32))
+        b[f"{n}/terminated"] = cat(f"{n}/terminated", torch.float32)
+        b[f"{n}/done"] = torch.maximum(b[f"{n}/terminated"], cat(f"{n}/truncated", torch.float32))
         if g.discrete:
             b[f"{n}/action_mask"] = cat(f"{n}/action_mask", torch.bool)
+        if final:
+            b[f"{n}/final_obs"] = cat(f"{n}/final_obs", torch.float32)
     if spec.state_dim:
         b["state"] = cat("state", torch.float32)
+        if final:
+            b["final_state"] = cat("final_state", torch.float32)
     b["env_done"] = cat("env_done", torch.float32)
     return b
+
+
+def team_reward(reward: torch.Tensor, acting: torch.Tensor) -> torch.Tensor:
+    """Every agent's reward replaced by the mean over the group's agents that acted (``[..., n]`` in and out)."""
+    mean = (reward * acting).sum(-1, keepdim=True) / acting.sum(-1, keepdim=True).clamp_min(1.0)
+    return mean.expand_as(reward) * (acting > 0)
 
 
 def torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, np.ndarray]:
@@ -150,17 +168,22 @@ class PPOLearner:
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
 
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
-        return batch_from_unrolls(self.spec, unrolls, self.device)
+        return batch_from_unrolls(self.spec, unrolls, self.device, final=self.cfg.bootstrap_truncated)
 
     @torch.no_grad()
     def advantages(self, b: Dict[str, torch.Tensor], reduce_sums: Callable = None) -> None:
-        obs = {g.name: b[f"{g.name}/obs"] for g in self.spec.groups}
-        values = self.model.values(obs, b.get("state"))  # [T+1, B, n] (normalised with value_norm)
-        for g in self.spec.groups:
+        c, groups = self.cfg, self.spec.groups
+        values = self.model.values({g.name: b[f"{g.name}/obs"] for g in groups}, b.get("state"))  # [T+1, B, n]
+        final = None  # values of the final observations of truncated episodes, [T, B, n]
+        if c.bootstrap_truncated:
+            final = self.model.values({g.name: b[f"{g.name}/final_obs"] for g in groups}, b.get("final_state"))
+        denorm = lambda n, v: self.value_norm[n].denormalize(v) if self.value_norm else v
+        for g in groups:
             n = g.name
-            raw = self.value_norm[n].denormalize(values[n]) if self.value_norm else values[n]
-            adv, ret = gae(b[f"{n}/reward"], raw, b[f"{n}/done"], self.cfg.gamma, self.cfg.gae_lambda)
             mask = b[f"{n}/alive"][:-1]
+            reward = team_reward(b[f"{n}/reward"], mask) if c.reward == "team" else b[f"{n}/reward"]
+            adv, ret = gae(reward, denorm(n, values[n]), b[f"{n}/done"], c.gamma, c.gae_lambda,
+                           *((b[f"{n}/terminated"], denorm(n, final[n])) if final is not None else ()))
             if self.value_norm:
                 self.value_norm[n].update(ret, mask, reduce_sums)
                 ret = self.value_norm[n].normalize(ret)

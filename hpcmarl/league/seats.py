@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, load, make_env, resolve_groups
+from hpcmarl.envs import entry as env_entry
 from hpcmarl.league.scripted import random_legal
 
 SELF = -1  # member id of "the trained policy's current weights" in per-episode assignments
@@ -111,7 +112,7 @@ class SeatVecEnv:
                  seats: str, choose: Callable[[int], Dict[str, int]], opponents: Opponents,
                  obs_transform: Optional[Callable] = None, reward_scale: float = 1.0):
         self.envs = [make_env(env_name, kwargs) for _ in range(num_envs)]
-        entry = REGISTRY[env_name]
+        entry = env_entry(env_name, kwargs)
         self.turn_based = entry.turn_based
         self.survivors = load(entry.survivors) if entry.survivors else None
         if not self.turn_based:
@@ -134,7 +135,8 @@ class SeatVecEnv:
         self.obs = {name: np.zeros((E, n, g.obs_dim), np.float32)}
         self.alive = {name: np.zeros((E, n), bool)}
         self.action_mask = {name: np.ones((E, n, g.mask_dim), bool)}
-        self.state = None
+        self.state = self.final_state = None
+        self.final_obs = {name: np.zeros((E, n, g.obs_dim), np.float32)}  # as VecEnv.final_obs
         self._ep_len = np.zeros(E, np.int64)
         self._ret = np.zeros(E)  # trained seats' summed reward this episode
         self._acc = np.zeros((E, n), np.float32)  # each trained seat's reward since its last step
@@ -251,6 +253,8 @@ class SeatVecEnv:
         term = np.zeros((E, g.n), bool)
         trunc = np.zeros((E, g.n), bool)
         self._acc[:] = 0.0
+        final = self.final_obs[g.name]
+        final[:] = 0.0
         if self.turn_based:
             for i, env in enumerate(self.envs):
                 agent = env.agent_selection
@@ -284,6 +288,8 @@ class SeatVecEnv:
                 for j, agent in enumerate(self.trained[i]):
                     term[i, j] = te.get(agent, False)
                     trunc[i, j] = tr.get(agent, False)
+                    if trunc[i, j] and not term[i, j] and agent in obs:
+                        final[i, j] = self._final(_obs_and_mask(obs[agent], g)[0])
         finished: List[LeagueEpisode] = []
         restart = []
         rew = self._acc.copy()
@@ -293,6 +299,8 @@ class SeatVecEnv:
                 for j, agent in enumerate(self.trained[i]):
                     trunc[i, j] = env.truncations.get(agent, False)
                     term[i, j] = not trunc[i, j]
+                    if trunc[i, j]:
+                        final[i, j] = self._final(_obs_and_mask(env.observe(agent), g)[0])
             if self._done[i]:
                 n_other = max(1, len(self.full.agents) - len(self.trained[i]))
                 finished.append(LeagueEpisode(i, int(self._ep_len[i]), {g.name: float(self._ret[i])},
@@ -308,6 +316,9 @@ class SeatVecEnv:
             self._advance(restart)
         self._write_all()
         return {g.name: rew}, {g.name: term}, {g.name: trunc}, finished
+
+    def _final(self, o: np.ndarray) -> np.ndarray:
+        return o if self.obs_transform is None else self.obs_transform(o)
 
     def close(self):
         for env in self.envs:

@@ -67,11 +67,12 @@ def test_full_queue_back_pressure_or_drop(tmp_path):
     assert waits["drop"] < waits["wait"], waits
 
 
-@pytest.mark.parametrize("backend", ["horovod", "mpi"])
-def test_two_learners_hold_identical_parameters(tmp_path, backend):
+@pytest.mark.parametrize("backend,adaptive", [("horovod", "true"), ("mpi", "true"), ("horovod", "false")])
+def test_two_learners_hold_identical_parameters(tmp_path, backend, adaptive):
+    """(entropy_adaptive=false leaves the entropy multiplier without a gradient: it used to crash the all-reduce)"""
     run = str(tmp_path / backend)
     p = mpirun(4, ["train"] + TINY + [f"run_dir={run}", "topology.learners=2", f"learner.backend={backend}",
-                                      "train.max_updates=10"], timeout=180)
+                                      "train.max_updates=10", f"algo.entropy_adaptive={adaptive}"], timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     with h5py.File(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1], "r") as f:
         sums = f.attrs["learner_param_checksums"]

@@ -356,3 +356,54 @@ def test_aec_environment_goes_through_the_parallel_conversion(monkeypatch):
         lengths += [f.length for f in finished]
     assert lengths == [4, 4, 4, 4]
     v.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# environments by import path ("module:callable")
+# ------------------------------------------------------------------------------------------------
+def not_an_env():
+    return {"agents": []}
+
+
+def raising_env():
+    raise RuntimeError("simulator licence not found")
+
+
+def test_prefix_groups():
+    assert E.prefix_groups(["adversary_0", "agent_0", "agent_1", "boss"]) == {
+        "adversary": ["adversary_0"], "agent": ["agent_0", "agent_1"], "boss": ["boss"]}
+
+
+def test_env_by_import_path_groups_by_prefix_and_steps():
+    path = "mpe2.simple_adversary_v3:parallel_env"
+    e = E.entry(path, {"max_cycles": 5})
+    assert e.groups == {"adversary": ["adversary_0"], "agent": ["agent_0", "agent_1"]}
+    assert not e.cooperative and not e.turn_based
+    venv = VecEnv(path, 2, seed=0, kwargs={"max_cycles": 5})
+    assert [(g.name, g.n, g.obs_dim) for g in venv.spec.groups] == [("adversary", 1, 8), ("agent", 2, 10)]
+    venv.reset()
+    for _ in range(5):
+        rew, term, trunc, fin = venv.step(zeros_actions(venv))
+    assert len(fin) == 2 and trunc["agent"].all()
+    assert venv.final_obs["agent"].any()  # the truncated episode's final observations are kept
+    venv.close()
+
+
+def test_example_env_is_cooperative_and_turn_based_games_are_detected():
+    assert E.entry("examples.walk_env:parallel_env").cooperative
+    assert E.entry("pettingzoo.classic.connect_four_v3:env").turn_based
+    with pytest.raises(EnvError, match="turn-based"):
+        make_parallel_env("pettingzoo.classic.connect_four_v3:env")
+
+
+@pytest.mark.parametrize("path,message", [
+    ("no_such_module_xyz:env", "cannot import 'no_such_module_xyz'"),
+    ("mpe2.simple_adversary_v3:nope", "has no callable 'nope'"),
+    (f"{__name__}:not_an_env", "returned dict, not a PettingZoo"),
+    (f"{__name__}:raising_env", "raised RuntimeError: simulator licence not found"),
+    ("nosuch_env", "unknown environment 'nosuch_env'"),
+])
+def test_bad_env_paths_give_one_line_errors(path, message):
+    with pytest.raises(EnvError, match=message) as info:
+        E.entry(path)
+    assert "\n" not in str(info.value)

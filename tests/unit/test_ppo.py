@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcmarl.algos.ppo import PPOLearner, gae, masked_mean, ppo_loss
+from hpcmarl.algos.ppo import PPOLearner, gae, masked_mean, ppo_loss, team_reward
 from hpcmarl.config import PPOConfig
 from hpcmarl.envs import probe_spec
 from hpcmarl.storage import load_checkpoint, save_checkpoint
@@ -108,6 +108,54 @@ def test_gae_lambda_zero_is_td_error():
     r, v, d = random_gae_inputs((4,), 10, 12)
     adv, _ = gae(r, v, d, 0.9, 0.0)
     torch.testing.assert_close(adv, r + 0.9 * (1 - d) * v[1:] - v[:-1])
+
+
+def test_gae_truncation_bootstraps_from_the_final_value():
+    """done at t=2 of 5 by truncation: the TD error there bootstraps from the final observation's value (7), not
+    from values[3] (the next episode's first observation); the trace is still cut; a termination bootstraps from 0."""
+    r = torch.ones(5, dtype=torch.float64)
+    v = torch.zeros(6, dtype=torch.float64)
+    v[3] = 50.0  # the next episode's first value: must not leak into step 2
+    d = torch.tensor([0, 0, 1, 0, 0], dtype=torch.float64)
+    nxt = torch.zeros(5, dtype=torch.float64)
+    nxt[2] = 7.0
+    adv, ret = gae(r, v, d, 0.5, 1.0, torch.zeros(5, dtype=torch.float64), nxt)
+    assert adv[2].item() == pytest.approx(1 + 0.5 * 7.0)
+    assert adv[1].item() == pytest.approx(1 + 0.5 * adv[2].item())
+    assert adv[3].item() == pytest.approx(1 - 50.0 + 0.5 * 1.0)  # the next episode starts afresh
+    term = d.clone()  # the same end as a termination
+    adv_t, _ = gae(r, v, d, 0.5, 1.0, term, nxt)
+    assert adv_t[2].item() == 1.0
+    torch.testing.assert_close(adv_t, gae(r, v, d, 0.5, 1.0)[0])
+
+
+def test_team_reward_is_the_mean_over_acting_agents():
+    r = torch.tensor([[1.0, 3.0, 8.0], [2.0, 4.0, 0.0]])
+    acting = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(team_reward(r, acting), torch.tensor([[2.0, 2.0, 0.0], [2.0, 2.0, 2.0]]))
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_learner_bootstraps_truncated_episodes_from_final_observations(collect, bootstrap):
+    """counting_v0 (observation = step index, reward 1 per step) truncates at step 3 and agent_1 terminates at step
+    2; with a critic whose value is the step index and lambda 0, the return target at the truncating step is
+    1 + gamma * 3 (the final observation's step index), at the terminating step 1, elsewhere 1 + gamma * (t+1)."""
+    kwargs = {"n_agents": 2, "max_cycles": 3, "die_at": 2}
+    spec = probe_spec("counting_v0", kwargs)
+    learner = make_learner(spec, "ippo", T=5, gae_lambda=0.0, gamma=0.5, value_norm=False, reward="individual",
+                           bootstrap_truncated=bootstrap)
+    c = collect("counting_v0", 5, 2, 1, kwargs)
+    rec = c.records[0]
+    fin = rec["agent/final_obs"]
+    assert fin[2, :, 0, 0].tolist() == [3.0, 3.0] and not fin[2, :, 1].any()  # agent_1 terminated: no final obs
+    assert not fin[[0, 1, 3, 4]].any() and rec["agent/obs"][3, :, 0, 0].tolist() == [0.0, 0.0]  # obs[3]: reset
+    learner.model.values = lambda obs, state=None: {"agent": obs["agent"][..., 0]}
+    b = learner.batch_from_unrolls(c.records)
+    learner.advantages(b)
+    ret = b["agent/ret"]  # [T, E, n]
+    assert torch.allclose(ret[2, :, 0], torch.full((2,), 1 + 0.5 * 3 if bootstrap else 1.0))
+    assert torch.allclose(ret[1, :, 1], torch.ones(2))  # agent_1 terminated at step index 2 (t = 1)
+    assert torch.allclose(ret[0, :, 0], torch.full((2,), 1 + 0.5 * 1))
 
 
 def test_gae_done_cuts_bootstrap():

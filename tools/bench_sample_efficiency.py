@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Sample efficiency: return (summed over agents, ``--window``-episode mean) at fixed env-step budgets, several seeds
+per algorithm, plus the reference single-process MAPPO script measured in the same invocation.
+
+Each arm trains ``configs/<config>`` for the largest budget (runs are deterministic per seed, so the numbers do not
+depend on the machine's speed; only the wall time does). Prints a table (median over seeds; per-seed values in
+brackets), the best windowed return and the final-minus-best drop, draws a PNG, and ends with
+``RESULT mappo_500k=… mappo_1m=… mappo_drop=… ref_500k=…`` (plus ``<arm>_<budget>`` for the other arms).
+
+    .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix] [--seeds 0,1,2]
+        [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
+
+An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
+``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from _common import ROOT, launch
+
+# name -> (config, ranks, overrides): the layouts the targets of issue 16 are stated for
+ARMS = {
+    "mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2"]),
+    "ippo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "algo.name=ippo"]),
+    "matrace": ("matrace_spread.yaml", 4, ["topology.learners=2"]),
+    "qmix": ("qmix_spread.yaml", 3, []),
+}
+
+
+def parse_budget(text: str) -> int:
+    m = re.fullmatch(r"([\d.]+)([km]?)", text.strip().lower())
+    if not m:
+        raise SystemExit(f"bad budget {text!r} (e.g. 500k, 1m, 250000)")
+    return int(float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2)])
+
+
+def budget_name(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def parse_arm(text: str):
+    if "=" not in text.split(":")[0]:
+        if text not in ARMS:
+            raise SystemExit(f"unknown arm {text!r} (known: {', '.join(ARMS)}; or label=config.yaml[@ranks][:k=v,...])")
+        return text, ARMS[text]
+    label, rest = text.split("=", 1)
+    spec, _, overrides = rest.partition(":")
+    config, _, ranks = spec.partition("@")
+    return label, (config, int(ranks or 4), [o for o in overrides.split(",") if o])
+
+
+def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets):
+    """The window mean at every episode index (from the first full window) and at each budget."""
+    csum = np.concatenate([[0.0], np.cumsum(ret)])
+    idx = np.arange(window, len(ret) + 1)
+    curve = (csum[idx] - csum[idx - window]) / window  # mean of episodes [i-window, i)
+    at = {}
+    for b in budgets:
+        k = int(np.searchsorted(steps, b, side="right"))  # episodes finished within the budget
+        at[b] = float(np.mean(ret[max(0, k - window):k])) if k >= min(window, len(ret)) and k > 0 else float("nan")
+    return steps[idx - 1], curve, at
+
+
+def run_arm(label, arm, seed, budget, a):
+    config, ranks, overrides = arm
+    run_dir = os.path.join(a.out, f"{label}-s{seed}")
+    done = os.path.join(run_dir, "run.h5")
+    if not (a.reuse and os.path.exists(done)):
+        t = launch(ranks, os.path.join(ROOT, "configs", config),
+                   [f"run_dir={run_dir}", f"seed={seed}", f"train.total_env_steps={budget}", "train.max_wall_s=0",
+                    "output.trajectories=false", "output.progress_s=60", "--fresh"] + overrides + a.set,
+                   timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
+        print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
+    from hpcmarl.storage import Run
+
+    ep = Run(run_dir).episodes()
+    ret = sum(v for k, v in ep.items() if k.startswith("return/"))
+    return np.asarray(ep["env_steps"], float), np.asarray(ret, float)
+
+
+def run_reference(path, budget, seed_label, a):
+    """The reference script stops by wall time and prints ``steps=… ret=…`` (its own 200-episode window) every 10 s:
+    run it until it passes the budget and read its curve."""
+    log = os.path.join(a.out, f"ref-{seed_label}.log")
+    if not (a.reuse and os.path.exists(log)):
+        proc = subprocess.Popen([sys.executable, path, str(a.timeout_h * 3600)], stdout=subprocess.PIPE, text=True,
+                                cwd=a.out, start_new_session=True)
+        t0 = time.monotonic()
+        with open(log, "w") as f:
+            for line in proc.stdout:
+                f.write(line)
+                m = re.search(r"steps=(\d+)", line)
+                if m and int(m.group(1)) >= budget:
+                    break
+        proc.kill()
+        proc.wait()
+        print(f"  reference run {seed_label}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
+    pts = [(int(m.group(1)), float(m.group(2))) for m in re.finditer(r"steps=(\d+) sps=\d+ ret=(-?[\d.]+)", open(log).read())]
+    return np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arms", nargs="+", default=["mappo", "ippo", "matrace", "qmix"])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--budgets", default="100k,250k,500k,1m,2m")
+    ap.add_argument("--window", type=int, default=500)
+    ap.add_argument("--ref", default=os.path.join(ROOT, "..", "shared", "reference", "mappo_90_lines.py"),
+                    help="the reference MAPPO script ('' to skip it)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
+    ap.add_argument("--set", nargs="*", default=[], help="overrides for every arm")
+    ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of training them again")
+    ap.add_argument("--timeout-h", type=float, default=3.0, help="hard limit per run")
+    a = ap.parse_args()
+    a.out = os.path.abspath(a.out)
+    os.makedirs(a.out, exist_ok=True)
+    budgets = [parse_budget(b) for b in a.budgets.split(",")]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    arms = [parse_arm(x) for x in a.arms]
+    top = max(budgets)
+
+    rows, curves = {}, {}
+    for label, arm in arms:
+        print(f"{label}: {arm[0]} on {arm[1]} ranks {' '.join(arm[2] + a.set)}", flush=True)
+        per_seed = []
+        for s in seeds:
+            steps, ret = run_arm(label, arm, s, top, a)
+            x, y, at = windowed(steps, ret, a.window, budgets)
+            after = x >= min(500_000, top)  # the drop is measured after 500k env steps (or the last budget)
+            best = float(np.max(y)) if len(y) else float("nan")
+            final = float(y[-1]) if len(y) else float("nan")
+            per_seed.append({**{budget_name(b): v for b, v in at.items()}, "best": best,
+                             "drop": final - float(np.max(y[after])) if after.any() else float("nan")})
+            curves.setdefault(label, []).append((x, y))
+        rows[label] = per_seed
+    if a.ref:
+        per_seed = []
+        for s in seeds:
+            x, y = run_reference(os.path.abspath(a.ref), top, f"r{s}", a)
+            at = {b: float(y[np.searchsorted(x, b, side="right") - 1]) if x.size and x[0] <= b else float("nan")
+                  for b in budgets}
+            after = x >= min(500_000, top)
+            per_seed.append({**{budget_name(b): v for b, v in at.items()}, "best": float(y.max()),
+                             "drop": float(y[-1] - y[after].max()) if after.any() else float("nan")})
+            curves.setdefault("ref", []).append((x, y))
+        rows["ref"] = per_seed
+
+    cols = [budget_name(b) for b in budgets] + ["best", "drop"]
+    print(f"\nreturn summed over agents ({a.window}-episode window; the reference: its own 200-episode window), "
+          f"median over seeds {seeds} [per seed]")
+    print("| arm | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    med = {}
+    for label, per_seed in rows.items():
+        cells = []
+        for c in cols:
+            vals = [r[c] for r in per_seed]
+            med[(label, c)] = float(np.nanmedian(vals)) if not all(np.isnan(vals)) else float("nan")
+            cells.append(f"{med[(label, c)]:.1f} [{', '.join(f'{v:.1f}' for v in vals)}]")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    with open(os.path.join(a.out, "summary.json"), "w") as f:
+        json.dump({"rows": rows, "seeds": seeds, "budgets": budgets, "window": a.window}, f, indent=1)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for k, (label, cs) in enumerate(curves.items()):
+            for j, (x, y) in enumerate(cs):
+                ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=label if j == 0 else None)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"return ({a.window}-episode window)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.savefig(os.path.join(a.out, "sample_efficiency.png"), dpi=100, bbox_inches="tight")
+        print(f"plot: {os.path.join(a.out, 'sample_efficiency.png')}")
+    except ImportError:
+        pass
+    fields = []
+    for label in rows:
+        for b in budgets:
+            fields.append(f"{label}_{budget_name(b)}={med[(label, budget_name(b))]:.2f}")
+        if label != "ref":
+            fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")
+    print("RESULT " + " ".join(fields))
+
+
+if __name__ == "__main__":
+    main()
