@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hpcmarl import protocol, storage
-from hpcmarl.algos.matrace import MATraceLearner
+from hpcmarl.algos import base as algos
 from hpcmarl.models import checksum
 from hpcmarl.roles import RunLog, inject_fault, make_sampler, traj_path
 from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
@@ -294,7 +294,8 @@ def learner_main(ctx) -> None:
     coll = Collective(ctx.learner_comm, cfg.learner.backend)
     spec = ctx.env_spec
     groups = [g.name for g in spec.groups]
-    learner = MATraceLearner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank)
+    learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
+                                                init_seed=cfg.seed)
     uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs)
     n_params = sum(p.numel() for p in learner.model.policy_parameters())
     links = [LocalAsyncLink(ctx)] if layout.serial else [AsyncActorLink(ctx, r, n_params) for r in layout.actors_of(ctx.rank)]

@@ -44,8 +44,6 @@ class TopologyConfig:
 class PPOConfig:
     """IPPO / MAPPO hyper-parameters (MAPPO-paper MPE settings, with lr and epochs tuned on simple_spread_v3)."""
 
-    flow = "rollouts"  # which data flow of DESIGN.md the algorithm uses (class attribute, not a config key)
-
     name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
     unroll_length: int = 25  # T: steps per env copy in one unroll
     lr: float = 5e-4
@@ -98,7 +96,6 @@ class NIGTConfig:
     check_every: int = 1  # compare the learners' parameter checksums every this many rounds (0 = at checkpoints only)
 
     uses_state = False
-    flow = "gradients"
 
 
 @dataclass
@@ -130,8 +127,6 @@ class MATraceConfig:
     hidden: int = 64
     layers: int = 2
     critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
-
-    flow = "rollouts_async"
 
     @property
     def uses_state(self) -> bool:
@@ -179,15 +174,11 @@ class QMIXConfig:
     recent_fraction: float = 0.5  # share of every batch drawn from the newest episodes
     critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
 
-    flow = "rollouts"
-
     @property
     def uses_state(self) -> bool:
         return self.critic_input == "state"
 
 
-ALGO_CONFIGS = {"ippo": PPOConfig, "mappo": PPOConfig, "nigt": NIGTConfig, "matrace": MATraceConfig,
-                "qmix": QMIXConfig, "vdn": QMIXConfig}
 
 
 @dataclass
@@ -285,6 +276,7 @@ class LeagueConfig:
 @dataclass
 class Config:
     name: str = "run"
+    plugins: List[str] = field(default_factory=list)  # modules every rank imports first (they register algorithms)
     run_dir: Optional[str] = None  # default: <output.root>/<name>
     seed: int = 0
     fresh: bool = False  # start fresh even when run_dir holds a previous run (old files are moved aside)
@@ -406,10 +398,14 @@ def _build_algo(data, key):
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+    from hpcmarl.algos import base
+
     name = data.get("name", "mappo")
-    if name not in ALGO_CONFIGS:
-        raise ConfigError(f"config key '{key}.name': unknown algorithm {name!r} (known: {', '.join(sorted(ALGO_CONFIGS))})")
-    return _build(ALGO_CONFIGS[name], data, key)
+    try:
+        algo = base.get(name)
+    except KeyError as e:
+        raise ConfigError(f"config key '{key}.name': {e.args[0]}") from None
+    return _build(algo.config_class(), data, key)
 
 
 def _join(prefix: str, name) -> str:
@@ -504,6 +500,15 @@ def load_config(path: Optional[str] = None, overrides=()) -> Config:
 
 
 def from_dict(data: dict) -> Config:
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
+        raise ConfigError(f"config key 'plugins': expected a list of module names, got {plugins!r}")
+    from hpcmarl.algos.base import load_plugins
+
+    try:
+        load_plugins(plugins)  # before the algo section is read: they register algorithms
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
     cfg = _build(Config, data, "")
     validate(cfg)
     return cfg
@@ -621,6 +626,13 @@ def validate(cfg: Config) -> None:
             _check(isinstance(limit, int) and limit >= 1, "algo.episode_limit",
                    f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
             p.episode_limit = limit
+    from hpcmarl.algos import base
+
+    if base.get(p.name).flow != "gradients":
+        _check(isinstance(getattr(p, "unroll_length", None), int) and p.unroll_length >= 1, "algo.unroll_length",
+               "the rollout flows need an integer unroll_length >= 1 in the algorithm's config")
+    if callable(getattr(p, "validate", None)):  # a plug-in's own checks (raise ConfigError naming the key)
+        p.validate(cfg)
     validate_league(cfg, envs)
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")

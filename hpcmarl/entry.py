@@ -19,6 +19,8 @@ import traceback
 import numpy as np
 
 from hpcmarl import __version__
+from hpcmarl.algos import base as algos
+from hpcmarl.algos.base import uses_state
 from hpcmarl.config import Config, ConfigError, to_yaml
 from hpcmarl.topology import LEAGUE, LEARNER, Layout, make_layout, make_league_layout
 
@@ -249,9 +251,10 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     local_rank = set_threads(cfg, world, role)
     from hpcmarl.envs import probe_spec
 
-    if cfg.algo.flow == "gradients":
+    flow = algos.get(cfg.algo.name).flow
+    if flow == "gradients":
         from hpcmarl import gradient_roles as roles
-    elif cfg.algo.flow == "rollouts_async":
+    elif flow == "rollouts_async":
         from hpcmarl import async_roles as roles
     else:
         from hpcmarl import roles
@@ -267,7 +270,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
 
             ctx.env_spec = league_spec(cfg, layout.group_of(rank))
         else:
-            ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, cfg.algo.uses_state)
+            ctx.env_spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, uses_state(cfg.algo))
         roles.learner_main(ctx)
     else:
         roles.actor_main(ctx)

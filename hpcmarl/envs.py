@@ -20,8 +20,6 @@ import fnmatch
 import functools
 import importlib
 import json
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -60,6 +58,12 @@ REGISTRY: Dict[str, EnvEntry] = {
                           cooperative=False, teams={"red": ["red_*"], "blue": ["blue_*"]},
                           install="pip install --no-deps magent2==0.3.4 (tools/bootstrap.sh does)",
                           survivors="hpcmarl.envs:magent_survivors"),
+    "lbf": EnvEntry("hpcmarl.adapters:lbf", {"agent": ["agent_*"]}, {"task": "Foraging-8x8-2p-2f-coop-v3", "max_cycles": 50},
+                    "Level-Based Foraging (EPyMARL benchmark), time limit 50; env.kwargs.task picks the map",
+                    install="pip install lbforaging==2.0.0"),
+    "rware": EnvEntry("hpcmarl.adapters:rware", {"agent": ["agent_*"]}, {"task": "rware-tiny-2ag-v2", "max_cycles": 500},
+                      "Multi-Robot Warehouse (EPyMARL benchmark), time limit 500; env.kwargs.task picks the layout",
+                      install="pip install rware==2.0.0"),
     "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
     "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
@@ -114,10 +118,10 @@ def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
     mod, _, attr = name.partition(":")
     if not mod or not attr:
         raise EnvError(f"env.name {name!r}: expected a registered name or 'module:callable'")
-    if os.getcwd() not in sys.path:  # a user's module beside the run, as `python -m` would find it
-        sys.path.append(os.getcwd())
+    from hpcmarl.algos.base import import_user_module
+
     try:
-        module = importlib.import_module(mod)
+        module = import_user_module(mod)
     except Exception as e:
         raise EnvError(f"env.name {name!r}: cannot import {mod!r} ({type(e).__name__}: {e})") from None
     factory = module

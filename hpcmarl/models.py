@@ -204,11 +204,17 @@ class Inference:
 
 
 def make_inference(spec: EnvSpec, algo) -> Inference:
-    """The actor-side policy an algorithm config asks for (NIGT: softplus std, tanh-squashed actions)."""
-    if algo.name in ("qmix", "vdn"):
-        from hpcmarl.algos.qmix import QInference
+    """The actor-side policy of ``algo.name`` (the algorithm registry's ``inference``)."""
+    from hpcmarl.algos import base
 
-        return QInference(spec, algo.hidden, algo.layers)
-    if getattr(algo, "flow", "") == "gradients":
-        return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std, learn_std=algo.learn_std)
+    return base.get(algo.name).make_inference(spec, algo)
+
+
+def policy_inference(spec: EnvSpec, algo) -> Inference:
+    """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one): PPO, MA-Trace."""
     return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"))
+
+
+def squashed_inference(spec: EnvSpec, algo) -> Inference:
+    """NIGT: softplus standard deviation, tanh-squashed continuous actions."""
+    return Inference(spec, algo.hidden, algo.layers, std="softplus", init_std=algo.init_std, learn_std=algo.learn_std)

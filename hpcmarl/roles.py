@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from hpcmarl import protocol, storage
-from hpcmarl.algos.ppo import PPOLearner
+from hpcmarl.algos import base as algos
+from hpcmarl.algos.base import uses_state
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import checksum, make_inference
 from hpcmarl.sampler import Sampler
@@ -54,7 +55,7 @@ def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
     v = variants[actor_index % len(variants)] if variants else {}
     scale = float(v.get("obs_scale", 1.0))
     return VecEnv(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})}, cfg.policy_map,
-                  obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=cfg.algo.uses_state,
+                  obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=uses_state(cfg.algo),
                   reward_scale=float(v.get("reward_scale", 1.0)))
 
 
@@ -425,16 +426,6 @@ class RunLog:
               flush=True)
 
 
-def make_learner(spec, algo, device, seed: int, init_seed: int):
-    """The rollout flow's learner for ``algo.name`` (IPPO/MAPPO or QMIX/VDN); ``init_seed`` is the same on
-    every learner (QMIX draws its sparse masks with it; parameters are broadcast from learner 0 anyway)."""
-    if algo.name in ("qmix", "vdn"):
-        from hpcmarl.algos.qmix import QMIXLearner
-
-        return QMIXLearner(spec, algo, device, seed, init_seed)
-    return PPOLearner(spec, algo, device, seed)
-
-
 def learner_main(ctx) -> None:
     from hpcmarl.collective import Collective
 
@@ -453,7 +444,8 @@ def learner_main(ctx) -> None:
     else:
         coll = ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
         groups, tables = [g.name for g in spec.groups], None
-    learner = make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank, init_seed=cfg.seed + 1009 * gi)
+    learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
+                                                    init_seed=cfg.seed + 1009 * gi)
     uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
     if layout.serial:
         links = [LocalActorLink(ctx, uspec)]

@@ -64,7 +64,8 @@ def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets):
     at = {}
     for b in budgets:
         k = int(np.searchsorted(steps, b, side="right"))  # episodes finished within the budget
-        at[b] = float(np.mean(ret[max(0, k - window):k])) if k >= min(window, len(ret)) and k > 0 else float("nan")
+        reached = len(steps) and steps[-1] >= 0.99 * b  # (the last update may end a little short of the budget)
+        at[b] = float(np.mean(ret[max(0, k - window):k])) if reached and k >= min(window, len(ret)) else float("nan")
     return steps[idx - 1], curve, at
 
 

@@ -102,7 +102,7 @@ class MATraceLearner:
     """One gradient step (per epoch) of MA-Trace on a batch of unrolls; ``reduce_grads(params, weight)``
     averages gradients across learners."""
 
-    def __init__(self, spec, cfg, device: torch.device, seed: int):
+    def __init__(self, spec, cfg, device: torch.device, seed: int, init_seed: int = 0):
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = TeamActorCritic(spec, cfg).to(device)
@@ -153,7 +153,7 @@ class MATraceLearner:
         stats["entropy_coef"] = beta.item()
         return total, stats
 
-    def update(self, unrolls, reduce_grads=None) -> dict:
+    def update(self, unrolls, reduce_grads=None, reduce_sums=None, env_steps: int = 0) -> dict:
         from hpcmarl.algos.ppo import batch_from_unrolls
 
         b = batch_from_unrolls(self.spec, unrolls, self.device)

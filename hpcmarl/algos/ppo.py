@@ -158,7 +158,9 @@ def load_torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer, 
 
 
 class PPOLearner:
-    def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int):
+    """IPPO/MAPPO (:class:`hpcmarl.algos.base.Learner`)."""
+
+    def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int, init_seed: int = 0):
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers, cfg.encoder).to(device)

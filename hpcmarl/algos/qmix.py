@@ -204,6 +204,11 @@ class QInference(Inference):
 # --------------------------------------------------------------------------------------------------
 # episodes: stitching unrolls, replay
 # --------------------------------------------------------------------------------------------------
+
+def q_inference(spec: EnvSpec, algo) -> QInference:
+    """The actors' epsilon-greedy agent networks of a QMIX/VDN config (the algorithm registry's ``inference``)."""
+    return QInference(spec, algo.hidden, algo.layers)
+
 class EpisodeStitcher:
     """Cuts T-step unrolls into episode segments per (actor, env copy): a segment ends with its episode
     (``terminal`` 1 at its last step) or after ``max_len`` steps (not terminal; the next observation is

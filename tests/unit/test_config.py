@@ -34,7 +34,9 @@ def error_of(path=None, overrides=()):
 def test_defaults_load():
     cfg = load_config(None)
     assert isinstance(cfg, C.Config)
-    assert cfg == C.Config()  # nothing but the dataclass defaults
+    assert cfg.algo.reward == "team"  # algo.reward=auto, derived: simple_spread is cooperative
+    cfg.algo.reward = "auto"
+    assert cfg == C.Config()  # nothing else but the dataclass defaults
     assert cfg.env.name == "simple_spread_v3"
     assert isinstance(cfg.algo, C.PPOConfig) and cfg.algo.name == "mappo"
     assert cfg.topology.learners == 1 and cfg.topology.actors == "auto"
@@ -249,7 +251,7 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
 def test_empty_yaml_gives_defaults(tmp_path):
     p = tmp_path / "empty.yaml"
     p.write_text("# nothing\n")
-    assert load_config(str(p)) == C.Config()
+    assert load_config(str(p)) == load_config(None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +325,9 @@ def test_cli_validate_missing_file():
 def test_nigt_config_and_delay_factors():
     cfg = load_config(None, ["algo.name=nigt", "algo.aggregation=malenia", "actors.delay=[1, 2.5]",
                              "actors.step_delay_s=0.001", "actors.variants=[{obs_scale: -1}, {env_kwargs: {N: 2}}]"])
-    assert cfg.algo.aggregation == "malenia" and cfg.algo.flow == "gradients"
+    from hpcmarl.algos import base
+
+    assert cfg.algo.aggregation == "malenia" and base.get(cfg.algo.name).flow == "gradients"
     assert C.delay_factors(cfg.actors.delay, 3) == [1.0, 2.5, 1.0]  # the list repeats
     assert C.delay_factors("straggler:10", 4) == [1.0, 1.0, 1.0, 10.0]
     assert C.delay_factors("sqrt", 3) == pytest.approx([1.0, 2 ** 0.5, 3 ** 0.5])

@@ -407,3 +407,53 @@ def test_bad_env_paths_give_one_line_errors(path, message):
     with pytest.raises(EnvError, match=message) as info:
         E.entry(path)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Gymnasium multi-agent suites (LBF, RWARE) through hpcmarl.adapters
+# ------------------------------------------------------------------------------------------------
+class _TupleGame:
+    """A Gymnasium-style multi-agent game: tuple spaces, reward list, one done flag after ``end`` steps."""
+
+    def __init__(self, end):
+        self.observation_space = spaces.Tuple([spaces.Box(0, 9, (1,), np.float32)] * 2)
+        self.action_space = spaces.Tuple([spaces.Discrete(2)] * 2)
+        self.end, self.t = end, 0
+
+    def reset(self, seed=None):
+        self.t = 0
+        return (np.zeros(1), np.zeros(1)), {}
+
+    def step(self, actions):
+        self.t += 1
+        return (np.full(1, self.t), np.full(1, self.t)), [1.0, 0.5], self.t >= self.end, False, {}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("end,limit,terminated", [(3, 10, True), (10, 4, False)])
+def test_gym_adapter_time_limit_is_a_truncation(end, limit, terminated):
+    from hpcmarl.adapters import GymMultiAgent
+
+    env = GymMultiAgent(_TupleGame(end), "tuple_game", limit)
+    obs, _ = env.reset(seed=0)
+    assert list(obs) == ["agent_0", "agent_1"]
+    for t in range(min(end, limit)):
+        obs, rew, te, tr, _ = env.step({"agent_0": 1, "agent_1": 0})
+    assert rew == {"agent_0": 1.0, "agent_1": 0.5} and not env.agents
+    assert te == {"agent_0": terminated, "agent_1": terminated} and tr == {"agent_0": not terminated, "agent_1": not terminated}
+
+
+@pytest.mark.parametrize("name,kwargs,obs_dim,n_actions", [("lbf", {"max_cycles": 5}, 12, 6),
+                                                           ("hpcmarl.adapters:rware", {"max_cycles": 5}, 71, 5)])
+def test_lbf_and_rware_step_as_parallel_envs(name, kwargs, obs_dim, n_actions):
+    venv = VecEnv(name, 2, seed=0, kwargs=kwargs)
+    (g,) = venv.spec.groups
+    assert (g.name, g.n, g.obs_dim, g.n_actions) == ("agent", 2, obs_dim, n_actions)
+    venv.reset()
+    for _ in range(5):
+        rew, term, trunc, fin = venv.step(zeros_actions(venv))  # action 0 = no-op: nothing collected, nothing ends
+    assert len(fin) == 2 and all(f.length == 5 for f in fin)
+    assert trunc["agent"].all() and not term["agent"].any() and venv.final_obs["agent"].any()
+    venv.close()

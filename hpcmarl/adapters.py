@@ -1,0 +1,75 @@
+"""Gymnasium multi-agent suites as PettingZoo parallel environments (no MPI).
+
+Level-Based Foraging (``lbforaging``) and the Multi-Robot Warehouse (``rware``) step all agents at once with tuple
+observations, action tuples, a list of rewards and one ``done`` flag that also fires at their own time limit. The
+adapter names the agents ``agent_0 … agent_{n-1}``, keeps the time limit itself (``max_cycles``: EPyMARL's benchmark
+uses 50 for LBF and 500 for RWARE) and reports reaching it as a *truncation*, so learners bootstrap there; the game's
+own end (all food collected) is a termination.
+
+    env.name: lbf     env.kwargs: {task: Foraging-8x8-2p-2f-coop-v3, max_cycles: 50}
+    env.name: rware   env.kwargs: {task: rware-tiny-2ag-v2, max_cycles: 500}
+"""
+from __future__ import annotations
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+
+class GymMultiAgent(ParallelEnv):
+    """One Gymnasium multi-agent env (tuple spaces) as a PettingZoo parallel env with a truncating time limit."""
+
+    def __init__(self, env, name: str, max_cycles: int):
+        self.env, self.max_cycles = env, int(max_cycles)
+        n = len(env.observation_space)
+        self.possible_agents = [f"agent_{i}" for i in range(n)]
+        self.agents = []
+        self._obs_spaces = dict(zip(self.possible_agents, env.observation_space))
+        self._act_spaces = dict(zip(self.possible_agents, env.action_space))
+        self.metadata = {"name": name, "render_modes": []}
+        self.t = 0
+
+    def observation_space(self, agent):
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent):
+        return self._act_spaces[agent]
+
+    def _dict(self, values):
+        return {a: v for a, v in zip(self.possible_agents, values)}
+
+    def reset(self, seed=None, options=None):
+        obs, _ = self.env.reset(seed=seed)
+        self.agents, self.t = list(self.possible_agents), 0
+        return self._dict(np.asarray(o, np.float32) for o in obs), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        obs, rewards, done, _, _ = self.env.step(tuple(int(actions[a]) for a in self.possible_agents))
+        self.t += 1
+        trunc = not done and self.t >= self.max_cycles
+        out = (self._dict(np.asarray(o, np.float32) for o in obs), self._dict(float(r) for r in rewards),
+               {a: bool(done) for a in self.agents}, {a: trunc for a in self.agents}, {a: {} for a in self.agents})
+        if done or trunc:
+            self.agents = []
+        return out
+
+    def close(self):
+        self.env.close()
+
+
+def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, **kwargs) -> GymMultiAgent:
+    """Level-Based Foraging (``pip install lbforaging``); ``kwargs`` go to the LBF env (e.g. ``sight``)."""
+    import gymnasium as gym
+    import lbforaging  # noqa: F401  (registers the Foraging-* ids)
+
+    env = gym.make(task, disable_env_checker=True, **kwargs)
+    env.unwrapped._max_episode_steps = 1 << 30  # the adapter's max_cycles decides, as a truncation
+    return GymMultiAgent(env, task, max_cycles)
+
+
+def rware(task: str = "rware-tiny-2ag-v2", max_cycles: int = 500, **kwargs) -> GymMultiAgent:
+    """Multi-Robot Warehouse (``pip install rware``); ``kwargs`` go to the warehouse (e.g. ``sensor_range``)."""
+    import gymnasium as gym
+    import rware as _rware  # noqa: F401  (registers the rware-* ids)
+
+    env = gym.make(task, disable_env_checker=True, max_steps=None, **kwargs)
+    return GymMultiAgent(env, task, max_cycles)

@@ -1,0 +1,131 @@
+"""Algorithm plug-ins: one :class:`Learner` interface and one registry.
+
+An :class:`Algorithm` names everything the role shells need: the config dataclass of its ``algo.*`` keys, the
+learner (plain torch, no MPI), the actor-side inference policy and the data flow (DESIGN.md: ``rollouts``,
+``rollouts_async`` or ``gradients``). The role shells look algorithms up here and never name one.
+
+Built-in algorithms are registered below by import path, so this module imports neither torch nor MPI. A user's
+algorithm registers itself when its module is imported; list that module in the config's ``plugins`` and every
+rank imports it before the config is read (README: "Write your own algorithm")::
+
+    from hpcmarl.algos.base import Algorithm, register
+    register(Algorithm("reinforce", ReinforceConfig, ReinforceLearner))
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Protocol, Union, runtime_checkable
+
+FLOWS = ("rollouts", "rollouts_async", "gradients")
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What a learner rank's shell calls. ``params``: every trained tensor, broadcast from learner 0 at startup and
+    checksummed across learners; ``update`` consumes the unroll records (:mod:`hpcmarl.spec`) its actors sent and
+    averages gradients across learners with ``reduce_grads(params, weight)`` (``reduce_sums(array)`` sums small
+    statistics across learners); ``policy_flat`` is the flat vector actors load into the inference policy;
+    ``state_arrays``/``load_state_arrays`` are the checkpoint (plain arrays: no pickle)."""
+
+    params: list
+
+    def update(self, unrolls: list, reduce_grads: Optional[Callable] = None, reduce_sums: Optional[Callable] = None,
+               env_steps: int = 0) -> Dict[str, float]: ...
+
+    def policy_flat(self): ...
+
+    def state_arrays(self) -> Dict[str, Any]: ...
+
+    def load_state_arrays(self, arrays: Dict[str, Any]) -> None: ...
+
+
+Ref = Union[str, Callable, type]  # an object or its "module:attribute" path (loaded when first used)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """``learner(spec, cfg, device, seed, init_seed)`` -> :class:`Learner` (``seed`` differs per learner rank,
+    ``init_seed`` is the same on every learner of a group); ``inference(spec, cfg)`` -> the actors' policy
+    (default: :class:`hpcmarl.models.Inference` with ``cfg.hidden``/``cfg.layers``, whose parameter layout
+    ``policy_flat`` must match); ``flow``: which data flow of DESIGN.md carries its data."""
+
+    name: str
+    config: Ref
+    learner: Optional[Ref] = None  # None: the flow's shell owns the update (gradients: NIGT aggregation)
+    inference: Ref = "hpcmarl.models:policy_inference"
+    flow: str = "rollouts"
+
+    def config_class(self) -> type:
+        return resolve(self.config)
+
+    def make_learner(self, spec, cfg, device, seed: int, init_seed: int) -> Learner:
+        return resolve(self.learner)(spec, cfg, device, seed=seed, init_seed=init_seed)
+
+    def make_inference(self, spec, cfg):
+        return resolve(self.inference)(spec, cfg)
+
+
+def resolve(ref: Ref):
+    if not isinstance(ref, str):
+        return ref
+    mod, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+ALGORITHMS: Dict[str, Algorithm] = {}
+
+
+def register(algo: Algorithm, replace: bool = False) -> Algorithm:
+    """Add ``algo`` to the registry (``replace``: allow a new definition under a taken name)."""
+    if algo.flow not in FLOWS:
+        raise ValueError(f"algorithm {algo.name!r}: flow must be one of {', '.join(FLOWS)}, not {algo.flow!r}")
+    if algo.learner is None and algo.flow != "gradients":
+        raise ValueError(f"algorithm {algo.name!r}: the {algo.flow} flow needs a learner")
+    if algo.name in ALGORITHMS and not replace and ALGORITHMS[algo.name] != algo:
+        raise ValueError(f"algorithm {algo.name!r} is already registered (pass replace=True to redefine it)")
+    ALGORITHMS[algo.name] = algo
+    return algo
+
+
+def get(name: str) -> Algorithm:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise KeyError(f"unknown algorithm {name!r} (known: {', '.join(sorted(ALGORITHMS))}; a plug-in's module "
+                       f"goes in the config's 'plugins' list)") from None
+
+
+def uses_state(cfg) -> bool:
+    """The algorithm config asks for the env's global ``state()`` (a centralized critic or mixer on it)."""
+    return bool(getattr(cfg, "uses_state", False))
+
+
+def import_user_module(name: str):
+    """Import a user's module (an env factory, an algorithm plug-in) by dotted name; the working directory is on the
+    path, as ``python -m`` would have it, so a module beside the run is found under ``mpirun`` too."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(name)
+
+
+def load_plugins(modules: List[str]) -> None:
+    for m in modules:
+        try:
+            import_user_module(m)
+        except Exception as e:
+            raise ImportError(f"plugins: cannot import {m!r} ({type(e).__name__}: {e})") from None
+
+
+for _name, _cfg, _learner, _inference, _flow in [
+    ("mappo", "PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
+    ("ippo", "PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
+    ("qmix", "QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
+    ("vdn", "QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
+    ("matrace", "MATraceConfig", "hpcmarl.algos.matrace:MATraceLearner", "hpcmarl.models:policy_inference",
+     "rollouts_async"),
+    ("nigt", "NIGTConfig", None, "hpcmarl.models:squashed_inference", "gradients"),
+]:
+    register(Algorithm(_name, f"hpcmarl.config:{_cfg}", _learner, _inference, _flow))
