@@ -127,6 +127,8 @@ class MATraceConfig:
     hidden: int = 64
     layers: int = 2
     critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
+    bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
+    # the return there as at a termination
 
     @property
     def uses_state(self) -> bool:

@@ -375,7 +375,7 @@ class RunLog:
         self.progress.maybe(row)
         target = self.cfg.train.target_return
         if target is not None:
-            self.reached = all(len(self.window[g]) >= min(self.cfg.output.episode_window, 10)
+            self.reached = all(len(self.window[g]) >= self.cfg.output.episode_window  # a full window, not a lucky few
                                and np.mean(self.window[g]) >= target for g in groups)
 
     def checkpoint_due(self, stop_reason: str) -> bool:
@@ -420,6 +420,12 @@ class RunLog:
             self.progress.maybe(self.row, force=True)
         c = self.counters
         rets = ", ".join(f"{g} {np.mean(self.window[g]) if self.window[g] else float('nan'):.2f}" for g in self.groups)
+        if "target_return reached" in stop_reason:
+            print(f"[hpcmarl] reached the target return {self.cfg.train.target_return} ({rets} over the last "
+                  f"{self.cfg.output.episode_window} episodes) at {c['env_steps']:,} env steps in {c['wall_time']:.0f}s",
+                  flush=True)
+        elif self.cfg.train.target_return is not None:
+            print(f"[hpcmarl] the target return {self.cfg.train.target_return} was not reached ({stop_reason})", flush=True)
         print(f"[hpcmarl] finished ({stop_reason}): {c['update']} updates, {c['env_steps']:,} env steps, "
               f"{c['episodes']:,} episodes in {c['wall_time']:.1f}s; {summary}; mean return over the last "
               f"{self.cfg.output.episode_window} episodes: {rets}; outputs in {os.path.abspath(self.ctx.run_dir)}",

@@ -109,6 +109,18 @@ class MATraceLearner:
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
 
+    @torch.no_grad()
+    def truncation_bootstrap(self, b, name: str) -> torch.Tensor:
+        """``gamma * V(final observation)`` at steps where the env copy's episode was truncated (no agent of the
+        group terminated), else 0: added to the reward of a step whose discount is 0, it makes V-trace bootstrap
+        there without carrying the trace into the next episode. Team ``[T, B]`` (per-agent ``[T, B, n]``)."""
+        fb = {f"{g.name}/obs": b[f"{g.name}/final_obs"] for g in self.spec.groups}
+        if "final_state" in b:
+            fb["state"] = b["final_state"]
+        final = self.model.values(fb, name)
+        trunc = b["env_done"] * (1.0 - b[f"{name}/terminated"].amax(-1))  # [T, B]
+        return self.cfg.gamma * final * (trunc.unsqueeze(-1) if final.dim() == 3 else trunc)
+
     def loss(self, b) -> tuple:
         c = self.cfg
         discounts = c.gamma * (1.0 - b["env_done"])  # [T, B]
@@ -122,6 +134,7 @@ class MATraceLearner:
             logp = dist.log_prob(b[f"{n}/action"])  # [T, B, n]
             team_r = b[f"{n}/reward"].sum(-1) * c.reward_scale  # [T, B]
             values = self.model.values(b, n)
+            boot = self.truncation_bootstrap(b, n) if c.bootstrap_truncated else 0.0
             log_rho = (logp.detach() - b[f"{n}/logp"]) * acting
             if c.correction == "joint":
                 log_rho = log_rho.sum(-1)
@@ -131,14 +144,14 @@ class MATraceLearner:
                 nag = acting.shape[-1]
                 flat = lambda x: x.reshape(x.shape[0], -1)
                 vt = vtrace(flat(log_rho), flat(discounts.unsqueeze(-1).expand_as(acting)),
-                            flat(team_r.unsqueeze(-1).expand_as(acting)), flat(values[:-1]).detach(),
+                            flat(team_r.unsqueeze(-1).expand_as(acting) + boot), flat(values[:-1]).detach(),
                             values[-1].reshape(-1).detach(), c.rho_bar, c.c_bar, c.rho_pg_bar, c.lam)
                 shape = acting.shape
                 vs, adv = vt.vs.reshape(shape), vt.pg_advantages.reshape(shape)
                 pg = -(logp * adv * acting).sum() / acting[..., 0].numel()
                 vl = 0.5 * (((vs - values[:-1]) ** 2) * acting).sum() / max(1.0, float(acting.sum())) * nag
             else:
-                vt = vtrace(log_rho, discounts, team_r, values[:-1].detach(), values[-1].detach(),
+                vt = vtrace(log_rho, discounts, team_r + boot, values[:-1].detach(), values[-1].detach(),
                             c.rho_bar, c.c_bar, c.rho_pg_bar, c.lam)
                 pg = -((logp * acting).sum(-1) * vt.pg_advantages).mean()
                 vl = 0.5 * ((vt.vs - values[:-1]) ** 2).mean()

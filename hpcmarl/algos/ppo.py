@@ -102,9 +102,9 @@ class ValueNorm:
         return x * s + m
 
 
-def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device, final: bool = False) -> Dict[str, torch.Tensor]:
-    """Concatenate unrolls along the env axis and move them to the device (``final``: also the final
-    observations of truncated episodes, ``<group>/final_obs`` and ``final_state``)."""
+def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device) -> Dict[str, torch.Tensor]:
+    """Concatenate unrolls along the env axis and move them to the device (with the final observations of truncated
+    episodes, ``<group>/final_obs`` and ``final_state``)."""
     cat = lambda key, dtype: torch.from_numpy(np.concatenate([u[key] for u in unrolls], axis=1)).to(device, dtype)
     b = {}
     for g in spec.groups:
@@ -118,12 +118,10 @@ def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device, final: bool
         b[f"{n}/done"] = torch.maximum(b[f"{n}/terminated"], cat(f"{n}/truncated", torch.float32))
         if g.discrete:
             b[f"{n}/action_mask"] = cat(f"{n}/action_mask", torch.bool)
-        if final:
-            b[f"{n}/final_obs"] = cat(f"{n}/final_obs", torch.float32)
+        b[f"{n}/final_obs"] = cat(f"{n}/final_obs", torch.float32)
     if spec.state_dim:
         b["state"] = cat("state", torch.float32)
-        if final:
-            b["final_state"] = cat("final_state", torch.float32)
+        b["final_state"] = cat("final_state", torch.float32)
     b["env_done"] = cat("env_done", torch.float32)
     return b
 
@@ -170,7 +168,7 @@ class PPOLearner:
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
 
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
-        return batch_from_unrolls(self.spec, unrolls, self.device, final=self.cfg.bootstrap_truncated)
+        return batch_from_unrolls(self.spec, unrolls, self.device)
 
     @torch.no_grad()
     def advantages(self, b: Dict[str, torch.Tensor], reduce_sums: Callable = None) -> None:

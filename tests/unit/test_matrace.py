@@ -204,3 +204,23 @@ def test_joint_correction_differs_from_none_only_off_policy():
     assert losses["joint"][0] == pytest.approx(losses["none"][0], rel=1e-6)  # identical on-policy
     assert losses["joint"][1] != pytest.approx(losses["none"][1], rel=1e-6)  # the correction acts off-policy
     assert losses["joint"][2] < 1.0 and losses["none"][2] == 1.0
+
+
+@pytest.mark.parametrize("die_at,boot_at_2", [(0, True), (3, False)])
+def test_truncated_episodes_bootstrap_from_the_final_observation(die_at, boot_at_2):
+    """counting_v0 (observation = step index) ends at step 3 of every episode: by truncation, V-trace's reward there
+    gains gamma * V(final observation) (here V = the step index, 3); when an agent terminates at that step the
+    episode ended by termination and nothing is added. Other steps get nothing either way."""
+    from hpcmarl.algos.matrace import MATraceLearner
+    from hpcmarl.algos.ppo import batch_from_unrolls
+    from hpcmarl.config import load_config
+
+    spec, rec = make_unroll(kwargs={"max_cycles": 3, "die_at": die_at}, T=5)
+    cfg = load_config(None, ["algo.name=matrace", "algo.hidden=8", "algo.layers=1", "algo.gamma=0.5"]).algo
+    learner = MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
+    learner.model.values = lambda b, name: b[f"{name}/obs"][..., 0].amax(-1)
+    boot = learner.truncation_bootstrap(batch_from_unrolls(spec, [rec], "cpu"), "agent")
+    expect = torch.zeros(5, 3)
+    if boot_at_2:
+        expect[2] = 0.5 * 3
+    torch.testing.assert_close(boot, expect)
