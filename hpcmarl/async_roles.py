@@ -357,7 +357,8 @@ def learner_main(ctx) -> None:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
         local = np.array([sum(r["meta"][M["env_steps"]] for r in batch), len(ep_rows), len(batch), sum(lags),
                           float(any(r["meta"][M["stop_requested"]] for r in batch)), t1 - t0, t2 - t1,
-                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), queue.dropped]
+                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), queue.dropped,
+                          sum(r["meta"][M["env_errors"]] for r in batch)]
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         lag_max = coll.max_small(np.array([max(lags)]))[0]
         used = [(int(r["meta"][M["actor"]]), int(r["meta"][M["version"]]), lag) for r, lag in zip(batch, lags)]
@@ -366,7 +367,7 @@ def learner_main(ctx) -> None:
         if version % algo.push_every == 0:
             push()
         tot = coll.sum_small(local)
-        log.advance(int(tot[0]), int(tot[1]))
+        log.advance(int(tot[0]), int(tot[1]), int(tot[10]))
         stop_reason = log.vote(tot[4] > 0)
 
         row = log.base_row()
@@ -375,7 +376,7 @@ def learner_main(ctx) -> None:
                     "time/wait_unrolls": tot[5] / coll.size, "time/update": tot[6] / coll.size,
                     "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])})
         for i, k in enumerate(sorted(stats)):
-            row[k] = tot[10 + i] / coll.size
+            row[k] = tot[11 + i] / coll.size
         unroll_rows = [(counters["update"], a, v, lag, counters["env_steps"], counters["wall_time"]) for a, v, lag in used]
         log.log(row, ep_rows, {"unrolls": unroll_rows})
         if log.checkpoint_due(stop_reason):

@@ -73,6 +73,8 @@ def cmd_inspect(args) -> int:
         live = "  ".join(f"{member_name(m, names, {})} Elo {r['elo']:.0f}" for m, r in sorted(s["league"]["ratings"].items(),
                                                                                            reverse=True))
         print(f"league     {s['league']['pool']} pool member(s); {live}  (hpcmarl league RUN for ratings and payoff)")
+    if s.get("env_errors"):
+        print(f"env errors {s['env_errors']} env copies re-created after an exception (their episodes discarded)")
     if "discarded_episodes" in s:
         print(f"discarded  {s['discarded_episodes']} episode(s) cut off by stops")
     mb = {k: v / 2 ** 20 for k, v in s.get("file_sizes_bytes", {}).items()}

@@ -201,6 +201,9 @@ class ActorConfig:
     # per-actor environment variants, actor i uses variants[i % len]: mappings with obs_scale (e.g. -1 to
     # negate observations, as in the paper's heterogeneous-environment experiment), reward_scale, env_kwargs
     variants: List[Dict[str, Any]] = field(default_factory=list)
+    env_errors: str = "reset"  # an exception from one env copy: reset = re-create it, discard its episode and go on
+    # (logged, counted as env_errors); abort = end the job
+    max_env_errors: int = 100  # per actor; one more ends the job
 
 
 @dataclass
@@ -638,6 +641,8 @@ def validate(cfg: Config) -> None:
     validate_league(cfg, envs)
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
+    _check(cfg.actors.env_errors in ("reset", "abort"), "actors.env_errors", "must be reset or abort")
+    _check(cfg.actors.max_env_errors >= 0, "actors.max_env_errors", "must be >= 0")
     for i, v in enumerate(cfg.actors.variants):
         bad = set(v) - VARIANT_KEYS
         _check(not bad, f"actors.variants[{i}]", f"unknown key(s) {sorted(bad)} (known: {', '.join(sorted(VARIANT_KEYS))})")

@@ -20,6 +20,7 @@ import fnmatch
 import functools
 import importlib
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -366,8 +367,13 @@ class VecEnv:
 
     def __init__(self, name: str, num_envs: int, seed: int, kwargs=None, policy_map=None,
                  obs_transform: Optional[Callable] = None, with_state: bool = False, render_mode: Optional[str] = None,
-                 reward_scale: float = 1.0):
-        self.envs = [make_parallel_env(name, kwargs, render_mode) for _ in range(num_envs)]
+                 reward_scale: float = 1.0, on_error: str = "abort", max_errors: int = 0):
+        self._make = lambda: make_parallel_env(name, kwargs, render_mode)
+        self.envs = [self._make() for _ in range(num_envs)]
+        # on_error "reset": an exception from one copy's step()/reset() re-creates that copy and discards its
+        # episode (counted in self.errors; more than max_errors ends the run), "abort": it propagates
+        self.on_error, self.max_errors, self.errors = on_error, int(max_errors), 0
+        self.failed: List[int] = []  # the copies that raised during the last step (their episodes were discarded)
         self.spec = build_spec(self.envs[0], name, policy_map, with_state)
         self.num_envs = num_envs
         self.seed = seed
@@ -424,8 +430,35 @@ class VecEnv:
             self.final_state[i] = np.asarray(self.envs[i].state(), np.float32).reshape(-1)
         return any_final
 
+    def _env_error(self, i: int, what: str, exc: Exception) -> None:
+        """Copy ``i`` raised in ``what``: with on_error "reset" log it, re-create the copy and go on (within the limit)."""
+        if self.on_error != "reset":
+            raise exc
+        self.errors += 1
+        where = f"{self.spec.name}: env copy {i} raised in {what}() ({type(exc).__name__}: {exc})"
+        if self.errors > self.max_errors:
+            raise RuntimeError(f"{where}; that is {self.errors} env errors, more than actors.max_env_errors="
+                               f"{self.max_errors}") from exc
+        if self.errors == 1:  # the first one with its traceback; later ones one line each
+            import traceback
+
+            print(f"[hpcmarl] {where}; the copy is re-created and its episode discarded "
+                  f"(actors.env_errors=reset):\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        else:
+            print(f"[hpcmarl] {where}; re-created ({self.errors} env errors so far)", file=sys.stderr, flush=True)
+        try:
+            self.envs[i].close()
+        except Exception:
+            pass
+        self.envs[i] = self._make()
+        self.failed.append(i)
+        self._reset_one(i, self.seed + 7_919 * self.errors + i)
+
     def _reset_one(self, i: int, seed: Optional[int]):
-        obs, infos = self.envs[i].reset(seed=seed)
+        try:
+            obs, infos = self.envs[i].reset(seed=seed)
+        except Exception as e:
+            return self._env_error(i, "reset", e)
         self._write_obs(i, obs, infos)
         for g in self.spec.groups:
             self._ep_ret[g.name][i] = 0.0
@@ -455,6 +488,7 @@ class VecEnv:
             if self.final_state is not None:
                 self.final_state[:] = 0.0
         self._had_final = False
+        self.failed = []
         for i, env in enumerate(self.envs):
             act = {}
             for agent in env.agents:
@@ -465,7 +499,18 @@ class VecEnv:
                     act[agent] = int(a)
                 else:
                     act[agent] = np.clip(np.asarray(a, np.float32), g.act_low, g.act_high)
-            obs, r, te, tr, infos = env.step(act)
+            try:
+                obs, r, te, tr, infos = env.step(act)
+            except Exception as e:
+                # the episode is discarded; for learners it ends by truncation at the last observation
+                for g in self.spec.groups:
+                    self.final_obs[g.name][i] = self.obs[g.name][i]
+                    trunc[g.name][i] = self.alive[g.name][i]
+                if self.final_state is not None:
+                    self.final_state[i] = self.state[i]
+                self._had_final = True
+                self._env_error(i, "step", e)
+                continue
             for agent, val in r.items():
                 gi, j = self._slot[agent]
                 name = self.spec.groups[gi].name

@@ -57,6 +57,7 @@ class GradientMaker:
         self.policy = self.collector.policy
         self.spec = self.policy.spec
         self.abandoned = 0
+        self.errors = 0  # the env's error count already reported
         self.round, self.k = -1, 0
 
     def gradients(self, abandon):
@@ -90,6 +91,8 @@ class GradientMaker:
         self.abandoned = 0
         m[G["t_traj"]] = dt
         m[G["stop_requested"]] = float(self.ctx.stop_requested())
+        venv = self.collector.venv
+        m[G["env_errors"]], self.errors = venv.errors - self.errors, venv.errors
         m[len(G):] = returns
         rec["grad"][:] = grad
 
@@ -367,7 +370,7 @@ def learner_main(ctx) -> None:
         t0 = time.perf_counter()
         cur.begin(rnd, M)
         ep_rows = []
-        steps = abandoned = 0
+        steps = abandoned = errors = 0
         stop_flag = 0.0
         last_msg = time.monotonic()
         sleep = 0.0
@@ -383,6 +386,7 @@ def learner_main(ctx) -> None:
                 cur.offer(int(m[G["round"]]), a, rec["grad"])  # dropped unless computed for this open round
                 steps += int(m[G["env_steps"]])
                 abandoned += int(m[G["abandoned"]])
+                errors += int(m[G["env_errors"]])
                 stop_flag = max(stop_flag, m[G["stop_requested"]])
                 ep_rows.append((a, 0, int(m[G["length"]]), int(m[G["round"]]), *m[len(G):]))
                 link.rearm()
@@ -410,10 +414,10 @@ def learner_main(ctx) -> None:
             if hi_lo[0] != -hi_lo[1]:
                 raise RuntimeError(f"learners hold different parameters after round {rnd} "
                                    f"(checksums {-hi_lo[1]} .. {hi_lo[0]})")
-        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0], cur.dropped]))
+        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0, errors], cur.dropped]))
         accepted_tot += counts
-        dropped_tot += np.rint(small[5:]).astype(np.int64)
-        log.advance(int(small[0]), int(small[1]))
+        dropped_tot += np.rint(small[6:]).astype(np.int64)
+        log.advance(int(small[0]), int(small[1]), int(small[5]))
         counters["discarded_episodes"] += int(small[2])
         stop_reason = log.vote(small[3] > 0)
         M = send_query() if not stop_reason else M  # actors start the next round while we write logs
@@ -422,7 +426,7 @@ def learner_main(ctx) -> None:
         row = log.base_row()
         row.update({"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
                     "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
-                    "grads/dropped": int(small[5:].sum()), "grads/abandoned": int(small[2]),
+                    "grads/dropped": int(small[6:].sum()), "grads/abandoned": int(small[2]),
                     "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm})
         for i in range(n):
             row[f"grads/actor-{i:05d}/accepted"] = int(accepted_tot[i])  # cumulative

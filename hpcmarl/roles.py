@@ -56,7 +56,8 @@ def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
     scale = float(v.get("obs_scale", 1.0))
     return VecEnv(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})}, cfg.policy_map,
                   obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=uses_state(cfg.algo),
-                  reward_scale=float(v.get("reward_scale", 1.0)))
+                  reward_scale=float(v.get("reward_scale", 1.0)), on_error=cfg.actors.env_errors,
+                  max_errors=cfg.actors.max_env_errors)
 
 
 def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
@@ -269,12 +270,13 @@ class RunLog:
         cfg = ctx.cfg
         self.ctx, self.cfg, self.coll, self.groups = ctx, cfg, coll, groups
         self.lead = ctx.rank == 0
-        self.counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0}
+        self.counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0,
+                         "env_errors": 0}
         self.resume_rows = None
         self.tables = tables or {}
         if resume_attrs is not None:
             for k in self.counters:
-                self.counters[k] = type(self.counters[k])(resume_attrs[k])
+                self.counters[k] = type(self.counters[k])(resume_attrs.get(k, self.counters[k]))  # (older: no env_errors)
             self.resume_rows = {k[len("rows_"):]: int(v) for k, v in resume_attrs.items() if k.startswith("rows_")}
         self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
         self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
@@ -305,17 +307,18 @@ class RunLog:
                 vals = w.episodes.cols[f"return/{g}"][w.episodes.rows - k:]
                 self.window[g].extend(vals[np.isfinite(vals)])
 
-    def advance(self, env_steps: int, episodes: int) -> None:
+    def advance(self, env_steps: int, episodes: int, env_errors: int = 0) -> None:
         c = self.counters
         c["update"] += 1
         c["env_steps"] += env_steps
         c["episodes"] += episodes
+        c["env_errors"] += env_errors  # env copies re-created after an exception (actors.env_errors=reset)
         c["wall_time"] = time.monotonic() - self.wall0
 
     def base_row(self) -> dict:
         c = self.counters
         return {"update": c["update"], "env_steps": c["env_steps"], "wall_time": c["wall_time"], "episodes": c["episodes"],
-                "sps": (c["env_steps"] - self.session_steps0) / max(1e-9, time.monotonic() - self.session0)}
+                "env_errors": c["env_errors"], "sps": (c["env_steps"] - self.session_steps0) / max(1e-9, time.monotonic() - self.session0)}
 
     def vote(self, signalled: bool) -> str:
         """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
@@ -560,7 +563,8 @@ def learner_main(ctx) -> None:
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
                           coll.t_allreduce, t_send,
                           float(any(r["meta"][M["stop_requested"]] for r in recs))]
-                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS])
+                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
+                         + [sum(r["meta"][M["env_errors"]] for r in recs)])
         tot = ctrl.sum_small(local)  # counters and timings over every learner
         # the algorithm's statistics: mean over the learner group (league mode: groups have their own keys,
         # gathered to the lead learner)
@@ -569,7 +573,7 @@ def learner_main(ctx) -> None:
             parts = ctrl.gather(stat_row if coll.rank == 0 else {})
             stat_row = {k: v for part in (parts or []) for k, v in part.items()}
         version += 1
-        log.advance(int(tot[0]), int(tot[1]))
+        log.advance(int(tot[0]), int(tot[1]), int(tot[-1]))
         signalled = tot[8] > 0
 
         # ---- decide now and hand out the next version, so actors collect while we write logs ----------

@@ -17,6 +17,7 @@ class Sampler:
         self.venv, self.policy, self.spec, self.T = venv, policy, spec, T
         self.groups = venv.spec.groups
         self.finished = []  # the episodes the last collect() finished (EpisodeStat rows)
+        self._errors = 0  # the env's error count already reported
         venv.reset()
 
     def collect(self, rec: Record) -> Record:
@@ -71,6 +72,8 @@ class Sampler:
         m[META_INDEX["n_episodes"]] = n_ep
         m[META_INDEX["env_steps"]] = T * venv.num_envs
         m[META_INDEX["param_checksum"]] = self.policy.checksum
+        m[META_INDEX["env_errors"]] = getattr(venv, "errors", 0) - self._errors
+        self._errors = getattr(venv, "errors", 0)
         rec["rng"][:] = torch.get_rng_state().numpy()
         m[META_INDEX["t_collect"]] = time.perf_counter() - t0
         m[META_INDEX["t_env"]] = t_env
@@ -139,8 +142,8 @@ class TrajectoryCollector:
                 returns[:, gi] += np.where(active, (rew[g.name] * buf[f"{g.name}/valid"][-1]).sum(1), 0.0)
             lengths += active
             self.steps += int(active.sum())
-            for ep in finished:
-                active[ep.env] = False
+            for i in [ep.env for ep in finished] + venv.failed:  # a copy that raised: its trajectory ends there
+                active[i] = False
             t += 1
             if (self._sleep(abandon) if self.delay_s > 0 else abandon()):
                 return None

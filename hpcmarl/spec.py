@@ -53,7 +53,8 @@ class Record:
 
 # header slots of an unroll (float64)
 RNG_BYTES = 5056  # torch.get_rng_state().numel() for the CPU generator
-META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discarded_episodes", "t_collect", "t_wait", "stop_requested", "t_env", "t_infer", "t_send"]
+META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discarded_episodes", "t_collect", "t_wait",
+        "stop_requested", "t_env", "t_infer", "t_send", "env_errors"]  # env_errors: env copies re-created in the unroll
 META_INDEX = {k: i for i, k in enumerate(META)}
 
 
@@ -97,7 +98,7 @@ def weights_spec(n_params: int) -> RecordSpec:
 
 
 # header slots of a gradient message (float64), followed by one return per group
-GRAD_META = ["round", "actor", "env_steps", "length", "abandoned", "t_traj", "stop_requested"]
+GRAD_META = ["round", "actor", "env_steps", "length", "abandoned", "t_traj", "stop_requested", "env_errors"]
 GRAD_INDEX = {k: i for i, k in enumerate(GRAD_META)}
 
 

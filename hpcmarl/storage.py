@@ -497,6 +497,7 @@ class Run:
             "env": attrs.get("env"), "algo": attrs.get("algo"),
             "env_steps": int(last("env_steps")), "updates": int(last("update")),
             "episodes": int(len(eps.get("length", []))), "wall_time_s": float(last("wall_time", 0.0)),
+            "env_errors": int(last("env_errors")),
             "groups": {},
             "checkpoints": self.checkpoints(),
             "trajectory_files": {},

@@ -22,10 +22,13 @@ class CountingEnv(_FakeEnv):
 
     metadata = {"name": "counting_v0", "render_modes": []}
 
-    def __init__(self, n_agents: int = 2, max_cycles: int = 5, n_actions: int = 3, die_at: int = 0):
+    def __init__(self, n_agents: int = 2, max_cycles: int = 5, n_actions: int = 3, die_at: int = 0, crash_at: int = 0,
+                 crash_in: str = "step"):
         self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
         self.max_cycles = max_cycles
         self.die_at = die_at
+        # crash_at > 0: the crash_at-th step() (or reset(), crash_in="reset") of this instance raises RuntimeError
+        self.crash_at, self.crash_in, self.calls = crash_at, crash_in, 0
         self._obs_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
         self._act_space = spaces.Discrete(n_actions)
         self.t = 0
@@ -34,12 +37,20 @@ class CountingEnv(_FakeEnv):
     def _obs(self):
         return {a: np.array([self.t, self.possible_agents.index(a)], np.float32) for a in self.agents}
 
+    def _maybe_crash(self, where: str):
+        if self.crash_at and self.crash_in == where:
+            self.calls += 1
+            if self.calls == self.crash_at:
+                raise RuntimeError(f"counting_v0 crashed in {where} call {self.calls}")
+
     def reset(self, seed=None, options=None):
+        self._maybe_crash("reset")
         self.t = 0
         self.agents = list(self.possible_agents)
         return self._obs(), {a: {} for a in self.agents}
 
     def step(self, actions):
+        self._maybe_crash("step")
         self.t += 1
         rew = {a: 1.0 for a in self.agents}
         trunc = {a: self.t >= self.max_cycles for a in self.agents}
@@ -113,7 +124,14 @@ class MatrixEnv(_FakeEnv):
             out[a] = o
         return out
 
+    def _maybe_crash(self, where: str):
+        if self.crash_at and self.crash_in == where:
+            self.calls += 1
+            if self.calls == self.crash_at:
+                raise RuntimeError(f"counting_v0 crashed in {where} call {self.calls}")
+
     def reset(self, seed=None, options=None):
+        self._maybe_crash("reset")
         self.t = 0
         self.agents = list(self.possible_agents)
         return self._obs(), {a: {} for a in self.agents}
