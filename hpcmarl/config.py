@@ -175,6 +175,8 @@ class QMIXConfig:
     recent_episodes: int = 0  # dual replay: size of the newest-episodes buffer (0 = single buffer)
     recent_fraction: float = 0.5  # share of every batch drawn from the newest episodes
     critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
+    bootstrap_truncated: bool = True  # an episode ended by a time limit bootstraps from its final observation
+    # (the segment is not terminal); false treats it as terminal
 
     @property
     def uses_state(self) -> bool:

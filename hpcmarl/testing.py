@@ -124,14 +124,7 @@ class MatrixEnv(_FakeEnv):
             out[a] = o
         return out
 
-    def _maybe_crash(self, where: str):
-        if self.crash_at and self.crash_in == where:
-            self.calls += 1
-            if self.calls == self.crash_at:
-                raise RuntimeError(f"counting_v0 crashed in {where} call {self.calls}")
-
     def reset(self, seed=None, options=None):
-        self._maybe_crash("reset")
         self.t = 0
         self.agents = list(self.possible_agents)
         return self._obs(), {a: {} for a in self.agents}

@@ -212,10 +212,12 @@ def q_inference(spec: EnvSpec, algo) -> QInference:
 class EpisodeStitcher:
     """Cuts T-step unrolls into episode segments per (actor, env copy): a segment ends with its episode
     (``terminal`` 1 at its last step) or after ``max_len`` steps (not terminal; the next observation is
-    kept as row ``max_len`` for bootstrapping). Every field is ``[length(+1), ...]``."""
+    kept as row ``max_len`` for bootstrapping). With ``bootstrap_truncated`` an episode that ended by truncation
+    (no agent terminated at its last step) is not terminal either: its final observation (and state) is that row.
+    Every field is ``[length(+1), ...]``."""
 
-    def __init__(self, spec: EnvSpec, max_len: int):
-        self.spec, self.max_len = spec, max_len
+    def __init__(self, spec: EnvSpec, max_len: int, bootstrap_truncated: bool = False):
+        self.spec, self.max_len, self.bootstrap_truncated = spec, max_len, bootstrap_truncated
         self.partial: Dict[tuple, List[dict]] = {}
 
     def _rows(self, rec: Record, e: int, a: int, b: int) -> dict:
@@ -244,18 +246,28 @@ class EpisodeStitcher:
                 end = min(end, start + self.max_len - have)
                 chunks.append(self._rows(rec, e, start, end))
                 have += end - start
-                terminal = bool(done_at[end - 1, e])
-                if terminal or have == self.max_len:
+                ended = bool(done_at[end - 1, e])
+                truncated = ended and self.bootstrap_truncated and not any(
+                    rec[f"{g.name}/terminated"][end - 1, e].any() for g in self.spec.groups)
+                terminal = ended and not truncated
+                if ended or have == self.max_len:
                     ep = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
                     ep["terminal"] = np.zeros(have, np.float32)
                     ep["terminal"][-1] = float(terminal)
-                    keys = [f"{g.name}/{k}" for g in self.spec.groups for k in ("obs", "alive")]
-                    for k in keys + (["state"] if self.spec.state_dim else []):  # row `have`: what follows the segment
-                        last = np.zeros_like(rec[k][0, e]) if terminal else rec[k][end, e]
-                        ep[k] = np.concatenate([ep[k], last[None]])
-                    for g in self.spec.groups:  # the next step's mask (unknown at the unroll's end: all available)
-                        k = f"{g.name}/action_mask"
-                        last = rec[k][end, e] if not terminal and end < T else np.ones_like(rec[k][0, e])
+                    for k in ["obs", "alive", "state"]:  # row `have`: what follows the segment
+                        for g in (self.spec.groups if k != "state" else [None] if self.spec.state_dim else []):
+                            name = f"{g.name}/{k}" if g is not None else k
+                            if terminal:
+                                last = np.zeros_like(rec[name][0, e])
+                            elif truncated:  # the final observation; the agents it truncated
+                                last = (rec[f"{g.name}/truncated"][end - 1, e] if k == "alive" else
+                                        rec[f"{g.name}/final_obs" if g is not None else "final_state"][end - 1, e])
+                            else:
+                                last = rec[name][end, e]
+                            ep[name] = np.concatenate([ep[name], last[None].astype(ep[name].dtype)])
+                    for g in self.spec.groups:  # the next step's mask (unknown at the unroll's end or after a
+                        k = f"{g.name}/action_mask"  # truncation: all available)
+                        last = rec[k][end, e] if not ended and end < T else np.ones_like(rec[k][0, e])
                         ep[k] = np.concatenate([ep[k], last[None]])
                     out.append(ep)
                     chunks = self.partial[key] = []
@@ -332,7 +344,7 @@ class QMIXLearner:
         self.params = list(self.net.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.replay = EpisodeReplay(spec, cfg.buffer_episodes, cfg.episode_limit)
-        self.stitcher = EpisodeStitcher(spec, cfg.episode_limit)
+        self.stitcher = EpisodeStitcher(spec, cfg.episode_limit, cfg.bootstrap_truncated)
         self.rng = np.random.default_rng(seed)
         self.reward_norm = ValueNorm() if cfg.reward_norm else None
         self.steps = 0  # gradient steps taken

@@ -131,6 +131,19 @@ def test_stitcher_rebuilds_whole_episodes_across_unroll_boundaries():
         np.testing.assert_array_equal(ep["agent/alive"][:7, 1], [1, 1, 1, 1, 0, 0, 0])
 
 
+def test_stitcher_bootstraps_truncated_episodes_from_their_final_observation():
+    """The same 7-step episodes end by truncation (agent_1 terminated earlier, at step 4): with bootstrap_truncated
+    the segment is not terminal and its bootstrap row is the final observation (step index 7) of the agent the time
+    limit truncated; the next episode's first observation (step 0) is not used."""
+    spec, recs = unrolls_of("counting_v0", {"max_cycles": 7, "die_at": 4}, T=5, E=2, n_unrolls=3)
+    st = EpisodeStitcher(spec, max_len=20, bootstrap_truncated=True)
+    eps = [ep for r in recs for ep in st.add(r, actor=0)]
+    assert len(eps) == 2 * 2
+    for ep in eps:
+        assert ep["terminal"].tolist() == [0] * 7
+        assert ep["agent/obs"][7, 0, 0] == 7 and ep["agent/alive"][7].tolist() == [1, 0]
+
+
 def test_stitcher_cuts_long_episodes_and_keeps_the_next_observation():
     """7-step episodes, 5-step unrolls, segments of at most 3 steps: 3 + 3 + 1 per episode; a cut segment
     keeps the observation after it (its bootstrap row) and is not terminal."""
@@ -190,8 +203,10 @@ def test_epsilon_greedy_respects_action_masks():
 
 # ---- learner ----------------------------------------------------------------------------------------------
 def make_cfg(**kw):
+    # the matrix game's 3-step limit is part of its task (the observation holds t / max_cycles): no bootstrap there
     base = {"name": "qmix", "hidden": 32, "layers": 2, "batch_episodes": 16, "learning_starts": 16, "unroll_length": 3,
-            "eps_anneal_steps": 3000, "eps_end": 0.05, "train_steps": 2, "target_update": 20, "lr": 3e-3}
+            "eps_anneal_steps": 3000, "eps_end": 0.05, "train_steps": 2, "target_update": 20, "lr": 3e-3,
+            "bootstrap_truncated": "false"}
     base.update(kw)
     return load_config(None, ["env.name=matrix_v0", "env.num_envs=8"] + [f"algo.{k}={v}" for k, v in base.items()]).algo
 
