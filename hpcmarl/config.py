@@ -727,6 +727,13 @@ def validate_league(cfg: Config, envs) -> None:
            "must be auto, competitive or cooperative")
     if lg.outcome == "auto":
         lg.outcome = "cooperative" if entry.cooperative else "competitive"
+    if lg.outcome == "cooperative":  # partners have team returns, not win rates
+        for i, g in enumerate(lg.groups):
+            _check(g.strategy != "pfsp", f"league.groups.{i}.strategy",
+                   "pfsp prioritises opponents by win rate, which a cooperative league does not keep (it records team "
+                   "returns per partner); use uniform or self_play")
+            _check(not g.snapshot_win_rate, f"league.groups.{i}.snapshot_win_rate",
+                   "a cooperative league keeps no win rates; snapshot by snapshot_every")
     _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")

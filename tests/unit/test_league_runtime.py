@@ -52,6 +52,11 @@ def test_league_config_defaults_and_errors():
         load_config(None, C4 + ["league.groups.3.strategy=pfsp"])
     with pytest.raises(ConfigError, match="algo.name"):
         load_config(None, C4[:2] + ["algo.name=matrace"])
+    # a cooperative league has team returns per partner, no win rates: pfsp would be silently uniform
+    spread = ["env.name=simple_spread_v3", "league.enabled=true"]
+    with pytest.raises(ConfigError, match="league.groups.0.strategy.*win rate"):
+        load_config(None, spread + ["league.groups.0.strategy=pfsp"])
+    assert load_config(None, spread + ["league.groups.0.strategy=uniform"]).league.outcome == "cooperative"
     tag = load_config(None, ["env.name=simple_tag_v3", "league.enabled=true",
                              "league.groups=[{name: pred, policy_group: adversary}, {name: prey, policy_group: agent},"
                              " {name: x, policy_group: adversary, strategy: exploiter, exploits: prey}]"])
