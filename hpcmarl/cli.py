@@ -17,13 +17,13 @@ def _config(args):
 
 def cmd_train(args) -> int:
     cfg = _config(args)  # ConfigError -> exit 2 before any MPI work
-    from hpcmarl.entry import abort_on_exception, run_training
+    from hpcmarl.launch import abort_on_exception, run_training
 
     return abort_on_exception(run_training, cfg, fresh=args.fresh, argv=sys.argv)
 
 
 def cmd_validate(args) -> int:
-    from hpcmarl.entry import layout_for
+    from hpcmarl.launch import layout_for
     from hpcmarl.envs import describe_env
 
     cfg = _config(args)

@@ -424,7 +424,12 @@ def to_dict(cfg) -> dict:
 
 
 def to_yaml(cfg) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The resolved config; a comment first lists the values hpcmarl derived (they were not set by the user)."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    derived = getattr(cfg, "derived", None)
+    if derived:
+        text = "".join(f"# derived: {k} = {v}\n" for k, v in derived.items()) + text
+    return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,6 +511,48 @@ def load_config(path: Optional[str] = None, overrides=()) -> Config:
     return cfg
 
 
+def derive(cfg: Config) -> Dict[str, Any]:
+    """Fill in the values a config leaves to hpcmarl (``auto``, ``0``, empty) from the env and the rest of the config;
+    returns ``{key: value}`` of what it set (the saved ``config.yaml`` lists them). Values it cannot derive are left
+    as they are for :func:`validate` to report."""
+    from hpcmarl import envs
+
+    try:
+        entry = envs.entry(cfg.env.name, cfg.env.kwargs)
+    except envs.EnvError:
+        return {}
+    out: Dict[str, Any] = {}
+
+    def put(obj, attr, key, value):
+        setattr(obj, attr, value)
+        out[key] = value
+
+    p = cfg.algo
+    if getattr(p, "reward", None) == "auto":
+        put(p, "reward", "algo.reward", "team" if entry.cooperative else "individual")
+    if getattr(p, "episode_limit", None) == 0:
+        limit = {**entry.kwargs, **cfg.env.kwargs}.get("max_cycles")
+        if isinstance(limit, int) and limit >= 1:
+            put(p, "episode_limit", "algo.episode_limit", limit)
+    lg = cfg.league
+    if lg.enabled and lg.groups:
+        pmap = cfg.policy_map if cfg.policy_map is not None else entry.groups
+        for i, g in enumerate(lg.groups):
+            if not g.policy_group:
+                put(g, "policy_group", f"league.groups.{i}.policy_group", next(iter(pmap)))
+            if g.strategy == "exploiter" and not g.exploits:
+                put(g, "exploits", f"league.groups.{i}.exploits", lg.groups[0].name)
+        if lg.seats == "auto":
+            put(lg, "seats", "league.seats", "per_group" if len({g.policy_group for g in lg.groups}) > 1
+                else "per_team" if entry.teams else "per_agent")
+        if lg.outcome == "auto":
+            put(lg, "outcome", "league.outcome", "cooperative" if entry.cooperative else "competitive")
+        if lg.eval_baselines is None:
+            put(lg, "eval_baselines", "league.eval_baselines",
+                [b for b, game in BASELINES.items() if game in (None, cfg.env.name)])
+    return out
+
+
 def from_dict(data: dict) -> Config:
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
@@ -517,6 +564,7 @@ def from_dict(data: dict) -> Config:
     except ImportError as e:
         raise ConfigError(str(e)) from None
     cfg = _build(Config, data, "")
+    cfg.derived = derive(cfg)  # not a schema field: what to_yaml marks as derived
     validate(cfg)
     return cfg
 
@@ -552,7 +600,7 @@ def validate(cfg: Config) -> None:
     _check(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
     _check(cfg.seed >= 0, "seed", "must be >= 0")
     try:
-        env_entry = envs.entry(cfg.env.name, cfg.env.kwargs)  # a "module:callable" path is constructed once here
+        envs.entry(cfg.env.name, cfg.env.kwargs)  # a "module:callable" path is constructed once here
     except envs.EnvError as e:
         raise ConfigError(str(e) if str(e).startswith("env.") else f"config key 'env.name': {e}") from None
     _check(cfg.env.num_envs >= 1, "env.num_envs", "must be >= 1")
@@ -578,9 +626,7 @@ def validate(cfg: Config) -> None:
         _check(p.layers >= 1, "algo.layers", "must be >= 1")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
         _check(p.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
-        _check(p.reward in ("auto", "individual", "team"), "algo.reward", "must be auto, individual or team")
-        if p.reward == "auto":
-            p.reward = "team" if env_entry.cooperative else "individual"
+        _check(p.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
     if isinstance(p, NIGTConfig):
         _check(p.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
         _check(p.lr > 0, "algo.lr", "must be > 0")
@@ -628,11 +674,8 @@ def validate(cfg: Config) -> None:
         _check(0 <= p.recent_fraction <= 1, "algo.recent_fraction", "must be in [0, 1]")
         _check(0 <= p.target_tau <= 1, "algo.target_tau", "must be in [0, 1] (0 = hard copies every target_update steps)")
         _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
-        if p.episode_limit == 0:
-            limit = {**env_entry.kwargs, **cfg.env.kwargs}.get("max_cycles")
-            _check(isinstance(limit, int) and limit >= 1, "algo.episode_limit",
-                   f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
-            p.episode_limit = limit
+        _check(p.episode_limit >= 1, "algo.episode_limit",
+               f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
     from hpcmarl.algos import base
 
     if base.get(p.name).flow != "gradients":
@@ -695,8 +738,6 @@ def validate_league(cfg: Config, envs) -> None:
         key = f"league.groups[{i}]"
         _check(bool(g.name) and "/" not in g.name and names.count(g.name) == 1, f"{key}.name",
                "must be a unique non-empty name without '/'")
-        if not g.policy_group:
-            g.policy_group = next(iter(pmap))
         _check(g.policy_group in pmap, f"{key}.policy_group",
                f"{g.policy_group!r} is not a policy-map group of {cfg.env.name} (groups: {', '.join(pmap)})")
         _check(g.learners >= 1, f"{key}.learners", "must be >= 1")
@@ -706,8 +747,6 @@ def validate_league(cfg: Config, envs) -> None:
         _check(g.pfsp_weighting in ("squared", "variance", "linear"), f"{key}.pfsp_weighting",
                "must be squared, variance or linear")
         if g.strategy == "exploiter":
-            if not g.exploits:
-                g.exploits = names[0]
             _check(g.exploits in names and g.exploits != g.name, f"{key}.exploits",
                    f"must name another learner group (groups: {', '.join(names)})")
         _check(g.snapshot_every >= 0 and g.snapshot_min_updates >= 1, f"{key}.snapshot_every",
@@ -715,18 +754,13 @@ def validate_league(cfg: Config, envs) -> None:
         _check(0 <= g.snapshot_win_rate <= 1, f"{key}.snapshot_win_rate", "must be in [0, 1] (0 = off)")
         _check(g.snapshot_every > 0 or g.snapshot_win_rate > 0, f"{key}.snapshot_every",
                "set snapshot_every or snapshot_win_rate, or the pool never grows")
-    _check(lg.seats in ("auto", "per_agent", "per_team", "per_group"), "league.seats",
+    _check(lg.seats in ("per_agent", "per_team", "per_group"), "league.seats",
            "must be auto, per_agent, per_team or per_group")
-    if lg.seats == "auto":
-        lg.seats = ("per_group" if len({g.policy_group for g in lg.groups}) > 1
-                    else "per_team" if entry.teams else "per_agent")
     _check(lg.seats != "per_team" or entry.teams, "league.seats",
            f"per_team needs a team game; {cfg.env.name} has no teams (team games: "
            f"{', '.join(n for n, e in envs.REGISTRY.items() if e.teams)})")
-    _check(lg.outcome in ("auto", "competitive", "cooperative"), "league.outcome",
+    _check(lg.outcome in ("competitive", "cooperative"), "league.outcome",
            "must be auto, competitive or cooperative")
-    if lg.outcome == "auto":
-        lg.outcome = "cooperative" if entry.cooperative else "competitive"
     if lg.outcome == "cooperative":  # partners have team returns, not win rates
         for i, g in enumerate(lg.groups):
             _check(g.strategy != "pfsp", f"league.groups.{i}.strategy",
@@ -739,8 +773,6 @@ def validate_league(cfg: Config, envs) -> None:
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
     for k in ("eval_games", "eval_pool", "eval_every", "eval_opening", "pool_max"):
         _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
-    if lg.eval_baselines is None:
-        lg.eval_baselines = [b for b, game in BASELINES.items() if game in (None, cfg.env.name)]
     for key in ("pool_baselines", "eval_baselines"):
         for b in getattr(lg, key):
             _check(b in BASELINES, f"league.{key}", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")

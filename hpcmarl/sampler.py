@@ -9,7 +9,7 @@ import torch
 
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import Inference
-from hpcmarl.spec import META_INDEX, Record, RecordSpec
+from hpcmarl.comm.spec import META_INDEX, Record, RecordSpec
 
 
 class Sampler:

@@ -2,7 +2,7 @@
 
 Pure compute, no MPI: the trajectory gradient estimator, the NIGT state, the per-round aggregation
 rules and an event-queue simulator of workers with given compute times (used by the tests and as a
-cheap reference). The MPI shells live in :mod:`hpcmarl.gradient_roles`.
+cheap reference). The MPI shells live in :mod:`hpcmarl.roles.gradients`.
 
 Notation (ascent):
     round 0:   d_0 = Aggregate(theta_0, M_init);  theta_1 = theta_0 + alpha d_0 / ||d_0||
@@ -174,7 +174,7 @@ class Aggregator:
 class LocalGate:
     """When a round closes, judged on the counts one learner sees: every actor's (one learner), or
     only its own actors' quotas (synchronous allreduce: each learner waits for its own actors).
-    Several learners with Rennala/Malenia share counters instead (``gradient_roles.WindowGate``)."""
+    Several learners with Rennala/Malenia share counters instead (``hpcmarl.roles.gradients.WindowGate``)."""
 
     def __init__(self, kind: str, n_actors: int, mine: Sequence[int]):
         self.kind, self.n, self.mine = kind, n_actors, list(mine)

@@ -1,6 +1,6 @@
 """IPPO / MAPPO: GAE, the clipped-surrogate loss and the learner's compute (plain torch, no MPI).
 
-The communication shell (``hpcmarl.roles``) hands :meth:`PPOLearner.update` the unrolls its actors
+The communication shell (``hpcmarl.roles.rollouts``) hands :meth:`PPOLearner.update` the unrolls its actors
 sent and a ``reduce_grads`` callable that averages gradients across learners (Horovod or MPI).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from hpcmarl.config import PPOConfig
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import ActorCritic
-from hpcmarl.spec import Record
+from hpcmarl.comm.spec import Record
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float,

@@ -36,7 +36,7 @@ from hpcmarl.algos.ppo import ValueNorm, load_torch_state_arrays, torch_state_ar
 from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, is_sparse_weight, linear_flops
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import Inference, checksum, flat_params, joint_input, mlp
-from hpcmarl.spec import META_INDEX, Record
+from hpcmarl.comm.spec import META_INDEX, Record
 
 
 # --------------------------------------------------------------------------------------------------

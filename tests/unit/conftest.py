@@ -10,7 +10,7 @@ import torch
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import Inference
 from hpcmarl.sampler import Sampler
-from hpcmarl.spec import Record, RecordSpec, unroll_spec
+from hpcmarl.comm.spec import Record, RecordSpec, unroll_spec
 
 
 @dataclass

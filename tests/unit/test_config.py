@@ -350,3 +350,20 @@ def test_nigt_and_actor_errors_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
     assert f"'{key}" in str(e.value)
+
+
+def test_derived_values_come_from_a_named_step_and_are_marked_in_the_saved_yaml():
+    import yaml
+
+    cfg = load_config(None, ["algo.name=qmix"])
+    assert cfg.derived == {"algo.episode_limit": 25}  # simple_spread's max_cycles
+    text = C.to_yaml(cfg)
+    assert text.startswith("# derived: algo.episode_limit = 25\n")
+    assert yaml.safe_load(text)["algo"]["episode_limit"] == 25
+    assert load_config(None, ["env.name=simple_tag_v3"]).derived == {"algo.reward": "individual"}  # competitive
+    assert load_config(None, ["algo.reward=team"]).derived == {}  # set by the user: not derived
+    league = load_config(None, ["env.name=simple_tag_v3", "league.enabled=true"])
+    assert league.derived["league.seats"] == "per_agent" and league.derived["league.outcome"] == "competitive"
+    assert league.derived["league.groups.0.policy_group"] == "adversary"
+    with pytest.raises(ConfigError, match="algo.episode_limit"):  # nothing to derive it from
+        load_config(None, ["algo.name=qmix", "env.name=examples.walk_env:parallel_env"])

@@ -298,7 +298,7 @@ def test_sampler_records_follow_the_env(collect):
     import torch
 
     from hpcmarl.models import checksum, flat_params
-    from hpcmarl.spec import META_INDEX
+    from hpcmarl.comm.spec import META_INDEX
 
     T, E, U, Mx, Dx = 5, 3, 3, 4, 2
     torch.manual_seed(0)
@@ -434,7 +434,7 @@ class _TupleGame:
 
 @pytest.mark.parametrize("end,limit,terminated", [(3, 10, True), (10, 4, False)])
 def test_gym_adapter_time_limit_is_a_truncation(end, limit, terminated):
-    from hpcmarl.adapters import GymMultiAgent
+    from hpcmarl.envs.adapters import GymMultiAgent
 
     env = GymMultiAgent(_TupleGame(end), "tuple_game", limit)
     obs, _ = env.reset(seed=0)
@@ -446,7 +446,7 @@ def test_gym_adapter_time_limit_is_a_truncation(end, limit, terminated):
 
 
 @pytest.mark.parametrize("name,kwargs,obs_dim,n_actions", [("lbf", {"max_cycles": 5}, 12, 6),
-                                                           ("hpcmarl.adapters:rware", {"max_cycles": 5}, 71, 5)])
+                                                           ("hpcmarl.envs.adapters:rware", {"max_cycles": 5}, 71, 5)])
 def test_lbf_and_rware_step_as_parallel_envs(name, kwargs, obs_dim, n_actions):
     venv = VecEnv(name, 2, seed=0, kwargs=kwargs)
     (g,) = venv.spec.groups

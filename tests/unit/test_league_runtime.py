@@ -306,7 +306,7 @@ def test_league_evaluation_opens_pool_games_with_random_moves(tmp_path):
     import torch
 
     from hpcmarl.envs import EnvSpec, GroupSpec
-    from hpcmarl.league_roles import EvalGame
+    from hpcmarl.roles.league import EvalGame
     from hpcmarl.models import Inference, flat_params
 
     spec = EnvSpec("connect_four_v3", [GroupSpec("main", ["player_0"], 84, True, n_actions=7)], 0)
@@ -335,7 +335,7 @@ def test_conv_encoder_on_the_board():
     import torch
 
     from hpcmarl.algos.ppo import PPOLearner
-    from hpcmarl.league_roles import league_spec
+    from hpcmarl.roles.league import league_spec
     from hpcmarl.models import Board, flat_params, make_inference
 
     cfg = load_config(None, C4 + ["algo.encoder=conv", "algo.hidden=16", "algo.layers=1"])

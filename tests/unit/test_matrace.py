@@ -152,7 +152,7 @@ def make_unroll(env="counting_v0", kwargs=None, E=3, T=6, seed=0):
     from hpcmarl.envs import VecEnv
     from hpcmarl.models import Inference
     from hpcmarl.sampler import Sampler
-    from hpcmarl.spec import unroll_spec
+    from hpcmarl.comm.spec import unroll_spec
 
     venv = VecEnv(env, E, seed, kwargs or {})
     torch.manual_seed(seed)

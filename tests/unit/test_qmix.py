@@ -8,7 +8,7 @@ from hpcmarl.algos.qmix import (EpisodeReplay, EpisodeStitcher, QInference, QMix
 from hpcmarl.config import QMIXConfig, load_config
 from hpcmarl.envs import VecEnv, probe_spec
 from hpcmarl.sampler import Sampler
-from hpcmarl.spec import unroll_spec
+from hpcmarl.comm.spec import unroll_spec
 
 
 # ---- Soft Mellowmax ----------------------------------------------------------------------------------

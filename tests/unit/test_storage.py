@@ -16,7 +16,7 @@ from hpcmarl import storage as S
 from hpcmarl.algos.ppo import PPOLearner
 from hpcmarl.config import PPOConfig
 from hpcmarl.envs import probe_spec
-from hpcmarl.spec import META, RNG_BYTES, Record, RecordSpec, unroll_spec, weights_spec
+from hpcmarl.comm.spec import META, RNG_BYTES, Record, RecordSpec, unroll_spec, weights_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from hpcmarl import protocol
+from hpcmarl.comm import protocol
 from hpcmarl.envs import EnvSpec, build_spec, make_env
 from hpcmarl.envs import entry as env_entry
 from hpcmarl.league.aec import play_episode
@@ -29,7 +29,7 @@ from hpcmarl.league.pool import BASELINE_NAMES, RANDOM, PolicyBank, aec_player, 
 from hpcmarl.league.seats import SELF, SeatGames, trained_spec
 from hpcmarl.league.server import League
 from hpcmarl.models import make_inference
-from hpcmarl.protocol import Tag
+from hpcmarl.comm.protocol import Tag
 
 EVAL_SEED = 1_000_000  # evaluation game i of every matchup resets the env with EVAL_SEED + i
 
@@ -232,7 +232,7 @@ class EvalEpisodes(Matchup):
 
 
 def league_main(ctx) -> None:
-    from hpcmarl.roles import inject_fault
+    from hpcmarl.roles.common import inject_fault
 
     cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
     league = League(cfg, ctx.run_dir, seed=cfg.seed + 99991)

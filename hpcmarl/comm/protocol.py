@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from enum import IntEnum
 
-from hpcmarl.spec import CMD_PREEMPTED, CMD_RUN, CMD_STOP, Record
+from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_RUN, CMD_STOP, Record
 
 
 class Tag(IntEnum):

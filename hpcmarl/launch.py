@@ -118,7 +118,7 @@ class Context:
         """Every rank reports that its env and model are built; bounded wait, then go."""
         from mpi4py import MPI
 
-        from hpcmarl.protocol import wait_buffer
+        from hpcmarl.comm.protocol import wait_buffer
 
         ok = np.array([1], np.int32)
         out = np.zeros(1, np.int32)
@@ -253,20 +253,20 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
 
     flow = algos.get(cfg.algo.name).flow
     if flow == "gradients":
-        from hpcmarl import gradient_roles as roles
+        from hpcmarl.roles import gradients as roles
     elif flow == "rollouts_async":
-        from hpcmarl import async_roles as roles
+        from hpcmarl.roles import async_rollouts as roles
     else:
-        from hpcmarl import roles
+        from hpcmarl.roles import rollouts as roles
 
     if role == LEAGUE:
-        from hpcmarl.league_roles import league_main
+        from hpcmarl.roles.league import league_main
 
         league_main(ctx)
     elif role == LEARNER:
         ctx.device = pick_device(cfg, local_rank)
         if layout.league:
-            from hpcmarl.league_roles import league_spec
+            from hpcmarl.roles.league import league_spec
 
             ctx.env_spec = league_spec(cfg, layout.group_of(rank))
         else:

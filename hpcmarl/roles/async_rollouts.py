@@ -25,11 +25,12 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from hpcmarl import protocol, storage
+from hpcmarl import storage
+from hpcmarl.comm import protocol
 from hpcmarl.algos import base as algos
 from hpcmarl.models import checksum
-from hpcmarl.roles import RunLog, inject_fault, make_sampler, traj_path
-from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
+from hpcmarl.roles.common import RunLog, inject_fault, make_sampler, traj_path
+from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 
 M = META_INDEX
 # run.h5 /unrolls: one row per unroll trained on
@@ -288,7 +289,7 @@ class UnrollQueue:
 
 
 def learner_main(ctx) -> None:
-    from hpcmarl.collective import Collective
+    from hpcmarl.comm.collective import Collective
 
     cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
     coll = Collective(ctx.learner_comm, cfg.learner.backend)

@@ -23,13 +23,14 @@ from typing import List
 import numpy as np
 import torch
 
-from hpcmarl import protocol, storage
+from hpcmarl import storage
+from hpcmarl.comm import protocol
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, malenia_closed, quota, trajectory_gradients
 from hpcmarl.config import delay_factors
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
-from hpcmarl.roles import RunLog, actor_seed, inject_fault, make_venv
+from hpcmarl.roles.common import RunLog, actor_seed, inject_fault, make_venv
 from hpcmarl.sampler import TrajectoryCollector
-from hpcmarl.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
+from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 
 G = GRAD_INDEX
 
@@ -301,7 +302,7 @@ class WindowGate:
 # learner
 # --------------------------------------------------------------------------------------------------
 def learner_main(ctx) -> None:
-    from hpcmarl.collective import Collective
+    from hpcmarl.comm.collective import Collective
 
     cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
     coll = Collective(ctx.learner_comm, cfg.learner.backend)

@@ -1,0 +1,1 @@
+"""Communication: fixed-shape message specs, the actor<->learner protocol, learner collectives (Horovod or MPI)."""

@@ -1,0 +1,206 @@
+"""The environment registry: short names, ``"module:callable"`` paths, construction and policy groups (no MPI).
+
+A registered name maps to an :class:`EnvEntry` (factory path, default policy map and constructor arguments, what
+league mode needs to know about the game); any other ``"module:callable"`` returning a PettingZoo parallel or AEC env
+is an environment too (:func:`entry` probes it once: groups by agent-name prefix).
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import importlib
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+# --------------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvEntry:
+    factory: str  # "module:callable" returning a PettingZoo parallel or AEC env
+    groups: Dict[str, List[str]]  # default policy map
+    kwargs: Dict = field(default_factory=dict)  # default constructor arguments
+    description: str = ""
+    turn_based: bool = False  # an AEC game whose agents move one at a time (league mode steps it directly)
+    cooperative: bool = True  # all agents work towards one goal (league mode: partners, not opponents)
+    teams: Dict[str, List[str]] = field(default_factory=dict)  # sides of a team game (agent names or patterns)
+    install: str = ""  # how to get the package the factory imports, when it is not a dependency of hpcmarl
+    survivors: str = ""  # "module:callable(env) -> {team: agents alive}": the team with more left wins (league)
+
+
+REGISTRY: Dict[str, EnvEntry] = {
+    "simple_spread_v3": EnvEntry("mpe2.simple_spread_v3:parallel_env", {"agent": ["agent_*"]},
+                                 {"N": 3, "max_cycles": 25}, "MPE cooperative navigation (default)"),
+    "simple_reference_v3": EnvEntry("mpe2.simple_reference_v3:parallel_env", {"agent": ["agent_*"]},
+                                    {"max_cycles": 25}, "MPE two-agent communication + navigation"),
+    "simple_tag_v3": EnvEntry("mpe2.simple_tag_v3:parallel_env",
+                              {"adversary": ["adversary_*"], "agent": ["agent_*"]},
+                              {"max_cycles": 25}, "MPE predator-prey: adversaries vs. good agent", cooperative=False),
+    "connect_four_v3": EnvEntry("pettingzoo.classic.connect_four_v3:env", {"player": ["player_*"]}, {},
+                                "PettingZoo classic Connect Four: turn-based, action masks (league mode)", True, False),
+    "battle_v4": EnvEntry("magent2.environments.battle_v4:parallel_env", {"soldier": ["red_*", "blue_*"]},
+                          {"map_size": 16, "max_cycles": 200},
+                          "MAgent2 battle, small map: two teams of 6 on a 16x16 grid, 13x13x5 views (league mode)",
+                          cooperative=False, teams={"red": ["red_*"], "blue": ["blue_*"]},
+                          install="pip install --no-deps magent2==0.3.4 (tools/bootstrap.sh does)",
+                          survivors="hpcmarl.envs:magent_survivors"),
+    "lbf": EnvEntry("hpcmarl.envs.adapters:lbf", {"agent": ["agent_*"]}, {"task": "Foraging-8x8-2p-2f-coop-v3", "max_cycles": 50},
+                    "Level-Based Foraging (EPyMARL benchmark), time limit 50; env.kwargs.task picks the map",
+                    install="pip install lbforaging==2.0.0"),
+    "rware": EnvEntry("hpcmarl.envs.adapters:rware", {"agent": ["agent_*"]}, {"task": "rware-tiny-2ag-v2", "max_cycles": 500},
+                      "Multi-Robot Warehouse (EPyMARL benchmark), time limit 500; env.kwargs.task picks the layout",
+                      install="pip install rware==2.0.0"),
+    "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
+                           {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
+    "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
+                            {}, "test fake: observation is the step index"),
+    "matrix_v0": EnvEntry("hpcmarl.testing:matrix_env", {"agent": ["agent_*"]}, {"max_cycles": 3},
+                          "test task: repeated cooperative 3x3 matrix game (optional action masks)"),
+    "target_v0": EnvEntry("hpcmarl.testing:target_env", {"agent": ["agent_*"]},
+                          {}, "test task: one continuous step, reward -(a - target)^2"),
+}
+
+
+class EnvError(ValueError):
+    pass
+
+
+def magent_survivors(env) -> Dict[str, int]:
+    """Agents alive per team of a MAgent2 game (its handles in team order: battle_v4's red, blue). MAgent2 ends
+    the game when a team is wiped out and then reports every agent terminated, so the engine is asked."""
+    raw = env.unwrapped
+    names = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in raw.possible_agents))
+    return {n: int(raw.env.get_num(h)) for n, h in zip(names, raw.handles)}
+
+
+def load(path: str) -> Callable:
+    """``"module:attribute"`` -> the attribute."""
+    mod, _, name = path.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def prefix_groups(agents: List[str]) -> Dict[str, List[str]]:
+    """Default policy map of an unregistered env: agents grouped by name prefix (``adversary_0, agent_0, agent_1``
+    -> ``adversary: [adversary_0]``, ``agent: [agent_0, agent_1]``); a name without a ``_<number>`` suffix is its own
+    group."""
+    groups: Dict[str, List[str]] = {}
+    for a in agents:
+        stem, _, num = a.rpartition("_")
+        groups.setdefault(stem if stem and num.isdigit() else a, []).append(a)
+    return groups
+
+
+def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
+    if entry is not None:
+        try:
+            return load(entry.factory)
+        except ModuleNotFoundError as e:
+            raise EnvError(f"{name} needs the Python package {e.name!r}: {entry.install or 'pip install ' + str(e.name)}") from None
+    mod, _, attr = name.partition(":")
+    if not mod or not attr:
+        raise EnvError(f"env.name {name!r}: expected a registered name or 'module:callable'")
+    from hpcmarl.algos.base import import_user_module
+
+    try:
+        module = import_user_module(mod)
+    except Exception as e:
+        raise EnvError(f"env.name {name!r}: cannot import {mod!r} ({type(e).__name__}: {e})") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise EnvError(f"env.name {name!r}: module {mod!r} has no callable {attr!r}")
+    return factory
+
+
+def make_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
+    """Construct one PettingZoo environment (AEC or parallel, as the library returns it) by registry name or by
+    ``"module:callable"`` path."""
+    entry = REGISTRY.get(name)
+    if entry is None and ":" not in name:
+        raise EnvError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))}; or 'module:callable' "
+                       f"returning a PettingZoo env)")
+    kw = {**(entry.kwargs if entry else {}), **(kwargs or {})}
+    if render_mode is not None:
+        kw["render_mode"] = render_mode
+    factory = _load_factory(name, entry)
+    try:
+        env = factory(**kw)
+    except TypeError as e:
+        raise EnvError(f"env.kwargs for {name}: {e}") from None
+    except Exception as e:
+        if entry is not None:
+            raise
+        raise EnvError(f"env.name {name!r}: calling it raised {type(e).__name__}: {e}") from None
+    if entry is None:
+        from pettingzoo.utils.env import AECEnv, ParallelEnv
+
+        if not isinstance(env, (AECEnv, ParallelEnv)):
+            raise EnvError(f"env.name {name!r} returned {type(env).__name__}, not a PettingZoo AEC or parallel env")
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def _path_entry(name: str, kwargs_key: str) -> EnvEntry:
+    from pettingzoo.utils.env import AECEnv
+
+    env = make_env(name, json.loads(kwargs_key))
+    try:
+        agents = list(env.possible_agents)
+        turn_based = isinstance(env, AECEnv) and not env.metadata.get("is_parallelizable", False)
+    finally:
+        env.close()
+    if not agents:
+        raise EnvError(f"env.name {name!r}: the env has no possible_agents")
+    groups = prefix_groups(agents)
+    # one default group = all agents work towards one goal; several groups (adversaries, predators/prey) = not
+    return EnvEntry(name, {g: list(a) for g, a in groups.items()}, {}, f"user environment {name}",
+                    turn_based=turn_based, cooperative=len(groups) == 1)
+
+
+def entry(name: str, kwargs: Optional[dict] = None) -> EnvEntry:
+    """The registry entry of ``name``; for a ``"module:callable"`` path one made by constructing the env once
+    (default groups by agent-name prefix, turn-based when it is an AEC env that is not parallelizable, cooperative
+    when it has one group). Raises :class:`EnvError` with a one-line message naming the path."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if ":" not in name:
+        make_env(name)  # raises the "unknown environment" error
+    return _path_entry(name, json.dumps(kwargs or {}, sort_keys=True, default=str))
+
+
+def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
+    """Construct one PettingZoo parallel environment by registry name."""
+    if entry(name, kwargs).turn_based:
+        raise EnvError(f"{name} is a turn-based game: train it in league mode (league.enabled: true), whose "
+                       f"actors step it as an AEC environment")
+    env = make_env(name, kwargs, render_mode)
+    from pettingzoo.utils.env import AECEnv
+
+    if isinstance(env, AECEnv):
+        from pettingzoo.utils.conversions import aec_to_parallel
+
+        env = aec_to_parallel(env)  # raises for AEC games that are not valid as parallel ones
+    return env
+
+
+def resolve_groups(agents: List[str], policy_map: Optional[Dict[str, List[str]]], env_name: str) -> Dict[str, List[str]]:
+    """Assign every agent to exactly one group: exact names first, then fnmatch patterns, in map order."""
+    if policy_map is not None:
+        pmap = policy_map
+    else:
+        pmap = REGISTRY[env_name].groups if env_name in REGISTRY else prefix_groups(agents)
+    groups: Dict[str, List[str]] = {g: [] for g in pmap}
+    for agent in agents:
+        owner = next((g for g, pats in pmap.items() if agent in pats), None)
+        if owner is None:
+            owner = next((g for g, pats in pmap.items() if any(fnmatch.fnmatchcase(agent, p) for p in pats)), None)
+        if owner is None:
+            raise EnvError(f"policy_map: agent {agent!r} of {env_name} matches no group "
+                           f"(groups: {dict(pmap)}; agents: {agents})")
+        groups[owner].append(agent)
+    empty = [g for g, a in groups.items() if not a]
+    if empty:
+        raise EnvError(f"policy_map: group(s) {empty} match no agent of {env_name} (agents: {agents})")
+    return groups

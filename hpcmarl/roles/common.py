@@ -1,0 +1,291 @@
+"""What every role shell shares: the run log (counters, stop vote, metrics, checkpoints, progress line), fault
+injection for tests, and the construction of an actor's env copies and sampler."""
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from hpcmarl import storage
+from hpcmarl.algos.base import uses_state
+from hpcmarl.comm.spec import META_INDEX, unroll_spec
+from hpcmarl.envs import VecEnv
+from hpcmarl.models import make_inference
+from hpcmarl.sampler import Sampler
+
+M = META_INDEX
+SIGNAL_REASON = "stop signal received"
+ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
+
+
+def inject_fault(ctx, update: int) -> None:
+    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit>:<update>``."""
+    spec = os.environ.get("HPCMARL_INJECT_FAULT")
+    if not spec:
+        return
+    rank, kind, at = spec.split(":")
+    if int(rank) != ctx.rank or update != int(at):
+        return
+    if kind == "raise":
+        raise RuntimeError(f"injected fault on rank {ctx.rank} at update {update}")
+    if kind == "hang":
+        time.sleep(10 ** 6)
+    if kind == "exit":
+        os._exit(7)
+
+
+def actor_seed(base: int, actor_index: int, start_update: int) -> int:
+    return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
+
+
+def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
+    """The actor's env copies, with its variant from ``actors.variants`` (obs/reward scale, env kwargs)."""
+    cfg = ctx.cfg
+    variants = cfg.actors.variants
+    v = variants[actor_index % len(variants)] if variants else {}
+    scale = float(v.get("obs_scale", 1.0))
+    return VecEnv(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})}, cfg.policy_map,
+                  obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=uses_state(cfg.algo),
+                  reward_scale=float(v.get("reward_scale", 1.0)), on_error=cfg.actors.env_errors,
+                  max_errors=cfg.actors.max_env_errors)
+
+
+def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
+    """Env copies + inference policy + trajectory writer of one actor (no MPI). ``league``: a callable
+    ``(policy) -> ActorLeague`` in league mode, whose member bank plays the seats the policy does not."""
+    cfg = ctx.cfg
+    seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
+    torch.manual_seed(seed)
+    if league is not None:
+        from hpcmarl.league.seats import SeatVecEnv
+        from hpcmarl.roles.league import league_spec
+
+        spec = league_spec(cfg, ctx.layout.group_of(ctx.rank))
+        policy = make_inference(spec, cfg.algo)
+        client = league(policy)
+        g = cfg.league.groups[client.gi]
+        venv = SeatVecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map, g.policy_group, g.name,
+                          cfg.league.seats, client.choose, client.bank)
+    else:
+        venv = make_venv(ctx, actor_index, seed)
+        policy = make_inference(venv.spec, cfg.algo)
+    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs)
+    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
+    traj = None
+    if traj_path is not None:
+        traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
+                                        seed, resume=ctx.start_update > 0, flush_s=cfg.output.flush_s,
+                                        attrs={"actor": actor_index, "env": cfg.env.name})
+    return sampler, traj
+
+
+def traj_path(ctx, actor_index: int) -> Optional[str]:
+    if not ctx.cfg.output.trajectories:
+        return None
+    return os.path.join(ctx.run_dir, "trajectories", f"actor-{actor_index:05d}.h5")
+
+
+class Progress:
+    """The lead learner's console line: every ``interval`` s, ``\\r``-refreshed on a terminal."""
+
+    def __init__(self, interval: float, total_steps: int, groups: List[str]):
+        self.interval, self.total, self.groups = interval, total_steps, groups
+        self.tty = sys.stdout.isatty()
+        self.last = 0.0
+
+    def line(self, s: dict) -> str:
+        rets = " ".join(f"{g} {s['return_window/' + g]:.1f}" if not np.isnan(s["return_window/" + g]) else f"{g} n/a"
+                        for g in self.groups)
+        pct = 100.0 * s["env_steps"] / self.total if self.total else 0.0
+        return (f"[hpcmarl] upd {int(s['update']):>6} | steps {int(s['env_steps']):>11,} ({pct:5.1f}%) | "
+                f"{s['sps']:>8,.0f} sps | return {rets} | lag {s['lag_mean']:.2f} | {s['wall_time']:7.0f}s")
+
+    def maybe(self, s: dict, force: bool = False):
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            bar = ""
+            if self.tty:  # a bar for people watching; plain lines either way, so launchers' logs stay clean
+                fill = int(20 * min(1.0, s["env_steps"] / max(1, self.total)))
+                bar = " [" + "#" * fill + "." * (20 - fill) + "]"
+            print(self.line(s) + bar, flush=True)
+
+
+class RunLog:
+    """Learner bookkeeping both data flows share: counters, the stop vote, the lead learner's run.h5
+    writer, the episode-return window, the progress line, the target check and the closing line.
+
+    Episode rows are ``(actor, env, length, policy_version, return per group...)``."""
+
+    def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None, tables: Optional[dict] = None):
+        cfg = ctx.cfg
+        self.ctx, self.cfg, self.coll, self.groups = ctx, cfg, coll, groups
+        self.lead = ctx.rank == 0
+        self.counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0,
+                         "env_errors": 0}
+        self.resume_rows = None
+        self.tables = tables or {}
+        if resume_attrs is not None:
+            for k in self.counters:
+                self.counters[k] = type(self.counters[k])(resume_attrs.get(k, self.counters[k]))  # (older: no env_errors)
+            self.resume_rows = {k[len("rows_"):]: int(v) for k, v in resume_attrs.items() if k.startswith("rows_")}
+        self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
+        self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
+        self.writer: Optional[storage.RunWriter] = None
+        self.reached = False
+        self.row: Optional[dict] = None
+        self.reasons: List[str] = []
+        self.wall0 = time.monotonic() - self.counters["wall_time"]
+        self.session0 = time.monotonic()
+        self.session_steps0 = self.counters["env_steps"]
+        self.last_ckpt = self.counters["update"]
+
+    def open(self, banner: str = "") -> None:
+        """Lead: create (or reopen on resume) run.h5 and refill the return window from it."""
+        if not self.lead:
+            return
+        ctx = self.ctx
+        self.writer = w = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), self.groups,
+                                            resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s,
+                                            tables=self.tables)
+        w.f.attrs["resumed_from"] = ctx.resume_path or ""
+        resumed = (f" (resumed from {os.path.basename(ctx.resume_path)}, update {self.counters['update']})"
+                   if ctx.resume_path else "")
+        print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)}{banner}{resumed}", flush=True)
+        if w.episodes.rows:
+            k = min(w.episodes.rows, self.cfg.output.episode_window)
+            for g in self.groups:
+                vals = w.episodes.cols[f"return/{g}"][w.episodes.rows - k:]
+                self.window[g].extend(vals[np.isfinite(vals)])
+
+    def advance(self, env_steps: int, episodes: int, env_errors: int = 0) -> None:
+        c = self.counters
+        c["update"] += 1
+        c["env_steps"] += env_steps
+        c["episodes"] += episodes
+        c["env_errors"] += env_errors  # env copies re-created after an exception (actors.env_errors=reset)
+        c["wall_time"] = time.monotonic() - self.wall0
+
+    def base_row(self) -> dict:
+        c = self.counters
+        return {"update": c["update"], "env_steps": c["env_steps"], "wall_time": c["wall_time"], "episodes": c["episodes"],
+                "env_errors": c["env_errors"], "sps": (c["env_steps"] - self.session_steps0) / max(1e-9, time.monotonic() - self.session0)}
+
+    def vote(self, signalled: bool) -> str:
+        """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
+        clocks, signals and the lead's target check differ, hence the MAX vote."""
+        cfg, c = self.cfg, self.counters
+        reasons = []
+        if c["env_steps"] >= cfg.train.total_env_steps:
+            reasons.append("total_env_steps reached")
+        if cfg.train.max_updates and c["update"] >= cfg.train.max_updates:
+            reasons.append("max_updates reached")
+        if cfg.train.max_wall_s and time.monotonic() - self.session0 >= cfg.train.max_wall_s:
+            reasons.append("max_wall_s reached")
+        if self.lead and self.reached:
+            reasons.append("target_return reached")
+        if signalled or self.ctx.stop_requested():
+            reasons.append(SIGNAL_REASON)
+        self.reasons = reasons
+        if self.coll.max_small(np.array([float(bool(reasons))]))[0] > 0:
+            return ", ".join(reasons) or "another learner voted to stop"
+        return ""
+
+    def log(self, row: dict, ep_rows: list, table_rows: Optional[Dict[str, list]] = None) -> None:
+        """Gather every learner's episode rows (and rows of the flow's further tables: name -> list of
+        tuples in column order); the lead writes them and the metrics row, updates the window, the
+        progress line and the target check."""
+        self.row = row
+        parts = self.coll.gather(ep_rows)
+        extra = {name: self.coll.gather(rows) for name, rows in (table_rows or {}).items()}
+        if not self.lead:
+            return
+        for name, tparts in extra.items():
+            flat_t = [r for part in tparts for r in part]
+            if flat_t:
+                arr = np.array(flat_t, dtype=np.float64)
+                self.writer.append(name, {col: arr[:, i] for i, col in enumerate(self.tables[name])})
+        c, groups = self.counters, self.groups
+        flat = [e for part in parts for e in part]
+        if flat:
+            arr = np.array(flat, dtype=np.float64)
+            cols = {"actor": arr[:, 0], "env": arr[:, 1], "length": arr[:, 2], "policy_version": arr[:, 3],
+                    "update": np.full(len(arr), c["update"]), "env_steps": np.full(len(arr), c["env_steps"]),
+                    "wall_time": np.full(len(arr), c["wall_time"])}
+            for gi, g in enumerate(groups):
+                vals = arr[:, 4 + gi]
+                ok = np.isfinite(vals)  # league mode: an episode has the return of its own group only
+                cols[f"return/{g}"] = vals
+                self.window[g].extend(vals[ok])
+                if ok.any():
+                    row[f"return/{g}"] = float(vals[ok].mean())
+            self.writer.add_episodes(cols)
+            row["episode_length"] = float(arr[:, 2].mean())
+        for g in groups:
+            row[f"return_window/{g}"] = float(np.mean(self.window[g])) if self.window[g] else float("nan")
+            row.setdefault(f"return/{g}", float("nan"))
+        row.setdefault("episode_length", float("nan"))
+        self.writer.log_metrics(row)
+        self.progress.maybe(row)
+        target = self.cfg.train.target_return
+        if target is not None:
+            self.reached = all(len(self.window[g]) >= self.cfg.output.episode_window  # a full window, not a lucky few
+                               and np.mean(self.window[g]) >= target for g in groups)
+
+    def checkpoint_due(self, stop_reason: str) -> bool:
+        return not stop_reason and self.counters["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
+
+    def save_checkpoint(self, param_checksum: float, make_arrays, version: int, group: int = 0,
+                        extra_attrs: Optional[dict] = None) -> None:
+        """Every learner: its parameter checksum is compared with those of its learner group (the run aborts
+        if they differ); the lead writes ``make_arrays()`` with the counters, the run.h5 row counts, ``version``
+        and ``extra_attrs``."""
+        pairs = self.coll.gather((group, param_checksum))
+        c = self.counters
+        if self.lead:
+            sums = [s for _, s in pairs]
+            for g in {g for g, _ in pairs}:
+                if len({s for h, s in pairs if h == g}) != 1:
+                    raise RuntimeError(f"learners hold different parameters at update {c['update']}: checksums {pairs}")
+            attrs = dict(c)
+            attrs.update(extra_attrs or {})
+            attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
+            attrs.update(learner_param_checksums=[float(x) for x in sums], config=self.ctx.config_yaml,
+                         algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups, version=version)
+            storage.save_checkpoint(os.path.join(self.ctx.run_dir, "checkpoints"), c["update"], make_arrays(), attrs,
+                                    self.cfg.output.keep_checkpoints)
+        self.last_ckpt = c["update"]
+
+    def preempted(self) -> bool:
+        """A signal stopped an unfinished run (no learner saw the run's end): exit status 75 so job
+        scripts requeue (see slurm/)."""
+        seen = self.coll.max_small(np.array([float(SIGNAL_REASON in self.reasons),
+                                             float(any(r != SIGNAL_REASON for r in self.reasons))]))
+        return bool(seen[0] > 0 and seen[1] == 0)
+
+    def final_checkpoint_due(self) -> bool:
+        return self.counters["update"] != self.last_ckpt or not self.ctx.resume_path  # a resumed, finished run writes nothing
+
+    def finish(self, stop_reason: str, summary: str) -> None:
+        if not self.lead:
+            return
+        self.writer.close()
+        if self.row is not None:
+            self.progress.maybe(self.row, force=True)
+        c = self.counters
+        rets = ", ".join(f"{g} {np.mean(self.window[g]) if self.window[g] else float('nan'):.2f}" for g in self.groups)
+        if "target_return reached" in stop_reason:
+            print(f"[hpcmarl] reached the target return {self.cfg.train.target_return} ({rets} over the last "
+                  f"{self.cfg.output.episode_window} episodes) at {c['env_steps']:,} env steps in {c['wall_time']:.0f}s",
+                  flush=True)
+        elif self.cfg.train.target_return is not None:
+            print(f"[hpcmarl] the target return {self.cfg.train.target_return} was not reached ({stop_reason})", flush=True)
+        print(f"[hpcmarl] finished ({stop_reason}): {c['update']} updates, {c['env_steps']:,} env steps, "
+              f"{c['episodes']:,} episodes in {c['wall_time']:.1f}s; {summary}; mean return over the last "
+              f"{self.cfg.output.episode_window} episodes: {rets}; outputs in {os.path.abspath(self.ctx.run_dir)}",
+              flush=True)

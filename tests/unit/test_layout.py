@@ -1,0 +1,61 @@
+"""The package's architecture as data: no import cycles inside hpcmarl/, MPI only below the entry point's roles."""
+import ast
+import os
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hpcmarl")
+
+
+def modules():
+    """``{module name: (module-level hpcmarl imports, every import)}`` parsed with ast (nothing is imported)."""
+    out = {}
+    for dirpath, _, files in os.walk(ROOT):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+            name = rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+            tree = ast.parse(open(path).read())
+            top, every = set(), set()
+            for node in ast.walk(tree):
+                found = set()
+                if isinstance(node, ast.Import):
+                    found = {a.name for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                every |= found
+                if node in tree.body:
+                    top |= found
+            out[name] = (top, every)
+    names = set(out)
+    return {m: ({i for i in top if i in names}, every) for m, (top, every) in out.items()}
+
+
+def test_no_import_cycles_at_module_level():
+    mods = modules()
+    graph = {m: deps - {m} for m, (deps, _) in mods.items()}
+    state, stack, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for d in graph[m]:
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_mpi_and_horovod_stay_in_the_shells():
+    """Algorithms, envs, league logic, storage and analysis never import MPI or Horovod (DESIGN.md)."""
+    shells = ("hpcmarl.launch", "hpcmarl.cli", "hpcmarl.comm.", "hpcmarl.roles.")
+    bad = {m: sorted(i for i in every if i.split(".")[0] in ("mpi4py", "horovod"))
+           for m, (_, every) in modules().items() if not (m + ".").startswith(shells) and m not in shells}
+    assert not {m: v for m, v in bad.items() if v}
