@@ -20,9 +20,9 @@ setup(
         "pygame>=2.3",
         "pymunk>=6.2",
         "matplotlib>=3.6",
-        "openskill>=6",
-        "lbforaging>=2.0",  # Level-Based Foraging (hpcmarl.adapters), pure Python
-        "rware>=2.0",  # Multi-Robot Warehouse (hpcmarl.adapters), pure Python  # league ratings (hpcmarl.league.ratings); the v6 models API
+        "openskill>=6",  # league ratings (hpcmarl.league.ratings); the v6 models API
+        "lbforaging>=2.0",  # Level-Based Foraging (hpcmarl.envs.adapters), pure Python
+        "rware>=2.0",  # Multi-Robot Warehouse (hpcmarl.envs.adapters), pure Python
     ],
     extras_require={
         # Horovod is built from source by tools/bootstrap.sh (it needs the C++17 fix); listing it here

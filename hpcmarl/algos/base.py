@@ -25,7 +25,7 @@ FLOWS = ("rollouts", "rollouts_async", "gradients")
 @runtime_checkable
 class Learner(Protocol):
     """What a learner rank's shell calls. ``params``: every trained tensor, broadcast from learner 0 at startup and
-    checksummed across learners; ``update`` consumes the unroll records (:mod:`hpcmarl.spec`) its actors sent and
+    checksummed across learners; ``update`` consumes the unroll records (:mod:`hpcmarl.comm.spec`) its actors sent and
     averages gradients across learners with ``reduce_grads(params, weight)`` (``reduce_sums(array)`` sums small
     statistics across learners); ``policy_flat`` is the flat vector actors load into the inference policy;
     ``state_arrays``/``load_state_arrays`` are the checkpoint (plain arrays: no pickle)."""

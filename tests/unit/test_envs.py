@@ -410,7 +410,7 @@ def test_bad_env_paths_give_one_line_errors(path, message):
 
 
 # ------------------------------------------------------------------------------------------------
-# Gymnasium multi-agent suites (LBF, RWARE) through hpcmarl.adapters
+# Gymnasium multi-agent suites (LBF, RWARE) through hpcmarl.envs.adapters
 # ------------------------------------------------------------------------------------------------
 class _TupleGame:
     """A Gymnasium-style multi-agent game: tuple spaces, reward list, one done flag after ``end`` steps."""

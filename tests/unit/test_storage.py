@@ -1,4 +1,4 @@
-"""Message records (hpcmarl.spec) and HDF5 storage (run.h5, trajectories, checkpoints)."""
+"""Message records (hpcmarl.comm.spec) and HDF5 storage (run.h5, trajectories, checkpoints)."""
 from __future__ import annotations
 
 import json
