@@ -13,6 +13,7 @@ Nothing is pickled: every dataset is a plain numeric array, every attribute a nu
 """
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import random
@@ -105,29 +106,105 @@ def check_file(path: str) -> None:
 
 
 
-def open_read(path: str, expect_kind: Optional[str] = None) -> h5py.File:
-    """Open an hpcmarl file read-only with clear one-line errors. A closed file opens plainly; a file
-    a SWMR writer holds open (a live run) opens in SWMR-read mode. Truncation is detected before the
-    open (:func:`check_file`): HDF5 would retry SWMR reads of a truncated file for minutes."""
-    check_file(path)
+# --------------------------------------------------------------------------------------------------
+# opening files read-only
+# --------------------------------------------------------------------------------------------------
+# A SWMR reader retries a metadata read whose checksum fails (the writer may be half-way through a
+# flush) with exponential back-off, 100 times by default: on a damaged or truncated file that is hours.
+# 30 attempts keep the retries for a live file (they succeed within a few) but give up within ~1 s.
+_SWMR_READ_ATTEMPTS = 30
+_set_attempts = None
+
+
+def _attempts_setter():
+    """``H5Pset_metadata_read_attempts`` from the libhdf5 that h5py uses (h5py does not wrap it)."""
+    global _set_attempts
+    if _set_attempts is None:
+        _set_attempts = False
+        try:
+            with open("/proc/self/maps") as fh:
+                libs = sorted({ln.split()[-1] for ln in fh if re.search(r"/libhdf5[-_.]", ln) and "_hl" not in ln})
+            if len(libs) == 1:
+                fn = ctypes.CDLL(libs[0]).H5Pset_metadata_read_attempts
+                fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+                _set_attempts = fn
+        except (OSError, AttributeError):
+            pass
+    return _set_attempts or None
+
+
+def _open_swmr(path: str) -> h5py.File:
+    """Read-only SWMR open with a bounded number of metadata read attempts (where it can be set)."""
+    setter = _attempts_setter()
+    if setter is not None:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # what h5py.File uses as well
+        if setter(fapl.id, _SWMR_READ_ATTEMPTS) >= 0:
+            fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+            return h5py.File(fid)
+    return h5py.File(path, "r", swmr=True)
+
+
+def first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False) -> h5py.File:
+    """Open an hpcmarl HDF5 file read-only, whether a writer still has it open or not.
+
+    A closed file is opened normally first (HDF5 then checks it against truncation); a file that a SWMR
+    writer has open (or that a killed one left flagged) is opened in SWMR-read mode. ``swmr=True``
+    returns a SWMR-mode handle in any case (needed to read virtual datasets whose sources are live).
+    Every problem is one :class:`StorageError` line that names the path: no such file, not HDF5,
+    truncated/damaged (checked first: :func:`check_file`), being created (not yet in SWMR mode), wrong kind, wrong schema version.
+    """
+    if os.path.isdir(path):
+        raise StorageError(f"{path}: is a directory, not an HDF5 file")
+    check_file(path)  # no such file, not HDF5, truncated: before HDF5 gets to retry SWMR reads of a damaged file
+    live = False
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        if "already open for write" not in str(e) and "consistency flags" not in str(e) and "lock" not in str(e):
-            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {str(e).splitlines()[0]}") from None
+        msg = first_line(e)
+        if "already open for write" in msg or "consistency flags" in msg:
+            live = True
+        elif "lock" in msg:
+            raise StorageError(f"{path}: being written and not readable yet (its writer has not switched to "
+                               f"SWMR mode): {msg}") from None
+        else:
+            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {msg}") from None
+    if live or swmr:
+        if not live:
+            f.close()
         try:
-            f = h5py.File(path, "r", swmr=True)
-        except OSError as e2:
-            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {str(e2).splitlines()[0]}") from None
-    kind = f.attrs.get("kind")
-    ver = f.attrs.get("schema_version")
+            f = _open_swmr(path)
+        except OSError as e:
+            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}") from None
+    try:
+        kind = f.attrs.get("kind")
+        ver = f.attrs.get("schema_version")
+    except (OSError, RuntimeError, KeyError) as e:
+        f.close()
+        raise StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}") from None
+    if isinstance(kind, bytes):
+        kind = kind.decode()
     if expect_kind is not None and kind != expect_kind:
         f.close()
         raise StorageError(f"{path}: not an hpcmarl {expect_kind.split('.')[-1]} file (kind={kind!r})")
-    if ver is not None and int(ver) != SCHEMA_VERSION:
-        f.close()
-        raise StorageError(f"{path}: schema version {int(ver)}, this hpcmarl reads version {SCHEMA_VERSION}")
+    if ver is not None:
+        try:
+            ver = int(ver)
+        except (TypeError, ValueError):
+            ver = -1
+        if ver != SCHEMA_VERSION:
+            f.close()
+            raise StorageError(f"{path}: schema version {ver}, this hpcmarl reads version {SCHEMA_VERSION}")
     return f
+
+
+def damaged(path: str, e: BaseException) -> StorageError:
+    return StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}")
 
 
 def _attr(v):

@@ -23,7 +23,6 @@ sources that a writer still has open; a plain non-SWMR open of the index fails w
 """
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import os
@@ -35,7 +34,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import h5py
 import numpy as np
 
-from hpcmarl.storage import KIND_TRAJ, SCHEMA_VERSION, StorageError
+from hpcmarl.storage import KIND_TRAJ, SCHEMA_VERSION, StorageError, damaged, open_read
 
 KIND_INDEX = "hpcmarl.trajectory_index"
 INDEX_NAME = "index.h5"
@@ -43,110 +42,6 @@ _ACTOR_RE = re.compile(r"^actor-(\d+)\.h5$")
 _STEP_REQUIRED = ("env", "episode", "t", "policy_version")
 _EP_REQUIRED = ("episode", "env", "start", "length", "policy_version_first", "policy_version_last")
 _BLOCK_ROWS = 1 << 16  # steps rows read at once by the iterator and the statistics
-
-
-# --------------------------------------------------------------------------------------------------
-# opening files read-only
-# --------------------------------------------------------------------------------------------------
-# A SWMR reader retries a metadata read whose checksum fails (the writer may be half-way through a
-# flush) with exponential back-off, 100 times by default: on a damaged or truncated file that is hours.
-# 30 attempts keep the retries for a live file (they succeed within a few) but give up within ~1 s.
-_SWMR_READ_ATTEMPTS = 30
-_set_attempts = None
-
-
-def _attempts_setter():
-    """``H5Pset_metadata_read_attempts`` from the libhdf5 that h5py uses (h5py does not wrap it)."""
-    global _set_attempts
-    if _set_attempts is None:
-        _set_attempts = False
-        try:
-            with open("/proc/self/maps") as fh:
-                libs = sorted({ln.split()[-1] for ln in fh if re.search(r"/libhdf5[-_.]", ln) and "_hl" not in ln})
-            if len(libs) == 1:
-                fn = ctypes.CDLL(libs[0]).H5Pset_metadata_read_attempts
-                fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
-                _set_attempts = fn
-        except (OSError, AttributeError):
-            pass
-    return _set_attempts or None
-
-
-def _open_swmr(path: str) -> h5py.File:
-    """Read-only SWMR open with a bounded number of metadata read attempts (where it can be set)."""
-    setter = _attempts_setter()
-    if setter is not None:
-        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # what h5py.File uses as well
-        if setter(fapl.id, _SWMR_READ_ATTEMPTS) >= 0:
-            fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
-            return h5py.File(fid)
-    return h5py.File(path, "r", swmr=True)
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
-
-
-def open_ro(path: str, expect_kind: Optional[str] = None, swmr: bool = False) -> h5py.File:
-    """Open an hpcmarl HDF5 file read-only, whether a writer still has it open or not.
-
-    A closed file is opened normally first (HDF5 then checks it against truncation); a file that a SWMR
-    writer has open (or that a killed one left flagged) is opened in SWMR-read mode. ``swmr=True``
-    returns a SWMR-mode handle in any case (needed to read virtual datasets whose sources are live).
-    Every problem is one :class:`StorageError` line that names the path: no such file, not HDF5,
-    truncated/damaged, being created (not yet in SWMR mode), wrong kind, wrong schema version.
-    """
-    if not os.path.exists(path):
-        raise StorageError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise StorageError(f"{path}: is a directory, not an HDF5 file")
-    if not h5py.is_hdf5(path):
-        raise StorageError(f"{path}: not an HDF5 file")
-    live = False
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        msg = _first_line(e)
-        if "already open for write" in msg or "consistency flags" in msg:
-            live = True
-        elif "lock" in msg:
-            raise StorageError(f"{path}: being written and not readable yet (its writer has not switched to "
-                               f"SWMR mode): {msg}") from None
-        else:
-            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {msg}") from None
-    if live or swmr:
-        if not live:
-            f.close()
-        try:
-            f = _open_swmr(path)
-        except OSError as e:
-            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {_first_line(e)}") from None
-    try:
-        kind = f.attrs.get("kind")
-        ver = f.attrs.get("schema_version")
-    except (OSError, RuntimeError, KeyError) as e:
-        f.close()
-        raise StorageError(f"{path}: cannot be read (truncated or damaged?): {_first_line(e)}") from None
-    if isinstance(kind, bytes):
-        kind = kind.decode()
-    if expect_kind is not None and kind != expect_kind:
-        f.close()
-        raise StorageError(f"{path}: not an hpcmarl {expect_kind.split('.')[-1]} file (kind={kind!r})")
-    if ver is not None:
-        try:
-            ver = int(ver)
-        except (TypeError, ValueError):
-            ver = -1
-        if ver != SCHEMA_VERSION:
-            f.close()
-            raise StorageError(f"{path}: schema version {ver}, this hpcmarl reads version {SCHEMA_VERSION}")
-    return f
-
-
-def _damaged(path: str, e: BaseException) -> StorageError:
-    return StorageError(f"{path}: cannot be read (truncated or damaged?): {_first_line(e)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +101,7 @@ def _scan(f: h5py.File, actor: int, path: str) -> _Source:
     except StorageError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError) as e:
-        raise _damaged(path, e) from None
+        raise damaged(path, e) from None
     groups: Dict[str, List[str]] = {}
     try:
         groups = {str(g): list(a) for g, a in json.loads(attrs.get("groups", "{}")).items()}
@@ -228,7 +123,7 @@ class _Opened:
         self.f: Optional[h5py.File] = None
 
     def __enter__(self) -> _Source:
-        self.f = open_ro(self.path, KIND_TRAJ, swmr=self.swmr)
+        self.f = open_read(self.path, KIND_TRAJ, swmr=self.swmr)
         try:
             return _scan(self.f, self.actor, self.path)
         except BaseException:
@@ -244,7 +139,7 @@ def _read(path: str, ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray:
     try:
         return ds[lo:hi]
     except (OSError, RuntimeError, ValueError) as e:
-        raise _damaged(path, e) from None
+        raise damaged(path, e) from None
 
 
 def _episode_table(src: _Source) -> Dict[str, np.ndarray]:
@@ -360,9 +255,9 @@ def open_index(path: str) -> h5py.File:
     in SWMR mode, after checking that it is an index of this schema and that its sources are readable."""
     if os.path.isdir(path):
         path = os.path.join(path, "trajectories", INDEX_NAME)
-    with open_ro(path, KIND_INDEX):
+    with open_read(path, KIND_INDEX):
         pass
-    f = open_ro(path, KIND_INDEX, swmr=True)
+    f = open_read(path, KIND_INDEX, swmr=True)
     try:
         sources = json.loads(f.attrs.get("sources", "[]"))
     except ValueError:
@@ -372,7 +267,7 @@ def open_index(path: str) -> h5py.File:
     for rel in sources:
         src = os.path.normpath(os.path.join(base, rel))
         try:
-            open_ro(src, KIND_TRAJ).close()
+            open_read(src, KIND_TRAJ).close()
         except StorageError as e:
             f.close()
             raise StorageError(f"{path}: source {e}") from None

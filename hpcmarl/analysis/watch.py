@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, TextIO
 import h5py
 import numpy as np
 
-from hpcmarl.analysis.trajectories import actor_files, open_ro
+from hpcmarl.analysis.trajectories import actor_files
+from hpcmarl.storage import open_read
 from hpcmarl.storage import KIND_RUN, KIND_TRAJ, StorageError
 
 # last values shown on the "last:" line (per-group ones are expanded for each group)
@@ -51,7 +52,7 @@ def read_snapshot(run_dir: str, window: int = 100, curve: bool = False) -> dict:
     ``window`` episodes, episode count; with ``curve`` also ``env_steps`` and returns of every episode."""
     path = os.path.join(run_dir, "run.h5")
     snap: dict = {"path": path, "metrics": {}, "groups": [], "episodes": 0, "window": {}, "curve": None}
-    f = open_ro(path, KIND_RUN)
+    f = open_read(path, KIND_RUN)
     try:
         mg = f.get("metrics")
         m = _datasets(mg) if isinstance(mg, h5py.Group) else {}
@@ -94,7 +95,7 @@ def trajectory_counts(run_dir: str) -> Dict[str, object]:
         return out
     for _, p in files:
         try:
-            with open_ro(p, KIND_TRAJ) as f:
+            with open_read(p, KIND_TRAJ) as f:
                 d = _datasets(f["episodes"]) if "episodes" in f else {}
                 out[os.path.basename(p)] = _rows(d)
         except (StorageError, OSError, KeyError) as e:
