@@ -138,6 +138,7 @@ class RunLog:
         self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
         self.writer: Optional[storage.RunWriter] = None
         self.reached = False
+        self.reached_at = None  # (window returns, env steps, wall seconds) when the target was first reached
         self.row: Optional[dict] = None
         self.reasons: List[str] = []
         self.wall0 = time.monotonic() - self.counters["wall_time"]
@@ -234,8 +235,13 @@ class RunLog:
         self.progress.maybe(row)
         target = self.cfg.train.target_return
         if target is not None:
-            self.reached = all(len(self.window[g]) >= self.cfg.output.episode_window  # a full window, not a lucky few
-                               and np.mean(self.window[g]) >= target for g in groups)
+            reached = all(len(self.window[g]) >= self.cfg.output.episode_window  # a full window, not a lucky few
+                          and np.mean(self.window[g]) >= target for g in groups)
+            if reached and not self.reached:  # what the stop vote saw (the final update adds episodes after it)
+                c = self.counters
+                self.reached_at = (", ".join(f"{g} {np.mean(self.window[g]):.2f}" for g in groups), c["env_steps"],
+                                   c["wall_time"])
+            self.reached = reached
 
     def checkpoint_due(self, stop_reason: str) -> bool:
         return not stop_reason and self.counters["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
@@ -280,9 +286,9 @@ class RunLog:
         c = self.counters
         rets = ", ".join(f"{g} {np.mean(self.window[g]) if self.window[g] else float('nan'):.2f}" for g in self.groups)
         if "target_return reached" in stop_reason:
-            print(f"[hpcmarl] reached the target return {self.cfg.train.target_return} ({rets} over the last "
-                  f"{self.cfg.output.episode_window} episodes) at {c['env_steps']:,} env steps in {c['wall_time']:.0f}s",
-                  flush=True)
+            at, steps, wall = self.reached_at
+            print(f"[hpcmarl] reached the target return {self.cfg.train.target_return} ({at} over the last "
+                  f"{self.cfg.output.episode_window} episodes) at {steps:,} env steps in {wall:.0f}s", flush=True)
         elif self.cfg.train.target_return is not None:
             print(f"[hpcmarl] the target return {self.cfg.train.target_return} was not reached ({stop_reason})", flush=True)
         print(f"[hpcmarl] finished ({stop_reason}): {c['update']} updates, {c['env_steps']:,} env steps, "

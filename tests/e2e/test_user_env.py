@@ -32,3 +32,18 @@ def test_bad_env_path_exits_2_and_writes_nothing(tmp_path, path):
     assert p.returncode == 2, p.stderr
     assert path in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not os.path.exists(run)
+
+
+def test_target_return_stops_the_run_and_says_where(tmp_path):
+    """train.target_return: the run stops once the full episode window reaches it and reports the window mean the
+    stop vote saw (never below the target) and the env steps."""
+    import re
+
+    p = hpcmarl(["train", "configs/simple_spread_mappo.yaml", "env.name=examples.walk_env:parallel_env",
+                 f"run_dir={tmp_path / 'r'}", "env.num_envs=8", "algo.unroll_length=10", "train.max_updates=400",
+                 "train.target_return=-6.0", "output.episode_window=100"], timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = re.search(r"reached the target return -6.0 \(walker (-?[\d.]+) over the last 100 episodes\) at ([\d,]+) env "
+                  r"steps", p.stdout)
+    assert m, p.stdout[-2000:]
+    assert float(m.group(1)) >= -6.0 and "finished (target_return reached)" in p.stdout
