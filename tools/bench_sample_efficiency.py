@@ -180,7 +180,8 @@ def main():
         fig, ax = plt.subplots(figsize=(8, 5))
         for k, (label, cs) in enumerate(curves.items()):
             for j, (x, y) in enumerate(cs):
-                ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=label if j == 0 else None)
+                name = f"{label} (its 200-episode window)" if label == "ref" else label
+                ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=name if j == 0 else None)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"return ({a.window}-episode window)")
         ax.legend()
