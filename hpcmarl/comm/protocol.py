@@ -188,3 +188,29 @@ def recv_object(comm, source: int, tag: int, timeout: float, what: str):
 
 def send_object(comm, dest: int, obj, tag: int, timeout: float):
     wait(comm.isend(obj, dest=dest, tag=tag), timeout, f"rank {dest} to take a control message")
+
+
+# ---- league rank (hpcmarl.roles.league) -----------------------------------------------------------
+def poll_league(comm):
+    """League rank: ``(source, request)`` of the next LEAGUE message if one arrived, else None."""
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.LEAGUE, status=status):
+        return None
+    src = status.Get_source()
+    return src, comm.recv(source=src, tag=Tag.LEAGUE)
+
+
+def send_snapshot(comm, league_rank: int, flat, timeout: float) -> None:
+    """Learner lead -> league rank: the flat float32 policy of a new pool member (POOL)."""
+    wait_buffer(comm.Isend(flat, dest=league_rank, tag=Tag.POOL), timeout, "the league rank to take a snapshot")
+
+
+def recv_snapshot(comm, source: int, flat, timeout: float) -> None:
+    wait_buffer(comm.Irecv(flat, source=source, tag=Tag.POOL), timeout, f"a snapshot from learner rank {source}")
+
+
+def barrier(comm, timeout: float, what: str) -> None:
+    """A bounded barrier (``Ibarrier``)."""
+    wait_buffer(comm.Ibarrier(), timeout, what)

@@ -25,11 +25,11 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from hpcmarl import storage
 from hpcmarl.comm import protocol
 from hpcmarl.algos import base as algos
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import RunLog, inject_fault, make_sampler, traj_path
+from hpcmarl.roles.common import inject_fault, make_sampler, traj_path
+from hpcmarl.roles.loop import Flow, Round, run_learner
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 
 M = META_INDEX
@@ -288,69 +288,73 @@ class UnrollQueue:
             self.items.clear()
 
 
-def learner_main(ctx) -> None:
-    from hpcmarl.comm.collective import Collective
+class AsyncFlow(Flow):
+    """The asynchronous rollout flow in the learner loop: one round = ``algo.batch_unrolls`` unrolls from the
+    queue -> one update (new weights pushed every ``algo.push_every`` updates, before the vote)."""
 
-    cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
-    coll = Collective(ctx.learner_comm, cfg.learner.backend)
-    spec = ctx.env_spec
-    groups = [g.name for g in spec.groups]
-    learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
-                                                init_seed=cfg.seed)
-    uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs)
-    n_params = sum(p.numel() for p in learner.model.policy_parameters())
-    links = [LocalAsyncLink(ctx)] if layout.serial else [AsyncActorLink(ctx, r, n_params) for r in layout.actors_of(ctx.rank)]
-    drop = algo.queue_full == "drop"
-    pool = [uspec.alloc() for _ in range(algo.queue_size + (len(links) if drop else 0))]
-    scratch = uspec.alloc()
+    def __init__(self, ctx):
+        from mpi4py import MPI
 
-    attrs = None
-    if ctx.resume_path:
-        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
-        learner.load_state_arrays(arrays)
-    log = RunLog(ctx, coll, groups, attrs, tables={"unrolls": UNROLL_COLUMNS})
-    counters = log.counters
-    coll.broadcast_params(learner.params)
-    ctx.agree_startup()
-    for link in links:
-        link.hello({})
-    log.open(f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)")
+        from hpcmarl.comm.collective import Collective
 
-    version = counters["update"]
-    from mpi4py import MPI
+        cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
+        self.ctx, self.algo = ctx, algo
+        self.coll = self.ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
+        spec = ctx.env_spec
+        self.groups = [g.name for g in spec.groups]
+        self.tables = {"unrolls": UNROLL_COLUMNS}
+        self.banner = f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)"
+        self.learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
+                                                         init_seed=cfg.seed)
+        uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs)
+        n_params = sum(p.numel() for p in self.learner.model.policy_parameters())
+        self.links = ([LocalAsyncLink(ctx)] if layout.serial
+                      else [AsyncActorLink(ctx, r, n_params) for r in layout.actors_of(ctx.rank)])
+        drop = algo.queue_full == "drop"
+        self.pool = [uspec.alloc() for _ in range(algo.queue_size + (len(self.links) if drop else 0))]
+        self.scratch = uspec.alloc()
+        self.threaded = not layout.serial and MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+        self.queue = None  # receives are posted once the actors are greeted
+        self.used = []
 
-    threaded = not layout.serial and MPI.Query_thread() >= MPI.THREAD_MULTIPLE
-    queue = UnrollQueue(links, pool, algo.queue_size, drop, threaded)
+    def load(self, arrays):
+        self.learner.load_state_arrays(arrays)
 
-    def push():
-        params = learner.policy_flat()
-        for link in links:
-            link.push(params, version)
+    def prepare(self, log):
+        self.log = log
+        self.version = log.counters["update"]
+        self.coll.broadcast_params(self.learner.params)
 
-    def checkpoint():
-        log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])),
-                            learner.state_arrays, version)
+    def hello(self):
+        for link in self.links:
+            link.hello({})
 
-    push()
-    stop_reason = log.vote(False)
-    timeout = cfg.runtime.timeout_s
+    def push(self):
+        params = self.learner.policy_flat()
+        for link in self.links:
+            link.push(params, self.version)
 
-    def retry_pushes():
-        for link in links:
+    def begin(self):
+        algo = self.algo
+        self.queue = UnrollQueue(self.links, self.pool, algo.queue_size, algo.queue_full == "drop", self.threaded)
+        self.push()
+
+    def retry_pushes(self):
+        for link in self.links:
             link.retry_push()
 
-    while not stop_reason:
-        inject_fault(ctx, version)
-        # ---- a batch from the queue (actors keep stepping meanwhile) --------------------------------------
+    def round(self) -> Round:
+        coll, version = self.coll, self.version
+        # a batch from the queue (actors keep stepping meanwhile)
         t0 = time.perf_counter()
-        batch = queue.take(algo.batch_unrolls, timeout, retry_pushes)
+        batch = self.queue.take(self.algo.batch_unrolls, self.ctx.cfg.runtime.timeout_s, self.retry_pushes)
         t1 = time.perf_counter()
         lags = [version - int(r["meta"][M["version"]]) for r in batch]
         coll.t_allreduce = 0.0
-        stats = learner.update(batch, coll.reduce_grads)
+        stats = self.learner.update(batch, coll.reduce_grads)
         t2 = time.perf_counter()
 
-        # ---- bookkeeping out of the buffers, then they go back to the pool -----------------------------
+        # bookkeeping out of the buffers, then they go back to the pool
         ep_rows = []
         for r in batch:
             n = int(r["meta"][M["n_episodes"]])
@@ -358,37 +362,42 @@ def learner_main(ctx) -> None:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
         local = np.array([sum(r["meta"][M["env_steps"]] for r in batch), len(ep_rows), len(batch), sum(lags),
                           float(any(r["meta"][M["stop_requested"]] for r in batch)), t1 - t0, t2 - t1,
-                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), queue.dropped,
+                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), self.queue.dropped,
                           sum(r["meta"][M["env_errors"]] for r in batch)]
                          + [stats.get(k, 0.0) for k in sorted(stats)])
         lag_max = coll.max_small(np.array([max(lags)]))[0]
-        used = [(int(r["meta"][M["actor"]]), int(r["meta"][M["version"]]), lag) for r, lag in zip(batch, lags)]
-        queue.give_back(batch)  # MPI: posted again; nothing may read these buffers afterwards
-        version += 1
-        if version % algo.push_every == 0:
-            push()
+        self.used = [(int(r["meta"][M["actor"]]), int(r["meta"][M["version"]]), lag) for r, lag in zip(batch, lags)]
+        self.queue.give_back(batch)  # MPI: posted again; nothing may read these buffers afterwards
+        self.version += 1
+        if self.version % self.algo.push_every == 0:
+            self.push()
         tot = coll.sum_small(local)
-        log.advance(int(tot[0]), int(tot[1]), int(tot[10]))
-        stop_reason = log.vote(tot[4] > 0)
-
-        row = log.base_row()
-        row.update({"lag_mean": tot[3] / max(1, tot[2]), "lag_max": lag_max, "queue_dropped": tot[9],
-                    "queue_length": len(queue.items), "updates_per_s": 1.0 / max(1e-9, (t2 - t0)),
-                    "time/wait_unrolls": tot[5] / coll.size, "time/update": tot[6] / coll.size,
-                    "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])})
+        row = {"lag_mean": tot[3] / max(1, tot[2]), "lag_max": lag_max, "queue_dropped": tot[9],
+               "queue_length": len(self.queue.items), "updates_per_s": 1.0 / max(1e-9, (t2 - t0)),
+               "time/wait_unrolls": tot[5] / coll.size, "time/update": tot[6] / coll.size,
+               "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])}
         for i, k in enumerate(sorted(stats)):
             row[k] = tot[11 + i] / coll.size
-        unroll_rows = [(counters["update"], a, v, lag, counters["env_steps"], counters["wall_time"]) for a, v, lag in used]
-        log.log(row, ep_rows, {"unrolls": unroll_rows})
-        if log.checkpoint_due(stop_reason):
-            checkpoint()
+        return Round(int(tot[0]), int(tot[1]), int(tot[10]), tot[4] > 0, row, ep_rows)
 
-    # ---- shutdown -----------------------------------------------------------------------------------
-    ctx.preempted = log.preempted()
-    queue.close()
-    byes = [link.stop(version, ctx.preempted, scratch) for link in links]
-    counters["discarded_episodes"] += int(coll.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0])
-    if log.final_checkpoint_due():
-        checkpoint()
-    log.finish(stop_reason, f"{queue.dropped} unroll(s) dropped at a full queue")
-    coll.close()
+    def rows(self, stop_reason, checkpoint_due):
+        c = self.log.counters
+        return {"unrolls": [(c["update"], a, v, lag, c["env_steps"], c["wall_time"]) for a, v, lag in self.used]}
+
+    def save(self, log):
+        log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in self.learner.params])),
+                            self.learner.state_arrays, self.version)
+
+    def shutdown(self, preempted):
+        self.queue.close()
+        return sum(link.stop(self.version, preempted, self.scratch)["discarded"] for link in self.links)
+
+    def summary(self, discarded):
+        return f"{self.queue.dropped} unroll(s) dropped at a full queue"
+
+    def close(self):
+        self.coll.close()
+
+
+def learner_main(ctx) -> None:
+    run_learner(ctx, AsyncFlow(ctx))

@@ -23,12 +23,13 @@ from typing import List
 import numpy as np
 import torch
 
-from hpcmarl import storage
 from hpcmarl.comm import protocol
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, malenia_closed, quota, trajectory_gradients
 from hpcmarl.config import delay_factors
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
-from hpcmarl.roles.common import RunLog, actor_seed, inject_fault, make_venv
+from hpcmarl.roles import loop
+from hpcmarl.roles.common import actor_seed, inject_fault, make_venv
+from hpcmarl.roles.loop import Flow, run_learner
 from hpcmarl.sampler import TrajectoryCollector
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 
@@ -301,75 +302,72 @@ class WindowGate:
 # --------------------------------------------------------------------------------------------------
 # learner
 # --------------------------------------------------------------------------------------------------
-def learner_main(ctx) -> None:
-    from hpcmarl.comm.collective import Collective
+class GradientFlow(Flow):
+    """The gradient flow in the learner loop: one round = one NIGT round (gradients computed at the query point
+    x_t accepted until the round closes -> one all-reduce -> one NIGT step)."""
 
-    cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
-    coll = Collective(ctx.learner_comm, cfg.learner.backend)
-    spec = ctx.env_spec
-    groups = [g.name for g in spec.groups]
-    torch.manual_seed(cfg.seed)
-    template = make_inference(spec, algo)  # parameter layout + initial theta_0 (identical seed on every learner)
-    coll.broadcast_params(template.params)
-    d = sum(p.numel() for p in template.params)
-    nigt = NIGT(flat_params(template.params), algo.lr, algo.momentum)
-    n = max(1, layout.actors)
-    kind = algo.aggregation
-    gspec = gradient_spec(d, len(groups))
-    if layout.serial:
-        links = [LocalGradLink(ctx, gspec)]
-    else:
-        links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
-    mine = [link.index for link in links]
-    gate = WindowGate(ctx.learner_comm, kind, n) if coll.size > 1 and kind != "allreduce" else LocalGate(kind, n, mine)
-    cur = Round(kind, n, d, gate)
+    def __init__(self, ctx):
+        from hpcmarl.comm.collective import Collective
 
-    accepted_tot = np.zeros(n, np.int64)
-    dropped_tot = np.zeros(n, np.int64)
-    attrs = None
-    if ctx.resume_path:
-        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
-        nigt.load_state_arrays(arrays)
-        if len(arrays.get("grads/accepted", [])) == n:
-            accepted_tot[:] = arrays["grads/accepted"]
-            dropped_tot[:] = arrays["grads/dropped"]
-    log = RunLog(ctx, coll, groups, attrs)
-    counters = log.counters
-    ctx.agree_startup()
-    for link in links:
-        link.hello()
-    log.open(f" (NIGT, {kind} aggregation, {n} actor(s), M={algo.batch})")
-    wrec = weights_spec(d).alloc()
-    timeout = cfg.runtime.timeout_s
+        cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
+        self.ctx, self.algo = ctx, algo
+        self.coll = self.ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
+        spec = ctx.env_spec
+        self.groups = [g.name for g in spec.groups]
+        torch.manual_seed(cfg.seed)
+        self.template = make_inference(spec, algo)  # parameter layout + initial theta_0 (same seed on every learner)
+        self.coll.broadcast_params(self.template.params)
+        self.d = d = sum(p.numel() for p in self.template.params)
+        self.nigt = NIGT(flat_params(self.template.params), algo.lr, algo.momentum)
+        self.n = n = max(1, layout.actors)
+        self.kind = kind = algo.aggregation
+        gspec = gradient_spec(d, len(self.groups))
+        if layout.serial:
+            self.links = [LocalGradLink(ctx, gspec)]
+        else:
+            self.links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
+        self.mine = [link.index for link in self.links]
+        self.gate = (WindowGate(ctx.learner_comm, kind, n) if self.coll.size > 1 and kind != "allreduce"
+                     else LocalGate(kind, n, self.mine))
+        self.cur = Round(kind, n, d, self.gate)
+        self.accepted_tot = np.zeros(n, np.int64)
+        self.dropped_tot = np.zeros(n, np.int64)
+        self.banner = f" (NIGT, {kind} aggregation, {n} actor(s), M={algo.batch})"
+        self.wrec = weights_spec(d).alloc()
+        self.M = 0
 
-    def checkpoint():
-        def arrays():
-            assign_flat(template.params, nigt.theta.astype(np.float32))
-            out = {f"model/policies.{k}": v.detach().numpy().copy() for k, v in template.policies.state_dict().items()}
-            out.update(nigt.state_arrays())
-            out["grads/accepted"], out["grads/dropped"] = accepted_tot, dropped_tot
-            return out
+    @property
+    def version(self) -> int:
+        return self.nigt.round
 
-        log.save_checkpoint(checksum(nigt.theta), arrays, nigt.round)
+    def load(self, arrays):
+        self.nigt.load_state_arrays(arrays)
+        if len(arrays.get("grads/accepted", [])) == self.n:
+            self.accepted_tot[:] = arrays["grads/accepted"]
+            self.dropped_tot[:] = arrays["grads/dropped"]
 
-    def send_query() -> int:
-        M = algo.init_batch if nigt.round == 0 else algo.batch
-        for link in links:  # MPI: the shared buffer is rewritten only after every previous send finished
+    def hello(self):
+        for link in self.links:
+            link.hello()
+
+    def handout(self):
+        """The next query point x_t; actors start the round while we write logs."""
+        nigt = self.nigt
+        self.M = self.algo.init_batch if nigt.round == 0 else self.algo.batch
+        for link in self.links:  # MPI: the shared buffer is rewritten only after every previous send finished
             link.wait_sent()
-        wrec["params"][:] = nigt.query_point().astype(np.float32)
-        wrec["meta"][2] = quota(kind, M, n)
-        for link in links:
-            link.send_query(wrec, nigt.round)
-        return M
+        self.wrec["params"][:] = nigt.query_point().astype(np.float32)
+        self.wrec["meta"][2] = quota(self.kind, self.M, self.n)
+        for link in self.links:
+            link.send_query(self.wrec, nigt.round)
 
-    stop_reason = log.vote(False)
-    M = send_query() if not stop_reason else 0
-    while not stop_reason:
-        # ---- one round: accept gradients computed at x_t until the round closes ----------------------
-        inject_fault(ctx, nigt.round)
+    def round(self) -> loop.Round:
+        nigt, cur, coll, gate, d, n = self.nigt, self.cur, self.coll, self.gate, self.d, self.n
+        timeout = self.ctx.cfg.runtime.timeout_s
+        # accept gradients computed at x_t until the round closes
         rnd = nigt.round
         t0 = time.perf_counter()
-        cur.begin(rnd, M)
+        cur.begin(rnd, self.M)
         ep_rows = []
         steps = abandoned = errors = 0
         stop_flag = 0.0
@@ -377,7 +375,7 @@ def learner_main(ctx) -> None:
         sleep = 0.0
         while True:
             got = False
-            for link in links:
+            for link in self.links:
                 rec = link.poll()
                 if rec is None:
                     continue
@@ -398,53 +396,61 @@ def learner_main(ctx) -> None:
                 continue
             if time.monotonic() - last_msg > timeout:
                 raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for gradients of round {rnd} "
-                                           f"from actors {mine} ({int(cur.agg.counts.sum())} accepted so far)")
+                                           f"from actors {self.mine} ({int(cur.agg.counts.sum())} accepted so far)")
             time.sleep(sleep)
             sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
         t1 = time.perf_counter()
-        # ---- one all-reduce: [sums, per-actor counts, tickets drawn]; the same step everywhere --------
+        # one all-reduce: [sums, per-actor counts, tickets drawn]; the same step everywhere
         coll.t_allreduce = 0.0
         tot = coll.allreduce_sum(np.concatenate([cur.agg.local_sum(), cur.agg.counts.astype(np.float64), [gate.drawn]]))
         counts = np.rint(tot[d:d + n]).astype(np.int64)
         gate.end(counts, int(round(tot[d + n])))
         g = cur.agg.combine(tot[:d], counts)
         d_norm = nigt.step(g)
-        if algo.check_every and nigt.round % algo.check_every == 0:
+        if self.algo.check_every and nigt.round % self.algo.check_every == 0:
             cs = checksum(nigt.theta)
             hi_lo = coll.max_small(np.array([cs, -cs]))
             if hi_lo[0] != -hi_lo[1]:
                 raise RuntimeError(f"learners hold different parameters after round {rnd} "
                                    f"(checksums {-hi_lo[1]} .. {hi_lo[0]})")
         small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0, errors], cur.dropped]))
-        accepted_tot += counts
-        dropped_tot += np.rint(small[6:]).astype(np.int64)
-        log.advance(int(small[0]), int(small[1]), int(small[5]))
-        counters["discarded_episodes"] += int(small[2])
-        stop_reason = log.vote(small[3] > 0)
-        M = send_query() if not stop_reason else M  # actors start the next round while we write logs
-
-        # ---- bookkeeping -----------------------------------------------------------------------------
-        row = log.base_row()
-        row.update({"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
-                    "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
-                    "grads/dropped": int(small[6:].sum()), "grads/abandoned": int(small[2]),
-                    "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm})
+        self.accepted_tot += counts
+        self.dropped_tot += np.rint(small[6:]).astype(np.int64)
+        row = {"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
+               "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
+               "grads/dropped": int(small[6:].sum()), "grads/abandoned": int(small[2]),
+               "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm}
         for i in range(n):
-            row[f"grads/actor-{i:05d}/accepted"] = int(accepted_tot[i])  # cumulative
-            row[f"grads/actor-{i:05d}/dropped"] = int(dropped_tot[i])
-        log.log(row, ep_rows)
-        if log.checkpoint_due(stop_reason):
-            checkpoint()
+            row[f"grads/actor-{i:05d}/accepted"] = int(self.accepted_tot[i])  # cumulative
+            row[f"grads/actor-{i:05d}/dropped"] = int(self.dropped_tot[i])
+        return loop.Round(int(small[0]), int(small[1]), int(small[5]), small[3] > 0, row, ep_rows,
+                          discarded=int(small[2]))
 
-    # ---- shutdown -----------------------------------------------------------------------------------
-    ctx.preempted = log.preempted()
-    for link in links:
-        link.wait_sent()
-    byes = [link.stop(wrec, nigt.round, ctx.preempted) for link in links]
-    counters["discarded_episodes"] += int(coll.sum_small(np.array([sum(b["abandoned"] for b in byes)]))[0])
-    gate.close()
-    if log.final_checkpoint_due():
-        checkpoint()
-    log.finish(stop_reason, f"{nigt.round} NIGT rounds; gradients accepted per actor {accepted_tot.tolist()}, "
-                            f"dropped {dropped_tot.tolist()}")
-    coll.close()
+    def save(self, log):
+        def arrays():
+            assign_flat(self.template.params, self.nigt.theta.astype(np.float32))
+            out = {f"model/policies.{k}": v.detach().numpy().copy()
+                   for k, v in self.template.policies.state_dict().items()}
+            out.update(self.nigt.state_arrays())
+            out["grads/accepted"], out["grads/dropped"] = self.accepted_tot, self.dropped_tot
+            return out
+
+        log.save_checkpoint(checksum(self.nigt.theta), arrays, self.nigt.round)
+
+    def shutdown(self, preempted):
+        for link in self.links:
+            link.wait_sent()
+        abandoned = sum(link.stop(self.wrec, self.nigt.round, preempted)["abandoned"] for link in self.links)
+        self.gate.close()
+        return abandoned
+
+    def summary(self, discarded):
+        return (f"{self.nigt.round} NIGT rounds; gradients accepted per actor {self.accepted_tot.tolist()}, "
+                f"dropped {self.dropped_tot.tolist()}")
+
+    def close(self):
+        self.coll.close()
+
+
+def learner_main(ctx) -> None:
+    run_learner(ctx, GradientFlow(ctx))

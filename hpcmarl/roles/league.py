@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -109,12 +109,64 @@ class ActorLeague:
 # learner side (the lead learner of each group talks to the league)
 # --------------------------------------------------------------------------------------------------
 class LearnerLeague:
-    def __init__(self, ctx, gi: int, group_rank: int):
-        self.ctx, self.gi = ctx, gi
-        self.active = group_rank == 0
+    """The synchronous flow's learner groups in league mode (the hooks of :class:`hpcmarl.roles.rollouts.Solo`):
+    gradients stay inside a learner group, run bookkeeping spans every learner, and the lead learner of each
+    group reports to the league rank after every update."""
+
+    def __init__(self, ctx):
+        from hpcmarl.comm.collective import Collective
+        from hpcmarl.league.server import TABLES
+
+        self.ctx = ctx
+        self.gi = ctx.layout.group_of(ctx.rank)
+        self.coll = Collective(ctx.group_comm, ctx.cfg.learner.backend)
+        self.ctrl = Collective(ctx.learner_comm, "mpi")
+        self.groups = [g.name for g in ctx.cfg.league.groups]
+        self.tables = TABLES
+        self.prefix = f"group/{self.groups[self.gi]}/"  # this group's learner state in checkpoints
+        self.active = self.coll.rank == 0
         self.state: Dict[str, np.ndarray] = {}
         self.snapshots = 0  # sent to the pool by this lead in this session
         self.specs = [league_spec(ctx.cfg, i) for i in range(len(ctx.cfg.league.groups))]
+
+    def returns(self, episode) -> list:
+        """An episode has the return of its own group only."""
+        return [episode[2] if j == self.gi else np.nan for j in range(len(self.groups))]
+
+    def stats(self, row: dict) -> dict:
+        """Each group's statistics (keys named after the group) gathered to the lead learner."""
+        parts = self.ctrl.gather(row if self.coll.rank == 0 else {})
+        return {k: v for part in (parts or []) for k, v in part.items()}
+
+    def states(self, learner):
+        """Every group's lead contributes its state (parameters and optimizer under group/<name>/, the policy
+        alone under policy/<name> for `hpcmarl match`), the league its state."""
+        parts = self.ctrl.gather((self.gi, learner.state_arrays(), learner.policy_flat()) if self.active else None)
+
+        def arrays():
+            out = {}
+            for part in parts:
+                if part is not None:
+                    g, st, flat = part
+                    out.update({f"group/{self.groups[g]}/{k}": v for k, v in st.items()})
+                    out[f"policy/{self.groups[g]}"] = flat
+            out.update(self.state)
+            return out
+
+        return arrays
+
+    def attrs(self, version: int) -> Optional[dict]:
+        return self.policy_meta(version) if self.ctx.rank == 0 else None
+
+    def rows(self, update: int, version: int, policy_flat, stop_reason: str, checkpoint_due: bool) -> Dict[str, list]:
+        """The status round trip; the league's state comes back when a checkpoint follows."""
+        want = self.ctx.rank == 0 and (bool(stop_reason) or checkpoint_due)
+        got = self.status(update, version, policy_flat, want, bool(stop_reason))
+        return {name: got.get(name, []) for name in self.tables}
+
+    def summary(self) -> str:
+        snaps = self.ctrl.sum_small(np.array([self.snapshots]))[0]
+        return f"; {int(snaps)} snapshot(s) added to the pool this session"
 
     def policy_meta(self, version: int) -> dict:
         """Checkpoint attribute ``policy_meta``: how to rebuild each group's ``policy/<name>`` (JSON text)."""
@@ -130,8 +182,7 @@ class LearnerLeague:
         if self.active and ctx.rank != 0:
             self._exchange(update, version, policy_flat, want_state, stop)
         if len(ctx.cfg.league.groups) > 1:
-            protocol.wait_buffer(ctx.learner_comm.Ibarrier(), ctx.cfg.runtime.timeout_s,
-                                 "the other learner groups' league status")
+            protocol.barrier(ctx.learner_comm, ctx.cfg.runtime.timeout_s, "the other learner groups' league status")
         if ctx.rank == 0:
             rows = self._exchange(update, version, policy_flat, want_state, stop)
         return rows
@@ -146,8 +197,7 @@ class LearnerLeague:
         reply = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
         if reply["snapshot"]:
             flat = np.ascontiguousarray(policy_flat(), np.float32)
-            protocol.wait_buffer(ctx.world.Isend(flat, dest=league, tag=Tag.POOL), cfg.runtime.timeout_s,
-                                 "the league rank to take a snapshot")
+            protocol.send_snapshot(ctx.world, league, flat, cfg.runtime.timeout_s)
             self.snapshots += 1
         reply = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
         if reply.get("state") is not None:
@@ -252,13 +302,10 @@ def league_main(ctx) -> None:
     stopped, byes = set(), 0
     game = None  # the evaluation matchup in progress
     last_msg = time.monotonic()
-    from mpi4py import MPI
-
-    status = MPI.Status()
     while len(stopped) < n_leads or byes < n_actors:
-        if world.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.LEAGUE, status=status):
-            src = status.Get_source()
-            msg = world.recv(source=src, tag=Tag.LEAGUE)
+        got = protocol.poll_league(world)
+        if got is not None:
+            src, msg = got
             last_msg = time.monotonic()
             gi = int(msg["group"])
             if msg["kind"] == "report":
@@ -275,8 +322,7 @@ def league_main(ctx) -> None:
                 protocol.send_object(world, src, {"snapshot": due}, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
                 if due:
                     flat = np.zeros(n_params[gi], np.float32)
-                    protocol.wait_buffer(world.Irecv(flat, source=src, tag=Tag.POOL), cfg.runtime.timeout_s,
-                                         f"a snapshot from learner rank {src}")
+                    protocol.recv_snapshot(world, src, flat, cfg.runtime.timeout_s)
                     mid = league.add_member(gi, int(msg["version"]), update, flat,
                                             snapshot_attrs(cfg, gi, specs[gi], int(msg["version"])))
                     bank.paths[mid] = league.members[mid]["path"]

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
-from hpcmarl import storage
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, Record, unroll_spec, weights_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import ACTOR_TIMERS, M, RunLog, actor_seed, inject_fault, make_sampler, traj_path
+from hpcmarl.roles.common import ACTOR_TIMERS, M, actor_seed, inject_fault, make_sampler, traj_path
+from hpcmarl.roles.loop import Flow, Round, run_learner
 
 # --------------------------------------------------------------------------------------------------
 # actor
@@ -160,76 +160,149 @@ class LocalActorLink:
         return {"discarded": discarded}
 
 
-def learner_main(ctx) -> None:
-    from hpcmarl.comm.collective import Collective
+class Solo:
+    """The synchronous flow's learner groups without a league: one group of learners trains every env group.
+    Its counterpart with a league is :class:`hpcmarl.roles.league.LearnerLeague` (the same hooks)."""
+    gi, prefix, tables = 0, "", None
 
-    cfg, layout = ctx.cfg, ctx.layout
-    spec = ctx.env_spec
-    league, gi = None, 0
-    if layout.league:  # gradients stay inside the learner group; run bookkeeping spans every learner
-        from hpcmarl.league.server import TABLES
-        from hpcmarl.roles.league import LearnerLeague
+    def __init__(self, ctx):
+        from hpcmarl.comm.collective import Collective
 
-        gi = layout.group_of(ctx.rank)
-        coll = Collective(ctx.group_comm, cfg.learner.backend)
-        ctrl = Collective(ctx.learner_comm, "mpi")
-        league = LearnerLeague(ctx, gi, coll.rank)
-        groups, tables = [g.name for g in cfg.league.groups], TABLES
-    else:
-        coll = ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
-        groups, tables = [g.name for g in spec.groups], None
-    learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
-                                                    init_seed=cfg.seed + 1009 * gi)
-    uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
-    if layout.serial:
-        links = [LocalActorLink(ctx, uspec)]
-    else:
-        links = [MPIActorLink(ctx, r, uspec) for r in layout.actors_of(ctx.rank)]
-    prefix = f"group/{groups[gi]}/" if league else ""
+        self.coll = self.ctrl = Collective(ctx.learner_comm, ctx.cfg.learner.backend)
+        self.groups = [g.name for g in ctx.env_spec.groups]
 
-    # ---- state: fresh or from the checkpoint chosen in pre-flight ------------------------------------
-    actor_rng: Dict[int, np.ndarray] = {}
-    attrs = None
-    if ctx.resume_path:
-        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
-        learner.load_state_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-        rng = arrays.get(f"rng/learner-{ctx.rank:05d}/torch")
+    def returns(self, episode) -> list:
+        return list(episode[2:])
+
+    def stats(self, row: dict) -> dict:
+        return row
+
+    def states(self, learner):
+        return learner.state_arrays
+
+    def attrs(self, version: int) -> Optional[dict]:
+        return None
+
+    def rows(self, update: int, version: int, policy_flat, stop_reason: str, checkpoint_due: bool) -> Optional[dict]:
+        return None
+
+    def summary(self) -> str:
+        return ""
+
+
+class RolloutFlow(Flow):
+    """The synchronous rollout flow in the learner loop: one round = every actor's unroll made with
+    ``version`` -> one update -> version + 1. ``groups``: the learner-group hooks (:class:`Solo`, or
+    :class:`hpcmarl.roles.league.LearnerLeague` in league mode)."""
+
+    def __init__(self, ctx, groups):
+        cfg, layout, spec = ctx.cfg, ctx.layout, ctx.env_spec
+        self.ctx, self.cfg, self.layout, self.g = ctx, cfg, layout, groups
+        self.coll, self.ctrl, self.groups, self.tables = groups.coll, groups.ctrl, groups.groups, groups.tables
+        self.learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
+                                                             init_seed=cfg.seed + 1009 * groups.gi)
+        uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs)
+        if layout.serial:
+            self.links = [LocalActorLink(ctx, uspec)]
+        else:
+            self.links = [MPIActorLink(ctx, r, uspec) for r in layout.actors_of(ctx.rank)]
+        self.actor_rng: Dict[int, np.ndarray] = {}
+        self.wrec = weights_spec(self.learner.policy_flat().size).alloc()
+        self.explore = getattr(self.learner, "exploration", None)  # value-based learners hand out epsilon
+        self.sent_masks = None
+        self.t_send = 0.0
+
+    def load(self, arrays):
+        layout, prefix = self.layout, self.g.prefix
+        self.learner.load_state_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        rng = arrays.get(f"rng/learner-{self.ctx.rank:05d}/torch")
         if rng is not None:
             torch.set_rng_state(torch.from_numpy(np.asarray(rng, np.uint8)))
-        mine = {layout.actor_index(r) for r in layout.actors_of(ctx.rank)} if not layout.serial else {0}
+        mine = {layout.actor_index(r) for r in layout.actors_of(self.ctx.rank)} if not layout.serial else {0}
         for k, v in arrays.items():
             if k.startswith("rng/actor-") and int(k.split("/")[1].split("-")[1]) in mine:
-                actor_rng[int(k.split("/")[1].split("-")[1])] = v
-    log = RunLog(ctx, ctrl, groups, attrs, tables)
-    counters = log.counters
-    coll.broadcast_params(learner.params)
-    ctx.agree_startup()
-    wrec = weights_spec(learner.policy_flat().size).alloc()
-    for link in links:
-        idx = layout.actor_index(link.rank) if not layout.serial else 0
-        link.hello({"rng": actor_rng.get(idx), "n_weights": wrec["params"].size})
-    log.open()
+                self.actor_rng[int(k.split("/")[1].split("-")[1])] = v
 
-    explore = getattr(learner, "exploration", None)  # value-based learners hand out epsilon
-    sent_masks = [None]
-    version = counters["update"]
+    def prepare(self, log):
+        self.log = log
+        self.version = log.counters["update"]
+        self.coll.broadcast_params(self.learner.params)
 
-    def checkpoint():
+    def hello(self):
+        for link in self.links:
+            idx = self.layout.actor_index(link.rank) if not self.layout.serial else 0
+            link.hello({"rng": self.actor_rng.get(idx), "n_weights": self.wrec["params"].size})
+
+    def handout(self):
+        t = time.perf_counter()
+        learner, wrec = self.learner, self.wrec
+        wrec["params"][:] = learner.policy_flat()
+        wrec["meta"][WEIGHT_INDEX["epsilon"]] = self.explore(self.log.counters["env_steps"]) if self.explore else 0.0
+        mask_version = getattr(learner, "mask_version", None)  # sparse learners: values of active weights only
+        if mask_version is not None:
+            wrec["meta"][WEIGHT_INDEX["mask_version"]] = mask_version
+            if mask_version != self.sent_masks:
+                bits = learner.policy_masks()
+                for link in self.links:
+                    link.send_masks(bits, mask_version)
+                self.sent_masks = mask_version
+        for link in self.links:
+            link.send_weights(wrec, self.version)
+        self.t_send = time.perf_counter() - t
+
+    def round(self) -> Round:
+        version, coll, ctrl = self.version, self.coll, self.ctrl
+        want = checksum(self.wrec["params"])
+        t1 = time.perf_counter()
+        recs = [link.recv_unroll() for link in self.links]
+        t2 = time.perf_counter()
+        for r in recs:
+            if int(r["meta"][M["version"]]) != version or r["meta"][M["param_checksum"]] != want:
+                raise RuntimeError(f"actor {int(r['meta'][M['actor']])} sent an unroll made with weights "
+                                   f"version {int(r['meta'][M['version']])} (checksum {r['meta'][M['param_checksum']]}), "
+                                   f"expected version {version} (checksum {want})")
+        coll.t_allreduce = 0.0
+        stats = self.learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=self.log.counters["env_steps"])
+        t3 = time.perf_counter()
+
+        # what bookkeeping needs, taken out of the receive buffers; counters reduced over every learner
+        ep_rows = []
+        for r in recs:
+            n = int(r["meta"][M["n_episodes"]])
+            for e in r["episodes"][:n]:
+                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version, *self.g.returns(e)))
+        self.actor_rng.update({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
+        local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
+                          sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
+                          coll.t_allreduce, self.t_send,
+                          float(any(r["meta"][M["stop_requested"]] for r in recs))]
+                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
+                         + [sum(r["meta"][M["env_errors"]] for r in recs)])
+        tot = ctrl.sum_small(local)
+        # the algorithm's statistics: mean over the learner group
+        stat_row = dict(zip(sorted(stats), coll.sum_small(np.array([stats[k] for k in sorted(stats)])) / coll.size))
+        row = {"lag_mean": 0.0, "lag_max": 0.0,
+               "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / ctrl.size,
+               "time/wait_unrolls": tot[5] / ctrl.size, "time/allreduce": tot[6] / ctrl.size,
+               "time/send_weights": tot[7] / ctrl.size}
+        for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
+            row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
+        row.update(self.g.stats(stat_row))
+        self.version += 1
+        return Round(int(tot[0]), int(tot[1]), int(tot[-1]), tot[8] > 0, row, ep_rows)
+
+    def rows(self, stop_reason, checkpoint_due):
+        return self.g.rows(self.log.counters["update"], self.version, self.learner.policy_flat, stop_reason,
+                           checkpoint_due)
+
+    def save(self, log):
+        learner, ctrl = self.learner, self.ctrl
         learner_rng = ctrl.gather(torch.get_rng_state().numpy())
-        a_rng = ctrl.gather(actor_rng)
-        # league mode: every group's lead contributes its state (parameters and optimizer under group/<name>/,
-        # the policy alone under policy/<name> for `hpcmarl match`)
-        states = ctrl.gather((gi, learner.state_arrays(), learner.policy_flat()) if league and coll.rank == 0 else None)
+        a_rng = ctrl.gather(self.actor_rng)
+        model = self.g.states(learner)
 
         def arrays():
-            out = {} if league else learner.state_arrays()
-            for part in (states if league else []):
-                if part is not None:
-                    g, st, flat = part
-                    out.update({f"group/{groups[g]}/{k}": v for k, v in st.items()})
-                    out[f"policy/{groups[g]}"] = flat
-            if league:
-                out.update(league.state)
+            out = model()
             for i, st in enumerate(learner_rng):
                 out[f"rng/learner-{i:05d}/torch"] = st
             for part in a_rng:
@@ -238,100 +311,23 @@ def learner_main(ctx) -> None:
             return out
 
         log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])),
-                            arrays, version, group=gi,
-                            extra_attrs=league.policy_meta(version) if league and ctx.rank == 0 else None)
+                            arrays, self.version, group=self.g.gi, extra_attrs=self.g.attrs(self.version))
 
-    def send_weights() -> float:
-        t = time.perf_counter()
-        wrec["params"][:] = learner.policy_flat()
-        wrec["meta"][WEIGHT_INDEX["epsilon"]] = explore(counters["env_steps"]) if explore else 0.0
-        mask_version = getattr(learner, "mask_version", None)  # sparse learners: values of active weights only
-        if mask_version is not None:
-            wrec["meta"][WEIGHT_INDEX["mask_version"]] = mask_version
-            if mask_version != sent_masks[0]:
-                bits = learner.policy_masks()
-                for link in links:
-                    link.send_masks(bits, mask_version)
-                sent_masks[0] = mask_version
-        for link in links:
-            link.send_weights(wrec, version)
-        return time.perf_counter() - t
+    def shutdown(self, preempted):
+        return sum(link.stop(self.wrec, self.version, preempted)["discarded"] for link in self.links)
 
-    signalled = False
-    stop_reason = log.vote(False)
-    t_send = send_weights() if not stop_reason else 0.0
-    while not stop_reason:
-        # ---- one synchronous round: unrolls made with `version` -> update ------------------------------
-        inject_fault(ctx, version)
-        want = checksum(wrec["params"])
-        t1 = time.perf_counter()
-        recs = [link.recv_unroll() for link in links]
-        t2 = time.perf_counter()
-        for r in recs:
-            if int(r["meta"][M["version"]]) != version or r["meta"][M["param_checksum"]] != want:
-                raise RuntimeError(f"actor {int(r['meta'][M['actor']])} sent an unroll made with weights "
-                                   f"version {int(r['meta'][M['version']])} (checksum {r['meta'][M['param_checksum']]}), "
-                                   f"expected version {version} (checksum {want})")
-        coll.t_allreduce = 0.0
-        stats = learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=counters["env_steps"])
-        t3 = time.perf_counter()
+    def summary(self, discarded):
+        return f"{discarded} episode(s) in flight discarded" + self.g.summary()
 
-        # ---- take what bookkeeping needs out of the receive buffers, reduce counters -----------------
-        ep_rows = []
-        for r in recs:
-            n = int(r["meta"][M["n_episodes"]])
-            for e in r["episodes"][:n]:
-                rets = [e[2] if j == gi else np.nan for j in range(len(groups))] if league else e[2:]
-                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version, *rets))
-        actor_rng.update({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
-        local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
-                          sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
-                          coll.t_allreduce, t_send,
-                          float(any(r["meta"][M["stop_requested"]] for r in recs))]
-                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
-                         + [sum(r["meta"][M["env_errors"]] for r in recs)])
-        tot = ctrl.sum_small(local)  # counters and timings over every learner
-        # the algorithm's statistics: mean over the learner group (league mode: groups have their own keys,
-        # gathered to the lead learner)
-        stat_row = dict(zip(sorted(stats), coll.sum_small(np.array([stats[k] for k in sorted(stats)])) / coll.size))
-        if league:
-            parts = ctrl.gather(stat_row if coll.rank == 0 else {})
-            stat_row = {k: v for part in (parts or []) for k, v in part.items()}
-        version += 1
-        log.advance(int(tot[0]), int(tot[1]), int(tot[-1]))
-        signalled = tot[8] > 0
+    def close(self):
+        self.coll.close()
 
-        # ---- decide now and hand out the next version, so actors collect while we write logs ----------
-        stop_reason = log.vote(signalled)
-        t_send = send_weights() if not stop_reason else 0.0
-        table_rows = None
-        if league:  # the group's lead reports to the league (snapshots); the lead learner gets /league rows
-            want = ctx.rank == 0 and (bool(stop_reason) or log.checkpoint_due(stop_reason))
-            got = league.status(counters["update"], version, learner.policy_flat, want, bool(stop_reason))
-            table_rows = {name: got.get(name, []) for name in tables}
 
-        row = log.base_row()
-        row.update({"lag_mean": 0.0, "lag_max": 0.0,
-                    "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / ctrl.size,
-                    "time/wait_unrolls": tot[5] / ctrl.size, "time/allreduce": tot[6] / ctrl.size,
-                    "time/send_weights": tot[7] / ctrl.size})
-        for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
-            row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
-        row.update(stat_row)
-        log.log(row, ep_rows, table_rows)
-        if log.checkpoint_due(stop_reason):
-            checkpoint()
+def learner_main(ctx) -> None:
+    if ctx.layout.league:  # gradients stay inside the learner group; run bookkeeping spans every learner
+        from hpcmarl.roles.league import LearnerLeague
 
-    # ---- shutdown: final checkpoint, stop actors, close files ---------------------------------------
-    ctx.preempted = log.preempted()
-    byes = [link.stop(wrec, version, ctx.preempted) for link in links]
-    discarded = ctrl.sum_small(np.array([sum(b["discarded"] for b in byes)]))[0]
-    counters["discarded_episodes"] += int(discarded)
-    if log.final_checkpoint_due():
-        checkpoint()
-    summary = f"{int(discarded)} episode(s) in flight discarded"
-    if league:
-        snaps = ctrl.sum_small(np.array([league.snapshots]))[0]
-        summary += f"; {int(snaps)} snapshot(s) added to the pool this session"
-    log.finish(stop_reason, summary)
-    coll.close()
+        groups = LearnerLeague(ctx)
+    else:
+        groups = Solo(ctx)
+    run_learner(ctx, RolloutFlow(ctx, groups))

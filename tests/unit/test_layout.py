@@ -59,3 +59,34 @@ def test_mpi_and_horovod_stay_in_the_shells():
     bad = {m: sorted(i for i in every if i.split(".")[0] in ("mpi4py", "horovod"))
            for m, (_, every) in modules().items() if not (m + ".").startswith(shells) and m not in shells}
     assert not {m: v for m, v in bad.items() if v}
+
+
+def calls_of(names):
+    """``{module: sorted attribute/function names from ``names`` it calls}`` over hpcmarl/ (ast)."""
+    out = {}
+    for dirpath, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py"):
+                tree = ast.parse(open(os.path.join(dirpath, f)).read())
+                found = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", None)
+                         for n in ast.walk(tree) if isinstance(n, ast.Call)} & set(names)
+                if found:
+                    out[os.path.relpath(os.path.join(dirpath, f), ROOT)] = sorted(found)
+    return out
+
+
+def test_one_learner_loop():
+    """Resume, the stop vote, preemption, checkpoints and shutdown are written once (roles/loop.py); the flows
+    plug into it, and the synchronous flow reaches the league through hooks (no league state in its module)."""
+    skeleton = ("load_checkpoint", "vote", "preempted", "final_checkpoint_due", "checkpoint_due", "finish", "advance")
+    where = calls_of(skeleton)
+    loop = os.path.join("roles", "loop.py")
+    assert set(where.get(loop, ())) == set(skeleton)
+    others = {m: v for m, v in where.items() if m.startswith("roles" + os.sep) and m != loop}
+    # the league rank reads its own state from a checkpoint; no other role shell repeats the skeleton
+    assert others in ({}, {os.path.join("roles", "league.py"): ["load_checkpoint"]}), others
+    tree = ast.parse(open(os.path.join(ROOT, "roles", "rollouts.py")).read())
+    flow = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RolloutFlow")
+    names = {n.id for n in ast.walk(flow) if isinstance(n, ast.Name)} | {n.attr for n in ast.walk(flow)
+                                                                         if isinstance(n, ast.Attribute)}
+    assert not [n for n in names if "league" in n.lower()], "league conditionals in the synchronous learner"

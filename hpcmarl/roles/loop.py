@@ -1,0 +1,126 @@
+"""The learner loop, written once: resume, startup agreement, hello, the stop vote, progress and metrics,
+checkpoints, preemption and shutdown. A data flow (synchronous rollouts, asynchronous rollouts, gradients)
+plugs in as a :class:`Flow`; the loop never looks inside one.
+
+Per round::
+
+    round()       the flow's work: take data from its actors, update, reduce its counters over the learners
+    advance       the run's counters (update, env steps, episodes, env errors)
+    vote          every learner agrees to go on or to stop (RunLog.vote)
+    handout()     only when going on: the next weights/query go out, so actors work while we write logs
+    rows(...)     further run.h5 table rows (the league's status round trip lives here)
+    log           metrics row + episodes (lead learner), progress line, target check
+    checkpoint    every ``output.checkpoint_every`` updates, and once at the end
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hpcmarl import storage
+from hpcmarl.roles.common import RunLog, inject_fault
+
+
+@dataclass
+class Round:
+    """What one round of a flow reports, already reduced over every learner (``ep_rows``: this learner's)."""
+    env_steps: int
+    episodes: int
+    env_errors: int
+    signalled: bool  # an actor saw a stop signal
+    row: dict  # the flow's metrics for this round
+    ep_rows: list = field(default_factory=list)
+    discarded: int = 0  # episodes abandoned during the round (gradients flow)
+
+
+class Flow:
+    """A data flow as the learner loop sees it. Subclasses set ``groups``, ``ctrl`` (the collective over every
+    learner that carries counters, votes and run.h5 rows), ``version`` (what fault injection and checkpoints
+    name), and may set ``tables`` (further run.h5 tables) and ``banner`` (said after the run directory)."""
+    groups: List[str]
+    ctrl = None
+    version: int = 0
+    tables: Optional[dict] = None
+    banner: str = ""
+
+    def load(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Resume: take the state out of the checkpoint's arrays."""
+
+    def prepare(self, log: RunLog) -> None:
+        """Before the startup agreement: the counters are known (resume included); share initial parameters."""
+
+    def hello(self) -> None:
+        """After the startup agreement: greet the actors."""
+
+    def begin(self) -> None:
+        """Before the first vote."""
+
+    def handout(self) -> None:
+        """After a vote to go on (the first one included)."""
+
+    def round(self) -> Round:
+        raise NotImplementedError
+
+    def rows(self, stop_reason: str, checkpoint_due: bool) -> Optional[Dict[str, list]]:
+        """After the hand-out: rows of the further tables (name -> tuples in column order). A checkpoint
+        follows this round when ``stop_reason`` or ``checkpoint_due``."""
+        return None
+
+    def save(self, log: RunLog) -> None:
+        """Every learner: write a checkpoint through ``log.save_checkpoint``."""
+        raise NotImplementedError
+
+    def shutdown(self, preempted: bool) -> int:
+        """Stop the actors; returns the episodes this learner's actors had in flight (discarded)."""
+        raise NotImplementedError
+
+    def summary(self, discarded: int) -> str:
+        """The flow's part of the closing line (every learner calls it; it may reduce). ``discarded``: episodes
+        in flight at the end, over every learner."""
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+def run_learner(ctx, flow: Flow) -> None:
+    attrs = None
+    if ctx.resume_path:
+        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
+        flow.load(arrays)
+    log = RunLog(ctx, flow.ctrl, flow.groups, attrs, flow.tables)
+    counters = log.counters
+    flow.prepare(log)
+    ctx.agree_startup()
+    flow.hello()
+    log.open(flow.banner)
+
+    flow.begin()
+    stop_reason = log.vote(False)
+    if not stop_reason:
+        flow.handout()
+    while not stop_reason:
+        inject_fault(ctx, flow.version)
+        r = flow.round()
+        log.advance(r.env_steps, r.episodes, r.env_errors)
+        counters["discarded_episodes"] += r.discarded
+        stop_reason = log.vote(r.signalled)
+        if not stop_reason:
+            flow.handout()
+        due = log.checkpoint_due(stop_reason)
+        tables = flow.rows(stop_reason, due)
+        row = log.base_row()
+        row.update(r.row)
+        log.log(row, r.ep_rows, tables)
+        if due:
+            flow.save(log)
+
+    ctx.preempted = log.preempted()
+    discarded = int(flow.ctrl.sum_small(np.array([flow.shutdown(ctx.preempted)]))[0])
+    counters["discarded_episodes"] += discarded
+    if log.final_checkpoint_due():
+        flow.save(log)
+    log.finish(stop_reason, flow.summary(discarded))
+    flow.close()
