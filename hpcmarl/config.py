@@ -41,151 +41,6 @@ class TopologyConfig:
 
 
 @dataclass
-class PPOConfig:
-    """IPPO / MAPPO hyper-parameters (MAPPO-paper MPE settings, with lr and epochs tuned on simple_spread_v3)."""
-
-    name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
-    unroll_length: int = 25  # T: steps per env copy in one unroll
-    lr: float = 5e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    epochs: int = 5
-    minibatches: int = 1
-    entropy_coef: float = 0.01
-    value_coef: float = 1.0
-    value_clip: float = 0.2  # 0 disables value clipping
-    max_grad_norm: float = 10.0
-    normalize_advantages: bool = True
-    value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
-    hidden: int = 64
-    layers: int = 2
-    critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
-    encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
-    # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
-    reward: str = "auto"  # individual: each agent learns from its own reward; team: from its group's mean reward
-    # (MAPPO's shared reward); auto: team on cooperative envs, individual otherwise (returns are logged as summed)
-    bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
-    # the return there as at a termination
-
-    @property
-    def uses_state(self) -> bool:
-        return self.name == "mappo" and self.critic_input == "state"
-
-
-@dataclass
-class NIGTConfig:
-    """Policy-gradient NIGT with Rennala / Malenia / synchronous aggregation (algorithms.md section 1).
-
-    Actors compute REINFORCE/GPOMDP gradients of whole trajectories at the round's query point and send
-    ``(round, gradient)``; learners aggregate and take one normalized momentum step per round."""
-
-    name: str = "nigt"
-    aggregation: str = "rennala"  # rennala (fastest-first, exactly M) | malenia (1/n per actor) | allreduce (synchronous)
-    lr: float = 0.05  # alpha: every step moves the parameters by exactly this L2 length
-    momentum: float = 0.1  # eta: weight of the new gradient in d_t; the query point lies (1-eta)/eta steps ahead
-    batch: int = 20  # M: trajectories per round
-    init_batch: int = 20  # M_init: trajectories for the initial direction d_0 at theta_0
-    horizon: int = 0  # H: steps per trajectory (0 = until the episode ends)
-    gamma: float = 0.99
-    hidden: int = 64
-    layers: int = 2
-    init_std: float = 0.6  # continuous actions: initial softplus standard deviation (pre-tanh)
-    learn_std: bool = True  # continuous actions: false keeps the std at init_std (REINFORCE without a baseline
-    # loses signal as the std shrinks: the noise of r * grad log pi grows like 1/std)
-    check_every: int = 1  # compare the learners' parameter checksums every this many rounds (0 = at checkpoints only)
-
-    uses_state = False
-
-
-@dataclass
-class MATraceConfig:
-    """MA-Trace (algorithms.md sections 2-3): actors never wait for the learner; V-trace with the joint
-    importance ratio and a centralized team critic corrects the policy lag."""
-
-    name: str = "matrace"
-    correction: str = "joint"  # joint (MA-Trace) | per_agent (DecMA-Trace: own ratio + own critic) | none
-    unroll_length: int = 25  # T: steps per env copy in one unroll
-    lr: float = 1e-3  # Adam
-    gamma: float = 0.99
-    lam: float = 1.0  # trace lambda
-    rho_bar: float = 1.0  # truncation of rho in the TD error (must be >= c_bar)
-    c_bar: float = 1.0  # truncation of the trace coefficients
-    rho_pg_bar: float = 1.0  # truncation of rho in the policy gradient
-    baseline_cost: float = 0.5
-    reward_scale: float = 1.0  # the team reward is multiplied by this for learning (returns are logged unscaled)
-    entropy_coef: float = 0.01  # (initial) entropy coefficient
-    entropy_adaptive: bool = True  # SEED RL's Lagrangian coefficient, driven towards entropy_target
-    entropy_target: float = 1e-5
-    entropy_speed: float = 10.0
-    max_grad_norm: float = 40.0
-    epochs: int = 1  # gradient steps per batch (1 = IMPALA)
-    batch_unrolls: int = 1  # unrolls per learner update (from the learner's queue)
-    queue_size: int = 4  # unrolls a learner holds waiting to be trained on
-    queue_full: str = "wait"  # wait: actors block on their send (back-pressure) | drop: the newest unroll is dropped
-    push_every: int = 1  # hand out new weights every this many updates (> 1 injects policy lag)
-    hidden: int = 64
-    layers: int = 2
-    critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
-    bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
-    # the return there as at a termination
-
-    @property
-    def uses_state(self) -> bool:
-        return self.critic_input == "state"
-
-
-@dataclass
-class QMIXConfig:
-    """QMIX / VDN on the rollout flow, with the MAST sparse-training components (algorithms.md section 4).
-
-    MAST values the paper does not give (alpha, lambda, the switch step, buffer sizes and split) are
-    our choices, documented in the README; every component can be switched off for ablations."""
-
-    name: str = "qmix"  # qmix (monotonic hypernetwork mixer) | vdn (sum of utilities)
-    unroll_length: int = 25  # T: steps per env copy in one unroll (MPE: one whole episode)
-    episode_limit: int = 0  # longest stored episode segment; 0 = the env's max_cycles
-    lr: float = 5e-4  # Adam
-    gamma: float = 0.99
-    reward_scale: float = 1.0  # team reward multiplier for learning (returns are logged unscaled)
-    reward_norm: bool = False  # standardise team rewards with running mean/std (over all learners' episodes)
-    hidden: int = 64
-    layers: int = 2
-    mixer_embed: int = 32
-    hyper_hidden: int = 64
-    eps_start: float = 1.0  # epsilon-greedy exploration, annealed linearly over eps_anneal_steps env steps
-    eps_end: float = 0.05
-    eps_anneal_steps: int = 100_000
-    buffer_episodes: int = 5000  # replay capacity (episode segments, FIFO)
-    batch_episodes: int = 32
-    learning_starts: int = 32  # episodes in every learner's replay before training starts
-    train_steps: int = 1  # gradient steps per learner update (one update = one unroll per actor)
-    target_update: int = 200  # gradient steps between hard target-network copies (unless target_tau > 0)
-    target_tau: float = 0.0  # > 0: soft target update theta' <- tau theta + (1 - tau) theta' after every step
-    max_grad_norm: float = 10.0
-    # ---- MAST ----
-    sparsity: float = 0.0  # fraction of zero weights in agent nets and mixer (Erdos-Renyi per layer); 0 = dense
-    topology_every: int = 200  # gradient steps between RigL drop/grow updates (0 = static sparse masks)
-    topology_end: int = 50_000  # no topology updates from this gradient step on (cosine schedule ends here)
-    drop_fraction: float = 0.5  # zeta_0: initial fraction of active weights dropped and regrown
-    mellowmax_omega: float = 0.0  # Soft Mellowmax bootstrap (omega > 0; 0 = double-Q max)
-    mellowmax_alpha: float = 0.0
-    td_lambda: float = 0.0  # lambda of the TD(lambda) targets (0 = one-step)
-    td_lambda_after: int = 0  # hybrid targets: one-step until this many env steps, TD(lambda) afterwards
-    recent_episodes: int = 0  # dual replay: size of the newest-episodes buffer (0 = single buffer)
-    recent_fraction: float = 0.5  # share of every batch drawn from the newest episodes
-    critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
-    bootstrap_truncated: bool = True  # an episode ended by a time limit bootstraps from its final observation
-    # (the segment is not terminal); false treats it as terminal
-
-    @property
-    def uses_state(self) -> bool:
-        return self.critic_input == "state"
-
-
-
-
-@dataclass
 class LearnerConfig:
     backend: str = "horovod"  # horovod | mpi: how learners combine gradients
     device: str = "auto"  # auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N
@@ -290,7 +145,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy_map: Optional[Dict[str, List[str]]] = None  # group -> agent names or fnmatch patterns
     topology: TopologyConfig = field(default_factory=TopologyConfig)
-    algo: Any = field(default_factory=PPOConfig)
+    algo: Any = field(default_factory=lambda: _algo_config("mappo"))
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actors: ActorConfig = field(default_factory=ActorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -398,6 +253,13 @@ def _build(cls, data, prefix: str):
         else:
             kwargs[name] = _coerce(data[name], hints[name], key)
     return cls(**kwargs)
+
+
+def _algo_config(name: str):
+    """The default config of a registered algorithm (its dataclass lives beside it in hpcmarl/algos/)."""
+    from hpcmarl.algos import base
+
+    return base.get(name).config_class()(name=name)
 
 
 def _build_algo(data, key):
@@ -569,7 +431,6 @@ def from_dict(data: dict) -> Config:
     return cfg
 
 
-AGGREGATIONS = ("rennala", "malenia", "allreduce")
 VARIANT_KEYS = {"obs_scale", "reward_scale", "env_kwargs"}
 
 
@@ -588,9 +449,13 @@ def delay_factors(spec, n_actors: int) -> List[float]:
     return [1.0] * (n_actors - 1) + [float(m.group(1))]
 
 
-def _check(cond: bool, key: str, msg: str):
+def check(cond: bool, key: str, msg: str):
+    """Raise :class:`ConfigError` naming ``key`` unless ``cond`` (for algorithm configs' ``validate`` too)."""
     if not cond:
         raise ConfigError(f"config key '{key}': {msg}")
+
+
+_check = check
 
 
 def validate(cfg: Config) -> None:
@@ -612,76 +477,12 @@ def validate(cfg: Config) -> None:
         for g, pats in cfg.policy_map.items():
             _check(len(pats) >= 1, f"policy_map.{g}", "must list at least one agent name or pattern")
     p = cfg.algo
-    if isinstance(p, PPOConfig):
-        _check(p.unroll_length >= 1, "algo.unroll_length", "must be >= 1")
-        _check(p.lr > 0, "algo.lr", "must be > 0")
-        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
-        _check(0 <= p.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]")
-        _check(p.clip > 0, "algo.clip", "must be > 0")
-        _check(p.epochs >= 1, "algo.epochs", "must be >= 1")
-        _check(p.minibatches >= 1, "algo.minibatches", "must be >= 1")
-        _check(p.minibatches <= p.unroll_length * cfg.env.num_envs, "algo.minibatches",
-               f"must be <= unroll_length * env.num_envs = {p.unroll_length * cfg.env.num_envs}")
-        _check(p.hidden >= 1, "algo.hidden", "must be >= 1")
-        _check(p.layers >= 1, "algo.layers", "must be >= 1")
-        _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
-        _check(p.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
-        _check(p.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
-    if isinstance(p, NIGTConfig):
-        _check(p.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
-        _check(p.lr > 0, "algo.lr", "must be > 0")
-        _check(0 < p.momentum <= 1, "algo.momentum", "must be in (0, 1]")
-        _check(p.batch >= 1, "algo.batch", "must be >= 1")
-        _check(p.init_batch >= 1, "algo.init_batch", "must be >= 1")
-        _check(p.horizon >= 0, "algo.horizon", "must be >= 0 (0 = whole episodes)")
-        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
-        _check(p.hidden >= 1, "algo.hidden", "must be >= 1")
-        _check(p.layers >= 1, "algo.layers", "must be >= 1")
-        _check(p.init_std > 0, "algo.init_std", "must be > 0")
-        _check(p.check_every >= 0, "algo.check_every", "must be >= 0")
-    if isinstance(p, MATraceConfig):
-        _check(p.correction in ("joint", "per_agent", "none"), "algo.correction", "must be joint, per_agent or none")
-        for k in ("unroll_length", "epochs", "batch_unrolls", "queue_size", "push_every", "hidden", "layers"):
-            _check(getattr(p, k) >= 1, f"algo.{k}", "must be >= 1")
-        _check(p.lr > 0, "algo.lr", "must be > 0")
-        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
-        _check(0 <= p.lam <= 1, "algo.lam", "must be in [0, 1]")
-        _check(p.c_bar > 0 and p.rho_pg_bar > 0, "algo.c_bar", "truncation levels must be > 0")
-        _check(p.rho_bar >= p.c_bar, "algo.rho_bar", f"must be >= algo.c_bar ({p.c_bar})")
-        _check(p.entropy_coef > 0, "algo.entropy_coef", "must be > 0")
-        _check(p.queue_size >= p.batch_unrolls, "algo.queue_size", f"must be >= algo.batch_unrolls ({p.batch_unrolls})")
-        _check(p.queue_full in ("wait", "drop"), "algo.queue_full", "must be wait or drop")
-        _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
-    if isinstance(p, QMIXConfig):
-        _check(p.name in ("qmix", "vdn"), "algo.name", "must be qmix or vdn")
-        for k in ("unroll_length", "hidden", "layers", "mixer_embed", "hyper_hidden", "buffer_episodes",
-                  "batch_episodes", "train_steps", "target_update"):
-            _check(getattr(p, k) >= 1, f"algo.{k}", "must be >= 1")
-        for k in ("episode_limit", "eps_anneal_steps", "learning_starts", "topology_every", "topology_end",
-                  "td_lambda_after", "recent_episodes"):
-            _check(getattr(p, k) >= 0, f"algo.{k}", "must be >= 0")
-        _check(p.lr > 0, "algo.lr", "must be > 0")
-        _check(0 < p.gamma <= 1, "algo.gamma", "must be in (0, 1]")
-        _check(0 <= p.eps_end <= p.eps_start <= 1, "algo.eps_start", "need 0 <= eps_end <= eps_start <= 1")
-        _check(p.learning_starts <= p.buffer_episodes, "algo.learning_starts",
-               f"must be <= algo.buffer_episodes ({p.buffer_episodes})")
-        _check(p.recent_episodes <= p.buffer_episodes, "algo.recent_episodes",
-               f"must be <= algo.buffer_episodes ({p.buffer_episodes})")
-        _check(0 <= p.sparsity < 1, "algo.sparsity", "must be in [0, 1)")
-        _check(0 <= p.drop_fraction <= 1, "algo.drop_fraction", "must be in [0, 1]")
-        _check(p.mellowmax_omega >= 0, "algo.mellowmax_omega", "must be >= 0 (0 = max)")
-        _check(0 <= p.td_lambda <= 1, "algo.td_lambda", "must be in [0, 1]")
-        _check(0 <= p.recent_fraction <= 1, "algo.recent_fraction", "must be in [0, 1]")
-        _check(0 <= p.target_tau <= 1, "algo.target_tau", "must be in [0, 1] (0 = hard copies every target_update steps)")
-        _check(p.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
-        _check(p.episode_limit >= 1, "algo.episode_limit",
-               f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
     from hpcmarl.algos import base
 
     if base.get(p.name).flow != "gradients":
         _check(isinstance(getattr(p, "unroll_length", None), int) and p.unroll_length >= 1, "algo.unroll_length",
                "the rollout flows need an integer unroll_length >= 1 in the algorithm's config")
-    if callable(getattr(p, "validate", None)):  # a plug-in's own checks (raise ConfigError naming the key)
+    if callable(getattr(p, "validate", None)):  # the algorithm config's own checks (ConfigError naming the key)
         p.validate(cfg)
     validate_league(cfg, envs)
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec

@@ -69,10 +69,23 @@ class GroupPolicy(nn.Module):
     """
 
     def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True, encoder: str = "mlp"):
+                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False):
         super().__init__()
         self.discrete = g.discrete
-        self.net = encoder_mlp(g, hidden, layers, g.n_actions if g.discrete else g.act_dim, 0.01, encoder)
+        out = g.n_actions if g.discrete else g.act_dim
+        self.recurrent = recurrent
+        if recurrent:  # rMAPPO's actor: MLP features -> GRU cell -> head; the hidden state is the caller's
+            if encoder != "mlp":
+                raise ValueError("algo.recurrent works with algo.encoder=mlp only")
+            self.body = nn.Sequential(mlp(g.obs_dim, hidden, layers - 1, hidden), nn.Tanh())
+            self.rnn = nn.GRUCell(hidden, hidden)
+            self.head = nn.Linear(hidden, out)
+            nn.init.orthogonal_(self.head.weight, 0.01)
+            nn.init.zeros_(self.head.bias)
+            self.net = self._recurrent_net_missing
+        else:
+            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder)
+        self.hidden_size = hidden if recurrent else 0
         self.softplus_std = std == "softplus"
         if not g.discrete:
             if self.softplus_std:  # inverse softplus of init_std; a buffer (not trained) unless learn_std
@@ -84,11 +97,23 @@ class GroupPolicy(nn.Module):
             else:
                 self.log_std = nn.Parameter(torch.full((g.act_dim,), -0.5))
 
+    @staticmethod
+    def _recurrent_net_missing(obs):
+        raise TypeError("a recurrent policy needs its hidden state: use GroupPolicy.step(obs, h)")
+
     def std(self) -> torch.Tensor:
         return nn.functional.softplus(self.std_raw) + 1e-4 if self.softplus_std else self.log_std.exp()
 
-    def dist(self, obs: torch.Tensor, mask: torch.Tensor = None):
-        out = self.net(obs)
+    def step(self, obs: torch.Tensor, h: torch.Tensor):
+        """Recurrent policies: ``obs [..., d]``, hidden ``h [..., H]`` -> (action head output, next hidden)."""
+        x = self.body(obs)
+        lead = x.shape[:-1]
+        h2 = self.rnn(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1])).reshape(*lead, -1)
+        return self.head(h2), h2
+
+    def dist(self, obs: torch.Tensor, mask: torch.Tensor = None, out: torch.Tensor = None):
+        """The action distribution on ``obs`` (or on a head output ``out`` computed by :meth:`step`)."""
+        out = self.net(obs) if out is None else out
         if self.discrete:
             if mask is not None:
                 out = out.masked_fill(~mask, -1e9)
@@ -110,11 +135,13 @@ def squash(g: GroupSpec, u: np.ndarray) -> np.ndarray:
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, spec: EnvSpec, algo: str, hidden: int = 64, layers: int = 2, encoder: str = "mlp"):
+    def __init__(self, spec: EnvSpec, algo: str, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
+                 recurrent: bool = False):
         super().__init__()
         self.spec = spec
         self.centralized = algo == "mappo"
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder) for g in spec.groups})
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent)
+                                       for g in spec.groups})
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
         self.critics = nn.ModuleDict({
             g.name: mlp(self.critic_in, hidden, layers, g.n) if self.centralized else encoder_mlp(g, hidden, layers, 1,
@@ -160,10 +187,12 @@ class Inference:
     """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
 
     def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True, encoder: str = "mlp"):
+                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False):
         self.spec = spec
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std, encoder)
-                                       for g in spec.groups})
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std, encoder,
+                                                           recurrent) for g in spec.groups})
+        self.recurrent = recurrent
+        self.h: Dict[str, torch.Tensor] = {}  # recurrent: hidden state per group [E, n, H], carried across unrolls
         self.params = list(self.policies.parameters())
         self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
         self.epsilon = 0.0  # exploration of value-based policies (QInference); set from each weights message
@@ -181,22 +210,39 @@ class Inference:
             return actions
         return {g.name: actions[g.name] if g.discrete else squash(g, actions[g.name]) for g in self.spec.groups}
 
+    def hidden(self, group: str, lead: tuple) -> torch.Tensor:
+        """Recurrent: the group's hidden state for observations of leading shape ``lead`` (zeros when new)."""
+        h = self.h.get(group)
+        if h is None or tuple(h.shape[:-1]) != tuple(lead):
+            h = self.h[group] = torch.zeros(*lead, self.policies[group].hidden_size)
+        return h
+
+    def episodes_ended(self, envs) -> None:
+        """Env copies ``envs`` start new episodes: their hidden states restart from zero."""
+        if self.recurrent and len(envs):
+            for h in self.h.values():
+                h[list(envs)] = 0.0
+
     @torch.no_grad()
     def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray], greedy: bool = False):
-        """Sample (or with ``greedy`` take the most likely) actions; returns (actions, log-probs)."""
+        """Sample (or with ``greedy`` take the most likely) actions; returns (actions, log-probs). Recurrent
+        policies advance their hidden state (:meth:`episodes_ended` resets it)."""
         actions, logps = {}, {}
         for g in self.spec.groups:
             o = torch.from_numpy(obs[g.name])
             pol = self.policies[g.name]
+            out = None
+            if self.recurrent:
+                out, self.h[g.name] = pol.step(o, self.hidden(g.name, o.shape[:-1]))
             if g.discrete:  # hot path: no Distribution object (its argument checks cost more than the net)
-                logits = pol.net(o).masked_fill(~torch.from_numpy(masks[g.name]), -1e9)
+                logits = (pol.net(o) if out is None else out).masked_fill(~torch.from_numpy(masks[g.name]), -1e9)
                 logp_all = torch.log_softmax(logits, -1)
                 flat = logp_all.reshape(-1, logp_all.shape[-1])
                 a = flat.argmax(1, keepdim=True) if greedy else torch.multinomial(flat.exp(), 1)
                 actions[g.name] = a.reshape(logp_all.shape[:-1]).numpy()
                 logps[g.name] = flat.gather(1, a).reshape(logp_all.shape[:-1]).numpy()
             else:
-                d = pol.dist(o)
+                d = pol.dist(o, out=out)
                 a = d.base_dist.mean if greedy else d.sample()
                 actions[g.name] = a.numpy()
                 logps[g.name] = d.log_prob(a).numpy()
@@ -211,8 +257,10 @@ def make_inference(spec: EnvSpec, algo) -> Inference:
 
 
 def policy_inference(spec: EnvSpec, algo) -> Inference:
-    """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one): PPO, MA-Trace."""
-    return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"))
+    """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one; a GRU policy with
+    ``algo.recurrent``): PPO, MA-Trace."""
+    return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"),
+                     recurrent=bool(getattr(algo, "recurrent", False)))
 
 
 def squashed_inference(spec: EnvSpec, algo) -> Inference:

@@ -31,6 +31,10 @@ class Sampler:
         t_env = t_infer = 0.0
         clock = time.perf_counter
         self.finished = []
+        recurrent = getattr(self.policy, "recurrent", False)
+        if recurrent:  # the hidden state the unroll starts from (the learner replays the GRU from it)
+            for g in self.groups:
+                rec[f"{g.name}/h0"][:] = self.policy.hidden(g.name, venv.obs[g.name].shape[:-1]).numpy()
         for t in range(T):
             for g in self.groups:
                 rec[f"{g.name}/obs"][t] = venv.obs[g.name]
@@ -56,6 +60,8 @@ class Sampler:
             if venv.final_state is not None:
                 rec["final_state"][t] = venv.final_state
             self.finished += finished
+            if recurrent:
+                self.policy.episodes_ended([ep.env for ep in finished])
             for ep in finished:
                 env_done[t, ep.env] = 1
                 eps[n_ep, 0] = ep.env

@@ -28,6 +28,7 @@ from _common import ROOT, launch
 # name -> (config, ranks, overrides): the layouts the targets of issue 16 are stated for
 ARMS = {
     "mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2"]),
+    "rmappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "algo.recurrent=true"]),  # GRU policy
     "ippo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "algo.name=ippo"]),
     "matrace": ("matrace_spread.yaml", 4, ["topology.learners=2"]),
     "qmix": ("qmix_spread.yaml", 3, []),

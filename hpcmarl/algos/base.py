@@ -103,6 +103,11 @@ def uses_state(cfg) -> bool:
     return bool(getattr(cfg, "uses_state", False))
 
 
+def rnn_hidden(cfg) -> int:
+    """The hidden size of a recurrent policy (``algo.recurrent``), else 0: unrolls then carry its initial state."""
+    return int(cfg.hidden) if getattr(cfg, "recurrent", False) else 0
+
+
 def import_user_module(name: str):
     """Import a user's module (an env factory, an algorithm plug-in) by dotted name; the working directory is on the
     path, as ``python -m`` would have it, so a module beside the run is found under ``mpirun`` too."""
@@ -120,12 +125,12 @@ def load_plugins(modules: List[str]) -> None:
 
 
 for _name, _cfg, _learner, _inference, _flow in [
-    ("mappo", "PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
-    ("ippo", "PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
-    ("qmix", "QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
-    ("vdn", "QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
-    ("matrace", "MATraceConfig", "hpcmarl.algos.matrace:MATraceLearner", "hpcmarl.models:policy_inference",
+    ("mappo", "ppo:PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
+    ("ippo", "ppo:PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
+    ("qmix", "qmix:QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
+    ("vdn", "qmix:QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
+    ("matrace", "matrace:MATraceConfig", "hpcmarl.algos.matrace:MATraceLearner", "hpcmarl.models:policy_inference",
      "rollouts_async"),
-    ("nigt", "NIGTConfig", None, "hpcmarl.models:squashed_inference", "gradients"),
+    ("nigt", "nigt:NIGTConfig", None, "hpcmarl.models:squashed_inference", "gradients"),
 ]:
-    register(Algorithm(_name, f"hpcmarl.config:{_cfg}", _learner, _inference, _flow))
+    register(Algorithm(_name, f"hpcmarl.algos.{_cfg}", _learner, _inference, _flow))

@@ -16,15 +16,70 @@ observation) or ``none`` (no importance weights: plain n-step actor-critic on la
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
+
+from hpcmarl.config import check
 
 class VTrace(NamedTuple):
     vs: torch.Tensor  # V-trace value targets v_t           [T, B]
     pg_advantages: torch.Tensor  # A_t                      [T, B]
     rho: torch.Tensor  # clipped rho_t                       [T, B]
     c: torch.Tensor  # clipped trace coefficients c_t       [T, B]
+
+
+@dataclass
+class MATraceConfig:
+    """MA-Trace (algorithms.md sections 2-3): actors never wait for the learner; V-trace with the joint
+    importance ratio and a centralized team critic corrects the policy lag."""
+
+    name: str = "matrace"
+    correction: str = "joint"  # joint (MA-Trace) | per_agent (DecMA-Trace: own ratio + own critic) | none
+    unroll_length: int = 25  # T: steps per env copy in one unroll
+    lr: float = 1e-3  # Adam
+    gamma: float = 0.99
+    lam: float = 1.0  # trace lambda
+    rho_bar: float = 1.0  # truncation of rho in the TD error (must be >= c_bar)
+    c_bar: float = 1.0  # truncation of the trace coefficients
+    rho_pg_bar: float = 1.0  # truncation of rho in the policy gradient
+    baseline_cost: float = 0.5
+    reward_scale: float = 1.0  # the team reward is multiplied by this for learning (returns are logged unscaled)
+    entropy_coef: float = 0.01  # (initial) entropy coefficient
+    entropy_adaptive: bool = True  # SEED RL's Lagrangian coefficient, driven towards entropy_target
+    entropy_target: float = 1e-5
+    entropy_speed: float = 10.0
+    max_grad_norm: float = 40.0
+    epochs: int = 1  # gradient steps per batch (1 = IMPALA)
+    batch_unrolls: int = 1  # unrolls per learner update (from the learner's queue)
+    queue_size: int = 4  # unrolls a learner holds waiting to be trained on
+    queue_full: str = "wait"  # wait: actors block on their send (back-pressure) | drop: the newest unroll is dropped
+    push_every: int = 1  # hand out new weights every this many updates (> 1 injects policy lag)
+    hidden: int = 64
+    layers: int = 2
+    critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
+    bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
+    # the return there as at a termination
+
+    @property
+    def uses_state(self) -> bool:
+        return self.critic_input == "state"
+
+    def validate(self, cfg) -> None:
+        """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
+        check(self.correction in ("joint", "per_agent", "none"), "algo.correction", "must be joint, per_agent or none")
+        for k in ("unroll_length", "epochs", "batch_unrolls", "queue_size", "push_every", "hidden", "layers"):
+            check(getattr(self, k) >= 1, f"algo.{k}", "must be >= 1")
+        check(self.lr > 0, "algo.lr", "must be > 0")
+        check(0 < self.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        check(0 <= self.lam <= 1, "algo.lam", "must be in [0, 1]")
+        check(self.c_bar > 0 and self.rho_pg_bar > 0, "algo.c_bar", "truncation levels must be > 0")
+        check(self.rho_bar >= self.c_bar, "algo.rho_bar", f"must be >= algo.c_bar ({self.c_bar})")
+        check(self.entropy_coef > 0, "algo.entropy_coef", "must be > 0")
+        check(self.queue_size >= self.batch_unrolls, "algo.queue_size", f"must be >= algo.batch_unrolls ({self.batch_unrolls})")
+        check(self.queue_full in ("wait", "drop"), "algo.queue_full", "must be wait or drop")
+        check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
 
 
 @torch.no_grad()

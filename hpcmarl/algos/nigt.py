@@ -20,12 +20,14 @@ Gradients computed for an earlier round are dropped, never applied.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from hpcmarl.envs import EnvSpec
+from hpcmarl.config import check
 
 EPS = 1e-12
 
@@ -38,6 +40,48 @@ def discounted_reward_to_go(reward: torch.Tensor, gamma: float) -> torch.Tensor:
     T = reward.shape[0]
     disc = gamma ** torch.arange(T, dtype=reward.dtype).reshape((T,) + (1,) * (reward.dim() - 1))
     return torch.flip(torch.cumsum(torch.flip(disc * reward, [0]), 0), [0])
+
+
+AGGREGATIONS = ("rennala", "malenia", "allreduce")
+
+
+@dataclass
+class NIGTConfig:
+    """Policy-gradient NIGT with Rennala / Malenia / synchronous aggregation (algorithms.md section 1).
+
+    Actors compute REINFORCE/GPOMDP gradients of whole trajectories at the round's query point and send
+    ``(round, gradient)``; learners aggregate and take one normalized momentum step per round."""
+
+    name: str = "nigt"
+    aggregation: str = "rennala"  # rennala (fastest-first, exactly M) | malenia (1/n per actor) | allreduce (synchronous)
+    lr: float = 0.05  # alpha: every step moves the parameters by exactly this L2 length
+    momentum: float = 0.1  # eta: weight of the new gradient in d_t; the query point lies (1-eta)/eta steps ahead
+    batch: int = 20  # M: trajectories per round
+    init_batch: int = 20  # M_init: trajectories for the initial direction d_0 at theta_0
+    horizon: int = 0  # H: steps per trajectory (0 = until the episode ends)
+    gamma: float = 0.99
+    hidden: int = 64
+    layers: int = 2
+    init_std: float = 0.6  # continuous actions: initial softplus standard deviation (pre-tanh)
+    learn_std: bool = True  # continuous actions: false keeps the std at init_std (REINFORCE without a baseline
+    # loses signal as the std shrinks: the noise of r * grad log pi grows like 1/std)
+    check_every: int = 1  # compare the learners' parameter checksums every this many rounds (0 = at checkpoints only)
+
+    uses_state = False
+
+    def validate(self, cfg) -> None:
+        """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
+        check(self.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
+        check(self.lr > 0, "algo.lr", "must be > 0")
+        check(0 < self.momentum <= 1, "algo.momentum", "must be in (0, 1]")
+        check(self.batch >= 1, "algo.batch", "must be >= 1")
+        check(self.init_batch >= 1, "algo.init_batch", "must be >= 1")
+        check(self.horizon >= 0, "algo.horizon", "must be >= 0 (0 = whole episodes)")
+        check(0 < self.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        check(self.hidden >= 1, "algo.hidden", "must be >= 1")
+        check(self.layers >= 1, "algo.layers", "must be >= 1")
+        check(self.init_std > 0, "algo.init_std", "must be > 0")
+        check(self.check_every >= 0, "algo.check_every", "must be >= 0")
 
 
 def trajectory_objective(policies, spec: EnvSpec, traj: Dict[str, torch.Tensor], gamma: float) -> torch.Tensor:

@@ -5,15 +5,80 @@ sent and a ``reduce_grads`` callable that averages gradients across learners (Ho
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 
-from hpcmarl.config import PPOConfig
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import ActorCritic
 from hpcmarl.comm.spec import Record
+from hpcmarl.config import check
+
+
+@dataclass
+class PPOConfig:
+    """IPPO / MAPPO hyper-parameters (MAPPO-paper MPE settings, with lr and epochs tuned on simple_spread_v3)."""
+
+    name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
+    unroll_length: int = 25  # T: steps per env copy in one unroll
+    lr: float = 5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 5
+    minibatches: int = 1
+    entropy_coef: float = 0.01
+    value_coef: float = 1.0
+    value_clip: float = 0.2  # 0 disables value clipping
+    max_grad_norm: float = 10.0
+    normalize_advantages: bool = True
+    value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
+    hidden: int = 64
+    layers: int = 2
+    critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
+    encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
+    # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
+    reward: str = "auto"  # individual: each agent learns from its own reward; team: from its group's mean reward
+    # (MAPPO's shared reward); auto: team on cooperative envs, individual otherwise (returns are logged as summed)
+    bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
+    # the return there as at a termination
+    recurrent: bool = False  # rMAPPO/rIPPO: a GRU policy (MLP features -> GRU cell -> head), hidden state carried
+    # through whole episodes (across unrolls; each unroll stores the state it started from)
+    chunk_length: int = 0  # recurrent: the update replays the GRU over chunks of this many steps (0 = the whole
+    # unroll), each starting from the hidden state the replay computed there; minibatches are sets of chunks
+
+    @property
+    def uses_state(self) -> bool:
+        return self.name == "mappo" and self.critic_input == "state"
+
+    def validate(self, cfg) -> None:
+        """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
+        check(self.unroll_length >= 1, "algo.unroll_length", "must be >= 1")
+        check(self.lr > 0, "algo.lr", "must be > 0")
+        check(0 < self.gamma <= 1, "algo.gamma", "must be in (0, 1]")
+        check(0 <= self.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]")
+        check(self.clip > 0, "algo.clip", "must be > 0")
+        check(self.epochs >= 1, "algo.epochs", "must be >= 1")
+        check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
+        check(self.minibatches <= self.unroll_length * cfg.env.num_envs, "algo.minibatches",
+               f"must be <= unroll_length * env.num_envs = {self.unroll_length * cfg.env.num_envs}")
+        check(self.hidden >= 1, "algo.hidden", "must be >= 1")
+        check(self.layers >= 1, "algo.layers", "must be >= 1")
+        check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
+        check(self.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
+        check(self.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
+        check(self.chunk_length >= 0, "algo.chunk_length", "must be >= 0 (0 = the whole unroll)")
+        if self.recurrent:
+            L = self.chunk_length or self.unroll_length
+            check(self.unroll_length % L == 0, "algo.chunk_length",
+                  f"must divide algo.unroll_length ({self.unroll_length})")
+            check(self.minibatches <= (self.unroll_length // L) * cfg.env.num_envs, "algo.minibatches",
+                  f"recurrent: must be <= chunks per unroll x env.num_envs = {(self.unroll_length // L) * cfg.env.num_envs}")
+            check(self.encoder == "mlp", "algo.recurrent", "works with algo.encoder=mlp only")
+            check(not cfg.league.enabled, "algo.recurrent", "league mode plays pool members without hidden states; "
+                  "use a feed-forward policy there")
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float,
@@ -119,6 +184,8 @@ def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device) -> Dict[str
         if g.discrete:
             b[f"{n}/action_mask"] = cat(f"{n}/action_mask", torch.bool)
         b[f"{n}/final_obs"] = cat(f"{n}/final_obs", torch.float32)
+        if f"{n}/h0" in unrolls[0].views:  # recurrent policies: [E, n, H] per unroll
+            b[f"{n}/h0"] = torch.from_numpy(np.concatenate([u[f"{n}/h0"] for u in unrolls], axis=0)).to(device)
     if spec.state_dim:
         b["state"] = cat("state", torch.float32)
         b["final_state"] = cat("final_state", torch.float32)
@@ -161,7 +228,7 @@ class PPOLearner:
     def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int, init_seed: int = 0):
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
-        self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers, cfg.encoder).to(device)
+        self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers, cfg.encoder, cfg.recurrent).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(seed)
@@ -203,13 +270,20 @@ class PPOLearner:
         self.advantages(b, reduce_sums)
         T, B = b[f"{self.spec.groups[0].name}/reward"].shape[:2]
         n_rows = T * B
+        # rows of a minibatch: single steps (t, env), or for recurrent policies chunks (c, env) of L steps
+        L = (c.chunk_length or T) if c.recurrent else 1
+        starts = self.replay_hidden(b) if c.recurrent else None
+        steps = torch.arange(L, device=self.device)[:, None]
         totals: Dict[str, float] = {}
         n_mb = 0
         for _ in range(c.epochs):
-            perm = torch.randperm(n_rows, generator=self.gen)
+            perm = torch.randperm(n_rows // L, generator=self.gen)
             for chunk in perm.tensor_split(c.minibatches):  # exactly `minibatches` pieces on every learner
                 loss = 0.0
-                idx_t, idx_b = (chunk // B).to(self.device), (chunk % B).to(self.device)
+                chunk = chunk.to(self.device)
+                idx_t, idx_b = (chunk // B) * L, chunk % B
+                if c.recurrent:  # [L, M]: the chunk's steps, one column per chunk
+                    idx_t, idx_b = idx_t[None, :] + steps, idx_b[None, :].expand(L, -1)
                 obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
                 state_mb = b["state"][idx_t, idx_b] if self.spec.state_dim else None
                 values = self.model.values(obs_mb, state_mb)
@@ -218,7 +292,11 @@ class PPOLearner:
                     n = g.name
                     sel = lambda key: b[f"{n}/{key}"][idx_t, idx_b]
                     mask = sel("alive")
-                    dist = self.model.policies[n].dist(obs_mb[n], sel("action_mask") if g.discrete else None)
+                    amask = sel("action_mask") if g.discrete else None
+                    if c.recurrent:
+                        dist = self.chunk_dist(n, obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]], b["env_done"][idx_t, idx_b])
+                    else:
+                        dist = self.model.policies[n].dist(obs_mb[n], amask)
                     new_logp = dist.log_prob(sel("action"))
                     l, st = ppo_loss(new_logp, sel("logp"), sel("adv"), values[n], sel("value"), sel("ret"),
                                      dist.entropy(), mask, c.clip, c.value_clip, c.entropy_coef, c.value_coef)
@@ -236,6 +314,32 @@ class PPOLearner:
                     totals[k] = totals.get(k, 0.0) + v
                 n_mb += 1
         return {k: v / n_mb for k, v in totals.items()}
+
+    @torch.no_grad()
+    def replay_hidden(self, b: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Recurrent policies: the hidden state before every step ``[T, B, n, H]``, replayed from each unroll's
+        stored initial state with the weights that made the unroll (the learner's, before this update). A
+        finished episode restarts from zero, as on the actor."""
+        out = {}
+        for g in self.spec.groups:
+            n, pol = g.name, self.model.policies[g.name]
+            h, hs = b[f"{n}/h0"], []
+            for t in range(b[f"{n}/reward"].shape[0]):
+                hs.append(h)
+                _, h = pol.step(b[f"{n}/obs"][t], h)
+                h = h * (1.0 - b["env_done"][t])[:, None, None]
+            out[n] = torch.stack(hs)
+        return out
+
+    def chunk_dist(self, group: str, obs: torch.Tensor, mask, h: torch.Tensor, env_done: torch.Tensor):
+        """The action distribution over chunks: ``obs [L, M, n, d]`` from hidden states ``h [M, n, H]``,
+        backpropagating through the L steps."""
+        pol, outs = self.model.policies[group], []
+        for t in range(obs.shape[0]):
+            out, h = pol.step(obs[t], h)
+            outs.append(out)
+            h = h * (1.0 - env_done[t])[:, None, None]
+        return pol.dist(obs, mask, out=torch.stack(outs))
 
     def policy_flat(self) -> np.ndarray:
         from hpcmarl.models import flat_params

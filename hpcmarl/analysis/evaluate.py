@@ -53,6 +53,7 @@ def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = F
     while len(lengths) < episodes:
         actions, _ = policy.act(venv.obs, venv.action_mask, greedy=greedy)
         _, _, _, finished = venv.step(policy.to_env(actions))
+        policy.episodes_ended([ep.env for ep in finished])
         for ep in finished:
             if counted[ep.env] and len(lengths) < episodes:
                 lengths.append(ep.length)
@@ -86,6 +87,7 @@ def render_episode(cfg, policy: Inference, path: str, seed: int, greedy: bool) -
             frames.append(Image.fromarray(np.asarray(frame, np.uint8)))
             actions, _ = policy.act(venv.obs, venv.action_mask, greedy=greedy)
             _, _, _, finished = venv.step(policy.to_env(actions))
+            policy.episodes_ended([ep.env for ep in finished])
             if finished:
                 break
     finally:

@@ -58,8 +58,9 @@ META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discar
 META_INDEX = {k: i for i, k in enumerate(META)}
 
 
-def unroll_spec(env: EnvSpec, T: int, E: int) -> RecordSpec:
-    """What an actor sends per unroll: T steps of E env copies, plus the bootstrap observation."""
+def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0) -> RecordSpec:
+    """What an actor sends per unroll: T steps of E env copies, plus the bootstrap observation (and with
+    ``rnn_hidden`` > 0 the recurrent policy's hidden state at the unroll's start)."""
     fields = [("meta", (len(META),), "f8")]
     for g in env.groups:
         n = g.n
@@ -76,6 +77,8 @@ def unroll_spec(env: EnvSpec, T: int, E: int) -> RecordSpec:
         ]
         if g.discrete:
             fields.append((f"{g.name}/action_mask", (T, E, n, g.n_actions), "u1"))
+        if rnn_hidden:
+            fields.append((f"{g.name}/h0", (E, n, rnn_hidden), "f4"))
     if env.state_dim:
         fields += [("state", (T + 1, E, env.state_dim), "f4"), ("final_state", (T, E, env.state_dim), "f4")]
     fields.append(("env_done", (T, E), "u1"))  # the env copy's episode ended at step t (then it was reset)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from hpcmarl import storage
-from hpcmarl.algos.base import uses_state
+from hpcmarl.algos.base import rnn_hidden, uses_state
 from hpcmarl.comm.spec import META_INDEX, unroll_spec
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import make_inference
@@ -74,7 +74,7 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
     else:
         venv = make_venv(ctx, actor_index, seed)
         policy = make_inference(venv.spec, cfg.algo)
-    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs)
+    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs, rnn_hidden(cfg.algo))
     sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
     traj = None
     if traj_path is not None:

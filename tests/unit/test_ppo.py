@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpcmarl.algos.ppo import PPOLearner, gae, masked_mean, ppo_loss, team_reward
-from hpcmarl.config import PPOConfig
+from hpcmarl.algos.ppo import PPOConfig
 from hpcmarl.envs import probe_spec
 from hpcmarl.storage import load_checkpoint, save_checkpoint
 
@@ -460,3 +460,72 @@ def test_update_takes_exactly_the_configured_minibatches(collect, T, E, minibatc
         calls = []
         learner.update(c.records[:n_unrolls], reduce_grads=lambda params, w: calls.append(w))
         assert len(calls) == 2 * minibatches, (n_unrolls, len(calls))
+
+
+# ------------------------------------------------------------------------------------------------
+# recurrent policies (rMAPPO / rIPPO)
+# ------------------------------------------------------------------------------------------------
+REC_KW = {"n_agents": 2, "max_cycles": 7, "die_at": 5}  # episodes end inside and across unrolls of 5 steps
+
+
+def test_recurrent_hidden_state_is_carried_across_unrolls_and_reset_at_episode_ends(collect):
+    T, E = 5, 3
+    c = collect("counting_v0", T, E, 1, REC_KW, seed=2, recurrent=True)
+    first = c.records[0]
+    assert not first["agent/h0"].any()  # a fresh actor starts from zero
+    end = c.policy.h["agent"].numpy().copy()
+    second, = c.more(1)
+    np.testing.assert_array_equal(second["agent/h0"], end)  # carried into the next unroll
+    assert np.abs(second["agent/h0"]).sum() > 0
+    # episodes of 7 steps: every copy finished at step 1 of the second unroll and restarted from zero
+    assert second["env_done"][1].all()
+    h = torch.from_numpy(second["agent/h0"])
+    pol = c.policy.policies["agent"]
+    with torch.no_grad():
+        for t in range(2):
+            _, h = pol.step(torch.from_numpy(second["agent/obs"][t]), h)
+            h = h * (1.0 - torch.from_numpy(second["env_done"][t]).float())[:, None, None]
+    assert not h.any()
+
+
+@pytest.mark.parametrize("algo,chunk", [("mappo", 0), ("mappo", 5), ("ippo", 2)])
+def test_recurrent_update_replays_the_actor_exactly(collect, algo, chunk):
+    """The learner replays the GRU from each unroll's stored state (each chunk from the replayed state there):
+    with the actor's weights the log-probs equal the actor's, so the first ratio is 1."""
+    T = 10
+    learner = make_learner(probe_spec("counting_v0", REC_KW, None), algo, T, epochs=1, minibatches=1,
+                           recurrent=True, chunk_length=chunk)
+    c = collect("counting_v0", T, 2, 3, REC_KW, seed=4, recurrent=True, flat=learner.policy_flat())
+    recs = c.records[1:]  # unrolls that start mid-episode with a non-zero hidden state
+    assert np.abs(recs[0]["agent/h0"]).sum() > 0
+    stats = learner.update(recs)
+    assert abs(stats["agent/approx_kl"]) < 1e-6 and stats["agent/clip_fraction"] == 0.0
+    # a feed-forward learner on the same data does not reproduce them (the hidden state matters)
+    b = learner.batch_from_unrolls(recs)
+    zero = {n: torch.zeros_like(h) for n, h in learner.replay_hidden(b).items()}
+    with torch.no_grad():
+        d = learner.chunk_dist("agent", b["agent/obs"][:-1], b["agent/action_mask"], zero["agent"][0], b["env_done"])
+    assert not torch.allclose(d.log_prob(b["agent/action"]), b["agent/logp"], atol=1e-4)
+
+
+def test_recurrent_update_moves_every_parameter_and_reduces_once_per_minibatch(collect):
+    T, E = 10, 3
+    learner = make_learner(probe_spec("counting_v0", REC_KW, None), "mappo", T, epochs=2, minibatches=3,
+                           recurrent=True, chunk_length=5)
+    c = collect("counting_v0", T, E, 2, REC_KW, seed=5, recurrent=True, flat=learner.policy_flat())
+    before = {k: p.detach().clone() for k, p in learner.model.named_parameters()}
+    calls = []
+    learner.update(c.records, reduce_grads=lambda params, w: calls.append(w))
+    assert calls == [float(T * 2 * E)] * (2 * 3)
+    assert any(k.startswith("policies.agent.rnn.") for k in before)
+    assert all(not torch.equal(before[k], p.detach()) for k, p in learner.model.named_parameters()), \
+        [k for k, p in learner.model.named_parameters() if torch.equal(before[k], p.detach())]
+
+
+def test_recurrent_config_checks():
+    from hpcmarl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="algo.chunk_length"):
+        load_config(None, ["algo.recurrent=true", "algo.unroll_length=25", "algo.chunk_length=10"])
+    cfg = load_config(None, ["algo.recurrent=true", "algo.unroll_length=25", "algo.chunk_length=5"])
+    assert cfg.algo.recurrent and cfg.algo.chunk_length == 5

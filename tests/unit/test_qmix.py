@@ -5,7 +5,8 @@ import torch
 
 from hpcmarl.algos.qmix import (EpisodeReplay, EpisodeStitcher, QInference, QMixer, QMIXLearner, lambda_returns,
                                 soft_mellowmax)
-from hpcmarl.config import QMIXConfig, load_config
+from hpcmarl.algos.qmix import QMIXConfig
+from hpcmarl.config import load_config
 from hpcmarl.envs import VecEnv, probe_spec
 from hpcmarl.sampler import Sampler
 from hpcmarl.comm.spec import unroll_spec

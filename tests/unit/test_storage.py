@@ -14,7 +14,7 @@ import torch
 
 from hpcmarl import storage as S
 from hpcmarl.algos.ppo import PPOLearner
-from hpcmarl.config import PPOConfig
+from hpcmarl.algos.ppo import PPOConfig
 from hpcmarl.envs import probe_spec
 from hpcmarl.comm.spec import META, RNG_BYTES, Record, RecordSpec, unroll_spec, weights_spec
 
