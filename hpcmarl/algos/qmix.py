@@ -13,8 +13,9 @@ keeps them in an episode replay (:class:`EpisodeReplay`) and trains on batches o
     loss            = mean over valid steps of (Q_tot(s_t, a_t) - stopgrad(G_t))^2
 
 r_t is the team reward (every agent's reward summed). lambda = 0 gives one-step targets; MAST's hybrid
-schedule uses 0 until ``td_lambda_after`` env steps and ``td_lambda`` afterwards. The time-limit end of an
-episode counts as terminal (the rollout flow keeps no final observation), as in MAPPO's MPE setup.
+schedule uses 0 until ``td_lambda_after`` env steps and ``td_lambda`` afterwards. With ``bootstrap_truncated`` an
+episode ended by a time limit bootstraps from its final observation. ``recurrent``: PyMARL's RNN agent
+(:class:`RNNAgent`), run through whole episodes from a zero state.
 
 MAST (sparsity > 0): the whole network (agent nets and mixer) is sparse with Erdos-Renyi layer
 densities, RigL topology updates every ``topology_every`` gradient steps until ``topology_end``, masks
@@ -98,6 +99,8 @@ class QMIXConfig:
     critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
     bootstrap_truncated: bool = True  # an episode ended by a time limit bootstraps from its final observation
     # (the segment is not terminal); false treats it as terminal
+    recurrent: bool = False  # PyMARL's RNN agent: input obs + last action (one-hot) + agent id, one ReLU layer of
+    # `hidden`, a GRU cell, the Q head (`layers` unused); hidden state through whole episodes (MAST masks the GRU too)
 
     @property
     def uses_state(self) -> bool:
@@ -158,8 +161,36 @@ def agent_input(obs: torch.Tensor) -> torch.Tensor:
     return torch.cat([obs, eye], -1)
 
 
-def agent_nets(spec: EnvSpec, hidden: int, layers: int) -> nn.ModuleDict:
+def rnn_input(obs: torch.Tensor, last_action: torch.Tensor) -> torch.Tensor:
+    """``[..., n, d]`` + the previous action one-hot ``[..., n, A]`` -> ``[..., n, d + A + n]`` (agent id last)."""
+    return agent_input(torch.cat([obs, last_action], -1))
+
+
+class RNNAgent(nn.Module):
+    """PyMARL's RNN agent: Linear + ReLU -> GRU cell -> Q-values; ``forward(x, h) -> (q, next h)``."""
+
+    def __init__(self, inp: int, hidden: int, n_actions: int):
+        super().__init__()
+        self.hidden_size = hidden
+        self.fc1 = nn.Linear(inp, hidden)
+        self.rnn = nn.GRUCell(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, n_actions)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        y = torch.relu(self.fc1(x))
+        lead = y.shape[:-1]
+        h2 = self.rnn(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1])).reshape(*lead, -1)
+        return self.fc2(h2), h2
+
+
+def agent_nets(spec: EnvSpec, hidden: int, layers: int, recurrent: bool = False) -> nn.ModuleDict:
+    if recurrent:
+        return nn.ModuleDict({g.name: RNNAgent(g.obs_dim + g.n_actions + g.n, hidden, g.n_actions) for g in spec.groups})
     return nn.ModuleDict({g.name: mlp(g.obs_dim + g.n, hidden, layers, g.n_actions, act=nn.ReLU) for g in spec.groups})
+
+
+def one_hot(actions: torch.Tensor, n: int) -> torch.Tensor:
+    return nn.functional.one_hot(actions.long(), n).to(torch.float32)
 
 
 class QMixer(nn.Module):
@@ -190,13 +221,30 @@ class QNet(nn.Module):
     def __init__(self, spec: EnvSpec, cfg):
         super().__init__()
         self.spec = spec
-        self.policies = agent_nets(spec, cfg.hidden, cfg.layers)
+        self.recurrent = bool(getattr(cfg, "recurrent", False))
+        self.policies = agent_nets(spec, cfg.hidden, cfg.layers, self.recurrent)
         n = sum(g.n for g in spec.groups)
         self.mixer = QMixer(spec.state_dim or spec.joint_obs_dim, n, cfg.mixer_embed, cfg.hyper_hidden) if cfg.name == "qmix" else None
 
-    def utilities(self, obs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Per-group ``[..., n_g, A_g]`` action values."""
-        return {g.name: self.policies[g.name](agent_input(obs[g.name])) for g in self.spec.groups}
+    def utilities(self, obs: Dict[str, torch.Tensor], actions: Dict[str, torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Per-group ``[..., n_g, A_g]`` action values. Recurrent agents: ``obs [B, L+1, n, d]`` of episodes from
+        their start and the ``actions [B, L, n]`` taken; the GRU runs through them from a zero state."""
+        if not self.recurrent:
+            return {g.name: self.policies[g.name](agent_input(obs[g.name])) for g in self.spec.groups}
+        out = {}
+        for g in self.spec.groups:
+            o, net = obs[g.name], self.policies[g.name]
+            B, L1, n = o.shape[:3]
+            h = o.new_zeros(B, n, net.hidden_size)
+            last = o.new_zeros(B, n, g.n_actions)
+            qs = []
+            for t in range(L1):
+                q, h = net(rnn_input(o[:, t], last), h)
+                qs.append(q)
+                if t < L1 - 1:
+                    last = one_hot(actions[g.name][:, t], g.n_actions)
+            out[g.name] = torch.stack(qs, 1)
+        return out
 
     def mix(self, qs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return qs.sum(-1) if self.mixer is None else self.mixer(qs, s)
@@ -215,9 +263,12 @@ class QInference(Inference):
     """Actor side: epsilon-greedy over available actions; ``epsilon`` arrives with every weights message.
     Sparse policies (:meth:`set_masks` called) receive only their active weights in :meth:`load`."""
 
-    def __init__(self, spec: EnvSpec, hidden: int, layers: int):
+    def __init__(self, spec: EnvSpec, hidden: int, layers: int, recurrent: bool = False):
         self.spec = spec
-        self.policies = agent_nets(spec, hidden, layers)
+        self.policies = agent_nets(spec, hidden, layers, recurrent)
+        self.recurrent = recurrent
+        self.h: Dict[str, torch.Tensor] = {}  # recurrent: hidden state and last action per env copy and agent
+        self.last: Dict[str, torch.Tensor] = {}
         self.params = list(self.policies.parameters())
         self.squashed = False
         self.version, self.checksum, self.epsilon = -1, 0.0, 0.0
@@ -262,7 +313,16 @@ class QInference(Inference):
         actions, logps = {}, {}
         for g in self.spec.groups:
             m = torch.from_numpy(masks[g.name])
-            q = self.policies[g.name](agent_input(torch.from_numpy(obs[g.name]))).masked_fill(~m, float("-inf"))
+            o = torch.from_numpy(obs[g.name])
+            if self.recurrent:
+                h = self.hidden(g.name, o.shape[:-1])
+                last = self.last.get(g.name)
+                if last is None or last.shape[:-1] != h.shape[:-1]:
+                    last = torch.zeros(*o.shape[:-1], g.n_actions)
+                q, self.h[g.name] = self.policies[g.name](rnn_input(o, last), h)
+            else:
+                q = self.policies[g.name](agent_input(o))
+            q = q.masked_fill(~m, float("-inf"))
             best = q.argmax(-1)
             avail = m.float()
             n_avail = avail.sum(-1).clamp_min(1.0)
@@ -272,9 +332,17 @@ class QInference(Inference):
             else:
                 a = best
             p = eps / n_avail + (1.0 - eps) * (a == best).float()
+            if self.recurrent:
+                self.last[g.name] = one_hot(a, g.n_actions)
             actions[g.name] = a.numpy()
             logps[g.name] = torch.log(p).numpy().astype(np.float32)
         return actions, logps
+
+    def episodes_ended(self, envs) -> None:
+        super().episodes_ended(envs)
+        if self.recurrent and len(envs):
+            for last in self.last.values():
+                last[list(envs)] = 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,7 +351,7 @@ class QInference(Inference):
 
 def q_inference(spec: EnvSpec, algo) -> QInference:
     """The actors' epsilon-greedy agent networks of a QMIX/VDN config (the algorithm registry's ``inference``)."""
-    return QInference(spec, algo.hidden, algo.layers)
+    return QInference(spec, algo.hidden, algo.layers, bool(getattr(algo, "recurrent", False)))
 
 class EpisodeStitcher:
     """Cuts T-step unrolls into episode segments per (actor, env copy): a segment ends with its episode
@@ -429,6 +497,11 @@ class QMIXLearner:
         counts = self.masks.active_counts() if self.masks is not None else {}
         self.linears = [(name, counts.get(f"{name}.weight", (m.weight.numel(),))[0], m.weight.numel(), m.out_features)
                         for name, m in self.net.named_modules() if isinstance(m, nn.Linear)]
+        for name, m in self.net.named_modules():  # a GRU cell: two linear maps to 3 x hidden gate inputs
+            if isinstance(m, nn.GRUCell):
+                for w in ("weight_ih", "weight_hh"):
+                    p = getattr(m, w)
+                    self.linears.append((f"{name}.{w}", counts.get(f"{name}.{w}", (p.numel(),))[0], p.numel(), p.shape[0]))
 
     # ---- actors ------------------------------------------------------------------------------------
     def _policy_masks(self) -> List[torch.Tensor]:
@@ -481,9 +554,10 @@ class QMIXLearner:
     def loss(self, b: Dict[str, torch.Tensor], lam: float) -> tuple:
         c, spec = self.cfg, self.spec
         obs = {g.name: b[f"{g.name}/obs"] for g in spec.groups}  # [B, L+1, n, d]
-        q_all = self.net.utilities(obs)
+        acts = {g.name: b[f"{g.name}/action"] for g in spec.groups}  # [B, L, n] (recurrent agents' inputs)
+        q_all = self.net.utilities(obs, acts)
         with torch.no_grad():
-            q_tgt = self.target.utilities(obs)
+            q_tgt = self.target.utilities(obs, acts)
         taken, boots = [], []
         for g in spec.groups:
             n = g.name

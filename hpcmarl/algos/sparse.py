@@ -59,8 +59,9 @@ def cosine_drop_fraction(step: int, zeta0: float, t_end: int) -> float:
 
 
 def is_sparse_weight(name: str, p: torch.Tensor) -> bool:
-    """The parameters that carry masks: every 2-D ``*.weight`` (biases and the rest stay dense)."""
-    return p.dim() == 2 and name.rsplit(".", 1)[-1] == "weight"
+    """The parameters that carry masks: every 2-D ``*.weight`` and a GRU cell's ``weight_ih``/``weight_hh`` (biases
+    and the rest stay dense)."""
+    return p.dim() == 2 and name.rsplit(".", 1)[-1] in ("weight", "weight_ih", "weight_hh")
 
 
 def linear_flops(active_weights: int, out_features: int, rows: int) -> float:

@@ -218,8 +218,9 @@ def train_matrix(cfg, updates, masked=False, seed=0):
     kwargs = {"masked": masked}
     spec = probe_spec("matrix_v0", kwargs)
     venv = VecEnv("matrix_v0", 8, seed, kwargs)
-    pol = QInference(spec, cfg.hidden, cfg.layers)
-    sampler = Sampler(venv, pol, unroll_spec(spec, cfg.unroll_length, 8), cfg.unroll_length)
+    pol = QInference(spec, cfg.hidden, cfg.layers, cfg.recurrent)
+    sampler = Sampler(venv, pol, unroll_spec(spec, cfg.unroll_length, 8, cfg.hidden if cfg.recurrent else 0),
+                      cfg.unroll_length)
     learner = QMIXLearner(spec, cfg, torch.device("cpu"), seed)
     rec = sampler.spec.alloc()
     steps = 0
@@ -238,6 +239,7 @@ def train_matrix(cfg, updates, masked=False, seed=0):
     give_weights(updates)
     ev = VecEnv("matrix_v0", 1, seed + 1, kwargs)  # one greedy episode
     ev.reset()
+    pol.h, pol.last = {}, {}  # (recurrent) a new episode in a new env
     ret = 0.0
     for _ in range(3):
         a, _ = pol.act(ev.obs, ev.action_mask, greedy=True)
@@ -339,3 +341,55 @@ def test_actors_get_active_values_and_masks_only_when_they_change():
     for _ in range(12):
         learner.update([], env_steps=10_000)
     assert learner.mask_version > before and learner.policy_flat().size == flat.size
+
+
+# ---- recurrent agents (PyMARL's RNN agent) ---------------------------------------------------------------
+def test_recurrent_qmix_learns_the_matrix_game():
+    torch.set_num_threads(1)
+    learner, stats, ret = train_matrix(make_cfg(name="qmix", recurrent=True), 150)
+    assert ret == pytest.approx(3.0)
+    assert any(n.startswith("policies.agent.rnn.") for n, _ in learner.net.named_parameters())
+
+
+def test_recurrent_agents_replay_the_actor_from_episode_starts():
+    """Greedy actors with a hidden state and last-action input; the learner's utilities over the stitched episodes
+    (GRU from zero at the episode's start, last actions from the episode) pick the same actions at every step."""
+    cfg = make_cfg(recurrent=True, unroll_length=5)
+    kwargs = {"n_agents": 2, "max_cycles": 7}
+    spec = probe_spec("counting_v0", kwargs)
+    learner = QMIXLearner(spec, cfg, torch.device("cpu"), 0)
+    venv = VecEnv("counting_v0", 3, 1, kwargs)
+    pol = QInference(spec, cfg.hidden, cfg.layers, True)
+    pol.load(learner.policy_flat(), 0)
+    pol.epsilon = 0.0
+    sampler = Sampler(venv, pol, unroll_spec(spec, 5, 3, cfg.hidden), 5)
+    stitcher = EpisodeStitcher(spec, 7, True)
+    eps = [ep for _ in range(4) for ep in stitcher.add(sampler.collect(sampler.spec.alloc()), 0)]
+    assert len(eps) == 6 and all(len(ep["reward"]) == 7 for ep in eps)
+    with torch.no_grad():
+        q = learner.net.utilities({"agent": torch.from_numpy(np.stack([ep["agent/obs"] for ep in eps]))},
+                                  {"agent": torch.from_numpy(np.stack([ep["agent/action"] for ep in eps]))})["agent"]
+    acts = torch.from_numpy(np.stack([ep["agent/action"] for ep in eps]))
+    mask = torch.from_numpy(np.stack([ep["agent/action_mask"] for ep in eps])).bool()
+    np.testing.assert_array_equal(q[:, :-1].masked_fill(~mask[:, :-1], float("-inf")).argmax(-1), acts)
+    # without the hidden state (every step from zero) the choices differ somewhere: the GRU carries information
+    flat = learner.net.policies["agent"]
+    from hpcmarl.algos.qmix import rnn_input
+    with torch.no_grad():
+        o = torch.from_numpy(np.stack([ep["agent/obs"] for ep in eps]))[:, :-1]
+        last = torch.nn.functional.one_hot(torch.cat([torch.zeros_like(acts[:, :1]), acts[:, :-1]], 1), spec.groups[0].n_actions).float()
+        q0, _ = flat(rnn_input(o, last), torch.zeros(*o.shape[:-1], cfg.hidden))
+    assert not torch.allclose(q0, q[:, :-1], atol=1e-5)
+
+
+def test_mast_sparsifies_the_gru_and_counts_its_flops():
+    torch.set_num_threads(1)
+    dense, _, _ = train_matrix(make_cfg(recurrent=True), 20)
+    sparse, stats, _ = train_matrix(make_cfg(recurrent=True, sparsity=0.9, topology_every=5, topology_end=1000), 20)
+    assert {"policies.agent.rnn.weight_ih", "policies.agent.rnn.weight_hh"} <= set(sparse.masks.masks)
+    gru = dict(sparse.net.named_parameters())["policies.agent.rnn.weight_hh"]
+    assert 0 < float((gru != 0).float().mean()) < 0.5
+    names = [n for n, *_ in dense.linears]
+    assert "policies.agent.rnn.weight_ih" in names and "policies.agent.rnn.weight_hh" in names
+    assert 0.05 < sparse.inference_flops() / dense.inference_flops() < 0.4
+    assert all(s["sparsity"] == pytest.approx(stats[0]["sparsity"]) for s in stats)
