@@ -19,7 +19,7 @@ def cmd_train(args) -> int:
     cfg = _config(args)  # ConfigError -> exit 2 before any MPI work
     from hpcmarl.launch import abort_on_exception, run_training
 
-    return abort_on_exception(run_training, cfg, fresh=args.fresh, argv=sys.argv)
+    return abort_on_exception(run_training, cfg, fresh=args.fresh, argv=sys.argv, run_dir=cfg.resolved_run_dir)
 
 
 def cmd_validate(args) -> int:

@@ -81,6 +81,8 @@ class OutputConfig:
     flush_s: float = 5.0  # HDF5 files are flushed at least this often
     progress_s: float = 5.0  # console progress line interval
     episode_window: int = 500  # episodes averaged for the progress line and the target_return check
+    min_free_mb: float = 64.0  # every write first checks that this much space stays free on the run directory's
+    # file system; below it the run stops with a one-line error (the newest checkpoint stays complete)
 
 
 @dataclass
@@ -512,6 +514,7 @@ def validate(cfg: Config) -> None:
     _check(o.flush_s > 0, "output.flush_s", "must be > 0")
     _check(o.progress_s > 0, "output.progress_s", "must be > 0")
     _check(o.episode_window >= 1, "output.episode_window", "must be >= 1")
+    _check(o.min_free_mb >= 0, "output.min_free_mb", "must be >= 0")
     _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")
     _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")
 

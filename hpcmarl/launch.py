@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import traceback
+from typing import Optional
 
 import numpy as np
 
-from hpcmarl import __version__
+from hpcmarl import __version__, storage
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
 from hpcmarl.config import Config, ConfigError, to_yaml
@@ -289,8 +291,23 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     return 0
 
 
-def abort_on_exception(fn, *args, **kwargs) -> int:
-    """Run ``fn``; on any exception print rank, host and traceback, then abort the whole MPI job."""
+def disk_full_line(e: BaseException, run_dir: Optional[str]) -> str:
+    """The one line a full disk gets (no traceback): what was not written, the free space, what to do."""
+    ckpts = storage.list_checkpoints(os.path.join(run_dir, "checkpoints")) if run_dir else []
+    newest = f"the newest complete checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+    if isinstance(e, storage.DiskFull):  # our own check, before a write
+        msg = str(e)
+    else:  # the OS or HDF5 met ENOSPC (another rank filled the disk between two checks)
+        u = shutil.disk_usage(run_dir or ".")
+        msg = (f"no space left on the file system of {run_dir} ({u.free / 2 ** 20:.1f} MiB free of "
+               f"{u.total / 2 ** 20:.1f} MiB): {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+    return (f"{msg}; {newest}; free space (or lower output.min_free_mb) and run the same command again to "
+            f"{'resume' if ckpts else 'start'}")
+
+
+def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> int:
+    """Run ``fn``; on any exception print rank, host and traceback (a full disk: one line), then abort the whole
+    MPI job."""
     try:
         return fn(*args, **kwargs)
     except SystemExit:
@@ -299,8 +316,13 @@ def abort_on_exception(fn, *args, **kwargs) -> int:
         from mpi4py import MPI
 
         rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
-        tb = traceback.format_exc()
-        sys.stderr.write(f"hpcmarl: rank {rank} on {socket.gethostname()} failed: {type(e).__name__}: {e}\n{tb}")
+        if storage.disk_full(e):
+            tb = ""
+            what = disk_full_line(e, run_dir)
+        else:
+            tb = traceback.format_exc()
+            what = f"{type(e).__name__}: {e}"
+        sys.stderr.write(f"hpcmarl: rank {rank} on {socket.gethostname()} failed: {what}\n{tb}")
         sys.stderr.flush()
         if MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() > 1:
             MPI.COMM_WORLD.Abort(1)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import errno
 import random
 import re
+import shutil
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -30,6 +32,36 @@ KIND_RUN, KIND_TRAJ, KIND_CKPT = "hpcmarl.run", "hpcmarl.trajectories", "hpcmarl
 
 class StorageError(RuntimeError):
     pass
+
+
+class DiskFull(StorageError):
+    """The run directory's file system is (nearly) full. Raised *before* a write, so HDF5 never meets ENOSPC
+    half-way through one (it can crash on closing a file whose write failed)."""
+
+
+def ensure_space(path: str, need_bytes: int = 0, reserve_mb: float = 64.0) -> None:
+    """Raise :class:`DiskFull` unless the file system holding ``path`` has ``need_bytes`` free beyond a reserve of
+    ``reserve_mb`` MiB (``output.min_free_mb``: room for the other ranks' writes between two checks)."""
+    d = path
+    while d and not os.path.isdir(d):
+        d = os.path.dirname(d)
+    u = shutil.disk_usage(d or ".")
+    need = int(need_bytes) + int(reserve_mb * 2 ** 20)
+    if u.free < need:
+        raise DiskFull(f"no space left for {path}: its file system has {u.free / 2 ** 20:.1f} MiB free of "
+                       f"{u.total / 2 ** 20:.1f} MiB, {need / 2 ** 20:.1f} MiB needed "
+                       f"(output.min_free_mb = {reserve_mb:g} MiB kept free)")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """``exc`` (or what caused it) says the disk is full: :class:`DiskFull`, or ENOSPC/EDQUOT from the OS or HDF5."""
+    while exc is not None:
+        if isinstance(exc, DiskFull) or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "errno = 28" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,9 +304,12 @@ class RunWriter:
     """The lead learner's ``run.h5``. Metric columns are fixed by the first logged row."""
 
     def __init__(self, path: str, attrs: dict, groups: List[str], resume_rows: Optional[Dict[str, int]] = None,
-                 flush_s: float = 5.0, tables: Optional[Dict[str, Dict[str, Tuple[tuple, str]]]] = None):
-        """``tables``: further row tables (name -> columns), created before SWMR starts."""
-        self.path = path
+                 flush_s: float = 5.0, tables: Optional[Dict[str, Dict[str, Tuple[tuple, str]]]] = None,
+                 reserve_mb: float = 64.0):
+        """``tables``: further row tables (name -> columns), created before SWMR starts. Every row logged first
+        checks that ``reserve_mb`` MiB stay free (:func:`ensure_space`)."""
+        self.path, self.reserve_mb = path, reserve_mb
+        ensure_space(path, 0, reserve_mb)
         self.groups = groups
         self.flush_s = flush_s
         self._last_flush = time.monotonic()
@@ -309,6 +344,7 @@ class RunWriter:
             self.f.swmr_mode = True
 
     def log_metrics(self, row: Dict[str, float]) -> None:
+        ensure_space(self.path, 0, self.reserve_mb)
         if self.metrics is None:
             self.metrics = Table(self.f.require_group("metrics"), {k: ((), "f8") for k in sorted(row)})
             self.f.swmr_mode = True
@@ -350,8 +386,10 @@ class TrajectoryWriter:
     """Writes complete episodes of one actor; each episode is kept with probability ``fraction``."""
 
     def __init__(self, path: str, env_spec, num_envs: int, fraction: float, seed: int, resume: bool,
-                 flush_s: float = 5.0, attrs: Optional[dict] = None):
+                 flush_s: float = 5.0, attrs: Optional[dict] = None, reserve_mb: float = 64.0):
         self.env_spec, self.E, self.fraction = env_spec, num_envs, fraction
+        self.path, self.reserve_mb = path, reserve_mb
+        ensure_space(path, 0, reserve_mb)
         self.rng = random.Random(seed)
         self.flush_s = flush_s
         self._last_flush = time.monotonic()
@@ -393,6 +431,7 @@ class TrajectoryWriter:
     def add_unroll(self, rec, env_done: np.ndarray, version: int) -> None:
         """Split an unroll record at episode ends (``env_done [T, E]``); episodes that finished in it
         are written together (one append per dataset per unroll keeps the HDF5 overhead small)."""
+        ensure_space(self.path, rec.buf.nbytes, self.reserve_mb)  # an unroll's steps are at most its record's size
         T = env_done.shape[0]
         keys = [k for k in self.steps.cols if "/" in k]
         done_eps = []
@@ -471,26 +510,35 @@ def list_checkpoints(ckpt_dir: str) -> List[str]:
     return sorted(paths, key=lambda p: int(_CKPT_RE.search(p).group(1)))
 
 
-def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], attrs: dict, keep: int) -> str:
-    """Write atomically (temporary name, fsync, rename) and keep the newest ``keep``."""
+def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], attrs: dict, keep: int,
+                    reserve_mb: float = 64.0) -> str:
+    """Write atomically (temporary name, fsync, rename) and keep the newest ``keep``. First checks that the
+    uncompressed arrays fit with ``reserve_mb`` MiB to spare (:class:`DiskFull` otherwise, nothing written); a
+    failed write removes its temporary file (never picked up: only complete ``ckpt-*.h5`` names are)."""
     os.makedirs(ckpt_dir, exist_ok=True)
     path = checkpoint_path(ckpt_dir, update)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    ensure_space(path, sum(v.nbytes for v in arrays.values()) + 2 ** 16, reserve_mb)
     tmp = path + f".tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["kind"] = KIND_CKPT
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        for k, v in attrs.items():
-            f.attrs[k] = _attr(v)
-        for k, v in arrays.items():
-            v = np.asarray(v)
-            f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
-        f.attrs["complete"] = 1
-    fd = os.open(tmp, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        with h5py.File(tmp, "w") as f:
+            f.attrs["kind"] = KIND_CKPT
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for k, v in attrs.items():
+                f.attrs[k] = _attr(v)
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
+            f.attrs["complete"] = 1
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         os.remove(old)
     return path

@@ -80,7 +80,8 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
     if traj_path is not None:
         traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
                                         seed, resume=ctx.start_update > 0, flush_s=cfg.output.flush_s,
-                                        attrs={"actor": actor_index, "env": cfg.env.name})
+                                        attrs={"actor": actor_index, "env": cfg.env.name},
+                                        reserve_mb=cfg.output.min_free_mb)
     return sampler, traj
 
 
@@ -153,7 +154,7 @@ class RunLog:
         ctx = self.ctx
         self.writer = w = storage.RunWriter(os.path.join(ctx.run_dir, "run.h5"), ctx.run_attrs(), self.groups,
                                             resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s,
-                                            tables=self.tables)
+                                            tables=self.tables, reserve_mb=self.cfg.output.min_free_mb)
         w.f.attrs["resumed_from"] = ctx.resume_path or ""
         resumed = (f" (resumed from {os.path.basename(ctx.resume_path)}, update {self.counters['update']})"
                    if ctx.resume_path else "")
@@ -264,7 +265,7 @@ class RunLog:
             attrs.update(learner_param_checksums=[float(x) for x in sums], config=self.ctx.config_yaml,
                          algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups, version=version)
             storage.save_checkpoint(os.path.join(self.ctx.run_dir, "checkpoints"), c["update"], make_arrays(), attrs,
-                                    self.cfg.output.keep_checkpoints)
+                                    self.cfg.output.keep_checkpoints, self.cfg.output.min_free_mb)
         self.last_ckpt = c["update"]
 
     def preempted(self) -> bool:
