@@ -36,6 +36,34 @@ class EpisodeStat:
     returns: Dict[str, float]  # per group: summed over the group's agents
 
 
+def env_error(name: str, i: int, what: str, exc: Exception, on_error: str, errors: int, max_errors: int) -> int:
+    """``actors.env_errors`` for env copy ``i`` of one actor that raised in ``what``: "abort" re-raises; "reset" logs
+    (the first error with its traceback, later ones one line each) and returns the new error count, unless that
+    passes ``max_errors``. The caller then re-creates the copy (:func:`replace_copy`) and discards its episode."""
+    if on_error != "reset":
+        raise exc
+    errors += 1
+    where = f"{name}: env copy {i} raised in {what}() ({type(exc).__name__}: {exc})"
+    if errors > max_errors:
+        raise RuntimeError(f"{where}; that is {errors} env errors, more than actors.max_env_errors={max_errors}") from exc
+    if errors == 1:
+        import traceback
+
+        print(f"[hpcmarl] {where}; the copy is re-created and its episode discarded "
+              f"(actors.env_errors=reset):\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    else:
+        print(f"[hpcmarl] {where}; re-created ({errors} env errors so far)", file=sys.stderr, flush=True)
+    return errors
+
+
+def replace_copy(envs: list, i: int, make: Callable) -> None:
+    try:
+        envs[i].close()
+    except Exception:
+        pass
+    envs[i] = make()
+
+
 class VecEnv:
     """``num_envs`` copies of one environment with array in/out and automatic reset."""
 
@@ -106,25 +134,8 @@ class VecEnv:
 
     def _env_error(self, i: int, what: str, exc: Exception) -> None:
         """Copy ``i`` raised in ``what``: with on_error "reset" log it, re-create the copy and go on (within the limit)."""
-        if self.on_error != "reset":
-            raise exc
-        self.errors += 1
-        where = f"{self.spec.name}: env copy {i} raised in {what}() ({type(exc).__name__}: {exc})"
-        if self.errors > self.max_errors:
-            raise RuntimeError(f"{where}; that is {self.errors} env errors, more than actors.max_env_errors="
-                               f"{self.max_errors}") from exc
-        if self.errors == 1:  # the first one with its traceback; later ones one line each
-            import traceback
-
-            print(f"[hpcmarl] {where}; the copy is re-created and its episode discarded "
-                  f"(actors.env_errors=reset):\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-        else:
-            print(f"[hpcmarl] {where}; re-created ({self.errors} env errors so far)", file=sys.stderr, flush=True)
-        try:
-            self.envs[i].close()
-        except Exception:
-            pass
-        self.envs[i] = self._make()
+        self.errors = env_error(self.spec.name, i, what, exc, self.on_error, self.errors, self.max_errors)
+        replace_copy(self.envs, i, self._make)
         self.failed.append(i)
         self._reset_one(i, self.seed + 7_919 * self.errors + i)
 

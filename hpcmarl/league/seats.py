@@ -27,6 +27,7 @@ import numpy as np
 
 from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, load, make_env, resolve_groups
 from hpcmarl.envs import entry as env_entry
+from hpcmarl.envs.vec import env_error, replace_copy
 from hpcmarl.league.scripted import random_legal
 
 SELF = -1  # member id of "the trained policy's current weights" in per-episode assignments
@@ -110,16 +111,26 @@ class SeatVecEnv:
 
     def __init__(self, env_name: str, num_envs: int, seed: int, kwargs, policy_map, policy_group: str, name: str,
                  seats: str, choose: Callable[[int], Dict[str, int]], opponents: Opponents,
-                 obs_transform: Optional[Callable] = None, reward_scale: float = 1.0):
-        self.envs = [make_env(env_name, kwargs) for _ in range(num_envs)]
+                 obs_transform: Optional[Callable] = None, reward_scale: float = 1.0, on_error: str = "abort",
+                 max_errors: int = 0):
         entry = env_entry(env_name, kwargs)
         self.turn_based = entry.turn_based
         self.survivors = load(entry.survivors) if entry.survivors else None
-        if not self.turn_based:
-            from pettingzoo.utils.env import AECEnv
-            from pettingzoo.utils.conversions import aec_to_parallel
 
-            self.envs = [aec_to_parallel(e) if isinstance(e, AECEnv) else e for e in self.envs]
+        def make():
+            env = make_env(env_name, kwargs)
+            if not self.turn_based:
+                from pettingzoo.utils.env import AECEnv
+                from pettingzoo.utils.conversions import aec_to_parallel
+
+                env = aec_to_parallel(env) if isinstance(env, AECEnv) else env
+            return env
+
+        self._make = make
+        self.envs = [make() for _ in range(num_envs)]
+        # actors.env_errors, as in VecEnv: a copy that raises is re-created and its episode discarded
+        self.on_error, self.max_errors, self.errors = on_error, int(max_errors), 0
+        self.failed: List[int] = []
         self.full = build_spec(self.envs[0], env_name, policy_map)  # every policy group of the game
         self.spec_of = {a: g for g in self.full.groups for a in g.agents}  # agent -> its policy group's spec
         self.group_of = {a: g.name for a, g in self.spec_of.items()}
@@ -158,8 +169,20 @@ class SeatVecEnv:
         self._ret[i] = self._other[i] = 0.0
         self._ep_len[i] = 0
         self._done[i] = False
-        out = env.reset(seed=seed)
+        try:
+            out = env.reset(seed=seed)
+        except Exception as e:
+            return self._copy_failed(i, "reset", e)
         self._last_obs[i] = out[0] if not self.turn_based else None
+
+    def _copy_failed(self, i: int, what: str, exc: Exception) -> None:
+        """Copy ``i`` raised: count it (or re-raise, see :func:`hpcmarl.envs.vec.env_error`), re-create it, discard its
+        episode (its trained seats' episode ends as a truncation at their last observation) and start a new one."""
+        self.errors = env_error(self.full.name, i, what, exc, self.on_error, self.errors, self.max_errors)
+        replace_copy(self.envs, i, self._make)
+        if i not in self.failed:
+            self.failed.append(i)
+        self._start(i, self.seed + 7_919 * self.errors + i)
 
     def _member(self, i: int, agent: str) -> int:
         return self.members[i].get(self.group_of[agent], SELF)
@@ -218,11 +241,16 @@ class SeatVecEnv:
             if not jobs:
                 return
             acts = self._batched(jobs)
+            pending = []
             for (i, agent), a in acts.items():
                 env = self.envs[i]
-                env.step(int(a) if self.spec_of[agent].discrete else a)
-                self._add_rewards(i, env.rewards)
-            pending = [i for i, _ in acts]
+                try:
+                    env.step(int(a) if self.spec_of[agent].discrete else a)
+                except Exception as e:
+                    self._copy_failed(i, "step", e)  # a new episode: its opening moves are played below
+                else:
+                    self._add_rewards(i, env.rewards)
+                pending.append(i)
 
     # ---- observations --------------------------------------------------------------------------------
     def _write_all(self):
@@ -255,13 +283,19 @@ class SeatVecEnv:
         self._acc[:] = 0.0
         final = self.final_obs[g.name]
         final[:] = 0.0
+        self.failed = []
+        last_obs, last_alive = self.obs[g.name].copy(), self.alive[g.name].copy()  # a failing copy's episode ends here
         if self.turn_based:
             for i, env in enumerate(self.envs):
                 agent = env.agent_selection
                 j = self.trained[i].index(agent)
-                env.step(int(act[i, j]) if g.discrete else np.clip(act[i, j], g.act_low, g.act_high))
-                self._add_rewards(i, env.rewards)
-            self._advance(list(range(E)))
+                try:
+                    env.step(int(act[i, j]) if g.discrete else np.clip(act[i, j], g.act_low, g.act_high))
+                except Exception as e:
+                    self._copy_failed(i, "step", e)
+                else:
+                    self._add_rewards(i, env.rewards)
+            self._advance(list(range(E)))  # re-created copies too: their new episode's opening moves
         else:
             jobs, chosen = [], [dict() for _ in range(E)]
             for i, env in enumerate(self.envs):
@@ -277,7 +311,11 @@ class SeatVecEnv:
                 og = self.spec_of[agent]
                 chosen[i][agent] = int(a) if og.discrete else np.clip(a, og.act_low, og.act_high)
             for i, env in enumerate(self.envs):
-                obs, r, te, tr, _ = env.step(chosen[i])
+                try:
+                    obs, r, te, tr, _ = env.step(chosen[i])
+                except Exception as e:
+                    self._copy_failed(i, "step", e)
+                    continue
                 self._add_rewards(i, r)
                 self._last_obs[i] = {a: o for a, o in obs.items() if not (te.get(a) or tr.get(a))}
                 self._done[i] = not env.agents
@@ -293,7 +331,12 @@ class SeatVecEnv:
         finished: List[LeagueEpisode] = []
         restart = []
         rew = self._acc.copy()
+        for i in self.failed:  # discarded: a truncation at the last observation, no reward
+            rew[i] = 0.0
+            term[i], trunc[i], final[i] = False, last_alive[i], last_obs[i]
         for i, env in enumerate(self.envs):
+            if i in self.failed:
+                continue
             self._ep_len[i] += 1
             if self.turn_based and self._done[i]:
                 for j, agent in enumerate(self.trained[i]):
@@ -333,12 +376,12 @@ class SeatGames(Opponents):
     policies play varied games."""
 
     def __init__(self, env_name: str, kwargs, policy_map, policy_group: str, seats: str, policy, member: int,
-                 bank: Opponents, seed: int, opening: int = 0):
+                 bank: Opponents, seed: int, opening: int = 0, on_error: str = "abort", max_errors: int = 0):
         self.policy, self.bank, self.greedy = policy, bank, getattr(bank, "greedy", True)
         self.name = policy.spec.groups[0].name
         self.members: Dict[str, int] = {}
         self.env = SeatVecEnv(env_name, 1, seed, kwargs, policy_map, policy_group, self.name, seats,
-                              lambda i: self.members, self)
+                              lambda i: self.members, self, on_error=on_error, max_errors=max_errors)
         self.members = {g.name: member for g in self.env.full.groups}
         self.opening = opening if self.env.spec.groups[0].discrete else 0
         self.rng = np.random.default_rng(seed)

@@ -70,7 +70,8 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
         client = league(policy)
         g = cfg.league.groups[client.gi]
         venv = SeatVecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map, g.policy_group, g.name,
-                          cfg.league.seats, client.choose, client.bank)
+                          cfg.league.seats, client.choose, client.bank, on_error=cfg.actors.env_errors,
+                          max_errors=cfg.actors.max_env_errors)
     else:
         venv = make_venv(ctx, actor_index, seed)
         policy = make_inference(venv.spec, cfg.algo)

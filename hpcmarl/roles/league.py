@@ -270,7 +270,7 @@ class EvalEpisodes(Matchup):
         name = policy.spec.groups[0].name
         pg = cfg.league.groups[[g.name for g in cfg.league.groups].index(name)].policy_group
         self.games = SeatGames(cfg.env.name, cfg.env.kwargs, cfg.policy_map, pg, cfg.league.seats, policy, b, bank,
-                               EVAL_SEED, self.opening)
+                               EVAL_SEED, self.opening, cfg.actors.env_errors, cfg.actors.max_env_errors)
         self.coop = cfg.league.outcome == "cooperative"
 
     def close(self):

@@ -43,3 +43,16 @@ def test_abort_or_too_many_errors_end_the_job(tmp_path):
     assert p.returncode != 0 and "counting_v0 crashed in step call 3" in p.stderr
     p = mpirun(2, args + [f"run_dir={tmp_path / 'b'}", "actors.max_env_errors=2"], timeout=120)
     assert p.returncode != 0 and "more than actors.max_env_errors=2" in p.stderr
+
+
+def test_league_seats_and_evaluation_games_survive_crashing_envs(tmp_path):
+    """League mode: the actor's seat envs and the league rank's evaluation games re-create a crashing copy."""
+    run = tmp_path / "run"
+    p = mpirun(3, ["train", "configs/league_spread.yaml"] + BASE + [
+        f"run_dir={run}", "algo.unroll_length=5", "env.kwargs.crash_at=7", "train.max_updates=8",
+        "league.groups.0.snapshot_every=4"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "crashed in step call 7" in p.stderr and "re-created" in p.stderr
+    assert "snapshot(s) added to the pool" in p.stdout
+    s = summary(run)
+    assert s["updates"] == 8 and s["env_errors"] >= 1, s

@@ -421,3 +421,54 @@ def test_pool_max_and_ratings_rows_are_bounded(tmp_path):
     assert sorted(r[2] for r in lg.take_rows(6)["league/ratings"]) == [live_id(0), 2]
     lg.report(0, [(2, 1.0, 1.0)])
     assert len(lg.take_rows(7, final=True)["league/ratings"]) == 2  # the last rows are always written
+
+
+# ---- crashing environments in league seats (actors.env_errors) ------------------------------------------
+class Still(Opponents):
+    def act(self, member, group, obs, mask):
+        return np.zeros(len(obs), np.int64)
+
+
+def test_a_crashing_seat_env_copy_is_recreated_and_its_episode_discarded():
+    kw = {"max_cycles": 4, "crash_at": 6}  # every instance raises in its 6th step(): the 2nd episode, step 2
+    env = SeatVecEnv("counting_v0", 2, 0, kw, None, "agent", "main", "per_agent", lambda i: {"agent": 1}, Still(),
+                     on_error="reset", max_errors=10)
+    env.reset()
+    finished, crashed = [], 0
+    for t in range(10):  # a re-created instance would raise again at its own 6th step (t = 11)
+        before = env.obs["main"].copy()
+        rew, term, trunc, fin = env.step({"main": np.zeros((2, 1), np.int64)})
+        finished += fin
+        if env.failed:
+            crashed += 1
+            assert env.failed == [0, 1] and t == 5  # both copies reach their 6th step() together
+            assert trunc["main"].all() and not term["main"].any() and not rew["main"].any()
+            np.testing.assert_array_equal(env.final_obs["main"], before)  # cut at the last observation
+            assert not any(ep.env in env.failed for ep in fin)
+            assert (env._ep_len == 0).all()
+    assert crashed == 1 and env.errors == 2
+    assert all(ep.length == 4 for ep in finished) and len(finished) == 2 + 2  # 1st episodes + after the crash
+    with pytest.raises(RuntimeError, match="crashed in step call 6"):  # the default: abort
+        ab = SeatVecEnv("counting_v0", 1, 0, kw, None, "agent", "main", "per_agent", lambda i: {"agent": 1}, Still())
+        ab.reset()
+        for _ in range(6):
+            ab.step({"main": np.zeros((1, 1), np.int64)})
+
+
+def test_a_crashing_turn_based_copy_restarts_with_the_opponents_opening():
+    opp = Column()
+    env = SeatVecEnv("connect_four_v3", 2, 0, {}, None, "player", "main", "per_agent", lambda i: {"player": 7}, opp,
+                     on_error="reset", max_errors=1)
+
+    def boom(action):
+        raise ValueError("board on fire")
+
+    env.reset()
+    env.envs[1].step = boom
+    rew, term, trunc, fin = env.step({"main": np.full((2, 1), 6)})
+    assert env.failed == [1] and env.errors == 1 and not fin and trunc["main"][1, 0] and not trunc["main"][0, 0]
+    # copy 1 plays a new episode from a new env instance: the trained seat's turn again, the board as the opening left it
+    assert env.envs[1].step is not boom and env.alive["main"][1, 0] and env._ep_len[1] == 0
+    env.envs[0].step = boom
+    with pytest.raises(RuntimeError, match="more than actors.max_env_errors=1"):
+        env.step({"main": np.full((2, 1), 6)})
