@@ -61,6 +61,8 @@ class ActorConfig:
     env_errors: str = "reset"  # an exception from one env copy: reset = re-create it, discard its episode and go on
     # (logged, counted as env_errors); abort = end the job
     max_env_errors: int = 100  # per actor; one more ends the job
+    overlap: bool = False  # synchronous rollout flow: while the learner updates, actors collect the next unroll with
+    # the weights they hold (one-step-stale data: the learner trains on unrolls of version v-1 or v; policy lag <= 1)
 
 
 @dataclass
@@ -491,6 +493,12 @@ def validate(cfg: Config) -> None:
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
     _check(cfg.actors.env_errors in ("reset", "abort"), "actors.env_errors", "must be reset or abort")
     _check(cfg.actors.max_env_errors >= 0, "actors.max_env_errors", "must be >= 0")
+    if cfg.actors.overlap:
+        _check(base.get(p.name).flow == "rollouts", "actors.overlap",
+               f"applies to the synchronous rollout flow, not to {p.name}'s")
+        _check(not cfg.league.enabled, "actors.overlap", "is not available in league mode")
+        _check(not getattr(p, "recurrent", False) or p.name in ("qmix", "vdn"), "actors.overlap",
+               "recurrent PPO replays the GRU with the weights that made the unroll; use one or the other")
     for i, v in enumerate(cfg.actors.variants):
         bad = set(v) - VARIANT_KEYS
         _check(not bad, f"actors.variants[{i}]", f"unknown key(s) {sorted(bad)} (known: {', '.join(sorted(VARIANT_KEYS))})")

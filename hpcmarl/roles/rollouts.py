@@ -37,7 +37,9 @@ def actor_main(ctx) -> None:
             league = ActorLeague(ctx, idx, policy, actor_seed(cfg.seed + 1, idx, ctx.start_update))
             return league
     sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx), make_client if layout.league else None)
-    urec = sampler.spec.alloc()
+    overlap = cfg.actors.overlap  # collect the next unroll while the learner updates (two send buffers)
+    ring = [sampler.spec.alloc() for _ in range(2 if overlap else 1)]
+    sends = [None] * len(ring)
     ctx.agree_startup()
     hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
     wrec = weights_spec(hello["n_weights"]).alloc()
@@ -46,43 +48,73 @@ def actor_main(ctx) -> None:
         torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
     timeout = cfg.runtime.timeout_s
     t_send = 0.0
+    req = None  # the posted receive of the next weights
+    # the learner trains on this session's k-th unroll in its round first + k (first: the version it sent first);
+    # that unroll must be made with version >= first + k - lag (lag 1 with actors.overlap, else 0)
+    lag = 1 if overlap else 0
+    version = first = -1
+    sent = slot = 0
+    stop = False
     while True:
         t0 = time.perf_counter()
-        version, command = protocol.recv_weights(world, learner, wrec, timeout)
-        if command in (CMD_STOP, CMD_PREEMPTED):
-            ctx.preempted = command == CMD_PREEMPTED
+        while True:  # take the weights that arrived (in order); wait while the ones we hold are too old
+            if req is None:
+                req = protocol.post_recv_weights(world, learner, wrec)
+            if first < 0 or version < first + sent - lag:
+                protocol.wait_buffer(req, timeout, f"weights from learner rank {learner}")
+            elif not req.Test():
+                break
+            req = None
+            version, command = int(wrec["meta"][0]), int(wrec["meta"][1])
+            if command in (CMD_STOP, CMD_PREEMPTED):
+                ctx.preempted, stop = command == CMD_PREEMPTED, True
+                break
+            first = version if first < 0 else first
+            inject_fault(ctx, version)
+            mask_version = int(wrec["meta"][WEIGHT_INDEX["mask_version"]])
+            if bits is not None and mask_version != sampler.policy.mask_version:  # sparse: the masks changed
+                protocol.recv_masks(world, learner, bits, timeout)
+                sampler.policy.set_masks(bits, mask_version)
+            if os.environ.get("HPCMARL_INJECT_FAULT") != f"{ctx.rank}:stale:{version}":
+                sampler.policy.load(wrec["params"], version)
+            sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
+        if stop:
             break
-        inject_fault(ctx, version)
-        mask_version = int(wrec["meta"][WEIGHT_INDEX["mask_version"]])
-        if bits is not None and mask_version != sampler.policy.mask_version:  # sparse: the masks changed
-            protocol.recv_masks(world, learner, bits, timeout)
-            sampler.policy.set_masks(bits, mask_version)
-        if os.environ.get("HPCMARL_INJECT_FAULT") != f"{ctx.rank}:stale:{version}":
-            sampler.policy.load(wrec["params"], version)
-        sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
         t_wait = time.perf_counter() - t0
+        urec = ring[slot]
+        if sends[slot] is not None:  # overlap: this buffer's previous send must have been taken
+            protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
+            sends[slot] = None
         sampler.collect(urec)
         meta = urec["meta"]
         meta[M["actor"]] = idx
         meta[M["t_wait"]] = t_wait
         meta[M["stop_requested"]] = float(ctx.stop_requested())
         meta[M["t_send"]] = t_send
-        req = protocol.send_unroll(world, learner, urec)
+        sends[slot] = protocol.send_unroll(world, learner, urec)
+        sent += 1
         if traj is not None:  # only reads the buffer, so it overlaps the send and the learner's update
-            traj.add_unroll(urec, urec["env_done"], version)
+            traj.add_unroll(urec, urec["env_done"], int(urec["meta"][M["version"]]))
         if league is not None:  # results of the finished episodes, the next opponents (overlaps the update)
             league.collect_results(sampler.finished)
             league.exchange()
+        if overlap:
+            slot ^= 1
+            continue
         t1 = time.perf_counter()
-        protocol.wait_buffer(req, timeout, f"learner rank {learner} to take an unroll")
+        protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
+        sends[slot] = None
         t_send = time.perf_counter() - t1  # reported with the next unroll
+    for r in sends:  # overlap: the learner drains what is still on the way
+        if r is not None:
+            protocol.wait_buffer(r, timeout, f"learner rank {learner} to take an unroll")
     discarded = int((sampler.in_flight() > 0).sum())
     if traj is not None:
         traj.close()
     sampler.venv.close()
     if league is not None:
         league.bye()
-    protocol.send_bye(world, learner, {"discarded": discarded}, timeout)
+    protocol.send_bye(world, learner, {"discarded": discarded, "sent": sent}, timeout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,6 +129,8 @@ class MPIActorLink:
         self.req = None
         self.send_req = None
         self.masks = None  # (bits, request) of the last masks sent
+        self.received = 0
+        self.drained_episodes = 0  # overlap: episodes in unrolls that arrived after the stop (not trained on)
 
     def hello(self, info: dict):
         protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
@@ -112,13 +146,35 @@ class MPIActorLink:
 
     def recv_unroll(self) -> Record:
         protocol.wait_buffer(self.req, self.ctx.cfg.runtime.timeout_s, f"an unroll from actor rank {self.rank}")
+        self.req = None
+        self.received += 1
         self.send_req.Wait()
         return self.rec
 
     def stop(self, wrec: Record, version: int, preempted: bool) -> dict:
-        req = protocol.send_stop(self.ctx.world, self.rank, wrec, version, preempted)
-        bye = protocol.recv_bye(self.ctx.world, self.rank, self.ctx.cfg.runtime.timeout_s)
-        req.Wait()
+        ctx = self.ctx
+        if ctx.cfg.actors.overlap:  # the actor may have collected one more unroll: take it (unused), then the BYE
+
+            def take() -> bool:
+                if self.req is None:
+                    self.req = protocol.post_recv_unroll(ctx.world, self.rank, self.rec)
+                if not self.req.Test():
+                    return False
+                self.req = None
+                self.received += 1
+                self.drained_episodes += int(self.rec["meta"][M["n_episodes"]])
+                return True
+
+            bye = protocol.stop_and_drain(ctx.world, self.rank, wrec, version, preempted, take, lambda: self.received,
+                                          ctx.cfg.runtime.timeout_s)
+            if self.req is not None:
+                self.req.Cancel()
+                self.req.Wait()
+            bye["discarded"] += self.drained_episodes
+        else:
+            req = protocol.send_stop(ctx.world, self.rank, wrec, version, preempted)
+            bye = protocol.recv_bye(ctx.world, self.rank, ctx.cfg.runtime.timeout_s)
+            req.Wait()
         if self.masks is not None:
             self.masks[1].Wait()  # taken with the weights that announced them
         return bye
@@ -211,6 +267,9 @@ class RolloutFlow(Flow):
         self.explore = getattr(self.learner, "exploration", None)  # value-based learners hand out epsilon
         self.sent_masks = None
         self.t_send = 0.0
+        # actors.overlap: unrolls of the previous version are accepted too (policy lag <= 1); checksums by version
+        self.max_lag = 1 if cfg.actors.overlap and not layout.serial else 0
+        self.sent_checksums: Dict[int, float] = {}
 
     def load(self, arrays):
         layout, prefix = self.layout, self.g.prefix
@@ -248,19 +307,24 @@ class RolloutFlow(Flow):
                 self.sent_masks = mask_version
         for link in self.links:
             link.send_weights(wrec, self.version)
+        self.sent_checksums = {v: c for v, c in self.sent_checksums.items() if v >= self.version - self.max_lag}
+        self.sent_checksums[self.version] = checksum(wrec["params"])
         self.t_send = time.perf_counter() - t
 
     def round(self) -> Round:
         version, coll, ctrl = self.version, self.coll, self.ctrl
-        want = checksum(self.wrec["params"])
         t1 = time.perf_counter()
         recs = [link.recv_unroll() for link in self.links]
         t2 = time.perf_counter()
+        lags = []
         for r in recs:
-            if int(r["meta"][M["version"]]) != version or r["meta"][M["param_checksum"]] != want:
+            v = int(r["meta"][M["version"]])
+            if self.sent_checksums.get(v) != r["meta"][M["param_checksum"]] or not 0 <= version - v <= self.max_lag:
                 raise RuntimeError(f"actor {int(r['meta'][M['actor']])} sent an unroll made with weights "
-                                   f"version {int(r['meta'][M['version']])} (checksum {r['meta'][M['param_checksum']]}), "
-                                   f"expected version {version} (checksum {want})")
+                                   f"version {v} (checksum {r['meta'][M['param_checksum']]}), expected version "
+                                   f"{version}{' or the one before' if self.max_lag else ''} "
+                                   f"(checksums {self.sent_checksums})")
+            lags.append(version - v)
         coll.t_allreduce = 0.0
         stats = self.learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=self.log.counters["env_steps"])
         t3 = time.perf_counter()
@@ -270,23 +334,25 @@ class RolloutFlow(Flow):
         for r in recs:
             n = int(r["meta"][M["n_episodes"]])
             for e in r["episodes"][:n]:
-                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), version, *self.g.returns(e)))
+                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]),
+                                *self.g.returns(e)))
         self.actor_rng.update({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
         local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
                           coll.t_allreduce, self.t_send,
-                          float(any(r["meta"][M["stop_requested"]] for r in recs))]
+                          float(any(r["meta"][M["stop_requested"]] for r in recs)), sum(lags)]
                          + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
                          + [sum(r["meta"][M["env_errors"]] for r in recs)])
         tot = ctrl.sum_small(local)
+        lag_max = ctrl.max_small(np.array([float(max(lags))]))[0] if self.max_lag else 0.0
         # the algorithm's statistics: mean over the learner group
         stat_row = dict(zip(sorted(stats), coll.sum_small(np.array([stats[k] for k in sorted(stats)])) / coll.size))
-        row = {"lag_mean": 0.0, "lag_max": 0.0,
+        row = {"lag_mean": tot[9] / max(1, tot[3]), "lag_max": lag_max,
                "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / ctrl.size,
                "time/wait_unrolls": tot[5] / ctrl.size, "time/allreduce": tot[6] / ctrl.size,
                "time/send_weights": tot[7] / ctrl.size}
         for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
-            row[f"time/actor_{k[2:]}"] = tot[9 + i] / max(1, tot[3])
+            row[f"time/actor_{k[2:]}"] = tot[10 + i] / max(1, tot[3])
         row.update(self.g.stats(stat_row))
         self.version += 1
         return Round(int(tot[0]), int(tot[1]), int(tot[-1]), tot[8] > 0, row, ep_rows)
