@@ -295,13 +295,8 @@ class AsyncFlow(Flow):
     def __init__(self, ctx):
         from mpi4py import MPI
 
-        from hpcmarl.comm.collective import Collective
-
-        cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
-        self.ctx, self.algo = ctx, algo
-        self.coll = self.ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
-        spec = ctx.env_spec
-        self.groups = [g.name for g in spec.groups]
+        super().__init__(ctx)
+        cfg, layout, algo, spec = ctx.cfg, ctx.layout, ctx.cfg.algo, ctx.env_spec
         self.tables = {"unrolls": UNROLL_COLUMNS}
         self.banner = f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)"
         self.learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
@@ -319,11 +314,6 @@ class AsyncFlow(Flow):
 
     def load(self, arrays):
         self.learner.load_state_arrays(arrays)
-
-    def prepare(self, log):
-        self.log = log
-        self.version = log.counters["update"]
-        self.coll.broadcast_params(self.learner.params)
 
     def hello(self):
         for link in self.links:

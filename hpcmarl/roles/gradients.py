@@ -307,13 +307,8 @@ class GradientFlow(Flow):
     x_t accepted until the round closes -> one all-reduce -> one NIGT step)."""
 
     def __init__(self, ctx):
-        from hpcmarl.comm.collective import Collective
-
-        cfg, layout, algo = ctx.cfg, ctx.layout, ctx.cfg.algo
-        self.ctx, self.algo = ctx, algo
-        self.coll = self.ctrl = Collective(ctx.learner_comm, cfg.learner.backend)
-        spec = ctx.env_spec
-        self.groups = [g.name for g in spec.groups]
+        super().__init__(ctx)
+        cfg, layout, algo, spec = ctx.cfg, ctx.layout, ctx.cfg.algo, ctx.env_spec
         torch.manual_seed(cfg.seed)
         self.template = make_inference(spec, algo)  # parameter layout + initial theta_0 (same seed on every learner)
         self.coll.broadcast_params(self.template.params)
@@ -339,6 +334,9 @@ class GradientFlow(Flow):
     @property
     def version(self) -> int:
         return self.nigt.round
+
+    def prepare(self, log):
+        self.log = log  # theta_0 was shared when the flow was built; rounds are NIGT's own
 
     def load(self, arrays):
         self.nigt.load_state_arrays(arrays)

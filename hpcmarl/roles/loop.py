@@ -45,11 +45,23 @@ class Flow:
     tables: Optional[dict] = None
     banner: str = ""
 
+    def __init__(self, ctx):
+        """The common case: one collective over every learner for gradients and bookkeeping, the env's groups."""
+        from hpcmarl.comm.collective import Collective
+
+        self.ctx, self.algo = ctx, ctx.cfg.algo
+        self.coll = self.ctrl = Collective(ctx.learner_comm, ctx.cfg.learner.backend)
+        self.groups = [g.name for g in ctx.env_spec.groups]
+
     def load(self, arrays: Dict[str, np.ndarray]) -> None:
         """Resume: take the state out of the checkpoint's arrays."""
 
     def prepare(self, log: RunLog) -> None:
-        """Before the startup agreement: the counters are known (resume included); share initial parameters."""
+        """Before the startup agreement, the counters known (resume included): rounds continue from the update
+        counter and the learner's initial parameters are shared (a flow without ``learner`` overrides this)."""
+        self.log = log
+        self.version = log.counters["update"]
+        self.coll.broadcast_params(self.learner.params)
 
     def hello(self) -> None:
         """After the startup agreement: greet the actors."""

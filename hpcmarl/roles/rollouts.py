@@ -282,11 +282,6 @@ class RolloutFlow(Flow):
             if k.startswith("rng/actor-") and int(k.split("/")[1].split("-")[1]) in mine:
                 self.actor_rng[int(k.split("/")[1].split("-")[1])] = v
 
-    def prepare(self, log):
-        self.log = log
-        self.version = log.counters["update"]
-        self.coll.broadcast_params(self.learner.params)
-
     def hello(self):
         for link in self.links:
             idx = self.layout.actor_index(link.rank) if not self.layout.serial else 0
