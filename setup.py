@@ -23,6 +23,7 @@ setup(
         "openskill>=6",  # league ratings (hpcmarl.league.ratings); the v6 models API
         "lbforaging>=2.0",  # Level-Based Foraging (hpcmarl.envs.adapters), pure Python
         "rware>=2.0",  # Multi-Robot Warehouse (hpcmarl.envs.adapters), pure Python
+        "open_spiel>=1.5",  # Kuhn/Leduc poker and exact exploitability (hpcmarl.envs.openspiel, league.exploitability)
     ],
     extras_require={
         # Horovod is built from source by tools/bootstrap.sh (it needs the C++17 fix); listing it here

@@ -101,8 +101,8 @@ class LeagueGroupConfig:
     policy_group: str = ""  # the policy-map group whose agents this policy plays ("" = the env's first group)
     learners: int = 1
     actors: int = 0  # actor ranks of this group; 0 = an even share of the ranks left over
-    strategy: str = "pfsp"  # self_play | uniform (fictitious self-play) | pfsp | exploiter
-    self_play: float = 0.2  # uniform/pfsp: share of episodes against the group's own current policy
+    strategy: str = "pfsp"  # self_play | uniform (fictitious self-play) | pfsp | meta_nash (PSRO) | exploiter
+    self_play: float = 0.2  # uniform/pfsp/meta_nash: share of episodes against the group's own current policy
     pfsp_weighting: str = "squared"  # squared: (1-x)^2 | variance: x(1-x) | linear: 1-x
     exploits: str = ""  # exploiter: the group whose newest snapshot it plays (default: the first group)
     snapshot_every: int = 20  # updates between pool snapshots (0 = only by win rate)
@@ -137,6 +137,8 @@ class LeagueConfig:
     eval_opening: int = 2  # pool-vs-pool evaluation games open with this many seeded random moves (turn-based) or
     # steps of every agent (simultaneous, discrete actions), so two deterministic policies play varied games
     eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
+    exploitability_every: int = 0  # OpenSpiel games (kuhn_poker, leduc_poker): NashConv of the newest snapshot, the
+    # uniform and the meta-Nash pool mixture every this many snapshots -> run.h5 /league/exploitability (0 = off)
 
 
 @dataclass
@@ -527,7 +529,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")
 
 
-LEAGUE_STRATEGIES = ("self_play", "uniform", "pfsp", "exploiter")
+LEAGUE_STRATEGIES = ("self_play", "uniform", "pfsp", "meta_nash", "exploiter")
 BASELINES = {"random": None, "lookahead": "connect_four_v3", "charge": "battle_v4"}  # scripted players -> the
 # game they play (None: any game with discrete actions)
 
@@ -575,15 +577,18 @@ def validate_league(cfg: Config, envs) -> None:
            "must be auto, competitive or cooperative")
     if lg.outcome == "cooperative":  # partners have team returns, not win rates
         for i, g in enumerate(lg.groups):
-            _check(g.strategy != "pfsp", f"league.groups.{i}.strategy",
-                   "pfsp prioritises opponents by win rate, which a cooperative league does not keep (it records team "
-                   "returns per partner); use uniform or self_play")
+            _check(g.strategy not in ("pfsp", "meta_nash"), f"league.groups.{i}.strategy",
+                   f"{g.strategy} weighs opponents by win rates, which a cooperative league does not keep (it records "
+                   f"team returns per partner); use uniform or self_play")
             _check(not g.snapshot_win_rate, f"league.groups.{i}.snapshot_win_rate",
                    "a cooperative league keeps no win rates; snapshot by snapshot_every")
     _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
-    for k in ("eval_games", "eval_pool", "eval_every", "eval_opening", "pool_max"):
+    if lg.exploitability_every:
+        _check(entry.factory.startswith("hpcmarl.envs.openspiel:"), "league.exploitability_every",
+               f"exploitability is exact only for OpenSpiel games (kuhn_poker, leduc_poker), not {cfg.env.name}")
+    for k in ("eval_games", "eval_pool", "eval_every", "eval_opening", "pool_max", "exploitability_every"):
         _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
     for key in ("pool_baselines", "eval_baselines"):
         for b in getattr(lg, key):

@@ -1,15 +1,16 @@
-"""Opponent selection for league training: self-play, fictitious self-play, PFSP and exploiters (no MPI).
+"""Opponent selection for league training: self-play, fictitious self-play, PFSP, meta-Nash and exploiters (no MPI).
 
 The league rank keeps a :class:`Payoff` table of results between member ids and asks each learner group's
-:class:`Matchmaker` for the next opponent; ``pfsp_weights`` is AlphaStar's prioritised fictitious self-play.
+:class:`Matchmaker` for the next opponent; ``pfsp_weights`` is AlphaStar's prioritised fictitious self-play,
+``meta_nash`` PSRO's meta-strategy: the Nash equilibrium of the pool's empirical win-rate game.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-STRATEGIES = ("self_play", "uniform", "pfsp", "exploiter")
+STRATEGIES = ("self_play", "uniform", "pfsp", "meta_nash", "exploiter")
 WEIGHTINGS = ("squared", "variance", "linear")
 OUTCOME_INDEX = {1.0: 0, 0.5: 1, 0.0: 2}  # -> column of (wins, draws, losses)
 
@@ -40,12 +41,38 @@ def pfsp_weights(win_rates: np.ndarray, weighting: str = "squared", p: float = 2
     return w / total
 
 
+def zero_sum_nash(payoff: np.ndarray) -> np.ndarray:
+    """The row player's maximin (Nash) strategy of the zero-sum matrix game ``payoff[i, j]`` (the row player's
+    gain), by linear programming: maximise ``v`` subject to ``payoff.T @ x >= v``, ``x`` a probability vector."""
+    from scipy.optimize import linprog
+
+    a = np.asarray(payoff, np.float64)
+    n, m = a.shape
+    if n == 0:
+        return np.zeros(0)
+    res = linprog(np.r_[np.zeros(n), -1.0], A_ub=np.c_[-a.T, np.ones(m)], b_ub=np.zeros(m),
+                  A_eq=np.r_[np.ones(n), 0.0][None], b_eq=[1.0], bounds=[(0, None)] * n + [(None, None)],
+                  method="highs")
+    if not res.success:  # pragma: no cover - a bounded feasible LP; kept as a guard
+        raise RuntimeError(f"meta-Nash LP failed: {res.message}")
+    x = np.clip(res.x[:n], 0.0, None)
+    return x / x.sum()
+
+
+def meta_nash(win_rates: np.ndarray) -> np.ndarray:
+    """Nash mixture of the symmetric meta-game whose ``win_rates[i, j]`` is member ``i``'s win rate against ``j``:
+    the zero-sum game with payoff ``W - W.T``."""
+    w = np.asarray(win_rates, np.float64)
+    return zero_sum_nash(w - w.T)
+
+
 class Matchmaker:
     """Chooses one learner group's next opponent.
 
     ``"self_play"``: the group's current policy (the caller passes its own id as ``main_id``); ``"uniform"``:
     fictitious self-play, uniform over the frozen pool; ``"pfsp"``: :func:`pfsp_weights` of the win rates
-    (options ``weighting``, ``p``); ``"exploiter"``: always the current main policy ``main_id``.
+    (options ``weighting``, ``p``); ``"meta_nash"``: :func:`meta_nash` of the pool's win-rate matrix (PSRO);
+    ``"exploiter"``: always the current main policy ``main_id``.
     """
 
     def __init__(self, strategy: str, rng: np.random.Generator, **options):
@@ -58,18 +85,25 @@ class Matchmaker:
             pfsp_weights(np.zeros(1), **options)  # validate the weighting now, not at the first match
         self.strategy, self.rng, self.options = strategy, rng, options
 
-    def probabilities(self, pool: Sequence[str], win_rate: Callable[[str], float]) -> np.ndarray:
-        """The distribution ``choose`` samples the pool from (``"uniform"`` and ``"pfsp"`` only)."""
+    def probabilities(self, pool: Sequence[str], win_rate: Callable[[str], float],
+                      matrix: Optional[Callable[[Sequence[str]], np.ndarray]] = None) -> np.ndarray:
+        """The distribution ``choose`` samples the pool from (``"uniform"``, ``"pfsp"`` and ``"meta_nash"``).
+        ``matrix(pool)``: win rates between pool members (``"meta_nash"``)."""
+        if self.strategy == "meta_nash" and len(pool):
+            if matrix is None:
+                raise ValueError("the meta_nash strategy needs the pool's win-rate matrix")
+            return meta_nash(matrix(pool))
         if self.strategy == "pfsp":
             return pfsp_weights(np.array([win_rate(m) for m in pool], dtype=np.float64), **self.options)
         return np.full(len(pool), 1.0 / max(len(pool), 1))
 
-    def choose(self, pool: Sequence[str], main_id: str, win_rate: Callable[[str], float]) -> str:
-        """Next opponent id. ``win_rate(m)``: the learner's win rate against pool member ``m``.
-        An empty pool falls back to ``main_id``."""
+    def choose(self, pool: Sequence[str], main_id: str, win_rate: Callable[[str], float],
+               matrix: Optional[Callable[[Sequence[str]], np.ndarray]] = None) -> str:
+        """Next opponent id. ``win_rate(m)``: the learner's win rate against pool member ``m``; ``matrix`` as in
+        :meth:`probabilities`. An empty pool falls back to ``main_id``."""
         if self.strategy in ("self_play", "exploiter") or len(pool) == 0:
             return main_id
-        return pool[int(self.rng.choice(len(pool), p=self.probabilities(pool, win_rate)))]
+        return pool[int(self.rng.choice(len(pool), p=self.probabilities(pool, win_rate, matrix)))]
 
 
 class Payoff:

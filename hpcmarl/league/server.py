@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from hpcmarl.league.matchmaking import OUTCOME_INDEX, Matchmaker, Payoff
+from hpcmarl.league.matchmaking import OUTCOME_INDEX, Matchmaker, Payoff, meta_nash
 from hpcmarl.league.pool import BASELINE_IDS, BASELINE_NAMES, RANDOM, snapshot_path, write_snapshot
 from hpcmarl.league.ratings import Ratings
 from hpcmarl.league.seats import SELF
@@ -25,6 +25,10 @@ TABLES = {
                                                 "return_sum")},
     "league/ratings": {k: ((), "f8") for k in ("update", "wall_time", "member", "elo", "mu", "sigma", "ordinal", "games")},
     "league/eval": {k: ((), "f8") for k in ("update", "wall_time", "a", "b", "wins", "draws", "losses", "return_sum")},
+    # OpenSpiel games (league.exploitability_every): NashConv of the newest snapshot ``member`` and of the uniform and
+    # meta-Nash mixtures over the ``pool`` members of its lineage
+    "league/exploitability": {k: ((), "f8") for k in ("update", "wall_time", "member", "pool", "latest", "uniform",
+                                                      "meta_nash")},
 }
 
 
@@ -65,6 +69,9 @@ class League:
         self.self_games = 0
         self.rated_games: Dict[str, int] = {}  # games of each member when its last ratings row was written
         self.rows_update = None
+        self.evals = 0  # evaluation results recorded (the meta-Nash cache key)
+        self._nash: Dict[tuple, np.ndarray] = {}
+        self.nashconv_queue: List[int] = []  # snapshots whose NashConv is still to be measured
         for gi in range(len(self.groups)):
             self.ratings.add(self.key(live_id(gi)))
 
@@ -119,6 +126,8 @@ class League:
             self.eval_queue += [(mid, BASELINE_IDS[b]) for b in self.lc.eval_baselines]
             others = [m for m in self.lineage(self.opponent_groups(gi)[0]) if m != mid]
             self.eval_queue += [(mid, m) for m in others[-self.lc.eval_pool:]] if self.lc.eval_pool else []
+        if self.lc.exploitability_every and n_snap % self.lc.exploitability_every == 0:
+            self.nashconv_queue.append(mid)
         return mid
 
     # ---- assignments ---------------------------------------------------------------------------------
@@ -147,10 +156,33 @@ class League:
             if g.strategy == "self_play":
                 out[pg] = [(SELF, 1.0)] if own else [(pool[-1], 1.0)]
                 continue
-            probs = self.mm[gi].probabilities([str(m) for m in pool], lambda m: self.recent.get((gi, int(m)), 0.5))
+            probs = (self.meta_nash(pool) if g.strategy == "meta_nash" else
+                     self.mm[gi].probabilities([str(m) for m in pool], lambda m: self.recent.get((gi, int(m)), 0.5)))
             share = g.self_play if own else 0.0
             out[pg] = ([(SELF, share)] if share > 0 else []) + [(m, float(p) * (1 - share)) for m, p in zip(pool, probs)]
         return out
+
+    def meta_nash(self, pool: List[int]) -> np.ndarray:
+        """Nash mixture over ``pool`` of the members' empirical win rates against each other (the payoff table:
+        evaluation matches, league games between members), recomputed when new evaluation results arrive."""
+        key = (tuple(pool), self.evals)
+        if key not in self._nash:
+            if len(self._nash) > 64:
+                self._nash.clear()
+            self._nash[key] = meta_nash(self.payoff.matrix([self.key(m) for m in pool]))
+        return self._nash[key]
+
+    def measure_nashconv(self, mid: int, meter, policy) -> Dict[str, float]:
+        """NashConv (:mod:`hpcmarl.league.exploitability`) of snapshot ``mid`` and of the uniform and meta-Nash
+        mixtures over its lineage up to ``mid``; ``policy(member)`` -> its Inference. Adds a
+        ``league/exploitability`` row."""
+        from hpcmarl.league.exploitability import pool_nash_conv
+
+        pool = [m for m in self.lineage(self.groups[self.members[mid]["group"]].policy_group) if m <= mid]
+        vals = pool_nash_conv(meter, {m: policy(m) for m in pool}, mid, self.meta_nash(pool))
+        self.rows["league/exploitability"].append((self.update, self.wall(), mid, len(pool), vals["latest"],
+                                                   vals["uniform"], vals["meta_nash"]))
+        return vals
 
     def paths(self, assignment) -> Dict[int, str]:
         return {m: self.members[m]["path"] for opts in assignment.values() for m, _ in opts if m >= 0}
@@ -177,6 +209,7 @@ class League:
 
     def record_eval(self, a: int, b: int, wins: int, draws: int, losses: int, return_sum: float = 0.0) -> None:
         self.rows["league/eval"].append((self.update, self.wall(), a, b, wins, draws, losses, return_sum))
+        self.evals += 1
         if not self.rated:
             return
         ka, kb = self.key(a), self.key(b)
@@ -223,6 +256,7 @@ class League:
         out["league/last_snapshot"] = np.array([-1 if u is None else u for u in self.last_snapshot], np.int64)
         out["league/counters"] = np.array([self.games, self.self_games, self.wall()], np.float64)
         out["league/eval_queue"] = np.array(self.eval_queue, np.int64).reshape(-1, 2)  # matchups not played yet
+        out["league/nashconv_queue"] = np.array(self.nashconv_queue, np.int64)
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -237,3 +271,4 @@ class League:
         self.games, self.self_games = int(arrays["league/counters"][0]), int(arrays["league/counters"][1])
         self.t0 = self.clock() - float(arrays["league/counters"][2])
         self.eval_queue = [(int(a), int(b)) for a, b in arrays.get("league/eval_queue", np.zeros((0, 2)))]
+        self.nashconv_queue = [int(m) for m in arrays.get("league/nashconv_queue", np.zeros(0))]

@@ -297,6 +297,11 @@ def league_main(ctx) -> None:
     specs = [league_spec(cfg, gi) for gi in range(len(layout.groups))]
     n_params = [sum(p.numel() for p in make_inference(sp, cfg.algo).params) for sp in specs]
     turn_based = env_entry(cfg.env.name, cfg.env.kwargs).turn_based
+    meter = None
+    if cfg.league.exploitability_every:
+        from hpcmarl.league.exploitability import NashConv, openspiel_game
+
+        meter = NashConv(openspiel_game(cfg.env.name, cfg.env.kwargs))
     ctx.agree_startup()
     n_leads, n_actors = len(layout.groups), layout.actors
     stopped, byes = set(), 0
@@ -331,6 +336,10 @@ def league_main(ctx) -> None:
                 protocol.send_object(world, src, {"rows": league.take_rows(update, msg["stop"]) if src == 0 else {},
                                                   "state": league.state_arrays() if msg["want_state"] else None},
                                      Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
+            continue
+        if meter is not None and league.nashconv_queue:  # between messages, like the evaluation games
+            league.measure_nashconv(league.nashconv_queue[0], meter, bank.policy)
+            league.nashconv_queue.pop(0)
             continue
         if game is None and league.eval_queue:  # the matchup leaves the queue (kept in checkpoints) once played
             game = (EvalGame if turn_based else EvalEpisodes)(cfg, *league.eval_queue[0], bank)
