@@ -1,4 +1,5 @@
-"""``hpcmarl`` command line: train, validate, inspect, plot, export, compare, index, watch, evaluate.
+"""``hpcmarl`` command line: train, validate, inspect, plot, export, compare, index, watch, league, match,
+exploitability, evaluate.
 
 Exit status: 0 success, 1 a failure during the run, 2 bad input (config, topology, paths, files).
 """
@@ -169,6 +170,17 @@ def cmd_match(args) -> int:
     return 0
 
 
+def cmd_exploitability(args) -> int:
+    from hpcmarl.analysis.exploitability import exploitability, format_exploitability
+
+    mixtures = ("latest", "uniform", "meta_nash") if args.mixture == "all" else (args.mixture,)
+    if args.mixture == "all" and not __import__("os").path.isdir(args.path):
+        mixtures = ("latest",)
+    r = exploitability(args.path, mixtures, args.group)
+    print(json.dumps(r) if args.json else "\n".join(format_exploitability(r)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcmarl", description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -194,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="learning curves (or any metric) of one or more runs to PNG/SVG")
     pl.add_argument("runs", nargs="+", help="run directories (seeds of one config are drawn as a band)")
     pl.add_argument("-o", "--out", required=True, help="output file, .png or .svg")
-    pl.add_argument("--metric", help="a /metrics series (e.g. agent/entropy, sps), 'lag' or 'league'; default: returns")
+    pl.add_argument("--metric", help="a /metrics series (e.g. agent/entropy, sps), 'lag', 'league' or 'exploitability'; default: returns")
     pl.add_argument("--x", choices=["env_steps", "wall_time"], default="env_steps")
     pl.add_argument("--smooth", type=int, default=0, help="moving-average window in episodes (0 = automatic)")
     pl.set_defaults(fn=cmd_plot)
@@ -242,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--opening", type=int, default=0, help="random legal moves at the start of every game")
     mt.add_argument("--json", action="store_true")
     mt.set_defaults(fn=cmd_match)
+
+    xp = sub.add_parser("exploitability", help="exact NashConv of league policies on OpenSpiel games (Kuhn, Leduc poker)")
+    xp.add_argument("path", help="a run directory, a pool snapshot (RUN/pool/*.h5) or a league checkpoint")
+    xp.add_argument("--mixture", choices=["all", "latest", "uniform", "meta_nash"], default="all",
+                    help="the newest policy, the uniform or the meta-Nash mixture over the pool (default: all; "
+                         "a single file: latest)")
+    xp.add_argument("--group", help="the learner group (default: the first)")
+    xp.add_argument("--json", action="store_true")
+    xp.set_defaults(fn=cmd_exploitability)
 
     e = sub.add_parser("evaluate", help="play a checkpoint's policies on its environment (no MPI)")
     e.add_argument("checkpoint", help="checkpoints/ckpt-*.h5 of a run")

@@ -108,6 +108,8 @@ class LeagueGroupConfig:
     snapshot_every: int = 20  # updates between pool snapshots (0 = only by win rate)
     snapshot_win_rate: float = 0.0  # > 0: also snapshot once the win rate against the pool reaches this
     snapshot_min_updates: int = 5  # at least this many updates between win-rate snapshots
+    restart: bool = False  # after each snapshot the policy restarts from its initial weights and optimizer state,
+    # so every snapshot is a fresh best response to the opponents of its period (PSRO; with strategy meta_nash)
 
 
 @dataclass
@@ -137,6 +139,8 @@ class LeagueConfig:
     eval_opening: int = 2  # pool-vs-pool evaluation games open with this many seeded random moves (turn-based) or
     # steps of every agent (simultaneous, discrete actions), so two deterministic policies play varied games
     eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
+    meta_game: str = "win_rate"  # meta_nash: the pool's payoff matrix from evaluation win rates, or mean returns
+    # ("return": zero-sum games scored in chips or points), or exact expected returns ("exact": OpenSpiel games)
     exploitability_every: int = 0  # OpenSpiel games (kuhn_poker, leduc_poker): NashConv of the newest snapshot, the
     # uniform and the meta-Nash pool mixture every this many snapshots -> run.h5 /league/exploitability (0 = off)
 
@@ -585,9 +589,10 @@ def validate_league(cfg: Config, envs) -> None:
     _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
-    if lg.exploitability_every:
-        _check(entry.factory.startswith("hpcmarl.envs.openspiel:"), "league.exploitability_every",
-               f"exploitability is exact only for OpenSpiel games (kuhn_poker, leduc_poker), not {cfg.env.name}")
+    _check(lg.meta_game in ("win_rate", "return", "exact"), "league.meta_game", "must be win_rate, return or exact")
+    for key, on in (("exploitability_every", lg.exploitability_every), ("meta_game", lg.meta_game == "exact")):
+        _check(not on or entry.factory.startswith("hpcmarl.envs.openspiel:"), f"league.{key}",
+               f"exact values need an OpenSpiel game (kuhn_poker, leduc_poker), not {cfg.env.name}")
     for k in ("eval_games", "eval_pool", "eval_every", "eval_opening", "pool_max", "exploitability_every"):
         _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
     for key in ("pool_baselines", "eval_baselines"):

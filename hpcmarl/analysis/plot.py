@@ -7,7 +7,9 @@
   ``entropy``, draws every ``<group>/entropy``);
 * ``metric="lag"``: histogram of ``lag_mean`` (policy versions between the weights an unroll was made
   with and the learner's, per update);
-* ``metric="league"``: ratings in the run's ``/league`` group over time.
+* ``metric="league"``: ratings in the run's ``/league`` group over time;
+* ``metric="exploitability"``: NashConv of the newest snapshot and of the uniform and meta-Nash pool mixtures
+  (``/league/exploitability``, OpenSpiel games with ``league.exploitability_every``).
 
 Read-only; bad input raises :class:`hpcmarl.storage.StorageError` naming the path.
 """
@@ -268,6 +270,35 @@ def _plot_league(runs: List[RunData], x: str, smooth: int):
     return fig
 
 
+def exploitability_curves(run: RunData) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """``{"latest" | "uniform" | "meta_nash": (env steps, NashConv)}`` of a run's ``/league/exploitability`` rows
+    (update -> env steps through ``/metrics``)."""
+    from hpcmarl.storage import Run
+
+    t = Run(run.dir)._table("league/exploitability")
+    if not len(t.get("update", [])):
+        raise StorageError(f"{run.run_path}: no exploitability rows (an OpenSpiel game with "
+                           f"league.exploitability_every > 0 writes /league/exploitability)")
+    upd, steps = run.metrics.get("update", np.zeros(0)), run.metrics.get("env_steps", np.zeros(0))
+    x = np.interp(t["update"], upd, steps) if len(upd) else np.asarray(t["update"], np.float64)
+    return {k: (x, np.asarray(t[k], np.float64)) for k in ("latest", "uniform", "meta_nash")}
+
+
+def _plot_exploitability(runs: List[RunData]):
+    fig, (ax,) = _figure(1)
+    styles = {"latest": "-", "uniform": "--", "meta_nash": ":"}
+    for color, label, r in zip(_colors(len(runs)), unique_labels(runs), runs):
+        for k, (x, y) in exploitability_curves(r).items():
+            ax.plot(x, y, styles[k], color=color, lw=1.4, label=k if len(runs) == 1 else f"{label}: {k}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("NashConv")
+    ax.set_yscale("log")
+    ax.set_title("NashConv of the newest snapshot and the pool mixtures", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def plot_runs(run_dirs: List[str], out: str, metric: Optional[str] = None, x: str = "env_steps",
               smooth: int = 0) -> str:
     """Plot ``run_dirs`` into ``out`` (``.png`` or ``.svg``); see the module docstring for what
@@ -294,6 +325,8 @@ def plot_runs(run_dirs: List[str], out: str, metric: Optional[str] = None, x: st
             fig = _plot_lag(runs)
         elif metric == "league":
             fig = _plot_league(runs, x, int(smooth))
+        elif metric == "exploitability":
+            fig = _plot_exploitability(runs)
         else:
             fig = _plot_metric(runs, metric, x, int(smooth))
         parent = os.path.dirname(os.path.abspath(out))

@@ -107,18 +107,28 @@ class Matchmaker:
 
 
 class Payoff:
-    """Win/draw/loss counts between member ids, stored in both directions."""
+    """Win/draw/loss counts and summed returns between member ids, stored in both directions (returns as in a
+    two-player zero-sum game: what ``a`` wins, ``b`` loses)."""
 
     def __init__(self):
         self._wdl: Dict[Tuple[str, str], np.ndarray] = {}
+        self._ret: Dict[Tuple[str, str], float] = {}
 
-    def record(self, a: str, b: str, outcome: float) -> None:
-        """One game; ``outcome`` from ``a``'s view: 1 win, 0.5 draw, 0 loss (``a == b`` counts a win and a loss)."""
+    def record(self, a: str, b: str, outcome: float, ret: float = 0.0) -> None:
+        """One game; ``outcome`` from ``a``'s view: 1 win, 0.5 draw, 0 loss (``a == b`` counts a win and a loss);
+        ``ret``: ``a``'s return."""
         if float(outcome) not in OUTCOME_INDEX:
             raise ValueError(f"outcome must be 1, 0.5 or 0, got {outcome!r}")
         i = OUTCOME_INDEX[float(outcome)]
         self._wdl.setdefault((a, b), np.zeros(3, np.int64))[i] += 1
         self._wdl.setdefault((b, a), np.zeros(3, np.int64))[2 - i] += 1
+        self.add_return(a, b, ret)
+
+    def add_return(self, a: str, b: str, total: float) -> None:
+        """``total``: ``a``'s summed return over games against ``b`` counted by :meth:`record`."""
+        if a != b:
+            self._ret[(a, b)] = self._ret.get((a, b), 0.0) + float(total)
+            self._ret[(b, a)] = self._ret.get((b, a), 0.0) - float(total)
 
     def counts(self, a: str, b: str) -> np.ndarray:
         """``[wins, draws, losses]`` of ``a`` against ``b``."""
@@ -132,18 +142,29 @@ class Payoff:
         w, d, l = self.counts(a, b)
         return float((w + 0.5 * d + prior * prior_games) / (w + d + l + prior_games))
 
-    def matrix(self, ids: Sequence[str], **prior) -> np.ndarray:
-        """``M[i, j]`` = win rate of ``ids[i]`` against ``ids[j]``."""
-        return np.array([[self.win_rate(a, b, **prior) for b in ids] for a in ids], dtype=np.float64).reshape(
-            len(ids), len(ids))
+    def mean_return(self, a: str, b: str) -> float:
+        """``a``'s mean return per game against ``b`` (0 before any game)."""
+        n = self.games(a, b)
+        return self._ret.get((a, b), 0.0) / n if n else 0.0
 
-    def state_arrays(self) -> Tuple[List[str], np.ndarray]:
-        """``(ids, counts)`` with ``counts[i, j]`` = ``[w, d, l]`` of ``ids[i]`` vs ``ids[j]`` (HDF5-friendly)."""
+    def matrix(self, ids: Sequence[str], kind: str = "win_rate", **prior) -> np.ndarray:
+        """``M[i, j]`` = win rate (``kind="win_rate"``) or mean return (``"return"``) of ``ids[i]`` against ``ids[j]``."""
+        cell = (lambda a, b: self.win_rate(a, b, **prior)) if kind == "win_rate" else self.mean_return
+        return np.array([[cell(a, b) for b in ids] for a in ids], dtype=np.float64).reshape(len(ids), len(ids))
+
+    def state_arrays(self) -> Tuple[List[str], np.ndarray, np.ndarray]:
+        """``(ids, counts, returns)``: ``counts[i, j]`` = ``[w, d, l]``, ``returns[i, j]`` the summed return of
+        ``ids[i]`` vs ``ids[j]`` (HDF5-friendly)."""
         ids = sorted({a for a, _ in self._wdl})
-        return ids, np.array([[self.counts(a, b) for b in ids] for a in ids], np.int64).reshape(len(ids), len(ids), 3)
+        n = len(ids)
+        counts = np.array([[self.counts(a, b) for b in ids] for a in ids], np.int64).reshape(n, n, 3)
+        returns = np.array([[self._ret.get((a, b), 0.0) for b in ids] for a in ids], np.float64).reshape(n, n)
+        return ids, counts, returns
 
-    def load_state_arrays(self, ids: Sequence[str], counts: np.ndarray) -> None:
+    def load_state_arrays(self, ids: Sequence[str], counts: np.ndarray, returns: Optional[np.ndarray] = None) -> None:
         """Inverse of :meth:`state_arrays`; ``ids`` may be ``bytes`` as h5py returns strings."""
         ids = [as_str(m) for m in ids]
         self._wdl = {(a, b): np.asarray(counts[i, j], np.int64).copy()
                      for i, a in enumerate(ids) for j, b in enumerate(ids) if np.any(counts[i, j])}
+        self._ret = {} if returns is None else {(a, b): float(returns[i, j]) for i, a in enumerate(ids)
+                                                for j, b in enumerate(ids) if returns[i, j]}

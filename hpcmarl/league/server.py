@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from hpcmarl.league.matchmaking import OUTCOME_INDEX, Matchmaker, Payoff, meta_nash
+from hpcmarl.league.matchmaking import OUTCOME_INDEX, Matchmaker, Payoff, meta_nash, zero_sum_nash
 from hpcmarl.league.pool import BASELINE_IDS, BASELINE_NAMES, RANDOM, snapshot_path, write_snapshot
 from hpcmarl.league.ratings import Ratings
 from hpcmarl.league.seats import SELF
@@ -71,7 +71,10 @@ class League:
         self.rows_update = None
         self.evals = 0  # evaluation results recorded (the meta-Nash cache key)
         self._nash: Dict[tuple, np.ndarray] = {}
-        self.nashconv_queue: List[int] = []  # snapshots whose NashConv is still to be measured
+        # OpenSpiel games: snapshots still to be measured (member, with NashConv?), exact payoffs between measured ones
+        self.measure_queue: List[Tuple[int, bool]] = []
+        self.exact: Dict[Tuple[int, int], float] = {}
+        self.measured: set = set()
         for gi in range(len(self.groups)):
             self.ratings.add(self.key(live_id(gi)))
 
@@ -126,8 +129,9 @@ class League:
             self.eval_queue += [(mid, BASELINE_IDS[b]) for b in self.lc.eval_baselines]
             others = [m for m in self.lineage(self.opponent_groups(gi)[0]) if m != mid]
             self.eval_queue += [(mid, m) for m in others[-self.lc.eval_pool:]] if self.lc.eval_pool else []
-        if self.lc.exploitability_every and n_snap % self.lc.exploitability_every == 0:
-            self.nashconv_queue.append(mid)
+        nashconv = bool(self.lc.exploitability_every and n_snap % self.lc.exploitability_every == 0)
+        if nashconv or self.lc.meta_game == "exact":
+            self.measure_queue.append((mid, nashconv))
         return mid
 
     # ---- assignments ---------------------------------------------------------------------------------
@@ -163,23 +167,44 @@ class League:
         return out
 
     def meta_nash(self, pool: List[int]) -> np.ndarray:
-        """Nash mixture over ``pool`` of the members' empirical win rates against each other (the payoff table:
-        evaluation matches, league games between members), recomputed when new evaluation results arrive."""
-        key = (tuple(pool), self.evals)
+        """Nash mixture over ``pool`` of the members' payoffs against each other (``league.meta_game``: win rates or
+        mean returns from evaluation matches, or exact expected returns of the measured members), recomputed when
+        new results arrive."""
+        key = (tuple(pool), self.evals, len(self.measured))
         if key not in self._nash:
             if len(self._nash) > 64:
                 self._nash.clear()
-            self._nash[key] = meta_nash(self.payoff.matrix([self.key(m) for m in pool]))
+            if self.lc.meta_game == "exact":
+                known = [i for i, m in enumerate(pool) if m in self.measured]
+                x = np.zeros(len(pool))
+                if known:
+                    ids = [pool[i] for i in known]
+                    x[known] = zero_sum_nash(np.array([[self.exact.get((a, b), 0.0) for b in ids] for a in ids]))
+                else:
+                    x[:] = 1.0 / len(pool)
+            else:
+                m = self.payoff.matrix([self.key(m) for m in pool], self.lc.meta_game)
+                x = meta_nash(m) if self.lc.meta_game == "win_rate" else zero_sum_nash(m)
+            self._nash[key] = x
         return self._nash[key]
 
-    def measure_nashconv(self, mid: int, meter, policy) -> Dict[str, float]:
-        """NashConv (:mod:`hpcmarl.league.exploitability`) of snapshot ``mid`` and of the uniform and meta-Nash
-        mixtures over its lineage up to ``mid``; ``policy(member)`` -> its Inference. Adds a
-        ``league/exploitability`` row."""
+    def measure(self, mid: int, want_nashconv: bool, meter, policy) -> Dict[str, float]:
+        """OpenSpiel games (:mod:`hpcmarl.league.exploitability`): with ``league.meta_game: exact`` the exact payoffs
+        of snapshot ``mid`` against the measured members of its lineage; with ``want_nashconv`` the NashConv of
+        ``mid`` and of the uniform and meta-Nash mixtures over its lineage up to ``mid`` (a
+        ``league/exploitability`` row). ``policy(member)`` -> its Inference (loaded only when not yet tabulated)."""
         from hpcmarl.league.exploitability import pool_nash_conv
 
         pool = [m for m in self.lineage(self.groups[self.members[mid]["group"]].policy_group) if m <= mid]
-        vals = pool_nash_conv(meter, {m: policy(m) for m in pool}, mid, self.meta_nash(pool))
+        probs = {m: meter.probs[m] if m in meter.probs else meter.probabilities(policy(m), m) for m in pool}
+        if self.lc.meta_game == "exact":
+            others = [m for m in pool if m in self.measured and m != mid]
+            for m, v in zip(others, meter.values(probs[mid], [probs[m] for m in others])):
+                self.exact[(mid, m)], self.exact[(m, mid)] = float(v), -float(v)
+            self.measured.add(mid)
+        if not want_nashconv:
+            return {}
+        vals = pool_nash_conv(meter, probs, mid, self.meta_nash(pool))
         self.rows["league/exploitability"].append((self.update, self.wall(), mid, len(pool), vals["latest"],
                                                    vals["uniform"], vals["meta_nash"]))
         return vals
@@ -200,7 +225,7 @@ class League:
             self.games += 1
             if self.rated:
                 a, b = self.key(live_id(gi)), self.key(mid)
-                self.payoff.record(a, b, score)
+                self.payoff.record(a, b, score, ret)
                 self.ratings.record(a, b, score)
                 self.recent[(gi, mid)] = (1 - step) * self.recent.get((gi, mid), 0.5) + step * score
             row = self.pending.setdefault((gi, mid), np.zeros(4))
@@ -213,6 +238,7 @@ class League:
         if not self.rated:
             return
         ka, kb = self.key(a), self.key(b)
+        self.payoff.add_return(ka, kb, return_sum)
         for score, n in ((1.0, wins), (0.5, draws), (0.0, losses)):
             for _ in range(n):
                 self.payoff.record(ka, kb, score)
@@ -246,9 +272,10 @@ class League:
         out = {"league/members": np.array([[m, self.members[m]["group"], self.members[m]["version"],
                                             self.members[m]["update"], self.members[m]["wall_time"]] for m in ids],
                                           np.float64).reshape(len(ids), 5)}
-        pid, counts = self.payoff.state_arrays()
+        pid, counts, returns = self.payoff.state_arrays()
         out["league/payoff_ids"] = np.array(pid, dtype="S")
         out["league/payoff_counts"] = counts
+        out["league/payoff_returns"] = returns
         rid, vals = self.ratings.state_arrays()
         out["league/rating_ids"] = np.array(rid, dtype="S")
         out["league/rating_values"] = vals
@@ -256,7 +283,9 @@ class League:
         out["league/last_snapshot"] = np.array([-1 if u is None else u for u in self.last_snapshot], np.int64)
         out["league/counters"] = np.array([self.games, self.self_games, self.wall()], np.float64)
         out["league/eval_queue"] = np.array(self.eval_queue, np.int64).reshape(-1, 2)  # matchups not played yet
-        out["league/nashconv_queue"] = np.array(self.nashconv_queue, np.int64)
+        out["league/measure_queue"] = np.array(self.measure_queue, np.int64).reshape(-1, 2)
+        out["league/measured"] = np.array(sorted(self.measured), np.int64)
+        out["league/exact"] = np.array([[a, b, v] for (a, b), v in self.exact.items()], np.float64).reshape(-1, 3)
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -264,11 +293,14 @@ class League:
             m, gi, version = int(m), int(gi), int(version)
             self.members[m] = dict(group=gi, version=version, update=int(update), wall_time=float(wall),
                                    path=snapshot_path(self.run_dir, self.names[gi], version))
-        self.payoff.load_state_arrays(list(arrays["league/payoff_ids"]), arrays["league/payoff_counts"])
+        self.payoff.load_state_arrays(list(arrays["league/payoff_ids"]), arrays["league/payoff_counts"],
+                                      arrays.get("league/payoff_returns"))
         self.ratings.load_state_arrays(list(arrays["league/rating_ids"]), arrays["league/rating_values"])
         self.recent = {(int(g), int(m)): float(v) for g, m, v in arrays["league/recent"]}
         self.last_snapshot = [None if u < 0 else int(u) for u in arrays["league/last_snapshot"]]
         self.games, self.self_games = int(arrays["league/counters"][0]), int(arrays["league/counters"][1])
         self.t0 = self.clock() - float(arrays["league/counters"][2])
         self.eval_queue = [(int(a), int(b)) for a, b in arrays.get("league/eval_queue", np.zeros((0, 2)))]
-        self.nashconv_queue = [int(m) for m in arrays.get("league/nashconv_queue", np.zeros(0))]
+        self.measure_queue = [(int(m), bool(n)) for m, n in arrays.get("league/measure_queue", np.zeros((0, 2)))]
+        self.measured = {int(m) for m in arrays.get("league/measured", np.zeros(0))}
+        self.exact = {(int(a), int(b)): float(v) for a, b, v in arrays.get("league/exact", np.zeros((0, 3)))}

@@ -127,6 +127,8 @@ class LearnerLeague:
         self.active = self.coll.rank == 0
         self.state: Dict[str, np.ndarray] = {}
         self.snapshots = 0  # sent to the pool by this lead in this session
+        self.restarts = bool(ctx.cfg.league.groups[self.gi].restart)
+        self.sent = False  # this round's status sent a snapshot
         self.specs = [league_spec(ctx.cfg, i) for i in range(len(ctx.cfg.league.groups))]
 
     def returns(self, episode) -> list:
@@ -164,6 +166,13 @@ class LearnerLeague:
         got = self.status(update, version, policy_flat, want, bool(stop_reason))
         return {name: got.get(name, []) for name in self.tables}
 
+    def restart(self) -> bool:
+        """``league.groups.N.restart``: True on every learner of the group after its lead sent a snapshot."""
+        if not self.restarts:
+            return False
+        sent, self.sent = self.sent, False
+        return bool(self.coll.sum_small(np.array([float(sent and self.active)]))[0] > 0)
+
     def summary(self) -> str:
         snaps = self.ctrl.sum_small(np.array([self.snapshots]))[0]
         return f"; {int(snaps)} snapshot(s) added to the pool this session"
@@ -199,6 +208,7 @@ class LearnerLeague:
             flat = np.ascontiguousarray(policy_flat(), np.float32)
             protocol.send_snapshot(ctx.world, league, flat, cfg.runtime.timeout_s)
             self.snapshots += 1
+            self.sent = True
         reply = protocol.recv_object(ctx.world, league, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s, what)
         if reply.get("state") is not None:
             self.state = reply["state"]
@@ -298,7 +308,7 @@ def league_main(ctx) -> None:
     n_params = [sum(p.numel() for p in make_inference(sp, cfg.algo).params) for sp in specs]
     turn_based = env_entry(cfg.env.name, cfg.env.kwargs).turn_based
     meter = None
-    if cfg.league.exploitability_every:
+    if cfg.league.exploitability_every or cfg.league.meta_game == "exact":
         from hpcmarl.league.exploitability import NashConv, openspiel_game
 
         meter = NashConv(openspiel_game(cfg.env.name, cfg.env.kwargs))
@@ -337,9 +347,9 @@ def league_main(ctx) -> None:
                                                   "state": league.state_arrays() if msg["want_state"] else None},
                                      Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
             continue
-        if meter is not None and league.nashconv_queue:  # between messages, like the evaluation games
-            league.measure_nashconv(league.nashconv_queue[0], meter, bank.policy)
-            league.nashconv_queue.pop(0)
+        if meter is not None and league.measure_queue:  # between messages, like the evaluation games
+            league.measure(*league.measure_queue[0], meter, bank.policy)
+            league.measure_queue.pop(0)
             continue
         if game is None and league.eval_queue:  # the matchup leaves the queue (kept in checkpoints) once played
             game = (EvalGame if turn_based else EvalEpisodes)(cfg, *league.eval_queue[0], bank)

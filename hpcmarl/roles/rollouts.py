@@ -219,7 +219,7 @@ class LocalActorLink:
 class Solo:
     """The synchronous flow's learner groups without a league: one group of learners trains every env group.
     Its counterpart with a league is :class:`hpcmarl.roles.league.LearnerLeague` (the same hooks)."""
-    gi, prefix, tables = 0, "", None
+    gi, prefix, tables, restarts = 0, "", None, False
 
     def __init__(self, ctx):
         from hpcmarl.comm.collective import Collective
@@ -244,6 +244,9 @@ class Solo:
 
     def summary(self) -> str:
         return ""
+
+    def restart(self) -> bool:
+        return False
 
 
 class RolloutFlow(Flow):
@@ -270,6 +273,10 @@ class RolloutFlow(Flow):
         # actors.overlap: unrolls of the previous version are accepted too (policy lag <= 1); checksums by version
         self.max_lag = 1 if cfg.actors.overlap and not layout.serial else 0
         self.sent_checksums: Dict[int, float] = {}
+        # the initial parameters, optimizer and statistics, identical on the group's learners (same init seed)
+        self.initial = {k: np.array(v, copy=True) for k, v in self.learner.state_arrays().items()
+                        if not k.startswith("rng/")} if groups.restarts else None
+        self.restart_pending = False
 
     def load(self, arrays):
         layout, prefix = self.layout, self.g.prefix
@@ -322,6 +329,9 @@ class RolloutFlow(Flow):
             lags.append(version - v)
         coll.t_allreduce = 0.0
         stats = self.learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=self.log.counters["env_steps"])
+        if self.restart_pending:
+            self.learner.load_state_arrays(self.initial)
+            self.restart_pending = False
         t3 = time.perf_counter()
 
         # what bookkeeping needs, taken out of the receive buffers; counters reduced over every learner
@@ -353,8 +363,12 @@ class RolloutFlow(Flow):
         return Round(int(tot[0]), int(tot[1]), int(tot[-1]), tot[8] > 0, row, ep_rows)
 
     def rows(self, stop_reason, checkpoint_due):
-        return self.g.rows(self.log.counters["update"], self.version, self.learner.policy_flat, stop_reason,
-                           checkpoint_due)
+        out = self.g.rows(self.log.counters["update"], self.version, self.learner.policy_flat, stop_reason,
+                          checkpoint_due)
+        # league.groups.N.restart: a fresh policy after each snapshot (PSRO's best responses). The actors already
+        # collect with the weights just handed out, so the next update trains those; the restart follows it.
+        self.restart_pending = self.g.restart()
+        return out
 
     def save(self, log):
         learner, ctrl = self.learner, self.ctrl

@@ -121,15 +121,17 @@ def test_payoff_counts_both_directions_and_draws_count_half():
 
 def test_payoff_state_round_trip():
     pay = Payoff()
-    for a, b, o in [("a", "b", 1), ("a", "b", 0.5), ("c", "b", 0), ("a", "c", 1)]:
-        pay.record(a, b, o)
-    ids, counts = pay.state_arrays()
-    assert counts.dtype == np.int64 and counts.shape == (3, 3, 3)
+    for a, b, o, r in [("a", "b", 1, 2.0), ("a", "b", 0.5, 0.0), ("c", "b", 0, -1.0), ("a", "c", 1, 3.0)]:
+        pay.record(a, b, o, r)
+    ids, counts, returns = pay.state_arrays()
+    assert counts.dtype == np.int64 and counts.shape == (3, 3, 3) and returns.shape == (3, 3)
     back = Payoff()
-    back.load_state_arrays(list(np.array(ids, dtype="S")), counts.copy())
+    back.load_state_arrays(list(np.array(ids, dtype="S")), counts.copy(), returns.copy())
     for a in "abc":
         for b in "abc":
             assert list(back.counts(a, b)) == list(pay.counts(a, b))
+            assert back.mean_return(a, b) == pay.mean_return(a, b)
+    assert pay.mean_return("a", "b") == 1.0 and pay.mean_return("b", "a") == -1.0 and pay.mean_return("b", "c") == 1.0
 
 
 # ------------------------------------------------------------------------------------------------
