@@ -110,6 +110,7 @@ class LeagueGroupConfig:
     snapshot_min_updates: int = 5  # at least this many updates between win-rate snapshots
     restart: bool = False  # after each snapshot the policy restarts from its initial weights and optimizer state,
     # so every snapshot is a fresh best response to the opponents of its period (PSRO; with strategy meta_nash)
+    snapshot_greedy: bool = False  # pool snapshots play their most likely legal action (pure best responses)
 
 
 @dataclass

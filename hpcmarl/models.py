@@ -196,6 +196,7 @@ class Inference:
         self.params = list(self.policies.parameters())
         self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
         self.epsilon = 0.0  # exploration of value-based policies (QInference); set from each weights message
+        self.greedy = False  # league snapshots of best responses (league.groups.N.snapshot_greedy) play greedily
         self.version = -1
         self.checksum = 0.0
 

@@ -74,13 +74,16 @@ def policy_from(params: np.ndarray, attrs: dict) -> Inference:
     inf = Inference(EnvSpec(str(attrs["env"]), [g], 0), int(attrs["hidden"]), int(attrs["layers"]),
                     encoder=str(attrs.get("encoder", "mlp")))
     inf.load(params, int(attrs["version"]))
+    inf.greedy = bool(attrs.get("greedy", False))
     return inf
 
 
 def act(inf: Inference, obs: np.ndarray, mask: np.ndarray, greedy: bool) -> np.ndarray:
-    """Actions ``[B]`` of a one-group policy for observations ``[B, obs_dim]`` and masks ``[B, n_actions]``."""
+    """Actions ``[B]`` of a one-group policy for observations ``[B, obs_dim]`` and masks ``[B, n_actions]``; a greedy
+    snapshot (``inf.greedy``) always takes its most likely action."""
     name = inf.spec.groups[0].name
-    a, _ = inf.act({name: np.ascontiguousarray(obs[:, None], np.float32)}, {name: mask[:, None]}, greedy=greedy)
+    a, _ = inf.act({name: np.ascontiguousarray(obs[:, None], np.float32)}, {name: mask[:, None]},
+                   greedy=greedy or inf.greedy)
     return a[name][:, 0]
 
 

@@ -50,6 +50,7 @@ def snapshot_attrs(cfg, gi: int, spec: EnvSpec, version: int) -> dict:
     return {"group": g.name, "policy_group": g.policy_group, "version": int(version), "env": cfg.env.name,
             "obs_dim": grp.obs_dim, "n_actions": grp.n_actions, "hidden": cfg.algo.hidden, "layers": cfg.algo.layers,
             "encoder": cfg.algo.encoder, "obs_shape": list(grp.obs_shape), "seats": cfg.league.seats,
+            "greedy": int(g.snapshot_greedy),
             # the game as it was played (hpcmarl match): JSON text, HDF5 attributes hold no dicts
             "env_kwargs": json.dumps(cfg.env.kwargs or {}), "policy_map": json.dumps(cfg.policy_map)}
 

@@ -273,7 +273,7 @@ class RolloutFlow(Flow):
         # actors.overlap: unrolls of the previous version are accepted too (policy lag <= 1); checksums by version
         self.max_lag = 1 if cfg.actors.overlap and not layout.serial else 0
         self.sent_checksums: Dict[int, float] = {}
-        # the initial parameters, optimizer and statistics, identical on the group's learners (same init seed)
+        # the initial parameters, optimizer and statistics (a restart broadcasts the group lead's parameters)
         self.initial = {k: np.array(v, copy=True) for k, v in self.learner.state_arrays().items()
                         if not k.startswith("rng/")} if groups.restarts else None
         self.restart_pending = False
@@ -329,8 +329,9 @@ class RolloutFlow(Flow):
             lags.append(version - v)
         coll.t_allreduce = 0.0
         stats = self.learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=self.log.counters["env_steps"])
-        if self.restart_pending:
+        if self.restart_pending:  # the group lead's initial state on every learner of the group
             self.learner.load_state_arrays(self.initial)
+            coll.broadcast_params(self.learner.params)
             self.restart_pending = False
         t3 = time.perf_counter()
 

@@ -162,3 +162,54 @@ def test_two_team_battle_league(tmp_path):
         assert res[a, b]["env"] == "battle_v4" and res[a, b]["wins"] + res[a, b]["draws"] + res[a, b]["losses"] == 4
     assert res[ckpt, "charge"]["wins"] == res["charge", ckpt]["losses"]  # the same games, seen from either side
     assert res[ckpt, "charge"]["losses"] > res[ckpt, "charge"]["wins"]
+
+
+def test_kuhn_poker_psro_league_measures_exploitability_and_resumes(tmp_path):
+    """Kuhn poker, PSRO-style: the meta-Nash matchmaker over exact payoffs, a 2-learner group that restarts its
+    policy after every snapshot (on both learners: equal checksums; the checkpoint right after a restart holds the
+    initial weights), NashConv rows in run.h5 /league/exploitability, `exploitability` and `plot --metric
+    exploitability` read the run, and a resumed run keeps the exact payoffs."""
+    from hpcmarl.algos import base as algos
+    from hpcmarl.config import load_config
+    from hpcmarl.envs import build_spec, make_env
+    from hpcmarl.league.seats import trained_spec
+    from hpcmarl.storage import Run, load_checkpoint
+
+    run = str(tmp_path / "kuhn")
+    groups = "[{name: main, learners: 2, actors: 2, strategy: meta_nash, snapshot_every: 3, restart: true, self_play: 0}]"
+    args = ["configs/league_kuhn.yaml", f"run_dir={run}", f"league.groups={groups}", "env.num_envs=8",
+            "algo.unroll_length=4", "algo.hidden=16", "output.checkpoint_every=100", "runtime.timeout_s=60",
+            "league.eval_games=4", "train.max_wall_s=0"]
+    # snapshots after updates 1 and 4; each is followed by one more update, then the restart (after updates 2, 5)
+    p = mpirun(5, ["train"] + args + ["train.max_updates=5"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1]
+    arrays, attrs = load_checkpoint(ckpt)
+    sums = attrs["learner_param_checksums"]
+    sums = json.loads(sums) if isinstance(sums, str) else list(sums)
+    assert len(sums) == 2 and sums[0] == sums[1]
+    cfg = load_config(args[0], args[1:])
+    env = make_env("kuhn_poker")
+    spec = trained_spec(build_spec(env, "kuhn_poker", None), "player", "main", cfg.league.seats)
+    fresh = algos.get("ippo").make_learner(spec, cfg.algo, "cpu", seed=0, init_seed=cfg.seed)
+    assert np.array_equal(arrays["policy/main"], fresh.policy_flat())  # restarted after update 5
+    snap = sorted(glob.glob(os.path.join(run, "pool", "main-v*.h5")))
+    assert len(snap) == 2
+    t = Run(run)._table("league/exploitability")
+    assert 1 <= len(t["member"]) <= 2 and t["member"][0] == 0
+    for k in ("latest", "uniform", "meta_nash"):
+        assert np.all((t[k] > 0) & (t[k] < 1.5))  # 0 at a Nash equilibrium, 0.917 for uniform random play
+    out = hpcmarl(["exploitability", run, "--json"])
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["members"] == 2 and r["latest_from"] == os.path.basename(ckpt)
+    assert 0 < r["uniform"] < 1.5 and 0 < r["meta_nash"] < 1.5 and 0 < r["latest"] < 1.5
+    png = str(tmp_path / "x.png")
+    out = hpcmarl(["plot", run, "-o", png, "--metric", "exploitability"])
+    assert out.returncode == 0 and os.path.getsize(png) > 1000, out.stderr
+    p = mpirun(5, ["train"] + args + ["train.max_updates=9"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    arrays, _ = load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
+    assert len(glob.glob(os.path.join(run, "pool", "main-v*.h5"))) == 3  # + the snapshot after update 7
+    assert {0, 1} <= set(arrays["league/measured"].tolist())
+    assert arrays["league/exact"].shape[0] >= 2  # (0, 1) and (1, 0) at least
