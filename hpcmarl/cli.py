@@ -159,12 +159,13 @@ def cmd_match(args) -> int:
     from hpcmarl.league.match import match
 
     r = match(args.a, args.b, args.episodes, env=args.env, group_a=args.group_a, group_b=args.group_b, seed=args.seed,
-              sampled=args.sampled, opening=args.opening)
+              sampled=args.sampled, opening=args.opening, mixture=args.mixture)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['a']} vs {r['b']} on {r['env']}: {r['episodes']} games (seats alternated, seed {r['seed']}, "
           f"{'sampled' if r['sampled'] else 'greedy'} policies"
+          + (f", run directories play their pool's {r['mixture']} mixture" if "mixture" in r else "")
           + (f", {r['opening']} random opening moves" if r["opening"] else "") + ")")
     print(f"win {r['wins']}  draw {r['draws']}  loss {r['losses']}  (win rate {r['win_rate']:.3f}, score {r['score']:.3f})")
     return 0
@@ -243,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.set_defaults(fn=cmd_league)
 
     mt = sub.add_parser("match", help="play two saved policies (or baselines) against each other: win/draw/loss")
-    mt.add_argument("a", help="pool snapshot (RUN/pool/*.h5), league checkpoint, or random | lookahead | charge")
+    mt.add_argument("a", help="pool snapshot (RUN/pool/*.h5), league checkpoint, league run directory (its pool's "
+                                 "--mixture), or random | lookahead | charge")
     mt.add_argument("b", help="the opponent, same forms")
     mt.add_argument("--episodes", type=int, default=200)
     mt.add_argument("--env", help="the game, when both players are baselines")
@@ -252,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--seed", type=int, default=0, help="game i resets with seed + i")
     mt.add_argument("--sampled", action="store_true", help="sample the policies' actions instead of the most likely")
     mt.add_argument("--opening", type=int, default=0, help="random legal moves at the start of every game")
+    mt.add_argument("--mixture", choices=["meta_nash", "uniform"], default="meta_nash",
+                    help="what a run directory plays: one pool snapshot per game, drawn from this mixture")
     mt.add_argument("--json", action="store_true")
     mt.set_defaults(fn=cmd_match)
 

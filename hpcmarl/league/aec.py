@@ -18,7 +18,10 @@ def play_episode(env, players: Dict[str, Player], seed: Optional[int] = None, op
     """One episode of the AEC ``env``; ``players[agent](obs) -> action``. Returns each agent's summed reward
     (the rewards ``env.last()`` reports, PettingZoo's ``average_total_reward`` convention). The first
     ``opening`` moves are uniformly random legal moves drawn with ``seed`` (varied openings for deterministic
-    players)."""
+    players). A player with a ``new_game()`` method (a mixture of policies) is told that a game starts."""
+    for player in set(players.values()):
+        if hasattr(player, "new_game"):
+            player.new_game()
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     totals = {agent: 0.0 for agent in env.possible_agents}

@@ -1,7 +1,8 @@
 """Head-to-head games between saved policies and scripted baselines (``hpcmarl match``; no MPI).
 
 A player is a pool snapshot (``RUN/pool/*.h5``), a league checkpoint (``policy/<group>``, choose with
-``--group`` when it holds several) or a baseline name (``random``, ``lookahead``, ``charge``). Games alternate
+``--group`` when it holds several), a league run directory (its pool's uniform or meta-Nash mixture, one
+snapshot drawn per game) or a baseline name (``random``, ``lookahead``, ``charge``). Games alternate
 seats and reset with ``seed + i``; saved policies play their most likely legal move unless ``sampled``.
 
 Turn-based games (Connect Four) go through the AEC loop; simultaneous-move games (MPE, MAgent2) through
@@ -13,36 +14,91 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from hpcmarl.league.aec import play_matches
-from hpcmarl.league.pool import BASELINE_IDS, PolicyBank, aec_player, baseline_player, policy_from, read_policy
+from hpcmarl.league.pool import (BASELINE_IDS, PolicyBank, aec_player, baseline_player, policy_from, read_policy,
+                                 run_pool)
 
 
-def load_policy(source: str, group: Optional[str] = None):
-    """``(Inference, attrs)`` of a pool snapshot or league checkpoint; ``None`` for a baseline name."""
+def pool_mixture(run_dir: str, mixture: str, group: Optional[str] = None) -> Tuple[List[str], np.ndarray]:
+    """A league run's pool snapshots of ``group`` and the weights of its ``uniform`` or ``meta_nash`` mixture: the
+    Nash equilibrium of the exact payoffs between the snapshots on OpenSpiel games, else of the win rates in the
+    newest checkpoint's payoff table (unplayed pairs count as even)."""
+    from hpcmarl.league.exploitability import NashConv, NotExact, exact_payoffs, openspiel_game
+    from hpcmarl.league.matchmaking import Payoff, meta_nash, zero_sum_nash
+
+    if mixture not in ("uniform", "meta_nash"):
+        raise ValueError(f"unknown mixture {mixture!r}; valid: uniform, meta_nash")
+    group, files = run_pool(run_dir, group)
+    if mixture == "uniform":
+        return files, np.full(len(files), 1.0 / len(files))
+    snaps = [read_policy(f) for f in files]
+    try:
+        meter = NashConv(openspiel_game(str(snaps[0][1]["env"]), json.loads(snaps[0][1].get("env_kwargs") or "{}")))
+    except NotExact:
+        from hpcmarl.storage import Run, load_checkpoint
+
+        ckpts = Run(run_dir).checkpoints()
+        if not ckpts:
+            raise ValueError(f"{run_dir}: no checkpoint holds the payoff table the meta-Nash mixture needs") from None
+        arrays, _ = load_checkpoint(ckpts[-1])
+        pay = Payoff()
+        pay.load_state_arrays(list(arrays["league/payoff_ids"]), arrays["league/payoff_counts"])
+        return files, meta_nash(pay.matrix([f"{group}-v{int(a['version'])}" for _, a in snaps]))
+    return files, zero_sum_nash(exact_payoffs(meter, [meter.probabilities(policy_from(*s)) for s in snaps]))
+
+
+class MixturePlayer:
+    """An AEC player that draws one of ``players`` per game with probabilities ``weights`` (a population mixture)."""
+
+    def __init__(self, players: list, weights: np.ndarray, seed: int):
+        self.players, self.weights = players, np.asarray(weights, np.float64) / np.sum(weights)
+        self.rng = np.random.default_rng(seed)
+        self.current = players[0]
+
+    def new_game(self) -> None:
+        self.current = self.players[int(self.rng.choice(len(self.players), p=self.weights))]
+
+    def __call__(self, obs) -> int:
+        return self.current(obs)
+
+
+def load_policy(source: str, group: Optional[str] = None, mixture: Optional[str] = None):
+    """``(Inference, attrs)`` of a pool snapshot or league checkpoint; ``(MixturePlayer factory, attrs)`` of a run
+    directory's pool ``mixture``; ``None`` for a baseline name."""
     if source in BASELINE_IDS:
         return None
+    if os.path.isdir(source):
+        files, weights = pool_mixture(source, mixture or "meta_nash", group)
+        snaps = [read_policy(f) for f in files]
+        keep = [i for i, w in enumerate(weights) if w > 1e-6]
+
+        def player(greedy: bool, seed: int):
+            return MixturePlayer([aec_player(policy_from(*snaps[i]), greedy) for i in keep], weights[keep], seed)
+        return player, snaps[-1][1]
     if not os.path.isfile(source):
-        raise ValueError(f"{source}: no such file (give a pool snapshot, a league checkpoint, "
-                         f"or one of {', '.join(BASELINE_IDS)})")
+        raise ValueError(f"{source}: no such file (give a pool snapshot, a league checkpoint, a league run directory "
+                         f"(with --mixture), or one of {', '.join(BASELINE_IDS)})")
     params, attrs = read_policy(source, group)
     return policy_from(params, attrs), attrs
 
 
 def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Optional[str] = None,
-          group_b: Optional[str] = None, seed: int = 0, sampled: bool = False, opening: int = 0) -> dict:
-    """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games."""
+          group_b: Optional[str] = None, seed: int = 0, sampled: bool = False, opening: int = 0,
+          mixture: str = "meta_nash") -> dict:
+    """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games; a run directory plays its pool's ``mixture``
+    (``uniform`` or ``meta_nash``), one snapshot drawn per game (turn-based games)."""
     from hpcmarl.config import BASELINES
     from hpcmarl.envs import REGISTRY, make_env
 
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
     torch.manual_seed(seed)
-    la, lb = load_policy(a, group_a), load_policy(b, group_b)
+    la, lb = load_policy(a, group_a, mixture), load_policy(b, group_b, mixture)
     attrs_a, attrs_b = (la[1] if la else {}), (lb[1] if lb else {})
     envs = {x["env"] for x in (attrs_a, attrs_b) if x}
     if len(envs) > 1:
@@ -57,15 +113,19 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
             raise ValueError(f"{src} was trained on {x['env']}, not {name}")
         if not x and BASELINES[src] not in (None, name):
             raise ValueError(f"the {src} baseline plays {BASELINES[src]} only, not {name}")
+    mixed = [src for x, src in ((la, a), (lb, b)) if x and os.path.isdir(src)]  # pool mixtures
     if REGISTRY[name].turn_based:
-        pa, pb = (aec_player(x[0], not sampled) if x else baseline_player(BASELINE_IDS[src], seed + k)
-                  for k, x, src in ((1, la, a), (2, lb, b)))
+        pa, pb = ((x[0](not sampled, seed + k) if src in mixed else aec_player(x[0], not sampled)) if x
+                  else baseline_player(BASELINE_IDS[src], seed + k) for k, x, src in ((1, la, a), (2, lb, b)))
         r = play_matches(lambda: make_env(name), pa, pb, episodes, seed=seed, opening=opening)
+    elif mixed:
+        raise ValueError(f"{mixed[0]}: pool mixtures play turn-based games only ({name} is simultaneous)")
     else:
         r = seat_matches(name, (a, la), (b, lb), episodes, seed, sampled, opening)
     n = sum(r.values())
     return {"a": a, "b": b, "env": name, "episodes": n, **r, "win_rate": r["wins"] / n,
-            "score": (r["wins"] + 0.5 * r["draws"]) / n, "seed": seed, "sampled": sampled, "opening": opening}
+            "score": (r["wins"] + 0.5 * r["draws"]) / n, "seed": seed, "sampled": sampled, "opening": opening,
+            **({"mixture": mixture} if mixed else {})}
 
 
 def seat_matches(name: str, a: Tuple[str, Optional[tuple]], b: Tuple[str, Optional[tuple]], episodes: int, seed: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -23,6 +23,25 @@ BASELINE_NAMES = {v: k for k, v in BASELINE_IDS.items()}
 
 def snapshot_path(run_dir: str, group: str, version: int) -> str:
     return os.path.join(run_dir, "pool", f"{group}-v{version:07d}.h5")
+
+
+def run_pool(run_dir: str, group: Optional[str] = None) -> Tuple[str, List[str]]:
+    """``(group, snapshot files oldest first)`` of a league run's learner group (default: the first)."""
+    import glob
+    import json
+
+    from hpcmarl.storage import Run, StorageError
+
+    groups = json.loads(Run(run_dir).attrs().get("league_groups", "[]") or "[]")
+    if not groups:
+        raise StorageError(f"{run_dir} is not a league run (run.h5 has no league groups)")
+    group = group or groups[0]
+    if group not in groups:
+        raise StorageError(f"{run_dir}: no league group {group!r} (groups: {', '.join(groups)})")
+    files = sorted(glob.glob(os.path.join(run_dir, "pool", f"{group}-v*.h5")))
+    if not files:
+        raise StorageError(f"{run_dir}: group {group!r} has no pool snapshots yet")
+    return group, files
 
 
 def write_snapshot(path: str, params: np.ndarray, attrs: dict) -> str:

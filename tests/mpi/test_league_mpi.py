@@ -59,6 +59,9 @@ def test_connect_four_league_adds_snapshots_writes_ratings_and_resumes(tmp_path)
     assert mt.returncode == 0, mt.stderr
     res = json.loads(mt.stdout)
     assert res["wins"] + res["draws"] + res["losses"] == 6 and res["env"] == "connect_four_v3"
+    mt = hpcmarl(["match", run, "random", "--episodes", "4", "--mixture", "meta_nash", "--json"])  # win-rate meta-game
+    assert mt.returncode == 0, mt.stderr
+    assert json.loads(mt.stdout)["mixture"] == "meta_nash"
     # resume: the pool and the ratings come back from the checkpoint, new snapshots get new ids
     p = mpirun(4, ["train"] + C4 + [f"run_dir={run}", "train.max_updates=26"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -207,6 +210,10 @@ def test_kuhn_poker_psro_league_measures_exploitability_and_resumes(tmp_path):
     png = str(tmp_path / "x.png")
     out = hpcmarl(["plot", run, "-o", png, "--metric", "exploitability"])
     assert out.returncode == 0 and os.path.getsize(png) > 1000, out.stderr
+    out = hpcmarl(["match", run, "random", "--episodes", "20", "--json"])  # the pool's meta-Nash mixture plays
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["mixture"] == "meta_nash" and r["wins"] + r["draws"] + r["losses"] == 20
     p = mpirun(5, ["train"] + args + ["train.max_updates=9"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     arrays, _ = load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
