@@ -81,6 +81,8 @@ class Sampler:
         m[META_INDEX["env_errors"]] = getattr(venv, "errors", 0) - self._errors
         self._errors = getattr(venv, "errors", 0)
         rec["rng"][:] = torch.get_rng_state().numpy()
+        if hasattr(venv, "seeds_state"):
+            rec["env_seeds"][:] = venv.seeds_state()
         m[META_INDEX["t_collect"]] = time.perf_counter() - t0
         m[META_INDEX["t_env"]] = t_env
         m[META_INDEX["t_infer"]] = t_infer

@@ -64,6 +64,11 @@ def replace_copy(envs: list, i: int, make: Callable) -> None:
     envs[i] = make()
 
 
+def episode_seed(seed: int, n: int) -> int:
+    """The ``n``-th episode seed of the stream of ``seed`` (independent across seeds and counters)."""
+    return int(np.random.SeedSequence([int(seed) % 2 ** 63, int(n)]).generate_state(1)[0] % 2 ** 31)
+
+
 class VecEnv:
     """``num_envs`` copies of one environment with array in/out and automatic reset."""
 
@@ -79,6 +84,10 @@ class VecEnv:
         self.spec = build_spec(self.envs[0], name, policy_map, with_state)
         self.num_envs = num_envs
         self.seed = seed
+        # every episode starts from an explicit seed: the resets-th of the stream of ``seed`` (see episode_seed);
+        # the counter and each copy's current seed make the env side of a resume exact (:meth:`seeds_state`)
+        self.resets = 0
+        self.episode_seeds = np.zeros(num_envs, np.int64)
         self.obs_transform = obs_transform
         self.reward_scale = float(reward_scale)  # per-actor environment variants (heterogeneous objectives)
         E = num_envs
@@ -137,9 +146,14 @@ class VecEnv:
         self.errors = env_error(self.spec.name, i, what, exc, self.on_error, self.errors, self.max_errors)
         replace_copy(self.envs, i, self._make)
         self.failed.append(i)
-        self._reset_one(i, self.seed + 7_919 * self.errors + i)
+        self._reset_one(i)
 
-    def _reset_one(self, i: int, seed: Optional[int]):
+    def _reset_one(self, i: int, seed: Optional[int] = None):
+        """Start a new episode in copy ``i`` with ``seed`` (default: the next seed of the stream)."""
+        if seed is None:
+            seed = episode_seed(self.seed, self.resets)
+            self.resets += 1
+        self.episode_seeds[i] = seed
         try:
             obs, infos = self.envs[i].reset(seed=seed)
         except Exception as e:
@@ -150,11 +164,26 @@ class VecEnv:
         self._ep_len[i] = 0
 
     def reset(self, reseed: bool = True):
-        """Reset every copy (copy ``i`` is seeded with ``seed + i``, unless ``reseed`` is False: then
-        every copy continues its own random stream); returns the observation dict."""
+        """Reset every copy with the next seeds of the stream of ``self.seed`` (from its start with ``reseed``, so
+        the same seed gives the same episodes); returns the observation dict."""
+        if reseed:
+            self.resets = 0
         for i in range(self.num_envs):
-            self._reset_one(i, self.seed + i if reseed else None)
+            self._reset_one(i)
         return self.obs
+
+    def seeds_state(self) -> np.ndarray:
+        """``[E + 2]``: the seed each copy's current episode started from, the stream's seed, the reset counter."""
+        return np.append(self.episode_seeds, [self.seed, self.resets])
+
+    def restore_seeds(self, state: np.ndarray) -> None:
+        """Restart every copy's current episode from its seed in ``state`` (:meth:`seeds_state`) and continue the
+        stream from its counter: where the episodes had just started (an unroll ended with every episode, as with
+        ``unroll_length`` a multiple of a fixed episode length) the envs are then exactly where they were."""
+        state = np.asarray(state, np.int64)
+        for i in range(self.num_envs):
+            self._reset_one(i, int(state[i]))
+        self.seed, self.resets = int(state[-2]), int(state[-1])
 
     def step(self, actions: Dict[str, np.ndarray]):
         """Step every copy with per-group action arrays ``[E, n_g(, act_dim)]``.
@@ -212,7 +241,7 @@ class VecEnv:
                 self._write_obs(i, live, infos)
             else:
                 finished.append(EpisodeStat(i, int(self._ep_len[i]), {g: float(v[i]) for g, v in self._ep_ret.items()}))
-                self._reset_one(i, None)
+                self._reset_one(i)
         return rew, term, trunc, finished
 
     def close(self):

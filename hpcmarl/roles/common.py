@@ -24,7 +24,7 @@ ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, lo
 
 
 def inject_fault(ctx, update: int) -> None:
-    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit>:<update>``."""
+    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit|sigterm>:<update>``."""
     spec = os.environ.get("HPCMARL_INJECT_FAULT")
     if not spec:
         return
@@ -37,6 +37,10 @@ def inject_fault(ctx, update: int) -> None:
         time.sleep(10 ** 6)
     if kind == "exit":
         os._exit(7)
+    if kind == "sigterm":  # as a scheduler's preemption notice
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def actor_seed(base: int, actor_index: int, start_update: int) -> int:

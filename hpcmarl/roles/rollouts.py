@@ -24,6 +24,14 @@ from hpcmarl.roles.loop import Flow, Round, run_learner
 # --------------------------------------------------------------------------------------------------
 # actor
 # --------------------------------------------------------------------------------------------------
+def resume_actor(hello: dict, sampler) -> None:
+    """A resumed run: the actor's torch RNG state and its env copies' episode seeds from the checkpoint."""
+    if hello.get("rng") is not None:
+        torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
+    if hello.get("env_seeds") is not None and hasattr(sampler.venv, "restore_seeds"):
+        sampler.venv.restore_seeds(hello["env_seeds"])
+
+
 def actor_main(ctx) -> None:
     cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
     idx = layout.actor_index(ctx.rank)
@@ -44,8 +52,7 @@ def actor_main(ctx) -> None:
     hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
     wrec = weights_spec(hello["n_weights"]).alloc()
     bits = np.zeros(sampler.policy.mask_bytes(), np.uint8) if getattr(cfg.algo, "sparsity", 0) > 0 else None
-    if hello.get("rng") is not None:
-        torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
+    resume_actor(hello, sampler)
     timeout = cfg.runtime.timeout_s
     t_send = 0.0
     req = None  # the posted receive of the next weights
@@ -190,8 +197,7 @@ class LocalActorLink:
         self.rank = 0
 
     def hello(self, info: dict):
-        if info.get("rng") is not None:
-            torch.set_rng_state(torch.from_numpy(np.asarray(info["rng"], np.uint8)))
+        resume_actor(info, self.sampler)
 
     def send_masks(self, bits: np.ndarray, mask_version: int):
         self.sampler.policy.set_masks(bits, mask_version)
@@ -265,7 +271,7 @@ class RolloutFlow(Flow):
             self.links = [LocalActorLink(ctx, uspec)]
         else:
             self.links = [MPIActorLink(ctx, r, uspec) for r in layout.actors_of(ctx.rank)]
-        self.actor_rng: Dict[int, np.ndarray] = {}
+        self.actor_rng: Dict[int, Dict[str, np.ndarray]] = {}
         self.wrec = weights_spec(self.learner.policy_flat().size).alloc()
         self.explore = getattr(self.learner, "exploration", None)  # value-based learners hand out epsilon
         self.sent_masks = None
@@ -280,19 +286,23 @@ class RolloutFlow(Flow):
 
     def load(self, arrays):
         layout, prefix = self.layout, self.g.prefix
-        self.learner.load_state_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        mine = f"rng/learner-{self.ctx.rank:05d}/"  # this learner's own random state (state arrays under rng/)
+        state.update({"rng/" + k[len(mine):]: v for k, v in arrays.items() if k.startswith(mine) and k != mine + "torch"})
+        self.learner.load_state_arrays(state)
         rng = arrays.get(f"rng/learner-{self.ctx.rank:05d}/torch")
         if rng is not None:
             torch.set_rng_state(torch.from_numpy(np.asarray(rng, np.uint8)))
         mine = {layout.actor_index(r) for r in layout.actors_of(self.ctx.rank)} if not layout.serial else {0}
-        for k, v in arrays.items():
+        for k, v in arrays.items():  # rng/actor-<index>/<torch | env_seeds>
             if k.startswith("rng/actor-") and int(k.split("/")[1].split("-")[1]) in mine:
-                self.actor_rng[int(k.split("/")[1].split("-")[1])] = v
+                self.actor_rng.setdefault(int(k.split("/")[1].split("-")[1]), {})[k.split("/")[2]] = v
 
     def hello(self):
         for link in self.links:
             idx = self.layout.actor_index(link.rank) if not self.layout.serial else 0
-            link.hello({"rng": self.actor_rng.get(idx), "n_weights": self.wrec["params"].size})
+            st = self.actor_rng.get(idx, {})
+            link.hello({"rng": st.get("torch"), "env_seeds": st.get("env_seeds"), "n_weights": self.wrec["params"].size})
 
     def handout(self):
         t = time.perf_counter()
@@ -342,7 +352,9 @@ class RolloutFlow(Flow):
             for e in r["episodes"][:n]:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]),
                                 *self.g.returns(e)))
-        self.actor_rng.update({int(r["meta"][M["actor"]]): r["rng"].copy() for r in recs})
+        # the actors' random state after these unrolls (torch sampling, env episode seeds): an exact resume
+        self.actor_rng.update({int(r["meta"][M["actor"]]): {"torch": r["rng"].copy(), "env_seeds": r["env_seeds"].copy()}
+                               for r in recs})
         local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
                           coll.t_allreduce, self.t_send,
@@ -373,17 +385,19 @@ class RolloutFlow(Flow):
 
     def save(self, log):
         learner, ctrl = self.learner, self.ctrl
-        learner_rng = ctrl.gather(torch.get_rng_state().numpy())
+        learner_rng = ctrl.gather((torch.get_rng_state().numpy(),
+                                   {k: v for k, v in learner.state_arrays().items() if k.startswith("rng/")}))
         a_rng = ctrl.gather(self.actor_rng)
         model = self.g.states(learner)
 
         def arrays():
             out = model()
-            for i, st in enumerate(learner_rng):
+            for i, (st, own) in enumerate(learner_rng):  # every learner's random state, the lead's state arrays
                 out[f"rng/learner-{i:05d}/torch"] = st
+                out.update({f"rng/learner-{i:05d}/{k[4:]}": v for k, v in own.items()})
             for part in a_rng:
                 for a, st in part.items():
-                    out[f"rng/actor-{a:05d}/torch"] = st
+                    out.update({f"rng/actor-{a:05d}/{k}": v for k, v in st.items()})
             return out
 
         log.save_checkpoint(checksum(np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params])),

@@ -83,6 +83,29 @@ def test_counting_dead_agent():
         assert s.returns["agent"] == pytest.approx(M + D)
 
 
+def test_episode_seeds_continue_and_restore_exactly():
+    """Every episode starts from the next seed of the stream; restoring the seeds state restarts each copy's
+    current episode (exactly where it was when the episodes had just started) and continues the stream."""
+    from hpcmarl.envs.vec import episode_seed
+
+    a = VecEnv("simple_spread_v3", 2, seed=5, kwargs={"N": 2, "max_cycles": 3})
+    a.reset()
+    assert list(a.seeds_state()) == [episode_seed(5, 0), episode_seed(5, 1), 5, 2]
+    acts = {"agent": np.zeros((2, 2), np.int64)}
+    for _ in range(3):  # the episodes end together and restart from seeds 2 and 3
+        a.step(acts)
+    state, obs = a.seeds_state(), a.obs["agent"].copy()
+    assert list(state) == [episode_seed(5, 2), episode_seed(5, 3), 5, 4]
+    later = [a.step(acts)[0]["agent"].copy() for _ in range(6)]
+    b = VecEnv("simple_spread_v3", 2, seed=99, kwargs={"N": 2, "max_cycles": 3})
+    b.reset()
+    b.restore_seeds(state)
+    np.testing.assert_array_equal(b.obs["agent"], obs)
+    np.testing.assert_array_equal(np.stack([b.step(acts)[0]["agent"] for _ in range(6)]), np.stack(later))
+    assert list(b.seeds_state()) == list(a.seeds_state())
+    a.close(), b.close()
+
+
 def test_reset_is_seeded_per_copy():
     a = VecEnv("simple_spread_v3", 3, seed=5, kwargs={"N": 2}, with_state=True)
     b = VecEnv("simple_spread_v3", 3, seed=5, kwargs={"N": 2})
@@ -90,8 +113,7 @@ def test_reset_is_seeded_per_copy():
     oa, ob, oc = a.reset()["agent"].copy(), b.reset()["agent"].copy(), c.reset()["agent"].copy()
     np.testing.assert_array_equal(oa, ob)
     assert not np.array_equal(oa, oc)
-    assert not np.array_equal(oa[0], oa[1])  # copies get different seeds (seed + i)
-    np.testing.assert_array_equal(oa[1], oc[0])  # copy 1 of seed 5 == copy 0 of seed 6
+    assert not np.array_equal(oa[0], oa[1])  # copies get different seeds (the stream of seed 5)
     # with_state: the global state is maintained next to the observations; without it, none is computed
     assert b.state is None and b.spec.state_dim == 0
     assert a.state is not None and a.state.shape == (3, a.spec.state_dim)
