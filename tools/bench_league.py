@@ -14,14 +14,19 @@ ranks - 2 actors, 1 league rank), one after the other on the same machine. Evalu
     league_vs_selfplay league policy vs self-play policy, both greedy, each game opened with ``--opening``
                        random moves (seeded), so that two deterministic policies play different games
 
-Win rates are wins / games (draws count as not won). Last line:
+Win rates are wins / games (draws count as not won). With ``--seeds 0,1,2`` every arm trains once per seed, the
+baselines are reported as the median over seeds, and every league seed plays every self-play seed: the mean win
+rate over those pairs with a 95% bootstrap interval over seeds. Last line:
 
-    RESULT c4_vs_random=… c4_vs_lookahead=… league_vs_selfplay=…
+    RESULT c4_vs_random=… c4_vs_lookahead=… selfplay_vs_lookahead=… league_vs_selfplay=… league_vs_selfplay_ci=lo,hi seeds=…
 
-    .venv/bin/python tools/bench_league.py [--budget-s 1200] [--ranks 4] [--games 400] [--out runs/bench_league]
+    .venv/bin/python tools/bench_league.py [--budget-s 1200] [--ranks 4] [--games 400] [--seeds 0,1,2]
+        [--out runs/bench_league]
 """
 import argparse
 import os
+
+import numpy as np
 
 from _common import ROOT, launch
 
@@ -35,40 +40,62 @@ def main():
     ap.add_argument("--ranks", type=int, default=4)
     ap.add_argument("--games", type=int, default=400)
     ap.add_argument("--opening", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds; every arm trains once per seed")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_league"))
     ap.add_argument("--skip-train", action="store_true", help="evaluate the runs already in --out")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
     cfg = os.path.join(ROOT, "configs", "league_c4.yaml")
-    runs = {"league": [], "selfplay": ["league.groups.0.strategy=self_play"]}
+    arms = {"league": [], "selfplay": ["league.groups.0.strategy=self_play"]}
     ckpt = {}
-    for name, extra in runs.items():
-        run_dir = os.path.join(args.out, name)
-        if not args.skip_train:
-            os.makedirs(args.out, exist_ok=True)
-            t = launch(args.ranks, cfg, [f"run_dir={run_dir}", f"train.max_wall_s={args.budget_s}", f"seed={args.seed}",
-                                         "train.total_env_steps=1000000000", "--fresh"] + extra,
-                       timeout=args.budget_s + 600, log_path=os.path.join(args.out, f"{name}.log"))
-            print(f"{name}: trained {args.budget_s:.0f}s budget ({t:.0f}s with startup and shutdown); log "
-                  f"{os.path.join(args.out, name + '.log')}", flush=True)
-        found = list_checkpoints(os.path.join(run_dir, "checkpoints"))
-        if not found:
-            raise SystemExit(f"{run_dir}: no checkpoint")
-        ckpt[name] = found[-1]
+    for seed in seeds:
+        for name, extra in arms.items():
+            tag = name if len(seeds) == 1 and seed == 0 else f"{name}-s{seed}"  # one seed 0: the old layout
+            run_dir = os.path.join(args.out, tag)
+            if not args.skip_train:
+                os.makedirs(args.out, exist_ok=True)
+                t = launch(args.ranks, cfg, [f"run_dir={run_dir}", f"train.max_wall_s={args.budget_s}", f"seed={seed}",
+                                             "train.total_env_steps=1000000000", "--fresh"] + extra,
+                           timeout=args.budget_s + 600, log_path=os.path.join(args.out, f"{tag}.log"))
+                print(f"{tag}: trained {args.budget_s:.0f}s budget ({t:.0f}s with startup and shutdown); log "
+                      f"{os.path.join(args.out, tag + '.log')}", flush=True)
+            found = list_checkpoints(os.path.join(run_dir, "checkpoints"))
+            if not found:
+                raise SystemExit(f"{run_dir}: no checkpoint")
+            ckpt[(name, seed)] = found[-1]
     n = args.games
-    res = {}
-    for key, a, b, opening in (("c4_vs_random", ckpt["league"], "random", 0),
-                               ("c4_vs_lookahead", ckpt["league"], "lookahead", 0),
-                               ("selfplay_vs_random", ckpt["selfplay"], "random", 0),
-                               ("selfplay_vs_lookahead", ckpt["selfplay"], "lookahead", 0),
-                               ("league_vs_selfplay", ckpt["league"], ckpt["selfplay"], args.opening)):
-        r = match(a, b, n, seed=args.seed + 7, opening=opening)
-        res[key] = r["win_rate"]
-        print(f"{key:<22} {r['wins']:>4} won, {r['draws']:>3} drawn, {r['losses']:>4} lost of {r['episodes']} "
-              f"(win rate {r['win_rate']:.3f})  [{os.path.relpath(a, ROOT)} vs "
-              f"{b if b in ('random', 'lookahead') else os.path.relpath(b, ROOT)}]", flush=True)
-    print(f"RESULT c4_vs_random={res['c4_vs_random']:.3f} c4_vs_lookahead={res['c4_vs_lookahead']:.3f} "
-          f"league_vs_selfplay={res['league_vs_selfplay']:.3f}")
+
+    def play(a, b, opening, label):
+        r = match(a, b, n, seed=7, opening=opening)
+        print(f"{label:<30} {r['wins']:>4} won, {r['draws']:>3} drawn, {r['losses']:>4} lost of {r['episodes']} "
+              f"(win rate {r['win_rate']:.3f})", flush=True)
+        return r["win_rate"]
+
+    base = {}
+    for arm in arms:
+        for opp in ("random", "lookahead"):
+            base[(arm, opp)] = [play(ckpt[(arm, s)], opp, 0, f"{arm} s{s} vs {opp}") for s in seeds]
+    # every league seed against every self-play seed: a seeds x seeds matrix of win rates
+    h2h = np.array([[play(ckpt[("league", s)], ckpt[("selfplay", t)], args.opening, f"league s{s} vs selfplay s{t}")
+                     for t in seeds] for s in seeds])
+    lo, hi = bootstrap_ci(h2h)
+    print(f"\nleague vs self-play over {len(seeds)}x{len(seeds)} seed pairs: mean win rate {h2h.mean():.3f}, "
+          f"95% bootstrap CI over seeds [{lo:.3f}, {hi:.3f}]")
+    for key, vals in base.items():
+        print(f"{key[0]:>8} vs {key[1]:<9} median {np.median(vals):.3f}  [" + ", ".join(f"{v:.3f}" for v in vals) + "]")
+    print(f"RESULT c4_vs_random={np.median(base[('league', 'random')]):.3f} "
+          f"c4_vs_lookahead={np.median(base[('league', 'lookahead')]):.3f} "
+          f"selfplay_vs_lookahead={np.median(base[('selfplay', 'lookahead')]):.3f} "
+          f"league_vs_selfplay={h2h.mean():.3f} league_vs_selfplay_ci={lo:.3f},{hi:.3f} seeds={len(seeds)}")
+
+
+def bootstrap_ci(m: np.ndarray, draws: int = 10_000, seed: int = 0):
+    """95% percentile interval of the mean of ``m[i, j]`` (league seed i vs self-play seed j) when both seed sets
+    are resampled with replacement (one seed: the interval of the games is not included, only its point)."""
+    rng = np.random.default_rng(seed)
+    k, l = m.shape
+    means = [m[np.ix_(rng.integers(0, k, k), rng.integers(0, l, l))].mean() for _ in range(draws)]
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 if __name__ == "__main__":
