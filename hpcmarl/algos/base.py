@@ -28,8 +28,9 @@ class Learner(Protocol):
     checksummed across learners; ``update`` consumes the unroll records (:mod:`hpcmarl.comm.spec`) its actors sent and
     averages gradients across learners with ``reduce_grads(params, weight)`` (``reduce_sums(array)`` sums small
     statistics across learners); ``policy_flat`` is the flat vector actors load into the inference policy;
-    ``state_arrays``/``load_state_arrays`` are the checkpoint (plain arrays: no pickle); arrays named ``rng/…`` are
-    the learner's own random state, saved for every learner (the rest is the lead learner's) so a resume is exact."""
+    ``state_arrays``/``load_state_arrays`` are the checkpoint (plain arrays: no pickle); arrays named ``rng/…`` (its
+    random state) and ``local/…`` (e.g. a replay buffer) are each learner's own, saved for every learner (the rest
+    is the lead learner's), so a resume continues every learner exactly."""
 
     params: list
 

@@ -26,6 +26,7 @@ applied after every step, to Adam's moments, to the target network and on checkp
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -96,6 +97,7 @@ class QMIXConfig:
     td_lambda_after: int = 0  # hybrid targets: one-step until this many env steps, TD(lambda) afterwards
     recent_episodes: int = 0  # dual replay: size of the newest-episodes buffer (0 = single buffer)
     recent_fraction: float = 0.5  # share of every batch drawn from the newest episodes
+    checkpoint_replay: bool = True  # checkpoints hold each learner's replay buffer (a resume continues with it)
     critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
     bootstrap_truncated: bool = True  # an episode ended by a time limit bootstraps from its final observation
     # (the segment is not terminal); false treats it as terminal
@@ -456,6 +458,28 @@ class EpisodeReplay:
         off = rng.integers(0, self.size, k - k_on)
         return np.concatenate([on, off]).astype(np.int64)
 
+    def state_arrays(self, prefix: str = "local/replay/") -> Dict[str, np.ndarray]:
+        """The filled rows (all of them once the ring is full), their lengths and the ring's counters."""
+        n = self.capacity if self.size == self.capacity else self.size
+        out = {f"{prefix}data/{k}": v[:n] for k, v in self.data.items()}
+        out[f"{prefix}length"] = self.length[:n]
+        out[f"{prefix}counters"] = np.array([self.size, self.pos, self.added], np.int64)
+        return out
+
+    def load_state_arrays(self, arrays: Dict[str, np.ndarray], prefix: str = "local/replay/") -> None:
+        if f"{prefix}counters" not in arrays:
+            return  # a checkpoint without the replay: it refills
+        self.size, self.pos, self.added = (int(x) for x in arrays[f"{prefix}counters"])
+        n = len(arrays[f"{prefix}length"])
+        self.length[:] = 0
+        self.length[:n] = arrays[f"{prefix}length"]
+        self.data = {}
+        for k, v in arrays.items():
+            if k.startswith(f"{prefix}data/"):
+                v = np.asarray(v)
+                self.data[k[len(prefix) + 5:]] = full = np.zeros((self.capacity,) + v.shape[1:], v.dtype)
+                full[:n] = v
+
     def batch(self, idx: np.ndarray, device) -> Dict[str, torch.Tensor]:
         """``[B, L(+1), ...]`` tensors trimmed to the longest sampled segment, plus ``valid [B, L]``."""
         L = int(self.length[idx].max())
@@ -660,6 +684,10 @@ class QMIXLearner:
         if self.masks is not None:
             out.update(self.masks.state_arrays())
         out["counters/qmix"] = np.array([self.steps, self.flops["train"], self.flops["dense_grad"]], np.float64)
+        # this learner's own: its replay sampling generator and (algo.checkpoint_replay) its replay buffer
+        out["rng/replay"] = np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), np.uint8).copy()
+        if self.cfg.checkpoint_replay:
+            out.update(self.replay.state_arrays())
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -673,6 +701,9 @@ class QMIXLearner:
             for net in (self.net, self.target):
                 self.masks.apply(net)
             self.masks.apply_optimizer(self.opt, self.net)
+        if "rng/replay" in arrays:
+            self.rng.bit_generator.state = json.loads(np.asarray(arrays["rng/replay"], np.uint8).tobytes().decode())
+        self.replay.load_state_arrays(arrays)
         steps, train, dense = arrays["counters/qmix"]
         self.steps, self.flops = int(steps), {"train": float(train), "dense_grad": float(dense)}
 

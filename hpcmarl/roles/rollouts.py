@@ -24,6 +24,11 @@ from hpcmarl.roles.loop import Flow, Round, run_learner
 # --------------------------------------------------------------------------------------------------
 # actor
 # --------------------------------------------------------------------------------------------------
+def own_arrays(learner) -> Dict[str, np.ndarray]:
+    """A learner's state arrays that differ between learners (``rng/…``, ``local/…``: :class:`hpcmarl.algos.base.Learner`)."""
+    return {k: v for k, v in learner.state_arrays().items() if k.startswith(("rng/", "local/"))}
+
+
 def resume_actor(hello: dict, sampler) -> None:
     """A resumed run: the actor's torch RNG state and its env copies' episode seeds from the checkpoint."""
     if hello.get("rng") is not None:
@@ -281,14 +286,14 @@ class RolloutFlow(Flow):
         self.sent_checksums: Dict[int, float] = {}
         # the initial parameters, optimizer and statistics (a restart broadcasts the group lead's parameters)
         self.initial = {k: np.array(v, copy=True) for k, v in self.learner.state_arrays().items()
-                        if not k.startswith("rng/")} if groups.restarts else None
+                        if not k.startswith(("rng/", "local/"))} if groups.restarts else None
         self.restart_pending = False
 
     def load(self, arrays):
         layout, prefix = self.layout, self.g.prefix
         state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        mine = f"rng/learner-{self.ctx.rank:05d}/"  # this learner's own random state (state arrays under rng/)
-        state.update({"rng/" + k[len(mine):]: v for k, v in arrays.items() if k.startswith(mine) and k != mine + "torch"})
+        mine = f"learners/{self.ctx.rank:05d}/"  # this learner's own state arrays (rng/…, local/…)
+        state.update({k[len(mine):]: v for k, v in arrays.items() if k.startswith(mine)})
         self.learner.load_state_arrays(state)
         rng = arrays.get(f"rng/learner-{self.ctx.rank:05d}/torch")
         if rng is not None:
@@ -385,16 +390,15 @@ class RolloutFlow(Flow):
 
     def save(self, log):
         learner, ctrl = self.learner, self.ctrl
-        learner_rng = ctrl.gather((torch.get_rng_state().numpy(),
-                                   {k: v for k, v in learner.state_arrays().items() if k.startswith("rng/")}))
+        learner_rng = ctrl.gather((torch.get_rng_state().numpy(), own_arrays(learner)))
         a_rng = ctrl.gather(self.actor_rng)
         model = self.g.states(learner)
 
-        def arrays():
-            out = model()
-            for i, (st, own) in enumerate(learner_rng):  # every learner's random state, the lead's state arrays
+        def arrays():  # the lead's state (its local/ arrays only under learners/, below), every learner's own arrays
+            out = {k: v for k, v in model().items() if not k.startswith("local/") and "/local/" not in k}
+            for i, (st, own) in enumerate(learner_rng):
                 out[f"rng/learner-{i:05d}/torch"] = st
-                out.update({f"rng/learner-{i:05d}/{k[4:]}": v for k, v in own.items()})
+                out.update({f"learners/{i:05d}/{k}": v for k, v in own.items()})
             for part in a_rng:
                 for a, st in part.items():
                     out.update({f"rng/actor-{a:05d}/{k}": v for k, v in st.items()})

@@ -14,9 +14,13 @@ from launch import mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun]
 
-ARGS = ["configs/test_tiny.yaml", "topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
-        "env.kwargs.max_cycles=5", "algo.epochs=2", "algo.minibatches=2", "algo.hidden=16", "runtime.timeout_s=60",
-        "output.checkpoint_every=1000", "train.total_env_steps=100000000", "output.progress_s=1"]
+ARGS = ["topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
+        "env.kwargs.max_cycles=5", "algo.hidden=16", "runtime.timeout_s=60", "output.checkpoint_every=1000",
+        "train.total_env_steps=100000000", "output.progress_s=1"]
+ALGO = {"mappo": ["configs/test_tiny.yaml", "algo.epochs=2", "algo.minibatches=2"],
+        # QMIX: each learner's replay buffer and sampling generator are in the checkpoint
+        "qmix": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3", "algo.learning_starts=2",
+                 "algo.train_steps=2", "output.trajectories=false"]}
 
 
 def final_arrays(run):
@@ -26,10 +30,10 @@ def final_arrays(run):
     return arrays, attrs
 
 
-@pytest.mark.parametrize("algo", ["mappo"])
+@pytest.mark.parametrize("algo", list(ALGO))
 def test_sigterm_and_resume_equal_an_uninterrupted_run(tmp_path, algo):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    args = ARGS + [f"algo.name={algo}", "train.max_updates=8"]
+    args = ALGO[algo][:1] + ARGS + ALGO[algo][1:] + ["train.max_updates=8"]
     p = mpirun(4, ["train"] + args + [f"run_dir={a}"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     # the lead learner receives SIGTERM during update 3: it stops there, checkpoints and exits 75 (resumable)
