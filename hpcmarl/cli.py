@@ -174,10 +174,7 @@ def cmd_match(args) -> int:
 def cmd_exploitability(args) -> int:
     from hpcmarl.analysis.exploitability import exploitability, format_exploitability
 
-    mixtures = ("latest", "uniform", "meta_nash") if args.mixture == "all" else (args.mixture,)
-    if args.mixture == "all" and not __import__("os").path.isdir(args.path):
-        mixtures = ("latest",)
-    r = exploitability(args.path, mixtures, args.group)
+    r = exploitability(args.path, None if args.mixture == "all" else (args.mixture,), args.group)
     print(json.dumps(r) if args.json else "\n".join(format_exploitability(r)))
     return 0
 

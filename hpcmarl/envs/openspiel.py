@@ -95,13 +95,6 @@ class OpenSpielEnv(AECEnv):
 
 
 def game(game: str, **params) -> OpenSpielEnv:
-    """``env.name: hpcmarl.envs.openspiel:game`` with ``env.kwargs: {game: NAME, <game parameters>}``."""
+    """``env.name: hpcmarl.envs.openspiel:game`` with ``env.kwargs: {game: NAME, <game parameters>}`` (the registry's
+    ``kuhn_poker`` and ``leduc_poker`` are this with ``game`` set)."""
     return OpenSpielEnv(game, **params)
-
-
-def kuhn_poker(**params) -> OpenSpielEnv:
-    return OpenSpielEnv("kuhn_poker", **params)
-
-
-def leduc_poker(**params) -> OpenSpielEnv:
-    return OpenSpielEnv("leduc_poker", **params)
