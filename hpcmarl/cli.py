@@ -34,6 +34,48 @@ def cmd_validate(args) -> int:
         for line in describe_env(cfg.env.name, cfg.env.kwargs, cfg.policy_map):
             print(f"  {line}")
     print(layout.describe())
+    if args.predict or args.save_profile:
+        return _predict(cfg, layout, args)
+    return 0
+
+
+def _predict(cfg, layout, args) -> int:
+    """``validate --predict``: measure this node's costs (or read a saved profile) and simulate the layout."""
+    import os
+
+    from hpcmarl.analysis.sizing import Machine, Profile, measure, predict
+
+    if layout.league:
+        raise ValueError("--predict does not model league mode")
+    if args.profile:
+        try:
+            prof = Profile.load(args.profile)
+        except OSError as e:
+            raise ValueError(f"cannot read the node profile {args.profile}: {e}") from None
+        print(f"node profile {args.profile} (measured on {prof.host} at {prof.measured_at})")
+    else:
+        print("measuring this node (one actor and one learner in this process, a few seconds) ...", flush=True)
+        prof = measure(cfg, progress=lambda s: print(f"  {s}", flush=True))
+    if args.save_profile:
+        prof.save(args.save_profile)
+        print(f"node profile saved to {args.save_profile}")
+    print(f"  one unroll ({prof.steps_per_unroll} env steps): {prof.collect_s * 1e3:.1f} ms "
+          f"(env {prof.env_s * 1e3:.1f}, inference {prof.infer_s * 1e3:.1f}); learner update "
+          f"{prof.update_fixed_s * 1e3:.1f} + {prof.update_per_unroll_s * 1e3:.1f} ms per unroll, {prof.grad_steps} "
+          f"gradient steps; unroll {prof.unroll_bytes / 1e6:.2f} MB, weights {prof.weight_bytes / 1e6:.3f} MB")
+    if not args.predict:
+        return 0
+    if layout.serial:
+        sps = prof.steps_per_unroll / (prof.collect_s + prof.update_s(1) + prof.overhead_s)
+        print(f"predicted: {sps:,.0f} env steps/s (serial: one rank collects and updates in turn)")
+        return 0
+    cores = args.cores_per_node or os.cpu_count() or 1
+    m = Machine(cores_per_node=cores, ranks_per_node=args.ranks_per_node, net_bw=args.net_gbps * 1e9 / 8,
+                net_latency_s=args.net_latency_us * 1e-6)
+    nodes = -(-layout.world_size // (args.ranks_per_node or layout.world_size))
+    print(f"model: {nodes} node(s) x {cores} cores, {args.ranks_per_node or layout.world_size} ranks per node, "
+          f"network {args.net_gbps:g} Gb/s {args.net_latency_us:g} us")
+    print(predict(prof, m, layout.actors, layout.learners).describe())
     return 0
 
 
@@ -194,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     v.add_argument("--np", type=int, required=True, help="number of MPI ranks the job will have")
     v.add_argument("--probe-env", action="store_true", help="also build the environment and print its groups")
+    v.add_argument("--predict", action="store_true",
+                   help="predict env steps/s, learner ingress, policy lag and the bottleneck of this layout from costs "
+                        "measured on this node (hpcmarl.analysis.sizing; see slurm/README.md)")
+    v.add_argument("--profile", help="--predict from a node profile saved earlier (instead of measuring here)")
+    v.add_argument("--save-profile", metavar="FILE", help="measure this node and save its profile (JSON) to FILE")
+    v.add_argument("--ranks-per-node", type=int, default=0, help="--predict: ranks per node (0 = all on one node)")
+    v.add_argument("--cores-per-node", type=int, default=0, help="--predict: cores per node (0 = this node's)")
+    v.add_argument("--net-gbps", type=float, default=100.0, help="--predict: network bandwidth between nodes, Gb/s")
+    v.add_argument("--net-latency-us", type=float, default=2.0, help="--predict: network latency between nodes, us")
     v.set_defaults(fn=cmd_validate)
 
     i = sub.add_parser("inspect", help="summarise a run directory")

@@ -22,7 +22,7 @@ from _common import ROOT, launch
 def raw_loop(name: str, seconds: float) -> float:
     from hpcmarl.envs import make_parallel_env
 
-    env = make_parallel_env(name)
+    env = make_parallel_env(name, checks=True)  # the env as its package makes it (with PettingZoo's checking wrappers)
     env.reset(seed=0)
     spaces = {a: env.action_space(a) for a in env.possible_agents}
     for s in spaces.values():

@@ -136,10 +136,11 @@ def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip
 
 class ValueNorm:
     """Running mean/variance of value targets (MAPPO's ValueNorm): the critic predicts normalised
-    values. Statistics are updated from sums reduced over all learners, so they stay identical."""
+    values. Statistics are updated from sums reduced over all learners, so they stay identical. ``min_var`` floors the
+    variance (value targets: 1e-2; QMIX's reward standardisation: tiny, so rare sparse rewards keep their weight)."""
 
-    def __init__(self, beta: float = 0.99999, eps: float = 1e-5):
-        self.beta, self.eps = beta, eps
+    def __init__(self, beta: float = 0.99999, eps: float = 1e-5, min_var: float = 1e-2):
+        self.beta, self.eps, self.min_var = beta, eps, min_var
         self.mean = self.mean_sq = self.debias = 0.0
 
     def update(self, x: torch.Tensor, mask: torch.Tensor, reduce_sums: Callable = None) -> None:
@@ -156,7 +157,7 @@ class ValueNorm:
     def stats(self):
         d = max(self.debias, self.eps)
         mean, mean_sq = self.mean / d, self.mean_sq / d
-        return mean, max(mean_sq - mean * mean, 1e-2) ** 0.5
+        return mean, max(mean_sq - mean * mean, self.min_var) ** 0.5
 
     def normalize(self, x):
         m, s = self.stats()

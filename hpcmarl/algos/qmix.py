@@ -514,7 +514,9 @@ class QMIXLearner:
         self.replay = EpisodeReplay(spec, cfg.buffer_episodes, cfg.episode_limit)
         self.stitcher = EpisodeStitcher(spec, cfg.episode_limit, cfg.bootstrap_truncated)
         self.rng = np.random.default_rng(seed)
-        self.reward_norm = ValueNorm() if cfg.reward_norm else None
+        # standardised team rewards: the std is floored at 0.01 (value targets: 0.1, which shrank LBF's sparse rewards,
+        # std ~0.02, 5-fold against the Q-values' noise: it learned nothing); the floor caps the scale before rewards come
+        self.reward_norm = ValueNorm(min_var=1e-4) if cfg.reward_norm else None
         self.steps = 0  # gradient steps taken
         self.flops = {"train": 0.0, "dense_grad": 0.0}
         # (name, active weights, outputs) of every linear layer; per-layer active counts never change

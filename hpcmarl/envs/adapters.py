@@ -6,24 +6,43 @@ adapter names the agents ``agent_0 … agent_{n-1}``, keeps the time limit itsel
 uses 50 for LBF and 500 for RWARE) and reports reaching it as a *truncation*, so learners bootstrap there; the game's
 own end (all food collected) is a termination.
 
+``scale_obs`` (default true) divides every observation entry with finite bounds by its largest magnitude, so it lies
+in [-1, 1]: LBF reports grid coordinates and levels as raw integers (up to the field size), and QMIX's hypernetwork
+mixer, fed the concatenated observations, inflated its Q-values ~100-fold on them (a run learned nothing). Entries
+without finite bounds (RWARE's) are left as they are.
+
     env.name: lbf     env.kwargs: {task: Foraging-8x8-2p-2f-coop-v3, max_cycles: 50}
     env.name: rware   env.kwargs: {task: rware-tiny-2ag-v2, max_cycles: 500}
 """
 from __future__ import annotations
 
+import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
+
+
+def obs_scale(space):
+    """Per-entry factors mapping a Box's finite bounds into [-1, 1] (1 where a bound is infinite or both are 0);
+    None when there is nothing to scale."""
+    if not isinstance(space, gymnasium.spaces.Box):
+        return None
+    big = np.maximum(np.abs(space.low), np.abs(space.high)).astype(np.float64)
+    k = np.where(np.isfinite(big) & (big > 0), 1.0 / np.where(np.isfinite(big) & (big > 0), big, 1.0), 1.0)
+    return None if np.all(k == 1.0) else k.astype(np.float32)
 
 
 class GymMultiAgent(ParallelEnv):
     """One Gymnasium multi-agent env (tuple spaces) as a PettingZoo parallel env with a truncating time limit."""
 
-    def __init__(self, env, name: str, max_cycles: int):
+    def __init__(self, env, name: str, max_cycles: int, scale_obs: bool = True):
         self.env, self.max_cycles = env, int(max_cycles)
         n = len(env.observation_space)
         self.possible_agents = [f"agent_{i}" for i in range(n)]
         self.agents = []
-        self._obs_spaces = dict(zip(self.possible_agents, env.observation_space))
+        self._scale = [obs_scale(s) if scale_obs else None for s in env.observation_space]
+        spaces = [s if k is None else gymnasium.spaces.Box(s.low * k, s.high * k, s.shape, np.float32)
+                  for s, k in zip(env.observation_space, self._scale)]
+        self._obs_spaces = dict(zip(self.possible_agents, spaces))
         self._act_spaces = dict(zip(self.possible_agents, env.action_space))
         self.metadata = {"name": name, "render_modes": []}
         self.t = 0
@@ -37,16 +56,19 @@ class GymMultiAgent(ParallelEnv):
     def _dict(self, values):
         return {a: v for a, v in zip(self.possible_agents, values)}
 
+    def _obs(self, obs):
+        return self._dict(np.asarray(o, np.float32) * (1 if k is None else k) for o, k in zip(obs, self._scale))
+
     def reset(self, seed=None, options=None):
         obs, _ = self.env.reset(seed=seed)
         self.agents, self.t = list(self.possible_agents), 0
-        return self._dict(np.asarray(o, np.float32) for o in obs), {a: {} for a in self.agents}
+        return self._obs(obs), {a: {} for a in self.agents}
 
     def step(self, actions):
         obs, rewards, done, _, _ = self.env.step(tuple(int(actions[a]) for a in self.possible_agents))
         self.t += 1
         trunc = not done and self.t >= self.max_cycles
-        out = (self._dict(np.asarray(o, np.float32) for o in obs), self._dict(float(r) for r in rewards),
+        out = (self._obs(obs), self._dict(float(r) for r in rewards),
                {a: bool(done) for a in self.agents}, {a: trunc for a in self.agents}, {a: {} for a in self.agents})
         if done or trunc:
             self.agents = []
@@ -56,20 +78,20 @@ class GymMultiAgent(ParallelEnv):
         self.env.close()
 
 
-def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, **kwargs) -> GymMultiAgent:
+def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, scale_obs: bool = True, **kwargs) -> GymMultiAgent:
     """Level-Based Foraging (``pip install lbforaging``); ``kwargs`` go to the LBF env (e.g. ``sight``)."""
     import gymnasium as gym
     import lbforaging  # noqa: F401  (registers the Foraging-* ids)
 
     env = gym.make(task, disable_env_checker=True, **kwargs)
     env.unwrapped._max_episode_steps = 1 << 30  # the adapter's max_cycles decides, as a truncation
-    return GymMultiAgent(env, task, max_cycles)
+    return GymMultiAgent(env, task, max_cycles, scale_obs)
 
 
-def rware(task: str = "rware-tiny-2ag-v2", max_cycles: int = 500, **kwargs) -> GymMultiAgent:
+def rware(task: str = "rware-tiny-2ag-v2", max_cycles: int = 500, scale_obs: bool = True, **kwargs) -> GymMultiAgent:
     """Multi-Robot Warehouse (``pip install rware``); ``kwargs`` go to the warehouse (e.g. ``sensor_range``)."""
     import gymnasium as gym
     import rware as _rware  # noqa: F401  (registers the rware-* ids)
 
     env = gym.make(task, disable_env_checker=True, max_steps=None, **kwargs)
-    return GymMultiAgent(env, task, max_cycles)
+    return GymMultiAgent(env, task, max_cycles, scale_obs)

@@ -479,3 +479,58 @@ def test_lbf_and_rware_step_as_parallel_envs(name, kwargs, obs_dim, n_actions):
     assert len(fin) == 2 and all(f.length == 5 for f in fin)
     assert trunc["agent"].all() and not term["agent"].any() and venv.final_obs["agent"].any()
     venv.close()
+
+
+def test_gym_adapter_scales_bounded_observations():
+    """Entries with finite bounds are divided by their largest magnitude (LBF's raw grid coordinates blew up QMIX's
+    Q-values); ``scale_obs=False`` keeps them; unbounded entries are never touched."""
+    from hpcmarl.envs.adapters import GymMultiAgent, obs_scale
+
+    env = GymMultiAgent(_TupleGame(5), "tuple_game", 10)
+    assert env.observation_space("agent_0").high.tolist() == [1.0]
+    env.reset(seed=0)
+    for t in range(1, 4):
+        obs = env.step({"agent_0": 1, "agent_1": 0})[0]
+        assert obs["agent_0"].tolist() == pytest.approx([t / 9])
+    raw = GymMultiAgent(_TupleGame(5), "tuple_game", 10, scale_obs=False)
+    raw.reset(seed=0)
+    assert raw.step({"agent_0": 1, "agent_1": 0})[0]["agent_0"].tolist() == [1.0]
+    assert raw.observation_space("agent_0").high.tolist() == [9.0]
+    assert obs_scale(spaces.Box(-np.inf, np.inf, (3,), np.float32)) is None
+    k = obs_scale(spaces.Box(np.array([-4.0, 0.0, 0.0]), np.array([2.0, 0.0, np.inf]), dtype=np.float32))
+    assert k.tolist() == [0.25, 1.0, 1.0]
+    venv = VecEnv("lbf", 2, seed=0, kwargs={"max_cycles": 20})
+    venv.reset()
+    seen = [venv.obs["agent"].copy()]
+    for _ in range(20):
+        venv.step(zeros_actions(venv))
+        seen.append(venv.obs["agent"].copy())
+    seen = np.stack(seen)
+    assert seen.max() <= 1.0 and seen.min() >= -1.0 and seen.max() > 0.3  # positions spread over [0, 1]
+    venv.close()
+
+
+@pytest.mark.parametrize("name,kwargs", [("simple_spread_v3", {}), ("simple_tag_v3", {}),
+                                         ("simple_spread_v3", {"continuous_actions": True})])
+def test_parallel_env_without_check_wrappers_steps_identically(name, kwargs):
+    """make_parallel_env drops PettingZoo's check-only wrappers (order enforcing, action bounds assertion) from an
+    AEC->parallel env: the same trajectories as the env with its checks; wrappers that act (clipping) stay."""
+    from pettingzoo.utils.wrappers import AssertOutOfBoundsWrapper, ClipOutOfBoundsWrapper, OrderEnforcingWrapper
+
+    fast, checked = make_parallel_env(name, kwargs), make_parallel_env(name, kwargs, checks=True)
+    assert type(fast.aec_env) not in (OrderEnforcingWrapper, AssertOutOfBoundsWrapper)
+    assert type(checked.aec_env) is OrderEnforcingWrapper
+    if kwargs.get("continuous_actions"):
+        assert type(fast.aec_env) is ClipOutOfBoundsWrapper  # it changes actions: kept
+    rng = np.random.default_rng(0)
+    for ep in range(3):
+        oa, _ = fast.reset(seed=ep)
+        ob, _ = checked.reset(seed=ep)
+        while fast.agents:
+            act = {a: (rng.uniform(-0.5, 1.5, fast.action_space(a).shape).astype(np.float32)
+                       if kwargs else int(rng.integers(fast.action_space(a).n))) for a in fast.agents}
+            oa, ra, ta, ua, _ = fast.step(act)
+            ob, rb, tb, ub, _ = checked.step(act)
+            assert ra == rb and ta == tb and ua == ub and oa.keys() == ob.keys()
+            assert all(np.array_equal(oa[a], ob[a]) for a in oa)
+        assert not checked.agents

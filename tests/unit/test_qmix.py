@@ -393,3 +393,19 @@ def test_mast_sparsifies_the_gru_and_counts_its_flops():
     assert "policies.agent.rnn.weight_ih" in names and "policies.agent.rnn.weight_hh" in names
     assert 0.05 < sparse.inference_flops() / dense.inference_flops() < 0.4
     assert all(s["sparsity"] == pytest.approx(stats[0]["sparsity"]) for s in stats)
+
+
+def test_reward_standardisation_keeps_sparse_rewards_large():
+    """QMIX standardises team rewards with a std floor of 0.01 (value targets keep 0.1): a rare reward of 0.5 among
+    zeros (std ~0.02, as on LBF) becomes ~25, not 5 as under the value-target floor."""
+    from hpcmarl.algos.ppo import ValueNorm
+
+    r = torch.zeros(2000)
+    r[::500] = 0.5  # 4 rewards in 2000 steps
+    sparse, value = ValueNorm(min_var=1e-4), ValueNorm()
+    for norm in (sparse, value):
+        norm.update(r, torch.ones_like(r))
+    assert sparse.stats()[1] == pytest.approx(float(r.std(unbiased=False)), rel=1e-3)
+    assert float(sparse.normalize(torch.tensor(0.5))) > 15
+    assert float(value.normalize(torch.tensor(0.5))) < 5.1
+    assert ValueNorm(min_var=1e-4).stats()[1] == pytest.approx(0.01)  # before any reward: the floor caps the scale
