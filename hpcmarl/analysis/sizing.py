@@ -218,7 +218,7 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         slow = 1.0
         if procs > 1:
             say(f"timing unrolls with {procs} processes collecting at once (every core busy)")
-            slow = busy_slowdown(cfg, float(np.median(times)), procs)
+            slow = busy_slowdown(cfg, float(np.median(times)), procs, n=max(8, unrolls // 2))
         # value-based learners train only once their replay holds learning_starts episodes: fill it first
         warm = 0
         while getattr(learner, "replay", None) is not None and learner.replay.size < getattr(cfg.algo, "learning_starts", 0) and warm < 200:
@@ -293,10 +293,6 @@ class Sim:
         while self._q and self._q[0][0] <= until and not stop():
             self.now, _, fn = heapq.heappop(self._q)
             fn()
-
-
-def delay(dt: float):
-    return lambda sim, k: sim.at(sim.now + max(0.0, dt), k)
 
 
 class Node:
@@ -397,8 +393,30 @@ class Mailbox:
         return req
 
 
+class Slots:
+    """A learner's queue in the asynchronous flow: at most ``n`` unrolls (posted receives); a send waits for one."""
+
+    def __init__(self, sim: Sim, n: int):
+        self.sim, self.free, self.waiters = sim, n, []
+
+    def acquire(self):
+        def req(sim, k):
+            if self.free > 0:
+                self.free -= 1
+                sim.at(sim.now, k)
+            else:
+                self.waiters.append(k)
+        return req
+
+    def release(self):
+        if self.waiters:
+            self.sim.at(self.sim.now, self.waiters.pop(0))
+        else:
+            self.free += 1
+
+
 class Barrier:
-    """``n`` parties; the last to arrive releases everybody after ``duration(arrivals)``."""
+    """``n`` parties; the last to arrive releases everybody ``duration`` seconds later (an all-reduce)."""
 
     def __init__(self, n: int, duration: float):
         self.n, self.duration, self.waiting = n, duration, []
@@ -470,8 +488,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
     barrier = Barrier(learners, ar)
     ingress = [Link(sim) for _ in range(learners)]
     inbox = [Mailbox() for _ in range(learners)]
-    version = [0] * actors  # the newest weights each actor holds
-    arrived = [Mailbox() for _ in range(actors)]  # weights messages (sync flow)
+    arrived = [Mailbox() for _ in range(actors)]  # weights messages to each actor
     busy_actor = [0.0] * actors
     busy_learner = [0.0] * learners
     stats = {"updates": 0, "steps": 0, "lags": [], "t0": None, "steps0": 0, "ar_wait": 0.0}
@@ -491,8 +508,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
             sim.at(sim.now + lat + n / bw + m.poll_s, (lambda a=a: arrived[a].put(v)))
 
     def learner_proc(l):
-        rank = l
-        node = cpus[node_of(rank)]
+        node = cpus[node_of(l)]
         if p.flow == SYNC:
             send_weights(l, 0)
         v = 0
@@ -530,28 +546,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
                 for _ in items:  # the queue slots these unrolls held are free again
                     slots[l].release()
 
-    class Slots:
-        """Async flow: a learner's queue holds at most queue_size unrolls (posted receives); a send waits for one."""
-
-        def __init__(self, n):
-            self.free, self.waiters = n, []
-
-        def acquire(self):
-            def req(sim, k):
-                if self.free > 0:
-                    self.free -= 1
-                    sim.at(sim.now, k)
-                else:
-                    self.waiters.append(k)
-            return req
-
-        def release(self):
-            if self.waiters:
-                sim.at(sim.now, self.waiters.pop(0))
-            else:
-                self.free += 1
-
-    slots = [Slots(max(p.queue_size, p.batch_unrolls) if p.flow == ASYNC else 10 ** 9) for _ in range(learners)]
+    slots = [Slots(sim, max(p.queue_size, p.batch_unrolls)) for _ in range(learners)]
 
     def transfer(a, l, bv):
         """Send an unroll through learner l's ingress, then it is in the learner's inbox."""
@@ -583,10 +578,11 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
         rank, l = learners + a, a % learners
         node = cpus[node_of(rank)]
         pending: List[Mailbox] = []
+        held = 0
         while True:
-            while arrived[a].items:
-                version[a] = arrived[a].items.pop(0)
-            bv = version[a]
+            while arrived[a].items:  # between unrolls the actor takes every weights message that arrived
+                held = arrived[a].items.pop(0)
+            bv = held
             t0 = sim.now
             yield node.compute(collect_work())
             busy_actor[a] += sim.now - t0

@@ -41,7 +41,7 @@ def test_processor_sharing():
     node = Node(sim, 1)
 
     def late(t0, work):
-        yield lambda s, k: s.at(t0, k)
+        yield lambda s, k: s.at(t0, k)  # a request: resume at t0
         yield node.compute(work)
         done.append(round(sim.now, 9))
     sim.start(late(0.0, 1.0))
