@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import h5py
 import numpy as np
@@ -560,3 +561,22 @@ def test_files_hold_no_pickled_or_opaque_data(tmp_path, collect):
     ck = S.save_checkpoint(str(tmp_path / "ck"), 1, learner.state_arrays(), dict(CK_ATTRS, fresh=True), keep=1)
     seen = _assert_plain(ck)
     assert seen["datasets"] == len(learner.state_arrays())
+
+
+def test_trajectory_writer_bounds_its_chunk_cache(tmp_path, collect):
+    """Each dataset's chunk cache holds two chunks of the widest field, not h5py's 8 MiB default (which grew an
+    actor's RSS by ~100 MiB over its first GB of trajectories), also when a resume reopens the file."""
+    c = collect("counting_v0", 5, 3, 2, CKW)
+    path = str(tmp_path / "actor-00003.h5")
+    for resume in (False, True):
+        w = S.TrajectoryWriter(path, c.venv.spec, 3, fraction=1.0, seed=0, resume=resume)
+        assert w.f.id.get_access_plist().get_cache()[2] == 1 << 20  # small rows: the 1 MiB floor
+        _feed(w, c)
+        w.close()
+    wide = types.SimpleNamespace(groups=[types.SimpleNamespace(name="g", n=8, obs_dim=4096, action_shape=(),
+                                                               agents=[f"g_{i}" for i in range(8)], discrete=True)])
+    w = S.TrajectoryWriter(str(tmp_path / "wide.h5"), wide, 1, fraction=1.0, seed=0, resume=False)
+    assert w.f.id.get_access_plist().get_cache()[2] == 2 * 1024 * 8 * 8 * 4096  # two chunks of 8 x 4096 values
+    w.close()
+    _, eps, _ = _read_traj(path)
+    assert len(eps["episode"]) > 0
