@@ -13,8 +13,8 @@ keeps them in an episode replay (:class:`EpisodeReplay`) and trains on batches o
     loss            = mean over valid steps of (Q_tot(s_t, a_t) - stopgrad(G_t))^2
 
 r_t is the team reward (every agent's reward summed). lambda = 0 gives one-step targets; MAST's hybrid
-schedule uses 0 until ``td_lambda_after`` env steps and ``td_lambda`` afterwards. With ``bootstrap_truncated`` an
-episode ended by a time limit bootstraps from its final observation. ``recurrent``: PyMARL's RNN agent
+schedule uses 0 until ``td_lambda_after`` env steps and ``td_lambda`` afterwards. With ``bootstrap_truncated`` (off by
+default here) an episode ended by a time limit bootstraps from its final observation. ``recurrent``: PyMARL's RNN agent
 (:class:`RNNAgent`), run through whole episodes from a zero state.
 
 MAST (sparsity > 0): the whole network (agent nets and mixer) is sparse with Erdos-Renyi layer
@@ -99,8 +99,11 @@ class QMIXConfig:
     recent_fraction: float = 0.5  # share of every batch drawn from the newest episodes
     checkpoint_replay: bool = True  # checkpoints hold each learner's replay buffer (a resume continues with it)
     critic_input: str = "obs"  # mixer input: "obs" = all agents' observations concatenated; "state" = env.state()
-    bootstrap_truncated: bool = True  # an episode ended by a time limit bootstraps from its final observation
-    # (the segment is not terminal); false treats it as terminal
+    bootstrap_truncated: bool = False  # true: an episode ended by a time limit bootstraps from its final observation
+    # (the segment is not terminal). Off by default for value-based learners: on simple_spread (every episode ends by
+    # its time limit) it left the Q-values without any anchor and they diverged (Q_tot 1,265 at 1M env steps on
+    # standardised rewards, return falling from -65.7 at 250k to -75.3); cut there, Q stays ~11 and the return reaches
+    # -54 by 800k (README, "Learning per sample")
     recurrent: bool = False  # PyMARL's RNN agent: input obs + last action (one-hot) + agent id, one ReLU layer of
     # `hidden`, a GRU cell, the Q head (`layers` unused); hidden state through whole episodes (MAST masks the GRU too)
 
