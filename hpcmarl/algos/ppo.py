@@ -137,7 +137,7 @@ def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip
 class ValueNorm:
     """Running mean/variance of value targets (MAPPO's ValueNorm): the critic predicts normalised
     values. Statistics are updated from sums reduced over all learners, so they stay identical. ``min_var`` floors the
-    variance (value targets: 1e-2; QMIX's reward standardisation: tiny, so rare sparse rewards keep their weight)."""
+    variance (value targets: 1e-2; QMIX's reward standardisation: 1e-4, so rare sparse rewards keep their weight)."""
 
     def __init__(self, beta: float = 0.99999, eps: float = 1e-5, min_var: float = 1e-2):
         self.beta, self.eps, self.min_var = beta, eps, min_var

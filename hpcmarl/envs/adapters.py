@@ -3,7 +3,7 @@
 Level-Based Foraging (``lbforaging``) and the Multi-Robot Warehouse (``rware``) step all agents at once with tuple
 observations, action tuples, a list of rewards and one ``done`` flag that also fires at their own time limit. The
 adapter names the agents ``agent_0 … agent_{n-1}``, keeps the time limit itself (``max_cycles``: EPyMARL's benchmark
-uses 50 for LBF and 500 for RWARE) and reports reaching it as a *truncation*, so learners bootstrap there; the game's
+uses 50 for LBF and 500 for RWARE) and reports reaching it as a *truncation*, so learners can bootstrap there; the game's
 own end (all food collected) is a termination.
 
 ``scale_obs`` (default true) divides every observation entry with finite bounds by its largest magnitude, so it lies
@@ -27,7 +27,8 @@ def obs_scale(space):
     if not isinstance(space, gymnasium.spaces.Box):
         return None
     big = np.maximum(np.abs(space.low), np.abs(space.high)).astype(np.float64)
-    k = np.where(np.isfinite(big) & (big > 0), 1.0 / np.where(np.isfinite(big) & (big > 0), big, 1.0), 1.0)
+    ok = np.isfinite(big) & (big > 0)
+    k = np.where(ok, 1.0 / np.where(ok, big, 1.0), 1.0)
     return None if np.all(k == 1.0) else k.astype(np.float32)
 
 
