@@ -122,8 +122,11 @@ def test_measure_tiny_config():
     assert p.collect_s > 0 and p.env_s > 0 and p.infer_s > 0 and p.collect_s >= p.env_s
     assert p.update_s(4) > 0 and p.update_per_unroll_s >= 0
     assert p.unroll_bytes > p.weight_bytes > 0
-    q = measure(load_config(os.path.join(ROOT, "configs", "matrace_spread.yaml"), ["env.num_envs=2"]), unrolls=3)
+    q = measure(load_config(os.path.join(ROOT, "configs", "matrace_spread.yaml"), ["env.num_envs=2"]), unrolls=3, busy=0)
     assert q.flow == ASYNC and q.batch_unrolls == 2 and q.queue_size == 4
+    # every core collecting at once (skipped for q): a slowdown factor >= 1; a polling rank's share of a core
+    assert p.cores_measured == min(os.cpu_count(), 32) and (p.busy_slowdown >= 1.0 or p.cores_measured == 1)
+    assert q.cores_measured == 1 and q.busy_slowdown == 1.0 and 0 <= p.wait_load < 0.5
 
 
 def cli(*args):
