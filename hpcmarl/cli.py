@@ -72,10 +72,10 @@ def _predict(cfg, layout, args) -> int:
     cores = args.cores_per_node or os.cpu_count() or 1
     m = Machine(cores_per_node=cores, ranks_per_node=args.ranks_per_node, net_bw=args.net_gbps * 1e9 / 8,
                 net_latency_s=args.net_latency_us * 1e-6)
-    nodes = -(-layout.world_size // (args.ranks_per_node or layout.world_size))
-    print(f"model: {nodes} node(s) x {cores} cores, {args.ranks_per_node or layout.world_size} ranks per node, "
+    r = predict(prof, m, layout.actors, layout.learners)
+    print(f"model: {r.nodes} node(s) x {cores} cores, {args.ranks_per_node or layout.world_size} ranks per node, "
           f"network {args.net_gbps:g} Gb/s {args.net_latency_us:g} us")
-    print(predict(prof, m, layout.actors, layout.learners).describe())
+    print(r.describe())
     return 0
 
 

@@ -104,23 +104,13 @@ class Machine:
 
 
 def _actor(cfg):
-    """One actor's env copies, policy and sampler (as an actor rank builds them), no MPI."""
+    """Actor 0's sampler (env copies, inference policy) and unroll spec, built as an actor rank builds them; no MPI."""
     import types
 
-    import torch
+    from hpcmarl.roles.common import make_sampler
 
-    from hpcmarl.algos import base as algos
-    from hpcmarl.comm.spec import unroll_spec
-    from hpcmarl.models import make_inference
-    from hpcmarl.roles.common import make_venv
-    from hpcmarl.sampler import Sampler
-
-    torch.manual_seed(cfg.seed)
-    venv = make_venv(types.SimpleNamespace(cfg=cfg), 0, cfg.seed)
-    policy = make_inference(venv.spec, cfg.algo)
-    T, E = cfg.algo.unroll_length, cfg.env.num_envs
-    uspec = unroll_spec(venv.spec, T, E, algos.rnn_hidden(cfg.algo))
-    return Sampler(venv, policy, uspec, T), uspec
+    sampler, _ = make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)
+    return sampler, sampler.spec
 
 
 def _time_unrolls(sampler, uspec, n: int):
@@ -498,14 +488,13 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
     def collect_work():
         return p.collect_s * (rng.lognormal(-sigma * sigma / 2, sigma) if sigma else 1.0)
 
-    def msg(src_rank, dst_rank, nbytes):
-        lat, bw = m.link(node_of(src_rank) == node_of(dst_rank))
-        return lat, bw, nbytes
+    def link(src_rank, dst_rank):
+        return m.link(node_of(src_rank) == node_of(dst_rank))
 
     def send_weights(l, v):
         for a in served[l]:
-            lat, bw, n = msg(l, learners + a, p.weight_bytes)
-            sim.at(sim.now + lat + n / bw + m.poll_s, (lambda a=a: arrived[a].put(v)))
+            lat, bw = link(l, learners + a)
+            sim.at(sim.now + lat + p.weight_bytes / bw + m.poll_s, (lambda a=a: arrived[a].put(v)))
 
     def learner_proc(l):
         node = cpus[node_of(l)]
@@ -550,8 +539,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
 
     def transfer(a, l, bv):
         """Send an unroll through learner l's ingress, then it is in the learner's inbox."""
-        lat, bw, n = msg(learners + a, l, p.unroll_bytes)
-        yield ingress[l].send(lat, bw, n)
+        yield ingress[l].send(*link(learners + a, l), p.unroll_bytes)
         inbox[l].put((a, bv))
 
     def sync_actor(a):

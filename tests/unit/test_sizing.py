@@ -1,16 +1,13 @@
 """The sizing model: its event engine, predictions checked against closed forms, the node profile, the CLI."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from hpcmarl.analysis.sizing import (ASYNC, SYNC, Machine, Node, Profile, Sim, measure, predict,
                                      ring_allreduce_s)
 from hpcmarl.config import load_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from launch import ROOT, hpcmarl
 
 
 def profile(**kw):
@@ -129,22 +126,16 @@ def test_measure_tiny_config():
     assert q.cores_measured == 1 and q.busy_slowdown == 1.0 and 0 <= p.wait_load < 0.5
 
 
-def cli(*args):
-    env = {k: v for k, v in os.environ.items() if k not in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")}
-    return subprocess.run([sys.executable, "-m", "hpcmarl.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
 def test_validate_predict_cli(tmp_path):
     prof = tmp_path / "node.json"
-    r = cli("validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--save-profile", str(prof))
+    r = hpcmarl(["validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--save-profile", str(prof)])
     assert r.returncode == 0, r.stderr
     assert "predicted:" in r.stdout and "bottleneck:" in r.stdout and prof.exists()
-    r = cli("validate", "configs/test_tiny.yaml", "topology.learners=4", "--np", "132", "--predict", "--profile",
-            str(prof), "--ranks-per-node", "33", "--cores-per-node", "32")
+    r = hpcmarl(["validate", "configs/test_tiny.yaml", "topology.learners=4", "--np", "132", "--predict", "--profile",
+                 str(prof), "--ranks-per-node", "33", "--cores-per-node", "32"])
     assert r.returncode == 0, r.stderr
     assert "128 actors and 4 learner(s) on 4 node(s)" in r.stdout
-    r = cli("validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--profile", str(tmp_path / "none.json"))
+    r = hpcmarl(["validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--profile", str(tmp_path / "none.json")])
     assert r.returncode == 2 and "cannot read the node profile" in r.stderr
-    r = cli("validate", "configs/league_kuhn.yaml", "--np", "4", "--predict")
+    r = hpcmarl(["validate", "configs/league_kuhn.yaml", "--np", "4", "--predict"])
     assert r.returncode == 2 and "league mode" in r.stderr
