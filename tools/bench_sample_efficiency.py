@@ -7,7 +7,7 @@ depend on the machine's speed; only the wall time does). Prints a table (median 
 brackets), the best windowed return and the final-minus-best drop, draws a PNG, and ends with
 ``RESULT mappo_500k=… mappo_1m=… mappo_drop=… ref_500k=…`` (plus ``<arm>_<budget>`` for the other arms).
 
-    .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix lbf_mappo lbf_qmix] [--seeds 0,1,2]
+    .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix lbf_mappo lbf_qmix rware_mappo] [--seeds 0,1,2]
         [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
@@ -35,6 +35,8 @@ ARMS = {
     # Level-Based Foraging (EPyMARL's Foraging-8x8-2p-2f-coop-v3, time limit 50; the best return is 1.0)
     "lbf_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=lbf"]),
     "lbf_qmix": ("qmix_spread.yaml", 3, ["env.name=lbf"]),
+    # Multi-Robot Warehouse (rware-tiny-2ag-v2, time limit 500; sparse: +1 per delivered shelf)
+    "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
 }
 
 

@@ -6,6 +6,7 @@ league) one ``mpirun`` job runs for ``--minutes``; every ``--every-s`` seconds t
 (the processes under mpirun, found through /proc) are sampled. Growth is measured from the first sample after
 ``--warmup-min`` minutes (replay buffers full, pools populated) to the last one. Prints a table per rank and ends with
 ``RESULT max_rss_growth=… fds_growth=…`` (the largest relative RSS growth of any rank, the largest change in fds).
+Every sample is kept in ``<out>/<flow>_series.csv``.
 Target (issue 18): RSS growth < 10% after the first 5 minutes, fds constant.
 
     .venv/bin/python tools/soak.py [--minutes 30] [--warmup-min 5] [--flows mappo matrace qmix league]
@@ -88,6 +89,9 @@ def soak(flow, a):
         log.close()
     if p.returncode != 0:
         raise SystemExit(f"{flow}: the run failed (exit {p.returncode}); see {run_dir}.log")
+    with open(run_dir + "_series.csv", "w") as f:  # every sample, to see the shape of a growth, not only its size
+        f.write("pid,minutes,rss_mib,fds\n")
+        f.writelines(f"{pid},{t:.2f},{rss:.1f},{fd}\n" for pid, pts in sorted(series.items()) for t, rss, fd in pts)
     rows = []
     for k, (pid, pts) in enumerate(sorted(series.items())):
         after = [x for x in pts if x[0] >= a.warmup_min]
