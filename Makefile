@@ -3,8 +3,8 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 BIN   := $(VENV)/bin
-NP    ?= 4
-# Open MPI refuses root without these; --oversubscribe lets 4 ranks share 2 cores; --bind-to none
+NP    ?= 3
+# Open MPI refuses root without these; --oversubscribe lets 3-4 ranks share 2 cores; --bind-to none
 # keeps the OS free to move oversubscribed ranks between cores.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
