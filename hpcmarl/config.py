@@ -142,6 +142,9 @@ class LeagueConfig:
     eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
     meta_game: str = "win_rate"  # meta_nash: the pool's payoff matrix from evaluation win rates, or mean returns
     # ("return": zero-sum games scored in chips or points), or exact expected returns ("exact": OpenSpiel games)
+    opponent_cache: int = 32  # snapshot policies each actor and the league rank keep loaded (least recently used
+    # dropped, re-read from its file when needed again): their memory grows while this fills (~1.6 MiB per policy
+    # for configs/league_c4.yaml's network), then stays flat
     exploitability_every: int = 0  # OpenSpiel games (kuhn_poker, leduc_poker): NashConv of the newest snapshot, the
     # uniform and the meta-Nash pool mixture every this many snapshots -> run.h5 /league/exploitability (0 = off)
 
@@ -590,6 +593,7 @@ def validate_league(cfg: Config, envs) -> None:
     _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
+    _check(lg.opponent_cache >= 1, "league.opponent_cache", "must be >= 1")
     _check(lg.meta_game in ("win_rate", "return", "exact"), "league.meta_game", "must be win_rate, return or exact")
     for key, on in (("exploitability_every", lg.exploitability_every), ("meta_game", lg.meta_game == "exact")):
         _check(not on or entry.factory.startswith("hpcmarl.envs.openspiel:"), f"league.{key}",

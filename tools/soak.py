@@ -9,7 +9,7 @@ league) one ``mpirun`` job runs for ``--minutes``; every ``--every-s`` seconds t
 Every sample is kept in ``<out>/<flow>_series.csv``.
 Target (issue 18): RSS growth < 10% after the first 5 minutes, fds constant.
 
-    .venv/bin/python tools/soak.py [--minutes 30] [--warmup-min 5] [--flows mappo matrace qmix league]
+    .venv/bin/python tools/soak.py [--minutes 30] [--warmup-min 5] [--flows mappo matrace qmix league] [key=value ...]
 """
 import argparse
 import os
@@ -68,7 +68,7 @@ def soak(flow, a):
                OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_mpi_yield_when_idle="1", HOROVOD_LOG_LEVEL="error")
     cmd = [shutil.which("mpirun") or "mpirun", "-n", str(ranks), "--bind-to", "none", sys.executable, "-m", "hpcmarl.cli",
            "train", os.path.join(ROOT, "configs", config), f"run_dir={run_dir}", "--fresh", "train.total_env_steps=1000000000",
-           f"train.max_wall_s={a.minutes * 60}", "output.progress_s=60"] + overrides
+           f"train.max_wall_s={a.minutes * 60}", "output.progress_s=60"] + overrides + a.overrides
     log = open(run_dir + ".log", "w")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
@@ -114,6 +114,7 @@ def main():
     ap.add_argument("--every-s", type=float, default=60.0)
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=list(FLOWS))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "soak"))
+    ap.add_argument("overrides", nargs="*", help="key=value overrides for every flow")
     a = ap.parse_args()
     if a.warmup_min >= a.minutes:
         raise SystemExit("--warmup-min must be shorter than --minutes")

@@ -67,7 +67,7 @@ class ActorLeague:
         cfg = ctx.cfg
         self.group = cfg.league.groups[self.gi]
         self.rng = np.random.default_rng(seed)
-        self.bank = PolicyBank(own_policy, self.rng)
+        self.bank = PolicyBank(own_policy, self.rng, capacity=cfg.league.opponent_cache)
         own = self.group.policy_group
         others = list(dict.fromkeys(g.policy_group for g in cfg.league.groups))
         self.assign = {pg: [(SELF if pg == own else RANDOM, 1.0)] for pg in others}
@@ -303,7 +303,8 @@ def league_main(ctx) -> None:
         arrays, _ = storage.load_checkpoint(ctx.resume_path)
         if "league/members" in arrays:
             league.load_state_arrays(arrays)
-    bank = PolicyBank(None, np.random.default_rng(cfg.seed), greedy=cfg.league.eval_greedy)
+    bank = PolicyBank(None, np.random.default_rng(cfg.seed), greedy=cfg.league.eval_greedy,
+                      capacity=cfg.league.opponent_cache)
     bank.paths.update({m: d["path"] for m, d in league.members.items()})  # a resumed pool
     specs = [league_spec(cfg, gi) for gi in range(len(layout.groups))]
     n_params = [sum(p.numel() for p in make_inference(sp, cfg.algo).params) for sp in specs]

@@ -48,6 +48,8 @@ def test_league_config_defaults_and_errors():
     with pytest.raises(ConfigError, match="topology"):
         load_config(None, C4 + ["topology.learners=2"])
     assert load_config(None, C4 + ["topology.learners=1"]).league.enabled
+    with pytest.raises(ConfigError, match="opponent_cache"):
+        load_config(None, C4 + ["league.opponent_cache=0"])
     with pytest.raises(ConfigError, match="league.groups.3"):
         load_config(None, C4 + ["league.groups.3.strategy=pfsp"])
     with pytest.raises(ConfigError, match="algo.name"):
@@ -287,6 +289,13 @@ def test_snapshot_file_round_trip_and_bank(tmp_path):
     assert np.allclose(flat_params(again.params), flat)
     with pytest.raises(KeyError):
         bank.act(5, "player", obs, mask)
+    # league.opponent_cache: at most `capacity` loaded policies, the least recently used dropped and re-read later
+    small = PolicyBank(None, np.random.default_rng(0), greedy=True, capacity=2)
+    small.paths.update({m: path for m in range(4)})
+    for m in (0, 1, 0, 2, 3):
+        small.policy(m)
+    assert list(small.cache) == [2, 3]
+    assert np.array_equal(small.act(0, "player", obs, mask), bank.act(0, "player", obs, mask)) and len(small.cache) == 2
 
 
 def test_play_episode_opening_moves_are_seeded():
