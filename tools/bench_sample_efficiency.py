@@ -34,7 +34,7 @@ ARMS = {
     "qmix": ("qmix_spread.yaml", 3, []),
     # Level-Based Foraging (EPyMARL's Foraging-8x8-2p-2f-coop-v3, time limit 50; the best return is 1.0)
     "lbf_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=lbf"]),
-    "lbf_qmix": ("qmix_spread.yaml", 3, ["env.name=lbf"]),
+    "lbf_qmix": ("qmix_spread.yaml", 3, ["env.name=lbf", "env.kwargs.scale_obs=true"]),  # (its mixer needs it)
     # Multi-Robot Warehouse (rware-tiny-2ag-v2, time limit 500; sparse: +1 per delivered shelf)
     "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
 }

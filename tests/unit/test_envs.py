@@ -483,23 +483,23 @@ def test_lbf_and_rware_step_as_parallel_envs(name, kwargs, obs_dim, n_actions):
 
 def test_gym_adapter_scales_bounded_observations():
     """Entries with finite bounds are divided by their largest magnitude (LBF's raw grid coordinates blew up QMIX's
-    Q-values); ``scale_obs=False`` keeps them; unbounded entries are never touched."""
+    Q-values) with ``scale_obs=True``; the default keeps them; unbounded entries are never touched."""
     from hpcmarl.envs.adapters import GymMultiAgent, obs_scale
 
-    env = GymMultiAgent(_TupleGame(5), "tuple_game", 10)
+    env = GymMultiAgent(_TupleGame(5), "tuple_game", 10, scale_obs=True)
     assert env.observation_space("agent_0").high.tolist() == [1.0]
     env.reset(seed=0)
     for t in range(1, 4):
         obs = env.step({"agent_0": 1, "agent_1": 0})[0]
         assert obs["agent_0"].tolist() == pytest.approx([t / 9])
-    raw = GymMultiAgent(_TupleGame(5), "tuple_game", 10, scale_obs=False)
+    raw = GymMultiAgent(_TupleGame(5), "tuple_game", 10)
     raw.reset(seed=0)
     assert raw.step({"agent_0": 1, "agent_1": 0})[0]["agent_0"].tolist() == [1.0]
     assert raw.observation_space("agent_0").high.tolist() == [9.0]
     assert obs_scale(spaces.Box(-np.inf, np.inf, (3,), np.float32)) is None
     k = obs_scale(spaces.Box(np.array([-4.0, 0.0, 0.0]), np.array([2.0, 0.0, np.inf]), dtype=np.float32))
     assert k.tolist() == [0.25, 1.0, 1.0]
-    venv = VecEnv("lbf", 2, seed=0, kwargs={"max_cycles": 20})
+    venv = VecEnv("lbf", 2, seed=0, kwargs={"max_cycles": 20, "scale_obs": True})
     venv.reset()
     seen = [venv.obs["agent"].copy()]
     for _ in range(20):
