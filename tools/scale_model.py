@@ -76,7 +76,7 @@ def main():
             print(f"{config} {text}: {prof.flow} flow; unroll {prof.steps_per_unroll} steps "
                   f"{prof.collect_s * 1e3:.1f} ms (cv {prof.collect_cv:.2f}); update {prof.update_fixed_s * 1e3:.1f} + "
                   f"{prof.update_per_unroll_s * 1e3:.1f} ms/unroll, {prof.grad_steps} gradient steps; every core busy: "
-                  f"{prof.busy_slowdown:.2f}x slower, two per core {prof.oversub_slowdown:.2f}x beyond sharing; a waiting rank {prof.wait_load:.0%} of a core", flush=True)
+                  f"{prof.busy_slowdown:.2f}x slower; a waiting rank {prof.wait_load:.0%} of a core", flush=True)
             run_dir = os.path.join(out, f"{os.path.splitext(config)[0]}-{text}")
             if not (a.reuse and os.path.exists(os.path.join(run_dir, "run.h5"))):
                 launch(L + A, path, [f"run_dir={run_dir}", f"topology.learners={L}", f"train.max_wall_s={a.train_seconds}",

@@ -59,8 +59,6 @@ class Profile:
     busy_slowdown: float = 1.0  # an unroll's time with every core of the node collecting / alone (memory bandwidth,
     # shared caches, SMT siblings, turbo): the model slows computing ranks by it in proportion to the busy cores
     cores_measured: int = 1  # how many processes collected at once to measure busy_slowdown
-    oversub_slowdown: float = 1.0  # an unroll's time with twice as many processes collecting as cores / what fair
-    # time slicing alone would make it (2 x its time with every core busy): context switches, caches refilled
     wait_load: float = 0.0  # the share of a core a rank uses while it waits for a message (polling with sleeps)
     batch_unrolls: int = 1  # async flow: unrolls per update
     queue_size: int = 4  # async flow: unrolls a learner holds
@@ -207,14 +205,10 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         for i, r in enumerate(recs):
             r["meta"][META_INDEX["actor"]] = i % 4
         procs = min(os.cpu_count() or 1, 32) if busy < 0 else busy
-        slow = over = 1.0
-        alone = float(np.median(times))
+        slow = 1.0
         if procs > 1:
             say(f"timing unrolls with {procs} processes collecting at once (every core busy)")
-            slow = busy_slowdown(cfg, alone, procs, n=max(8, unrolls // 2))
-            if procs <= 16:  # (larger nodes: rarely oversubscribed, and 2x the processes would cost much memory)
-                say(f"timing unrolls with {2 * procs} processes collecting at once (two per core)")
-                over = max(1.0, busy_slowdown(cfg, alone, 2 * procs, n=max(8, unrolls // 2)) / (2 * slow))
+            slow = busy_slowdown(cfg, float(np.median(times)), procs, n=max(8, unrolls // 2))
         # value-based learners train only once their replay holds learning_starts episodes: fill it first
         warm = 0
         while getattr(learner, "replay", None) is not None and learner.replay.size < getattr(cfg.algo, "learning_starts", 0) and warm < 200:
@@ -256,7 +250,7 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
             unroll_bytes=int(recs[0].buf.nbytes), weight_bytes=int(flat.size * 4 + 64), grad_bytes=int((n_params + 1) * 4),
             batch_unrolls=int(getattr(c, "batch_unrolls", 1)), queue_size=int(getattr(c, "queue_size", 4)),
             push_every=int(getattr(c, "push_every", 1)), overlap=bool(cfg.actors.overlap), busy_slowdown=slow,
-            cores_measured=max(1, procs), oversub_slowdown=over, wait_load=wait_load(), host=platform.node(),
+            cores_measured=max(1, procs), wait_load=wait_load(), host=platform.node(),
             measured_at=time.strftime("%Y-%m-%d %H:%M:%S"))
     finally:
         torch.set_num_threads(threads)
@@ -294,13 +288,10 @@ class Sim:
 class Node:
     """Processor sharing: ``busy`` jobs on ``cores`` cores each progress at min(1, cores / demand) per second, where
     the demand counts every other of the node's ``ranks`` as ``wait_load`` of a core (it polls while it waits); slowed
-    further by ``1 + (slowdown - 1) (min(busy, cores) - 1) / (cores - 1)`` (``slowdown`` with every core busy) and,
-    past one rank per core, by ``1 + (oversub - 1) min(1, (demand - cores) / cores)`` (``oversub`` at two per core)."""
+    further by ``1 + (slowdown - 1) (min(busy, cores) - 1) / (cores - 1)`` (``slowdown`` with every core busy)."""
 
-    def __init__(self, sim: Sim, cores: int, slowdown: float = 1.0, ranks: int = 0, wait_load: float = 0.0,
-                 oversub: float = 1.0):
+    def __init__(self, sim: Sim, cores: int, slowdown: float = 1.0, ranks: int = 0, wait_load: float = 0.0):
         self.sim, self.cores, self.slowdown, self.ranks, self.wait_load = sim, cores, slowdown, ranks, wait_load
-        self.oversub = oversub
         self.jobs: Dict[int, list] = {}  # id -> [remaining work, continuation]
         self._ids = 0
         self._t = 0.0
@@ -313,7 +304,6 @@ class Node:
         k, c = len(self.jobs), self.cores
         drag = 1.0 + (self.slowdown - 1.0) * (min(k, c) - 1) / (c - 1) if c > 1 else 1.0
         demand = k + self.wait_load * max(0, self.ranks - k)
-        drag *= 1.0 + (self.oversub - 1.0) * min(1.0, max(0.0, demand - c) / c)
         return min(1.0, c / demand) / drag
 
     def _advance(self) -> None:
@@ -479,8 +469,8 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
     nodes = math.ceil(ranks / per_node)
     sim = Sim()
     node_of = lambda rank: rank // per_node
-    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), min(per_node, ranks - i * per_node), p.wait_load,
-                 max(1.0, p.oversub_slowdown)) for i in range(nodes)]
+    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), min(per_node, ranks - i * per_node), p.wait_load)
+            for i in range(nodes)]
     rng = np.random.default_rng(seed)
     served = [[a for a in range(actors) if a % learners == l] for l in range(learners)]
     learners_same_node = nodes == 1 or per_node >= learners
