@@ -45,7 +45,7 @@ CASES = [
     ("nigt-serial-rennala", 1, 1, NIG),
     ("nigt-2l2a-malenia", 4, 2, NIG + ["algo.aggregation=malenia"]),
     ("nigt-1l1a-allreduce", 2, 1, NIG + ["algo.aggregation=allreduce"]),
-    # the benchmark task families of issue 16 (EPyMARL's): every algorithm on RWARE, QMIX on LBF
+    # the benchmark task families of issue 16 (EPyMARL's): every algorithm on RWARE, VDN on LBF
     ("mappo-serial-rware", 1, 1, PPO + ["env.name=rware", "env.kwargs.max_cycles=5"]),
     ("matrace-serial-rware", 1, 1, MAT + ["env.name=rware", "env.kwargs.max_cycles=10"]),
     ("qmix-serial-rware", 1, 1, QMX + ["env.name=rware", "env.kwargs.max_cycles=25"]),
