@@ -143,7 +143,7 @@ class LeagueConfig:
     meta_game: str = "win_rate"  # meta_nash: the pool's payoff matrix from evaluation win rates, or mean returns
     # ("return": zero-sum games scored in chips or points), or exact expected returns ("exact": OpenSpiel games)
     opponent_cache: int = 32  # snapshot policies each actor and the league rank keep loaded (least recently used
-    # dropped, re-read from its file when needed again): their memory grows while this fills (~1.6 MiB per policy
+    # dropped, re-read from its file when needed again): their memory grows while this fills (~1.7 MiB per policy
     # for configs/league_c4.yaml's network), then stays flat
     exploitability_every: int = 0  # OpenSpiel games (kuhn_poker, leduc_poker): NashConv of the newest snapshot, the
     # uniform and the meta-Nash pool mixture every this many snapshots -> run.h5 /league/exploitability (0 = off)
