@@ -104,20 +104,19 @@ class Machine:
 
 
 def _actor(cfg):
-    """Actor 0's sampler (env copies, inference policy) and unroll spec, built as an actor rank builds them; no MPI."""
+    """Actor 0's sampler (env copies, inference policy, unroll spec), built as an actor rank builds it; no MPI."""
     import types
 
     from hpcmarl.roles.common import make_sampler
 
-    sampler, _ = make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)
-    return sampler, sampler.spec
+    return make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)[0]
 
 
-def _time_unrolls(sampler, uspec, n: int):
+def _time_unrolls(sampler, n: int):
     """``n`` unrolls (after one to warm up: allocations, the first forward pass) and the seconds each took."""
     recs, times = [], []
     for i in range(n + 1):
-        rec = uspec.alloc()
+        rec = sampler.spec.alloc()
         t0 = time.perf_counter()
         sampler.collect(rec)
         if i:
@@ -130,10 +129,10 @@ def _busy_worker(cfg, n, barrier, results):
     import torch
 
     torch.set_num_threads(1)
-    sampler, uspec = _actor(cfg)
-    _time_unrolls(sampler, uspec, 1)
+    sampler = _actor(cfg)
+    _time_unrolls(sampler, 1)
     barrier.wait()
-    results.put(float(np.median(_time_unrolls(sampler, uspec, n)[1])))
+    results.put(float(np.median(_time_unrolls(sampler, n)[1])))
 
 
 def busy_slowdown(cfg, alone_s: float, processes: int, n: int = 8) -> float:
@@ -190,7 +189,7 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        sampler, uspec = _actor(cfg)
+        sampler = _actor(cfg)
         venv, policy = sampler.venv, sampler.policy
         T, E = cfg.algo.unroll_length, cfg.env.num_envs
         device = torch.device("cuda" if cfg.learner.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
@@ -198,7 +197,7 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         flat = learner.policy_flat()
         policy.load(flat, 0)
         say(f"timing {unrolls} unrolls of {T} steps x {E} env copies ({cfg.env.name})")
-        recs, times = _time_unrolls(sampler, uspec, max(unrolls, 6))
+        recs, times = _time_unrolls(sampler, max(unrolls, 6))
         sampler.venv.close()
         t_env = [float(r["meta"][META_INDEX["t_env"]]) for r in recs]
         t_inf = [float(r["meta"][META_INDEX["t_infer"]]) for r in recs]
