@@ -33,8 +33,8 @@ ARMS = {
     "matrace": ("matrace_spread.yaml", 4, ["topology.learners=2"]),
     "qmix": ("qmix_spread.yaml", 3, []),
     # Level-Based Foraging (EPyMARL's Foraging-8x8-2p-2f-coop-v3, time limit 50; the best return is 1.0)
-    "lbf_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=lbf"]),
-    "lbf_qmix": ("qmix_spread.yaml", 3, ["env.name=lbf", "env.kwargs.scale_obs=true"]),  # (its mixer needs it)
+    "lbf_mappo": ("lbf_mappo.yaml", 4, ["topology.learners=2"]),
+    "lbf_qmix": ("lbf_qmix.yaml", 3, []),  # recurrent agents, TD(lambda), scaled observations
     # Multi-Robot Warehouse (rware-tiny-2ag-v2, time limit 500; sparse: +1 per delivered shelf)
     "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
 }
@@ -166,11 +166,13 @@ def main():
     print("|---|" + "---:|" * len(cols))
     med = {}
     for label, per_seed in rows.items():
+        big = max((abs(r[c]) for r in per_seed for c in cols if not np.isnan(r[c])), default=0.0)
+        fmt = "{:.1f}" if big >= 10 else "{:.3f}"  # LBF returns lie in [0, 1]
         cells = []
         for c in cols:
             vals = [r[c] for r in per_seed]
             med[(label, c)] = float(np.nanmedian(vals)) if not all(np.isnan(vals)) else float("nan")
-            cells.append(f"{med[(label, c)]:.1f} [{', '.join(f'{v:.1f}' for v in vals)}]")
+            cells.append(f"{fmt.format(med[(label, c)])} [{', '.join(fmt.format(v) for v in vals)}]")
         print(f"| {label} | " + " | ".join(cells) + " |")
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump({"rows": rows, "seeds": seeds, "budgets": budgets, "window": a.window}, f, indent=1)

@@ -51,6 +51,9 @@ CASES = [
     ("qmix-serial-rware", 1, 1, QMX + ["env.name=rware", "env.kwargs.max_cycles=25"]),
     ("vdn-serial-lbf", 1, 1, QMX + ["algo.name=vdn", "env.name=lbf", "env.kwargs.max_cycles=25"]),
     ("nigt-serial-rware", 1, 1, NIG + ["env.name=rware"]),
+    # the shipped LBF QMIX config: recurrent agents, TD(lambda), bootstrapping at time limits, hard target copies
+    ("qmix-1l1a-lbf-config", 2, 1, ["configs/lbf_qmix.yaml", "algo.batch_episodes=4", "algo.learning_starts=4",
+                                    "algo.target_update=3"] + SMALL),
 ]
 
 
