@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.set_defaults(fn=cmd_exploitability)
 
     e = sub.add_parser("evaluate", help="play a checkpoint's policies on its environment (no MPI)")
-    e.add_argument("checkpoint", help="checkpoints/ckpt-*.h5 of a run")
+    e.add_argument("checkpoint", help="checkpoints/ckpt-*.h5 of a run, or a run directory (its newest checkpoint)")
     e.add_argument("--episodes", type=int, default=100)
     e.add_argument("--seed", type=int, default=12345, help="fixed seed, so evaluations are comparable")
     e.add_argument("--greedy", action="store_true", help="most likely actions instead of sampled ones")

@@ -74,14 +74,72 @@ def preflight(cfg: Config, fresh: bool) -> dict:
         raise PreflightError(f"no readable checkpoint in {run_dir}/checkpoints ("
                              + "; ".join(w.replace("hpcmarl: warning: skipping ", "") for w in info["warnings"])
                              + "); start fresh with --fresh (the old run is moved aside)")
-    path, _, attrs = found
-    for key in ("env",):
-        if str(attrs.get(key)) != getattr(cfg.env, "name"):
-            raise PreflightError(f"{path} was written for env {attrs.get(key)!r}, the config asks for "
-                                 f"{cfg.env.name!r}; use another run_dir or --fresh")
+    path, arrays, attrs = found
+    for key, want in (("env", cfg.env.name), ("algo", cfg.algo.name)):
+        if str(attrs.get(key)) != want:
+            raise PreflightError(f"{path} was written for {key} {attrs.get(key)!r}, the config asks for "
+                                 f"{want!r}; use another run_dir or --fresh")
+    changes = config_changes(str(attrs.get("config", "")), cfg)
+    misfit = state_misfit(cfg, arrays)
+    if misfit:
+        raise PreflightError(f"cannot resume from {path}: its state does not fit this config's model ({misfit}); "
+                             f"settings changed since it was written: {'; '.join(changes) or 'none'}. Resume with "
+                             f"the run's settings ({os.path.join(run_dir, 'config.yaml')}), use another run_dir, "
+                             f"or --fresh")
+    if changes:
+        info["warnings"].append("hpcmarl: warning: resuming with settings changed since the checkpoint: "
+                                + "; ".join(changes))
     info["resume_path"] = path
     info["start_update"] = int(attrs["update"])
     return info
+
+
+RESUME_FREE = ("train.", "output.", "runtime.", "fresh", "run_dir")  # run control: changes nothing a checkpoint holds
+
+
+def config_changes(old_yaml: str, cfg: Config) -> list:
+    """``key: old -> new`` for every config key (run control left out) that differs from the checkpoint's config."""
+    import yaml
+
+    from hpcmarl.analysis.export import flatten_config
+    from hpcmarl.config import to_dict
+
+    try:
+        old = flatten_config(yaml.safe_load(old_yaml) or {})
+    except yaml.YAMLError:
+        return []
+    new = flatten_config(to_dict(cfg))
+    return [f"{k}: {old.get(k, '<absent>')} -> {new.get(k, '<absent>')}" for k in sorted(set(old) | set(new))
+            if not k.startswith(RESUME_FREE) and repr(old.get(k, "<absent>")) != repr(new.get(k, "<absent>"))]
+
+
+def state_misfit(cfg: Config, arrays: dict) -> str:
+    """Why a checkpoint's learner state cannot load into the learner ``cfg`` builds ('' when it can): parameters the
+    one has and the other lacks or holds in another shape, else whatever loading the lead learner's arrays raises.
+    Builds that learner once on the CPU (the global torch random state is kept); league runs and flows without a
+    learner object (NIGT) are left to the roles."""
+    algo = algos.get(cfg.algo.name)
+    if cfg.league.enabled or algo.learner is None:
+        return ""
+    import torch
+
+    from hpcmarl.envs import probe_spec
+
+    spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, uses_state(cfg.algo))
+    mine = "learners/00000/"
+    lead = {**arrays, **{k[len(mine):]: v for k, v in arrays.items() if k.startswith(mine)}}
+    with torch.random.fork_rng(devices=[]):
+        learner = algo.make_learner(spec, cfg.algo, torch.device("cpu"), seed=cfg.seed, init_seed=cfg.seed)
+        fresh = {k: np.shape(v) for k, v in learner.state_arrays().items() if k.startswith(("model/", "target/"))}
+        old = {k: np.shape(v) for k, v in lead.items() if k.startswith(("model/", "target/"))}
+        bad = [f"{k}: {old[k] if k in old else 'absent'} in the checkpoint, {fresh[k] if k in fresh else 'absent'} now"
+               for k in sorted(set(fresh) | set(old)) if fresh.get(k) != old.get(k)]
+        if not bad:
+            try:
+                learner.load_state_arrays(lead)
+            except Exception as e:  # noqa: BLE001 - any failure to load is the answer
+                bad = [f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"]
+    return "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 class Context:

@@ -6,6 +6,8 @@ measure as ``inspect``), optionally a GIF of the first episode where the environ
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -15,7 +17,7 @@ import yaml
 from hpcmarl.config import from_dict
 from hpcmarl.envs import VecEnv, probe_spec
 from hpcmarl.models import Inference, make_inference
-from hpcmarl.storage import StorageError, load_checkpoint
+from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
 
 
 def load_policy(ckpt: str):
@@ -41,6 +43,11 @@ def load_policy(ckpt: str):
 
 def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = False, num_envs: int = 8,
              render_gif: Optional[str] = None) -> Dict:
+    if os.path.isdir(ckpt):  # a run directory: its newest readable checkpoint
+        found = latest_checkpoint(os.path.join(ckpt, "checkpoints"), log=lambda m: print(m, file=sys.stderr))
+        if found is None:
+            raise StorageError(f"{ckpt}: no readable checkpoint in {os.path.join(ckpt, 'checkpoints')}")
+        ckpt = found[0]
     cfg, policy = load_policy(ckpt)
     torch.manual_seed(seed)
     venv = VecEnv(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)

@@ -27,7 +27,8 @@ def test_evaluate_matches_a_reference_loop_and_is_reproducible(run):
     from hpcmarl.envs import VecEnv
 
     a = evaluate(str(ckpt(run)), episodes=6, seed=3, num_envs=2)
-    b = evaluate(str(ckpt(run)), episodes=6, seed=3, num_envs=2)
+    b = evaluate(str(run), episodes=6, seed=3, num_envs=2)  # a run directory: its newest checkpoint
+    assert b["checkpoint"] == str(ckpt(run))
     assert a == b and a["groups"]["agent"]["episodes"] == 6 and a["length_mean"] == 10
     # reference: the same policy and seeds stepped by hand (every episode here has the same length)
     cfg, policy = load_policy(str(ckpt(run)))
@@ -60,7 +61,8 @@ def test_evaluate_and_inspect_bad_paths(run, tmp_path):
     with open(bad, "r+b") as f:
         f.truncate(os.path.getsize(bad) // 3)
     for args in (["evaluate", str(tmp_path / "missing.h5")], ["evaluate", str(bad)],
-                 ["inspect", str(tmp_path / "nope")], ["evaluate", str(run / "config.yaml")]):
+                 ["inspect", str(tmp_path / "nope")], ["evaluate", str(run / "config.yaml")],
+                 ["evaluate", str(tmp_path)]):  # a directory without checkpoints
         p = hpcmarl(args)
         assert p.returncode == 2, (args, p.stderr)
         lines = p.stderr.strip().splitlines()

@@ -133,6 +133,29 @@ def test_bad_input_one_line_errors_and_untouched_run_dir(tmp_path):
     assert tree_digest(run) == before
 
 
+def test_resume_with_changed_settings(tmp_path):
+    """A checkpoint whose model does not fit the config: one line naming the changed keys, exit 2, nothing written;
+    a change that fits (the learning rate) resumes with a warning that names it."""
+    run = tmp_path / "run"
+    args = ["train", "configs/test_tiny.yaml", f"run_dir={run}"] + TINY
+    p = hpcmarl(args + ["train.max_updates=2", "output.checkpoint_every=1"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    before = tree_digest(run)
+    for extra, needles in ((["algo.hidden=32"], ["algo.hidden: 16 -> 32", "(16,", "--fresh"]),
+                           (["algo.name=ippo"], ["for algo 'mappo'", "'ippo'"])):
+        p = hpcmarl(args + ["train.max_updates=3"] + extra)
+        assert p.returncode == 2, (extra, p.stderr[-3000:])
+        err = [l for l in p.stderr.splitlines() if l.startswith("hpcmarl: error")]
+        assert len(err) == 1 and all(n in err[0] for n in needles), p.stderr
+        assert "Traceback" not in p.stderr
+        assert tree_digest(run) == before
+    p = hpcmarl(args + ["train.max_updates=3", "algo.lr=1e-4"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    warn = [l for l in p.stderr.splitlines() if "settings changed since the checkpoint" in l]
+    assert len(warn) == 1 and "algo.lr: 0.0005 -> 0.0001" in warn[0], p.stderr
+    assert "resumed from ckpt-000000002.h5" in p.stdout and inspect_json(run)["updates"] == 3
+
+
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path):
     run = tmp_path / "run"
     args = ["train", "configs/test_tiny.yaml", f"run_dir={run}", "output.checkpoint_every=1"] + TINY
