@@ -6,7 +6,7 @@ import collections
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -96,11 +96,22 @@ def traj_path(ctx, actor_index: int) -> Optional[str]:
     return os.path.join(ctx.run_dir, "trajectories", f"actor-{actor_index:05d}.h5")
 
 
+def duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h05m``."""
+    seconds = int(round(seconds))
+    if seconds < 100:
+        return f"{seconds}s"
+    if seconds < 6000:
+        return f"{round(seconds / 60)}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class Progress:
     """The lead learner's console line: every ``interval`` s, ``\\r``-refreshed on a terminal."""
 
-    def __init__(self, interval: float, total_steps: int, groups: List[str]):
+    def __init__(self, interval: float, total_steps: int, groups: List[str], wall_left: Callable[[], float] = None):
         self.interval, self.total, self.groups = interval, total_steps, groups
+        self.wall_left = wall_left  # seconds until train.max_wall_s ends this session (None: no limit)
         self.tty = sys.stdout.isatty()
         self.last = 0.0
 
@@ -109,7 +120,19 @@ class Progress:
                         for g in self.groups)
         pct = 100.0 * s["env_steps"] / self.total if self.total else 0.0
         return (f"[hpcmarl] upd {int(s['update']):>6} | steps {int(s['env_steps']):>11,} ({pct:5.1f}%) | "
-                f"{s['sps']:>8,.0f} sps | return {rets} | lag {s['lag_mean']:.2f} | {s['wall_time']:7.0f}s")
+                f"{s['sps']:>8,.0f} sps | return {rets} | lag {s['lag_mean']:.2f} | {s['wall_time']:7.0f}s"
+                f"{self.eta(s)}")
+
+    def eta(self, s: dict) -> str:
+        """`` | eta 12m`` at this session's rate to ``total_env_steps`` (`` | wall limit in 5m`` when
+        ``train.max_wall_s`` ends the session first); empty before the rate is known."""
+        left = self.total - s["env_steps"]
+        if left <= 0 or not s["sps"] > 0:
+            return ""
+        eta, what = left / s["sps"], "eta"
+        if self.wall_left is not None and self.wall_left() < eta:
+            eta, what = max(0.0, self.wall_left()), "wall limit in"
+        return f" | {what} {duration(eta)}"
 
     def maybe(self, s: dict, force: bool = False):
         now = time.monotonic()
@@ -141,7 +164,9 @@ class RunLog:
                 self.counters[k] = type(self.counters[k])(resume_attrs.get(k, self.counters[k]))  # (older: no env_errors)
             self.resume_rows = {k[len("rows_"):]: int(v) for k, v in resume_attrs.items() if k.startswith("rows_")}
         self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
-        self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups)
+        self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups,
+                                 (lambda: cfg.train.max_wall_s - (time.monotonic() - self.session0))
+                                 if cfg.train.max_wall_s else None)
         self.writer: Optional[storage.RunWriter] = None
         self.reached = False
         self.reached_at = None  # (window returns, env steps, wall seconds) when the target was first reached
