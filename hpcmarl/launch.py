@@ -61,6 +61,7 @@ def preflight(cfg: Config, fresh: bool) -> dict:
     info = {"run_dir": run_dir, "resume_path": None, "start_update": 0, "move_aside": False, "warnings": []}
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise PreflightError(f"run directory {run_dir} exists and is not a directory")
+    learner = probe_learner(cfg)
     if not os.path.isdir(run_dir) or not os.listdir(run_dir):
         return info
     if fresh:
@@ -80,7 +81,7 @@ def preflight(cfg: Config, fresh: bool) -> dict:
             raise PreflightError(f"{path} was written for {key} {attrs.get(key)!r}, the config asks for "
                                  f"{want!r}; use another run_dir or --fresh")
     changes = config_changes(str(attrs.get("config", "")), cfg)
-    misfit = state_misfit(cfg, arrays)
+    misfit = state_misfit(learner, arrays) if learner is not None else ""
     if misfit:
         raise PreflightError(f"cannot resume from {path}: its state does not fit this config's model ({misfit}); "
                              f"settings changed since it was written: {'; '.join(changes) or 'none'}. Resume with "
@@ -113,32 +114,44 @@ def config_changes(old_yaml: str, cfg: Config) -> list:
             if not k.startswith(RESUME_FREE) and repr(old.get(k, "<absent>")) != repr(new.get(k, "<absent>"))]
 
 
-def state_misfit(cfg: Config, arrays: dict) -> str:
-    """Why a checkpoint's learner state cannot load into the learner ``cfg`` builds ('' when it can): parameters the
-    one has and the other lacks or holds in another shape, else whatever loading the lead learner's arrays raises.
-    Builds that learner once on the CPU (the global torch random state is kept); league runs and flows without a
-    learner object (NIGT) are left to the roles."""
+def probe_learner(cfg: Config):
+    """Build one env and (outside league mode, for algorithms with a learner object) one learner of ``cfg`` on the
+    CPU, so that env arguments, policy maps and algorithm/env mismatches (e.g. QMIX on continuous actions) are bad
+    input before anything is written (the global torch random state is kept). Returns the learner (or None)."""
+    from hpcmarl.envs import EnvError, make_env, probe_spec
+
     algo = algos.get(cfg.algo.name)
-    if cfg.league.enabled or algo.learner is None:
-        return ""
+    try:
+        if cfg.league.enabled or algo.learner is None:
+            make_env(cfg.env.name, cfg.env.kwargs).close()
+            return None
+        spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, uses_state(cfg.algo))
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return algo.make_learner(spec, cfg.algo, torch.device("cpu"), seed=cfg.seed, init_seed=cfg.seed)
+    except (EnvError, ValueError) as e:
+        raise PreflightError(str(e)) from None
+
+
+def state_misfit(learner, arrays: dict) -> str:
+    """Why a checkpoint's learner state cannot load into ``learner`` (:func:`probe_learner`; '' when it can):
+    parameters the one has and the other lacks or holds in another shape, else whatever loading the lead learner's
+    arrays raises."""
     import torch
 
-    from hpcmarl.envs import probe_spec
-
-    spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, uses_state(cfg.algo))
     mine = "learners/00000/"
     lead = {**arrays, **{k[len(mine):]: v for k, v in arrays.items() if k.startswith(mine)}}
-    with torch.random.fork_rng(devices=[]):
-        learner = algo.make_learner(spec, cfg.algo, torch.device("cpu"), seed=cfg.seed, init_seed=cfg.seed)
-        fresh = {k: np.shape(v) for k, v in learner.state_arrays().items() if k.startswith(("model/", "target/"))}
-        old = {k: np.shape(v) for k, v in lead.items() if k.startswith(("model/", "target/"))}
-        bad = [f"{k}: {old[k] if k in old else 'absent'} in the checkpoint, {fresh[k] if k in fresh else 'absent'} now"
-               for k in sorted(set(fresh) | set(old)) if fresh.get(k) != old.get(k)]
-        if not bad:
-            try:
+    fresh = {k: np.shape(v) for k, v in learner.state_arrays().items() if k.startswith(("model/", "target/"))}
+    old = {k: np.shape(v) for k, v in lead.items() if k.startswith(("model/", "target/"))}
+    bad = [f"{k}: {old[k] if k in old else 'absent'} in the checkpoint, {fresh[k] if k in fresh else 'absent'} now"
+           for k in sorted(set(fresh) | set(old)) if fresh.get(k) != old.get(k)]
+    if not bad:
+        try:
+            with torch.random.fork_rng(devices=[]):
                 learner.load_state_arrays(lead)
-            except Exception as e:  # noqa: BLE001 - any failure to load is the answer
-                bad = [f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"]
+        except Exception as e:  # noqa: BLE001 - any failure to load is the answer
+            bad = [f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"]
     return "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 

@@ -111,6 +111,7 @@ def test_bad_input_one_line_errors_and_untouched_run_dir(tmp_path):
     cases = [
         (["algo.bogus=1"], "algo.bogus"),
         (["env.name=no_such_env"], "no_such_env"),
+        (["env.kwargs.bogus=1"], "unexpected keyword argument 'bogus'"),  # found by building the env once
     ]
     for extra, needle in cases:
         p = mpirun(2, ["train", "configs/test_tiny.yaml", f"run_dir={run}"] + TINY + extra, timeout=60)
@@ -119,6 +120,10 @@ def test_bad_input_one_line_errors_and_untouched_run_dir(tmp_path):
         assert len(lines) == 1 and needle in lines[0], p.stderr
     p = mpirun(2, ["train", "configs/test_tiny.yaml", f"run_dir={run}", "topology.learners=2"] + TINY, timeout=60)
     assert p.returncode == 2 and "topology.learners=2" in p.stderr, p.stderr
+    # an algorithm the env does not suit, found by building the learner once before anything is written
+    p = hpcmarl(["train", "configs/qmix_spread.yaml", f"run_dir={run}", "env.kwargs.continuous_actions=true"])
+    err = [l for l in p.stderr.splitlines() if l.startswith("hpcmarl: error")]
+    assert p.returncode == 2 and len(err) == 1 and "needs discrete actions" in err[0], p.stderr
     assert tree_digest(run) == before
 
     # every checkpoint truncated -> one-line error naming the file, exit 2, nothing changed
