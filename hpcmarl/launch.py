@@ -290,6 +290,11 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
             pre = preflight(cfg, fresh)
         except (PreflightError, ConfigError) as e:
             pre = {"error": str(e)}
+    elif layout.role(rank) == LEARNER:
+        try:  # MPI: the same build warms the lazy imports (env package, torch's optimizer machinery) this learner
+            probe_learner(cfg)  # needs next, while rank 0 checks; rank 0 reports any error
+        except Exception:  # noqa: BLE001 - rank 0 meets the same error and reports it
+            pass
     pre = world.bcast(pre, root=0)
     if "error" in pre:
         say(f"hpcmarl: error: {pre['error']}")
