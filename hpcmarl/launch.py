@@ -102,6 +102,7 @@ def config_changes(old_yaml: str, cfg: Config) -> list:
     """``key: old -> new`` for every config key (run control left out) that differs from the checkpoint's config."""
     import yaml
 
+    from hpcmarl.analysis.compare import ABSENT
     from hpcmarl.analysis.export import flatten_config
     from hpcmarl.config import to_dict
 
@@ -110,8 +111,8 @@ def config_changes(old_yaml: str, cfg: Config) -> list:
     except yaml.YAMLError:
         return []
     new = flatten_config(to_dict(cfg))
-    return [f"{k}: {old.get(k, '<absent>')} -> {new.get(k, '<absent>')}" for k in sorted(set(old) | set(new))
-            if not k.startswith(RESUME_FREE) and repr(old.get(k, "<absent>")) != repr(new.get(k, "<absent>"))]
+    pairs = {k: (old.get(k, ABSENT), new.get(k, ABSENT)) for k in sorted(set(old) | set(new)) if not k.startswith(RESUME_FREE)}
+    return [f"{k}: {a} -> {b}" for k, (a, b) in pairs.items() if repr(a) != repr(b)]
 
 
 def probe_learner(cfg: Config):
