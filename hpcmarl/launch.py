@@ -111,7 +111,8 @@ def config_changes(old_yaml: str, cfg: Config) -> list:
     except yaml.YAMLError:
         return []
     new = flatten_config(to_dict(cfg))
-    pairs = {k: (old.get(k, ABSENT), new.get(k, ABSENT)) for k in sorted(set(old) | set(new)) if not k.startswith(RESUME_FREE)}
+    keys = sorted(k for k in set(old) | set(new) if not k.startswith(RESUME_FREE))
+    pairs = {k: (old.get(k, ABSENT), new.get(k, ABSENT)) for k in keys}
     return [f"{k}: {a} -> {b}" for k, (a, b) in pairs.items() if repr(a) != repr(b)]
 
 
