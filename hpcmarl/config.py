@@ -288,7 +288,16 @@ def _build_algo(data, key):
         algo = base.get(name)
     except KeyError as e:
         raise ConfigError(f"config key '{key}.name': {e.args[0]}") from None
-    return _build(algo.config_class(), data, key)
+    cls = algo.config_class()
+    own = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k in own:
+            continue
+        elsewhere = sorted(n for n, a in base.ALGORITHMS.items() if k in {f.name for f in dataclasses.fields(a.config_class())})
+        if elsewhere:  # an option of other algorithms: say so rather than guess a near name
+            raise ConfigError(f"unknown config key '{_join(key, k)}': algorithm {name} has no option '{k}' (it is an "
+                              f"option of {', '.join(elsewhere)})")
+    return _build(cls, data, key)
 
 
 def _join(prefix: str, name) -> str:

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts in tools/ (launching runs, reading their outputs)."""
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,14 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def parse_steps(text: str) -> int:
+    """An env-step count as benchmarks take it: 250000, 500k, 1m, 1.5m."""
+    m = re.fullmatch(r"([\d.]+)([km]?)", text.strip().lower())
+    if not m:
+        raise SystemExit(f"bad env-step budget {text!r} (e.g. 500k, 1m, 250000)")
+    return int(float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2)])
 
 
 def launch(np_, config, overrides, timeout, log_path=None):

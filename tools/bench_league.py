@@ -6,8 +6,8 @@ fixed-seed evaluations of both final policies (``hpcmarl match`` logic, seats al
     selfplay   the same config with league.groups.0.strategy=self_play (always the current policy;
                snapshots are still taken, but only for the league rank's evaluation)
 
-Each run gets ``--budget-s`` seconds of training (``train.max_wall_s``) on ``--ranks`` MPI ranks (1 learner,
-ranks - 2 actors, 1 league rank), one after the other on the same machine. Evaluations (``--games`` each):
+Each run gets ``--budget-s`` seconds of training (``train.max_wall_s``), or ``--budget-steps`` env steps (the same
+budget on any machine), on ``--ranks`` MPI ranks (1 learner, ranks - 2 actors, 1 league rank), one after the other. Evaluations (``--games`` each):
 
     c4_vs_random       league policy (greedy) vs uniformly random legal moves
     c4_vs_lookahead    league policy (greedy) vs one-step lookahead (win now, else block, else random)
@@ -20,7 +20,7 @@ rate over those pairs with a 95% bootstrap interval over seeds. Last line:
 
     RESULT c4_vs_random=… c4_vs_lookahead=… selfplay_vs_lookahead=… league_vs_selfplay=… league_vs_selfplay_ci=lo,hi seeds=…
 
-    .venv/bin/python tools/bench_league.py [--budget-s 1200] [--ranks 4] [--games 400] [--seeds 0,1,2]
+    .venv/bin/python tools/bench_league.py [--budget-s 1200 | --budget-steps 2m] [--ranks 4] [--games 400] [--seeds 0,1,2]
         [--out runs/bench_league]
 """
 import argparse
@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from _common import ROOT, launch
+from _common import ROOT, launch, parse_steps
 
 from hpcmarl.league.match import match
 from hpcmarl.storage import list_checkpoints
@@ -37,6 +37,9 @@ from hpcmarl.storage import list_checkpoints
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget-s", type=float, default=1200.0, help="training wall-clock seconds per run")
+    ap.add_argument("--budget-steps", default=None,
+                    help="train every run for this many env steps instead (e.g. 2m): the same budget on any machine and "
+                         "beside other work; --budget-s then only bounds each run's wall clock")
     ap.add_argument("--ranks", type=int, default=4)
     ap.add_argument("--games", type=int, default=400)
     ap.add_argument("--opening", type=int, default=2)
@@ -45,6 +48,7 @@ def main():
     ap.add_argument("--skip-train", action="store_true", help="evaluate the runs already in --out")
     args = ap.parse_args()
     seeds = [int(x) for x in args.seeds.split(",")]
+    budget_steps = parse_steps(args.budget_steps) if args.budget_steps else 0
     cfg = os.path.join(ROOT, "configs", "league_c4.yaml")
     arms = {"league": [], "selfplay": ["league.groups.0.strategy=self_play"]}
     ckpt = {}
@@ -55,9 +59,10 @@ def main():
             if not args.skip_train:
                 os.makedirs(args.out, exist_ok=True)
                 t = launch(args.ranks, cfg, [f"run_dir={run_dir}", f"train.max_wall_s={args.budget_s}", f"seed={seed}",
-                                             "train.total_env_steps=1000000000", "--fresh"] + extra,
+                                             f"train.total_env_steps={budget_steps or 1_000_000_000}", "--fresh"] + extra,
                            timeout=args.budget_s + 600, log_path=os.path.join(args.out, f"{tag}.log"))
-                print(f"{tag}: trained {args.budget_s:.0f}s budget ({t:.0f}s with startup and shutdown); log "
+                budget = f"{budget_steps:,} env steps" if budget_steps else f"{args.budget_s:.0f}s"
+                print(f"{tag}: trained {budget} budget ({t:.0f}s with startup and shutdown); log "
                       f"{os.path.join(args.out, tag + '.log')}", flush=True)
             found = list_checkpoints(os.path.join(run_dir, "checkpoints"))
             if not found:

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, launch
+from _common import ROOT, launch, parse_steps
 
 # name -> (config, ranks, overrides): the layouts the targets of issue 16 are stated for
 ARMS = {
@@ -38,13 +38,6 @@ ARMS = {
     # Multi-Robot Warehouse (rware-tiny-2ag-v2, time limit 500; sparse: +1 per delivered shelf)
     "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
 }
-
-
-def parse_budget(text: str) -> int:
-    m = re.fullmatch(r"([\d.]+)([km]?)", text.strip().lower())
-    if not m:
-        raise SystemExit(f"bad budget {text!r} (e.g. 500k, 1m, 250000)")
-    return int(float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2)])
 
 
 def budget_name(n: int) -> str:
@@ -128,7 +121,7 @@ def main():
     a = ap.parse_args()
     a.out = os.path.abspath(a.out)
     os.makedirs(a.out, exist_ok=True)
-    budgets = [parse_budget(b) for b in a.budgets.split(",")]
+    budgets = [parse_steps(b) for b in a.budgets.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
     arms = [parse_arm(x) for x in a.arms]
     top = max(budgets)

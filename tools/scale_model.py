@@ -52,13 +52,14 @@ def main():
     ap.add_argument("--skip", type=int, default=5, help="updates left out at the start (warm-up)")
     ap.add_argument("--large", default="16x1024@16:16", help="LxA@RANKS_PER_NODE:CORES_PER_NODE to predict")
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
-    ap.add_argument("--reuse", action="store_true", help="read the runs already in --out instead of training again")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read the runs (and the node profiles measured before them) already in --out instead of measuring again")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every config")
     a = ap.parse_args()
 
     import torch
 
-    from hpcmarl.analysis.sizing import Machine, measure, predict
+    from hpcmarl.analysis.sizing import Machine, Profile, measure, predict
     from hpcmarl.config import load_config
 
     torch.set_num_threads(1)
@@ -71,13 +72,17 @@ def main():
         cfg = load_config(path, list(a.overrides))
         for text in a.layouts:
             L, A = parse_layout(text)
-            # the profile right before the run: this machine's speed drifts by 10-20% over minutes (a shared VM)
-            prof = measure(cfg, unrolls=a.unrolls)
+            run_dir = os.path.join(out, f"{os.path.splitext(config)[0]}-{text}")
+            saved = run_dir + ".profile.json"
+            if a.reuse and os.path.exists(saved):  # the profile measured right before that run
+                prof = Profile.load(saved)
+            else:  # the profile right before the run: this machine's speed drifts by 10-20% over minutes (a shared VM)
+                prof = measure(cfg, unrolls=a.unrolls)
+                prof.save(saved)
             print(f"{config} {text}: {prof.flow} flow; unroll {prof.steps_per_unroll} steps "
                   f"{prof.collect_s * 1e3:.1f} ms (cv {prof.collect_cv:.2f}); update {prof.update_fixed_s * 1e3:.1f} + "
                   f"{prof.update_per_unroll_s * 1e3:.1f} ms/unroll, {prof.grad_steps} gradient steps; every core busy: "
                   f"{prof.busy_slowdown:.2f}x slower; a waiting rank {prof.wait_load:.0%} of a core", flush=True)
-            run_dir = os.path.join(out, f"{os.path.splitext(config)[0]}-{text}")
             if not (a.reuse and os.path.exists(os.path.join(run_dir, "run.h5"))):
                 launch(L + A, path, [f"run_dir={run_dir}", f"topology.learners={L}", f"train.max_wall_s={a.train_seconds}",
                                      "train.total_env_steps=1000000000", "output.trajectories=false", "--fresh"]

@@ -127,6 +127,13 @@ def test_unknown_nested_key_names_full_dotted_key():
     assert "'output.keep_checkpoint'" in msg
 
 
+def test_option_of_another_algorithm_names_them():
+    msg = error_of(None, ["algo.name=matrace", "algo.recurrent=true"])
+    assert "'algo.recurrent'" in msg and "matrace has no option 'recurrent'" in msg and "mappo" in msg
+    assert "matrace" not in msg.split("option of")[1]
+    assert "option of" not in error_of(None, ["algo.name=matrace", "algo.recurent=true"])  # no algorithm has it
+
+
 def test_unknown_key_in_yaml(tmp_path):
     path = write_yaml(tmp_path, {"env": {"name": "simple_spread_v3", "num_env": 2}})
     assert "'env.num_env'" in error_of(path)
