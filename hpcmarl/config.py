@@ -289,15 +289,20 @@ def _build_algo(data, key):
     except KeyError as e:
         raise ConfigError(f"config key '{key}.name': {e.args[0]}") from None
     cls = algo.config_class()
-    own = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k in own:
-            continue
-        elsewhere = sorted(n for n, a in base.ALGORITHMS.items() if k in {f.name for f in dataclasses.fields(a.config_class())})
+    unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(cls)}]
+    for k in unknown:
+        elsewhere = sorted(n for n, a in base.ALGORITHMS.items() if k in _option_names(a))
         if elsewhere:  # an option of other algorithms: say so rather than guess a near name
             raise ConfigError(f"unknown config key '{_join(key, k)}': algorithm {name} has no option '{k}' (it is an "
                               f"option of {', '.join(elsewhere)})")
     return _build(cls, data, key)
+
+
+def _option_names(algo) -> set:
+    try:
+        return {f.name for f in dataclasses.fields(algo.config_class())}
+    except Exception:  # noqa: BLE001 - a plug-in whose config does not import: its own run reports that
+        return set()
 
 
 def _join(prefix: str, name) -> str:

@@ -7,7 +7,9 @@ costs (one actor and one learner in this process, ``hpcmarl.analysis.sizing.meas
 ``--train-seconds`` under mpirun, reads the env steps/s between the ``--skip``-th and the last update from run.h5, and
 compares it with the model's prediction for the same layout on this node (its cores). Prints a table, then the
 model's prediction for ``--large`` (e.g. 1,024 actors / 16 learners on 64 nodes of 16 cores). Last line:
-``RESULT max_err=… mean_err=… within_20pct=k/n`` (relative error of predicted vs measured env steps/s).
+``RESULT max_err=… mean_err=… within_20pct=k/n max_drift=… mean_drift=…`` (relative error of predicted vs measured
+env steps/s; drift: how much the prediction moves when the node is profiled again right after the run, the noise
+floor of the check on a machine whose speed drifts).
 
 Run it on an otherwise idle machine (never beside another benchmark):
 
@@ -66,19 +68,23 @@ def main():
     cores = os.cpu_count() or 1
     out = a.out or tempfile.mkdtemp(prefix="scale_model_")
     os.makedirs(out, exist_ok=True)
-    rows, errs = [], []
+    rows, errs, drifts = [], [], []
     for config in a.configs:
         path = os.path.join(ROOT, "configs", config)
         cfg = load_config(path, list(a.overrides))
         for text in a.layouts:
             L, A = parse_layout(text)
             run_dir = os.path.join(out, f"{os.path.splitext(config)[0]}-{text}")
-            saved = run_dir + ".profile.json"
-            if a.reuse and os.path.exists(saved):  # the profile measured right before that run
-                prof = Profile.load(saved)
-            else:  # the profile right before the run: this machine's speed drifts by 10-20% over minutes (a shared VM)
-                prof = measure(cfg, unrolls=a.unrolls)
-                prof.save(saved)
+
+            def profile(when):  # measured right before and right after the run (kept beside it for --reuse)
+                saved = f"{run_dir}.profile-{when}.json"
+                if a.reuse and os.path.exists(saved):
+                    return Profile.load(saved)
+                p = measure(cfg, unrolls=a.unrolls)
+                p.save(saved)
+                return p
+
+            prof = profile("before")
             print(f"{config} {text}: {prof.flow} flow; unroll {prof.steps_per_unroll} steps "
                   f"{prof.collect_s * 1e3:.1f} ms (cv {prof.collect_cv:.2f}); update {prof.update_fixed_s * 1e3:.1f} + "
                   f"{prof.update_per_unroll_s * 1e3:.1f} ms/unroll, {prof.grad_steps} gradient steps; every core busy: "
@@ -87,13 +93,18 @@ def main():
                 launch(L + A, path, [f"run_dir={run_dir}", f"topology.learners={L}", f"train.max_wall_s={a.train_seconds}",
                                      "train.total_env_steps=1000000000", "output.trajectories=false", "--fresh"]
                        + list(a.overrides), timeout=a.train_seconds + 300, log_path=run_dir + ".log")
+            # this machine's speed drifts (a shared VM: 10-40% within minutes): the prediction from a profile
+            # measured after the run shows how far the node itself moved while it ran
+            after = predict(profile("after"), Machine(cores_per_node=cores), A, L).env_steps_per_s
             got, phases = measured_sps(run_dir, a.skip)
             pred = predict(prof, Machine(cores_per_node=cores), A, L)
-            err = pred.env_steps_per_s / got - 1
+            err, drift = pred.env_steps_per_s / got - 1, after / pred.env_steps_per_s - 1
             errs.append(err)
-            rows.append((config, text, got, pred.env_steps_per_s, err, pred.lag_mean, phases.get("lag_mean", 0.0),
+            drifts.append(drift)
+            rows.append((config, text, got, pred.env_steps_per_s, err, drift, pred.lag_mean, phases.get("lag_mean", 0.0),
                          pred.bottleneck.split(" (")[0]))
-            print(f"  measured {got:,.0f} env steps/s, predicted {pred.env_steps_per_s:,.0f} ({err:+.1%}); "
+            print(f"  measured {got:,.0f} env steps/s, predicted {pred.env_steps_per_s:,.0f} ({err:+.1%}; "
+                  f"from the profile after the run {drift:+.1%} more); "
                   f"lag {phases.get('lag_mean', 0.0):.2f} vs {pred.lag_mean:.2f}; measured update "
                   f"{phases.get('time/update', 0) * 1e3:.1f} ms, all-reduce {phases.get('time/allreduce', 0) * 1e3:.1f} ms",
                   flush=True)
@@ -106,12 +117,14 @@ def main():
                   f"{m.cores_per_node} cores per node:")
             print("    " + predict(prof, m, A, L).describe().replace("\n", "\n    "), flush=True)
     print(f"\nenv steps/s on this machine ({cores} cores), measured vs predicted")
-    print("| config | learners x actors | measured | predicted | error | lag measured | lag predicted | bottleneck |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
-    for c, t, got, p, e, lp, lm, b in rows:
-        print(f"| {c} | {t} | {got:,.0f} | {p:,.0f} | {e:+.1%} | {lm:.2f} | {lp:.2f} | {b} |")
-    errs = np.abs(errs)
-    print(f"RESULT max_err={errs.max():.3f} mean_err={errs.mean():.3f} within_20pct={int((errs <= 0.2).sum())}/{len(errs)}")
+    print("| config | learners x actors | measured | predicted | error | drift | lag measured | lag predicted | bottleneck |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for c, t, got, p, e, d, lp, lm, b in rows:
+        print(f"| {c} | {t} | {got:,.0f} | {p:,.0f} | {e:+.1%} | {d:+.1%} | {lm:.2f} | {lp:.2f} | {b} |")
+    print("(drift: the prediction from the node profile measured after the run, relative to the one before it)")
+    errs, drifts = np.abs(errs), np.abs(drifts)
+    print(f"RESULT max_err={errs.max():.3f} mean_err={errs.mean():.3f} within_20pct={int((errs <= 0.2).sum())}/{len(errs)} "
+          f"max_drift={drifts.max():.3f} mean_drift={drifts.mean():.3f}")
     if not a.out:
         print(f"(runs in {out})", file=sys.stderr)
 
