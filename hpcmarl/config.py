@@ -245,7 +245,8 @@ def _coerce(value, tp, key: str):
     raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls, data, prefix: str):
+def _build(cls, data, prefix: str, hint=None):
+    """``hint(key)``: what to say of an unknown key instead of guessing a near name ("" for no hint)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -254,6 +255,9 @@ def _build(cls, data, prefix: str):
     names = [f.name for f in dataclasses.fields(cls)]
     for k in data:
         if k not in names:
+            said = hint(k) if hint else ""
+            if said:
+                raise ConfigError(f"unknown config key '{_join(prefix, k)}': {said}")
             near = difflib.get_close_matches(str(k), names, n=1)
             hint = f" (did you mean '{_join(prefix, near[0])}'?)" if near else ""
             raise ConfigError(f"unknown config key '{_join(prefix, k)}'{hint}")
@@ -288,14 +292,11 @@ def _build_algo(data, key):
         algo = base.get(name)
     except KeyError as e:
         raise ConfigError(f"config key '{key}.name': {e.args[0]}") from None
-    cls = algo.config_class()
-    unknown = [k for k in data if k not in {f.name for f in dataclasses.fields(cls)}]
-    for k in unknown:
+    def hint(k):  # an option of other algorithms: say so rather than guess a near name
         elsewhere = sorted(n for n, a in base.ALGORITHMS.items() if k in _option_names(a))
-        if elsewhere:  # an option of other algorithms: say so rather than guess a near name
-            raise ConfigError(f"unknown config key '{_join(key, k)}': algorithm {name} has no option '{k}' (it is an "
-                              f"option of {', '.join(elsewhere)})")
-    return _build(cls, data, key)
+        return f"algorithm {name} has no option '{k}' (it is an option of {', '.join(elsewhere)})" if elsewhere else ""
+
+    return _build(algo.config_class(), data, key, hint)
 
 
 def _option_names(algo) -> set:
