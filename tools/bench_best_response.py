@@ -68,6 +68,8 @@ def train_best_response(cfg, files, weights, meter, target, updates: int, envs: 
     policy = make_inference(venv.spec, cfg.algo)
     learner = get(cfg.algo.name).make_learner(venv.spec, cfg.algo, "cpu", seed=seed, init_seed=seed)
     if warm:  # the policy network of a PPO learner (ippo/mappo) starts as the newest snapshot; critic and optimizer fresh
+        if not hasattr(learner, "model"):
+            raise SystemExit(f"--warm needs a PPO learner (ippo, mappo), not {cfg.algo.name}")
         assign_flat(learner.model.policy_parameters(), read_policy(files[-1])[0])
     spec = unroll_spec(venv.spec, cfg.algo.unroll_length, envs)
     rec, sampler = spec.alloc(), Sampler(venv, policy, spec, cfg.algo.unroll_length)
@@ -114,7 +116,7 @@ def main():
     for k in [int(x) for x in args.members.split(",")]:
         files, w, target = mixture_of(args.run, base.league.groups[0].name, k, args.mixture, meter)
         exact = float(meter.values(best_response(meter, target), [target])[0])
-        row = []
+        nash_conv, row = meter(target), []
         for seed in seeds:
             cfg = load_config(cfg_path, list(args.overrides) + [f"seed={seed}"])
             derive(cfg)
@@ -124,7 +126,7 @@ def main():
                                         args.warm)
             frac = gains[-1] / exact if exact > 0 else float("nan")
             row.append(frac)
-            print(f"{k:>4} {meter(target):>17.3f} {exact:>14.3f}  seed {seed}: "
+            print(f"{k:>4} {nash_conv:>17.3f} {exact:>14.3f}  seed {seed}: "
                   f"{', '.join(f'{x:.3f}' for x in gains)} -> {frac:.0%} ({time.monotonic() - t0:.0f} s)", flush=True)
         per_k[k] = float(np.median(row))
         fractions += row
