@@ -259,8 +259,8 @@ def _build(cls, data, prefix: str, hint=None):
             if said:
                 raise ConfigError(f"unknown config key '{_join(prefix, k)}': {said}")
             near = difflib.get_close_matches(str(k), names, n=1)
-            hint = f" (did you mean '{_join(prefix, near[0])}'?)" if near else ""
-            raise ConfigError(f"unknown config key '{_join(prefix, k)}'{hint}")
+            guess = f" (did you mean '{_join(prefix, near[0])}'?)" if near else ""
+            raise ConfigError(f"unknown config key '{_join(prefix, k)}'{guess}")
     kwargs = {}
     for name in names:
         if name not in data:

@@ -16,7 +16,6 @@ league adds snapshots that do not exploit the mixture, and its NashConv stalls.
 Prints a table and ``RESULT br_fraction=<median over every K and seed> k<K>=<median over seeds> ...``.
 """
 import argparse
-import glob
 import os
 import time
 
@@ -31,9 +30,9 @@ def mixture_of(run_dir: str, group: str, k: int, mixture: str, meter):
     and the mixture's tabular behaviour strategy."""
     from hpcmarl.league.exploitability import exact_payoffs
     from hpcmarl.league.matchmaking import zero_sum_nash
-    from hpcmarl.league.pool import policy_from, read_policy
+    from hpcmarl.league.pool import policy_from, read_policy, run_pool
 
-    files = sorted(glob.glob(os.path.join(run_dir, "pool", f"{group}-v*.h5")))[:k]
+    files = run_pool(run_dir, group)[1][:k]
     if len(files) < k:
         raise SystemExit(f"{run_dir}: the pool has {len(files)} snapshot(s), fewer than --members {k}")
     tables = [meter.probabilities(policy_from(*read_policy(f)), ("pool", f)) for f in files]
