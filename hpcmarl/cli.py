@@ -2,6 +2,10 @@
 exploitability, evaluate.
 
 Exit status: 0 success, 1 a failure during the run, 2 bad input (config, topology, paths, files).
+
+Nothing a file names is imported: ``evaluate``, ``exploitability`` and ``match`` build an unregistered env (or import
+a stored config's plug-ins) only when ``--env-import MODULE:CALLABLE`` / ``--plugins MODULE`` name it (hpcmarl.trust);
+``train``/``validate`` allow what the person's own config file names.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
+    from hpcmarl.launch import install_signal_handlers
+
+    install_signal_handlers()  # first: a preemption notice during start-up still ends in a resumable stop (75)
     cfg = _config(args)  # ConfigError -> exit 2 before any MPI work
     from hpcmarl.launch import abort_on_exception, run_training
 
@@ -221,6 +228,17 @@ def cmd_exploitability(args) -> int:
     return 0
 
 
+def _import_flags(p: argparse.ArgumentParser, plugins: bool = False) -> None:
+    """``--env-import``/``--plugins``: the code a command that builds envs (or algorithms) from a file may import; a
+    file's own ``env``/``plugins`` strings are never imported unless named here (hpcmarl.trust)."""
+    p.add_argument("--env-import", action="append", default=[], metavar="MODULE:CALLABLE",
+                   help="allow the file's unregistered env (or module-qualified gymnasium task) MODULE:CALLABLE to be "
+                        "imported and called (repeatable); nothing a file names is imported otherwise")
+    if plugins:
+        p.add_argument("--plugins", action="append", default=[], metavar="MODULE",
+                       help="allow the stored config's plug-in MODULE to be imported (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcmarl", description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -305,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--mixture", choices=["meta_nash", "uniform"], default="meta_nash",
                     help="what a run directory plays: one pool snapshot per game, drawn from this mixture")
     mt.add_argument("--json", action="store_true")
+    _import_flags(mt)
     mt.set_defaults(fn=cmd_match)
 
     xp = sub.add_parser("exploitability", help="exact NashConv of league policies on OpenSpiel games (Kuhn, Leduc poker)")
@@ -314,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "a single file: latest)")
     xp.add_argument("--group", help="the learner group (default: the first)")
     xp.add_argument("--json", action="store_true")
+    _import_flags(xp)
     xp.set_defaults(fn=cmd_exploitability)
 
     e = sub.add_parser("evaluate", help="play a checkpoint's policies on its environment (no MPI)")
@@ -323,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--greedy", action="store_true", help="most likely actions instead of sampled ones")
     e.add_argument("--render-gif", metavar="OUT.gif", help="also render the first episode to a GIF (rgb_array envs)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    _import_flags(e, plugins=True)
     e.set_defaults(fn=cmd_evaluate)
     return p
 
@@ -351,6 +372,9 @@ def main(argv=None) -> int:
         else:
             parser.error("unrecognized arguments: " + " ".join(extra))
     try:
+        from hpcmarl import trust
+
+        trust.allow_cli(getattr(args, "env_import", ()), getattr(args, "plugins", ()))  # before anything is read
         code = args.fn(args)
     except (ConfigError, TopologyError, StorageError, EnvError, ValueError) as e:
         if _launcher_rank() == 0:  # under mpirun every rank fails the same way; one line is enough

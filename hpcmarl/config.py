@@ -70,6 +70,8 @@ class TrainConfig:
     total_env_steps: int = 1_000_000  # stop when this many env steps (summed over actors) were taken
     max_updates: int = 0  # 0 = no limit
     max_wall_s: float = 0.0  # 0 = no limit; stop after this much wall-clock time
+    wall_exit_requeue: bool = False  # a stop by max_wall_s exits 75 like a preemption, so a Slurm job that uses its
+    # allocation as a time slice requeues and resumes (default: exit 0)
     target_return: Optional[float] = None  # if set, stop when the mean return of every group reaches it
 
 
@@ -395,9 +397,17 @@ def load_dict(path: Optional[str]) -> dict:
     return data
 
 
-def load_config(path: Optional[str] = None, overrides=()) -> Config:
-    """Load ``path`` (YAML), apply ``key=value`` overrides, build and validate the typed config."""
+def load_config(path: Optional[str] = None, overrides=(), trusted: bool = True) -> Config:
+    """Load ``path`` (YAML), apply ``key=value`` overrides, build and validate the typed config. ``trusted``: the file
+    and the overrides are the person's own (the config they pass to ``hpcmarl train``/``validate`` or a tool), so what
+    they name for import (``env.name`` as ``module:callable``, ``plugins``, a ``module:EnvId`` gymnasium task) is
+    allowed in this process (:mod:`hpcmarl.trust`); pass ``trusted=False`` for a file found in a run directory (its
+    saved ``config.yaml``): then nothing it names is imported unless allowed otherwise."""
+    from hpcmarl import trust
+
     data = apply_overrides(load_dict(path), overrides)
+    if trusted:
+        trust.allow(*trust.config_imports(data))
     cfg = from_dict(data)
     return cfg
 
@@ -445,6 +455,10 @@ def derive(cfg: Config) -> Dict[str, Any]:
 
 
 def from_dict(data: dict) -> Config:
+    """Build and validate a config from a mapping. Its ``plugins`` are imported and a ``module:callable`` ``env.name``
+    probed only when allowed (:mod:`hpcmarl.trust`; :func:`load_config` allows what the person's file names): a
+    mapping read from a file (a checkpoint's stored config) makes nothing run unless ``--plugins``/``--env-import``
+    named it (:class:`hpcmarl.trust.NotAllowed` otherwise, before any import)."""
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
         raise ConfigError(f"config key 'plugins': expected a list of module names, got {plugins!r}")
@@ -491,7 +505,10 @@ def validate(cfg: Config) -> None:
     """Checks of values and combinations that the types alone do not catch."""
     from hpcmarl import envs  # local import: envs pulls in PettingZoo lazily
 
-    _check(bool(cfg.name) and "/" not in cfg.name, "name", "must be a non-empty name without '/'")
+    # the run directory is <output.root>/<name>: a name never leaves output.root (run_dir= is the way to elsewhere)
+    _check(bool(cfg.name) and cfg.name not in (".", "..") and not any(c in cfg.name for c in "/\\\0")
+           and not cfg.name.startswith("-"), "name", f"must be a plain directory name inside output.root (not '.' or "
+           f"'..', without '/', '\\' or NUL, not starting with '-'; set run_dir for another place), got {cfg.name!r}")
     _check(cfg.seed >= 0, "seed", "must be >= 0")
     try:
         envs.entry(cfg.env.name, cfg.env.kwargs)  # a "module:callable" path is constructed once here

@@ -2,7 +2,8 @@
 
 Order on every rank: config (already validated) -> world size -> topology -> (rank 0) pre-flight of
 the run directory and the checkpoint to resume from, broadcast -> run directory prepared -> roles.
-Nothing is written before pre-flight has passed, so bad input leaves existing files untouched.
+Nothing is written before pre-flight has passed, so bad input leaves existing files untouched (rank 0 first
+takes the run directory's lock, :mod:`hpcmarl.runlock`, and removes it again when pre-flight fails).
 An exception on any rank prints rank, host and traceback and aborts the whole MPI job.
 """
 from __future__ import annotations
@@ -14,15 +15,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from typing import Optional
 
 import numpy as np
 
-from hpcmarl import __version__, storage
+from hpcmarl import __version__, runlock, storage
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
+from hpcmarl.comm import watchdog
 from hpcmarl.config import Config, ConfigError, to_yaml
 from hpcmarl.topology import LEAGUE, LEARNER, Layout, make_layout, make_league_layout
 
@@ -32,6 +35,18 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a final checkpoint
 
 class PreflightError(RuntimeError):
     pass
+
+
+_signalled = threading.Event()  # a stop signal arrived (set by the handlers, read by every role through Context)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGUSR1/SIGUSR2 ask the run to stop with a final checkpoint (exit 75). Installed before anything
+    else of ``hpcmarl train`` runs (config, pre-flight), so a signal at any moment of start-up is kept and honoured
+    at the first stop vote."""
+    for name in SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda signum, frame: _signalled.set())
 
 
 def git_sha() -> str:
@@ -65,7 +80,7 @@ def preflight(cfg: Config, fresh: bool) -> dict:
     if not os.path.isdir(run_dir) or not os.listdir(run_dir):
         return info
     if fresh:
-        info["move_aside"] = True
+        info["move_aside"] = runlock.fresh_aside(run_dir)  # only an hpcmarl run is moved aside (else NotARun)
         return info
     ckpts = storage.list_checkpoints(os.path.join(run_dir, "checkpoints"))
     if not ckpts:
@@ -171,22 +186,14 @@ class Context:
         self.config_yaml = config_yaml
         self.argv = argv
         self.host = socket.gethostname()
-        self._stop = False
         self.preempted = False  # set when a signal stopped the run before its end
         self.hosts = None
         self.device = None
         self.env_spec = None
 
     # ---- signals ------------------------------------------------------------------------------------
-    def install_signal_handlers(self):
-        def handler(signum, frame):
-            self._stop = True
-        for name in SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), handler)
-
     def stop_requested(self) -> bool:
-        return self._stop
+        return _signalled.is_set()
 
     # ---- startup agreement ----------------------------------------------------------------------------
     def agree_startup(self):
@@ -201,6 +208,7 @@ class Context:
         wait_buffer(req, self.cfg.runtime.startup_timeout_s, "every rank to finish startup")
         if out[0] != 1:  # pragma: no cover - a failing rank aborts the job before this
             raise RuntimeError("startup failed on another rank")
+        watchdog.set_phase("run")
 
     def run_attrs(self) -> dict:
         from mpi4py import MPI
@@ -284,22 +292,46 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     except ValueError as e:
         say(f"hpcmarl: error: {e}")
         return 2
-    fresh = fresh or cfg.fresh
+    install_signal_handlers()  # (hpcmarl train installed them already; a direct caller gets them here)
+    # MPI: every blocking call from here on runs under this rank's watchdog (hpcmarl.comm.watchdog)
+    watchdog.install(f"rank {rank} ({layout.role(rank)}) on {socket.gethostname()}", cfg.runtime.startup_timeout_s,
+                     cfg.runtime.timeout_s)
+    try:
+        code = _run_roles(cfg, layout, world, fresh or cfg.fresh, argv, say)
+        if code in (0, EXIT_PREEMPTED):  # MPI: a bounded end, so no rank waits forever in MPI_Finalize for a hung one
+            from hpcmarl.comm.protocol import barrier
+
+            barrier(world, cfg.runtime.timeout_s, "every rank to finish (a rank still busy or hung)")
+        return code
+    finally:
+        watchdog.uninstall()
+
+
+def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> int:
+    rank = world.Get_rank()
     # ---- pre-flight on rank 0, nothing written yet ------------------------------------------------------
     pre = None
     if rank == 0:
+        from types import SimpleNamespace
+
+        from hpcmarl.roles.common import inject_fault
+
+        inject_fault(SimpleNamespace(rank=rank), "preflight")
         try:
+            runlock.take(cfg.resolved_run_dir, cfg.runtime.timeout_s, say)  # one job per run directory
             pre = preflight(cfg, fresh)
-        except (PreflightError, ConfigError) as e:
+        except (PreflightError, ConfigError, runlock.RunDirError) as e:
             pre = {"error": str(e)}
     elif layout.role(rank) == LEARNER:
         try:  # MPI: the same build warms the lazy imports (env package, torch's optimizer machinery) this learner
             probe_learner(cfg)  # needs next, while rank 0 checks; rank 0 reports any error
         except Exception:  # noqa: BLE001 - rank 0 meets the same error and reports it
             pass
-    pre = world.bcast(pre, root=0)
+    with watchdog.guard("rank 0's pre-flight (config, run directory, checkpoint)"):
+        pre = world.bcast(pre, root=0)
     if "error" in pre:
         say(f"hpcmarl: error: {pre['error']}")
+        runlock.release()  # (rank 0) a pre-flight error leaves the run directory as it was
         return 2
     for w in pre["warnings"]:
         say(w)
@@ -309,26 +341,35 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
         if pre["move_aside"]:
             aside = f"{run_dir.rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
             os.rename(run_dir, aside)
+            runlock.moved(aside)  # the lock went along: lock the new run directory, unlock the old run
             say(f"hpcmarl: fresh start: moved the previous run to {aside}")
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
         os.makedirs(os.path.join(run_dir, "trajectories"), exist_ok=True)
+        stale = storage.remove_stale_temporaries(run_dir)  # a SIGKILL during a checkpoint (or a snapshot) left them
+        if stale:
+            say(f"hpcmarl: removed {len(stale)} temporary file(s) of writes that never finished: "
+                + ", ".join(os.path.relpath(p, run_dir) for p in stale))
         with open(os.path.join(run_dir, "config.yaml.tmp"), "w") as f:
             f.write(config_yaml)
         os.replace(os.path.join(run_dir, "config.yaml.tmp"), os.path.join(run_dir, "config.yaml"))
         print(layout.describe(), flush=True)
-    world.Barrier()
+    with watchdog.guard("rank 0 to prepare the run directory"):
+        world.Barrier()
 
     # ---- communicators, built once and passed in -----------------------------------------------------------
     role = layout.role(rank)
-    learner_comm = world.Split(color=0 if role == LEARNER else 1, key=rank)
-    ctx = Context(cfg, layout, world, learner_comm if role == LEARNER else None, pre, config_yaml, list(argv))
-    group_comm = None
-    if layout.league:  # one communicator per learner group: its AllReduce never leaves the group
-        group_comm = world.Split(color=layout.group_of(rank) if role == LEARNER else layout.world_size, key=rank)
-        ctx.group_comm = group_comm if role == LEARNER else None
-    ctx.install_signal_handlers()
-    ctx.hosts = world.allgather(ctx.host)
-    local_rank = set_threads(cfg, world, role)
+    with watchdog.guard("every rank to build the communicators"):
+        learner_comm = world.Split(color=0 if role == LEARNER else 1, key=rank)
+        ctx = Context(cfg, layout, world, learner_comm if role == LEARNER else None, pre, config_yaml, list(argv))
+        group_comm = None
+        if layout.league:  # one communicator per learner group: its AllReduce never leaves the group
+            group_comm = world.Split(color=layout.group_of(rank) if role == LEARNER else layout.world_size, key=rank)
+            ctx.group_comm = group_comm if role == LEARNER else None
+        ctx.hosts = world.allgather(ctx.host)
+        local_rank = set_threads(cfg, world, role)
+    from hpcmarl.roles.common import inject_fault
+
+    inject_fault(ctx, "startup")
     from hpcmarl.envs import probe_spec
 
     flow = algos.get(cfg.algo.name).flow
@@ -373,14 +414,17 @@ def disk_full_line(e: BaseException, run_dir: Optional[str]) -> str:
     """The one line a full disk gets (no traceback): what was not written, the free space, what to do."""
     ckpts = storage.list_checkpoints(os.path.join(run_dir, "checkpoints")) if run_dir else []
     newest = f"the newest complete checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+    quota = storage.quota_exceeded(e)  # EDQUOT: the file system may have room, this user's or project's quota not
     if isinstance(e, storage.DiskFull):  # our own check, before a write
         msg = str(e)
-    else:  # the OS or HDF5 met ENOSPC (another rank filled the disk between two checks)
+    else:  # the OS or HDF5 met ENOSPC (another rank filled the disk between two checks) or EDQUOT
         u = shutil.disk_usage(run_dir or ".")
-        msg = (f"no space left on the file system of {run_dir} ({u.free / 2 ** 20:.1f} MiB free of "
-               f"{u.total / 2 ** 20:.1f} MiB): {type(e).__name__}: {' '.join(str(e).split())[:200]}")
-    return (f"{msg}; {newest}; free space (or lower output.min_free_mb) and run the same command again to "
-            f"{'resume' if ckpts else 'start'}")
+        what, within = ("disk quota exceeded on", ", but not within the quota") if quota else ("no space left on", "")
+        msg = (f"{what} the file system of {run_dir} ({u.free / 2 ** 20:.1f} MiB free of {u.total / 2 ** 20:.1f} MiB"
+               f"{within}): {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+    todo = ("free space within the quota (see `quota -s`, or `lfs quota -h -u $USER` on Lustre)" if quota
+            else "free space (or lower output.min_free_mb)")
+    return f"{msg}; {newest}; {todo} and run the same command again to {'resume' if ckpts else 'start'}"
 
 
 def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> int:
@@ -394,14 +438,20 @@ def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> in
         from mpi4py import MPI
 
         rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+        from hpcmarl.comm.protocol import CommTimeout
+
         if storage.disk_full(e):
             tb = ""
             what = disk_full_line(e, run_dir)
+        elif isinstance(e, CommTimeout):  # a bounded wait ran out: the line says what it waited for
+            tb = ""
+            what = f"{e}; aborting the job"
         else:
             tb = traceback.format_exc()
             what = f"{type(e).__name__}: {e}"
         sys.stderr.write(f"hpcmarl: rank {rank} on {socket.gethostname()} failed: {what}\n{tb}")
         sys.stderr.flush()
+        runlock.release()  # rank 0's error ends the job: the run directory is free again
         if MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() > 1:
             MPI.COMM_WORLD.Abort(1)
         return 1

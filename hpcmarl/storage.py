@@ -5,9 +5,11 @@ Files (schema version :data:`SCHEMA_VERSION`; layout documented in the README):
 * ``run.h5`` — written by the lead learner only: root attributes (config, versions, rank map, SLURM
   variables), ``/metrics/<name>`` one row per logged update, ``/episodes/<column>`` one row per finished
   episode. Opened in SWMR mode once its datasets exist, so it can be read while the run goes on.
-* ``trajectories/actor-NNNNN.h5`` — one writer per actor, SWMR; complete episodes only.
-* ``checkpoints/ckpt-NNNNNNNNN.h5`` — arrays and text attributes only; written to a temporary name,
-  fsynced and renamed; the last K are kept.
+* ``trajectories/actor-NNNNN.h5`` — one writer per actor, SWMR; complete episodes only; a resume rolls it back to
+  the checkpoint (:class:`TrajectoryWriter`).
+* ``checkpoints/ckpt-NNNNNNNNN.h5`` — arrays and text attributes only; written to a temporary name, fsynced,
+  renamed, the directory fsynced (:func:`durable_replace`); the last K are kept. run.h5 is flushed and fsynced
+  first, so the row counts a checkpoint records are on disk.
 
 Nothing is pickled: every dataset is a plain numeric array, every attribute a number or a string.
 """
@@ -53,12 +55,58 @@ def ensure_space(path: str, need_bytes: int = 0, reserve_mb: float = 64.0) -> No
                        f"(output.min_free_mb = {reserve_mb:g} MiB kept free)")
 
 
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by name (a directory: the names created, renamed or removed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: str, path: str) -> None:
+    """Rename the complete file ``tmp`` to ``path`` so that a crash or a power loss leaves the old state or the whole
+    new file: ``tmp`` fsynced before the rename, its directory after it (checkpoints, pool snapshots)."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+# what a writer killed half-way leaves in a run directory (temporary names, renamed once complete; the copies
+# open_for_append makes of files a killed SWMR writer left)
+STALE_TEMPORARIES = ("config.yaml.tmp", os.path.join("checkpoints", "ckpt-*.h5.tmp*"),
+                     os.path.join("pool", "*.h5.tmp*"), "run.h5.repair", os.path.join("trajectories", "actor-*.h5.repair"))
+
+
+def remove_stale_temporaries(run_dir: str) -> List[str]:
+    """Remove the temporary files of writes that never finished (a SIGKILL during a checkpoint, a pool snapshot, the
+    config's write or a repair); only called at a start, before any rank writes. Returns the paths removed."""
+    removed = []
+    for pattern in STALE_TEMPORARIES:
+        for p in glob.glob(os.path.join(glob.escape(run_dir), pattern)):
+            if os.path.isfile(p):
+                os.remove(p)
+                removed.append(p)
+    return removed
+
+
 def disk_full(exc: BaseException) -> bool:
     """``exc`` (or what caused it) says the disk is full: :class:`DiskFull`, or ENOSPC/EDQUOT from the OS or HDF5."""
     while exc is not None:
         if isinstance(exc, DiskFull) or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "errno = 28" in str(exc) or "No space left on device" in str(exc):
+        if "errno = 28" in str(exc) or "No space left on device" in str(exc) or quota_exceeded(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def quota_exceeded(exc: BaseException) -> bool:
+    """``exc`` (or what caused it) is EDQUOT, from the OS or inside an HDF5 message: a full quota, not a full disk."""
+    while exc is not None:
+        text = str(exc)
+        if getattr(exc, "errno", None) == errno.EDQUOT or f"errno = {errno.EDQUOT}," in text \
+                or "quota exceeded" in text:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -333,7 +381,12 @@ class RunWriter:
         mg.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
         if names:
             self.metrics = Table(mg, {k: ((), "f8") for k in names})
+        # resume: tables holding fewer rows than the checkpoint counts (name -> (rows, counted)); impossible since
+        # run.h5 is flushed before every checkpoint (RunLog.save_checkpoint), but a run of an older hpcmarl lost them
+        self.short: Dict[str, Tuple[int, int]] = {}
         if resume_rows is not None:  # drop rows written after the checkpoint we resume from
+            have = self.rows()
+            self.short = {k: (have.get(k, 0), int(n)) for k, n in resume_rows.items() if have.get(k, 0) < int(n)}
             self.episodes.truncate(resume_rows.get("episodes", 0))
             for name, t in self.tables.items():
                 t.truncate(resume_rows.get(name, 0))
@@ -373,6 +426,11 @@ class RunWriter:
             self.f.flush()
             self._last_flush = time.monotonic()
 
+    def flush(self) -> None:
+        """Every row logged so far on disk (HDF5 flush, then fsync): done before a checkpoint records the row counts."""
+        self.maybe_flush(force=True)
+        fsync_path(self.path)
+
     def close(self) -> None:
         if self.f.id.valid:
             self.f.flush()
@@ -383,10 +441,24 @@ class RunWriter:
 # trajectories/actor-NNNNN.h5
 # --------------------------------------------------------------------------------------------------
 class TrajectoryWriter:
-    """Writes complete episodes of one actor; each episode is kept with probability ``fraction``."""
+    """Writes complete episodes of one actor; each episode is kept with probability ``fraction``.
+
+    Each episode row carries ``update``: the learner update that trains on the unroll the episode ended in. The
+    synchronous flow knows it exactly (an actor's k-th unroll of a session, k = 1, 2, ..., is trained in update
+    ``start_update + k``, with ``actors.overlap`` too), so these rows match run.h5 ``/episodes/update``; where it is
+    not known (the asynchronous flow) it is the earliest update that can train on it, policy version + 1.
+
+    Resume (``resume_update``: the checkpoint's update counter) rolls the file back to the checkpoint: the episodes
+    with ``update > resume_update`` (written after the checkpoint; the resumed run makes them again, bitwise the same
+    where the resume is exact) and the steps behind them are cut, so no episode is there twice, episode numbers
+    continue without a gap and policy versions never go backwards. Episodes a killed actor had not flushed yet are
+    not recovered (they were never on disk). A file without the column (an older hpcmarl) gets it as policy version
+    + 1, exact for the synchronous flow without ``actors.overlap``. ``resume`` without ``resume_update`` appends.
+    """
 
     def __init__(self, path: str, env_spec, num_envs: int, fraction: float, seed: int, resume: bool,
-                 flush_s: float = 5.0, attrs: Optional[dict] = None, reserve_mb: float = 64.0):
+                 flush_s: float = 5.0, attrs: Optional[dict] = None, reserve_mb: float = 64.0,
+                 resume_update: Optional[int] = None):
         self.env_spec, self.E, self.fraction = env_spec, num_envs, fraction
         self.path, self.reserve_mb = path, reserve_mb
         ensure_space(path, 0, reserve_mb)
@@ -422,21 +494,42 @@ class TrajectoryWriter:
             })
         self.steps = Table(self.f.require_group("steps"), cols, chunk_rows=rows, compression="lzf")
         ep_cols = {"episode": ((), "i8"), "env": ((), "i4"), "start": ((), "i8"), "length": ((), "i4"),
-                   "policy_version_first": ((), "i8"), "policy_version_last": ((), "i8")}
+                   "policy_version_first": ((), "i8"), "policy_version_last": ((), "i8"), "update": ((), "i8")}
         ep_cols.update({f"return/{g.name}": ((), "f8") for g in env_spec.groups})
-        self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=256)
-        self.next_episode = int(self.episodes.cols["episode"][-1]) + 1 if self.episodes.rows else 0
+        eg = self.f.require_group("episodes")
+        if "policy_version_last" in eg and "update" not in eg:  # written before the column existed
+            eg.create_dataset("update", data=eg["policy_version_last"][()].astype(np.int64) + 1, maxshape=(None,),
+                              chunks=(256,), fillvalue=0)
+        self.episodes = Table(eg, ep_cols, chunk_rows=256)
+        self.rolled_back = 0  # episodes cut by the resume
+        if resume_update is not None:
+            self._roll_back(int(resume_update))
+        n = self.episodes.rows
+        self.next_episode = int(self.episodes.cols["episode"][n - 1]) + 1 if n else 0
         self.f.swmr_mode = True
         self._pending: List[List[dict]] = [[] for _ in range(num_envs)]
         self._keep = [self._draw() for _ in range(num_envs)]
         self.discarded = 0
 
+    def _roll_back(self, update: int) -> None:
+        """Keep the leading episodes trained on by update ``update`` (at most) whose steps are all in the file (a
+        killed writer may have flushed one table further than the other); cut the rest and the steps behind them."""
+        n = self.episodes.rows
+        cols = self.episodes.cols
+        ends = cols["start"][:n] + cols["length"][:n]
+        ok = (cols["update"][:n] <= update) & (ends <= self.steps.rows)
+        keep = n if ok.all() else int(np.argmin(ok))
+        self.episodes.truncate(keep)
+        self.steps.truncate(int(ends[keep - 1]) if keep else 0)
+        self.rolled_back = n - keep
+
     def _draw(self) -> bool:
         return self.fraction >= 1.0 or self.rng.random() < self.fraction
 
-    def add_unroll(self, rec, env_done: np.ndarray, version: int) -> None:
+    def add_unroll(self, rec, env_done: np.ndarray, version: int, update: Optional[int] = None) -> None:
         """Split an unroll record at episode ends (``env_done [T, E]``); episodes that finished in it
-        are written together (one append per dataset per unroll keeps the HDF5 overhead small)."""
+        are written together (one append per dataset per unroll keeps the HDF5 overhead small). ``update``: the
+        learner update that trains on this unroll (default ``version + 1``, see the class)."""
         ensure_space(self.path, rec.buf.nbytes, self.reserve_mb)  # an unroll's steps are at most its record's size
         T = env_done.shape[0]
         keys = [k for k in self.steps.cols if "/" in k]
@@ -458,10 +551,10 @@ class TrajectoryWriter:
                     self._keep[i] = self._draw()
                 start = stop
         if done_eps:
-            self._write_episodes(done_eps, keys)
+            self._write_episodes(done_eps, keys, version + 1 if update is None else update)
         self.maybe_flush()
 
-    def _write_episodes(self, done_eps, keys) -> None:
+    def _write_episodes(self, done_eps, keys, update: int) -> None:
         start = self.steps.rows
         steps = {k: [] for k in ["env", "episode", "t", "policy_version"] + keys}
         rows = {k: [] for k in self.episodes.cols}
@@ -481,6 +574,7 @@ class TrajectoryWriter:
             rows["length"].append(L)
             rows["policy_version_first"].append(segs[0]["version"])
             rows["policy_version_last"].append(segs[-1]["version"])
+            rows["update"].append(update)
             for g in self.env_spec.groups:
                 rows[f"return/{g.name}"].append(float(sum(s[f"{g.name}/reward"].sum() for s in segs)))
             start += L
@@ -518,9 +612,10 @@ def list_checkpoints(ckpt_dir: str) -> List[str]:
 
 def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], attrs: dict, keep: int,
                     reserve_mb: float = 64.0) -> str:
-    """Write atomically (temporary name, fsync, rename) and keep the newest ``keep``. First checks that the
-    uncompressed arrays fit with ``reserve_mb`` MiB to spare (:class:`DiskFull` otherwise, nothing written); a
-    failed write removes its temporary file (never picked up: only complete ``ckpt-*.h5`` names are)."""
+    """Write atomically (temporary name, fsync, rename, directory fsync: :func:`durable_replace`) and keep the newest
+    ``keep``. First checks that the uncompressed arrays fit with ``reserve_mb`` MiB to spare (:class:`DiskFull`
+    otherwise, nothing written); a failed write removes its temporary file (never picked up: only complete
+    ``ckpt-*.h5`` names are), a SIGKILL half-way leaves it to the next start (:func:`remove_stale_temporaries`)."""
     os.makedirs(ckpt_dir, exist_ok=True)
     path = checkpoint_path(ckpt_dir, update)
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
@@ -535,12 +630,7 @@ def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], a
             for k, v in arrays.items():
                 f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
             f.attrs["complete"] = 1
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -655,7 +745,8 @@ class Run:
         if out["checkpoints"]:
             try:
                 _, cattrs = load_checkpoint(out["checkpoints"][-1])
-                out["discarded_episodes"] = int(cattrs.get("discarded_episodes", 0))
+                out["discarded_episodes"] = max(int(cattrs.get("discarded_episodes", 0)),
+                                                int(attrs.get("discarded_episodes", 0)))  # run.h5: the final stop's
             except StorageError as e:
                 out["checkpoint_error"] = str(e)
         for p in self.trajectory_files():

@@ -1,6 +1,7 @@
 """Shared test helpers: launching hpcmarl under mpirun with a hard timeout (on sys.path via pytest.ini)."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -21,15 +22,34 @@ def mpi_env(extra=None):
 
 
 def run_cmd(args, timeout=240, env=None, cwd=ROOT):
-    """Run a command with a hard timeout; the whole process group is killed when it expires."""
+    """Run a command with a hard timeout; on expiry the whole process group (mpirun and every rank it started,
+    hung ones included) is killed before the test fails, so no rank outlives its test."""
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(env), cwd=cwd,
+                         start_new_session=True)
     try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=mpi_env(env), cwd=cwd,
-                           start_new_session=True)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = (e.stderr or b"").decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        pytest.fail(f"command timed out after {timeout}s (a hang): {' '.join(args)}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}")
-    return p
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        out, err = p.communicate()
+        pytest.fail(f"command timed out after {timeout}s (a hang): {' '.join(args)}\nstdout:\n{out[-3000:]}\n"
+                    f"stderr:\n{err[-3000:]}")
+    finally:
+        if p.poll() is None:  # an exception in the test itself (KeyboardInterrupt): leave nothing behind
+            kill_group(p)
+    kill_group(p)  # ranks that outlived mpirun (none should)
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
+
+
+def kill_group(p) -> None:
+    """SIGKILL every process of ``p``'s session (started with ``start_new_session=True``)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def mpirun(n, hpcmarl_args, timeout=240, env=None):

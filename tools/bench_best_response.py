@@ -107,7 +107,7 @@ def main():
     if not os.path.isfile(cfg_path):
         raise SystemExit(f"{args.run}: no config.yaml (a run directory of hpcmarl train, e.g. runs/league_leduc)")
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = load_config(cfg_path)
+    base = load_config(cfg_path, trusted=False)  # the run's saved config: nothing it names is imported
     meter = NashConv(openspiel_game(base.env.name, base.env.kwargs))
     fractions, per_k = [], {}
     print(f"{'K':>4} {'mixture NashConv':>17} {'exact BR gain':>14}  learned gain per seed (at 1/4, 1/2, 3/4, all "
@@ -117,7 +117,7 @@ def main():
         exact = float(meter.values(best_response(meter, target), [target])[0])
         nash_conv, row = meter(target), []
         for seed in seeds:
-            cfg = load_config(cfg_path, list(args.overrides) + [f"seed={seed}"])
+            cfg = load_config(cfg_path, list(args.overrides) + [f"seed={seed}"], trusted=False)
             derive(cfg)
             t0 = time.monotonic()
             gains = train_best_response(cfg, files, w, meter, target, args.updates,

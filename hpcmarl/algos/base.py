@@ -6,7 +6,8 @@ learner (plain torch, no MPI), the actor-side inference policy and the data flow
 
 Built-in algorithms are registered below by import path, so this module imports neither torch nor MPI. A user's
 algorithm registers itself when its module is imported; list that module in the config's ``plugins`` and every
-rank imports it before the config is read (README: "Write your own algorithm")::
+rank imports it before the config is read (README: "Write your own algorithm"); a config read from a file (a
+checkpoint's, by ``hpcmarl evaluate``) imports it only when the person names it (``--plugins``; :mod:`hpcmarl.trust`)::
 
     from hpcmarl.algos.base import Algorithm, register
     register(Algorithm("reinforce", ReinforceConfig, ReinforceLearner))
@@ -112,16 +113,28 @@ def rnn_hidden(cfg) -> int:
 
 def import_user_module(name: str):
     """Import a user's module (an env factory, an algorithm plug-in) by dotted name; the working directory is on the
-    path, as ``python -m`` would have it, so a module beside the run is found under ``mpirun`` too."""
+    path, as ``python -m`` would have it, so a module beside the run is found under ``mpirun`` too. Only a module the
+    person named (:mod:`hpcmarl.trust`: their config file, ``--plugins``/``--env-import``) is imported; any other
+    raises :class:`hpcmarl.trust.NotAllowed` before anything is imported."""
+    from hpcmarl import trust
+
+    trust.require(name, "plugin")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     return importlib.import_module(name)
 
 
 def load_plugins(modules: List[str]) -> None:
+    """Import the ``plugins`` modules (they register algorithms); each must be allowed (:mod:`hpcmarl.trust`)."""
+    from hpcmarl import trust
+
+    for m in modules:
+        trust.require(m, "plugin")  # every module is checked before the first one is imported
     for m in modules:
         try:
             import_user_module(m)
+        except trust.NotAllowed:
+            raise
         except Exception as e:
             raise ImportError(f"plugins: cannot import {m!r} ({type(e).__name__}: {e})") from None
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import yaml
 
+from hpcmarl import trust
 from hpcmarl.config import from_dict
 from hpcmarl.envs import VecEnv, probe_spec
 from hpcmarl.models import Inference, make_inference
@@ -21,18 +22,28 @@ from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
 
 
 def load_policy(ckpt: str):
-    """(config, Inference policy with the checkpoint's weights) — arrays only, nothing executed."""
+    """(config, Inference policy with the checkpoint's weights) — arrays only, nothing executed: the stored config's
+    plug-ins and a ``module:callable`` env are imported only when the person named them (``--plugins``,
+    ``--env-import``; :mod:`hpcmarl.trust`)."""
     arrays, attrs = load_checkpoint(ckpt)
     if "config" not in attrs:
         raise StorageError(f"{ckpt}: checkpoint has no config attribute")
-    cfg = from_dict(yaml.safe_load(attrs["config"]))
-    if cfg.league.enabled:
-        raise StorageError(f"{ckpt} is a league checkpoint: play its policies with `hpcmarl match CKPT OPPONENT` "
-                           f"(turn-based games) or against pool snapshots")
-    spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+    try:
+        data = yaml.safe_load(attrs["config"])
+    except yaml.YAMLError as e:
+        raise StorageError(f"{ckpt}: stored config is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise StorageError(f"{ckpt}: stored config is not a mapping")
+    with trust.reading(ckpt):
+        cfg = from_dict(data)
+        if cfg.league.enabled:
+            raise StorageError(f"{ckpt} is a league checkpoint: play its policies with `hpcmarl match CKPT OPPONENT` "
+                               f"(turn-based games) or against pool snapshots")
+        spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
     policy = make_inference(spec, cfg.algo)
-    state = {k[len("model/policies."):]: torch.from_numpy(np.array(v))
-             for k, v in arrays.items() if k.startswith("model/policies.")}
+    prefix = "model/policies." if any(k.startswith("model/policies.") for k in arrays) else "model/"  # "model/": a
+    # plug-in learner that saved its policies module alone (torch_state_arrays(policies, opt))
+    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
     try:
         policy.policies.load_state_dict(state)
     except RuntimeError as e:
@@ -49,6 +60,12 @@ def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = F
             raise StorageError(f"{ckpt}: no readable checkpoint in {os.path.join(ckpt, 'checkpoints')}")
         ckpt = found[0]
     cfg, policy = load_policy(ckpt)
+    with trust.reading(ckpt):
+        return _evaluate(ckpt, cfg, policy, episodes, seed, greedy, num_envs, render_gif)
+
+
+def _evaluate(ckpt: str, cfg, policy: Inference, episodes: int, seed: int, greedy: bool, num_envs: int,
+              render_gif: Optional[str]) -> Dict:
     torch.manual_seed(seed)
     venv = VecEnv(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)
     venv.reset()

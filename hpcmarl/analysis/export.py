@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 import h5py
 import numpy as np
 
+from hpcmarl.analysis.trajectories import inside, local_data
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
 
 
@@ -189,6 +190,10 @@ def export_trajectories(traj_path: str, out_dir: str, chunk_episodes: int = 1000
             actor = _actor_index(traj_path, f.attrs)
             if "episodes" not in f or "steps" not in f:
                 return {"files": [], "episodes": 0, "steps": 0}
+            for table in ("steps", "episodes"):  # data kept in other files (links, VDS, external storage): refused
+                if not isinstance(f.get(table, getlink=True), h5py.HardLink):
+                    raise StorageError(f"{traj_path}: /{table} is a link, not a group of this file; refused")
+                local_data(traj_path, f[table], f"/{table}/")
             eps = read_table(f["episodes"])
             sds: Dict[str, h5py.Dataset] = {}
             f["steps"].visititems(lambda n, o: sds.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
@@ -349,6 +354,8 @@ def export_run(run_dir: str, out_dir: str, trajectories: bool = True, chunk_epis
         raise ValueError(f"{out_dir}: the export directory must not be the run directory itself")
     traj_files = Run(run_dir).trajectory_files() if trajectories else []
     for p in traj_files:  # fail before writing anything
+        if not inside(p, run_dir):
+            raise StorageError(f"{p}: leads to {os.path.realpath(p)}, outside the run directory {run_dir}; refused")
         check_file(p)
     os.makedirs(out_dir, exist_ok=True)
     result: dict = {"out_dir": os.path.abspath(out_dir), "files": [], "rows": {}, "parquet": [],

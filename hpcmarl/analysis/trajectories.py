@@ -20,6 +20,11 @@ are all present.
 
 Read an index with :func:`open_index` (it opens in SWMR mode, which is what lets HDF5 read virtual
 sources that a writer still has open; a plain non-SWMR open of the index fails while they are).
+
+Nothing outside the run directory is read through these files: an actor file that is a link leading out of the run
+directory, or whose datasets keep their data elsewhere (virtual datasets, external raw storage, external links), is
+refused, and so is an index whose sources (its ``sources`` attribute and the files its virtual datasets name) are not
+actor files inside the run directory (:class:`StorageError`, one line).
 """
 from __future__ import annotations
 
@@ -56,11 +61,42 @@ def actor_files(run_dir: str) -> List[Tuple[int, str]]:
     for p in glob.glob(os.path.join(tdir, "actor-*.h5")):
         m = _ACTOR_RE.match(os.path.basename(p))
         if m:
+            if not inside(p, run_dir):
+                raise StorageError(f"{p}: leads to {os.path.realpath(p)}, outside the run directory {run_dir} "
+                                   f"(refused: trajectory files are read inside the run directory only)")
             found.append((int(m.group(1)), p))
     if not found:
         raise StorageError(f"{run_dir}: no trajectory files (trajectories/actor-*.h5); "
                            "was the run made with output.trajectories: false?")
     return sorted(found)
+
+
+def inside(path: str, root: str) -> bool:
+    """``path`` (links resolved) is ``root`` or lies under it (links resolved)."""
+    r, p = os.path.realpath(root), os.path.realpath(path)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def local_data(path: str, group: h5py.Group, where: str = "") -> None:
+    """Raise :class:`StorageError` when ``group`` (of the file ``path``) holds data that lives in another file: an
+    external link, a virtual dataset or a dataset with external raw storage (which could name any file)."""
+    bad: List[str] = []
+
+    def visit(name, link):
+        if isinstance(link, h5py.ExternalLink):
+            bad.append(f"{where}{name} (an external link to {link.filename})")
+
+    group.visititems_links(visit)
+
+    def data(name, obj):
+        if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
+            files = [v.file_name for v in obj.virtual_sources()] if obj.is_virtual else [e[0] for e in obj.external]
+            bad.append(f"{where}{name} (data in {', '.join(sorted(set(map(str, files))))})")
+
+    group.visititems(data)
+    if bad:
+        raise StorageError(f"{path}: {bad[0]} keeps its data in another file; refused (an hpcmarl trajectory file "
+                           f"holds its own data)")
 
 
 @dataclass
@@ -86,6 +122,10 @@ def _scan(f: h5py.File, actor: int, path: str) -> _Source:
     try:
         if "steps" not in f or "episodes" not in f:
             raise StorageError(f"{path}: no /steps or /episodes group (not a complete trajectory file)")
+        for table in ("steps", "episodes"):
+            if not isinstance(f.get(table, getlink=True), h5py.HardLink):
+                raise StorageError(f"{path}: /{table} is a link, not a group of this file; refused")
+            local_data(path, f[table], f"/{table}/")
         steps, eps = _datasets(f["steps"]), _datasets(f["episodes"])
         for table, cols, req in (("steps", steps, _STEP_REQUIRED), ("episodes", eps, _EP_REQUIRED)):
             missing = [c for c in req if c not in cols]
@@ -250,22 +290,74 @@ def build_index(run_dir: str, out: Optional[str] = None) -> str:
     return out
 
 
-def open_index(path: str) -> h5py.File:
+def _index_sources(f: h5py.File, path: str, run_dir: str) -> List[str]:
+    """The actor files an index reads (its ``sources`` and every file its virtual datasets name), each checked to be
+    an ``actor-NNNNN.h5`` inside ``run_dir``; :class:`StorageError` (one line) for anything else."""
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        sources = json.loads(f.attrs.get("sources", "[]"))
+    except (TypeError, ValueError):
+        raise StorageError(f"{path}: damaged 'sources' attribute") from None
+    if not isinstance(sources, list) or not all(isinstance(r, str) for r in sources):
+        raise StorageError(f"{path}: damaged 'sources' attribute (not a list of file names)")
+
+    def check(rel: str) -> str:
+        src = os.path.normpath(os.path.join(base, rel))
+        if os.path.isabs(rel) or not _ACTOR_RE.match(os.path.basename(src)) or not inside(src, run_dir):
+            raise StorageError(f"{path}: source {rel!r} is not an actor trajectory file inside the run directory "
+                               f"{run_dir}; refused")
+        return src
+
+    out = [check(r) for r in sources]
+    bad: List[str] = []
+    virtual: List[h5py.Dataset] = []
+
+    def link(name, lk):
+        if isinstance(lk, h5py.ExternalLink):
+            bad.append(f"{name} (an external link to {lk.filename})")
+
+    def dataset(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            virtual.append(obj)
+        elif isinstance(obj, h5py.Dataset) and obj.external:
+            bad.append(f"{name} (external storage in {obj.external[0][0]})")
+
+    f.visititems_links(link)
+    f.visititems(dataset)
+    if bad:
+        raise StorageError(f"{path}: {bad[0]} keeps its data outside the index and its sources; refused")
+    listed = set(out)
+    for d in virtual:
+        for vs in d.virtual_sources():
+            if vs.file_name != "." and check(vs.file_name) not in listed:
+                raise StorageError(f"{path}: {d.name} reads {vs.file_name!r}, which its 'sources' do not list; "
+                                   f"refused")
+    return out
+
+
+def open_index(path: str, run_dir: Optional[str] = None) -> h5py.File:
     """Open an index file (or ``<run_dir>/trajectories/index.h5`` when given a run directory) read-only
-    in SWMR mode, after checking that it is an index of this schema and that its sources are readable."""
+    in SWMR mode, after checking that it is an index of this schema and that its sources are readable actor files
+    inside the run directory: ``run_dir``, else the directory above the index's ``trajectories/`` directory (an index
+    written elsewhere with ``-o``: pass ``run_dir``)."""
     if os.path.isdir(path):
+        run_dir = run_dir or path
         path = os.path.join(path, "trajectories", INDEX_NAME)
+    if run_dir is None:
+        base = os.path.dirname(os.path.abspath(path))
+        run_dir = os.path.dirname(base) if os.path.basename(base) == "trajectories" else base
     with open_read(path, KIND_INDEX):
         pass
     f = open_read(path, KIND_INDEX, swmr=True)
     try:
-        sources = json.loads(f.attrs.get("sources", "[]"))
-    except ValueError:
+        sources = _index_sources(f, path, run_dir)
+    except StorageError:
         f.close()
-        raise StorageError(f"{path}: damaged 'sources' attribute") from None
-    base = os.path.dirname(os.path.abspath(path))
-    for rel in sources:
-        src = os.path.normpath(os.path.join(base, rel))
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        f.close()
+        raise damaged(path, e) from None
+    for src in sources:
         try:
             open_read(src, KIND_TRAJ).close()
         except StorageError as e:

@@ -14,6 +14,7 @@ from typing import List
 import numpy as np
 import torch
 
+from hpcmarl.comm.watchdog import guard
 from hpcmarl.models import assign_flat, flat_params
 
 
@@ -31,7 +32,8 @@ class Collective:
             except ImportError as e:
                 raise RuntimeError(f"learner.backend=horovod but Horovod cannot be imported ({e}); "
                                    f"run tools/bootstrap.sh or set learner.backend=mpi") from None
-            hvd.init(comm=comm)
+            with guard("every learner to initialise Horovod"):
+                hvd.init(comm=comm)
             if hvd.size() != self.size:
                 raise RuntimeError(f"Horovod sees {hvd.size()} learners, the learner communicator has {self.size}")
             self.hvd = hvd
@@ -44,6 +46,12 @@ class Collective:
         if self.size == 1:
             return x
         t0 = time.perf_counter()
+        with guard(f"every learner's all-reduce of {x.size} values"):
+            out = self._allreduce_sum(x)
+        self.t_allreduce += time.perf_counter() - t0
+        return out
+
+    def _allreduce_sum(self, x: np.ndarray) -> np.ndarray:
         if self.hvd is not None:
             out = self.hvd.allreduce(torch.from_numpy(np.ascontiguousarray(x)), op=self.hvd.Sum,
                                      name=f"hpcmarl.sum.{x.size}").numpy()
@@ -52,7 +60,6 @@ class Collective:
 
             out = np.ascontiguousarray(x).copy()
             self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
-        self.t_allreduce += time.perf_counter() - t0
         return out
 
     def reduce_grads(self, params: List[torch.nn.Parameter], weight: float) -> None:
@@ -77,6 +84,10 @@ class Collective:
     def broadcast_params(self, params: List[torch.nn.Parameter], root: int = 0) -> None:
         if self.size == 1:
             return
+        with guard("learner 0's parameters (broadcast)"):
+            self._broadcast_params(params, root)
+
+    def _broadcast_params(self, params, root: int) -> None:
         if self.hvd is not None:
             self.hvd.broadcast_parameters([(str(i), p) for i, p in enumerate(params)], root_rank=root)
         else:
@@ -98,14 +109,21 @@ class Collective:
         if self.size > 1:
             from mpi4py import MPI
 
-            self.comm.Allreduce(MPI.IN_PLACE, out, op=getattr(MPI, op))
+            with guard(f"every learner's {op.lower()} of {out.size} counters (votes, statistics)"):
+                self.comm.Allreduce(MPI.IN_PLACE, out, op=getattr(MPI, op))
         return out
 
     def gather(self, obj, root: int = 0):
-        return [obj] if self.size == 1 else self.comm.gather(obj, root=root)
+        if self.size == 1:
+            return [obj]
+        with guard("every learner's rows (gather)"):
+            return self.comm.gather(obj, root=root)
 
     def bcast(self, obj, root: int = 0):
-        return obj if self.size == 1 else self.comm.bcast(obj, root=root)
+        if self.size == 1:
+            return obj
+        with guard(f"learner {root}'s broadcast"):
+            return self.comm.bcast(obj, root=root)
 
     def close(self):
         if self.hvd is not None:

@@ -170,7 +170,9 @@ def send_control(comm, dest: int, obj, timeout: float):
 
 
 def recv_control(comm, source: int, timeout: float):
-    return wait(comm.irecv(source=source, tag=Tag.CONTROL), timeout, f"a control message from rank {source}")
+    """A control message of any size (a resume's hello grows with the env copies' seeds: ``irecv`` without a buffer
+    takes ``mpi4py.rc.irecv_bufsz``, 32 KiB, at most: a larger hello crashed the actor)."""
+    return recv_object(comm, source, Tag.CONTROL, timeout, f"a control message from rank {source}")
 
 
 def recv_object(comm, source: int, tag: int, timeout: float, what: str):

@@ -80,8 +80,22 @@ class GymMultiAgent(ParallelEnv):
         self.env.close()
 
 
+def _check_task(task, env: str) -> None:
+    """Gymnasium imports ``module`` for an id ``module:EnvId``: such a ``task`` must have been named by the person
+    (:mod:`hpcmarl.trust`: their config file or ``--env-import``); a task read from a file is refused before
+    ``gym.make`` sees it."""
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a gymnasium id (a string), got {task!r}")
+    if ":" in task:
+        from hpcmarl import trust
+
+        trust.require(task, "gym", env)
+
+
 def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, scale_obs: bool = False, **kwargs) -> GymMultiAgent:
-    """Level-Based Foraging (``pip install lbforaging``); ``kwargs`` go to the LBF env (e.g. ``sight``)."""
+    """Level-Based Foraging (``pip install lbforaging``); ``kwargs`` go to the LBF env (e.g. ``sight``). A
+    module-qualified ``task`` (``module:EnvId``) imports that module: only when the person named it."""
+    _check_task(task, "lbf")
     import gymnasium as gym
     import lbforaging  # noqa: F401  (registers the Foraging-* ids)
 
@@ -91,7 +105,9 @@ def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, scale_ob
 
 
 def rware(task: str = "rware-tiny-2ag-v2", max_cycles: int = 500, scale_obs: bool = False, **kwargs) -> GymMultiAgent:
-    """Multi-Robot Warehouse (``pip install rware``); ``kwargs`` go to the warehouse (e.g. ``sensor_range``)."""
+    """Multi-Robot Warehouse (``pip install rware``); ``kwargs`` go to the warehouse (e.g. ``sensor_range``). A
+    module-qualified ``task`` (``module:EnvId``) imports that module: only when the person named it."""
+    _check_task(task, "rware")
     import gymnasium as gym
     import rware as _rware  # noqa: F401  (registers the rware-* ids)
 

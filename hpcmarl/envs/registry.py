@@ -2,7 +2,9 @@
 
 A registered name maps to an :class:`EnvEntry` (factory path, default policy map and constructor arguments, what
 league mode needs to know about the game); any other ``"module:callable"`` returning a PettingZoo parallel or AEC env
-is an environment too (:func:`entry` probes it once: groups by agent-name prefix).
+is an environment too (:func:`entry` probes it once: groups by agent-name prefix), imported only when the person
+named it (:mod:`hpcmarl.trust`: their config file or ``--env-import``; a path read from a file is refused before any
+import).
 """
 from __future__ import annotations
 
@@ -106,10 +108,15 @@ def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
     mod, _, attr = name.partition(":")
     if not mod or not attr:
         raise EnvError(f"env.name {name!r}: expected a registered name or 'module:callable'")
+    from hpcmarl import trust
     from hpcmarl.algos.base import import_user_module
+
+    trust.require(name, "env")  # nothing imported or called unless the person named it (NotAllowed, one line)
 
     try:
         module = import_user_module(mod)
+    except trust.NotAllowed:
+        raise
     except Exception as e:
         raise EnvError(f"env.name {name!r}: cannot import {mod!r} ({type(e).__name__}: {e})") from None
     factory = module

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from hpcmarl import trust
 from hpcmarl.league.aec import play_matches
 from hpcmarl.league.pool import (BASELINE_IDS, PolicyBank, aec_player, baseline_player, policy_from, read_policy,
                                  run_pool)
@@ -38,7 +39,8 @@ def pool_mixture(run_dir: str, mixture: str, group: Optional[str] = None) -> Tup
         return files, np.full(len(files), 1.0 / len(files))
     snaps = [read_policy(f) for f in files]
     try:
-        meter = NashConv(openspiel_game(str(snaps[0][1]["env"]), json.loads(snaps[0][1].get("env_kwargs") or "{}")))
+        with trust.reading(files[0]):  # an unregistered env: refused unless --env-import named it (hpcmarl.trust)
+            meter = NashConv(openspiel_game(str(snaps[0][1]["env"]), json.loads(snaps[0][1].get("env_kwargs") or "{}")))
     except NotExact:
         from hpcmarl.storage import Run, load_checkpoint
 
@@ -46,8 +48,7 @@ def pool_mixture(run_dir: str, mixture: str, group: Optional[str] = None) -> Tup
         if not ckpts:
             raise ValueError(f"{run_dir}: no checkpoint holds the payoff table the meta-Nash mixture needs") from None
         arrays, _ = load_checkpoint(ckpts[-1])
-        pay = Payoff()
-        pay.load_state_arrays(list(arrays["league/payoff_ids"]), arrays["league/payoff_counts"])
+        pay = Payoff.from_checkpoint(arrays, "league/payoff_")  # sparse, or the dense table of older checkpoints
         return files, meta_nash(pay.matrix([f"{group}-v{int(a['version'])}" for _, a in snaps]))
     return files, zero_sum_nash(exact_payoffs(meter, [meter.probabilities(policy_from(*s)) for s in snaps]))
 
@@ -147,8 +148,9 @@ def seat_matches(name: str, a: Tuple[str, Optional[tuple]], b: Tuple[str, Option
     from hpcmarl.league.seats import SeatGames
 
     seats = attrs.get("seats") or ("per_team" if REGISTRY[name].teams else "per_agent")  # older snapshots
-    games = SeatGames(name, json.loads(attrs.get("env_kwargs", "{}")), json.loads(attrs.get("policy_map", "null")),
-                      attrs["policy_group"], seats, policy, member, bank, seed, opening)
+    with trust.reading(b[0] if flip else a[0]):  # its env_kwargs (a gymnasium task) import only what was named
+        games = SeatGames(name, json.loads(attrs.get("env_kwargs", "{}")), json.loads(attrs.get("policy_map", "null")),
+                          attrs["policy_group"], seats, policy, member, bank, seed, opening)
     out = dict(wins=0, draws=0, losses=0)
     try:
         for i in range(episodes):

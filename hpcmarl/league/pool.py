@@ -35,6 +35,9 @@ def run_pool(run_dir: str, group: Optional[str] = None) -> Tuple[str, List[str]]
     groups = json.loads(Run(run_dir).attrs().get("league_groups", "[]") or "[]")
     if not groups:
         raise StorageError(f"{run_dir} is not a league run (run.h5 has no league groups)")
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g and not set(g) & set("/\\*?[]")
+                                               for g in groups):  # a name: never a path or a pattern
+        raise StorageError(f"{run_dir}: run.h5 attribute 'league_groups' is not a list of group names")
     group = group or groups[0]
     if group not in groups:
         raise StorageError(f"{run_dir}: no league group {group!r} (groups: {', '.join(groups)})")
@@ -45,8 +48,10 @@ def run_pool(run_dir: str, group: Optional[str] = None) -> Tuple[str, List[str]]
 
 
 def write_snapshot(path: str, params: np.ndarray, attrs: dict) -> str:
-    """Atomic: a temporary name, then rename (readers never see a partial file)."""
-    from hpcmarl.storage import SCHEMA_VERSION
+    """Atomic and durable: a temporary name, fsynced, renamed, the directory fsynced (readers never see a partial
+    file; a crash leaves no empty one). A SIGKILL half-way leaves the temporary file to the next start
+    (:func:`hpcmarl.storage.remove_stale_temporaries`)."""
+    from hpcmarl.storage import SCHEMA_VERSION, durable_replace
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -56,7 +61,7 @@ def write_snapshot(path: str, params: np.ndarray, attrs: dict) -> str:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_dataset("params", data=np.asarray(params, np.float32))
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
     return path
 
 

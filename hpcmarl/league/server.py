@@ -75,6 +75,12 @@ class League:
         self.measure_queue: List[Tuple[int, bool]] = []
         self.exact: Dict[Tuple[int, int], float] = {}
         self.measured: set = set()
+        # kept up to date per new member / reported game, so no message walks the whole pool or payoff table:
+        self._lineage: Dict[str, List[int]] = {}  # policy group -> pool members that play it, oldest first
+        self._of_group: List[List[int]] = [[] for _ in self.groups]  # group -> its snapshots, oldest first
+        self._recent_pool: List[Dict[int, float]] = [{} for _ in self.groups]  # self.recent of the pool members
+        self._rated: set = set()  # member names whose ratings may have changed since their last ratings row
+        self._ids_of: Dict[str, List[int]] = {}  # member name -> member ids (one, unless a version repeats)
         for gi in range(len(self.groups)):
             self.ratings.add(self.key(live_id(gi)))
 
@@ -90,17 +96,25 @@ class League:
     def lineage(self, policy_group: str) -> List[int]:
         """Pool members that play ``policy_group`` (snapshots of the groups that train it), oldest first; the
         newest ``league.pool_max`` of them when that is set."""
-        out = [m for m, d in self.members.items() if self.groups[d["group"]].policy_group == policy_group]
-        return out[-self.lc.pool_max:] if self.lc.pool_max else out
+        out = self._lineage.get(policy_group, [])
+        return out[-self.lc.pool_max:] if self.lc.pool_max else list(out)
 
     def newest(self, gi: int) -> Optional[int]:
-        mine = [m for m, d in self.members.items() if d["group"] == gi]
+        mine = self._of_group[gi]
         return mine[-1] if mine else None
 
     def win_rate_vs_pool(self, gi: int) -> float:
         """Mean moving-average score of group ``gi``'s live policy against the pool members it has met."""
-        vals = [v for (g, m), v in self.recent.items() if g == gi and m >= 0]
+        vals = list(self._recent_pool[gi].values())  # self.recent's values of (gi, member >= 0), in its order
         return float(np.mean(vals)) if vals else 0.0
+
+    def _index_member(self, mid: int) -> None:
+        """Adds member ``mid`` (in ``self.members``) to the lineage and per-group indices."""
+        gi = self.members[mid]["group"]
+        self._lineage.setdefault(self.groups[gi].policy_group, []).append(mid)
+        self._of_group[gi].append(mid)
+        self._ids_of.setdefault(self.key(mid), []).append(mid)
+        self._rated.add(self.key(mid))
 
     def snapshot_due(self, gi: int, update: int) -> bool:
         g, last = self.groups[gi], self.last_snapshot[gi]
@@ -116,6 +130,7 @@ class League:
         path = snapshot_path(self.run_dir, self.names[gi], version)
         write_snapshot(path, params, {**attrs, "member": mid, "update": update})
         self.members[mid] = dict(group=gi, version=version, update=update, wall_time=self.wall(), path=path)
+        self._index_member(mid)
         self.last_snapshot[gi] = update
         live = self.key(live_id(gi))
         self.ratings.add(self.key(mid))  # a snapshot starts with its live policy's ratings
@@ -124,7 +139,7 @@ class League:
                                                                        sigma=self.ratings.skill[live].sigma,
                                                                        name=self.key(mid))
         self.rows["league/pool"].append((mid, gi, version, update, self.wall()))
-        n_snap = sum(1 for d in self.members.values() if d["group"] == gi)
+        n_snap = len(self._of_group[gi])
         if self.lc.eval_every and n_snap % self.lc.eval_every == 0:
             self.eval_queue += [(mid, BASELINE_IDS[b]) for b in self.lc.eval_baselines]
             others = [m for m in self.lineage(self.opponent_groups(gi)[0]) if m != mid]
@@ -228,6 +243,9 @@ class League:
                 self.payoff.record(a, b, score, ret)
                 self.ratings.record(a, b, score)
                 self.recent[(gi, mid)] = (1 - step) * self.recent.get((gi, mid), 0.5) + step * score
+                self._rated.add(b)
+                if mid >= 0:
+                    self._recent_pool[gi][mid] = self.recent[(gi, mid)]
             row = self.pending.setdefault((gi, mid), np.zeros(4))
             row[OUTCOME_INDEX[float(score)]] += 1
             row[3] += ret
@@ -238,6 +256,7 @@ class League:
         if not self.rated:
             return
         ka, kb = self.key(a), self.key(b)
+        self._rated.update((ka, kb))
         self.payoff.add_return(ka, kb, return_sum)
         for score, n in ((1.0, wins), (0.5, draws), (0.0, losses)):
             for _ in range(n):
@@ -253,7 +272,11 @@ class League:
             self.rows["league/matches"].append((update, w, gi, mid, *c))
         self.pending = {}
         due = final or self.rows_update is None or update - self.rows_update >= self.lc.ratings_every
-        for mid in ([live_id(gi) for gi in range(len(self.groups))] + list(self.members)
+        # the members whose games may have changed since their last row (a new member: its first row), in id order
+        changed = sorted({m for k in self._rated for m in self._ids_of.get(k, ())}) if self.rated and due else []
+        if due:
+            self._rated = set()
+        for mid in ([live_id(gi) for gi in range(len(self.groups))] + changed
                     + [BASELINE_IDS[b] for b in self.lc.eval_baselines]) if self.rated and due else []:
             k = self.key(mid)
             if k in self.ratings.elo and self.rated_games.get(k) != self.ratings.games[k]:
@@ -268,14 +291,14 @@ class League:
 
     # ---- checkpoint state --------------------------------------------------------------------------------
     def state_arrays(self) -> Dict[str, np.ndarray]:
+        """The league's checkpoint arrays: rows per member, per rated id, per (group, member) met, and the payoff
+        table as one row per pair that has played (:meth:`Payoff.checkpoint_arrays`): they grow with the pool and
+        the games played, never with the square of the pool."""
         ids = sorted(self.members)
         out = {"league/members": np.array([[m, self.members[m]["group"], self.members[m]["version"],
                                             self.members[m]["update"], self.members[m]["wall_time"]] for m in ids],
                                           np.float64).reshape(len(ids), 5)}
-        pid, counts, returns = self.payoff.state_arrays()
-        out["league/payoff_ids"] = np.array(pid, dtype="S")
-        out["league/payoff_counts"] = counts
-        out["league/payoff_returns"] = returns
+        out.update(self.payoff.checkpoint_arrays("league/payoff_"))  # sparse: one row per pair that has played
         rid, vals = self.ratings.state_arrays()
         out["league/rating_ids"] = np.array(rid, dtype="S")
         out["league/rating_values"] = vals
@@ -289,14 +312,21 @@ class League:
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays`; also reads older checkpoints (their dense N x N payoff table)."""
         for m, gi, version, update, wall in arrays["league/members"]:
             m, gi, version = int(m), int(gi), int(version)
             self.members[m] = dict(group=gi, version=version, update=int(update), wall_time=float(wall),
                                    path=snapshot_path(self.run_dir, self.names[gi], version))
-        self.payoff.load_state_arrays(list(arrays["league/payoff_ids"]), arrays["league/payoff_counts"],
-                                      arrays.get("league/payoff_returns"))
+        self._lineage, self._of_group, self._ids_of = {}, [[] for _ in self.groups], {}
+        for m in self.members:
+            self._index_member(m)  # every member gets a ratings row at the first due update, as before the resume
+        self.payoff = Payoff.from_checkpoint(arrays, "league/payoff_")  # sparse, or dense from older checkpoints
         self.ratings.load_state_arrays(list(arrays["league/rating_ids"]), arrays["league/rating_values"])
         self.recent = {(int(g), int(m)): float(v) for g, m, v in arrays["league/recent"]}
+        self._recent_pool = [{} for _ in self.groups]
+        for (g, m), v in self.recent.items():
+            if m >= 0 and 0 <= g < len(self.groups):
+                self._recent_pool[g][m] = v
         self.last_snapshot = [None if u < 0 else int(u) for u in arrays["league/last_snapshot"]]
         self.games, self.self_games = int(arrays["league/counters"][0]), int(arrays["league/counters"][1])
         self.t0 = self.clock() - float(arrays["league/counters"][2])

@@ -58,8 +58,10 @@ def actor_main(ctx) -> None:
     protocol.wait_buffer(req, timeout, f"the first weights from learner rank {learner}")
     sent = slot = 0
     stop = False
+    last_weights = time.monotonic()
     while True:
         while req.Test():  # every message that arrived; the last one wins
+            last_weights = time.monotonic()
             version, command = int(wrec["meta"][0]), int(wrec["meta"][1])
             if command in (CMD_STOP, CMD_PREEMPTED):
                 ctx.preempted, stop = command == CMD_PREEMPTED, True
@@ -68,6 +70,10 @@ def actor_main(ctx) -> None:
             req = protocol.post_recv_weights(world, learner, wrec)
         if stop:
             break
+        if time.monotonic() - last_weights > timeout:  # never waiting is no reason to wait for ever: with
+            # queue_full=drop the learner's receiver thread takes unrolls even while its training loop is hung
+            raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for new weights from learner rank "
+                                       f"{learner} (it pushes every algo.push_every updates)")
         inject_fault(ctx, sampler.policy.version)
         t0 = time.perf_counter()
         if sends[slot] is not None:  # both sends pending: the learner's queue is full (back-pressure)
@@ -91,6 +97,7 @@ def actor_main(ctx) -> None:
     if traj is not None:
         traj.close()
     sampler.venv.close()
+    inject_fault(ctx, "final")
     protocol.send_bye(world, learner, {"sent": sent, "discarded": discarded}, timeout)
 
 
@@ -108,12 +115,15 @@ class AsyncActorLink:
         self.pending: Optional[int] = None  # a version still to push once the previous push completed
         self.posted = None  # (record, request)
         self.received = 0
+        self.since = time.monotonic()  # since when a posted receive waits for this actor (its silence is bounded)
 
     def hello(self, info: dict):
         protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
+        self.since = time.monotonic()
 
     def post(self, rec) -> None:
         self.posted = (rec, protocol.post_recv_unroll(self.ctx.world, self.rank, rec))
+        self.since = time.monotonic()
 
     def test(self):
         if self.posted is not None and self.posted[1].Test():
@@ -266,9 +276,14 @@ class UnrollQueue:
                     raise RuntimeError(f"the unroll receiver failed: {self.error!r}") from self.error
                 if len(self.items) >= k:
                     return [self.items.popleft() for _ in range(k)]
-                if time.monotonic() - self.last > timeout:
+                now = time.monotonic()
+                if now - self.last > timeout:
                     raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
                                                f"({len(self.items)} of {k} queued)")
+                for link in self.links:  # one silent actor is not hidden by the others' unrolls
+                    if link.posted is not None and now - getattr(link, "since", now) > timeout:
+                        raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for an unroll from "
+                                                   f"actor rank {link.rank} ({len(self.items)} of {k} queued)")
                 if self.thread is not None:
                     self.cond.wait(0.001)
             idle()

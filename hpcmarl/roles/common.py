@@ -20,16 +20,20 @@ from hpcmarl.sampler import Sampler
 
 M = META_INDEX
 SIGNAL_REASON = "stop signal received"
+WALL_REASON = "max_wall_s reached"
 ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
 
 
-def inject_fault(ctx, update: int) -> None:
-    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit|sigterm>:<update>``."""
+def inject_fault(ctx, update) -> None:
+    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit|sigterm>:<update|phase>``
+    (phases: ``preflight``: rank 0 before its pre-flight; ``startup``: once the communicators are built, before the
+    role starts; ``checkpoint``: the lead learner before it writes a checkpoint; ``final``: when the rank has stopped
+    its work, before its final checkpoint or goodbye)."""
     spec = os.environ.get("HPCMARL_INJECT_FAULT")
     if not spec:
         return
     rank, kind, at = spec.split(":")
-    if int(rank) != ctx.rank or update != int(at):
+    if int(rank) != ctx.rank or str(update) != at:  # an update/round number, or a phase: startup, final
         return
     if kind == "raise":
         raise RuntimeError(f"injected fault on rank {ctx.rank} at update {update}")
@@ -41,6 +45,7 @@ def inject_fault(ctx, update: int) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGTERM)
+    # kind "nan" (a learner's parameter becomes NaN right after that update): hpcmarl.roles.finite.poison applies it
 
 
 def actor_seed(base: int, actor_index: int, start_update: int) -> int:
@@ -86,7 +91,8 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
         traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
                                         seed, resume=ctx.start_update > 0, flush_s=cfg.output.flush_s,
                                         attrs={"actor": actor_index, "env": cfg.env.name},
-                                        reserve_mb=cfg.output.min_free_mb)
+                                        reserve_mb=cfg.output.min_free_mb,
+                                        resume_update=ctx.start_update if ctx.start_update > 0 else None)
     return sampler, traj
 
 
@@ -186,9 +192,16 @@ class RunLog:
                                             resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s,
                                             tables=self.tables, reserve_mb=self.cfg.output.min_free_mb)
         w.f.attrs["resumed_from"] = ctx.resume_path or ""
+        # episodes the previous session's final stop cut off came after its final checkpoint (loop.run_learner)
+        c = self.counters
+        c["discarded_episodes"] = max(c["discarded_episodes"], int(w.f.attrs.get("discarded_episodes", 0)))
         resumed = (f" (resumed from {os.path.basename(ctx.resume_path)}, update {self.counters['update']})"
                    if ctx.resume_path else "")
         print(f"[hpcmarl] run directory: {os.path.abspath(ctx.run_dir)}{banner}{resumed}", flush=True)
+        if w.short:  # rows a crash lost before they reached the disk (a run.h5 not flushed before its checkpoint)
+            print(f"hpcmarl: warning: {w.path} holds fewer rows than {os.path.basename(ctx.resume_path)} counts ("
+                  + ", ".join(f"/{k}: {have} of {n}" for k, (have, n) in sorted(w.short.items()))
+                  + "); the missing rows are lost, the run goes on from there", file=sys.stderr, flush=True)
         if w.episodes.rows:
             k = min(w.episodes.rows, self.cfg.output.episode_window)
             for g in self.groups:
@@ -218,7 +231,7 @@ class RunLog:
         if cfg.train.max_updates and c["update"] >= cfg.train.max_updates:
             reasons.append("max_updates reached")
         if cfg.train.max_wall_s and time.monotonic() - self.session0 >= cfg.train.max_wall_s:
-            reasons.append("max_wall_s reached")
+            reasons.append(WALL_REASON)
         if self.lead and self.reached:
             reasons.append("target_return reached")
         if signalled or self.ctx.stop_requested():
@@ -285,12 +298,14 @@ class RunLog:
         pairs = self.coll.gather((group, param_checksum))
         c = self.counters
         if self.lead:
+            inject_fault(self.ctx, "checkpoint")
             sums = [s for _, s in pairs]
             for g in {g for g, _ in pairs}:
                 if len({s for h, s in pairs if h == g}) != 1:
                     raise RuntimeError(f"learners hold different parameters at update {c['update']}: checksums {pairs}")
             attrs = dict(c)
             attrs.update(extra_attrs or {})
+            self.writer.flush()  # the rows it counts are on disk before the checkpoint is: a kill -9 loses none of them
             attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
             attrs.update(learner_param_checksums=[float(x) for x in sums], config=self.ctx.config_yaml,
                          algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups, version=version)
@@ -299,10 +314,11 @@ class RunLog:
         self.last_ckpt = c["update"]
 
     def preempted(self) -> bool:
-        """A signal stopped an unfinished run (no learner saw the run's end): exit status 75 so job
-        scripts requeue (see slurm/)."""
-        seen = self.coll.max_small(np.array([float(SIGNAL_REASON in self.reasons),
-                                             float(any(r != SIGNAL_REASON for r in self.reasons))]))
+        """A signal (or, with ``train.wall_exit_requeue``, ``train.max_wall_s``) stopped an unfinished run (no
+        learner saw the run's end): exit status 75 so job scripts requeue (see slurm/)."""
+        pause = {SIGNAL_REASON} | ({WALL_REASON} if self.cfg.train.wall_exit_requeue else set())
+        seen = self.coll.max_small(np.array([float(bool(pause & set(self.reasons))),
+                                             float(any(r not in pause for r in self.reasons))]))
         return bool(seen[0] > 0 and seen[1] == 0)
 
     def final_checkpoint_due(self) -> bool:
@@ -311,6 +327,7 @@ class RunLog:
     def finish(self, stop_reason: str, summary: str) -> None:
         if not self.lead:
             return
+        self.writer.f.attrs["discarded_episodes"] = self.counters["discarded_episodes"]  # with the final stop's
         self.writer.close()
         if self.row is not None:
             self.progress.maybe(self.row, force=True)

@@ -23,7 +23,7 @@ from typing import List
 import numpy as np
 import torch
 
-from hpcmarl.comm import protocol
+from hpcmarl.comm import protocol, watchdog
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, malenia_closed, quota, trajectory_gradients
 from hpcmarl.config import delay_factors
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
@@ -143,6 +143,7 @@ def actor_main(ctx) -> None:
         if r is not None:
             protocol.wait_buffer(r, timeout, f"learner rank {learner} to take a gradient")
     maker.collector.venv.close()
+    inject_fault(ctx, "final")
     protocol.send_bye(world, learner, {"sent": sent, "abandoned": maker.abandoned}, timeout)
 
 
@@ -158,9 +159,11 @@ class MPIGradLink:
         self.req = protocol.post_recv_gradient(ctx.world, rank, self.rec)
         self.send_req = None
         self.received = 0
+        self.last = time.monotonic()  # when its last gradient came (its silence bounds the learner's wait)
 
     def hello(self):
         protocol.send_control(self.ctx.world, self.rank, {}, self.ctx.cfg.runtime.startup_timeout_s)
+        self.last = time.monotonic()
 
     def wait_sent(self):
         if self.send_req is not None:
@@ -175,6 +178,7 @@ class MPIGradLink:
         """The next gradient record, or None; call :meth:`rearm` once it has been handled."""
         if self.req.Test():
             self.received += 1
+            self.last = time.monotonic()
             return self.rec
         return None
 
@@ -253,11 +257,12 @@ class WindowGate:
 
         self.MPI = MPI
         self.kind, self.n = kind, n_actors
-        self.win = MPI.Win.Allocate((n_actors + 1) * 8 if comm.Get_rank() == 0 else 0, 8, comm=comm)
-        if comm.Get_rank() == 0:
-            np.frombuffer(self.win.tomemory(), np.int64)[:] = 0
-        comm.Barrier()
-        self.win.Lock_all()  # MPI: passive-target epoch for the whole run
+        with watchdog.guard("every learner to open the round-counter window"):
+            self.win = MPI.Win.Allocate((n_actors + 1) * 8 if comm.Get_rank() == 0 else 0, 8, comm=comm)
+            if comm.Get_rank() == 0:
+                np.frombuffer(self.win.tomemory(), np.int64)[:] = 0
+            comm.Barrier()
+            self.win.Lock_all()  # MPI: passive-target epoch for the whole run
         self.base = np.zeros(n_actors + 1, np.int64)
         self.one = np.ones(1, np.int64)
         self.res = np.zeros(1, np.int64)
@@ -268,13 +273,15 @@ class WindowGate:
         self.M, self.drawn = M, 0
 
     def _slots(self) -> np.ndarray:
-        self.win.Get([self.buf, self.MPI.INT64_T], 0, target=(0, self.n + 1, self.MPI.INT64_T))
-        self.win.Flush(0)
+        with watchdog.guard("learner 0's round counters (one-sided get)"):
+            self.win.Get([self.buf, self.MPI.INT64_T], 0, target=(0, self.n + 1, self.MPI.INT64_T))
+            self.win.Flush(0)
         return self.buf - self.base
 
     def _fetch_add(self, slot: int) -> int:
-        self.win.Fetch_and_op([self.one, self.MPI.INT64_T], [self.res, self.MPI.INT64_T], 0, slot, self.MPI.SUM)
-        self.win.Flush(0)
+        with watchdog.guard("learner 0's round counters (fetch-and-add)"):
+            self.win.Fetch_and_op([self.one, self.MPI.INT64_T], [self.res, self.MPI.INT64_T], 0, slot, self.MPI.SUM)
+            self.win.Flush(0)
         return int(self.res[0]) - int(self.base[slot])
 
     def closed(self) -> bool:
@@ -295,8 +302,9 @@ class WindowGate:
         self.base[1:] += counts.astype(np.int64)
 
     def close(self):
-        self.win.Unlock_all()
-        self.win.Free()
+        with watchdog.guard("every learner to close the round-counter window"):
+            self.win.Unlock_all()
+            self.win.Free()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,7 +377,7 @@ class GradientFlow(Flow):
         ep_rows = []
         steps = abandoned = errors = 0
         stop_flag = 0.0
-        last_msg = time.monotonic()
+        q = int(self.wrec["meta"][2])  # per-actor quota (synchronous aggregation), else 0
         sleep = 0.0
         while True:
             got = False
@@ -390,11 +398,17 @@ class GradientFlow(Flow):
             if cur.closed():
                 break
             if got:
-                last_msg, sleep = time.monotonic(), 0.0
+                sleep = 0.0
                 continue
-            if time.monotonic() - last_msg > timeout:
-                raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for gradients of round {rnd} "
-                                           f"from actors {self.mine} ({int(cur.agg.counts.sum())} accepted so far)")
+            # every actor the round still waits for is bounded on its own: one silent actor is not hidden by the
+            # others' gradients (a Malenia round needs them all; Rennala's would go on without it for ever)
+            now = time.monotonic()
+            for link in self.links:
+                awaited = not (q and cur.agg.counts[link.index] >= q)
+                if awaited and now - getattr(link, "last", now) > timeout:
+                    raise protocol.CommTimeout(
+                        f"timed out after {timeout:.0f}s waiting for a gradient from actor rank {link.rank} (round "
+                        f"{rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")
             time.sleep(sleep)
             sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
         t1 = time.perf_counter()

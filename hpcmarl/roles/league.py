@@ -365,3 +365,4 @@ def league_main(ctx) -> None:
             raise protocol.CommTimeout(f"league rank: no message from any learner or actor for "
                                        f"{cfg.runtime.timeout_s:.0f}s")
         time.sleep(0.001)
+    inject_fault(ctx, "final")

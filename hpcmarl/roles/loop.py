@@ -10,7 +10,9 @@ Per round::
     handout()     only when going on: the next weights/query go out, so actors work while we write logs
     rows(...)     further run.h5 table rows (the league's status round trip lives here)
     log           metrics row + episodes (lead learner), progress line, target check
-    checkpoint    every ``output.checkpoint_every`` updates, and once at the end
+    checkpoint    every ``output.checkpoint_every`` updates
+
+At the end: the final checkpoint, then the actors are stopped (shutdown), then the closing line.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hpcmarl import storage
+from hpcmarl.comm import watchdog
 from hpcmarl.roles.common import RunLog, inject_fault
+from hpcmarl.roles.finite import check_finite
 
 
 @dataclass
@@ -117,6 +121,7 @@ def run_learner(ctx, flow: Flow) -> None:
         inject_fault(ctx, flow.version)
         r = flow.round()
         log.advance(r.env_steps, r.episodes, r.env_errors)
+        check_finite(ctx, flow, log, r.row)  # a non-finite loss or parameter: one line, exit 1, no checkpoint
         counters["discarded_episodes"] += r.discarded
         stop_reason = log.vote(r.signalled)
         if not stop_reason:
@@ -130,9 +135,13 @@ def run_learner(ctx, flow: Flow) -> None:
             flow.save(log)
 
     ctx.preempted = log.preempted()
+    # the final checkpoint before the actors are stopped: a hung actor cannot cost it (stopping waits for every
+    # actor's goodbye); episodes the stop cuts off are counted in run.h5 (log.finish), not in the checkpoint
+    with watchdog.guard("the final checkpoint to be written"):
+        inject_fault(ctx, "final")
+        if log.final_checkpoint_due():
+            flow.save(log)
     discarded = int(flow.ctrl.sum_small(np.array([flow.shutdown(ctx.preempted)]))[0])
     counters["discarded_episodes"] += discarded
-    if log.final_checkpoint_due():
-        flow.save(log)
     log.finish(stop_reason, flow.summary(discarded))
     flow.close()

@@ -106,7 +106,8 @@ def actor_main(ctx) -> None:
         sends[slot] = protocol.send_unroll(world, learner, urec)
         sent += 1
         if traj is not None:  # only reads the buffer, so it overlaps the send and the learner's update
-            traj.add_unroll(urec, urec["env_done"], int(urec["meta"][M["version"]]))
+            # this session's sent-th unroll is trained in update start_update + sent (overlap too: see above)
+            traj.add_unroll(urec, urec["env_done"], int(urec["meta"][M["version"]]), ctx.start_update + sent)
         if league is not None:  # results of the finished episodes, the next opponents (overlaps the update)
             league.collect_results(sampler.finished)
             league.exchange()
@@ -126,6 +127,7 @@ def actor_main(ctx) -> None:
     sampler.venv.close()
     if league is not None:
         league.bye()
+    inject_fault(ctx, "final")
     protocol.send_bye(world, learner, {"discarded": discarded, "sent": sent}, timeout)
 
 
@@ -200,6 +202,7 @@ class LocalActorLink:
         self.sampler, self.traj = make_sampler(ctx, 0, traj_path(ctx, 0))
         self.rec = uspec.alloc()
         self.rank = 0
+        self.update = ctx.start_update  # the update that trains on the unroll collected last
 
     def hello(self, info: dict):
         resume_actor(info, self.sampler)
@@ -215,8 +218,9 @@ class LocalActorLink:
         self.sampler.collect(self.rec)
         self.rec["meta"][M["actor"]] = 0
         self.rec["meta"][M["stop_requested"]] = float(self.ctx.stop_requested())
+        self.update += 1
         if self.traj is not None:
-            self.traj.add_unroll(self.rec, self.rec["env_done"], int(self.rec["meta"][M["version"]]))
+            self.traj.add_unroll(self.rec, self.rec["env_done"], int(self.rec["meta"][M["version"]]), self.update)
         return self.rec
 
     def stop(self, wrec: Record, version: int, preempted: bool) -> dict:

@@ -1,7 +1,8 @@
 """Write your own algorithm: REINFORCE with a batch-mean baseline, defined and registered in this file (nothing under
 hpcmarl/ names it), trained on the synchronous rollout flow under mpirun with outputs, resume and inspect.
 
-Every rank imports this module because the run's config lists it in ``plugins``."""
+Every rank imports this module because the run's config lists it in ``plugins``; ``hpcmarl evaluate`` of its
+checkpoints imports it (and builds the example env) only when the person names them: ``--plugins``, ``--env-import``."""
 import json
 import os
 import sys
@@ -72,15 +73,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from launch import hpcmarl, mpirun, requires_mpirun  # noqa: E402
 
 pytestmark = [requires_mpirun]
-PLUGIN = "plugins=[tests.e2e.test_plugin_algorithm]"
-ARGS = ["configs/simple_spread_mappo.yaml", PLUGIN, "algo={name: reinforce}", "env.name=examples.walk_env:parallel_env",
+MODULE, ENV = "tests.e2e.test_plugin_algorithm", "examples.walk_env:parallel_env"
+PLUGIN = f"plugins=[{MODULE}]"
+ARGS = ["configs/simple_spread_mappo.yaml", PLUGIN, "algo={name: reinforce}", f"env.name={ENV}",
         "env.num_envs=8", "output.progress_s=5", "runtime.timeout_s=60", "output.checkpoint_every=10"]
 
 
 def test_learner_satisfies_the_protocol():
+    from hpcmarl import trust
     from hpcmarl.envs import probe_spec
 
-    spec = probe_spec("examples.walk_env:parallel_env")
+    with trust.allowing([ENV]):  # a Python caller names the env path it imports
+        spec = probe_spec(ENV)
     assert isinstance(ReinforceLearner(spec, ReinforceConfig(), "cpu", 0, 0), Learner)
 
 
@@ -97,7 +101,17 @@ def test_plugin_algorithm_trains_resumes_and_inspects(tmp_path):
     g = s["groups"]["walker"]
     assert g["return_last"] > g["return_first"] + 1.0, g
     with open(run / "config.yaml") as f:
-        assert "tests.e2e.test_plugin_algorithm" in f.read()  # a resumed or evaluated run imports it again
+        assert MODULE in f.read()  # a resumed run imports it again (its config lists it)
+    # evaluate reads the checkpoint's stored config: it imports the plug-in and the env only when named
+    p = hpcmarl(["evaluate", str(run), "--episodes", "4", "--json", "--plugins", MODULE, "--env-import", ENV])
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["algo"] == "reinforce" and r["groups"]["walker"]["episodes"] == 4
+    for flags, hint in (([], f"pass --plugins {MODULE}"), (["--plugins", MODULE], f"pass --env-import {ENV}")):
+        p = hpcmarl(["evaluate", str(run), "--episodes", "1"] + flags)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and hint in lines[0], p.stderr
+        assert lines[0].startswith("hpcmarl: error: ") and "code is imported only when you name it" in lines[0]
 
 
 def test_plugin_config_checks_and_unknown_plugins(tmp_path):

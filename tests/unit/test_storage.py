@@ -217,6 +217,38 @@ def test_run_resume_truncates_later_rows(tmp_path):
     assert attrs["resumed"] == "yes" and attrs["env"] == "counting_v0"  # earlier attrs are kept
 
 
+def test_run_resume_reports_rows_the_checkpoint_counts_but_the_file_lacks(tmp_path):
+    """A run.h5 with fewer rows than the checkpoint counts (a crash before they reached the disk) is said, not
+    silently continued: ``short`` lists the tables (RunLog.open turns it into one warning line)."""
+    run_dir = str(tmp_path / "run")
+    _write_run(run_dir, n_metrics=4, n_eps=7)
+    w = S.RunWriter(os.path.join(run_dir, "run.h5"), {}, ["agent", "adv"], resume_rows={"episodes": 7, "metrics": 4})
+    assert w.short == {}
+    w.close()
+    w = S.RunWriter(os.path.join(run_dir, "run.h5"), {}, ["agent", "adv"], resume_rows={"episodes": 9, "metrics": 3})
+    assert w.short == {"episodes": (7, 9)}
+    w.close()
+
+
+def test_run_writer_flush_puts_every_row_on_disk(tmp_path, monkeypatch):
+    """``flush()`` (before each checkpoint): HDF5 flush, then fsync of run.h5, whatever ``flush_s`` says."""
+    path = str(tmp_path / "run.h5")
+    w = S.RunWriter(path, {"env": "counting_v0"}, ["agent"], flush_s=1e9)
+    w.log_metrics(_metric_row(1))
+    w.add_episodes(_episode_cols(0, 3))
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    w.flush()
+    assert synced == [os.path.realpath(path)]
+    import shutil
+
+    shutil.copy(path, str(tmp_path / "killed.h5"))  # the bytes on disk now: what a kill -9 would leave
+    w.close()
+    with S.open_read(str(tmp_path / "killed.h5"), S.KIND_RUN) as f:
+        assert f["metrics/update"].shape == (1,) and f["episodes/actor"].shape == (3,)
+
+
 def test_run_readable_while_writer_is_open(tmp_path):
     """run.h5 is SWMR: another process can read flushed rows while the writer still holds the file."""
     run_dir = str(tmp_path / "run")
@@ -396,6 +428,51 @@ def test_trajectory_file_of_killed_writer_is_repaired(tmp_path, collect):
     np.testing.assert_array_equal(eps["start"][n_eps:], [n_steps, n_steps + M])
 
 
+def test_trajectory_resume_rolls_back_to_the_checkpoint(tmp_path, collect):
+    """A resume from the checkpoint of update 12 cuts the episodes of unrolls trained after it (``update`` > 12) and
+    their steps; making those unrolls again gives the file of an uninterrupted run: no episode twice, numbers and
+    policy versions continuing. Also: episodes whose steps a killed writer had not flushed are cut, and a file
+    written before the ``update`` column existed gets it as policy version + 1."""
+    c = collect("counting_v0", 4, 2, 4, CKW)  # every 4-step unroll ends one episode per env copy
+    path = str(tmp_path / "actor-00005.h5")
+
+    def write(resume_update=None, recs=c.records, first=0):
+        w = S.TrajectoryWriter(path, c.venv.spec, 2, 1.0, 0, resume=resume_update is not None,
+                               resume_update=resume_update)
+        for u, rec in enumerate(recs, first):
+            w.add_unroll(rec, rec["env_done"], 10 + u, 20 + u)  # version 10 + u, trained in update 20 + u
+        w.close()
+        return w
+
+    write()
+    want_steps, want_eps, _ = _read_traj(path)
+    np.testing.assert_array_equal(want_eps["update"], np.repeat([20, 21, 22, 23], 2))
+    w = S.TrajectoryWriter(path, c.venv.spec, 2, 1.0, 0, resume=True, resume_update=21)
+    assert (w.rolled_back, w.next_episode, w.episodes.rows, w.steps.rows) == (4, 4, 4, 4 * M)
+    w.close()
+    write(21, c.records[2:], 2)  # the resumed run makes updates 22 and 23 again
+    steps, eps, _ = _read_traj(path)
+    assert sorted(eps) == sorted(want_eps) and sorted(steps) == sorted(want_steps)
+    for k in want_eps:
+        np.testing.assert_array_equal(eps[k], want_eps[k], err_msg=k)
+    for k in want_steps:
+        np.testing.assert_array_equal(steps[k], want_steps[k], err_msg=k)
+
+    with h5py.File(path, "a", libver="latest") as f:  # a kill left the episodes table one flush ahead of the steps
+        f["steps"].visititems(lambda n, d: d.resize((7 * M,) + d.shape[1:]) if isinstance(d, h5py.Dataset) else None)
+    w = S.TrajectoryWriter(path, c.venv.spec, 2, 1.0, 0, resume=True, resume_update=99)
+    assert (w.rolled_back, w.episodes.rows, w.steps.rows) == (1, 7, 7 * M)
+    w.close()
+
+    with h5py.File(path, "a", libver="latest") as f:  # a file of an older hpcmarl: no update column
+        del f["episodes/update"]
+    w = S.TrajectoryWriter(path, c.venv.spec, 2, 1.0, 0, resume=True, resume_update=12)  # versions 10, 11 kept
+    assert (w.rolled_back, w.episodes.rows, w.steps.rows) == (3, 4, 4 * M)
+    w.close()
+    _, eps, _ = _read_traj(path)
+    np.testing.assert_array_equal(eps["update"], [11, 11, 12, 12])
+
+
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------
@@ -432,6 +509,48 @@ def test_checkpoint_round_trip(tmp_path):
     assert json.loads(attrs["config"]) == {"a": {"b": [1, 2]}}
     assert attrs["kind"] == S.KIND_CKPT and int(attrs["complete"]) == 1
     assert [os.path.basename(p) for p in os.listdir(tmp_path / "ck")] == ["ckpt-000000007.h5"]  # no temp left
+
+
+def _record_fsyncs(monkeypatch) -> list:
+    """Paths fsynced from now on (the real fsync still runs)."""
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    return synced
+
+
+def test_checkpoint_and_pool_snapshot_are_fsynced(tmp_path, monkeypatch):
+    """The file is fsynced under its temporary name before the rename, its directory after it."""
+    from hpcmarl.league.pool import read_policy, snapshot_path, write_snapshot
+
+    synced = _record_fsyncs(monkeypatch)
+    d = str(tmp_path / "checkpoints")
+    path = S.save_checkpoint(d, 3, _arrays(), CK_ATTRS, keep=2)
+    assert len(synced) == 2 and synced[0].startswith(os.path.realpath(path) + ".tmp"), synced
+    assert synced[1] == os.path.realpath(d)
+    synced.clear()
+    snap = snapshot_path(str(tmp_path), "main", 5)
+    write_snapshot(snap, np.arange(4, dtype=np.float32), {"group": "main", "version": 5})
+    assert len(synced) == 2 and synced[0].startswith(os.path.realpath(snap) + ".tmp"), synced
+    assert synced[1] == os.path.realpath(os.path.dirname(snap))
+    np.testing.assert_array_equal(read_policy(snap)[0], np.arange(4))
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    """What a SIGKILL half-way through a checkpoint, a pool snapshot, the config's write or a repair of a killed
+    writer's file (:func:`hpcmarl.storage.open_for_append`) leaves; nothing else."""
+    run = tmp_path / "run"
+    for d in ("checkpoints", "pool", "trajectories"):
+        (run / d).mkdir(parents=True)
+    stale = ["config.yaml.tmp", "checkpoints/ckpt-000000004.h5.tmp123", "pool/main-v0000007.h5.tmp9", "run.h5.repair",
+             "trajectories/actor-00001.h5.repair"]
+    kept = ["config.yaml", "checkpoints/ckpt-000000003.h5", "pool/main-v0000003.h5", "trajectories/actor-00000.h5",
+            "run.h5"]
+    for name in stale + kept:
+        (run / name).write_bytes(b"x")
+    assert sorted(S.remove_stale_temporaries(str(run))) == sorted(str(run / n) for n in stale)
+    assert all((run / n).exists() for n in kept) and not any((run / n).exists() for n in stale)
+    assert S.remove_stale_temporaries(str(run)) == []
 
 
 def test_checkpoint_keep_k(tmp_path):
