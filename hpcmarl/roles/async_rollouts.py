@@ -274,16 +274,17 @@ class UnrollQueue:
             with self.cond:
                 if self.error is not None:
                     raise RuntimeError(f"the unroll receiver failed: {self.error!r}") from self.error
-                if len(self.items) >= k:
-                    return [self.items.popleft() for _ in range(k)]
                 now = time.monotonic()
-                if now - self.last > timeout:
-                    raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
-                                               f"({len(self.items)} of {k} queued)")
-                for link in self.links:  # one silent actor is not hidden by the others' unrolls
+                for link in self.links:  # one silent actor is not hidden by the others' unrolls (checked on every
+                    # take: with queue_full=drop the others can keep the queue full, so the learner never waits)
                     if link.posted is not None and now - getattr(link, "since", now) > timeout:
                         raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for an unroll from "
                                                    f"actor rank {link.rank} ({len(self.items)} of {k} queued)")
+                if len(self.items) >= k:
+                    return [self.items.popleft() for _ in range(k)]
+                if now - self.last > timeout:
+                    raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for unrolls "
+                                               f"({len(self.items)} of {k} queued)")
                 if self.thread is not None:
                     self.cond.wait(0.001)
             idle()
