@@ -161,7 +161,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy_map: Optional[Dict[str, List[str]]] = None  # group -> agent names or fnmatch patterns
     topology: TopologyConfig = field(default_factory=TopologyConfig)
-    algo: Any = field(default_factory=lambda: _algo_config("mappo"))
+    algo: Any = field(default_factory=lambda: _algo_config())  # hpcmarl.algos.base.DEFAULT
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actors: ActorConfig = field(default_factory=ActorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -275,10 +275,12 @@ def _build(cls, data, prefix: str, hint=None):
     return cls(**kwargs)
 
 
-def _algo_config(name: str):
-    """The default config of a registered algorithm (its dataclass lives beside it in hpcmarl/algos/)."""
+def _algo_config(name: Optional[str] = None):
+    """The default config of a registered algorithm (its dataclass lives beside it in hpcmarl/algos/); ``None``: of
+    the default algorithm (:data:`hpcmarl.algos.base.DEFAULT`)."""
     from hpcmarl.algos import base
 
+    name = base.DEFAULT if name is None else name
     return base.get(name).config_class()(name=name)
 
 
@@ -289,7 +291,7 @@ def _build_algo(data, key):
         raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
     from hpcmarl.algos import base
 
-    name = data.get("name", "mappo")
+    name = data.get("name", base.DEFAULT)
     try:
         algo = base.get(name)
     except KeyError as e:
@@ -429,9 +431,11 @@ def derive(cfg: Config) -> Dict[str, Any]:
         out[key] = value
 
     p = cfg.algo
+    from hpcmarl.algos import base
+
     if getattr(p, "reward", None) == "auto":
         put(p, "reward", "algo.reward", "team" if entry.cooperative else "individual")
-    if getattr(p, "episode_limit", None) == 0:
+    if base.get(p.name).needs_episode_limit and getattr(p, "episode_limit", None) == 0:
         limit = {**entry.kwargs, **cfg.env.kwargs}.get("max_cycles")
         if isinstance(limit, int) and limit >= 1:
             put(p, "episode_limit", "algo.episode_limit", limit)
@@ -525,22 +529,27 @@ def validate(cfg: Config) -> None:
     p = cfg.algo
     from hpcmarl.algos import base
 
-    if base.get(p.name).flow != "gradients":
+    algo = base.get(p.name)  # its capabilities answer what the core would otherwise ask of a name
+    if algo.flow != "gradients":
         _check(isinstance(getattr(p, "unroll_length", None), int) and p.unroll_length >= 1, "algo.unroll_length",
                "the rollout flows need an integer unroll_length >= 1 in the algorithm's config")
     if callable(getattr(p, "validate", None)):  # the algorithm config's own checks (ConfigError naming the key)
         p.validate(cfg)
+    if algo.needs_episode_limit:
+        _check(isinstance(getattr(p, "episode_limit", None), int) and p.episode_limit >= 1, "algo.episode_limit",
+               f"{cfg.env.name} has no max_cycles; set the longest episode segment to store")
     validate_league(cfg, envs)
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
     _check(cfg.actors.env_errors in ("reset", "abort"), "actors.env_errors", "must be reset or abort")
     _check(cfg.actors.max_env_errors >= 0, "actors.max_env_errors", "must be >= 0")
     if cfg.actors.overlap:
-        _check(base.get(p.name).flow == "rollouts", "actors.overlap",
-               f"applies to the synchronous rollout flow, not to {p.name}'s")
+        _check(algo.flow == "rollouts", "actors.overlap", f"applies to the synchronous rollout flow, not to {p.name}'s")
+        _check(algo.overlap, "actors.overlap", f"{p.name} does not train on unrolls of the previous weights "
+               f"(its registry entry has overlap=False)")
         _check(not cfg.league.enabled, "actors.overlap", "is not available in league mode")
-        _check(not getattr(p, "recurrent", False) or p.name in ("qmix", "vdn"), "actors.overlap",
-               "recurrent PPO replays the GRU with the weights that made the unroll; use one or the other")
+        _check(not getattr(p, "recurrent", False) or algo.recurrent_overlap, "actors.overlap",
+               f"recurrent {p.name} replays the GRU with the weights that made the unroll; use one or the other")
     for i, v in enumerate(cfg.actors.variants):
         bad = set(v) - VARIANT_KEYS
         _check(not bad, f"actors.variants[{i}]", f"unknown key(s) {sorted(bad)} (known: {', '.join(sorted(VARIANT_KEYS))})")
@@ -580,7 +589,13 @@ def validate_league(cfg: Config, envs) -> None:
         _check(not entry.turn_based, "league.enabled",
                f"{cfg.env.name} is a turn-based game: set league.enabled=true (its actors step the game directly)")
         return
-    _check(cfg.algo.name in ("ippo", "mappo"), "algo.name", f"league mode trains ippo or mappo, not {cfg.algo.name}")
+    from hpcmarl.algos import base
+
+    if not base.get(cfg.algo.name).league:
+        able = sorted(n for n, a in base.ALGORITHMS.items() if a.league)
+        names = " or ".join(filter(None, [", ".join(able[:-1]), able[-1]])) if able else "no registered algorithm"
+        _check(False, "algo.name", f"league mode trains {names}, not {cfg.algo.name} (an algorithm that plays in "
+               f"leagues is registered with league=True)")
     n_learn = sum(g.learners for g in lg.groups)
     _check(cfg.topology.learners in (1, n_learn) and cfg.topology.actors == "auto", "topology",
            f"in league mode the ranks come from league.groups (learners/actors per group); leave topology unset "

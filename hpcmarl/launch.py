@@ -8,6 +8,7 @@ An exception on any rank prints rank, host and traceback and aborts the whole MP
 """
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import shutil
@@ -133,22 +134,45 @@ def config_changes(old_yaml: str, cfg: Config) -> list:
 
 def probe_learner(cfg: Config):
     """Build one env and (outside league mode, for algorithms with a learner object) one learner of ``cfg`` on the
-    CPU, so that env arguments, policy maps and algorithm/env mismatches (e.g. QMIX on continuous actions) are bad
-    input before anything is written (the global torch random state is kept). Returns the learner (or None)."""
+    CPU, so that env arguments, policy maps and algorithm/env mismatches (the action kinds the registry entry
+    declares, e.g. QMIX's discrete ones) are bad input before anything is written (the global torch random state is
+    kept). Returns the learner (or None).
+
+    Raises:
+        PreflightError: the env cannot be built, or the algorithm does not suit it (one line).
+    """
     from hpcmarl.envs import EnvError, make_env, probe_spec
 
     algo = algos.get(cfg.algo.name)
     try:
-        if cfg.league.enabled or algo.learner is None:
+        builds = not cfg.league.enabled and algo.learner is not None
+        if not builds and algo.discrete and algo.continuous:
             make_env(cfg.env.name, cfg.env.kwargs).close()
             return None
-        spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, uses_state(cfg.algo))
+        spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, builds and uses_state(cfg.algo))
+        check_action_kinds(cfg, algo, spec)
+        if not builds:
+            return None
         import torch
 
         with torch.random.fork_rng(devices=[]):
             return algo.make_learner(spec, cfg.algo, torch.device("cpu"), seed=cfg.seed, init_seed=cfg.seed)
     except (EnvError, ValueError) as e:
         raise PreflightError(str(e)) from None
+
+
+def check_action_kinds(cfg: Config, algo: algos.Algorithm, spec) -> None:
+    """Refuse an env group whose actions are of a kind the algorithm does not declare (``discrete``/``continuous``).
+
+    Raises:
+        ConfigError: naming ``algo.name``, the kind it needs, the group and the env with the arguments given.
+    """
+    for g in spec.groups:
+        if not (algo.discrete if g.discrete else algo.continuous):
+            have, need = ("discrete", "continuous") if g.discrete else ("continuous", "discrete")
+            args = ", ".join(f"{k}={v!r}" for k, v in sorted((cfg.env.kwargs or {}).items()))
+            raise ConfigError(f"config key 'algo.name': {cfg.algo.name} needs {need} actions; group {g.name!r} of "
+                              f"{cfg.env.name}{f' ({args})' if args else ''} has {have} ones")
 
 
 def state_misfit(learner, arrays: dict) -> str:
@@ -372,13 +396,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
     inject_fault(ctx, "startup")
     from hpcmarl.envs import probe_spec
 
-    flow = algos.get(cfg.algo.name).flow
-    if flow == "gradients":
-        from hpcmarl.roles import gradients as roles
-    elif flow == "rollouts_async":
-        from hpcmarl.roles import async_rollouts as roles
-    else:
-        from hpcmarl.roles import rollouts as roles
+    roles = importlib.import_module(algos.FLOWS[algos.get(cfg.algo.name).flow])  # the flow's role module (code paths)
 
     if role == LEAGUE:
         from hpcmarl.roles.league import league_main

@@ -1,9 +1,10 @@
 """Policy and critic networks (plain torch, no MPI).
 
 One :class:`GroupPolicy` per policy group (parameters shared by the group's agents): categorical for
-discrete actions (unavailable actions masked), diagonal Gaussian for continuous ones.  Critics:
-``ippo`` gives every group a value net on the agent's own observation; ``mappo`` a centralized value
-net per group on the global state (or all agents' observations concatenated) with one output per agent.
+discrete actions (unavailable actions masked), diagonal Gaussian for continuous ones.  Critics: by default every
+group has a value net on the agent's own observation (IPPO); an algorithm registered with ``centralized_critic``
+(MAPPO) gets a centralized value net per group on the global state (or all agents' observations concatenated) with
+one output per agent.
 """
 from __future__ import annotations
 
@@ -135,11 +136,14 @@ def squash(g: GroupSpec, u: np.ndarray) -> np.ndarray:
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, spec: EnvSpec, algo: str, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
+    """Group policies and critics; ``centralized``: the critics read the joint input (:func:`joint_input`), as the
+    registry entry's ``centralized_critic`` asks (:class:`hpcmarl.algos.base.Algorithm`)."""
+
+    def __init__(self, spec: EnvSpec, centralized: bool, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
                  recurrent: bool = False):
         super().__init__()
         self.spec = spec
-        self.centralized = algo == "mappo"
+        self.centralized = bool(centralized)
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent)
                                        for g in spec.groups})
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None

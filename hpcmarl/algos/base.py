@@ -1,8 +1,10 @@
 """Algorithm plug-ins: one :class:`Learner` interface and one registry.
 
 An :class:`Algorithm` names everything the role shells need: the config dataclass of its ``algo.*`` keys, the
-learner (plain torch, no MPI), the actor-side inference policy and the data flow (DESIGN.md: ``rollouts``,
-``rollouts_async`` or ``gradients``). The role shells look algorithms up here and never name one.
+learner (plain torch, no MPI), the actor-side inference policy, the data flow (DESIGN.md: ``rollouts``,
+``rollouts_async`` or ``gradients``; :data:`FLOWS` maps each to the role module that runs it) and what the algorithm
+can do (its capabilities: action kinds, league mode, overlapping actors, ...). The core looks algorithms up here and
+asks the entry; it never names one (tests/unit/test_layout.py checks that no module outside hpcmarl/algos/ does).
 
 Built-in algorithms are registered below by import path, so this module imports neither torch nor MPI. A user's
 algorithm registers itself when its module is imported; list that module in the config's ``plugins`` and every
@@ -20,7 +22,29 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Union, runtime_checkable
 
-FLOWS = ("rollouts", "rollouts_async", "gradients")
+DEFAULT = "mappo"  # the algorithm of a config that names none
+
+FLOWS: Dict[str, str] = {}  # data flow -> the role module that runs it (its learner_main(ctx) and actor_main(ctx))
+
+
+def register_flow(name: str, module: str, replace: bool = False) -> None:
+    """Add a data flow: ``module`` is the dotted path of a role module with ``learner_main(ctx)`` and
+    ``actor_main(ctx)`` (imported by :mod:`hpcmarl.launch` when a run uses the flow; paths come from code, never from a
+    config file). ``replace``: allow another module under a taken name.
+
+    Raises:
+        ValueError: ``name`` is taken by another module (without ``replace``) or ``module`` is not a dotted path.
+    """
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(f"flow {name!r}: {module!r} is not a dotted module path")
+    if name in FLOWS and FLOWS[name] != module and not replace:
+        raise ValueError(f"flow {name!r} is already registered ({FLOWS[name]}; pass replace=True to redefine it)")
+    FLOWS[name] = module
+
+
+register_flow("rollouts", "hpcmarl.roles.rollouts")
+register_flow("rollouts_async", "hpcmarl.roles.async_rollouts")
+register_flow("gradients", "hpcmarl.roles.gradients")
 
 
 @runtime_checkable
@@ -53,13 +77,32 @@ class Algorithm:
     """``learner(spec, cfg, device, seed, init_seed)`` -> :class:`Learner` (``seed`` differs per learner rank,
     ``init_seed`` is the same on every learner of a group); ``inference(spec, cfg)`` -> the actors' policy
     (default: :class:`hpcmarl.models.Inference` with ``cfg.hidden``/``cfg.layers``, whose parameter layout
-    ``policy_flat`` must match); ``flow``: which data flow of DESIGN.md carries its data."""
+    ``policy_flat`` must match); ``flow``: which data flow of DESIGN.md carries its data (a key of :data:`FLOWS`).
+
+    The remaining fields are its capabilities; the core asks them instead of testing names (README: "Write your own
+    algorithm"): ``discrete``/``continuous``: the action kinds it trains (pre-flight refuses an env group of another
+    kind); ``on_policy``: it learns from the data of its current policy (off-policy learners keep a replay; the
+    sizing model fills it first); ``league``: it may train in league mode (synchronous rollout flow, ``policy_flat``
+    in the layout of :func:`hpcmarl.models.policy_inference`: pool snapshots are rebuilt from ``algo.hidden``,
+    ``algo.layers`` and ``algo.encoder``); ``overlap``: its learner takes unrolls made with the weights one version
+    old (``actors.overlap``, synchronous rollout flow only); ``recurrent_overlap``: that holds for its recurrent
+    policy (``algo.recurrent``) too; ``centralized_critic``: its critic sees the joint observation or the env state
+    (PPO's learner builds one from it); ``needs_episode_limit``: its config's ``episode_limit`` bounds the stored
+    episodes (0 there: derived from the env's ``max_cycles``, else a config error)."""
 
     name: str
     config: Ref
     learner: Optional[Ref] = None  # None: the flow's shell owns the update (gradients: NIGT aggregation)
     inference: Ref = "hpcmarl.models:policy_inference"
     flow: str = "rollouts"
+    discrete: bool = True
+    continuous: bool = True
+    on_policy: bool = True
+    league: bool = False
+    overlap: bool = True
+    recurrent_overlap: bool = False
+    centralized_critic: bool = False
+    needs_episode_limit: bool = False
 
     def config_class(self) -> type:
         return resolve(self.config)
@@ -87,6 +130,10 @@ def register(algo: Algorithm, replace: bool = False) -> Algorithm:
         raise ValueError(f"algorithm {algo.name!r}: flow must be one of {', '.join(FLOWS)}, not {algo.flow!r}")
     if algo.learner is None and algo.flow != "gradients":
         raise ValueError(f"algorithm {algo.name!r}: the {algo.flow} flow needs a learner")
+    if not (algo.discrete or algo.continuous):
+        raise ValueError(f"algorithm {algo.name!r}: it must train discrete or continuous actions (or both)")
+    if algo.league and algo.flow != "rollouts":
+        raise ValueError(f"algorithm {algo.name!r}: league mode runs on the rollouts flow, not on {algo.flow}")
     if algo.name in ALGORITHMS and not replace and ALGORITHMS[algo.name] != algo:
         raise ValueError(f"algorithm {algo.name!r} is already registered (pass replace=True to redefine it)")
     ALGORITHMS[algo.name] = algo
@@ -94,6 +141,11 @@ def register(algo: Algorithm, replace: bool = False) -> Algorithm:
 
 
 def get(name: str) -> Algorithm:
+    """The registered algorithm ``name``.
+
+    Raises:
+        KeyError: no algorithm of that name is registered (the message says where a plug-in goes).
+    """
     try:
         return ALGORITHMS[name]
     except KeyError:
@@ -139,13 +191,18 @@ def load_plugins(modules: List[str]) -> None:
             raise ImportError(f"plugins: cannot import {m!r} ({type(e).__name__}: {e})") from None
 
 
-for _name, _cfg, _learner, _inference, _flow in [
-    ("mappo", "ppo:PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
-    ("ippo", "ppo:PPOConfig", "hpcmarl.algos.ppo:PPOLearner", "hpcmarl.models:policy_inference", "rollouts"),
-    ("qmix", "qmix:QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
-    ("vdn", "qmix:QMIXConfig", "hpcmarl.algos.qmix:QMIXLearner", "hpcmarl.algos.qmix:q_inference", "rollouts"),
-    ("matrace", "matrace:MATraceConfig", "hpcmarl.algos.matrace:MATraceLearner", "hpcmarl.models:policy_inference",
-     "rollouts_async"),
-    ("nigt", "nigt:NIGTConfig", None, "hpcmarl.models:squashed_inference", "gradients"),
-]:
-    register(Algorithm(_name, f"hpcmarl.algos.{_cfg}", _learner, _inference, _flow))
+_PPO = dict(config="hpcmarl.algos.ppo:PPOConfig", learner="hpcmarl.algos.ppo:PPOLearner", league=True)
+_QMIX = dict(config="hpcmarl.algos.qmix:QMIXConfig", learner="hpcmarl.algos.qmix:QMIXLearner",
+             inference="hpcmarl.algos.qmix:q_inference", continuous=False, on_policy=False, recurrent_overlap=True,
+             needs_episode_limit=True)
+for _algo in (
+    Algorithm("mappo", centralized_critic=True, **_PPO),
+    Algorithm("ippo", **_PPO),
+    Algorithm("qmix", **_QMIX),
+    Algorithm("vdn", **_QMIX),
+    Algorithm("matrace", "hpcmarl.algos.matrace:MATraceConfig", "hpcmarl.algos.matrace:MATraceLearner",
+              flow="rollouts_async", overlap=False, centralized_critic=True),
+    Algorithm("nigt", "hpcmarl.algos.nigt:NIGTConfig", None, "hpcmarl.models:squashed_inference", "gradients",
+              overlap=False),
+):
+    register(_algo)

@@ -51,7 +51,7 @@ class PPOConfig:
 
     @property
     def uses_state(self) -> bool:
-        return self.name == "mappo" and self.critic_input == "state"
+        return centralized_critic(self) and self.critic_input == "state"
 
     def validate(self, cfg) -> None:
         """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
@@ -79,6 +79,13 @@ class PPOConfig:
             check(self.encoder == "mlp", "algo.recurrent", "works with algo.encoder=mlp only")
             check(not cfg.league.enabled, "algo.recurrent", "league mode plays pool members without hidden states; "
                   "use a feed-forward policy there")
+
+
+def centralized_critic(cfg) -> bool:
+    """The registry entry of ``cfg.name`` has a centralized critic (MAPPO; IPPO's critics read local observations)."""
+    from hpcmarl.algos import base
+
+    return base.get(cfg.name).centralized_critic
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float,
@@ -229,7 +236,8 @@ class PPOLearner:
     def __init__(self, spec: EnvSpec, cfg: PPOConfig, device: torch.device, seed: int, init_seed: int = 0):
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
-        self.model = ActorCritic(spec, cfg.name, cfg.hidden, cfg.layers, cfg.encoder, cfg.recurrent).to(device)
+        self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
+                                 cfg.recurrent).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(seed)

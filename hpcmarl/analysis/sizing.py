@@ -208,9 +208,11 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         if procs > 1:
             say(f"timing unrolls with {procs} processes collecting at once (every core busy)")
             slow = busy_slowdown(cfg, float(np.median(times)), procs, n=max(8, unrolls // 2))
-        # value-based learners train only once their replay holds learning_starts episodes: fill it first
+        # off-policy learners (registry: on_policy=False; QMIX, VDN) train only once their replay holds
+        # learning_starts episodes: fill it first
         warm = 0
-        while getattr(learner, "replay", None) is not None and learner.replay.size < getattr(cfg.algo, "learning_starts", 0) and warm < 200:
+        while (not algo.on_policy and getattr(learner, "replay", None) is not None
+               and learner.replay.size < getattr(cfg.algo, "learning_starts", 0) and warm < 200):
             learner.update(recs[:1], None, None, env_steps=0)
             warm += 1
         say("timing learner updates on 1, 2 and 4 unrolls")

@@ -41,13 +41,14 @@ def row_problem(row: Dict[str, float]) -> str:
 
 
 def _params(flow) -> Optional[List]:
-    """The parameters the flow trains: a learner's tensors, or NIGT's flat vector (None: unknown flow)."""
+    """The parameters the flow trains: a learner's tensors, or those of a flow whose shell owns the update (its
+    ``trained_params()``: the gradient flow's flat vector); None: unknown flow."""
     learner = getattr(flow, "learner", None)
     if learner is not None and getattr(learner, "params", None) is not None:
         return list(learner.params)
-    nigt = getattr(flow, "nigt", None)
-    if nigt is not None:
-        return [nigt.theta]
+    own = getattr(flow, "trained_params", None)
+    if own is not None:
+        return own()
     return None
 
 
@@ -67,12 +68,9 @@ def _named_arrays(flow) -> Dict[str, np.ndarray]:
     if learner is not None:
         arrays = learner.state_arrays()
         return {k: v for k, v in arrays.items() if k.startswith(("model/", "target/"))} or arrays
-    nigt, template = getattr(flow, "nigt", None), getattr(flow, "template", None)
-    if nigt is not None and template is not None:
-        from hpcmarl.models import assign_flat
-
-        assign_flat(template.params, nigt.theta.astype(np.float32))
-        return {f"model/policies.{k}": v.detach().numpy() for k, v in template.policies.state_dict().items()}
+    named = getattr(flow, "named_params", None)  # a flow whose shell owns the update names its own parameters
+    if named is not None:
+        return named()
     return {"parameters": np.concatenate([np.asarray(p).ravel() for p in _params(flow) or []])}
 
 

@@ -438,11 +438,19 @@ class GradientFlow(Flow):
         return loop.Round(int(small[0]), int(small[1]), int(small[5]), small[3] > 0, row, ep_rows,
                           discarded=int(small[2]))
 
+    def trained_params(self) -> list:
+        """What :mod:`hpcmarl.roles.finite` checks: the flat parameter vector this shell updates."""
+        return [self.nigt.theta]
+
+    def named_params(self) -> dict:
+        """The parameters under their checkpoint names (``model/policies.…``)."""
+        assign_flat(self.template.params, self.nigt.theta.astype(np.float32))
+        state = self.template.policies.state_dict()
+        return {f"model/policies.{k}": v.detach().numpy().copy() for k, v in state.items()}
+
     def save(self, log):
         def arrays():
-            assign_flat(self.template.params, self.nigt.theta.astype(np.float32))
-            out = {f"model/policies.{k}": v.detach().numpy().copy()
-                   for k, v in self.template.policies.state_dict().items()}
+            out = self.named_params()
             out.update(self.nigt.state_arrays())
             out["grads/accepted"], out["grads/dropped"] = self.accepted_tot, self.dropped_tot
             return out

@@ -49,7 +49,7 @@ def snapshot_attrs(cfg, gi: int, spec: EnvSpec, version: int) -> dict:
     g, grp = cfg.league.groups[gi], spec.groups[0]
     return {"group": g.name, "policy_group": g.policy_group, "version": int(version), "env": cfg.env.name,
             "obs_dim": grp.obs_dim, "n_actions": grp.n_actions, "hidden": cfg.algo.hidden, "layers": cfg.algo.layers,
-            "encoder": cfg.algo.encoder, "obs_shape": list(grp.obs_shape), "seats": cfg.league.seats,
+            "encoder": getattr(cfg.algo, "encoder", "mlp"), "obs_shape": list(grp.obs_shape), "seats": cfg.league.seats,
             "greedy": int(g.snapshot_greedy),
             # the game as it was played (hpcmarl match): JSON text, HDF5 attributes hold no dicts
             "env_kwargs": json.dumps(cfg.env.kwargs or {}), "policy_map": json.dumps(cfg.policy_map)}

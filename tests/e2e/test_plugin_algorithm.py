@@ -1,8 +1,10 @@
 """Write your own algorithm: REINFORCE with a batch-mean baseline, defined and registered in this file (nothing under
-hpcmarl/ names it), trained on the synchronous rollout flow under mpirun with outputs, resume and inspect.
+hpcmarl/ names it), trained on the synchronous rollout flow under mpirun with outputs, resume and inspect; registered a
+second time with ``league=True`` it trains in league mode too (the core asks the registry entry, not the name).
 
 Every rank imports this module because the run's config lists it in ``plugins``; ``hpcmarl evaluate`` of its
 checkpoints imports it (and builds the example env) only when the person names them: ``--plugins``, ``--env-import``."""
+import glob
 import json
 import os
 import sys
@@ -68,6 +70,9 @@ class ReinforceLearner:
 
 
 register(Algorithm("reinforce", ReinforceConfig, ReinforceLearner), replace=True)
+# the same learner, declared fit for league mode: its policy_flat is policy_inference's layout (pool snapshots are
+# rebuilt from algo.hidden/algo.layers) and it runs on the synchronous rollout flow
+register(Algorithm("reinforce_league", ReinforceConfig, ReinforceLearner, league=True), replace=True)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/launch.py, also on ranks
 from launch import hpcmarl, mpirun, requires_mpirun  # noqa: E402
@@ -121,3 +126,33 @@ def test_plugin_config_checks_and_unknown_plugins(tmp_path):
     assert p.returncode == 2 and "no_such_plugin_xyz" in p.stderr
     p = hpcmarl(["train", "configs/simple_spread_mappo.yaml", "algo={name: reinforce}"])
     assert p.returncode == 2 and "unknown algorithm 'reinforce'" in p.stderr and "plugins" in p.stderr
+    # league mode asks the registry entry: "reinforce" was registered without league=True
+    p = hpcmarl(["train", "configs/league_kuhn.yaml", PLUGIN, "algo={name: reinforce}", f"run_dir={tmp_path / 'lg'}"])
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("hpcmarl: error: config key 'algo.name': "
+                                                                          "league mode trains "), p.stderr
+    assert "reinforce_league" in lines[0] and "not reinforce " in lines[0] and "league=True" in lines[0], lines[0]
+    assert not (tmp_path / "lg").exists()
+
+
+def test_plugin_declaring_league_support_trains_in_league_mode(tmp_path):
+    """Kuhn poker with a PSRO-style league (learner, actor, league rank): the plug-in's snapshots reach the pool, the
+    league measures their exploitability and a pool member plays a match, with no edit under hpcmarl/."""
+    run = tmp_path / "league"
+    groups = "[{name: main, strategy: meta_nash, snapshot_every: 2, restart: true, self_play: 0}]"
+    p = mpirun(3, ["train", "configs/league_kuhn.yaml", PLUGIN, "algo={name: reinforce_league, unroll_length: 4, "
+                   "hidden: 16}", f"run_dir={run}", f"league.groups={groups}", "env.num_envs=8", "league.eval_games=4",
+                   "train.max_updates=5", "train.max_wall_s=0", "runtime.timeout_s=60", "output.progress_s=5"],
+               timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(glob.glob(str(run / "pool" / "main-v*.h5"))) >= 2
+    from hpcmarl.storage import Run
+
+    t = Run(str(run))._table("league/exploitability")
+    assert len(t["member"]) >= 1 and all(0 < x < 1.5 for x in t["latest"]), t  # NashConv: 0.917 for random play
+    out = hpcmarl(["inspect", str(run), "--json"])
+    assert out.returncode == 0 and json.loads(out.stdout)["algo"] == "reinforce_league", out.stderr
+    out = hpcmarl(["match", str(run), "random", "--episodes", "4", "--json"])  # pool policies need no plug-in
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["wins"] + r["draws"] + r["losses"] == 4

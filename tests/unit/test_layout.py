@@ -90,3 +90,38 @@ def test_one_learner_loop():
     names = {n.id for n in ast.walk(flow) if isinstance(n, ast.Name)} | {n.attr for n in ast.walk(flow)
                                                                          if isinstance(n, ast.Attribute)}
     assert not [n for n in names if "league" in n.lower()], "league conditionals in the synchronous learner"
+
+
+BUILTIN_ALGORITHMS = ("mappo", "ippo", "qmix", "vdn", "matrace", "nigt")
+
+
+def algorithm_names_in(source: str) -> list:
+    """``(line, name)`` of every string constant in ``source`` that equals a built-in algorithm's name. Only exact
+    equality counts: a docstring or comment that mentions MAPPO is prose (never equal to a bare name), while
+    ``algo == "qmix"``, ``name in ("ippo", "mappo")`` or a default ``"mappo"`` are the core deciding by name."""
+    return [(n.lineno, n.value) for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in BUILTIN_ALGORITHMS]
+
+
+def test_the_scan_finds_names_and_leaves_prose():
+    assert algorithm_names_in('if algo.name in ("qmix", "vdn"):\n    pass\n') == [(1, "qmix"), (1, "vdn")]
+    assert algorithm_names_in('"""Like mappo, but local."""\nx = f"{n} is not mappo"\n') == []
+
+
+def test_only_the_algorithm_registry_names_algorithms():
+    """Outside hpcmarl/algos/ the core asks an algorithm's registry entry what it can do (league, overlap, action
+    kinds, critic) and never tests its name: no string constant there equals a built-in algorithm's name."""
+    from hpcmarl.algos import base
+
+    builtins = {n for n, a in base.ALGORITHMS.items() if str(a.config).startswith("hpcmarl.algos.")}
+    assert builtins == set(BUILTIN_ALGORITHMS)  # the list above follows the registry's built-ins
+    hits = []
+    for dirpath, _, files in os.walk(ROOT):
+        rel = os.path.relpath(dirpath, ROOT)
+        if rel == "algos" or rel.startswith("algos" + os.sep):
+            continue
+        for f in sorted(files):
+            if f.endswith(".py"):
+                with open(os.path.join(dirpath, f)) as fh:
+                    hits += [f"{os.path.join(rel, f)}:{line}: {name!r}" for line, name in algorithm_names_in(fh.read())]
+    assert not hits, "algorithm names outside hpcmarl/algos/ (ask the registry entry instead): " + "; ".join(hits)
