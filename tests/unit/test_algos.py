@@ -15,8 +15,10 @@ C4 = ["env.name=connect_four_v3", "league.enabled=true"]
 
 @pytest.fixture(autouse=True)
 def own_registry(monkeypatch):
-    """Each test registers into copies of the registries: nothing it adds outlives it."""
-    monkeypatch.setattr(base, "ALGORITHMS", dict(base.ALGORITHMS))
+    """Each test registers into copies of the registries holding the built-ins only: nothing it adds outlives it,
+    and plug-ins other test modules registered in this process (tests/e2e) do not change its messages."""
+    builtin = ("mappo", "ippo", "qmix", "vdn", "matrace", "nigt")
+    monkeypatch.setattr(base, "ALGORITHMS", {k: v for k, v in base.ALGORITHMS.items() if k in builtin})
     monkeypatch.setattr(base, "FLOWS", dict(base.FLOWS))
 
 
