@@ -319,7 +319,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     install_signal_handlers()  # (hpcmarl train installed them already; a direct caller gets them here)
     # MPI: every blocking call from here on runs under this rank's watchdog (hpcmarl.comm.watchdog)
     watchdog.install(f"rank {rank} ({layout.role(rank)}) on {socket.gethostname()}", cfg.runtime.startup_timeout_s,
-                     cfg.runtime.timeout_s)
+                     cfg.runtime.timeout_s, abort=lambda: _abort_job(world))
     try:
         code = _run_roles(cfg, layout, world, fresh or cfg.fresh, argv, say)
         if code in (0, EXIT_PREEMPTED):  # MPI: a bounded end, so no rank waits forever in MPI_Finalize for a hung one
@@ -329,6 +329,14 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
         return code
     finally:
         watchdog.uninstall()
+
+
+def _abort_job(world) -> None:  # pragma: no cover - ends the process
+    """The watchdog's way out: abort every rank of the job (and leave this process should that return)."""
+    try:
+        world.Abort(1)
+    finally:
+        os._exit(1)
 
 
 def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> int:

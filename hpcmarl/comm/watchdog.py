@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import sys
 import threading
 import time
@@ -87,13 +86,12 @@ class Watchdog:
 _current: Optional[Watchdog] = None
 
 
-def install(who: str, startup_s: float, run_s: float, abort: Optional[Callable[[], None]] = None) -> Watchdog:
-    """Start this rank's watchdog (the entry point does, once MPI is up). ``abort`` defaults to aborting
-    ``MPI_COMM_WORLD`` (and leaving the process if that returns)."""
+def install(who: str, startup_s: float, run_s: float, abort: Callable[[], None]) -> Watchdog:
+    """Start this rank's watchdog (the entry point does, once MPI is up, with ``abort`` ending the whole job)."""
     global _current
     if _current is not None:
         _current.stop()
-    _current = Watchdog(who, abort or _abort_world, startup_s, run_s)
+    _current = Watchdog(who, abort, startup_s, run_s)
     return _current
 
 
@@ -113,12 +111,3 @@ def set_phase(phase: str) -> None:
 def guard(what: str, bound: Optional[float] = None):
     """A context manager around a blocking call; a no-op when no watchdog is installed."""
     return contextlib.nullcontext() if _current is None else _current.guard(what, bound)
-
-
-def _abort_world() -> None:  # pragma: no cover - ends the process
-    try:
-        from mpi4py import MPI
-
-        MPI.COMM_WORLD.Abort(1)
-    finally:
-        os._exit(1)

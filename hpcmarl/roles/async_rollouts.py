@@ -74,7 +74,7 @@ def actor_main(ctx) -> None:
             # queue_full=drop the learner's receiver thread takes unrolls even while its training loop is hung
             raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for new weights from learner rank "
                                        f"{learner} (it pushes every algo.push_every updates)")
-        inject_fault(ctx, sampler.policy.version)
+        inject_fault(ctx, sent)  # (its unroll count: the versions it holds may skip a number)
         t0 = time.perf_counter()
         if sends[slot] is not None:  # both sends pending: the learner's queue is full (back-pressure)
             protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")

@@ -130,9 +130,7 @@ def check_finite(ctx, flow, log, row: Dict[str, float]) -> None:
         sys.stderr.flush()
     if ctx.layout.league:  # the league rank would wait for every group's last report until its timeout
         ctrl.bcast(None)  # the line is out before any rank aborts
-        from mpi4py import MPI
-
-        MPI.COMM_WORLD.Abort(1)
+        ctx.world.Abort(1)
     flow.shutdown(False)
     if log.writer is not None:
         log.writer.close()
