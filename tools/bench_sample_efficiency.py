@@ -112,7 +112,7 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budgets", default="100k,250k,500k,1m,2m")
     ap.add_argument("--window", type=int, default=500)
-    ap.add_argument("--ref", default=os.path.join(ROOT, "..", "shared", "reference", "mappo_90_lines.py"),
+    ap.add_argument("--ref", default=os.path.join(ROOT, "tools", "reference", "mappo_90_lines.py"),
                     help="the reference MAPPO script ('' to skip it)")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every arm")
