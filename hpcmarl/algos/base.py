@@ -192,9 +192,9 @@ def load_plugins(modules: List[str]) -> None:
 
 
 _PPO = dict(config="hpcmarl.algos.ppo:PPOConfig", learner="hpcmarl.algos.ppo:PPOLearner", league=True)
-_QMIX = dict(config="hpcmarl.algos.qmix:QMIXConfig", learner="hpcmarl.algos.qmix:QMIXLearner",
-             inference="hpcmarl.algos.qmix:q_inference", continuous=False, on_policy=False, recurrent_overlap=True,
-             needs_episode_limit=True)
+_QMIX = dict(config="hpcmarl.algos.qmix.config:QMIXConfig", learner="hpcmarl.algos.qmix.learning:QMIXLearner",
+             inference="hpcmarl.algos.qmix.acting:q_inference", continuous=False, on_policy=False,
+             recurrent_overlap=True, needs_episode_limit=True)
 for _algo in (
     Algorithm("mappo", centralized_critic=True, **_PPO),
     Algorithm("ippo", **_PPO),

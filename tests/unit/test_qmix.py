@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpcmarl.algos.qmix import (EpisodeReplay, EpisodeStitcher, QInference, QMixer, QMIXLearner, lambda_returns,
-                                soft_mellowmax)
+from hpcmarl.algos.offpolicy import EpisodeReplay, EpisodeStitcher
+from hpcmarl.algos.qmix import QInference, QMixer, QMIXLearner, lambda_returns, soft_mellowmax
 from hpcmarl.algos.qmix import QMIXConfig
 from hpcmarl.config import load_config
 from hpcmarl.envs import VecEnv, probe_spec
