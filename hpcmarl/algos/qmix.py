@@ -40,7 +40,7 @@ from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, is_sparse_we
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import Inference, checksum, flat_params, joint_input, mlp
 from hpcmarl.comm.spec import META_INDEX, Record
-from hpcmarl.config import check
+from hpcmarl.typedconfig import check
 
 
 # --------------------------------------------------------------------------------------------------
