@@ -358,10 +358,10 @@ def _launcher_rank() -> int:
 
 
 def main(argv=None) -> int:
-    from hpcmarl.config import ConfigError
     from hpcmarl.envs import EnvError
     from hpcmarl.storage import StorageError
     from hpcmarl.topology import TopologyError
+    from hpcmarl.typedconfig import ConfigError
 
     parser = build_parser()
     # overrides may come after options (`train cfg --fresh k=v`); argparse leaves those over

@@ -1,27 +1,24 @@
 """Typed run configuration: dataclass schema + YAML files + dotted ``key=value`` overrides.
 
 Everything is validated here, before any MPI work starts. Every error names the offending key and is
-raised as :class:`ConfigError` (the CLI turns it into a one-line message and exit status 2).
+raised as :class:`ConfigError` (the CLI turns it into a one-line message and exit status 2). The generic
+dict -> dataclass machinery is :mod:`hpcmarl.typedconfig`, the ``league`` section :mod:`hpcmarl.league.config`.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import yaml
 
-
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 3e-4 as a string
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message names the key."""
+from hpcmarl.league.config import (BASELINES, LEAGUE_STRATEGIES, LeagueConfig,  # noqa: F401 - re-exported
+                                   LeagueGroupConfig, validate_league)
+from hpcmarl.typedconfig import (ConfigError, _build, apply_overrides, check, parse_override,  # noqa: F401
+                                 to_dict, to_yaml)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,62 +93,6 @@ class RuntimeConfig:
 
 
 @dataclass
-class LeagueGroupConfig:
-    """One learner group of a league: the policy it trains, its ranks and how it picks opponents."""
-
-    name: str = "main"
-    policy_group: str = ""  # the policy-map group whose agents this policy plays ("" = the env's first group)
-    learners: int = 1
-    actors: int = 0  # actor ranks of this group; 0 = an even share of the ranks left over
-    strategy: str = "pfsp"  # self_play | uniform (fictitious self-play) | pfsp | meta_nash (PSRO) | exploiter
-    self_play: float = 0.2  # uniform/pfsp/meta_nash: share of episodes against the group's own current policy
-    pfsp_weighting: str = "squared"  # squared: (1-x)^2 | variance: x(1-x) | linear: 1-x
-    exploits: str = ""  # exploiter: the group whose newest snapshot it plays (default: the first group)
-    snapshot_every: int = 20  # updates between pool snapshots (0 = only by win rate)
-    snapshot_win_rate: float = 0.0  # > 0: also snapshot once the win rate against the pool reaches this
-    snapshot_min_updates: int = 5  # at least this many updates between win-rate snapshots
-    restart: bool = False  # after each snapshot the policy restarts from its initial weights and optimizer state,
-    # so every snapshot is a fresh best response to the opponents of its period (PSRO; with strategy meta_nash)
-    snapshot_greedy: bool = False  # pool snapshots play their most likely legal action (pure best responses)
-
-
-@dataclass
-class LeagueConfig:
-    """League mode: learner groups, a league rank (the last rank) with the policy pool, matchmaking,
-    ratings and evaluation matches."""
-
-    enabled: bool = False
-    seats: str = "auto"  # per_agent: the trained policy takes one seat, the pool the others (symmetric games);
-    # per_team: it takes one team of a team game (battle_v4), the pool the other team; per_group: it plays all
-    # agents of its policy group, the pool the other groups; auto: per_group when the league trains more than
-    # one policy group, else per_team in team games, else per_agent
-    groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])
-    outcome: str = "auto"  # competitive: episodes are won/drawn/lost (payoff, Elo, OpenSkill); cooperative: the
-    # other seats are partners, the league records team returns per partner (cross-play); auto: from the env
-    pool_max: int = 0  # matchmaking considers the newest this many snapshots of each lineage (0 = all)
-    ratings_every: int = 10  # updates between rows of run.h5 /league/ratings (members whose games changed)
-    win_rate_step: float = 0.05  # PFSP win rates: exponential moving average step per reported game
-    elo_k: float = 32.0
-    eval_games: int = 40  # evaluation games per matchup (fixed seeds, seats alternated)
-    eval_baselines: Optional[List[str]] = None  # random | lookahead (connect_four) | charge (battle); default:
-    # every baseline that plays the game
-    pool_baselines: List[str] = field(default_factory=list)  # scripted members matchmaking may also pick (random,
-    # lookahead, charge); they play the seats of the first league group's policy group
-    eval_pool: int = 3  # a new snapshot also plays this many of the newest earlier snapshots
-    eval_greedy: bool = True  # evaluated policies take their most likely legal action
-    eval_opening: int = 2  # pool-vs-pool evaluation games open with this many seeded random moves (turn-based) or
-    # steps of every agent (simultaneous, discrete actions), so two deterministic policies play varied games
-    eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
-    meta_game: str = "win_rate"  # meta_nash: the pool's payoff matrix from evaluation win rates, or mean returns
-    # ("return": zero-sum games scored in chips or points), or exact expected returns ("exact": OpenSpiel games)
-    opponent_cache: int = 32  # snapshot policies each actor and the league rank keep loaded (least recently used
-    # dropped, re-read from its file when needed again): their memory grows while this fills (~1.7 MiB per policy
-    # for configs/league_c4.yaml's network), then stays flat
-    exploitability_every: int = 0  # OpenSpiel games (kuhn_poker, leduc_poker): NashConv of the newest snapshot, the
-    # uniform and the meta-Nash pool mixture every this many snapshots -> run.h5 /league/exploitability (0 = off)
-
-
-@dataclass
 class Config:
     name: str = "run"
     plugins: List[str] = field(default_factory=list)  # modules every rank imports first (they register algorithms)
@@ -161,7 +102,8 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy_map: Optional[Dict[str, List[str]]] = None  # group -> agent names or fnmatch patterns
     topology: TopologyConfig = field(default_factory=TopologyConfig)
-    algo: Any = field(default_factory=lambda: _algo_config())  # hpcmarl.algos.base.DEFAULT
+    algo: Any = field(default_factory=lambda: _algo_config(),  # hpcmarl.algos.base.DEFAULT
+                      metadata={"build": lambda data, key: _build_algo(data, key)})  # its name picks its dataclass
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actors: ActorConfig = field(default_factory=ActorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -184,97 +126,8 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------
-# dict -> dataclass with type checking
+# the algo section: its dataclass comes from the algorithm registry
 # --------------------------------------------------------------------------------------------------
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, List):
-        return "list"
-    if origin in (dict, Dict):
-        return "mapping"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value, tp, key: str):
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Union:
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (list, List):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        (arg,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, Dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
-        _, varg = typing.get_args(tp) or (str, Any)
-        return {str(k): _coerce(v, varg, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - schema uses only the types above
-        return value
-    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
-
-
-def _build(cls, data, prefix: str, hint=None):
-    """``hint(key)``: what to say of an unknown key instead of guessing a near name ("" for no hint)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for k in data:
-        if k not in names:
-            said = hint(k) if hint else ""
-            if said:
-                raise ConfigError(f"unknown config key '{_join(prefix, k)}': {said}")
-            near = difflib.get_close_matches(str(k), names, n=1)
-            guess = f" (did you mean '{_join(prefix, near[0])}'?)" if near else ""
-            raise ConfigError(f"unknown config key '{_join(prefix, k)}'{guess}")
-    kwargs = {}
-    for name in names:
-        if name not in data:
-            continue
-        key = _join(prefix, name)
-        if cls is Config and name == "algo":
-            kwargs[name] = _build_algo(data[name], key)
-        else:
-            kwargs[name] = _coerce(data[name], hints[name], key)
-    return cls(**kwargs)
-
-
 def _algo_config(name: Optional[str] = None):
     """The default config of a registered algorithm (its dataclass lives beside it in hpcmarl/algos/); ``None``: of
     the default algorithm (:data:`hpcmarl.algos.base.DEFAULT`)."""
@@ -310,78 +163,9 @@ def _option_names(algo) -> set:
         return set()
 
 
-def _join(prefix: str, name) -> str:
-    return f"{prefix}.{name}" if prefix else str(name)
-
-
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def to_yaml(cfg) -> str:
-    """The resolved config; a comment first lists the values hpcmarl derived (they were not set by the user)."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    derived = getattr(cfg, "derived", None)
-    if derived:
-        text = "".join(f"# derived: {k} = {v}\n" for k, v in derived.items()) + text
-    return text
-
-
 # --------------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------------
-def parse_override(text: str):
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config key '{key}': cannot parse value {raw!r}: {e}") from None
-    return key, value
-
-
-def apply_overrides(data: dict, overrides) -> dict:
-    for text in overrides:
-        key, value = parse_override(text)
-        node = data
-        parts = key.split(".")
-        for k, part in enumerate(parts[:-1]):
-            if isinstance(node, dict) and node.get(part) is None and parts[k + 1].isdigit():
-                node[part] = _schema_default(parts[:k + 1])  # e.g. league.groups.0.x on the default list
-            if isinstance(node, list):  # an entry of a list of sections, e.g. league.groups.0.strategy
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"config key '{key}': no list entry {part!r} (the list has {len(node)})")
-                nxt = node[int(part)]
-            else:
-                nxt = node.get(part)
-                if nxt is None:
-                    nxt = node[part] = {}
-            if not isinstance(nxt, (dict, list)):
-                raise ConfigError(f"config key '{key}': '{part}' is not a section")
-            node = nxt
-        if isinstance(node, list):
-            if not parts[-1].isdigit() or int(parts[-1]) >= len(node):
-                raise ConfigError(f"config key '{key}': no list entry {parts[-1]!r} (the list has {len(node)})")
-            node[int(parts[-1])] = value
-        else:
-            node[parts[-1]] = value
-    return data
-
-
-def _schema_default(path: List[str]):
-    """A deep copy of the schema's default value at ``path`` (``None`` if there is none)."""
-    node = to_dict(Config())
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return yaml.safe_load(yaml.safe_dump(node))
-
-
 def load_dict(path: Optional[str]) -> dict:
     if path is None:
         return {}
@@ -407,7 +191,7 @@ def load_config(path: Optional[str] = None, overrides=(), trusted: bool = True) 
     saved ``config.yaml``): then nothing it names is imported unless allowed otherwise."""
     from hpcmarl import trust
 
-    data = apply_overrides(load_dict(path), overrides)
+    data = apply_overrides(load_dict(path), overrides, Config)
     if trusted:
         trust.allow(*trust.config_imports(data))
     cfg = from_dict(data)
@@ -496,12 +280,6 @@ def delay_factors(spec, n_actors: int) -> List[float]:
     return [1.0] * (n_actors - 1) + [float(m.group(1))]
 
 
-def check(cond: bool, key: str, msg: str):
-    """Raise :class:`ConfigError` naming ``key`` unless ``cond`` (for algorithm configs' ``validate`` too)."""
-    if not cond:
-        raise ConfigError(f"config key '{key}': {msg}")
-
-
 _check = check
 
 
@@ -576,78 +354,3 @@ def validate(cfg: Config) -> None:
     _check(o.min_free_mb >= 0, "output.min_free_mb", "must be >= 0")
     _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")
     _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")
-
-
-LEAGUE_STRATEGIES = ("self_play", "uniform", "pfsp", "meta_nash", "exploiter")
-BASELINES = {"random": None, "lookahead": "connect_four_v3", "charge": "battle_v4"}  # scripted players -> the
-# game they play (None: any game with discrete actions)
-
-
-def validate_league(cfg: Config, envs) -> None:
-    lg, entry = cfg.league, envs.entry(cfg.env.name, cfg.env.kwargs)
-    if not lg.enabled:
-        _check(not entry.turn_based, "league.enabled",
-               f"{cfg.env.name} is a turn-based game: set league.enabled=true (its actors step the game directly)")
-        return
-    from hpcmarl.algos import base
-
-    if not base.get(cfg.algo.name).league:
-        able = sorted(n for n, a in base.ALGORITHMS.items() if a.league)
-        names = " or ".join(filter(None, [", ".join(able[:-1]), able[-1]])) if able else "no registered algorithm"
-        _check(False, "algo.name", f"league mode trains {names}, not {cfg.algo.name} (an algorithm that plays in "
-               f"leagues is registered with league=True)")
-    n_learn = sum(g.learners for g in lg.groups)
-    _check(cfg.topology.learners in (1, n_learn) and cfg.topology.actors == "auto", "topology",
-           f"in league mode the ranks come from league.groups (learners/actors per group); leave topology unset "
-           f"(topology.learners may only repeat the league's total of {n_learn} learners)")
-    _check(len(lg.groups) >= 1, "league.groups", "must list at least one learner group")
-    pmap = cfg.policy_map if cfg.policy_map is not None else entry.groups
-    names = [g.name for g in lg.groups]
-    for i, g in enumerate(lg.groups):
-        key = f"league.groups[{i}]"
-        _check(bool(g.name) and "/" not in g.name and names.count(g.name) == 1, f"{key}.name",
-               "must be a unique non-empty name without '/'")
-        _check(g.policy_group in pmap, f"{key}.policy_group",
-               f"{g.policy_group!r} is not a policy-map group of {cfg.env.name} (groups: {', '.join(pmap)})")
-        _check(g.learners >= 1, f"{key}.learners", "must be >= 1")
-        _check(g.actors >= 0, f"{key}.actors", "must be >= 0 (0 = an even share of the remaining ranks)")
-        _check(g.strategy in LEAGUE_STRATEGIES, f"{key}.strategy", f"must be one of {', '.join(LEAGUE_STRATEGIES)}")
-        _check(0 <= g.self_play <= 1, f"{key}.self_play", "must be in [0, 1]")
-        _check(g.pfsp_weighting in ("squared", "variance", "linear"), f"{key}.pfsp_weighting",
-               "must be squared, variance or linear")
-        if g.strategy == "exploiter":
-            _check(g.exploits in names and g.exploits != g.name, f"{key}.exploits",
-                   f"must name another learner group (groups: {', '.join(names)})")
-        _check(g.snapshot_every >= 0 and g.snapshot_min_updates >= 1, f"{key}.snapshot_every",
-               "snapshot_every must be >= 0 and snapshot_min_updates >= 1")
-        _check(0 <= g.snapshot_win_rate <= 1, f"{key}.snapshot_win_rate", "must be in [0, 1] (0 = off)")
-        _check(g.snapshot_every > 0 or g.snapshot_win_rate > 0, f"{key}.snapshot_every",
-               "set snapshot_every or snapshot_win_rate, or the pool never grows")
-    _check(lg.seats in ("per_agent", "per_team", "per_group"), "league.seats",
-           "must be auto, per_agent, per_team or per_group")
-    _check(lg.seats != "per_team" or entry.teams, "league.seats",
-           f"per_team needs a team game; {cfg.env.name} has no teams (team games: "
-           f"{', '.join(n for n, e in envs.REGISTRY.items() if e.teams)})")
-    _check(lg.outcome in ("competitive", "cooperative"), "league.outcome",
-           "must be auto, competitive or cooperative")
-    if lg.outcome == "cooperative":  # partners have team returns, not win rates
-        for i, g in enumerate(lg.groups):
-            _check(g.strategy not in ("pfsp", "meta_nash"), f"league.groups.{i}.strategy",
-                   f"{g.strategy} weighs opponents by win rates, which a cooperative league does not keep (it records "
-                   f"team returns per partner); use uniform or self_play")
-            _check(not g.snapshot_win_rate, f"league.groups.{i}.snapshot_win_rate",
-                   "a cooperative league keeps no win rates; snapshot by snapshot_every")
-    _check(0 < lg.win_rate_step <= 1, "league.win_rate_step", "must be in (0, 1]")
-    _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
-    _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
-    _check(lg.opponent_cache >= 1, "league.opponent_cache", "must be >= 1")
-    _check(lg.meta_game in ("win_rate", "return", "exact"), "league.meta_game", "must be win_rate, return or exact")
-    for key, on in (("exploitability_every", lg.exploitability_every), ("meta_game", lg.meta_game == "exact")):
-        _check(not on or entry.factory.startswith("hpcmarl.envs.openspiel:"), f"league.{key}",
-               f"exact values need an OpenSpiel game (kuhn_poker, leduc_poker), not {cfg.env.name}")
-    for k in ("eval_games", "eval_pool", "eval_every", "eval_opening", "pool_max", "exploitability_every"):
-        _check(getattr(lg, k) >= 0, f"league.{k}", "must be >= 0")
-    for key in ("pool_baselines", "eval_baselines"):
-        for b in getattr(lg, key):
-            _check(b in BASELINES, f"league.{key}", f"unknown baseline {b!r} (known: {', '.join(BASELINES)})")
-            _check(BASELINES[b] in (None, cfg.env.name), f"league.{key}", f"the {b} baseline plays {BASELINES[b]} only")

@@ -27,8 +27,9 @@ from hpcmarl import __version__, runlock, storage
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
 from hpcmarl.comm import watchdog
-from hpcmarl.config import Config, ConfigError, to_yaml
+from hpcmarl.config import Config
 from hpcmarl.topology import LEAGUE, LEARNER, Layout, make_layout, make_league_layout
+from hpcmarl.typedconfig import ConfigError, to_yaml
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a final checkpoint; run again to resume
@@ -120,7 +121,7 @@ def config_changes(old_yaml: str, cfg: Config) -> list:
 
     from hpcmarl.analysis.compare import ABSENT
     from hpcmarl.analysis.export import flatten_config
-    from hpcmarl.config import to_dict
+    from hpcmarl.typedconfig import to_dict
 
     try:
         old = flatten_config(yaml.safe_load(old_yaml) or {})

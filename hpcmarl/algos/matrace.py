@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from hpcmarl.config import check
+from hpcmarl.typedconfig import check
 
 class VTrace(NamedTuple):
     vs: torch.Tensor  # V-trace value targets v_t           [T, B]

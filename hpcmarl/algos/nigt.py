@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hpcmarl.envs import EnvSpec
-from hpcmarl.config import check
+from hpcmarl.typedconfig import check
 
 EPS = 1e-12
 

@@ -14,7 +14,7 @@ import torch
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import ActorCritic
 from hpcmarl.comm.spec import Record
-from hpcmarl.config import check
+from hpcmarl.typedconfig import check
 
 
 @dataclass

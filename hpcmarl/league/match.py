@@ -93,7 +93,7 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
           mixture: str = "meta_nash") -> dict:
     """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games; a run directory plays its pool's ``mixture``
     (``uniform`` or ``meta_nash``), one snapshot drawn per game (turn-based games)."""
-    from hpcmarl.config import BASELINES
+    from hpcmarl.league.config import BASELINES
     from hpcmarl.envs import REGISTRY, make_env
 
     if episodes < 1:

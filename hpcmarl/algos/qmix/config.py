@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpcmarl.config import check
+from hpcmarl.typedconfig import check
 
 
 @dataclass
