@@ -87,9 +87,10 @@ def _predict(cfg, layout, args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from hpcmarl.analysis.summary import run_summary
     from hpcmarl.storage import Run
 
-    s = Run(args.run_dir).summary(window=args.window)
+    s = run_summary(Run(args.run_dir), window=args.window)
     if args.json:
         print(json.dumps(s, indent=None))
         return 0
@@ -178,7 +179,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from hpcmarl.analysis.trajectories import agent_stats, build_index
+    from hpcmarl.analysis.trajectories import agent_stats
+    from hpcmarl.analysis.trajectory_index import build_index
 
     print(f"wrote {build_index(args.run_dir, args.out)}")
     if args.stats:

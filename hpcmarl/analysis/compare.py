@@ -11,6 +11,7 @@ from typing import Dict, List
 import numpy as np
 
 from hpcmarl.analysis.export import RunData, check_file, load_run
+from hpcmarl.analysis.summary import run_summary
 from hpcmarl.storage import Run, StorageError
 
 ABSENT = "<absent>"  # a key that one run's config does not have
@@ -43,8 +44,8 @@ def unique_labels(runs: List[RunData]) -> List[str]:
 
 
 def _summary_from_tables(data: RunData, window: int = 500) -> dict:
-    """The part of :meth:`Run.summary` that compare needs, from run.h5 alone (used when a checkpoint
-    or trajectory file of the run is damaged: ``summary()`` would try to open it)."""
+    """The part of :func:`~hpcmarl.analysis.summary.run_summary` that compare needs, from run.h5 alone (used when a
+    checkpoint or trajectory file of the run is damaged: ``run_summary()`` would try to open it)."""
     m, eps = data.metrics, data.episodes
     last = lambda k, d=0: (m[k][-1].item() if k in m and len(m[k]) else d)  # noqa: E731
     out = {"env_steps": int(last("env_steps")), "updates": int(last("update")),
@@ -68,7 +69,7 @@ def _summary(data: RunData) -> tuple:
     if bad:
         return _summary_from_tables(data), bad
     try:
-        return run.summary(), []
+        return run_summary(run), []
     except StorageError:
         raise
     except Exception as e:  # damaged file that passed the cheap check
@@ -83,7 +84,7 @@ def compare_runs(run_dirs: List[str]) -> dict:
     run]}, "groups": [...], "columns": [...], "table": [{column: value}], "warnings": [...]}``; table
     columns are ``run, env_steps, updates, episodes, wall_time_s, return_last/<group>..., sps_last``
     (``return_last`` = the group's mean episode return over the last 500 episodes, as
-    :meth:`hpcmarl.storage.Run.summary` computes it; ``None`` for a group a run does not have)."""
+    :func:`hpcmarl.analysis.summary.run_summary` computes it; ``None`` for a group a run does not have)."""
     if isinstance(run_dirs, str):
         run_dirs = [run_dirs]
     if not run_dirs:

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 import h5py
 import numpy as np
 
-from hpcmarl.analysis.trajectories import inside, local_data
+from hpcmarl.analysis.trajectory_index import inside, local_data
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
 
 

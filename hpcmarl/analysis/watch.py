@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, TextIO
 import h5py
 import numpy as np
 
-from hpcmarl.analysis.trajectories import actor_files
+from hpcmarl.analysis.trajectory_index import actor_files
 from hpcmarl.storage import open_read
 from hpcmarl.storage import KIND_RUN, KIND_TRAJ, StorageError
 

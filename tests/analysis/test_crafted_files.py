@@ -221,7 +221,7 @@ def test_actor_file_keeping_data_elsewhere_is_refused(traj_run, how):
 
 @pytest.mark.parametrize("craft", ["absolute", "dotdot", "virtual"])
 def test_index_whose_sources_lead_outside_the_run_is_refused(traj_run, craft):
-    from hpcmarl.analysis.trajectories import build_index, open_index
+    from hpcmarl.analysis.trajectory_index import build_index, open_index
     from hpcmarl.storage import StorageError
 
     run, other = traj_run

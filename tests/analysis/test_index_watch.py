@@ -24,7 +24,7 @@ def run(tmp_path_factory):
 
 
 def test_index_is_the_concatenation_of_the_actor_files(run):
-    from hpcmarl.analysis.trajectories import build_index
+    from hpcmarl.analysis.trajectory_index import build_index
 
     path = build_index(str(run))
     with h5py.File(path, "r") as ix, h5py.File(run / "trajectories" / "actor-00000.h5", "r") as a0:

@@ -16,6 +16,7 @@ import torch
 from hpcmarl import storage as S
 from hpcmarl.algos.ppo import PPOLearner
 from hpcmarl.algos.ppo import PPOConfig
+from hpcmarl.analysis.summary import run_summary
 from hpcmarl.envs import probe_spec
 from hpcmarl.comm.spec import META, RNG_BYTES, Record, RecordSpec, unroll_spec, weights_spec
 
@@ -184,7 +185,7 @@ def test_run_metrics_columns_fixed_by_first_row(tmp_path):
 def test_run_summary(tmp_path):
     run_dir = str(tmp_path / "run")
     _write_run(run_dir, n_metrics=5, n_eps=9)
-    s = S.Run(run_dir).summary(window=3)
+    s = run_summary(S.Run(run_dir), window=3)
     r = _episode_cols(0, 9)["return/agent"]
     assert s["env"] == "counting_v0" and s["algo"] == "ippo"
     assert s["updates"] == 5 and s["env_steps"] == 500 and s["episodes"] == 9

@@ -1,0 +1,84 @@
+"""Checkpoints (``checkpoints/ckpt-NNNNNNNNN.h5``): written atomically and durably, the last K kept, read back
+(damaged ones skipped)."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+import h5py
+import numpy as np
+
+from hpcmarl.storage.files import (KIND_CKPT, SCHEMA_VERSION, StorageError, durable_replace, ensure_space,
+                                   open_read)
+from hpcmarl.storage.writers import _attr
+
+
+_CKPT_RE = re.compile(r"ckpt-(\d+)\.h5$")
+
+
+def checkpoint_path(ckpt_dir: str, update: int) -> str:
+    return os.path.join(ckpt_dir, f"ckpt-{update:09d}.h5")
+
+
+def list_checkpoints(ckpt_dir: str) -> List[str]:
+    paths = [p for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.h5")) if _CKPT_RE.search(p)]
+    return sorted(paths, key=lambda p: int(_CKPT_RE.search(p).group(1)))
+
+
+def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], attrs: dict, keep: int,
+                    reserve_mb: float = 64.0) -> str:
+    """Write atomically (temporary name, fsync, rename, directory fsync: :func:`durable_replace`) and keep the newest
+    ``keep``. First checks that the uncompressed arrays fit with ``reserve_mb`` MiB to spare (:class:`DiskFull`
+    otherwise, nothing written); a failed write removes its temporary file (never picked up: only complete
+    ``ckpt-*.h5`` names are), a SIGKILL half-way leaves it to the next start (:func:`remove_stale_temporaries`)."""
+    os.makedirs(ckpt_dir, exist_ok=True)
+    path = checkpoint_path(ckpt_dir, update)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    ensure_space(path, sum(v.nbytes for v in arrays.values()) + 2 ** 16, reserve_mb)
+    tmp = path + f".tmp{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["kind"] = KIND_CKPT
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for k, v in attrs.items():
+                f.attrs[k] = _attr(v)
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
+            f.attrs["complete"] = 1
+        durable_replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Read every dataset and attribute; a truncated or incomplete file raises :class:`StorageError`."""
+    try:
+        with open_read(path, KIND_CKPT) as f:
+            if int(f.attrs.get("complete", 0)) != 1:
+                raise StorageError(f"{path}: checkpoint is incomplete")
+            arrays: Dict[str, np.ndarray] = {}
+            f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except StorageError:
+        raise
+    except Exception as e:  # h5py raises OSError/KeyError/RuntimeError for damaged files
+        raise StorageError(f"{path}: damaged checkpoint: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return arrays, attrs
+
+
+def latest_checkpoint(ckpt_dir: str, log=print) -> Optional[Tuple[str, Dict[str, np.ndarray], dict]]:
+    """Newest readable checkpoint; damaged ones are reported and skipped."""
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            arrays, attrs = load_checkpoint(path)
+            return path, arrays, attrs
+        except StorageError as e:
+            log(f"hpcmarl: warning: skipping {e}")
+    return None

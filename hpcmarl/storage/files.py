@@ -1,0 +1,271 @@
+"""HDF5 files and their robustness: schema version and kinds, disk-space checks, durable renames, stale temporaries,
+opening for append (repairing what a killed SWMR writer left) and opening read-only (checked, SWMR-aware)."""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import errno
+import re
+import shutil
+from typing import List, Optional
+
+import h5py
+
+SCHEMA_VERSION = 1
+KIND_RUN, KIND_TRAJ, KIND_CKPT = "hpcmarl.run", "hpcmarl.trajectories", "hpcmarl.checkpoint"
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+class DiskFull(StorageError):
+    """The run directory's file system is (nearly) full. Raised *before* a write, so HDF5 never meets ENOSPC
+    half-way through one (it can crash on closing a file whose write failed)."""
+
+
+def ensure_space(path: str, need_bytes: int = 0, reserve_mb: float = 64.0) -> None:
+    """Raise :class:`DiskFull` unless the file system holding ``path`` has ``need_bytes`` free beyond a reserve of
+    ``reserve_mb`` MiB (``output.min_free_mb``: room for the other ranks' writes between two checks)."""
+    d = path
+    while d and not os.path.isdir(d):
+        d = os.path.dirname(d)
+    u = shutil.disk_usage(d or ".")
+    need = int(need_bytes) + int(reserve_mb * 2 ** 20)
+    if u.free < need:
+        raise DiskFull(f"no space left for {path}: its file system has {u.free / 2 ** 20:.1f} MiB free of "
+                       f"{u.total / 2 ** 20:.1f} MiB, {need / 2 ** 20:.1f} MiB needed "
+                       f"(output.min_free_mb = {reserve_mb:g} MiB kept free)")
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by name (a directory: the names created, renamed or removed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: str, path: str) -> None:
+    """Rename the complete file ``tmp`` to ``path`` so that a crash or a power loss leaves the old state or the whole
+    new file: ``tmp`` fsynced before the rename, its directory after it (checkpoints, pool snapshots)."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+# what a writer killed half-way leaves in a run directory (temporary names, renamed once complete; the copies
+# open_for_append makes of files a killed SWMR writer left)
+STALE_TEMPORARIES = ("config.yaml.tmp", os.path.join("checkpoints", "ckpt-*.h5.tmp*"),
+                     os.path.join("pool", "*.h5.tmp*"), "run.h5.repair", os.path.join("trajectories", "actor-*.h5.repair"))
+
+
+def remove_stale_temporaries(run_dir: str) -> List[str]:
+    """Remove the temporary files of writes that never finished (a SIGKILL during a checkpoint, a pool snapshot, the
+    config's write or a repair); only called at a start, before any rank writes. Returns the paths removed."""
+    removed = []
+    for pattern in STALE_TEMPORARIES:
+        for p in glob.glob(os.path.join(glob.escape(run_dir), pattern)):
+            if os.path.isfile(p):
+                os.remove(p)
+                removed.append(p)
+    return removed
+
+
+def disk_full(exc: BaseException) -> bool:
+    """``exc`` (or what caused it) says the disk is full: :class:`DiskFull`, or ENOSPC/EDQUOT from the OS or HDF5."""
+    while exc is not None:
+        if isinstance(exc, DiskFull) or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "errno = 28" in str(exc) or "No space left on device" in str(exc) or quota_exceeded(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def quota_exceeded(exc: BaseException) -> bool:
+    """``exc`` (or what caused it) is EDQUOT, from the OS or inside an HDF5 message: a full quota, not a full disk."""
+    while exc is not None:
+        text = str(exc)
+        if getattr(exc, "errno", None) == errno.EDQUOT or f"errno = {errno.EDQUOT}," in text \
+                or "quota exceeded" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# opening files
+# --------------------------------------------------------------------------------------------------
+def open_for_append(path: str, **kwargs) -> h5py.File:
+    """Open an existing file for appending (``kwargs``: file access options, e.g. ``rdcc_nbytes``); a file left open
+    by a killed SWMR writer (its consistency flags still set) is rewritten from a read-only SWMR view first."""
+    try:
+        return h5py.File(path, "a", libver="latest", **kwargs)
+    except OSError as e:
+        if "consistency flags" not in str(e) and "already open for write" not in str(e):
+            raise
+    tmp = path + ".repair"
+    with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for name in src:
+            src.copy(src[name], dst, name=name)
+    os.replace(tmp, path)
+    return h5py.File(path, "a", libver="latest", **kwargs)
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_file(path: str) -> None:
+    """Cheap pre-flight check of an HDF5 file before it is opened: it exists, carries the HDF5
+    signature and is not shorter than the end-of-file address its superblock records.
+
+    A truncated file has to be caught here: opening one in SWMR-read mode (what ``open_read`` does)
+    makes the HDF5 library retry its metadata reads for a very long time instead of failing. Files
+    that a SWMR writer holds open right now (superblock v3 with the write and SWMR-write flags set) are
+    not checked, as the HDF5 library itself does not check them either.
+    """
+    if not os.path.exists(path):
+        raise StorageError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise StorageError(f"{path}: not a regular file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        off = 0
+        while off + 8 <= size:  # the superblock sits at 0, 512, 1024, 2048, ... (after a user block)
+            fh.seek(off)
+            if fh.read(8) == _SIGNATURE:
+                break
+            off = 512 if off == 0 else off * 2
+        else:
+            raise StorageError(f"{path}: not an HDF5 file")
+        head = fh.read(56)  # bytes 8.. of the superblock
+    truncated = StorageError(f"{path}: truncated or damaged HDF5 file ({size} bytes, superblock unreadable)")
+    if len(head) < 4:
+        raise truncated
+    version = head[0]
+    if version in (0, 1):
+        o = head[13 - 8]
+        base_at = (24 if version == 0 else 28) - 8
+        flags, swmr_live = 0, False
+    elif version in (2, 3):
+        o = head[9 - 8]
+        base_at = 12 - 8
+        flags = head[11 - 8]
+        swmr_live = version >= 3 and (flags & 0x1) and (flags & 0x4)
+    else:
+        raise StorageError(f"{path}: unknown HDF5 superblock version {version}")
+    if o not in (2, 4, 8, 16) or len(head) < base_at + 3 * o:
+        raise truncated
+    base = int.from_bytes(head[base_at:base_at + o], "little")
+    eof = int.from_bytes(head[base_at + 2 * o:base_at + 3 * o], "little")
+    if swmr_live or eof == (1 << (8 * o)) - 1:
+        return
+    if size < base + eof:
+        raise StorageError(f"{path}: truncated HDF5 file ({size} bytes, its superblock says {base + eof})")
+
+
+# --------------------------------------------------------------------------------------------------
+# opening files read-only
+# --------------------------------------------------------------------------------------------------
+# A SWMR reader retries a metadata read whose checksum fails (the writer may be half-way through a
+# flush) with exponential back-off, 100 times by default: on a damaged or truncated file that is hours.
+# 30 attempts keep the retries for a live file (they succeed within a few) but give up within ~1 s.
+_SWMR_READ_ATTEMPTS = 30
+_set_attempts = None
+
+
+def _attempts_setter():
+    """``H5Pset_metadata_read_attempts`` from the libhdf5 that h5py uses (h5py does not wrap it)."""
+    global _set_attempts
+    if _set_attempts is None:
+        _set_attempts = False
+        try:
+            with open("/proc/self/maps") as fh:
+                libs = sorted({ln.split()[-1] for ln in fh if re.search(r"/libhdf5[-_.]", ln) and "_hl" not in ln})
+            if len(libs) == 1:
+                fn = ctypes.CDLL(libs[0]).H5Pset_metadata_read_attempts
+                fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+                _set_attempts = fn
+        except (OSError, AttributeError):
+            pass
+    return _set_attempts or None
+
+
+def _open_swmr(path: str) -> h5py.File:
+    """Read-only SWMR open with a bounded number of metadata read attempts (where it can be set)."""
+    setter = _attempts_setter()
+    if setter is not None:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # what h5py.File uses as well
+        if setter(fapl.id, _SWMR_READ_ATTEMPTS) >= 0:
+            fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+            return h5py.File(fid)
+    return h5py.File(path, "r", swmr=True)
+
+
+def first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False) -> h5py.File:
+    """Open an hpcmarl HDF5 file read-only, whether a writer still has it open or not.
+
+    A closed file is opened normally first (HDF5 then checks it against truncation); a file that a SWMR
+    writer has open (or that a killed one left flagged) is opened in SWMR-read mode. ``swmr=True``
+    returns a SWMR-mode handle in any case (needed to read virtual datasets whose sources are live).
+    Every problem is one :class:`StorageError` line that names the path: no such file, not HDF5,
+    truncated/damaged (checked first: :func:`check_file`), being created (not yet in SWMR mode), wrong kind, wrong schema version.
+    """
+    if os.path.isdir(path):
+        raise StorageError(f"{path}: is a directory, not an HDF5 file")
+    check_file(path)  # no such file, not HDF5, truncated: before HDF5 gets to retry SWMR reads of a damaged file
+    live = False
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        msg = first_line(e)
+        if "already open for write" in msg or "consistency flags" in msg:
+            live = True
+        elif "lock" in msg:
+            raise StorageError(f"{path}: being written and not readable yet (its writer has not switched to "
+                               f"SWMR mode): {msg}") from None
+        else:
+            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {msg}") from None
+    if live or swmr:
+        if not live:
+            f.close()
+        try:
+            f = _open_swmr(path)
+        except OSError as e:
+            raise StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}") from None
+    try:
+        kind = f.attrs.get("kind")
+        ver = f.attrs.get("schema_version")
+    except (OSError, RuntimeError, KeyError) as e:
+        f.close()
+        raise StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}") from None
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    if expect_kind is not None and kind != expect_kind:
+        f.close()
+        raise StorageError(f"{path}: not an hpcmarl {expect_kind.split('.')[-1]} file (kind={kind!r})")
+    if ver is not None:
+        try:
+            ver = int(ver)
+        except (TypeError, ValueError):
+            ver = -1
+        if ver != SCHEMA_VERSION:
+            f.close()
+            raise StorageError(f"{path}: schema version {ver}, this hpcmarl reads version {SCHEMA_VERSION}")
+    return f
+
+
+def damaged(path: str, e: BaseException) -> StorageError:
+    return StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}")
+
