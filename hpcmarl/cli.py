@@ -50,7 +50,7 @@ def _predict(cfg, layout, args) -> int:
     """``validate --predict``: measure this node's costs (or read a saved profile) and simulate the layout."""
     import os
 
-    from hpcmarl.analysis.sizing import Machine, Profile, measure, predict
+    from hpcmarl.sizing import Machine, Profile, measure, predict
 
     if layout.league:
         raise ValueError("--predict does not model league mode")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--probe-env", action="store_true", help="also build the environment and print its groups")
     v.add_argument("--predict", action="store_true",
                    help="predict env steps/s, learner ingress, policy lag and the bottleneck of this layout from costs "
-                        "measured on this node (hpcmarl.analysis.sizing; see slurm/README.md)")
+                        "measured on this node (hpcmarl.sizing; see slurm/README.md)")
     v.add_argument("--profile", help="--predict from a node profile saved earlier (instead of measuring here)")
     v.add_argument("--save-profile", metavar="FILE", help="measure this node and save its profile (JSON) to FILE")
     v.add_argument("--ranks-per-node", type=int, default=0, help="--predict: ranks per node (0 = all on one node)")

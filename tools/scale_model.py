@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The sizing model (hpcmarl/analysis/sizing.py) checked against runs measured on this machine, and its predictions
+"""The sizing model (hpcmarl/sizing/) checked against runs measured on this machine, and its predictions
 for a large job.
 
 For each config (the synchronous flow: MAPPO; the asynchronous flow: MA-Trace) and each layout it measures this node's
-costs (one actor and one learner in this process, ``hpcmarl.analysis.sizing.measure``), then trains the layout of ``--layouts`` (learners x actors, 2-8 ranks) for
+costs (one actor and one learner in this process, ``hpcmarl.sizing.measure``), then trains the layout of ``--layouts`` (learners x actors, 2-8 ranks) for
 ``--train-seconds`` under mpirun, reads the env steps/s between the ``--skip``-th and the last update from run.h5, and
 compares it with the model's prediction for the same layout on this node (its cores). Prints a table, then the
 model's prediction for ``--large`` (e.g. 1,024 actors / 16 learners on 64 nodes of 16 cores). Last line:
@@ -61,7 +61,7 @@ def main():
 
     import torch
 
-    from hpcmarl.analysis.sizing import Machine, Profile, measure, predict
+    from hpcmarl.sizing import Machine, Profile, measure, predict
     from hpcmarl.config import load_config
 
     torch.set_num_threads(1)

@@ -90,6 +90,16 @@ def trained_spec(full: EnvSpec, policy_group: str, name: str, seats: str) -> Env
                                          base.act_low, base.act_high, base.obs_shape)], 0)
 
 
+def league_spec(cfg, gi: int) -> EnvSpec:
+    """The spec group ``gi``'s learner trains on: its trained seats only (named after the league group)."""
+    g = cfg.league.groups[gi]
+    env = make_env(cfg.env.name, cfg.env.kwargs)
+    try:
+        return trained_spec(build_spec(env, cfg.env.name, cfg.policy_map), g.policy_group, g.name, cfg.league.seats)
+    finally:
+        env.close()
+
+
 class Opponents:
     """Members' policies by id: ``act(member, group, obs [B, obs_dim], mask [B, n_actions]) -> actions [B]``."""
 

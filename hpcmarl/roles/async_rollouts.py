@@ -25,10 +25,11 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from hpcmarl.actors import make_sampler, traj_path
 from hpcmarl.comm import protocol
 from hpcmarl.algos import base as algos
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import inject_fault, make_sampler, traj_path
+from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 

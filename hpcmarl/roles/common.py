@@ -1,5 +1,5 @@
-"""What every role shell shares: the run log (counters, stop vote, metrics, checkpoints, progress line), fault
-injection for tests, and the construction of an actor's env copies and sampler."""
+"""What every role shell shares: the run log (counters, stop vote, metrics, checkpoints, progress line) and fault
+injection for tests. An actor's env copies and sampler are built in :mod:`hpcmarl.actors` (no MPI)."""
 from __future__ import annotations
 
 import collections
@@ -9,14 +9,9 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
-import torch
 
 from hpcmarl import storage
-from hpcmarl.algos.base import rnn_hidden, uses_state
-from hpcmarl.comm.spec import META_INDEX, unroll_spec
-from hpcmarl.envs import VecEnv
-from hpcmarl.models import make_inference
-from hpcmarl.sampler import Sampler
+from hpcmarl.comm.spec import META_INDEX
 
 M = META_INDEX
 SIGNAL_REASON = "stop signal received"
@@ -46,60 +41,6 @@ def inject_fault(ctx, update) -> None:
 
         os.kill(os.getpid(), signal.SIGTERM)
     # kind "nan" (a learner's parameter becomes NaN right after that update): hpcmarl.roles.finite.poison applies it
-
-
-def actor_seed(base: int, actor_index: int, start_update: int) -> int:
-    return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
-
-
-def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
-    """The actor's env copies, with its variant from ``actors.variants`` (obs/reward scale, env kwargs)."""
-    cfg = ctx.cfg
-    variants = cfg.actors.variants
-    v = variants[actor_index % len(variants)] if variants else {}
-    scale = float(v.get("obs_scale", 1.0))
-    return VecEnv(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})}, cfg.policy_map,
-                  obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=uses_state(cfg.algo),
-                  reward_scale=float(v.get("reward_scale", 1.0)), on_error=cfg.actors.env_errors,
-                  max_errors=cfg.actors.max_env_errors)
-
-
-def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
-    """Env copies + inference policy + trajectory writer of one actor (no MPI). ``league``: a callable
-    ``(policy) -> ActorLeague`` in league mode, whose member bank plays the seats the policy does not."""
-    cfg = ctx.cfg
-    seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
-    torch.manual_seed(seed)
-    if league is not None:
-        from hpcmarl.league.seats import SeatVecEnv
-        from hpcmarl.roles.league import league_spec
-
-        spec = league_spec(cfg, ctx.layout.group_of(ctx.rank))
-        policy = make_inference(spec, cfg.algo)
-        client = league(policy)
-        g = cfg.league.groups[client.gi]
-        venv = SeatVecEnv(cfg.env.name, cfg.env.num_envs, seed, cfg.env.kwargs, cfg.policy_map, g.policy_group, g.name,
-                          cfg.league.seats, client.choose, client.bank, on_error=cfg.actors.env_errors,
-                          max_errors=cfg.actors.max_env_errors)
-    else:
-        venv = make_venv(ctx, actor_index, seed)
-        policy = make_inference(venv.spec, cfg.algo)
-    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs, rnn_hidden(cfg.algo))
-    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
-    traj = None
-    if traj_path is not None:
-        traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
-                                        seed, resume=ctx.start_update > 0, flush_s=cfg.output.flush_s,
-                                        attrs={"actor": actor_index, "env": cfg.env.name},
-                                        reserve_mb=cfg.output.min_free_mb,
-                                        resume_update=ctx.start_update if ctx.start_update > 0 else None)
-    return sampler, traj
-
-
-def traj_path(ctx, actor_index: int) -> Optional[str]:
-    if not ctx.cfg.output.trajectories:
-        return None
-    return os.path.join(ctx.run_dir, "trajectories", f"actor-{actor_index:05d}.h5")
 
 
 def duration(seconds: float) -> str:

@@ -21,27 +21,17 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hpcmarl.comm import protocol
-from hpcmarl.envs import EnvSpec, build_spec, make_env
+from hpcmarl.envs import EnvSpec, make_env
 from hpcmarl.envs import entry as env_entry
 from hpcmarl.league.aec import play_episode
 from hpcmarl.league.matchmaking import OUTCOME_INDEX
 from hpcmarl.league.pool import BASELINE_NAMES, RANDOM, PolicyBank, aec_player, baseline_player
-from hpcmarl.league.seats import SELF, SeatGames, trained_spec
+from hpcmarl.league.seats import SELF, SeatGames, league_spec
 from hpcmarl.league.server import League
 from hpcmarl.models import make_inference
 from hpcmarl.comm.protocol import Tag
 
 EVAL_SEED = 1_000_000  # evaluation game i of every matchup resets the env with EVAL_SEED + i
-
-
-def league_spec(cfg, gi: int) -> EnvSpec:
-    """The spec group ``gi``'s learner trains on: its trained seats only (named after the league group)."""
-    g = cfg.league.groups[gi]
-    env = make_env(cfg.env.name, cfg.env.kwargs)
-    try:
-        return trained_spec(build_spec(env, cfg.env.name, cfg.policy_map), g.policy_group, g.name, cfg.league.seats)
-    finally:
-        env.close()
 
 
 def snapshot_attrs(cfg, gi: int, spec: EnvSpec, version: int) -> dict:

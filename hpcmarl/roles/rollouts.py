@@ -1,5 +1,5 @@
 """The synchronous rollout flow's role shells: the actor loop and the learner loop. Compute lives in
-sampler/algos/storage, the shared kit in :mod:`hpcmarl.roles.common`.
+sampler/algos/storage, the shared kit in :mod:`hpcmarl.roles.common`, actors are built in :mod:`hpcmarl.actors`.
 
 The synchronous rollout flow (IPPO/MAPPO): each update the learner sends policy version v to its
 actors, every actor collects T steps x E envs with v and sends one unroll record back, learners run
@@ -17,8 +17,9 @@ import torch
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, Record, unroll_spec, weights_spec
+from hpcmarl.actors import actor_seed, make_sampler, traj_path
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import ACTOR_TIMERS, M, actor_seed, inject_fault, make_sampler, traj_path
+from hpcmarl.roles.common import ACTOR_TIMERS, M, inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
 
 # --------------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_episode_limit_is_derived_and_required_only_when_the_entry_says_so(needs
 
 
 def test_preflight_refuses_action_kinds_the_entry_does_not_declare():
-    from hpcmarl.launch import PreflightError, probe_learner
+    from hpcmarl.preflight import PreflightError, probe_learner
 
     cfg = load_config(None, ["algo.name=qmix", "env.kwargs.continuous_actions=true"])
     with pytest.raises(PreflightError) as ei:

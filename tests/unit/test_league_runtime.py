@@ -344,7 +344,7 @@ def test_conv_encoder_on_the_board():
     import torch
 
     from hpcmarl.algos.ppo import PPOLearner
-    from hpcmarl.roles.league import league_spec
+    from hpcmarl.league.seats import league_spec
     from hpcmarl.models import Board, flat_params, make_inference
 
     cfg = load_config(None, C4 + ["algo.encoder=conv", "algo.hidden=16", "algo.layers=1"])

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from hpcmarl.analysis.sizing import (ASYNC, SYNC, Machine, Node, Profile, Sim, measure, predict,
-                                     ring_allreduce_s)
+from hpcmarl.sizing import (ASYNC, SYNC, Machine, Node, Profile, Sim, measure, predict,
+                            ring_allreduce_s)
 from hpcmarl.config import load_config
 from launch import ROOT, hpcmarl
 

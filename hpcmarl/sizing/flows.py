@@ -1,0 +1,207 @@
+"""The sizing model's flow models: the synchronous and asynchronous rollout flows played on the discrete-event
+kernel (:mod:`hpcmarl.sizing.kernel`) with a node profile's costs (:mod:`hpcmarl.sizing.profile`), and the
+prediction they give (env steps/s, ingress, lag, bottleneck)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import numpy as np
+
+from hpcmarl.sizing.kernel import Barrier, Link, Mailbox, Node, Sim, Slots
+from hpcmarl.sizing.profile import ASYNC, SYNC, Machine, Profile
+
+
+# --------------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    actors: int
+    learners: int
+    nodes: int
+    env_steps_per_s: float
+    updates_per_s: float
+    ingress_bytes_per_s: float  # per learner
+    ingress_utilisation: float  # fraction of time a learner's ingress link is busy (max over learners)
+    lag_mean: float  # policy versions between the behaviour policy and the learner's at training
+    actor_busy: float  # fraction of time an actor computes (mean)
+    learner_busy: float  # fraction of time a learner computes (mean)
+    cpu_load: float  # busy cores / cores, busiest node
+    allreduce_share: float  # of a learner's time, waiting in all-reduces
+    bottleneck: str
+    detail: Dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return (f"predicted: {self.env_steps_per_s:,.0f} env steps/s ({self.updates_per_s:.2f} updates/s) with "
+                f"{self.actors} actors and {self.learners} learner(s) on {self.nodes} node(s)\n"
+                f"  learner ingress {self.ingress_bytes_per_s / 1e6:,.1f} MB/s per learner "
+                f"({self.ingress_utilisation:.0%} of its link); policy lag {self.lag_mean:.2f} versions\n"
+                f"  busy: actors {self.actor_busy:.0%}, learners {self.learner_busy:.0%} (all-reduce "
+                f"{self.allreduce_share:.0%} of a learner's time), busiest node's cores {self.cpu_load:.0%}\n"
+                f"  bottleneck: {self.bottleneck}")
+
+
+def ring_allreduce_s(m: Machine, learners: int, nbytes: int, same_node: bool) -> float:
+    if learners <= 1:
+        return 0.0
+    lat, bw = m.link(same_node)
+    return 2 * (learners - 1) * (lat + nbytes / (learners * bw)) + m.allreduce_call_s
+
+
+def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 60, seed: int = 0,
+            max_sim_s: float = 3600.0) -> Prediction:
+    """Simulate ``updates`` learner updates (after a warm-up of a fifth as many) of ``actors`` actors served by
+    ``learners`` learners (actor i -> learner i mod L; ranks 0..L-1 are the learners, as in hpcmarl's layout)."""
+    if actors < 1 or learners < 1:
+        raise ValueError("need at least one actor and one learner")
+    ranks = actors + learners
+    per_node = m.ranks_per_node or ranks
+    nodes = math.ceil(ranks / per_node)
+    sim = Sim()
+    node_of = lambda rank: rank // per_node
+    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), min(per_node, ranks - i * per_node), p.wait_load)
+            for i in range(nodes)]
+    rng = np.random.default_rng(seed)
+    served = [[a for a in range(actors) if a % learners == l] for l in range(learners)]
+    learners_same_node = nodes == 1 or per_node >= learners
+    ar = ring_allreduce_s(m, learners, p.grad_bytes, learners_same_node) * p.grad_steps
+    barrier = Barrier(learners, ar)
+    ingress = [Link(sim) for _ in range(learners)]
+    inbox = [Mailbox() for _ in range(learners)]
+    arrived = [Mailbox() for _ in range(actors)]  # weights messages to each actor
+    busy_actor = [0.0] * actors
+    busy_learner = [0.0] * learners
+    stats = {"updates": 0, "steps": 0, "lags": [], "t0": None, "steps0": 0, "ar_wait": 0.0}
+    warm = max(2, updates // 5)
+    sigma = math.sqrt(math.log(1 + p.collect_cv ** 2)) if p.collect_cv > 0 else 0.0
+
+    def collect_work():
+        return p.collect_s * (rng.lognormal(-sigma * sigma / 2, sigma) if sigma else 1.0)
+
+    def link(src_rank, dst_rank):
+        return m.link(node_of(src_rank) == node_of(dst_rank))
+
+    def send_weights(l, v):
+        for a in served[l]:
+            lat, bw = link(l, learners + a)
+            sim.at(sim.now + lat + p.weight_bytes / bw + m.poll_s, (lambda a=a: arrived[a].put(v)))
+
+    def learner_proc(l):
+        node = cpus[node_of(l)]
+        if p.flow == SYNC:
+            send_weights(l, 0)
+        v = 0
+        queue: list = []
+        while True:
+            if p.flow == SYNC:
+                items = []
+                for _ in served[l]:
+                    items.append((yield inbox[l].get()))
+                k = len(items)
+            else:
+                while len(queue) < p.batch_unrolls:
+                    queue.append((yield inbox[l].get()))
+                items, queue = queue[:p.batch_unrolls], queue[p.batch_unrolls:]
+                k = len(items)
+            work = p.update_s(k) + p.overhead_s
+            t0 = sim.now
+            yield node.compute(work)
+            busy_learner[l] += sim.now - t0
+            t1 = sim.now
+            yield barrier.wait()
+            if l == 0:
+                stats["ar_wait"] += sim.now - t1
+            for a, bv in items:
+                stats["lags"].append(v - bv)
+            v += 1
+            stats["steps"] += k * p.steps_per_unroll
+            if l == 0:
+                stats["updates"] += 1
+                if stats["updates"] == warm:
+                    stats["t0"], stats["steps0"] = sim.now, stats["steps"]
+            if p.flow == SYNC or v % p.push_every == 0:
+                send_weights(l, v)
+            if p.flow == ASYNC:
+                for _ in items:  # the queue slots these unrolls held are free again
+                    slots[l].release()
+
+    slots = [Slots(sim, max(p.queue_size, p.batch_unrolls)) for _ in range(learners)]
+
+    def transfer(a, l, bv):
+        """Send an unroll through learner l's ingress, then it is in the learner's inbox."""
+        yield ingress[l].send(*link(learners + a, l), p.unroll_bytes)
+        inbox[l].put((a, bv))
+
+    def sync_actor(a):
+        rank, l = learners + a, a % learners
+        node = cpus[node_of(rank)]
+        lead = 1 if p.overlap else 0
+        held, sent = -1, 0
+        while True:
+            while True:  # take the weights that arrived; wait while those held are too old
+                if held < sent - lead or arrived[a].items:
+                    held = yield arrived[a].get()
+                else:
+                    break
+            t0 = sim.now
+            yield node.compute(collect_work())
+            busy_actor[a] += sim.now - t0
+            if p.overlap:
+                sim.start(transfer(a, l, held))
+            else:
+                yield from transfer(a, l, held)
+            sent += 1
+
+    def async_actor(a):
+        rank, l = learners + a, a % learners
+        node = cpus[node_of(rank)]
+        pending: List[Mailbox] = []
+        held = 0
+        while True:
+            while arrived[a].items:  # between unrolls the actor takes every weights message that arrived
+                held = arrived[a].items.pop(0)
+            bv = held
+            t0 = sim.now
+            yield node.compute(collect_work())
+            busy_actor[a] += sim.now - t0
+            done = Mailbox()
+
+            def send(bv=bv, done=done):
+                yield slots[l].acquire()
+                yield from transfer(a, l, bv)
+                done.put(1)
+            sim.start(send())
+            pending.append(done)
+            if len(pending) >= 2:  # both send buffers in flight: wait for the older one
+                yield pending.pop(0).get()
+
+    for l in range(learners):
+        sim.start(learner_proc(l))
+    for a in range(actors):
+        sim.start(sync_actor(a) if p.flow == SYNC else async_actor(a))
+    sim.run(max_sim_s, stop=lambda: stats["updates"] >= warm + updates)
+    if stats["t0"] is None or sim.now <= stats["t0"]:
+        raise RuntimeError(f"the simulation did not reach {warm} updates in {max_sim_s:.0f} simulated seconds")
+    span = sim.now - stats["t0"]
+    sps = (stats["steps"] - stats["steps0"]) / span
+    ups = updates / span
+    total_time = sim.now
+    ing_bytes = max(i.bytes for i in ingress) / total_time
+    ing_util = max(i.busy for i in ingress) / total_time
+    actor_busy = float(np.mean(busy_actor)) / total_time
+    learner_busy = float(np.mean(busy_learner)) / total_time
+    cpu_load = max(n.busy_time for n in cpus) / (total_time * m.cores_per_node)
+    ar_share = stats["ar_wait"] / total_time
+    lag = float(np.mean(stats["lags"])) if stats["lags"] else 0.0
+    # the bottleneck: the resource closest to saturation
+    cands = {"learner ingress (unroll bytes per learner; add learners or shrink unrolls)": ing_util,
+             "all-reduce between learners (fewer/larger updates, or fewer learners)": ar_share,
+             "learner compute (add learners, or fewer epochs)": learner_busy,
+             "actor compute (add actors, or cheaper env/inference)": actor_busy}
+    if cpu_load > 0.9 and (actors + learners) / nodes > m.cores_per_node:
+        cands["CPU cores (more ranks than cores on a node: fewer ranks per node)"] = cpu_load + 0.01
+    bottleneck = max(cands, key=cands.get)
+    return Prediction(actors, learners, nodes, sps, ups, ing_bytes, ing_util, lag, actor_busy, learner_busy, cpu_load,
+                      ar_share, bottleneck, {"simulated_s": total_time, "allreduce_per_update_s": ar})

@@ -1,0 +1,171 @@
+"""The sizing model's discrete-event kernel: a clock with an event queue, processes as generators that yield
+requests, and the resources they share (a node's cores, a serial link, mailboxes, queue slots, a barrier)."""
+from __future__ import annotations
+
+import heapq
+from typing import Callable, Dict
+
+
+# --------------------------------------------------------------------------------------------------
+# a small discrete-event engine: processes are generators that yield requests
+# --------------------------------------------------------------------------------------------------
+class Sim:
+    def __init__(self):
+        self.now = 0.0
+        self._q: list = []
+        self._n = 0
+
+    def at(self, t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._q, (t, self._n, fn))
+        self._n += 1
+
+    def start(self, gen) -> None:
+        self._resume(gen, None)
+
+    def _resume(self, gen, value) -> None:
+        try:
+            req = gen.send(value)
+        except StopIteration:
+            return
+        req(self, lambda v=None: self._resume(gen, v))
+
+    def run(self, until: float, stop: Callable[[], bool] = lambda: False) -> None:
+        while self._q and self._q[0][0] <= until and not stop():
+            self.now, _, fn = heapq.heappop(self._q)
+            fn()
+
+
+class Node:
+    """Processor sharing: ``busy`` jobs on ``cores`` cores each progress at min(1, cores / demand) per second, where
+    the demand counts every other of the node's ``ranks`` as ``wait_load`` of a core (it polls while it waits); slowed
+    further by ``1 + (slowdown - 1) (min(busy, cores) - 1) / (cores - 1)`` (``slowdown`` with every core busy)."""
+
+    def __init__(self, sim: Sim, cores: int, slowdown: float = 1.0, ranks: int = 0, wait_load: float = 0.0):
+        self.sim, self.cores, self.slowdown, self.ranks, self.wait_load = sim, cores, slowdown, ranks, wait_load
+        self.jobs: Dict[int, list] = {}  # id -> [remaining work, continuation]
+        self._ids = 0
+        self._t = 0.0
+        self._token = 0
+        self.busy_time = 0.0  # core-seconds used
+
+    def _rate(self) -> float:
+        if not self.jobs:
+            return 0.0
+        k, c = len(self.jobs), self.cores
+        drag = 1.0 + (self.slowdown - 1.0) * (min(k, c) - 1) / (c - 1) if c > 1 else 1.0
+        demand = k + self.wait_load * max(0, self.ranks - k)
+        return min(1.0, c / demand) / drag
+
+    def _advance(self) -> None:
+        dt = self.sim.now - self._t
+        if dt > 0 and self.jobs:
+            r = self._rate()
+            for j in self.jobs.values():
+                j[0] -= dt * r
+            self.busy_time += dt * min(len(self.jobs), self.cores)
+        self._t = self.sim.now
+
+    def _schedule(self) -> None:
+        self._token += 1
+        if not self.jobs:
+            return
+        token, r = self._token, self._rate()
+        jid, job = min(self.jobs.items(), key=lambda kv: kv[1][0])
+        self.sim.at(self.sim.now + max(0.0, job[0]) / r, lambda: self._finish(token))
+
+    def _finish(self, token: int) -> None:
+        if token != self._token:
+            return
+        self._advance()
+        done = [jid for jid, j in self.jobs.items() if j[0] <= 1e-12]
+        conts = [self.jobs.pop(jid)[1] for jid in done]
+        self._schedule()
+        for k in conts:
+            k()
+
+    def compute(self, work: float):
+        def req(sim, k):
+            self._advance()
+            self._ids += 1
+            self.jobs[self._ids] = [max(work, 0.0), k]
+            self._schedule()
+        return req
+
+
+class Link:
+    """A serial link (a learner's ingress): transfers queue and go one after the other."""
+
+    def __init__(self, sim: Sim):
+        self.sim, self.free_at, self.busy, self.bytes = sim, 0.0, 0.0, 0
+
+    def send(self, latency: float, bw: float, nbytes: int):
+        def req(sim, k):
+            start = max(sim.now, self.free_at)
+            dt = nbytes / bw
+            self.free_at = start + dt
+            self.busy += dt
+            self.bytes += nbytes
+            sim.at(self.free_at + latency, k)
+        return req
+
+
+class Mailbox:
+    """Items put by one process, taken (in order) by another; ``get`` blocks while it is empty."""
+
+    def __init__(self):
+        self.items: list = []
+        self.waiter = None
+
+    def put(self, item) -> None:
+        if self.waiter is not None:
+            k, self.waiter = self.waiter, None
+            k(item)
+        else:
+            self.items.append(item)
+
+    def get(self):
+        def req(sim, k):
+            if self.items:
+                item = self.items.pop(0)
+                sim.at(sim.now, lambda: k(item))
+            else:
+                self.waiter = k
+        return req
+
+
+class Slots:
+    """A learner's queue in the asynchronous flow: at most ``n`` unrolls (posted receives); a send waits for one."""
+
+    def __init__(self, sim: Sim, n: int):
+        self.sim, self.free, self.waiters = sim, n, []
+
+    def acquire(self):
+        def req(sim, k):
+            if self.free > 0:
+                self.free -= 1
+                sim.at(sim.now, k)
+            else:
+                self.waiters.append(k)
+        return req
+
+    def release(self):
+        if self.waiters:
+            self.sim.at(self.sim.now, self.waiters.pop(0))
+        else:
+            self.free += 1
+
+
+class Barrier:
+    """``n`` parties; the last to arrive releases everybody ``duration`` seconds later (an all-reduce)."""
+
+    def __init__(self, n: int, duration: float):
+        self.n, self.duration, self.waiting = n, duration, []
+
+    def wait(self):
+        def req(sim, k):
+            self.waiting.append(k)
+            if len(self.waiting) == self.n:
+                ks, self.waiting = self.waiting, []
+                for kk in ks:
+                    sim.at(sim.now + self.duration, kk)
+        return req

@@ -1,0 +1,236 @@
+"""The node profile of the sizing model: what one actor and one learner of a config cost on this node, measured in
+one process without MPI (:func:`measure`; the actor is built as an actor rank builds it, :mod:`hpcmarl.actors`),
+and the machine the job runs on (:class:`Machine`)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import MISSING, asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+ASYNC, SYNC = "async", "sync"
+
+
+# --------------------------------------------------------------------------------------------------
+# costs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Profile:
+    """What one actor and one learner cost on this node (seconds on one core; sizes in bytes)."""
+
+    env: str
+    algo: str
+    flow: str  # sync | async
+    steps_per_unroll: int  # env steps in one unroll (unroll_length x num_envs)
+    collect_s: float  # one unroll: env steps + inference + filling the record
+    collect_cv: float  # its coefficient of variation over the measured unrolls
+    env_s: float  # of collect_s: stepping the env copies
+    infer_s: float  # of collect_s: the policy's forward passes
+    update_fixed_s: float  # a learner update on k unrolls takes update_fixed_s + k * update_per_unroll_s
+    update_per_unroll_s: float
+    overhead_s: float  # the learner's bookkeeping per update (receive buffers, metrics, episode rows)
+    grad_steps: int  # gradient steps (all-reduce calls) per update
+    unroll_bytes: int
+    weight_bytes: int
+    grad_bytes: int  # one all-reduce: the flat gradient (+ the sample count)
+    busy_slowdown: float = 1.0  # an unroll's time with every core of the node collecting / alone (memory bandwidth,
+    # shared caches, SMT siblings, turbo): the model slows computing ranks by it in proportion to the busy cores
+    cores_measured: int = 1  # how many processes collected at once to measure busy_slowdown
+    wait_load: float = 0.0  # the share of a core a rank uses while it waits for a message (polling with sleeps)
+    batch_unrolls: int = 1  # async flow: unrolls per update
+    queue_size: int = 4  # async flow: unrolls a learner holds
+    push_every: int = 1  # async flow: weights every this many updates
+    overlap: bool = False  # sync flow: actors.overlap
+    host: str = ""
+    measured_at: str = ""
+
+    def update_s(self, k: int) -> float:
+        return self.update_fixed_s + k * self.update_per_unroll_s
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+
+    @classmethod
+    def load(cls, path: str) -> "Profile":
+        with open(path) as f:
+            d = json.load(f)
+        fields = cls.__dataclass_fields__
+        missing = [k for k, v in fields.items() if k not in d and v.default is MISSING] if isinstance(d, dict) else ["all"]
+        if missing:
+            raise ValueError(f"{path}: not a node profile (missing {', '.join(missing)})")
+        return cls(**{k: d[k] for k in fields if k in d})
+
+
+@dataclass
+class Machine:
+    """The nodes and the transports. Defaults: shared memory ~5 GB/s; the network an InfiniBand HDR100-class link."""
+
+    cores_per_node: int = 2
+    ranks_per_node: int = 0  # 0 = every rank on one node
+    shm_bw: float = 5e9  # bytes/s between ranks of one node
+    shm_latency_s: float = 2e-6
+    net_bw: float = 12.5e9  # bytes/s between nodes (100 Gb/s)
+    net_latency_s: float = 2e-6
+    allreduce_call_s: float = 2e-3  # fixed cost of one all-reduce call: Horovod negotiates every tensor in its
+    # background cycle (HOROVOD_CYCLE_TIME); 1.8 ms measured on the 2-core test machine (10 calls per MAPPO update)
+    poll_s: float = 5e-4  # a waiting rank notices a message this late on average
+
+    def link(self, same_node: bool):
+        return (self.shm_latency_s, self.shm_bw) if same_node else (self.net_latency_s, self.net_bw)
+
+
+def _actor(cfg):
+    """Actor 0's sampler (env copies, inference policy, unroll spec), built as an actor rank builds it; no MPI."""
+    import types
+
+    from hpcmarl.actors import make_sampler
+
+    return make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)[0]
+
+
+def _time_unrolls(sampler, n: int):
+    """``n`` unrolls (after one to warm up: allocations, the first forward pass) and the seconds each took."""
+    recs, times = [], []
+    for i in range(n + 1):
+        rec = sampler.spec.alloc()
+        t0 = time.perf_counter()
+        sampler.collect(rec)
+        if i:
+            times.append(time.perf_counter() - t0)
+            recs.append(rec)
+    return recs, times
+
+
+def _busy_worker(cfg, n, barrier, results):
+    import torch
+
+    torch.set_num_threads(1)
+    sampler = _actor(cfg)
+    _time_unrolls(sampler, 1)
+    barrier.wait()
+    results.put(float(np.median(_time_unrolls(sampler, n)[1])))
+
+
+def busy_slowdown(cfg, alone_s: float, processes: int, n: int = 8) -> float:
+    """An unroll's time while ``processes`` processes collect at once (every core busy) over its time alone."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_busy_worker, args=(cfg, n, barrier, results), daemon=True) for _ in range(processes)]
+    for q in procs:
+        q.start()
+    try:
+        times = [results.get(timeout=600) for _ in procs]
+    finally:
+        for q in procs:
+            q.join(timeout=10)
+            if q.is_alive():
+                q.terminate()
+    return max(1.0, float(np.median(times)) / alone_s)
+
+
+def wait_load(seconds: float = 0.5) -> float:
+    """The share of a core one rank uses while it polls for a message that does not come: hpcmarl's wait loop (a
+    test, then a sleep growing to 1 ms; the MPI test itself, a few microseconds, is left out so that this needs no
+    MPI)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    sleep, polls = 0.0, 0
+    while time.perf_counter() - t0 < seconds:
+        polls += 1
+        time.sleep(sleep)
+        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+    return float(min(1.0, (time.process_time() - c0) / (time.perf_counter() - t0)))
+
+
+def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[[str], None]] = None) -> Profile:
+    """Time one actor and one learner of ``cfg`` (one torch thread, the learner's device): ``unrolls`` unrolls
+    collected alone, then with ``busy`` processes collecting at once (-1: one per core of this node, at most 32;
+    0: skip), learner updates on 1, 2 and 4 unrolls (a straight line through the means), the unroll and weight sizes.
+    Several seconds for the shipped configs."""
+    import os
+    import platform
+
+    import torch
+
+    from hpcmarl.algos import base as algos
+    from hpcmarl.comm.spec import META_INDEX
+
+    say = progress or (lambda s: None)
+    algo = algos.get(cfg.algo.name)
+    if algo.flow == "gradients":
+        raise ValueError(f"algorithm {cfg.algo.name}: the gradient flow (NIGT) is not modelled")
+    if cfg.league.enabled:
+        raise ValueError("league mode is not modelled (its league rank and seat games)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sampler = _actor(cfg)
+        venv, policy = sampler.venv, sampler.policy
+        T, E = cfg.algo.unroll_length, cfg.env.num_envs
+        device = torch.device("cuda" if cfg.learner.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+        learner = algo.make_learner(venv.spec, cfg.algo, device, seed=cfg.seed, init_seed=cfg.seed)
+        flat = learner.policy_flat()
+        policy.load(flat, 0)
+        say(f"timing {unrolls} unrolls of {T} steps x {E} env copies ({cfg.env.name})")
+        recs, times = _time_unrolls(sampler, max(unrolls, 6))
+        sampler.venv.close()
+        t_env = [float(r["meta"][META_INDEX["t_env"]]) for r in recs]
+        t_inf = [float(r["meta"][META_INDEX["t_infer"]]) for r in recs]
+        for i, r in enumerate(recs):
+            r["meta"][META_INDEX["actor"]] = i % 4
+        procs = min(os.cpu_count() or 1, 32) if busy < 0 else busy
+        slow = 1.0
+        if procs > 1:
+            say(f"timing unrolls with {procs} processes collecting at once (every core busy)")
+            slow = busy_slowdown(cfg, float(np.median(times)), procs, n=max(8, unrolls // 2))
+        # off-policy learners (registry: on_policy=False; QMIX, VDN) train only once their replay holds
+        # learning_starts episodes: fill it first
+        warm = 0
+        while (not algo.on_policy and getattr(learner, "replay", None) is not None
+               and learner.replay.size < getattr(cfg.algo, "learning_starts", 0) and warm < 200):
+            learner.update(recs[:1], None, None, env_steps=0)
+            warm += 1
+        say("timing learner updates on 1, 2 and 4 unrolls")
+        ks, upd = [1, 2, 4], []
+        for k in ks:
+            learner.update(recs[:k], None, None, env_steps=0)  # warm-up of this batch size
+            reps = []
+            for r in range(3):
+                t0 = time.perf_counter()
+                learner.update(recs[r:r + k], None, None, env_steps=0)
+                reps.append(time.perf_counter() - t0)
+            upd.append(float(np.median(reps)))
+        slope, icept = np.polyfit(ks, upd, 1)
+        slope = max(0.0, float(slope))
+        icept = max(0.0, float(np.mean(upd) - slope * np.mean(ks)))
+        # the learner loop's bookkeeping per update: a copy of the unroll (episode rows, RNG state) and ~1 ms for
+        # metrics and HDF5 rows (1-2 ms per update measured on the 2-core test machine)
+        t0 = time.perf_counter()
+        for r in recs:
+            r.copy()
+        overhead = (time.perf_counter() - t0) / len(recs) + 1e-3
+        n_params = sum(int(p.numel()) for p in learner.params)
+        c = cfg.algo
+        if algo.flow == "rollouts" and hasattr(c, "epochs") and hasattr(c, "minibatches"):
+            grad_steps = c.epochs * c.minibatches
+        elif hasattr(c, "epochs"):
+            grad_steps = c.epochs
+        else:
+            grad_steps = getattr(c, "train_steps", 1)
+        is_async = algo.flow == "rollouts_async"
+        return Profile(
+            env=cfg.env.name, algo=cfg.algo.name, flow=ASYNC if is_async else SYNC, steps_per_unroll=T * E,
+            collect_s=float(np.mean(times)), collect_cv=float(np.std(times) / max(np.mean(times), 1e-12)),
+            env_s=float(np.mean(t_env)), infer_s=float(np.mean(t_inf)), update_fixed_s=icept,
+            update_per_unroll_s=slope, overhead_s=overhead, grad_steps=int(grad_steps),
+            unroll_bytes=int(recs[0].buf.nbytes), weight_bytes=int(flat.size * 4 + 64), grad_bytes=int((n_params + 1) * 4),
+            batch_unrolls=int(getattr(c, "batch_unrolls", 1)), queue_size=int(getattr(c, "queue_size", 4)),
+            push_every=int(getattr(c, "push_every", 1)), overlap=bool(cfg.actors.overlap), busy_slowdown=slow,
+            cores_measured=max(1, procs), wait_load=wait_load(), host=platform.node(),
+            measured_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+    finally:
+        torch.set_num_threads(threads)
