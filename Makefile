@@ -14,7 +14,7 @@ export OMPI_MCA_mpi_yield_when_idle := 1
 MPIRUN ?= mpirun --bind-to none
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-mpi bench clean-runs
+.PHONY: setup demo test test-unit test-mpi bench clean-runs lint docs docs-deps docs-serve results-docs
 
 setup:
 	@bash tools/bootstrap.sh
@@ -34,3 +34,23 @@ test-mpi: setup
 
 clean-runs:
 	rm -rf runs
+
+# lint and docs install their extras (setup.py) into the venv on first use
+lint: setup
+	@[ -x $(BIN)/ruff ] || $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[lint]"
+	$(BIN)/ruff check hpcmarl tests tools examples
+
+docs-deps: setup
+	@[ -x $(BIN)/mkdocs ] || $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[docs]"
+
+# the generated reference pages (tools/docs_gen.py), then the site in site/; --strict fails on any warning
+docs: docs-deps
+	@if [ -f tools/docs_gen.py ]; then $(BIN)/python tools/docs_gen.py; fi
+	$(BIN)/mkdocs build --strict
+
+docs-serve: docs-deps
+	$(BIN)/mkdocs serve
+
+# docs/results/*.md from results/*.json
+results-docs: setup
+	$(BIN)/python tools/render_results.py

@@ -29,6 +29,8 @@ setup(
         # Horovod is built from source by tools/bootstrap.sh (it needs the C++17 fix); listing it here
         # would make pip try to build it without that fix.
         "test": ["pytest>=7", "pytest-timeout>=2"],
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],  # make docs / make docs-serve
+        "lint": ["ruff==0.17.6"],  # make lint; pinned so every checkout lints alike (.pre-commit-config.yaml too)
     },
     entry_points={"console_scripts": ["hpcmarl=hpcmarl.cli:main"]},
 )

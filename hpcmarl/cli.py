@@ -31,8 +31,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from hpcmarl.launch import layout_for
     from hpcmarl.envs import describe_env
+    from hpcmarl.launch import layout_for
 
     cfg = _config(args)
     layout = layout_for(cfg, args.np)
@@ -115,14 +115,16 @@ def cmd_inspect(args) -> int:
             print(f"gradients  {a}: accepted {r['accepted'][a]}, dropped {r['dropped'][a]}")
     if "value" in s:
         v = s["value"]
-        print(f"value      epsilon {v['epsilon']:.3f}  sparsity {v['sparsity']:.3f}  replay {v['replay_episodes']} episodes  "
-              f"train FLOPs {v['train_flops']:.3e} (per learner)  inference {v['inference_flops_per_step']:.3e} FLOPs/step")
+        print(f"value      epsilon {v['epsilon']:.3f}  sparsity {v['sparsity']:.3f}  "
+              f"replay {v['replay_episodes']} episodes  "
+              f"train FLOPs {v['train_flops']:.3e} (per learner)  "
+              f"inference {v['inference_flops_per_step']:.3e} FLOPs/step")
     if "league" in s:
         from hpcmarl.league.server import member_name
 
         names = list(s["groups"])
-        live = "  ".join(f"{member_name(m, names, {})} Elo {r['elo']:.0f}" for m, r in sorted(s["league"]["ratings"].items(),
-                                                                                           reverse=True))
+        live = "  ".join(f"{member_name(m, names, {})} Elo {r['elo']:.0f}"
+                         for m, r in sorted(s["league"]["ratings"].items(), reverse=True))
         print(f"league     {s['league']['pool']} pool member(s); {live}  (hpcmarl league RUN for ratings and payoff)")
     if s.get("env_errors"):
         print(f"env errors {s['env_errors']} env copies re-created after an exception (their episodes discarded)")
@@ -218,7 +220,8 @@ def cmd_match(args) -> int:
           f"{'sampled' if r['sampled'] else 'greedy'} policies"
           + (f", run directories play their pool's {r['mixture']} mixture" if "mixture" in r else "")
           + (f", {r['opening']} random opening moves" if r["opening"] else "") + ")")
-    print(f"win {r['wins']}  draw {r['draws']}  loss {r['losses']}  (win rate {r['win_rate']:.3f}, score {r['score']:.3f})")
+    print(f"win {r['wins']}  draw {r['draws']}  loss {r['losses']}  "
+          f"(win rate {r['win_rate']:.3f}, score {r['score']:.3f})")
     return 0
 
 
@@ -242,7 +245,8 @@ def _import_flags(p: argparse.ArgumentParser, plugins: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpcmarl", description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
+    p = argparse.ArgumentParser(prog="hpcmarl",
+                                description="Multi-agent RL on HPC clusters (MPI actors + Horovod learners).")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train (run under mpirun/srun; one rank = serial mode)")
@@ -275,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="learning curves (or any metric) of one or more runs to PNG/SVG")
     pl.add_argument("runs", nargs="+", help="run directories (seeds of one config are drawn as a band)")
     pl.add_argument("-o", "--out", required=True, help="output file, .png or .svg")
-    pl.add_argument("--metric", help="a /metrics series (e.g. agent/entropy, sps), 'lag', 'league' or 'exploitability'; default: returns")
+    pl.add_argument("--metric", help="a /metrics series (e.g. agent/entropy, sps), 'lag', 'league' or "
+                                     "'exploitability'; default: returns")
     pl.add_argument("--x", choices=["env_steps", "wall_time"], default="env_steps")
     pl.add_argument("--smooth", type=int, default=0, help="moving-average window in episodes (0 = automatic)")
     pl.set_defaults(fn=cmd_plot)
@@ -328,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     _import_flags(mt)
     mt.set_defaults(fn=cmd_match)
 
-    xp = sub.add_parser("exploitability", help="exact NashConv of league policies on OpenSpiel games (Kuhn, Leduc poker)")
+    xp = sub.add_parser("exploitability",
+                        help="exact NashConv of league policies on OpenSpiel games (Kuhn, Leduc poker)")
     xp.add_argument("path", help="a run directory, a pool snapshot (RUN/pool/*.h5) or a league checkpoint")
     xp.add_argument("--mixture", choices=["all", "latest", "uniform", "meta_nash"], default="all",
                     help="the newest policy, the uniform or the meta-Nash mixture over the pool (default: all; "

@@ -15,10 +15,8 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import yaml
 
-from hpcmarl.league.config import (BASELINES, LEAGUE_STRATEGIES, LeagueConfig,  # noqa: F401 - re-exported
-                                   LeagueGroupConfig, validate_league)
-from hpcmarl.typedconfig import (ConfigError, _build, apply_overrides, check, parse_override,  # noqa: F401
-                                 to_dict, to_yaml)
+from hpcmarl.league.config import BASELINES, LEAGUE_STRATEGIES, LeagueConfig, LeagueGroupConfig, validate_league  # noqa: F401 - re-exported
+from hpcmarl.typedconfig import ConfigError, _build, apply_overrides, check, parse_override, to_dict, to_yaml  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,7 +117,8 @@ class Config:
             return self.run_dir
         env = os.environ
         if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-            return os.path.join(self.output.root, f"{self.name}-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}")
+            return os.path.join(self.output.root,
+                                f"{self.name}-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}")
         if env.get("SLURM_JOB_ID"):
             return os.path.join(self.output.root, f"{self.name}-{env['SLURM_JOB_ID']}")
         return os.path.join(self.output.root, self.name)
@@ -268,7 +267,8 @@ VARIANT_KEYS = {"obs_scale", "reward_scale", "env_kwargs"}
 def delay_factors(spec, n_actors: int) -> List[float]:
     """Per-actor compute-time factors h_i from ``actors.delay`` (see :class:`ActorConfig`)."""
     if isinstance(spec, list):
-        _check(all(isinstance(h, (int, float)) and h >= 0 for h in spec), "actors.delay", "factors must be numbers >= 0")
+        _check(all(isinstance(h, (int, float)) and h >= 0 for h in spec), "actors.delay",
+               "factors must be numbers >= 0")
         _check(len(spec) >= 1, "actors.delay", "must list at least one factor")
         return [float(spec[i % len(spec)]) for i in range(n_actors)]
     if spec == "equal":
@@ -330,7 +330,8 @@ def validate(cfg: Config) -> None:
                f"recurrent {p.name} replays the GRU with the weights that made the unroll; use one or the other")
     for i, v in enumerate(cfg.actors.variants):
         bad = set(v) - VARIANT_KEYS
-        _check(not bad, f"actors.variants[{i}]", f"unknown key(s) {sorted(bad)} (known: {', '.join(sorted(VARIANT_KEYS))})")
+        _check(not bad, f"actors.variants[{i}]",
+               f"unknown key(s) {sorted(bad)} (known: {', '.join(sorted(VARIANT_KEYS))})")
         for k in ("obs_scale", "reward_scale"):
             _check(isinstance(v.get(k, 1.0), (int, float)) and not isinstance(v.get(k, 1.0), bool),
                    f"actors.variants[{i}].{k}", "must be a number")

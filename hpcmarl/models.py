@@ -53,7 +53,8 @@ class Board(nn.Module):
         return y.reshape(*lead, self.out_dim)
 
 
-def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: float = 1.0, encoder: str = "mlp") -> nn.Module:
+def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: float = 1.0,
+                encoder: str = "mlp") -> nn.Module:
     """The network of one group on its own observations: an MLP, or :class:`Board` convolutions then an MLP."""
     if encoder == "conv":
         board = Board(g.obs_shape)

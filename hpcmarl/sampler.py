@@ -7,9 +7,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hpcmarl.comm.spec import META_INDEX, Record, RecordSpec
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import Inference
-from hpcmarl.comm.spec import META_INDEX, Record, RecordSpec
 
 
 class Sampler:
@@ -137,7 +137,8 @@ class TrajectoryCollector:
         t = 0
         while active.any() and (self.horizon == 0 or t < self.horizon):
             if t >= self.MAX_STEPS:
-                raise RuntimeError(f"{venv.spec.name}: an episode ran {t} steps; set algo.horizon to truncate trajectories")
+                raise RuntimeError(f"{venv.spec.name}: an episode ran {t} steps; "
+                                   "set algo.horizon to truncate trajectories")
             for g in self.groups:
                 buf[f"{g.name}/obs"].append(venv.obs[g.name].copy())
                 buf[f"{g.name}/valid"].append(venv.alive[g.name] & active[:, None])

@@ -102,13 +102,15 @@ class MatrixEnv(_FakeEnv):
 
     metadata = {"name": "matrix_v0", "render_modes": []}
 
-    def __init__(self, max_cycles: int = 3, payoff=((0.2, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 1.0)), masked: bool = False):
+    def __init__(self, max_cycles: int = 3, payoff=((0.2, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 1.0)),
+                 masked: bool = False):
         self.possible_agents = ["agent_0", "agent_1"]
         self.max_cycles, self.masked = max_cycles, masked
         self.payoff = np.asarray(payoff, np.float32)
         n = self.payoff.shape[0]
         box = spaces.Box(-np.inf, np.inf, (2,), np.float32)
-        self._obs_space = spaces.Dict({"observation": box, "action_mask": spaces.Box(0, 1, (n,), np.int8)}) if masked else box
+        self._obs_space = (spaces.Dict({"observation": box, "action_mask": spaces.Box(0, 1, (n,), np.int8)})
+                           if masked else box)
         self._act_space = spaces.Discrete(n)
         self.t = 0
         self.agents = []

@@ -91,8 +91,9 @@ class Layout:
     def describe(self, hosts: Dict[int, str] = None) -> str:
         lines = [f"world size {self.world_size}: {self.learners} learner(s), {self.actors} actor(s)"
                  + (" [serial: the learner steps its own environments]" if self.serial else "")
-                 + (" + 1 league rank; learner groups: " + ", ".join(f"{n} ({nl} learner(s), {na} actor(s))"
-                                                                     for n, nl, na in self.groups) if self.league else "")]
+                 + (" + 1 league rank; learner groups: "
+                    + ", ".join(f"{n} ({nl} learner(s), {na} actor(s))" for n, nl, na in self.groups)
+                    if self.league else "")]
         for r in range(self.world_size):
             host = f" on {hosts[r]}" if hosts and r in hosts else ""
             grp = f" [group {self.groups[self.group_of(r)][0]}]" if self.league and self.role(r) != LEAGUE else ""

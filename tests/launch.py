@@ -53,11 +53,13 @@ def kill_group(p) -> None:
 
 
 def mpirun(n, hpcmarl_args, timeout=240, env=None):
-    return run_cmd(["mpirun", "-n", str(n), "--bind-to", "none"] + HPCMARL + list(hpcmarl_args), timeout=timeout, env=env)
+    return run_cmd(["mpirun", "-n", str(n), "--bind-to", "none"] + HPCMARL + list(hpcmarl_args), timeout=timeout,
+                   env=env)
 
 
 def hpcmarl(args, timeout=120, env=None):
     return run_cmd(HPCMARL + list(args), timeout=timeout, env=env)
 
 
-requires_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed (make test installs it)")
+requires_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
+                                     reason="mpirun not installed (make test installs it)")

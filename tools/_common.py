@@ -22,7 +22,8 @@ def parse_steps(text: str) -> int:
 def launch(np_, config, overrides, timeout, log_path=None):
     """Run ``hpcmarl train`` under mpirun (or directly for one rank) with a hard timeout."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1", HOROVOD_LOG_LEVEL="error")
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1",
+               HOROVOD_LOG_LEVEL="error")
     cmd = [sys.executable, "-m", "hpcmarl.cli", "train", config] + list(overrides)
     if np_ > 1:
         cmd = [shutil.which("mpirun") or "mpirun", "-n", str(np_), "--bind-to", "none"] + cmd
@@ -71,6 +72,7 @@ def train_timed(args, config):
         return
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     t = launch(args.ranks, os.path.join(ROOT, "configs", config),
-               [f"run_dir={args.out}", f"train.max_wall_s={args.budget_s}", "train.total_env_steps=1000000000", "--fresh"],
+               [f"run_dir={args.out}", f"train.max_wall_s={args.budget_s}", "train.total_env_steps=1000000000",
+                "--fresh"],
                timeout=args.budget_s + 600, log_path=args.out + ".log")
     print(f"trained {args.budget_s:.0f}s ({t:.0f}s with startup); log {args.out}.log", flush=True)

@@ -3,25 +3,27 @@
 
 The same task (NIGT policy gradient, 1 learner + N actors, 1 env copy each) and the same wall-clock
 budget for every method (``--budget-s``; ``--straggler-budget-s`` for the straggler scenario, where
-synchronous rounds take ~10x longer), across actor-speed scenarios made with per-actor delays (``actors.step_delay_s`` x h_i
-after every env step):
+synchronous rounds take ~10x longer), across actor-speed scenarios made with per-actor delays
+(``actors.step_delay_s`` x h_i after every env step):
     equal      h_i = 1
     straggler  one actor 10x slower
     sqrt       h_i = sqrt(i)
 and several seeds. Trajectory seeds are a function of (seed, actor, round, index in the round), so the
 methods see the same environments and action noise where they accept the same trajectories (common
 random numbers: with equal speeds the three methods then compute nearly the same thing, and their
-comparison is not swamped by seed-to-seed noise). Prints time-to-target (the first time the mean return of the last ``--window``
-trajectories reaches ``--target``) and the final return per method and scenario, writes a PNG of return
-vs wall-clock time, and ends with
+comparison is not swamped by seed-to-seed noise). Prints time-to-target (the first time the mean return of the
+last ``--window`` trajectories reaches ``--target``) and the final return per method and scenario, writes a PNG of
+return vs wall-clock time, and ends with
 
-    RESULT straggler_ratio=… equal_ratio=… sqrt_ratio=… malenia_straggler_ratio=… malenia_equal_ratio=… malenia_sqrt_ratio=…
+    RESULT straggler_ratio=… equal_ratio=… sqrt_ratio=… malenia_straggler_ratio=… malenia_equal_ratio=…
+        malenia_sqrt_ratio=…
 
 (ratio = median time-to-target of Rennala (or Malenia) / that of synchronous AllReduce NIGT; a run that
 never reaches the target counts as the budget, and a ratio computed with such runs is printed with ``<=``
 or ``>=`` in the table).
 
-    .venv/bin/python tools/bench_aggregation.py [--seeds 3] [--budget-s 60] [--straggler-budget-s 200] [--actors 4] [--target -70]
+    .venv/bin/python tools/bench_aggregation.py [--seeds 3] [--budget-s 60] [--straggler-budget-s 200] [--actors 4]
+        [--target -70]
     .venv/bin/python tools/bench_aggregation.py --scenarios straggler --methods allreduce,rennala  # one scenario
 """
 import argparse
@@ -69,7 +71,8 @@ def main():
     os.makedirs(a.out_dir, exist_ok=True)
     n_runs = len(scenarios) * len(methods) * a.seeds
     budget = {s: a.straggler_budget_s if s == "straggler" else a.budget_s for s in scenarios}
-    print(f"{n_runs} runs of {', '.join(f'{budget[s]:.0f}s ({s})' for s in scenarios)}: NIGT on simple_spread_v3, 1 learner + {a.actors} actors, "
+    print(f"{n_runs} runs of {', '.join(f'{budget[s]:.0f}s ({s})' for s in scenarios)}: NIGT on simple_spread_v3, "
+          f"1 learner + {a.actors} actors, "
           f"step delay {a.step_delay * 1e3:.1f} ms x h_i, target {a.target} ({a.window}-trajectory mean); "
           f"logs in {a.out_dir}", flush=True)
 
@@ -117,7 +120,8 @@ def main():
             if m in methods:
                 med, miss = median_ttt(s, m)
                 r = med / base
-                bound = "<=" if base_miss > a.seeds // 2 and not miss else (">=" if miss > a.seeds // 2 and not base_miss else "")
+                bound = ("<=" if base_miss > a.seeds // 2 and not miss
+                         else (">=" if miss > a.seeds // 2 and not base_miss else ""))
                 ratios[(m, s)] = r
                 print(f"{m} / allreduce time-to-target, {s}: {bound}{r:.2f}")
 

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
+
 from bench_exploitability import best_response
 
 
@@ -66,7 +67,8 @@ def train_best_response(cfg, files, weights, meter, target, updates: int, envs: 
                       cfg.league.seats, lambda i: {g.policy_group: int(rng.choice(len(weights), p=weights))}, bank)
     policy = make_inference(venv.spec, cfg.algo)
     learner = get(cfg.algo.name).make_learner(venv.spec, cfg.algo, "cpu", seed=seed, init_seed=seed)
-    if warm:  # the policy network of a PPO learner (ippo/mappo) starts as the newest snapshot; critic and optimizer fresh
+    # the policy network of a PPO learner (ippo/mappo) starts as the newest snapshot; critic and optimizer fresh
+    if warm:
         if not hasattr(learner, "model"):
             raise SystemExit(f"--warm needs a PPO learner (ippo, mappo), not {cfg.algo.name}")
         assign_flat(learner.model.policy_parameters(), read_policy(files[-1])[0])

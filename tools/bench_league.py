@@ -7,7 +7,8 @@ fixed-seed evaluations of both final policies (``hpcmarl match`` logic, seats al
                snapshots are still taken, but only for the league rank's evaluation)
 
 Each run gets ``--budget-s`` seconds of training (``train.max_wall_s``), or ``--budget-steps`` env steps (the same
-budget on any machine), on ``--ranks`` MPI ranks (1 learner, ranks - 2 actors, 1 league rank), one after the other. Evaluations (``--games`` each):
+budget on any machine), on ``--ranks`` MPI ranks (1 learner, ranks - 2 actors, 1 league rank), one after the other.
+Evaluations (``--games`` each):
 
     c4_vs_random       league policy (greedy) vs uniformly random legal moves
     c4_vs_lookahead    league policy (greedy) vs one-step lookahead (win now, else block, else random)
@@ -18,10 +19,11 @@ Win rates are wins / games (draws count as not won). With ``--seeds 0,1,2`` ever
 baselines are reported as the median over seeds, and every league seed plays every self-play seed: the mean win
 rate over those pairs with a 95% bootstrap interval over seeds. Last line:
 
-    RESULT c4_vs_random=… c4_vs_lookahead=… selfplay_vs_lookahead=… league_vs_selfplay=… league_vs_selfplay_ci=lo,hi seeds=…
+    RESULT c4_vs_random=… c4_vs_lookahead=… selfplay_vs_lookahead=… league_vs_selfplay=… league_vs_selfplay_ci=lo,hi
+        seeds=…
 
-    .venv/bin/python tools/bench_league.py [--budget-s 1200 | --budget-steps 2m] [--ranks 4] [--games 400] [--seeds 0,1,2]
-        [--out runs/bench_league]
+    .venv/bin/python tools/bench_league.py [--budget-s 1200 | --budget-steps 2m] [--ranks 4] [--games 400]
+        [--seeds 0,1,2] [--out runs/bench_league]
 """
 import argparse
 import os
@@ -38,8 +40,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget-s", type=float, default=1200.0, help="training wall-clock seconds per run")
     ap.add_argument("--budget-steps", default=None,
-                    help="train every run for this many env steps instead (e.g. 2m): the same budget on any machine and "
-                         "beside other work; --budget-s then only bounds each run's wall clock")
+                    help="train every run for this many env steps instead (e.g. 2m): the same budget on any machine "
+                         "and beside other work; --budget-s then only bounds each run's wall clock")
     ap.add_argument("--ranks", type=int, default=4)
     ap.add_argument("--games", type=int, default=400)
     ap.add_argument("--opening", type=int, default=2)
@@ -59,7 +61,8 @@ def main():
             if not args.skip_train:
                 os.makedirs(args.out, exist_ok=True)
                 t = launch(args.ranks, cfg, [f"run_dir={run_dir}", f"train.max_wall_s={args.budget_s}", f"seed={seed}",
-                                             f"train.total_env_steps={budget_steps or 1_000_000_000}", "--fresh"] + extra,
+                                             f"train.total_env_steps={budget_steps or 1_000_000_000}", "--fresh"]
+                           + extra,
                            timeout=args.budget_s + 600, log_path=os.path.join(args.out, f"{tag}.log"))
                 budget = f"{budget_steps:,} env steps" if budget_steps else f"{args.budget_s:.0f}s"
                 print(f"{tag}: trained {budget} budget ({t:.0f}s with startup and shutdown); log "

@@ -32,7 +32,8 @@ def main():
     games = ev["wins"] + ev["draws"] + ev["losses"]
     edges = np.linspace(0, eps["wall_time"].max() + 1e-9, args.windows + 1)
     rows = []
-    print(f"{'window (s)':>14} {'episodes':>8} {'return':>8} {'snapshots':>9} {'vs random':>9} {'vs charge':>9} {'Elo':>7}")
+    print(f"{'window (s)':>14} {'episodes':>8} {'return':>8} {'snapshots':>9} {'vs random':>9} {'vs charge':>9} "
+          f"{'Elo':>7}")
     for lo, hi in zip(edges[:-1], edges[1:]):
         w = (eps["wall_time"] >= lo) & (eps["wall_time"] < hi)
         ret = eps["return/main"][w]
@@ -44,8 +45,8 @@ def main():
         elo = ratings["elo"][live][-1] if live.any() else np.nan
         n_snap = int(((np.array(list(taken.values())) >= lo) & (np.array(list(taken.values())) < hi)).sum())
         rows.append((score[RANDOM], score[CHARGE], ret.mean(), elo))
-        print(f"{lo:6.0f}-{hi:6.0f} {len(ret):>8} {ret.mean():8.2f} {n_snap:>9} {score[RANDOM]:9.3f} {score[CHARGE]:9.3f} "
-              f"{elo:7.1f}")
+        print(f"{lo:6.0f}-{hi:6.0f} {len(ret):>8} {ret.mean():8.2f} {n_snap:>9} {score[RANDOM]:9.3f} "
+              f"{score[CHARGE]:9.3f} {elo:7.1f}")
     print(f"RESULT random_first={rows[0][0]:.3f} random_last={rows[-1][0]:.3f} charge_first={rows[0][1]:.3f} "
           f"charge_last={rows[-1][1]:.3f} return_first={rows[0][2]:.2f} return_last={rows[-1][2]:.2f} "
           f"elo={rows[-1][3]:.1f}")

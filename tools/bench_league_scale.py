@@ -50,8 +50,8 @@ C4 = ["env.name=connect_four_v3", "league.enabled=true", "algo.name=ippo"]
 ATTRS = {"group": "main", "policy_group": "player", "env": "connect_four_v3", "obs_dim": 84, "n_actions": 7,
          "hidden": 8, "layers": 1}
 SCORES = np.array([1.0, 0.5, 0.0])
-ORDER = ("members", "games", "pairs", "setup_s", "status_s", "status_plain_s", "checkpoint_s", "checkpoint_mb", "load_s",
-         "report_s", "draw_s", "matrix_s", "meta_nash_s")
+ORDER = ("members", "games", "pairs", "setup_s", "status_s", "status_plain_s", "checkpoint_s", "checkpoint_mb",
+         "load_s", "report_s", "draw_s", "matrix_s", "meta_nash_s")
 
 
 def timed(fn, repeat: int = 1) -> float:

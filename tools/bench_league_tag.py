@@ -28,7 +28,8 @@ def main():
     prey_sel = np.isfinite(eps["return/prey"])
     edges = np.linspace(0, eps["wall_time"].max() + 1e-9, args.windows + 1)
     rows = []
-    print(f"{'window (s)':>14} {'pred eps':>8} {'capture':>8} {'captures':>9} {'prey ret':>9} {'Elo pred':>9} {'Elo prey':>9}")
+    print(f"{'window (s)':>14} {'pred eps':>8} {'capture':>8} {'captures':>9} {'prey ret':>9} {'Elo pred':>9} "
+          f"{'Elo prey':>9}")
     for lo, hi in zip(edges[:-1], edges[1:]):
         w = (eps["wall_time"] >= lo) & (eps["wall_time"] < hi)
         pr = eps["return/predator"][w & pred_sel]

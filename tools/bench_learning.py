@@ -52,7 +52,8 @@ def main():
     i = int(hit[0]) if len(hit) else int(np.argmax(smooth))
     row = ends[i] - 1
     status = "reached" if len(hit) else "NOT reached (best shown)"
-    print(f"threshold {a.threshold} {status}: {a.window}-episode return {smooth[i]:.2f} at update {int(ep['update'][row])}, "
+    print(f"threshold {a.threshold} {status}: {a.window}-episode return {smooth[i]:.2f} "
+          f"at update {int(ep['update'][row])}, "
           f"{int(ep['env_steps'][row]):,} env steps, {ep['wall_time'][row]:.0f}s; last {smooth[-1]:.2f} after "
           f"{int(ep['env_steps'][-1]):,} env steps")
     print(f"RESULT return={smooth[i]:.2f} env_steps={int(ep['env_steps'][row])} wall_s={ep['wall_time'][row]:.1f}")

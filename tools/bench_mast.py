@@ -70,7 +70,8 @@ def main():
     cfg = load_config(a.config, a.overrides)
     grad_steps = a.steps // (cfg.env.num_envs * cfg.algo.unroll_length) * cfg.algo.train_steps
     topo_end = int(0.75 * grad_steps)  # RigL's drop fraction anneals to 0 over the first 75% of training
-    print(f"{grad_steps:,} gradient steps per run; topology updates every {cfg.algo.topology_every} until step {topo_end:,}")
+    print(f"{grad_steps:,} gradient steps per run; topology updates every {cfg.algo.topology_every} "
+          f"until step {topo_end:,}")
     rand = random_return("simple_spread_v3", 500)
     print(f"random policy: {rand:.2f} mean return over 500 episodes", flush=True)
 
@@ -79,7 +80,8 @@ def main():
         path = os.path.join(a.out_dir, f"{name}-seed{seed}")
         launch(1, a.config, [f"run_dir={path}", "fresh=true", f"seed={seed}", f"train.total_env_steps={a.steps}",
                              f"output.episode_window={a.window}", "output.progress_s=60", "learner.threads=1",
-                             "output.checkpoint_every=1000", f"algo.topology_end={topo_end}"] + VARIANTS[name] + a.overrides,
+                             "output.checkpoint_every=1000", f"algo.topology_end={topo_end}"]
+               + VARIANTS[name] + a.overrides,
                timeout=4 * 3600, log_path=path + ".log")
         s = summary(path, a.window)
         print(f"{name} seed {seed}: final return {s['final']:.2f}, train FLOPs {s['train_flops']:.3e}, inference "
@@ -90,7 +92,8 @@ def main():
     with ThreadPoolExecutor(a.parallel) as pool:
         res = dict(pool.map(run, jobs))
 
-    print(f"\n{'variant':<14} {'final return (median)':>22} {'per seed':>26} {'train FLOPs':>12} {'infer FLOPs/step':>17}")
+    print(f"\n{'variant':<14} {'final return (median)':>22} {'per seed':>26} {'train FLOPs':>12} "
+          f"{'infer FLOPs/step':>17}")
     med = {}
     for n in names:
         rs = [res[(n, s)] for s in range(a.seeds)]

@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from _common import ROOT, launch, random_return
+
 from bench_throughput import raw_loop
 
 
@@ -123,7 +124,8 @@ def main():
     print(f"random={rand:.2f} per_step_4_vs_1={per_step:.3f}")
     print(f"RESULT actor_vs_raw={res['scale-1L1A']['sps'] / raw:.3f} sps_1={res['scale-1L1A']['sps']:.0f} "
           f"sps_4={res['scale-1L4A']['sps']:.0f} lag_matrace={np.median(lagged['joint']):.2f} "
-          f"lag_nocorr={np.median(lagged['none']):.2f} nolag={np.median(lagged['nolag']):.2f} return={long['final']:.2f}")
+          f"lag_nocorr={np.median(lagged['none']):.2f} nolag={np.median(lagged['nolag']):.2f} "
+          f"return={long['final']:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ depend on the machine's speed; only the wall time does). Prints a table (median 
 brackets), the best windowed return and the final-minus-best drop, draws a PNG, and ends with
 ``RESULT mappo_500k=… mappo_1m=… mappo_drop=… ref_500k=…`` (plus ``<arm>_<budget>`` for the other arms).
 
-    .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix lbf_mappo lbf_qmix rware_mappo] [--seeds 0,1,2]
-        [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
+    .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix lbf_mappo lbf_qmix rware_mappo]
+        [--seeds 0,1,2] [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
@@ -102,7 +102,8 @@ def run_reference(path, budget, seed_label, a):
         proc.kill()
         proc.wait()
         print(f"  reference run {seed_label}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
-    pts = [(int(m.group(1)), float(m.group(2))) for m in re.finditer(r"steps=(\d+) sps=\d+ ret=(-?[\d.]+)", open(log).read())]
+    pts = [(int(m.group(1)), float(m.group(2)))
+           for m in re.finditer(r"steps=(\d+) sps=\d+ ret=(-?[\d.]+)", open(log).read())]
     return np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
 
 

@@ -68,7 +68,8 @@ def main():
     per_update = float((steps[-1] - steps[0]) / (len(steps) - 1)) / n_actors  # one actor's unroll
     print(f"actor (1 learner + {n_actors} actor(s), synchronous {a.env} {' '.join(a.overrides)}): {actor:,.0f} env "
           f"steps/s each over {len(steps)} updates, {total:,.0f} in all; while collecting {per_update / collect:,.0f} "
-          f"env steps/s; mean update {m['time/update'].mean() * 1e3:.1f} ms, collect {collect * 1e3:.1f} ms per unroll, "
+          f"env steps/s; mean update {m['time/update'].mean() * 1e3:.1f} ms, "
+          f"collect {collect * 1e3:.1f} ms per unroll, "
           f"policy lag {m['lag_mean'].mean():.2f}", flush=True)
     print(f"RESULT raw_sps={raw:.0f} actor_sps={actor:.0f} ratio={actor / raw:.3f} "
           f"collect_ratio={per_update / collect / raw:.3f} total_sps={total:.0f} cores_ratio={total / raw:.3f}")

@@ -4,7 +4,7 @@
 #   2. a virtualenv at .venv/ with torch==2.13.0 (CPU wheel) and the Python dependencies;
 #   3. Horovod 0.28.1 built from its PyPI source with PyTorch + MPI support. The wheel is cached in
 #      $HPCMARL_WHEEL_CACHE (default ~/.cache/hpcmarl/wheels) so fresh clones reuse it;
-#   4. hpcmarl itself, editable, with the test extras.
+#   4. hpcmarl itself, editable, with the test extras (built with the venv's setuptools: --no-build-isolation).
 # A stamp file records the inputs; a second run with the same inputs does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ CACHE=${HPCMARL_WHEEL_CACHE:-$HOME/.cache/hpcmarl/wheels}
 HVD_VERSION=0.28.1
 TORCH_VERSION=2.13.0
 STAMP="$VENV/.hpcmarl-bootstrap"
-want="$(cat setup.py tools/bootstrap.sh | sha1sum | cut -c1-16)"
+want="$(cat setup.py pyproject.toml tools/bootstrap.sh | sha1sum | cut -c1-16)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/hpcmarl" ]; then
   exit 0
 fi
@@ -75,7 +75,9 @@ fi
 
 # -- 4. hpcmarl ---------------------------------------------------------------------------------
 log "installing hpcmarl (editable) with test extras"
-pip_i -e ".[test]"
+# --no-build-isolation: build with the setuptools and wheel installed above; otherwise pip would download the
+# pyproject.toml build requirements into a throw-away environment on every install.
+pip_i --no-build-isolation -e ".[test]"
 # magent2 (battle_v4, league mode's two-team game) without its pygame-ce requirement: pygame-ce and pygame
 # (which mpe2 renders with) install the same `pygame` package; magent2 only needs pygame to render.
 pip_i --no-deps "magent2==0.3.4"

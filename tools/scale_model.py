@@ -3,8 +3,9 @@
 for a large job.
 
 For each config (the synchronous flow: MAPPO; the asynchronous flow: MA-Trace) and each layout it measures this node's
-costs (one actor and one learner in this process, ``hpcmarl.sizing.measure``), then trains the layout of ``--layouts`` (learners x actors, 2-8 ranks) for
-``--train-seconds`` under mpirun, reads the env steps/s between the ``--skip``-th and the last update from run.h5, and
+costs (one actor and one learner in this process, ``hpcmarl.sizing.measure``), then trains the layout of
+``--layouts`` (learners x actors, 2-8 ranks) for ``--train-seconds`` under mpirun, reads the env steps/s between the
+``--skip``-th and the last update from run.h5, and
 compares it with the model's prediction for the same layout on this node (its cores). Prints a table, then the
 model's prediction for ``--large`` (e.g. 1,024 actors / 16 learners on 64 nodes of 16 cores). Last line:
 ``RESULT max_err=… mean_err=… within_20pct=k/n max_drift=… mean_drift=…`` (relative error of predicted vs measured
@@ -39,9 +40,9 @@ def measured_sps(run_dir, skip):
     if len(steps) <= skip + 2:
         raise SystemExit(f"{run_dir}: only {len(steps)} updates; train longer (--train-seconds)")
     i = skip
-    return (steps[-1] - steps[i]) / (wall[-1] - wall[i]), {k: float(np.nanmean(m[k][i:])) for k in
-                                                            ("time/update", "time/allreduce", "time/collect", "lag_mean")
-                                                            if k in m and len(m[k])}
+    return (steps[-1] - steps[i]) / (wall[-1] - wall[i]), {
+        k: float(np.nanmean(m[k][i:])) for k in ("time/update", "time/allreduce", "time/collect", "lag_mean")
+        if k in m and len(m[k])}
 
 
 def main():
@@ -55,14 +56,15 @@ def main():
     ap.add_argument("--large", default="16x1024@16:16", help="LxA@RANKS_PER_NODE:CORES_PER_NODE to predict")
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
     ap.add_argument("--reuse", action="store_true",
-                    help="read the runs (and the node profiles measured before them) already in --out instead of measuring again")
+                    help="read the runs (and the node profiles measured before them) already in --out instead of "
+                         "measuring again")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every config")
     a = ap.parse_args()
 
     import torch
 
-    from hpcmarl.sizing import Machine, Profile, measure, predict
     from hpcmarl.config import load_config
+    from hpcmarl.sizing import Machine, Profile, measure, predict
 
     torch.set_num_threads(1)
     cores = os.cpu_count() or 1
@@ -90,8 +92,9 @@ def main():
                   f"{prof.update_per_unroll_s * 1e3:.1f} ms/unroll, {prof.grad_steps} gradient steps; every core busy: "
                   f"{prof.busy_slowdown:.2f}x slower; a waiting rank {prof.wait_load:.0%} of a core", flush=True)
             if not (a.reuse and os.path.exists(os.path.join(run_dir, "run.h5"))):
-                launch(L + A, path, [f"run_dir={run_dir}", f"topology.learners={L}", f"train.max_wall_s={a.train_seconds}",
-                                     "train.total_env_steps=1000000000", "output.trajectories=false", "--fresh"]
+                launch(L + A, path, [f"run_dir={run_dir}", f"topology.learners={L}",
+                                     f"train.max_wall_s={a.train_seconds}", "train.total_env_steps=1000000000",
+                                     "output.trajectories=false", "--fresh"]
                        + list(a.overrides), timeout=a.train_seconds + 300, log_path=run_dir + ".log")
             # this machine's speed drifts (a shared VM: 10-40% within minutes): the prediction from a profile
             # measured after the run shows how far the node itself moved while it ran
@@ -101,12 +104,13 @@ def main():
             err, drift = pred.env_steps_per_s / got - 1, after / pred.env_steps_per_s - 1
             errs.append(err)
             drifts.append(drift)
-            rows.append((config, text, got, pred.env_steps_per_s, err, drift, pred.lag_mean, phases.get("lag_mean", 0.0),
-                         pred.bottleneck.split(" (")[0]))
+            rows.append((config, text, got, pred.env_steps_per_s, err, drift, pred.lag_mean,
+                         phases.get("lag_mean", 0.0), pred.bottleneck.split(" (")[0]))
             print(f"  measured {got:,.0f} env steps/s, predicted {pred.env_steps_per_s:,.0f} ({err:+.1%}; "
                   f"from the profile after the run {drift:+.1%} more); "
                   f"lag {phases.get('lag_mean', 0.0):.2f} vs {pred.lag_mean:.2f}; measured update "
-                  f"{phases.get('time/update', 0) * 1e3:.1f} ms, all-reduce {phases.get('time/allreduce', 0) * 1e3:.1f} ms",
+                  f"{phases.get('time/update', 0) * 1e3:.1f} ms, "
+                  f"all-reduce {phases.get('time/allreduce', 0) * 1e3:.1f} ms",
                   flush=True)
         if a.large:
             spec, _, node = a.large.partition("@")
@@ -117,13 +121,15 @@ def main():
                   f"{m.cores_per_node} cores per node:")
             print("    " + predict(prof, m, A, L).describe().replace("\n", "\n    "), flush=True)
     print(f"\nenv steps/s on this machine ({cores} cores), measured vs predicted")
-    print("| config | learners x actors | measured | predicted | error | drift | lag measured | lag predicted | bottleneck |")
+    print("| config | learners x actors | measured | predicted | error | drift | lag measured | lag predicted "
+          "| bottleneck |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for c, t, got, p, e, d, lp, lm, b in rows:
         print(f"| {c} | {t} | {got:,.0f} | {p:,.0f} | {e:+.1%} | {d:+.1%} | {lm:.2f} | {lp:.2f} | {b} |")
     print("(drift: the prediction from the node profile measured after the run, relative to the one before it)")
     errs, drifts = np.abs(errs), np.abs(drifts)
-    print(f"RESULT max_err={errs.max():.3f} mean_err={errs.mean():.3f} within_20pct={int((errs <= 0.2).sum())}/{len(errs)} "
+    print(f"RESULT max_err={errs.max():.3f} mean_err={errs.mean():.3f} "
+          f"within_20pct={int((errs <= 0.2).sum())}/{len(errs)} "
           f"max_drift={drifts.max():.3f} mean_drift={drifts.mean():.3f}")
     if not a.out:
         print(f"(runs in {out})", file=sys.stderr)

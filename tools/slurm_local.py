@@ -35,7 +35,8 @@ def install_packages() -> None:
         raise SlurmUnavailable("slurm-wlm/munge are not installed and there is no apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True, timeout=600)
-    p = subprocess.run(["apt-get", "install", "-y", "-qq"] + PACKAGES, env=env, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(["apt-get", "install", "-y", "-qq"] + PACKAGES, env=env, capture_output=True, text=True,
+                       timeout=900)
     if p.returncode != 0:
         raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed: {p.stderr[-500:]}")
 
@@ -110,8 +111,8 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP Over
         os.makedirs("/run/munge", exist_ok=True)
         if not os.path.exists("/etc/munge/munge.key"):
             subprocess.run(["mungekey", "--create"], capture_output=True)
-        p = subprocess.Popen(["munged", "--foreground", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+        p = subprocess.Popen(["munged", "--foreground", "--force"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
         for _ in range(100):
             if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
                 return p.pid
@@ -133,7 +134,8 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP Over
             f.write(" ".join(f"{k}={v}" for k, v in pids.items()))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=self.env).stdout.strip()
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                                 env=self.env).stdout.strip()
             if out in ("idle", "mix", "alloc"):
                 return
             if out in ("drain", "down", "drng", "down*"):

@@ -66,9 +66,10 @@ def soak(flow, a):
     run_dir = os.path.join(a.out, flow)
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_mpi_yield_when_idle="1", HOROVOD_LOG_LEVEL="error")
-    cmd = [shutil.which("mpirun") or "mpirun", "-n", str(ranks), "--bind-to", "none", sys.executable, "-m", "hpcmarl.cli",
-           "train", os.path.join(ROOT, "configs", config), f"run_dir={run_dir}", "--fresh", "train.total_env_steps=1000000000",
-           f"train.max_wall_s={a.minutes * 60}", "output.progress_s=60"] + overrides + a.overrides
+    cmd = [shutil.which("mpirun") or "mpirun", "-n", str(ranks), "--bind-to", "none", sys.executable, "-m",
+           "hpcmarl.cli", "train", os.path.join(ROOT, "configs", config), f"run_dir={run_dir}", "--fresh",
+           "train.total_env_steps=1000000000", f"train.max_wall_s={a.minutes * 60}",
+           "output.progress_s=60"] + overrides + a.overrides
     log = open(run_dir + ".log", "w")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)

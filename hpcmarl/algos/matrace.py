@@ -23,6 +23,7 @@ import torch
 
 from hpcmarl.typedconfig import check
 
+
 class VTrace(NamedTuple):
     vs: torch.Tensor  # V-trace value targets v_t           [T, B]
     pg_advantages: torch.Tensor  # A_t                      [T, B]
@@ -77,7 +78,8 @@ class MATraceConfig:
         check(self.c_bar > 0 and self.rho_pg_bar > 0, "algo.c_bar", "truncation levels must be > 0")
         check(self.rho_bar >= self.c_bar, "algo.rho_bar", f"must be >= algo.c_bar ({self.c_bar})")
         check(self.entropy_coef > 0, "algo.entropy_coef", "must be > 0")
-        check(self.queue_size >= self.batch_unrolls, "algo.queue_size", f"must be >= algo.batch_unrolls ({self.batch_unrolls})")
+        check(self.queue_size >= self.batch_unrolls, "algo.queue_size",
+              f"must be >= algo.batch_unrolls ({self.batch_unrolls})")
         check(self.queue_full in ("wait", "drop"), "algo.queue_full", "must be wait or drop")
         check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
 
@@ -134,7 +136,8 @@ class TeamActorCritic(torch.nn.Module):
         self.per_agent = cfg.correction == "per_agent"
         self.policies = torch.nn.ModuleDict({g.name: GroupPolicy(g, cfg.hidden, cfg.layers) for g in spec.groups})
         joint_in = spec.state_dim or spec.joint_obs_dim
-        self.critics = torch.nn.ModuleDict({g.name: mlp(g.obs_dim if self.per_agent else joint_in, cfg.hidden, cfg.layers, 1)
+        self.critics = torch.nn.ModuleDict({g.name: mlp(g.obs_dim if self.per_agent else joint_in, cfg.hidden,
+                                                        cfg.layers, 1)
                                             for g in spec.groups})
         import math
 

@@ -53,7 +53,7 @@ class NIGTConfig:
     ``(round, gradient)``; learners aggregate and take one normalized momentum step per round."""
 
     name: str = "nigt"
-    aggregation: str = "rennala"  # rennala (fastest-first, exactly M) | malenia (1/n per actor) | allreduce (synchronous)
+    aggregation: str = "rennala"  # rennala (the fastest M) | malenia (1/n per actor) | allreduce (synchronous)
     lr: float = 0.05  # alpha: every step moves the parameters by exactly this L2 length
     momentum: float = 0.1  # eta: weight of the new gradient in d_t; the query point lies (1-eta)/eta steps ahead
     batch: int = 20  # M: trajectories per round

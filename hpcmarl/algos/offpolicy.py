@@ -20,8 +20,8 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from hpcmarl.envs import EnvSpec
 from hpcmarl.comm.spec import Record
+from hpcmarl.envs import EnvSpec
 
 
 class EpisodeStitcher:
@@ -123,7 +123,8 @@ class EpisodeReplay:
 
     def sample(self, k: int, rng: np.random.Generator, recent: int = 0, recent_fraction: float = 0.0) -> np.ndarray:
         k_on = int(round(k * recent_fraction)) if recent > 0 else 0
-        on = (self.pos - 1 - rng.integers(0, min(recent, self.size), k_on)) % self.capacity if k_on else np.zeros(0, np.int64)
+        on = ((self.pos - 1 - rng.integers(0, min(recent, self.size), k_on)) % self.capacity if k_on
+              else np.zeros(0, np.int64))
         off = rng.integers(0, self.size, k - k_on)
         return np.concatenate([on, off]).astype(np.int64)
 

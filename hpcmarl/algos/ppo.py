@@ -11,9 +11,9 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
+from hpcmarl.comm.spec import Record
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import ActorCritic
-from hpcmarl.comm.spec import Record
 from hpcmarl.typedconfig import check
 
 
@@ -75,7 +75,8 @@ class PPOConfig:
             check(self.unroll_length % L == 0, "algo.chunk_length",
                   f"must divide algo.unroll_length ({self.unroll_length})")
             check(self.minibatches <= (self.unroll_length // L) * cfg.env.num_envs, "algo.minibatches",
-                  f"recurrent: must be <= chunks per unroll x env.num_envs = {(self.unroll_length // L) * cfg.env.num_envs}")
+                  f"recurrent: must be <= chunks per unroll x env.num_envs = "
+                  f"{(self.unroll_length // L) * cfg.env.num_envs}")
             check(self.encoder == "mlp", "algo.recurrent", "works with algo.encoder=mlp only")
             check(not cfg.league.enabled, "algo.recurrent", "league mode plays pool members without hidden states; "
                   "use a feed-forward policy there")
@@ -303,7 +304,8 @@ class PPOLearner:
                     mask = sel("alive")
                     amask = sel("action_mask") if g.discrete else None
                     if c.recurrent:
-                        dist = self.chunk_dist(n, obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]], b["env_done"][idx_t, idx_b])
+                        dist = self.chunk_dist(n, obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]],
+                                               b["env_done"][idx_t, idx_b])
                     else:
                         dist = self.model.policies[n].dist(obs_mb[n], amask)
                     new_logp = dist.log_prob(sel("action"))

@@ -1,1 +1,2 @@
-"""Post-hoc and live analysis of hpcmarl runs (no MPI): the code behind the inspect/plot/export/compare/index/watch/evaluate commands."""
+"""Post-hoc and live analysis of hpcmarl runs (no MPI): the code behind the
+inspect/plot/export/compare/index/watch/evaluate commands."""

@@ -47,7 +47,8 @@ def load_policy(ckpt: str):
     try:
         policy.policies.load_state_dict(state)
     except RuntimeError as e:
-        raise StorageError(f"{ckpt}: policy weights do not fit the config's networks: {str(e).splitlines()[0]}") from None
+        raise StorageError(f"{ckpt}: policy weights do not fit the config's networks: "
+                           f"{str(e).splitlines()[0]}") from None
     policy.version = int(attrs.get("update", 0))
     return cfg, policy
 

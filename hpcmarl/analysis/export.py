@@ -26,7 +26,6 @@ from hpcmarl.analysis.trajectory_index import inside, local_data
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
 
 
-
 # --------------------------------------------------------------------------------------------------
 # shared reading helpers
 # --------------------------------------------------------------------------------------------------

@@ -55,11 +55,12 @@ def league_summary(run_dir: str) -> dict:
         add(int(a), int(b), w, d, l, r)
     ids = sorted({a for a, _ in wdl}, key=lambda m: (m < 0, m))
     out["payoff"] = {"ids": ids, "names": [name(m) for m in ids],
-                     "wins_draws_losses": [[wdl.get((a, b), np.zeros(3)).astype(int).tolist() for b in ids] for a in ids],
+                     "wins_draws_losses": [[wdl.get((a, b), np.zeros(3)).astype(int).tolist() for b in ids]
+                                           for a in ids],
                      "mean_return": [[float(rets[(a, b)][0] / rets[(a, b)][1]) if rets.get((a, b), [0, 0])[1] else None
                                       for b in ids] for a in ids]}
-    out["evaluation"] = [{"a": name(a), "b": name(b), "update": int(u), "wins": int(w), "draws": int(d), "losses": int(l),
-                          "mean_return": float(r) / max(1, w + d + l)}
+    out["evaluation"] = [{"a": name(a), "b": name(b), "update": int(u), "wins": int(w), "draws": int(d),
+                          "losses": int(l), "mean_return": float(r) / max(1, w + d + l)}
                          for a, b, u, w, d, l, r in zip(evals.get("a", []), evals.get("b", []), evals.get("update", []),
                                                         evals.get("wins", []), evals.get("draws", []),
                                                         evals.get("losses", []), evals.get("return_sum", zeros))]

@@ -220,7 +220,8 @@ def build_index(run_dir: str, out: Optional[str] = None) -> str:
             elif cols != layout:
                 diff = sorted(set(layout["steps"].items()) ^ set(cols["steps"].items())
                               | set(layout["episodes"].items()) ^ set(cols["episodes"].items()))
-                raise StorageError(f"{path}: columns differ from {files[0][1]} ({', '.join(str(d[0]) for d in diff[:4])}); "
+                raise StorageError(f"{path}: columns differ from {files[0][1]} "
+                                   f"({', '.join(str(d[0]) for d in diff[:4])}); "
                                    "cannot index files of different environments together")
             starts = _read(path, src.episodes["start"], 0, src.n_episodes).astype(np.int64)
             infos.append((actor, os.path.relpath(os.path.abspath(path), out_dir), src.n_steps, src.n_episodes, starts))

@@ -17,8 +17,7 @@ import h5py
 import numpy as np
 
 from hpcmarl.analysis.trajectory_index import actor_files
-from hpcmarl.storage import open_read
-from hpcmarl.storage import KIND_RUN, KIND_TRAJ, StorageError
+from hpcmarl.storage import KIND_RUN, KIND_TRAJ, StorageError, open_read
 
 # last values shown on the "last:" line (per-group ones are expanded for each group)
 _GROUP_METRICS = ("entropy", "approx_kl")
@@ -80,7 +79,8 @@ def read_snapshot(run_dir: str, window: int = 100, curve: bool = False) -> dict:
             snap["curve"] = {"env_steps": e["env_steps"][:ne].astype(np.float64),
                              **{g: e[f"return/{g}"][:ne].astype(np.float64) for g in groups}}
     except (OSError, RuntimeError, KeyError, ValueError) as ex:
-        raise StorageError(f"{path}: cannot be read (truncated or damaged?): {str(ex).splitlines()[0] if str(ex) else type(ex).__name__}") from None
+        raise StorageError(f"{path}: cannot be read (truncated or damaged?): "
+                           f"{str(ex).splitlines()[0] if str(ex) else type(ex).__name__}") from None
     finally:
         f.close()
     return snap
@@ -127,7 +127,8 @@ def format_summary(run_dir: str, snap: dict, trajs: Dict[str, object], window: i
             lines.append("  last: " + "  ".join(shown))
     if trajs:
         lines.append("  trajectories: " + "  ".join(
-            f"{os.path.splitext(k)[0]} {v if isinstance(v, str) else format(v, ',') + ' episodes'}" for k, v in trajs.items()))
+            f"{os.path.splitext(k)[0]} {v if isinstance(v, str) else format(v, ',') + ' episodes'}"
+            for k, v in trajs.items()))
     return lines
 
 

@@ -3,8 +3,8 @@
 Level-Based Foraging (``lbforaging``) and the Multi-Robot Warehouse (``rware``) step all agents at once with tuple
 observations, action tuples, a list of rewards and one ``done`` flag that also fires at their own time limit. The
 adapter names the agents ``agent_0 … agent_{n-1}``, keeps the time limit itself (``max_cycles``: EPyMARL's benchmark
-uses 50 for LBF and 500 for RWARE) and reports reaching it as a *truncation*, so learners can bootstrap there; the game's
-own end (all food collected) is a termination.
+uses 50 for LBF and 500 for RWARE) and reports reaching it as a *truncation*, so learners can bootstrap there; the
+game's own end (all food collected) is a termination.
 
 ``scale_obs`` (default false) divides every observation entry with finite bounds by its largest magnitude, so it lies
 in [-1, 1]: LBF reports grid coordinates and levels as raw integers (up to the field size), and QMIX's hypernetwork
@@ -92,7 +92,8 @@ def _check_task(task, env: str) -> None:
         trust.require(task, "gym", env)
 
 
-def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, scale_obs: bool = False, **kwargs) -> GymMultiAgent:
+def lbf(task: str = "Foraging-8x8-2p-2f-coop-v3", max_cycles: int = 50, scale_obs: bool = False,
+        **kwargs) -> GymMultiAgent:
     """Level-Based Foraging (``pip install lbforaging``); ``kwargs`` go to the LBF env (e.g. ``sight``). A
     module-qualified ``task`` (``module:EnvId``) imports that module: only when the person named it."""
     _check_task(task, "lbf")

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+
 # --------------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------------
@@ -53,10 +54,12 @@ REGISTRY: Dict[str, EnvEntry] = {
                           cooperative=False, teams={"red": ["red_*"], "blue": ["blue_*"]},
                           install="pip install --no-deps magent2==0.3.4 (tools/bootstrap.sh does)",
                           survivors="hpcmarl.envs:magent_survivors"),
-    "lbf": EnvEntry("hpcmarl.envs.adapters:lbf", {"agent": ["agent_*"]}, {"task": "Foraging-8x8-2p-2f-coop-v3", "max_cycles": 50},
+    "lbf": EnvEntry("hpcmarl.envs.adapters:lbf", {"agent": ["agent_*"]},
+                    {"task": "Foraging-8x8-2p-2f-coop-v3", "max_cycles": 50},
                     "Level-Based Foraging (EPyMARL benchmark), time limit 50; env.kwargs.task picks the map",
                     install="pip install lbforaging==2.0.0"),
-    "rware": EnvEntry("hpcmarl.envs.adapters:rware", {"agent": ["agent_*"]}, {"task": "rware-tiny-2ag-v2", "max_cycles": 500},
+    "rware": EnvEntry("hpcmarl.envs.adapters:rware", {"agent": ["agent_*"]},
+                      {"task": "rware-tiny-2ag-v2", "max_cycles": 500},
                       "Multi-Robot Warehouse (EPyMARL benchmark), time limit 500; env.kwargs.task picks the layout",
                       install="pip install rware==2.0.0"),
     "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
@@ -104,7 +107,8 @@ def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
         try:
             return load(entry.factory)
         except ModuleNotFoundError as e:
-            raise EnvError(f"{name} needs the Python package {e.name!r}: {entry.install or 'pip install ' + str(e.name)}") from None
+            raise EnvError(f"{name} needs the Python package {e.name!r}: "
+                           f"{entry.install or 'pip install ' + str(e.name)}") from None
     mod, _, attr = name.partition(":")
     if not mod or not attr:
         raise EnvError(f"env.name {name!r}: expected a registered name or 'module:callable'")
@@ -183,7 +187,8 @@ def entry(name: str, kwargs: Optional[dict] = None) -> EnvEntry:
     return _path_entry(name, json.dumps(kwargs or {}, sort_keys=True, default=str))
 
 
-def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None, checks: bool = False):
+def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None,
+                      checks: bool = False):
     """Construct one PettingZoo parallel environment by registry name. Unless ``checks``, a parallel env converted
     from an AEC one loses the outer PettingZoo wrappers that only *check* calls (``OrderEnforcingWrapper``: reset
     before step; ``AssertOutOfBoundsWrapper``: actions inside the space): hpcmarl always resets first and its policies
@@ -217,7 +222,8 @@ def _without_checks(aec):
     return aec
 
 
-def resolve_groups(agents: List[str], policy_map: Optional[Dict[str, List[str]]], env_name: str) -> Dict[str, List[str]]:
+def resolve_groups(agents: List[str], policy_map: Optional[Dict[str, List[str]]],
+                   env_name: str) -> Dict[str, List[str]]:
     """Assign every agent to exactly one group: exact names first, then fnmatch patterns, in map order."""
     if policy_map is not None:
         pmap = policy_map

@@ -80,12 +80,14 @@ def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> Env
             if isinstance(aspace, spaces.Discrete):
                 act = ("discrete", int(aspace.n))
             elif isinstance(aspace, spaces.Box):
-                act = ("box", tuple(aspace.shape), tuple(np.asarray(aspace.low).ravel()), tuple(np.asarray(aspace.high).ravel()))
+                act = ("box", tuple(aspace.shape), tuple(np.asarray(aspace.low).ravel()),
+                       tuple(np.asarray(aspace.high).ravel()))
             else:
                 raise EnvError(f"{name}: agent {a} has unsupported action space {aspace}")
             descr.add((tuple(int(x) for x in ospace.shape), act))
         if len(descr) != 1:
-            raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: {sorted(map(str, descr))}; "
+            raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: "
+                           f"{sorted(map(str, descr))}; "
                            f"split it into groups with equal spaces")
         (shape, act), = descr
         obs_dim = int(np.prod(shape))
@@ -129,7 +131,8 @@ def describe_env(name: str, kwargs=None, policy_map=None) -> List[str]:
         else "AEC, stepped in parallel"
     lines = [f"{name}: {kind}, {'cooperative' if e.cooperative else 'competitive'}, {state}"]
     for g in spec.groups:
-        act = f"Discrete({g.n_actions})" if g.discrete else f"Box({g.act_dim}) in [{g.act_low.min():g}, {g.act_high.max():g}]"
+        act = (f"Discrete({g.n_actions})" if g.discrete
+               else f"Box({g.act_dim}) in [{g.act_low.min():g}, {g.act_high.max():g}]")
         obs = f"obs {g.obs_shape}" + (" (image)" if len(g.obs_shape) == 3 else "")
         lines.append(f"group {g.name}: {g.n} agent(s) {g.agents}, {obs}, actions {act}"
                      + (", action masks in observations" if masked[g.name] else ""))

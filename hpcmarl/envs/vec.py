@@ -45,7 +45,8 @@ def env_error(name: str, i: int, what: str, exc: Exception, on_error: str, error
     errors += 1
     where = f"{name}: env copy {i} raised in {what}() ({type(exc).__name__}: {exc})"
     if errors > max_errors:
-        raise RuntimeError(f"{where}; that is {errors} env errors, more than actors.max_env_errors={max_errors}") from exc
+        raise RuntimeError(f"{where}; that is {errors} env errors, "
+                           f"more than actors.max_env_errors={max_errors}") from exc
     if errors == 1:
         import traceback
 
@@ -142,7 +143,8 @@ class VecEnv:
         return any_final
 
     def _env_error(self, i: int, what: str, exc: Exception) -> None:
-        """Copy ``i`` raised in ``what``: with on_error "reset" log it, re-create the copy and go on (within the limit)."""
+        """Copy ``i`` raised in ``what``: with on_error "reset" log it, re-create the copy and go on (within the
+        limit)."""
         self.errors = env_error(self.spec.name, i, what, exc, self.on_error, self.errors, self.max_errors)
         replace_copy(self.envs, i, self._make)
         self.failed.append(i)

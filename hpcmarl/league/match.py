@@ -21,8 +21,15 @@ import torch
 
 from hpcmarl import trust
 from hpcmarl.league.aec import play_matches
-from hpcmarl.league.pool import (BASELINE_IDS, PolicyBank, aec_player, baseline_player, policy_from, read_policy,
-                                 run_pool)
+from hpcmarl.league.pool import (
+    BASELINE_IDS,
+    PolicyBank,
+    aec_player,
+    baseline_player,
+    policy_from,
+    read_policy,
+    run_pool,
+)
 
 
 def pool_mixture(run_dir: str, mixture: str, group: Optional[str] = None) -> Tuple[List[str], np.ndarray]:
@@ -93,8 +100,8 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
           mixture: str = "meta_nash") -> dict:
     """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games; a run directory plays its pool's ``mixture``
     (``uniform`` or ``meta_nash``), one snapshot drawn per game (turn-based games)."""
-    from hpcmarl.league.config import BASELINES
     from hpcmarl.envs import REGISTRY, make_env
+    from hpcmarl.league.config import BASELINES
 
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl.envs import EnvSpec, EpisodeStat, GroupSpec, REGISTRY, build_spec, load, make_env, resolve_groups
+from hpcmarl.envs import REGISTRY, EnvSpec, EpisodeStat, GroupSpec, build_spec, load, make_env, resolve_groups
 from hpcmarl.envs import entry as env_entry
 from hpcmarl.envs.vec import env_error, replace_copy
 from hpcmarl.league.scripted import random_legal
@@ -130,8 +130,8 @@ class SeatVecEnv:
         def make():
             env = make_env(env_name, kwargs)
             if not self.turn_based:
-                from pettingzoo.utils.env import AECEnv
                 from pettingzoo.utils.conversions import aec_to_parallel
+                from pettingzoo.utils.env import AECEnv
 
                 env = aec_to_parallel(env) if isinstance(env, AECEnv) else env
             return env
@@ -215,14 +215,16 @@ class SeatVecEnv:
             by.setdefault((member, group), []).append((key, o, m))
         out = {}
         for (member, group), items in by.items():
-            acts = self.opponents.act(member, group, np.stack([o for _, o, _ in items]), np.stack([m for _, _, m in items]))
+            acts = self.opponents.act(member, group, np.stack([o for _, o, _ in items]),
+                                      np.stack([m for _, _, m in items]))
             for (key, _, _), a in zip(items, acts):
                 out[key] = a
         return out
 
     def _is_done(self, i: int) -> bool:
         env = self.envs[i]
-        return not env.agents or all(env.terminations.get(a, False) or env.truncations.get(a, False) for a in env.agents)
+        return not env.agents or all(env.terminations.get(a, False) or env.truncations.get(a, False)
+                                     for a in env.agents)
 
     def _add_rewards(self, i: int, rewards: Dict[str, float]):
         for a, r in rewards.items():
@@ -360,7 +362,8 @@ class SeatVecEnv:
                                               members=dict(self.members[i]), seat=self._seat(i),
                                               mean_return=float(self._ret[i]) / len(self.trained[i]),
                                               other_return=float(self._other[i]) / n_other,
-                                              team_return=float(self._ret[i]) / self.reward_scale + float(self._other[i]),
+                                              team_return=(float(self._ret[i]) / self.reward_scale
+                                                           + float(self._other[i])),
                                               alive=self._alive[i][0], other_alive=self._alive[i][1]))
                 self._episodes[i] += 1
                 self._start(i, None)

@@ -23,7 +23,8 @@ TABLES = {
     "league/pool": {k: ((), "f8") for k in ("member", "group", "version", "update", "wall_time")},
     "league/matches": {k: ((), "f8") for k in ("update", "wall_time", "group", "member", "wins", "draws", "losses",
                                                 "return_sum")},
-    "league/ratings": {k: ((), "f8") for k in ("update", "wall_time", "member", "elo", "mu", "sigma", "ordinal", "games")},
+    "league/ratings": {k: ((), "f8") for k in ("update", "wall_time", "member", "elo", "mu", "sigma", "ordinal",
+                                                "games")},
     "league/eval": {k: ((), "f8") for k in ("update", "wall_time", "a", "b", "wins", "draws", "losses", "return_sum")},
     # OpenSpiel games (league.exploitability_every): NashConv of the newest snapshot ``member`` and of the uniform and
     # meta-Nash mixtures over the ``pool`` members of its lineage
@@ -178,7 +179,8 @@ class League:
             probs = (self.meta_nash(pool) if g.strategy == "meta_nash" else
                      self.mm[gi].probabilities([str(m) for m in pool], lambda m: self.recent.get((gi, int(m)), 0.5)))
             share = g.self_play if own else 0.0
-            out[pg] = ([(SELF, share)] if share > 0 else []) + [(m, float(p) * (1 - share)) for m, p in zip(pool, probs)]
+            out[pg] = (([(SELF, share)] if share > 0 else [])
+                       + [(m, float(p) * (1 - share)) for m, p in zip(pool, probs)])
         return out
 
     def meta_nash(self, pool: List[int]) -> np.ndarray:

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from hpcmarl.actors import make_sampler, traj_path
-from hpcmarl.comm import protocol
 from hpcmarl.algos import base as algos
+from hpcmarl.comm import protocol
+from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
 from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
-from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 
 M = META_INDEX
 # run.h5 /unrolls: one row per unroll trained on
@@ -148,7 +148,8 @@ class AsyncActorLink:
 
     def stop(self, version: int, preempted: bool, scratch) -> dict:
         if self.send_req is not None:
-            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take weights")
+            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s,
+                                 f"actor rank {self.rank} to take weights")
         if self.posted is None:
             self.post(scratch)
 

@@ -98,7 +98,8 @@ class RunLog:
 
     Episode rows are ``(actor, env, length, policy_version, return per group...)``."""
 
-    def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None, tables: Optional[dict] = None):
+    def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None,
+                 tables: Optional[dict] = None):
         cfg = ctx.cfg
         self.ctx, self.cfg, self.coll, self.groups = ctx, cfg, coll, groups
         self.lead = ctx.rank == 0
@@ -108,7 +109,8 @@ class RunLog:
         self.tables = tables or {}
         if resume_attrs is not None:
             for k in self.counters:
-                self.counters[k] = type(self.counters[k])(resume_attrs.get(k, self.counters[k]))  # (older: no env_errors)
+                # (older runs: no env_errors)
+                self.counters[k] = type(self.counters[k])(resume_attrs.get(k, self.counters[k]))
             self.resume_rows = {k[len("rows_"):]: int(v) for k, v in resume_attrs.items() if k.startswith("rows_")}
         self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
         self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups,
@@ -159,8 +161,9 @@ class RunLog:
 
     def base_row(self) -> dict:
         c = self.counters
-        return {"update": c["update"], "env_steps": c["env_steps"], "wall_time": c["wall_time"], "episodes": c["episodes"],
-                "env_errors": c["env_errors"], "sps": (c["env_steps"] - self.session_steps0) / max(1e-9, time.monotonic() - self.session0)}
+        return {"update": c["update"], "env_steps": c["env_steps"], "wall_time": c["wall_time"],
+                "episodes": c["episodes"], "env_errors": c["env_errors"],
+                "sps": (c["env_steps"] - self.session_steps0) / max(1e-9, time.monotonic() - self.session0)}
 
     def vote(self, signalled: bool) -> str:
         """Stop reason agreed by every learner ('' = go on). Each evaluates the same reduced counters;
@@ -263,7 +266,8 @@ class RunLog:
         return bool(seen[0] > 0 and seen[1] == 0)
 
     def final_checkpoint_due(self) -> bool:
-        return self.counters["update"] != self.last_ckpt or not self.ctx.resume_path  # a resumed, finished run writes nothing
+        # a resumed, finished run writes nothing
+        return self.counters["update"] != self.last_ckpt or not self.ctx.resume_path
 
     def finish(self, stop_reason: str, summary: str) -> None:
         if not self.lead:
@@ -279,7 +283,8 @@ class RunLog:
             print(f"[hpcmarl] reached the target return {self.cfg.train.target_return} ({at} over the last "
                   f"{self.cfg.output.episode_window} episodes) at {steps:,} env steps in {wall:.0f}s", flush=True)
         elif self.cfg.train.target_return is not None:
-            print(f"[hpcmarl] the target return {self.cfg.train.target_return} was not reached ({stop_reason})", flush=True)
+            print(f"[hpcmarl] the target return {self.cfg.train.target_return} was not reached ({stop_reason})",
+                  flush=True)
         print(f"[hpcmarl] finished ({stop_reason}): {c['update']} updates, {c['env_steps']:,} env steps, "
               f"{c['episodes']:,} episodes in {c['wall_time']:.1f}s; {summary}; mean return over the last "
               f"{self.cfg.output.episode_window} episodes: {rets}; outputs in {os.path.abspath(self.ctx.run_dir)}",

@@ -33,7 +33,8 @@ class MPIGradLink:
 
     def wait_sent(self):
         if self.send_req is not None:
-            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take a query point")
+            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s,
+                                 f"actor rank {self.rank} to take a query point")
             self.send_req = None
 
     def send_query(self, wrec, rnd: int):

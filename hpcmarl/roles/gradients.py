@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from hpcmarl.actors import GradientMaker
-from hpcmarl.comm import protocol
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, quota
+from hpcmarl.comm import protocol
+from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
 from hpcmarl.roles import loop
 from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.gradient_links import LocalGradLink, MPIGradLink, WindowGate
 from hpcmarl.roles.loop import Flow, run_learner
-from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 
 G = GRAD_INDEX
 
@@ -208,7 +208,8 @@ class GradientFlow(Flow):
             if hi_lo[0] != -hi_lo[1]:
                 raise RuntimeError(f"learners hold different parameters after round {rnd} "
                                    f"(checksums {-hi_lo[1]} .. {hi_lo[0]})")
-        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0, errors], cur.dropped]))
+        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0, errors],
+                                               cur.dropped]))
         self.accepted_tot += counts
         self.dropped_tot += np.rint(small[6:]).astype(np.int64)
         row = {"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hpcmarl.comm import protocol
+from hpcmarl.comm.protocol import Tag
 from hpcmarl.envs import EnvSpec, make_env
 from hpcmarl.envs import entry as env_entry
 from hpcmarl.league.aec import play_episode
@@ -29,7 +30,6 @@ from hpcmarl.league.pool import BASELINE_NAMES, RANDOM, PolicyBank, aec_player, 
 from hpcmarl.league.seats import SELF, SeatGames, league_spec
 from hpcmarl.league.server import League
 from hpcmarl.models import make_inference
-from hpcmarl.comm.protocol import Tag
 
 EVAL_SEED = 1_000_000  # evaluation game i of every matchup resets the env with EVAL_SEED + i
 

@@ -14,19 +14,21 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from hpcmarl.actors import actor_seed, make_sampler, traj_path
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, Record, unroll_spec, weights_spec
-from hpcmarl.actors import actor_seed, make_sampler, traj_path
 from hpcmarl.models import checksum
 from hpcmarl.roles.common import ACTOR_TIMERS, M, inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
+
 
 # --------------------------------------------------------------------------------------------------
 # actor
 # --------------------------------------------------------------------------------------------------
 def own_arrays(learner) -> Dict[str, np.ndarray]:
-    """A learner's state arrays that differ between learners (``rng/…``, ``local/…``: :class:`hpcmarl.algos.base.Learner`)."""
+    """A learner's state arrays that differ between learners (``rng/…``, ``local/…``:
+    :class:`hpcmarl.algos.base.Learner`)."""
     return {k: v for k, v in learner.state_arrays().items() if k.startswith(("rng/", "local/"))}
 
 
@@ -274,7 +276,8 @@ class RolloutFlow(Flow):
         cfg, layout, spec = ctx.cfg, ctx.layout, ctx.env_spec
         self.ctx, self.cfg, self.layout, self.g = ctx, cfg, layout, groups
         self.coll, self.ctrl, self.groups, self.tables = groups.coll, groups.ctrl, groups.groups, groups.tables
-        self.learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
+        self.learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device,
+                                                             seed=cfg.seed + 7919 * ctx.rank,
                                                              init_seed=cfg.seed + 1009 * groups.gi)
         uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(cfg.algo))
         if layout.serial:
@@ -312,7 +315,8 @@ class RolloutFlow(Flow):
         for link in self.links:
             idx = self.layout.actor_index(link.rank) if not self.layout.serial else 0
             st = self.actor_rng.get(idx, {})
-            link.hello({"rng": st.get("torch"), "env_seeds": st.get("env_seeds"), "n_weights": self.wrec["params"].size})
+            link.hello({"rng": st.get("torch"), "env_seeds": st.get("env_seeds"),
+                        "n_weights": self.wrec["params"].size})
 
     def handout(self):
         t = time.perf_counter()
@@ -363,7 +367,8 @@ class RolloutFlow(Flow):
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]),
                                 *self.g.returns(e)))
         # the actors' random state after these unrolls (torch sampling, env episode seeds): an exact resume
-        self.actor_rng.update({int(r["meta"][M["actor"]]): {"torch": r["rng"].copy(), "env_seeds": r["env_seeds"].copy()}
+        self.actor_rng.update({int(r["meta"][M["actor"]]): {"torch": r["rng"].copy(),
+                                                            "env_seeds": r["env_seeds"].copy()}
                                for r in recs})
         local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
                           sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,

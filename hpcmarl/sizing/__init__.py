@@ -1,4 +1,5 @@
-"""A sizing model for jobs larger than one node (``hpcmarl validate CONFIG --np N --predict``, ``tools/scale_model.py``).
+"""A sizing model for jobs larger than one node (``hpcmarl validate CONFIG --np N --predict``,
+``tools/scale_model.py``).
 
 From costs measured on the user's own node (:func:`measure`: one process, one core, no MPI, a few seconds), a small
 discrete-event simulation (:func:`predict`) plays the job's layout -- A actors, L learners, ranks placed on nodes in

@@ -58,7 +58,8 @@ class Profile:
         with open(path) as f:
             d = json.load(f)
         fields = cls.__dataclass_fields__
-        missing = [k for k, v in fields.items() if k not in d and v.default is MISSING] if isinstance(d, dict) else ["all"]
+        missing = ([k for k, v in fields.items() if k not in d and v.default is MISSING] if isinstance(d, dict)
+                   else ["all"])
         if missing:
             raise ValueError(f"{path}: not a node profile (missing {', '.join(missing)})")
         return cls(**{k: d[k] for k in fields if k in d})
@@ -227,7 +228,8 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
             collect_s=float(np.mean(times)), collect_cv=float(np.std(times) / max(np.mean(times), 1e-12)),
             env_s=float(np.mean(t_env)), infer_s=float(np.mean(t_inf)), update_fixed_s=icept,
             update_per_unroll_s=slope, overhead_s=overhead, grad_steps=int(grad_steps),
-            unroll_bytes=int(recs[0].buf.nbytes), weight_bytes=int(flat.size * 4 + 64), grad_bytes=int((n_params + 1) * 4),
+            unroll_bytes=int(recs[0].buf.nbytes), weight_bytes=int(flat.size * 4 + 64),
+            grad_bytes=int((n_params + 1) * 4),
             batch_unrolls=int(getattr(c, "batch_unrolls", 1)), queue_size=int(getattr(c, "queue_size", 4)),
             push_every=int(getattr(c, "push_every", 1)), overlap=bool(cfg.actors.overlap), busy_slowdown=slow,
             cores_measured=max(1, procs), wait_load=wait_load(), host=platform.node(),

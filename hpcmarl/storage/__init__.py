@@ -21,12 +21,33 @@ import shutil  # noqa: F401  (storage.shutil, storage.h5py: what the file functi
 
 import h5py  # noqa: F401
 
-from hpcmarl.storage.checkpoints import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                         save_checkpoint)
-from hpcmarl.storage.files import (KIND_CKPT, KIND_RUN, KIND_TRAJ, SCHEMA_VERSION, STALE_TEMPORARIES, DiskFull,
-                                   StorageError, check_file, damaged, disk_full, durable_replace, ensure_space,
-                                   first_line, fsync_path, open_for_append, open_read, quota_exceeded,
-                                   remove_stale_temporaries)
+from hpcmarl.storage.checkpoints import (
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from hpcmarl.storage.files import (
+    KIND_CKPT,
+    KIND_RUN,
+    KIND_TRAJ,
+    SCHEMA_VERSION,
+    STALE_TEMPORARIES,
+    DiskFull,
+    StorageError,
+    check_file,
+    damaged,
+    disk_full,
+    durable_replace,
+    ensure_space,
+    first_line,
+    fsync_path,
+    open_for_append,
+    open_read,
+    quota_exceeded,
+    remove_stale_temporaries,
+)
 from hpcmarl.storage.reader import Run
 from hpcmarl.storage.writers import RunWriter, Table, TrajectoryWriter, read_table
 

@@ -10,10 +10,8 @@ from typing import Dict, List, Optional, Tuple
 import h5py
 import numpy as np
 
-from hpcmarl.storage.files import (KIND_CKPT, SCHEMA_VERSION, StorageError, durable_replace, ensure_space,
-                                   open_read)
+from hpcmarl.storage.files import KIND_CKPT, SCHEMA_VERSION, StorageError, durable_replace, ensure_space, open_read
 from hpcmarl.storage.writers import _attr
-
 
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.h5$")
 
@@ -69,7 +67,8 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
     except StorageError:
         raise
     except Exception as e:  # h5py raises OSError/KeyError/RuntimeError for damaged files
-        raise StorageError(f"{path}: damaged checkpoint: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise StorageError(f"{path}: damaged checkpoint: "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return arrays, attrs
 
 

@@ -3,9 +3,9 @@ opening for append (repairing what a killed SWMR writer left) and opening read-o
 from __future__ import annotations
 
 import ctypes
+import errno
 import glob
 import os
-import errno
 import re
 import shutil
 from typing import List, Optional
@@ -59,7 +59,8 @@ def durable_replace(tmp: str, path: str) -> None:
 # what a writer killed half-way leaves in a run directory (temporary names, renamed once complete; the copies
 # open_for_append makes of files a killed SWMR writer left)
 STALE_TEMPORARIES = ("config.yaml.tmp", os.path.join("checkpoints", "ckpt-*.h5.tmp*"),
-                     os.path.join("pool", "*.h5.tmp*"), "run.h5.repair", os.path.join("trajectories", "actor-*.h5.repair"))
+                     os.path.join("pool", "*.h5.tmp*"), "run.h5.repair",
+                     os.path.join("trajectories", "actor-*.h5.repair"))
 
 
 def remove_stale_temporaries(run_dir: str) -> List[str]:
@@ -220,7 +221,8 @@ def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False) 
     writer has open (or that a killed one left flagged) is opened in SWMR-read mode. ``swmr=True``
     returns a SWMR-mode handle in any case (needed to read virtual datasets whose sources are live).
     Every problem is one :class:`StorageError` line that names the path: no such file, not HDF5,
-    truncated/damaged (checked first: :func:`check_file`), being created (not yet in SWMR mode), wrong kind, wrong schema version.
+    truncated/damaged (checked first: :func:`check_file`), being created (not yet in SWMR mode), wrong kind, wrong
+    schema version.
     """
     if os.path.isdir(path):
         raise StorageError(f"{path}: is a directory, not an HDF5 file")

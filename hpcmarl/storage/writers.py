@@ -100,7 +100,8 @@ class RunWriter:
                    "update": ((), "i8"), "env_steps": ((), "i8"), "wall_time": ((), "f8")}
         ep_cols.update({f"return/{g}": ((), "f8") for g in groups})
         self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=1024)
-        self.tables = {name: Table(self.f.require_group(name), cols, chunk_rows=1024) for name, cols in (tables or {}).items()}
+        self.tables = {name: Table(self.f.require_group(name), cols, chunk_rows=1024)
+                       for name, cols in (tables or {}).items()}
         self.metrics: Optional[Table] = None
         mg = self.f.require_group("metrics")
         names = []

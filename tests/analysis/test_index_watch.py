@@ -37,7 +37,8 @@ def test_index_is_the_concatenation_of_the_actor_files(run):
         np.testing.assert_array_equal(ix["steps/actor"][()], np.repeat([0, 1], n_steps))
         np.testing.assert_array_equal(ix["episodes/actor"][()], np.repeat([0, 1], n_eps))
         gs = ix["episodes/global_start"][()]
-        np.testing.assert_array_equal(gs, np.concatenate([a0["episodes/start"][()], a0["episodes/start"][()] + n_steps]))
+        np.testing.assert_array_equal(gs, np.concatenate([a0["episodes/start"][()],
+                                                          a0["episodes/start"][()] + n_steps]))
 
 
 def test_episode_iterator_and_filters(run):

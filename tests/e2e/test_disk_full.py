@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hpcmarl import storage
+
 from launch import ROOT, hpcmarl, mpirun, requires_mpirun
 
 

@@ -19,8 +19,8 @@ ARGS = ["topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
         "train.total_env_steps=100000000", "output.progress_s=1"]
 ALGO = {"mappo": ["configs/test_tiny.yaml", "algo.epochs=2", "algo.minibatches=2"],
         # QMIX: each learner's replay buffer and sampling generator are in the checkpoint
-        "qmix": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3", "algo.learning_starts=2",
-                 "algo.train_steps=2", "output.trajectories=false"]}
+        "qmix": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3",
+                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false"]}
 
 
 def final_arrays(run):

@@ -14,6 +14,7 @@ import h5py
 import pytest
 
 from hpcmarl import runlock, storage
+
 from launch import HPCMARL, ROOT, hpcmarl, mpi_env, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun]

@@ -29,7 +29,8 @@ def summary(run):
 def test_crashing_env_copies_are_recreated_and_counted(tmp_path, flow, crash_in):
     run = tmp_path / "run"
     p = mpirun(3, ["train"] + FLOWS[flow] + BASE + [f"run_dir={run}", "env.kwargs.crash_at=7",
-                                                    f"env.kwargs.crash_in={crash_in}", "train.max_updates=8"], timeout=240)
+                                                    f"env.kwargs.crash_in={crash_in}", "train.max_updates=8"],
+               timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stderr.count("Traceback") == 2, p.stderr[-3000:]  # the first error of each actor, with its traceback
     assert f"crashed in {crash_in} call 7" in p.stderr and "re-created" in p.stderr

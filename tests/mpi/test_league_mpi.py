@@ -179,7 +179,8 @@ def test_kuhn_poker_psro_league_measures_exploitability_and_resumes(tmp_path):
     from hpcmarl.storage import Run, load_checkpoint
 
     run = str(tmp_path / "kuhn")
-    groups = "[{name: main, learners: 2, actors: 2, strategy: meta_nash, snapshot_every: 3, restart: true, self_play: 0}]"
+    groups = ("[{name: main, learners: 2, actors: 2, strategy: meta_nash, snapshot_every: 3, restart: true, "
+              "self_play: 0}]")
     args = ["configs/league_kuhn.yaml", f"run_dir={run}", f"league.groups={groups}", "env.num_envs=8",
             "algo.unroll_length=4", "algo.hidden=16", "output.checkpoint_every=100", "runtime.timeout_s=60",
             "league.eval_games=4", "train.max_wall_s=0"]

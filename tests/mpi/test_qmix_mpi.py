@@ -10,10 +10,10 @@ from launch import hpcmarl, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun, pytest.mark.mpi]
 
-TINY = ["configs/mast_spread.yaml", "env.num_envs=2", "algo.hidden=16", "algo.batch_episodes=4", "algo.learning_starts=4",
-        "algo.train_steps=2", "algo.topology_every=3", "algo.target_update=5", "algo.eps_anneal_steps=500",
-        "algo.td_lambda_after=300", "algo.recent_episodes=8", "output.progress_s=1", "runtime.timeout_s=60",
-        "output.checkpoint_every=5"]
+TINY = ["configs/mast_spread.yaml", "env.num_envs=2", "algo.hidden=16", "algo.batch_episodes=4",
+        "algo.learning_starts=4", "algo.train_steps=2", "algo.topology_every=3", "algo.target_update=5",
+        "algo.eps_anneal_steps=500", "algo.td_lambda_after=300", "algo.recent_episodes=8", "output.progress_s=1",
+        "runtime.timeout_s=60", "output.checkpoint_every=5"]
 
 
 def metrics(run):
@@ -29,7 +29,8 @@ def checkpoint(run):
     path = sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1]
     arrays, attrs = load_checkpoint(path)
     sums = attrs["learner_param_checksums"]
-    masks = {k[len("mask/"):]: v.astype(bool) for k, v in arrays.items() if k.startswith("mask/") and k != "mask/version"}
+    masks = {k[len("mask/"):]: v.astype(bool) for k, v in arrays.items()
+             if k.startswith("mask/") and k != "mask/version"}
     params = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     return path, (json.loads(sums) if isinstance(sums, str) else list(sums)), masks, params
 
@@ -65,7 +66,8 @@ def test_serial_run_and_resume(tmp_path, name):
     """One rank: train, stop, resume from the checkpoint (masks and counters restored), same tables."""
     run = str(tmp_path / name)
     for updates in (6, 12):
-        p = hpcmarl(["train"] + TINY + [f"run_dir={run}", f"algo.name={name}", f"train.max_updates={updates}"], timeout=180)
+        p = hpcmarl(["train"] + TINY + [f"run_dir={run}", f"algo.name={name}", f"train.max_updates={updates}"],
+                    timeout=180)
         assert p.returncode == 0, p.stderr[-3000:]
     m = metrics(run)
     assert m["update"].tolist() == list(range(1, 13))

@@ -7,10 +7,10 @@ from typing import List, Optional
 import pytest
 import torch
 
+from hpcmarl.comm.spec import Record, RecordSpec, unroll_spec
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import Inference
 from hpcmarl.sampler import Sampler
-from hpcmarl.comm.spec import Record, RecordSpec, unroll_spec
 
 
 @dataclass

@@ -319,8 +319,8 @@ def test_action_masks_from_obs_and_infos(monkeypatch):
 def test_sampler_records_follow_the_env(collect):
     import torch
 
-    from hpcmarl.models import checksum, flat_params
     from hpcmarl.comm.spec import META_INDEX
+    from hpcmarl.models import checksum, flat_params
 
     T, E, U, Mx, Dx = 5, 3, 3, 4, 2
     torch.manual_seed(0)
@@ -476,7 +476,8 @@ def test_gym_adapter_time_limit_is_a_truncation(end, limit, terminated):
     for t in range(min(end, limit)):
         obs, rew, te, tr, _ = env.step({"agent_0": 1, "agent_1": 0})
     assert rew == {"agent_0": 1.0, "agent_1": 0.5} and not env.agents
-    assert te == {"agent_0": terminated, "agent_1": terminated} and tr == {"agent_0": not terminated, "agent_1": not terminated}
+    assert (te == {"agent_0": terminated, "agent_1": terminated}
+            and tr == {"agent_0": not terminated, "agent_1": not terminated})
 
 
 @pytest.mark.parametrize("name,kwargs,obs_dim,n_actions", [("lbf", {"max_cycles": 5}, 12, 6),

@@ -315,8 +315,8 @@ def test_league_evaluation_opens_pool_games_with_random_moves(tmp_path):
     import torch
 
     from hpcmarl.envs import EnvSpec, GroupSpec
-    from hpcmarl.roles.league import EvalGame
     from hpcmarl.models import Inference, flat_params
+    from hpcmarl.roles.league import EvalGame
 
     spec = EnvSpec("connect_four_v3", [GroupSpec("main", ["player_0"], 84, True, n_actions=7)], 0)
     bank = PolicyBank(None, np.random.default_rng(0), greedy=True)
@@ -380,7 +380,8 @@ def test_scripted_pool_members(tmp_path):
     lg = league(tmp_path, "league.pool_baselines=[lookahead]", "league.groups.0.self_play=0")
     assert lg.assignment(0) == {"player": [(LOOKAHEAD, 1.0)]}
     lg.add_member(0, 1, 1, params(), {**ATTRS, "version": 1})
-    assert [m for m, _ in lg.assignment(0)["player"]] == [0, LOOKAHEAD] and lg.paths(lg.assignment(0)) == {0: lg.members[0]["path"]}
+    assert ([m for m, _ in lg.assignment(0)["player"]] == [0, LOOKAHEAD]
+            and lg.paths(lg.assignment(0)) == {0: lg.members[0]["path"]})
     board = np.zeros((6, 7, 2), np.float32)
     board[5, 0:3, 0] = 1  # three in the bottom row for the player to move: column 3 wins
     bank = PolicyBank(None, np.random.default_rng(0))
@@ -476,7 +477,8 @@ def test_a_crashing_turn_based_copy_restarts_with_the_opponents_opening():
     env.envs[1].step = boom
     rew, term, trunc, fin = env.step({"main": np.full((2, 1), 6)})
     assert env.failed == [1] and env.errors == 1 and not fin and trunc["main"][1, 0] and not trunc["main"][0, 0]
-    # copy 1 plays a new episode from a new env instance: the trained seat's turn again, the board as the opening left it
+    # copy 1 plays a new episode from a new env instance: the trained seat's turn again, the board as the opening
+    # left it
     assert env.envs[1].step is not boom and env.alive["main"][1, 0] and env._ep_len[1] == 0
     env.envs[0].step = boom
     with pytest.raises(RuntimeError, match="more than actors.max_env_errors=1"):

@@ -149,10 +149,10 @@ def test_expected_operator_fixed_point(mode):
 
 # ---- the learner ------------------------------------------------------------------------------------------
 def make_unroll(env="counting_v0", kwargs=None, E=3, T=6, seed=0):
+    from hpcmarl.comm.spec import unroll_spec
     from hpcmarl.envs import VecEnv
     from hpcmarl.models import Inference
     from hpcmarl.sampler import Sampler
-    from hpcmarl.comm.spec import unroll_spec
 
     venv = VecEnv(env, E, seed, kwargs or {})
     torch.manual_seed(seed)
@@ -169,7 +169,8 @@ def test_dead_agents_do_not_change_the_loss(correction):
     from hpcmarl.config import load_config
 
     spec, rec = make_unroll(kwargs={"max_cycles": 6, "die_at": 2})
-    cfg = load_config(None, ["algo.name=matrace", f"algo.correction={correction}", "algo.hidden=8", "algo.layers=1"]).algo
+    cfg = load_config(None, ["algo.name=matrace", f"algo.correction={correction}", "algo.hidden=8",
+                             "algo.layers=1"]).algo
     learner = MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
     dead = rec["agent/alive"][:-1] == 0
     assert dead.any() and not dead.all()

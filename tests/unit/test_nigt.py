@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from hpcmarl.algos.nigt import (NIGT, Aggregator, LocalGate, Round, discounted_reward_to_go, gaussian_target_grad,
-                                malenia_closed, quota, simulate, trajectory_gradients)
+from hpcmarl.algos.nigt import (
+    NIGT,
+    Aggregator,
+    LocalGate,
+    Round,
+    discounted_reward_to_go,
+    gaussian_target_grad,
+    malenia_closed,
+    quota,
+    simulate,
+    trajectory_gradients,
+)
 from hpcmarl.envs import probe_spec
 from hpcmarl.models import GroupPolicy, squash
 

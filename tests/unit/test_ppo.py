@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcmarl.algos.ppo import PPOLearner, gae, masked_mean, ppo_loss, team_reward
-from hpcmarl.algos.ppo import PPOConfig
+from hpcmarl.algos.ppo import PPOConfig, PPOLearner, gae, masked_mean, ppo_loss, team_reward
 from hpcmarl.envs import probe_spec
 from hpcmarl.storage import load_checkpoint, save_checkpoint
 

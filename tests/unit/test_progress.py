@@ -5,7 +5,8 @@ from hpcmarl.roles.common import Progress, duration
 
 
 def row(steps, sps):
-    return {"update": 10, "env_steps": steps, "sps": sps, "lag_mean": 0.0, "wall_time": 30.0, "return_window/agent": -60.0}
+    return {"update": 10, "env_steps": steps, "sps": sps, "lag_mean": 0.0, "wall_time": 30.0,
+            "return_window/agent": -60.0}
 
 
 def test_duration_units():

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from hpcmarl.algos.offpolicy import EpisodeReplay, EpisodeStitcher
-from hpcmarl.algos.qmix import QInference, QMixer, QMIXLearner, lambda_returns, soft_mellowmax
-from hpcmarl.algos.qmix import QMIXConfig
+from hpcmarl.algos.qmix import QInference, QMIXConfig, QMixer, QMIXLearner, lambda_returns, soft_mellowmax
+from hpcmarl.comm.spec import unroll_spec
 from hpcmarl.config import load_config
 from hpcmarl.envs import VecEnv, probe_spec
 from hpcmarl.sampler import Sampler
-from hpcmarl.comm.spec import unroll_spec
 
 
 # ---- Soft Mellowmax ----------------------------------------------------------------------------------
@@ -313,7 +312,8 @@ def test_config_checks():
     assert load_config(None, ["algo.name=qmix"]).algo.episode_limit == 25  # simple_spread's max_cycles
     from hpcmarl.config import ConfigError
 
-    for bad, key in ((["algo.sparsity=1.0"], "algo.sparsity"), (["algo.eps_end=0.5", "algo.eps_start=0.1"], "algo.eps_start"),
+    for bad, key in ((["algo.sparsity=1.0"], "algo.sparsity"),
+                     (["algo.eps_end=0.5", "algo.eps_start=0.1"], "algo.eps_start"),
                      (["env.name=counting_v0"], "algo.episode_limit"), (["algo.td_lambda=2"], "algo.td_lambda")):
         with pytest.raises(ConfigError, match=key):
             load_config(None, ["algo.name=qmix"] + bad)
@@ -377,7 +377,8 @@ def test_recurrent_agents_replay_the_actor_from_episode_starts():
     from hpcmarl.algos.qmix import rnn_input
     with torch.no_grad():
         o = torch.from_numpy(np.stack([ep["agent/obs"] for ep in eps]))[:, :-1]
-        last = torch.nn.functional.one_hot(torch.cat([torch.zeros_like(acts[:, :1]), acts[:, :-1]], 1), spec.groups[0].n_actions).float()
+        last = torch.nn.functional.one_hot(torch.cat([torch.zeros_like(acts[:, :1]), acts[:, :-1]], 1),
+                                           spec.groups[0].n_actions).float()
         q0, _ = flat(rnn_input(o, last), torch.zeros(*o.shape[:-1], cfg.hidden))
     assert not torch.allclose(q0, q[:, :-1], atol=1e-5)
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from hpcmarl.sizing import (ASYNC, SYNC, Machine, Node, Profile, Sim, measure, predict,
-                            ring_allreduce_s)
 from hpcmarl.config import load_config
+from hpcmarl.sizing import ASYNC, SYNC, Machine, Node, Profile, Sim, measure, predict, ring_allreduce_s
+
 from launch import ROOT, hpcmarl
 
 
@@ -81,7 +81,8 @@ def test_allreduce_and_network():
     big = profile(unroll_bytes=10**8)
     slow = Machine(cores_per_node=64, ranks_per_node=1, **{**FAST, "net_bw": 1e9})
     got = predict(big, slow, actors=8, learners=1)
-    assert got.env_steps_per_s == pytest.approx(8 * 400 / (0.1 + 8 * 0.1 + 0.02 + 8 * 0.01), rel=1e-3)  # collect, 8 serial receives, update
+    # collect, 8 serial receives, update
+    assert got.env_steps_per_s == pytest.approx(8 * 400 / (0.1 + 8 * 0.1 + 0.02 + 8 * 0.01), rel=1e-3)
     assert got.bottleneck.startswith("learner ingress") and got.ingress_utilisation > 0.7
 
 
@@ -119,7 +120,8 @@ def test_measure_tiny_config():
     assert p.collect_s > 0 and p.env_s > 0 and p.infer_s > 0 and p.collect_s >= p.env_s
     assert p.update_s(4) > 0 and p.update_per_unroll_s >= 0
     assert p.unroll_bytes > p.weight_bytes > 0
-    q = measure(load_config(os.path.join(ROOT, "configs", "matrace_spread.yaml"), ["env.num_envs=2"]), unrolls=3, busy=0)
+    q = measure(load_config(os.path.join(ROOT, "configs", "matrace_spread.yaml"), ["env.num_envs=2"]), unrolls=3,
+                busy=0)
     assert q.flow == ASYNC and q.batch_unrolls == 2 and q.queue_size == 4
     # every core collecting at once (skipped for q): a slowdown factor >= 1; a polling rank's share of a core
     assert p.cores_measured == min(os.cpu_count(), 32) and (p.busy_slowdown >= 1.0 or p.cores_measured == 1)
@@ -135,7 +137,8 @@ def test_validate_predict_cli(tmp_path):
                  str(prof), "--ranks-per-node", "33", "--cores-per-node", "32"])
     assert r.returncode == 0, r.stderr
     assert "128 actors and 4 learner(s) on 4 node(s)" in r.stdout
-    r = hpcmarl(["validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--profile", str(tmp_path / "none.json")])
+    r = hpcmarl(["validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--profile",
+                 str(tmp_path / "none.json")])
     assert r.returncode == 2 and "cannot read the node profile" in r.stderr
     r = hpcmarl(["validate", "configs/league_kuhn.yaml", "--np", "4", "--predict"])
     assert r.returncode == 2 and "league mode" in r.stderr

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpcmarl.algos.sparse import (SparseMasks, cosine_drop_fraction, erdos_renyi_densities,
-                                  linear_flops)
+from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, erdos_renyi_densities, linear_flops
 
 torch.set_num_threads(1)
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from hpcmarl import storage as S
-from hpcmarl.algos.ppo import PPOLearner
-from hpcmarl.algos.ppo import PPOConfig
+from hpcmarl.algos.ppo import PPOConfig, PPOLearner
 from hpcmarl.analysis.summary import run_summary
-from hpcmarl.envs import probe_spec
 from hpcmarl.comm.spec import META, RNG_BYTES, Record, RecordSpec, unroll_spec, weights_spec
+from hpcmarl.envs import probe_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,7 +127,8 @@ def _metric_row(i):
 
 def _episode_cols(start, n):
     idx = np.arange(start, start + n)
-    return {"actor": (idx % 3).astype(np.int32), "env": (idx % 2).astype(np.int32), "length": (idx + 5).astype(np.int32),
+    return {"actor": (idx % 3).astype(np.int32), "env": (idx % 2).astype(np.int32),
+            "length": (idx + 5).astype(np.int32),
             "policy_version": idx.astype(np.int64), "update": (idx // 2).astype(np.int64),
             "env_steps": (10 * idx).astype(np.int64), "wall_time": idx * 0.1,
             "return/agent": idx * 1.5, "return/adv": -idx.astype(np.float64)}
@@ -262,7 +262,8 @@ def test_run_readable_while_writer_is_open(tmp_path):
     try:
         code = ("import json, sys; from hpcmarl.storage import Run; r = Run(sys.argv[1]); "
                 "print(json.dumps({'u': r.metrics()['update'].tolist(), 'n': len(r.episodes()['length'])}))")
-        out = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        out = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True, timeout=60,
+                             cwd=ROOT)
         assert out.returncode == 0, out.stderr
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got == {"u": [1.0, 2.0, 3.0], "n": 4}

@@ -31,8 +31,17 @@ learner); episode stitching and replay live in :mod:`hpcmarl.algos.offpolicy`.
 from hpcmarl.algos.qmix.acting import QInference, q_inference
 from hpcmarl.algos.qmix.config import QMIXConfig
 from hpcmarl.algos.qmix.learning import QMIXLearner, lambda_returns, soft_mellowmax
-from hpcmarl.algos.qmix.networks import (QMixer, QNet, RNNAgent, agent_input, agent_nets, one_hot, pack_masks,
-                                         rnn_input, sparse_layout)
+from hpcmarl.algos.qmix.networks import (
+    QMixer,
+    QNet,
+    RNNAgent,
+    agent_input,
+    agent_nets,
+    one_hot,
+    pack_masks,
+    rnn_input,
+    sparse_layout,
+)
 
 __all__ = ["QInference", "QMIXConfig", "QMIXLearner", "QMixer", "QNet", "RNNAgent", "agent_input", "agent_nets",
            "lambda_returns", "one_hot", "pack_masks", "q_inference", "rnn_input", "soft_mellowmax", "sparse_layout"]

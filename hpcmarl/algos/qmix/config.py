@@ -80,6 +80,7 @@ class QMIXConfig:
         check(self.mellowmax_omega >= 0, "algo.mellowmax_omega", "must be >= 0 (0 = max)")
         check(0 <= self.td_lambda <= 1, "algo.td_lambda", "must be in [0, 1]")
         check(0 <= self.recent_fraction <= 1, "algo.recent_fraction", "must be in [0, 1]")
-        check(0 <= self.target_tau <= 1, "algo.target_tau", "must be in [0, 1] (0 = hard copies every target_update steps)")
+        check(0 <= self.target_tau <= 1, "algo.target_tau",
+              "must be in [0, 1] (0 = hard copies every target_update steps)")
         check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
         # algo.episode_limit >= 1: hpcmarl.config.validate asks it (the registry entry has needs_episode_limit=True)

@@ -14,15 +14,16 @@ from hpcmarl.algos.offpolicy import EpisodeReplay, EpisodeStitcher
 from hpcmarl.algos.ppo import ValueNorm, load_torch_state_arrays, torch_state_arrays
 from hpcmarl.algos.qmix.networks import QNet, pack_masks, sparse_layout
 from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, linear_flops
+from hpcmarl.comm.spec import META_INDEX, Record
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import checksum, flat_params, joint_input
-from hpcmarl.comm.spec import META_INDEX, Record
 
 
 # --------------------------------------------------------------------------------------------------
 # targets (pure functions)
 # --------------------------------------------------------------------------------------------------
-def soft_mellowmax(q: torch.Tensor, omega: float, alpha: float = 0.0, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def soft_mellowmax(q: torch.Tensor, omega: float, alpha: float = 0.0,
+                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """SM_{omega,alpha}(q) = [LSE((alpha + omega) q) - LSE(alpha q)] / omega over the last axis, with
     unavailable actions (``mask`` False) left out of both sums. Rows without any available action give 0."""
     if mask is None:
@@ -66,7 +67,8 @@ class QMIXLearner:
         torch.manual_seed(init_seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.net = QNet(spec, cfg).to(device)
-        self.masks = SparseMasks(self.net, cfg.sparsity, torch.Generator().manual_seed(init_seed)) if cfg.sparsity > 0 else None
+        self.masks = (SparseMasks(self.net, cfg.sparsity, torch.Generator().manual_seed(init_seed))
+                      if cfg.sparsity > 0 else None)
         self.target = copy.deepcopy(self.net)
         for p in self.target.parameters():
             p.requires_grad_(False)
@@ -75,8 +77,9 @@ class QMIXLearner:
         self.replay = EpisodeReplay(spec, cfg.buffer_episodes, cfg.episode_limit)
         self.stitcher = EpisodeStitcher(spec, cfg.episode_limit, cfg.bootstrap_truncated)
         self.rng = np.random.default_rng(seed)
-        # standardised team rewards: the std is floored at 0.01 (value targets: 0.1, which shrank LBF's sparse rewards,
-        # std ~0.02, 5-fold against the Q-values' noise: it learned nothing); the floor caps the scale before rewards come
+        # standardised team rewards: the std is floored at 0.01 (value targets: 0.1, which shrank LBF's sparse
+        # rewards, std ~0.02, 5-fold against the Q-values' noise: it learned nothing); the floor caps the scale before
+        # rewards come
         self.reward_norm = ValueNorm(min_var=1e-4) if cfg.reward_norm else None
         self.steps = 0  # gradient steps taken
         self.flops = {"train": 0.0, "dense_grad": 0.0}
@@ -88,7 +91,8 @@ class QMIXLearner:
             if isinstance(m, nn.GRUCell):
                 for w in ("weight_ih", "weight_hh"):
                     p = getattr(m, w)
-                    self.linears.append((f"{name}.{w}", counts.get(f"{name}.{w}", (p.numel(),))[0], p.numel(), p.shape[0]))
+                    self.linears.append((f"{name}.{w}", counts.get(f"{name}.{w}", (p.numel(),))[0], p.numel(),
+                                         p.shape[0]))
 
     # ---- actors ------------------------------------------------------------------------------------
     def _policy_masks(self) -> List[torch.Tensor]:
@@ -99,7 +103,8 @@ class QMIXLearner:
         if self.masks is None:
             return flat_params(self.net.policies.parameters())
         masks = iter(self._policy_masks())
-        parts = [p.detach()[next(masks)] if m else p.detach().reshape(-1) for _, p, m in sparse_layout(self.net.policies)]
+        parts = [p.detach()[next(masks)] if m else p.detach().reshape(-1)
+                 for _, p, m in sparse_layout(self.net.policies)]
         return torch.cat(parts).cpu().numpy().astype(np.float32)
 
     @property
@@ -171,7 +176,8 @@ class QMIXLearner:
         td = (q_tot - target) * valid
         loss = (td ** 2).sum() / n_valid
         stats = {"loss": loss.item(), "q_taken": float((q_tot.detach() * valid).sum() / n_valid),
-                 "target_mean": float((target * valid).sum() / n_valid), "td_abs": float(td.detach().abs().sum() / n_valid)}
+                 "target_mean": float((target * valid).sum() / n_valid),
+                 "td_abs": float(td.detach().abs().sum() / n_valid)}
         return loss, stats
 
     def update(self, unrolls: List[Record], reduce_grads: Callable = None, reduce_sums: Callable = None,
@@ -183,7 +189,8 @@ class QMIXLearner:
         for ep in new:
             self.replay.add(ep)
         if self.reward_norm is not None:  # statistics from every learner's new episodes: identical everywhere
-            r = torch.from_numpy(np.concatenate([ep["reward"] for ep in new] or [np.zeros(0, np.float32)]) * c.reward_scale)
+            r = torch.from_numpy(np.concatenate([ep["reward"] for ep in new] or [np.zeros(0, np.float32)])
+                                 * c.reward_scale)
             self.reward_norm.update(r, torch.ones_like(r), reduce_sums)
         not_ready = np.array([float(self.replay.size < max(1, c.learning_starts))])
         ready = (reduce_sums(not_ready) if reduce_sums is not None else not_ready)[0] == 0
@@ -193,7 +200,8 @@ class QMIXLearner:
         n = 0
         topo = {"dropped": 0, "grown": 0}
         for _ in range(c.train_steps if ready else 0):
-            b = self.replay.batch(self.replay.sample(c.batch_episodes, self.rng, c.recent_episodes, c.recent_fraction), self.device)
+            b = self.replay.batch(self.replay.sample(c.batch_episodes, self.rng, c.recent_episodes, c.recent_fraction),
+                                  self.device)
             loss, st = self.loss(b, lam)
             self.opt.zero_grad(set_to_none=False)
             loss.backward()
@@ -209,7 +217,8 @@ class QMIXLearner:
             self.opt.step()
             if self.masks is not None:
                 if evolve:
-                    got = self.masks.topology_update(self.net, grads, cosine_drop_fraction(self.steps, c.drop_fraction, c.topology_end))
+                    got = self.masks.topology_update(
+                        self.net, grads, cosine_drop_fraction(self.steps, c.drop_fraction, c.topology_end))
                     for k in topo:
                         topo[k] += got[k]
                 self.masks.apply(self.net)
@@ -256,7 +265,8 @@ class QMIXLearner:
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         load_torch_state_arrays(self.net, self.opt, arrays, self.device)
         if self.reward_norm is not None and "reward_norm" in arrays:
-            self.reward_norm.mean, self.reward_norm.mean_sq, self.reward_norm.debias = (float(x) for x in arrays["reward_norm"])
+            self.reward_norm.mean, self.reward_norm.mean_sq, self.reward_norm.debias = (
+                float(x) for x in arrays["reward_norm"])
         self.target.load_state_dict({k[len("target/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                                      if k.startswith("target/")})
         if self.masks is not None:

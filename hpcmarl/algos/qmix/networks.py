@@ -44,7 +44,8 @@ class RNNAgent(nn.Module):
 
 def agent_nets(spec: EnvSpec, hidden: int, layers: int, recurrent: bool = False) -> nn.ModuleDict:
     if recurrent:
-        return nn.ModuleDict({g.name: RNNAgent(g.obs_dim + g.n_actions + g.n, hidden, g.n_actions) for g in spec.groups})
+        return nn.ModuleDict({g.name: RNNAgent(g.obs_dim + g.n_actions + g.n, hidden, g.n_actions)
+                              for g in spec.groups})
     return nn.ModuleDict({g.name: mlp(g.obs_dim + g.n, hidden, layers, g.n_actions, act=nn.ReLU) for g in spec.groups})
 
 
@@ -59,7 +60,8 @@ class QMixer(nn.Module):
     def __init__(self, state_dim: int, n_agents: int, embed: int, hyper_hidden: int):
         super().__init__()
         self.n, self.embed = n_agents, embed
-        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, n_agents * embed))
+        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(),
+                                      nn.Linear(hyper_hidden, n_agents * embed))
         self.hyper_b1 = nn.Linear(state_dim, embed)
         self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, embed))
         self.v = nn.Sequential(nn.Linear(state_dim, embed), nn.ReLU(), nn.Linear(embed, 1))
@@ -83,9 +85,11 @@ class QNet(nn.Module):
         self.recurrent = bool(getattr(cfg, "recurrent", False))
         self.policies = agent_nets(spec, cfg.hidden, cfg.layers, self.recurrent)
         n = sum(g.n for g in spec.groups)
-        self.mixer = QMixer(spec.state_dim or spec.joint_obs_dim, n, cfg.mixer_embed, cfg.hyper_hidden) if cfg.name == "qmix" else None
+        self.mixer = (QMixer(spec.state_dim or spec.joint_obs_dim, n, cfg.mixer_embed, cfg.hyper_hidden)
+                      if cfg.name == "qmix" else None)
 
-    def utilities(self, obs: Dict[str, torch.Tensor], actions: Dict[str, torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def utilities(self, obs: Dict[str, torch.Tensor],
+                  actions: Dict[str, torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Per-group ``[..., n_g, A_g]`` action values. Recurrent agents: ``obs [B, L+1, n, d]`` of episodes from
         their start and the ``actions [B, L, n]`` taken; the GRU runs through them from a zero state."""
         if not self.recurrent:
