@@ -65,9 +65,9 @@ def counting_env(**kwargs):
 
 
 class TargetEnv(_FakeEnv):
-    """One-step continuous task (algorithms.md 1.9 B): observation ``[1]``, action in [-2, 2], reward
-    ``-(a - target)^2``. Two actors with ``target = +1`` and ``-1`` have opposite objectives: the
-    equal-weight optimum is ``a = 0``, a pooled, speed-weighted one leans towards the faster actor."""
+    """One-step continuous task (docs/algorithms/nigt.md#heterogeneous-environments): observation ``[1]``,
+    action in [-2, 2], reward ``-(a - target)^2``. Two actors with ``target = +1`` and ``-1`` have opposite
+    objectives: the equal-weight optimum is ``a = 0``, a pooled, speed-weighted one leans towards the faster actor."""
 
     metadata = {"name": "target_v0", "render_modes": []}
 

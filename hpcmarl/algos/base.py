@@ -1,14 +1,15 @@
 """Algorithm plug-ins: one :class:`Learner` interface and one registry.
 
 An :class:`Algorithm` names everything the role shells need: the config dataclass of its ``algo.*`` keys, the
-learner (plain torch, no MPI), the actor-side inference policy, the data flow (DESIGN.md: ``rollouts``,
-``rollouts_async`` or ``gradients``; :data:`FLOWS` maps each to the role module that runs it) and what the algorithm
-can do (its capabilities: action kinds, league mode, overlapping actors, ...). The core looks algorithms up here and
-asks the entry; it never names one (tests/unit/test_layout.py checks that no module outside hpcmarl/algos/ does).
+learner (plain torch, no MPI), the actor-side inference policy, the data flow (``rollouts``, ``rollouts_async`` or
+``gradients``: docs/concepts/architecture.md#data-flows; :data:`FLOWS` maps each to the role module that runs it)
+and what the algorithm can do (its capabilities: action kinds, league mode, overlapping actors, ...). The core looks
+algorithms up here and asks the entry; it never names one (tests/unit/test_layout.py checks that no module outside
+hpcmarl/algos/ does).
 
 Built-in algorithms are registered below by import path, so this module imports neither torch nor MPI. A user's
 algorithm registers itself when its module is imported; list that module in the config's ``plugins`` and every
-rank imports it before the config is read (README: "Write your own algorithm"); a config read from a file (a
+rank imports it before the config is read (docs/extending/algorithm.md); a config read from a file (a
 checkpoint's, by ``hpcmarl evaluate``) imports it only when the person names it (``--plugins``; :mod:`hpcmarl.trust`)::
 
     from hpcmarl.algos.base import Algorithm, register
@@ -77,18 +78,20 @@ class Algorithm:
     """``learner(spec, cfg, device, seed, init_seed)`` -> :class:`Learner` (``seed`` differs per learner rank,
     ``init_seed`` is the same on every learner of a group); ``inference(spec, cfg)`` -> the actors' policy
     (default: :class:`hpcmarl.models.Inference` with ``cfg.hidden``/``cfg.layers``, whose parameter layout
-    ``policy_flat`` must match); ``flow``: which data flow of DESIGN.md carries its data (a key of :data:`FLOWS`).
+    ``policy_flat`` must match); ``flow``: which data flow (docs/concepts/architecture.md#data-flows) carries its data
+    (a key of :data:`FLOWS`).
 
-    The remaining fields are its capabilities; the core asks them instead of testing names (README: "Write your own
-    algorithm"): ``discrete``/``continuous``: the action kinds it trains (pre-flight refuses an env group of another
-    kind); ``on_policy``: it learns from the data of its current policy (off-policy learners keep a replay; the
-    sizing model fills it first); ``league``: it may train in league mode (synchronous rollout flow, ``policy_flat``
-    in the layout of :func:`hpcmarl.models.policy_inference`: pool snapshots are rebuilt from ``algo.hidden``,
-    ``algo.layers`` and ``algo.encoder``); ``overlap``: its learner takes unrolls made with the weights one version
-    old (``actors.overlap``, synchronous rollout flow only); ``recurrent_overlap``: that holds for its recurrent
-    policy (``algo.recurrent``) too; ``centralized_critic``: its critic sees the joint observation or the env state
-    (PPO's learner builds one from it); ``needs_episode_limit``: its config's ``episode_limit`` bounds the stored
-    episodes (0 there: derived from the env's ``max_cycles``, else a config error)."""
+    The remaining fields are its capabilities; the core asks them instead of testing names
+    (docs/extending/algorithm.md#the-algorithm-entry): ``discrete``/``continuous``: the action kinds it trains
+    (pre-flight refuses an env group of another kind); ``on_policy``: it learns from the data of its current policy
+    (off-policy learners keep a replay; the sizing model fills it first); ``league``: it may train in league mode
+    (synchronous rollout flow, ``policy_flat`` in the layout of :func:`hpcmarl.models.policy_inference`: pool
+    snapshots are rebuilt from ``algo.hidden``, ``algo.layers`` and ``algo.encoder``); ``overlap``: its learner
+    takes unrolls made with the weights one version old (``actors.overlap``, synchronous rollout flow only);
+    ``recurrent_overlap``: that holds for its recurrent policy (``algo.recurrent``) too; ``centralized_critic``: its
+    critic sees the joint observation or the env state (PPO's learner builds one from it); ``needs_episode_limit``:
+    its config's ``episode_limit`` bounds the stored episodes (0 there: derived from the env's ``max_cycles``, else
+    a config error)."""
 
     name: str
     config: Ref

@@ -1,5 +1,5 @@
 """MA-Trace: multi-agent V-trace with the joint importance ratio and a centralized critic
-(algorithms.md sections 2-3). Pure torch, no MPI.
+(docs/algorithms/matrace.md). Pure torch, no MPI.
 
 Per policy group, per step t of an unroll (time-major ``[T, B]``):
 
@@ -33,7 +33,7 @@ class VTrace(NamedTuple):
 
 @dataclass
 class MATraceConfig:
-    """MA-Trace (algorithms.md sections 2-3): actors never wait for the learner; V-trace with the joint
+    """MA-Trace (docs/algorithms/matrace.md): actors never wait for the learner; V-trace with the joint
     importance ratio and a centralized team critic corrects the policy lag."""
 
     name: str = "matrace"

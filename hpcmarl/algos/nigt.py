@@ -1,4 +1,4 @@
-"""NIGT policy gradient with Rennala / Malenia / synchronous aggregation (algorithms.md section 1).
+"""NIGT policy gradient with Rennala / Malenia / synchronous aggregation (docs/algorithms/nigt.md).
 
 Pure compute, no MPI: the trajectory gradient estimator, the NIGT state, the per-round aggregation
 rules and an event-queue simulator of workers with given compute times (used by the tests and as a
@@ -47,7 +47,7 @@ AGGREGATIONS = ("rennala", "malenia", "allreduce")
 
 @dataclass
 class NIGTConfig:
-    """Policy-gradient NIGT with Rennala / Malenia / synchronous aggregation (algorithms.md section 1).
+    """Policy-gradient NIGT with Rennala / Malenia / synchronous aggregation (docs/algorithms/nigt.md).
 
     Actors compute REINFORCE/GPOMDP gradients of whole trajectories at the round's query point and send
     ``(round, gradient)``; learners aggregate and take one normalized momentum step per round."""
@@ -314,7 +314,7 @@ def simulate(kind: str, theta0: np.ndarray, grad_fn: Callable[[int, np.ndarray, 
 
 def gaussian_target_grad(targets: Sequence[float], std: float = 0.5):
     """Worker i's REINFORCE gradient for the 1-D task ``a ~ N(theta, std^2)``, reward ``-(a - targets[i])^2``
-    (algorithms.md 1.9 B)."""
+    (docs/algorithms/nigt.md#heterogeneous-environments)."""
     def fn(i: int, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         a = x[0] + std * rng.standard_normal()
         r = -(a - targets[i]) ** 2

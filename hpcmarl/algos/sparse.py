@@ -1,6 +1,6 @@
 """Dynamic sparse training for plain torch modules: Erdos-Renyi layer densities, masks that survive
-optimizer steps, target copies and checkpoints, and RigL-style topology evolution (algorithms.md
-section 4.1 (4), 4.6). Pure torch, no MPI.
+optimizer steps, target copies and checkpoints, and RigL-style topology evolution
+(docs/algorithms/qmix.md#sparse-networks-and-rigl, #pitfalls). Pure torch, no MPI.
 
 Every 2-D ``*.weight`` parameter is sparse (biases and other parameters stay dense). Each training step:
 

@@ -9,7 +9,8 @@ game's own end (all food collected) is a termination.
 ``scale_obs`` (default false) divides every observation entry with finite bounds by its largest magnitude, so it lies
 in [-1, 1]: LBF reports grid coordinates and levels as raw integers (up to the field size), and QMIX's hypernetwork
 mixer, fed the concatenated observations, inflated its Q-values ~100-fold on them (a run learned nothing), so QMIX
-on LBF needs it; MAPPO learns far faster per sample on the raw integers (0.96 vs 0.03 at 250k env steps, README).
+on LBF needs it; MAPPO learns far faster per sample on the raw integers (0.96 vs 0.03 at 250k env steps;
+docs/environments/index.md#level-based-foraging).
 Entries without finite bounds (RWARE's) are left as they are.
 
     env.name: lbf     env.kwargs: {task: Foraging-8x8-2p-2f-coop-v3, max_cycles: 50}

@@ -3,7 +3,8 @@
 
 It holds where every unroll ends with its episodes (``unroll_length`` a multiple of a fixed episode length, as
 here): the checkpoint carries each actor's torch RNG state and its env copies' episode seeds, and the resumed
-actors restart their env copies from those seeds. See the README (Resume) for where it cannot hold."""
+actors restart their env copies from those seeds. See docs/operations/resume.md#exact-resume for where it
+cannot hold."""
 import glob
 import os
 

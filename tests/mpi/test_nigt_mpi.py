@@ -37,10 +37,10 @@ def final_action(run):
 
 
 def test_heterogeneous_environments_malenia_vs_pooled(tmp_path):
-    """algorithms.md 1.9 B on real ranks: actor 0 is rewarded for a = +1, actor 1 (20x the delay) for
-    a = -1. Malenia weights both actors' means 1/2 and ends near the equal-weight optimum a = 0 with
-    the better average objective; pooled Rennala aggregation takes most gradients from the fast actor
-    and ends near a speed-weighted optimum on its side."""
+    """docs/algorithms/nigt.md#heterogeneous-environments on real ranks: actor 0 is rewarded for a = +1,
+    actor 1 (20x the delay) for a = -1. Malenia weights both actors' means 1/2 and ends near the equal-weight
+    optimum a = 0 with the better average objective; pooled Rennala aggregation takes most gradients from the
+    fast actor and ends near a speed-weighted optimum on its side."""
     from hpcmarl.storage import Run
 
     actions, objective, fast = {}, {}, {}

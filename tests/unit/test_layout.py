@@ -110,7 +110,8 @@ def test_the_off_policy_replay_is_shared():
 
 
 def test_mpi_and_horovod_stay_in_the_shells():
-    """Algorithms, envs, league logic, storage and analysis never import MPI or Horovod (DESIGN.md)."""
+    """Algorithms, envs, league logic, storage and analysis never import MPI or Horovod
+    (docs/development/design.md#mpi-stays-in-the-shells)."""
     shells = ("hpcmarl.launch", "hpcmarl.cli", "hpcmarl.comm.", "hpcmarl.roles.")
     bad = {m: sorted(i for i in every if i.split(".")[0] in ("mpi4py", "horovod"))
            for m, (_, every) in modules().items() if not (m + ".").startswith(shells) and m not in shells}

@@ -99,7 +99,7 @@ def test_joint_ratio_masks_agents_that_do_not_act():
     np.testing.assert_allclose(joint_log_ratio(logp2, logmu, acting).numpy(), base.numpy())
 
 
-# ---- the fixed point on a tabular 2-agent MDP (algorithms.md 3.7 A) ---------------------------------------
+# ---- the fixed point on a tabular 2-agent MDP (docs/algorithms/matrace.md#fixed-point) --------------------
 def value_of(P, R, policy, gamma):
     """V of a joint policy [S, A]: solve (I - gamma P_pi) V = r_pi."""
     S = P.shape[0]

@@ -173,7 +173,8 @@ def test_round_drops_stale_and_late_gradients():
 
 # ---- against a slow event-queue reference ------------------------------------------------------------
 def reference_run(kind, theta0, grad_fn, times, rounds, M, lr, eta, seed):
-    """algorithms.md 1.3 written out directly: an event heap of workers, restart at every new point."""
+    """docs/algorithms/nigt.md#update-rule written out directly: an event heap of workers, restart at every new
+    point."""
     rng = np.random.default_rng(seed)
     n = len(times)
     theta = np.array(theta0, float)
@@ -239,8 +240,8 @@ def test_rennala_ignores_a_straggler_and_malenia_waits_for_it():
 
 
 def test_heterogeneous_objectives_malenia_vs_pooled():
-    """algorithms.md 1.9 B: pooled aggregation drifts to the speed-weighted optimum, Malenia to the
-    equal-weight one."""
+    """docs/algorithms/nigt.md#heterogeneous-environments: pooled aggregation drifts to the speed-weighted
+    optimum, Malenia to the equal-weight one."""
     grad = gaussian_target_grad([1.0, -1.0])
     ren = simulate("rennala", np.zeros(1), grad, [1, 10], rounds=400, M=20, lr=0.02, momentum=0.1, seed=1)
     mal = simulate("malenia", np.zeros(1), grad, [1, 10], rounds=400, M=20, lr=0.02, momentum=0.1, seed=1)

@@ -1,5 +1,5 @@
-"""Dynamic sparse training (algorithms.md 4.1 (4), 4.6): Erdos-Renyi allocation, RigL drop/grow against
-a slow numpy reference, and masks surviving Adam steps, target copies and checkpoints."""
+"""Dynamic sparse training (docs/algorithms/qmix.md#sparse-networks-and-rigl, #pitfalls): Erdos-Renyi allocation,
+RigL drop/grow against a slow numpy reference, and masks surviving Adam steps, target copies and checkpoints."""
 from __future__ import annotations
 
 import copy

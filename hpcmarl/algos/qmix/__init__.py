@@ -1,4 +1,4 @@
-"""QMIX / VDN value decomposition with the MAST components (algorithms.md section 4). Pure torch, no MPI.
+"""QMIX / VDN value decomposition with the MAST components (docs/algorithms/qmix.md). Pure torch, no MPI.
 
 Actors act epsilon-greedily with per-agent utility networks Q_i(o_i, id_i, .) (parameters shared inside a
 policy group, the agent's one-hot index appended to its observation) and send T-step unrolls as in the

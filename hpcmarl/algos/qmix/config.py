@@ -8,10 +8,11 @@ from hpcmarl.typedconfig import check
 
 @dataclass
 class QMIXConfig:
-    """QMIX / VDN on the rollout flow, with the MAST sparse-training components (algorithms.md section 4).
+    """QMIX / VDN on the rollout flow, with the MAST sparse-training components (docs/algorithms/qmix.md).
 
     MAST values the paper does not give (alpha, lambda, the switch step, buffer sizes and split) are
-    our choices, documented in the README; every component can be switched off for ablations."""
+    our choices (docs/algorithms/qmix.md#mast-values-the-paper-does-not-give); every component can be switched off
+    for ablations."""
 
     name: str = "qmix"  # qmix (monotonic hypernetwork mixer) | vdn (sum of utilities)
     unroll_length: int = 25  # T: steps per env copy in one unroll (MPE: one whole episode)
@@ -51,7 +52,7 @@ class QMIXConfig:
     # (the segment is not terminal). Off by default for value-based learners: on simple_spread (every episode ends by
     # its time limit) it left the Q-values without any anchor and they diverged (Q_tot 1,265 at 1M env steps on
     # standardised rewards, return falling from -65.7 at 250k to -75.3); cut there, Q stays ~11 and the return reaches
-    # -54 by 800k (README, "Learning per sample")
+    # -54 by 800k (docs/algorithms/qmix.md#pitfalls)
     recurrent: bool = False  # PyMARL's RNN agent: input obs + last action (one-hot) + agent id, one ReLU layer of
     # `hidden`, a GRU cell, the Q head (`layers` unused); hidden state through whole episodes (MAST masks the GRU too)
 
