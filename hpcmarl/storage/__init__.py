@@ -1,6 +1,6 @@
 """HDF5 outputs: writers and readers live together (``tools/`` and the CLI use the readers).
 
-Files (schema version :data:`SCHEMA_VERSION`; layout documented in the README):
+Files (schema version :data:`SCHEMA_VERSION`; layout documented in docs/reference/schema.md):
 
 * ``run.h5`` — written by the lead learner only: root attributes (config, versions, rank map, SLURM
   variables), ``/metrics/<name>`` one row per logged update, ``/episodes/<column>`` one row per finished
