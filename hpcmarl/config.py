@@ -24,6 +24,8 @@ from hpcmarl.typedconfig import ConfigError, _build, apply_overrides, check, par
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class EnvConfig:
+    """The environment every actor steps (``num_envs`` copies each)."""
+
     name: str = "simple_spread_v3"  # registered environment (see `hpcmarl.envs.REGISTRY`)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to the env constructor
     num_envs: int = 8  # environment copies stepped together by each actor
@@ -31,12 +33,16 @@ class EnvConfig:
 
 @dataclass
 class TopologyConfig:
+    """How the MPI ranks split into learners and actors (league mode: from ``league.groups`` instead)."""
+
     learners: int = 1  # L: ranks 0..L-1 are learners
     actors: Union[int, str] = "auto"  # number of actor ranks, or "auto" = world size - learners
 
 
 @dataclass
 class LearnerConfig:
+    """The learner ranks: gradient combination, device, threads."""
+
     backend: str = "horovod"  # horovod | mpi: how learners combine gradients
     device: str = "auto"  # auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N
     threads: Union[int, str] = "auto"  # torch threads per rank; auto = cores on the node / ranks on the node
@@ -44,26 +50,29 @@ class LearnerConfig:
 
 @dataclass
 class ActorConfig:
-    threads: Union[int, str] = 1
-    # heterogeneity for experiments: actor i sleeps step_delay_s * h_i after every env step, where h comes
-    # from `delay`: a list of per-actor factors, "equal" (all 1), "sqrt" (h_i = sqrt(i+1)) or
-    # "straggler:K" (the last actor K times slower)
-    delay: Union[str, List[float]] = "equal"
-    step_delay_s: float = 0.0
-    # per-actor environment variants, actor i uses variants[i % len]: mappings with obs_scale (e.g. -1 to
-    # negate observations, as in the paper's heterogeneous-environment experiment), reward_scale, env_kwargs
-    variants: List[Dict[str, Any]] = field(default_factory=list)
+    """The actor ranks: threads, error handling, overlap with the learner, and injected heterogeneity."""
+
+    threads: Union[int, str] = 1  # torch threads per actor rank; auto = cores on the node / ranks on the node
+    delay: Union[str, List[float]] = "equal"  # heterogeneity for experiments: actor i sleeps step_delay_s * h_i
+    # after every env step, where h comes from `delay`: a list of per-actor factors, "equal" (all 1), "sqrt"
+    # (h_i = sqrt(i+1)) or "straggler:K" (the last actor K times slower)
+    step_delay_s: float = 0.0  # base sleep after every env step, seconds, scaled per actor by `delay` (0 = none)
+    variants: List[Dict[str, Any]] = field(default_factory=list)  # per-actor environment variants, actor i uses
+    # variants[i % len]: mappings with obs_scale (e.g. -1 to negate observations, as in the paper's
+    # heterogeneous-environment experiment), reward_scale, env_kwargs
     env_errors: str = "reset"  # an exception from one env copy: reset = re-create it, discard its episode and go on
     # (logged, counted as env_errors); abort = end the job
-    max_env_errors: int = 100  # per actor; one more ends the job
+    max_env_errors: int = 100  # env errors each actor tolerates (env_errors: reset); one more ends the job
     overlap: bool = False  # synchronous rollout flow: while the learner updates, actors collect the next unroll with
     # the weights they hold (one-step-stale data: the learner trains on unrolls of version v-1 or v; policy lag <= 1)
 
 
 @dataclass
 class TrainConfig:
+    """When training stops: the first limit reached ends the run (a final checkpoint is written)."""
+
     total_env_steps: int = 1_000_000  # stop when this many env steps (summed over actors) were taken
-    max_updates: int = 0  # 0 = no limit
+    max_updates: int = 0  # stop after this many updates (0 = no limit)
     max_wall_s: float = 0.0  # 0 = no limit; stop after this much wall-clock time
     wall_exit_requeue: bool = False  # a stop by max_wall_s exits 75 like a preemption, so a Slurm job that uses its
     # allocation as a time slice requeues and resumes (default: exit 0)
@@ -72,11 +81,13 @@ class TrainConfig:
 
 @dataclass
 class OutputConfig:
+    """What a run writes under its run directory, and how often."""
+
     root: str = "runs"  # run_dir defaults to <root>/<name>
     trajectories: bool = True  # write trajectories/actor-NNNNN.h5
     trajectory_fraction: float = 1.0  # fraction of episodes written to the trajectory files
     checkpoint_every: int = 50  # updates between checkpoints (a final one is always written)
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
     flush_s: float = 5.0  # HDF5 files are flushed at least this often
     progress_s: float = 5.0  # console progress line interval
     episode_window: int = 500  # episodes averaged for the progress line and the target_return check
@@ -86,16 +97,21 @@ class OutputConfig:
 
 @dataclass
 class RuntimeConfig:
+    """Time limits that turn a hang into an error (the job is aborted with a message naming the rank)."""
+
     timeout_s: float = 300.0  # longest any rank waits on a message before aborting the job
-    startup_timeout_s: float = 600.0
+    startup_timeout_s: float = 600.0  # timeout_s during startup (until every rank agreed that startup succeeded)
 
 
 @dataclass
 class Config:
-    name: str = "run"
+    """A run: its name, seed and plug-ins, and one section per part of the system."""
+
+    name: str = "run"  # the run's name: its directory is <output.root>/<name> (a plain directory name)
     plugins: List[str] = field(default_factory=list)  # modules every rank imports first (they register algorithms)
-    run_dir: Optional[str] = None  # default: <output.root>/<name>
-    seed: int = 0
+    run_dir: Optional[str] = None  # the run directory; default <output.root>/<name> (under Slurm
+    # <output.root>/<name>-<job id>, so a requeued job finds its own)
+    seed: int = 0  # base seed: the actors' env and torch seeds and the learners' seeds derive from it
     fresh: bool = False  # start fresh even when run_dir holds a previous run (old files are moved aside)
     env: EnvConfig = field(default_factory=EnvConfig)
     policy_map: Optional[Dict[str, List[str]]] = None  # group -> agent names or fnmatch patterns

@@ -36,29 +36,29 @@ class MATraceConfig:
     """MA-Trace (docs/algorithms/matrace.md): actors never wait for the learner; V-trace with the joint
     importance ratio and a centralized team critic corrects the policy lag."""
 
-    name: str = "matrace"
+    name: str = "matrace"  # the algorithm (see `correction` for its variants)
     correction: str = "joint"  # joint (MA-Trace) | per_agent (DecMA-Trace: own ratio + own critic) | none
     unroll_length: int = 25  # T: steps per env copy in one unroll
-    lr: float = 1e-3  # Adam
-    gamma: float = 0.99
+    lr: float = 1e-3  # Adam learning rate
+    gamma: float = 0.99  # discount factor
     lam: float = 1.0  # trace lambda
     rho_bar: float = 1.0  # truncation of rho in the TD error (must be >= c_bar)
     c_bar: float = 1.0  # truncation of the trace coefficients
     rho_pg_bar: float = 1.0  # truncation of rho in the policy gradient
-    baseline_cost: float = 0.5
+    baseline_cost: float = 0.5  # weight of the value (baseline) loss in the loss
     reward_scale: float = 1.0  # the team reward is multiplied by this for learning (returns are logged unscaled)
     entropy_coef: float = 0.01  # (initial) entropy coefficient
     entropy_adaptive: bool = True  # SEED RL's Lagrangian coefficient, driven towards entropy_target
-    entropy_target: float = 1e-5
-    entropy_speed: float = 10.0
-    max_grad_norm: float = 40.0
+    entropy_target: float = 1e-5  # entropy_adaptive: the entropy the coefficient drives the policy towards
+    entropy_speed: float = 10.0  # entropy_adaptive: coefficient = exp(entropy_speed * psi), psi trained
+    max_grad_norm: float = 40.0  # gradients are clipped to this global L2 norm
     epochs: int = 1  # gradient steps per batch (1 = IMPALA)
     batch_unrolls: int = 1  # unrolls per learner update (from the learner's queue)
     queue_size: int = 4  # unrolls a learner holds waiting to be trained on
     queue_full: str = "wait"  # wait: actors block on their send (back-pressure) | drop: the newest unroll is dropped
     push_every: int = 1  # hand out new weights every this many updates (> 1 injects policy lag)
-    hidden: int = 64
-    layers: int = 2
+    hidden: int = 64  # units per hidden layer of the policy and critic MLPs
+    layers: int = 2  # hidden layers of the policy and critic MLPs
     critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
     bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
     # the return there as at a termination

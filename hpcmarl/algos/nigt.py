@@ -52,16 +52,16 @@ class NIGTConfig:
     Actors compute REINFORCE/GPOMDP gradients of whole trajectories at the round's query point and send
     ``(round, gradient)``; learners aggregate and take one normalized momentum step per round."""
 
-    name: str = "nigt"
+    name: str = "nigt"  # the algorithm (see `aggregation` for its variants)
     aggregation: str = "rennala"  # rennala (the fastest M) | malenia (1/n per actor) | allreduce (synchronous)
     lr: float = 0.05  # alpha: every step moves the parameters by exactly this L2 length
     momentum: float = 0.1  # eta: weight of the new gradient in d_t; the query point lies (1-eta)/eta steps ahead
     batch: int = 20  # M: trajectories per round
     init_batch: int = 20  # M_init: trajectories for the initial direction d_0 at theta_0
     horizon: int = 0  # H: steps per trajectory (0 = until the episode ends)
-    gamma: float = 0.99
-    hidden: int = 64
-    layers: int = 2
+    gamma: float = 0.99  # discount factor of the reward-to-go
+    hidden: int = 64  # units per hidden layer of the policy MLP
+    layers: int = 2  # hidden layers of the policy MLP
     init_std: float = 0.6  # continuous actions: initial softplus standard deviation (pre-tanh)
     learn_std: bool = True  # continuous actions: false keeps the std at init_std (REINFORCE without a baseline
     # loses signal as the std shrinks: the noise of r * grad log pi grows like 1/std)

@@ -23,20 +23,20 @@ class PPOConfig:
 
     name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
     unroll_length: int = 25  # T: steps per env copy in one unroll
-    lr: float = 5e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    epochs: int = 5
-    minibatches: int = 1
-    entropy_coef: float = 0.01
-    value_coef: float = 1.0
+    lr: float = 5e-4  # Adam learning rate
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # lambda of generalised advantage estimation
+    clip: float = 0.2  # epsilon of the clipped surrogate: the ratio is clipped to [1 - clip, 1 + clip]
+    epochs: int = 5  # passes over each update's unrolls
+    minibatches: int = 1  # gradient steps per epoch (the unrolls split into this many minibatches)
+    entropy_coef: float = 0.01  # weight of the entropy bonus in the loss
+    value_coef: float = 1.0  # weight of the value loss in the loss
     value_clip: float = 0.2  # 0 disables value clipping
-    max_grad_norm: float = 10.0
-    normalize_advantages: bool = True
+    max_grad_norm: float = 10.0  # gradients are clipped to this global L2 norm
+    normalize_advantages: bool = True  # standardise the advantages of each group over the update's samples
     value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
-    hidden: int = 64
-    layers: int = 2
+    hidden: int = 64  # units per hidden layer of the policy and critic MLPs
+    layers: int = 2  # hidden layers of the policy and critic MLPs
     critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
     encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
     # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board

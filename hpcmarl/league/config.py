@@ -12,9 +12,9 @@ from hpcmarl.typedconfig import check as _check
 class LeagueGroupConfig:
     """One learner group of a league: the policy it trains, its ranks and how it picks opponents."""
 
-    name: str = "main"
+    name: str = "main"  # the group's name (pool snapshots are pool/<name>-vNNNNNNN.h5); unique, no "/"
     policy_group: str = ""  # the policy-map group whose agents this policy plays ("" = the env's first group)
-    learners: int = 1
+    learners: int = 1  # learner ranks of this group
     actors: int = 0  # actor ranks of this group; 0 = an even share of the ranks left over
     strategy: str = "pfsp"  # self_play | uniform (fictitious self-play) | pfsp | meta_nash (PSRO) | exploiter
     self_play: float = 0.2  # uniform/pfsp/meta_nash: share of episodes against the group's own current policy
@@ -33,18 +33,19 @@ class LeagueConfig:
     """League mode: learner groups, a league rank (the last rank) with the policy pool, matchmaking,
     ratings and evaluation matches."""
 
-    enabled: bool = False
+    enabled: bool = False  # train a league: learner groups, a league rank (the last rank) and a policy pool
     seats: str = "auto"  # per_agent: the trained policy takes one seat, the pool the others (symmetric games);
     # per_team: it takes one team of a team game (battle_v4), the pool the other team; per_group: it plays all
     # agents of its policy group, the pool the other groups; auto: per_group when the league trains more than
     # one policy group, else per_team in team games, else per_agent
-    groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])
+    groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])  # the learner groups
+    # (one trained policy each, with its own ranks and matchmaking)
     outcome: str = "auto"  # competitive: episodes are won/drawn/lost (payoff, Elo, OpenSkill); cooperative: the
     # other seats are partners, the league records team returns per partner (cross-play); auto: from the env
     pool_max: int = 0  # matchmaking considers the newest this many snapshots of each lineage (0 = all)
     ratings_every: int = 10  # updates between rows of run.h5 /league/ratings (members whose games changed)
     win_rate_step: float = 0.05  # PFSP win rates: exponential moving average step per reported game
-    elo_k: float = 32.0
+    elo_k: float = 32.0  # Elo K-factor of the ratings (run.h5 /league/ratings; Elo starts at 1000)
     eval_games: int = 40  # evaluation games per matchup (fixed seeds, seats alternated)
     eval_baselines: Optional[List[str]] = None  # random | lookahead (connect_four) | charge (battle); default:
     # every baseline that plays the game

@@ -17,31 +17,32 @@ class QMIXConfig:
     name: str = "qmix"  # qmix (monotonic hypernetwork mixer) | vdn (sum of utilities)
     unroll_length: int = 25  # T: steps per env copy in one unroll (MPE: one whole episode)
     episode_limit: int = 0  # longest stored episode segment; 0 = the env's max_cycles
-    lr: float = 5e-4  # Adam
-    gamma: float = 0.99
+    lr: float = 5e-4  # Adam learning rate
+    gamma: float = 0.99  # discount factor
     reward_scale: float = 1.0  # team reward multiplier for learning (returns are logged unscaled)
     reward_norm: bool = False  # standardise team rewards with running mean/std (over all learners' episodes)
-    hidden: int = 64
-    layers: int = 2
-    mixer_embed: int = 32
-    hyper_hidden: int = 64
+    hidden: int = 64  # units per hidden layer of the agent utility network
+    layers: int = 2  # hidden layers of the agent utility MLP
+    mixer_embed: int = 32  # QMIX: width of the mixing network's hidden layer
+    hyper_hidden: int = 64  # QMIX: hidden units of the hypernetworks that make the mixer's weights
     eps_start: float = 1.0  # epsilon-greedy exploration, annealed linearly over eps_anneal_steps env steps
-    eps_end: float = 0.05
-    eps_anneal_steps: int = 100_000
+    eps_end: float = 0.05  # final epsilon, kept after eps_anneal_steps
+    eps_anneal_steps: int = 100_000  # env steps over which epsilon goes from eps_start to eps_end
     buffer_episodes: int = 5000  # replay capacity (episode segments, FIFO)
-    batch_episodes: int = 32
+    batch_episodes: int = 32  # episode segments per gradient step (from each learner's replay)
     learning_starts: int = 32  # episodes in every learner's replay before training starts
     train_steps: int = 1  # gradient steps per learner update (one update = one unroll per actor)
     target_update: int = 200  # gradient steps between hard target-network copies (unless target_tau > 0)
     target_tau: float = 0.0  # > 0: soft target update theta' <- tau theta + (1 - tau) theta' after every step
-    max_grad_norm: float = 10.0
+    max_grad_norm: float = 10.0  # gradients are clipped to this global L2 norm
+
     # ---- MAST ----
     sparsity: float = 0.0  # fraction of zero weights in agent nets and mixer (Erdos-Renyi per layer); 0 = dense
     topology_every: int = 200  # gradient steps between RigL drop/grow updates (0 = static sparse masks)
     topology_end: int = 50_000  # no topology updates from this gradient step on (cosine schedule ends here)
     drop_fraction: float = 0.5  # zeta_0: initial fraction of active weights dropped and regrown
     mellowmax_omega: float = 0.0  # Soft Mellowmax bootstrap (omega > 0; 0 = double-Q max)
-    mellowmax_alpha: float = 0.0
+    mellowmax_alpha: float = 0.0  # alpha of Soft Mellowmax: [LSE((alpha + omega) q) - LSE(alpha q)] / omega
     td_lambda: float = 0.0  # lambda of the TD(lambda) targets (0 = one-step)
     td_lambda_after: int = 0  # hybrid targets: one-step until this many env steps, TD(lambda) afterwards
     recent_episodes: int = 0  # dual replay: size of the newest-episodes buffer (0 = single buffer)
