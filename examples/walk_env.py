@@ -1,6 +1,8 @@
-"""Bring your own environment: a 20-line PettingZoo parallel env that hpcmarl trains by import path.
+"""Bring your own environment: a 20-line PettingZoo parallel env that hpcmarl trains by import path, or by the short
+name this module registers (``hpcmarl.register_env``) when the config's ``plugins`` list it:
 
     hpcmarl train configs/simple_spread_mappo.yaml env.name=examples.walk_env:parallel_env
+    hpcmarl train configs/simple_spread_mappo.yaml plugins=[examples.walk_env] env.name=walk_v0
 
 Two agents on a line of 8 cells each walk to their own goal (actions: left, stay, right); every step costs the
 distance to the goal; episodes end after 10 steps (a time-limit truncation). Groups come from the agent names
@@ -9,6 +11,8 @@ distance to the goal; episodes end after 10 steps (a time-limit truncation). Gro
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from pettingzoo import ParallelEnv
+
+from hpcmarl import register_env
 
 
 class WalkEnv(ParallelEnv):
@@ -48,3 +52,6 @@ class WalkEnv(ParallelEnv):
 
 def parallel_env(**kwargs):
     return WalkEnv(**kwargs)
+
+
+register_env("walk_v0", parallel_env, {"walker": ["walker_*"]}, description="examples/walk_env.py: walkers on a line")

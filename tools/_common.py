@@ -1,7 +1,13 @@
-"""Helpers shared by the benchmark scripts in tools/ (launching runs, reading their outputs)."""
+"""Helpers shared by the benchmark scripts in tools/ (launching runs, reading their outputs, recording results)."""
 import argparse
+import datetime
+import hashlib
+import json
+import math
 import os
+import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,3 +82,168 @@ def train_timed(args, config):
                 "--fresh"],
                timeout=args.budget_s + 600, log_path=args.out + ".log")
     print(f"trained {args.budget_s:.0f}s ({t:.0f}s with startup); log {args.out}.log", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# results kept as data: results/<script>--<hash of the arguments>.json (tools/render_results.py renders them)
+# --------------------------------------------------------------------------------------------------
+RECORD_SCHEMA = 1
+# what a record's numbers depend on: a commit whose files here equal HEAD's measured the code of HEAD
+CODE_PATHS = ("hpcmarl", "configs", "tools", "setup.py", ":(exclude)tools/render_results.py")
+ENV_SPS_ENV = "simple_spread_v3"  # the raw env speed every record carries (machines compared by it)
+
+
+def normalize_args(argv) -> list:
+    """A benchmark's arguments as its record keys them: ``--opt=value`` split into ``--opt value``, an absolute path
+    inside the repository made relative to it (the same record on any checkout); nothing else changes."""
+    out = []
+    for a in map(str, argv):
+        parts = a.split("=", 1) if a.startswith("--") and "=" in a else [a]
+        for p in parts:
+            if os.path.isabs(p) and (p + os.sep).startswith(ROOT + os.sep):
+                p = os.path.relpath(p, ROOT)
+            out.append(p)
+    return out
+
+
+def record_key(script: str, args) -> str:
+    """``<script>--<10 hex digits>``: the record's file name (without ``.json``), from the script's name and its
+    normalized argument list; re-running a benchmark with the same arguments replaces its record."""
+    digest = hashlib.sha256(json.dumps(list(args), separators=(",", ":")).encode()).hexdigest()[:10]
+    return f"{script}--{digest}"
+
+
+def parse_result(line: str) -> dict:
+    """``RESULT a=1 b=0.5 c=8/12`` -> ``{"a": 1, "b": 0.5, "c": "8/12"}`` (numbers where a value is one; ``nan`` and
+    ``inf`` stay text: JSON has no such numbers)."""
+    out = {}
+    for tok in line.split()[1 if line.startswith("RESULT") else 0:]:
+        k, _, v = tok.partition("=")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                f = float(v)
+                out[k] = f if math.isfinite(f) else v
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def plain(x):
+    """``x`` as plain JSON: numpy scalars and arrays to numbers and lists, tuple keys joined with ``/``, non-finite
+    floats to ``None``."""
+    if isinstance(x, dict):
+        return {("/".join(map(str, k)) if isinstance(k, tuple) else str(k)): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy array or scalar
+        return plain(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
+    return str(x)
+
+
+def _git(*args) -> str:
+    try:
+        p = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return p.stdout.strip() if p.returncode == 0 else ""
+
+
+def env_speed(seconds: float = 2.0, name: str = ENV_SPS_ENV) -> float:
+    """Env steps/s of ``name`` as hpcmarl makes it (:func:`hpcmarl.envs.make_parallel_env`), random actions, one env,
+    this process, for ``seconds``: the machine's raw speed, so records from different machines can be compared."""
+    from hpcmarl.envs import make_parallel_env
+
+    env = make_parallel_env(name)
+    env.reset(seed=0)
+    spaces = {a: env.action_space(a) for a in env.possible_agents}
+    for i, s in enumerate(spaces.values()):
+        s.seed(i)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        env.step({a: spaces[a].sample() for a in env.agents})
+        n += 1
+        if not env.agents:
+            env.reset()
+    return n / (time.perf_counter() - t0)
+
+
+def machine() -> dict:
+    """What the numbers were measured on (no host name): CPU model, cores, memory, OS, versions, raw env speed."""
+    from importlib import metadata
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
+        mem = round(kib / 2 ** 20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    versions = {}
+    for pkg in ("torch", "numpy", "pettingzoo"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(), "usable_cores": usable,
+            "memory_gib": mem, "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            **versions, "env_sps": round(env_speed(), 1),
+            "env_sps_measure": f"{ENV_SPS_ENV} (hpcmarl.envs.make_parallel_env), random actions, one env, one "
+                               f"process, 2 s, measured right after the benchmark"}
+
+
+def record(script: str, argv, result, seeds=None, per_seed=None, medians=None, extra=None) -> str:
+    """Write the JSON record of one benchmark invocation to ``results/<script>--<hash>.json`` (see
+    :func:`record_key`; ``HPCMARL_RESULTS_DIR`` writes elsewhere, ``HPCMARL_NO_RECORD=1`` writes nothing) and
+    return its path. ``script``: the benchmark's ``__file__``; ``argv``: its arguments (``sys.argv[1:]``);
+    ``result``: its ``RESULT`` line (or the fields as a dict); ``seeds``: the seeds, in the order of every per-seed
+    list in ``per_seed`` (``{quantity: [value per seed]}``, nested dicts allowed); ``medians``: ``{quantity: median
+    over seeds}``; ``extra``: anything else worth keeping (``{"tables": {name: {"columns": [...], "rows": [[...]]}}}``
+    renders as tables). Also records the command, the git commit (``dirty``: the code in :data:`CODE_PATHS` differed
+    from it), the date (UTC) and the machine (:func:`machine`). Prints the path to stderr (the RESULT line stays the
+    last line of stdout)."""
+    if os.environ.get("HPCMARL_NO_RECORD", "") not in ("", "0"):
+        return ""
+    name = os.path.splitext(os.path.basename(script))[0]
+    args = normalize_args(argv)
+    line = result if isinstance(result, str) else None
+    commit = _git("rev-parse", "HEAD")
+    rec = {
+        "schema": RECORD_SCHEMA,
+        "script": name,
+        "args": args,
+        "command": " ".join(["python", f"tools/{name}.py"] + [shlex.quote(a) for a in args]),
+        "commit": commit or "unknown",
+        # the code differs from the commit (what tools/render_results.py compares: hpcmarl/, configs/, tools/, setup.py)
+        "dirty": bool(commit) and bool(_git("status", "--porcelain", "--", *CODE_PATHS)),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "result": plain(parse_result(line) if line is not None else result),
+        "result_line": line,
+        "seeds": plain(seeds),
+        "per_seed": plain(per_seed),
+        "medians": plain(medians),
+        "extra": plain(extra),
+    }
+    out_dir = os.environ.get("HPCMARL_RESULTS_DIR") or os.path.join(ROOT, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, record_key(name, args) + ".json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(rec, f, indent=1, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"recorded {os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path}", file=sys.stderr)
+    return path

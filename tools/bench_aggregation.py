@@ -28,10 +28,11 @@ or ``>=`` in the table).
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 
-from _common import ROOT, launch
+from _common import ROOT, launch, record
 
 SCENARIOS = {"equal": "equal", "straggler": "straggler:10", "sqrt": "sqrt"}
 METHODS = ("allreduce", "rennala", "malenia")
@@ -147,8 +148,18 @@ def main():
     fig.savefig(plot, dpi=100)
     print(f"wrote {plot}")
     fmt = lambda key: f"{ratios[key]:.3f}" if key in ratios else "nan"
-    print("RESULT " + " ".join([f"{s}_ratio={fmt(('rennala', s))}" for s in ("straggler", "equal", "sqrt")]
-                               + [f"malenia_{s}_ratio={fmt(('malenia', s))}" for s in ("straggler", "equal", "sqrt")]))
+    scen = ("straggler", "equal", "sqrt")
+    line = "RESULT " + " ".join([f"{s}_ratio={fmt(('rennala', s))}" for s in scen]
+                                + [f"malenia_{s}_ratio={fmt(('malenia', s))}" for s in scen])
+    print(line)
+    seeds = list(range(a.seeds))  # time to target null: not reached within the budget
+    record(__file__, sys.argv[1:], line, seeds=seeds,
+           per_seed={f"{s}/{m}": {"time_to_target_s": [ttt[s, m, i] for i in seeds],
+                                  "final_return": [final[s, m, i] for i in seeds]} for s in scenarios for m in methods},
+           medians={f"{s}/{m}": {"time_to_target_s": median_ttt(s, m)[0], "missed": median_ttt(s, m)[1],
+                                 "final_return": float(np.median([final[s, m, i] for i in seeds]))}
+                    for s in scenarios for m in methods},
+           extra={"target": a.target, "budget_s": budget})
 
 
 if __name__ == "__main__":

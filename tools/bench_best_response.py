@@ -17,11 +17,12 @@ Prints a table and ``RESULT br_fraction=<median over every K and seed> k<K>=<med
 """
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
 
-from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
+from _common import ROOT, record  # noqa: F401  (ROOT: puts the repository on sys.path)
 
 from bench_exploitability import best_response
 
@@ -111,7 +112,7 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     base = load_config(cfg_path, trusted=False)  # the run's saved config: nothing it names is imported
     meter = NashConv(openspiel_game(base.env.name, base.env.kwargs))
-    fractions, per_k = [], {}
+    fractions, per_k, per_seed = [], {}, {}
     print(f"{'K':>4} {'mixture NashConv':>17} {'exact BR gain':>14}  learned gain per seed (at 1/4, 1/2, 3/4, all "
           f"of {args.updates} updates) -> fraction of exact at the end", flush=True)
     for k in [int(x) for x in args.members.split(",")]:
@@ -130,9 +131,16 @@ def main():
             print(f"{k:>4} {nash_conv:>17.3f} {exact:>14.3f}  seed {seed}: "
                   f"{', '.join(f'{x:.3f}' for x in gains)} -> {frac:.0%} ({time.monotonic() - t0:.0f} s)", flush=True)
         per_k[k] = float(np.median(row))
+        per_seed[f"k{k}"] = {"br_fraction": row, "mixture_nash_conv": nash_conv, "exact_br_gain": exact}
         fractions += row
-    print("RESULT br_fraction=%.3f %s" % (float(np.median(fractions)),
-                                          " ".join(f"k{k}={v:.3f}" for k, v in per_k.items())))
+    line = "RESULT br_fraction=%.3f %s" % (float(np.median(fractions)),
+                                           " ".join(f"k{k}={v:.3f}" for k, v in per_k.items()))
+    print(line)
+    record(__file__, sys.argv[1:], line, seeds=seeds, per_seed={k: {"br_fraction": v["br_fraction"]}
+                                                                for k, v in per_seed.items()},
+           medians={f"k{k}": v for k, v in per_k.items()},
+           extra={k: {"mixture_nash_conv": v["mixture_nash_conv"], "exact_br_gain": v["exact_br_gain"]}
+                  for k, v in per_seed.items()})
 
 
 if __name__ == "__main__":

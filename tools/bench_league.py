@@ -27,10 +27,11 @@ rate over those pairs with a 95% bootstrap interval over seeds. Last line:
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 
-from _common import ROOT, launch, parse_steps
+from _common import ROOT, launch, parse_steps, record
 
 from hpcmarl.league.match import match
 from hpcmarl.storage import list_checkpoints
@@ -91,10 +92,15 @@ def main():
           f"95% bootstrap CI over seeds [{lo:.3f}, {hi:.3f}]")
     for key, vals in base.items():
         print(f"{key[0]:>8} vs {key[1]:<9} median {np.median(vals):.3f}  [" + ", ".join(f"{v:.3f}" for v in vals) + "]")
-    print(f"RESULT c4_vs_random={np.median(base[('league', 'random')]):.3f} "
-          f"c4_vs_lookahead={np.median(base[('league', 'lookahead')]):.3f} "
-          f"selfplay_vs_lookahead={np.median(base[('selfplay', 'lookahead')]):.3f} "
-          f"league_vs_selfplay={h2h.mean():.3f} league_vs_selfplay_ci={lo:.3f},{hi:.3f} seeds={len(seeds)}")
+    line = (f"RESULT c4_vs_random={np.median(base[('league', 'random')]):.3f} "
+            f"c4_vs_lookahead={np.median(base[('league', 'lookahead')]):.3f} "
+            f"selfplay_vs_lookahead={np.median(base[('selfplay', 'lookahead')]):.3f} "
+            f"league_vs_selfplay={h2h.mean():.3f} league_vs_selfplay_ci={lo:.3f},{hi:.3f} seeds={len(seeds)}")
+    print(line)
+    record(__file__, sys.argv[1:], line, seeds=seeds,
+           per_seed={f"{arm}_vs_{opp}": vals for (arm, opp), vals in base.items()},
+           medians={f"{arm}_vs_{opp}": float(np.median(vals)) for (arm, opp), vals in base.items()},
+           extra={"league_vs_selfplay_matrix": h2h, "games": n})  # rows: league seed, columns: self-play seed
 
 
 def bootstrap_ci(m: np.ndarray, draws: int = 10_000, seed: int = 0):

@@ -13,9 +13,11 @@ Last line:
 
     .venv/bin/python tools/bench_league_battle.py [--budget-s 600] [--ranks 4] [--windows 5]
 """
+import sys
+
 import numpy as np
 
-from _common import timed_run_parser, train_timed
+from _common import record, timed_run_parser, train_timed
 
 from hpcmarl.league.pool import CHARGE, RANDOM
 from hpcmarl.storage import Run
@@ -47,9 +49,13 @@ def main():
         rows.append((score[RANDOM], score[CHARGE], ret.mean(), elo))
         print(f"{lo:6.0f}-{hi:6.0f} {len(ret):>8} {ret.mean():8.2f} {n_snap:>9} {score[RANDOM]:9.3f} "
               f"{score[CHARGE]:9.3f} {elo:7.1f}")
-    print(f"RESULT random_first={rows[0][0]:.3f} random_last={rows[-1][0]:.3f} charge_first={rows[0][1]:.3f} "
-          f"charge_last={rows[-1][1]:.3f} return_first={rows[0][2]:.2f} return_last={rows[-1][2]:.2f} "
-          f"elo={rows[-1][3]:.1f}")
+    line = (f"RESULT random_first={rows[0][0]:.3f} random_last={rows[-1][0]:.3f} charge_first={rows[0][1]:.3f} "
+            f"charge_last={rows[-1][1]:.3f} return_first={rows[0][2]:.2f} return_last={rows[-1][2]:.2f} "
+            f"elo={rows[-1][3]:.1f}")
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"tables": {"windows": {
+        "columns": ["window start (s)", "window end (s)", "vs random", "vs charge", "return", "Elo"],
+        "rows": [[lo, hi, *r] for lo, hi, r in zip(edges[:-1], edges[1:], rows)]}}})
 
 
 if __name__ == "__main__":

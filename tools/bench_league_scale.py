@@ -35,12 +35,13 @@ To time another version of the league code, run this file from a copy of that tr
 """
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-from _common import ROOT  # noqa: F401 - puts this tree's hpcmarl first on sys.path
+from _common import ROOT, record  # noqa: F401 - ROOT: puts this tree's hpcmarl first on sys.path
 
 from hpcmarl.config import load_config
 from hpcmarl.league import server
@@ -165,7 +166,9 @@ def main():
     res = {k: res[k] for k in ORDER if k in res}
     for k, v in res.items():
         print(f"{k:>16}  {v:.4f}" if isinstance(v, float) else f"{k:>16}  {v}")
-    print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
+    line = "RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
+    print(line)
+    record(__file__, sys.argv[1:], line, seeds=[args.seed], extra={"unrounded": res})
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ Last line:
 
     .venv/bin/python tools/bench_league_tag.py [--budget-s 600] [--ranks 5] [--windows 5]
 """
+import sys
+
 import numpy as np
 
-from _common import timed_run_parser, train_timed
+from _common import record, timed_run_parser, train_timed
 
 from hpcmarl.storage import Run
 
@@ -40,8 +42,13 @@ def main():
         rows.append(((pr > 0).mean(), pr.mean() / 30.0, py.mean(), elo[-1], elo[-2]))
         print(f"{lo:6.0f}-{hi:6.0f} {len(pr):>8} {rows[-1][0]:8.3f} {rows[-1][1]:9.3f} {rows[-1][2]:9.2f} "
               f"{rows[-1][3]:9.1f} {rows[-1][4]:9.1f}")
-    print(f"RESULT capture_first={rows[0][0]:.3f} capture_last={rows[-1][0]:.3f} captures_first={rows[0][1]:.3f} "
-          f"captures_last={rows[-1][1]:.3f} elo_predator={rows[-1][3]:.1f} elo_prey={rows[-1][4]:.1f}")
+    line = (f"RESULT capture_first={rows[0][0]:.3f} capture_last={rows[-1][0]:.3f} captures_first={rows[0][1]:.3f} "
+            f"captures_last={rows[-1][1]:.3f} elo_predator={rows[-1][3]:.1f} elo_prey={rows[-1][4]:.1f}")
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"tables": {"windows": {
+        "columns": ["window start (s)", "window end (s)", "capture rate", "captures / episode", "prey return",
+                    "Elo predator", "Elo prey"],
+        "rows": [[lo, hi, *r] for lo, hi, r in zip(edges[:-1], edges[1:], rows)]}}})
 
 
 if __name__ == "__main__":

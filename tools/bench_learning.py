@@ -9,10 +9,11 @@ seconds when the threshold was first reached, or the best windowed return (and w
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 
-from _common import ROOT, launch
+from _common import ROOT, launch, record
 
 
 def main():
@@ -56,7 +57,11 @@ def main():
           f"at update {int(ep['update'][row])}, "
           f"{int(ep['env_steps'][row]):,} env steps, {ep['wall_time'][row]:.0f}s; last {smooth[-1]:.2f} after "
           f"{int(ep['env_steps'][-1]):,} env steps")
-    print(f"RESULT return={smooth[i]:.2f} env_steps={int(ep['env_steps'][row])} wall_s={ep['wall_time'][row]:.1f}")
+    line = f"RESULT return={smooth[i]:.2f} env_steps={int(ep['env_steps'][row])} wall_s={ep['wall_time'][row]:.1f}"
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"reached": bool(len(hit)), "threshold": a.threshold,
+                                                "window": a.window, "last_return": smooth[-1],
+                                                "last_env_steps": int(ep["env_steps"][-1])})
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ training FLOPs / MAST training FLOPs).
 """
 import argparse
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from _common import ROOT, launch, random_return
+from _common import ROOT, launch, random_return, record
 
 OFF = ["algo.sparsity=0", "algo.mellowmax_omega=0", "algo.td_lambda=0", "algo.recent_episodes=0"]
 VARIANTS = {
@@ -125,8 +126,15 @@ def main():
         retained = (med["mast"]["final"] - rand) / (med["dense"]["final"] - rand)
         ratio = med["dense"]["train_flops"] / med["mast"]["train_flops"]
         rigl = med["rigl"]["final"] if "rigl" in med else float("nan")
-        print(f"RESULT retained={retained:.3f} train_flops_ratio={ratio:.2f} mast_return={med['mast']['final']:.2f} "
-              f"rigl_return={rigl:.2f} dense_return={med['dense']['final']:.2f} random_return={rand:.2f}")
+        line = (f"RESULT retained={retained:.3f} train_flops_ratio={ratio:.2f} mast_return={med['mast']['final']:.2f} "
+                f"rigl_return={rigl:.2f} dense_return={med['dense']['final']:.2f} random_return={rand:.2f}")
+        print(line)
+        record(__file__, sys.argv[1:], line, seeds=list(range(a.seeds)),
+               per_seed={n: {"final_return": [res[(n, s)]["final"] for s in range(a.seeds)],
+                             "train_flops": [res[(n, s)]["train_flops"] for s in range(a.seeds)]} for n in names},
+               medians={n: {"final_return": m["final"], "train_flops": m["train_flops"], "inference_flops_per_step":
+                            m["inf_flops"]} for n, m in med.items()},
+               extra={"random_return": rand, "env_steps": a.steps, "window": a.window})
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ mean return; returns are summed over agents, averaged over the last ``--window``
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 
-from _common import ROOT, launch, random_return
+from _common import ROOT, launch, random_return, record
 
 from bench_throughput import raw_loop
 
@@ -122,10 +123,19 @@ def main():
     fig.savefig(png, dpi=100)
     print(f"wrote {png}")
     print(f"random={rand:.2f} per_step_4_vs_1={per_step:.3f}")
-    print(f"RESULT actor_vs_raw={res['scale-1L1A']['sps'] / raw:.3f} sps_1={res['scale-1L1A']['sps']:.0f} "
-          f"sps_4={res['scale-1L4A']['sps']:.0f} lag_matrace={np.median(lagged['joint']):.2f} "
-          f"lag_nocorr={np.median(lagged['none']):.2f} nolag={np.median(lagged['nolag']):.2f} "
-          f"return={long['final']:.2f}")
+    line = (f"RESULT actor_vs_raw={res['scale-1L1A']['sps'] / raw:.3f} sps_1={res['scale-1L1A']['sps']:.0f} "
+            f"sps_4={res['scale-1L4A']['sps']:.0f} lag_matrace={np.median(lagged['joint']):.2f} "
+            f"lag_nocorr={np.median(lagged['none']):.2f} nolag={np.median(lagged['nolag']):.2f} "
+            f"return={long['final']:.2f}")
+    print(line)
+    scaling = [tag for tag in res if tag.startswith("scale") or tag == "long"]
+    record(__file__, sys.argv[1:], line, seeds=list(range(a.seeds)),  # final return per seed, by correction
+           per_seed={k: v for k, v in lagged.items()}, medians={k: float(np.median(v)) for k, v in lagged.items()},
+           extra={"raw_sps": raw, "random_return": rand, "per_step_4_vs_1": per_step, "injected_lag": a.lag,
+                  "tables": {"scaling": {
+                      "columns": ["run", "env steps/s", "updates/s", "policy lag", "rho", "c", "final return"],
+                      "rows": [[t, res[t]["sps"], res[t]["ups"], res[t]["lag"], res[t]["rho"], res[t]["c"],
+                                res[t]["final"]] for t in scaling]}}})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, launch, parse_steps
+from _common import ROOT, launch, parse_steps, record
 
 # name -> (config, ranks, overrides): the layouts the targets of issue 16 are stated for
 ARMS = {
@@ -197,7 +197,12 @@ def main():
             fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")
         if label.startswith("lbf_"):  # the LBF target is stated at the largest budget
             fields.append(f"{label}={med[(label, budget_name(top))]:.3f}")
-    print("RESULT " + " ".join(fields))
+    line = "RESULT " + " ".join(fields)
+    print(line)
+    record(__file__, sys.argv[1:], line, seeds=seeds,  # return per seed at each budget; null: not reached
+           per_seed={label: {c: [r[c] for r in per_seed] for c in cols} for label, per_seed in rows.items()},
+           medians={label: {c: med[(label, c)] for c in cols} for label in rows},
+           extra={"window": a.window, "budgets": budgets})
 
 
 if __name__ == "__main__":

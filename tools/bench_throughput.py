@@ -13,10 +13,11 @@ over the raw 1-core loop is ``cores_ratio``). Last line:
 """
 import argparse
 import os
+import sys
 import tempfile
 import time
 
-from _common import ROOT, launch
+from _common import ROOT, launch, record
 
 
 def raw_loop(name: str, seconds: float) -> float:
@@ -71,8 +72,12 @@ def main():
           f"env steps/s; mean update {m['time/update'].mean() * 1e3:.1f} ms, "
           f"collect {collect * 1e3:.1f} ms per unroll, "
           f"policy lag {m['lag_mean'].mean():.2f}", flush=True)
-    print(f"RESULT raw_sps={raw:.0f} actor_sps={actor:.0f} ratio={actor / raw:.3f} "
-          f"collect_ratio={per_update / collect / raw:.3f} total_sps={total:.0f} cores_ratio={total / raw:.3f}")
+    line = (f"RESULT raw_sps={raw:.0f} actor_sps={actor:.0f} ratio={actor / raw:.3f} "
+            f"collect_ratio={per_update / collect / raw:.3f} total_sps={total:.0f} cores_ratio={total / raw:.3f}")
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"actors": n_actors, "updates": len(steps),
+                                                "update_ms": float(m["time/update"].mean()) * 1e3,
+                                                "collect_ms": collect * 1e3, "policy_lag": float(m["lag_mean"].mean())})
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ def generate() -> Tuple[Dict[str, str], List[str]]:
     """``({page key: text}, problems)``."""
     import docs_config
     import docs_schema
+
     from hpcmarl import cli
 
     problems: List[str] = []

@@ -15,7 +15,6 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 import yaml
-
 from docs_schema import ATTR, DATA, FILES, PATHS, WHEN, entries, pattern
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

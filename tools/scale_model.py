@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from _common import ROOT, launch
+from _common import ROOT, launch, record
 
 
 def parse_layout(text):
@@ -128,9 +128,13 @@ def main():
         print(f"| {c} | {t} | {got:,.0f} | {p:,.0f} | {e:+.1%} | {d:+.1%} | {lm:.2f} | {lp:.2f} | {b} |")
     print("(drift: the prediction from the node profile measured after the run, relative to the one before it)")
     errs, drifts = np.abs(errs), np.abs(drifts)
-    print(f"RESULT max_err={errs.max():.3f} mean_err={errs.mean():.3f} "
-          f"within_20pct={int((errs <= 0.2).sum())}/{len(errs)} "
-          f"max_drift={drifts.max():.3f} mean_drift={drifts.mean():.3f}")
+    line = (f"RESULT max_err={errs.max():.3f} mean_err={errs.mean():.3f} "
+            f"within_20pct={int((errs <= 0.2).sum())}/{len(errs)} "
+            f"max_drift={drifts.max():.3f} mean_drift={drifts.mean():.3f}")
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"cores": cores, "tables": {"layouts": {
+        "columns": ["config", "learners x actors", "measured env steps/s", "predicted env steps/s", "error", "drift",
+                    "lag predicted", "lag measured", "bottleneck"], "rows": [list(r) for r in rows]}}})
     if not a.out:
         print(f"(runs in {out})", file=sys.stderr)
 

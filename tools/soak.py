@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT
+from _common import ROOT, record
 
 FLOWS = {
     "mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2"]),
@@ -120,14 +120,20 @@ def main():
     if a.warmup_min >= a.minutes:
         raise SystemExit("--warmup-min must be shorter than --minutes")
     os.makedirs(a.out, exist_ok=True)
-    growth, fds = [], []
+    growth, fds, table = [], [], []
     for flow in a.flows:
-        for _, _, _, g, f0, f1 in soak(flow, a):
+        rows = soak(flow, a)
+        table += [[flow, *r] for r in rows]
+        for _, _, _, g, f0, f1 in rows:
             growth.append(g)
             fds.append(abs(f1 - f0))
     if not growth:
         raise SystemExit("no rank was sampled twice after the warm-up; run longer or sample more often")
-    print(f"RESULT max_rss_growth={max(growth):.4f} fds_growth={max(fds)}")
+    line = f"RESULT max_rss_growth={max(growth):.4f} fds_growth={max(fds)}"
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"tables": {"ranks": {
+        "columns": ["flow", "rank (by pid)", "RSS MiB at warm-up", "RSS MiB at end", "growth", "fds at warm-up",
+                    "fds at end"], "rows": table}}})
 
 
 if __name__ == "__main__":

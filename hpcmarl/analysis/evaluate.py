@@ -21,10 +21,24 @@ from hpcmarl.models import Inference, make_inference
 from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
 
 
+def checkpoint_of(path: str) -> str:
+    """``path`` itself, or for a run directory its newest readable checkpoint."""
+    if not os.path.isdir(path):
+        return path
+    found = latest_checkpoint(os.path.join(path, "checkpoints"), log=lambda m: print(m, file=sys.stderr))
+    if found is None:
+        raise StorageError(f"{path}: no readable checkpoint in {os.path.join(path, 'checkpoints')}")
+    return found[0]
+
+
 def load_policy(ckpt: str):
-    """(config, Inference policy with the checkpoint's weights) — arrays only, nothing executed: the stored config's
-    plug-ins and a ``module:callable`` env are imported only when the person named them (``--plugins``,
-    ``--env-import``; :mod:`hpcmarl.trust`)."""
+    """``(config, policy)`` of a training checkpoint (``ckpt``: a checkpoint file, or a run directory: its newest
+    readable checkpoint): the run's :class:`~hpcmarl.config.Config` and an :class:`~hpcmarl.models.Inference` of
+    every policy group with the checkpoint's weights (``policy.act(obs, masks, greedy=...)``). Arrays only, nothing
+    executed: the stored config's plug-ins and a ``module:callable`` env are imported only when the person named them
+    (``--plugins``, ``--env-import``; in Python ``hpcmarl.trust.allowing([...])``). A league checkpoint is refused
+    (its pool snapshots are played with ``hpcmarl match``)."""
+    ckpt = checkpoint_of(ckpt)
     arrays, attrs = load_checkpoint(ckpt)
     if "config" not in attrs:
         raise StorageError(f"{ckpt}: checkpoint has no config attribute")
@@ -55,11 +69,7 @@ def load_policy(ckpt: str):
 
 def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = False, num_envs: int = 8,
              render_gif: Optional[str] = None) -> Dict:
-    if os.path.isdir(ckpt):  # a run directory: its newest readable checkpoint
-        found = latest_checkpoint(os.path.join(ckpt, "checkpoints"), log=lambda m: print(m, file=sys.stderr))
-        if found is None:
-            raise StorageError(f"{ckpt}: no readable checkpoint in {os.path.join(ckpt, 'checkpoints')}")
-        ckpt = found[0]
+    ckpt = checkpoint_of(ckpt)  # a run directory: its newest readable checkpoint
     cfg, policy = load_policy(ckpt)
     with trust.reading(ckpt):
         return _evaluate(ckpt, cfg, policy, episodes, seed, greedy, num_envs, render_gif)

@@ -1,6 +1,7 @@
 """Environments: the registry and user env paths (:mod:`.registry`), specs (:mod:`.spec`), the vectorised wrapper
 (:mod:`.vec`) and adapters for Gymnasium multi-agent suites (:mod:`.adapters`). Nothing here imports MPI."""
 from hpcmarl.envs.registry import (
+    BUILTIN_ENVS,
     REGISTRY,
     EnvEntry,
     EnvError,
@@ -10,11 +11,13 @@ from hpcmarl.envs.registry import (
     make_env,
     make_parallel_env,
     prefix_groups,
+    register_env,
     resolve_groups,
 )
 from hpcmarl.envs.spec import EnvSpec, GroupSpec, build_spec, describe_env, probe_spec
 from hpcmarl.envs.vec import EpisodeStat, VecEnv
 
-__all__ = ["REGISTRY", "EnvEntry", "EnvError", "entry", "load", "magent_survivors", "make_env", "make_parallel_env",
-           "prefix_groups", "resolve_groups", "EnvSpec", "GroupSpec", "build_spec", "describe_env", "probe_spec",
+__all__ = ["BUILTIN_ENVS", "REGISTRY", "EnvEntry", "EnvError", "entry", "load", "magent_survivors", "make_env",
+           "make_parallel_env", "prefix_groups", "register_env", "resolve_groups", "EnvSpec", "GroupSpec", "build_spec",
+           "describe_env", "probe_spec",
            "EpisodeStat", "VecEnv"]

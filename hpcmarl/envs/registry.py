@@ -13,7 +13,7 @@ import functools
 import importlib
 import json
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,6 +71,7 @@ REGISTRY: Dict[str, EnvEntry] = {
     "target_v0": EnvEntry("hpcmarl.testing:target_env", {"agent": ["agent_*"]},
                           {}, "test task: one continuous step, reward -(a - target)^2"),
 }
+BUILTIN_ENVS = frozenset(REGISTRY)  # register_env replaces none of these unless told
 
 
 class EnvError(ValueError):
@@ -158,11 +159,10 @@ def make_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str
     return env
 
 
-@functools.lru_cache(maxsize=None)
-def _path_entry(name: str, kwargs_key: str) -> EnvEntry:
+def _probe(env, name: str) -> Tuple[Dict[str, List[str]], bool]:
+    """``(default groups by agent-name prefix, turn-based)`` of a constructed env (closed afterwards)."""
     from pettingzoo.utils.env import AECEnv
 
-    env = make_env(name, json.loads(kwargs_key))
     try:
         agents = list(env.possible_agents)
         turn_based = isinstance(env, AECEnv) and not env.metadata.get("is_parallelizable", False)
@@ -170,7 +170,12 @@ def _path_entry(name: str, kwargs_key: str) -> EnvEntry:
         env.close()
     if not agents:
         raise EnvError(f"env.name {name!r}: the env has no possible_agents")
-    groups = prefix_groups(agents)
+    return prefix_groups(agents), turn_based
+
+
+@functools.lru_cache(maxsize=None)
+def _path_entry(name: str, kwargs_key: str) -> EnvEntry:
+    groups, turn_based = _probe(make_env(name, json.loads(kwargs_key)), name)
     # one default group = all agents work towards one goal; several groups (adversaries, predators/prey) = not
     return EnvEntry(name, {g: list(a) for g, a in groups.items()}, {}, f"user environment {name}",
                     turn_based=turn_based, cooperative=len(groups) == 1)
@@ -185,6 +190,59 @@ def entry(name: str, kwargs: Optional[dict] = None) -> EnvEntry:
     if ":" not in name:
         make_env(name)  # raises the "unknown environment" error
     return _path_entry(name, json.dumps(kwargs or {}, sort_keys=True, default=str))
+
+
+def register_env(name: str, factory: Union[str, Callable], groups: Optional[Dict[str, List[str]]] = None,
+                 kwargs: Optional[dict] = None, description: str = "", replace: bool = False, **options) -> EnvEntry:
+    """Register an environment under a short name, as the built-ins are: a config's ``env.name: <name>`` then makes
+    it with ``factory(**{**kwargs, **env.kwargs})``. ``factory``: a module-level callable returning a PettingZoo
+    parallel or AEC env, or its ``"module:callable"`` path (imported when the env is first made); either way the entry
+    keeps the path. ``groups``: the default policy map (``{group: [agent names or fnmatch patterns]}``); omitted, the
+    env is made once now and its agents grouped by name prefix, ``turn_based`` and ``cooperative`` derived as for a
+    ``module:callable`` env name. ``options``: the other :class:`EnvEntry` fields (``turn_based``, ``cooperative``,
+    ``teams``, ``install``, ``survivors``). Every rank needs the entry: register it in a module the config's
+    ``plugins`` lists. Registering the same entry again is a no-op. Returns the entry.
+
+    Raises:
+        ValueError: ``name`` is empty or holds ``:`` or spaces; ``name`` is taken by another entry (a built-in
+            included) and ``replace`` is false; ``factory`` is neither a ``"module:callable"`` path nor a callable
+            reachable as one (a lambda, a nested function); an unknown option.
+    """
+    if not isinstance(name, str) or not name or ":" in name or name != "".join(name.split()):
+        raise ValueError(f"register_env: bad name {name!r} (a short name without ':' or spaces)")
+    if callable(factory):
+        path = f"{getattr(factory, '__module__', '')}:{getattr(factory, '__qualname__', '')}"
+        try:
+            same = load(path) is factory
+        except (ImportError, AttributeError, ValueError):
+            same = False
+        if not same:
+            raise ValueError(f"register_env({name!r}): {factory!r} is not reachable as 'module:callable' (define it "
+                             f"at module level, or pass its path)")
+    else:
+        path = str(factory)
+        mod, _, attr = path.partition(":")
+        if not (mod and attr and all(p.isidentifier() for p in mod.split(".")) and attr.isidentifier()):
+            raise ValueError(f"register_env({name!r}): factory {factory!r} is not a 'module:callable' path")
+    unknown = set(options) - {"turn_based", "cooperative", "teams", "install", "survivors"}
+    if unknown:
+        raise ValueError(f"register_env({name!r}): unknown option(s) {sorted(unknown)}")
+    if groups is None:
+        try:
+            env = load(path)(**(kwargs or {}))
+        except Exception as e:
+            raise EnvError(f"register_env({name!r}): making the env to find its agents raised "
+                           f"{type(e).__name__}: {e} (or pass groups=)") from None
+        found, turn_based = _probe(env, name)
+        groups = found
+        options = {"turn_based": turn_based, "cooperative": len(found) == 1, **options}
+    new = EnvEntry(path, {g: list(a) for g, a in groups.items()}, dict(kwargs or {}), description, **options)
+    old = REGISTRY.get(name)
+    if old is not None and old != new and not replace:
+        raise ValueError(f"environment {name!r} is already registered{' (built in)' if name in BUILTIN_ENVS else ''}"
+                         f": {old.factory} (pass replace=True to redefine it)")
+    REGISTRY[name] = new
+    return new
 
 
 def make_parallel_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None,

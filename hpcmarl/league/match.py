@@ -75,9 +75,10 @@ class MixturePlayer:
         return self.current(obs)
 
 
-def load_policy(source: str, group: Optional[str] = None, mixture: Optional[str] = None):
+def load_player(source: str, group: Optional[str] = None, mixture: Optional[str] = None):
     """``(Inference, attrs)`` of a pool snapshot or league checkpoint; ``(MixturePlayer factory, attrs)`` of a run
-    directory's pool ``mixture``; ``None`` for a baseline name."""
+    directory's pool ``mixture``; ``None`` for a baseline name: a ``hpcmarl match`` argument resolved (the public
+    :func:`hpcmarl.load_policy` loads a training checkpoint)."""
     if source in BASELINE_IDS:
         return None
     if os.path.isdir(source):
@@ -106,7 +107,7 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
     if episodes < 1:
         raise ValueError("--episodes must be >= 1")
     torch.manual_seed(seed)
-    la, lb = load_policy(a, group_a, mixture), load_policy(b, group_b, mixture)
+    la, lb = load_player(a, group_a, mixture), load_player(b, group_b, mixture)
     attrs_a, attrs_b = (la[1] if la else {}), (lb[1] if lb else {})
     envs = {x["env"] for x in (attrs_a, attrs_b) if x}
     if len(envs) > 1:
@@ -138,7 +139,7 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
 
 def seat_matches(name: str, a: Tuple[str, Optional[tuple]], b: Tuple[str, Optional[tuple]], episodes: int, seed: int,
                  sampled: bool, opening: int) -> dict:
-    """Simultaneous-move games: ``(source, load_policy(source))`` pairs; the saved policy ``a`` (or ``b``, when
+    """Simultaneous-move games: ``(source, load_player(source))`` pairs; the saved policy ``a`` (or ``b``, when
     ``a`` is a baseline) takes its seats, the other player the rest; win/draw/loss from ``a``'s view."""
     flip = a[1] is None
     (_, mine), (other, theirs) = (b, a) if flip else (a, b)

@@ -12,10 +12,20 @@ from dataclasses import dataclass
 
 import torch
 
-from hpcmarl.algos.base import Algorithm, Learner, register
-from hpcmarl.algos.ppo import batch_from_unrolls, gae, load_torch_state_arrays, masked_mean, torch_state_arrays
-from hpcmarl.config import ConfigError
-from hpcmarl.models import flat_params, policy_inference
+# the public API only (hpcmarl.__all__)
+from hpcmarl import (
+    Algorithm,
+    ConfigError,
+    Learner,
+    batch_from_unrolls,
+    flat_params,
+    gae,
+    load_torch_state_arrays,
+    masked_mean,
+    policy_inference,
+    register_algorithm,
+    torch_state_arrays,
+)
 
 
 @dataclass
@@ -69,10 +79,10 @@ class ReinforceLearner:
         load_torch_state_arrays(self.policies, self.opt, arrays, "cpu")
 
 
-register(Algorithm("reinforce", ReinforceConfig, ReinforceLearner), replace=True)
+register_algorithm(Algorithm("reinforce", ReinforceConfig, ReinforceLearner), replace=True)
 # the same learner, declared fit for league mode: its policy_flat is policy_inference's layout (pool snapshots are
 # rebuilt from algo.hidden/algo.layers) and it runs on the synchronous rollout flow
-register(Algorithm("reinforce_league", ReinforceConfig, ReinforceLearner, league=True), replace=True)
+register_algorithm(Algorithm("reinforce_league", ReinforceConfig, ReinforceLearner, league=True), replace=True)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/launch.py, also on ranks
 from launch import hpcmarl, mpirun, requires_mpirun  # noqa: E402
@@ -146,7 +156,7 @@ def test_plugin_declaring_league_support_trains_in_league_mode(tmp_path):
                timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(glob.glob(str(run / "pool" / "main-v*.h5"))) >= 2
-    from hpcmarl.storage import Run
+    from hpcmarl import Run
 
     t = Run(str(run))._table("league/exploitability")
     assert len(t["member"]) >= 1 and all(0 < x < 1.5 for x in t["latest"]), t  # NashConv: 0.917 for random play

@@ -25,6 +25,24 @@ def test_example_env_by_import_path_trains_on_three_ranks(tmp_path):
     assert g["return_last"] > g["return_first"] + 1.0, g  # a random walker scores about -7.5
 
 
+def test_env_registered_by_a_plugin_trains_by_its_short_name(tmp_path):
+    """examples/walk_env.py registers itself as ``walk_v0`` (``hpcmarl.register_env``): with the module in the config's
+    ``plugins`` every rank imports it before the config is read, so the short name trains under mpirun; without it
+    the name is unknown (exit 2, one line)."""
+    run = tmp_path / "walk"
+    p = mpirun(2, ["train", "configs/simple_spread_mappo.yaml", "plugins=[examples.walk_env]", "env.name=walk_v0",
+                   f"run_dir={run}", "env.num_envs=8", "algo.unroll_length=10", "train.max_updates=5",
+                   "output.progress_s=5", "runtime.timeout_s=60"], timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = hpcmarl(["inspect", str(run), "--json"])
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["env"] == "walk_v0" and list(s["groups"]) == ["walker"] and s["updates"] == 5
+    p = hpcmarl(["train", "configs/simple_spread_mappo.yaml", "env.name=walk_v0", f"run_dir={tmp_path / 'x'}"])
+    assert p.returncode == 2 and "walk_v0" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not os.path.exists(tmp_path / "x")
+
+
 @pytest.mark.parametrize("path", ["no_such_module_xyz:env", "examples.walk_env:missing", "json:loads"])
 def test_bad_env_path_exits_2_and_writes_nothing(tmp_path, path):
     run = tmp_path / "bad"

@@ -59,10 +59,12 @@ def test_every_config_field_is_described():
     rows = [r for s in sections for r in s.rows]
     assert len({r.key for r in rows}) > 100 and all(r.meaning and r.type and r.default for r in rows)
     keys = {r.key.strip("`") for r in rows}
-    for key in ("train.total_env_steps", "actors.overlap", "output.root", "algo.encoder", "algo.normalize_advantages",
-                "algo.checkpoint_replay", "league.groups.N.strategy", "league.exploitability_every", "algo.aggregation"):
+    for key in ("train.total_env_steps", "actors.overlap", "output.root", "algo.encoder",
+                "algo.normalize_advantages", "algo.checkpoint_replay", "league.groups.N.strategy",
+                "league.exploitability_every", "algo.aggregation"):
         assert key in keys
-    allowed = {r.key.strip("`"): r.allowed for s in sections for r in s.rows if s.anchor in ("learner", "league-groups")}
+    allowed = {r.key.strip("`"): r.allowed for s in sections for r in s.rows
+               if s.anchor in ("learner", "league-groups")}
     assert allowed["learner.backend"] == "`horovod`, `mpi`"
     assert "`meta_nash`" in allowed["league.groups.N.strategy"]
 

@@ -1,0 +1,190 @@
+"""Results kept as data: every benchmark records its RESULT as JSON (tools/_common.py:record), and the results pages
+and the README's headline table are rendered from those records (tools/render_results.py), never by hand."""
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+sys.path.insert(0, TOOLS)
+
+import render_results as rr  # noqa: E402
+
+import _common  # noqa: E402
+
+
+def render_into(tmp_path, records=(), readme_text=None):
+    """Render ``records`` (dicts written as results/<key>.json) into ``tmp_path``; returns ``(main's exit status,
+    {page name: text})``."""
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    results.mkdir(exist_ok=True)
+    for rec in records:
+        (results / f"{_common.record_key(rec['script'], rec['args'])}.json").write_text(json.dumps(rec))
+    readme = tmp_path / "README.md"
+    if readme_text is not None:
+        readme.write_text(readme_text)
+    status = rr.main(["--results", str(results), "--docs", str(docs), "--readme", str(readme)])
+    pages = {p.name: p.read_text() for p in docs.glob("*.md")} if docs.exists() else {}
+    if readme_text is not None:
+        pages["README.md"] = readme.read_text()
+    return status, pages
+
+
+def crafted(commit="0" * 40, args=("--seeds", "0,1"), dirty=False, **over):
+    rec = {"schema": 1, "script": "bench_throughput", "args": list(args),
+           "command": "python tools/bench_throughput.py " + " ".join(args), "commit": commit, "dirty": dirty,
+           "date": "2024-01-02T03:04:05Z",
+           "machine": {"cpu": "Test CPU <x> | y", "cores": 2, "usable_cores": 2, "memory_gib": 7.5, "os": "Linux 6",
+                       "python": "3.11.0", "torch": "2.0", "env_sps": 7654.3, "env_sps_measure": "simple_spread_v3"},
+           "result": {"raw_sps": 7650, "actor_sps": 5120, "ratio": 0.669, "within_20pct": "8/12"},
+           "result_line": "RESULT raw_sps=7650 actor_sps=5120 ratio=0.669 within_20pct=8/12",
+           "seeds": [0, 1], "per_seed": {"arm": {"return": [-55.123, None]}}, "medians": {"arm": -55.123},
+           "extra": {"window": 500, "tables": {"windows": {"columns": ["a", "b"], "rows": [[1, 2.5], [3, None]]}}}}
+    rec.update(over)
+    return rec
+
+
+def mkdocs_results_nav():
+    with open(os.path.join(ROOT, "mkdocs.yml")) as f:
+        nav = yaml.safe_load(f)["nav"]
+    section = next(item["Results"] for item in nav if isinstance(item, dict) and "Results" in item)
+    return {os.path.basename(path)[:-3]: title for entry in section for title, path in entry.items()}
+
+
+def test_pages_are_those_of_the_mkdocs_results_section():
+    nav = mkdocs_results_nav()
+    assert nav.pop("index") == "Overview"
+    assert nav == {page: title for page, (title, _) in rr.PAGES.items()}
+
+
+def result_scripts():
+    """tools/*.py that print a ``RESULT`` line (a string constant or f-string starting with it)."""
+    out = {}
+    for f in sorted(os.listdir(TOOLS)):
+        if not f.endswith(".py") or f.startswith("_"):
+            continue
+        tree = ast.parse(open(os.path.join(TOOLS, f)).read())
+        texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        if any(t.startswith("RESULT ") for t in texts):
+            out[f[:-3]] = "record" in calls
+    return out
+
+
+def test_every_benchmark_with_a_result_line_records_it_and_has_a_page():
+    scripts = result_scripts()
+    assert "bench_throughput" in scripts and "soak" in scripts and "scale_model" in scripts
+    assert {s for s, recorded in scripts.items() if not recorded} == set()
+    assert set(scripts) == set(rr.PAGE_OF)
+    for s in scripts:
+        assert s in rr.HEADLINE
+
+
+def test_committed_pages_are_up_to_date():
+    assert rr.main(["--check"]) == 0, "run: .venv/bin/python tools/render_results.py"
+
+
+def test_zero_records_render_every_page_with_its_command(tmp_path):
+    status, pages = render_into(tmp_path)
+    assert status == 0
+    assert set(pages) == {"index.md"} | {f"{p}.md" for p in rr.PAGES}
+    assert "**No record yet.**" in pages["index.md"]
+    for page, (title, scripts) in rr.PAGES.items():
+        text = pages[f"{page}.md"]
+        assert text.startswith(f"# {title}\n")
+        for s in scripts:
+            assert f"## {s}\n" in text and "**What it measures.**" in text
+            assert f".venv/bin/python tools/{s}.py" in text
+    assert "tools/bench_best_response.py runs/league_leduc" in pages["league.md"]  # its run directory argument
+    assert rr.main(["--results", str(tmp_path / "results"), "--docs", str(tmp_path / "docs"), "--readme", "",
+                    "--check"]) == 0
+
+
+def test_a_crafted_record_renders_with_its_commit_marked(tmp_path):
+    readme = "# x\n\n<!-- results:begin -->\nold table\n<!-- results:end -->\n\ntail\n"
+    status, pages = render_into(tmp_path, [crafted()], readme)
+    assert status == 0
+    key = _common.record_key("bench_throughput", ["--seeds", "0,1"])
+    page = pages["throughput.md"]
+    assert f"### `python tools/bench_throughput.py --seeds 0,1` {{#{key}}}" in page
+    assert "**from commit `0000000`** (the code has changed since)" in page  # a commit this clone does not have
+    assert "| `ratio` | 0.669 |" in page and "| `within_20pct` | 8/12 |" in page
+    assert "| arm / return | -55.12 | – |" in page  # per seed, a null shown as –
+    assert "| quantity | seed 0 | seed 1 |" in page and "| arm | -55.12 |" in page
+    assert "| 3 | – |" in page and "| window | 500 |" in page
+    assert "7,654 env steps/s" in page
+    assert "Test CPU &lt;x&gt; \\| y" in page  # record text cannot open HTML or break a table
+    assert f"(throughput.md#{key})" in pages["index.md"] and "Benchmarks without a record yet" in pages["index.md"]
+    r = pages["README.md"]
+    assert "old table" not in r and r.startswith("# x\n\n<!-- results:begin -->\n") and r.endswith("\ntail\n")
+    assert "(docs/results/throughput.md)" in r and "raw_sps 7650, actor_sps 5120, ratio 0.669" in r
+    assert "from commit `0000000`" in r
+    # deterministic: rendering again changes nothing
+    assert rr.main(["--results", str(tmp_path / "results"), "--docs", str(tmp_path / "docs"), "--readme",
+                    str(tmp_path / "README.md"), "--check"]) == 0
+
+
+def test_a_record_of_the_current_code_is_not_marked(tmp_path):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    _, pages = render_into(tmp_path, [crafted(commit=head.stdout.strip())])
+    assert f"`{head.stdout.strip()[:7]}` (the current code)" in pages["throughput.md"]
+    _, pages = render_into(tmp_path, [crafted(commit=head.stdout.strip(), dirty=True)])
+    assert "with uncommitted changes**" in pages["throughput.md"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps(crafted()).replace('"ratio": 0.669', '"ratio": NaN'), "NaN is not JSON"),
+    (json.dumps({k: v for k, v in crafted().items() if k != "commit"}), "missing field(s) commit"),
+    (json.dumps(crafted(commit="HEAD; rm -rf /")), "'commit' must be a hex commit id"),
+    (json.dumps(crafted(script="__import__('os')")), "is not a benchmark of tools/"),
+    (json.dumps(crafted(result={"x": {"y": 1}})), "'result' values must be numbers"),
+    (json.dumps(crafted(extra={"tables": {"t": {"columns": ["a"], "rows": [[1, 2]]}}})), "'extra.tables.t'"),
+    (json.dumps([1, 2]), "top level must be a JSON object"),
+])
+def test_a_malformed_record_fails_with_a_clear_message(tmp_path, capsys, content, message):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / (_common.record_key("bench_throughput", ["--seeds", "0,1"]) + ".json")).write_text(content)
+    status = rr.main(["--results", str(results), "--docs", str(tmp_path / "docs"), "--readme", ""])
+    err = capsys.readouterr().err
+    assert status == 2 and "bad record" in err and "bench_throughput--" in err and message in err, err
+    assert not (tmp_path / "docs").exists()  # nothing written
+
+
+def test_a_record_under_another_name_is_refused(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench_throughput--0000000000.json").write_text(json.dumps(crafted()))
+    assert rr.main(["--results", str(tmp_path / "results"), "--docs", str(tmp_path / "docs"), "--readme", ""]) == 2
+    assert "does not match its script and arguments" in capsys.readouterr().err
+
+
+def test_record_writes_one_file_per_script_and_arguments(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCMARL_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.delenv("HPCMARL_NO_RECORD", raising=False)
+    monkeypatch.setattr(_common, "env_speed", lambda *a, **k: 1234.5)  # the 2 s measurement, not under test here
+    script = os.path.join(TOOLS, "bench_throughput.py")
+    a = _common.record(script, ["--ranks=3", os.path.join(ROOT, "runs", "x")], "RESULT raw_sps=7650 ratio=0.5 x=nan",
+                       seeds=[0, 1], per_seed={("arm", "a"): [1.0, float("inf")]})
+    b = _common.record(script, ["--ranks", "3", "runs/x"], "RESULT raw_sps=7000 ratio=0.4 x=nan")
+    key = _common.record_key("bench_throughput", ["--ranks", "3", "runs/x"])
+    assert a == b and os.path.basename(a) == key + ".json"  # the second run replaced the first one's record
+    rec = json.load(open(b))
+    assert rec["result"] == {"raw_sps": 7000, "ratio": 0.4, "x": "nan"} and rec["args"] == ["--ranks", "3", "runs/x"]
+    assert rec["command"] == "python tools/bench_throughput.py --ranks 3 runs/x" and rec["machine"]["env_sps"] == 1234.5
+    assert len(rec["commit"]) in (7, 40) or rec["commit"] == "unknown"
+    assert rr.check_record(os.path.basename(b), rec) is rec
+    c = _common.record(script, [], "RESULT raw_sps=1", per_seed={("arm", "a"): [1.0, float("inf")]})
+    assert c != b and json.load(open(c))["per_seed"] == {"arm/a": [1.0, None]}
+    monkeypatch.setenv("HPCMARL_NO_RECORD", "1")
+    assert _common.record(script, ["--other"], "RESULT raw_sps=1") == ""
+    assert len(os.listdir(tmp_path / "results")) == 2
+    _, pages = render_into(tmp_path)
+    assert "**from commit" in pages["throughput.md"] or "(the current code)" in pages["throughput.md"]
