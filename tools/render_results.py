@@ -6,8 +6,8 @@ Every benchmark in tools/ that prints a ``RESULT`` line also writes a JSON recor
 the RESULT fields). This script reads those records as JSON only (nothing in a record is imported or evaluated) and
 writes ``docs/results/index.md`` (one row per record), one page per benchmark family (:data:`PAGES`, the Results
 section of mkdocs.yml) and the table between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md.
-A record whose commit's code (hpcmarl/, configs/, tools/, setup.py) differs from HEAD's is shown "from commit X".
-Output depends only on the records, the scripts' docstrings and the git history: the same inputs give the same bytes.
+Output depends only on the records and the scripts' docstrings: the same inputs give the same bytes. Every record shows
+the commit it was measured on.
 
     .venv/bin/python tools/render_results.py           # write what changed
     .venv/bin/python tools/render_results.py --check   # exit 1 if a rendered file is out of date (CI)
@@ -18,10 +18,9 @@ import glob
 import json
 import os
 import re
-import subprocess
 import sys
 
-from _common import CODE_PATHS, ENV_SPS_ENV, RECORD_SCHEMA, ROOT, record_key
+from _common import ENV_SPS_ENV, RECORD_SCHEMA, ROOT, record_key
 
 # page (docs/results/<page>.md) -> (title, benchmark scripts in tools/), in the order of mkdocs.yml's Results section
 PAGES = {
@@ -142,33 +141,6 @@ def load_records(results_dir: str) -> list:
 
 
 # --------------------------------------------------------------------------------------------------
-# git: is a record's code the code of HEAD?
-# --------------------------------------------------------------------------------------------------
-def _git(*args):
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-class Staleness:
-    """``stale(rec)``: the record was measured on other code than HEAD's (its commit's hpcmarl/, configs/, tools/ or
-    setup.py differ from HEAD's, the commit is not in this clone, or the tree had uncommitted changes)."""
-
-    def __init__(self):
-        self.cache = {}
-
-    def same_code(self, commit: str) -> bool:
-        if commit not in self.cache:
-            p = _git("diff", "--quiet", commit, "HEAD", "--", *CODE_PATHS) if commit != "unknown" else None
-            self.cache[commit] = p is not None and p.returncode == 0
-        return self.cache[commit]
-
-    def stale(self, rec) -> bool:
-        return rec["dirty"] or not self.same_code(rec["commit"])
-
-
-# --------------------------------------------------------------------------------------------------
 # Markdown
 # --------------------------------------------------------------------------------------------------
 def esc(text) -> str:
@@ -223,14 +195,10 @@ def short(commit: str) -> str:
     return commit[:7] if commit != "unknown" else "unknown"
 
 
-def provenance(rec, staleness, brief: bool = False) -> str:
-    """``abc1234`` or ``from commit abc1234`` (+ uncommitted changes) for a record of older or modified code."""
+def provenance(rec) -> str:
+    """The commit a record was measured on (every record shows it, so a number from older code says so)."""
     c = code(short(rec["commit"]))
-    if rec["dirty"]:
-        return f"**from commit {c} with uncommitted changes**"
-    if staleness.stale(rec):
-        return f"**from commit {c}**" + ("" if brief else " (the code has changed since)")
-    return c if brief else f"{c} (the current code)"
+    return f"{c} with uncommitted changes" if rec["dirty"] else c
 
 
 def machine_text(m: dict) -> str:
@@ -275,11 +243,11 @@ def usage(script: str, doc: str) -> str:
     return f"{PYTHON} tools/{script}.py"
 
 
-def record_section(rec, staleness) -> list:
+def record_section(rec) -> list:
     key = record_key(rec["script"], rec["args"])
     m = rec["machine"]
     out = [f"### {code(rec['command'])} {{#{key}}}", ""]
-    info = [("commit", provenance(rec, staleness)), ("date (UTC)", esc(rec["date"].replace("T", " ").rstrip("Z"))),
+    info = [("commit", provenance(rec)), ("date (UTC)", esc(rec["date"].replace("T", " ").rstrip("Z"))),
             ("machine", machine_text(m)),
             ("raw env speed", f"{env_speed(m)} env steps/s ({esc(m.get('env_sps_measure') or ENV_SPS_ENV)})"),
             ("record", code(f"results/{key}.json"))]
@@ -307,12 +275,11 @@ def record_section(rec, staleness) -> list:
     return out
 
 
-def family_page(page: str, records: list, staleness, tools_dir: str) -> str:
+def family_page(page: str, records: list, tools_dir: str) -> str:
     title, scripts = PAGES[page]
     out = [f"# {title}", "", GENERATED, "",
            "Numbers rendered from the benchmark records in `results/` (one JSON file per script and arguments; "
-           "[how records work](index.md)). A record measured on other code than the current commit's is marked "
-           "**from commit X**.", ""]
+           "[how records work](index.md)). Each record names the commit it was measured on.", ""]
     for script in scripts:
         doc = docstring(script, tools_dir)
         summary, _, rest = doc.partition("\n\n")
@@ -327,11 +294,11 @@ def family_page(page: str, records: list, staleness, tools_dir: str) -> str:
         out += ["Reproduce a record: its command below, run from the repository root with the project's Python "
                 f"(`{PYTHON}` after `make setup`).", ""]
         for rec in mine:
-            out += record_section(rec, staleness)
+            out += record_section(rec)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def index_page(records: list, staleness) -> str:
+def index_page(records: list) -> str:
     out = ["# Results", "", GENERATED, "",
            "Every benchmark in `tools/` that prints a `RESULT` line also writes a JSON record under `results/`: "
            "the command, the git commit (and whether the tree had uncommitted changes), the date (UTC), the machine "
@@ -343,8 +310,8 @@ def index_page(records: list, staleness) -> str:
            "to write them elsewhere.", "",
            "These pages and the README's headline table are rendered from the records by "
            f"`{PYTHON} tools/render_results.py` (`--check`: fail when a rendered file is out of date); nothing "
-           "here is copied by hand. A record whose commit's code (`hpcmarl/`, `configs/`, `tools/`, `setup.py`) "
-           "differs from the current commit's is marked **from commit X**.", ""]
+           "here is copied by hand. Each record names the commit it was measured on (and whether the tree had "
+           "uncommitted changes): a number from older code says so.", ""]
     if records:
         rows = []
         for page, (title, scripts) in PAGES.items():
@@ -353,7 +320,7 @@ def index_page(records: list, staleness) -> str:
                                 key=lambda r: (bool(r["args"]), r["command"])):
                     key = record_key(r["script"], r["args"])
                     rows.append([f"[{esc(title)}]({page}.md#{key})", code(script), args_text(r), headline(r),
-                                 provenance(r, staleness), esc(r["date"][:10]), env_speed(r["machine"])])
+                                 provenance(r), esc(r["date"][:10]), env_speed(r["machine"])])
         out += table(["page", "benchmark", "arguments", "headline", "commit", "date", "raw env steps/s"], rows)
     else:
         out.append("**No record yet.** Run a benchmark (each page gives its command), then re-render.")
@@ -365,7 +332,7 @@ def index_page(records: list, staleness) -> str:
     return "\n".join(out) + "\n"
 
 
-def readme_table(records: list, staleness) -> str:
+def readme_table(records: list) -> str:
     """The README's headline table: per benchmark its newest record (each row links its results page)."""
     rows = []
     for page, (title, scripts) in PAGES.items():
@@ -375,7 +342,7 @@ def readme_table(records: list, staleness) -> str:
                 continue
             r = max(mine, key=lambda r: (r["date"], r["command"]))
             rows.append([f"[{esc(title)}: `{script}`](docs/results/{page}.md)", headline(r),
-                         f"{provenance(r, staleness, brief=True)}, {esc(r['date'][:10])}", env_speed(r["machine"])])
+                         f"{provenance(r)}, {esc(r['date'][:10])}", env_speed(r["machine"])])
     if not rows:
         return ("No benchmark record yet: [docs/results](docs/results/index.md) gives each benchmark's command; "
                 "its record appears here once it has run.")
@@ -392,15 +359,14 @@ def replace_between(text: str, body: str) -> str:
 def render(results_dir: str, docs_dir: str, readme: str, tools_dir: str) -> dict:
     """``{path: content}`` of every file this script writes."""
     records = load_records(results_dir)
-    staleness = Staleness()
-    out = {os.path.join(docs_dir, "index.md"): index_page(records, staleness)}
+    out = {os.path.join(docs_dir, "index.md"): index_page(records)}
     for page in PAGES:
-        out[os.path.join(docs_dir, f"{page}.md")] = family_page(page, records, staleness, tools_dir)
+        out[os.path.join(docs_dir, f"{page}.md")] = family_page(page, records, tools_dir)
     if readme and os.path.exists(readme):
         with open(readme) as f:
             text = f.read()
         if BEGIN in text and END in text:
-            out[readme] = replace_between(text, readme_table(records, staleness))
+            out[readme] = replace_between(text, readme_table(records))
     return out
 
 

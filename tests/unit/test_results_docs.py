@@ -3,7 +3,6 @@ and the README's headline table are rendered from those records (tools/render_re
 import ast
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -105,14 +104,14 @@ def test_zero_records_render_every_page_with_its_command(tmp_path):
                     "--check"]) == 0
 
 
-def test_a_crafted_record_renders_with_its_commit_marked(tmp_path):
+def test_a_crafted_record_renders(tmp_path):
     readme = "# x\n\n<!-- results:begin -->\nold table\n<!-- results:end -->\n\ntail\n"
     status, pages = render_into(tmp_path, [crafted()], readme)
     assert status == 0
     key = _common.record_key("bench_throughput", ["--seeds", "0,1"])
     page = pages["throughput.md"]
     assert f"### `python tools/bench_throughput.py --seeds 0,1` {{#{key}}}" in page
-    assert "**from commit `0000000`** (the code has changed since)" in page  # a commit this clone does not have
+    assert "| **commit** | `0000000` |" in page
     assert "| `ratio` | 0.669 |" in page and "| `within_20pct` | 8/12 |" in page
     assert "| arm / return | -55.12 | – |" in page  # per seed, a null shown as –
     assert "| quantity | seed 0 | seed 1 |" in page and "| arm | -55.12 |" in page
@@ -123,20 +122,17 @@ def test_a_crafted_record_renders_with_its_commit_marked(tmp_path):
     r = pages["README.md"]
     assert "old table" not in r and r.startswith("# x\n\n<!-- results:begin -->\n") and r.endswith("\ntail\n")
     assert "(docs/results/throughput.md)" in r and "raw_sps 7650, actor_sps 5120, ratio 0.669" in r
-    assert "from commit `0000000`" in r
+    assert "`0000000`" in r
     # deterministic: rendering again changes nothing
     assert rr.main(["--results", str(tmp_path / "results"), "--docs", str(tmp_path / "docs"), "--readme",
                     str(tmp_path / "README.md"), "--check"]) == 0
 
 
-def test_a_record_of_the_current_code_is_not_marked(tmp_path):
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    if head.returncode != 0:
-        pytest.skip("not a git checkout")
-    _, pages = render_into(tmp_path, [crafted(commit=head.stdout.strip())])
-    assert f"`{head.stdout.strip()[:7]}` (the current code)" in pages["throughput.md"]
-    _, pages = render_into(tmp_path, [crafted(commit=head.stdout.strip(), dirty=True)])
-    assert "with uncommitted changes**" in pages["throughput.md"]
+def test_every_record_shows_its_commit(tmp_path):
+    _, pages = render_into(tmp_path, [crafted(commit="abcdef0123456789")])
+    assert "`abcdef0`" in pages["throughput.md"] and "uncommitted" not in pages["throughput.md"]
+    _, pages = render_into(tmp_path, [crafted(commit="abcdef0123456789", dirty=True)])
+    assert "`abcdef0` with uncommitted changes" in pages["throughput.md"]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -187,4 +183,5 @@ def test_record_writes_one_file_per_script_and_arguments(tmp_path, monkeypatch):
     assert _common.record(script, ["--other"], "RESULT raw_sps=1") == ""
     assert len(os.listdir(tmp_path / "results")) == 2
     _, pages = render_into(tmp_path)
-    assert "**from commit" in pages["throughput.md"] or "(the current code)" in pages["throughput.md"]
+    commit = json.load(open(c))["commit"]
+    assert f"| **commit** | `{commit[:7]}" in pages["throughput.md"]
