@@ -11,6 +11,8 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 # ranks waiting in MPI yield the core (oversubscribed ranks otherwise spin against each other)
 export OMPI_MCA_mpi_yield_when_idle := 1
+# mkdocs-material prints a banner about MkDocs 2 on every build
+export NO_MKDOCS_2_WARNING := 1
 MPIRUN ?= mpirun --bind-to none
 PYTEST_ARGS ?=
 
@@ -43,9 +45,11 @@ lint: setup
 docs-deps: setup
 	@[ -x $(BIN)/mkdocs ] || $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[docs]"
 
-# the generated reference pages (tools/docs_gen.py), then the site in site/; --strict fails on any warning
+# the generated reference pages (tools/docs_gen.py) and results pages (tools/render_results.py), then the site in
+# site/; --strict fails on any warning (a broken link or anchor, a page missing from the navigation)
 docs: docs-deps
-	@if [ -f tools/docs_gen.py ]; then $(BIN)/python tools/docs_gen.py; fi
+	$(BIN)/python tools/docs_gen.py
+	$(BIN)/python tools/render_results.py
 	$(BIN)/mkdocs build --strict
 
 docs-serve: docs-deps

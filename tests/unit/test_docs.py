@@ -171,3 +171,29 @@ def test_the_schema_check_catches_drift(specimens, monkeypatch):
         assert "ppo: file stray.h5 is not documented" in docs_specimens.check_run("ppo", specimens["ppo"])
     finally:
         os.remove(os.path.join(specimens["ppo"], "stray.h5"))
+
+
+# --------------------------------------------------------------------------------------------------
+# the README: short, and every link it holds leads somewhere in the repository
+# --------------------------------------------------------------------------------------------------
+README_MAX_BYTES = 10_240
+
+
+def local_links(markdown: str) -> List[str]:
+    """The targets of ``[text](target)`` links that are not URLs, without their ``#anchor``."""
+    import re
+
+    targets = re.findall(r"\]\(([^)\s]+)\)", markdown)
+    return [t.split("#")[0] for t in targets if "://" not in t and not t.startswith(("#", "mailto:"))]
+
+
+def test_the_link_finder_finds_links():
+    assert local_links("[a](docs/x.md#y) [b](https://e.org) [c](#top)") == ["docs/x.md"]
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    with open(os.path.join(ROOT, "README.md"), "rb") as f:
+        raw = f.read()
+    assert len(raw) <= README_MAX_BYTES, f"README.md is {len(raw)} bytes (at most {README_MAX_BYTES})"
+    missing = [t for t in local_links(raw.decode()) if t and not os.path.exists(os.path.join(ROOT, t))]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
