@@ -34,6 +34,8 @@ def launch(np_, config, overrides, timeout, log_path=None):
     if np_ > 1:
         cmd = [shutil.which("mpirun") or "mpirun", "-n", str(np_), "--bind-to", "none"] + cmd
     t0 = time.monotonic()
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
     try:
         p = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=timeout,

@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--run-dir", default=os.path.join(ROOT, "runs", "bench_learning"))
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
+    a.run_dir = os.path.abspath(a.run_dir)
 
     print(f"training MAPPO on simple_spread_v3 ({a.learners} learners + {a.np - a.learners} actors) until the "
           f"{a.window}-episode mean return reaches {a.threshold} (budget {a.max_minutes} min, {a.max_steps:,} steps); "
