@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from hpcmarl.comm.spec import META_INDEX, Record, RecordSpec
-from hpcmarl.envs import VecEnv
+from hpcmarl.envs.batched import BatchedEnv
 from hpcmarl.models import Inference
 
 
 class Sampler:
-    def __init__(self, venv: VecEnv, policy: Inference, spec: RecordSpec, T: int):
+    def __init__(self, venv: BatchedEnv, policy: Inference, spec: RecordSpec, T: int):
         self.venv, self.policy, self.spec, self.T = venv, policy, spec, T
         self.groups = venv.spec.groups
         self.finished = []  # the episodes the last collect() finished (EpisodeStat rows)
@@ -90,7 +90,7 @@ class Sampler:
 
     def in_flight(self) -> np.ndarray:
         """Length so far of each env copy's unfinished episode (discarded if the run stops now)."""
-        return self.venv._ep_len.copy()
+        return self.venv.episode_lengths()
 
 
 class TrajectoryCollector:
@@ -103,7 +103,7 @@ class TrajectoryCollector:
 
     MAX_STEPS = 100_000
 
-    def __init__(self, venv: VecEnv, policy: Inference, horizon: int, delay_s: float = 0.0):
+    def __init__(self, venv: BatchedEnv, policy: Inference, horizon: int, delay_s: float = 0.0):
         self.venv, self.policy, self.horizon, self.delay_s = venv, policy, horizon, delay_s
         self.groups = venv.spec.groups
         self.first = True

@@ -17,11 +17,11 @@ automatically; their finished episodes are returned as :class:`EpisodeStat` rows
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seed
 from hpcmarl.envs.registry import make_parallel_env
 from hpcmarl.envs.spec import build_spec
 
@@ -29,13 +29,6 @@ from hpcmarl.envs.spec import build_spec
 # --------------------------------------------------------------------------------------------------
 # vectorised wrapper
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class EpisodeStat:
-    env: int
-    length: int
-    returns: Dict[str, float]  # per group: summed over the group's agents
-
-
 def env_error(name: str, i: int, what: str, exc: Exception, on_error: str, errors: int, max_errors: int) -> int:
     """``actors.env_errors`` for env copy ``i`` of one actor that raised in ``what``: "abort" re-raises; "reset" logs
     (the first error with its traceback, later ones one line each) and returns the new error count, unless that
@@ -65,23 +58,18 @@ def replace_copy(envs: list, i: int, make: Callable) -> None:
     envs[i] = make()
 
 
-def episode_seed(seed: int, n: int) -> int:
-    """The ``n``-th episode seed of the stream of ``seed`` (independent across seeds and counters)."""
-    return int(np.random.SeedSequence([int(seed) % 2 ** 63, int(n)]).generate_state(1)[0] % 2 ** 31)
-
-
-class VecEnv:
-    """``num_envs`` copies of one environment with array in/out and automatic reset."""
+class VecEnv(BatchedEnv):
+    """``num_envs`` PettingZoo copies stepped one by one in Python: the per-copy :class:`BatchedEnv`."""
 
     def __init__(self, name: str, num_envs: int, seed: int, kwargs=None, policy_map=None,
                  obs_transform: Optional[Callable] = None, with_state: bool = False, render_mode: Optional[str] = None,
                  reward_scale: float = 1.0, on_error: str = "abort", max_errors: int = 0):
+        super().__init__()
         self._make = lambda: make_parallel_env(name, kwargs, render_mode)
         self.envs = [self._make() for _ in range(num_envs)]
         # on_error "reset": an exception from one copy's step()/reset() re-creates that copy and discards its
         # episode (counted in self.errors; more than max_errors ends the run), "abort": it propagates
         self.on_error, self.max_errors, self.errors = on_error, int(max_errors), 0
-        self.failed: List[int] = []  # the copies that raised during the last step (their episodes were discarded)
         self.spec = build_spec(self.envs[0], name, policy_map, with_state)
         self.num_envs = num_envs
         self.seed = seed
@@ -174,10 +162,6 @@ class VecEnv:
             self._reset_one(i)
         return self.obs
 
-    def seeds_state(self) -> np.ndarray:
-        """``[E + 2]``: the seed each copy's current episode started from, the stream's seed, the reset counter."""
-        return np.append(self.episode_seeds, [self.seed, self.resets])
-
     def restore_seeds(self, state: np.ndarray) -> None:
         """Restart every copy's current episode from its seed in ``state`` (:meth:`seeds_state`) and continue the
         stream from its counter: where the episodes had just started (an unroll ended with every episode, as with
@@ -245,6 +229,9 @@ class VecEnv:
                 finished.append(EpisodeStat(i, int(self._ep_len[i]), {g: float(v[i]) for g, v in self._ep_ret.items()}))
                 self._reset_one(i)
         return rew, term, trunc, finished
+
+    def episode_lengths(self) -> np.ndarray:
+        return self._ep_len.copy()
 
     def close(self):
         for env in self.envs:

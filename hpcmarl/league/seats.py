@@ -376,6 +376,9 @@ class SeatVecEnv:
     def _final(self, o: np.ndarray) -> np.ndarray:
         return o if self.obs_transform is None else self.obs_transform(o)
 
+    def episode_lengths(self) -> np.ndarray:
+        return self._ep_len.copy()
+
     def close(self):
         for env in self.envs:
             env.close()

@@ -1,0 +1,98 @@
+"""The batched-environment interface: ``E`` copies of one multi-agent environment stepped in one call, arrays in and
+arrays out (no MPI).
+
+Actors, the serial mode, ``evaluate`` and the profiler see only this interface. :class:`hpcmarl.envs.vec.VecEnv`
+implements it by stepping PettingZoo copies one by one in Python; the JaxMARL and VMAS adapters
+(``hpcmarl.envs.jaxmarl``, ``hpcmarl.envs.vmas``) implement it with one jitted / torch-batched call over all copies.
+
+Arrays, per policy group ``g`` of :attr:`spec` (``n_g`` agents in the spec's fixed order), updated in place:
+
+    obs[g]         float32 [E, n_g, obs_dim_g]   the observation each agent acts on next (zeros: not alive)
+    alive[g]       bool    [E, n_g]              the agent acts this step
+    action_mask[g] bool    [E, n_g, mask_dim_g]  legal actions (all True where the env has no masks)
+    state          float32 [E, state_dim] | None the global state (centralized critics, QMIX's mixer)
+    final_obs[g]   float32 [E, n_g, obs_dim_g]   after step(): last observations of agents the step truncated
+    final_state    float32 [E, state_dim] | None after step(): last global state of copies the step truncated
+
+``step(actions)`` takes per-group actions ``[E, n_g]`` (discrete) or ``[E, n_g, act_dim]`` (continuous) and returns
+``(reward, terminated, truncated, finished)``: per-group ``[E, n_g]`` arrays and the :class:`EpisodeStat` rows of
+the episodes the step ended. A copy whose episode ended is reset at once (``obs`` then holds its next episode's first
+observation). Every episode starts from an explicit seed, the ``resets``-th of the stream of ``seed``
+(:func:`episode_seed`), so :meth:`seeds_state` / :meth:`restore_seeds` make the env side of a resume exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from hpcmarl.envs.spec import EnvSpec
+
+Arrays = Dict[str, np.ndarray]
+
+
+@dataclass
+class EpisodeStat:
+    env: int
+    length: int
+    returns: Dict[str, float]  # per group: summed over the group's agents
+
+
+def episode_seed(seed: int, n: int) -> int:
+    """The ``n``-th episode seed of the stream of ``seed`` (independent across seeds and counters)."""
+    return int(np.random.SeedSequence([int(seed) % 2 ** 63, int(n)]).generate_state(1)[0] % 2 ** 31)
+
+
+def episode_seeds(seed: int, first: int, count: int) -> np.ndarray:
+    """``count`` consecutive episode seeds of the stream of ``seed``, from the ``first``-th."""
+    return np.array([episode_seed(seed, first + k) for k in range(count)], np.int64)
+
+
+class BatchedEnv:
+    """Base of every batched environment (see the module docstring for the arrays and their shapes).
+
+    Subclasses set :attr:`spec`, :attr:`num_envs`, :attr:`seed`, :attr:`resets`, :attr:`episode_seeds`, the arrays,
+    :attr:`errors` (env errors so far; copies re-created under ``actors.env_errors: reset``) and :attr:`failed` (the
+    copies that raised during the last step), and implement :meth:`reset`, :meth:`step`, :meth:`restore_seeds`,
+    :meth:`episode_lengths` and :meth:`close`.
+    """
+
+    spec: EnvSpec
+    num_envs: int
+    seed: int
+    resets: int = 0
+    errors: int = 0
+    obs: Arrays
+    alive: Arrays
+    action_mask: Arrays
+    final_obs: Arrays
+    state: Optional[np.ndarray] = None
+    final_state: Optional[np.ndarray] = None
+
+    def __init__(self):
+        self.failed: List[int] = []
+
+    def reset(self, reseed: bool = True) -> Arrays:
+        """Reset every copy with the next seeds of the stream of :attr:`seed` (from its start with ``reseed``, so
+        the same seed gives the same episodes); returns :attr:`obs`."""
+        raise NotImplementedError
+
+    def step(self, actions: Arrays) -> Tuple[Arrays, Arrays, Arrays, List[EpisodeStat]]:
+        raise NotImplementedError
+
+    def seeds_state(self) -> np.ndarray:
+        """``[E + 2]``: the seed each copy's current episode started from, the stream's seed, the reset counter."""
+        return np.append(np.asarray(self.episode_seeds, np.int64), [self.seed, self.resets])
+
+    def restore_seeds(self, state: np.ndarray) -> None:
+        """Restart every copy's current episode from its seed in ``state`` (:meth:`seeds_state`) and continue the
+        stream from its counter."""
+        raise NotImplementedError
+
+    def episode_lengths(self) -> np.ndarray:
+        """``[E]``: steps so far of each copy's unfinished episode (discarded if the run stops now)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
