@@ -1,5 +1,6 @@
 """Environments: the registry and user env paths (:mod:`.registry`), specs (:mod:`.spec`), batched environments
-(:mod:`.batched`: the interface; :mod:`.vec`: PettingZoo copies one by one) and adapters for Gymnasium multi-agent suites (:mod:`.adapters`). Nothing here imports MPI."""
+(:mod:`.batched`: the interface; :mod:`.vec`: PettingZoo copies one by one) and adapters for Gymnasium multi-agent
+suites (:mod:`.adapters`). Nothing here imports MPI."""
 from hpcmarl.envs.batched import BatchedEnv, EpisodeStat
 from hpcmarl.envs.registry import (
     BUILTIN_ENVS,
