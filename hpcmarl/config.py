@@ -235,7 +235,7 @@ def derive(cfg: Config) -> Dict[str, Any]:
     if getattr(p, "reward", None) == "auto":
         put(p, "reward", "algo.reward", "team" if entry.cooperative else "individual")
     if base.get(p.name).needs_episode_limit and getattr(p, "episode_limit", None) == 0:
-        limit = {**entry.kwargs, **cfg.env.kwargs}.get("max_cycles")
+        limit = {**entry.kwargs, **cfg.env.kwargs}.get("max_cycles") or entry.episode_limit
         if isinstance(limit, int) and limit >= 1:
             put(p, "episode_limit", "algo.episode_limit", limit)
     lg = cfg.league
