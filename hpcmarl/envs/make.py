@@ -14,6 +14,8 @@ import importlib
 import json
 from typing import Callable, List, Optional
 
+import numpy as np
+
 from hpcmarl.envs.batched import BatchedEnv
 from hpcmarl.envs.registry import BATCHED, BATCHED_EXTRAS, EnvEntry, EnvError, batched_prefix
 from hpcmarl.envs.registry import entry as registry_entry
@@ -82,7 +84,7 @@ def describe_env(name: str, kwargs=None, policy_map=None) -> List[str]:
     lines = [f"{name}: batched {batched_prefix(name)} env, {state}"]
     for g in s.groups:
         act = (f"Discrete({g.n_actions})" if g.discrete
-               else f"Box({g.act_dim}) in [{g.act_low.min():g}, {g.act_high.max():g}]")
+               else f"Box({g.act_dim}) in [{np.min(g.act_low):g}, {np.max(g.act_high):g}]")
         lines.append(f"group {g.name}: {g.n} agent(s) {g.agents}, obs {g.obs_shape}, actions {act}")
     return lines
 

@@ -89,6 +89,9 @@ def test_step_shapes_dtypes_and_truncation_at_the_time_limit():
     assert np.abs(venv.final_obs["agent"]).sum(-1).all()  # every truncated agent kept its final observation
     assert not np.array_equal(venv.final_obs["agent"], venv.obs["agent"])  # obs: the next episode's first
     final = venv.final_obs["agent"].copy()
+    assert venv.alive["agent"].all() and np.abs(venv.obs["agent"]).sum(-1).all()  # the next episodes, started
+    # the k-th copy to end took the stream's k-th next seed (all ended at once: in index order)
+    np.testing.assert_array_equal(venv.seeds_state()[:E], episode_seeds(0, E, E))
     np.testing.assert_array_equal(venv.episode_lengths(), np.zeros(E))
     assert venv.seeds_state()[-1] == 2 * E  # E first episodes + E resets
     play(venv, 1)
@@ -142,6 +145,8 @@ def test_smax_masks_dead_units_and_state(smax):
             assert not venv.obs["ally"][i, j].any() and venv.action_mask["ally"][i, j].all()
         dead = ~before
         assert not r["ally"][dead].any() and not te["ally"][dead].any()  # a dead unit neither earns nor ends
+        for ep in fin:  # a battle won or lost before the time limit (100 steps) is terminated, not truncated
+            assert ep.length < 100 and not tr["ally"][ep.env].any() and te["ally"][ep.env][before[ep.env]].all()
         if died and ended:
             break
     assert died and ended
