@@ -15,24 +15,31 @@ export OMPI_MCA_mpi_yield_when_idle := 1
 export NO_MKDOCS_2_WARNING := 1
 MPIRUN ?= mpirun --bind-to none
 PYTEST_ARGS ?=
+# setup.py extras to install too (a comma list): `make setup EXTRAS=jax,vmas` adds the batched simulators
+EXTRAS ?=
+# the tests run with the batched simulators installed (their tests fail rather than skip when these are listed)
+TEST_EXTRAS ?= jax,vmas
 
 .PHONY: setup demo test test-unit test-mpi bench clean-runs lint docs docs-deps docs-serve results-docs
 
 setup:
-	@bash tools/bootstrap.sh
+	@EXTRAS="$(EXTRAS)" bash tools/bootstrap.sh
 
 demo: setup
 	$(MPIRUN) -n $(NP) $(BIN)/hpcmarl train configs/demo.yaml --fresh
 	$(BIN)/hpcmarl inspect runs/demo
 
+# the test targets set up with TEST_EXTRAS too (a target-specific EXTRAS reaches the setup prerequisite)
+test test-unit test-mpi: EXTRAS = $(TEST_EXTRAS)
+
 test: setup
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	HPCMARL_EXTRAS=$(EXTRAS) $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-unit: setup
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	HPCMARL_EXTRAS=$(EXTRAS) $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test-mpi: setup
-	$(BIN)/python -m pytest tests/mpi tests/e2e $(PYTEST_ARGS)
+	HPCMARL_EXTRAS=$(EXTRAS) $(BIN)/python -m pytest tests/mpi tests/e2e $(PYTEST_ARGS)
 
 clean-runs:
 	rm -rf runs

@@ -31,6 +31,10 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2"],
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],  # make docs / make docs-serve
         "lint": ["ruff==0.17.6"],  # make lint; pinned so every checkout lints alike (.pre-commit-config.yaml too)
+        # batched simulators (docs/environments/batched.md): env.name jaxmarl:<env> / vmas:<scenario>;
+        # make setup EXTRAS=jax,vmas installs them next to the CPU torch (tools/bootstrap.sh keeps it)
+        "jax": ["jax>=0.4.30", "jaxmarl>=0.2"],
+        "vmas": ["vmas>=1.5"],
     },
     entry_points={"console_scripts": ["hpcmarl=hpcmarl.cli:main"]},
 )

@@ -15,7 +15,7 @@ from hpcmarl.algos.base import rnn_hidden, uses_state
 from hpcmarl.algos.nigt import trajectory_gradients
 from hpcmarl.comm.spec import GRAD_INDEX, unroll_spec
 from hpcmarl.config import delay_factors
-from hpcmarl.envs import VecEnv
+from hpcmarl.envs import BatchedEnv, make_batched_env
 from hpcmarl.models import make_inference
 from hpcmarl.sampler import Sampler, TrajectoryCollector
 
@@ -26,16 +26,18 @@ def actor_seed(base: int, actor_index: int, start_update: int) -> int:
     return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
 
 
-def make_venv(ctx, actor_index: int, seed: int) -> VecEnv:
-    """The actor's env copies, with its variant from ``actors.variants`` (obs/reward scale, env kwargs)."""
+def make_venv(ctx, actor_index: int, seed: int) -> BatchedEnv:
+    """The actor's env copies (PettingZoo copies, or a batched simulator's for a ``jaxmarl:``/``vmas:`` name), with
+    its variant from ``actors.variants`` (obs/reward scale, env kwargs)."""
     cfg = ctx.cfg
     variants = cfg.actors.variants
     v = variants[actor_index % len(variants)] if variants else {}
     scale = float(v.get("obs_scale", 1.0))
-    return VecEnv(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})}, cfg.policy_map,
-                  obs_transform=(lambda o: o * scale) if scale != 1.0 else None, with_state=uses_state(cfg.algo),
-                  reward_scale=float(v.get("reward_scale", 1.0)), on_error=cfg.actors.env_errors,
-                  max_errors=cfg.actors.max_env_errors)
+    return make_batched_env(cfg.env.name, cfg.env.num_envs, seed, {**cfg.env.kwargs, **v.get("env_kwargs", {})},
+                            cfg.policy_map, with_state=uses_state(cfg.algo),
+                            obs_transform=(lambda o: o * scale) if scale != 1.0 else None,
+                            reward_scale=float(v.get("reward_scale", 1.0)), on_error=cfg.actors.env_errors,
+                            max_errors=cfg.actors.max_env_errors)
 
 
 def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):

@@ -26,9 +26,10 @@ from hpcmarl.typedconfig import ConfigError, _build, apply_overrides, check, par
 class EnvConfig:
     """The environment every actor steps (``num_envs`` copies each)."""
 
-    name: str = "simple_spread_v3"  # registered environment (see `hpcmarl.envs.REGISTRY`)
+    name: str = "simple_spread_v3"  # registered environment (see `hpcmarl.envs.REGISTRY`), `module:callable`, or a
+    # batched simulator's `jaxmarl:<env id>` / `vmas:<scenario>` (docs/environments/batched.md)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to the env constructor
-    num_envs: int = 8  # environment copies stepped together by each actor
+    num_envs: int = 8  # environment copies stepped together by each actor (one batched call for jaxmarl:/vmas:)
 
 
 @dataclass
@@ -235,7 +236,7 @@ def derive(cfg: Config) -> Dict[str, Any]:
     if getattr(p, "reward", None) == "auto":
         put(p, "reward", "algo.reward", "team" if entry.cooperative else "individual")
     if base.get(p.name).needs_episode_limit and getattr(p, "episode_limit", None) == 0:
-        limit = {**entry.kwargs, **cfg.env.kwargs}.get("max_cycles")
+        limit = {**entry.kwargs, **cfg.env.kwargs}.get("max_cycles") or entry.episode_limit
         if isinstance(limit, int) and limit >= 1:
             put(p, "episode_limit", "algo.episode_limit", limit)
     lg = cfg.league

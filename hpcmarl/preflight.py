@@ -90,13 +90,16 @@ def probe_learner(cfg: Config):
     Raises:
         PreflightError: the env cannot be built, or the algorithm does not suit it (one line).
     """
-    from hpcmarl.envs import EnvError, make_env, probe_spec
+    from hpcmarl.envs import EnvError, is_batched, make_env, probe_spec
 
     algo = algos.get(cfg.algo.name)
     try:
         builds = not cfg.league.enabled and algo.learner is not None
         if not builds and algo.discrete and algo.continuous:
-            make_env(cfg.env.name, cfg.env.kwargs).close()
+            if is_batched(cfg.env.name):
+                probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+            else:
+                make_env(cfg.env.name, cfg.env.kwargs).close()
             return None
         spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map, builds and uses_state(cfg.algo))
         check_action_kinds(cfg, algo, spec)

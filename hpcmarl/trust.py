@@ -15,7 +15,8 @@ before ``gym.make`` sees a ``module:EnvId`` id). An import is allowed when the p
   that builds an algorithm from a file (a checkpoint's stored config); the other analysis commands build neither;
 - in Python: :func:`allow` or :func:`allowing`.
 
-Registered environments (:data:`hpcmarl.envs.REGISTRY`) and built-in algorithms need nothing. Anything else raises
+Registered environments (:data:`hpcmarl.envs.REGISTRY`), batched simulators' environments (``jaxmarl:<env>``,
+``vmas:<scenario>``: hpcmarl's own adapters) and built-in algorithms need nothing. Anything else raises
 :class:`NotAllowed` (a ``ValueError``: the CLI prints its one line and exits 2) before any module is imported.
 """
 from __future__ import annotations

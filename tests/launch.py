@@ -63,3 +63,17 @@ def hpcmarl(args, timeout=120, env=None):
 
 requires_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
                                      reason="mpirun not installed (make test installs it)")
+
+
+def require_extra(module: str, extra: str):
+    """Import ``module`` of the setup.py extra ``extra`` (``pip install -e ".[extra]"``); skip the test when it is
+    missing, unless ``HPCMARL_EXTRAS`` (set by ``make test``, whose setup installs them) lists the extra: there a
+    missing package fails the test instead of skipping it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if extra in os.environ.get("HPCMARL_EXTRAS", "").split(","):
+            raise
+        pytest.skip(f"{module} not installed (pip install -e \".[{extra}]\", or make setup EXTRAS={extra})")

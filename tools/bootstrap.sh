@@ -4,8 +4,11 @@
 #   2. a virtualenv at .venv/ with torch==2.13.0 (CPU wheel) and the Python dependencies;
 #   3. Horovod 0.28.1 built from its PyPI source with PyTorch + MPI support. The wheel is cached in
 #      $HPCMARL_WHEEL_CACHE (default ~/.cache/hpcmarl/wheels) so fresh clones reuse it;
-#   4. hpcmarl itself, editable, with the test extras (built with the venv's setuptools: --no-build-isolation).
-# A stamp file records the inputs; a second run with the same inputs does nothing.
+#   4. hpcmarl itself, editable, with the test extras and those EXTRAS names (built with the venv's setuptools:
+#      --no-build-isolation; torch held at the version of step 2 by a constraint).
+# EXTRAS: a comma list of setup.py extras to install too (`make setup EXTRAS=jax,vmas`: the batched simulators).
+# A stamp file records the inputs and the extras installed; a second run with the same inputs (or with extras
+# already installed) does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -15,7 +18,21 @@ HVD_VERSION=0.28.1
 TORCH_VERSION=2.13.0
 STAMP="$VENV/.hpcmarl-bootstrap"
 want="$(cat setup.py pyproject.toml tools/bootstrap.sh | sha1sum | cut -c1-16)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/hpcmarl" ]; then
+# EXTRAS normalised: sorted, unique, comma-separated; each one an extra of setup.py
+EXTRAS="$(printf '%s' "${EXTRAS:-}" | tr ', ' '\n\n' | sed '/^$/d' | sort -u | paste -sd, -)"
+for x in ${EXTRAS//,/ }; do
+  if ! grep -q "^ *\"$x\": \[" setup.py; then
+    echo "bootstrap: EXTRAS names $x, which is not an extra of setup.py" >&2; exit 2
+  fi
+done
+# the stamp: line 1 the inputs' hash, line 2 the extras installed with them
+have_hash="$(sed -n 1p "$STAMP" 2>/dev/null || true)"
+have_extras="$(sed -n 2p "$STAMP" 2>/dev/null || true)"
+missing=""
+for x in ${EXTRAS//,/ }; do
+  case ",$have_extras," in *",$x,"*) ;; *) missing="$missing $x";; esac
+done
+if [ "$have_hash" = "$want" ] && [ -z "$missing" ] && [ -x "$VENV/bin/hpcmarl" ]; then
   exit 0
 fi
 log() { printf '[bootstrap] %s\n' "$*"; }
@@ -74,12 +91,26 @@ WRAP
 fi
 
 # -- 4. hpcmarl ---------------------------------------------------------------------------------
-log "installing hpcmarl (editable) with test extras"
+# extras installed before with these same inputs stay installed (and recorded): EXTRAS adds, never removes
+if [ "$have_hash" = "$want" ]; then
+  EXTRAS="$(printf '%s' "$have_extras,$EXTRAS" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
+fi
+log "installing hpcmarl (editable) with the extras test${EXTRAS:+,$EXTRAS}"
+# torch stays the CPU build of step 2: a constraint file pins it (an extra that requires torch, such as vmas,
+# is satisfied by it instead of pulling another build), and the check after the install says so if it moved
+torch_before="$("$VPY" -c 'import torch; print(torch.__version__)')"
+constraints=$(mktemp)
+echo "torch==$TORCH_VERSION" > "$constraints"
 # --no-build-isolation: build with the setuptools and wheel installed above; otherwise pip would download the
 # pyproject.toml build requirements into a throw-away environment on every install.
-pip_i --no-build-isolation -e ".[test]"
+pip_i --no-build-isolation -c "$constraints" -e ".[test${EXTRAS:+,$EXTRAS}]"
+rm -f "$constraints"
+torch_after="$("$VPY" -c 'import torch; print(torch.__version__)')"
+if [ "$torch_after" != "$torch_before" ]; then
+  echo "bootstrap: installing the extras ($EXTRAS) replaced torch $torch_before with $torch_after" >&2; exit 1
+fi
 # magent2 (battle_v4, league mode's two-team game) without its pygame-ce requirement: pygame-ce and pygame
 # (which mpe2 renders with) install the same `pygame` package; magent2 only needs pygame to render.
 pip_i --no-deps "magent2==0.3.4"
-echo "$want" > "$STAMP"
+printf '%s\n%s\n' "$want" "$EXTRAS" > "$STAMP"
 log "done: $("$VPY" -c 'import torch, mpi4py, h5py, horovod; print("torch", torch.__version__, "mpi4py", mpi4py.__version__, "h5py", h5py.__version__, "horovod", horovod.__version__)')"

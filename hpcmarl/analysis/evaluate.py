@@ -16,7 +16,7 @@ import yaml
 
 from hpcmarl import trust
 from hpcmarl.config import from_dict
-from hpcmarl.envs import VecEnv, probe_spec
+from hpcmarl.envs import VecEnv, is_batched, make_batched_env, probe_spec
 from hpcmarl.models import Inference, make_inference
 from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
 
@@ -78,7 +78,7 @@ def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = F
 def _evaluate(ckpt: str, cfg, policy: Inference, episodes: int, seed: int, greedy: bool, num_envs: int,
               render_gif: Optional[str]) -> Dict:
     torch.manual_seed(seed)
-    venv = VecEnv(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)
+    venv = make_batched_env(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)
     venv.reset()
     groups = [g.name for g in venv.spec.groups]
     returns: Dict[str, List[float]] = {g: [] for g in groups}
@@ -110,6 +110,9 @@ def render_episode(cfg, policy: Inference, path: str, seed: int, greedy: bool) -
     """Play one episode with ``render_mode='rgb_array'`` and write its frames as a GIF."""
     from PIL import Image
 
+    if is_batched(cfg.env.name):
+        raise StorageError(f"{cfg.env.name}: --render-gif renders PettingZoo environments; a batched environment has "
+                           f"no render() here")
     venv = VecEnv(cfg.env.name, 1, seed, cfg.env.kwargs, cfg.policy_map, render_mode="rgb_array")
     env = venv.envs[0]
     venv.reset()

@@ -233,8 +233,10 @@ def env_family(env: str) -> str:
     """``simple_spread_v3`` -> ``mpe``, ``pursuit_v5`` -> ``sisl``: the package family of a registered
     environment (marl-eval's "environment name"); the env name itself is the task."""
     try:
-        from hpcmarl.envs import REGISTRY
+        from hpcmarl.envs import BATCHED, REGISTRY
 
+        if env.partition(":")[0] in BATCHED:  # jaxmarl:MPE_simple_spread_v3 -> jaxmarl
+            return env.partition(":")[0]
         factory = REGISTRY[env].factory
     except Exception:
         return "pettingzoo"

@@ -45,8 +45,43 @@ def episode_seed(seed: int, n: int) -> int:
 
 
 def episode_seeds(seed: int, first: int, count: int) -> np.ndarray:
-    """``count`` consecutive episode seeds of the stream of ``seed``, from the ``first``-th."""
+    """``count`` consecutive episode seeds of the stream of ``seed``, from the ``first``-th (the same numbers as
+    :func:`episode_seed`; computed for all at once where ``seed`` and the counters fit 32 bits: a batched env
+    resetting thousands of copies in one step asks for thousands)."""
+    s = int(seed) % 2 ** 63
+    if count > 0 and s < 2 ** 32 and 0 <= first and first + count <= 2 ** 32:
+        return _seed_sequence_words(s, np.arange(first, first + count, dtype=np.uint64))
     return np.array([episode_seed(seed, first + k) for k in range(count)], np.int64)
+
+
+def _seed_sequence_words(seed: int, ns: np.ndarray) -> np.ndarray:
+    """``SeedSequence([seed, n]).generate_state(1)[0] % 2**31`` for every ``n`` of ``ns`` (``seed`` and ``ns`` below
+    2**32: one 32-bit entropy word each), vectorised: numpy's SeedSequence hash (pool of 4 words) in uint64
+    arithmetic masked to 32 bits. tests/unit/test_batched_jax.py checks it against SeedSequence."""
+    m32, sh = np.uint64(0xFFFFFFFF), np.uint64(16)
+    hash_a = 0x43B0D7E5
+
+    def hashmix(v):
+        nonlocal hash_a
+        v = (v ^ np.uint64(hash_a)) & m32
+        hash_a = (hash_a * 0x931E8875) & 0xFFFFFFFF
+        v = (v * np.uint64(hash_a)) & m32
+        return v ^ (v >> sh)
+
+    def mix(x, y):
+        r = (np.uint64(0xCA01F9DD) * x - np.uint64(0x4973F715) * y) & m32
+        return r ^ (r >> sh)
+
+    zero = np.zeros_like(ns)
+    pool = [hashmix(w) for w in (np.full_like(ns, seed), ns, zero, zero)]
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                pool[j] = mix(pool[j], hashmix(pool[i]))
+    hash_b = 0x8B51F9DD
+    v = (pool[0] ^ np.uint64(hash_b)) & m32
+    v = (v * np.uint64((hash_b * 0x58F38DED) & 0xFFFFFFFF)) & m32
+    return ((v ^ (v >> sh)) % np.uint64(2 ** 31)).astype(np.int64)
 
 
 class BatchedEnv:

@@ -4,7 +4,8 @@ A registered name maps to an :class:`EnvEntry` (factory path, default policy map
 league mode needs to know about the game); any other ``"module:callable"`` returning a PettingZoo parallel or AEC env
 is an environment too (:func:`entry` probes it once: groups by agent-name prefix), imported only when the person
 named it (:mod:`hpcmarl.trust`: their config file or ``--env-import``; a path read from a file is refused before any
-import).
+import). The reserved prefixes ``jaxmarl:`` and ``vmas:`` (:data:`BATCHED`) name batched simulators' environments
+instead: they count as registered (no trust needed) and are built by :mod:`hpcmarl.envs.make`, never here.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class EnvEntry:
     teams: Dict[str, List[str]] = field(default_factory=dict)  # sides of a team game (agent names or patterns)
     install: str = ""  # how to get the package the factory imports, when it is not a dependency of hpcmarl
     survivors: str = ""  # "module:callable(env) -> {team: agents alive}": the team with more left wins (league)
+    episode_limit: int = 0  # the longest episode, where no max_cycles argument says it (batched envs' time limit)
 
 
 REGISTRY: Dict[str, EnvEntry] = {
@@ -72,6 +74,25 @@ REGISTRY: Dict[str, EnvEntry] = {
                           {}, "test task: one continuous step, reward -(a - target)^2"),
 }
 BUILTIN_ENVS = frozenset(REGISTRY)  # register_env replaces none of these unless told
+
+# reserved prefixes: "<prefix>:<task>" names a batched simulator's environment (the adapter class of the module,
+# imported by hpcmarl.envs.make when the env is first built), resolved before the "module:callable" path rule and,
+# like the registered names, built without --env-import (hpcmarl.trust): the adapter is hpcmarl's own code
+BATCHED = {"jaxmarl": "hpcmarl.envs.jaxmarl:JaxMarlEnv", "vmas": "hpcmarl.envs.vmas:VmasEnv"}
+BATCHED_EXTRAS = {"jaxmarl": "jax", "vmas": "vmas"}  # the setup.py extra that installs each simulator
+
+
+def batched_prefix(name: str) -> Optional[str]:
+    """The reserved prefix of a batched env name (``"jaxmarl"`` for ``"jaxmarl:MPE_simple_spread_v3"``), else None."""
+    prefix, sep, _ = str(name).partition(":")
+    return prefix if sep and prefix in BATCHED else None
+
+
+def _refuse_batched(name: str) -> None:
+    prefix = batched_prefix(name)
+    if prefix is not None:
+        raise EnvError(f"env.name {name!r}: a batched {prefix} environment has no PettingZoo object, which this needs "
+                       f"(league mode, match, exploitability and --render-gif play PettingZoo environments)")
 
 
 class EnvError(ValueError):
@@ -134,7 +155,8 @@ def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
 
 def make_env(name: str, kwargs: Optional[dict] = None, render_mode: Optional[str] = None):
     """Construct one PettingZoo environment (AEC or parallel, as the library returns it) by registry name or by
-    ``"module:callable"`` path."""
+    ``"module:callable"`` path (a batched env name, ``jaxmarl:``/``vmas:``, raises: :mod:`hpcmarl.envs.make`)."""
+    _refuse_batched(name)
     entry = REGISTRY.get(name)
     if entry is None and ":" not in name:
         raise EnvError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))}; or 'module:callable' "
@@ -187,6 +209,7 @@ def entry(name: str, kwargs: Optional[dict] = None) -> EnvEntry:
     when it has one group). Raises :class:`EnvError` with a one-line message naming the path."""
     if name in REGISTRY:
         return REGISTRY[name]
+    _refuse_batched(name)  # hpcmarl.envs.entry (hpcmarl.envs.make) answers for batched envs
     if ":" not in name:
         make_env(name)  # raises the "unknown environment" error
     return _path_entry(name, json.dumps(kwargs or {}, sort_keys=True, default=str))
@@ -200,8 +223,8 @@ def register_env(name: str, factory: Union[str, Callable], groups: Optional[Dict
     keeps the path. ``groups``: the default policy map (``{group: [agent names or fnmatch patterns]}``); omitted, the
     env is made once now and its agents grouped by name prefix, ``turn_based`` and ``cooperative`` derived as for a
     ``module:callable`` env name. ``options``: the other :class:`EnvEntry` fields (``turn_based``, ``cooperative``,
-    ``teams``, ``install``, ``survivors``). Every rank needs the entry: register it in a module the config's
-    ``plugins`` lists. Registering the same entry again is a no-op. Returns the entry.
+    ``teams``, ``install``, ``survivors``, ``episode_limit``). Every rank needs the entry: register it in a module the
+    config's ``plugins`` lists. Registering the same entry again is a no-op. Returns the entry.
 
     Raises:
         ValueError: ``name`` is empty or holds ``:`` or spaces; ``name`` is taken by another entry (a built-in
@@ -224,7 +247,7 @@ def register_env(name: str, factory: Union[str, Callable], groups: Optional[Dict
         mod, _, attr = path.partition(":")
         if not (mod and attr and all(p.isidentifier() for p in mod.split(".")) and attr.isidentifier()):
             raise ValueError(f"register_env({name!r}): factory {factory!r} is not a 'module:callable' path")
-    unknown = set(options) - {"turn_based", "cooperative", "teams", "install", "survivors"}
+    unknown = set(options) - {"turn_based", "cooperative", "teams", "install", "survivors", "episode_limit"}
     if unknown:
         raise ValueError(f"register_env({name!r}): unknown option(s) {sorted(unknown)}")
     if groups is None:

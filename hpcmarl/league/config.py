@@ -73,6 +73,8 @@ BASELINES = {"random": None, "lookahead": "connect_four_v3", "charge": "battle_v
 def validate_league(cfg, envs) -> None:
     """``cfg``: the run config (:class:`hpcmarl.config.Config`); ``envs``: :mod:`hpcmarl.envs`."""
     lg, entry = cfg.league, envs.entry(cfg.env.name, cfg.env.kwargs)
+    _check(not (lg.enabled and envs.is_batched(cfg.env.name)), "env.name",
+           f"{cfg.env.name} is a batched environment; league mode plays PettingZoo environments (league.enabled)")
     if not lg.enabled:
         _check(not entry.turn_based, "league.enabled",
                f"{cfg.env.name} is a turn-based game: set league.enabled=true (its actors step the game directly)")

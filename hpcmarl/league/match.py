@@ -101,7 +101,7 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
           mixture: str = "meta_nash") -> dict:
     """Win/draw/loss of ``a`` against ``b`` over ``episodes`` games; a run directory plays its pool's ``mixture``
     (``uniform`` or ``meta_nash``), one snapshot drawn per game (turn-based games)."""
-    from hpcmarl.envs import REGISTRY, make_env
+    from hpcmarl.envs import REGISTRY, is_batched, make_env
     from hpcmarl.league.config import BASELINES
 
     if episodes < 1:
@@ -116,6 +116,8 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
     if name is None:
         raise ValueError("two baselines: name the game with --env")
     if name not in REGISTRY:
+        if is_batched(name):
+            raise ValueError(f"env.name {name!r}: match plays PettingZoo environments, not batched ones")
         raise ValueError(f"unknown environment {name!r} (known: {', '.join(sorted(REGISTRY))})")
     for x, src in ((attrs_a, a), (attrs_b, b)):
         if x and x["env"] != name:

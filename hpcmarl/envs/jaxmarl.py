@@ -1,0 +1,431 @@
+"""JaxMARL environments as a :class:`~hpcmarl.envs.batched.BatchedEnv` (``env.name: jaxmarl:<env id>``; no MPI).
+
+All ``E`` copies are one batched JaxMARL state stepped by ONE jitted call per step: ``vmap(env.step_env)`` (JaxMARL's
+step without its own auto-reset), then, only when some copy's episode ended (``lax.cond`` on the batch), a
+``vmap(env.reset)`` whose results replace the ended copies (``jnp.where``), the action masks and the per-group arrays
+stacked inside the same call; each output array crosses to numpy once (``np.asarray`` of a CPU jax array: no copy).
+
+Seeds: the episode copy ``i`` starts is the ``n``-th of the stream of ``seed`` (:func:`episode_seed`, copies reset in
+index order as in :class:`~hpcmarl.envs.vec.VecEnv`), its reset key ``jax.random.PRNGKey(episode seed)`` and the key
+of its ``t``-th step ``fold_in(PRNGKey(episode seed), t)``: an episode is a function of its seed and the actions, so
+:meth:`restore_seeds` of :meth:`seeds_state` is exact.
+
+Episode ends: a copy whose ``dones["__all__"]`` is set ended; *truncated* when its length reached the env's
+``max_steps`` (the time limit; SMAX: unless a team was wiped out), else *terminated*. Per-agent ``dones`` mid-episode
+(SMAX units dying) terminate that agent: it is no longer alive (zeros, no reward: like a PettingZoo agent that left,
+so SMAX's reward to dead units is dropped). Masks: ``env.get_avail_actions(state)`` where the env has it (SMAX),
+else all True. Global state (``with_state``): the env's ``world_state`` observation (SMAX); an env without one has no
+state (``algo.critic_input=obs``). Errors: a jitted env cannot raise per copy, so NaN in a copy's observations or
+rewards is that copy's env error (``on_error``: "reset" re-starts it and discards its episode, "abort" raises).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seeds
+from hpcmarl.envs.registry import EnvError, resolve_groups
+from hpcmarl.envs.spec import EnvSpec, GroupSpec
+from hpcmarl.envs.vec import env_error
+
+PREFIX = "jaxmarl:"
+_COMPILED: Dict[str, tuple] = {}  # configuration -> (env, spec, masked, max_steps, (step_fn, reset_fn))
+INSTALL = 'pip install -e ".[jax]" (or make setup EXTRAS=jax)'
+
+
+def _modules():
+    """``(jax, jax.numpy, jaxmarl)``; a missing package is a one-line :class:`EnvError` naming the extra."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        if "jaxmarl" not in sys.modules:
+            with _quiet():
+                import jaxmarl
+        import jaxmarl
+    except ModuleNotFoundError as e:
+        raise EnvError(f"JaxMARL environments need the Python package {e.name!r}: {INSTALL}") from None
+    return jax, jnp, jaxmarl
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Nothing printed to stdout (jaxmarl's import prints about its optional submodules, and its MABrax module
+    resets ``sys.stdout`` to ``sys.__stdout__`` on the way): ``hpcmarl ... --json`` output stays JSON."""
+    out, real = sys.stdout, sys.__stdout__
+    sys.stdout = sys.__stdout__ = io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stdout, sys.__stdout__ = out, real
+
+
+def make(task: str, kwargs: Optional[dict] = None):
+    """``jaxmarl.make(task, **kwargs)``; a SMAX ``scenario`` given by map name (``"3m"``) becomes JaxMARL's scenario
+    object."""
+    _, _, jaxmarl = _modules()
+    kw = dict(kwargs or {})
+    if isinstance(kw.get("scenario"), str):
+        from jaxmarl.environments.smax import map_name_to_scenario
+
+        try:
+            kw["scenario"] = map_name_to_scenario(kw["scenario"])
+        except KeyError:
+            from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
+
+            raise EnvError(f"env.kwargs.scenario {kw['scenario']!r} of {PREFIX}{task}: not a SMAX map (known: "
+                           f"{', '.join(sorted(MAP_NAME_TO_SCENARIO))})") from None
+    from jaxmarl.registration import registered_envs
+
+    if task not in registered_envs:
+        raise EnvError(f"unknown JaxMARL environment {task!r} (env.name {PREFIX}{task}; known: "
+                       f"{', '.join(registered_envs)})")
+    try:
+        return jaxmarl.make(task, **kw)
+    except TypeError as e:
+        raise EnvError(f"env.kwargs for {PREFIX}{task}: {e}") from None
+
+
+def _shapes(env):
+    """Shapes of a reset's observations, of the avail-actions masks (None: the env has none) and of the world state
+    (None: none), found by tracing only."""
+    jax, _, _ = _modules()
+    key = jax.random.PRNGKey(0)
+    obs, state = jax.eval_shape(env.reset, key)
+    try:
+        masks = jax.eval_shape(env.get_avail_actions, state)
+    except NotImplementedError:
+        masks = None
+    ws = obs.get("world_state") if isinstance(obs, dict) else None
+    return obs, masks, ws
+
+
+def _build_spec(env, name: str, policy_map, with_state: bool):
+    """``(spec, has masks)`` of a made env."""
+    from jaxmarl.environments import spaces
+
+    obs, masks, ws = _shapes(env)
+    agents = list(env.agents)
+    groups = resolve_groups(agents, policy_map, name)
+    out = []
+    for g, members in groups.items():
+        descr = set()
+        for a in members:
+            space = env.action_space(a)
+            if isinstance(space, spaces.Discrete):
+                act = ("discrete", int(space.n))
+            elif isinstance(space, spaces.Box):
+                shape = tuple(int(x) for x in space.shape)
+                act = ("box", shape, tuple(np.broadcast_to(np.asarray(space.low, np.float32), shape).ravel()),
+                       tuple(np.broadcast_to(np.asarray(space.high, np.float32), shape).ravel()))
+            else:
+                raise EnvError(f"{name}: agent {a} has unsupported action space {type(space).__name__}")
+            descr.add((tuple(int(x) for x in obs[a].shape), act))
+        if len(descr) != 1:
+            raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: "
+                           f"{sorted(map(str, descr))}; split it into groups with equal spaces")
+        (shape, act), = descr
+        obs_dim = int(np.prod(shape))
+        if act[0] == "discrete":
+            out.append(GroupSpec(g, members, obs_dim, True, n_actions=act[1], obs_shape=shape))
+        else:
+            out.append(GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
+                                 act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32),
+                                 obs_shape=shape))
+    state_dim = 0
+    if with_state:
+        if ws is None:
+            raise EnvError(f"{name} has no global state (no world_state observation); use algo.critic_input=obs")
+        state_dim = int(np.prod(ws.shape))
+    return EnvSpec(name, out, state_dim), masks is not None
+
+
+def probe(task: str, kwargs=None, policy_map=None, with_state: bool = False) -> EnvSpec:
+    """The :class:`EnvSpec` of ``jaxmarl:<task>`` (groups, spaces, state), found without stepping it."""
+    return _build_spec(make(task, kwargs), PREFIX + task, policy_map, with_state)[0]
+
+
+def episode_limit(task: str, kwargs=None) -> int:
+    """The longest episode of ``jaxmarl:<task>``: ``max_steps + 1`` (MPE and SMAX end an episode at the step that
+    starts with the counter at ``max_steps``; MPE's ``max_steps=25`` episodes are 26 steps long); 0: no time limit."""
+    limit = getattr(make(task, kwargs), "max_steps", None)
+    return int(limit) + 1 if isinstance(limit, (int, np.integer)) else 0
+
+
+def describe(task: str, kwargs=None, policy_map=None) -> List[str]:
+    """``hpcmarl validate --probe-env`` lines for ``jaxmarl:<task>``."""
+    env = make(task, kwargs)
+    spec, masked = _build_spec(env, PREFIX + task, policy_map, False)
+    ws = _shapes(env)[2]
+    limit = getattr(env, "max_steps", None)
+    state = f"world_state of shape {tuple(ws.shape)}" if ws is not None else "no global state (critic_input=obs only)"
+    kind = "cooperative" if len(spec.groups) == 1 else "several groups"
+    lines = [f"{PREFIX}{task}: batched JaxMARL env (jit + vmap), {kind}, {state}, "
+             f"time limit {limit if limit is not None else 'none'}"]
+    for g in spec.groups:
+        act = (f"Discrete({g.n_actions})" if g.discrete
+               else f"Box({g.act_dim}) in [{g.act_low.min():g}, {g.act_high.max():g}]")
+        lines.append(f"group {g.name}: {g.n} agent(s) {g.agents}, obs {g.obs_shape}, actions {act}"
+                     + (", action masks (get_avail_actions)" if masked else ""))
+    return lines
+
+
+class JaxMarlEnv(BatchedEnv):
+    """``num_envs`` copies of the JaxMARL environment ``task`` stepped by one jitted, vmapped call per step."""
+
+    def __init__(self, task: str, num_envs: int, seed: int, kwargs=None, policy_map=None, with_state: bool = False,
+                 obs_transform=None, reward_scale: float = 1.0, on_error: str = "abort", max_errors: int = 0):
+        super().__init__()
+        self.jax, self.jnp, _ = _modules()
+        self.num_envs, self.seed, self.resets, self.errors = int(num_envs), int(seed), 0, 0
+        self.on_error, self.max_errors = on_error, int(max_errors)
+        self.obs_transform, self.reward_scale = obs_transform, float(reward_scale)
+        # envs of one configuration share their compiled functions (a new actor env, evaluate, tests)
+        key = json.dumps([task, kwargs or {}, self.num_envs, policy_map, bool(with_state), self.reward_scale],
+                         sort_keys=True, default=str)
+        if key not in _COMPILED:
+            self.env = make(task, kwargs)
+            self.spec, self._masked = _build_spec(self.env, PREFIX + task, policy_map, with_state)
+            limit = getattr(self.env, "max_steps", None)
+            self.max_steps = int(limit) if isinstance(limit, (int, np.integer)) else None
+            while len(_COMPILED) >= 8:
+                _COMPILED.pop(next(iter(_COMPILED)))
+            _COMPILED[key] = (self.env, self.spec, self._masked, self.max_steps, _compile(self))
+        self.env, spec, self._masked, self.max_steps, (self._step_fn, self._reset_fn) = _COMPILED[key]
+        self.spec = copy.deepcopy(spec)
+        E, S = self.num_envs, self.spec.state_dim
+        gs = self.spec.groups
+        self.obs = {g.name: np.zeros((E, g.n, g.obs_dim), np.float32) for g in gs}
+        self.alive = {g.name: np.zeros((E, g.n), bool) for g in gs}
+        self.action_mask = {g.name: np.ones((E, g.n, g.mask_dim), bool) for g in gs}
+        self.final_obs = {g.name: np.zeros((E, g.n, g.obs_dim), np.float32) for g in gs}
+        self.state = np.zeros((E, S), np.float32) if S else None
+        self.final_state = np.zeros((E, S), np.float32) if S else None
+        self.episode_seeds = np.zeros(E, np.int64)
+        self._ep_ret = {g.name: np.zeros(E, np.float64) for g in gs}
+        self._dev = None  # (batched env state, per-copy episode seeds, per-copy step index, alive per group)
+
+    # ---- seeds -------------------------------------------------------------------------------------
+    def _next_seeds(self) -> np.ndarray:
+        """The seeds of the next ``E`` resets of the stream (the ``k``-th copy to end takes the ``k``-th)."""
+        return episode_seeds(self.seed, self.resets, self.num_envs).astype(np.int32)
+
+    def _start(self, seeds: np.ndarray) -> None:
+        """Every copy starts an episode from ``seeds`` (one jitted call)."""
+        jnp = self.jnp
+        self.episode_seeds[:] = seeds
+        state, out = self._reset_fn(jnp.asarray(seeds, jnp.int32))
+        self._dev = (state, out["seeds"], out["t"], tuple(out[f"{g.name}/alive"] for g in self.spec.groups))
+        self._nxt = self._next_seeds()
+        self._nxt_dev = jnp.asarray(self._nxt)
+        self._write(out)
+        for g in self.spec.groups:
+            self._ep_ret[g.name][:] = 0.0
+            self.final_obs[g.name][:] = 0.0
+        if self.final_state is not None:
+            self.final_state[:] = 0.0
+
+    def reset(self, reseed: bool = True):
+        if reseed:
+            self.resets = 0
+        seeds = episode_seeds(self.seed, self.resets, self.num_envs)
+        self.resets += self.num_envs
+        self._start(seeds)
+        return self.obs
+
+    def restore_seeds(self, state: np.ndarray) -> None:
+        state = np.asarray(state, np.int64)
+        self.seed, self.resets = int(state[-2]), int(state[-1])
+        self._start(state[:self.num_envs])
+
+    def episode_lengths(self) -> np.ndarray:
+        return np.asarray(self._dev[2]).astype(np.int64)
+
+    # ---- stepping -------------------------------------------------------------------------------
+    def _write(self, out: dict) -> None:
+        """Copy the next observations, alive flags, masks and state of ``out`` into the arrays."""
+        tf = self.obs_transform
+        for g in self.spec.groups:
+            n = g.name
+            alive = np.asarray(out[f"{n}/alive"])
+            self.alive[n][:] = alive
+            o = np.asarray(out[f"{n}/obs"])
+            self.obs[n][:] = o if tf is None else np.where(alive[..., None], tf(o), 0.0)
+            if self._masked:
+                self.action_mask[n][:] = np.asarray(out[f"{n}/mask"])
+        if self.state is not None:
+            self.state[:] = np.asarray(out["state"])
+
+    def step(self, actions: Dict[str, np.ndarray]):
+        jnp = self.jnp
+        state, seeds, t, alive = self._dev
+        acts = tuple(jnp.asarray(actions[g.name], jnp.int32 if g.discrete else jnp.float32) for g in self.spec.groups)
+        state, out = self._step_fn(state, acts, alive, seeds, t, self._nxt_dev)
+        ended = np.asarray(out["ended"])
+        bad = np.asarray(out["bad"])
+        self.failed = []
+        rew = {g.name: np.asarray(out[f"{g.name}/reward"]) for g in self.spec.groups}
+        term = {g.name: np.asarray(out[f"{g.name}/terminated"]) for g in self.spec.groups}
+        trunc = {g.name: np.asarray(out[f"{g.name}/truncated"]) for g in self.spec.groups}
+        tf = self.obs_transform
+        for g in self.spec.groups:
+            f = np.asarray(out[f"{g.name}/final_obs"])
+            self.final_obs[g.name][:] = f if tf is None else np.where(trunc[g.name][..., None], tf(f), 0.0)
+        if self.final_state is not None:
+            self.final_state[:] = np.asarray(out["final_state"])
+        if bad.any():
+            rew, term, trunc = self._failed_copies(np.flatnonzero(bad), rew, term, trunc)
+        lengths = np.asarray(out["length"])
+        finished: List[EpisodeStat] = []
+        for g in self.spec.groups:
+            self._ep_ret[g.name] += rew[g.name].sum(1)
+        for i in np.flatnonzero(ended & ~bad):
+            finished.append(EpisodeStat(int(i), int(lengths[i]), {n: float(r[i]) for n, r in self._ep_ret.items()}))
+        restarted = ended | bad
+        m = int(restarted.sum())
+        if m:
+            for r in self._ep_ret.values():
+                r[restarted] = 0.0
+            self.episode_seeds[restarted] = self._nxt[:m]
+            self.resets += m
+            self._nxt = np.concatenate([self._nxt[m:], episode_seeds(self.seed, self.resets + self.num_envs - m,
+                                                                      m).astype(np.int32)])
+            self._nxt_dev = jnp.asarray(self._nxt)
+        self._write(out)
+        self._dev = (state, out["seeds"], out["t"], tuple(out[f"{g.name}/alive"] for g in self.spec.groups))
+        return rew, term, trunc, finished
+
+    def _failed_copies(self, idx: np.ndarray, rew, term, trunc):
+        """NaN in copies ``idx`` (they were re-started in the same call): each is an env error (``on_error``);
+        its episode is discarded and ends, for learners, by truncation at its last good observation."""
+        for i in idx:
+            try:
+                raise FloatingPointError("NaN in its observations or rewards")
+            except FloatingPointError as e:
+                self.errors = env_error(self.spec.name, int(i), "step", e, self.on_error, self.errors,
+                                        self.max_errors)
+        self.failed = [int(i) for i in idx]
+        rew, term, trunc = ({n: a.copy() for n, a in d.items()} for d in (rew, term, trunc))
+        for g in self.spec.groups:
+            n = g.name
+            rew[n][idx] = 0.0
+            term[n][idx] = False
+            trunc[n][idx] = self.alive[n][idx]
+            self.final_obs[n][idx] = self.obs[n][idx]
+        if self.final_state is not None:
+            self.final_state[idx] = self.state[idx]
+        return rew, term, trunc
+
+    def close(self) -> None:
+        self._dev = None
+
+
+
+def _natural_end(jnp, state):
+    """``[E]`` bool: a SMAX-like battle ended because a team was wiped out (None: the env has no units)."""
+    s = getattr(state, "state", state)
+    if not (hasattr(s, "unit_alive") and hasattr(s, "unit_teams")):
+        return None
+    alive, team = s.unit_alive, s.unit_teams
+    return ~(alive & (team == 0)).any(-1) | ~(alive & (team == 1)).any(-1)
+
+
+def _compile(venv: JaxMarlEnv):
+    """``(step_fn, reset_fn)``: the jitted functions of ``venv`` (see the module docstring)."""
+    jax, jnp = venv.jax, venv.jnp
+    lax = jax.lax
+    env, groups, E = venv.env, venv.spec.groups, venv.num_envs
+    masked, with_state = venv._masked, venv.spec.state_dim > 0
+    limit, scale = venv.max_steps, venv.reward_scale
+    act_shape = {g.name: tuple(int(x) for x in env.action_space(g.agents[0]).shape) for g in groups if not g.discrete}
+    keys_needed = [a for g in groups for a in g.agents] + (["world_state"] if with_state else [])
+
+    def strong(tree):  # no weak types: the state fed back in keeps one signature (one compilation)
+        return jax.tree.map(lambda x: lax.convert_element_type(x, x.dtype), tree)
+
+    def stack(d, g, tail):  # {agent: [E, ...]} -> [E, n_g, *tail] in the group's agent order
+        return jnp.stack([jnp.reshape(d[a], (E,) + tail) for a in g.agents], axis=1)
+
+    def keys_of(seeds):
+        return jax.vmap(jax.random.PRNGKey)(seeds)
+
+    def observe(obs, state, alive) -> dict:
+        out = {}
+        avail = jax.vmap(env.get_avail_actions)(state) if masked else None
+        for g, al in zip(groups, alive):
+            out[f"{g.name}/obs"] = jnp.where(al[..., None], stack(obs, g, (g.obs_dim,)).astype(jnp.float32), 0.0)
+            out[f"{g.name}/alive"] = al
+            if masked and g.discrete:
+                out[f"{g.name}/mask"] = jnp.where(al[..., None], stack(avail, g, (g.n_actions,)).astype(bool), True)
+        if with_state:
+            out["state"] = jnp.reshape(obs["world_state"], (E, -1)).astype(jnp.float32)
+        return out
+
+    @jax.jit
+    def reset_fn(seeds):
+        obs, state = jax.vmap(env.reset)(keys_of(seeds))
+        out = observe(obs, state, tuple(jnp.ones((E, g.n), bool) for g in groups))
+        out["seeds"], out["t"] = seeds, jnp.zeros(E, jnp.int32)
+        return strong(state), out
+
+    @jax.jit
+    def step_fn(state, acts, alive, seeds, t, nxt):
+        keys = jax.vmap(jax.random.fold_in)(keys_of(seeds), t)
+        act = {}
+        for g, a in zip(groups, acts):
+            if not g.discrete:
+                a = jnp.clip(a, g.act_low, g.act_high)
+            for j, agent in enumerate(g.agents):
+                act[agent] = a[:, j] if g.discrete else jnp.reshape(a[:, j], (E,) + act_shape[g.name])
+        obs, st, rew, dones, _ = jax.vmap(env.step_env)(keys, state, act)
+        obs = {k: obs[k] for k in keys_needed}
+        length = t + 1
+        ended = dones["__all__"].astype(bool)
+        trunc_ep = ended & (length >= limit) if limit is not None else jnp.zeros(E, bool)
+        natural = _natural_end(jnp, st)
+        if natural is not None:
+            trunc_ep = trunc_ep & ~natural
+        out, nexts, bad = {}, [], jnp.zeros(E, bool)
+        for g, al in zip(groups, alive):
+            o = stack(obs, g, (g.obs_dim,)).astype(jnp.float32)
+            r = jnp.where(al, stack(rew, g, ()).astype(jnp.float32), 0.0)
+            dead = stack(dones, g, ()).astype(bool)
+            bad = bad | jnp.isnan(o).any((1, 2)) | jnp.isnan(r).any(1)
+            tr = al & trunc_ep[:, None]
+            out[f"{g.name}/reward"] = r * scale
+            out[f"{g.name}/terminated"] = al & jnp.where(ended[:, None], ~trunc_ep[:, None], dead)
+            out[f"{g.name}/truncated"] = tr
+            out[f"{g.name}/final_obs"] = jnp.where(tr[..., None], o, 0.0)
+            nexts.append(al & ~dead)
+        if with_state:
+            ws = jnp.reshape(obs["world_state"], (E, -1)).astype(jnp.float32)
+            bad = bad | jnp.isnan(ws).any(1)
+            out["final_state"] = jnp.where(trunc_ep[:, None], ws, 0.0)
+        restart = ended | bad
+        # the k-th copy to restart (in index order) takes the k-th of the stream's next seeds, as VecEnv's loop does
+        new_seeds = jnp.where(restart, nxt[jnp.clip(jnp.cumsum(restart) - 1, 0, E - 1)], seeds)
+        st = strong(st)
+        obs = strong(obs)
+
+        def fresh():
+            o, s = jax.vmap(env.reset)(keys_of(new_seeds))
+            return strong({k: o[k] for k in keys_needed}), strong(s)
+
+        obs_re, st_re = lax.cond(restart.any(), fresh, lambda: (obs, st))
+
+        def pick(a, b):
+            return jnp.where(jnp.reshape(restart, (E,) + (1,) * (a.ndim - 1)), a, b)
+
+        new_state = jax.tree.map(pick, st_re, st)
+        new_obs = {k: pick(obs_re[k], obs[k]) for k in keys_needed}
+        out.update(observe(new_obs, new_state, tuple(jnp.where(restart[:, None], True, nx) for nx in nexts)))
+        out.update(seeds=new_seeds, t=jnp.where(restart, 0, length).astype(jnp.int32), length=length, ended=ended,
+                   bad=bad)
+        return new_state, out
+
+    return step_fn, reset_fn
