@@ -5,19 +5,20 @@
 (1) ``make_batched_env(env, E)`` stepped with uniformly random legal actions for ``--seconds`` per ``E`` of
 ``--copies`` (after a warm-up that includes the compilation of a jitted env); (2) the sampler an actor builds from
 ``--config`` with ``env.name``/``env.num_envs`` set (its algorithm's inference, one unroll of ``algo.unroll_length``
-steps per collect) for ``--seconds``. Last line: ``RESULT env=… raw_sps_<E>=… collect_sps=… collect_ratio=…``
+steps per collect) for ``--seconds``. Last line: ``RESULT raw_sps_<E>=… collect_sps=… collect_ratio=…``
 (collect over the raw rate at the same E; torch runs ``--threads`` threads).
 
     .venv/bin/python tools/bench_batched_env.py [--env jaxmarl:MPE_simple_spread_v3] [--copies 64,1024,8192]
         [--collect 1024] [--config configs/simple_spread_mappo.yaml] [--seconds 3] [key=value ...]
 """
 import argparse
+import sys
 import time
 import types
 
 import numpy as np
 
-from _common import ROOT  # noqa: F401 - puts this checkout first on sys.path
+from _common import ROOT, record  # noqa: F401 - ROOT: puts this checkout first on sys.path
 
 
 def random_actions(venv, rng):
@@ -97,12 +98,14 @@ def main():
             kwargs[k[len("env.kwargs."):]] = yaml.safe_load(v)
     copies = [int(x) for x in args.copies.split(",") if x]
     raw = {E: raw_rate(args.env, E, args.seconds, kwargs) for E in copies}
-    result = [f"env={args.env}"] + [f"raw_sps_{E}={raw[E]:.0f}" for E in copies]
+    result = [f"raw_sps_{E}={raw[E]:.0f}" for E in copies]
     if args.collect:
         sps = collect_rate(args.env, args.collect, args.seconds, args.config, args.overrides)
         base = raw.get(args.collect) or raw_rate(args.env, args.collect, args.seconds, kwargs)
         result += [f"collect_sps={sps:.0f}", f"collect_ratio={sps / base:.2f}"]
-    print("RESULT " + " ".join(result))
+    line = "RESULT " + " ".join(result)
+    print(line)
+    record(__file__, sys.argv[1:], line, extra={"env": args.env, "copies": copies})
 
 
 if __name__ == "__main__":
