@@ -334,14 +334,15 @@ def index_page(records: list) -> str:
 
 
 def readme_table(records: list) -> str:
-    """The README's headline table: per benchmark its newest record (each row links its results page)."""
+    """The README's headline table: per benchmark the record of its default command, else its newest (each row
+    links its results page)."""
     rows = []
     for page, (title, scripts) in PAGES.items():
         for script in scripts:
             mine = [r for r in records if r["script"] == script]
             if not mine:
                 continue
-            r = max(mine, key=lambda r: (r["date"], r["command"]))
+            r = max(mine, key=lambda r: (not r["args"], r["date"], r["command"]))  # the default command first
             rows.append([f"[{esc(title)}: `{script}`](docs/results/{page}.md)", headline(r),
                          f"{provenance(r)}, {esc(r['date'][:10])}", env_speed(r["machine"])])
     if not rows:
