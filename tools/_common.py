@@ -156,12 +156,13 @@ def _git(*args) -> str:
     return p.stdout.strip() if p.returncode == 0 else ""
 
 
-def env_speed(seconds: float = 2.0, name: str = ENV_SPS_ENV) -> float:
-    """Env steps/s of ``name`` as hpcmarl makes it (:func:`hpcmarl.envs.make_parallel_env`), random actions, one env,
-    this process, for ``seconds``: the machine's raw speed, so records from different machines can be compared."""
+def env_speed(seconds: float = 2.0, name: str = ENV_SPS_ENV, checks: bool = False) -> float:
+    """Env steps/s of ``name`` as hpcmarl makes it (:func:`hpcmarl.envs.make_parallel_env`; ``checks``: with
+    PettingZoo's checking wrappers, as its package makes it), random actions, one env, this process, for ``seconds``:
+    the machine's raw speed, so records from different machines can be compared."""
     from hpcmarl.envs import make_parallel_env
 
-    env = make_parallel_env(name)
+    env = make_parallel_env(name, checks=checks)
     env.reset(seed=0)
     spaces = {a: env.action_space(a) for a in env.possible_agents}
     for i, s in enumerate(spaces.values()):

@@ -15,26 +15,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
-from _common import ROOT, launch, record
+from _common import ROOT, env_speed, launch, record
 
 
 def raw_loop(name: str, seconds: float) -> float:
-    from hpcmarl.envs import make_parallel_env
-
-    env = make_parallel_env(name, checks=True)  # the env as its package makes it (with PettingZoo's checking wrappers)
-    env.reset(seed=0)
-    spaces = {a: env.action_space(a) for a in env.possible_agents}
-    for s in spaces.values():
-        s.seed(0)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        env.step({a: spaces[a].sample() for a in env.agents})
-        n += 1
-        if not env.agents:
-            env.reset()
-    return n / (time.perf_counter() - t0)
+    """The raw PettingZoo loop: the env as its package makes it (with PettingZoo's checking wrappers)."""
+    return env_speed(seconds, name, checks=True)
 
 
 def main():

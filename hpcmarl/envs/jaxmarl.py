@@ -31,7 +31,7 @@ import numpy as np
 
 from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seeds
 from hpcmarl.envs.registry import EnvError, resolve_groups
-from hpcmarl.envs.spec import EnvSpec, GroupSpec
+from hpcmarl.envs.spec import EnvSpec, group_spec
 from hpcmarl.envs.vec import env_error
 
 PREFIX = "jaxmarl:"
@@ -126,17 +126,7 @@ def _build_spec(env, name: str, policy_map, with_state: bool):
             else:
                 raise EnvError(f"{name}: agent {a} has unsupported action space {type(space).__name__}")
             descr.add((tuple(int(x) for x in obs[a].shape), act))
-        if len(descr) != 1:
-            raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: "
-                           f"{sorted(map(str, descr))}; split it into groups with equal spaces")
-        (shape, act), = descr
-        obs_dim = int(np.prod(shape))
-        if act[0] == "discrete":
-            out.append(GroupSpec(g, members, obs_dim, True, n_actions=act[1], obs_shape=shape))
-        else:
-            out.append(GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
-                                 act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32),
-                                 obs_shape=shape))
+        out.append(group_spec(name, g, members, descr))
     state_dim = 0
     if with_state:
         if ws is None:

@@ -64,6 +64,20 @@ def _obs_space(space):
     return space, False
 
 
+def group_spec(name: str, g: str, members: List[str], descr: set) -> GroupSpec:
+    """The spec of group ``g`` of env ``name`` from its members' ``(obs shape, action)`` descriptions, which must all
+    be equal; an action is ``("discrete", n)`` or ``("box", shape, low, high)`` (bounds as flat tuples)."""
+    if len(descr) != 1:
+        raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: "
+                       f"{sorted(map(str, descr))}; split it into groups with equal spaces")
+    (shape, act), = descr
+    obs_dim = int(np.prod(shape))
+    if act[0] == "discrete":
+        return GroupSpec(g, members, obs_dim, True, n_actions=act[1], obs_shape=shape)
+    return GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
+                     act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32), obs_shape=shape)
+
+
 def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> EnvSpec:
     """Groups and spaces of ``env``; ``state_dim`` stays 0 unless ``with_state`` (a centralized critic
     on the env's global state) and the env has one."""
@@ -85,18 +99,7 @@ def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> Env
             else:
                 raise EnvError(f"{name}: agent {a} has unsupported action space {aspace}")
             descr.add((tuple(int(x) for x in ospace.shape), act))
-        if len(descr) != 1:
-            raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: "
-                           f"{sorted(map(str, descr))}; "
-                           f"split it into groups with equal spaces")
-        (shape, act), = descr
-        obs_dim = int(np.prod(shape))
-        if act[0] == "discrete":
-            out.append(GroupSpec(g, members, obs_dim, True, n_actions=act[1], obs_shape=shape))
-        else:
-            out.append(GroupSpec(g, members, obs_dim, False, act_dim=int(np.prod(act[1])),
-                                 act_low=np.asarray(act[2], np.float32), act_high=np.asarray(act[3], np.float32),
-                                 obs_shape=shape))
+        out.append(group_spec(name, g, members, descr))
     state_dim = 0
     if with_state:
         try:
