@@ -31,7 +31,7 @@ import numpy as np
 
 from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seeds
 from hpcmarl.envs.registry import EnvError, resolve_groups
-from hpcmarl.envs.spec import EnvSpec, group_spec
+from hpcmarl.envs.spec import EnvSpec, action_descr, group_spec
 from hpcmarl.envs.vec import env_error
 
 PREFIX = "jaxmarl:"
@@ -116,15 +116,7 @@ def _build_spec(env, name: str, policy_map, with_state: bool):
     for g, members in groups.items():
         descr = set()
         for a in members:
-            space = env.action_space(a)
-            if isinstance(space, spaces.Discrete):
-                act = ("discrete", int(space.n))
-            elif isinstance(space, spaces.Box):
-                shape = tuple(int(x) for x in space.shape)
-                act = ("box", shape, tuple(np.broadcast_to(np.asarray(space.low, np.float32), shape).ravel()),
-                       tuple(np.broadcast_to(np.asarray(space.high, np.float32), shape).ravel()))
-            else:
-                raise EnvError(f"{name}: agent {a} has unsupported action space {type(space).__name__}")
+            act = action_descr(env.action_space(a), spaces.Discrete, spaces.Box, name, a)
             descr.add((tuple(int(x) for x in obs[a].shape), act))
         out.append(group_spec(name, g, members, descr))
     state_dim = 0

@@ -64,6 +64,18 @@ def _obs_space(space):
     return space, False
 
 
+def action_descr(space, discrete, box, name: str, agent: str) -> tuple:
+    """``("discrete", n)`` or ``("box", shape, low, high)`` (bounds as flat tuples) of an agent's action space;
+    ``discrete`` and ``box``: the space classes of the env's library (gymnasium, JaxMARL)."""
+    if isinstance(space, discrete):
+        return ("discrete", int(space.n))
+    if isinstance(space, box):
+        shape = tuple(int(x) for x in space.shape)
+        return ("box", shape, tuple(np.broadcast_to(np.asarray(space.low), shape).ravel()),
+                tuple(np.broadcast_to(np.asarray(space.high), shape).ravel()))
+    raise EnvError(f"{name}: agent {agent} has unsupported action space {space}")
+
+
 def group_spec(name: str, g: str, members: List[str], descr: set) -> GroupSpec:
     """The spec of group ``g`` of env ``name`` from its members' ``(obs shape, action)`` descriptions, which must all
     be equal; an action is ``("discrete", n)`` or ``("box", shape, low, high)`` (bounds as flat tuples)."""
@@ -90,14 +102,7 @@ def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> Env
         descr = set()
         for a in members:
             ospace, _ = _obs_space(env.observation_space(a))
-            aspace = env.action_space(a)
-            if isinstance(aspace, spaces.Discrete):
-                act = ("discrete", int(aspace.n))
-            elif isinstance(aspace, spaces.Box):
-                act = ("box", tuple(aspace.shape), tuple(np.asarray(aspace.low).ravel()),
-                       tuple(np.asarray(aspace.high).ravel()))
-            else:
-                raise EnvError(f"{name}: agent {a} has unsupported action space {aspace}")
+            act = action_descr(env.action_space(a), spaces.Discrete, spaces.Box, name, a)
             descr.add((tuple(int(x) for x in ospace.shape), act))
         out.append(group_spec(name, g, members, descr))
     state_dim = 0
