@@ -17,8 +17,8 @@ MPIRUN ?= mpirun --bind-to none
 PYTEST_ARGS ?=
 # setup.py extras to install too (a comma list): `make setup EXTRAS=jax,vmas` adds the batched simulators
 EXTRAS ?=
-# the tests run with the batched simulators installed (their tests fail rather than skip when these are listed)
-TEST_EXTRAS ?= jax,vmas
+# the tests run with the batched simulators, the live loggers and the statistics installed (their tests fail rather than skip when these are listed)
+TEST_EXTRAS ?= jax,vmas,tracking,stats
 
 .PHONY: setup demo test test-unit test-mpi bench clean-runs lint docs docs-deps docs-serve results-docs
 

@@ -35,6 +35,12 @@ setup(
         # make setup EXTRAS=jax,vmas installs them next to the CPU torch (tools/bootstrap.sh keeps it)
         "jax": ["jax>=0.4.30", "jaxmarl>=0.2"],
         "vmas": ["vmas>=1.5"],
+        # live loggers (output.loggers: tensorboard, wandb, mlflow; docs/operations/tracking.md) and TensorBoard
+        # files from `hpcmarl export`; MLflow's SQLite store needs sqlalchemy and alembic beside mlflow-skinny
+        "tracking": ["tensorboard>=2.14", "wandb>=0.17", "mlflow-skinny>=3.0", "sqlalchemy>=2.0", "alembic>=1.13"],
+        # `hpcmarl compare --by algo` (IQM, bootstrap CIs, performance profiles, probability of improvement);
+        # tools/bootstrap.sh also installs marl-eval (id-marl-eval, --no-deps: its pins do not install on 3.11)
+        "stats": ["rliable>=1.0", "colorama"],
     },
     entry_points={"console_scripts": ["hpcmarl=hpcmarl.cli:main"]},
 )

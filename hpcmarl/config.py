@@ -19,6 +19,8 @@ from hpcmarl.league.config import BASELINES, LEAGUE_STRATEGIES, LeagueConfig, Le
 from hpcmarl.typedconfig import ConfigError, _build, apply_overrides, check, parse_override, to_dict, to_yaml  # noqa: F401
 
 
+LOGGERS = ("tensorboard", "wandb", "mlflow")  # output.loggers (hpcmarl.tracking)
+
 # --------------------------------------------------------------------------------------------------
 # schema
 # --------------------------------------------------------------------------------------------------
@@ -94,6 +96,26 @@ class OutputConfig:
     episode_window: int = 500  # episodes averaged for the progress line and the target_return check
     min_free_mb: float = 64.0  # every write first checks that this much space stays free on the run directory's
     # file system; below it the run stops with a one-line error (the newest checkpoint stays complete)
+    loggers: List[str] = field(default_factory=list)  # live loggers the lead learner also writes each metrics row
+    # to (step = env steps): tensorboard (RUN/tensorboard), wandb (RUN/wandb), mlflow; pip install -e ".[tracking]"
+    wandb_mode: str = "offline"  # offline (upload later: wandb sync RUN/wandb/offline-run-*) | online
+    wandb_project: str = "hpcmarl"  # the W&B project of the run
+    mlflow_uri: str = ""  # MLflow tracking URI; "" = a SQLite store inside the run: sqlite:///RUN/mlflow/mlflow.db
+    mlflow_experiment: str = "hpcmarl"  # the MLflow experiment the run is logged under
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol: the lead learner plays the current policy on fixed seeds, without training on it."""
+
+    every_env_steps: int = 0  # evaluate each time the run passes a multiple of this many env steps (0 = never),
+    # and once at the end (the final checkpoint's weights): run.h5 /eval, /eval_episodes and the loggers
+    episodes: int = 10  # episodes per evaluation
+    greedy: bool = False  # play the most likely action (default: sample, as in training)
+    seed: int = 12345  # env and sampling seed of every evaluation (the same episodes each time)
+    num_envs: int = 8  # env copies stepped together (as `hpcmarl evaluate --num-envs`)
+    absolute: bool = True  # at the end, re-evaluate the best-evaluated policy with 10 x episodes (marl-eval's
+    # "absolute metric"); the best policy is kept in RUN/eval/ whatever output.keep_checkpoints prunes
 
 
 @dataclass
@@ -124,6 +146,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     league: LeagueConfig = field(default_factory=LeagueConfig)
 
     @property
@@ -370,5 +393,15 @@ def validate(cfg: Config) -> None:
     _check(o.progress_s > 0, "output.progress_s", "must be > 0")
     _check(o.episode_window >= 1, "output.episode_window", "must be >= 1")
     _check(o.min_free_mb >= 0, "output.min_free_mb", "must be >= 0")
+    bad = [x for x in o.loggers if x not in LOGGERS]
+    _check(not bad, "output.loggers", f"unknown logger(s) {bad} (known: {', '.join(LOGGERS)})")
+    _check(len(set(o.loggers)) == len(o.loggers), "output.loggers", "names a logger twice")
+    _check(o.wandb_mode in ("offline", "online"), "output.wandb_mode", "must be offline or online")
+    ev = cfg.eval
+    _check(ev.every_env_steps >= 0, "eval.every_env_steps", "must be >= 0 (0 = no evaluation)")
+    _check(ev.episodes >= 1, "eval.episodes", "must be >= 1")
+    _check(ev.num_envs >= 1, "eval.num_envs", "must be >= 1")
+    _check(not (ev.every_env_steps and cfg.league.enabled), "eval.every_env_steps",
+           "does not apply in league mode: the league evaluates its snapshots itself (league.eval_*)")
     _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")
     _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")

@@ -112,5 +112,8 @@ fi
 # magent2 (battle_v4, league mode's two-team game) without its pygame-ce requirement: pygame-ce and pygame
 # (which mpe2 renders with) install the same `pygame` package; magent2 only needs pygame to render.
 pip_i --no-deps "magent2==0.3.4"
+# marl-eval (the stats extra's reference reader of marl_eval.json) pins pandas==1.4.4, which does not build on
+# Python 3.11: installed without its requirements (rliable, pandas, colorama come with the extra)
+case ",$EXTRAS," in *,stats,*) pip_i --no-deps "id-marl-eval==0.0.4";; esac
 printf '%s\n%s\n' "$want" "$EXTRAS" > "$STAMP"
 log "done: $("$VPY" -c 'import torch, mpi4py, h5py, horovod; print("torch", torch.__version__, "mpi4py", mpi4py.__version__, "h5py", h5py.__version__, "horovod", horovod.__version__)')"
