@@ -101,6 +101,12 @@ def cmd_inspect(args) -> int:
         if r["episodes"]:
             print(f"group {g:<10} return first {r['return_first']:.2f}  last {r['return_last']:.2f}  "
                   f"best {r['return_best']:.2f}  ({r['episodes']} episodes)")
+    for g, e in s.get("eval", {}).items():
+        if e["evaluations"]:
+            absolute = (f"  absolute {e['absolute']:.2f} ({e['absolute_episodes']} episodes)" if e["absolute"] is not None
+                        else "")
+            print(f"eval {g:<11} last {e['last']:.2f} at {e['last_env_steps']:,}  best {e['best']:.2f} at "
+                  f"{e['best_env_steps']:,} env steps{absolute}  ({e['evaluations']} evaluations)")
     for role, phases in s.get("timings_mean_s", {}).items():
         if phases:
             unit = "update" if role == "learner" else "unroll"
@@ -143,8 +149,10 @@ def cmd_evaluate(args) -> int:
 
     if args.episodes < 1:
         raise ValueError("--episodes must be >= 1")
+    if args.num_envs < 1:
+        raise ValueError("--num-envs must be >= 1")
     r = evaluate(args.checkpoint, episodes=args.episodes, seed=args.seed, greedy=args.greedy,
-                 render_gif=args.render_gif)
+                 num_envs=args.num_envs, render_gif=args.render_gif)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -349,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=100, help="episodes to play (>= 1)")
     e.add_argument("--seed", type=int, default=12345, help="fixed seed, so evaluations are comparable")
     e.add_argument("--greedy", action="store_true", help="most likely actions instead of sampled ones")
+    e.add_argument("--num-envs", type=int, default=8, help="env copies stepped together (a run's eval.num_envs)")
     e.add_argument("--render-gif", metavar="OUT.gif", help="also render the first episode to a GIF (rgb_array envs)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     _import_flags(e, plugins=True)

@@ -27,6 +27,7 @@ WHEN: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "ppo-learners": ("PPO (league mode too)", ("ppo", "league")),
     "matrace": ("MA-Trace (`algo.name: matrace`)", ("matrace",)),
     "qmix": ("QMIX/VDN", ("qmix",)),
+    "eval": ("`eval.every_env_steps` > 0", ("ppo",)),
     "qmix-mixer": ("QMIX (not VDN)", ("qmix",)),
     "replay": ("QMIX/VDN with `algo.checkpoint_replay`", ("qmix",)),
     "reward-norm": ("QMIX/VDN with `algo.reward_norm`", ("qmix",)),
@@ -41,7 +42,7 @@ ATTR, DATA = "attribute", "dataset"
 PATHS = [  # (glob-like path in the run directory, file key): every file of a run directory is one of these
     ("config.yaml", "config"), ("run.h5", "run"), ("trajectories/actor-NNNNN.h5", "trajectories"),
     ("trajectories/index.h5", "index"), ("checkpoints/ckpt-NNNNNNNNN.h5", "checkpoint"),
-    ("pool/<name>-vNNNNNNN.h5", "pool")]
+    ("pool/<name>-vNNNNNNN.h5", "pool"), ("eval/ckpt-NNNNNNNNN.h5", "eval")]
 
 TREE = """runs/<name>/                       (run_dir; under Slurm runs/<name>-<job id>)
   config.yaml                      the resolved config; first lines `# derived: key = value` list what hpcmarl filled in
@@ -49,7 +50,8 @@ TREE = """runs/<name>/                       (run_dir; under Slurm runs/<name>-<
   trajectories/actor-NNNNN.h5      one per actor (rollout flows, output.trajectories); complete episodes only
   trajectories/index.h5            written by `hpcmarl index`: one virtual-dataset view over the actor files
   checkpoints/ckpt-NNNNNNNNN.h5    the newest output.keep_checkpoints; NNNNNNNNN = update
-  pool/<name>-vNNNNNNN.h5          league mode: one frozen policy snapshot of learner group <name> per file"""
+  pool/<name>-vNNNNNNN.h5          league mode: one frozen policy snapshot of learner group <name> per file
+  eval/ckpt-NNNNNNNNN.h5           eval.every_env_steps > 0: the policy of the best evaluation so far"""
 
 _RUN_ATTRS = [
     ("kind", "str", "always", "`hpcmarl.run`"),
@@ -159,6 +161,24 @@ _UNROLLS = [
     ("unrolls/env_steps", "int64", "(N,)", "matrace", "env steps after that update"),
     ("unrolls/wall_time", "float64", "(N,)", "matrace", "run wall time after that update"),
 ]
+_EVAL = [
+    ("eval/update", "float64", "(N,)", "eval", "update at which the evaluation was made"),
+    ("eval/env_steps", "float64", "(N,)", "eval", "env steps at that update (the first update past a multiple of "
+                                                  "`eval.every_env_steps`, or the run's end)"),
+    ("eval/wall_time", "float64", "(N,)", "eval", "run wall time at that update, seconds"),
+    ("eval/policy_update", "float64", "(N,)", "eval", "update of the policy played (the absolute metric: of the best "
+                                                      "evaluation's policy, `eval/ckpt-*.h5`)"),
+    ("eval/episodes", "float64", "(N,)", "eval", "episodes played (`eval.episodes`; absolute metric: 10 times that)"),
+    ("eval/absolute", "float64", "(N,)", "eval", "1 for the absolute metric (the last row of a finished run), else 0"),
+    ("eval/length_mean", "float64", "(N,)", "eval", "mean episode length"),
+    ("eval/return_mean/<g>", "float64", "(N,)", "eval", "mean return of `<g>` over the evaluation's episodes"),
+    ("eval/return_std/<g>", "float64", "(N,)", "eval", "their standard deviation"),
+    ("eval_episodes/eval", "int64", "(N,)", "eval", "row of `/eval` the episode belongs to"),
+    ("eval_episodes/episode", "int64", "(N,)", "eval", "episode number within that evaluation (the order episodes "
+                                                       "ended, as `hpcmarl evaluate --json` lists them)"),
+    ("eval_episodes/length", "int64", "(N,)", "eval", "steps in the episode"),
+    ("eval_episodes/return/<g>", "float64", "(N,)", "eval", "episode return of `<g>`"),
+]
 _LEAGUE_TABLES = [  # (table, columns, when, one row per)
     ("pool", "member group version update wall_time", "league", "snapshot added to the pool (file "
      "`pool/<name>-vNNNNNNN.h5`)"),
@@ -244,6 +264,8 @@ _CKPT_ATTRS = [
     ("rows_episodes", "int64", "always", "rows of run.h5 `/episodes` (a resume cuts the table to them)"),
     ("rows_metrics", "int64", "always", "rows of run.h5 `/metrics` at this checkpoint"),
     ("rows_<table>", "int64", "further-tables", "rows of each further run.h5 table (`unrolls`, `league/…`)"),
+    ("rows_eval", "int64", "eval", "rows of run.h5 `/eval` (the evaluation of this checkpoint included)"),
+    ("rows_eval_episodes", "int64", "eval", "rows of run.h5 `/eval_episodes`"),
     ("version", "int64", "always", "policy version the next unrolls will be made with"),
     ("config", "str", "always", "the resolved config as YAML"),
     ("algo", "str", "always", "`algo.name`"),
@@ -343,6 +365,9 @@ FILES = {
               "Chunks 1024 rows (as every further table). Episodes finished in one update share its `update`, "
               "`env_steps` and `wall_time`. NIGT: one row per trajectory received (used or not)."),
              ("/unrolls: one row per unroll trained on", "run-h5-unrolls", DATA, _UNROLLS),
+             ("/eval and /eval_episodes: the evaluation protocol", "run-h5-eval", DATA, _EVAL,
+              "One `/eval` row per evaluation (docs/operations/evaluation.md), one `/eval_episodes` row per episode "
+              "played in it."),
              ("/league: league tables", "run-h5-league", DATA, _LEAGUE, "Five tables of float64 columns. Member ids: "
               "pool snapshots `0, 1, …` in the order added; the live policy of league group i is `−(i+1)`; the "
               "scripted baselines `−100` (random), `−101` (lookahead, Connect Four), `−102` (charge, battle_v4)."),
@@ -367,6 +392,21 @@ FILES = {
                    "learner's own (under `learners/NNNNN/`); the rest is the lead learner's.",
                    [("Root attributes", "checkpoint-attributes", ATTR, _CKPT_ATTRS),
                     ("Datasets", "checkpoint-datasets", DATA, _CKPT)]),
+    "eval": ("eval/ckpt-NNNNNNNNN.h5", "eval-policy", "The policy of the best evaluation so far (NNNNNNNNN = its "
+             "update), written like a checkpoint when an evaluation beats every earlier one; only the newest is kept "
+             "and checkpoint pruning never removes it. `hpcmarl evaluate` plays it; the absolute metric is its "
+             "re-evaluation.",
+             [("Root attributes", "eval-policy-attributes", ATTR, [(n, t, "eval", d) for n, t, d in [
+                 ("kind", "str", "`hpcmarl.checkpoint`"), ("schema_version", "int64", "`1`"),
+                 ("update", "int64", "update of the evaluated policy"), ("env_steps", "int64", "env steps then"),
+                 ("algo", "str", "`algo.name`"), ("env", "str", "`env.name`"),
+                 ("groups", "str (JSON)", "policy group names"), ("config", "str", "the run's resolved config (YAML)"),
+                 ("eval_score", "float64", "the evaluation's mean return (mean over groups)"),
+                 ("complete", "int64", "`1`, written last")]]),
+              ("Datasets", "eval-policy-datasets", DATA, [
+                  ("model/policies.<g>.net.<i>.weight", "float32", "(out, in)", "eval", "the policy networks, as in "
+                   "a checkpoint (`model/policies.*` only)"),
+                  ("model/policies.<g>.net.<i>.bias", "float32", "(out,)", "eval", "their biases")])]),
     "pool": ("pool/<name>-vNNNNNNN.h5", "pool", "League mode: one frozen policy snapshot of league group "
              "`<name>` (7-digit version), written by the league rank (temporary name, then rename).",
              [("Root attributes", "pool-attributes", ATTR, _POOL_ATTRS), ("Datasets", "pool-datasets", DATA, _POOL)]),

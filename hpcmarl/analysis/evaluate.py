@@ -54,17 +54,23 @@ def load_policy(ckpt: str):
             raise StorageError(f"{ckpt} is a league checkpoint: play its policies with `hpcmarl match CKPT OPPONENT` "
                                f"(turn-based games) or against pool snapshots")
         spec = probe_spec(cfg.env.name, cfg.env.kwargs, cfg.policy_map)
+    return cfg, policy_from_arrays(cfg, spec, arrays, int(attrs.get("update", 0)), ckpt)
+
+
+def policy_from_arrays(cfg, spec, arrays: Dict[str, np.ndarray], version: int, source: str) -> Inference:
+    """An :class:`~hpcmarl.models.Inference` of ``cfg``'s algorithm with the policy weights of checkpoint arrays
+    (``model/policies.*``, or ``model/*`` from a plug-in that saved its policies module alone); ``source`` names
+    them in errors."""
     policy = make_inference(spec, cfg.algo)
-    prefix = "model/policies." if any(k.startswith("model/policies.") for k in arrays) else "model/"  # "model/": a
-    # plug-in learner that saved its policies module alone (torch_state_arrays(policies, opt))
+    prefix = "model/policies." if any(k.startswith("model/policies.") for k in arrays) else "model/"
     state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
     try:
         policy.policies.load_state_dict(state)
     except RuntimeError as e:
-        raise StorageError(f"{ckpt}: policy weights do not fit the config's networks: "
+        raise StorageError(f"{source}: policy weights do not fit the config's networks: "
                            f"{str(e).splitlines()[0]}") from None
-    policy.version = int(attrs.get("update", 0))
-    return cfg, policy
+    policy.version = version
+    return policy
 
 
 def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = False, num_envs: int = 8,
@@ -77,6 +83,17 @@ def evaluate(ckpt: str, episodes: int = 100, seed: int = 12345, greedy: bool = F
 
 def _evaluate(ckpt: str, cfg, policy: Inference, episodes: int, seed: int, greedy: bool, num_envs: int,
               render_gif: Optional[str]) -> Dict:
+    out = {"checkpoint": ckpt, "env": cfg.env.name, "algo": cfg.algo.name, "update": policy.version}
+    out.update(play(cfg, policy, episodes, seed, greedy, num_envs))
+    if render_gif:
+        out["gif"] = render_episode(cfg, policy, render_gif, seed, greedy)
+    return out
+
+
+def play(cfg, policy: Inference, episodes: int, seed: int, greedy: bool, num_envs: int) -> Dict:
+    """Play ``episodes`` episodes of ``cfg``'s env (``min(num_envs, episodes)`` copies, env and torch seed ``seed``)
+    with ``policy``: per group the mean/std return and each episode's return and length in the order the counted
+    episodes ended. Seeds the global torch generator (the training run's evaluation forks it first)."""
     torch.manual_seed(seed)
     venv = make_batched_env(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)
     venv.reset()
@@ -97,13 +114,10 @@ def _evaluate(ckpt: str, cfg, policy: Inference, episodes: int, seed: int, greed
             counted[ep.env] = started < episodes
             started += 1
     venv.close()
-    out = {"checkpoint": ckpt, "env": cfg.env.name, "algo": cfg.algo.name, "update": policy.version,
-           "episodes": episodes, "seed": seed, "greedy": greedy, "length_mean": float(np.mean(lengths)),
-           "groups": {g: {"return_mean": float(np.mean(r)), "return_std": float(np.std(r)), "episodes": len(r)}
-                      for g, r in returns.items()}}
-    if render_gif:
-        out["gif"] = render_episode(cfg, policy, render_gif, seed, greedy)
-    return out
+    return {"episodes": episodes, "seed": seed, "greedy": greedy, "num_envs": venv.num_envs,
+            "length_mean": float(np.mean(lengths)), "episode_lengths": lengths,
+            "groups": {g: {"return_mean": float(np.mean(r)), "return_std": float(np.std(r)), "episodes": len(r),
+                           "returns": [float(x) for x in r]} for g, r in returns.items()}}
 
 
 def render_episode(cfg, policy: Inference, path: str, seed: int, greedy: bool) -> str:

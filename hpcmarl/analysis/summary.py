@@ -9,6 +9,23 @@ import numpy as np
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, load_checkpoint, open_read
 
 
+def eval_summary(ev: dict, groups) -> dict:
+    """Per group from run.h5 /eval: the last and the best periodic evaluation (mean return, env steps), the absolute
+    metric (``None`` before the run's end) and how many evaluations there were."""
+    periodic = ev["absolute"] == 0
+    out = {}
+    for g in groups:
+        r, steps = ev[f"return_mean/{g}"][periodic], ev["env_steps"][periodic]
+        absolute = ev[f"return_mean/{g}"][~periodic]
+        out[g] = {"evaluations": int(periodic.sum()),
+                  "last": float(r[-1]) if len(r) else None, "last_env_steps": int(steps[-1]) if len(r) else None,
+                  "best": float(r.max()) if len(r) else None,
+                  "best_env_steps": int(steps[int(np.argmax(r))]) if len(r) else None,
+                  "absolute": float(absolute[-1]) if len(absolute) else None,
+                  "absolute_episodes": int(ev["episodes"][~periodic][-1]) if len(absolute) else None}
+    return out
+
+
 def run_summary(run: Run, window: int = 500) -> dict:
     """The summary of ``run``; returns are averaged over ``window`` episodes (first, last, best moving average)."""
     import json
@@ -39,6 +56,9 @@ def run_summary(run: Run, window: int = 500) -> dict:
                                 "return_best": float(smooth.max()), "episodes": int(len(r))}
         else:
             out["groups"][g] = {"return_first": None, "return_last": None, "return_best": None, "episodes": 0}
+    ev = run._table("eval")
+    if ev and len(ev.get("absolute", [])):  # the evaluation protocol (eval.*)
+        out["eval"] = eval_summary(ev, groups)
     pool = run._table("league/pool")
     if pool:  # league mode (the table exists, possibly still empty)
         ratings = run._table("league/ratings")

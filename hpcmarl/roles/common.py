@@ -12,6 +12,7 @@ import numpy as np
 
 from hpcmarl import storage
 from hpcmarl.comm.spec import META_INDEX
+from hpcmarl.evaluation import eval_tables, make_evaluator
 
 M = META_INDEX
 SIGNAL_REASON = "stop signal received"
@@ -106,7 +107,7 @@ class RunLog:
         self.counters = {"update": 0, "env_steps": 0, "episodes": 0, "wall_time": 0.0, "discarded_episodes": 0,
                          "env_errors": 0}
         self.resume_rows = None
-        self.tables = tables or {}
+        self.tables = dict(tables or {})
         if resume_attrs is not None:
             for k in self.counters:
                 # (older runs: no env_errors)
@@ -125,6 +126,11 @@ class RunLog:
         self.session0 = time.monotonic()
         self.session_steps0 = self.counters["env_steps"]
         self.last_ckpt = self.counters["update"]
+        self.evaluator = make_evaluator(ctx, self.counters["env_steps"])  # eval.*: None when off
+        if self.evaluator:
+            self.tables.update(eval_tables(groups))
+        self.loggers = None  # the live loggers (output.loggers), lead only
+        self.final_eval = False  # set by the loop before the final checkpoint of a run that ended (not preempted)
 
     def open(self, banner: str = "") -> None:
         """Lead: create (or reopen on resume) run.h5 and refill the return window from it."""
@@ -135,6 +141,8 @@ class RunLog:
                                             resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s,
                                             tables=self.tables, reserve_mb=self.cfg.output.min_free_mb)
         w.f.attrs["resumed_from"] = ctx.resume_path or ""
+        if self.evaluator and ctx.resume_path:
+            self.evaluator.resume(w, self.counters["update"])
         # episodes the previous session's final stop cut off came after its final checkpoint (loop.run_learner)
         c = self.counters
         c["discarded_episodes"] = max(c["discarded_episodes"], int(w.f.attrs.get("discarded_episodes", 0)))
@@ -232,7 +240,10 @@ class RunLog:
             self.reached = reached
 
     def checkpoint_due(self, stop_reason: str) -> bool:
-        return not stop_reason and self.counters["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
+        """Every ``output.checkpoint_every`` updates, and when an evaluation is due (it evaluates the checkpoint)."""
+        c = self.counters
+        return not stop_reason and (c["update"] - self.last_ckpt >= self.cfg.output.checkpoint_every
+                                    or bool(self.evaluator and self.evaluator.due(c["env_steps"])))
 
     def save_checkpoint(self, param_checksum: float, make_arrays, version: int, group: int = 0,
                         extra_attrs: Optional[dict] = None) -> None:
@@ -249,13 +260,19 @@ class RunLog:
                     raise RuntimeError(f"learners hold different parameters at update {c['update']}: checksums {pairs}")
             attrs = dict(c)
             attrs.update(extra_attrs or {})
+            arrays = make_arrays()
+            ev = self.evaluator
+            if ev and (ev.due(c["env_steps"]) or self.final_eval):  # before the rows are counted: a resume keeps it
+                ev.evaluate(self.writer, self.loggers, arrays, c, final=self.final_eval)
             self.writer.flush()  # the rows it counts are on disk before the checkpoint is: a kill -9 loses none of them
             attrs.update({f"rows_{name}": n for name, n in self.writer.rows().items()})
             attrs.update(learner_param_checksums=[float(x) for x in sums], config=self.ctx.config_yaml,
                          algo=self.cfg.algo.name, env=self.cfg.env.name, groups=self.groups, version=version)
-            storage.save_checkpoint(os.path.join(self.ctx.run_dir, "checkpoints"), c["update"], make_arrays(), attrs,
+            storage.save_checkpoint(os.path.join(self.ctx.run_dir, "checkpoints"), c["update"], arrays, attrs,
                                     self.cfg.output.keep_checkpoints, self.cfg.output.min_free_mb)
         self.last_ckpt = c["update"]
+        if self.evaluator:
+            self.evaluator.passed(c["env_steps"])
 
     def preempted(self) -> bool:
         """A signal (or, with ``train.wall_exit_requeue``, ``train.max_wall_s``) stopped an unfinished run (no

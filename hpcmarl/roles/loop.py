@@ -140,6 +140,7 @@ def run_learner(ctx, flow: Flow) -> None:
     with watchdog.guard("the final checkpoint to be written"):
         inject_fault(ctx, "final")
         if log.final_checkpoint_due():
+            log.final_eval = not ctx.preempted  # eval.*: the final (and absolute) evaluation of a run that ended
             flow.save(log)
     discarded = int(flow.ctrl.sum_small(np.array([flow.shutdown(ctx.preempted)]))[0])
     counters["discarded_episodes"] += discarded

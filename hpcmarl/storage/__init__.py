@@ -23,6 +23,7 @@ import h5py  # noqa: F401
 
 from hpcmarl.storage.checkpoints import (
     checkpoint_path,
+    checkpoint_update,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -54,5 +55,6 @@ from hpcmarl.storage.writers import RunWriter, Table, TrajectoryWriter, read_tab
 __all__ = ["SCHEMA_VERSION", "KIND_RUN", "KIND_TRAJ", "KIND_CKPT", "StorageError", "DiskFull", "ensure_space",
            "fsync_path", "durable_replace", "STALE_TEMPORARIES", "remove_stale_temporaries", "disk_full",
            "quota_exceeded", "open_for_append", "check_file", "first_line", "open_read", "damaged", "Table",
-           "read_table", "RunWriter", "TrajectoryWriter", "checkpoint_path", "list_checkpoints", "save_checkpoint",
+           "read_table", "RunWriter", "TrajectoryWriter", "checkpoint_path", "checkpoint_update",
+           "list_checkpoints", "save_checkpoint",
            "load_checkpoint", "latest_checkpoint", "Run"]

@@ -20,9 +20,14 @@ def checkpoint_path(ckpt_dir: str, update: int) -> str:
     return os.path.join(ckpt_dir, f"ckpt-{update:09d}.h5")
 
 
+def checkpoint_update(path: str) -> int:
+    """The update a checkpoint's file name carries (``ckpt-NNNNNNNNN.h5``)."""
+    return int(_CKPT_RE.search(path).group(1))
+
+
 def list_checkpoints(ckpt_dir: str) -> List[str]:
     paths = [p for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.h5")) if _CKPT_RE.search(p)]
-    return sorted(paths, key=lambda p: int(_CKPT_RE.search(p).group(1)))
+    return sorted(paths, key=checkpoint_update)
 
 
 def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], attrs: dict, keep: int,
