@@ -183,6 +183,22 @@ def cmd_export(args) -> int:
 def cmd_compare(args) -> int:
     from hpcmarl.analysis.compare import compare_runs, format_compare
 
+    if args.by:
+        from hpcmarl.analysis import aggregate as agg
+
+        try:
+            agg.load_rliable()
+        except ImportError:
+            print(agg.MISSING, file=sys.stderr)
+            return 2
+        r = agg.aggregate_runs(args.runs, by=args.by, group=args.group, window=args.window,
+                               at_env_steps=args.at_env_steps, reps=args.reps, seed=args.seed)
+        files = agg.write_outputs(r, args.out) if args.out else []
+        if args.json:
+            print(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}))
+        else:
+            print(agg.format_aggregate(r) + "".join(f"wrote {p}\n" for p in files), end="")
+        return 0
     r = compare_runs(args.runs)
     print(json.dumps(r, default=str) if args.json else format_compare(r))
     return 0
@@ -303,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compare", help="several runs side by side: config differences and final metrics")
     co.add_argument("runs", nargs="+", help="run directories")
     co.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    co.add_argument("--by", metavar="KEY", help="group the runs by a dotted config key (algo = algo.name, env.name, "
+                    "...) and aggregate one score per run with rliable (IQM, mean, median with bootstrap CIs, "
+                    "performance profiles, probability of improvement); needs the .[stats] extra")
+    co.add_argument("--group", help="--by: the policy group scored (default: each run's first)")
+    co.add_argument("--window", type=int, help="--by: training episodes averaged when a run has no evaluation "
+                    "(default: the run's output.episode_window)")
+    co.add_argument("--at-env-steps", type=int, metavar="S", help="--by: score the training window ending at S "
+                    "env steps (evaluations ignored)")
+    co.add_argument("--reps", type=int, default=2000, help="--by: bootstrap replications")
+    co.add_argument("--seed", type=int, default=0, help="--by: bootstrap seed")
+    co.add_argument("--out", metavar="DIR", help="--by: write compare.md, compare.json, marl_eval.json (all runs) "
+                    "and the PNG plots there")
     co.set_defaults(fn=cmd_compare)
 
     ix = sub.add_parser("index", help="one HDF5 virtual-dataset view over all actor trajectory files")

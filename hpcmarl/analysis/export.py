@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 import h5py
 import numpy as np
 
+from hpcmarl.analysis.marleval import env_family, marl_eval_data  # noqa: F401  (re-exported)
 from hpcmarl.analysis.trajectory_index import inside, local_data
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
 
@@ -66,6 +67,8 @@ class RunData:
     groups: List[str]
     league: Optional[Dict[str, np.ndarray]] = None
     label: str = ""
+    eval: Optional[Dict[str, np.ndarray]] = None  # /eval: one row per evaluation (None: the run has none)
+    eval_episodes: Optional[Dict[str, np.ndarray]] = None  # /eval_episodes: one row per evaluation episode
 
     @property
     def flat_config(self) -> Dict[str, object]:
@@ -73,7 +76,7 @@ class RunData:
 
 
 def load_run(run_dir: str) -> RunData:
-    """Read ``run.h5`` of ``run_dir`` (attributes, /metrics, /episodes, /league when present).
+    """Read ``run.h5`` of ``run_dir`` (attributes, /metrics, /episodes; /league, /eval, /eval_episodes when present).
 
     Raises :class:`StorageError` naming the path for a missing directory or file, a non-HDF5 file,
     another kind or schema version, and a truncated or damaged file.
@@ -89,6 +92,8 @@ def load_run(run_dir: str) -> RunData:
                 league = read_table(f["league/ratings"])
             else:
                 league = read_table(f["league"]) if isinstance(f.get("league"), h5py.Group) else None
+            ev, ev_eps = (read_table(f[k]) if isinstance(f.get(k), h5py.Group) else None
+                          for k in ("eval", "eval_episodes"))
     except StorageError:
         raise
     except Exception as e:  # h5py raises OSError/KeyError/RuntimeError/ValueError on damaged files
@@ -117,7 +122,7 @@ def load_run(run_dir: str) -> RunData:
         groups = sorted(k.split("/", 1)[1] for k in episodes if k.startswith("return/"))
     return RunData(dir=run_dir, run_path=run.run_path, attrs=attrs, metrics=metrics, episodes=episodes,
                    config=config, groups=list(groups), league=league,
-                   label=os.path.basename(os.path.normpath(run_dir)) or run_dir)
+                   eval=ev, eval_episodes=ev_eps, label=os.path.basename(os.path.normpath(run_dir)) or run_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,65 +229,6 @@ def export_trajectories(traj_path: str, out_dir: str, chunk_episodes: int = 1000
     except Exception as e:
         raise StorageError(f"{traj_path}: cannot be read (truncated or damaged?): {_first_line(e)}") from None
     return {"files": files, "episodes": n_eps, "steps": n_steps}
-
-
-# --------------------------------------------------------------------------------------------------
-# marl-eval JSON
-# --------------------------------------------------------------------------------------------------
-def env_family(env: str) -> str:
-    """``simple_spread_v3`` -> ``mpe``, ``pursuit_v5`` -> ``sisl``: the package family of a registered
-    environment (marl-eval's "environment name"); the env name itself is the task."""
-    try:
-        from hpcmarl.envs import BATCHED, REGISTRY
-
-        if env.partition(":")[0] in BATCHED:  # jaxmarl:MPE_simple_spread_v3 -> jaxmarl
-            return env.partition(":")[0]
-        factory = REGISTRY[env].factory
-    except Exception:
-        return "pettingzoo"
-    parts = factory.split(":")[0].split(".")
-    if parts[0] == "pettingzoo" and len(parts) > 2:
-        return parts[1]
-    return re.sub(r"\d+$", "", parts[0]) or parts[0]
-
-
-def marl_eval_data(data: RunData, points: int = 20) -> dict:
-    """The marl-eval raw-data layout for one run::
-
-        {env_family: {env_name: {algo: {"<seed>": {"step_0": {"step_count": int, "return": [...],
-                                                              "<group>_return": [...]}, ...,
-                                                   "absolute_metrics": {"return": [...], ...}}}}}}
-
-    Evaluation points are ``points`` bins of consecutive logging points (distinct ``env_steps``
-    values of /episodes, i.e. update boundaries); each holds the episodes that finished there, with
-    ``step_count`` the env steps at the bin's last update. ``return`` is the team return (the sum of
-    the groups' ``return/<group>``), ``<group>_return`` each group's. ``absolute_metrics`` holds the
-    episodes of the bin with the best mean team return (training episodes: there is no separate
-    evaluation of the best policy)."""
-    eps = data.episodes
-    groups = [g for g in data.groups if f"return/{g}" in eps]
-    run: Dict[str, dict] = {}
-    n = len(eps.get("env_steps", []))
-    if n and groups:
-        steps = eps["env_steps"].astype(np.int64)
-        team = np.sum([eps[f"return/{g}"].astype(np.float64) for g in groups], axis=0)
-        levels = np.unique(steps)
-        best, best_mean = None, -np.inf
-        for i, chunk in enumerate(np.array_split(levels, min(max(1, points), len(levels)))):
-            sel = np.isin(steps, chunk)
-            entry = {"step_count": int(chunk.max()), "return": team[sel].tolist()}
-            for g in groups:
-                entry[f"{g}_return"] = eps[f"return/{g}"][sel].astype(np.float64).tolist()
-            run[f"step_{i}"] = entry
-            if best is None or float(team[sel].mean()) > best_mean:
-                best, best_mean = entry, float(team[sel].mean())
-        run["absolute_metrics"] = {k: v for k, v in best.items() if k != "step_count"}
-    else:
-        run["absolute_metrics"] = {}
-    env = str(data.attrs.get("env") or data.config.get("env", {}).get("name", "unknown"))
-    algo = str(data.attrs.get("algo") or data.config.get("algo", {}).get("name", "unknown"))
-    seed = data.config.get("seed", 0)
-    return {env_family(env): {env: {algo: {f"seed_{seed}": run}}}}  # BenchMARL's run key
 
 
 # --------------------------------------------------------------------------------------------------
