@@ -40,7 +40,8 @@ setup(
         "tracking": ["tensorboard>=2.14", "wandb>=0.17", "mlflow-skinny>=3.0", "sqlalchemy>=2.0", "alembic>=1.13"],
         # `hpcmarl compare --by algo` (IQM, bootstrap CIs, performance profiles, probability of improvement);
         # tools/bootstrap.sh also installs marl-eval (id-marl-eval, --no-deps: its pins do not install on 3.11)
-        "stats": ["rliable>=1.0", "colorama"],
+        # (pandas < 3: rliable 1.2 needs arch < 8, whose import fails under pandas 3)
+        "stats": ["rliable>=1.0", "colorama", "pandas<3"],
     },
     entry_points={"console_scripts": ["hpcmarl=hpcmarl.cli:main"]},
 )

@@ -103,8 +103,8 @@ def cmd_inspect(args) -> int:
                   f"best {r['return_best']:.2f}  ({r['episodes']} episodes)")
     for g, e in s.get("eval", {}).items():
         if e["evaluations"]:
-            absolute = (f"  absolute {e['absolute']:.2f} ({e['absolute_episodes']} episodes)" if e["absolute"] is not None
-                        else "")
+            absolute = ("" if e["absolute"] is None
+                        else f"  absolute {e['absolute']:.2f} ({e['absolute_episodes']} episodes)")
             print(f"eval {g:<11} last {e['last']:.2f} at {e['last_env_steps']:,}  best {e['best']:.2f} at "
                   f"{e['best_env_steps']:,} env steps{absolute}  ({e['evaluations']} evaluations)")
     for role, phases in s.get("timings_mean_s", {}).items():

@@ -23,27 +23,9 @@ METRICS = ("IQM", "mean", "median")
 
 
 def load_rliable():
-    """``(library, metrics, plot_utils)`` of rliable; ImportError when it (or its ``arch``) is not installed.
+    """``(library, metrics, plot_utils)`` of rliable; ImportError when it (or its ``arch``) is not installed."""
+    from rliable import library, metrics, plot_utils
 
-    arch < 8 (which rliable 1.2 needs: it passes ``random_state``) calls pandas' ``deprecate_kwarg`` with the
-    pandas 2 signature at import; under pandas 3 that import fails with a TypeError. Then the import is retried
-    once with a shim that supplies the warning class the pandas 3 signature wants first."""
-    try:
-        from rliable import library, metrics, plot_utils
-    except TypeError:
-        import sys
-
-        import pandas.util._decorators as dec
-
-        orig = dec.deprecate_kwarg
-        dec.deprecate_kwarg = lambda *a, **k: orig(FutureWarning, *a, **k) if a and isinstance(a[0], str) \
-            else orig(*a, **k)
-        for name in [m for m in sys.modules if m.split(".")[0] in ("arch", "rliable")]:
-            del sys.modules[name]
-        try:
-            from rliable import library, metrics, plot_utils
-        finally:
-            dec.deprecate_kwarg = orig
     return library, metrics, plot_utils
 
 

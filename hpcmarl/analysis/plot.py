@@ -148,7 +148,21 @@ def _plot_returns(runs: List[RunData], x: str, smooth: int):
         raise StorageError(f"{runs[0].run_path}: no policy groups recorded (no return/<group> columns)")
     fig, w = _panels(runs, [f"return/{g}" for g in groups], x, smooth, lambda r: r.episodes, "episode return",
                      "no finished episodes")
-    fig.suptitle(f"episode return per group ({w}-episode moving average)", fontsize="medium")
+    evaluated = False
+    for color, (label, members) in zip(_colors(len(_series(runs))), _series(runs)):
+        for j, r in enumerate(members):  # the evaluation protocol's returns (eval.*), beside the training return
+            ev = r.eval or {}
+            if not len(ev.get("absolute", [])) or x not in ev:
+                continue
+            periodic = ev["absolute"] == 0
+            for ax, g in zip(fig.axes, groups):
+                if f"return_mean/{g}" in ev:
+                    ax.plot(ev[x][periodic], ev[f"return_mean/{g}"][periodic], "x", color=color, ms=6,
+                            label=f"{label}: evaluation" if j == 0 else None)
+                    ax.legend(fontsize="small")
+                    evaluated = True
+    fig.suptitle(f"episode return per group ({w}-episode moving average" + ("; x: evaluations" if evaluated else "")
+                 + ")", fontsize="medium")
     return fig
 
 

@@ -134,3 +134,10 @@ def test_inspect_shows_the_evaluations(tmp_path):
     p = hpcmarl(["inspect", run, "--json"])
     s = json.loads(p.stdout)
     assert s["eval"]["agent"]["absolute"] == pytest.approx(ev["return_mean/agent"][-1])
+    # plot: the evaluations beside the training return
+    from hpcmarl.analysis.export import load_run
+    from hpcmarl.analysis.plot import _plot_returns
+
+    fig = _plot_returns([load_run(run)], "env_steps", 0)
+    (marks,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().endswith(": evaluation")]
+    np.testing.assert_array_equal(marks.get_ydata(), ev["return_mean/agent"][ev["absolute"] == 0])

@@ -200,6 +200,12 @@ def test_unknown_algo_name():
     (["name=a/b"], "name"),
     (["policy_map={}"], "policy_map"),
     (["policy_map.agent=[]"], "policy_map.agent"),
+    (["output.loggers=[tensorboard,neptune]"], "output.loggers"),
+    (["output.loggers=[wandb,wandb]"], "output.loggers"),
+    (["output.wandb_mode=disabled"], "output.wandb_mode"),
+    (["eval.every_env_steps=-1"], "eval.every_env_steps"),
+    (["eval.episodes=0"], "eval.episodes"),
+    (["eval.num_envs=0"], "eval.num_envs"),
 ])
 def test_inconsistent_values_name_key(overrides, key):
     msg = error_of(None, overrides)
@@ -215,6 +221,11 @@ def test_inconsistent_values_name_key(overrides, key):
 def test_values_that_would_fail_after_startup(overrides, key):
     msg = error_of(None, overrides)
     assert f"'{key}'" in msg, msg
+
+
+def test_eval_is_refused_in_league_mode_naming_the_leagues_own():
+    msg = error_of(os.path.join(ROOT, "configs", "league_spread.yaml"), ["eval.every_env_steps=1000"])
+    assert "'eval.every_env_steps'" in msg and "league.eval_" in msg, msg
 
 
 def test_valid_device_strings():
