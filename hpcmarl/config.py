@@ -18,7 +18,6 @@ import yaml
 from hpcmarl.league.config import BASELINES, LEAGUE_STRATEGIES, LeagueConfig, LeagueGroupConfig, validate_league  # noqa: F401 - re-exported
 from hpcmarl.typedconfig import ConfigError, _build, apply_overrides, check, parse_override, to_dict, to_yaml  # noqa: F401
 
-
 LOGGERS = ("tensorboard", "wandb", "mlflow")  # output.loggers (hpcmarl.tracking)
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import storage
+from hpcmarl import storage, tracking
 from hpcmarl.comm.spec import META_INDEX
 
 M = META_INDEX
@@ -117,6 +117,7 @@ class RunLog:
                                  (lambda: cfg.train.max_wall_s - (time.monotonic() - self.session0))
                                  if cfg.train.max_wall_s else None)
         self.writer: Optional[storage.RunWriter] = None
+        self.loggers = tracking.Loggers()  # live loggers (lead, output.loggers): log.loggers.log(row, env_steps)
         self.reached = False
         self.reached_at = None  # (window returns, env steps, wall seconds) when the target was first reached
         self.row: Optional[dict] = None
@@ -135,6 +136,8 @@ class RunLog:
                                             resume_rows=self.resume_rows, flush_s=self.cfg.output.flush_s,
                                             tables=self.tables, reserve_mb=self.cfg.output.min_free_mb)
         w.f.attrs["resumed_from"] = ctx.resume_path or ""
+        self.loggers = tracking.Loggers.open(self.cfg, ctx.run_dir, ctx.config_yaml,
+                                             self.counters["env_steps"] if ctx.resume_path else None)
         # episodes the previous session's final stop cut off came after its final checkpoint (loop.run_learner)
         c = self.counters
         c["discarded_episodes"] = max(c["discarded_episodes"], int(w.f.attrs.get("discarded_episodes", 0)))
@@ -220,6 +223,7 @@ class RunLog:
             row.setdefault(f"return/{g}", float("nan"))
         row.setdefault("episode_length", float("nan"))
         self.writer.log_metrics(row)
+        self.loggers.log(row, int(row["env_steps"]))
         self.progress.maybe(row)
         target = self.cfg.train.target_return
         if target is not None:
@@ -274,6 +278,7 @@ class RunLog:
             return
         self.writer.f.attrs["discarded_episodes"] = self.counters["discarded_episodes"]  # with the final stop's
         self.writer.close()
+        self.loggers.close()
         if self.row is not None:
             self.progress.maybe(self.row, force=True)
         c = self.counters
