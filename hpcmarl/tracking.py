@@ -115,7 +115,10 @@ class _WandB:
         self.run.log(row if "env_steps" in row else dict(row, env_steps=step))
 
     def close(self, failed):
+        import wandb
+
         self.run.finish(exit_code=1 if failed else 0)
+        wandb.teardown()  # waits for wandb-core to have written everything (finish alone may return before)
 
 
 class _MLflow:

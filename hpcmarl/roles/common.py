@@ -96,7 +96,9 @@ class RunLog:
     """Learner bookkeeping both data flows share: counters, the stop vote, the lead learner's run.h5
     writer, the episode-return window, the progress line, the target check and the closing line.
 
-    Episode rows are ``(actor, env, length, policy_version, return per group...)``."""
+    Episode rows are ``(actor, env, length, policy_version, return per group...)``. ``loggers``: the live loggers
+    (:mod:`hpcmarl.tracking`, lead only, else empty) every metrics row also goes to; other rows can be sent with
+    ``log.loggers.log(row, env_steps)``."""
 
     def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None,
                  tables: Optional[dict] = None):

@@ -1,6 +1,6 @@
 """Test plugin (``plugins=[tests.e2e.tracking_plugin]``): every rank imports it first. With
 ``HPCMARL_TEST_TB_FAIL_AT=N`` TensorBoard's ``SummaryWriter.add_scalar`` raises ``OSError(ENOSPC)`` from the N-th
-metrics row (step) on, as a full disk would (tests/e2e/test_tracking.py)."""
+metrics row (step) on, as a full disk would (tests/e2e/test_live_loggers.py)."""
 import errno
 import os
 
