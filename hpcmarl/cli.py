@@ -177,6 +177,8 @@ def cmd_export(args) -> int:
 
     r = export_run(args.run_dir, args.out, trajectories=not args.no_trajectories, chunk_episodes=args.chunk_episodes)
     print(json.dumps(r, indent=1, default=str))
+    if "tensorboard" in r["skipped"]:
+        print(f"hpcmarl: note: no TensorBoard files: {r['skipped']['tensorboard']}", file=sys.stderr)
     return 0
 
 
@@ -309,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--smooth", type=int, default=0, help="moving-average window in episodes (0 = automatic)")
     pl.set_defaults(fn=cmd_plot)
 
-    ex = sub.add_parser("export", help="metrics/episodes to CSV (+Parquet), trajectories to .npz, marl-eval JSON")
+    ex = sub.add_parser("export", help="metrics/episodes to CSV (+Parquet), trajectories to .npz, marl-eval JSON, "
+                                           "TensorBoard (with the tracking extra)")
     ex.add_argument("run_dir", help="run directory")
     ex.add_argument("--out", required=True, help="output directory")
     ex.add_argument("--no-trajectories", action="store_true", help="export metrics and episodes only")

@@ -125,9 +125,8 @@ class Evaluator:
         eps.update({f"return/{g}": np.array(r["groups"][g]["returns"]) for g in self.groups})
         writer.append("eval_episodes", eps)
         name = "eval/absolute" if absolute else "eval"
-        if loggers is not None:
-            sent = {f"{name}/{k}": v for k, v in row.items() if "/" in k or k == "length_mean"}
-            loggers.log(sent, counters["env_steps"])
+        loggers.log({f"{name}/{k}": v for k, v in row.items() if "/" in k or k == "length_mean"},
+                    counters["env_steps"])
         what = (f"absolute metric (the best policy, update {policy_update})" if absolute
                 else f"evaluation at {counters['env_steps']:,} env steps (update {counters['update']})")
         rets = ", ".join(f"{g} {row[f'return_mean/{g}']:.2f} +- {row[f'return_std/{g}']:.2f}" for g in self.groups)

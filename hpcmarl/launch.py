@@ -344,6 +344,9 @@ def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> in
         elif isinstance(e, CommTimeout):  # a bounded wait ran out: the line says what it waited for
             tb = ""
             what = f"{e}; aborting the job"
+        elif isinstance(e, ConfigError):  # e.g. a live logger's package missing at the lead's open: one line
+            tb = ""
+            what = f"{e}; aborting the job"
         else:
             tb = traceback.format_exc()
             what = f"{type(e).__name__}: {e}"

@@ -19,13 +19,15 @@ class PreflightError(RuntimeError):
 
 
 def preflight(cfg: Config, fresh: bool) -> dict:
-    """Decide fresh start vs. resume without writing anything. Raises PreflightError."""
-    from hpcmarl import storage
+    """Decide fresh start vs. resume without writing anything. Raises PreflightError (ConfigError: a live logger's
+    package is missing)."""
+    from hpcmarl import storage, tracking
 
     run_dir = cfg.resolved_run_dir
     info = {"run_dir": run_dir, "resume_path": None, "start_update": 0, "move_aside": False, "warnings": []}
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise PreflightError(f"run directory {run_dir} exists and is not a directory")
+    tracking.require(cfg.output.loggers, cfg.output.mlflow_uri)  # before training starts, not at the lead's open
     learner = probe_learner(cfg)
     if not os.path.isdir(run_dir) or not os.listdir(run_dir):
         return info

@@ -1,6 +1,7 @@
 """Export a run directory to plain formats: CSV (+ Parquet when pyarrow is there), per-actor NumPy
-``.npz`` trajectory chunks, a marl-eval JSON file and (when a TensorBoard writer is importable)
-TensorBoard event files.
+``.npz`` trajectory chunks, a marl-eval JSON file and (when the tensorboard package of the ``tracking`` extra is
+installed) TensorBoard event files. (A run trained with ``output.loggers: [tensorboard]`` has them live in
+``RUN/tensorboard`` already: :mod:`hpcmarl.tracking`.)
 
 Everything here only reads the run: HDF5 files are opened read-only through
 :func:`hpcmarl.storage.open_read` (SWMR, so a live run can be exported) and nothing is written inside
@@ -235,19 +236,13 @@ def export_trajectories(traj_path: str, out_dir: str, chunk_episodes: int = 1000
 # TensorBoard
 # --------------------------------------------------------------------------------------------------
 def _summary_writer():
+    """``(SummaryWriter, None)``, or ``(None, why)`` when the tensorboard package (the tracking extra) is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
         return SummaryWriter, None
-    except Exception as e:
-        first = _first_line(e)
-    try:
-        from tensorboardX import SummaryWriter
-
-        return SummaryWriter, None
-    except Exception:
-        pass
-    return None, f"no TensorBoard writer importable ({first}; tensorboardX not installed either)"
+    except ImportError as e:
+        return None, f"the tensorboard package is not installed ({_first_line(e)}): pip install -e \".[tracking]\""
 
 
 def _tensorboard(data: RunData, log_dir: str, SummaryWriter) -> List[str]:
@@ -287,8 +282,9 @@ def export_run(run_dir: str, out_dir: str, trajectories: bool = True, chunk_epis
     order, floats as Python ``repr``), ``metrics.parquet``/``episodes.parquet`` when pyarrow is
     importable, ``trajectories/actor-AAAAA_epLLLLLL-HHHHHH.npz`` (see :func:`export_trajectories`),
     ``marl_eval.json`` (see :func:`marl_eval_data`; ``marl_eval_points`` evaluation points) and
-    ``tensorboard/`` event files (one scalar per /metrics column, step = env steps) when a
-    TensorBoard writer is importable. Returns what was written::
+    ``tensorboard/`` event files (one scalar per /metrics column, step = env steps) when the tensorboard
+    package is installed (``pip install -e ".[tracking]"``; else ``skipped["tensorboard"]`` says so). Returns what
+    was written::
 
         {"out_dir", "files": [...], "rows": {"metrics": n, "episodes": n},
          "trajectories": {"files": [...], "episodes": n, "steps": n}, "marl_eval": {...},

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import storage
+from hpcmarl import storage, tracking
 from hpcmarl.comm.spec import META_INDEX
 from hpcmarl.evaluation import eval_tables, make_evaluator
 
@@ -97,7 +97,9 @@ class RunLog:
     """Learner bookkeeping both data flows share: counters, the stop vote, the lead learner's run.h5
     writer, the episode-return window, the progress line, the target check and the closing line.
 
-    Episode rows are ``(actor, env, length, policy_version, return per group...)``."""
+    Episode rows are ``(actor, env, length, policy_version, return per group...)``. ``loggers``: the live loggers
+    (:mod:`hpcmarl.tracking`, lead only, else empty) every metrics row also goes to; other rows can be sent with
+    ``log.loggers.log(row, env_steps)``."""
 
     def __init__(self, ctx, coll, groups: List[str], resume_attrs: Optional[dict] = None,
                  tables: Optional[dict] = None):
@@ -118,6 +120,7 @@ class RunLog:
                                  (lambda: cfg.train.max_wall_s - (time.monotonic() - self.session0))
                                  if cfg.train.max_wall_s else None)
         self.writer: Optional[storage.RunWriter] = None
+        self.loggers = tracking.Loggers()  # live loggers (lead, output.loggers): log.loggers.log(row, env_steps)
         self.reached = False
         self.reached_at = None  # (window returns, env steps, wall seconds) when the target was first reached
         self.row: Optional[dict] = None
@@ -129,7 +132,6 @@ class RunLog:
         self.evaluator = make_evaluator(ctx, self.counters["env_steps"])  # eval.*: None when off
         if self.evaluator:
             self.tables.update(eval_tables(groups))
-        self.loggers = None  # the live loggers (output.loggers), lead only
         self.final_eval = False  # set by the loop before the final checkpoint of a run that ended (not preempted)
 
     def open(self, banner: str = "") -> None:
@@ -143,6 +145,8 @@ class RunLog:
         w.f.attrs["resumed_from"] = ctx.resume_path or ""
         if self.evaluator and ctx.resume_path:
             self.evaluator.resume(w, self.counters["update"])
+        self.loggers = tracking.Loggers.open(self.cfg, ctx.run_dir, ctx.config_yaml,
+                                             self.counters["env_steps"] if ctx.resume_path else None)
         # episodes the previous session's final stop cut off came after its final checkpoint (loop.run_learner)
         c = self.counters
         c["discarded_episodes"] = max(c["discarded_episodes"], int(w.f.attrs.get("discarded_episodes", 0)))
@@ -228,6 +232,7 @@ class RunLog:
             row.setdefault(f"return/{g}", float("nan"))
         row.setdefault("episode_length", float("nan"))
         self.writer.log_metrics(row)
+        self.loggers.log(row, int(row["env_steps"]))
         self.progress.maybe(row)
         target = self.cfg.train.target_return
         if target is not None:
@@ -291,6 +296,7 @@ class RunLog:
             return
         self.writer.f.attrs["discarded_episodes"] = self.counters["discarded_episodes"]  # with the final stop's
         self.writer.close()
+        self.loggers.close()
         if self.row is not None:
             self.progress.maybe(self.row, force=True)
         c = self.counters

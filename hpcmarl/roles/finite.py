@@ -134,6 +134,7 @@ def check_finite(ctx, flow, log, row: Dict[str, float]) -> None:
     flow.shutdown(False)
     if log.writer is not None:
         log.writer.close()
+    log.loggers.close(failed=True)
     flow.close()
     from hpcmarl.comm.protocol import barrier
 
