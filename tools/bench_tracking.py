@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Cost of the live loggers (``output.loggers``) on training throughput: the demo config (``configs/demo.yaml``,
-``--ranks`` MPI ranks as ``make demo``) trained for ``--steps`` env steps without loggers and with each logger alone
-(W&B offline, MLflow's default SQLite store in the run), one run at a time. The machine's speed drifts (other
+"""Cost of the live loggers (``output.loggers``) and of the evaluation protocol (``eval.*``) on training throughput: the
+demo config (``configs/demo.yaml``, ``--ranks`` MPI ranks as ``make demo``) trained for ``--steps`` env steps without
+either and with each logger alone (W&B offline, MLflow's default SQLite store in the run), and with evaluations of
+``--eval-episodes`` episodes every ``--eval-every`` env steps, one run at a time. The machine's speed drifts (other
 work), so every logger run is paired with a run without loggers right next to it (order alternating: none then the
 logger, the logger then none), the pairs in rotating order, ``--repeats`` times; an arm's ratio is the median over
 its pairs of its throughput over its partner's.
@@ -10,9 +11,10 @@ Throughput of a run: env steps per second between its first and its last run.h5 
 startup, the loggers' opening included, is reported apart as ``<arm>_first_row_s``: wall seconds to the first
 row, median). Last line:
 
-    RESULT none_sps=… tensorboard_ratio=… wandb_ratio=… mlflow_ratio=… none_first_row_s=… …
+    RESULT none_sps=… tensorboard_ratio=… wandb_ratio=… mlflow_ratio=… eval_ratio=… none_first_row_s=… …
 
-    .venv/bin/python tools/bench_tracking.py [--steps 60k] [--repeats 3] [--ranks 3]
+    .venv/bin/python tools/bench_tracking.py [--steps 60k] [--repeats 3] [--ranks 3] [--eval-every 10k]
+        [--eval-episodes 10]
 """
 import argparse
 import os
@@ -24,7 +26,7 @@ from _common import ROOT, launch, parse_steps, record
 
 from hpcmarl.analysis.export import load_run
 
-ARMS = ("none", "tensorboard", "wandb", "mlflow")
+ARMS = ("none", "tensorboard", "wandb", "mlflow", "eval")
 
 
 def rate(run_dir):
@@ -38,6 +40,8 @@ def main():
     ap.add_argument("--steps", default="60k", help="env steps per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ranks", type=int, default=3)
+    ap.add_argument("--eval-every", default="10k", help="the eval arm's eval.every_env_steps")
+    ap.add_argument("--eval-episodes", type=int, default=10, help="the eval arm's eval.episodes")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_tracking"))
     args = ap.parse_args()
     steps = parse_steps(args.steps)
@@ -45,11 +49,14 @@ def main():
     first = {a: [] for a in ARMS}
     ratios = {a: [] for a in ARMS[1:]}
 
+    overrides = {"none": [], "eval": [f"eval.every_env_steps={parse_steps(args.eval_every)}",
+                                      f"eval.episodes={args.eval_episodes}"]}
+
     def train(arm, tag):
         run_dir = os.path.join(args.out, f"{arm}-{tag}")
         launch(args.ranks, os.path.join(ROOT, "configs", "demo.yaml"),
-               [f"run_dir={run_dir}", f"train.total_env_steps={steps}", "train.target_return=null", "--fresh",
-                f"output.loggers=[{'' if arm == 'none' else arm}]"], timeout=1800, log_path=run_dir + ".log")
+               [f"run_dir={run_dir}", f"train.total_env_steps={steps}", "train.target_return=null", "--fresh"]
+               + overrides.get(arm, [f"output.loggers=[{arm}]"]), timeout=1800, log_path=run_dir + ".log")
         sps, t_first, done = rate(run_dir)
         per[arm].append(sps)
         first[arm].append(t_first)
@@ -57,9 +64,10 @@ def main():
               flush=True)
         return sps
 
-    loggers = list(ARMS[1:])
+    others = list(ARMS[1:])
     for rep in range(args.repeats):
-        for i, arm in enumerate(loggers[rep % 3:] + loggers[:rep % 3]):
+        k = rep % len(others)
+        for i, arm in enumerate(others[k:] + others[:k]):
             if (rep + i) % 2 == 0:
                 base, x = train("none", f"{rep}{arm[0]}"), train(arm, rep)
             else:

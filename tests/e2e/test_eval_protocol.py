@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from launch import hpcmarl, mpirun, requires_mpirun
+from launch import hpcmarl, mpirun, require_extra, requires_mpirun
 
 pytestmark = [requires_mpirun]
 
@@ -119,10 +119,11 @@ def test_resume_keeps_the_evaluations_up_to_its_checkpoint(tmp_path):
             == [os.path.basename(p) for p in glob.glob(os.path.join(b, "eval", "*.h5"))])
 
 
-def test_inspect_shows_the_evaluations(tmp_path):
+def test_inspect_plot_and_loggers_show_the_evaluations(tmp_path):
+    tbparse = require_extra("tbparse", "tracking")
     run = str(tmp_path / "r")
-    p = mpirun(2, ["train"] + TINY + ["eval.every_env_steps=1000", "eval.episodes=2", f"run_dir={run}"],
-               timeout=240)
+    p = mpirun(2, ["train"] + TINY + ["eval.every_env_steps=1000", "eval.episodes=2", "output.loggers=[tensorboard]",
+                                      f"run_dir={run}"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     p = hpcmarl(["inspect", run])
     assert p.returncode == 0, p.stderr
@@ -141,3 +142,10 @@ def test_inspect_shows_the_evaluations(tmp_path):
     fig = _plot_returns([load_run(run)], "env_steps", 0)
     (marks,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().endswith(": evaluation")]
     np.testing.assert_array_equal(marks.get_ydata(), ev["return_mean/agent"][ev["absolute"] == 0])
+    # the live loggers get every evaluation at its env steps
+    df = tbparse.SummaryReader(os.path.join(run, "tensorboard")).scalars
+    got = df[df.tag == "eval/return_mean/agent"].sort_values("step")
+    np.testing.assert_array_equal(got.step, ev["env_steps"][ev["absolute"] == 0])
+    np.testing.assert_allclose(got.value, ev["return_mean/agent"][ev["absolute"] == 0], rtol=1e-6)
+    (absolute,) = df[df.tag == "eval/absolute/return_mean/agent"].value
+    assert absolute == pytest.approx(ev["return_mean/agent"][-1], rel=1e-6)
