@@ -112,7 +112,8 @@ class EvalConfig:
     episodes: int = 10  # episodes per evaluation
     greedy: bool = False  # play the most likely action (default: sample, as in training)
     seed: int = 12345  # env and sampling seed of every evaluation (the same episodes each time)
-    num_envs: int = 8  # env copies stepped together (as `hpcmarl evaluate --num-envs`)
+    num_envs: int = 0  # env copies stepped together (as `hpcmarl evaluate --num-envs`); 0 = eval.episodes: every
+    # episode of an evaluation at once (the absolute metric's 10 x episodes in 10 rounds)
     absolute: bool = True  # at the end, re-evaluate the best-evaluated policy with 10 x episodes (marl-eval's
     # "absolute metric"); the best policy is kept in RUN/eval/ whatever output.keep_checkpoints prunes
 
@@ -399,7 +400,7 @@ def validate(cfg: Config) -> None:
     ev = cfg.eval
     _check(ev.every_env_steps >= 0, "eval.every_env_steps", "must be >= 0 (0 = no evaluation)")
     _check(ev.episodes >= 1, "eval.episodes", "must be >= 1")
-    _check(ev.num_envs >= 1, "eval.num_envs", "must be >= 1")
+    _check(ev.num_envs >= 0, "eval.num_envs", "must be >= 0 (0 = eval.episodes)")
     _check(not (ev.every_env_steps and cfg.league.enabled), "eval.every_env_steps",
            "does not apply in league mode: the league evaluates its snapshots itself (league.eval_*)")
     _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")

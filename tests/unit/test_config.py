@@ -205,7 +205,7 @@ def test_unknown_algo_name():
     (["output.wandb_mode=disabled"], "output.wandb_mode"),
     (["eval.every_env_steps=-1"], "eval.every_env_steps"),
     (["eval.episodes=0"], "eval.episodes"),
-    (["eval.num_envs=0"], "eval.num_envs"),
+    (["eval.num_envs=-1"], "eval.num_envs"),
 ])
 def test_inconsistent_values_name_key(overrides, key):
     msg = error_of(None, overrides)
