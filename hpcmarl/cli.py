@@ -101,6 +101,9 @@ def cmd_inspect(args) -> int:
         if r["episodes"]:
             print(f"group {g:<10} return first {r['return_first']:.2f}  last {r['return_last']:.2f}  "
                   f"best {r['return_best']:.2f}  ({r['episodes']} episodes)")
+    if "win_rate" in s:
+        w = s["win_rate"]
+        print(f"win rate   first {w['first']:.3f}  last {w['last']:.3f}  ({w['episodes']} battles)")
     for g, e in s.get("eval", {}).items():
         if e["evaluations"]:
             absolute = ("" if e["absolute"] is None

@@ -66,7 +66,8 @@ class Sampler:
                 env_done[t, ep.env] = 1
                 eps[n_ep, 0] = ep.env
                 eps[n_ep, 1] = ep.length
-                eps[n_ep, 2:] = [ep.returns[g.name] for g in self.groups]
+                eps[n_ep, 2:-1] = [ep.returns[g.name] for g in self.groups]
+                eps[n_ep, -1] = ep.won
                 n_ep += 1
         for g in self.groups:
             rec[f"{g.name}/obs"][T] = venv.obs[g.name]

@@ -94,6 +94,10 @@ _METRICS = [
     ("metrics/return_window/<g>", "float64", "(N,)", "always", "mean return of `<g>` over the last "
                                                                "`output.episode_window` episodes"),
     ("metrics/episode_length", "float64", "(N,)", "always", "mean length of the episodes finished in this update"),
+    ("metrics/win_rate", "float64", "(N,)", "always", "won share of the episodes finished in this update where the env "
+                                                     "reports an outcome (SMAX battles; else NaN)"),
+    ("metrics/win_rate_window", "float64", "(N,)", "always", "won share over the last `output.episode_window` such "
+                                                            "episodes"),
     ("metrics/grad_norm", "float64", "(N,)", "always", "global gradient norm (before clipping; NIGT: of the round's "
                                                        "aggregated gradient)"),
     ("metrics/time/allreduce", "float64", "(N,)", "always", "seconds in the gradient all-reduce (mean over learners)"),
@@ -152,6 +156,8 @@ _RUN_EPISODES = [
     ("episodes/env_steps", "int64", "(N,)", "always", "env steps counted at the end of that update"),
     ("episodes/wall_time", "float64", "(N,)", "always", "run wall time at the end of that update, seconds"),
     ("episodes/return/<g>", "float64", "(N,)", "always", "episode return of `<g>`, summed over the group's agents"),
+    ("episodes/won", "float64", "(N,)", "always", "1 for a won battle (SMAX: every enemy unit dead, an ally alive), 0 "
+                                                  "otherwise; NaN where the env reports no outcome (and in NIGT's flow)"),
 ]
 _UNROLLS = [
     ("unrolls/update", "int64", "(N,)", "matrace", "update that consumed the unroll"),

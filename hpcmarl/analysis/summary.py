@@ -56,6 +56,11 @@ def run_summary(run: Run, window: int = 500) -> dict:
                                 "return_best": float(smooth.max()), "episodes": int(len(r))}
         else:
             out["groups"][g] = {"return_first": None, "return_last": None, "return_best": None, "episodes": 0}
+    won = eps.get("won", np.zeros(0))
+    won = won[np.isfinite(won)]
+    if len(won):  # battles (SMAX): the won share of the first and the last `window` episodes that have an outcome
+        w = min(window, len(won))
+        out["win_rate"] = {"first": float(won[:w].mean()), "last": float(won[-w:].mean()), "episodes": int(len(won))}
     ev = run._table("eval")
     if ev and len(ev.get("absolute", [])):  # the evaluation protocol (eval.*)
         out["eval"] = eval_summary(ev, groups)

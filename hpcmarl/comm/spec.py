@@ -84,8 +84,8 @@ def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0) -> RecordSpec
     fields.append(("env_done", (T, E), "u1"))  # the env copy's episode ended at step t (then it was reset)
     fields.append(("rng", (RNG_BYTES,), "u1"))  # the actor's torch RNG state after the unroll
     fields.append(("env_seeds", (E + 2,), "i8"))  # VecEnv.seeds_state: episode seeds, stream seed, reset counter
-    # finished episodes: env index, length, return per group; at most one per env and step
-    fields.append(("episodes", (T * E, 2 + len(env.groups)), "f8"))
+    # finished episodes: env index, length, return per group, won (EpisodeStat.won); at most one per env and step
+    fields.append(("episodes", (T * E, 3 + len(env.groups)), "f8"))
     return RecordSpec(fields)
 
 

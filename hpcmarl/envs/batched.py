@@ -37,6 +37,8 @@ class EpisodeStat:
     env: int
     length: int
     returns: Dict[str, float]  # per group: summed over the group's agents
+    won: float = float("nan")  # a battle's outcome where the env has one (SMAX: 1 = every enemy unit dead while an
+    # allied one lives, else 0); NaN where it has none
 
 
 def episode_seed(seed: int, n: int) -> int:

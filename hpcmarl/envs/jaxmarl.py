@@ -15,7 +15,9 @@ Episode ends: a copy whose ``dones["__all__"]`` is set ended; *truncated* when i
 (SMAX units dying) terminate that agent: it is no longer alive (zeros, no reward: like a PettingZoo agent that left,
 so SMAX's reward to dead units is dropped). Masks: ``env.get_avail_actions(state)`` where the env has it (SMAX),
 else all True. Global state (``with_state``): the env's ``world_state`` observation (SMAX); an env without one has no
-state (``algo.critic_input=obs``). Errors: a jitted env cannot raise per copy, so NaN in a copy's observations or
+state (``algo.critic_input=obs``). Outcome: a battle's episode (SMAX) is won (``EpisodeStat.won`` = 1) when it
+ends with every enemy unit dead and an allied one alive, the episodes JaxMARL's ``SMAXLogWrapper`` counts as won
+(its win bonus); other envs report NaN. Errors: a jitted env cannot raise per copy, so NaN in a copy's observations or
 rewards is that copy's env error (``on_error``: "reset" re-starts it and discards its episode, "abort" raises).
 """
 from __future__ import annotations
@@ -263,11 +265,13 @@ class JaxMarlEnv(BatchedEnv):
         if bad.any():
             rew, term, trunc = self._failed_copies(np.flatnonzero(bad), rew, term, trunc)
         lengths = np.asarray(out["length"])
+        won = np.asarray(out["won"]) if "won" in out else np.full(self.num_envs, np.nan)
         finished: List[EpisodeStat] = []
         for g in self.spec.groups:
             self._ep_ret[g.name] += rew[g.name].sum(1)
         for i in np.flatnonzero(ended & ~bad):
-            finished.append(EpisodeStat(int(i), int(lengths[i]), {n: float(r[i]) for n, r in self._ep_ret.items()}))
+            finished.append(EpisodeStat(int(i), int(lengths[i]), {n: float(r[i]) for n, r in self._ep_ret.items()},
+                                        float(won[i])))
         restarted = ended | bad
         m = int(restarted.sum())
         if m:
@@ -308,13 +312,14 @@ class JaxMarlEnv(BatchedEnv):
 
 
 
-def _natural_end(jnp, state):
-    """``[E]`` bool: a SMAX-like battle ended because a team was wiped out (None: the env has no units)."""
+def _teams_alive(state):
+    """``([E] bool, [E] bool)``: a SMAX-like battle's allied (team 0, the trained one) and enemy (team 1) sides each
+    have a unit alive (None: the env has no units)."""
     s = getattr(state, "state", state)
     if not (hasattr(s, "unit_alive") and hasattr(s, "unit_teams")):
         return None
     alive, team = s.unit_alive, s.unit_teams
-    return ~(alive & (team == 0)).any(-1) | ~(alive & (team == 1)).any(-1)
+    return (alive & (team == 0)).any(-1), (alive & (team == 1)).any(-1)
 
 
 def _compile(venv: JaxMarlEnv):
@@ -368,11 +373,13 @@ def _compile(venv: JaxMarlEnv):
         obs = {k: obs[k] for k in keys_needed}
         length = t + 1
         ended = dones["__all__"].astype(bool)
+        out = {}
         trunc_ep = ended & (length >= limit) if limit is not None else jnp.zeros(E, bool)
-        natural = _natural_end(jnp, st)
-        if natural is not None:
-            trunc_ep = trunc_ep & ~natural
-        out, nexts, bad = {}, [], jnp.zeros(E, bool)
+        teams = _teams_alive(st)
+        if teams is not None:  # a side wiped out ends the battle (terminated, not truncated); won: SMAX's win bonus
+            trunc_ep = trunc_ep & teams[0] & teams[1]
+            out["won"] = (teams[0] & ~teams[1]).astype(jnp.float32)
+        nexts, bad = [], jnp.zeros(E, bool)
         for g, al in zip(groups, alive):
             o = stack(obs, g, (g.obs_dim,)).astype(jnp.float32)
             r = jnp.where(al, stack(rew, g, ()).astype(jnp.float32), 0.0)

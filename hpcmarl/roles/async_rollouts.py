@@ -368,6 +368,7 @@ class AsyncFlow(Flow):
             n = int(r["meta"][M["n_episodes"]])
             for e in r["episodes"][:n]:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
+                # (returns per group, then won)
         local = np.array([sum(r["meta"][M["env_steps"]] for r in batch), len(ep_rows), len(batch), sum(lags),
                           float(any(r["meta"][M["stop_requested"]] for r in batch)), t1 - t0, t2 - t1,
                           coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), self.queue.dropped,

@@ -97,7 +97,8 @@ class RunLog:
     """Learner bookkeeping both data flows share: counters, the stop vote, the lead learner's run.h5
     writer, the episode-return window, the progress line, the target check and the closing line.
 
-    Episode rows are ``(actor, env, length, policy_version, return per group...)``. ``loggers``: the live loggers
+    Episode rows are ``(actor, env, length, policy_version, return per group..., won)`` (``won`` left out by flows
+    whose actors report no battle outcome: NaN). ``loggers``: the live loggers
     (:mod:`hpcmarl.tracking`, lead only, else empty) every metrics row also goes to; other rows can be sent with
     ``log.loggers.log(row, env_steps)``."""
 
@@ -116,6 +117,7 @@ class RunLog:
                 self.counters[k] = type(self.counters[k])(resume_attrs.get(k, self.counters[k]))
             self.resume_rows = {k[len("rows_"):]: int(v) for k, v in resume_attrs.items() if k.startswith("rows_")}
         self.window = {g: collections.deque(maxlen=cfg.output.episode_window) for g in groups}
+        self.won = collections.deque(maxlen=cfg.output.episode_window)  # episode outcomes where the env has them
         self.progress = Progress(cfg.output.progress_s, cfg.train.total_env_steps, groups,
                                  (lambda: cfg.train.max_wall_s - (time.monotonic() - self.session0))
                                  if cfg.train.max_wall_s else None)
@@ -162,6 +164,8 @@ class RunLog:
             for g in self.groups:
                 vals = w.episodes.cols[f"return/{g}"][w.episodes.rows - k:]
                 self.window[g].extend(vals[np.isfinite(vals)])
+            won = w.episodes.cols["won"][w.episodes.rows - k:]
+            self.won.extend(won[np.isfinite(won)])
 
     def advance(self, env_steps: int, episodes: int, env_errors: int = 0) -> None:
         c = self.counters
@@ -225,12 +229,20 @@ class RunLog:
                 self.window[g].extend(vals[ok])
                 if ok.any():
                     row[f"return/{g}"] = float(vals[ok].mean())
+            G = 4 + len(groups)
+            won = cols["won"] = arr[:, G] if arr.shape[1] > G else np.full(len(arr), np.nan)
+            won = won[np.isfinite(won)]
+            self.won.extend(won)
+            if len(won):
+                row["win_rate"] = float(won.mean())
             self.writer.add_episodes(cols)
             row["episode_length"] = float(arr[:, 2].mean())
         for g in groups:
             row[f"return_window/{g}"] = float(np.mean(self.window[g])) if self.window[g] else float("nan")
             row.setdefault(f"return/{g}", float("nan"))
         row.setdefault("episode_length", float("nan"))
+        row.setdefault("win_rate", float("nan"))  # battles (SMAX): won episodes of this update, and over the window
+        row["win_rate_window"] = float(np.mean(self.won)) if self.won else float("nan")
         self.writer.log_metrics(row)
         self.loggers.log(row, int(row["env_steps"]))
         self.progress.maybe(row)

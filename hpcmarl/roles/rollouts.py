@@ -246,7 +246,8 @@ class Solo:
         self.groups = [g.name for g in ctx.env_spec.groups]
 
     def returns(self, episode) -> list:
-        return list(episode[2:])
+        """The returns of a row of a record's ``episodes`` (env, length, returns per group, won)."""
+        return list(episode[2:-1])
 
     def stats(self, row: dict) -> dict:
         return row
@@ -365,7 +366,7 @@ class RolloutFlow(Flow):
             n = int(r["meta"][M["n_episodes"]])
             for e in r["episodes"][:n]:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]),
-                                *self.g.returns(e)))
+                                *self.g.returns(e), e[-1]))
         # the actors' random state after these unrolls (torch sampling, env episode seeds): an exact resume
         self.actor_rng.update({int(r["meta"][M["actor"]]): {"torch": r["rng"].copy(),
                                                             "env_seeds": r["env_seeds"].copy()}

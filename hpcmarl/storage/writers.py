@@ -31,15 +31,19 @@ class Table:
 
     def __init__(self, group: h5py.Group, columns: Dict[str, Tuple[tuple, str]], chunk_rows: int = 256,
                  compression: Optional[str] = None):
+        """A column the group does not have yet (a run.h5 of an older hpcmarl, resumed) is created with the rows the
+        others hold, filled with its fill value (NaN for floats, else 0)."""
         self.group = group
         self.cols: Dict[str, h5py.Dataset] = {}
+        have = [group[n].shape[0] for n in columns if n in group]
+        rows = min(have, default=0)
         for name, (shape, dtype) in columns.items():
             if name in group:
                 self.cols[name] = group[name]
             else:
                 fill = np.nan if np.dtype(dtype).kind == "f" else 0
                 self.cols[name] = group.create_dataset(
-                    name, (0,) + tuple(shape), maxshape=(None,) + tuple(shape), dtype=dtype,
+                    name, (rows,) + tuple(shape), maxshape=(None,) + tuple(shape), dtype=dtype,
                     chunks=(chunk_rows,) + tuple(shape), compression=compression, fillvalue=fill)
 
     @property
@@ -97,7 +101,7 @@ class RunWriter:
         for k, v in attrs.items():
             self.f.attrs[k] = _attr(v)
         ep_cols = {"actor": ((), "i4"), "env": ((), "i4"), "length": ((), "i4"), "policy_version": ((), "i8"),
-                   "update": ((), "i8"), "env_steps": ((), "i8"), "wall_time": ((), "f8")}
+                   "update": ((), "i8"), "env_steps": ((), "i8"), "wall_time": ((), "f8"), "won": ((), "f8")}
         ep_cols.update({f"return/{g}": ((), "f8") for g in groups})
         self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=1024)
         self.tables = {name: Table(self.f.require_group(name), cols, chunk_rows=1024)

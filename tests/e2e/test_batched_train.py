@@ -41,6 +41,25 @@ def test_serial_train_then_inspect_and_evaluate(tmp_path):
     assert p.returncode == 2 and "--render-gif renders PettingZoo environments" in p.stderr
 
 
+def test_smax_battles_record_their_outcome(tmp_path):
+    """SMAX 3m (serial mode): every /episodes row has won 0 or 1, the metrics rows the won share, inspect the win
+    rate; the MPE run above has no outcome (NaN, no win rate)."""
+    from hpcmarl.storage import Run
+
+    run = tmp_path / "smax"
+    p = hpcmarl(["train", "configs/test_tiny.yaml", "env.name=jaxmarl:HeuristicEnemySMAX", "env.kwargs.scenario=3m",
+                 "env.num_envs=16", "algo.unroll_length=25", "algo.hidden=16", "runtime.timeout_s=120",
+                 "train.total_env_steps=100000000", "train.max_updates=4", f"run_dir={run}"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    eps, m = Run(str(run)).episodes(), Run(str(run)).metrics()
+    assert len(eps["won"]) > 0 and set(np.unique(eps["won"])) <= {0.0, 1.0}
+    done = np.isfinite(m["win_rate"])
+    assert done.any()
+    for u, rate in zip(m["update"][done], m["win_rate"][done]):
+        assert rate == eps["won"][eps["update"] == u].mean()
+    assert summary(run)["win_rate"]["last"] == eps["won"][-500:].mean()
+
+
 def final_arrays(run):
     from hpcmarl.storage import load_checkpoint
 

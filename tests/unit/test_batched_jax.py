@@ -152,6 +152,30 @@ def test_smax_masks_dead_units_and_state(smax):
     assert died and ended
 
 
+def test_smax_episodes_are_won_as_jaxmarl_counts_them():
+    """Six allied marines against one enemy, random legal actions: most battles are won. An episode is won exactly
+    when its last step paid the win bonus (JaxMARL's SMAXLogWrapper: a reward >= 1 at the end), i.e. every enemy
+    is dead while an ally lives; MPE episodes have no outcome (NaN)."""
+    import jax.numpy as jnp
+    from jaxmarl.environments.smax.smax_env import Scenario
+
+    sc = Scenario(unit_types=jnp.zeros(7, jnp.uint8), num_allies=6, num_enemies=1, smacv2_position_generation=False,
+                  smacv2_unit_type_generation=False)
+    venv = jm.JaxMarlEnv("HeuristicEnemySMAX", 16, 0, {"scenario": sc})
+    venv.reset()
+    outcomes = []
+    for _, r, _, _, fin in play(venv, 120):
+        for ep in fin:
+            assert ep.won in (0.0, 1.0)
+            assert ep.won == float(r["ally"][ep.env].max() >= 1.0), (ep, r["ally"][ep.env])
+            outcomes.append(ep.won)
+    assert 0 < sum(outcomes) < len(outcomes)  # both outcomes seen
+    mpe = jm.JaxMarlEnv(MPE, 4, 0, SHORT)
+    mpe.reset()
+    fin = [ep for *_, f in play(mpe, 6) for ep in f]
+    assert fin and all(np.isnan(ep.won) for ep in fin)
+
+
 def test_nan_in_a_copy_is_an_env_error(monkeypatch):
     """A copy whose step gives NaN observations is re-started under on_error=reset (its episode discarded, ending for
     learners by truncation at its last observation) and raises under abort."""

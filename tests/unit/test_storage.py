@@ -107,7 +107,7 @@ def test_unroll_spec_shapes():
     assert sh["agent/action"] == (T, E, 1) and sh["agent/action_mask"] == (T, E, 1, 5)
     assert sh["state"] == (T + 1, E, env.state_dim)
     assert sh["env_done"] == (T, E) and sh["rng"] == (RNG_BYTES,)
-    assert sh["episodes"] == (T * E, 2 + 2)
+    assert sh["episodes"] == (T * E, 2 + 2 + 1)  # env, length, a return per group, won
     assert RNG_BYTES == torch.get_rng_state().numel()
     w = weights_spec(123)
     assert w.shapes()["params"] == (123,) and w.alloc()["params"].dtype == np.float32
@@ -131,7 +131,7 @@ def _episode_cols(start, n):
             "length": (idx + 5).astype(np.int32),
             "policy_version": idx.astype(np.int64), "update": (idx // 2).astype(np.int64),
             "env_steps": (10 * idx).astype(np.int64), "wall_time": idx * 0.1,
-            "return/agent": idx * 1.5, "return/adv": -idx.astype(np.float64)}
+            "return/agent": idx * 1.5, "return/adv": -idx.astype(np.float64), "won": (idx % 2).astype(np.float64)}
 
 
 def _write_run(run_dir, n_metrics=4, n_eps=7):
@@ -701,3 +701,17 @@ def test_trajectory_writer_bounds_its_chunk_cache(tmp_path, collect):
     w.close()
     _, eps, _ = _read_traj(path)
     assert len(eps["episode"]) > 0
+
+
+def test_a_column_new_to_a_resumed_table_is_padded_to_its_rows(tmp_path):
+    """run.h5 of an older hpcmarl (no /episodes/won) resumed: the new column gets the rows the others hold (NaN),
+    so the table keeps its row count and appends after them."""
+    path = str(tmp_path / "t.h5")
+    with h5py.File(path, "w") as f:
+        t = S.Table(f.require_group("episodes"), {"length": ((), "i4")})
+        t.append({"length": np.array([5, 6, 7])})
+    with h5py.File(path, "a") as f:
+        t = S.Table(f["episodes"], {"length": ((), "i4"), "won": ((), "f8")})
+        assert t.rows == 3 and np.isnan(f["episodes/won"][:]).all()
+        t.append({"length": np.array([8]), "won": np.array([1.0])})
+        assert list(f["episodes/length"][:]) == [5, 6, 7, 8] and f["episodes/won"][3] == 1.0
