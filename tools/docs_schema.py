@@ -156,8 +156,8 @@ _RUN_EPISODES = [
     ("episodes/env_steps", "int64", "(N,)", "always", "env steps counted at the end of that update"),
     ("episodes/wall_time", "float64", "(N,)", "always", "run wall time at the end of that update, seconds"),
     ("episodes/return/<g>", "float64", "(N,)", "always", "episode return of `<g>`, summed over the group's agents"),
-    ("episodes/won", "float64", "(N,)", "always", "1 for a won battle (SMAX: every enemy unit dead, an ally alive), 0 "
-                                                  "otherwise; NaN where the env reports no outcome (and in NIGT's flow)"),
+    ("episodes/won", "float64", "(N,)", "always", "1 for a won battle (SMAX: every enemy unit dead, an ally alive), "
+                                                  "0 otherwise; NaN where the env reports no outcome (and for NIGT)"),
 ]
 _UNROLLS = [
     ("unrolls/update", "int64", "(N,)", "matrace", "update that consumed the unroll"),
