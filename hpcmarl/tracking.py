@@ -20,6 +20,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import time
 import uuid
@@ -67,8 +68,10 @@ def run_id(run_dir: str, resume: bool) -> str:
     if resume:
         try:
             with open(path) as f:
-                return str(json.load(f)["id"])
-        except (OSError, ValueError, KeyError):
+                rid = str(json.load(f)["id"])
+            if re.fullmatch(r"[0-9a-f]{16}", rid):  # it goes into an MLflow filter: only an id we wrote is kept
+                return rid
+        except (OSError, ValueError, KeyError, TypeError):
             pass
     rid = uuid.uuid4().hex[:16]
     with open(path + ".tmp", "w") as f:
