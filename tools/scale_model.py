@@ -177,8 +177,13 @@ def main():
         cfg = load_config(path, list(a.overrides))
         overrides = list(a.overrides)
         if a.injected > 0:
-            step_s, update_s = injected_delays(measure(cfg, unrolls=a.unrolls), a.injected,
-                                               [parse_layout(t) for t in a.layouts])
+            saved = os.path.join(out, f"{os.path.splitext(config)[0]}-{a.layouts[0]}.profile-before.json")
+            if a.reuse and os.path.exists(saved):  # the delays the runs in --out were made with
+                prior = Profile.load(saved)
+                step_s, update_s = prior.step_delay_s, prior.update_delay_s
+            else:
+                step_s, update_s = injected_delays(measure(cfg, unrolls=a.unrolls), a.injected,
+                                                   [parse_layout(t) for t in a.layouts])
             overrides += [f"actors.step_delay_s={step_s:g}", f"learner.update_delay_s={update_s:g}"]
             chosen[config] = {"step_delay_s": step_s, "update_delay_s": update_s}
             cfg = load_config(path, overrides)

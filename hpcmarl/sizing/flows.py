@@ -86,6 +86,18 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
     def collect_work():
         return p.collect_s * (rng.lognormal(-sigma * sigma / 2, sigma) if sigma else 1.0)
 
+    # an injected step delay is slept after every env step: the unroll's compute and sleep alternate (in up to 32
+    # slices; fewer with thousands of actors, to keep the simulation quick), so actors that mostly sleep seldom compute
+    # at the same time
+    slices = max(1, min(32, p.unroll_length or 1, 4096 // actors))
+
+    def collect(a, node):
+        work, n = collect_work(), (slices if sleep_actor[a] > 0 else 1)
+        for _ in range(n):
+            yield node.compute(work / n)
+            if sleep_actor[a] > 0:
+                yield sim.sleep(sleep_actor[a] / n)
+
     def link(src_rank, dst_rank):
         return m.link(node_of(src_rank) == node_of(dst_rank))
 
@@ -156,9 +168,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
                 else:
                     break
             t0 = sim.now
-            yield node.compute(collect_work())
-            if sleep_actor[a] > 0:
-                yield sim.sleep(sleep_actor[a])
+            yield from collect(a, node)
             busy_actor[a] += sim.now - t0
             if p.overlap:
                 sim.start(transfer(a, l, held))
@@ -176,9 +186,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
                 held = arrived[a].items.pop(0)
             bv = held
             t0 = sim.now
-            yield node.compute(collect_work())
-            if sleep_actor[a] > 0:
-                yield sim.sleep(sleep_actor[a])
+            yield from collect(a, node)
             busy_actor[a] += sim.now - t0
             done = Mailbox()
 
