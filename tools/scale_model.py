@@ -104,8 +104,8 @@ def batched(a):
     prof = measure(cfg, unrolls=3, busy=0)  # the rest of the profile (T, the learner): its curve is replaced
     print(f"timing {a.unrolls} unrolls at each E of {sorted(set(a.profile_envs) | set(a.envs))} in {a.rounds} "
           "interleaved rounds", flush=True)
-    rows = {int(r[0]): r for r in step_costs(cfg, sorted(set(a.profile_envs) | set(a.envs)), a.unrolls, a.rounds)}
-    prof = dataclasses.replace(prof, envs_curve=[rows[E] for E in sorted(set(a.profile_envs))])
+    timed = {int(r[0]): r for r in step_costs(cfg, sorted(set(a.profile_envs) | set(a.envs)), a.unrolls, a.rounds)}
+    prof = dataclasses.replace(prof, envs_curve=[timed[E] for E in sorted(set(a.profile_envs))])
     print(f"{a.batched} ({cfg.algo.name} inference, unroll {prof.unroll_length} steps): seconds per step of E copies "
           "(collect = env + inference + record)")
     for E, c, e, i in prof.envs_curve:
@@ -115,7 +115,7 @@ def batched(a):
     for E in a.envs:
         p = prof.at_envs(E)
         pred = p.steps_per_unroll / p.collect_s
-        _, c, e, i = rows[E]
+        _, c, e, i = timed[E]
         got = E / c
         err = pred / got - 1
         errs.append(err)
