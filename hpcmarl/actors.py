@@ -60,7 +60,7 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
         venv = make_venv(ctx, actor_index, seed)
         policy = make_inference(venv.spec, cfg.algo)
     uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs, rnn_hidden(cfg.algo))
-    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length)
+    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length, step_delay(ctx, actor_index))
     traj = None
     if traj_path is not None:
         traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
@@ -77,15 +77,22 @@ def traj_path(ctx, actor_index: int) -> Optional[str]:
     return os.path.join(ctx.run_dir, "trajectories", f"actor-{actor_index:05d}.h5")
 
 
+def step_delay(ctx, actor_index: int) -> float:
+    """The seconds actor ``actor_index`` sleeps after every env step: ``actors.step_delay_s`` x its factor h_i from
+    ``actors.delay`` (over the layout's actors; one actor where ``ctx`` has no layout: serial mode, the profile)."""
+    cfg = ctx.cfg
+    layout = getattr(ctx, "layout", None)
+    n_actors = max(1, getattr(layout, "actors", 1) or 1, actor_index + 1)
+    return cfg.actors.step_delay_s * delay_factors(cfg.actors.delay, n_actors)[actor_index]
+
+
 def make_actor(ctx, actor_index: int):
     """Environment copies (with this actor's variant), policy and trajectory collector (no MPI)."""
     cfg = ctx.cfg
     torch.manual_seed(actor_seed(cfg.seed, actor_index, ctx.start_update))
     venv = make_venv(ctx, actor_index, actor_seed(cfg.seed, actor_index, ctx.start_update))
     policy = make_inference(venv.spec, cfg.algo)
-    n_actors = max(1, ctx.layout.actors)
-    delay = cfg.actors.step_delay_s * delay_factors(cfg.actors.delay, n_actors)[actor_index]
-    return TrajectoryCollector(venv, policy, cfg.algo.horizon, delay)
+    return TrajectoryCollector(venv, policy, cfg.algo.horizon, step_delay(ctx, actor_index))
 
 
 class GradientMaker:

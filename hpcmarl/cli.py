@@ -60,6 +60,9 @@ def _predict(cfg, layout, args) -> int:
         except OSError as e:
             raise ValueError(f"cannot read the node profile {args.profile}: {e}") from None
         print(f"node profile {args.profile} (measured on {prof.host} at {prof.measured_at})")
+        # the config's injected costs and env copies, not the profiled config's
+        prof = prof.with_delays(cfg.actors.step_delay_s, cfg.learner.update_delay_s, cfg.actors.delay)
+        prof = prof.at_envs(cfg.env.num_envs) if prof.num_envs and prof.num_envs != cfg.env.num_envs else prof
     else:
         print("measuring this node (one actor and one learner in this process, a few seconds) ...", flush=True)
         prof = measure(cfg, progress=lambda s: print(f"  {s}", flush=True))
@@ -73,7 +76,8 @@ def _predict(cfg, layout, args) -> int:
     if not args.predict:
         return 0
     if layout.serial:
-        sps = prof.steps_per_unroll / (prof.collect_s + prof.update_s(1) + prof.overhead_s)
+        sps = prof.steps_per_unroll / (prof.collect_s + prof.update_s(1) + prof.overhead_s + prof.actor_sleep_s(0, 1)
+                                       + prof.update_delay_s)
         print(f"predicted: {sps:,.0f} env steps/s (serial: one rank collects and updates in turn)")
         return 0
     cores = args.cores_per_node or os.cpu_count() or 1

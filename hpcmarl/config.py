@@ -48,6 +48,8 @@ class LearnerConfig:
     backend: str = "horovod"  # horovod | mpi: how learners combine gradients
     device: str = "auto"  # auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N
     threads: Union[int, str] = "auto"  # torch threads per rank; auto = cores on the node / ranks on the node
+    update_delay_s: float = 0.0  # sleep added to every learner update, seconds (0 = none): injected cost for
+    # experiments and the sizing model's check (counted in time/update), as actors.step_delay_s is on the actors
 
 
 @dataclass
@@ -58,7 +60,8 @@ class ActorConfig:
     delay: Union[str, List[float]] = "equal"  # heterogeneity for experiments: actor i sleeps step_delay_s * h_i
     # after every env step, where h comes from `delay`: a list of per-actor factors, "equal" (all 1), "sqrt"
     # (h_i = sqrt(i+1)) or "straggler:K" (the last actor K times slower)
-    step_delay_s: float = 0.0  # base sleep after every env step, seconds, scaled per actor by `delay` (0 = none)
+    step_delay_s: float = 0.0  # base sleep after every env step (one step of all num_envs copies), seconds, scaled
+    # per actor by `delay` (0 = none); every flow, counted as env time (time/actor_env)
     variants: List[Dict[str, Any]] = field(default_factory=list)  # per-actor environment variants, actor i uses
     # variants[i % len]: mappings with obs_scale (e.g. -1 to negate observations, as in the paper's
     # heterogeneous-environment experiment), reward_scale, env_kwargs
@@ -359,6 +362,7 @@ def validate(cfg: Config) -> None:
     validate_league(cfg, envs)
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
+    _check(cfg.learner.update_delay_s >= 0, "learner.update_delay_s", "must be >= 0")
     _check(cfg.actors.env_errors in ("reset", "abort"), "actors.env_errors", "must be reset or abort")
     _check(cfg.actors.max_env_errors >= 0, "actors.max_env_errors", "must be >= 0")
     if cfg.actors.overlap:

@@ -12,9 +12,28 @@ from hpcmarl.envs.batched import BatchedEnv
 from hpcmarl.models import Inference
 
 
+def sleep_for(seconds: float) -> None:
+    """Sleep ``seconds`` to a deadline (woken early, it sleeps again; ~0.1 ms late on an idle Linux): the injected
+    costs ``actors.step_delay_s`` and ``learner.update_delay_s``."""
+    if seconds <= 0:
+        return
+    end = time.perf_counter() + seconds
+    while True:
+        left = end - time.perf_counter()
+        if left <= 0:
+            return
+        time.sleep(left)
+
+
 class Sampler:
-    def __init__(self, venv: BatchedEnv, policy: Inference, spec: RecordSpec, T: int):
-        self.venv, self.policy, self.spec, self.T = venv, policy, spec, T
+    """The rollout flows' (synchronous and asynchronous) actor work: ``collect`` fills an unroll record.
+
+    ``delay_s`` (``actors.step_delay_s`` x this actor's factor h_i from ``actors.delay``) is slept after every env
+    step (one step of all the env copies), as the gradient flow's :class:`TrajectoryCollector` does; the sleep stands
+    for env compute and is counted as env time (``t_env``: ``time/actor_env``, and in ``t_collect``)."""
+
+    def __init__(self, venv: BatchedEnv, policy: Inference, spec: RecordSpec, T: int, delay_s: float = 0.0):
+        self.venv, self.policy, self.spec, self.T, self.delay_s = venv, policy, spec, T, delay_s
         self.groups = venv.spec.groups
         self.finished = []  # the episodes the last collect() finished (EpisodeStat rows)
         self._errors = 0  # the env's error count already reported
@@ -47,6 +66,7 @@ class Sampler:
             actions, logps = self.policy.act(venv.obs, venv.action_mask)
             c1 = clock()
             rew, term, trunc, finished = venv.step(actions)
+            sleep_for(self.delay_s)
             t_infer += c1 - c0
             t_env += clock() - c1
             for g in self.groups:

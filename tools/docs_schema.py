@@ -101,7 +101,8 @@ _METRICS = [
     ("metrics/grad_norm", "float64", "(N,)", "always", "global gradient norm (before clipping; NIGT: of the round's "
                                                        "aggregated gradient)"),
     ("metrics/time/allreduce", "float64", "(N,)", "always", "seconds in the gradient all-reduce (mean over learners)"),
-    ("metrics/time/update", "float64", "(N,)", "rollout", "seconds of the learner update (mean over learners)"),
+    ("metrics/time/update", "float64", "(N,)", "always", "seconds of the learner update (mean over learners; NIGT: the "
+     "step), learner.update_delay_s included"),
     ("metrics/time/wait_unrolls", "float64", "(N,)", "rollout", "seconds learners waited for unrolls"),
     ("metrics/time/collect", "float64", "(N,)", "sync", "seconds an actor spent collecting one unroll (mean)"),
     ("metrics/time/send_weights", "float64", "(N,)", "sync", "seconds spent sending the weights"),

@@ -53,7 +53,7 @@ HEADLINE = {
     "bench_league_scale": ["members", "status_s", "report_s"],
     "bench_best_response": ["br_fraction"],
     "bench_exploitability": ["kuhn_selfplay", "kuhn_league", "leduc_selfplay", "leduc_league"],
-    "scale_model": ["max_err", "mean_err", "within_20pct"],
+    "scale_model": ["max_err", "mean_err", "within_20pct", "batched_max_err", "batched_mean_err"],
     "soak": ["max_rss_growth", "fds_growth"],
 }
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -32,6 +32,7 @@ from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, 
 from hpcmarl.models import checksum
 from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
+from hpcmarl.sampler import sleep_for
 
 M = META_INDEX
 # run.h5 /unrolls: one row per unroll trained on
@@ -360,6 +361,7 @@ class AsyncFlow(Flow):
         lags = [version - int(r["meta"][M["version"]]) for r in batch]
         coll.t_allreduce = 0.0
         stats = self.learner.update(batch, coll.reduce_grads)
+        sleep_for(self.ctx.cfg.learner.update_delay_s)  # injected update cost (0: none), counted in time/update
         t2 = time.perf_counter()
 
         # bookkeeping out of the buffers, then they go back to the pool

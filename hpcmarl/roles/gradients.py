@@ -35,6 +35,7 @@ from hpcmarl.roles import loop
 from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.gradient_links import LocalGradLink, MPIGradLink, WindowGate
 from hpcmarl.roles.loop import Flow, run_learner
+from hpcmarl.sampler import sleep_for
 
 G = GRAD_INDEX
 
@@ -201,7 +202,10 @@ class GradientFlow(Flow):
         counts = np.rint(tot[d:d + n]).astype(np.int64)
         gate.end(counts, int(round(tot[d + n])))
         g = cur.agg.combine(tot[:d], counts)
+        t2 = time.perf_counter()
         d_norm = nigt.step(g)
+        sleep_for(self.ctx.cfg.learner.update_delay_s)  # injected update cost (0: none), counted in time/update
+        t_update = time.perf_counter() - t2
         if self.algo.check_every and nigt.round % self.algo.check_every == 0:
             cs = checksum(nigt.theta)
             hi_lo = coll.max_small(np.array([cs, -cs]))
@@ -213,7 +217,7 @@ class GradientFlow(Flow):
         self.accepted_tot += counts
         self.dropped_tot += np.rint(small[6:]).astype(np.int64)
         row = {"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
-               "time/allreduce": coll.t_allreduce, "grads/accepted": int(counts.sum()),
+               "time/allreduce": coll.t_allreduce, "time/update": t_update, "grads/accepted": int(counts.sum()),
                "grads/dropped": int(small[6:].sum()), "grads/abandoned": int(small[2]),
                "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm}
         for i in range(n):

@@ -21,6 +21,7 @@ from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, Record, unr
 from hpcmarl.models import checksum
 from hpcmarl.roles.common import ACTOR_TIMERS, M, inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
+from hpcmarl.sampler import sleep_for
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,6 +355,7 @@ class RolloutFlow(Flow):
             lags.append(version - v)
         coll.t_allreduce = 0.0
         stats = self.learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=self.log.counters["env_steps"])
+        sleep_for(self.cfg.learner.update_delay_s)  # injected update cost (0: none), counted in time/update
         if self.restart_pending:  # the group lead's initial state on every learner of the group
             self.learner.load_state_arrays(self.initial)
             coll.broadcast_params(self.learner.params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -51,11 +51,17 @@ def ring_allreduce_s(m: Machine, learners: int, nbytes: int, same_node: bool) ->
 
 
 def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 60, seed: int = 0,
-            max_sim_s: float = 3600.0) -> Prediction:
+            max_sim_s: float = 3600.0, num_envs: Optional[int] = None) -> Prediction:
     """Simulate ``updates`` learner updates (after a warm-up of a fifth as many) of ``actors`` actors served by
-    ``learners`` learners (actor i -> learner i mod L; ranks 0..L-1 are the learners, as in hpcmarl's layout)."""
+    ``learners`` learners (actor i -> learner i mod L; ranks 0..L-1 are the learners, as in hpcmarl's layout).
+    The profile's injected costs are sleeps (no CPU): actor i's after its unroll's compute
+    (:meth:`Profile.actor_sleep_s`), a learner's after its update's compute and all-reduces. ``num_envs``: env copies
+    per actor, when not the profile's (:meth:`Profile.at_envs`)."""
     if actors < 1 or learners < 1:
         raise ValueError("need at least one actor and one learner")
+    if num_envs is not None:
+        p = p.at_envs(num_envs)
+    sleep_actor = [p.actor_sleep_s(a, actors) for a in range(actors)]
     ranks = actors + learners
     per_node = m.ranks_per_node or ranks
     nodes = math.ceil(ranks / per_node)
@@ -79,6 +85,18 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
 
     def collect_work():
         return p.collect_s * (rng.lognormal(-sigma * sigma / 2, sigma) if sigma else 1.0)
+
+    # an injected step delay is slept after every env step: the unroll's compute and sleep alternate (in up to 32
+    # slices; fewer with thousands of actors, to keep the simulation quick), so actors that mostly sleep seldom compute
+    # at the same time
+    slices = max(1, min(32, p.unroll_length or 1, 4096 // actors))
+
+    def collect(a, node):
+        work, n = collect_work(), (slices if sleep_actor[a] > 0 else 1)
+        for _ in range(n):
+            yield node.compute(work / n)
+            if sleep_actor[a] > 0:
+                yield sim.sleep(sleep_actor[a] / n)
 
     def link(src_rank, dst_rank):
         return m.link(node_of(src_rank) == node_of(dst_rank))
@@ -113,6 +131,10 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
             yield barrier.wait()
             if l == 0:
                 stats["ar_wait"] += sim.now - t1
+            if p.update_delay_s > 0:
+                t2 = sim.now
+                yield sim.sleep(p.update_delay_s)
+                busy_learner[l] += sim.now - t2
             for a, bv in items:
                 stats["lags"].append(v - bv)
             v += 1
@@ -146,7 +168,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
                 else:
                     break
             t0 = sim.now
-            yield node.compute(collect_work())
+            yield from collect(a, node)
             busy_actor[a] += sim.now - t0
             if p.overlap:
                 sim.start(transfer(a, l, held))
@@ -164,7 +186,7 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
                 held = arrived[a].items.pop(0)
             bv = held
             t0 = sim.now
-            yield node.compute(collect_work())
+            yield from collect(a, node)
             busy_actor[a] += sim.now - t0
             done = Mailbox()
 

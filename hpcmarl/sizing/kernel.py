@@ -29,6 +29,12 @@ class Sim:
             return
         req(self, lambda v=None: self._resume(gen, v))
 
+    def sleep(self, seconds: float):
+        """A request: resume ``seconds`` later, using no CPU (an injected delay)."""
+        def req(sim, k):
+            sim.at(sim.now + max(0.0, seconds), k)
+        return req
+
     def run(self, until: float, stop: Callable[[], bool] = lambda: False) -> None:
         while self._q and self._q[0][0] <= until and not stop():
             self.now, _, fn = heapq.heappop(self._q)

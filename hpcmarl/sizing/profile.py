@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import MISSING, asdict, dataclass
-from typing import Callable, Optional
+from dataclasses import MISSING, asdict, dataclass, field, replace
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -45,9 +45,68 @@ class Profile:
     overlap: bool = False  # sync flow: actors.overlap
     host: str = ""
     measured_at: str = ""
+    # injected costs (the config's; :func:`measure` times the real costs without them and adds them here): actor i
+    # sleeps unroll_length x step_delay_s x h_i per unroll (h from `delay`, actors.delay), a learner update_delay_s
+    # per update; sleeping ranks use no CPU
+    unroll_length: int = 0  # T (0: unknown, an old profile; steps_per_unroll / num_envs)
+    num_envs: int = 0  # E the costs above were measured at (0: unknown)
+    step_delay_s: float = 0.0
+    delay: Any = "equal"
+    update_delay_s: float = 0.0
+    # batched envs: [E, collect, env, inference seconds per step of all E copies] at the E values measured
+    # (measure(envs=...)); at_envs(E) interpolates piecewise linearly in E (a + b E between two measured E, the end
+    # segments' lines beyond them; one point: cost proportional to E)
+    envs_curve: List[List[float]] = field(default_factory=list)
 
     def update_s(self, k: int) -> float:
         return self.update_fixed_s + k * self.update_per_unroll_s
+
+    def actor_sleep_s(self, actor: int, actors: int) -> float:
+        """Seconds actor ``actor`` of ``actors`` sleeps per unroll (``actors.step_delay_s`` x h_i per env step)."""
+        if self.step_delay_s <= 0:
+            return 0.0
+        from hpcmarl.config import delay_factors
+
+        T = self.unroll_length or self.steps_per_unroll // max(1, self.num_envs or 1)
+        return T * self.step_delay_s * delay_factors(self.delay, max(actors, actor + 1))[actor]
+
+    def with_delays(self, step_delay_s: float, update_delay_s: float, delay: Any = None) -> "Profile":
+        return replace(self, step_delay_s=float(step_delay_s), update_delay_s=float(update_delay_s),
+                       delay=self.delay if delay is None else delay)
+
+    def step_cost(self, E: int, column: int = 1) -> float:
+        """Seconds per step of ``E`` env copies: column 1 the whole collect (env + inference + the record), 2 the
+        env, 3 inference; from ``envs_curve`` (or, without one, this profile's cost scaled in proportion to E)."""
+        pts = sorted((float(r[0]), float(r[column])) for r in self.envs_curve)
+        if not pts:
+            T, E0 = self.unroll_length, self.num_envs
+            if not (T and E0):
+                raise ValueError("this profile does not know its unroll_length and num_envs (measured before they "
+                                 "were recorded): measure it again")
+            base = (self.collect_s, self.env_s, self.infer_s)[column - 1] / T
+            return base * E / E0
+        if len(pts) == 1:
+            return pts[0][1] * E / pts[0][0]
+        i = 1
+        while i < len(pts) - 1 and pts[i][0] < E:
+            i += 1
+        (e0, c0), (e1, c1) = pts[i - 1], pts[i]
+        c = c0 + (c1 - c0) * (E - e0) / (e1 - e0)
+        return max(c, 1e-3 * min(c0, c1))
+
+    def at_envs(self, E: int) -> "Profile":
+        """This profile for ``E`` env copies per actor: collect, env and inference time from :meth:`step_cost`, the
+        unroll's size and the learner's per-unroll cost in proportion to E (the fixed part of an update stays)."""
+        E0 = self.num_envs or (self.steps_per_unroll // max(1, self.unroll_length))
+        if E == E0:
+            return self
+        T = self.unroll_length
+        if not T:
+            raise ValueError("this profile does not know its unroll_length: measure it again")
+        r = E / E0
+        return replace(self, num_envs=E, steps_per_unroll=T * E, collect_s=T * self.step_cost(E, 1),
+                       env_s=T * self.step_cost(E, 2), infer_s=T * self.step_cost(E, 3),
+                       update_per_unroll_s=self.update_per_unroll_s * r, unroll_bytes=int(self.unroll_bytes * r))
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
@@ -92,17 +151,26 @@ def _actor(cfg):
     return make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)[0]
 
 
-def _time_unrolls(sampler, n: int):
-    """``n`` unrolls (after one to warm up: allocations, the first forward pass) and the seconds each took."""
-    recs, times = [], []
-    for i in range(n + 1):
-        rec = sampler.spec.alloc()
+def _time_unrolls(sampler, n: int, warm: bool = True, keep: int = 0):
+    """``n`` unrolls (after one to warm up, unless not ``warm``: allocations, the first forward pass) into two
+    records used in turn, as an actor collects (a fresh record per unroll would add its first-touch page faults: 30 %
+    of the time at 110 MB); returns the unrolls' meta rows, the seconds each took and copies of the first ``keep``."""
+    ring = getattr(sampler, "_timing_ring", None)
+    if ring is None:
+        ring = sampler._timing_ring = [sampler.spec.alloc() for _ in range(2)]
+        for r in ring:
+            r.buf.fill(1)  # touch every page now
+    metas, times, kept = [], [], []
+    for i in range(n + 1 if warm else n):
+        rec = ring[i % 2]
         t0 = time.perf_counter()
         sampler.collect(rec)
-        if i:
+        if i or not warm:
             times.append(time.perf_counter() - t0)
-            recs.append(rec)
-    return recs, times
+            metas.append(rec["meta"].copy())
+            if len(kept) < keep:
+                kept.append(rec.copy())
+    return metas, times, kept
 
 
 def _busy_worker(cfg, n, barrier, results):
@@ -147,11 +215,57 @@ def wait_load(seconds: float = 0.5) -> float:
     return float(min(1.0, (time.process_time() - c0) / (time.perf_counter() - t0)))
 
 
-def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[[str], None]] = None) -> Profile:
+def real_costs(cfg):
+    """A copy of ``cfg`` without the injected costs (``actors.step_delay_s``, ``learner.update_delay_s``)."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    cfg.actors.step_delay_s, cfg.learner.update_delay_s = 0.0, 0.0
+    return cfg
+
+
+def step_costs(cfg, envs: Sequence[int], unrolls: int = 3, rounds: int = 1) -> List[List[float]]:
+    """``[E, collect, env, inference seconds per step]`` of actor 0 of ``cfg`` (without injected costs) with E env
+    copies, for each E of ``envs``: the median over ``unrolls`` unrolls after one to warm up (robust to another
+    process's burst on a shared machine). ``rounds`` > 1: the unrolls are timed in that many rounds over every E in
+    turn (all the samplers built first), so that this machine's drift while it measures moves every E alike."""
+    import torch
+
+    from hpcmarl.comm.spec import META_INDEX
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    samplers, T = [], cfg.algo.unroll_length
+    times = {int(E): ([], [], []) for E in envs}
+    try:
+        for E in envs:
+            c = real_costs(cfg)
+            c.env.num_envs = int(E)
+            samplers.append((int(E), _actor(c)))
+            _time_unrolls(samplers[-1][1], 0)  # the warm-up unroll (a jitted env compiles here)
+        per = [unrolls // rounds + (r < unrolls % rounds) for r in range(rounds)]
+        for n in per:
+            for E, sampler in samplers:
+                metas, ts, _ = _time_unrolls(sampler, n, warm=False)
+                times[E][0].extend(ts)
+                times[E][1].extend(float(m[META_INDEX["t_env"]]) for m in metas)
+                times[E][2].extend(float(m[META_INDEX["t_infer"]]) for m in metas)
+    finally:
+        for _, sampler in samplers:
+            sampler.venv.close()
+        torch.set_num_threads(threads)
+    return [[E, *(float(np.median(times[E][i])) / T for i in range(3))] for E in times]
+
+
+def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[[str], None]] = None,
+            envs: Sequence[int] = ()) -> Profile:
     """Time one actor and one learner of ``cfg`` (one torch thread, the learner's device): ``unrolls`` unrolls
     collected alone, then with ``busy`` processes collecting at once (-1: one per core of this node, at most 32;
     0: skip), learner updates on 1, 2 and 4 unrolls (a straight line through the means), the unroll and weight sizes.
-    Several seconds for the shipped configs."""
+    Several seconds for the shipped configs. The real costs: the config's injected costs (``actors.step_delay_s``,
+    ``learner.update_delay_s``) are not slept here but recorded in the profile, which adds them exactly. ``envs``:
+    also time unrolls with these numbers of env copies (:func:`step_costs`: the profile's ``envs_curve``, for
+    :meth:`Profile.at_envs`)."""
     import os
     import platform
 
@@ -161,6 +275,8 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
     from hpcmarl.comm.spec import META_INDEX
 
     say = progress or (lambda s: None)
+    injected = cfg
+    cfg = real_costs(cfg)
     algo = algos.get(cfg.algo.name)
     if algo.flow == "gradients":
         raise ValueError(f"algorithm {cfg.algo.name}: the gradient flow (NIGT) is not modelled")
@@ -177,10 +293,10 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         flat = learner.policy_flat()
         policy.load(flat, 0)
         say(f"timing {unrolls} unrolls of {T} steps x {E} env copies ({cfg.env.name})")
-        recs, times = _time_unrolls(sampler, max(unrolls, 6))
+        metas, times, recs = _time_unrolls(sampler, max(unrolls, 6), keep=6)
         sampler.venv.close()
-        t_env = [float(r["meta"][META_INDEX["t_env"]]) for r in recs]
-        t_inf = [float(r["meta"][META_INDEX["t_infer"]]) for r in recs]
+        t_env = [float(m[META_INDEX["t_env"]]) for m in metas]
+        t_inf = [float(m[META_INDEX["t_infer"]]) for m in metas]
         for i, r in enumerate(recs):
             r["meta"][META_INDEX["actor"]] = i % 4
         procs = min(os.cpu_count() or 1, 32) if busy < 0 else busy
@@ -223,6 +339,10 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         else:
             grad_steps = getattr(c, "train_steps", 1)
         is_async = algo.flow == "rollouts_async"
+        curve = [[E, float(np.median(times)) / T, float(np.median(t_env)) / T, float(np.median(t_inf)) / T]]
+        if envs:
+            say(f"timing unrolls with {', '.join(map(str, envs))} env copies")
+            curve = sorted([r for r in curve if r[0] not in envs] + step_costs(cfg, envs, max(3, unrolls // 2)))
         return Profile(
             env=cfg.env.name, algo=cfg.algo.name, flow=ASYNC if is_async else SYNC, steps_per_unroll=T * E,
             collect_s=float(np.mean(times)), collect_cv=float(np.std(times) / max(np.mean(times), 1e-12)),
@@ -233,6 +353,8 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
             batch_unrolls=int(getattr(c, "batch_unrolls", 1)), queue_size=int(getattr(c, "queue_size", 4)),
             push_every=int(getattr(c, "push_every", 1)), overlap=bool(cfg.actors.overlap), busy_slowdown=slow,
             cores_measured=max(1, procs), wait_load=wait_load(), host=platform.node(),
-            measured_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+            measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), unroll_length=T, num_envs=E,
+            step_delay_s=float(injected.actors.step_delay_s), delay=injected.actors.delay,
+            update_delay_s=float(injected.learner.update_delay_s), envs_curve=curve)
     finally:
         torch.set_num_threads(threads)

@@ -114,8 +114,14 @@ def test_profile_round_trip_and_bad_files(tmp_path):
 
 
 def test_measure_tiny_config():
-    cfg = load_config(os.path.join(ROOT, "configs", "test_tiny.yaml"), ["env.num_envs=3"])
-    p = measure(cfg, unrolls=3)
+    cfg = load_config(os.path.join(ROOT, "configs", "test_tiny.yaml"),
+                      ["env.num_envs=3", "actors.step_delay_s=0.2", "learner.update_delay_s=2", "actors.delay=sqrt"])
+    p = measure(cfg, unrolls=3, envs=[1, 6])
+    # the injected costs are recorded, not slept (the profile holds the real costs: an unroll of 5 steps and an
+    # update would take >= 1 s and >= 2 s with them)
+    assert (p.step_delay_s, p.update_delay_s, p.delay, p.unroll_length, p.num_envs) == (0.2, 2.0, "sqrt", 5, 3)
+    assert p.collect_s < 0.5 and p.update_s(1) < 1.0
+    assert [int(r[0]) for r in p.envs_curve] == [1, 3, 6] and all(r[1] > 0 for r in p.envs_curve)
     assert p.flow == SYNC and p.steps_per_unroll == 5 * 3 and p.grad_steps == 2 * cfg.algo.minibatches
     assert p.collect_s > 0 and p.env_s > 0 and p.infer_s > 0 and p.collect_s >= p.env_s
     assert p.update_s(4) > 0 and p.update_per_unroll_s >= 0
@@ -142,3 +148,58 @@ def test_validate_predict_cli(tmp_path):
     assert r.returncode == 2 and "cannot read the node profile" in r.stderr
     r = hpcmarl(["validate", "configs/league_kuhn.yaml", "--np", "4", "--predict"])
     assert r.returncode == 2 and "league mode" in r.stderr
+
+
+def delayed(**kw):
+    return profile(unroll_length=25, num_envs=16, **kw)
+
+
+def test_injected_delays_are_sleeps_the_model_adds():
+    """Actor i sleeps T x step_delay_s x h_i per unroll, a learner update_delay_s per update; sleeping takes no CPU."""
+    p = delayed(step_delay_s=0.01, update_delay_s=0.2)
+    assert p.actor_sleep_s(0, 1) == pytest.approx(0.25)
+    one = predict(p, Machine(cores_per_node=2, **FAST), actors=1, learners=1)
+    assert one.env_steps_per_s == pytest.approx(400 / (0.1 + 0.25 + 0.03 + 0.2), rel=1e-6)
+    # two actors on one core share it while they compute (0.2 s), then sleep side by side (0.25 s)
+    two = predict(p, Machine(cores_per_node=1, **FAST), actors=2, learners=1)
+    assert two.env_steps_per_s == pytest.approx(800 / (0.2 + 0.25 + 0.04 + 0.2), rel=1e-6)
+    # heterogeneous actors (actors.delay): the synchronous round waits for the slowest, h = 3
+    slow = predict(delayed(step_delay_s=0.01, update_delay_s=0.2, delay="straggler:3"),
+                   Machine(cores_per_node=4, **FAST), actors=2, learners=1)
+    assert slow.env_steps_per_s == pytest.approx(800 / (0.1 + 0.75 + 0.04 + 0.2), rel=1e-6)
+    # doubling every delay of a delay-dominated config nearly halves the rate
+    big = delayed(collect_s=0.01, update_fixed_s=0.001, update_per_unroll_s=0.0)
+    r1 = predict(big.with_delays(0.02, 0.5), Machine(cores_per_node=2, **FAST), actors=3, learners=1)
+    r2 = predict(big.with_delays(0.04, 1.0), Machine(cores_per_node=2, **FAST), actors=3, learners=1)
+    assert r1.env_steps_per_s / r2.env_steps_per_s == pytest.approx(2.0, rel=0.03)
+    # asynchronous, actor-bound: each actor delivers an unroll every collect + sleep
+    a = delayed(flow=ASYNC, step_delay_s=0.01, update_fixed_s=0.001, update_per_unroll_s=0.0)
+    got = predict(a, Machine(cores_per_node=4, **FAST), actors=2, learners=1)
+    assert got.env_steps_per_s == pytest.approx(2 * 400 / (0.1 + 0.25), rel=0.03)
+    assert got.bottleneck.startswith("actor compute")
+
+
+def test_batched_env_cost_curve():
+    """A step's cost as a function of E: piecewise linear through the measured points, the end segments beyond."""
+    curve = [[16, 0.001, 0.0006, 0.0003], [256, 0.004, 0.002, 0.0015], [2048, 0.03, 0.015, 0.012]]
+    p = delayed(envs_curve=curve)
+    assert p.step_cost(16) == pytest.approx(0.001) and p.step_cost(2048) == pytest.approx(0.03)
+    assert p.step_cost(1024) == pytest.approx(0.004 + 0.026 * 768 / 1792)
+    assert p.step_cost(4096) == pytest.approx(0.03 + 0.026 * 2048 / 1792)  # the last segment extended
+    assert p.step_cost(64) == pytest.approx(0.001 + 0.003 * 48 / 240)
+    assert p.step_cost(1024, 2) == pytest.approx(0.002 + 0.013 * 768 / 1792)
+    q = p.at_envs(1024)
+    assert q.steps_per_unroll == 25 * 1024 and q.num_envs == 1024
+    assert q.collect_s == pytest.approx(25 * p.step_cost(1024))
+    assert q.infer_s == pytest.approx(25 * p.step_cost(1024, 3))
+    assert q.update_per_unroll_s == pytest.approx(p.update_per_unroll_s * 64) and q.unroll_bytes == 64000
+    assert p.at_envs(16) is p
+    # predict(num_envs=E) plays the profile at E: one actor, free update and messages -> E steps per step cost
+    fast = delayed(envs_curve=curve, update_fixed_s=0.0, update_per_unroll_s=0.0, flow=ASYNC)
+    for E in (64, 1024):
+        got = predict(fast, Machine(cores_per_node=4, **FAST), actors=1, learners=1, num_envs=E)
+        assert got.env_steps_per_s == pytest.approx(E / fast.step_cost(E), rel=0.02)
+    # without a curve: the measured cost in proportion to E; an old profile without T cannot be rescaled
+    assert delayed().step_cost(32) == pytest.approx(2 * 0.1 / 25)
+    with pytest.raises(ValueError, match="measure it again"):
+        profile().at_envs(32)
