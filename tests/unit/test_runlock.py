@@ -278,7 +278,9 @@ def fake_run(tmp_path, update):
                           cfg=SimpleNamespace(runtime=SimpleNamespace(timeout_s=5.0)))
     writer = SimpleNamespace(closed=False)
     writer.close = lambda: setattr(writer, "closed", True)
-    log = SimpleNamespace(counters={"update": update}, lead=True, writer=writer)
+    loggers = SimpleNamespace(closed=[])
+    loggers.close = lambda failed: loggers.closed.append(failed)  # the live loggers (output.loggers)
+    log = SimpleNamespace(counters={"update": update}, lead=True, writer=writer, loggers=loggers)
     return ctx, FakeFlow(), log
 
 
@@ -316,6 +318,7 @@ def test_a_non_finite_value_stops_with_one_line_and_no_checkpoint(tmp_path, monk
         assert "parameter model/net.0.weight has 1 non-finite value (of 12)" in err[0]
     assert "ckpt-000000010.h5" in err[0]
     assert flow.calls == [("shutdown", False), "close"] and log.writer.closed  # stopped cleanly, nothing saved
+    assert log.loggers.closed == [True]  # W&B exit code 1, MLflow FAILED
 
 
 def test_the_nan_knob_fires_only_on_its_rank_and_update(tmp_path, monkeypatch):
