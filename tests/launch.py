@@ -77,3 +77,12 @@ def require_extra(module: str, extra: str):
         if extra in os.environ.get("HPCMARL_EXTRAS", "").split(","):
             raise
         pytest.skip(f"{module} not installed (pip install -e \".[{extra}]\", or make setup EXTRAS={extra})")
+
+
+def final_arrays(run):
+    """``(arrays, attrs)`` of the newest checkpoint of the run directory ``run``."""
+    import glob
+
+    from hpcmarl.storage import load_checkpoint
+
+    return load_checkpoint(sorted(glob.glob(os.path.join(str(run), "checkpoints", "ckpt-*.h5")))[-1])

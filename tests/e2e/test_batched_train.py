@@ -1,12 +1,10 @@
 """Training on a batched simulator's env (``jaxmarl:MPE_simple_spread_v3``): serial mode, then ``inspect`` and
 ``evaluate`` of the run; ``mpirun -n 3`` (1 learner, 2 actors) with an exact resume after SIGTERM."""
-import glob
 import json
-import os
 
 import numpy as np
 
-from launch import hpcmarl, mpirun, require_extra, requires_mpirun
+from launch import final_arrays, hpcmarl, mpirun, require_extra, requires_mpirun
 
 require_extra("jaxmarl", "jax")
 
@@ -58,12 +56,6 @@ def test_smax_battles_record_their_outcome(tmp_path):
     for u, rate in zip(m["update"][done], m["win_rate"][done]):
         assert rate == eps["won"][eps["update"] == u].mean()
     assert summary(run)["win_rate"]["last"] == eps["won"][-500:].mean()
-
-
-def final_arrays(run):
-    from hpcmarl.storage import load_checkpoint
-
-    return load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
 
 
 @requires_mpirun

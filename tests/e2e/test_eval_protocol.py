@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from launch import hpcmarl, mpirun, require_extra, requires_mpirun
+from launch import final_arrays, hpcmarl, mpirun, require_extra, requires_mpirun
 
 pytestmark = [requires_mpirun]
 
@@ -39,13 +39,6 @@ def evaluate_json(path, episodes, num_envs=2):
     p = hpcmarl(["evaluate", path, "--episodes", str(episodes), "--num-envs", str(num_envs), "--json"])
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)
-
-
-def model_arrays(run):
-    from hpcmarl.storage import load_checkpoint
-
-    arrays, attrs = load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
-    return arrays, attrs
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))
@@ -90,8 +83,8 @@ def test_eval_rows_final_equals_evaluate_and_absolute_metric(tmp_path, algo):
         return
     p = mpirun(2, ["train"] + ALGOS[algo] + [f"run_dir={plain}"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
-    want, _ = model_arrays(plain)
-    got, _ = model_arrays(run)
+    want, _ = final_arrays(plain)
+    got, _ = final_arrays(run)
     assert sorted(want) == sorted(got)
     assert not [k for k in want if not np.array_equal(want[k], got[k])]
 

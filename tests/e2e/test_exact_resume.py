@@ -5,13 +5,11 @@ It holds where every unroll ends with its episodes (``unroll_length`` a multiple
 here): the checkpoint carries each actor's torch RNG state and its env copies' episode seeds, and the resumed
 actors restart their env copies from those seeds. See docs/operations/resume.md#exact-resume for where it
 cannot hold."""
-import glob
-import os
 
 import numpy as np
 import pytest
 
-from launch import mpirun, requires_mpirun
+from launch import final_arrays, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun]
 
@@ -22,13 +20,6 @@ ALGO = {"mappo": ["configs/test_tiny.yaml", "algo.epochs=2", "algo.minibatches=2
         # QMIX: each learner's replay buffer and sampling generator are in the checkpoint
         "qmix": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3",
                  "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false"]}
-
-
-def final_arrays(run):
-    from hpcmarl.storage import load_checkpoint
-
-    arrays, attrs = load_checkpoint(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1])
-    return arrays, attrs
 
 
 @pytest.mark.parametrize("algo", list(ALGO))
