@@ -167,6 +167,8 @@ def cmd_evaluate(args) -> int:
           f"seed {r['seed']}, {'greedy' if r['greedy'] else 'sampled'} actions, mean length {r['length_mean']:.1f}")
     for g, v in r["groups"].items():
         print(f"group {g:<10} return {v['return_mean']:.2f} +- {v['return_std']:.2f}")
+    if r["win_rate"] == r["win_rate"]:  # (not NaN: battles)
+        print(f"win rate   {r['win_rate']:.3f}")
     if r.get("gif"):
         print(f"wrote {r['gif']}")
     return 0

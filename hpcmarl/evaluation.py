@@ -35,9 +35,9 @@ def eval_tables(groups: List[str]) -> Dict[str, Dict[str, tuple]]:
     """The run.h5 tables of the protocol: ``/eval`` (one row per evaluation) and ``/eval_episodes`` (one row per
     evaluation episode; ``eval`` is the row of ``/eval`` it belongs to)."""
     ev = {k: ((), "f8") for k in ("update", "env_steps", "wall_time", "policy_update", "episodes", "absolute",
-                                  "length_mean")}
+                                  "length_mean", "win_rate")}
     ev.update({f"{s}/{g}": ((), "f8") for g in groups for s in ("return_mean", "return_std")})
-    ep = {"eval": ((), "i8"), "episode": ((), "i8"), "length": ((), "i8")}
+    ep = {"eval": ((), "i8"), "episode": ((), "i8"), "length": ((), "i8"), "won": ((), "f8")}
     ep.update({f"return/{g}": ((), "f8") for g in groups})
     return {"eval": ev, "eval_episodes": ep}
 
@@ -115,21 +115,24 @@ class Evaluator:
         index = writer.tables["eval"].rows
         row = {"update": counters["update"], "env_steps": counters["env_steps"], "wall_time": counters["wall_time"],
                "policy_update": policy_update, "episodes": r["episodes"], "absolute": float(absolute),
-               "length_mean": r["length_mean"]}
+               "length_mean": r["length_mean"], "win_rate": r["win_rate"]}
         for g in self.groups:
             row[f"return_mean/{g}"] = r["groups"][g]["return_mean"]
             row[f"return_std/{g}"] = r["groups"][g]["return_std"]
         writer.append("eval", {k: np.array([v], np.float64) for k, v in row.items()})
         n = len(r["episode_lengths"])
-        eps = {"eval": np.full(n, index), "episode": np.arange(n), "length": np.array(r["episode_lengths"])}
+        eps = {"eval": np.full(n, index), "episode": np.arange(n), "length": np.array(r["episode_lengths"]),
+               "won": np.array(r["episode_won"], np.float64)}
         eps.update({f"return/{g}": np.array(r["groups"][g]["returns"]) for g in self.groups})
         writer.append("eval_episodes", eps)
         name = "eval/absolute" if absolute else "eval"
-        loggers.log({f"{name}/{k}": v for k, v in row.items() if "/" in k or k == "length_mean"},
+        loggers.log({f"{name}/{k}": v for k, v in row.items() if "/" in k or k in ("length_mean", "win_rate")},
                     counters["env_steps"])
         what = (f"absolute metric (the best policy, update {policy_update})" if absolute
                 else f"evaluation at {counters['env_steps']:,} env steps (update {counters['update']})")
         rets = ", ".join(f"{g} {row[f'return_mean/{g}']:.2f} +- {row[f'return_std/{g}']:.2f}" for g in self.groups)
+        if np.isfinite(row["win_rate"]):
+            rets += f", win rate {row['win_rate']:.2f}"
         print(f"[hpcmarl] {what}: {rets} over {r['episodes']} episodes ({'greedy' if self.ev.greedy else 'sampled'} "
               f"actions, seed {self.ev.seed})", flush=True)
 

@@ -178,12 +178,14 @@ _EVAL = [
     ("eval/episodes", "float64", "(N,)", "eval", "episodes played (`eval.episodes`; absolute metric: 10 times that)"),
     ("eval/absolute", "float64", "(N,)", "eval", "1 for the absolute metric (the last row of a finished run), else 0"),
     ("eval/length_mean", "float64", "(N,)", "eval", "mean episode length"),
+    ("eval/win_rate", "float64", "(N,)", "eval", "won share of the episodes (NaN where the env reports no outcome)"),
     ("eval/return_mean/<g>", "float64", "(N,)", "eval", "mean return of `<g>` over the evaluation's episodes"),
     ("eval/return_std/<g>", "float64", "(N,)", "eval", "their standard deviation"),
     ("eval_episodes/eval", "int64", "(N,)", "eval", "row of `/eval` the episode belongs to"),
     ("eval_episodes/episode", "int64", "(N,)", "eval", "episode number within that evaluation (the order episodes "
                                                        "ended, as `hpcmarl evaluate --json` lists them)"),
     ("eval_episodes/length", "int64", "(N,)", "eval", "steps in the episode"),
+    ("eval_episodes/won", "float64", "(N,)", "eval", "the episode's outcome, as `/episodes/won`"),
     ("eval_episodes/return/<g>", "float64", "(N,)", "eval", "episode return of `<g>`"),
 ]
 _LEAGUE_TABLES = [  # (table, columns, when, one row per)

@@ -92,14 +92,16 @@ def _evaluate(ckpt: str, cfg, policy: Inference, episodes: int, seed: int, greed
 
 def play(cfg, policy: Inference, episodes: int, seed: int, greedy: bool, num_envs: int) -> Dict:
     """Play ``episodes`` episodes of ``cfg``'s env (``min(num_envs, episodes)`` copies, env and torch seed ``seed``)
-    with ``policy``: per group the mean/std return and each episode's return and length in the order the counted
-    episodes ended. Seeds the global torch generator (the training run's evaluation forks it first)."""
+    with ``policy``: per group the mean/std return and each episode's return, and each episode's length and outcome
+    (``won``: NaN where the env has none) in the order the counted episodes ended, and the win rate. Seeds the global
+    torch generator (the training run's evaluation forks it first)."""
     torch.manual_seed(seed)
     venv = make_batched_env(cfg.env.name, min(num_envs, episodes), seed, cfg.env.kwargs, cfg.policy_map)
     venv.reset()
     groups = [g.name for g in venv.spec.groups]
     returns: Dict[str, List[float]] = {g: [] for g in groups}
     lengths: List[int] = []
+    won: List[float] = []
     started = venv.num_envs  # episodes begun; copies that would exceed `episodes` are not counted
     counted = np.ones(venv.num_envs, bool)
     while len(lengths) < episodes:
@@ -109,13 +111,15 @@ def play(cfg, policy: Inference, episodes: int, seed: int, greedy: bool, num_env
         for ep in finished:
             if counted[ep.env] and len(lengths) < episodes:
                 lengths.append(ep.length)
+                won.append(float(ep.won))
                 for g in groups:
                     returns[g].append(ep.returns[g])
             counted[ep.env] = started < episodes
             started += 1
     venv.close()
     return {"episodes": episodes, "seed": seed, "greedy": greedy, "num_envs": venv.num_envs,
-            "length_mean": float(np.mean(lengths)), "episode_lengths": lengths,
+            "length_mean": float(np.mean(lengths)), "episode_lengths": lengths, "episode_won": won,
+            "win_rate": float(np.mean(won)) if np.isfinite(won).all() else float("nan"),
             "groups": {g: {"return_mean": float(np.mean(r)), "return_std": float(np.std(r)), "episodes": len(r),
                            "returns": [float(x) for x in r]} for g, r in returns.items()}}
 

@@ -31,10 +31,14 @@ def env_family(env: str) -> str:
 
 
 def _points(table: Dict[str, np.ndarray], groups: List[str], sel) -> dict:
-    """``{"return": team returns, "<group>_return": ...}`` of the rows ``sel`` of an episode table."""
+    """``{"return": team returns, "<group>_return": ..., "win_rate": 0/1 per episode (battles)}`` of the rows ``sel``
+    of an episode table."""
     out = {"return": np.sum([table[f"return/{g}"][sel].astype(np.float64) for g in groups], axis=0).tolist()}
     for g in groups:
         out[f"{g}_return"] = table[f"return/{g}"][sel].astype(np.float64).tolist()
+    won = table.get("won")
+    if won is not None and len(won[sel]) and np.isfinite(won[sel]).all():  # battles (SMAX): marl-eval's win_rate
+        out["win_rate"] = won[sel].astype(np.float64).tolist()
     return out
 
 

@@ -41,13 +41,14 @@ def test_serial_train_then_inspect_and_evaluate(tmp_path):
 
 def test_smax_battles_record_their_outcome(tmp_path):
     """SMAX 3m (serial mode): every /episodes row has won 0 or 1, the metrics rows the won share, inspect the win
-    rate; the MPE run above has no outcome (NaN, no win rate)."""
+    rate; the evaluations and marl_eval.json their win rate."""
     from hpcmarl.storage import Run
 
     run = tmp_path / "smax"
     p = hpcmarl(["train", "configs/test_tiny.yaml", "env.name=jaxmarl:HeuristicEnemySMAX", "env.kwargs.scenario=3m",
                  "env.num_envs=16", "algo.unroll_length=25", "algo.hidden=16", "runtime.timeout_s=120",
-                 "train.total_env_steps=100000000", "train.max_updates=4", f"run_dir={run}"], timeout=240)
+                 "train.total_env_steps=100000000", "train.max_updates=4", "eval.every_env_steps=100000000",
+                 "eval.episodes=4", f"run_dir={run}"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     eps, m = Run(str(run)).episodes(), Run(str(run)).metrics()
     assert len(eps["won"]) > 0 and set(np.unique(eps["won"])) <= {0.0, 1.0}
@@ -56,6 +57,18 @@ def test_smax_battles_record_their_outcome(tmp_path):
     for u, rate in zip(m["update"][done], m["win_rate"][done]):
         assert rate == eps["won"][eps["update"] == u].mean()
     assert summary(run)["win_rate"]["last"] == eps["won"][-500:].mean()
+    # the final evaluation (and the absolute metric) have outcomes too, and marl_eval.json a win_rate
+    from hpcmarl.analysis.export import load_run
+    from hpcmarl.analysis.marleval import marl_eval_data
+
+    ev, ev_eps = Run(str(run))._table("eval"), Run(str(run))._table("eval_episodes")
+    assert list(ev["episodes"]) == [4, 40] and set(np.unique(ev_eps["won"])) <= {0.0, 1.0}
+    for i in range(2):
+        assert ev["win_rate"][i] == ev_eps["won"][ev_eps["eval"] == i].mean()
+    data = marl_eval_data(load_run(str(run)))
+    (task,) = data["jaxmarl"].values()
+    (seed,) = task["mappo"].values()
+    assert seed["step_0"]["win_rate"] == list(ev_eps["won"][ev_eps["eval"] == 0])
 
 
 @requires_mpirun
