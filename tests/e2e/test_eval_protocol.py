@@ -116,7 +116,7 @@ def test_resume_keeps_the_evaluations_up_to_its_checkpoint(tmp_path):
 
 
 def test_inspect_plot_and_loggers_show_the_evaluations(tmp_path):
-    tbparse = require_extra("tbparse", "tracking")
+    require_extra("tensorboard", "tracking")
     run = str(tmp_path / "r")
     p = mpirun(2, ["train"] + TINY + ["eval.every_env_steps=1000", "eval.episodes=2", "output.loggers=[tensorboard]",
                                       f"run_dir={run}"], timeout=240)
@@ -139,9 +139,11 @@ def test_inspect_plot_and_loggers_show_the_evaluations(tmp_path):
     (marks,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().endswith(": evaluation")]
     np.testing.assert_array_equal(marks.get_ydata(), ev["return_mean/agent"][ev["absolute"] == 0])
     # the live loggers get every evaluation at its env steps
-    df = tbparse.SummaryReader(os.path.join(run, "tensorboard")).scalars
-    got = df[df.tag == "eval/return_mean/agent"].sort_values("step")
-    np.testing.assert_array_equal(got.step, ev["env_steps"][ev["absolute"] == 0])
-    np.testing.assert_allclose(got.value, ev["return_mean/agent"][ev["absolute"] == 0], rtol=1e-6)
-    (absolute,) = df[df.tag == "eval/absolute/return_mean/agent"].value
+    from tracking_read import tb_scalars
+
+    tb = tb_scalars(os.path.join(run, "tensorboard"))
+    steps, values = zip(*tb["eval/return_mean/agent"])
+    np.testing.assert_array_equal(steps, ev["env_steps"][ev["absolute"] == 0])
+    np.testing.assert_allclose(values, ev["return_mean/agent"][ev["absolute"] == 0], rtol=1e-6)
+    ((_, absolute),) = tb["eval/absolute/return_mean/agent"]
     assert absolute == pytest.approx(ev["return_mean/agent"][-1], rel=1e-6)
