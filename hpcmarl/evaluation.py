@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hpcmarl import storage
-from hpcmarl.analysis.evaluate import play, policy_from_arrays
+from hpcmarl.analysis.evaluate import play, policy_arrays, policy_from_arrays
 
 ABSOLUTE_EPISODES = 10  # the absolute metric plays this many times eval.episodes
 
@@ -91,12 +91,10 @@ class Evaluator:
         score = float(np.mean([r["groups"][g]["return_mean"] for g in self.groups]))
         if score > self.best:
             self.best = score
-            prefix = "model/policies." if any(k.startswith("model/policies.") for k in arrays) else "model/"
-            policy_arrays = {k: v for k, v in arrays.items() if k.startswith(prefix)}
             attrs = {"config": self.config_yaml, "update": update, "env_steps": counters["env_steps"],
                      "algo": self.cfg.algo.name, "env": self.cfg.env.name, "groups": self.groups,
                      "eval_score": score}
-            storage.save_checkpoint(self.dir, update, policy_arrays, attrs, keep=1,
+            storage.save_checkpoint(self.dir, update, policy_arrays(arrays), attrs, keep=1,
                                     reserve_mb=self.cfg.output.min_free_mb)
         if final and self.ev.absolute:
             best = storage.list_checkpoints(self.dir)

@@ -57,12 +57,23 @@ def load_policy(ckpt: str):
     return cfg, policy_from_arrays(cfg, spec, arrays, int(attrs.get("update", 0)), ckpt)
 
 
+def _policy_prefix(arrays) -> str:
+    # "model/": a plug-in learner that saved its policies module alone (torch_state_arrays(policies, opt))
+    return "model/policies." if any(k.startswith("model/policies.") for k in arrays) else "model/"
+
+
+def policy_arrays(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The policy networks' arrays of a checkpoint's arrays (what :func:`policy_from_arrays` loads)."""
+    prefix = _policy_prefix(arrays)
+    return {k: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def policy_from_arrays(cfg, spec, arrays: Dict[str, np.ndarray], version: int, source: str) -> Inference:
     """An :class:`~hpcmarl.models.Inference` of ``cfg``'s algorithm with the policy weights of checkpoint arrays
     (``model/policies.*``, or ``model/*`` from a plug-in that saved its policies module alone); ``source`` names
     them in errors."""
     policy = make_inference(spec, cfg.algo)
-    prefix = "model/policies." if any(k.startswith("model/policies.") for k in arrays) else "model/"
+    prefix = _policy_prefix(arrays)
     state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
     try:
         policy.policies.load_state_dict(state)

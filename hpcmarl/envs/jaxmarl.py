@@ -32,8 +32,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seeds
-from hpcmarl.envs.registry import EnvError, resolve_groups
-from hpcmarl.envs.spec import EnvSpec, action_descr, group_spec
+from hpcmarl.envs.registry import EnvError
+from hpcmarl.envs.spec import EnvSpec, action_descr, group_specs
 from hpcmarl.envs.vec import env_error
 
 PREFIX = "jaxmarl:"
@@ -112,15 +112,8 @@ def _build_spec(env, name: str, policy_map, with_state: bool):
     from jaxmarl.environments import spaces
 
     obs, masks, ws = _shapes(env)
-    agents = list(env.agents)
-    groups = resolve_groups(agents, policy_map, name)
-    out = []
-    for g, members in groups.items():
-        descr = set()
-        for a in members:
-            act = action_descr(env.action_space(a), spaces.Discrete, spaces.Box, name, a)
-            descr.add((tuple(int(x) for x in obs[a].shape), act))
-        out.append(group_spec(name, g, members, descr))
+    out = group_specs(name, list(env.agents), policy_map, lambda a: (
+        tuple(int(x) for x in obs[a].shape), action_descr(env.action_space(a), spaces.Discrete, spaces.Box, name, a)))
     state_dim = 0
     if with_state:
         if ws is None:

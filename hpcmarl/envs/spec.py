@@ -76,9 +76,15 @@ def action_descr(space, discrete, box, name: str, agent: str) -> tuple:
     raise EnvError(f"{name}: agent {agent} has unsupported action space {space}")
 
 
-def group_spec(name: str, g: str, members: List[str], descr: set) -> GroupSpec:
-    """The spec of group ``g`` of env ``name`` from its members' ``(obs shape, action)`` descriptions, which must all
-    be equal; an action is ``("discrete", n)`` or ``("box", shape, low, high)`` (bounds as flat tuples)."""
+def group_specs(name: str, agents: List[str], policy_map, describe) -> List[GroupSpec]:
+    """The groups of env ``name`` (``policy_map`` over ``agents``, :func:`resolve_groups`), each from its members'
+    ``describe(agent) -> (obs shape, action)`` descriptions, which must all be equal; an action is
+    ``("discrete", n)`` or ``("box", shape, low, high)`` (bounds as flat tuples, :func:`action_descr`)."""
+    return [_group_spec(name, g, members, {describe(a) for a in members})
+            for g, members in resolve_groups(agents, policy_map, name).items()]
+
+
+def _group_spec(name: str, g: str, members: List[str], descr: set) -> GroupSpec:
     if len(descr) != 1:
         raise EnvError(f"policy_map group {g!r} of {name} mixes observation/action spaces: "
                        f"{sorted(map(str, descr))}; split it into groups with equal spaces")
@@ -95,16 +101,12 @@ def build_spec(env, name: str, policy_map=None, with_state: bool = False) -> Env
     on the env's global state) and the env has one."""
     from gymnasium import spaces
 
-    agents = list(env.possible_agents)
-    groups = resolve_groups(agents, policy_map, name)
-    out = []
-    for g, members in groups.items():
-        descr = set()
-        for a in members:
-            ospace, _ = _obs_space(env.observation_space(a))
-            act = action_descr(env.action_space(a), spaces.Discrete, spaces.Box, name, a)
-            descr.add((tuple(int(x) for x in ospace.shape), act))
-        out.append(group_spec(name, g, members, descr))
+    def describe(a):
+        ospace, _ = _obs_space(env.observation_space(a))
+        return tuple(int(x) for x in ospace.shape), action_descr(env.action_space(a), spaces.Discrete, spaces.Box,
+                                                                  name, a)
+
+    out = group_specs(name, list(env.possible_agents), policy_map, describe)
     state_dim = 0
     if with_state:
         try:
