@@ -30,6 +30,10 @@ ARMS = {
     "mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2"]),
     "rmappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "algo.recurrent=true"]),  # GRU policy
     "ippo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "algo.name=ippo"]),
+    # JaxMARL's port of simple_spread_v3, batched (max_steps=24: its episodes end one step later than PettingZoo's
+    # otherwise; with it the two agree step by step, tests/unit/test_jaxmarl_port.py)
+    "mappo_jaxmarl": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=jaxmarl:MPE_simple_spread_v3",
+                                                      "env.kwargs.max_steps=24"]),
     "matrace": ("matrace_spread.yaml", 4, ["topology.learners=2"]),
     "qmix": ("qmix_spread.yaml", 3, []),
     # Level-Based Foraging (EPyMARL's Foraging-8x8-2p-2f-coop-v3, time limit 50; the best return is 1.0)

@@ -165,7 +165,7 @@ class MATraceLearner:
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = TeamActorCritic(spec, cfg).to(device)
         self.params = list(self.model.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
 
     @torch.no_grad()
     def truncation_bootstrap(self, b, name: str) -> torch.Tensor:

@@ -240,7 +240,7 @@ class PPOLearner:
         self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
                                  cfg.recurrent).to(device)
         self.params = list(self.model.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
 

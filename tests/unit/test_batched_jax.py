@@ -248,3 +248,37 @@ def test_a_missing_jax_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "jaxmarl", None)
     with pytest.raises(EnvError, match=r'pip install -e "\.\[jax\]"'):
         jm.probe(MPE)
+
+
+def test_the_mpe_port_is_pettingzoos_simple_spread_step_by_step():
+    """JaxMARL's MPE_simple_spread_v3 with max_steps=24 is PettingZoo's simple_spread_v3 (max_cycles=25): from the
+    same positions and with the same actions, every step's observations and rewards agree to float rounding and
+    both episodes end after 25 steps (JaxMARL's default max_steps=25 plays one step more)."""
+    import jax
+    import jax.numpy as jnp
+    from jaxmarl.environments.mpe.simple import State
+    from mpe2 import simple_spread_v3
+
+    pz = simple_spread_v3.parallel_env(N=3, local_ratio=0.5, max_cycles=25, continuous_actions=False)
+    port = jm.make(MPE, {"max_steps": 24})
+    rng = np.random.default_rng(0)
+    for ep in range(5):
+        obs, _ = pz.reset(seed=ep)
+        ents = pz.unwrapped.world.agents + pz.unwrapped.world.landmarks
+        st = State(p_pos=jnp.array(np.array([e.state.p_pos for e in ents]), dtype=jnp.float32),
+                   p_vel=jnp.array(np.array([e.state.p_vel for e in ents]), dtype=jnp.float32),
+                   c=jnp.zeros((3, 2)), done=jnp.array(False), step=jnp.array(0))
+        for a in pz.agents:
+            np.testing.assert_allclose(np.asarray(port.get_obs(st)[a]), obs[a], atol=1e-5)
+        key, steps, ended = jax.random.PRNGKey(ep), 0, False
+        while pz.agents:
+            act = {a: int(rng.integers(5)) for a in pz.agents}
+            obs, rew, _, _, _ = pz.step(act)
+            key, k = jax.random.split(key)
+            jobs, st, jrew, jdone, _ = port.step_env(k, st, {a: jnp.array(v) for a, v in act.items()})
+            steps += 1
+            for a in rew:
+                np.testing.assert_allclose(np.asarray(jobs[a]), obs[a], atol=1e-5)
+                assert abs(float(jrew[a]) - rew[a]) < 1e-5
+            ended = bool(jdone["__all__"])
+        assert steps == 25 and ended

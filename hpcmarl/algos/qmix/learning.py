@@ -73,7 +73,7 @@ class QMIXLearner:
         for p in self.target.parameters():
             p.requires_grad_(False)
         self.params = list(self.net.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, fused=True)
         self.replay = EpisodeReplay(spec, cfg.buffer_episodes, cfg.episode_limit)
         self.stitcher = EpisodeStitcher(spec, cfg.episode_limit, cfg.bootstrap_truncated)
         self.rng = np.random.default_rng(seed)
