@@ -13,13 +13,24 @@ Actor -> learner: ``UNROLL`` records (rollout flow) or ``GRADIENT`` records (gra
 finished trajectory, tagged with its round; the learner drains them until the actor's ``BYE`` says how
 many it sent).
 Every wait polls with back-off and raises :class:`CommTimeout` after ``timeout`` seconds.
+
+A record larger than :data:`CHUNK_BYTES` travels as consecutive messages of the same tag, one per chunk: MPI 3 counts
+are C ints, so one message of 2 GiB or more fails (``MPI_ERR_ARG`` on Open MPI 4.1), and a batched actor's unroll
+reaches that with thousands of copies. MPI delivers messages between two ranks with one tag in the order they were
+posted, so the chunks of a record land in place; the caller sees one request (:class:`Requests`).
 """
 from __future__ import annotations
 
+import os
 import time
 from enum import IntEnum
 
+import numpy as np
+
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_RUN, CMD_STOP, Record
+
+# bytes per message of a record sent in chunks (the environment variable exists for the tests, which chunk small ones)
+CHUNK_BYTES = int(os.environ.get("HPCMARL_MPI_CHUNK_BYTES", str(1 << 30)))
 
 
 class Tag(IntEnum):
@@ -64,25 +75,54 @@ def wait_buffer(req, timeout: float, what: str):
         sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)  # <= 1 ms late, negligible CPU
 
 
-# ---- learner side --------------------------------------------------------------------------------
-def send_weights(comm, actor_rank: int, rec: Record, version: int, command: int = CMD_RUN):
+class Requests:
+    """The requests of a record's chunks as one request: ``Test`` (all done), ``Wait``, ``Cancel``."""
+
+    def __init__(self, reqs):
+        self.reqs = reqs
+
+    def Test(self) -> bool:  # noqa: N802 - mpi4py's Request interface
+        from mpi4py import MPI
+
+        return MPI.Request.Testall(self.reqs)
+
+    def Wait(self) -> None:  # noqa: N802
+        from mpi4py import MPI
+
+        MPI.Request.Waitall(self.reqs)
+
+    def Cancel(self) -> None:  # noqa: N802
+        from mpi4py import MPI
+
+        for r in self.reqs:
+            if r != MPI.REQUEST_NULL:
+                r.Cancel()
+
+
+def post_buffer(call, buf: np.ndarray, peer: int, tag: int):
+    """``call`` (``comm.Isend``, ``Issend`` or ``Irecv``) over ``buf``'s bytes: one request, or :class:`Requests`
+    over chunks of :data:`CHUNK_BYTES` when the buffer is larger."""
     from mpi4py import MPI
 
+    b = buf.reshape(-1).view(np.uint8)
+    if b.nbytes <= CHUNK_BYTES:
+        return call([b, MPI.BYTE], peer, tag)
+    return Requests([call([b[i:i + CHUNK_BYTES], MPI.BYTE], peer, tag) for i in range(0, b.nbytes, CHUNK_BYTES)])
+
+
+# ---- learner side --------------------------------------------------------------------------------
+def send_weights(comm, actor_rank: int, rec: Record, version: int, command: int = CMD_RUN):
     rec["meta"][0] = version
     rec["meta"][1] = command
-    return comm.Isend([rec.buf, MPI.BYTE], dest=actor_rank, tag=Tag.WEIGHTS)
+    return post_buffer(comm.Isend, rec.buf, actor_rank, Tag.WEIGHTS)
 
 
 def post_recv_unroll(comm, actor_rank: int, rec: Record):
-    from mpi4py import MPI
-
-    return comm.Irecv([rec.buf, MPI.BYTE], source=actor_rank, tag=Tag.UNROLL)
+    return post_buffer(comm.Irecv, rec.buf, actor_rank, Tag.UNROLL)
 
 
 def post_recv_gradient(comm, actor_rank: int, rec: Record):
-    from mpi4py import MPI
-
-    return comm.Irecv([rec.buf, MPI.BYTE], source=actor_rank, tag=Tag.GRADIENT)
+    return post_buffer(comm.Irecv, rec.buf, actor_rank, Tag.GRADIENT)
 
 
 def send_stop(comm, actor_rank: int, rec: Record, version: int, preempted: bool = False):
@@ -117,23 +157,17 @@ def recv_bye(comm, actor_rank: int, timeout: float) -> dict:
 
 # ---- actor side ----------------------------------------------------------------------------------
 def post_recv_weights(comm, learner_rank: int, rec: Record):
-    from mpi4py import MPI
-
-    return comm.Irecv([rec.buf, MPI.BYTE], source=learner_rank, tag=Tag.WEIGHTS)
+    return post_buffer(comm.Irecv, rec.buf, learner_rank, Tag.WEIGHTS)
 
 
 def send_masks(comm, actor_rank: int, bits):
     """Sparse policies: the packed weight masks (sent before a weights record whose ``mask_version``
     changed); ``bits`` must stay untouched until the request completes."""
-    from mpi4py import MPI
-
-    return comm.Isend([bits, MPI.BYTE], dest=actor_rank, tag=Tag.MASKS)
+    return post_buffer(comm.Isend, bits, actor_rank, Tag.MASKS)
 
 
 def recv_masks(comm, learner_rank: int, bits, timeout: float) -> None:
-    from mpi4py import MPI
-
-    req = comm.Irecv([bits, MPI.BYTE], source=learner_rank, tag=Tag.MASKS)
+    req = post_buffer(comm.Irecv, bits, learner_rank, Tag.MASKS)
     wait_buffer(req, timeout, f"weight masks from learner rank {learner_rank}")
 
 
@@ -147,17 +181,12 @@ def send_unroll(comm, learner_rank: int, rec: Record, synchronous: bool = False)
     """Start sending an unroll; the caller must not modify ``rec`` until the request completes.
     ``synchronous`` (``Issend``) completes only once the learner has posted a matching receive, so a
     learner that stops posting receives holds its actors back whatever MPI's eager limit is."""
-    from mpi4py import MPI
-
-    send = comm.Issend if synchronous else comm.Isend
-    return send([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.UNROLL)
+    return post_buffer(comm.Issend if synchronous else comm.Isend, rec.buf, learner_rank, Tag.UNROLL)
 
 
 def send_gradient(comm, learner_rank: int, rec: Record):
     """Start sending a gradient record; ``rec`` must stay untouched until the request completes."""
-    from mpi4py import MPI
-
-    return comm.Isend([rec.buf, MPI.BYTE], dest=learner_rank, tag=Tag.GRADIENT)
+    return post_buffer(comm.Isend, rec.buf, learner_rank, Tag.GRADIENT)
 
 
 def send_bye(comm, learner_rank: int, info: dict, timeout: float):

@@ -2,7 +2,8 @@
 
 A :class:`RecordSpec` lists named fields (shape, dtype); :meth:`RecordSpec.alloc` returns a
 :class:`Record` whose fields are NumPy views into one contiguous byte buffer, so a whole record
-travels as one buffer message (``comm.Send([rec.buf, MPI.BYTE], ...)``) and shapes cannot drift.
+travels as one buffer message (``comm.Isend([rec.buf, MPI.BYTE], ...)``; over 1 GiB in chunks,
+:func:`hpcmarl.comm.protocol.post_buffer`) and shapes cannot drift.
 """
 from __future__ import annotations
 
