@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""End-to-end training speed on a batched env against JaxMARL's own IPPO baseline, run in the same invocation.
+"""End-to-end training speed on a batched env against a reference framework run in the same invocation: JaxMARL's
+own IPPO baseline on its MPE port (``--against jaxmarl``), or BenchMARL's MAPPO on a VMAS scenario (``--against
+benchmarl``).
 
-Arms, each trained for ``--steps`` env steps, one after another (never two at once):
+``--against jaxmarl``: arms, each trained for ``--steps`` env steps, one after another (never two at once):
 
 * ``jaxmarl``: JaxMARL's ``baselines/IPPO/ippo_ff_mpe.py`` with its own ``ippo_ff_mpe.yaml`` (one seed:
   ``NUM_SEEDS=1``, ``TOTAL_TIMESTEPS=--steps``), run by ``--jaxmarl-python`` from ``--jaxmarl-baselines`` (a
@@ -9,18 +11,30 @@ Arms, each trained for ``--steps`` env steps, one after another (never two at on
   its own). Its time is the whole process: imports, compilation and training.
 * ``ippo_<L>x<A>_E<E>``: hpcmarl IPPO on ``jaxmarl:MPE_simple_spread_v3`` with the baseline's PPO work per sample
   (2,048 env steps per update: ``--copies`` copies in all x ``2048 / copies`` steps, 4 epochs x 4 minibatches, lr
-  2.5e-4), ``L`` learners and ``A`` actors (``--layouts L:A,...``; ranks = L + A), for every ``--copies``.
+  2.5e-4, no value normalisation, as the baseline), ``L`` learners and ``A`` actors (``--layouts L:A,...``; ranks =
+  L + A; one learner: ``actors.overlap=true``, the actors collect the next unroll during the update), for every
+  ``--copies``.
 * ``shipped``: ``configs/simple_spread_mappo.yaml`` (MAPPO, hpcmarl's shipped simple_spread settings) on the same
   env, in the layout of the fastest hpcmarl arm.
 
+``--against benchmarl``: BenchMARL's MAPPO (``--benchmarl-python``: a Python with benchmarl, torchrl, vmas) with its
+own default experiment, algorithm, MLP and task configs on ``vmas:navigation`` (6,000 frames per iteration from 10
+envs, 45 minibatches of 400 frames, 256 x 256 tanh MLPs, sampling and training on the CPU, no evaluation or
+logging), against hpcmarl MAPPO on the same scenario with the same task kwargs, network width and work per sample
+(6,000 env steps per update: ``--copies`` x ``6000 / copies`` steps, 3 epochs x 15 minibatches), per layout and
+``--copies``; ``shipped`` is absent there (no shipped VMAS config).
+
 hpcmarl's times are the whole ``mpirun`` too (startup, compilation, checkpoints). Prints a table and ends with
-``RESULT jaxmarl_sps=… best_sps=… best_ratio=… best_arm=… shipped_sps=… shipped_ratio=…`` (env steps per second
-of wall time; ratio = hpcmarl / JaxMARL).
+``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… [shipped_sps=… shipped_ratio=…]`` (env steps per second of
+wall time; ratio = hpcmarl / the reference).
 
     .venv/bin/python tools/bench_batched_e2e.py --jaxmarl-baselines PATH/baselines/IPPO \\
         --jaxmarl-python PATH/bin/python [--steps 2m] [--layouts 1:1,1:2,2:2] [--copies 128,512]
+    .venv/bin/python tools/bench_batched_e2e.py --against benchmarl --benchmarl-python PATH/bin/python \\
+        [--steps 600k] [--layouts 1:1] [--copies 60,600]
 """
 import argparse
+import glob
 import os
 import re
 import subprocess
@@ -30,86 +44,138 @@ import time
 
 from _common import ROOT, launch, parse_steps, record
 
-ENV = "jaxmarl:MPE_simple_spread_v3"
-BATCH = 2048  # ippo_ff_mpe.yaml: NUM_ENVS 16 x NUM_STEPS 128 env steps per update
+# reference -> (env, env steps per update, hpcmarl's overrides for the reference's PPO work per sample, ranks aside)
+SETUPS = {
+    "jaxmarl": ("jaxmarl:MPE_simple_spread_v3", 2048,  # ippo_ff_mpe.yaml: NUM_ENVS 16 x NUM_STEPS 128 per update
+                ["algo.name=ippo", "algo.epochs=4", "algo.minibatches=4", "algo.lr=2.5e-4", "algo.value_norm=false"]),
+    "benchmarl": ("vmas:navigation", 6000,  # base_experiment.yaml: 6,000 frames per batch, 45 minibatches of 400
+                  ["algo.epochs=3", "algo.minibatches=15", "algo.hidden=256", "algo.lr=5e-5", "algo.gae_lambda=0.9",
+                   "algo.entropy_coef=0", "algo.max_grad_norm=5", "algo.reward=individual",
+                   # BenchMARL's conf/task/vmas/navigation.yaml
+                   "env.kwargs.n_agents=3", "env.kwargs.max_steps=100", "env.kwargs.collisions=true",
+                   "env.kwargs.agents_with_same_goal=1", "env.kwargs.split_goals=false",
+                   "env.kwargs.observe_all_goals=false", "env.kwargs.shared_rew=false", "env.kwargs.lidar_range=0.35",
+                   "env.kwargs.agent_radius=0.1"]),
+}
+# BenchMARL's MAPPO with its own default configs (the reference arm of --against benchmarl); argv: frames seed folder
+BENCHMARL_RUN = """
+import sys
+from benchmarl.algorithms import MappoConfig
+from benchmarl.environments import VmasTask
+from benchmarl.experiment import Experiment, ExperimentConfig
+from benchmarl.models.mlp import MlpConfig
+cfg = ExperimentConfig.get_from_yaml()
+cfg.max_n_frames, cfg.save_folder = int(sys.argv[1]), sys.argv[3]
+cfg.loggers, cfg.evaluation, cfg.render, cfg.create_json, cfg.checkpoint_at_end = ["csv"], False, False, False, False
+Experiment(task=VmasTask.NAVIGATION.get_from_yaml(), algorithm_config=MappoConfig.get_from_yaml(),
+           model_config=MlpConfig.get_from_yaml(), critic_model_config=MlpConfig.get_from_yaml(), seed=int(sys.argv[2]),
+           config=cfg).run()
+"""
 
 
-def jaxmarl_arm(args, steps: int) -> float:
-    """Wall seconds of JaxMARL's IPPO script training ``steps`` env steps (one seed)."""
-    script = os.path.join(args.jaxmarl_baselines, "ippo_ff_mpe.py")
-    if not os.path.isfile(script):
-        raise SystemExit(f"--jaxmarl-baselines: no ippo_ff_mpe.py in {args.jaxmarl_baselines}")
-    with tempfile.TemporaryDirectory() as cwd:  # hydra writes outputs/ and the script a PNG into its directory
-        t0 = time.monotonic()
-        p = subprocess.run([args.jaxmarl_python, script, f"TOTAL_TIMESTEPS={steps}", "NUM_SEEDS=1",
-                            "WANDB_MODE=disabled"], cwd=cwd, capture_output=True, text=True,
-                           timeout=args.timeout_s, env=dict(os.environ, WANDB_MODE="disabled"))
-        dt = time.monotonic() - t0
+def timed(cmd, cwd, timeout, what):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, WANDB_MODE="disabled"))
     if p.returncode != 0:
-        raise SystemExit(f"JaxMARL's IPPO failed (exit {p.returncode}):\n{(p.stdout + p.stderr)[-3000:]}")
-    return dt
+        raise SystemExit(f"{what} failed (exit {p.returncode}):\n{(p.stdout + p.stderr)[-3000:]}")
+    return time.monotonic() - t0
 
 
-def hpcmarl_arm(args, name: str, steps: int, ranks: int, overrides) -> tuple:
+def jaxmarl_arm(args, steps: int) -> tuple:
+    """(wall seconds, NaN) of JaxMARL's IPPO script training ``steps`` env steps (one seed; it prints no return)."""
+    script = os.path.join(args.jaxmarl_baselines or "", "ippo_ff_mpe.py")
+    if not os.path.isfile(script) or not args.jaxmarl_python:
+        raise SystemExit("--against jaxmarl needs --jaxmarl-baselines (a directory with ippo_ff_mpe.py) and "
+                         "--jaxmarl-python")
+    with tempfile.TemporaryDirectory() as cwd:  # hydra writes outputs/ and the script a PNG into its directory
+        return timed([args.jaxmarl_python, script, f"TOTAL_TIMESTEPS={steps}", "NUM_SEEDS=1", "WANDB_MODE=disabled"],
+                     cwd, args.timeout_s, "JaxMARL's IPPO"), float("nan")
+
+
+def benchmarl_arm(args, steps: int) -> tuple:
+    """(wall seconds, last iteration's mean episode return summed over the agents) of BenchMARL's MAPPO."""
+    if not args.benchmarl_python:
+        raise SystemExit("--against benchmarl needs --benchmarl-python")
+    with tempfile.TemporaryDirectory() as cwd:
+        wall = timed([args.benchmarl_python, "-c", BENCHMARL_RUN, str(steps), "0", cwd], cwd, args.timeout_s,
+                     "BenchMARL's MAPPO")
+        csv = glob.glob(os.path.join(cwd, "**", "collection_agents_reward_episode_reward_mean.csv"), recursive=True)
+        last = open(csv[0]).read().split()[-1].split(",")[-1] if csv else "nan"
+    return wall, float(last) * 3  # BenchMARL logs the mean over the 3 agents; hpcmarl their sum
+
+
+def hpcmarl_arm(args, name: str, env: str, steps: int, ranks: int, overrides) -> tuple:
     """(wall seconds of the whole mpirun, training seconds the run reports, final windowed return)."""
     log = os.path.join(args.out, f"{name}.log")
     wall = launch(ranks, "configs/simple_spread_mappo.yaml",
-                  [f"name={name}", f"output.root={args.out}", f"env.name={ENV}", f"train.total_env_steps={steps}",
-                   "output.progress_s=10"] + list(overrides), args.timeout_s, log)
+                  [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
+                   "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log)
     text = open(log).read()
     m = re.search(r"env steps, [\d,]+ episodes in ([\d.]+)s.*?agent (-?[\d.]+)", text)
     return wall, float(m.group(1)) if m else float("nan"), float(m.group(2)) if m else float("nan")
 
 
+def layout(L: int, A: int, copies: int) -> list:
+    return [f"topology.learners={L}", f"topology.actors={A}", f"env.num_envs={copies // A}",
+            f"actors.overlap={'true' if L == 1 else 'false'}"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jaxmarl-baselines", required=True, help="directory holding JaxMARL's ippo_ff_mpe.py")
-    ap.add_argument("--jaxmarl-python", required=True, help="a Python with jaxmarl, flax, optax, distrax, hydra-core")
+    ap.add_argument("--against", choices=sorted(SETUPS), default="jaxmarl")
+    ap.add_argument("--jaxmarl-baselines", help="directory holding JaxMARL's ippo_ff_mpe.py")
+    ap.add_argument("--jaxmarl-python", help="a Python with jaxmarl, flax, optax, distrax, hydra-core")
+    ap.add_argument("--benchmarl-python", help="a Python with benchmarl, torchrl, tensordict, vmas")
     ap.add_argument("--steps", default="2m")
     ap.add_argument("--layouts", default="1:1,1:2,2:2", help="learners:actors, comma separated")
     ap.add_argument("--copies", default="128,512", help="env copies in all (split over the actors), comma separated")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_batched_e2e"))
     ap.add_argument("--timeout-s", type=float, default=1800.0, help="hard limit per run")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides for every hpcmarl arm")
     args = ap.parse_args()
     steps = parse_steps(args.steps)
+    env, batch, work = SETUPS[args.against]
     os.makedirs(args.out, exist_ok=True)
 
-    jax_s = jaxmarl_arm(args, steps)
-    jax_sps = steps / jax_s
-    print(f"jaxmarl IPPO (ippo_ff_mpe.yaml, 1 seed): {steps:,} env steps in {jax_s:.1f}s = {jax_sps:,.0f} env steps/s",
+    ref_s, ref_ret = (jaxmarl_arm if args.against == "jaxmarl" else benchmarl_arm)(args, steps)
+    ref_sps = steps / ref_s
+    what = ("JaxMARL ippo_ff_mpe.py (its config, 1 seed)" if args.against == "jaxmarl" else
+            "BenchMARL MAPPO (its default configs)")
+    print(f"{what}: {steps:,} env steps in {ref_s:.1f}s = {ref_sps:,.0f} env steps/s; return {ref_ret:.1f}",
           flush=True)
-    rows = [["jaxmarl", "JaxMARL ippo_ff_mpe.py", f"{jax_s:.1f}", "", f"{jax_sps:.0f}", "1.00", ""]]
+    rows = [[args.against, what, f"{ref_s:.1f}", "", f"{ref_sps:.0f}", "1.00", f"{ref_ret:.1f}"]]
     best = None
-    for layout in args.layouts.split(","):
-        L, A = (int(x) for x in layout.split(":"))
+    for lay in args.layouts.split(","):
+        L, A = (int(x) for x in lay.split(":"))
         for copies in (int(x) for x in args.copies.split(",")):
-            if copies % A or BATCH % copies:
-                raise SystemExit(f"--copies {copies}: must split over {A} actors and divide {BATCH}")
-            name = f"ippo_{L}x{A}_E{copies}"
-            wall, train_s, ret = hpcmarl_arm(args, name, steps, L + A, [
-                "algo.name=ippo", f"topology.learners={L}", f"topology.actors={A}", f"env.num_envs={copies // A}",
-                f"algo.unroll_length={BATCH // copies}", "algo.epochs=4", "algo.minibatches=4", "algo.lr=2.5e-4"])
+            if copies % A or batch % copies:
+                raise SystemExit(f"--copies {copies}: must split over {A} actors and divide {batch}")
+            name = f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}"
+            wall, train_s, ret = hpcmarl_arm(args, name, env, steps, L + A,
+                                             work + layout(L, A, copies) + [f"algo.unroll_length={batch // copies}"])
             sps = steps / wall
             print(f"{name}: {wall:.1f}s ({train_s:.1f}s training) = {sps:,.0f} env steps/s, "
-                  f"{sps / jax_sps:.2f}x JaxMARL; return {ret:.1f}", flush=True)
-            rows.append([name, f"IPPO {L} learner(s) + {A} actor(s), {copies} copies x {BATCH // copies} steps",
-                         f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / jax_sps:.2f}", f"{ret:.1f}"])
+                  f"{sps / ref_sps:.2f}x the reference; return {ret:.1f}", flush=True)
+            rows.append([name, f"{L} learner(s) + {A} actor(s), {copies} copies x {batch // copies} steps",
+                         f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}", f"{ret:.1f}"])
             if best is None or sps > best[1]:
                 best = (name, sps, L, A, copies)
     name, best_sps, L, A, copies = best
-    wall, train_s, ret = hpcmarl_arm(args, "shipped", steps, L + A, [
-        f"topology.learners={L}", f"topology.actors={A}", f"env.num_envs={copies // A}"])
-    shipped_sps = steps / wall
-    print(f"shipped (simple_spread_mappo.yaml, {L}x{A}, {copies // A} copies per actor): {wall:.1f}s = "
-          f"{shipped_sps:,.0f} env steps/s, {shipped_sps / jax_sps:.2f}x JaxMARL; return {ret:.1f}", flush=True)
-    rows.append(["shipped", f"MAPPO simple_spread_mappo.yaml, {L} learner(s) + {A} actor(s), {copies // A} copies "
-                 "per actor", f"{wall:.1f}", f"{train_s:.1f}", f"{shipped_sps:.0f}", f"{shipped_sps / jax_sps:.2f}",
-                 f"{ret:.1f}"])
-    line = (f"RESULT jaxmarl_sps={jax_sps:.0f} best_sps={best_sps:.0f} best_ratio={best_sps / jax_sps:.2f} "
-            f"best_arm={name} shipped_sps={shipped_sps:.0f} shipped_ratio={shipped_sps / jax_sps:.2f}")
+    line = (f"RESULT ref_sps={ref_sps:.0f} best_sps={best_sps:.0f} best_ratio={best_sps / ref_sps:.2f} "
+            f"best_arm={name}")
+    if args.against == "jaxmarl":
+        wall, train_s, ret = hpcmarl_arm(args, "shipped", env, steps, L + A, layout(L, A, copies))
+        sps = steps / wall
+        print(f"shipped (simple_spread_mappo.yaml, {L}x{A}, {copies // A} copies per actor): {wall:.1f}s = "
+              f"{sps:,.0f} env steps/s, {sps / ref_sps:.2f}x JaxMARL; return {ret:.1f}", flush=True)
+        rows.append(["shipped", f"MAPPO simple_spread_mappo.yaml, {L} learner(s) + {A} actor(s), {copies // A} "
+                     "copies per actor", f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}",
+                     f"{ret:.1f}"])
+        line += f" shipped_sps={sps:.0f} shipped_ratio={sps / ref_sps:.2f}"
     print(line)
-    record(__file__, sys.argv[1:], line, extra={"env": ENV, "steps": steps, "tables": {"end_to_end": {
-        "columns": ["arm", "what", "wall s", "training s", "env steps/s", "x JaxMARL", "final return"],
+    record(__file__, sys.argv[1:], line, extra={"env": env, "steps": steps, "tables": {"end_to_end": {
+        "columns": ["arm", "what", "wall s", "training s", "env steps/s", "x reference", "final return (sum)"],
         "rows": rows}}})
 
 

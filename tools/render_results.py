@@ -44,7 +44,7 @@ HEADLINE = {
     "bench_learning": ["return", "env_steps", "wall_s"],
     "bench_throughput": ["raw_sps", "actor_sps", "ratio"],
     "bench_batched_env": ["raw_sps_1024", "collect_sps", "collect_ratio"],
-    "bench_batched_e2e": ["jaxmarl_sps", "best_sps", "best_ratio", "shipped_ratio"],
+    "bench_batched_e2e": ["ref_sps", "best_sps", "best_ratio", "shipped_ratio"],
     "bench_tracking": ["tensorboard_ratio", "wandb_ratio", "mlflow_ratio", "eval_ratio"],
     "bench_matrace": ["actor_vs_raw", "lag_matrace", "lag_nocorr", "return"],
     "bench_mast": ["retained", "train_flops_ratio"],
