@@ -37,6 +37,7 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def benchmarl_arm(args, steps: int) -> tuple:
 def hpcmarl_arm(args, name: str, env: str, steps: int, ranks: int, overrides) -> tuple:
     """(wall seconds of the whole mpirun, training seconds the run reports, final windowed return)."""
     log = os.path.join(args.out, f"{name}.log")
+    shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)  # a fresh run, not a resume of the last one
     wall = launch(ranks, "configs/simple_spread_mappo.yaml",
                   [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
                    "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log)
