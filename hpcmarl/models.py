@@ -33,11 +33,20 @@ class Categorical:
         z = logits - logits.detach().amax(-1, keepdim=True)
         self.logp_all = z - z.exp().sum(-1, keepdim=True).log()
 
+    @property
+    def logits(self) -> torch.Tensor:
+        """The normalised logits (log-probabilities), as ``torch.distributions.Categorical.logits``."""
+        return self.logp_all
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logp_all.exp()
+
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
         return self.logp_all.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
-        return -(self.logp_all.exp() * self.logp_all).sum(-1)
+        return -(self.probs * self.logp_all).sum(-1)
 
 
 def mlp(inp: int, hidden: int, layers: int, out: int, out_gain: float = 1.0, act=Tanh) -> nn.Sequential:

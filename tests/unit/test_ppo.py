@@ -551,6 +551,7 @@ def test_tanh_and_categorical_kernels_agree_with_torch():
     ours, ref = Categorical(masked), torch.distributions.Categorical(logits=masked)
     assert torch.allclose(ours.log_prob(a), ref.log_prob(a), atol=1e-5)
     assert torch.allclose(ours.entropy(), ref.entropy(), atol=1e-5)
+    assert torch.allclose(ours.logits, ref.logits, atol=1e-5) and torch.allclose(ours.probs, ref.probs, atol=1e-6)
     assert torch.isfinite(ours.entropy()).all()
     loss = lambda d: (d.log_prob(a) + 0.3 * d.entropy()).sum()
     (g1,) = torch.autograd.grad(loss(Categorical(logits.masked_fill(~mask, -1e9))), logits)
