@@ -9,6 +9,11 @@ brackets), the best windowed return and the final-minus-best drop, draws a PNG, 
 
     .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix lbf_mappo lbf_qmix rware_mappo]
         [--seeds 0,1,2] [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
+        [--epymarl EPYMARL/src --epymarl-python VENV/bin/python --window 2000]
+
+``--epymarl`` runs EPyMARL's MAPPO (its own ``mappo`` config; ``tools/reference/epymarl_venv.sh`` builds its
+virtualenv from a checkout) on the same task and seeds into the same table and record (arm ``epymarl``); with
+``--window 2000`` hpcmarl's return at B is averaged over the same span as EPyMARL's (the 50k env steps before B).
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
@@ -17,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -111,6 +117,41 @@ def run_reference(path, budget, seed_label, a):
     return np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
 
 
+def run_epymarl(seed, budget, a):
+    """EPyMARL's MAPPO (its own ``mappo`` config) from ``--epymarl`` (its ``src`` directory) with ``--epymarl-python``
+    on ``--epymarl-env``: its sacred ``metrics.json`` (copied into ``--out``) has ``return_mean`` every 10k env steps,
+    the mean team return of the training episodes since the previous point."""
+    keep = os.path.join(a.out, f"epymarl-s{seed}.json")
+    if not (a.reuse and os.path.exists(keep)):
+        src = os.path.abspath(a.epymarl)
+        sacred = os.path.join(os.path.dirname(src), "results", "sacred")
+        before = {os.path.join(d, r) for d, _, files in os.walk(sacred) for r in files if r == "metrics.json"}
+        cmd = [a.epymarl_python, "main.py", "--config=mappo", "--env-config=gymma", "with", *a.epymarl_env.split(),
+               "common_reward=True", "reward_scalarisation=sum", "use_cuda=False", f"seed={seed}",
+               f"t_max={budget + 500}"]
+        t0 = time.monotonic()
+        with open(os.path.join(a.out, f"epymarl-s{seed}.log"), "w") as log:
+            subprocess.run(cmd, cwd=src, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=a.timeout_h * 3600,
+                           start_new_session=True)
+        new = {os.path.join(d, r) for d, _, files in os.walk(sacred) for r in files if r == "metrics.json"} - before
+        if len(new) != 1:
+            raise SystemExit(f"EPyMARL seed {seed}: expected one new sacred run under {sacred}, found {sorted(new)}")
+        shutil.copy(new.pop(), keep)
+        print(f"  epymarl seed {seed}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
+    m = json.load(open(keep))["return_mean"]
+    return np.asarray(m["steps"], float), np.asarray(m["values"], float)
+
+
+def epymarl_at(steps, ret, budgets, window_steps):
+    """EPyMARL's return at budget B: the mean of its ``return_mean`` points logged in (B - window + 1000, B + 1000]
+    (its points sit 250 env steps past each 10k; 50k: the five points, about 2,000 episodes, before B)."""
+    at = {}
+    for b in budgets:
+        sel = (steps > b - window_steps + 1000) & (steps <= b + 1000)
+        at[b] = float(np.mean(ret[sel])) if sel.any() and steps[-1] >= b else float("nan")
+    return at
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", nargs="+", default=["mappo", "ippo", "matrace", "qmix", "lbf_mappo", "lbf_qmix"])
@@ -119,6 +160,14 @@ def main():
     ap.add_argument("--window", type=int, default=500)
     ap.add_argument("--ref", default=os.path.join(ROOT, "tools", "reference", "mappo_90_lines.py"),
                     help="the reference MAPPO script ('' to skip it)")
+    ap.add_argument("--epymarl", default="", help="EPyMARL's src directory: also run its MAPPO (arm 'epymarl'; "
+                    "tools/reference/epymarl_venv.sh builds its virtualenv)")
+    ap.add_argument("--epymarl-python", default=sys.executable, help="the python of EPyMARL's virtualenv")
+    ap.add_argument("--epymarl-env", default="env_args.key=pz-mpe-simple-spread-v3 env_args.time_limit=25",
+                    help="EPyMARL's env settings (sacred 'with' arguments)")
+    ap.add_argument("--epymarl-window", type=parse_steps, default=50_000,
+                    help="EPyMARL's return at B: its points over this many env steps before B (--window 2000 "
+                    "episodes of 25 steps is the same span for hpcmarl)")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every arm")
     ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of training them again")
@@ -156,10 +205,21 @@ def main():
                              "drop": float(y[-1] - y[after].max()) if after.any() else float("nan")})
             curves.setdefault("ref", []).append((x, y))
         rows["ref"] = per_seed
+    if a.epymarl:
+        per_seed = []
+        for s in seeds:
+            x, y = run_epymarl(s, top, a)
+            at = epymarl_at(x, y, budgets, a.epymarl_window)
+            after = x >= min(500_000, top)
+            per_seed.append({**{budget_name(b): v for b, v in at.items()}, "best": float(y.max()),
+                             "drop": float(y[-1] - y[after].max()) if after.any() else float("nan")})
+            curves.setdefault("epymarl", []).append((x, y))
+        rows["epymarl"] = per_seed
 
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
-    print(f"\nreturn summed over agents ({a.window}-episode window; the reference: its own 200-episode window), "
-          f"median over seeds {seeds} [per seed]")
+    print(f"\nreturn summed over agents ({a.window}-episode window; the reference: its own 200-episode window; "
+          f"EPyMARL: its training episodes over the {a.epymarl_window:,} env steps before), median over seeds "
+          f"{seeds} [per seed]")
     print("| arm | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     med = {}
@@ -183,7 +243,8 @@ def main():
         fig, ax = plt.subplots(figsize=(8, 5))
         for k, (label, cs) in enumerate(curves.items()):
             for j, (x, y) in enumerate(cs):
-                name = f"{label} (its 200-episode window)" if label == "ref" else label
+                name = {"ref": "ref (its 200-episode window)", "epymarl": "EPyMARL MAPPO (10k-step points)"}.get(
+                    label, label)
                 ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=name if j == 0 else None)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"return ({a.window}-episode window)")
@@ -197,7 +258,7 @@ def main():
     for label in rows:
         for b in budgets:
             fields.append(f"{label}_{budget_name(b)}={med[(label, budget_name(b))]:.2f}")
-        if label != "ref":
+        if label not in ("ref", "epymarl"):
             fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")
         if label.startswith("lbf_"):  # the LBF target is stated at the largest budget
             fields.append(f"{label}={med[(label, budget_name(top))]:.3f}")
@@ -206,7 +267,8 @@ def main():
     record(__file__, sys.argv[1:], line, seeds=seeds,  # return per seed at each budget; null: not reached
            per_seed={label: {c: [r[c] for r in per_seed] for c in cols} for label, per_seed in rows.items()},
            medians={label: {c: med[(label, c)] for c in cols} for label in rows},
-           extra={"window": a.window, "budgets": budgets})
+           extra={"window": a.window, "budgets": budgets,
+                  **({"epymarl": {"window_steps": a.epymarl_window, "env": a.epymarl_env}} if a.epymarl else {})})
 
 
 if __name__ == "__main__":
