@@ -85,13 +85,32 @@ class Board(nn.Module):
         return y.reshape(*lead, self.out_dim)
 
 
+class AgentId(nn.Module):
+    """Appends each agent's one-hot index on the group's agent axis to its observation (``[..., n, d]`` ->
+    ``[..., n, d + n]``), so that agents sharing one network can act differently (EPyMARL's ``obs_agent_id``)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("eye", torch.eye(n), persistent=False)  # not a parameter: weights keep their layout
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obs, self.eye.expand(*obs.shape[:-1], self.eye.shape[1])], dim=-1)
+
+
 def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: float = 1.0,
-                encoder: str = "mlp") -> nn.Module:
-    """The network of one group on its own observations: an MLP, or :class:`Board` convolutions then an MLP."""
+                encoder: str = "mlp", agent_id: bool = False, act=None) -> nn.Module:
+    """The network of one group on its own observations: an MLP, or :class:`Board` convolutions then an MLP;
+    ``agent_id``: the MLP reads :class:`AgentId`'s input. ``act`` after the head (the GRU policy's body)."""
     if encoder == "conv":
+        if agent_id:
+            raise ValueError("algo.agent_id works with algo.encoder=mlp only")
         board = Board(g.obs_shape)
         return nn.Sequential(board, mlp(board.out_dim, hidden, layers, out, out_gain, act=nn.ReLU))
-    return mlp(g.obs_dim, hidden, layers, out, out_gain)
+    mods = [AgentId(g.n)] if agent_id else []
+    mods.append(mlp(g.obs_dim + (g.n if agent_id else 0), hidden, layers, out, out_gain))
+    if act is not None:
+        mods.append(act())
+    return mods[0] if len(mods) == 1 else nn.Sequential(*mods)
 
 
 class GroupPolicy(nn.Module):
@@ -103,7 +122,7 @@ class GroupPolicy(nn.Module):
     """
 
     def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False):
+                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False):
         super().__init__()
         self.discrete = g.discrete
         out = g.n_actions if g.discrete else g.act_dim
@@ -111,14 +130,14 @@ class GroupPolicy(nn.Module):
         if recurrent:  # rMAPPO's actor: MLP features -> GRU cell -> head; the hidden state is the caller's
             if encoder != "mlp":
                 raise ValueError("algo.recurrent works with algo.encoder=mlp only")
-            self.body = nn.Sequential(mlp(g.obs_dim, hidden, layers - 1, hidden), Tanh())
+            self.body = encoder_mlp(g, hidden, layers - 1, hidden, agent_id=agent_id, act=Tanh)
             self.rnn = nn.GRUCell(hidden, hidden)
             self.head = nn.Linear(hidden, out)
             nn.init.orthogonal_(self.head.weight, 0.01)
             nn.init.zeros_(self.head.bias)
             self.net = self._recurrent_net_missing
         else:
-            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder)
+            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder, agent_id)
         self.hidden_size = hidden if recurrent else 0
         self.softplus_std = std == "softplus"
         if not g.discrete:
@@ -173,16 +192,16 @@ class ActorCritic(nn.Module):
     registry entry's ``centralized_critic`` asks (:class:`hpcmarl.algos.base.Algorithm`)."""
 
     def __init__(self, spec: EnvSpec, centralized: bool, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
-                 recurrent: bool = False):
+                 recurrent: bool = False, agent_id: bool = False):
         super().__init__()
         self.spec = spec
         self.centralized = bool(centralized)
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent)
-                                       for g in spec.groups})
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent,
+                                                           agent_id=agent_id) for g in spec.groups})
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
-        self.critics = nn.ModuleDict({
+        self.critics = nn.ModuleDict({  # a centralized critic has one output per agent: it needs no agent ids
             g.name: mlp(self.critic_in, hidden, layers, g.n) if self.centralized else encoder_mlp(g, hidden, layers, 1,
-                                                                                                 encoder=encoder)
+                                                                                                 1.0, encoder, agent_id)
             for g in spec.groups})
 
     def policy_parameters(self) -> List[nn.Parameter]:
@@ -224,10 +243,10 @@ class Inference:
     """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
 
     def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False):
+                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False):
         self.spec = spec
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std, encoder,
-                                                           recurrent) for g in spec.groups})
+                                                           recurrent, agent_id) for g in spec.groups})
         self.recurrent = recurrent
         self.h: Dict[str, torch.Tensor] = {}  # recurrent: hidden state per group [E, n, H], carried across unrolls
         self.params = list(self.policies.parameters())
@@ -296,9 +315,9 @@ def make_inference(spec: EnvSpec, algo) -> Inference:
 
 def policy_inference(spec: EnvSpec, algo) -> Inference:
     """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one; a GRU policy with
-    ``algo.recurrent``): PPO, MA-Trace."""
+    ``algo.recurrent``; agent ids in the input with ``algo.agent_id``): PPO, MA-Trace."""
     return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"),
-                     recurrent=bool(getattr(algo, "recurrent", False)))
+                     recurrent=bool(getattr(algo, "recurrent", False)), agent_id=bool(getattr(algo, "agent_id", False)))
 
 
 def squashed_inference(spec: EnvSpec, algo) -> Inference:

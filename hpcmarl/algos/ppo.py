@@ -46,6 +46,8 @@ class PPOConfig:
     # the return there as at a termination
     recurrent: bool = False  # rMAPPO/rIPPO: a GRU policy (MLP features -> GRU cell -> head), hidden state carried
     # through whole episodes (across unrolls; each unroll stores the state it started from)
+    agent_id: bool = False  # each agent's one-hot index within its group appended to its observation (the policy's;
+    # IPPO's critic too): agents sharing one network can then act differently (EPyMARL's obs_agent_id)
     chunk_length: int = 0  # recurrent: the update replays the GRU over chunks of this many steps (0 = the whole
     # unroll), each starting from the hidden state the replay computed there; minibatches are sets of chunks
 
@@ -70,6 +72,10 @@ class PPOConfig:
         check(self.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
         check(self.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
         check(self.chunk_length >= 0, "algo.chunk_length", "must be >= 0 (0 = the whole unroll)")
+        if self.agent_id:
+            check(self.encoder == "mlp", "algo.agent_id", "works with algo.encoder=mlp only")
+            check(not cfg.league.enabled, "algo.agent_id", "league pool members are played without agent ids; "
+                  "leave it off in league mode")
         if self.recurrent:
             L = self.chunk_length or self.unroll_length
             check(self.unroll_length % L == 0, "algo.chunk_length",
@@ -238,7 +244,7 @@ class PPOLearner:
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
-                                 cfg.recurrent).to(device)
+                                 cfg.recurrent, cfg.agent_id).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)

@@ -372,6 +372,30 @@ def test_first_minibatch_reproduces_actor_logp(collect, env, kwargs, pmap):
         assert stats[f"{g.name}/clip_fraction"] == 0.0
 
 
+@pytest.mark.parametrize("algo,recurrent", [("mappo", False), ("ippo", False), ("mappo", True)])
+def test_agent_ids_tell_agents_apart_the_same_on_actor_and_learner(collect, algo, recurrent):
+    """algo.agent_id: agents that share a network but see the same observation get different action
+    distributions (without ids they get the same), and the learner appends the ids as the actor did: with the
+    actor's weights the first minibatch's ratio is 1."""
+    from hpcmarl.models import Inference
+
+    spec = probe_spec("simple_spread_v3", {"N": 3, "max_cycles": 6})
+    g = spec.groups[0]
+    same = torch.randn(1, g.obs_dim).expand(g.n, g.obs_dim)
+    for ids in (False, True):
+        pol = Inference(spec, 16, 2, recurrent=recurrent, agent_id=ids).policies[g.name]
+        out = pol.step(same, torch.zeros(g.n, 16))[0] if recurrent else pol.net(same)
+        assert (not torch.allclose(out[0], out[1])) == ids
+    T = 6
+    learner = make_learner(spec, algo, T, epochs=1, minibatches=1, agent_id=True, recurrent=recurrent)
+    assert sum(p.numel() for p in learner.model.policies.parameters()) == sum(
+        p.numel() for p in make_learner(spec, algo, T, recurrent=recurrent).model.policies.parameters()) + g.n * 16
+    c = collect("simple_spread_v3", T, 2, 1, {"N": 3, "max_cycles": 6}, seed=4, flat=learner.policy_flat(),
+                recurrent=recurrent, agent_id=True)
+    stats = learner.update(c.records)
+    assert abs(stats[f"{g.name}/approx_kl"]) < 1e-6 and stats[f"{g.name}/clip_fraction"] == 0.0
+
+
 def test_batch_from_unrolls_concatenates_env_axis(collect):
     T, E = 4, 2
     c = collect("counting_v0", T, E, 3, {"n_agents": 2, "max_cycles": 3})
