@@ -1,0 +1,70 @@
+"""tools/bench_sample_efficiency.py --epymarl: how EPyMARL is launched and how its sacred metrics become returns at
+budgets (a stand-in main.py writes what EPyMARL's sacred FileStorageObserver writes)."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import bench_sample_efficiency as bse  # noqa: E402
+
+# EPyMARL's layout: <checkout>/src/main.py; sacred runs under <checkout>/results/sacred/<alg>/<env>/<n>/
+FAKE_MAIN = '''
+import json, os, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a and not a.startswith("--"))
+assert sys.argv[1:4] == ["--config=mappo", "--env-config=gymma", "with"], sys.argv
+assert args["common_reward"] == "True" and args["reward_scalarisation"] == "sum" and args["use_cuda"] == "False"
+base = os.path.join(os.path.dirname(os.getcwd()), "results", "sacred", "mappo", args["env_args.key"])
+os.makedirs(base, exist_ok=True)
+run = os.path.join(base, str(len(os.listdir(base)) + 1))
+os.makedirs(run)
+steps = list(range(250, int(args["t_max"]) + 1, 10000))
+seed = int(args["seed"])
+json.dump({"return_mean": {"steps": steps, "values": [-100.0 + s / 10000 + seed for s in steps]}},
+          open(os.path.join(run, "metrics.json"), "w"))
+'''
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    src = tmp_path / "epymarl" / "src"
+    src.mkdir(parents=True)
+    (src / "main.py").write_text(FAKE_MAIN)
+    return src
+
+
+def args(tmp_path, src, reuse=False):
+    return types.SimpleNamespace(epymarl=str(src), epymarl_python=sys.executable, out=str(tmp_path / "out"),
+                                 epymarl_env="env_args.key=pz-mpe-simple-spread-v3 env_args.time_limit=25",
+                                 reuse=reuse, timeout_h=0.05)
+
+
+def test_epymarl_runs_are_kept_per_seed_and_read_back(tmp_path, checkout):
+    a = args(tmp_path, checkout)
+    os.makedirs(a.out)
+    x0, y0 = bse.run_epymarl(0, 100_000, a)
+    x1, y1 = bse.run_epymarl(1, 100_000, a)  # a second sacred run beside the first: its own metrics are read
+    assert x0[0] == 250 and x0[-1] == 100_250 and np.array_equal(x0, x1)
+    assert np.allclose(y1 - y0, 1.0)
+    assert json.load(open(os.path.join(a.out, "epymarl-s1.json")))["return_mean"]["values"][0] == pytest.approx(-98.975)
+    (checkout / "main.py").write_text("raise SystemExit(3)")  # --reuse reads the kept copy, never runs EPyMARL again
+    x, y = bse.run_epymarl(1, 100_000, args(tmp_path, checkout, reuse=True))
+    assert np.array_equal(y, y1)
+    with pytest.raises(subprocess.CalledProcessError):  # EPyMARL failing fails the benchmark
+        bse.run_epymarl(2, 100_000, a)
+
+
+def test_returns_at_budgets_average_the_points_of_the_window_before():
+    steps = np.arange(250, 1_000_251, 10_000, dtype=float)
+    ret = steps / 1000.0
+    at = bse.epymarl_at(steps, ret, [100_000, 250_000, 2_000_000], 50_000)
+    # the five points 60,250 .. 100,250: the training episodes of the 50k env steps before 100k
+    assert at[100_000] == pytest.approx(np.mean([60.25, 70.25, 80.25, 90.25, 100.25]))
+    assert at[250_000] == pytest.approx(np.mean([210.25, 220.25, 230.25, 240.25, 250.25]))
+    assert np.isnan(at[2_000_000])  # not reached
