@@ -26,6 +26,7 @@ class PPOConfig:
     lr: float = 5e-4  # Adam learning rate
     gamma: float = 0.99  # discount factor
     gae_lambda: float = 0.95  # lambda of generalised advantage estimation
+    nstep: int = 0  # > 0: n-step advantages (the n-step return minus V; EPyMARL's MAPPO uses 5) instead of GAE
     clip: float = 0.2  # epsilon of the clipped surrogate: the ratio is clipped to [1 - clip, 1 + clip]
     epochs: int = 5  # passes over each update's unrolls
     minibatches: int = 1  # gradient steps per epoch (the unrolls split into this many minibatches)
@@ -61,6 +62,7 @@ class PPOConfig:
         check(self.lr > 0, "algo.lr", "must be > 0")
         check(0 < self.gamma <= 1, "algo.gamma", "must be in (0, 1]")
         check(0 <= self.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]")
+        check(self.nstep >= 0, "algo.nstep", "must be >= 0 (0 = GAE)")
         check(self.clip > 0, "algo.clip", "must be > 0")
         check(self.epochs >= 1, "algo.epochs", "must be >= 1")
         check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
@@ -96,25 +98,34 @@ def centralized_critic(cfg) -> bool:
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float,
-        terminated: torch.Tensor = None, next_values: torch.Tensor = None):
+        terminated: torch.Tensor = None, next_values: torch.Tensor = None, nstep: int = 0):
     """Generalised advantage estimation over the first (time) axis.
 
     ``rewards``/``dones``: ``[T, ...]``; ``values``: ``[T+1, ...]`` (the last row bootstraps).
     ``dones[t]`` = 1 when the agent's episode ended at step t: the trace is cut there. Without ``terminated``
     every end is terminal (no bootstrap); with it, an end that is not a termination (a time-limit truncation)
     bootstraps from ``next_values[t]`` (``[T, ...]``, the value of the final observation) instead of
-    ``values[t+1]`` (the next episode's first observation). Returns ``(advantages, returns)``, both ``[T, ...]``.
+    ``values[t+1]`` (the next episode's first observation). ``nstep`` > 0: n-step advantages instead (``lam`` is
+    not used), the n-step return ``r_t + ... + gamma^(n-1) r_(t+n-1) + gamma^n V(s_(t+n))`` minus ``V(s_t)``, cut at
+    episode ends and at the unroll's end as GAE is (EPyMARL's MAPPO, ``q_nstep``). Returns ``(advantages,
+    returns)``, both ``[T, ...]``.
     """
     if terminated is None:
         terminated, next_values = dones, torch.zeros_like(rewards)
+    cont = 1.0 - dones
+    boot = values[1:] * cont + next_values * (dones - terminated)  # done - terminated = truncated only
+    delta = rewards + gamma * boot - values[:-1]
     T = rewards.shape[0]
     adv = torch.zeros_like(rewards)
+    if nstep > 0:  # the sum of n discounted TD errors: sum_k gamma^k delta_(t+k), stopping at an episode's end
+        weight = torch.ones_like(rewards)
+        for k in range(min(nstep, T)):
+            adv[:T - k] += weight[:T - k] * delta[k:]
+            weight[:T - k - 1] *= gamma * cont[k:T - 1]
+        return adv, adv + values[:-1]
     last = torch.zeros_like(rewards[0])
     for t in reversed(range(T)):
-        cont = 1.0 - dones[t]
-        boot = values[t + 1] * cont + next_values[t] * (dones[t] - terminated[t])  # done - terminated = truncated only
-        delta = rewards[t] + gamma * boot - values[t]
-        last = delta + gamma * lam * cont * last
+        last = delta[t] + gamma * lam * cont[t] * last
         adv[t] = last
     return adv, adv + values[:-1]
 
@@ -266,7 +277,8 @@ class PPOLearner:
             mask = b[f"{n}/alive"][:-1]
             reward = team_reward(b[f"{n}/reward"], mask) if c.reward == "team" else b[f"{n}/reward"]
             adv, ret = gae(reward, denorm(n, values[n]), b[f"{n}/done"], c.gamma, c.gae_lambda,
-                           *((b[f"{n}/terminated"], denorm(n, final[n])) if final is not None else ()))
+                           *((b[f"{n}/terminated"], denorm(n, final[n])) if final is not None else (None, None)),
+                           nstep=c.nstep)
             if self.value_norm:
                 self.value_norm[n].update(ret, mask, reduce_sums)
                 ret = self.value_norm[n].normalize(ret)

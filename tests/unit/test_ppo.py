@@ -109,6 +109,46 @@ def test_gae_lambda_zero_is_td_error():
     torch.testing.assert_close(adv, r + 0.9 * (1 - d) * v[1:] - v[:-1])
 
 
+def nstep_reference(r, v, d, term, nxt, gamma, n):
+    """n-step returns written out: sum rewards for up to n steps, stopping at an episode's end (bootstrapping from
+    the final observation's value there unless terminated) or at the unroll's end (from v[T]), else from v[t+n]."""
+    T = len(r)
+    ret = np.zeros(T)
+    for t in range(T):
+        g, disc = 0.0, 1.0
+        for k in range(n):
+            j = t + k
+            g += disc * r[j]
+            disc *= gamma
+            if d[j]:
+                g += disc * (0.0 if term[j] else nxt[j])
+                break
+            if j == T - 1:
+                g += disc * v[T]
+                break
+        else:
+            g += disc * v[t + n]
+        ret[t] = g
+    return ret
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 40])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nstep_advantages_match_written_out_returns(n, seed):
+    r, v, d = random_gae_inputs((), 12, seed, p_done=0.25)
+    g = torch.Generator().manual_seed(seed + 7)
+    term = d * (torch.rand(12, generator=g, dtype=torch.float64) < 0.5)  # some ends are truncations
+    nxt = torch.randn(12, generator=g, dtype=torch.float64)
+    adv, ret = gae(r, v, d, 0.9, 0.95, term, nxt, nstep=n)
+    ref = nstep_reference(r.numpy(), v.numpy(), d.numpy(), term.numpy(), nxt.numpy(), 0.9, n)
+    np.testing.assert_allclose(ret.numpy(), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(adv, ret - v[:-1])
+    if n == 1:  # one step: the TD error, GAE with lambda 0
+        torch.testing.assert_close(adv, gae(r, v, d, 0.9, 0.0, term, nxt)[0])
+    if n >= 12:  # longer than the unroll: GAE with lambda 1
+        torch.testing.assert_close(adv, gae(r, v, d, 0.9, 1.0, term, nxt)[0])
+
+
 def test_gae_truncation_bootstraps_from_the_final_value():
     """done at t=2 of 5 by truncation: the TD error there bootstraps from the final observation's value (7), not
     from values[3] (the next episode's first observation); the trace is still cut; a termination bootstraps from 0."""
