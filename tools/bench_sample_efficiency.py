@@ -125,7 +125,8 @@ def run_epymarl(seed, budget, a):
     if not (a.reuse and os.path.exists(keep)):
         src = os.path.abspath(a.epymarl)
         sacred = os.path.join(os.path.dirname(src), "results", "sacred")
-        before = {os.path.join(d, r) for d, _, files in os.walk(sacred) for r in files if r == "metrics.json"}
+        runs = lambda: {os.path.join(d, "metrics.json") for d, _, files in os.walk(sacred) if "metrics.json" in files}
+        before = runs()
         cmd = [a.epymarl_python, "main.py", "--config=mappo", "--env-config=gymma", "with", *a.epymarl_env.split(),
                "common_reward=True", "reward_scalarisation=sum", "use_cuda=False", f"seed={seed}",
                f"t_max={budget + 500}"]
@@ -133,7 +134,7 @@ def run_epymarl(seed, budget, a):
         with open(os.path.join(a.out, f"epymarl-s{seed}.log"), "w") as log:
             subprocess.run(cmd, cwd=src, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=a.timeout_h * 3600,
                            start_new_session=True)
-        new = {os.path.join(d, r) for d, _, files in os.walk(sacred) for r in files if r == "metrics.json"} - before
+        new = runs() - before
         if len(new) != 1:
             raise SystemExit(f"EPyMARL seed {seed}: expected one new sacred run under {sacred}, found {sorted(new)}")
         shutil.copy(new.pop(), keep)
@@ -194,27 +195,24 @@ def main():
                              "drop": final - float(np.max(y[after])) if after.any() else float("nan")})
             curves.setdefault(label, []).append((x, y))
         rows[label] = per_seed
+    def reference_rows(label, run, at_budgets):
+        """Per-seed rows of a reference outside hpcmarl (its curve ``run(seed) -> (x, y)``, already windowed)."""
+        per_seed = []
+        for s in seeds:
+            x, y = run(s)
+            after = x >= min(500_000, top)
+            per_seed.append({**{budget_name(b): v for b, v in at_budgets(x, y).items()}, "best": float(y.max()),
+                             "drop": float(y[-1] - y[after].max()) if after.any() else float("nan")})
+            curves.setdefault(label, []).append((x, y))
+        rows[label] = per_seed
+
     if a.ref:
-        per_seed = []
-        for s in seeds:
-            x, y = run_reference(os.path.abspath(a.ref), top, f"r{s}", a)
-            at = {b: float(y[np.searchsorted(x, b, side="right") - 1]) if x.size and x[0] <= b else float("nan")
-                  for b in budgets}
-            after = x >= min(500_000, top)
-            per_seed.append({**{budget_name(b): v for b, v in at.items()}, "best": float(y.max()),
-                             "drop": float(y[-1] - y[after].max()) if after.any() else float("nan")})
-            curves.setdefault("ref", []).append((x, y))
-        rows["ref"] = per_seed
+        reference_rows("ref", lambda s: run_reference(os.path.abspath(a.ref), top, f"r{s}", a),
+                       lambda x, y: {b: float(y[np.searchsorted(x, b, side="right") - 1]) if x.size and x[0] <= b
+                                     else float("nan") for b in budgets})
     if a.epymarl:
-        per_seed = []
-        for s in seeds:
-            x, y = run_epymarl(s, top, a)
-            at = epymarl_at(x, y, budgets, a.epymarl_window)
-            after = x >= min(500_000, top)
-            per_seed.append({**{budget_name(b): v for b, v in at.items()}, "best": float(y.max()),
-                             "drop": float(y[-1] - y[after].max()) if after.any() else float("nan")})
-            curves.setdefault("epymarl", []).append((x, y))
-        rows["epymarl"] = per_seed
+        reference_rows("epymarl", lambda s: run_epymarl(s, top, a),
+                       lambda x, y: epymarl_at(x, y, budgets, a.epymarl_window))
 
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
     print(f"\nreturn summed over agents ({a.window}-episode window; the reference: its own 200-episode window; "
