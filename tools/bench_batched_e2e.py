@@ -34,7 +34,7 @@ wall time; ratio = hpcmarl / the reference).
         [--steps 600k] [--layouts 1:1] [--copies 60,600]
 """
 import argparse
-import glob
+import json
 import os
 import re
 import shutil
@@ -58,22 +58,6 @@ SETUPS = {
                    "env.kwargs.observe_all_goals=false", "env.kwargs.shared_rew=false", "env.kwargs.lidar_range=0.35",
                    "env.kwargs.agent_radius=0.1"]),
 }
-# BenchMARL's MAPPO with its own default configs (the reference arm of --against benchmarl); argv: frames seed folder
-BENCHMARL_RUN = """
-import sys
-from benchmarl.algorithms import MappoConfig
-from benchmarl.environments import VmasTask
-from benchmarl.experiment import Experiment, ExperimentConfig
-from benchmarl.models.mlp import MlpConfig
-cfg = ExperimentConfig.get_from_yaml()
-cfg.max_n_frames, cfg.save_folder = int(sys.argv[1]), sys.argv[3]
-cfg.loggers, cfg.evaluation, cfg.render, cfg.create_json, cfg.checkpoint_at_end = ["csv"], False, False, False, False
-Experiment(task=VmasTask.NAVIGATION.get_from_yaml(), algorithm_config=MappoConfig.get_from_yaml(),
-           model_config=MlpConfig.get_from_yaml(), critic_model_config=MlpConfig.get_from_yaml(), seed=int(sys.argv[2]),
-           config=cfg).run()
-"""
-
-
 def timed(cmd, cwd, timeout, what):
     t0 = time.monotonic()
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
@@ -95,15 +79,14 @@ def jaxmarl_arm(args, steps: int) -> tuple:
 
 
 def benchmarl_arm(args, steps: int) -> tuple:
-    """(wall seconds, last iteration's mean episode return summed over the agents) of BenchMARL's MAPPO."""
+    """(wall seconds, last iteration's mean episode return summed over the agents) of BenchMARL's MAPPO
+    (``tools/reference/benchmarl_mappo.py``: its own default configs)."""
     if not args.benchmarl_python:
         raise SystemExit("--against benchmarl needs --benchmarl-python")
     with tempfile.TemporaryDirectory() as cwd:
-        wall = timed([args.benchmarl_python, "-c", BENCHMARL_RUN, str(steps), "0", cwd], cwd, args.timeout_s,
-                     "BenchMARL's MAPPO")
-        csv = glob.glob(os.path.join(cwd, "**", "collection_agents_reward_episode_reward_mean.csv"), recursive=True)
-        last = open(csv[0]).read().split()[-1].split(",")[-1] if csv else "nan"
-    return wall, float(last) * 3  # BenchMARL logs the mean over the 3 agents; hpcmarl their sum
+        wall = timed([args.benchmarl_python, os.path.join(ROOT, "tools", "reference", "benchmarl_mappo.py"),
+                      str(steps), "0", cwd], cwd, args.timeout_s, "BenchMARL's MAPPO")
+        return wall, json.load(open(os.path.join(cwd, "curve.json")))["return"][-1]
 
 
 def hpcmarl_arm(args, name: str, env: str, steps: int, ranks: int, overrides) -> tuple:

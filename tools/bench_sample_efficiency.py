@@ -10,10 +10,16 @@ brackets), the best windowed return and the final-minus-best drop, draws a PNG, 
     .venv/bin/python tools/bench_sample_efficiency.py [--arms mappo ippo matrace qmix lbf_mappo lbf_qmix rware_mappo]
         [--seeds 0,1,2] [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
         [--epymarl EPYMARL/src --epymarl-python VENV/bin/python --window 2000]
+        [--arms vmas_mappo --benchmarl-python VENV/bin/python --budgets 250k,500k,1m]
 
 ``--epymarl`` runs EPyMARL's MAPPO (its own ``mappo`` config; ``tools/reference/epymarl_venv.sh`` builds its
 virtualenv from a checkout) on the same task and seeds into the same table and record (arm ``epymarl``); with
 ``--window 2000`` hpcmarl's return at B is averaged over the same span as EPyMARL's (the 50k env steps before B).
+
+``--benchmarl-python`` runs BenchMARL's MAPPO (``tools/reference/benchmarl_mappo.py``: its own default configs on
+VMAS navigation, continuous actions) for the same seeds into the same table and record (arm ``benchmarl``): the
+reference of the ``vmas_mappo`` arm. Its return at B is the mean of its iterations' training-episode returns in
+the 50k env steps before B, the span of hpcmarl's default 500-episode window of 100-step episodes there.
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
@@ -47,6 +53,8 @@ ARMS = {
     "lbf_qmix": ("lbf_qmix.yaml", 3, []),  # recurrent agents, TD(lambda), scaled observations
     # Multi-Robot Warehouse (rware-tiny-2ag-v2, time limit 500; sparse: +1 per delivered shelf)
     "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
+    # continuous actions (Gaussian heads): VMAS navigation with BenchMARL's task config (reference: --benchmarl-python)
+    "vmas_mappo": ("vmas_navigation_mappo.yaml", 2, []),
 }
 
 
@@ -143,12 +151,32 @@ def run_epymarl(seed, budget, a):
     return np.asarray(m["steps"], float), np.asarray(m["values"], float)
 
 
-def epymarl_at(steps, ret, budgets, window_steps):
-    """EPyMARL's return at budget B: the mean of its ``return_mean`` points logged in (B - window + 1000, B + 1000]
-    (its points sit 250 env steps past each 10k; 50k: the five points, about 2,000 episodes, before B)."""
+def run_benchmarl(seed, budget, a):
+    """BenchMARL's MAPPO (``tools/reference/benchmarl_mappo.py``) run by ``--benchmarl-python``: its curve (one
+    point per 6,000-env-step iteration, the iteration's mean training-episode return summed over the agents), kept in
+    ``--out``."""
+    keep = os.path.join(a.out, f"benchmarl-s{seed}.json")
+    if not (a.reuse and os.path.exists(keep)):
+        folder = os.path.join(a.out, f"benchmarl-s{seed}")
+        shutil.rmtree(folder, ignore_errors=True)
+        t0 = time.monotonic()
+        with open(folder + ".log", "w") as log:
+            subprocess.run([a.benchmarl_python, os.path.join(ROOT, "tools", "reference", "benchmarl_mappo.py"),
+                            str(budget), str(seed), folder], cwd=a.out, stdout=log, stderr=subprocess.STDOUT,
+                           check=True, timeout=a.timeout_h * 3600, start_new_session=True)
+        shutil.copy(os.path.join(folder, "curve.json"), keep)
+        print(f"  benchmarl seed {seed}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
+    c = json.load(open(keep))
+    return np.asarray(c["frames"], float), np.asarray(c["return"], float)
+
+
+def points_at(steps, ret, budgets, window_steps, slack=0):
+    """A reference's return at budget B: the mean of its logged points in (B - window + slack, B + slack]
+    (EPyMARL's ``return_mean`` points sit 250 env steps past each 10k: slack 1000; with 50k, the five points, about
+    2,000 episodes, before B; BenchMARL's sit at multiples of 6,000: slack 0)."""
     at = {}
     for b in budgets:
-        sel = (steps > b - window_steps + 1000) & (steps <= b + 1000)
+        sel = (steps > b - window_steps + slack) & (steps <= b + slack)
         at[b] = float(np.mean(ret[sel])) if sel.any() and steps[-1] >= b else float("nan")
     return at
 
@@ -169,6 +197,8 @@ def main():
     ap.add_argument("--epymarl-window", type=parse_steps, default=50_000,
                     help="EPyMARL's return at B: its points over this many env steps before B (--window 2000 "
                     "episodes of 25 steps is the same span for hpcmarl)")
+    ap.add_argument("--benchmarl-python", default="", help="a Python with benchmarl, torchrl and vmas: also run "
+                    "BenchMARL's MAPPO on VMAS navigation (arm 'benchmarl', the vmas_mappo arm's reference)")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every arm")
     ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of training them again")
@@ -212,11 +242,15 @@ def main():
                                      else float("nan") for b in budgets})
     if a.epymarl:
         reference_rows("epymarl", lambda s: run_epymarl(s, top, a),
-                       lambda x, y: epymarl_at(x, y, budgets, a.epymarl_window))
+                       lambda x, y: points_at(x, y, budgets, a.epymarl_window, slack=1000))
+    if a.benchmarl_python:
+        reference_rows("benchmarl", lambda s: run_benchmarl(s, top, a),
+                       lambda x, y: points_at(x, y, budgets, 50_000))
 
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
     print(f"\nreturn summed over agents ({a.window}-episode window; the reference: its own 200-episode window; "
-          f"EPyMARL: its training episodes over the {a.epymarl_window:,} env steps before), median over seeds "
+          f"EPyMARL: its training episodes over the {a.epymarl_window:,} env steps before; BenchMARL: over the 50,000 "
+          f"before), median over seeds "
           f"{seeds} [per seed]")
     print("| arm | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
@@ -241,7 +275,8 @@ def main():
         fig, ax = plt.subplots(figsize=(8, 5))
         for k, (label, cs) in enumerate(curves.items()):
             for j, (x, y) in enumerate(cs):
-                name = {"ref": "ref (its 200-episode window)", "epymarl": "EPyMARL MAPPO (10k-step points)"}.get(
+                name = {"ref": "ref (its 200-episode window)", "epymarl": "EPyMARL MAPPO (10k-step points)",
+                        "benchmarl": "BenchMARL MAPPO (6k-step points)"}.get(
                     label, label)
                 ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=name if j == 0 else None)
         ax.set_xlabel("env steps")
@@ -256,7 +291,7 @@ def main():
     for label in rows:
         for b in budgets:
             fields.append(f"{label}_{budget_name(b)}={med[(label, budget_name(b))]:.2f}")
-        if label not in ("ref", "epymarl"):
+        if label not in ("ref", "epymarl", "benchmarl"):
             fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")
         if label.startswith("lbf_"):  # the LBF target is stated at the largest budget
             fields.append(f"{label}={med[(label, budget_name(top))]:.3f}")

@@ -63,7 +63,7 @@ def test_epymarl_runs_are_kept_per_seed_and_read_back(tmp_path, checkout):
 def test_returns_at_budgets_average_the_points_of_the_window_before():
     steps = np.arange(250, 1_000_251, 10_000, dtype=float)
     ret = steps / 1000.0
-    at = bse.epymarl_at(steps, ret, [100_000, 250_000, 2_000_000], 50_000)
+    at = bse.points_at(steps, ret, [100_000, 250_000, 2_000_000], 50_000, slack=1000)
     # the five points 60,250 .. 100,250: the training episodes of the 50k env steps before 100k
     assert at[100_000] == pytest.approx(np.mean([60.25, 70.25, 80.25, 90.25, 100.25]))
     assert at[250_000] == pytest.approx(np.mean([210.25, 220.25, 230.25, 240.25, 250.25]))

@@ -1,0 +1,49 @@
+"""BenchMARL's MAPPO with its own default experiment, algorithm, MLP and VMAS navigation configs (sampling and training
+on the CPU, no evaluation, CSV logging only), run by a Python with benchmarl, torchrl and vmas (the reference arm of
+``tools/bench_batched_e2e.py --against benchmarl`` and ``tools/bench_sample_efficiency.py --benchmarl-python``).
+
+    PYTHON tools/reference/benchmarl_mappo.py FRAMES SEED FOLDER
+
+Trains FRAMES env steps, then writes ``FOLDER/curve.json``: ``{"frames": [...], "return": [...]}``, one point per
+collection iteration (6,000 env steps): the mean return of the episodes that ended in it, summed over the agents
+(BenchMARL logs the mean over the agents of the group).
+"""
+import glob
+import json
+import os
+import sys
+
+from benchmarl.algorithms import MappoConfig
+from benchmarl.environments import VmasTask
+from benchmarl.experiment import Experiment, ExperimentConfig
+from benchmarl.models.mlp import MlpConfig
+
+
+def scalars(folder: str, name: str) -> dict:
+    """``{iteration: value}`` of one scalar BenchMARL's CSV logger wrote (lines ``step,value``)."""
+    path = glob.glob(os.path.join(folder, "**", "scalars", name + ".csv"), recursive=True)
+    if len(path) != 1:
+        raise SystemExit(f"expected one {name}.csv under {folder}, found {path}")
+    rows = [line.split(",") for line in open(path[0]).read().split()]
+    return {int(float(s)): float(v) for s, v in rows}
+
+
+def main():
+    frames, seed, folder = int(sys.argv[1]), int(sys.argv[2]), os.path.abspath(sys.argv[3])
+    os.makedirs(folder, exist_ok=True)
+    cfg = ExperimentConfig.get_from_yaml()
+    cfg.max_n_frames, cfg.save_folder = frames, folder
+    cfg.loggers, cfg.evaluation, cfg.render, cfg.create_json, cfg.checkpoint_at_end = ["csv"], False, False, False, False
+    task = VmasTask.NAVIGATION.get_from_yaml()
+    Experiment(task=task, algorithm_config=MappoConfig.get_from_yaml(), model_config=MlpConfig.get_from_yaml(),
+               critic_model_config=MlpConfig.get_from_yaml(), seed=seed, config=cfg).run()
+    total = scalars(folder, "counters_total_frames")
+    ret = scalars(folder, "collection_agents_reward_episode_reward_mean")
+    steps = sorted(set(total) & set(ret))
+    with open(os.path.join(folder, "curve.json"), "w") as f:
+        json.dump({"frames": [int(total[s]) for s in steps],
+                   "return": [ret[s] * task.config["n_agents"] for s in steps]}, f)
+
+
+if __name__ == "__main__":
+    main()
