@@ -15,17 +15,17 @@ benchmarl``).
   L + A; one learner: ``actors.overlap=true``, the actors collect the next unroll during the update), for every
   ``--copies``.
 * ``shipped``: ``configs/simple_spread_mappo.yaml`` (MAPPO, hpcmarl's shipped simple_spread settings) on the same
-  env, in the layout of the fastest hpcmarl arm.
+  env, in the layout of the fastest hpcmarl arm (with ``--against benchmarl``: ``configs/vmas_navigation_mappo.yaml``).
 
 ``--against benchmarl``: BenchMARL's MAPPO (``--benchmarl-python``: a Python with benchmarl, torchrl, vmas) with its
 own default experiment, algorithm, MLP and task configs on ``vmas:navigation`` (6,000 frames per iteration from 10
 envs, 45 minibatches of 400 frames, 256 x 256 tanh MLPs, sampling and training on the CPU, no evaluation or
-logging), against hpcmarl MAPPO on the same scenario with the same task kwargs, network width and work per sample
-(6,000 env steps per update: ``--copies`` x ``6000 / copies`` steps, 3 epochs x 15 minibatches), per layout and
-``--copies``; ``shipped`` is absent there (no shipped VMAS config).
+logging), against hpcmarl MAPPO (``configs/vmas_navigation_mappo.yaml``: the same task kwargs) with the same
+network width and work per sample (6,000 env steps per update: ``--copies`` x ``6000 / copies`` steps, 3 epochs x 15
+minibatches), per layout and ``--copies``.
 
 hpcmarl's times are the whole ``mpirun`` too (startup, compilation, checkpoints). Prints a table and ends with
-``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… [shipped_sps=… shipped_ratio=…]`` (env steps per second of
+``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… shipped_sps=… shipped_ratio=…`` (env steps per second of
 wall time; ratio = hpcmarl / the reference).
 
     .venv/bin/python tools/bench_batched_e2e.py --jaxmarl-baselines PATH/baselines/IPPO \\
@@ -45,19 +45,18 @@ import time
 
 from _common import ROOT, launch, parse_steps, record
 
-# reference -> (env, env steps per update, hpcmarl's overrides for the reference's PPO work per sample, ranks aside)
+# reference -> (hpcmarl's config, env, env steps per update, overrides for the reference's PPO work per sample)
 SETUPS = {
-    "jaxmarl": ("jaxmarl:MPE_simple_spread_v3", 2048,  # ippo_ff_mpe.yaml: NUM_ENVS 16 x NUM_STEPS 128 per update
+    "jaxmarl": ("simple_spread_mappo.yaml", "jaxmarl:MPE_simple_spread_v3",
+                2048,  # ippo_ff_mpe.yaml: NUM_ENVS 16 x NUM_STEPS 128 per update
                 ["algo.name=ippo", "algo.epochs=4", "algo.minibatches=4", "algo.lr=2.5e-4", "algo.value_norm=false"]),
-    "benchmarl": ("vmas:navigation", 6000,  # base_experiment.yaml: 6,000 frames per batch, 45 minibatches of 400
+    "benchmarl": ("vmas_navigation_mappo.yaml", "vmas:navigation",  # the config has BenchMARL's task kwargs
+                  6000,  # base_experiment.yaml: 6,000 frames per batch, 45 minibatches of 400
                   ["algo.epochs=3", "algo.minibatches=15", "algo.hidden=256", "algo.lr=5e-5", "algo.gae_lambda=0.9",
-                   "algo.entropy_coef=0", "algo.max_grad_norm=5", "algo.reward=individual",
-                   # BenchMARL's conf/task/vmas/navigation.yaml
-                   "env.kwargs.n_agents=3", "env.kwargs.max_steps=100", "env.kwargs.collisions=true",
-                   "env.kwargs.agents_with_same_goal=1", "env.kwargs.split_goals=false",
-                   "env.kwargs.observe_all_goals=false", "env.kwargs.shared_rew=false", "env.kwargs.lidar_range=0.35",
-                   "env.kwargs.agent_radius=0.1"]),
+                   "algo.entropy_coef=0", "algo.max_grad_norm=5"]),
 }
+
+
 def timed(cmd, cwd, timeout, what):
     t0 = time.monotonic()
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
@@ -89,11 +88,11 @@ def benchmarl_arm(args, steps: int) -> tuple:
         return wall, json.load(open(os.path.join(cwd, "curve.json")))["return"][-1]
 
 
-def hpcmarl_arm(args, name: str, env: str, steps: int, ranks: int, overrides) -> tuple:
+def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, overrides) -> tuple:
     """(wall seconds of the whole mpirun, training seconds the run reports, final windowed return)."""
     log = os.path.join(args.out, f"{name}.log")
     shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)  # a fresh run, not a resume of the last one
-    wall = launch(ranks, "configs/simple_spread_mappo.yaml",
+    wall = launch(ranks, os.path.join("configs", config),
                   [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
                    "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log)
     text = open(log).read()
@@ -120,7 +119,7 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every hpcmarl arm")
     args = ap.parse_args()
     steps = parse_steps(args.steps)
-    env, batch, work = SETUPS[args.against]
+    config, env, batch, work = SETUPS[args.against]
     os.makedirs(args.out, exist_ok=True)
 
     ref_s, ref_ret = (jaxmarl_arm if args.against == "jaxmarl" else benchmarl_arm)(args, steps)
@@ -137,7 +136,7 @@ def main():
             if copies % A or batch % copies:
                 raise SystemExit(f"--copies {copies}: must split over {A} actors and divide {batch}")
             name = f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}"
-            wall, train_s, ret = hpcmarl_arm(args, name, env, steps, L + A,
+            wall, train_s, ret = hpcmarl_arm(args, name, config, env, steps, L + A,
                                              work + layout(L, A, copies) + [f"algo.unroll_length={batch // copies}"])
             sps = steps / wall
             print(f"{name}: {wall:.1f}s ({train_s:.1f}s training) = {sps:,.0f} env steps/s, "
@@ -149,15 +148,13 @@ def main():
     name, best_sps, L, A, copies = best
     line = (f"RESULT ref_sps={ref_sps:.0f} best_sps={best_sps:.0f} best_ratio={best_sps / ref_sps:.2f} "
             f"best_arm={name}")
-    if args.against == "jaxmarl":
-        wall, train_s, ret = hpcmarl_arm(args, "shipped", env, steps, L + A, layout(L, A, copies))
-        sps = steps / wall
-        print(f"shipped (simple_spread_mappo.yaml, {L}x{A}, {copies // A} copies per actor): {wall:.1f}s = "
-              f"{sps:,.0f} env steps/s, {sps / ref_sps:.2f}x JaxMARL; return {ret:.1f}", flush=True)
-        rows.append(["shipped", f"MAPPO simple_spread_mappo.yaml, {L} learner(s) + {A} actor(s), {copies // A} "
-                     "copies per actor", f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}",
-                     f"{ret:.1f}"])
-        line += f" shipped_sps={sps:.0f} shipped_ratio={sps / ref_sps:.2f}"
+    wall, train_s, ret = hpcmarl_arm(args, "shipped", config, env, steps, L + A, layout(L, A, copies))
+    sps = steps / wall
+    print(f"shipped ({config}, {L}x{A}, {copies // A} copies per actor): {wall:.1f}s = {sps:,.0f} env steps/s, "
+          f"{sps / ref_sps:.2f}x the reference; return {ret:.1f}", flush=True)
+    rows.append(["shipped", f"MAPPO {config}, {L} learner(s) + {A} actor(s), {copies // A} copies per actor",
+                 f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}", f"{ret:.1f}"])
+    line += f" shipped_sps={sps:.0f} shipped_ratio={sps / ref_sps:.2f}"
     print(line)
     record(__file__, sys.argv[1:], line, extra={"env": env, "steps": steps, "tables": {"end_to_end": {
         "columns": ["arm", "what", "wall s", "training s", "env steps/s", "x reference", "final return (sum)"],

@@ -13,11 +13,6 @@ import json
 import os
 import sys
 
-from benchmarl.algorithms import MappoConfig
-from benchmarl.environments import VmasTask
-from benchmarl.experiment import Experiment, ExperimentConfig
-from benchmarl.models.mlp import MlpConfig
-
 
 def scalars(folder: str, name: str) -> dict:
     """``{iteration: value}`` of one scalar BenchMARL's CSV logger wrote (lines ``step,value``)."""
@@ -28,7 +23,21 @@ def scalars(folder: str, name: str) -> dict:
     return {int(float(s)): float(v) for s, v in rows}
 
 
+def curve(folder: str, n_agents: int) -> dict:
+    """The iterations' total frames and mean episode returns summed over the agents (an iteration in which no episode
+    ended logs no return and has no point)."""
+    total = scalars(folder, "counters_total_frames")
+    ret = scalars(folder, "collection_agents_reward_episode_reward_mean")
+    steps = sorted(set(total) & set(ret))
+    return {"frames": [int(total[s]) for s in steps], "return": [ret[s] * n_agents for s in steps]}
+
+
 def main():
+    from benchmarl.algorithms import MappoConfig
+    from benchmarl.environments import VmasTask
+    from benchmarl.experiment import Experiment, ExperimentConfig
+    from benchmarl.models.mlp import MlpConfig
+
     frames, seed, folder = int(sys.argv[1]), int(sys.argv[2]), os.path.abspath(sys.argv[3])
     os.makedirs(folder, exist_ok=True)
     cfg = ExperimentConfig.get_from_yaml()
@@ -37,12 +46,8 @@ def main():
     task = VmasTask.NAVIGATION.get_from_yaml()
     Experiment(task=task, algorithm_config=MappoConfig.get_from_yaml(), model_config=MlpConfig.get_from_yaml(),
                critic_model_config=MlpConfig.get_from_yaml(), seed=seed, config=cfg).run()
-    total = scalars(folder, "counters_total_frames")
-    ret = scalars(folder, "collection_agents_reward_episode_reward_mean")
-    steps = sorted(set(total) & set(ret))
     with open(os.path.join(folder, "curve.json"), "w") as f:
-        json.dump({"frames": [int(total[s]) for s in steps],
-                   "return": [ret[s] * task.config["n_agents"] for s in steps]}, f)
+        json.dump(curve(folder, task.config["n_agents"]), f)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""tools/bench_sample_efficiency.py --epymarl: how EPyMARL is launched and how its sacred metrics become returns at
-budgets (a stand-in main.py writes what EPyMARL's sacred FileStorageObserver writes)."""
+"""tools/bench_sample_efficiency.py's references outside hpcmarl: how EPyMARL (--epymarl) and BenchMARL
+(--benchmarl-python) are launched and how their logs become returns at budgets (stand-ins write what EPyMARL's sacred
+FileStorageObserver and tools/reference/benchmarl_mappo.py write)."""
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 
 import bench_sample_efficiency as bse  # noqa: E402
 
@@ -68,3 +70,47 @@ def test_returns_at_budgets_average_the_points_of_the_window_before():
     assert at[100_000] == pytest.approx(np.mean([60.25, 70.25, 80.25, 90.25, 100.25]))
     assert at[250_000] == pytest.approx(np.mean([210.25, 220.25, 230.25, 240.25, 250.25]))
     assert np.isnan(at[2_000_000])  # not reached
+
+
+# BenchMARL: tools/reference/benchmarl_mappo.py run by --benchmarl-python; the stand-in writes its curve.json
+FAKE_BENCHMARL = '''
+import json, os, sys
+script, frames, seed, folder = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+assert script.endswith(os.path.join("tools", "reference", "benchmarl_mappo.py")), script
+if os.environ.get("FAKE_BENCHMARL_FAIL"):
+    raise SystemExit(3)
+os.makedirs(folder)
+pts = list(range(6000, frames + 6000, 6000))  # BenchMARL's last iteration passes the budget
+json.dump({"frames": pts, "return": [p / 1e6 + seed for p in pts]}, open(os.path.join(folder, "curve.json"), "w"))
+'''
+
+
+def test_benchmarl_runs_are_kept_per_seed_and_read_back(tmp_path, monkeypatch):
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\n" + FAKE_BENCHMARL)
+    fake.chmod(0o755)
+    a = types.SimpleNamespace(benchmarl_python=str(fake), out=str(tmp_path / "out"), reuse=False, timeout_h=0.05)
+    os.makedirs(a.out)
+    x0, y0 = bse.run_benchmarl(0, 100_000, a)
+    x1, y1 = bse.run_benchmarl(1, 100_000, a)
+    assert x0[0] == 6000 and x0[-1] == 102_000 and np.array_equal(x0, x1) and np.allclose(y1 - y0, 1.0)
+    at = bse.points_at(x0, y0, [100_000, 250_000], 50_000)  # iterations 54k .. 96k: the 50k env steps before 100k
+    assert at[100_000] == pytest.approx(np.mean(np.arange(54_000, 96_001, 6000) / 1e6)) and np.isnan(at[250_000])
+    monkeypatch.setenv("FAKE_BENCHMARL_FAIL", "1")
+    a.reuse = True  # --reuse reads the kept copy, never runs BenchMARL again
+    assert np.array_equal(bse.run_benchmarl(1, 100_000, a)[1], y1)
+    with pytest.raises(subprocess.CalledProcessError):  # BenchMARL failing fails the benchmark
+        bse.run_benchmarl(2, 100_000, a)
+
+
+def test_benchmarl_curve_pairs_frames_and_returns_by_iteration(tmp_path):
+    import benchmarl_mappo
+
+    scalars = tmp_path / "mappo_navigation_mlp__x" / "mappo_navigation_mlp__x" / "scalars"
+    scalars.mkdir(parents=True)
+    (scalars / "counters_total_frames.csv").write_text("0,6000.0\n1,12000.0\n2,18000.0\n")
+    # iteration 1 ended no episode: BenchMARL logs no return for it
+    (scalars / "collection_agents_reward_episode_reward_mean.csv").write_text("0,-0.5\n2,0.25\n")
+    assert benchmarl_mappo.curve(str(tmp_path), 3) == {"frames": [6000, 18000], "return": [-1.5, 0.75]}
+    with pytest.raises(SystemExit, match="expected one"):
+        benchmarl_mappo.scalars(str(tmp_path), "missing")
