@@ -11,6 +11,8 @@ brackets), the best windowed return and the final-minus-best drop, draws a PNG, 
         [--seeds 0,1,2] [--budgets 100k,250k,500k,1m,2m] [--ref PATH] [--out runs/bench_se] [--set algo.lr=7e-4 ...]
         [--epymarl EPYMARL/src --epymarl-python VENV/bin/python --window 2000]
         [--arms vmas_mappo --benchmarl-python VENV/bin/python --budgets 250k,500k,1m]
+        [--arms smax_mappo --smax-map 3m --window-steps 50k --jaxmarl-baselines JAXMARL/baselines
+         --jaxmarl-python VENV/bin/python --jaxmarl-algs mappo,ippo]
 
 ``--epymarl`` runs EPyMARL's MAPPO (its own ``mappo`` config; ``tools/reference/epymarl_venv.sh`` builds its
 virtualenv from a checkout) on the same task and seeds into the same table and record (arm ``epymarl``); with
@@ -20,6 +22,12 @@ virtualenv from a checkout) on the same task and seeds into the same table and r
 VMAS navigation, continuous actions) for the same seeds into the same table and record (arm ``benchmarl``): the
 reference of the ``vmas_mappo`` arm. Its return at B is the mean of its iterations' training-episode returns in
 the 50k env steps before B, the span of hpcmarl's default 500-episode window of 100-step episodes there.
+
+SMAX (battles: every episode reports an outcome) is scored by win rate, any other env by return. The ``smax_*`` arms
+train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselines (``tools/reference/jaxmarl_smax.py``:
+``--jaxmarl-algs``, e.g. ``mappo,ippo``, their configs) on the same map and seeds into the same table and record
+(arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates' in the ``--window-steps`` env steps before
+B, and with ``--window-steps`` hpcmarl's is over the episodes that ended in the same span.
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
@@ -55,6 +63,8 @@ ARMS = {
     "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
     # continuous actions (Gaussian heads): VMAS navigation with BenchMARL's task config (reference: --benchmarl-python)
     "vmas_mappo": ("vmas_navigation_mappo.yaml", 2, []),
+    # SMAX (JaxMARL's StarCraft-style battles against heuristic enemies, --smax-map): scored by win rate
+    "smax_mappo": ("smax_mappo.yaml", 2, []),
 }
 
 
@@ -73,8 +83,10 @@ def parse_arm(text: str):
     return label, (config, int(ranks or 4), [o for o in overrides.split(",") if o])
 
 
-def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets):
-    """The window mean at every episode index (from the first full window) and at each budget."""
+def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets, window_steps: int = 0):
+    """The window mean at every episode index (from the first full window) and at each budget: over the last
+    ``window`` episodes within it, or with ``window_steps`` over the episodes that ended in the env steps
+    (B - window_steps, B]."""
     csum = np.concatenate([[0.0], np.cumsum(ret)])
     idx = np.arange(window, len(ret) + 1)
     curve = (csum[idx] - csum[idx - window]) / window  # mean of episodes [i-window, i)
@@ -82,12 +94,24 @@ def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets):
     for b in budgets:
         k = int(np.searchsorted(steps, b, side="right"))  # episodes finished within the budget
         reached = len(steps) and steps[-1] >= 0.99 * b  # (the last update may end a little short of the budget)
-        at[b] = float(np.mean(ret[max(0, k - window):k])) if reached and k >= min(window, len(ret)) else float("nan")
+        lo = int(np.searchsorted(steps, b - window_steps, side="right")) if window_steps else max(0, k - window)
+        full = k > lo if window_steps else k >= min(window, len(ret))
+        at[b] = float(np.mean(ret[lo:k])) if reached and full else float("nan")
     return steps[idx - 1], curve, at
 
 
+def is_smax(config: str) -> bool:
+    import yaml
+
+    return "SMAX" in str(yaml.safe_load(open(os.path.join(ROOT, "configs", config)))["env"]["name"])
+
+
 def run_arm(label, arm, seed, budget, a):
+    """(env steps, score) per episode of one seed's run: its outcome (1 = won) where every episode has one (SMAX
+    battles), else its return summed over agents."""
     config, ranks, overrides = arm
+    if is_smax(config):
+        label, overrides = f"{label}-{a.smax_map}", overrides + [f"env.kwargs.scenario={a.smax_map}"]
     run_dir = os.path.join(a.out, f"{label}-s{seed}")
     done = os.path.join(run_dir, "run.h5")
     if not (a.reuse and os.path.exists(done)):
@@ -99,8 +123,9 @@ def run_arm(label, arm, seed, budget, a):
     from hpcmarl.storage import Run
 
     ep = Run(run_dir).episodes()
-    ret = sum(v for k, v in ep.items() if k.startswith("return/"))
-    return np.asarray(ep["env_steps"], float), np.asarray(ret, float)
+    won = np.asarray(ep.get("won", []), float)
+    score = won if won.size and np.isfinite(won).all() else sum(v for k, v in ep.items() if k.startswith("return/"))
+    return np.asarray(ep["env_steps"], float), np.asarray(score, float)
 
 
 def run_reference(path, budget, seed_label, a):
@@ -170,6 +195,22 @@ def run_benchmarl(seed, budget, a):
     return np.asarray(c["frames"], float), np.asarray(c["return"], float)
 
 
+def run_jaxmarl(alg, seed, budget, a):
+    """JaxMARL's own SMAX baseline ``alg`` (``tools/reference/jaxmarl_smax.py``) on ``--smax-map``, run by
+    ``--jaxmarl-python``: its win rate per update, kept in ``--out``."""
+    keep = os.path.join(a.out, f"jaxmarl_{alg}-{a.smax_map}-s{seed}.json")
+    if not (a.reuse and os.path.exists(keep)):
+        t0 = time.monotonic()
+        with open(keep[:-len(".json")] + ".log", "w") as log:
+            subprocess.run([a.jaxmarl_python, os.path.join(ROOT, "tools", "reference", "jaxmarl_smax.py"),
+                            os.path.abspath(a.jaxmarl_baselines), alg, a.smax_map, str(budget), str(seed), keep],
+                           cwd=a.out, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=a.timeout_h * 3600,
+                           start_new_session=True)
+        print(f"  jaxmarl_{alg} seed {seed}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
+    c = json.load(open(keep))
+    return np.asarray(c["env_steps"], float), np.asarray(c["win_rate"], float)
+
+
 def points_at(steps, ret, budgets, window_steps, slack=0):
     """A reference's return at budget B: the mean of its logged points in (B - window + slack, B + slack]
     (EPyMARL's ``return_mean`` points sit 250 env steps past each 10k: slack 1000; with 50k, the five points, about
@@ -199,6 +240,14 @@ def main():
                     "episodes of 25 steps is the same span for hpcmarl)")
     ap.add_argument("--benchmarl-python", default="", help="a Python with benchmarl, torchrl and vmas: also run "
                     "BenchMARL's MAPPO on VMAS navigation (arm 'benchmarl', the vmas_mappo arm's reference)")
+    ap.add_argument("--smax-map", default="3m", help="the SMAX scenario of the smax_* arms and JaxMARL's baselines")
+    ap.add_argument("--jaxmarl-baselines", default="", help="JaxMARL's baselines directory: also run its SMAX "
+                    "baselines (--jaxmarl-algs) on --smax-map (arms 'jaxmarl_<alg>')")
+    ap.add_argument("--jaxmarl-python", default=sys.executable,
+                    help="a Python with jaxmarl, flax, optax, distrax, hydra-core, wandb")
+    ap.add_argument("--jaxmarl-algs", default="mappo", help="JaxMARL's SMAX baselines to run: mappo, ippo")
+    ap.add_argument("--window-steps", type=parse_steps, default=0, help="the value at B averages the episodes that "
+                    "ended in the env steps (B - this, B] (0: the last --window episodes); also JaxMARL's span")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every arm")
     ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of training them again")
@@ -217,7 +266,7 @@ def main():
         per_seed = []
         for s in seeds:
             steps, ret = run_arm(label, arm, s, top, a)
-            x, y, at = windowed(steps, ret, a.window, budgets)
+            x, y, at = windowed(steps, ret, a.window, budgets, a.window_steps)
             after = x >= min(500_000, top)  # the drop is measured after 500k env steps (or the last budget)
             best = float(np.max(y)) if len(y) else float("nan")
             final = float(y[-1]) if len(y) else float("nan")
@@ -246,12 +295,16 @@ def main():
     if a.benchmarl_python:
         reference_rows("benchmarl", lambda s: run_benchmarl(s, top, a),
                        lambda x, y: points_at(x, y, budgets, 50_000))
+    for alg in filter(None, a.jaxmarl_algs.split(",") if a.jaxmarl_baselines else []):
+        reference_rows(f"jaxmarl_{alg}", lambda s, alg=alg: run_jaxmarl(alg, s, top, a),
+                       lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
 
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
-    print(f"\nreturn summed over agents ({a.window}-episode window; the reference: its own 200-episode window; "
-          f"EPyMARL: its training episodes over the {a.epymarl_window:,} env steps before; BenchMARL: over the 50,000 "
-          f"before), median over seeds "
-          f"{seeds} [per seed]")
+    span = (f"the episodes of the {a.window_steps:,} env steps before" if a.window_steps
+            else f"{a.window}-episode window")
+    print(f"\nwin rate (battles) or return summed over agents ({span}; the reference: its own 200-episode window; "
+          f"EPyMARL: its training episodes over the {a.epymarl_window:,} env steps before; BenchMARL and JaxMARL: "
+          f"their points over the span before), median over seeds {seeds} [per seed]")
     print("| arm | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     med = {}
@@ -265,7 +318,8 @@ def main():
             cells.append(f"{fmt.format(med[(label, c)])} [{', '.join(fmt.format(v) for v in vals)}]")
         print(f"| {label} | " + " | ".join(cells) + " |")
     with open(os.path.join(a.out, "summary.json"), "w") as f:
-        json.dump({"rows": rows, "seeds": seeds, "budgets": budgets, "window": a.window}, f, indent=1)
+        json.dump({"rows": rows, "seeds": seeds, "budgets": budgets, "window": a.window,
+                   "window_steps": a.window_steps}, f, indent=1)
     try:
         import matplotlib
 
@@ -276,7 +330,9 @@ def main():
         for k, (label, cs) in enumerate(curves.items()):
             for j, (x, y) in enumerate(cs):
                 name = {"ref": "ref (its 200-episode window)", "epymarl": "EPyMARL MAPPO (10k-step points)",
-                        "benchmarl": "BenchMARL MAPPO (6k-step points)"}.get(
+                        "benchmarl": "BenchMARL MAPPO (6k-step points)",
+                        "jaxmarl_mappo": "JaxMARL MAPPO (win rate per update)",
+                        "jaxmarl_ippo": "JaxMARL IPPO (win rate per update)"}.get(
                     label, label)
                 ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=name if j == 0 else None)
         ax.set_xlabel("env steps")
@@ -291,7 +347,7 @@ def main():
     for label in rows:
         for b in budgets:
             fields.append(f"{label}_{budget_name(b)}={med[(label, budget_name(b))]:.2f}")
-        if label not in ("ref", "epymarl", "benchmarl"):
+        if label not in ("ref", "epymarl", "benchmarl") and not label.startswith("jaxmarl_"):
             fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")
         if label.startswith("lbf_"):  # the LBF target is stated at the largest budget
             fields.append(f"{label}={med[(label, budget_name(top))]:.3f}")
@@ -300,7 +356,9 @@ def main():
     record(__file__, sys.argv[1:], line, seeds=seeds,  # return per seed at each budget; null: not reached
            per_seed={label: {c: [r[c] for r in per_seed] for c in cols} for label, per_seed in rows.items()},
            medians={label: {c: med[(label, c)] for c in cols} for label in rows},
-           extra={"window": a.window, "budgets": budgets,
+           extra={"window": a.window, "window_steps": a.window_steps, "budgets": budgets,
+                  **({"smax_map": a.smax_map} if a.jaxmarl_baselines or any(is_smax(arm[0]) for _, arm in arms)
+                     else {}),
                   **({"epymarl": {"window_steps": a.epymarl_window, "env": a.epymarl_env}} if a.epymarl else {})})
 
 

@@ -1,6 +1,7 @@
-"""tools/bench_sample_efficiency.py's references outside hpcmarl: how EPyMARL (--epymarl) and BenchMARL
-(--benchmarl-python) are launched and how their logs become returns at budgets (stand-ins write what EPyMARL's sacred
-FileStorageObserver and tools/reference/benchmarl_mappo.py write)."""
+"""tools/bench_sample_efficiency.py's references outside hpcmarl: how EPyMARL (--epymarl), BenchMARL
+(--benchmarl-python) and JaxMARL's SMAX baselines (--jaxmarl-baselines) are launched and how their logs become scores
+at budgets (stand-ins write what EPyMARL's sacred FileStorageObserver and tools/reference/benchmarl_mappo.py write, and
+log as JaxMARL's baselines do)."""
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 
 import bench_sample_efficiency as bse  # noqa: E402
+
+from launch import require_extra  # noqa: E402
 
 # EPyMARL's layout: <checkout>/src/main.py; sacred runs under <checkout>/results/sacred/<alg>/<env>/<n>/
 FAKE_MAIN = '''
@@ -114,3 +117,57 @@ def test_benchmarl_curve_pairs_frames_and_returns_by_iteration(tmp_path):
     assert benchmarl_mappo.curve(str(tmp_path), 3) == {"frames": [6000, 18000], "return": [-1.5, 0.75]}
     with pytest.raises(SystemExit, match="expected one"):
         benchmarl_mappo.scalars(str(tmp_path), "missing")
+
+
+# JaxMARL's SMAX baselines: tools/reference/jaxmarl_smax.py loads <baselines>/MAPPO/mappo_rnn_smax.py and its config;
+# the stand-in logs through wandb.log from a jitted scan as the baseline does
+FAKE_JAXMARL = '''
+import jax
+wandb = None
+def make_train(config):
+    assert config["MAP_NAME"] == "2s3z" and config["WANDB_MODE"] == "disabled" and config["LR"] == 0.002
+    n = config["TOTAL_TIMESTEPS"] // config["NUM_STEPS"] // config["NUM_ENVS"]
+    def train(rng):
+        def update(u, _):
+            def log(m):
+                wandb.log({"env_step": m["u"] * config["NUM_ENVS"] * config["NUM_STEPS"], "win_rate": m["u"] / 10,
+                           "returns": m["r"], "loss": 0.0})
+            jax.experimental.io_callback(log, None, {"u": u, "r": jax.random.uniform(rng)})
+            return u + 1, None
+        return jax.lax.scan(update, 0, None, n)[0]
+    return train
+'''
+
+
+def test_jaxmarl_smax_baseline_is_run_and_read_per_seed(tmp_path):
+    require_extra("jax", "jax")
+    import jax
+
+    base = tmp_path / "baselines"
+    (base / "MAPPO" / "config").mkdir(parents=True)
+    (base / "MAPPO" / "config" / "mappo_homogenous_rnn_smax.yaml").write_text(
+        '"LR": 0.002\n"NUM_ENVS": 4\n"NUM_STEPS": 5\n"TOTAL_TIMESTEPS": 1e7\n"MAP_NAME": "2s3z"\n"SEED": 0\n')
+    (base / "MAPPO" / "mappo_rnn_smax.py").write_text(FAKE_JAXMARL)
+    a = types.SimpleNamespace(jaxmarl_baselines=str(base), jaxmarl_python=sys.executable, smax_map="2s3z",
+                              out=str(tmp_path / "out"), reuse=False, timeout_h=0.1)
+    os.makedirs(a.out)
+    x, y = bse.run_jaxmarl("mappo", 7, 50, a)  # 50 env steps: 3 updates of 4 x 5
+    assert x.tolist() == [20, 40, 60] and y == pytest.approx([0.0, 0.1, 0.2])
+    kept = json.load(open(os.path.join(a.out, "jaxmarl_mappo-2s3z-s7.json")))
+    assert kept["return"] == pytest.approx([float(jax.random.uniform(jax.random.PRNGKey(7)))] * 3)  # its seed
+    (base / "MAPPO" / "mappo_rnn_smax.py").write_text("raise SystemExit(3)")
+    a.reuse = True  # --reuse reads the kept copy
+    assert np.array_equal(bse.run_jaxmarl("mappo", 7, 50, a)[1], y)
+    with pytest.raises(subprocess.CalledProcessError):  # the baseline failing fails the benchmark
+        bse.run_jaxmarl("mappo", 8, 50, a)
+    assert bse.points_at(x, y, [40, 60], 40) == pytest.approx({40: 0.05, 60: 0.15})
+
+
+def test_windows_by_env_steps_average_the_episodes_that_ended_in_the_span():
+    steps = np.arange(10, 1001, 10, dtype=float)  # an episode ends every 10 env steps
+    won = (steps > 500).astype(float)
+    _, _, by_episodes = bse.windowed(steps, won, 20, [500, 1000])
+    _, _, by_steps = bse.windowed(steps, won, 20, [500, 600, 1000], window_steps=200)
+    assert by_episodes == {500: 0.0, 1000: 1.0}
+    assert by_steps[600] == pytest.approx(0.5)  # episodes ending in (400, 600]: 10 lost, 10 won
+    assert by_steps[500] == 0.0 and by_steps[1000] == 1.0
