@@ -83,9 +83,10 @@ def benchmarl_arm(args, steps: int) -> tuple:
     if not args.benchmarl_python:
         raise SystemExit("--against benchmarl needs --benchmarl-python")
     with tempfile.TemporaryDirectory() as cwd:
+        out = os.path.join(cwd, "curve.json")
         wall = timed([args.benchmarl_python, os.path.join(ROOT, "tools", "reference", "benchmarl_mappo.py"),
-                      str(steps), "0", cwd], cwd, args.timeout_s, "BenchMARL's MAPPO")
-        return wall, json.load(open(os.path.join(cwd, "curve.json")))["return"][-1]
+                      str(steps), "0", out], cwd, args.timeout_s, "BenchMARL's MAPPO")
+        return wall, json.load(open(out))["return"][-1]
 
 
 def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, overrides) -> tuple:

@@ -176,38 +176,34 @@ def run_epymarl(seed, budget, a):
     return np.asarray(m["steps"], float), np.asarray(m["values"], float)
 
 
-def run_benchmarl(seed, budget, a):
-    """BenchMARL's MAPPO (``tools/reference/benchmarl_mappo.py``) run by ``--benchmarl-python``: its curve (one
-    point per 6,000-env-step iteration, the iteration's mean training-episode return summed over the agents), kept in
-    ``--out``."""
-    keep = os.path.join(a.out, f"benchmarl-s{seed}.json")
+def run_kept(keep, cmd, what, budget, a):
+    """A reference's run writing its curve to ``keep`` (JSON, in ``--out``; its log beside it), or with ``--reuse``
+    the kept one: the parsed curve."""
     if not (a.reuse and os.path.exists(keep)):
-        folder = os.path.join(a.out, f"benchmarl-s{seed}")
-        shutil.rmtree(folder, ignore_errors=True)
         t0 = time.monotonic()
-        with open(folder + ".log", "w") as log:
-            subprocess.run([a.benchmarl_python, os.path.join(ROOT, "tools", "reference", "benchmarl_mappo.py"),
-                            str(budget), str(seed), folder], cwd=a.out, stdout=log, stderr=subprocess.STDOUT,
-                           check=True, timeout=a.timeout_h * 3600, start_new_session=True)
-        shutil.copy(os.path.join(folder, "curve.json"), keep)
-        print(f"  benchmarl seed {seed}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
-    c = json.load(open(keep))
+        with open(os.path.splitext(keep)[0] + ".log", "w") as log:
+            subprocess.run(cmd, cwd=a.out, stdout=log, stderr=subprocess.STDOUT, check=True,
+                           timeout=a.timeout_h * 3600, start_new_session=True)
+        print(f"  {what}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
+    return json.load(open(keep))
+
+
+def run_benchmarl(seed, budget, a):
+    """BenchMARL's MAPPO (``tools/reference/benchmarl_mappo.py``) run by ``--benchmarl-python``: one point per
+    6,000-env-step iteration, the iteration's mean training-episode return summed over the agents."""
+    keep = os.path.join(a.out, f"benchmarl-s{seed}.json")
+    c = run_kept(keep, [a.benchmarl_python, os.path.join(ROOT, "tools", "reference", "benchmarl_mappo.py"),
+                        str(budget), str(seed), keep], f"benchmarl seed {seed}", budget, a)
     return np.asarray(c["frames"], float), np.asarray(c["return"], float)
 
 
 def run_jaxmarl(alg, seed, budget, a):
     """JaxMARL's own SMAX baseline ``alg`` (``tools/reference/jaxmarl_smax.py``) on ``--smax-map``, run by
-    ``--jaxmarl-python``: its win rate per update, kept in ``--out``."""
+    ``--jaxmarl-python``: its win rate per update."""
     keep = os.path.join(a.out, f"jaxmarl_{alg}-{a.smax_map}-s{seed}.json")
-    if not (a.reuse and os.path.exists(keep)):
-        t0 = time.monotonic()
-        with open(keep[:-len(".json")] + ".log", "w") as log:
-            subprocess.run([a.jaxmarl_python, os.path.join(ROOT, "tools", "reference", "jaxmarl_smax.py"),
-                            os.path.abspath(a.jaxmarl_baselines), alg, a.smax_map, str(budget), str(seed), keep],
-                           cwd=a.out, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=a.timeout_h * 3600,
-                           start_new_session=True)
-        print(f"  jaxmarl_{alg} seed {seed}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
-    c = json.load(open(keep))
+    c = run_kept(keep, [a.jaxmarl_python, os.path.join(ROOT, "tools", "reference", "jaxmarl_smax.py"),
+                        os.path.abspath(a.jaxmarl_baselines), alg, a.smax_map, str(budget), str(seed), keep],
+                 f"jaxmarl_{alg} seed {seed}", budget, a)
     return np.asarray(c["env_steps"], float), np.asarray(c["win_rate"], float)
 
 

@@ -75,16 +75,15 @@ def test_returns_at_budgets_average_the_points_of_the_window_before():
     assert np.isnan(at[2_000_000])  # not reached
 
 
-# BenchMARL: tools/reference/benchmarl_mappo.py run by --benchmarl-python; the stand-in writes its curve.json
+# BenchMARL: tools/reference/benchmarl_mappo.py run by --benchmarl-python; the stand-in writes its curve
 FAKE_BENCHMARL = '''
 import json, os, sys
-script, frames, seed, folder = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+script, frames, seed, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 assert script.endswith(os.path.join("tools", "reference", "benchmarl_mappo.py")), script
 if os.environ.get("FAKE_BENCHMARL_FAIL"):
     raise SystemExit(3)
-os.makedirs(folder)
 pts = list(range(6000, frames + 6000, 6000))  # BenchMARL's last iteration passes the budget
-json.dump({"frames": pts, "return": [p / 1e6 + seed for p in pts]}, open(os.path.join(folder, "curve.json"), "w"))
+json.dump({"frames": pts, "return": [p / 1e6 + seed for p in pts]}, open(out, "w"))
 '''
 
 

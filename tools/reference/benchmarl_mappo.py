@@ -2,15 +2,17 @@
 on the CPU, no evaluation, CSV logging only), run by a Python with benchmarl, torchrl and vmas (the reference arm of
 ``tools/bench_batched_e2e.py --against benchmarl`` and ``tools/bench_sample_efficiency.py --benchmarl-python``).
 
-    PYTHON tools/reference/benchmarl_mappo.py FRAMES SEED FOLDER
+    PYTHON tools/reference/benchmarl_mappo.py FRAMES SEED OUT.json
 
-Trains FRAMES env steps, then writes ``FOLDER/curve.json``: ``{"frames": [...], "return": [...]}``, one point per
-collection iteration (6,000 env steps): the mean return of the episodes that ended in it, summed over the agents
-(BenchMARL logs the mean over the agents of the group).
+Trains FRAMES env steps (BenchMARL's outputs in the folder ``OUT`` without ``.json``, emptied first), then writes
+``OUT.json``: ``{"frames": [...], "return": [...]}``, one point per collection iteration (6,000 env steps): the mean
+return of the episodes that ended in it, summed over the agents (BenchMARL logs the mean over the agents of the
+group).
 """
 import glob
 import json
 import os
+import shutil
 import sys
 
 
@@ -38,15 +40,17 @@ def main():
     from benchmarl.experiment import Experiment, ExperimentConfig
     from benchmarl.models.mlp import MlpConfig
 
-    frames, seed, folder = int(sys.argv[1]), int(sys.argv[2]), os.path.abspath(sys.argv[3])
-    os.makedirs(folder, exist_ok=True)
+    frames, seed, out = int(sys.argv[1]), int(sys.argv[2]), os.path.abspath(sys.argv[3])
+    folder = os.path.splitext(out)[0]
+    shutil.rmtree(folder, ignore_errors=True)  # one experiment's CSVs in it
+    os.makedirs(folder)
     cfg = ExperimentConfig.get_from_yaml()
     cfg.max_n_frames, cfg.save_folder = frames, folder
     cfg.loggers, cfg.evaluation, cfg.render, cfg.create_json, cfg.checkpoint_at_end = ["csv"], False, False, False, False
     task = VmasTask.NAVIGATION.get_from_yaml()
     Experiment(task=task, algorithm_config=MappoConfig.get_from_yaml(), model_config=MlpConfig.get_from_yaml(),
                critic_model_config=MlpConfig.get_from_yaml(), seed=seed, config=cfg).run()
-    with open(os.path.join(folder, "curve.json"), "w") as f:
+    with open(out, "w") as f:
         json.dump(curve(folder, task.config["n_agents"]), f)
 
 
