@@ -86,7 +86,8 @@ def benchmarl_arm(args, steps: int) -> tuple:
         out = os.path.join(cwd, "curve.json")
         wall = timed([args.benchmarl_python, os.path.join(ROOT, "tools", "reference", "benchmarl_mappo.py"),
                       str(steps), "0", out], cwd, args.timeout_s, "BenchMARL's MAPPO")
-        return wall, json.load(open(out))["return"][-1]
+        ret = json.load(open(out))["return"]
+        return wall, ret[-1] if ret else float("nan")
 
 
 def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, overrides) -> tuple:

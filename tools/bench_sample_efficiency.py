@@ -21,13 +21,15 @@ virtualenv from a checkout) on the same task and seeds into the same table and r
 ``--benchmarl-python`` runs BenchMARL's MAPPO (``tools/reference/benchmarl_mappo.py``: its own default configs on
 VMAS navigation, continuous actions) for the same seeds into the same table and record (arm ``benchmarl``): the
 reference of the ``vmas_mappo`` arm. Its return at B is the mean of its iterations' training-episode returns in
-the 50k env steps before B, the span of hpcmarl's default 500-episode window of 100-step episodes there.
+the ``--window-steps`` (default 50k) env steps before B; give ``--window-steps 50k`` so that hpcmarl's is over the
+episodes that ended in the same span (navigation's episodes end early once every agent is on its goal).
 
 SMAX (battles: every episode reports an outcome) is scored by win rate, any other env by return. The ``smax_*`` arms
 train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselines (``tools/reference/jaxmarl_smax.py``:
 ``--jaxmarl-algs``, e.g. ``mappo,ippo``, their configs) on the same map and seeds into the same table and record
-(arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates' in the ``--window-steps`` env steps before
-B, and with ``--window-steps`` hpcmarl's is over the episodes that ended in the same span.
+(arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates that end in the ``--window-steps`` env
+steps before B (16,384 env steps each: up to one update earlier than the span), and with ``--window-steps`` hpcmarl's
+is over the episodes that ended in that span. The best and drop columns always use the ``--window``-episode curve.
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
@@ -100,17 +102,21 @@ def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets, window_st
     return steps[idx - 1], curve, at
 
 
-def is_smax(config: str) -> bool:
+def is_smax(arm) -> bool:
+    """Whether an arm trains on SMAX (its env.name, from its overrides or else its config)."""
     import yaml
 
-    return "SMAX" in str(yaml.safe_load(open(os.path.join(ROOT, "configs", config)))["env"]["name"])
+    config, _, overrides = arm
+    names = [o.split("=", 1)[1] for o in overrides if o.startswith("env.name=")]
+    return "SMAX" in (names[-1] if names else
+                      str(yaml.safe_load(open(os.path.join(ROOT, "configs", config)))["env"]["name"]))
 
 
 def run_arm(label, arm, seed, budget, a):
-    """(env steps, score) per episode of one seed's run: its outcome (1 = won) where every episode has one (SMAX
-    battles), else its return summed over agents."""
+    """(env steps, score) per episode of one seed's run: its outcome (1 = won) where every episode has one (battles:
+    SMAX), else its return summed over agents. A SMAX arm trains on ``--smax-map``."""
     config, ranks, overrides = arm
-    if is_smax(config):
+    if is_smax(arm):
         label, overrides = f"{label}-{a.smax_map}", overrides + [f"env.kwargs.scenario={a.smax_map}"]
     run_dir = os.path.join(a.out, f"{label}-s{seed}")
     done = os.path.join(run_dir, "run.h5")
@@ -290,7 +296,7 @@ def main():
                        lambda x, y: points_at(x, y, budgets, a.epymarl_window, slack=1000))
     if a.benchmarl_python:
         reference_rows("benchmarl", lambda s: run_benchmarl(s, top, a),
-                       lambda x, y: points_at(x, y, budgets, 50_000))
+                       lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
     for alg in filter(None, a.jaxmarl_algs.split(",") if a.jaxmarl_baselines else []):
         reference_rows(f"jaxmarl_{alg}", lambda s, alg=alg: run_jaxmarl(alg, s, top, a),
                        lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
@@ -332,7 +338,7 @@ def main():
                     label, label)
                 ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=name if j == 0 else None)
         ax.set_xlabel("env steps")
-        ax.set_ylabel(f"return ({a.window}-episode window)")
+        ax.set_ylabel(f"win rate or return ({a.window}-episode window)")
         ax.legend()
         ax.grid(alpha=0.3)
         fig.savefig(os.path.join(a.out, "sample_efficiency.png"), dpi=100, bbox_inches="tight")
@@ -353,7 +359,7 @@ def main():
            per_seed={label: {c: [r[c] for r in per_seed] for c in cols} for label, per_seed in rows.items()},
            medians={label: {c: med[(label, c)] for c in cols} for label in rows},
            extra={"window": a.window, "window_steps": a.window_steps, "budgets": budgets,
-                  **({"smax_map": a.smax_map} if a.jaxmarl_baselines or any(is_smax(arm[0]) for _, arm in arms)
+                  **({"smax_map": a.smax_map} if a.jaxmarl_baselines or any(is_smax(arm) for _, arm in arms)
                      else {}),
                   **({"epymarl": {"window_steps": a.epymarl_window, "env": a.epymarl_env}} if a.epymarl else {})})
 

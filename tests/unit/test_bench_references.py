@@ -166,7 +166,14 @@ def test_windows_by_env_steps_average_the_episodes_that_ended_in_the_span():
     steps = np.arange(10, 1001, 10, dtype=float)  # an episode ends every 10 env steps
     won = (steps > 500).astype(float)
     _, _, by_episodes = bse.windowed(steps, won, 20, [500, 1000])
-    _, _, by_steps = bse.windowed(steps, won, 20, [500, 600, 1000], window_steps=200)
+    _, _, by_steps = bse.windowed(steps, won, 20, [500, 600, 650, 1000], window_steps=100)
     assert by_episodes == {500: 0.0, 1000: 1.0}
-    assert by_steps[600] == pytest.approx(0.5)  # episodes ending in (400, 600]: 10 lost, 10 won
-    assert by_steps[500] == 0.0 and by_steps[1000] == 1.0
+    # episodes ending in (500, 600]: all won, where the last 20 episodes (410 .. 600) are half lost
+    assert by_steps[600] == 1.0 and bse.windowed(steps, won, 20, [600])[2][600] == pytest.approx(0.5)
+    assert by_steps[650] == 1.0 and by_steps[500] == 0.0 and by_steps[1000] == 1.0
+
+
+def test_smax_arms_are_known_by_config_or_override():
+    assert bse.is_smax(bse.ARMS["smax_mappo"]) and not bse.is_smax(bse.ARMS["mappo"])
+    assert bse.is_smax(("qmix_spread.yaml", 3, ["env.name=jaxmarl:HeuristicEnemySMAX"]))
+    assert not bse.is_smax(("smax_mappo.yaml", 2, ["env.name=jaxmarl:MPE_simple_spread_v3"]))
