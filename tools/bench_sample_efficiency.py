@@ -276,8 +276,12 @@ def main():
                              "drop": final - float(np.max(y[after])) if after.any() else float("nan")})
             curves.setdefault(label, []).append((x, y))
         rows[label] = per_seed
-    def reference_rows(label, run, at_budgets):
+
+    references = {}  # label -> the plot's name for it
+
+    def reference_rows(label, name, run, at_budgets):
         """Per-seed rows of a reference outside hpcmarl (its curve ``run(seed) -> (x, y)``, already windowed)."""
+        references[label] = name
         per_seed = []
         for s in seeds:
             x, y = run(s)
@@ -288,17 +292,19 @@ def main():
         rows[label] = per_seed
 
     if a.ref:
-        reference_rows("ref", lambda s: run_reference(os.path.abspath(a.ref), top, f"r{s}", a),
+        reference_rows("ref", "ref (its 200-episode window)",
+                       lambda s: run_reference(os.path.abspath(a.ref), top, f"r{s}", a),
                        lambda x, y: {b: float(y[np.searchsorted(x, b, side="right") - 1]) if x.size and x[0] <= b
                                      else float("nan") for b in budgets})
     if a.epymarl:
-        reference_rows("epymarl", lambda s: run_epymarl(s, top, a),
+        reference_rows("epymarl", "EPyMARL MAPPO (10k-step points)", lambda s: run_epymarl(s, top, a),
                        lambda x, y: points_at(x, y, budgets, a.epymarl_window, slack=1000))
     if a.benchmarl_python:
-        reference_rows("benchmarl", lambda s: run_benchmarl(s, top, a),
+        reference_rows("benchmarl", "BenchMARL MAPPO (6k-step points)", lambda s: run_benchmarl(s, top, a),
                        lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
     for alg in filter(None, a.jaxmarl_algs.split(",") if a.jaxmarl_baselines else []):
-        reference_rows(f"jaxmarl_{alg}", lambda s, alg=alg: run_jaxmarl(alg, s, top, a),
+        reference_rows(f"jaxmarl_{alg}", f"JaxMARL {alg.upper()} (win rate per update)",
+                       lambda s, alg=alg: run_jaxmarl(alg, s, top, a),
                        lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
 
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
@@ -331,12 +337,8 @@ def main():
         fig, ax = plt.subplots(figsize=(8, 5))
         for k, (label, cs) in enumerate(curves.items()):
             for j, (x, y) in enumerate(cs):
-                name = {"ref": "ref (its 200-episode window)", "epymarl": "EPyMARL MAPPO (10k-step points)",
-                        "benchmarl": "BenchMARL MAPPO (6k-step points)",
-                        "jaxmarl_mappo": "JaxMARL MAPPO (win rate per update)",
-                        "jaxmarl_ippo": "JaxMARL IPPO (win rate per update)"}.get(
-                    label, label)
-                ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1, label=name if j == 0 else None)
+                ax.plot(x, y, color=f"C{k}", alpha=0.8, lw=1,
+                        label=references.get(label, label) if j == 0 else None)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"win rate or return ({a.window}-episode window)")
         ax.legend()
@@ -349,7 +351,7 @@ def main():
     for label in rows:
         for b in budgets:
             fields.append(f"{label}_{budget_name(b)}={med[(label, budget_name(b))]:.2f}")
-        if label not in ("ref", "epymarl", "benchmarl") and not label.startswith("jaxmarl_"):
+        if label not in references:
             fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")
         if label.startswith("lbf_"):  # the LBF target is stated at the largest budget
             fields.append(f"{label}={med[(label, budget_name(top))]:.3f}")
