@@ -26,10 +26,10 @@ episodes that ended in the same span (navigation's episodes end early once every
 
 SMAX (battles: every episode reports an outcome) is scored by win rate, any other env by return. The ``smax_*`` arms
 train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselines (``tools/reference/jaxmarl_smax.py``:
-``--jaxmarl-algs``, e.g. ``mappo,ippo``, their configs) on the same map and seeds into the same table and record
+``--jaxmarl-algs``, e.g. ``mappo,ippo,qmix``, their configs) on the same map and seeds into the same table and record
 (arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates that end in the ``--window-steps`` env
-steps before B (16,384 env steps each: up to one update earlier than the span), and with ``--window-steps`` hpcmarl's
-is over the episodes that ended in that span. The best and drop columns always use the ``--window``-episode curve.
+steps before B (16,384 env steps each for MAPPO and IPPO, 2,048 for QMIX: the span may start up to one update
+earlier), and with ``--window-steps`` hpcmarl's is over the episodes that ended in that span. The best and drop columns always use the ``--window``-episode curve.
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
@@ -247,7 +247,8 @@ def main():
                     "baselines (--jaxmarl-algs) on --smax-map (arms 'jaxmarl_<alg>')")
     ap.add_argument("--jaxmarl-python", default=sys.executable,
                     help="a Python with jaxmarl, flax, optax, distrax, hydra-core, wandb")
-    ap.add_argument("--jaxmarl-algs", default="mappo", help="JaxMARL's SMAX baselines to run: mappo, ippo")
+    ap.add_argument("--jaxmarl-algs", default="mappo",
+                    help="JaxMARL's SMAX baselines to run: mappo, ippo, qmix (its Python also needs flashbax)")
     ap.add_argument("--window-steps", type=parse_steps, default=0, help="the value at B averages the episodes that "
                     "ended in the env steps (B - this, B] (0: the last --window episodes); also JaxMARL's span")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))

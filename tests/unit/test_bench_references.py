@@ -162,6 +162,44 @@ def test_jaxmarl_smax_baseline_is_run_and_read_per_seed(tmp_path):
     assert bse.points_at(x, y, [40, 60], 40) == pytest.approx({40: 0.05, 60: 0.15})
 
 
+# QLearning/qmix_rnn.py: make_train(config, env) with the env from its env_from_config, vmapped over its seeds; logs
+# (only when W&B is not disabled) through a debug callback, env_step already counting the update's env steps
+FAKE_QMIX = '''
+import jax
+wandb = None
+def env_from_config(config):
+    return ("env", config["MAP_NAME"]), "HeuristicEnemySMAX_" + config["MAP_NAME"]
+def make_train(config, env):
+    assert env == ("env", "2s3z") and config["WANDB_MODE"] != "disabled" and config["NUM_EPOCHS"] == 8
+    n = config["TOTAL_TIMESTEPS"] // config["NUM_STEPS"] // config["NUM_ENVS"]
+    def train(rng):
+        def update(u, _):
+            jax.debug.callback(wandb.log, {"env_step": (u + 1) * config["NUM_ENVS"] * config["NUM_STEPS"],
+                                           "returned_won_episode": u / 10, "returned_episode_returns": rng[1] * 0.0 + u,
+                                           "test_returned_won_episode": u / 20, "loss": 0.0})
+            return u + 1, None
+        return jax.lax.scan(update, 0, None, n)[0]
+    return train
+'''
+
+
+def test_jaxmarl_qmix_baseline_merges_its_configs_and_reads_env_steps_as_logged(tmp_path):
+    require_extra("jax", "jax")
+    base = tmp_path / "baselines"
+    (base / "QLearning" / "config" / "alg").mkdir(parents=True)
+    (base / "QLearning" / "config" / "config.yaml").write_text('"NUM_SEEDS": 1\n"SEED": 0\n"WANDB_MODE": "disabled"\n')
+    (base / "QLearning" / "config" / "alg" / "ql_rnn_smax.yaml").write_text(
+        '"NUM_ENVS": 4\n"NUM_STEPS": 5\n"NUM_EPOCHS": 8\n"TOTAL_TIMESTEPS": 1e7\n"MAP_NAME": "3s_vs_5z"\n')
+    (base / "QLearning" / "qmix_rnn.py").write_text(FAKE_QMIX)
+    a = types.SimpleNamespace(jaxmarl_baselines=str(base), jaxmarl_python=sys.executable, smax_map="2s3z",
+                              out=str(tmp_path / "out"), reuse=False, timeout_h=0.1)
+    os.makedirs(a.out)
+    x, y = bse.run_jaxmarl("qmix", 3, 45, a)  # 45 env steps: 3 updates of 4 x 5
+    assert x.tolist() == [20, 40, 60] and y == pytest.approx([0.0, 0.1, 0.2])
+    kept = json.load(open(os.path.join(a.out, "jaxmarl_qmix-2s3z-s3.json")))
+    assert kept["return"] == pytest.approx([0.0, 1.0, 2.0]) and kept["test_win_rate"] == pytest.approx([0, .05, .1])
+
+
 def test_windows_by_env_steps_average_the_episodes_that_ended_in_the_span():
     steps = np.arange(10, 1001, 10, dtype=float)  # an episode ends every 10 env steps
     won = (steps > 500).astype(float)

@@ -1,53 +1,81 @@
 """JaxMARL's own SMAX baselines, their configs unchanged but for the map, the seed and the budget, run by a Python
-with jaxmarl, flax, optax, distrax, hydra-core, wandb and PyYAML (the SMAX reference of the benchmarks in tools/).
+with jaxmarl, flax, optax, distrax, hydra-core, wandb and PyYAML (and flashbax for qmix): the SMAX reference of the
+benchmarks in tools/.
 
     PYTHON tools/reference/jaxmarl_smax.py BASELINES ALG MAP ENV_STEPS SEED OUT.json
 
 ``BASELINES``: a checkout's ``baselines`` directory. ``ALG``: ``mappo`` (``MAPPO/mappo_rnn_smax.py`` with
-``config/mappo_homogenous_rnn_smax.yaml``) or ``ippo`` (``IPPO/ippo_rnn_smax.py`` with ``config/ippo_rnn_smax.yaml``).
-The baseline logs once per update through ``wandb.log``; here that is a list instead, so nothing goes to W&B.
-Writes ``OUT.json``: ``{"env_steps": [...], "win_rate": [...], "return": [...]}``, one point per update (its
-``NUM_ENVS`` x ``NUM_STEPS`` env steps; ``env_steps`` counts those collected up to the end of the update; as many
-updates as pass ENV_STEPS): the win rate and mean return of the episodes that ended in it, as its W&B charts show.
+``config/mappo_homogenous_rnn_smax.yaml``), ``ippo`` (``IPPO/ippo_rnn_smax.py`` with ``config/ippo_rnn_smax.yaml``)
+or ``qmix`` (``QLearning/qmix_rnn.py`` with ``config/config.yaml`` and ``config/alg/ql_rnn_smax.yaml``, as
+``qmix_rnn.py +alg=ql_rnn_smax`` runs it). The baseline logs once per update through ``wandb.log``; here that is a
+list instead, so nothing goes to W&B. Writes ``OUT.json``: ``{"env_steps": [...], "win_rate": [...], "return":
+[...]}``, one point per update (its ``NUM_ENVS`` x ``NUM_STEPS`` env steps; ``env_steps`` counts those collected up
+to the end of the update; as many updates as pass ENV_STEPS), as its W&B charts show: for mappo and ippo the win
+rate and mean return of the episodes that ended in the update; for qmix its ``returned_won_episode`` and
+``returned_episode_returns`` (each env copy's last finished episode, averaged over the update's steps and copies),
+plus ``test_win_rate``, its greedy test win rate (``TEST_NUM_ENVS`` episodes every ``TEST_INTERVAL`` of training,
+repeated in between).
 """
+import copy
 import importlib.util
 import json
 import os
 import sys
 import types
 
-SCRIPTS = {"mappo": ("MAPPO", "mappo_rnn_smax.py", "mappo_homogenous_rnn_smax.yaml"),
-           "ippo": ("IPPO", "ippo_rnn_smax.py", "ippo_rnn_smax.yaml")}
+import numpy as np
+
+# ALG -> (folder, script, its config files merged in order)
+SCRIPTS = {"mappo": ("MAPPO", "mappo_rnn_smax.py", ["mappo_homogenous_rnn_smax.yaml"]),
+           "ippo": ("IPPO", "ippo_rnn_smax.py", ["ippo_rnn_smax.yaml"]),
+           "qmix": ("QLearning", "qmix_rnn.py", ["config.yaml", "alg/ql_rnn_smax.yaml"])}
 
 
 def main():
     baselines, alg, map_name, steps, seed, out = sys.argv[1:7]
     if alg not in SCRIPTS:
         raise SystemExit(f"ALG {alg!r}: one of {', '.join(SCRIPTS)}")
-    folder, script, config_file = SCRIPTS[alg]
+    folder, script, config_files = SCRIPTS[alg]
     import jax
     import yaml
 
     # plain YAML: the one interpolation there (ippo's W&B entity) is never used; TOTAL_TIMESTEPS (1e7, a string to
     # YAML) is set below
-    config = yaml.safe_load(open(os.path.join(baselines, folder, "config", config_file)))
+    config = {}
+    for name in config_files:
+        config.update(yaml.safe_load(open(os.path.join(baselines, folder, "config", name))))
     batch = config["NUM_ENVS"] * config["NUM_STEPS"]
     updates = -(-int(steps) // batch)  # enough updates to pass ENV_STEPS
-    config.update(MAP_NAME=map_name, TOTAL_TIMESTEPS=updates * batch, SEED=int(seed), WANDB_MODE="disabled")
+    # qmix logs only when W&B is not disabled; wandb itself is replaced below
+    config.update(MAP_NAME=map_name, TOTAL_TIMESTEPS=updates * batch, SEED=int(seed),
+                  WANDB_MODE="offline" if alg == "qmix" else "disabled")
     spec = importlib.util.spec_from_file_location(f"jaxmarl_{alg}_smax", os.path.join(baselines, folder, script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    logged = ("env_step", "win_rate", "returns") if alg != "qmix" else (
+        "env_step", "returned_won_episode", "returned_episode_returns", "test_returned_won_episode")
     points = []
-    module.wandb = types.SimpleNamespace(log=lambda d: points.append({k: float(d[k]) for k in
-                                                                      ("env_step", "win_rate", "returns")}))
+    # one number each (qmix's values carry its vmap's axis of NUM_SEEDS: 1)
+    module.wandb = types.SimpleNamespace(log=lambda d: points.append(
+        [float(np.asarray(d[k]).reshape(-1)[0]) for k in logged]))
     key = jax.random.PRNGKey(int(seed))
-    if alg == "ippo":  # its main() trains on the first key of jax.random.split(key, NUM_SEEDS) (NUM_SEEDS: 1)
-        key = jax.random.split(key, 1)[0]
-    jax.block_until_ready(jax.jit(module.make_train(config))(key))
-    points.sort(key=lambda p: p["env_step"])
+    if alg == "mappo":  # as its main()
+        jax.block_until_ready(jax.jit(module.make_train(config))(key))
+    else:  # their main()s train on jax.random.split(key, NUM_SEEDS) (NUM_SEEDS: 1): ippo on the first key, qmix
+        keys = jax.random.split(key, int(config["NUM_SEEDS"]))  # vmapped over them
+        if alg == "ippo":
+            jax.block_until_ready(jax.jit(module.make_train(config))(keys[0]))
+        else:
+            env, _ = module.env_from_config(copy.deepcopy(config))
+            jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(keys))
+    points.sort(key=lambda p: p[0])
+    counted = 0 if alg == "qmix" else batch  # qmix logs env_step after counting the update's env steps
+    curve = {"env_steps": [int(p[0]) + counted for p in points], "win_rate": [p[1] for p in points],
+             "return": [p[2] for p in points]}
+    if alg == "qmix":
+        curve["test_win_rate"] = [p[3] for p in points]
     with open(out, "w") as f:
-        json.dump({"env_steps": [int(p["env_step"]) + batch for p in points],
-                   "win_rate": [p["win_rate"] for p in points], "return": [p["returns"] for p in points]}, f)
+        json.dump(curve, f)
 
 
 if __name__ == "__main__":
