@@ -29,7 +29,8 @@ train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselin
 ``--jaxmarl-algs``, e.g. ``mappo,ippo,qmix``, their configs) on the same map and seeds into the same table and record
 (arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates that end in the ``--window-steps`` env
 steps before B (16,384 env steps each for MAPPO and IPPO, 2,048 for QMIX: the span may start up to one update
-earlier), and with ``--window-steps`` hpcmarl's is over the episodes that ended in that span. The best and drop columns always use the ``--window``-episode curve.
+earlier), and with ``--window-steps`` hpcmarl's is over the episodes that ended in that span. The best and drop
+columns always use the ``--window``-episode curve.
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
