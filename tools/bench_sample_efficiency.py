@@ -68,6 +68,10 @@ ARMS = {
     "vmas_mappo": ("vmas_navigation_mappo.yaml", 2, []),
     # SMAX (JaxMARL's StarCraft-style battles against heuristic enemies, --smax-map): scored by win rate
     "smax_mappo": ("smax_mappo.yaml", 2, []),
+    "smax_matrace": ("smax_matrace.yaml", 2, []),
+    "smax_matrace4": ("smax_matrace.yaml", 5, ["topology.actors=4"]),  # the MA-Trace paper's scaling claim
+    "smax_qmix": ("smax_qmix.yaml", 2, []),
+    "smax_mast": ("smax_mast.yaml", 2, []),  # QMIX with 90% sparse networks: its training FLOPs are reported
 }
 
 
@@ -129,10 +133,12 @@ def run_arm(label, arm, seed, budget, a):
         print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
     from hpcmarl.storage import Run
 
-    ep = Run(run_dir).episodes()
+    run = Run(run_dir)
+    ep = run.episodes()
     won = np.asarray(ep.get("won", []), float)
     score = won if won.size and np.isfinite(won).all() else sum(v for k, v in ep.items() if k.startswith("return/"))
-    return np.asarray(ep["env_steps"], float), np.asarray(score, float)
+    flops = run.metrics().get("flops/train_total")  # value-based learners count their training FLOPs
+    return np.asarray(ep["env_steps"], float), np.asarray(score, float), float(flops[-1]) if flops is not None else None
 
 
 def run_reference(path, budget, seed_label, a):
@@ -264,12 +270,14 @@ def main():
     arms = [parse_arm(x) for x in a.arms]
     top = max(budgets)
 
-    rows, curves = {}, {}
+    rows, curves, flops = {}, {}, {}
     for label, arm in arms:
         print(f"{label}: {arm[0]} on {arm[1]} ranks {' '.join(arm[2] + a.set)}", flush=True)
         per_seed = []
         for s in seeds:
-            steps, ret = run_arm(label, arm, s, top, a)
+            steps, ret, f = run_arm(label, arm, s, top, a)
+            if f is not None:
+                flops.setdefault(label, []).append(f)
             x, y, at = windowed(steps, ret, a.window, budgets, a.window_steps)
             after = x >= min(500_000, top)  # the drop is measured after 500k env steps (or the last budget)
             best = float(np.max(y)) if len(y) else float("nan")
@@ -327,6 +335,8 @@ def main():
             med[(label, c)] = float(np.nanmedian(vals)) if not all(np.isnan(vals)) else float("nan")
             cells.append(f"{fmt.format(med[(label, c)])} [{', '.join(fmt.format(v) for v in vals)}]")
         print(f"| {label} | " + " | ".join(cells) + " |")
+    for label, fs in flops.items():
+        print(f"training FLOPs per learner, {label}: median {np.median(fs):.3g} [{', '.join(f'{f:.3g}' for f in fs)}]")
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump({"rows": rows, "seeds": seeds, "budgets": budgets, "window": a.window,
                    "window_steps": a.window_steps}, f, indent=1)
@@ -363,6 +373,7 @@ def main():
            per_seed={label: {c: [r[c] for r in per_seed] for c in cols} for label, per_seed in rows.items()},
            medians={label: {c: med[(label, c)] for c in cols} for label in rows},
            extra={"window": a.window, "window_steps": a.window_steps, "budgets": budgets,
+                  **({"train_flops": flops} if flops else {}),
                   **({"smax_map": a.smax_map} if a.jaxmarl_baselines or any(is_smax(arm) for _, arm in arms)
                      else {}),
                   **({"epymarl": {"window_steps": a.epymarl_window, "env": a.epymarl_env}} if a.epymarl else {})})
