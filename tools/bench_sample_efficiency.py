@@ -30,7 +30,9 @@ train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselin
 (arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates that end in the ``--window-steps`` env
 steps before B (16,384 env steps each for MAPPO and IPPO, 2,048 for QMIX: the span may start up to one update
 earlier), and with ``--window-steps`` hpcmarl's is over the episodes that ended in that span. The best and drop
-columns always use the ``--window``-episode curve.
+columns always use the ``--window``-episode curve. The SMAX arms are ``smax_mappo``, ``smax_matrace`` (and
+``smax_matrace4``: 4 actors), ``smax_qmix`` and ``smax_mast``; for value-based arms the table is followed by each
+seed's training FLOPs (per learner, from its metrics), the measure MAST's claim is stated in.
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
