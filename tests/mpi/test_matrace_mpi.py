@@ -95,3 +95,16 @@ def test_failing_learner_ends_the_job(tmp_path):
                env={"HPCMARL_INJECT_FAULT": "0:raise:3"}, timeout=120)
     assert p.returncode != 0
     assert "injected fault on rank 0" in p.stderr
+
+
+def test_stop_while_actors_wait_on_a_full_queue(tmp_path):
+    """The learner stops while its actors are blocked on a full queue and its last weights push (large enough to
+    need the actor's receive posted) is still pending: it takes their unrolls while it waits for the push, instead
+    of both sides waiting until the timeout (seen with 4 actors on SMAX)."""
+    run = str(tmp_path / "stop")
+    p = mpirun(5, ["train"] + TINY + [f"run_dir={run}", "topology.actors=4", "train.max_updates=8",
+                                      "algo.queue_full=wait", "algo.queue_size=2", "algo.hidden=512",
+                                      "learner.update_delay_s=0.3", "runtime.timeout_s=30", "learner.backend=mpi"],
+               timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert table(run, "metrics")["update"].tolist() == list(range(1, 9))
