@@ -64,11 +64,14 @@ def wait(req, timeout: float, what: str):
         sleep = min(0.002 if sleep == 0 else sleep * 1.5, 0.05)
 
 
-def wait_buffer(req, timeout: float, what: str):
-    """Like :func:`wait` for buffer requests (``Request.Test``)."""
+def wait_buffer(req, timeout: float, what: str, meanwhile=None):
+    """Like :func:`wait` for buffer requests (``Request.Test``). ``meanwhile()`` (-> True when it did something) is
+    called between tests: work the peer needs done before it can complete the request."""
     deadline = time.monotonic() + timeout
     sleep = 0.0
     while not req.Test():
+        if meanwhile is not None and meanwhile():
+            continue
         if time.monotonic() > deadline:
             raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(sleep)

@@ -159,13 +159,9 @@ class AsyncActorLink:
 
         # the last push completes when the actor posts its next weights receive, which it does between unrolls: an
         # actor blocked on a full queue (both its sends pending) needs its unrolls taken meanwhile, or both wait
-        deadline = time.monotonic() + self.ctx.cfg.runtime.timeout_s
-        while self.send_req is not None and not self.send_req.Test():
-            if not take():
-                if time.monotonic() > deadline:
-                    raise protocol.CommTimeout(f"timed out after {self.ctx.cfg.runtime.timeout_s:.0f}s waiting for "
-                                               f"actor rank {self.rank} to take weights")
-                time.sleep(0.001)
+        if self.send_req is not None:
+            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s,
+                                 f"actor rank {self.rank} to take weights", meanwhile=take)
         bye = protocol.stop_and_drain(self.ctx.world, self.rank, self.wrec, version, preempted, take,
                                       lambda: self.received, self.ctx.cfg.runtime.timeout_s)
         self.posted[1].Cancel()

@@ -138,6 +138,14 @@ def make_train(config):
 '''
 
 
+def jaxmarl_args(base, tmp_path):
+    """bench_sample_efficiency's options for running the fake baselines under ``base`` on 2s3z."""
+    a = types.SimpleNamespace(jaxmarl_baselines=str(base), jaxmarl_python=sys.executable, smax_map="2s3z",
+                              out=str(tmp_path / "out"), reuse=False, timeout_h=0.1)
+    os.makedirs(a.out)
+    return a
+
+
 def test_jaxmarl_smax_baseline_is_run_and_read_per_seed(tmp_path):
     require_extra("jax", "jax")
     import jax
@@ -147,9 +155,7 @@ def test_jaxmarl_smax_baseline_is_run_and_read_per_seed(tmp_path):
     (base / "MAPPO" / "config" / "mappo_homogenous_rnn_smax.yaml").write_text(
         '"LR": 0.002\n"NUM_ENVS": 4\n"NUM_STEPS": 5\n"TOTAL_TIMESTEPS": 1e7\n"MAP_NAME": "2s3z"\n"SEED": 0\n')
     (base / "MAPPO" / "mappo_rnn_smax.py").write_text(FAKE_JAXMARL)
-    a = types.SimpleNamespace(jaxmarl_baselines=str(base), jaxmarl_python=sys.executable, smax_map="2s3z",
-                              out=str(tmp_path / "out"), reuse=False, timeout_h=0.1)
-    os.makedirs(a.out)
+    a = jaxmarl_args(base, tmp_path)
     x, y = bse.run_jaxmarl("mappo", 7, 50, a)  # 50 env steps: 3 updates of 4 x 5
     assert x.tolist() == [20, 40, 60] and y == pytest.approx([0.0, 0.1, 0.2])
     kept = json.load(open(os.path.join(a.out, "jaxmarl_mappo-2s3z-s7.json")))
@@ -191,9 +197,7 @@ def test_jaxmarl_qmix_baseline_merges_its_configs_and_reads_env_steps_as_logged(
     (base / "QLearning" / "config" / "alg" / "ql_rnn_smax.yaml").write_text(
         '"NUM_ENVS": 4\n"NUM_STEPS": 5\n"NUM_EPOCHS": 8\n"TOTAL_TIMESTEPS": 1e7\n"MAP_NAME": "3s_vs_5z"\n')
     (base / "QLearning" / "qmix_rnn.py").write_text(FAKE_QMIX)
-    a = types.SimpleNamespace(jaxmarl_baselines=str(base), jaxmarl_python=sys.executable, smax_map="2s3z",
-                              out=str(tmp_path / "out"), reuse=False, timeout_h=0.1)
-    os.makedirs(a.out)
+    a = jaxmarl_args(base, tmp_path)
     x, y = bse.run_jaxmarl("qmix", 3, 45, a)  # 45 env steps: 3 updates of 4 x 5
     assert x.tolist() == [20, 40, 60] and y == pytest.approx([0.0, 0.1, 0.2])
     kept = json.load(open(os.path.join(a.out, "jaxmarl_qmix-2s3z-s3.json")))

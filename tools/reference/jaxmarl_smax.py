@@ -25,17 +25,21 @@ import types
 
 import numpy as np
 
-# ALG -> (folder, script, its config files merged in order)
-SCRIPTS = {"mappo": ("MAPPO", "mappo_rnn_smax.py", ["mappo_homogenous_rnn_smax.yaml"]),
-           "ippo": ("IPPO", "ippo_rnn_smax.py", ["ippo_rnn_smax.yaml"]),
-           "qmix": ("QLearning", "qmix_rnn.py", ["config.yaml", "alg/ql_rnn_smax.yaml"])}
+MAPPO_LOG = {"win_rate": "win_rate", "return": "returns"}  # OUT.json's key -> the key the baseline logs
+# ALG -> (folder, script, its config files merged in order, what it logs, WANDB_MODE (qmix logs only when W&B is not
+# disabled; wandb itself is replaced below), whether its env_step already counts the update's env steps)
+SCRIPTS = {"mappo": ("MAPPO", "mappo_rnn_smax.py", ["mappo_homogenous_rnn_smax.yaml"], MAPPO_LOG, "disabled", False),
+           "ippo": ("IPPO", "ippo_rnn_smax.py", ["ippo_rnn_smax.yaml"], MAPPO_LOG, "disabled", False),
+           "qmix": ("QLearning", "qmix_rnn.py", ["config.yaml", "alg/ql_rnn_smax.yaml"],
+                    {"win_rate": "returned_won_episode", "return": "returned_episode_returns",
+                     "test_win_rate": "test_returned_won_episode"}, "offline", True)}
 
 
 def main():
     baselines, alg, map_name, steps, seed, out = sys.argv[1:7]
     if alg not in SCRIPTS:
         raise SystemExit(f"ALG {alg!r}: one of {', '.join(SCRIPTS)}")
-    folder, script, config_files = SCRIPTS[alg]
+    folder, script, config_files, logged, wandb_mode, counted = SCRIPTS[alg]
     import jax
     import yaml
 
@@ -46,34 +50,28 @@ def main():
         config.update(yaml.safe_load(open(os.path.join(baselines, folder, "config", name))))
     batch = config["NUM_ENVS"] * config["NUM_STEPS"]
     updates = -(-int(steps) // batch)  # enough updates to pass ENV_STEPS
-    # qmix logs only when W&B is not disabled; wandb itself is replaced below
-    config.update(MAP_NAME=map_name, TOTAL_TIMESTEPS=updates * batch, SEED=int(seed),
-                  WANDB_MODE="offline" if alg == "qmix" else "disabled")
+    config.update(MAP_NAME=map_name, TOTAL_TIMESTEPS=updates * batch, SEED=int(seed), WANDB_MODE=wandb_mode)
     spec = importlib.util.spec_from_file_location(f"jaxmarl_{alg}_smax", os.path.join(baselines, folder, script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    logged = ("env_step", "win_rate", "returns") if alg != "qmix" else (
-        "env_step", "returned_won_episode", "returned_episode_returns", "test_returned_won_episode")
+    keys = {"env_steps": "env_step", **logged}
     points = []
     # one number each (qmix's values carry its vmap's axis of NUM_SEEDS: 1)
     module.wandb = types.SimpleNamespace(log=lambda d: points.append(
-        [float(np.asarray(d[k]).reshape(-1)[0]) for k in logged]))
+        {k: float(np.asarray(d[v]).reshape(-1)[0]) for k, v in keys.items()}))
     key = jax.random.PRNGKey(int(seed))
     if alg == "mappo":  # as its main()
         jax.block_until_ready(jax.jit(module.make_train(config))(key))
     else:  # their main()s train on jax.random.split(key, NUM_SEEDS) (NUM_SEEDS: 1): ippo on the first key, qmix
-        keys = jax.random.split(key, int(config["NUM_SEEDS"]))  # vmapped over them
+        rngs = jax.random.split(key, int(config["NUM_SEEDS"]))  # vmapped over them
         if alg == "ippo":
-            jax.block_until_ready(jax.jit(module.make_train(config))(keys[0]))
+            jax.block_until_ready(jax.jit(module.make_train(config))(rngs[0]))
         else:
             env, _ = module.env_from_config(copy.deepcopy(config))
-            jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(keys))
-    points.sort(key=lambda p: p[0])
-    counted = 0 if alg == "qmix" else batch  # qmix logs env_step after counting the update's env steps
-    curve = {"env_steps": [int(p[0]) + counted for p in points], "win_rate": [p[1] for p in points],
-             "return": [p[2] for p in points]}
-    if alg == "qmix":
-        curve["test_win_rate"] = [p[3] for p in points]
+            jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(rngs))
+    points.sort(key=lambda p: p["env_steps"])
+    curve = {k: [p[k] for p in points] for k in keys}
+    curve["env_steps"] = [int(x) + (0 if counted else batch) for x in curve["env_steps"]]
     with open(out, "w") as f:
         json.dump(curve, f)
 
