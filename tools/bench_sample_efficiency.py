@@ -65,7 +65,7 @@ ARMS = {
     "lbf_mappo": ("lbf_mappo.yaml", 4, ["topology.learners=2"]),
     "lbf_qmix": ("lbf_qmix.yaml", 3, []),  # recurrent agents, TD(lambda), scaled observations
     # Multi-Robot Warehouse (rware-tiny-2ag-v2, time limit 500; sparse: +1 per delivered shelf)
-    "rware_mappo": ("simple_spread_mappo.yaml", 4, ["topology.learners=2", "env.name=rware"]),
+    "rware_mappo": ("rware_mappo.yaml", 2, []),  # EPyMARL's MAPPO settings (--epymarl-env for its own run)
     # continuous actions (Gaussian heads): VMAS navigation with BenchMARL's task config (reference: --benchmarl-python)
     "vmas_mappo": ("vmas_navigation_mappo.yaml", 2, []),
     # SMAX (JaxMARL's StarCraft-style battles against heuristic enemies, --smax-map): scored by win rate

@@ -31,6 +31,7 @@ WHEN: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "qmix-mixer": ("QMIX (not VDN)", ("qmix",)),
     "replay": ("QMIX/VDN with `algo.checkpoint_replay`", ("qmix",)),
     "reward-norm": ("QMIX/VDN with `algo.reward_norm`", ("qmix",)),
+    "ppo-reward-norm": ("PPO outside league mode, with `algo.reward_norm`", ("ppo",)),
     "mast": ("MAST (`algo.sparsity` > 0)", ("qmix",)),
     "nigt": ("NIGT (`algo.name: nigt`)", ("nigt",)),
     "league": ("league mode", ("league",)),
@@ -299,6 +300,8 @@ _CKPT = [
     ("optim/<k>/step", "float32", "()", "adam", "Adam step count"),
     ("value_norm/<g>", "float64", "(3,)", "ppo-only", "ValueNorm of `<g>`: running mean, mean of squares, debiasing "
      "weight (`algo.value_norm`)"),
+    ("reward_norm/<g>", "float64", "(3,)", "ppo-reward-norm", "reward standardiser of `<g>`: running mean, mean of "
+     "squares, debiasing weight"),
     ("rng/learner_gen", "uint8", "(5056,)", "ppo-only", "the lead learner's minibatch `torch.Generator` state"),
     ("rng/learner-NNNNN/torch", "uint8", "(5056,)", "sync", "`torch.get_rng_state()` of learner rank NNNNN"),
     ("rng/actor-NNNNN/torch", "uint8", "(5056,)", "sync", "torch RNG state of actor NNNNN"),

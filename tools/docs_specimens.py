@@ -26,9 +26,9 @@ _BASE = {"env": _SPREAD, "output": _OUT, "train": {"total_env_steps": 10_000_000
 
 # name -> (ranks, config): what each specimen shows (the schema's WHEN tags name them)
 SPECIMENS: Dict[str, tuple] = {
-    # PPO on the synchronous rollout flow, evaluated every update; its trajectory files are also indexed
-    # (trajectories/index.h5)
-    "ppo": (1, {**_BASE, "algo": {"name": "mappo", "unroll_length": 5, "epochs": 1, "hidden": 16},
+    # PPO (reward standardisation on) on the synchronous rollout flow, evaluated every update; its trajectory files
+    # are also indexed (trajectories/index.h5)
+    "ppo": (1, {**_BASE, "algo": {"name": "mappo", "unroll_length": 5, "epochs": 1, "hidden": 16, "reward_norm": True},
                 "eval": {"every_env_steps": 10, "episodes": 2, "num_envs": 2}}),
     # QMIX with every MAST component on: sparse masks, reward normalisation, dual replay
     "qmix": (1, {**_BASE, "algo": {"name": "qmix", "unroll_length": 5, "hidden": 16, "mixer_embed": 8,

@@ -36,6 +36,8 @@ class PPOConfig:
     max_grad_norm: float = 10.0  # gradients are clipped to this global L2 norm
     normalize_advantages: bool = True  # standardise the advantages of each group over the update's samples
     value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
+    reward_norm: bool = False  # learn from rewards standardised by their running mean and std over all learners
+    # (EPyMARL's standardise_rewards): rare sparse rewards (RWARE's deliveries) stand out of the zeros
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
     critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
@@ -260,6 +262,7 @@ class PPOLearner:
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
+        self.reward_norm = {g.name: ValueNorm(min_var=1e-4) for g in spec.groups} if cfg.reward_norm else None
 
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
         return batch_from_unrolls(self.spec, unrolls, self.device)
@@ -276,6 +279,9 @@ class PPOLearner:
             n = g.name
             mask = b[f"{n}/alive"][:-1]
             reward = team_reward(b[f"{n}/reward"], mask) if c.reward == "team" else b[f"{n}/reward"]
+            if self.reward_norm:  # the agents that acted: a dead agent's zeros are not rewards
+                self.reward_norm[n].update(reward, mask, reduce_sums)
+                reward = self.reward_norm[n].normalize(reward) * mask
             adv, ret = gae(reward, denorm(n, values[n]), b[f"{n}/done"], c.gamma, c.gae_lambda,
                            *((b[f"{n}/terminated"], denorm(n, final[n])) if final is not None else (None, None)),
                            nstep=c.nstep)
@@ -380,16 +386,16 @@ class PPOLearner:
         """Parameters and optimizer state as plain arrays (no pickle)."""
         out = torch_state_arrays(self.model, self.opt)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
-        if self.value_norm:
-            for g, vn in self.value_norm.items():
-                out[f"value_norm/{g}"] = np.array([vn.mean, vn.mean_sq, vn.debias])
+        for kind, norms in (("value_norm", self.value_norm), ("reward_norm", self.reward_norm)):
+            for g, vn in (norms or {}).items():
+                out[f"{kind}/{g}"] = np.array([vn.mean, vn.mean_sq, vn.debias])
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         load_torch_state_arrays(self.model, self.opt, arrays, self.device)
-        if self.value_norm:
-            for g, vn in self.value_norm.items():
-                if f"value_norm/{g}" in arrays:
-                    vn.mean, vn.mean_sq, vn.debias = (float(x) for x in arrays[f"value_norm/{g}"])
+        for kind, norms in (("value_norm", self.value_norm), ("reward_norm", self.reward_norm)):
+            for g, vn in (norms or {}).items():
+                if f"{kind}/{g}" in arrays:
+                    vn.mean, vn.mean_sq, vn.debias = (float(x) for x in arrays[f"{kind}/{g}"])
         if "rng/learner_gen" in arrays:
             self.gen.set_state(torch.from_numpy(np.array(arrays["rng/learner_gen"], dtype=np.uint8)))

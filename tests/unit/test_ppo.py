@@ -197,6 +197,26 @@ def test_learner_bootstraps_truncated_episodes_from_final_observations(collect, 
     assert torch.allclose(ret[0, :, 0], torch.full((2,), 1 + 0.5 * 1))
 
 
+def test_reward_norm_learns_from_standardised_rewards_of_acting_agents(collect):
+    """algo.reward_norm: with zero values and lambda 0 the return target is the reward standardised by the running
+    mean and std of the rewards of the agents that acted (here one batch: its own mean and std); a dead agent's is 0."""
+    kwargs = {"n_agents": 2, "max_cycles": 6, "die_at": 2}
+    spec = probe_spec("counting_v0", kwargs)
+    learner = make_learner(spec, "ippo", T=5, gae_lambda=0.0, value_norm=False, reward="individual",
+                           reward_norm=True)
+    c = collect("counting_v0", 5, 2, 1, kwargs)
+    learner.model.values = lambda obs, state=None: {"agent": torch.zeros(obs["agent"].shape[:-1])}
+    b = learner.batch_from_unrolls(c.records)
+    b["agent/reward"] = torch.rand(b["agent/reward"].shape, generator=torch.Generator().manual_seed(0)) ** 4
+    mask = b["agent/alive"][:-1]
+    assert 0 < mask.sum() < mask.numel()  # agent_1 is dead for some steps
+    r = b["agent/reward"][mask > 0]
+    learner.advantages(b)
+    want = (b["agent/reward"] - r.mean()) / r.std(unbiased=False) * mask
+    assert torch.allclose(b["agent/ret"], want, atol=1e-5)
+    assert learner.reward_norm["agent"].stats()[1] == pytest.approx(float(r.std(unbiased=False)), rel=1e-5)
+
+
 def test_gae_done_cuts_bootstrap():
     # constant reward 1, values 0, done at t=2 of 5: the advantage at t=2 is just r_2
     r = torch.ones(5, dtype=torch.float64)
@@ -468,18 +488,18 @@ def _assert_same_arrays(a, b):
 def test_state_arrays_round_trip(collect, tmp_path, via_checkpoint):
     kwargs = {"N": 2, "max_cycles": 6}
     spec = probe_spec("simple_spread_v3", kwargs)
-    a = make_learner(spec, "mappo", 5, seed=0, epochs=2, minibatches=2)
+    a = make_learner(spec, "mappo", 5, seed=0, epochs=2, minibatches=2, reward_norm=True)
     c = collect("simple_spread_v3", 5, 2, 2, kwargs, seed=2, flat=a.policy_flat())
     a.update(c.records[:1])  # optimizer state exists after a step
     arrays = {k: np.array(v, copy=True) for k, v in a.state_arrays().items()}
-    assert any(k.startswith("optim/") for k in arrays) and "rng/learner_gen" in arrays
+    assert any(k.startswith("optim/") for k in arrays) and {"rng/learner_gen", "reward_norm/agent"} <= set(arrays)
     for v in arrays.values():
         assert isinstance(v, np.ndarray) and v.dtype != object
     if via_checkpoint:
         save_checkpoint(str(tmp_path), 1, arrays, {"update": 1}, keep=2)
         arrays, _ = load_checkpoint(str(tmp_path / "ckpt-000000001.h5"))
 
-    b = make_learner(spec, "mappo", 5, seed=123, epochs=2, minibatches=2)
+    b = make_learner(spec, "mappo", 5, seed=123, epochs=2, minibatches=2, reward_norm=True)
     assert not all(torch.equal(p, q) for p, q in zip(a.params, b.params))
     b.load_state_arrays(arrays)
     for p, q in zip(a.params, b.params):
