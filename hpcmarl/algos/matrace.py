@@ -59,6 +59,8 @@ class MATraceConfig:
     push_every: int = 1  # hand out new weights every this many updates (> 1 injects policy lag)
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
+    agent_id: bool = False  # each agent's one-hot index within its group appended to its policy's observation:
+    # agents sharing one network can then act differently (as PPO's algo.agent_id)
     critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
     bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
     # the return there as at a termination
@@ -134,7 +136,8 @@ class TeamActorCritic(torch.nn.Module):
 
         self.spec = spec
         self.per_agent = cfg.correction == "per_agent"
-        self.policies = torch.nn.ModuleDict({g.name: GroupPolicy(g, cfg.hidden, cfg.layers) for g in spec.groups})
+        self.policies = torch.nn.ModuleDict({g.name: GroupPolicy(g, cfg.hidden, cfg.layers, agent_id=cfg.agent_id)
+                                              for g in spec.groups})
         joint_in = spec.state_dim or spec.joint_obs_dim
         self.critics = torch.nn.ModuleDict({g.name: mlp(g.obs_dim if self.per_agent else joint_in, cfg.hidden,
                                                         cfg.layers, 1)

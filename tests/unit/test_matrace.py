@@ -225,3 +225,31 @@ def test_truncated_episodes_bootstrap_from_the_final_observation(die_at, boot_at
     if boot_at_2:
         expect[2] = 0.5 * 3
     torch.testing.assert_close(boot, expect)
+
+
+def test_agent_ids_reach_the_actor_and_the_learner_alike(collect):
+    """algo.agent_id: the actor's policy (the registry's inference for matrace) reads the ids as the learner's does
+    (same weights, same action distribution for the same observations; agents seeing the same observation act
+    differently), so a batch collected with the learner's weights is on-policy: every ratio is 1."""
+    from hpcmarl.algos import base
+    from hpcmarl.algos.matrace import MATraceLearner
+    from hpcmarl.algos.ppo import batch_from_unrolls
+    from hpcmarl.config import load_config
+    from hpcmarl.envs import probe_spec
+
+    kwargs = {"N": 3, "max_cycles": 6}
+    spec = probe_spec("simple_spread_v3", kwargs)
+    g = spec.groups[0]
+    cfg = lambda ids: load_config(None, ["algo.name=matrace", "algo.hidden=16", "algo.layers=1",
+                                         f"algo.agent_id={ids}"]).algo
+    learner = MATraceLearner(spec, cfg(True), torch.device("cpu"), seed=0)
+    n_pol = lambda m: sum(p.numel() for p in m.model.policies.parameters())
+    assert n_pol(learner) == n_pol(MATraceLearner(spec, cfg(False), torch.device("cpu"), seed=0)) + g.n * 16
+    actor = base.get("matrace").make_inference(spec, cfg(True))
+    actor.load(learner.policy_flat(), 1)
+    same = torch.randn(1, g.obs_dim).expand(g.n, g.obs_dim)
+    out = actor.policies[g.name].net(same)
+    assert torch.equal(out, learner.model.policies[g.name].net(same)) and not torch.allclose(out[0], out[1])
+    c = collect("simple_spread_v3", 6, 2, 1, kwargs, seed=4, flat=learner.policy_flat(), agent_id=True)
+    _, stats = learner.loss(batch_from_unrolls(spec, c.records, "cpu"))
+    assert stats[f"{g.name}/rho_mean"] == pytest.approx(1.0, abs=1e-5)
