@@ -194,6 +194,13 @@ class ValueNorm:
         m, s = self.stats()
         return x * s + m
 
+    def to_array(self) -> np.ndarray:
+        """The running statistics for a checkpoint: mean, mean of squares, debiasing weight."""
+        return np.array([self.mean, self.mean_sq, self.debias])
+
+    def load_array(self, a) -> None:
+        self.mean, self.mean_sq, self.debias = (float(x) for x in a)
+
 
 def batch_from_unrolls(spec: EnvSpec, unrolls: List[Record], device) -> Dict[str, torch.Tensor]:
     """Concatenate unrolls along the env axis and move them to the device (with the final observations of truncated
@@ -382,20 +389,22 @@ class PPOLearner:
         return flat_params(self.model.policy_parameters())
 
     # ---- checkpoint state ----------------------------------------------------------------------
+    def _running_stats(self):
+        """(checkpoint key, ValueNorm) of each group's value and reward normalisers that are on."""
+        for kind, norms in (("value_norm", self.value_norm), ("reward_norm", self.reward_norm)):
+            yield from ((f"{kind}/{g}", vn) for g, vn in (norms or {}).items())
+
     def state_arrays(self) -> Dict[str, np.ndarray]:
         """Parameters and optimizer state as plain arrays (no pickle)."""
         out = torch_state_arrays(self.model, self.opt)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
-        for kind, norms in (("value_norm", self.value_norm), ("reward_norm", self.reward_norm)):
-            for g, vn in (norms or {}).items():
-                out[f"{kind}/{g}"] = np.array([vn.mean, vn.mean_sq, vn.debias])
+        out.update({key: vn.to_array() for key, vn in self._running_stats()})
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         load_torch_state_arrays(self.model, self.opt, arrays, self.device)
-        for kind, norms in (("value_norm", self.value_norm), ("reward_norm", self.reward_norm)):
-            for g, vn in (norms or {}).items():
-                if f"{kind}/{g}" in arrays:
-                    vn.mean, vn.mean_sq, vn.debias = (float(x) for x in arrays[f"{kind}/{g}"])
+        for key, vn in self._running_stats():
+            if key in arrays:
+                vn.load_array(arrays[key])
         if "rng/learner_gen" in arrays:
             self.gen.set_state(torch.from_numpy(np.array(arrays["rng/learner_gen"], dtype=np.uint8)))

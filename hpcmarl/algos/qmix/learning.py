@@ -251,7 +251,7 @@ class QMIXLearner:
     def state_arrays(self) -> Dict[str, np.ndarray]:
         out = torch_state_arrays(self.net, self.opt)
         if self.reward_norm is not None:
-            out["reward_norm"] = np.array([self.reward_norm.mean, self.reward_norm.mean_sq, self.reward_norm.debias])
+            out["reward_norm"] = self.reward_norm.to_array()
         out.update({f"target/{k}": v.detach().cpu().numpy().copy() for k, v in self.target.state_dict().items()})
         if self.masks is not None:
             out.update(self.masks.state_arrays())
@@ -265,8 +265,7 @@ class QMIXLearner:
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
         load_torch_state_arrays(self.net, self.opt, arrays, self.device)
         if self.reward_norm is not None and "reward_norm" in arrays:
-            self.reward_norm.mean, self.reward_norm.mean_sq, self.reward_norm.debias = (
-                float(x) for x in arrays["reward_norm"])
+            self.reward_norm.load_array(arrays["reward_norm"])
         self.target.load_state_dict({k[len("target/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                                      if k.startswith("target/")})
         if self.masks is not None:
