@@ -12,7 +12,9 @@ Per policy group, per step t of an unroll (time-major ``[T, B]``):
 
 r_t is the team reward (the group's rewards summed) and V one team value per step. ``correction``:
 ``joint`` (MA-Trace), ``per_agent`` (DecMA-Trace: each agent its own ratio and its own value on its
-observation) or ``none`` (no importance weights: plain n-step actor-critic on lagged data).
+observation) or ``none`` (no importance weights: plain n-step actor-critic on lagged data). ``agent_returns``: each
+agent its own return and value V^i, with its trace cut where it dies (MAPPO's per-agent returns): it gets the team
+reward while it acts, and the same ratio.
 """
 from __future__ import annotations
 
@@ -46,6 +48,10 @@ class MATraceConfig:
     c_bar: float = 1.0  # truncation of the trace coefficients
     rho_pg_bar: float = 1.0  # truncation of rho in the policy gradient
     baseline_cost: float = 0.5  # weight of the value (baseline) loss in the loss
+    agent_returns: bool = False  # each agent's return ends at its death (MAPPO's per-agent returns): it gets the team
+    # reward while it acts and a value of its own (the centralized critic one output per agent); false: one team return
+    normalize_advantages: bool = False  # standardise the policy-gradient advantages over the batch's acting steps
+    # (as PPO's; not in the MA-Trace paper): the entropy bonus and lr act on one scale whatever the rewards' scale
     reward_scale: float = 1.0  # the team reward is multiplied by this for learning (returns are logged unscaled)
     entropy_coef: float = 0.01  # (initial) entropy coefficient
     entropy_adaptive: bool = True  # SEED RL's Lagrangian coefficient, driven towards entropy_target
@@ -115,6 +121,14 @@ def joint_log_ratio(logp: torch.Tensor, logp_behaviour: torch.Tensor, acting: to
     return ((logp - logp_behaviour) * acting).sum(-1)
 
 
+def standardized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` less its mean over the entries where ``mask`` is 1, over their standard deviation."""
+    from hpcmarl.algos.ppo import masked_mean
+
+    mean = masked_mean(x, mask)
+    return (x - mean) / (masked_mean((x - mean) ** 2, mask).sqrt() + 1e-8)
+
+
 def adaptive_entropy_loss(log_coef: torch.Tensor, entropy: torch.Tensor, target: float, speed: float):
     """SEED RL's Lagrangian entropy cost: coefficient beta = exp(speed * psi), trained on
     ``beta * stopgrad(entropy - target)``; returns (beta, its loss term)."""
@@ -127,8 +141,8 @@ def adaptive_entropy_loss(log_coef: torch.Tensor, entropy: torch.Tensor, target:
 # --------------------------------------------------------------------------------------------------
 class TeamActorCritic(torch.nn.Module):
     """Policies shared within each group; per group either one team critic on the joint input
-    (concatenated observations or the env state) or, for DecMA-Trace, a per-agent critic on the agent's
-    own observation; plus the adaptive entropy coefficient's parameter psi."""
+    (concatenated observations or the env state; one output per agent with ``agent_returns``) or, for DecMA-Trace, a
+    per-agent critic on the agent's own observation; plus the adaptive entropy coefficient's parameter psi."""
 
     def __init__(self, spec, cfg):
         super().__init__()
@@ -136,11 +150,12 @@ class TeamActorCritic(torch.nn.Module):
 
         self.spec = spec
         self.per_agent = cfg.correction == "per_agent"
+        self.agent_values = cfg.agent_returns and not self.per_agent  # the centralized critic: a value per agent
         self.policies = torch.nn.ModuleDict({g.name: GroupPolicy(g, cfg.hidden, cfg.layers, agent_id=cfg.agent_id)
                                               for g in spec.groups})
         joint_in = spec.state_dim or spec.joint_obs_dim
         self.critics = torch.nn.ModuleDict({g.name: mlp(g.obs_dim if self.per_agent else joint_in, cfg.hidden,
-                                                        cfg.layers, 1)
+                                                        cfg.layers, g.n if self.agent_values else 1)
                                             for g in spec.groups})
         import math
 
@@ -150,13 +165,14 @@ class TeamActorCritic(torch.nn.Module):
         return list(self.policies.parameters())
 
     def values(self, b, name: str) -> torch.Tensor:
-        """Team values ``[T+1, B]`` (per-agent values ``[T+1, B, n]`` for DecMA-Trace)."""
+        """Team values ``[T+1, B]`` (per-agent values ``[T+1, B, n]`` for DecMA-Trace or with ``agent_returns``)."""
         if self.per_agent:
             return self.critics[name](b[f"{name}/obs"]).squeeze(-1)
         from hpcmarl.models import joint_input
 
         x = joint_input(self.spec, {g.name: b[f"{g.name}/obs"] for g in self.spec.groups}, b.get("state"))
-        return self.critics[name](x).squeeze(-1)
+        out = self.critics[name](x)
+        return out if self.agent_values else out.squeeze(-1)
 
 
 class MATraceLearner:
@@ -174,11 +190,14 @@ class MATraceLearner:
     def truncation_bootstrap(self, b, name: str) -> torch.Tensor:
         """``gamma * V(final observation)`` at steps where the env copy's episode was truncated (no agent of the
         group terminated), else 0: added to the reward of a step whose discount is 0, it makes V-trace bootstrap
-        there without carrying the trace into the next episode. Team ``[T, B]`` (per-agent ``[T, B, n]``)."""
+        there without carrying the trace into the next episode. Team ``[T, B]`` (per-agent ``[T, B, n]``; with
+        ``agent_returns`` at each agent's own truncation)."""
         fb = {f"{g.name}/obs": b[f"{g.name}/final_obs"] for g in self.spec.groups}
         if "final_state" in b:
             fb["state"] = b["final_state"]
         final = self.model.values(fb, name)
+        if self.cfg.agent_returns:
+            return self.cfg.gamma * final * (b[f"{name}/done"] - b[f"{name}/terminated"])  # truncated, not terminated
         trunc = b["env_done"] * (1.0 - b[f"{name}/terminated"].amax(-1))  # [T, B]
         return self.cfg.gamma * final * (trunc.unsqueeze(-1) if final.dim() == 3 else trunc)
 
@@ -201,20 +220,29 @@ class MATraceLearner:
                 log_rho = log_rho.sum(-1)
             elif c.correction == "none":
                 log_rho = torch.zeros_like(log_rho.sum(-1))
-            if c.correction == "per_agent":  # each agent: own ratio, own value, the team reward
+            if values.dim() == 3:  # a return per agent: DecMA-Trace (own ratio, own value) or agent_returns
                 nag = acting.shape[-1]
+                each = lambda x: x.unsqueeze(-1).expand_as(acting)
+                if c.agent_returns:  # the team reward while the agent acts; its trace ends at its death
+                    rew = team_r.unsqueeze(-1) * acting
+                    disc = c.gamma * (1.0 - torch.maximum(b[f"{n}/done"], each(b["env_done"])))
+                else:
+                    rew, disc = each(team_r), each(discounts)
                 flat = lambda x: x.reshape(x.shape[0], -1)
-                vt = vtrace(flat(log_rho), flat(discounts.unsqueeze(-1).expand_as(acting)),
-                            flat(team_r.unsqueeze(-1).expand_as(acting) + boot), flat(values[:-1]).detach(),
-                            values[-1].reshape(-1).detach(), c.rho_bar, c.c_bar, c.rho_pg_bar, c.lam)
+                vt = vtrace(flat(log_rho if log_rho.dim() == 3 else each(log_rho)), flat(disc), flat(rew + boot),
+                            flat(values[:-1]).detach(), values[-1].reshape(-1).detach(), c.rho_bar, c.c_bar,
+                            c.rho_pg_bar, c.lam)
                 shape = acting.shape
                 vs, adv = vt.vs.reshape(shape), vt.pg_advantages.reshape(shape)
+                if c.normalize_advantages:
+                    adv = standardized(adv, acting)
                 pg = -(logp * adv * acting).sum() / acting[..., 0].numel()
                 vl = 0.5 * (((vs - values[:-1]) ** 2) * acting).sum() / max(1.0, float(acting.sum())) * nag
             else:
                 vt = vtrace(log_rho, discounts, team_r + boot, values[:-1].detach(), values[-1].detach(),
                             c.rho_bar, c.c_bar, c.rho_pg_bar, c.lam)
-                pg = -((logp * acting).sum(-1) * vt.pg_advantages).mean()
+                adv = standardized(vt.pg_advantages, acting.amax(-1)) if c.normalize_advantages else vt.pg_advantages
+                pg = -((logp * acting).sum(-1) * adv).mean()
                 vl = 0.5 * ((vt.vs - values[:-1]) ** 2).mean()
             ent = (dist.entropy() * acting).sum(-1).mean()  # summed over agents, mean over steps
             total = total + pg + c.baseline_cost * vl - beta * ent

@@ -160,7 +160,7 @@ def make_unroll(env="counting_v0", kwargs=None, E=3, T=6, seed=0):
     return venv.spec, s.collect(s.spec.alloc())
 
 
-@pytest.mark.parametrize("correction", ["joint", "per_agent", "none"])
+@pytest.mark.parametrize("correction", ["joint", "per_agent", "none", "joint algo.agent_returns=true"])
 def test_dead_agents_do_not_change_the_loss(correction):
     """counting_v0 with agent_1 dying at step 2: whatever its behaviour log-probs and actions say after
     it died, the ratios, targets and loss stay the same."""
@@ -169,7 +169,7 @@ def test_dead_agents_do_not_change_the_loss(correction):
     from hpcmarl.config import load_config
 
     spec, rec = make_unroll(kwargs={"max_cycles": 6, "die_at": 2})
-    cfg = load_config(None, ["algo.name=matrace", f"algo.correction={correction}", "algo.hidden=8",
+    cfg = load_config(None, ["algo.name=matrace", *f"algo.correction={correction}".split(), "algo.hidden=8",
                              "algo.layers=1"]).algo
     learner = MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
     dead = rec["agent/alive"][:-1] == 0
@@ -253,3 +253,69 @@ def test_agent_ids_reach_the_actor_and_the_learner_alike(collect):
     c = collect("simple_spread_v3", 6, 2, 1, kwargs, seed=4, flat=learner.policy_flat(), agent_id=True)
     _, stats = learner.loss(batch_from_unrolls(spec, c.records, "cpu"))
     assert stats[f"{g.name}/rho_mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("correction", ["joint", "per_agent"])
+def test_normalized_advantages_do_not_depend_on_the_reward_scale(correction):
+    """algo.normalize_advantages: with the critic's values at 0 the advantages are linear in the rewards, so the
+    policy loss of rewards x 7 is that of the rewards themselves once standardised (and 7 times it without); the
+    standardised advantages have mean 0 and standard deviation 1 over the acting steps."""
+    from hpcmarl.algos import matrace
+    from hpcmarl.algos.ppo import batch_from_unrolls
+    from hpcmarl.config import load_config
+
+    spec, rec = make_unroll(env="simple_spread_v3", E=2, T=5)
+    rewards = rec["agent/reward"].copy()
+    seen = []
+    real = matrace.standardized
+    spy = lambda x, mask: seen.append(real(x, mask)[mask.bool()]) or real(x, mask)
+    loss = {}
+    for norm in (True, False):
+        cfg = load_config(None, ["algo.name=matrace", f"algo.correction={correction}", "algo.hidden=8",
+                                 "algo.layers=1", f"algo.normalize_advantages={norm}"]).algo
+        learner = matrace.MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
+        learner.model.values = lambda b, name: torch.zeros(b[f"{name}/obs"].shape[:-1 if correction == "per_agent"
+                                                                                 else -2])
+        for scale in (1.0, 7.0):
+            rec["agent/reward"][:] = rewards * scale
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(matrace, "standardized", spy)
+                loss[norm, scale] = learner.loss(batch_from_unrolls(spec, [rec], "cpu"))[1]["agent/policy_loss"]
+    assert loss[True, 7.0] == pytest.approx(loss[True, 1.0], abs=1e-6)
+    assert loss[False, 7.0] == pytest.approx(7 * loss[False, 1.0], rel=1e-5)
+    assert loss[True, 1.0] != pytest.approx(loss[False, 1.0], rel=1e-3)
+    assert len(seen) == 2  # standardised only with the option, once per loss
+    torch.testing.assert_close(seen[0], seen[1], atol=1e-5, rtol=0)
+    assert float(seen[0].mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(seen[0].std(unbiased=False)) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("agent_returns", [True, False])
+def test_agent_returns_end_where_the_agent_dies(agent_returns, monkeypatch):
+    """counting_v0 (reward 1 per agent per step, 6 steps) with agent_1 dying after step 2, values 0, on-policy,
+    gamma 0.5: the team reward is 2, 2, 1, 1, 1, 1. A team return (the default) is the same for both agents:
+    3.47 at step 0. With algo.agent_returns agent_0 keeps that return while agent_1's ends where it dies:
+    2 + 0.5 * 2 = 3; the critic has one output per agent."""
+    from hpcmarl.algos import matrace
+    from hpcmarl.algos.ppo import batch_from_unrolls
+    from hpcmarl.config import load_config
+
+    spec, rec = make_unroll(kwargs={"max_cycles": 6, "die_at": 2}, E=1, T=6)
+    cfg = load_config(None, ["algo.name=matrace", "algo.hidden=8", "algo.layers=1", "algo.gamma=0.5",
+                             f"algo.agent_returns={agent_returns}"]).algo
+    learner = matrace.MATraceLearner(spec, cfg, torch.device("cpu"), seed=0)
+    assert learner.model.critics["agent"][-1].out_features == (2 if agent_returns else 1)
+    learner.model.values = lambda b, name: torch.zeros(b[f"{name}/obs"].shape[:-1 if agent_returns else -2])
+    rec["agent/logp"][:] = learner.model.policies["agent"].dist(
+        torch.from_numpy(rec["agent/obs"][:-1]), torch.from_numpy(rec["agent/action_mask"].astype(bool))
+    ).log_prob(torch.from_numpy(rec["agent/action"])).detach().numpy()  # on-policy: every ratio 1
+    seen = []
+    real = matrace.vtrace
+    monkeypatch.setattr(matrace, "vtrace", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    learner.loss(batch_from_unrolls(spec, [rec], "cpu"))
+    team = [3.46875, 2.9375, 1.875, 1.75, 1.5, 1.0]
+    if agent_returns:  # [T, B * n]: one column per agent
+        torch.testing.assert_close(seen[0].vs[:, 0], torch.tensor(team))
+        torch.testing.assert_close(seen[0].vs[:2, 1], torch.tensor([3.0, 2.0]))
+    else:
+        torch.testing.assert_close(seen[0].vs[:, 0], torch.tensor(team))
