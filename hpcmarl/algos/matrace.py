@@ -23,6 +23,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from hpcmarl.algos.ppo import standardized
 from hpcmarl.typedconfig import check
 
 
@@ -119,14 +120,6 @@ def joint_log_ratio(logp: torch.Tensor, logp_behaviour: torch.Tensor, acting: to
     """Sum over agents (last axis) of per-agent log-ratios; agents that do not act (dead, absent)
     contribute 0, i.e. a ratio of 1. ``[T, B, n] -> [T, B]``."""
     return ((logp - logp_behaviour) * acting).sum(-1)
-
-
-def standardized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x`` less its mean over the entries where ``mask`` is 1, over their standard deviation."""
-    from hpcmarl.algos.ppo import masked_mean
-
-    mean = masked_mean(x, mask)
-    return (x - mean) / (masked_mean((x - mean) ** 2, mask).sqrt() + 1e-8)
 
 
 def adaptive_entropy_loss(log_coef: torch.Tensor, entropy: torch.Tensor, target: float, speed: float):

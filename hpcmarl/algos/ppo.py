@@ -136,6 +136,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def standardized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` less its mean over the entries where ``mask`` is 1, over their standard deviation."""
+    mean = masked_mean(x, mask)
+    return (x - mean) / (masked_mean((x - mean) ** 2, mask).sqrt() + 1e-8)
+
+
 def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip: float, value_clip: float,
              entropy_coef: float, value_coef: float):
     """Clipped-surrogate PPO loss averaged over rows where ``mask`` is 1. Returns ``(loss, stats)``."""
@@ -296,9 +302,7 @@ class PPOLearner:
                 self.value_norm[n].update(ret, mask, reduce_sums)
                 ret = self.value_norm[n].normalize(ret)
             if self.cfg.normalize_advantages:
-                mean = masked_mean(adv, mask)
-                std = masked_mean((adv - mean) ** 2, mask).sqrt()
-                adv = (adv - mean) / (std + 1e-8)
+                adv = standardized(adv, mask)
             b[f"{n}/adv"], b[f"{n}/ret"], b[f"{n}/value"] = adv, ret, values[n][:-1]
 
     # ---- update ------------------------------------------------------------------------------
