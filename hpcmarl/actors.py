@@ -37,7 +37,7 @@ def make_venv(ctx, actor_index: int, seed: int) -> BatchedEnv:
                             cfg.policy_map, with_state=uses_state(cfg.algo),
                             obs_transform=(lambda o: o * scale) if scale != 1.0 else None,
                             reward_scale=float(v.get("reward_scale", 1.0)), on_error=cfg.actors.env_errors,
-                            max_errors=cfg.actors.max_env_errors)
+                            max_errors=cfg.actors.max_env_errors, parts=cfg.env.parts)
 
 
 def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
@@ -59,7 +59,7 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
     else:
         venv = make_venv(ctx, actor_index, seed)
         policy = make_inference(venv.spec, cfg.algo)
-    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs, rnn_hidden(cfg.algo))
+    uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs, rnn_hidden(cfg.algo), cfg.env.parts)
     sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length, step_delay(ctx, actor_index))
     traj = None
     if traj_path is not None:

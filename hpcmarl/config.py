@@ -31,6 +31,9 @@ class EnvConfig:
     # batched simulator's `jaxmarl:<env id>` / `vmas:<scenario>` (docs/environments/batched.md)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to the env constructor
     num_envs: int = 8  # environment copies stepped together by each actor (one batched call for jaxmarl:/vmas:)
+    parts: int = 1  # jaxmarl: envs: the copies in this many equal parts stepped in turn, each part's env step running
+    # while the policy acts for the next part (double-buffered sampling; 2 keeps both cores of an actor busy;
+    # docs/environments/batched.md#double-buffered-sampling); must divide num_envs
 
 
 @dataclass
@@ -340,6 +343,10 @@ def validate(cfg: Config) -> None:
     except envs.EnvError as e:
         raise ConfigError(str(e) if str(e).startswith("env.") else f"config key 'env.name': {e}") from None
     _check(cfg.env.num_envs >= 1, "env.num_envs", "must be >= 1")
+    _check(cfg.env.parts >= 1 and cfg.env.num_envs % cfg.env.parts == 0, "env.parts",
+           f"must be >= 1 and divide env.num_envs ({cfg.env.num_envs}), got {cfg.env.parts}")
+    _check(cfg.env.parts == 1 or cfg.env.name.startswith("jaxmarl:"), "env.parts",
+           f"must be 1 for {cfg.env.name}: only jaxmarl: envs step asynchronously")
     _check(cfg.topology.learners >= 1, "topology.learners", "must be >= 1")
     a = cfg.topology.actors
     _check(a == "auto" or (isinstance(a, int) and a >= 0), "topology.actors", "must be 'auto' or an integer >= 0")

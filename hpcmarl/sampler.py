@@ -40,55 +40,83 @@ class Sampler:
         venv.reset()
 
     def collect(self, rec: Record) -> Record:
-        """Fill ``rec`` with T steps of every env copy using the policy's current weights."""
-        venv, T = self.venv, self.T
+        """Fill ``rec`` with T steps of every env copy using the policy's current weights.
+
+        The copies are stepped in the env's :attr:`~hpcmarl.envs.batched.BatchedEnv.parts` in turn: part ``k``'s
+        policy step and the start of its env step (:meth:`~hpcmarl.envs.batched.BatchedEnv.step_async`) come before
+        the wait for part ``k + 1``'s env step, so with two parts of an env that steps asynchronously (``env.parts``)
+        one part's env step runs while the policy acts for the other (double-buffered sampling). Every step of every
+        part is taken within the collect: the next one starts from finished steps."""
+        venv, T, policy, groups = self.venv, self.T, self.policy, self.groups
+        parts = venv.parts
+        whole = len(parts) == 1
         t0 = time.perf_counter()
         n_ep = 0
         eps = rec["episodes"]
         env_done = rec["env_done"]
         env_done[:] = 0
-        t_env = t_infer = 0.0
+        timers = [0.0, 0.0]  # inference, env (waiting for it)
         clock = time.perf_counter
         self.finished = []
-        recurrent = getattr(self.policy, "recurrent", False)
+        delay = self.delay_s / len(parts)  # per env step of all the copies
+        recurrent = getattr(policy, "recurrent", False)
         if recurrent:  # the hidden state the unroll starts from (the learner replays the GRU from it)
-            for g in self.groups:
-                rec[f"{g.name}/h0"][:] = self.policy.hidden(g.name, venv.obs[g.name].shape[:-1]).numpy()
-        for t in range(T):
-            for g in self.groups:
-                rec[f"{g.name}/obs"][t] = venv.obs[g.name]
-                rec[f"{g.name}/alive"][t] = venv.alive[g.name]
+            for g in groups:
+                rec[f"{g.name}/h0"][:] = policy.hidden(g.name, venv.obs[g.name].shape[:-1]).numpy()
+        taken: list = [None] * len(parts)
+
+        def launch(k: int, t: int) -> None:  # record part k's inputs at step t, act, start its env step
+            sl = parts[k]
+            for g in groups:
+                rec[f"{g.name}/obs"][t, sl] = venv.obs[g.name][sl]
+                rec[f"{g.name}/alive"][t, sl] = venv.alive[g.name][sl]
                 if g.discrete:
-                    rec[f"{g.name}/action_mask"][t] = venv.action_mask[g.name]
+                    rec[f"{g.name}/action_mask"][t, sl] = venv.action_mask[g.name][sl]
             if venv.state is not None:
-                rec["state"][t] = venv.state
+                rec["state"][t, sl] = venv.state[sl]
             c0 = clock()
-            actions, logps = self.policy.act(venv.obs, venv.action_mask)
+            if whole:
+                taken[k] = policy.act(venv.obs, venv.action_mask)
+            else:
+                taken[k] = policy.act({n: o[sl] for n, o in venv.obs.items()},
+                                      {n: m[sl] for n, m in venv.action_mask.items()}, rows=sl)
             c1 = clock()
-            rew, term, trunc, finished = venv.step(actions)
-            sleep_for(self.delay_s)
-            t_infer += c1 - c0
-            t_env += clock() - c1
-            for g in self.groups:
-                n = g.name
-                rec[f"{n}/action"][t] = actions[n]
-                rec[f"{n}/logp"][t] = logps[n]
-                rec[f"{n}/reward"][t] = rew[n]
-                rec[f"{n}/terminated"][t] = term[n]
-                rec[f"{n}/truncated"][t] = trunc[n]
-                rec[f"{n}/final_obs"][t] = venv.final_obs[n]
-            if venv.final_state is not None:
-                rec["final_state"][t] = venv.final_state
-            self.finished += finished
-            if recurrent:
-                self.policy.episodes_ended([ep.env for ep in finished])
-            for ep in finished:
-                env_done[t, ep.env] = 1
-                eps[n_ep, 0] = ep.env
-                eps[n_ep, 1] = ep.length
-                eps[n_ep, 2:-1] = [ep.returns[g.name] for g in self.groups]
-                eps[n_ep, -1] = ep.won
-                n_ep += 1
+            venv.step_async(k, taken[k][0])
+            timers[0] += c1 - c0
+            timers[1] += clock() - c1
+
+        for k in range(len(parts)):
+            launch(k, 0)
+        for t in range(T):
+            for k, sl in enumerate(parts):
+                c0 = clock()
+                rew, term, trunc, finished = venv.step_wait(k)
+                sleep_for(delay)
+                timers[1] += clock() - c0
+                actions, logps = taken[k]
+                for g in groups:
+                    n = g.name
+                    rec[f"{n}/action"][t, sl] = actions[n]
+                    rec[f"{n}/logp"][t, sl] = logps[n]
+                    rec[f"{n}/reward"][t, sl] = rew[n]
+                    rec[f"{n}/terminated"][t, sl] = term[n]
+                    rec[f"{n}/truncated"][t, sl] = trunc[n]
+                    rec[f"{n}/final_obs"][t, sl] = venv.final_obs[n][sl]
+                if venv.final_state is not None:
+                    rec["final_state"][t, sl] = venv.final_state[sl]
+                self.finished += finished
+                if recurrent:
+                    policy.episodes_ended([ep.env for ep in finished])
+                for ep in finished:
+                    env_done[t, ep.env] = 1
+                    eps[n_ep, 0] = ep.env
+                    eps[n_ep, 1] = ep.length
+                    eps[n_ep, 2:-1] = [ep.returns[g.name] for g in groups]
+                    eps[n_ep, -1] = ep.won
+                    n_ep += 1
+                if t + 1 < T:
+                    launch(k, t + 1)
+        t_infer, t_env = timers
         for g in self.groups:
             rec[f"{g.name}/obs"][T] = venv.obs[g.name]
             rec[f"{g.name}/alive"][T] = venv.alive[g.name]

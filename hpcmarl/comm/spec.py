@@ -59,9 +59,9 @@ META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discar
 META_INDEX = {k: i for i, k in enumerate(META)}
 
 
-def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0) -> RecordSpec:
+def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0, parts: int = 1) -> RecordSpec:
     """What an actor sends per unroll: T steps of E env copies, plus the bootstrap observation (and with
-    ``rnn_hidden`` > 0 the recurrent policy's hidden state at the unroll's start)."""
+    ``rnn_hidden`` > 0 the recurrent policy's hidden state at the unroll's start); ``parts``: ``env.parts``."""
     fields = [("meta", (len(META),), "f8")]
     for g in env.groups:
         n = g.n
@@ -84,7 +84,8 @@ def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0) -> RecordSpec
         fields += [("state", (T + 1, E, env.state_dim), "f4"), ("final_state", (T, E, env.state_dim), "f4")]
     fields.append(("env_done", (T, E), "u1"))  # the env copy's episode ended at step t (then it was reset)
     fields.append(("rng", (RNG_BYTES,), "u1"))  # the actor's torch RNG state after the unroll
-    fields.append(("env_seeds", (E + 2,), "i8"))  # VecEnv.seeds_state: episode seeds, stream seed, reset counter
+    # BatchedEnv.seeds_state: episode seeds, stream seed, reset counter (of each part)
+    fields.append(("env_seeds", (E + 1 + parts,), "i8"))
     # finished episodes: env index, length, return per group, won (EpisodeStat.won); at most one per env and step
     fields.append(("episodes", (T * E, 3 + len(env.groups)), "f8"))
     return RecordSpec(fields)

@@ -50,10 +50,15 @@ def episode_seeds(seed: int, first: int, count: int) -> np.ndarray:
     """``count`` consecutive episode seeds of the stream of ``seed``, from the ``first``-th (the same numbers as
     :func:`episode_seed`; computed for all at once where ``seed`` and the counters fit 32 bits: a batched env
     resetting thousands of copies in one step asks for thousands)."""
-    s = int(seed) % 2 ** 63
-    if count > 0 and s < 2 ** 32 and 0 <= first and first + count <= 2 ** 32:
-        return _seed_sequence_words(s, np.arange(first, first + count, dtype=np.uint64))
-    return np.array([episode_seed(seed, first + k) for k in range(count)], np.int64)
+    return episode_seeds_at(seed, np.arange(first, first + count, dtype=np.int64))
+
+
+def episode_seeds_at(seed: int, ns: np.ndarray) -> np.ndarray:
+    """The episode seeds number ``ns`` of the stream of ``seed`` (:func:`episode_seed` of each)."""
+    s, ns = int(seed) % 2 ** 63, np.asarray(ns, np.int64)
+    if ns.size and s < 2 ** 32 and ns.min() >= 0 and ns.max() < 2 ** 32:
+        return _seed_sequence_words(s, ns.astype(np.uint64))
+    return np.array([episode_seed(seed, int(n)) for n in ns], np.int64)
 
 
 def _seed_sequence_words(seed: int, ns: np.ndarray) -> np.ndarray:
@@ -117,6 +122,21 @@ class BatchedEnv:
 
     def step(self, actions: Arrays) -> Tuple[Arrays, Arrays, Arrays, List[EpisodeStat]]:
         raise NotImplementedError
+
+    @property
+    def parts(self) -> List[slice]:
+        """The rows of the copies that :meth:`step_async` steps together (one part, all copies, unless the env steps
+        asynchronously: ``env.parts``)."""
+        return [slice(0, self.num_envs)]
+
+    def step_async(self, k: int, actions: Arrays) -> None:
+        """Start part ``k``'s step (:attr:`parts`) with its copies' actions; :meth:`step_wait` returns its results.
+        Here (one part) the step runs in :meth:`step_wait`."""
+        self._actions = actions
+
+    def step_wait(self, k: int) -> Tuple[Arrays, Arrays, Arrays, List[EpisodeStat]]:
+        """The results of part ``k``'s step (arrays of its rows; :meth:`step`'s otherwise)."""
+        return self.step(self._actions)
 
     def seeds_state(self) -> np.ndarray:
         """``[E + 2]``: the seed each copy's current episode started from, the stream's seed, the reset counter."""

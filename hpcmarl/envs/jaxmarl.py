@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seeds
+from hpcmarl.envs.batched import BatchedEnv, EpisodeStat, episode_seeds_at
 from hpcmarl.envs.registry import EnvError
 from hpcmarl.envs.spec import EnvSpec, action_descr, group_specs
 from hpcmarl.envs.vec import env_error
@@ -156,14 +156,21 @@ class JaxMarlEnv(BatchedEnv):
     """``num_envs`` copies of the JaxMARL environment ``task`` stepped by one jitted, vmapped call per step."""
 
     def __init__(self, task: str, num_envs: int, seed: int, kwargs=None, policy_map=None, with_state: bool = False,
-                 obs_transform=None, reward_scale: float = 1.0, on_error: str = "abort", max_errors: int = 0):
+                 obs_transform=None, reward_scale: float = 1.0, on_error: str = "abort", max_errors: int = 0,
+                 parts: int = 1):
         super().__init__()
         self.jax, self.jnp, _ = _modules()
-        self.num_envs, self.seed, self.resets, self.errors = int(num_envs), int(seed), 0, 0
+        self.num_envs, self.seed, self.errors = int(num_envs), int(seed), 0
+        K = int(parts)
+        if K < 1 or self.num_envs % K:
+            raise EnvError(f"env.parts {K}: must be >= 1 and divide env.num_envs {self.num_envs}")
+        P = self.num_envs // K
+        self._parts = [slice(k * P, (k + 1) * P) for k in range(K)]
+        self._resets = [0] * K  # resets so far of each part (part k's j-th takes the stream's seed number j*K + k)
         self.on_error, self.max_errors = on_error, int(max_errors)
         self.obs_transform, self.reward_scale = obs_transform, float(reward_scale)
         # envs of one configuration share their compiled functions (a new actor env, evaluate, tests)
-        key = json.dumps([task, kwargs or {}, self.num_envs, policy_map, bool(with_state), self.reward_scale],
+        key = json.dumps([task, kwargs or {}, P, policy_map, bool(with_state), self.reward_scale],
                          sort_keys=True, default=str)
         if key not in _COMPILED:
             self.env = make(task, kwargs)
@@ -172,7 +179,7 @@ class JaxMarlEnv(BatchedEnv):
             self.max_steps = int(limit) if isinstance(limit, (int, np.integer)) else None
             while len(_COMPILED) >= 8:
                 _COMPILED.pop(next(iter(_COMPILED)))
-            _COMPILED[key] = (self.env, self.spec, self._masked, self.max_steps, _compile(self))
+            _COMPILED[key] = (self.env, self.spec, self._masked, self.max_steps, _compile(self, P))
         self.env, spec, self._masked, self.max_steps, (self._step_fn, self._reset_fn) = _COMPILED[key]
         self.spec = copy.deepcopy(spec)
         E, S = self.num_envs, self.spec.state_dim
@@ -185,22 +192,45 @@ class JaxMarlEnv(BatchedEnv):
         self.final_state = np.zeros((E, S), np.float32) if S else None
         self.episode_seeds = np.zeros(E, np.int64)
         self._ep_ret = {g.name: np.zeros(E, np.float64) for g in gs}
-        self._dev = None  # (batched env state, per-copy episode seeds, per-copy step index, alive per group)
+        # per part: (batched env state, per-copy episode seeds, per-copy step index, alive per group), the part's next
+        # seeds (numpy, device) and its step in flight (step_async's outputs, until step_wait)
+        self._dev: list = [None] * K
+        self._nxt: list = [None] * K
+        self._nxt_dev: list = [None] * K
+        self._pending: list = [None] * K
+        self._failed: list = [[] for _ in range(K)]  # per part: the copies that raised in its last step
 
     # ---- seeds -------------------------------------------------------------------------------------
-    def _next_seeds(self) -> np.ndarray:
-        """The seeds of the next ``E`` resets of the stream (the ``k``-th copy to end takes the ``k``-th)."""
-        return episode_seeds(self.seed, self.resets, self.num_envs).astype(np.int32)
+    @property
+    def parts(self):
+        return self._parts
+
+    @property
+    def resets(self) -> int:
+        """Episodes started so far, every part together."""
+        return sum(self._resets)
+
+    def _seeds(self, k: int, first: int, count: int) -> np.ndarray:
+        """Part ``k``'s resets ``first .. first + count - 1``: the stream's seeds number ``j * K + k`` (one part:
+        the stream itself, as :class:`~hpcmarl.envs.vec.VecEnv` takes it)."""
+        return episode_seeds_at(self.seed, np.arange(first, first + count, dtype=np.int64) * len(self.parts) + k)
+
+    def _next_seeds(self, k: int) -> np.ndarray:
+        """The seeds of part ``k``'s next resets (the ``j``-th of its copies to end takes the ``j``-th)."""
+        sl = self.parts[k]
+        return self._seeds(k, self._resets[k], sl.stop - sl.start).astype(np.int32)
 
     def _start(self, seeds: np.ndarray) -> None:
-        """Every copy starts an episode from ``seeds`` (one jitted call)."""
+        """Every copy starts an episode from ``seeds`` (one jitted call per part)."""
         jnp = self.jnp
         self.episode_seeds[:] = seeds
-        state, out = self._reset_fn(jnp.asarray(seeds, jnp.int32))
-        self._dev = (state, out["seeds"], out["t"], tuple(out[f"{g.name}/alive"] for g in self.spec.groups))
-        self._nxt = self._next_seeds()
-        self._nxt_dev = jnp.asarray(self._nxt)
-        self._write(out)
+        for k, sl in enumerate(self.parts):
+            state, out = self._reset_fn(jnp.asarray(seeds[sl], jnp.int32))
+            self._dev[k] = (state, out["seeds"], out["t"], tuple(out[f"{g.name}/alive"] for g in self.spec.groups))
+            self._nxt[k] = self._next_seeds(k)
+            self._nxt_dev[k] = jnp.asarray(self._nxt[k])
+            self._pending[k] = None
+            self._write(out, sl)
         for g in self.spec.groups:
             self._ep_ret[g.name][:] = 0.0
             self.final_obs[g.name][:] = 0.0
@@ -209,99 +239,139 @@ class JaxMarlEnv(BatchedEnv):
 
     def reset(self, reseed: bool = True):
         if reseed:
-            self.resets = 0
-        seeds = episode_seeds(self.seed, self.resets, self.num_envs)
-        self.resets += self.num_envs
+            self._resets = [0] * len(self.parts)
+        seeds = np.zeros(self.num_envs, np.int64)
+        for k, sl in enumerate(self.parts):
+            seeds[sl] = self._seeds(k, self._resets[k], sl.stop - sl.start)
+            self._resets[k] += sl.stop - sl.start
         self._start(seeds)
         return self.obs
 
+    def seeds_state(self) -> np.ndarray:
+        """``[E + 1 + K]``: the seed each copy's current episode started from, the stream's seed, each part's reset
+        counter (one part: :meth:`BatchedEnv.seeds_state`'s layout)."""
+        return np.concatenate([np.asarray(self.episode_seeds, np.int64), [self.seed], self._resets]).astype(np.int64)
+
     def restore_seeds(self, state: np.ndarray) -> None:
         state = np.asarray(state, np.int64)
-        self.seed, self.resets = int(state[-2]), int(state[-1])
-        self._start(state[:self.num_envs])
+        E, K = self.num_envs, len(self.parts)
+        if state.shape != (E + 1 + K,):
+            raise EnvError(f"{self.spec.name}: the checkpoint's env seeds are {state.size} numbers, this actor's "
+                           f"{E} copies in {K} part(s) keep {E + 1 + K}: resume with the checkpoint's env.num_envs "
+                           "and env.parts, or start fresh")
+        self.seed, self._resets = int(state[E]), [int(x) for x in state[E + 1:]]
+        self._start(state[:E])
 
     def episode_lengths(self) -> np.ndarray:
-        return np.asarray(self._dev[2]).astype(np.int64)
+        return np.concatenate([np.asarray(d[2]) for d in self._dev]).astype(np.int64)
 
     # ---- stepping -------------------------------------------------------------------------------
-    def _write(self, out: dict) -> None:
-        """Copy the next observations, alive flags, masks and state of ``out`` into the arrays."""
+    def _write(self, out: dict, sl: slice) -> None:
+        """Copy the next observations, alive flags, masks and state of ``out`` into the arrays' rows ``sl``."""
         tf = self.obs_transform
         for g in self.spec.groups:
             n = g.name
             alive = np.asarray(out[f"{n}/alive"])
-            self.alive[n][:] = alive
+            self.alive[n][sl] = alive
             o = np.asarray(out[f"{n}/obs"])
-            self.obs[n][:] = o if tf is None else np.where(alive[..., None], tf(o), 0.0)
+            self.obs[n][sl] = o if tf is None else np.where(alive[..., None], tf(o), 0.0)
             if self._masked:
-                self.action_mask[n][:] = np.asarray(out[f"{n}/mask"])
+                self.action_mask[n][sl] = np.asarray(out[f"{n}/mask"])
         if self.state is not None:
-            self.state[:] = np.asarray(out["state"])
+            self.state[sl] = np.asarray(out["state"])
 
     def step(self, actions: Dict[str, np.ndarray]):
+        if len(self.parts) == 1:
+            self.step_async(0, actions)
+            return self.step_wait(0)
+        for k, sl in enumerate(self.parts):
+            self.step_async(k, {n: a[sl] for n, a in actions.items()})
+        res = [self.step_wait(k) for k in range(len(self.parts))]
+        failed = [i for k in range(len(self.parts)) for i in self._failed[k]]
+        self.failed = failed
+        merged = tuple({g.name: np.concatenate([r[j][g.name] for r in res]) for g in self.spec.groups}
+                       for j in range(3))
+        return merged + ([ep for r in res for ep in r[3]],)
+
+    def step_async(self, k: int, actions: Dict[str, np.ndarray]) -> None:
+        """Start part ``k``'s step with its copies' actions (the jitted call returns at once; the env computes while
+        the caller goes on) ; :meth:`step_wait` takes its results."""
         jnp = self.jnp
-        state, seeds, t, alive = self._dev
+        state, seeds, t, alive = self._dev[k]
         acts = tuple(jnp.asarray(actions[g.name], jnp.int32 if g.discrete else jnp.float32) for g in self.spec.groups)
-        state, out = self._step_fn(state, acts, alive, seeds, t, self._nxt_dev)
+        self._pending[k] = self._step_fn(state, acts, alive, seeds, t, self._nxt_dev[k])
+
+    def step_wait(self, k: int):
+        """Part ``k``'s step started by :meth:`step_async`: ``(reward, terminated, truncated, finished)`` of its
+        copies (arrays of its rows; :attr:`EpisodeStat.env` and :attr:`failed` are indexes of all copies); the
+        arrays' rows of the part hold its next observations."""
+        jnp = self.jnp
+        sl = self.parts[k]
+        state, out = self._pending[k]
+        self._pending[k] = None
         ended = np.asarray(out["ended"])
         bad = np.asarray(out["bad"])
-        self.failed = []
         rew = {g.name: np.asarray(out[f"{g.name}/reward"]) for g in self.spec.groups}
         term = {g.name: np.asarray(out[f"{g.name}/terminated"]) for g in self.spec.groups}
         trunc = {g.name: np.asarray(out[f"{g.name}/truncated"]) for g in self.spec.groups}
         tf = self.obs_transform
         for g in self.spec.groups:
             f = np.asarray(out[f"{g.name}/final_obs"])
-            self.final_obs[g.name][:] = f if tf is None else np.where(trunc[g.name][..., None], tf(f), 0.0)
+            self.final_obs[g.name][sl] = f if tf is None else np.where(trunc[g.name][..., None], tf(f), 0.0)
         if self.final_state is not None:
-            self.final_state[:] = np.asarray(out["final_state"])
+            self.final_state[sl] = np.asarray(out["final_state"])
+        self._failed[k] = []
         if bad.any():
-            rew, term, trunc = self._failed_copies(np.flatnonzero(bad), rew, term, trunc)
+            rew, term, trunc = self._failed_copies(k, np.flatnonzero(bad), rew, term, trunc)
+        self.failed = self._failed[k]
         lengths = np.asarray(out["length"])
-        won = np.asarray(out["won"]) if "won" in out else np.full(self.num_envs, np.nan)
-        finished: List[EpisodeStat] = []
+        won = np.asarray(out["won"]) if "won" in out else np.full(ended.shape, np.nan)
+        ep_ret = {n: r[sl] for n, r in self._ep_ret.items()}
         for g in self.spec.groups:
-            self._ep_ret[g.name] += rew[g.name].sum(1)
-        for i in np.flatnonzero(ended & ~bad):
-            finished.append(EpisodeStat(int(i), int(lengths[i]), {n: float(r[i]) for n, r in self._ep_ret.items()},
-                                        float(won[i])))
+            ep_ret[g.name] += rew[g.name].sum(1)
+        finished = [EpisodeStat(sl.start + int(i), int(lengths[i]), {n: float(r[i]) for n, r in ep_ret.items()},
+                                float(won[i])) for i in np.flatnonzero(ended & ~bad)]
         restarted = ended | bad
         m = int(restarted.sum())
         if m:
-            for r in self._ep_ret.values():
+            for r in ep_ret.values():
                 r[restarted] = 0.0
-            self.episode_seeds[restarted] = self._nxt[:m]
-            self.resets += m
-            self._nxt = np.concatenate([self._nxt[m:], episode_seeds(self.seed, self.resets + self.num_envs - m,
-                                                                      m).astype(np.int32)])
-            self._nxt_dev = jnp.asarray(self._nxt)
-        self._write(out)
-        self._dev = (state, out["seeds"], out["t"], tuple(out[f"{g.name}/alive"] for g in self.spec.groups))
+            self.episode_seeds[sl][restarted] = self._nxt[k][:m]
+            self._resets[k] += m
+            P = sl.stop - sl.start
+            self._nxt[k] = np.concatenate([self._nxt[k][m:],
+                                           self._seeds(k, self._resets[k] + P - m, m).astype(np.int32)])
+            self._nxt_dev[k] = jnp.asarray(self._nxt[k])
+        self._write(out, sl)
+        self._dev[k] = (state, out["seeds"], out["t"], tuple(out[f"{g.name}/alive"] for g in self.spec.groups))
         return rew, term, trunc, finished
 
-    def _failed_copies(self, idx: np.ndarray, rew, term, trunc):
-        """NaN in copies ``idx`` (they were re-started in the same call): each is an env error (``on_error``);
-        its episode is discarded and ends, for learners, by truncation at its last good observation."""
-        for i in idx:
+    def _failed_copies(self, k: int, idx: np.ndarray, rew, term, trunc):
+        """NaN in part ``k``'s copies ``idx`` (its rows; they were re-started in the same call): each is an env error
+        (``on_error``); its episode is discarded and ends, for learners, by truncation at its last good
+        observation."""
+        rows = self.parts[k].start + idx
+        for i in rows:
             try:
                 raise FloatingPointError("NaN in its observations or rewards")
             except FloatingPointError as e:
                 self.errors = env_error(self.spec.name, int(i), "step", e, self.on_error, self.errors,
                                         self.max_errors)
-        self.failed = [int(i) for i in idx]
+        self._failed[k] = [int(i) for i in rows]
         rew, term, trunc = ({n: a.copy() for n, a in d.items()} for d in (rew, term, trunc))
         for g in self.spec.groups:
             n = g.name
             rew[n][idx] = 0.0
             term[n][idx] = False
-            trunc[n][idx] = self.alive[n][idx]
-            self.final_obs[n][idx] = self.obs[n][idx]
+            trunc[n][idx] = self.alive[n][rows]
+            self.final_obs[n][rows] = self.obs[n][rows]
         if self.final_state is not None:
-            self.final_state[idx] = self.state[idx]
+            self.final_state[rows] = self.state[rows]
         return rew, term, trunc
 
     def close(self) -> None:
-        self._dev = None
+        self._dev = [None] * len(self.parts)
+        self._pending = [None] * len(self.parts)
 
 
 
@@ -315,11 +385,12 @@ def _teams_alive(state):
     return (alive & (team == 0)).any(-1), (alive & (team == 1)).any(-1)
 
 
-def _compile(venv: JaxMarlEnv):
-    """``(step_fn, reset_fn)``: the jitted functions of ``venv`` (see the module docstring)."""
+def _compile(venv: JaxMarlEnv, E: int):
+    """``(step_fn, reset_fn)``: the jitted functions of ``venv`` over ``E`` copies (one part; see the module
+    docstring)."""
     jax, jnp = venv.jax, venv.jnp
     lax = jax.lax
-    env, groups, E = venv.env, venv.spec.groups, venv.num_envs
+    env, groups = venv.env, venv.spec.groups
     masked, with_state = venv._masked, venv.spec.state_dim > 0
     limit, scale = venv.max_steps, venv.reward_scale
     act_shape = {g.name: tuple(int(x) for x in env.action_space(g.agents[0]).shape) for g in groups if not g.discrete}

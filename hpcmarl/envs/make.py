@@ -50,13 +50,15 @@ def adapter(name: str):
 
 def make_batched_env(name: str, num_envs: int, seed: int, kwargs: Optional[dict] = None, policy_map=None,
                      with_state: bool = False, obs_transform: Optional[Callable] = None, reward_scale: float = 1.0,
-                     on_error: str = "abort", max_errors: int = 0) -> BatchedEnv:
+                     on_error: str = "abort", max_errors: int = 0, parts: int = 1) -> BatchedEnv:
     """``num_envs`` copies of env ``name`` as one :class:`BatchedEnv`: the batched simulator's adapter for a
-    ``jaxmarl:``/``vmas:`` name, else PettingZoo copies (:class:`VecEnv`)."""
+    ``jaxmarl:``/``vmas:`` name, else PettingZoo copies (:class:`VecEnv`); ``parts`` > 1 (``env.parts``, JaxMARL
+    envs): stepped in that many parts (:attr:`BatchedEnv.parts`)."""
     if is_batched(name):
         _, cls, task = adapter(name)
+        extra = {"parts": parts} if parts != 1 else {}
         return cls(task, num_envs, seed, kwargs, policy_map, with_state=with_state, obs_transform=obs_transform,
-                   reward_scale=reward_scale, on_error=on_error, max_errors=max_errors)
+                   reward_scale=reward_scale, on_error=on_error, max_errors=max_errors, **extra)
     return VecEnv(name, num_envs, seed, kwargs, policy_map, obs_transform=obs_transform, with_state=with_state,
                   reward_scale=reward_scale, on_error=on_error, max_errors=max_errors)
 

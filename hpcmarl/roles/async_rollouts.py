@@ -322,7 +322,7 @@ class AsyncFlow(Flow):
         self.banner = f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)"
         self.learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
                                                          init_seed=cfg.seed)
-        uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(algo))
+        uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(algo), cfg.env.parts)
         n_params = sum(p.numel() for p in self.learner.model.policy_parameters())
         self.links = ([LocalAsyncLink(ctx)] if layout.serial
                       else [AsyncActorLink(ctx, r, n_params) for r in layout.actors_of(ctx.rank)])

@@ -281,7 +281,8 @@ class RolloutFlow(Flow):
         self.learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device,
                                                              seed=cfg.seed + 7919 * ctx.rank,
                                                              init_seed=cfg.seed + 1009 * groups.gi)
-        uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(cfg.algo))
+        uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(cfg.algo),
+                            cfg.env.parts)
         if layout.serial:
             self.links = [LocalActorLink(ctx, uspec)]
         else:

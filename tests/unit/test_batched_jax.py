@@ -103,8 +103,9 @@ def test_step_shapes_dtypes_and_truncation_at_the_time_limit():
     np.testing.assert_allclose(play(long, 6)[5][0]["agent"], final, rtol=1e-6)
 
 
-def test_seeds_reproduce_episodes_and_restore_is_exact():
-    a, b, c = (jm.JaxMarlEnv(MPE, 4, s, SHORT) for s in (5, 5, 6))
+@pytest.mark.parametrize("parts", [1, 2])
+def test_seeds_reproduce_episodes_and_restore_is_exact(parts):
+    a, b, c = (jm.JaxMarlEnv(MPE, 4, s, SHORT, parts=parts) for s in (5, 5, 6))
     for v in (a, b, c):
         v.reset()
     np.testing.assert_array_equal(a.obs["agent"], b.obs["agent"])
@@ -282,3 +283,67 @@ def test_the_mpe_port_is_pettingzoos_simple_spread_step_by_step():
                 assert abs(float(jrew[a]) - rew[a]) < 1e-5
             ended = bool(jdone["__all__"])
         assert steps == 25 and ended
+
+
+def test_parts_take_disjoint_seeds_and_a_resume_must_keep_them():
+    """env.parts: part k's j-th episode takes the stream's seed number j*K + k (no two copies share an episode seed);
+    a checkpoint's seeds are restored only into the same number of copies and parts (a one-line error otherwise)."""
+    two = jm.JaxMarlEnv(MPE, 4, 3, SHORT, parts=2)
+    two.reset()
+    assert [(sl.start, sl.stop) for sl in two.parts] == [(0, 2), (2, 4)]
+    np.testing.assert_array_equal(two.episode_seeds, episode_seeds(3, 0, 8)[[0, 2, 1, 3]])
+    play(two, 6)  # every copy ended one episode: the next seeds of each part's share of the stream
+    np.testing.assert_array_equal(two.episode_seeds, episode_seeds(3, 0, 8)[[4, 6, 5, 7]])
+    state = two.seeds_state()
+    assert state.tolist()[4:] == [3, 4, 4]
+    one = jm.JaxMarlEnv(MPE, 4, 3, SHORT)
+    with pytest.raises(EnvError, match="resume with the checkpoint's env.num_envs and env.parts"):
+        one.restore_seeds(state)
+    with pytest.raises(EnvError, match="env.parts 3: must be >= 1 and divide env.num_envs 4"):
+        jm.JaxMarlEnv(MPE, 4, 3, SHORT, parts=3)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_the_overlapped_collect_records_what_a_step_by_step_loop_does(recurrent):
+    """Sampler.collect with env.parts=2 (part k's env step in flight while the policy acts for the other part)
+    fills the record exactly as a plain loop that acts for and steps each part in turn, waiting for every step; a
+    recurrent policy carries each part's rows of its hidden state."""
+    import torch
+
+    from hpcmarl.comm.spec import unroll_spec
+    from hpcmarl.models import Inference
+    from hpcmarl.sampler import Sampler
+
+    E, T = 6, 7
+    venv = jm.JaxMarlEnv(MPE, E, 1, SHORT, parts=2)
+    policy = Inference(venv.spec, 16, 1, recurrent=recurrent)
+    spec = unroll_spec(venv.spec, T, E, policy.policies["agent"].hidden_size if recurrent else 0, parts=2)
+    sampler = Sampler(venv, policy, spec, T)
+    torch.manual_seed(0)
+    got = [sampler.collect(spec.alloc()) for _ in range(2)]
+
+    ref_env = jm.JaxMarlEnv(MPE, E, 1, SHORT, parts=2)
+    ref_env.reset()
+    ref = Inference(venv.spec, 16, 1, recurrent=recurrent)
+    ref.policies.load_state_dict(policy.policies.state_dict())
+    torch.manual_seed(0)
+    for rec in got:
+        if recurrent:
+            np.testing.assert_array_equal(rec["agent/h0"], ref.hidden("agent", (E, 3)).numpy())
+        for t in range(T):
+            for k, sl in enumerate(ref_env.parts):
+                obs = ref_env.obs["agent"][sl].copy()
+                np.testing.assert_array_equal(rec["agent/obs"][t, sl], obs)
+                acts, logps = ref.act({"agent": obs}, {"agent": ref_env.action_mask["agent"][sl]}, rows=sl)
+                ref_env.step_async(k, acts)
+                rew, term, trunc, fin = ref_env.step_wait(k)
+                ref.episodes_ended([ep.env for ep in fin])
+                np.testing.assert_array_equal(rec["agent/action"][t, sl], acts["agent"])
+                np.testing.assert_array_equal(rec["agent/logp"][t, sl], logps["agent"])
+                np.testing.assert_array_equal(rec["agent/reward"][t, sl], rew["agent"])
+                np.testing.assert_array_equal(rec["agent/truncated"][t, sl], trunc["agent"])
+                np.testing.assert_array_equal(rec["env_done"][t, sl], [i in {ep.env for ep in fin}
+                                                                       for i in range(sl.start, sl.stop)])
+        np.testing.assert_array_equal(rec["agent/obs"][T], ref_env.obs["agent"])
+        np.testing.assert_array_equal(rec["env_seeds"], ref_env.seeds_state())
+    assert got[0]["episodes"][:, 1].max() == 6  # episodes of max_steps + 1 steps ended inside the unrolls

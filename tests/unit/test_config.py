@@ -385,3 +385,12 @@ def test_derived_values_come_from_a_named_step_and_are_marked_in_the_saved_yaml(
     assert league.derived["league.groups.0.policy_group"] == "adversary"
     with pytest.raises(ConfigError, match="algo.episode_limit"):  # nothing to derive it from
         load_config(None, ["algo.name=qmix", "env.name=examples.walk_env:parallel_env"])
+
+
+def test_env_parts_must_divide_the_copies_of_an_async_env():
+    """env.parts (double-buffered sampling): a divisor of env.num_envs, and only for jaxmarl: envs."""
+    assert load_config(None, ["env.name=jaxmarl:MPE_simple_spread_v3", "env.num_envs=8", "env.parts=2"]).env.parts == 2
+    with pytest.raises(ConfigError, match="env.parts.*divide env.num_envs \\(8\\), got 3"):
+        load_config(None, ["env.name=jaxmarl:MPE_simple_spread_v3", "env.num_envs=8", "env.parts=3"])
+    with pytest.raises(ConfigError, match="env.parts.*must be 1 for simple_spread_v3"):
+        load_config(None, ["env.num_envs=8", "env.parts=2"])

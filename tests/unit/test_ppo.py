@@ -641,3 +641,27 @@ def test_tanh_and_categorical_kernels_agree_with_torch():
     (g1,) = torch.autograd.grad(loss(Categorical(logits.masked_fill(~mask, -1e9))), logits)
     (g2,) = torch.autograd.grad(loss(torch.distributions.Categorical(logits=logits.masked_fill(~mask, -1e9))), logits)
     assert torch.allclose(g1, g2, atol=1e-5) and (g1[~mask] == 0).all()
+
+
+def test_inverse_cdf_sampling_draws_the_policy_and_never_a_masked_action(monkeypatch):
+    """hpcmarl.models.sample_rows: frequencies of 200k draws match the probabilities (masked actions included, never
+    drawn), and the extreme uniform numbers (0 and the largest below 1) still draw an action of probability > 0."""
+    from hpcmarl.models import Categorical, sample_rows
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 6, generator=g) * 2
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    logp = Categorical(logits.masked_fill(~mask, -1e9)).logp_all
+    torch.manual_seed(0)
+    n = 200_000
+    a = sample_rows(logp.repeat_interleave(n, 0)).reshape(3, n)
+    freq = torch.stack([torch.bincount(row, minlength=6) for row in a]).double() / n
+    p = logp.exp().double()
+    assert (freq[~mask] == 0).all()
+    assert torch.allclose(freq, p, atol=4 * (p * (1 - p) / n).sqrt().max().item() + 1e-9)
+    for u in (0.0, 1.0 - 2 ** -24):  # torch.rand's extremes: the last and the first legal action
+        monkeypatch.setattr(torch, "rand", lambda *s, dtype=None, u=u: torch.full(s, u, dtype=dtype))
+        drawn = sample_rows(logp).squeeze(1)
+        assert mask[torch.arange(3), drawn].all()
+        legal = [torch.nonzero(m).flatten() for m in mask]
+        assert drawn.tolist() == [int(ix[-1] if u == 0.0 else ix[0]) for ix in legal]

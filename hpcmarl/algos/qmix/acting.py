@@ -58,20 +58,28 @@ class QInference(Inference):
         assert off == flat.size, f"sparse weights message has {flat.size} values, the masks need {off}"
         self.version, self.checksum = version, checksum(flat)
 
+    def hidden(self, group: str, lead: tuple) -> torch.Tensor:
+        """The hidden state (:meth:`Inference.hidden`), and the last actions the recurrent nets take in beside it."""
+        last = self.last.get(group)
+        if last is None or tuple(last.shape[:-1]) != tuple(lead):
+            self.last[group] = torch.zeros(*lead, self.spec.group(group).n_actions)
+        return super().hidden(group, lead)
+
     @torch.no_grad()
-    def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray], greedy: bool = False):
-        """Actions and the log-probability of each under the epsilon-greedy policy."""
+    def act(self, obs: Dict[str, np.ndarray], masks: Dict[str, np.ndarray], greedy: bool = False,
+            rows: Optional[slice] = None):
+        """Actions and the log-probability of each under the epsilon-greedy policy (``rows``: as
+        :meth:`Inference.act`'s)."""
         eps = 0.0 if greedy else self.epsilon
         actions, logps = {}, {}
         for g in self.spec.groups:
             m = torch.from_numpy(masks[g.name])
             o = torch.from_numpy(obs[g.name])
             if self.recurrent:
-                h = self.hidden(g.name, o.shape[:-1])
-                last = self.last.get(g.name)
-                if last is None or last.shape[:-1] != h.shape[:-1]:
-                    last = torch.zeros(*o.shape[:-1], g.n_actions)
-                q, self.h[g.name] = self.policies[g.name](rnn_input(o, last), h)
+                h = self.hidden(g.name, o.shape[:-1]) if rows is None else self.h[g.name][rows]
+                last = self.last[g.name] if rows is None else self.last[g.name][rows]
+                q, h = self.policies[g.name](rnn_input(o, last), h)
+                self.carry(self.h, g.name, h, rows)
             else:
                 q = self.policies[g.name](agent_input(o))
             q = q.masked_fill(~m, float("-inf"))
@@ -85,7 +93,7 @@ class QInference(Inference):
                 a = best
             p = eps / n_avail + (1.0 - eps) * (a == best).float()
             if self.recurrent:
-                self.last[g.name] = one_hot(a, g.n_actions)
+                self.carry(self.last, g.name, one_hot(a, g.n_actions), rows)
             actions[g.name] = a.numpy()
             logps[g.name] = torch.log(p).numpy().astype(np.float32)
         return actions, logps
