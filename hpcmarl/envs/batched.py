@@ -19,6 +19,11 @@ Arrays, per policy group ``g`` of :attr:`spec` (``n_g`` agents in the spec's fix
 the episodes the step ended. A copy whose episode ended is reset at once (``obs`` then holds its next episode's first
 observation). Every episode starts from an explicit seed, the ``resets``-th of the stream of ``seed``
 (:func:`episode_seed`), so :meth:`seeds_state` / :meth:`restore_seeds` make the env side of a resume exact.
+
+``parts``, ``step_async(k, actions)``, ``step_wait(k)``: the copies' rows stepped together, and a step of part ``k``
+split into its start and its results, so that an env whose step runs asynchronously (the JaxMARL adapter with
+``env.parts`` > 1) computes one part's step while the caller acts for another (the Sampler's double-buffered
+sampling). One part, all the copies, by default: ``step_wait`` then runs :meth:`step`.
 """
 from __future__ import annotations
 
