@@ -48,8 +48,8 @@ class Sampler:
         one part's env step runs while the policy acts for the other (double-buffered sampling). Every step of every
         part is taken within the collect: the next one starts from finished steps."""
         venv, T, policy, groups = self.venv, self.T, self.policy, self.groups
-        parts = venv.parts
-        whole = len(parts) == 1
+        parts = getattr(venv, "parts", None) or [slice(0, venv.num_envs)]  # an env without parts: all copies
+        whole = len(parts) == 1  # then the step is venv.step (any env of the interface's arrays and step)
         t0 = time.perf_counter()
         n_ep = 0
         eps = rec["episodes"]
@@ -81,7 +81,8 @@ class Sampler:
                 taken[k] = policy.act({n: o[sl] for n, o in venv.obs.items()},
                                       {n: m[sl] for n, m in venv.action_mask.items()}, rows=sl)
             c1 = clock()
-            venv.step_async(k, taken[k][0])
+            if not whole:
+                venv.step_async(k, taken[k][0])
             timers[0] += c1 - c0
             timers[1] += clock() - c1
 
@@ -90,7 +91,7 @@ class Sampler:
         for t in range(T):
             for k, sl in enumerate(parts):
                 c0 = clock()
-                rew, term, trunc, finished = venv.step_wait(k)
+                rew, term, trunc, finished = venv.step(taken[k][0]) if whole else venv.step_wait(k)
                 sleep_for(delay)
                 timers[1] += clock() - c0
                 actions, logps = taken[k]

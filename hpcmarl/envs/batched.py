@@ -20,10 +20,10 @@ the episodes the step ended. A copy whose episode ended is reset at once (``obs`
 observation). Every episode starts from an explicit seed, the ``resets``-th of the stream of ``seed``
 (:func:`episode_seed`), so :meth:`seeds_state` / :meth:`restore_seeds` make the env side of a resume exact.
 
-``parts``, ``step_async(k, actions)``, ``step_wait(k)``: the copies' rows stepped together, and a step of part ``k``
-split into its start and its results, so that an env whose step runs asynchronously (the JaxMARL adapter with
-``env.parts`` > 1) computes one part's step while the caller acts for another (the Sampler's double-buffered
-sampling). One part, all the copies, by default: ``step_wait`` then runs :meth:`step`.
+``parts``: the rows of the copies stepped together; one part, all the copies, by default. An env with more parts (the
+JaxMARL adapter with ``env.parts`` > 1, whose step runs asynchronously) also has ``step_async(k, actions)`` and
+``step_wait(k)``, a step of part ``k`` split into its start and its results, so that it computes one part's step while
+the caller acts for another (the Sampler's double-buffered sampling).
 """
 from __future__ import annotations
 
@@ -130,18 +130,9 @@ class BatchedEnv:
 
     @property
     def parts(self) -> List[slice]:
-        """The rows of the copies that :meth:`step_async` steps together (one part, all copies, unless the env steps
-        asynchronously: ``env.parts``)."""
+        """The rows of the copies stepped together (one part, all copies, unless the env steps asynchronously:
+        ``env.parts``)."""
         return [slice(0, self.num_envs)]
-
-    def step_async(self, k: int, actions: Arrays) -> None:
-        """Start part ``k``'s step (:attr:`parts`) with its copies' actions; :meth:`step_wait` returns its results.
-        Here (one part) the step runs in :meth:`step_wait`."""
-        self._actions = actions
-
-    def step_wait(self, k: int) -> Tuple[Arrays, Arrays, Arrays, List[EpisodeStat]]:
-        """The results of part ``k``'s step (arrays of its rows; :meth:`step`'s otherwise)."""
-        return self.step(self._actions)
 
     def seeds_state(self) -> np.ndarray:
         """``[E + 2]``: the seed each copy's current episode started from, the stream's seed, the reset counter."""

@@ -287,15 +287,14 @@ class JaxMarlEnv(BatchedEnv):
         for k, sl in enumerate(self.parts):
             self.step_async(k, {n: a[sl] for n, a in actions.items()})
         res = [self.step_wait(k) for k in range(len(self.parts))]
-        failed = [i for k in range(len(self.parts)) for i in self._failed[k]]
-        self.failed = failed
+        self.failed = [i for k in range(len(self.parts)) for i in self._failed[k]]
         merged = tuple({g.name: np.concatenate([r[j][g.name] for r in res]) for g in self.spec.groups}
                        for j in range(3))
         return merged + ([ep for r in res for ep in r[3]],)
 
     def step_async(self, k: int, actions: Dict[str, np.ndarray]) -> None:
         """Start part ``k``'s step with its copies' actions (the jitted call returns at once; the env computes while
-        the caller goes on) ; :meth:`step_wait` takes its results."""
+        the caller goes on); :meth:`step_wait` takes its results."""
         jnp = self.jnp
         state, seeds, t, alive = self._dev[k]
         acts = tuple(jnp.asarray(actions[g.name], jnp.int32 if g.discrete else jnp.float32) for g in self.spec.groups)
