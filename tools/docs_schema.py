@@ -305,8 +305,9 @@ _CKPT = [
     ("rng/learner_gen", "uint8", "(5056,)", "ppo-only", "the lead learner's minibatch `torch.Generator` state"),
     ("rng/learner-NNNNN/torch", "uint8", "(5056,)", "sync", "`torch.get_rng_state()` of learner rank NNNNN"),
     ("rng/actor-NNNNN/torch", "uint8", "(5056,)", "sync", "torch RNG state of actor NNNNN"),
-    ("rng/actor-NNNNN/env_seeds", "int64", "(E + 2,)", "sync", "actor NNNNN's env copies: the seed each current "
-     "episode started from, the stream's seed, the reset counter"),
+    ("rng/actor-NNNNN/env_seeds", "int64", "(E + 1 + K,)", "sync", "actor NNNNN's env copies: the seed each "
+     "current episode started from, the stream's seed, the reset counter of each of its K parts (`env.parts`, 1 by "
+     "default)"),
     ("learners/NNNNN/rng/learner_gen", "uint8", "(5056,)", "ppo-learners", "learner rank NNNNN's own generator state"),
     ("learners/NNNNN/rng/replay", "uint8", "(bytes,)", "qmix", "learner NNNNN's replay sampling RNG (JSON bytes)"),
     ("learners/NNNNN/local/replay/data/<field>", "", "(rows, …)", "replay", "learner NNNNN's replay buffer: field "
