@@ -42,14 +42,14 @@ class Sampler:
     def collect(self, rec: Record) -> Record:
         """Fill ``rec`` with T steps of every env copy using the policy's current weights.
 
-        The copies are stepped in the env's :attr:`~hpcmarl.envs.batched.BatchedEnv.parts` in turn: part ``k``'s
-        policy step and the start of its env step (:meth:`~hpcmarl.envs.batched.BatchedEnv.step_async`) come before
-        the wait for part ``k + 1``'s env step, so with two parts of an env that steps asynchronously (``env.parts``)
-        one part's env step runs while the policy acts for the other (double-buffered sampling). Every step of every
-        part is taken within the collect: the next one starts from finished steps."""
+        The copies are stepped in the env's parts in turn (:attr:`~hpcmarl.envs.jaxmarl.JaxMarlEnv.parts`): part
+        ``k``'s policy step and the start of its env step (:meth:`~hpcmarl.envs.jaxmarl.JaxMarlEnv.step_async`) come
+        before the wait for part ``k + 1``'s env step, so with two parts of an env that steps asynchronously
+        (``env.parts``) one part's env step runs while the policy acts for the other (double-buffered sampling).
+        Every step of every part is taken within the collect: the next one starts from finished steps."""
         venv, T, policy, groups = self.venv, self.T, self.policy, self.groups
-        parts = getattr(venv, "parts", None) or [slice(0, venv.num_envs)]  # an env without parts: all copies
-        whole = len(parts) == 1  # then the step is venv.step (any env of the interface's arrays and step)
+        parts = getattr(venv, "parts", None) or [slice(0, venv.num_envs)]  # an env without parts: all its copies
+        whole = len(parts) == 1  # then the step is venv.step
         t0 = time.perf_counter()
         n_ep = 0
         eps = rec["episodes"]
@@ -77,12 +77,12 @@ class Sampler:
             c0 = clock()
             if whole:
                 taken[k] = policy.act(venv.obs, venv.action_mask)
-            else:
-                taken[k] = policy.act({n: o[sl] for n, o in venv.obs.items()},
-                                      {n: m[sl] for n, m in venv.action_mask.items()}, rows=sl)
+                timers[0] += clock() - c0
+                return
+            taken[k] = policy.act({n: o[sl] for n, o in venv.obs.items()},
+                                  {n: m[sl] for n, m in venv.action_mask.items()}, rows=sl)
             c1 = clock()
-            if not whole:
-                venv.step_async(k, taken[k][0])
+            venv.step_async(k, taken[k][0])
             timers[0] += c1 - c0
             timers[1] += clock() - c1
 

@@ -20,10 +20,10 @@ the episodes the step ended. A copy whose episode ended is reset at once (``obs`
 observation). Every episode starts from an explicit seed, the ``resets``-th of the stream of ``seed``
 (:func:`episode_seed`), so :meth:`seeds_state` / :meth:`restore_seeds` make the env side of a resume exact.
 
-``parts``: the rows of the copies stepped together; one part, all the copies, by default. An env with more parts (the
-JaxMARL adapter with ``env.parts`` > 1, whose step runs asynchronously) also has ``step_async(k, actions)`` and
-``step_wait(k)``, a step of part ``k`` split into its start and its results, so that it computes one part's step while
-the caller acts for another (the Sampler's double-buffered sampling).
+An env whose step runs asynchronously may step its copies in parts (the JaxMARL adapter with ``env.parts`` > 1): it
+has ``parts`` (the rows of each), ``step_async(k, actions)`` and ``step_wait(k)``, a step of part ``k`` split into its
+start and its results, so that it computes one part's step while the caller acts for another (the Sampler's
+double-buffered sampling). An env without ``parts`` steps all its copies together.
 """
 from __future__ import annotations
 
@@ -127,12 +127,6 @@ class BatchedEnv:
 
     def step(self, actions: Arrays) -> Tuple[Arrays, Arrays, Arrays, List[EpisodeStat]]:
         raise NotImplementedError
-
-    @property
-    def parts(self) -> List[slice]:
-        """The rows of the copies stepped together (one part, all copies, unless the env steps asynchronously:
-        ``env.parts``)."""
-        return [slice(0, self.num_envs)]
 
     def seeds_state(self) -> np.ndarray:
         """``[E + 2]``: the seed each copy's current episode started from, the stream's seed, the reset counter."""

@@ -199,11 +199,11 @@ class JaxMarlEnv(BatchedEnv):
         self._nxt: list = [None] * K
         self._nxt_dev: list = [None] * K
         self._pending: list = [None] * K
-        self._failed: list = [[] for _ in range(K)]  # per part: the copies that raised in its last step
 
     # ---- seeds -------------------------------------------------------------------------------------
     @property
     def parts(self):
+        """The rows of the copies stepped together (``env.parts`` equal slices; :meth:`step_async`)."""
         return self._parts
 
     @property
@@ -287,8 +287,11 @@ class JaxMarlEnv(BatchedEnv):
             return self.step_wait(0)
         for k, sl in enumerate(self.parts):
             self.step_async(k, {n: a[sl] for n, a in actions.items()})
-        res = [self.step_wait(k) for k in range(len(self.parts))]
-        self.failed = [i for k in range(len(self.parts)) for i in self._failed[k]]
+        res, failed = [], []
+        for k in range(len(self.parts)):
+            res.append(self.step_wait(k))
+            failed += self.failed
+        self.failed = failed
         merged = tuple({g.name: np.concatenate([r[j][g.name] for r in res]) for g in self.spec.groups}
                        for j in range(3))
         return merged + ([ep for r in res for ep in r[3]],)
@@ -320,10 +323,9 @@ class JaxMarlEnv(BatchedEnv):
             self.final_obs[g.name][sl] = f if tf is None else np.where(trunc[g.name][..., None], tf(f), 0.0)
         if self.final_state is not None:
             self.final_state[sl] = np.asarray(out["final_state"])
-        self._failed[k] = []
+        self.failed = []
         if bad.any():
             rew, term, trunc = self._failed_copies(k, np.flatnonzero(bad), rew, term, trunc)
-        self.failed = self._failed[k]
         lengths = np.asarray(out["length"])
         won = np.asarray(out["won"]) if "won" in out else np.full(ended.shape, np.nan)
         ep_ret = {n: r[sl] for n, r in self._ep_ret.items()}
@@ -357,7 +359,7 @@ class JaxMarlEnv(BatchedEnv):
             except FloatingPointError as e:
                 self.errors = env_error(self.spec.name, int(i), "step", e, self.on_error, self.errors,
                                         self.max_errors)
-        self._failed[k] = [int(i) for i in rows]
+        self.failed = [int(i) for i in rows]
         rew, term, trunc = ({n: a.copy() for n, a in d.items()} for d in (rew, term, trunc))
         for g in self.spec.groups:
             n = g.name

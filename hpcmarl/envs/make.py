@@ -53,7 +53,7 @@ def make_batched_env(name: str, num_envs: int, seed: int, kwargs: Optional[dict]
                      on_error: str = "abort", max_errors: int = 0, parts: int = 1) -> BatchedEnv:
     """``num_envs`` copies of env ``name`` as one :class:`BatchedEnv`: the batched simulator's adapter for a
     ``jaxmarl:``/``vmas:`` name, else PettingZoo copies (:class:`VecEnv`); ``parts`` > 1 (``env.parts``, JaxMARL
-    envs): stepped in that many parts (:attr:`BatchedEnv.parts`)."""
+    envs): stepped in that many parts (:attr:`~hpcmarl.envs.jaxmarl.JaxMarlEnv.parts`)."""
     if is_batched(name):
         _, cls, task = adapter(name)
         extra = {"parts": parts} if parts != 1 else {}
