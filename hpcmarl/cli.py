@@ -60,9 +60,7 @@ def _predict(cfg, layout, args) -> int:
         except OSError as e:
             raise ValueError(f"cannot read the node profile {args.profile}: {e}") from None
         print(f"node profile {args.profile} (measured on {prof.host} at {prof.measured_at})")
-        # the config's injected costs and env copies, not the profiled config's
-        prof = prof.with_delays(cfg.actors.step_delay_s, cfg.learner.update_delay_s, cfg.actors.delay)
-        prof = prof.at_envs(cfg.env.num_envs) if prof.num_envs and prof.num_envs != cfg.env.num_envs else prof
+        prof = prof.for_config(cfg)  # the config's injected costs and env copies, not the profiled config's
     else:
         print("measuring this node (one actor and one learner in this process, a few seconds) ...", flush=True)
         prof = measure(cfg, progress=lambda s: print(f"  {s}", flush=True))

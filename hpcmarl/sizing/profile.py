@@ -57,6 +57,7 @@ class Profile:
     # (measure(envs=...)); at_envs(E) interpolates piecewise linearly in E (a + b E between two measured E, the end
     # segments' lines beyond them; one point: cost proportional to E)
     envs_curve: List[List[float]] = field(default_factory=list)
+    parts: int = 1  # env.parts the actor's copies were stepped in (double-buffered sampling: env and policy overlap)
 
     def update_s(self, k: int) -> float:
         return self.update_fixed_s + k * self.update_per_unroll_s
@@ -100,6 +101,8 @@ class Profile:
         E0 = self.num_envs or (self.steps_per_unroll // max(1, self.unroll_length))
         if E == E0:
             return self
+        if E % self.parts:
+            raise ValueError(f"{E} env copies do not split into the profile's env.parts={self.parts}")
         T = self.unroll_length
         if not T:
             raise ValueError("this profile does not know its unroll_length: measure it again")
@@ -107,6 +110,20 @@ class Profile:
         return replace(self, num_envs=E, steps_per_unroll=T * E, collect_s=T * self.step_cost(E, 1),
                        env_s=T * self.step_cost(E, 2), infer_s=T * self.step_cost(E, 3),
                        update_per_unroll_s=self.update_per_unroll_s * r, unroll_bytes=int(self.unroll_bytes * r))
+
+    def for_config(self, cfg) -> "Profile":
+        """This profile played for ``cfg``: its injected costs and env copies (:meth:`at_envs`). A profile measured
+        for another env, algorithm, unroll length or ``env.parts`` is refused: its costs are not this config's."""
+        want = {"env.name": (self.env, cfg.env.name), "algo.name": (self.algo, cfg.algo.name),
+                "env.parts": (self.parts, cfg.env.parts)}
+        if self.unroll_length:  # 0: an old profile that did not record it
+            want["algo.unroll_length"] = (self.unroll_length, cfg.algo.unroll_length)
+        diff = [f"{k} {a} (config: {b})" for k, (a, b) in want.items() if a != b]
+        if diff:
+            raise ValueError(f"the node profile was measured with {', '.join(diff)}: measure this config "
+                             f"(--predict without --profile, or --save-profile)")
+        p = self.with_delays(cfg.actors.step_delay_s, cfg.learner.update_delay_s, cfg.actors.delay)
+        return p.at_envs(cfg.env.num_envs) if p.num_envs and p.num_envs != cfg.env.num_envs else p
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
@@ -224,6 +241,13 @@ def real_costs(cfg):
     return cfg
 
 
+def check_envs_split(cfg, envs: Sequence[int]) -> None:
+    """Every number of env copies ``envs`` to time splits into the config's ``env.parts`` (else a ValueError)."""
+    bad = [int(E) for E in envs if int(E) % cfg.env.parts]
+    if bad:
+        raise ValueError(f"env.parts={cfg.env.parts} must divide every number of env copies timed (not {bad})")
+
+
 def step_costs(cfg, envs: Sequence[int], unrolls: int = 3, rounds: int = 1) -> List[List[float]]:
     """``[E, collect, env, inference seconds per step]`` of actor 0 of ``cfg`` (without injected costs) with E env
     copies, for each E of ``envs``: the median over ``unrolls`` unrolls after one to warm up (robust to another
@@ -233,6 +257,7 @@ def step_costs(cfg, envs: Sequence[int], unrolls: int = 3, rounds: int = 1) -> L
 
     from hpcmarl.comm.spec import META_INDEX
 
+    check_envs_split(cfg, envs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     samplers, T = [], cfg.algo.unroll_length
@@ -275,6 +300,7 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
     from hpcmarl.comm.spec import META_INDEX
 
     say = progress or (lambda s: None)
+    check_envs_split(cfg, envs)  # before the timings, not after them
     injected = cfg
     cfg = real_costs(cfg)
     algo = algos.get(cfg.algo.name)
@@ -355,6 +381,6 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
             cores_measured=max(1, procs), wait_load=wait_load(), host=platform.node(),
             measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), unroll_length=T, num_envs=E,
             step_delay_s=float(injected.actors.step_delay_s), delay=injected.actors.delay,
-            update_delay_s=float(injected.learner.update_delay_s), envs_curve=curve)
+            update_delay_s=float(injected.learner.update_delay_s), envs_curve=curve, parts=int(cfg.env.parts))
     finally:
         torch.set_num_threads(threads)

@@ -143,6 +143,10 @@ def test_validate_predict_cli(tmp_path):
                  str(prof), "--ranks-per-node", "33", "--cores-per-node", "32"])
     assert r.returncode == 0, r.stderr
     assert "128 actors and 4 learner(s) on 4 node(s)" in r.stdout
+    # a profile of another unroll length is another config's costs: refused in one line
+    r = hpcmarl(["validate", "configs/test_tiny.yaml", "algo.unroll_length=7", "--np", "3", "--predict", "--profile",
+                 str(prof)])
+    assert r.returncode == 2 and "measured with algo.unroll_length 5 (config: 7)" in r.stderr, r.stderr
     r = hpcmarl(["validate", "configs/test_tiny.yaml", "--np", "3", "--predict", "--profile",
                  str(tmp_path / "none.json")])
     assert r.returncode == 2 and "cannot read the node profile" in r.stderr
@@ -203,3 +207,22 @@ def test_batched_env_cost_curve():
     assert delayed().step_cost(32) == pytest.approx(2 * 0.1 / 25)
     with pytest.raises(ValueError, match="measure it again"):
         profile().at_envs(32)
+
+
+def test_a_profile_plays_only_the_config_it_was_measured_for():
+    """``Profile.for_config``: the config's delays and env copies; another env, algorithm, unroll length or env.parts
+    is refused; copies that do not split into the profile's parts cannot be played or timed."""
+    cfg = load_config(os.path.join(ROOT, "configs", "test_tiny.yaml"), ["actors.step_delay_s=0.01", "env.num_envs=8"])
+    p = profile(env=cfg.env.name, algo=cfg.algo.name, unroll_length=cfg.algo.unroll_length, num_envs=4, parts=2)
+    with pytest.raises(ValueError, match=r"measured with env.parts 2 \(config: 1\)"):
+        p.for_config(cfg)
+    cfg.env.parts = 2  # as a jaxmarl: config would have it (not checked by the model)
+    q = p.for_config(cfg)
+    assert (q.step_delay_s, q.num_envs, q.steps_per_unroll) == (0.01, 8, 8 * cfg.algo.unroll_length)
+    for key, value in (("env", "other"), ("algo", "qmix")):
+        with pytest.raises(ValueError, match=f"measured with {key}.name {value} "):
+            delayed(**{**dict(env=cfg.env.name, algo=cfg.algo.name, parts=2), key: value}).for_config(cfg)
+    with pytest.raises(ValueError, match="do not split into the profile's env.parts=2"):
+        p.at_envs(7)
+    with pytest.raises(ValueError, match=r"must divide every number of env copies timed \(not \[3\]\)"):
+        measure(cfg, envs=[4, 3])  # refused before any timing
