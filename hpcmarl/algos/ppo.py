@@ -276,6 +276,9 @@ class PPOLearner:
         self.gen = torch.Generator().manual_seed(seed)
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
         self.reward_norm = {g.name: ValueNorm(min_var=1e-4) for g in spec.groups} if cfg.reward_norm else None
+        from hpcmarl.algos import ppo_fused
+
+        self.fused = ppo_fused.supported(self.model, cfg)  # the gradient step written out (no autograd)
 
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
         return batch_from_unrolls(self.spec, unrolls, self.device)
@@ -324,33 +327,16 @@ class PPOLearner:
         for _ in range(c.epochs):
             perm = torch.randperm(n_rows // L, generator=self.gen)
             for chunk in perm.tensor_split(c.minibatches):  # exactly `minibatches` pieces on every learner
-                loss = 0.0
                 chunk = chunk.to(self.device)
                 idx_t, idx_b = (chunk // B) * L, chunk % B
                 if c.recurrent:  # [L, M]: the chunk's steps, one column per chunk
                     idx_t, idx_b = idx_t[None, :] + steps, idx_b[None, :].expand(L, -1)
                 obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
                 state_mb = b["state"][idx_t, idx_b] if self.spec.state_dim else None
-                values = self.model.values(obs_mb, state_mb)
-                mb_stats: Dict[str, float] = {}
-                for g in self.spec.groups:
-                    n = g.name
-                    sel = lambda key: b[f"{n}/{key}"][idx_t, idx_b]
-                    mask = sel("alive")
-                    amask = sel("action_mask") if g.discrete else None
-                    if c.recurrent:
-                        dist = self.chunk_dist(n, obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]],
-                                               b["env_done"][idx_t, idx_b])
-                    else:
-                        dist = self.model.policies[n].dist(obs_mb[n], amask)
-                    new_logp = dist.log_prob(sel("action"))
-                    l, st = ppo_loss(new_logp, sel("logp"), sel("adv"), values[n], sel("value"), sel("ret"),
-                                     dist.entropy(), mask, c.clip, c.value_clip, c.entropy_coef, c.value_coef)
-                    loss = loss + l
-                    for k, v in st.items():
-                        mb_stats[f"{n}/{k}"] = v
-                self.opt.zero_grad(set_to_none=False)
-                loss.backward()
+                if self.fused:
+                    mb_stats = self.fused_grads(b, idx_t, idx_b, obs_mb, state_mb)
+                else:
+                    mb_stats = self.autograd_grads(b, idx_t, idx_b, obs_mb, state_mb, starts)
                 if reduce_grads is not None:
                     reduce_grads(self.params, float(n_rows))
                 gn = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
@@ -360,6 +346,47 @@ class PPOLearner:
                     totals[k] = totals.get(k, 0.0) + v
                 n_mb += 1
         return {k: v / n_mb for k, v in totals.items()}
+
+    def autograd_grads(self, b, idx_t, idx_b, obs_mb, state_mb, starts) -> Dict[str, float]:
+        """The loss of one minibatch (rows ``idx_t``, ``idx_b`` of ``b``) backpropagated by autograd into the
+        parameters' ``.grad``; returns its statistics."""
+        c = self.cfg
+        values = self.model.values(obs_mb, state_mb)
+        mb_stats: Dict[str, float] = {}
+        loss = 0.0
+        for g in self.spec.groups:
+            n = g.name
+            sel = lambda key: b[f"{n}/{key}"][idx_t, idx_b]
+            mask = sel("alive")
+            amask = sel("action_mask") if g.discrete else None
+            if c.recurrent:
+                dist = self.chunk_dist(n, obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]], b["env_done"][idx_t, idx_b])
+            else:
+                dist = self.model.policies[n].dist(obs_mb[n], amask)
+            new_logp = dist.log_prob(sel("action"))
+            l, st = ppo_loss(new_logp, sel("logp"), sel("adv"), values[n], sel("value"), sel("ret"),
+                             dist.entropy(), mask, c.clip, c.value_clip, c.entropy_coef, c.value_coef)
+            loss = loss + l
+            for k, v in st.items():
+                mb_stats[f"{n}/{k}"] = v
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        return mb_stats
+
+    def fused_grads(self, b, idx_t, idx_b, obs_mb, state_mb) -> Dict[str, float]:
+        """As :meth:`autograd_grads`, with the gradient step written out (:mod:`hpcmarl.algos.ppo_fused`)."""
+        from hpcmarl.algos import ppo_fused
+        from hpcmarl.models import joint_input
+
+        mb = {f"{g.name}/{k}": b[f"{g.name}/{k}"][idx_t, idx_b] for g in self.spec.groups
+              for k in ("alive", "action_mask", "action", "logp", "adv", "value", "ret")}
+        mb.update({f"{n}/obs": o for n, o in obs_mb.items()})
+        if self.model.centralized:
+            mb["critic_in"] = joint_input(self.spec, obs_mb, state_mb)
+        grads, stats = ppo_fused.loss_grads(self.model, self.cfg, mb)
+        for p in self.params:
+            p.grad = grads[p]
+        return stats
 
     @torch.no_grad()
     def replay_hidden(self, b: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,127 @@
+"""PPO's gradient step without autograd for the common case: discrete actions, feed-forward tanh MLP policies and
+critics (:func:`hpcmarl.models.mlp`, agent ids allowed). The forward pass keeps each layer's output, and the backward
+pass is written out: per layer two matrix products, a column sum and ``tanh_backward``, and the loss's gradient with
+respect to the logits and values in a few vectorised ops. The gradients equal autograd's to float rounding
+(``tests/unit/test_ppo_fused.py``); eager autograd's per-op cost was most of a small network's update on the CPU
+(docs/environments/batched.md)."""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from hpcmarl.models import ActorCritic, AgentId, Tanh
+
+
+def _layers(net: nn.Module):
+    """``(agent_ids, [(weight, bias), ...])`` of an :func:`~hpcmarl.models.mlp` (optionally after
+    :class:`~hpcmarl.models.AgentId`), or None for any other network."""
+    mods = list(net) if isinstance(net, nn.Sequential) else [net]
+    ids = None
+    if mods and isinstance(mods[0], AgentId):
+        ids, mods = mods[0], list(mods[1]) if len(mods) == 2 and isinstance(mods[1], nn.Sequential) else None
+    if not mods or len(mods) % 2 != 1:
+        return None
+    lins = mods[0::2]
+    if not all(isinstance(m, nn.Linear) for m in lins) or not all(isinstance(m, Tanh) for m in mods[1::2]):
+        return None
+    return ids, [(m.weight, m.bias) for m in lins]
+
+
+def supported(model: ActorCritic, cfg) -> bool:
+    """The written-out step applies: no GRU, discrete actions, every policy and critic a tanh MLP."""
+    if cfg.recurrent or not all(g.discrete for g in model.spec.groups):
+        return False
+    nets = list(model.policies[g.name].net for g in model.spec.groups) + list(model.critics.values())
+    return all(_layers(n) is not None for n in nets)
+
+
+def _forward(layers, x: torch.Tensor) -> List[torch.Tensor]:
+    """``[x, a_1, ..., a_L, out]``: the input, each hidden layer's tanh output, the head's output (rows flattened)."""
+    acts = [x]
+    for i, (w, b) in enumerate(layers):
+        y = torch.addmm(b, acts[-1], w.t())
+        if i < len(layers) - 1:  # tanh as 2 sigmoid(2y) - 1, in place (hpcmarl.models.Tanh's kernel)
+            y = y.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        acts.append(y)
+    return acts
+
+
+def _backward(layers, acts: List[torch.Tensor], g: torch.Tensor, grads: Dict[nn.Parameter, torch.Tensor]) -> None:
+    """Add the gradients of every layer's weight and bias for ``g`` = d loss / d output to ``grads``."""
+    for i in range(len(layers) - 1, -1, -1):
+        w, b = layers[i]
+        for p, d in ((w, g.t() @ acts[i]), (b, g.sum(0))):
+            grads[p] = grads[p] + d if p in grads else d
+        if i:
+            g = torch.ops.aten.tanh_backward(g @ w, acts[i])
+
+
+def _input(ids, x: torch.Tensor) -> torch.Tensor:
+    return ids(x) if ids is not None else x
+
+
+@torch.no_grad()
+def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Dict[nn.Parameter, torch.Tensor],
+                                                                               Dict[str, float]]:
+    """The gradient of PPO's loss (:func:`hpcmarl.algos.ppo.ppo_loss`, summed over groups) with respect to every
+    parameter of ``model``, and the loss's statistics, on one minibatch: ``mb`` holds per group ``<g>/obs`` ``[M, n,
+    d]``, ``action``, ``action_mask``, ``logp``, ``adv``, ``value``, ``ret``, ``alive`` and, for a centralized critic,
+    ``critic_in`` ``[M, D]``."""
+    grads: Dict[nn.Parameter, torch.Tensor] = {}
+    stats: Dict[str, float] = {}
+    for g in model.spec.groups:
+        n = g.name
+        obs, mask = mb[f"{n}/obs"], mb[f"{n}/alive"]
+        M, k = mask.shape
+        ids, pol = _layers(model.policies[n].net)
+        pa = _forward(pol, _input(ids, obs).reshape(M * k, -1))
+        z = pa[-1].masked_fill_(~mb[f"{n}/action_mask"].reshape(M * k, -1), -1e9)
+        z = z.sub_(z.amax(-1, keepdim=True))
+        logp_all = z - z.exp().sum(-1, keepdim=True).log_()
+        prob = logp_all.exp()
+        act = mb[f"{n}/action"].reshape(-1, 1).long()
+        new_logp = logp_all.gather(1, act).squeeze_(1)
+        entropy = -(prob * logp_all).sum(-1)
+        cids, crit = _layers(model.critics[n])
+        if model.centralized:
+            ca = _forward(crit, mb["critic_in"])
+            v = ca[-1].reshape(M * k)
+        else:
+            ca = _forward(crit, _input(cids, obs).reshape(M * k, -1))
+            v = ca[-1].squeeze(-1)
+        m = mask.reshape(-1)
+        w = m / m.sum().clamp_min(1.0)  # the masked mean's weights
+        old_logp, adv = mb[f"{n}/logp"].reshape(-1), mb[f"{n}/adv"].reshape(-1)
+        old_v, ret = mb[f"{n}/value"].reshape(-1), mb[f"{n}/ret"].reshape(-1)
+        log_ratio = new_logp - old_logp
+        ratio = log_ratio.exp()
+        clipped = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
+        pg = -torch.min(ratio * adv, clipped * adv)
+        # d pg / d new_logp: -adv * ratio where the unclipped term is the minimum or the ratio is inside the clip range
+        inside = (ratio >= 1 - cfg.clip) & (ratio <= 1 + cfg.clip)
+        g_logp = torch.where((ratio * adv <= clipped * adv) | inside, -adv * ratio, 0.0) * w
+        err = v - ret
+        v_err = err * err
+        g_verr = 2.0 * err
+        if cfg.value_clip > 0:
+            delta = v - old_v
+            v_clip = old_v + delta.clamp(-cfg.value_clip, cfg.value_clip)
+            err2 = v_clip - ret
+            first = v_err >= err2 * err2
+            g_verr = torch.where(first, g_verr, 2.0 * err2 * (delta.abs() <= cfg.value_clip))
+            v_err = torch.maximum(v_err, err2 * err2)
+        # the logits: d log p(a) = onehot(a) - p; d entropy = -p (log p + H); the loss has -entropy_coef * entropy
+        g_z = prob * (-g_logp)[:, None]
+        g_z.scatter_add_(1, act, g_logp[:, None])
+        g_z.addcmul_(prob * (logp_all + entropy[:, None]), (cfg.entropy_coef * w)[:, None])
+        g_v = g_verr * (0.5 * cfg.value_coef) * w
+        _backward(pol, pa, g_z, grads)
+        _backward(crit, ca, g_v.reshape(M, k) if model.centralized else g_v[:, None], grads)
+        stats.update({
+            f"{n}/policy_loss": float((pg * w).sum()), f"{n}/value_loss": 0.5 * float((v_err * w).sum()),
+            f"{n}/entropy": float((entropy * w).sum()),
+            f"{n}/approx_kl": float((((ratio - 1) - log_ratio) * w).sum()),
+            f"{n}/clip_fraction": float((((ratio - 1).abs() > cfg.clip).float() * w).sum())})
+    return grads, stats
