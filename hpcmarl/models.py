@@ -126,13 +126,15 @@ def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: floa
 class GroupPolicy(nn.Module):
     """Categorical (masked) or diagonal Gaussian policy of one group.
 
-    Continuous std: ``"log"`` = a free log-std parameter (PPO); ``"softplus"`` = ``softplus(raw)``, which
-    stays valid at NIGT's extrapolated query points far from the current parameters. Samples are the
-    pre-squash ``u``; :func:`squash` maps them into the action box for the environment.
+    Continuous std: ``"log"`` = a free log-std parameter (PPO), starting at ``log_std_init``; ``"softplus"`` =
+    ``softplus(raw)``, starting at ``init_std``, which stays valid at NIGT's extrapolated query points far from the
+    current parameters. Samples are the pre-squash ``u``; :func:`squash` maps them into the action box for the
+    environment.
     """
 
     def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False):
+                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False,
+                 log_std_init: float = -0.5):
         super().__init__()
         self.discrete = g.discrete
         out = g.n_actions if g.discrete else g.act_dim
@@ -158,7 +160,7 @@ class GroupPolicy(nn.Module):
                 else:
                     self.register_buffer("std_raw", raw)
             else:
-                self.log_std = nn.Parameter(torch.full((g.act_dim,), -0.5))
+                self.log_std = nn.Parameter(torch.full((g.act_dim,), float(log_std_init)))
 
     @staticmethod
     def _recurrent_net_missing(obs):
@@ -202,12 +204,13 @@ class ActorCritic(nn.Module):
     registry entry's ``centralized_critic`` asks (:class:`hpcmarl.algos.base.Algorithm`)."""
 
     def __init__(self, spec: EnvSpec, centralized: bool, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
-                 recurrent: bool = False, agent_id: bool = False):
+                 recurrent: bool = False, agent_id: bool = False, log_std_init: float = -0.5):
         super().__init__()
         self.spec = spec
         self.centralized = bool(centralized)
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent,
-                                                           agent_id=agent_id) for g in spec.groups})
+                                                           agent_id=agent_id, log_std_init=log_std_init)
+                                       for g in spec.groups})
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
         self.critics = nn.ModuleDict({  # a centralized critic has one output per agent: it needs no agent ids
             g.name: mlp(self.critic_in, hidden, layers, g.n) if self.centralized else encoder_mlp(g, hidden, layers, 1,

@@ -5,6 +5,7 @@ sent and a ``reduce_grads`` callable that averages gradients across learners (Ho
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List
 
@@ -38,6 +39,8 @@ class PPOConfig:
     value_norm: bool = True  # critic predicts returns normalised by running statistics (MAPPO's ValueNorm)
     reward_norm: bool = False  # learn from rewards standardised by their running mean and std over all learners
     # (EPyMARL's standardise_rewards): rare sparse rewards (RWARE's deliveries) stand out of the zeros
+    log_std_init: float = -0.5  # Gaussian heads (continuous actions): the initial log standard deviation of the
+    # learned, state-independent std (-0.5: 0.61; 0: 1.0)
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
     critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
@@ -70,6 +73,7 @@ class PPOConfig:
         check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
         check(self.minibatches <= self.unroll_length * cfg.env.num_envs, "algo.minibatches",
                f"must be <= unroll_length * env.num_envs = {self.unroll_length * cfg.env.num_envs}")
+        check(math.isfinite(self.log_std_init), "algo.log_std_init", "must be a finite number")
         check(self.hidden >= 1, "algo.hidden", "must be >= 1")
         check(self.layers >= 1, "algo.layers", "must be >= 1")
         check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
@@ -270,7 +274,7 @@ class PPOLearner:
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
-                                 cfg.recurrent, cfg.agent_id).to(device)
+                                 cfg.recurrent, cfg.agent_id, cfg.log_std_init).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)

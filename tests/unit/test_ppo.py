@@ -665,3 +665,30 @@ def test_inverse_cdf_sampling_draws_the_policy_and_never_a_masked_action(monkeyp
         assert mask[torch.arange(3), drawn].all()
         legal = [torch.nonzero(m).flatten() for m in mask]
         assert drawn.tolist() == [int(ix[-1] if u == 0.0 else ix[0]) for ix in legal]
+
+
+@pytest.mark.parametrize("log_std_init", [-0.5, 0.0, -1.2])
+def test_gaussian_heads_start_at_the_configured_std_on_learner_and_actor(log_std_init):
+    """algo.log_std_init: every Gaussian head's learned log-std starts there (-0.5, the default, as before the
+    option), and it reaches the actor with the weights: the actor's action distribution has that std."""
+    from hpcmarl.algos import base as algos
+
+    spec = probe_spec("simple_spread_v3", {"N": 2, "max_cycles": 6, "continuous_actions": True})
+    g = spec.groups[0]
+    cfg = PPOConfig(hidden=8, log_std_init=log_std_init)
+    learner = PPOLearner(spec, cfg, torch.device("cpu"), 0)
+    actor = algos.get("mappo").make_inference(spec, cfg)
+    actor.load(learner.policy_flat(), 0)
+    obs = torch.randn(5, g.n, g.obs_dim)
+    for pol in (learner.model.policies[g.name], actor.policies[g.name]):
+        scale = pol.dist(obs).base_dist.scale
+        assert scale.shape == (5, g.n, g.act_dim)
+        assert torch.allclose(scale, torch.full_like(scale, math.exp(log_std_init)))
+    assert PPOConfig().log_std_init == -0.5
+
+
+def test_log_std_init_must_be_finite():
+    from hpcmarl.config import load_config
+
+    with pytest.raises(ValueError, match="algo.log_std_init"):
+        load_config("configs/vmas_navigation_mappo.yaml", ["algo.log_std_init=inf"])
