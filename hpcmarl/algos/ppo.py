@@ -12,9 +12,10 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
+from hpcmarl.algos import ppo_fused
 from hpcmarl.comm.spec import Record
 from hpcmarl.envs import EnvSpec
-from hpcmarl.models import ActorCritic
+from hpcmarl.models import ActorCritic, joint_input
 from hpcmarl.typedconfig import check
 
 
@@ -280,8 +281,6 @@ class PPOLearner:
         self.gen = torch.Generator().manual_seed(seed)
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
         self.reward_norm = {g.name: ValueNorm(min_var=1e-4) for g in spec.groups} if cfg.reward_norm else None
-        from hpcmarl.algos import ppo_fused
-
         self.fused = ppo_fused.supported(self.model, cfg)  # the gradient step written out (no autograd)
 
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
@@ -379,9 +378,6 @@ class PPOLearner:
 
     def fused_grads(self, b, idx_t, idx_b, obs_mb, state_mb) -> Dict[str, float]:
         """As :meth:`autograd_grads`, with the gradient step written out (:mod:`hpcmarl.algos.ppo_fused`)."""
-        from hpcmarl.algos import ppo_fused
-        from hpcmarl.models import joint_input
-
         mb = {f"{g.name}/{k}": b[f"{g.name}/{k}"][idx_t, idx_b] for g in self.spec.groups
               for k in ("alive", "action_mask", "action", "logp", "adv", "value", "ret")}
         mb.update({f"{n}/obs": o for n, o in obs_mb.items()})
