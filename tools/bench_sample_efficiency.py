@@ -119,6 +119,16 @@ def is_smax(arm) -> bool:
                       str(yaml.safe_load(open(os.path.join(ROOT, "configs", config)))["env"]["name"]))
 
 
+def trained_steps(run_dir):
+    """The env steps a run directory's ``run.h5`` has logged (-1: no run there yet)."""
+    from hpcmarl.storage import Run
+
+    if not os.path.exists(os.path.join(run_dir, "run.h5")):
+        return -1
+    steps = Run(run_dir).metrics().get("env_steps")
+    return int(steps[-1]) if steps is not None and len(steps) else 0
+
+
 def run_arm(label, arm, seed, budget, a):
     """(env steps, score) per episode of one seed's run: its outcome (1 = won) where every episode has one (battles:
     SMAX), else its return summed over agents. A SMAX arm trains on ``--smax-map``."""
@@ -126,15 +136,19 @@ def run_arm(label, arm, seed, budget, a):
     if is_smax(arm):
         label, overrides = f"{label}-{a.smax_map}", overrides + [f"env.kwargs.scenario={a.smax_map}"]
     run_dir = os.path.join(a.out, f"{label}-s{seed}")
-    done = os.path.join(run_dir, "run.h5")
-    if not (a.reuse and os.path.exists(done)):
-        t = launch(ranks, os.path.join(ROOT, "configs", config),
-                   [f"run_dir={run_dir}", f"seed={seed}", f"train.total_env_steps={budget}", "train.max_wall_s=0",
-                    "output.trajectories=false", "output.progress_s=60", "--fresh"] + overrides + a.set,
-                   timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
-        print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
     from hpcmarl.storage import Run
 
+    reached = trained_steps(run_dir) if a.reuse else -1
+    if reached < budget:
+        # --reuse with a run cut short (killed, timed out): go on from its newest checkpoint
+        resume = reached >= 0 and bool(Run(run_dir).checkpoints())
+        if resume:
+            print(f"  {label} seed {seed}: resuming at {reached:,} env steps", flush=True)
+        t = launch(ranks, os.path.join(ROOT, "configs", config),
+                   [f"run_dir={run_dir}", f"seed={seed}", f"train.total_env_steps={budget}", "train.max_wall_s=0",
+                    "output.trajectories=false", "output.progress_s=60"] + ([] if resume else ["--fresh"])
+                   + overrides + a.set, timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
+        print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
     run = Run(run_dir)
     ep = run.episodes()
     won = np.asarray(ep.get("won", []), float)
@@ -262,7 +276,8 @@ def main():
                     "ended in the env steps (B - this, B] (0: the last --window episodes); also JaxMARL's span")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every arm")
-    ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of training them again")
+    ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of "
+                    "training them again; a run cut short (killed, timed out) resumes from its newest checkpoint")
     ap.add_argument("--timeout-h", type=float, default=3.0, help="hard limit per run")
     a = ap.parse_args()
     a.out = os.path.abspath(a.out)

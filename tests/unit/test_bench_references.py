@@ -4,6 +4,7 @@ at budgets (stand-ins write what EPyMARL's sacred FileStorageObserver and tools/
 log as JaxMARL's baselines do)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -219,3 +220,50 @@ def test_smax_arms_are_known_by_config_or_override():
     assert bse.is_smax(bse.ARMS["smax_mappo"]) and not bse.is_smax(bse.ARMS["mappo"])
     assert bse.is_smax(("qmix_spread.yaml", 3, ["env.name=jaxmarl:HeuristicEnemySMAX"]))
     assert not bse.is_smax(("smax_mappo.yaml", 2, ["env.name=jaxmarl:MPE_simple_spread_v3"]))
+
+
+def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkeypatch):
+    """--reuse: a run that reached the budget is read, one cut short resumes from its checkpoint (no --fresh), one
+    without a checkpoint starts fresh; without --reuse every run starts fresh."""
+    from hpcmarl.storage.checkpoints import save_checkpoint
+    from hpcmarl.storage.writers import RunWriter
+
+    def write_run(run_dir, steps, checkpoint):
+        os.makedirs(run_dir, exist_ok=True)
+        w = RunWriter(os.path.join(run_dir, "run.h5"), {}, ["agent"])
+        w.add_episodes({"actor": np.zeros(1, "i4"), "env": np.zeros(1, "i4"), "length": np.full(1, 25, "i4"),
+                        "policy_version": np.zeros(1, "i8"), "update": np.zeros(1, "i8"),
+                        "env_steps": np.full(1, steps, "i8"), "wall_time": np.zeros(1), "won": np.full(1, np.nan),
+                        "return/agent": np.full(1, -50.0)})
+        w.log_metrics({"env_steps": float(steps), "update": 1.0})
+        w.close()
+        if checkpoint:
+            save_checkpoint(os.path.join(run_dir, "checkpoints"), 1, {"x": np.zeros(1)}, {}, keep=2)
+
+    launched = []
+
+    def fake_launch(ranks, config, argv, timeout, log_path):
+        launched.append(argv)
+        budget = int(next(x for x in argv if x.startswith("train.total_env_steps=")).split("=")[1])
+        run_dir = next(x for x in argv if x.startswith("run_dir=")).split("=", 1)[1]
+        if "--fresh" in argv:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        write_run(run_dir, budget, checkpoint=True)
+        return 1.0
+
+    monkeypatch.setattr(bse, "launch", fake_launch)
+    a = types.SimpleNamespace(out=str(tmp_path), reuse=True, timeout_h=0.1, set=[], smax_map="3m")
+    arm = bse.ARMS["mappo"]
+    write_run(str(tmp_path / "done-s0"), 100_000, checkpoint=True)
+    write_run(str(tmp_path / "short-s0"), 40_000, checkpoint=True)
+    write_run(str(tmp_path / "early-s0"), 5_000, checkpoint=False)
+
+    steps, score, _ = bse.run_arm("done", arm, 0, 100_000, a)
+    assert launched == [] and steps.tolist() == [100_000] and score.tolist() == [-50.0]
+    bse.run_arm("short", arm, 0, 100_000, a)
+    assert "--fresh" not in launched[-1] and "run_dir=" + str(tmp_path / "short-s0") in launched[-1]
+    bse.run_arm("early", arm, 0, 100_000, a)
+    assert "--fresh" in launched[-1]
+    a.reuse = False
+    bse.run_arm("done", arm, 0, 100_000, a)
+    assert "--fresh" in launched[-1] and len(launched) == 3
