@@ -34,6 +34,10 @@ columns always use the ``--window``-episode curve. The SMAX arms are ``smax_mapp
 ``smax_matrace4``: 4 actors), ``smax_qmix`` and ``smax_mast``; for value-based arms the table is followed by each
 seed's training FLOPs (per learner, from its metrics), the measure MAST's claim is stated in.
 
+Long benchmarks: ``--estimate 20k`` first trains each arm 20k env steps and prints how long its runs will take
+(``--estimate-only`` stops there); ``--reuse`` with the same command goes on where a benchmark stopped (finished runs
+are read, a run cut short resumes from its newest checkpoint).
+
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
 ``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
 """
@@ -155,6 +159,38 @@ def run_arm(label, arm, seed, budget, a):
     score = won if won.size and np.isfinite(won).all() else sum(v for k, v in ep.items() if k.startswith("return/"))
     flops = run.metrics().get("flops/train_total")  # value-based learners count their training FLOPs
     return np.asarray(ep["env_steps"], float), np.asarray(score, float), float(flops[-1]) if flops is not None else None
+
+
+def estimate(arms, seeds, top, a):
+    """Before training: each arm trains ``--estimate`` env steps on its first seed (in ``--out/estimate``) and the
+    time of what is still to train is printed from that run's rate (its metrics' env steps over wall time, the
+    first row on) and its start-up (the rest of its wall time). Returns the seconds estimated in all."""
+    from hpcmarl.storage import Run
+
+    total = 0.0
+    for label, arm in arms:
+        config, ranks, overrides = arm
+        if is_smax(arm):
+            overrides = overrides + [f"env.kwargs.scenario={a.smax_map}"]
+        run_dir = os.path.join(a.out, "estimate", label)
+        t = launch(ranks, os.path.join(ROOT, "configs", config),
+                   [f"run_dir={run_dir}", f"seed={seeds[0]}", f"train.total_env_steps={a.estimate}",
+                    "train.max_wall_s=0", "output.trajectories=false", "--fresh"] + overrides + a.set,
+                   timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
+        m = Run(run_dir).metrics()
+        steps, wall = np.asarray(m["env_steps"], float), np.asarray(m["wall_time"], float)
+        rate = (steps[-1] - steps[0]) / (wall[-1] - wall[0]) if len(steps) > 1 and wall[-1] > wall[0] else \
+            steps[-1] / t
+        startup = max(0.0, t - steps[-1] / rate)
+        name = f"{label}-{a.smax_map}" if is_smax(arm) else label
+        left = [top - max(trained_steps(os.path.join(a.out, f"{name}-s{s}")) if a.reuse else 0, 0) for s in seeds]
+        secs = sum(startup + n / rate for n in left if n > 0)
+        total += secs
+        print(f"estimate: {label}: {rate:,.0f} env steps/s after {startup:.0f} s of start-up ({a.estimate:,} env "
+              f"steps in {t:.0f} s): {(startup + top / rate) / 60:.1f} min per seed to {top:,} env steps, "
+              f"{secs / 60:.1f} min for the {sum(n > 0 for n in left)} run(s) to train", flush=True)
+    print(f"estimate: {total / 60:.1f} min for the hpcmarl arms (references not included)", flush=True)
+    return total
 
 
 def run_reference(path, budget, seed_label, a):
@@ -279,6 +315,9 @@ def main():
     ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of "
                     "training them again; a run cut short (killed, timed out) resumes from its newest checkpoint")
     ap.add_argument("--timeout-h", type=float, default=3.0, help="hard limit per run")
+    ap.add_argument("--estimate", type=parse_steps, default=0, help="first train each arm this many env steps "
+                    "(e.g. 20k) and print how long the benchmark's hpcmarl runs will take")
+    ap.add_argument("--estimate-only", action="store_true", help="stop after the estimate")
     a = ap.parse_args()
     a.out = os.path.abspath(a.out)
     os.makedirs(a.out, exist_ok=True)
@@ -287,6 +326,12 @@ def main():
     arms = [parse_arm(x) for x in a.arms]
     top = max(budgets)
 
+    if a.estimate:
+        estimate(arms, seeds, top, a)
+    elif a.estimate_only:
+        raise SystemExit("--estimate-only needs --estimate STEPS")
+    if a.estimate_only:
+        return
     rows, curves, flops = {}, {}, {}
     for label, arm in arms:
         print(f"{label}: {arm[0]} on {arm[1]} ranks {' '.join(arm[2] + a.set)}", flush=True)

@@ -222,24 +222,28 @@ def test_smax_arms_are_known_by_config_or_override():
     assert not bse.is_smax(("smax_mappo.yaml", 2, ["env.name=jaxmarl:MPE_simple_spread_v3"]))
 
 
-def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkeypatch):
-    """--reuse: a run that reached the budget is read, one cut short resumes from its checkpoint (no --fresh), one
-    without a checkpoint starts fresh; without --reuse every run starts fresh."""
+def write_run(run_dir, steps, checkpoint, rate=1000.0):
+    """A run directory as hpcmarl writes it: one episode at ``steps`` env steps, metrics rows every 1,000 env steps at
+    ``rate`` env steps/s, and a checkpoint if asked."""
     from hpcmarl.storage.checkpoints import save_checkpoint
     from hpcmarl.storage.writers import RunWriter
 
-    def write_run(run_dir, steps, checkpoint):
-        os.makedirs(run_dir, exist_ok=True)
-        w = RunWriter(os.path.join(run_dir, "run.h5"), {}, ["agent"])
-        w.add_episodes({"actor": np.zeros(1, "i4"), "env": np.zeros(1, "i4"), "length": np.full(1, 25, "i4"),
-                        "policy_version": np.zeros(1, "i8"), "update": np.zeros(1, "i8"),
-                        "env_steps": np.full(1, steps, "i8"), "wall_time": np.zeros(1), "won": np.full(1, np.nan),
-                        "return/agent": np.full(1, -50.0)})
-        w.log_metrics({"env_steps": float(steps), "update": 1.0})
-        w.close()
-        if checkpoint:
-            save_checkpoint(os.path.join(run_dir, "checkpoints"), 1, {"x": np.zeros(1)}, {}, keep=2)
+    os.makedirs(run_dir, exist_ok=True)
+    w = RunWriter(os.path.join(run_dir, "run.h5"), {}, ["agent"])
+    w.add_episodes({"actor": np.zeros(1, "i4"), "env": np.zeros(1, "i4"), "length": np.full(1, 25, "i4"),
+                    "policy_version": np.zeros(1, "i8"), "update": np.zeros(1, "i8"),
+                    "env_steps": np.full(1, steps, "i8"), "wall_time": np.zeros(1), "won": np.full(1, np.nan),
+                    "return/agent": np.full(1, -50.0)})
+    for n in range(1000, steps + 1, 1000):
+        w.log_metrics({"env_steps": float(n), "wall_time": n / rate, "update": n / 1000})
+    w.close()
+    if checkpoint:
+        save_checkpoint(os.path.join(run_dir, "checkpoints"), 1, {"x": np.zeros(1)}, {}, keep=2)
 
+
+def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkeypatch):
+    """--reuse: a run that reached the budget is read, one cut short resumes from its checkpoint (no --fresh), one
+    without a checkpoint starts fresh; without --reuse every run starts fresh."""
     launched = []
 
     def fake_launch(ranks, config, argv, timeout, log_path):
@@ -267,3 +271,22 @@ def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkey
     a.reuse = False
     bse.run_arm("done", arm, 0, 100_000, a)
     assert "--fresh" in launched[-1] and len(launched) == 3
+
+
+def test_the_estimate_times_what_is_left_from_a_short_run(tmp_path, monkeypatch, capsys):
+    """--estimate: the short run's rate (metrics after its first row) and start-up (the rest of its wall time) times
+    every seed's run to the largest budget; with --reuse only what is left of each."""
+    def fake_launch(ranks, config, argv, timeout, log_path):
+        assert "train.total_env_steps=20000" in argv and "seed=3" in argv
+        write_run(next(x for x in argv if x.startswith("run_dir=")).split("=", 1)[1], 20_000, False, rate=2000.0)
+        return 20.0  # 10 s of start-up + 20,000 env steps at 2,000 env steps/s
+
+    monkeypatch.setattr(bse, "launch", fake_launch)
+    a = types.SimpleNamespace(out=str(tmp_path), reuse=False, timeout_h=0.1, set=[], smax_map="3m", estimate=20_000)
+    arms = [("mappo", bse.ARMS["mappo"])]
+    assert bse.estimate(arms, [3, 4], 100_000, a) == pytest.approx(2 * (10 + 50))
+    assert "2,000 env steps/s after 10 s of start-up" in capsys.readouterr().out
+    write_run(str(tmp_path / "mappo-s3"), 100_000, True)
+    write_run(str(tmp_path / "mappo-s4"), 40_000, True)
+    a.reuse = True  # seed 3 is done, seed 4 has 60,000 env steps left
+    assert bse.estimate(arms, [3, 4], 100_000, a) == pytest.approx(10 + 30)
