@@ -154,11 +154,17 @@ def run_arm(label, arm, seed, budget, a):
                    + overrides + a.set, timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
         print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
     run = Run(run_dir)
-    ep = run.episodes()
+    m = run.metrics()
+    # a reused run trained further is read up to the update where a run to this budget stops (its first at >= it)
+    at = np.asarray(m.get("env_steps", []))
+    end = at[at >= budget][0] if (at >= budget).any() else np.inf
+    ep = {k: np.asarray(v)[np.asarray(run.episodes()["env_steps"]) <= end] for k, v in run.episodes().items()}
     won = np.asarray(ep.get("won", []), float)
     score = won if won.size and np.isfinite(won).all() else sum(v for k, v in ep.items() if k.startswith("return/"))
-    flops = run.metrics().get("flops/train_total")  # value-based learners count their training FLOPs
-    return np.asarray(ep["env_steps"], float), np.asarray(score, float), float(flops[-1]) if flops is not None else None
+    flops = m.get("flops/train_total")  # value-based learners count their training FLOPs
+    flops = flops[at <= end] if flops is not None else None
+    return (np.asarray(ep["env_steps"], float), np.asarray(score, float),
+            float(flops[-1]) if flops is not None and len(flops) else None)
 
 
 def estimate(arms, seeds, top, a):

@@ -223,27 +223,29 @@ def test_smax_arms_are_known_by_config_or_override():
 
 
 def write_run(run_dir, steps, checkpoint, rate=1000.0):
-    """A run directory as hpcmarl writes it: one episode at ``steps`` env steps, metrics rows every 1,000 env steps at
-    ``rate`` env steps/s, and a checkpoint if asked."""
+    """A run directory as hpcmarl writes it: an episode and a metrics row every 1,000 env steps up to ``steps`` (at
+    ``rate`` env steps/s, the training FLOPs 1 per env step), and a checkpoint if asked."""
     from hpcmarl.storage.checkpoints import save_checkpoint
     from hpcmarl.storage.writers import RunWriter
 
     os.makedirs(run_dir, exist_ok=True)
     w = RunWriter(os.path.join(run_dir, "run.h5"), {}, ["agent"])
-    w.add_episodes({"actor": np.zeros(1, "i4"), "env": np.zeros(1, "i4"), "length": np.full(1, 25, "i4"),
-                    "policy_version": np.zeros(1, "i8"), "update": np.zeros(1, "i8"),
-                    "env_steps": np.full(1, steps, "i8"), "wall_time": np.zeros(1), "won": np.full(1, np.nan),
-                    "return/agent": np.full(1, -50.0)})
+    k = steps // 1000
+    w.add_episodes({"actor": np.zeros(k, "i4"), "env": np.zeros(k, "i4"), "length": np.full(k, 25, "i4"),
+                    "policy_version": np.zeros(k, "i8"), "update": np.zeros(k, "i8"),
+                    "env_steps": np.arange(1, k + 1, dtype="i8") * 1000, "wall_time": np.zeros(k),
+                    "won": np.full(k, np.nan), "return/agent": np.full(k, -50.0)})
     for n in range(1000, steps + 1, 1000):
-        w.log_metrics({"env_steps": float(n), "wall_time": n / rate, "update": n / 1000})
+        w.log_metrics({"env_steps": float(n), "wall_time": n / rate, "update": n / 1000, "flops/train_total": n})
     w.close()
     if checkpoint:
         save_checkpoint(os.path.join(run_dir, "checkpoints"), 1, {"x": np.zeros(1)}, {}, keep=2)
 
 
 def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkeypatch):
-    """--reuse: a run that reached the budget is read, one cut short resumes from its checkpoint (no --fresh), one
-    without a checkpoint starts fresh; without --reuse every run starts fresh."""
+    """--reuse: a run that reached the budget is read (up to the update where a run to the budget stops), one cut
+    short resumes from its checkpoint (no --fresh), one without a checkpoint starts fresh; without --reuse every run
+    starts fresh."""
     launched = []
 
     def fake_launch(ranks, config, argv, timeout, log_path):
@@ -262,8 +264,11 @@ def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkey
     write_run(str(tmp_path / "short-s0"), 40_000, checkpoint=True)
     write_run(str(tmp_path / "early-s0"), 5_000, checkpoint=False)
 
-    steps, score, _ = bse.run_arm("done", arm, 0, 100_000, a)
-    assert launched == [] and steps.tolist() == [100_000] and score.tolist() == [-50.0]
+    steps, score, flops = bse.run_arm("done", arm, 0, 100_000, a)
+    assert launched == [] and steps[-1] == 100_000 and len(steps) == 100 and set(score) == {-50.0}
+    assert flops == 100_000
+    steps, _, flops = bse.run_arm("done", arm, 0, 50_500, a)  # read up to where a run to 50,500 stops
+    assert launched == [] and steps[-1] == 51_000 and len(steps) == 51 and flops == 51_000
     bse.run_arm("short", arm, 0, 100_000, a)
     assert "--fresh" not in launched[-1] and "run_dir=" + str(tmp_path / "short-s0") in launched[-1]
     bse.run_arm("early", arm, 0, 100_000, a)
