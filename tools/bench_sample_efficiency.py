@@ -133,14 +133,21 @@ def trained_steps(run_dir):
     return int(steps[-1]) if steps is not None and len(steps) else 0
 
 
+def on_map(label, arm, a):
+    """``(label, overrides)`` of an arm's runs: a SMAX arm's name their map and train on ``--smax-map``."""
+    if is_smax(arm):
+        return f"{label}-{a.smax_map}", arm[2] + [f"env.kwargs.scenario={a.smax_map}"]
+    return label, arm[2]
+
+
 def run_arm(label, arm, seed, budget, a):
     """(env steps, score) per episode of one seed's run: its outcome (1 = won) where every episode has one (battles:
     SMAX), else its return summed over agents. A SMAX arm trains on ``--smax-map``."""
-    config, ranks, overrides = arm
-    if is_smax(arm):
-        label, overrides = f"{label}-{a.smax_map}", overrides + [f"env.kwargs.scenario={a.smax_map}"]
-    run_dir = os.path.join(a.out, f"{label}-s{seed}")
     from hpcmarl.storage import Run
+
+    config, ranks = arm[:2]
+    label, overrides = on_map(label, arm, a)
+    run_dir = os.path.join(a.out, f"{label}-s{seed}")
 
     reached = trained_steps(run_dir) if a.reuse else -1
     if reached < budget:
@@ -158,7 +165,8 @@ def run_arm(label, arm, seed, budget, a):
     # a reused run trained further is read up to the update where a run to this budget stops (its first at >= it)
     at = np.asarray(m.get("env_steps", []))
     end = at[at >= budget][0] if (at >= budget).any() else np.inf
-    ep = {k: np.asarray(v)[np.asarray(run.episodes()["env_steps"]) <= end] for k, v in run.episodes().items()}
+    ep = run.episodes()
+    ep = {k: np.asarray(v)[np.asarray(ep["env_steps"]) <= end] for k, v in ep.items()}
     won = np.asarray(ep.get("won", []), float)
     score = won if won.size and np.isfinite(won).all() else sum(v for k, v in ep.items() if k.startswith("return/"))
     flops = m.get("flops/train_total")  # value-based learners count their training FLOPs
@@ -175,9 +183,8 @@ def estimate(arms, seeds, top, a):
 
     total = 0.0
     for label, arm in arms:
-        config, ranks, overrides = arm
-        if is_smax(arm):
-            overrides = overrides + [f"env.kwargs.scenario={a.smax_map}"]
+        config, ranks = arm[:2]
+        name, overrides = on_map(label, arm, a)
         run_dir = os.path.join(a.out, "estimate", label)
         t = launch(ranks, os.path.join(ROOT, "configs", config),
                    [f"run_dir={run_dir}", f"seed={seeds[0]}", f"train.total_env_steps={a.estimate}",
@@ -188,7 +195,6 @@ def estimate(arms, seeds, top, a):
         rate = (steps[-1] - steps[0]) / (wall[-1] - wall[0]) if len(steps) > 1 and wall[-1] > wall[0] else \
             steps[-1] / t
         startup = max(0.0, t - steps[-1] / rate)
-        name = f"{label}-{a.smax_map}" if is_smax(arm) else label
         left = [top - max(trained_steps(os.path.join(a.out, f"{name}-s{s}")) if a.reuse else 0, 0) for s in seeds]
         secs = sum(startup + n / rate for n in left if n > 0)
         total += secs
