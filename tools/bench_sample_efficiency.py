@@ -140,12 +140,21 @@ def on_map(label, arm, a):
     return label, arm[2]
 
 
+def train(arm, overrides, run_dir, seed, steps, a, fresh=True):
+    """Train one run of ``arm`` (its config and ranks; ``overrides`` from :func:`on_map`) to ``steps`` env steps under
+    the hard timeout; returns its wall time."""
+    config, ranks = arm[:2]
+    return launch(ranks, os.path.join(ROOT, "configs", config),
+                  [f"run_dir={run_dir}", f"seed={seed}", f"train.total_env_steps={steps}", "train.max_wall_s=0",
+                   "output.trajectories=false", "output.progress_s=60"] + (["--fresh"] if fresh else [])
+                  + overrides + a.set, timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
+
+
 def run_arm(label, arm, seed, budget, a):
     """(env steps, score) per episode of one seed's run: its outcome (1 = won) where every episode has one (battles:
     SMAX), else its return summed over agents. A SMAX arm trains on ``--smax-map``."""
     from hpcmarl.storage import Run
 
-    config, ranks = arm[:2]
     label, overrides = on_map(label, arm, a)
     run_dir = os.path.join(a.out, f"{label}-s{seed}")
 
@@ -155,10 +164,7 @@ def run_arm(label, arm, seed, budget, a):
         resume = reached >= 0 and bool(Run(run_dir).checkpoints())
         if resume:
             print(f"  {label} seed {seed}: resuming at {reached:,} env steps", flush=True)
-        t = launch(ranks, os.path.join(ROOT, "configs", config),
-                   [f"run_dir={run_dir}", f"seed={seed}", f"train.total_env_steps={budget}", "train.max_wall_s=0",
-                    "output.trajectories=false", "output.progress_s=60"] + ([] if resume else ["--fresh"])
-                   + overrides + a.set, timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
+        t = train(arm, overrides, run_dir, seed, budget, a, fresh=not resume)
         print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
     run = Run(run_dir)
     m = run.metrics()
@@ -183,13 +189,9 @@ def estimate(arms, seeds, top, a):
 
     total = 0.0
     for label, arm in arms:
-        config, ranks = arm[:2]
         name, overrides = on_map(label, arm, a)
         run_dir = os.path.join(a.out, "estimate", label)
-        t = launch(ranks, os.path.join(ROOT, "configs", config),
-                   [f"run_dir={run_dir}", f"seed={seeds[0]}", f"train.total_env_steps={a.estimate}",
-                    "train.max_wall_s=0", "output.trajectories=false", "--fresh"] + overrides + a.set,
-                   timeout=a.timeout_h * 3600, log_path=run_dir + ".log")
+        t = train(arm, overrides, run_dir, seeds[0], a.estimate, a)
         m = Run(run_dir).metrics()
         steps, wall = np.asarray(m["env_steps"], float), np.asarray(m["wall_time"], float)
         rate = (steps[-1] - steps[0]) / (wall[-1] - wall[0]) if len(steps) > 1 and wall[-1] > wall[0] else \
