@@ -23,17 +23,19 @@ def metrics(run):
     return m, {k[len("grads/"):]: v for k, v in m.items() if k.startswith("grads/")}
 
 
-def final_action(run):
-    """The greedy (tanh-squashed mean) action of the last checkpoint's policy on target_v0."""
+def greedy_actions(run):
+    """The greedy (tanh-squashed mean) action on target_v0 of each checkpoint's policy, oldest first."""
     from hpcmarl.analysis.evaluate import load_policy
     from hpcmarl.models import squash
 
-    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1]
-    _, policy = load_policy(ckpt)
-    g = policy.spec.groups[0]
-    with torch.no_grad():
-        mu = policy.policies[g.name].net(torch.ones(1, 1)).numpy()
-    return float(squash(g, mu)[0, 0])
+    out = []
+    for ckpt in sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5"))):
+        _, policy = load_policy(ckpt)
+        g = policy.spec.groups[0]
+        with torch.no_grad():
+            mu = policy.policies[g.name].net(torch.ones(1, 1)).numpy()
+        out.append(float(squash(g, mu)[0, 0]))
+    return np.array(out)
 
 
 def test_heterogeneous_environments_malenia_vs_pooled(tmp_path):
@@ -43,13 +45,17 @@ def test_heterogeneous_environments_malenia_vs_pooled(tmp_path):
     fast actor and ends near a speed-weighted optimum on its side."""
     from hpcmarl.storage import Run
 
-    actions, objective, fast = {}, {}, {}
+    actions, objective, fast, greedys = {}, {}, {}, {}
     for agg in ("malenia", "rennala"):
         run = str(tmp_path / agg)
         p = mpirun(3, ["train", "configs/nigt_hetero.yaml", f"run_dir={run}", f"algo.aggregation={agg}",
-                       "learner.backend=mpi"], timeout=240)
+                       "learner.backend=mpi", "output.checkpoint_every=10",
+                       "output.keep_checkpoints=30"], timeout=240)
         assert p.returncode == 0, p.stderr[-3000:]
-        actions[agg] = final_action(run)
+        greedy = greedy_actions(run)  # rounds 10, 20, ..., 200
+        assert len(greedy) >= 20, greedy
+        greedys[agg] = np.round(greedy, 2).tolist()
+        actions[agg] = float(greedy[len(greedy) // 2:].mean())  # the iterate average over the last half
         _, grads = metrics(run)
         acc = np.array([grads["actor-00000/accepted"][-1], grads["actor-00001/accepted"][-1]])
         if agg == "malenia":  # every actor contributes to every round
@@ -61,9 +67,11 @@ def test_heterogeneous_environments_malenia_vs_pooled(tmp_path):
         a, r = eps["actor"][k:], eps["return/agent"][k:]
         per_actor = [float(r[a == i].mean()) for i in (0, 1)]
         objective[agg], fast[agg] = float(np.mean(per_actor)), per_actor[0]
-    print("greedy actions:", actions, "average objective:", objective)
-    # the final point of a fixed-length-step method jitters around its optimum (about +-0.35 in the
-    # action here), so the action bounds are loose; the objectives are averages over ~2,000 episodes
+    print("greedy actions per checkpoint:", greedys)
+    print("greedy actions (mean of the last half's checkpoints):", actions, "average objective:", objective)
+    # one iterate of a fixed-length-step method jitters around its optimum (a single final point fell to
+    # -0.53 in one CI run), so the bounds hold the average of the last 10 checkpoints' greedy actions;
+    # the objectives are averages over ~2,000 episodes
     assert abs(actions["malenia"]) < 0.5, actions
     assert actions["rennala"] > 0.5, actions
     assert actions["rennala"] - actions["malenia"] > 0.5, actions
