@@ -211,8 +211,8 @@ def make_cfg(**kw):
     return load_config(None, ["env.name=matrix_v0", "env.num_envs=8"] + [f"algo.{k}={v}" for k, v in base.items()]).algo
 
 
-def train_matrix(cfg, updates, masked=False, seed=0):
-    """In-process learner + sampler on the matrix game; returns (learner, update stats, the greedy
+def train_matrix(cfg, updates, masked=False, seed=0, device="cpu"):
+    """In-process learner (on ``device``) + sampler on the matrix game; returns (learner, update stats, the greedy
     policy's team return over one episode: 3.0 = the best joint action at every step)."""
     kwargs = {"masked": masked}
     spec = probe_spec("matrix_v0", kwargs)
@@ -220,7 +220,7 @@ def train_matrix(cfg, updates, masked=False, seed=0):
     pol = QInference(spec, cfg.hidden, cfg.layers, cfg.recurrent)
     sampler = Sampler(venv, pol, unroll_spec(spec, cfg.unroll_length, 8, cfg.hidden if cfg.recurrent else 0),
                       cfg.unroll_length)
-    learner = QMIXLearner(spec, cfg, torch.device("cpu"), seed)
+    learner = QMIXLearner(spec, cfg, torch.device(device), seed)
     rec = sampler.spec.alloc()
     steps = 0
     stats = []

@@ -1,0 +1,130 @@
+"""Learners on a CUDA device (``learner.device: cuda``): every algorithm's update lands where the CPU's does, actors
+get CPU arrays, checkpoints move between devices, QMIX and MAST learn. Skipped where torch sees no GPU (CI, this
+project's VMs); run them on a GPU node with ``pytest tests/unit/test_cuda.py`` (docs/development/tests.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_qmix import make_cfg, train_matrix
+
+from hpcmarl.algos.matrace import MATraceLearner
+from hpcmarl.algos.ppo import PPOConfig, PPOLearner
+from hpcmarl.algos.qmix.learning import QMIXLearner
+from hpcmarl.config import load_config
+from hpcmarl.envs import probe_spec
+from hpcmarl.launch import pick_device
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+CPU, GPU = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def full_float32():
+    """Full float32 matrix products on the GPU (no TF32), so that CPU and GPU differ by rounding only."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def flat_params(learner) -> np.ndarray:
+    return np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params]).astype(np.float64)
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def check_devices(make, records, updates: int = 2, tol: float = 1e-3):
+    """``make(device)`` -> a learner. The CUDA learner starts from the CPU's weights, its updates move them the same
+    way (relative difference of the change under ``tol``), it hands actors CPU arrays, and its checkpoint loads into
+    a CPU learner (and back) exactly, after which both update alike again."""
+    cpu, gpu = make(CPU), make(GPU)
+    assert all(p.device.type == "cuda" for p in gpu.params)
+    start = flat_params(cpu)
+    np.testing.assert_array_equal(flat_params(gpu), start)
+    flat = gpu.policy_flat()
+    assert isinstance(flat, np.ndarray) and flat.dtype == np.float32
+    np.testing.assert_array_equal(flat, cpu.policy_flat())
+    for _ in range(updates):
+        s_cpu, s_gpu = cpu.update(records), gpu.update(records)
+    assert s_cpu.keys() == s_gpu.keys()
+    assert all(np.isfinite(v) for v in s_gpu.values() if isinstance(v, float))
+    moved = flat_params(cpu) - start
+    assert np.linalg.norm(moved) > 0
+    assert rel(flat_params(gpu) - start, moved) < tol, rel(flat_params(gpu) - start, moved)
+    np.testing.assert_allclose(gpu.policy_flat(), cpu.policy_flat(), rtol=0, atol=1e-4)
+
+    arrays = gpu.state_arrays()  # what a checkpoint stores: plain host arrays
+    assert all(isinstance(v, np.ndarray) and v.dtype != object for v in arrays.values())
+    back = make(CPU)
+    back.load_state_arrays(arrays)
+    np.testing.assert_array_equal(flat_params(back), flat_params(gpu))
+    again = make(GPU)  # and a CPU checkpoint resumed on the GPU (the optimizer's state moves along)
+    again.load_state_arrays(back.state_arrays())
+    np.testing.assert_array_equal(flat_params(again), flat_params(gpu))
+    before = flat_params(back)
+    back.update(records)
+    again.update(records)
+    assert rel(flat_params(again) - before, flat_params(back) - before) < tol
+
+
+PPO_CASES = [  # a recurrent MAPPO with agent ids and a state critic; IPPO on two groups; alive masks with both
+    # running normalisations; Gaussian heads
+    ("simple_spread_v3", {"N": 3, "max_cycles": 6},
+     dict(name="mappo", recurrent=True, agent_id=True, critic_input="state")),
+    ("simple_tag_v3", {"max_cycles": 5}, dict(name="ippo")),
+    ("counting_v0", {"n_agents": 2, "max_cycles": 4, "die_at": 2}, dict(name="mappo", reward_norm=True)),
+    ("simple_spread_v3", {"N": 2, "max_cycles": 6, "continuous_actions": True}, dict(name="mappo")),
+]
+
+
+@pytest.mark.parametrize("env,kwargs,algo", PPO_CASES, ids=["rmappo_state", "ippo_groups", "masks_norms", "gauss"])
+def test_ppo_learner_on_cuda_follows_the_cpu(collect, env, kwargs, algo):
+    spec = probe_spec(env, kwargs)
+    cfg = PPOConfig(unroll_length=5, hidden=16, layers=1, epochs=2, minibatches=2, **algo)
+    c = collect(env, 5, 3, 2, kwargs, seed=1, hidden=16, layers=1, flat=PPOLearner(spec, cfg, CPU, 0).policy_flat(),
+                recurrent=cfg.recurrent, agent_id=cfg.agent_id)
+    check_devices(lambda dev: PPOLearner(spec, cfg, dev, 0), c.records)
+
+
+@pytest.mark.parametrize("extra", [[], ["algo.agent_returns=true", "algo.correction=per_agent"]])
+def test_matrace_learner_on_cuda_follows_the_cpu(collect, extra):
+    kwargs = {"N": 3, "max_cycles": 6}
+    spec = probe_spec("simple_spread_v3", kwargs)
+    cfg = load_config(None, ["algo.name=matrace", "algo.hidden=16", "algo.layers=1", *extra]).algo
+    c = collect("simple_spread_v3", 6, 3, 2, kwargs, seed=2, hidden=16, layers=1)
+    check_devices(lambda dev: MATraceLearner(spec, cfg, dev, seed=0), c.records)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["qmix", "mast"])
+def test_qmix_and_mast_learn_on_cuda(sparse):
+    """The matrix game trained with the learner on the GPU: the best joint action is found; MAST's masked weights
+    stay exactly zero there; its checkpoint loads into a CPU learner exactly."""
+    torch.set_num_threads(1)
+    cfg = make_cfg(**(dict(sparsity=0.8, topology_every=10, topology_end=250, drop_fraction=0.3, mellowmax_omega=10,
+                           td_lambda=0.6, td_lambda_after=600, recent_episodes=32, recent_fraction=0.5, hidden=64)
+                      if sparse else {}))
+    learner, stats, ret = train_matrix(cfg, 160 if sparse else 150, masked=sparse, device=GPU)
+    assert all(p.device.type == "cuda" for p in learner.params)
+    assert ret == pytest.approx(3.0)
+    if sparse:
+        assert sum(s["topology/grown"] for s in stats) > 0
+        params = dict(learner.net.named_parameters())
+        for name, mask in learner.masks.masks.items():
+            assert mask.device.type == "cuda" and torch.all(params[name][~mask] == 0)
+    other = QMIXLearner(probe_spec("matrix_v0", {"masked": sparse}), cfg, CPU, seed=99)
+    other.load_state_arrays(learner.state_arrays())
+    np.testing.assert_array_equal(flat_params(other), flat_params(learner))
+    assert other.steps == learner.steps
+
+
+def test_pick_device_spreads_local_ranks_over_the_gpus():
+    n = torch.cuda.device_count()
+    for local_rank in range(3):
+        cfg = load_config(None, ["learner.device=cuda"])
+        assert pick_device(cfg, local_rank) == torch.device(f"cuda:{local_rank % n}")
+    assert pick_device(load_config(None, []), 0).type == "cuda"  # auto
+    assert pick_device(load_config(None, ["learner.device=cuda:0"]), 5) == torch.device("cuda:0")
+    assert pick_device(load_config(None, ["learner.device=cpu"]), 0) == CPU
