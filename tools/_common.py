@@ -25,6 +25,17 @@ def parse_steps(text: str) -> int:
     return int(float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2)])
 
 
+def parse_arm_spec(text: str):
+    """A custom arm as benchmarks take it, ``label=config.yaml[@ranks][:key=value,...]`` -> ``(label, config, ranks
+    or None, [overrides])``."""
+    label, _, rest = text.partition("=")
+    spec, _, overrides = rest.partition(":")
+    config, _, ranks = spec.partition("@")
+    if not label or not config:
+        raise SystemExit(f"arm {text!r} is not label=config.yaml[@ranks][:key=value,...]")
+    return label, config, int(ranks) if ranks else None, [o for o in overrides.split(",") if o]
+
+
 def launch(np_, config, overrides, timeout, log_path=None):
     """Run ``hpcmarl train`` under mpirun (or directly for one rank) with a hard timeout."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",

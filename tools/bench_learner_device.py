@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from _common import ROOT, record
+from _common import ROOT, parse_arm_spec, record
 
 ARMS = [  # the shipped configs' learners; smax_mappo's network and batch on simple_spread (SMAX needs the jax extra)
     "mappo=simple_spread_mappo.yaml",
@@ -32,15 +32,6 @@ ARMS = [  # the shipped configs' learners; smax_mappo's network and batch on sim
     "qmix=qmix_spread.yaml",
     "mast=mast_spread.yaml",
 ]
-
-
-def parse_arm(text: str):
-    label, _, rest = text.partition("=")
-    config, _, overrides = rest.partition(":")
-    if not label or not config:
-        raise SystemExit(f"--arms: {text!r} is not label=config.yaml[:key=value,…]")
-    path = config if os.path.isabs(config) else os.path.join(ROOT, "configs", config)
-    return label, path, [o for o in overrides.split(",") if o]
 
 
 def collect(cfg, n: int):
@@ -97,7 +88,8 @@ def time_updates(cfg, spec, records, device, warmup: int, reps: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arms", nargs="+", default=ARMS, help="label=config.yaml[:key=value,…] (configs/ if relative)")
+    ap.add_argument("--arms", nargs="+", default=ARMS,
+                    help="label=config.yaml[:key=value,…] as in bench_sample_efficiency (configs/ if relative)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--records", type=int, default=4, help="distinct unrolls cycled through")
@@ -112,8 +104,8 @@ def main(argv=None):
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if gpu else [])
     fields, rows = [], []
     for text in a.arms:
-        label, path, overrides = parse_arm(text)
-        cfg = load_config(path, overrides + ["learner.device=cpu"])
+        label, config, _, overrides = parse_arm_spec(text)  # a layout's ranks do not matter here
+        cfg = load_config(os.path.join(ROOT, "configs", config), overrides + ["learner.device=cpu"])
         spec, records = collect(cfg, a.records)
         env_steps = int(records[0]["meta"][3])
         ms = {d.type: 1e3 * time_updates(cfg, spec, records, d, a.warmup, a.reps) for d in devices}

@@ -52,7 +52,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, launch, parse_steps, record
+from _common import ROOT, launch, parse_arm_spec, parse_steps, record
 
 # name -> (config, ranks, overrides): the layouts the targets of issue 16 are stated for
 ARMS = {
@@ -90,10 +90,8 @@ def parse_arm(text: str):
         if text not in ARMS:
             raise SystemExit(f"unknown arm {text!r} (known: {', '.join(ARMS)}; or label=config.yaml[@ranks][:k=v,...])")
         return text, ARMS[text]
-    label, rest = text.split("=", 1)
-    spec, _, overrides = rest.partition(":")
-    config, _, ranks = spec.partition("@")
-    return label, (config, int(ranks or 4), [o for o in overrides.split(",") if o])
+    label, config, ranks, overrides = parse_arm_spec(text)
+    return label, (config, ranks or 4, overrides)
 
 
 def windowed(steps: np.ndarray, ret: np.ndarray, window: int, budgets, window_steps: int = 0):

@@ -14,6 +14,7 @@ from hpcmarl.algos.qmix.learning import QMIXLearner
 from hpcmarl.config import load_config
 from hpcmarl.envs import probe_spec
 from hpcmarl.launch import pick_device
+from hpcmarl.models import flat_params
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -28,8 +29,8 @@ def full_float32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def flat_params(learner) -> np.ndarray:
-    return np.concatenate([p.detach().cpu().numpy().ravel() for p in learner.params]).astype(np.float64)
+def params_of(learner) -> np.ndarray:
+    return flat_params(learner.params).astype(np.float64)
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,8 +43,8 @@ def check_devices(make, records, updates: int = 2, tol: float = 1e-3):
     a CPU learner (and back) exactly, after which both update alike again."""
     cpu, gpu = make(CPU), make(GPU)
     assert all(p.device.type == "cuda" for p in gpu.params)
-    start = flat_params(cpu)
-    np.testing.assert_array_equal(flat_params(gpu), start)
+    start = params_of(cpu)
+    np.testing.assert_array_equal(params_of(gpu), start)
     flat = gpu.policy_flat()
     assert isinstance(flat, np.ndarray) and flat.dtype == np.float32
     np.testing.assert_array_equal(flat, cpu.policy_flat())
@@ -51,23 +52,23 @@ def check_devices(make, records, updates: int = 2, tol: float = 1e-3):
         s_cpu, s_gpu = cpu.update(records), gpu.update(records)
     assert s_cpu.keys() == s_gpu.keys()
     assert all(np.isfinite(v) for v in s_gpu.values() if isinstance(v, float))
-    moved = flat_params(cpu) - start
+    moved = params_of(cpu) - start
     assert np.linalg.norm(moved) > 0
-    assert rel(flat_params(gpu) - start, moved) < tol, rel(flat_params(gpu) - start, moved)
+    assert rel(params_of(gpu) - start, moved) < tol, rel(params_of(gpu) - start, moved)
     np.testing.assert_allclose(gpu.policy_flat(), cpu.policy_flat(), rtol=0, atol=1e-4)
 
     arrays = gpu.state_arrays()  # what a checkpoint stores: plain host arrays
     assert all(isinstance(v, np.ndarray) and v.dtype != object for v in arrays.values())
     back = make(CPU)
     back.load_state_arrays(arrays)
-    np.testing.assert_array_equal(flat_params(back), flat_params(gpu))
+    np.testing.assert_array_equal(params_of(back), params_of(gpu))
     again = make(GPU)  # and a CPU checkpoint resumed on the GPU (the optimizer's state moves along)
     again.load_state_arrays(back.state_arrays())
-    np.testing.assert_array_equal(flat_params(again), flat_params(gpu))
-    before = flat_params(back)
+    np.testing.assert_array_equal(params_of(again), params_of(gpu))
+    before = params_of(back)
     back.update(records)
     again.update(records)
-    assert rel(flat_params(again) - before, flat_params(back) - before) < tol
+    assert rel(params_of(again) - before, params_of(back) - before) < tol
 
 
 PPO_CASES = [  # a recurrent MAPPO with agent ids and a state critic; IPPO on two groups; alive masks with both
@@ -116,7 +117,7 @@ def test_qmix_and_mast_learn_on_cuda(sparse):
             assert mask.device.type == "cuda" and torch.all(params[name][~mask] == 0)
     other = QMIXLearner(probe_spec("matrix_v0", {"masked": sparse}), cfg, CPU, seed=99)
     other.load_state_arrays(learner.state_arrays())
-    np.testing.assert_array_equal(flat_params(other), flat_params(learner))
+    np.testing.assert_array_equal(params_of(other), params_of(learner))
     assert other.steps == learner.steps
 
 
