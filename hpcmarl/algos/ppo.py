@@ -26,6 +26,8 @@ class PPOConfig:
     name: str = "mappo"  # ippo: per-agent critic on local observations; mappo: centralized critic
     unroll_length: int = 25  # T: steps per env copy in one unroll
     lr: float = 5e-4  # Adam learning rate
+    lr_anneal_steps: int = 0  # > 0: the learning rate decays linearly from lr to 0 over this many env steps
+    # (JaxMARL's ANNEAL_LR over its TOTAL_TIMESTEPS; set it to train.total_env_steps); 0: constant
     gamma: float = 0.99  # discount factor
     gae_lambda: float = 0.95  # lambda of generalised advantage estimation
     nstep: int = 0  # > 0: n-step advantages (the n-step return minus V; EPyMARL's MAPPO uses 5) instead of GAE
@@ -66,6 +68,9 @@ class PPOConfig:
         """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
         check(self.unroll_length >= 1, "algo.unroll_length", "must be >= 1")
         check(self.lr > 0, "algo.lr", "must be > 0")
+        check(self.lr_anneal_steps == 0 or self.lr_anneal_steps >= cfg.train.total_env_steps, "algo.lr_anneal_steps",
+              f"must be 0 (constant) or >= train.total_env_steps ({cfg.train.total_env_steps}): the env steps "
+              f"after it would train at learning rate 0")
         check(0 < self.gamma <= 1, "algo.gamma", "must be in (0, 1]")
         check(0 <= self.gae_lambda <= 1, "algo.gae_lambda", "must be in [0, 1]")
         check(self.nstep >= 0, "algo.nstep", "must be >= 0 (0 = GAE)")
@@ -315,8 +320,12 @@ class PPOLearner:
     def update(self, unrolls: List[Record], reduce_grads: Callable = None, reduce_sums: Callable = None,
                env_steps: int = 0) -> Dict[str, float]:
         """PPO epochs over the unrolls; ``reduce_grads(params, weight)`` averages gradients across
-        learners, ``reduce_sums(array)`` sums small statistics across learners (``env_steps``: unused)."""
+        learners, ``reduce_sums(array)`` sums small statistics across learners; ``env_steps``: the run's env steps
+        so far (``algo.lr_anneal_steps`` reads it)."""
         c = self.cfg
+        if c.lr_anneal_steps:
+            for group in self.opt.param_groups:
+                group["lr"] = c.lr * max(0.0, 1.0 - env_steps / c.lr_anneal_steps)
         b = self.batch_from_unrolls(unrolls)
         self.advantages(b, reduce_sums)
         T, B = b[f"{self.spec.groups[0].name}/reward"].shape[:2]

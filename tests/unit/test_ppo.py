@@ -692,3 +692,25 @@ def test_log_std_init_must_be_finite():
 
     with pytest.raises(ValueError, match="algo.log_std_init.*finite"):
         load_config("configs/vmas_navigation_mappo.yaml", ["algo.log_std_init=1e400"])  # a float: inf
+
+
+def test_lr_anneal_decays_linearly_with_env_steps_to_zero(collect):
+    T, E = 5, 2
+    learner = make_learner(probe_spec("simple_spread_v3", {"N": 2, "max_cycles": 6}), T=T, lr=1e-3,
+                           lr_anneal_steps=1000)
+    c = collect("simple_spread_v3", T, E, 1, {"N": 2, "max_cycles": 6}, seed=3, flat=learner.policy_flat())
+    lrs = []
+    for steps in (0, 250, 1000, 5000):
+        before = learner.policy_flat()
+        learner.update(c.records, env_steps=steps)
+        lrs.append(learner.opt.param_groups[0]["lr"])
+        assert np.array_equal(before, learner.policy_flat()) == (steps >= 1000)  # at lr 0 nothing moves
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 0.0, 0.0])
+
+
+def test_lr_anneal_must_cover_the_run():
+    from hpcmarl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="algo.lr_anneal_steps.*learning rate 0"):
+        load_config(None, ["train.total_env_steps=2000", "algo.lr_anneal_steps=1000"])
+    assert load_config(None, ["train.total_env_steps=2000", "algo.lr_anneal_steps=2000"]).algo.lr_anneal_steps == 2000
