@@ -61,6 +61,9 @@ def hpcmarl(args, timeout=120, env=None):
     return run_cmd(HPCMARL + list(args), timeout=timeout, env=env)
 
 
+# tests that repeat a longer check in another setting (each names the quicker test CI runs instead): run by hand
+by_hand = pytest.mark.skipif(not os.environ.get("HPCMARL_LONG"), reason="by hand: HPCMARL_LONG=1")
+
 requires_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
                                      reason="mpirun not installed (make test installs it)")
 

@@ -1,6 +1,7 @@
 """index (VDS), the episode iterator and watch, on real runs made in the test session."""
 import io
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,11 +62,13 @@ def test_episode_iterator_and_filters(run):
 
 
 def test_watch_follows_a_live_run_and_leaves_it_intact(tmp_path):
+    """``watch`` reads a run while it trains; the run, stopped by SIGTERM once the watch is done (it would train on
+    for a minute), still closes run.h5 cleanly with every update's metrics row."""
     from hpcmarl.analysis.watch import watch
 
     run = tmp_path / "live"
     proc = subprocess.Popen([sys.executable, "-m", "hpcmarl.cli", "train", "configs/test_tiny.yaml", f"run_dir={run}",
-                             "train.max_updates=1200", "train.total_env_steps=100000000", "output.flush_s=0.3"],
+                             "train.max_updates=100000", "train.total_env_steps=100000000", "output.flush_s=0.3"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90  # start watching once the run has begun writing run.h5
@@ -75,6 +78,7 @@ def test_watch_follows_a_live_run_and_leaves_it_intact(tmp_path):
         buf = io.StringIO()
         n = watch(str(run), interval=1.0, count=5, plot=str(tmp_path / "live.png"), out=buf)
         out = buf.getvalue()
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
@@ -83,9 +87,11 @@ def test_watch_follows_a_live_run_and_leaves_it_intact(tmp_path):
     updates = [int(u) for u in __import__("re").findall(r"update (\d+)", out)]
     assert len(updates) >= 3 and updates == sorted(updates) and updates[-1] > updates[0], out
     assert (tmp_path / "live.png").stat().st_size > 0
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == 75, err[-2000:]  # stopped by the signal, checkpointed
     with h5py.File(run / "run.h5", "r") as f:  # closed cleanly by the writer: a plain open works
-        assert f["metrics/update"][-1] == 1200 and f["metrics/update"].shape[0] == 1200
+        rows = f["metrics/update"][()]
+    assert rows[-1] >= updates[-1]
+    np.testing.assert_array_equal(rows, np.arange(1, rows.size + 1))
     with h5py.File(run / "trajectories" / "actor-00000.h5", "r") as f:
         assert f["episodes/episode"].shape[0] > 0
 

@@ -133,9 +133,12 @@ def test_slurm_train_job_writes_outputs(slurm):
 
 def test_slurm_preempted_job_requeues_and_resumes(slurm):
     cluster, env, out = slurm
-    total = 1500
+    # 0.1 s added to every update: the signal (2 s after the first progress line, itself 2 s in) finds the run at
+    # most ~40 updates in on any machine, and the requeued job trains the rest in seconds
+    total = 60
     jid = sbatch(env, out, ["slurm/train.sbatch", "configs/test_tiny.yaml", f"output.root={out}/runs",
-                            f"train.max_updates={total}", "train.total_env_steps=100000000"] + TINY)
+                            f"train.max_updates={total}", "train.total_env_steps=100000000",
+                            "learner.update_delay_s=0.1"] + TINY)
     log = out / f"{jid}.out"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (log.exists() and "[hpcmarl] upd" in log.read_text()):
