@@ -25,6 +25,9 @@ class Tanh(nn.Module):
         return torch.sigmoid(2.0 * x).mul(2.0).sub(1.0)
 
 
+ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU}  # the hidden layers' nonlinearity (``algo.activation``)
+
+
 class Categorical:
     """A categorical distribution over the last axis from (masked) logits, with log-softmax written out: torch's
     CPU ``softmax``/``log_softmax`` over a handful of actions costs 3-4x these few vectorised ops."""
@@ -108,16 +111,17 @@ class AgentId(nn.Module):
 
 
 def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: float = 1.0,
-                encoder: str = "mlp", agent_id: bool = False, act=None) -> nn.Module:
-    """The network of one group on its own observations: an MLP, or :class:`Board` convolutions then an MLP;
-    ``agent_id``: the MLP reads :class:`AgentId`'s input. ``act`` after the head (the GRU policy's body)."""
+                encoder: str = "mlp", agent_id: bool = False, act=None, hidden_act=Tanh) -> nn.Module:
+    """The network of one group on its own observations: an MLP (``hidden_act`` after each hidden layer), or
+    :class:`Board` convolutions then a ReLU MLP; ``agent_id``: the MLP reads :class:`AgentId`'s input. ``act`` after
+    the head (the GRU policy's body)."""
     if encoder == "conv":
         if agent_id:
             raise ValueError("algo.agent_id works with algo.encoder=mlp only")
         board = Board(g.obs_shape)
         return nn.Sequential(board, mlp(board.out_dim, hidden, layers, out, out_gain, act=nn.ReLU))
     mods = [AgentId(g.n)] if agent_id else []
-    mods.append(mlp(g.obs_dim + (g.n if agent_id else 0), hidden, layers, out, out_gain))
+    mods.append(mlp(g.obs_dim + (g.n if agent_id else 0), hidden, layers, out, out_gain, act=hidden_act))
     if act is not None:
         mods.append(act())
     return mods[0] if len(mods) == 1 else nn.Sequential(*mods)
@@ -129,27 +133,28 @@ class GroupPolicy(nn.Module):
     Continuous std: ``"log"`` = a free log-std parameter (PPO), starting at ``log_std_init``; ``"softplus"`` =
     ``softplus(raw)``, starting at ``init_std``, which stays valid at NIGT's extrapolated query points far from the
     current parameters. Samples are the pre-squash ``u``; :func:`squash` maps them into the action box for the
-    environment.
+    environment. ``activation``: a key of :data:`ACTIVATIONS`, after every hidden layer.
     """
 
     def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
                  learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False,
-                 log_std_init: float = -0.5):
+                 log_std_init: float = -0.5, activation: str = "tanh"):
         super().__init__()
+        act = ACTIVATIONS[activation]
         self.discrete = g.discrete
         out = g.n_actions if g.discrete else g.act_dim
         self.recurrent = recurrent
         if recurrent:  # rMAPPO's actor: MLP features -> GRU cell -> head; the hidden state is the caller's
             if encoder != "mlp":
                 raise ValueError("algo.recurrent works with algo.encoder=mlp only")
-            self.body = encoder_mlp(g, hidden, layers - 1, hidden, agent_id=agent_id, act=Tanh)
+            self.body = encoder_mlp(g, hidden, layers - 1, hidden, agent_id=agent_id, act=act, hidden_act=act)
             self.rnn = nn.GRUCell(hidden, hidden)
             self.head = nn.Linear(hidden, out)
             nn.init.orthogonal_(self.head.weight, 0.01)
             nn.init.zeros_(self.head.bias)
             self.net = self._recurrent_net_missing
         else:
-            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder, agent_id)
+            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder, agent_id, hidden_act=act)
         self.hidden_size = hidden if recurrent else 0
         self.softplus_std = std == "softplus"
         if not g.discrete:
@@ -204,17 +209,20 @@ class ActorCritic(nn.Module):
     registry entry's ``centralized_critic`` asks (:class:`hpcmarl.algos.base.Algorithm`)."""
 
     def __init__(self, spec: EnvSpec, centralized: bool, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
-                 recurrent: bool = False, agent_id: bool = False, log_std_init: float = -0.5):
+                 recurrent: bool = False, agent_id: bool = False, log_std_init: float = -0.5,
+                 activation: str = "tanh"):
         super().__init__()
         self.spec = spec
         self.centralized = bool(centralized)
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent,
-                                                           agent_id=agent_id, log_std_init=log_std_init)
+                                                           agent_id=agent_id, log_std_init=log_std_init,
+                                                           activation=activation)
                                        for g in spec.groups})
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
+        act = ACTIVATIONS[activation]
         self.critics = nn.ModuleDict({  # a centralized critic has one output per agent: it needs no agent ids
-            g.name: mlp(self.critic_in, hidden, layers, g.n) if self.centralized else encoder_mlp(g, hidden, layers, 1,
-                                                                                                 1.0, encoder, agent_id)
+            g.name: mlp(self.critic_in, hidden, layers, g.n, act=act) if self.centralized
+            else encoder_mlp(g, hidden, layers, 1, 1.0, encoder, agent_id, hidden_act=act)
             for g in spec.groups})
 
     def policy_parameters(self) -> List[nn.Parameter]:
@@ -256,10 +264,12 @@ class Inference:
     """Actor-side action selection with the policy networks only (numpy in, numpy out)."""
 
     def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
-                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False):
+                 learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False,
+                 activation: str = "tanh"):
         self.spec = spec
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std, encoder,
-                                                           recurrent, agent_id) for g in spec.groups})
+                                                           recurrent, agent_id, activation=activation)
+                                       for g in spec.groups})
         self.recurrent = recurrent
         self.h: Dict[str, torch.Tensor] = {}  # recurrent: hidden state per group [E, n, H], carried across unrolls
         self.params = list(self.policies.parameters())
@@ -340,9 +350,10 @@ def make_inference(spec: EnvSpec, algo) -> Inference:
 
 def policy_inference(spec: EnvSpec, algo) -> Inference:
     """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one; a GRU policy with
-    ``algo.recurrent``; agent ids in the input with ``algo.agent_id``): PPO, MA-Trace."""
+    ``algo.recurrent``; agent ids in the input with ``algo.agent_id``; ``algo.activation``): PPO, MA-Trace."""
     return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"),
-                     recurrent=bool(getattr(algo, "recurrent", False)), agent_id=bool(getattr(algo, "agent_id", False)))
+                     recurrent=bool(getattr(algo, "recurrent", False)), agent_id=bool(getattr(algo, "agent_id", False)),
+                     activation=getattr(algo, "activation", "tanh"))
 
 
 def squashed_inference(spec: EnvSpec, algo) -> Inference:

@@ -46,6 +46,8 @@ class PPOConfig:
     # learned, state-independent std (-0.5: 0.61; 0: 1.0)
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
+    activation: str = "tanh"  # tanh | relu: after every hidden layer of the policy and critic MLPs (algo.encoder=mlp;
+    # JaxMARL's SMAX baselines use relu)
     critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
     encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
     # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
@@ -84,6 +86,11 @@ class PPOConfig:
         check(self.layers >= 1, "algo.layers", "must be >= 1")
         check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
         check(self.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
+        check(self.activation in ("tanh", "relu"), "algo.activation", "must be tanh or relu")
+        if self.activation != "tanh":
+            check(self.encoder == "mlp", "algo.activation", "works with algo.encoder=mlp only (conv: ReLU)")
+            check(not cfg.league.enabled, "algo.activation", "league pool members are rebuilt as tanh networks; "
+                  "leave it at tanh in league mode")
         check(self.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
         check(self.chunk_length >= 0, "algo.chunk_length", "must be >= 0 (0 = the whole unroll)")
         if self.agent_id:
@@ -280,7 +287,7 @@ class PPOLearner:
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
-                                 cfg.recurrent, cfg.agent_id, cfg.log_std_init).to(device)
+                                 cfg.recurrent, cfg.agent_id, cfg.log_std_init, cfg.activation).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)

@@ -29,10 +29,10 @@ class Collected:
 
 def make_collected(env: str, T: int, E: int, n_unrolls: int = 1, kwargs: Optional[dict] = None, seed: int = 0,
                    hidden: int = 16, layers: int = 1, policy_map=None, flat=None, version: int = 0,
-                   recurrent: bool = False, agent_id: bool = False) -> Collected:
+                   recurrent: bool = False, agent_id: bool = False, activation: str = "tanh") -> Collected:
     torch.manual_seed(seed)
     venv = VecEnv(env, E, seed, kwargs, policy_map)
-    policy = Inference(venv.spec, hidden, layers, recurrent=recurrent, agent_id=agent_id)
+    policy = Inference(venv.spec, hidden, layers, recurrent=recurrent, agent_id=agent_id, activation=activation)
     if flat is not None:
         policy.load(flat, version)
     spec = unroll_spec(venv.spec, T, E, hidden if recurrent else 0)

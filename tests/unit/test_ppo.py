@@ -714,3 +714,37 @@ def test_lr_anneal_must_cover_the_run():
     with pytest.raises(ConfigError, match="algo.lr_anneal_steps.*learning rate 0"):
         load_config(None, ["train.total_env_steps=2000", "algo.lr_anneal_steps=1000"])
     assert load_config(None, ["train.total_env_steps=2000", "algo.lr_anneal_steps=2000"]).algo.lr_anneal_steps == 2000
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_relu_networks_act_the_same_on_actor_and_learner(collect, recurrent):
+    """algo.activation=relu: the learner's policy and critic are ReLU networks (the written-out tanh step stands
+    aside), the actor builds the same ones (first minibatch's ratio 1); a tanh actor on the same weights differs."""
+    from hpcmarl.models import ACTIVATIONS
+
+    kw = {"N": 2, "max_cycles": 6}
+    learner = make_learner(probe_spec("simple_spread_v3", kw), "mappo", 6, epochs=1, minibatches=1, recurrent=recurrent,
+                           activation="relu")
+    kinds = {type(m) for m in learner.model.modules()}
+    assert ACTIVATIONS["relu"] in kinds and ACTIVATIONS["tanh"] not in kinds and not learner.fused
+    c = collect("simple_spread_v3", 6, 2, 1, kw, seed=5, flat=learner.policy_flat(), recurrent=recurrent,
+                activation="relu")
+    obs = torch.randn(3, 2, learner.spec.groups[0].obs_dim)
+    h = torch.randn(3, 2, 16)
+    for act in ("relu", "tanh"):  # the actor's network on the learner's weights: the same function only as ReLU
+        pol, mine = collect("simple_spread_v3", 1, 1, 0, kw, flat=learner.policy_flat(), recurrent=recurrent,
+                            activation=act).policy.policies["agent"], learner.model.policies["agent"]
+        outs = [p.step(obs, h)[0] if recurrent else p.net(obs) for p in (pol, mine)]
+        assert torch.allclose(*outs) == (act == "relu"), act
+    stats = learner.update(c.records)
+    assert abs(stats["agent/approx_kl"]) < 1e-6 and stats["agent/clip_fraction"] == 0.0
+
+
+def test_activation_config_checks():
+    from hpcmarl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="algo.activation"):
+        load_config(None, ["algo.activation=gelu"])
+    with pytest.raises(ConfigError, match="algo.activation.*league"):
+        load_config("configs/league_spread.yaml", ["algo.activation=relu"])
+    assert load_config("configs/smax_mappo.yaml", ["algo.activation=relu"]).algo.activation == "relu"
