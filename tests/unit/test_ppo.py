@@ -747,4 +747,4 @@ def test_activation_config_checks():
         load_config(None, ["algo.activation=gelu"])
     with pytest.raises(ConfigError, match="algo.activation.*league"):
         load_config("configs/league_spread.yaml", ["algo.activation=relu"])
-    assert load_config("configs/smax_mappo.yaml", ["algo.activation=relu"]).algo.activation == "relu"
+    assert load_config("configs/simple_spread_mappo.yaml", ["algo.activation=relu"]).algo.activation == "relu"
