@@ -33,8 +33,8 @@ _API = {
     "batch_from_unrolls": ("hpcmarl.algos.ppo", "batch_from_unrolls"),
     "gae": ("hpcmarl.algos.ppo", "gae"),
     "masked_mean": ("hpcmarl.algos.ppo", "masked_mean"),
-    "torch_state_arrays": ("hpcmarl.algos.ppo", "torch_state_arrays"),
-    "load_torch_state_arrays": ("hpcmarl.algos.ppo", "load_torch_state_arrays"),
+    "torch_state_arrays": ("hpcmarl.models", "torch_state_arrays"),
+    "load_torch_state_arrays": ("hpcmarl.models", "load_torch_state_arrays"),
     "flat_params": ("hpcmarl.models", "flat_params"),
     "policy_inference": ("hpcmarl.models", "policy_inference"),
     # reading runs

@@ -4,7 +4,8 @@ One :class:`GroupPolicy` per policy group (parameters shared by the group's agen
 discrete actions (unavailable actions masked), diagonal Gaussian for continuous ones.  Critics: by default every
 group has a value net on the agent's own observation (IPPO); an algorithm registered with ``centralized_critic``
 (MAPPO) gets a centralized value net per group on the global state (or all agents' observations concatenated) with
-one output per agent.
+one output per agent. Also the parameters as one flat vector (what actors receive) and a model's parameters and
+optimiser state as plain arrays for checkpoints (no pickle).
 """
 from __future__ import annotations
 
@@ -252,6 +253,29 @@ def assign_flat(params, flat: np.ndarray) -> None:
 
 def param_count(params) -> int:
     return sum(p.numel() for p in params)
+
+
+def torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, np.ndarray]:
+    """Module parameters/buffers and optimizer state as plain arrays (no pickle)."""
+    out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    for pid, s in opt.state_dict()["state"].items():
+        for k, v in s.items():
+            out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy().copy() if torch.is_tensor(v) else np.array(v)
+    return out
+
+
+def load_torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer, arrays: Dict[str, np.ndarray],
+                            device) -> None:
+    sd = {k[len("model/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+    model.load_state_dict(sd)
+    st = opt.state_dict()
+    state = {}
+    for k, v in arrays.items():
+        if k.startswith("optim/"):
+            _, pid, name = k.split("/", 2)
+            state.setdefault(int(pid), {})[name] = torch.from_numpy(np.array(v)).to(device if name != "step" else "cpu")
+    st["state"] = state
+    opt.load_state_dict(st)
 
 
 def checksum(flat: np.ndarray) -> float:

@@ -271,11 +271,11 @@ class MATraceLearner:
         return flat_params(self.model.policy_parameters())
 
     def state_arrays(self):
-        from hpcmarl.algos.ppo import torch_state_arrays
+        from hpcmarl.models import torch_state_arrays
 
         return torch_state_arrays(self.model, self.opt)
 
     def load_state_arrays(self, arrays) -> None:
-        from hpcmarl.algos.ppo import load_torch_state_arrays
+        from hpcmarl.models import load_torch_state_arrays
 
         load_torch_state_arrays(self.model, self.opt, arrays, self.device)

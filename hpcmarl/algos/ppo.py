@@ -15,7 +15,7 @@ import torch
 from hpcmarl.algos import ppo_fused
 from hpcmarl.comm.spec import Record
 from hpcmarl.envs import EnvSpec
-from hpcmarl.models import ActorCritic, joint_input
+from hpcmarl.models import ActorCritic, joint_input, load_torch_state_arrays, torch_state_arrays
 from hpcmarl.typedconfig import check
 
 
@@ -255,29 +255,6 @@ def team_reward(reward: torch.Tensor, acting: torch.Tensor) -> torch.Tensor:
     """Every agent's reward replaced by the mean over the group's agents that acted (``[..., n]`` in and out)."""
     mean = (reward * acting).sum(-1, keepdim=True) / acting.sum(-1, keepdim=True).clamp_min(1.0)
     return mean.expand_as(reward) * (acting > 0)
-
-
-def torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, np.ndarray]:
-    """Module parameters/buffers and optimizer state as plain arrays (no pickle)."""
-    out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-    for pid, s in opt.state_dict()["state"].items():
-        for k, v in s.items():
-            out[f"optim/{pid}/{k}"] = v.detach().cpu().numpy().copy() if torch.is_tensor(v) else np.array(v)
-    return out
-
-
-def load_torch_state_arrays(model: torch.nn.Module, opt: torch.optim.Optimizer, arrays: Dict[str, np.ndarray],
-                            device) -> None:
-    sd = {k[len("model/"):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
-    model.load_state_dict(sd)
-    st = opt.state_dict()
-    state = {}
-    for k, v in arrays.items():
-        if k.startswith("optim/"):
-            _, pid, name = k.split("/", 2)
-            state.setdefault(int(pid), {})[name] = torch.from_numpy(np.array(v)).to(device if name != "step" else "cpu")
-    st["state"] = state
-    opt.load_state_dict(st)
 
 
 class PPOLearner:

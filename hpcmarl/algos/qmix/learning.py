@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from hpcmarl.algos.offpolicy import EpisodeReplay, EpisodeStitcher
-from hpcmarl.algos.ppo import ValueNorm, load_torch_state_arrays, torch_state_arrays
+from hpcmarl.algos.ppo import ValueNorm
 from hpcmarl.algos.qmix.networks import QNet, pack_masks, sparse_layout
 from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, linear_flops
 from hpcmarl.comm.spec import META_INDEX, Record
 from hpcmarl.envs import EnvSpec
-from hpcmarl.models import checksum, flat_params, joint_input
+from hpcmarl.models import checksum, flat_params, joint_input, load_torch_state_arrays, torch_state_arrays
 
 
 # --------------------------------------------------------------------------------------------------
