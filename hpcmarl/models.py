@@ -112,18 +112,18 @@ class AgentId(nn.Module):
 
 
 def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: float = 1.0,
-                encoder: str = "mlp", agent_id: bool = False, act=None, hidden_act=Tanh) -> nn.Module:
-    """The network of one group on its own observations: an MLP (``hidden_act`` after each hidden layer), or
-    :class:`Board` convolutions then a ReLU MLP; ``agent_id``: the MLP reads :class:`AgentId`'s input. ``act`` after
-    the head (the GRU policy's body)."""
+                encoder: str = "mlp", agent_id: bool = False, act=Tanh, act_after_head: bool = False) -> nn.Module:
+    """The network of one group on its own observations: an MLP (``act`` after each hidden layer, and after the head
+    too with ``act_after_head``: the GRU policy's body), or :class:`Board` convolutions then a ReLU MLP;
+    ``agent_id``: the MLP reads :class:`AgentId`'s input."""
     if encoder == "conv":
         if agent_id:
             raise ValueError("algo.agent_id works with algo.encoder=mlp only")
         board = Board(g.obs_shape)
         return nn.Sequential(board, mlp(board.out_dim, hidden, layers, out, out_gain, act=nn.ReLU))
     mods = [AgentId(g.n)] if agent_id else []
-    mods.append(mlp(g.obs_dim + (g.n if agent_id else 0), hidden, layers, out, out_gain, act=hidden_act))
-    if act is not None:
+    mods.append(mlp(g.obs_dim + (g.n if agent_id else 0), hidden, layers, out, out_gain, act=act))
+    if act_after_head:
         mods.append(act())
     return mods[0] if len(mods) == 1 else nn.Sequential(*mods)
 
@@ -148,14 +148,14 @@ class GroupPolicy(nn.Module):
         if recurrent:  # rMAPPO's actor: MLP features -> GRU cell -> head; the hidden state is the caller's
             if encoder != "mlp":
                 raise ValueError("algo.recurrent works with algo.encoder=mlp only")
-            self.body = encoder_mlp(g, hidden, layers - 1, hidden, agent_id=agent_id, act=act, hidden_act=act)
+            self.body = encoder_mlp(g, hidden, layers - 1, hidden, agent_id=agent_id, act=act, act_after_head=True)
             self.rnn = nn.GRUCell(hidden, hidden)
             self.head = nn.Linear(hidden, out)
             nn.init.orthogonal_(self.head.weight, 0.01)
             nn.init.zeros_(self.head.bias)
             self.net = self._recurrent_net_missing
         else:
-            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder, agent_id, hidden_act=act)
+            self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder, agent_id, act)
         self.hidden_size = hidden if recurrent else 0
         self.softplus_std = std == "softplus"
         if not g.discrete:
@@ -223,7 +223,7 @@ class ActorCritic(nn.Module):
         act = ACTIVATIONS[activation]
         self.critics = nn.ModuleDict({  # a centralized critic has one output per agent: it needs no agent ids
             g.name: mlp(self.critic_in, hidden, layers, g.n, act=act) if self.centralized
-            else encoder_mlp(g, hidden, layers, 1, 1.0, encoder, agent_id, hidden_act=act)
+            else encoder_mlp(g, hidden, layers, 1, 1.0, encoder, agent_id, act)
             for g in spec.groups})
 
     def policy_parameters(self) -> List[nn.Parameter]:

@@ -13,4 +13,3 @@ def jax_compilation_cache(tmp_path_factory):
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ.update({"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
-    yield
