@@ -205,16 +205,38 @@ def squash(g: GroupSpec, u: np.ndarray) -> np.ndarray:
     return g.act_low + (np.tanh(u) + 1.0) * 0.5 * (g.act_high - g.act_low)
 
 
+class RecurrentCritic(nn.Module):
+    """A centralized critic with a GRU (``algo.critic_recurrent``, as JaxMARL's MAPPO): MLP features of the joint
+    input -> GRU cell -> one value per agent; the hidden state ``[..., H]`` is the caller's."""
+
+    def __init__(self, inp: int, hidden: int, layers: int, n: int, act=Tanh):
+        super().__init__()
+        self.body = nn.Sequential(mlp(inp, hidden, layers - 1, hidden, act=act), act())
+        self.rnn = nn.GRUCell(hidden, hidden)
+        self.head = nn.Linear(hidden, n)
+        nn.init.orthogonal_(self.head.weight, 1.0)
+        nn.init.zeros_(self.head.bias)
+        self.hidden_size = hidden
+
+    def step(self, x: torch.Tensor, h: torch.Tensor):
+        """``x [..., D]``, ``h [..., H]`` -> (values ``[..., n]``, next hidden)."""
+        f = self.body(x)
+        lead = f.shape[:-1]
+        h2 = self.rnn(f.reshape(-1, f.shape[-1]), h.reshape(-1, h.shape[-1])).reshape(*lead, -1)
+        return self.head(h2), h2
+
+
 class ActorCritic(nn.Module):
     """Group policies and critics; ``centralized``: the critics read the joint input (:func:`joint_input`), as the
     registry entry's ``centralized_critic`` asks (:class:`hpcmarl.algos.base.Algorithm`)."""
 
     def __init__(self, spec: EnvSpec, centralized: bool, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
                  recurrent: bool = False, agent_id: bool = False, log_std_init: float = -0.5,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", critic_recurrent: bool = False):
         super().__init__()
         self.spec = spec
         self.centralized = bool(centralized)
+        self.critic_recurrent = bool(critic_recurrent)  # the critics are RecurrentCritic (centralized only)
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent,
                                                            agent_id=agent_id, log_std_init=log_std_init,
                                                            activation=activation)
@@ -222,7 +244,8 @@ class ActorCritic(nn.Module):
         self.critic_in = (spec.state_dim or spec.joint_obs_dim) if self.centralized else None
         act = ACTIVATIONS[activation]
         self.critics = nn.ModuleDict({  # a centralized critic has one output per agent: it needs no agent ids
-            g.name: mlp(self.critic_in, hidden, layers, g.n, act=act) if self.centralized
+            g.name: RecurrentCritic(self.critic_in, hidden, layers, g.n, act) if self.critic_recurrent
+            else mlp(self.critic_in, hidden, layers, g.n, act=act) if self.centralized
             else encoder_mlp(g, hidden, layers, 1, 1.0, encoder, agent_id, act)
             for g in spec.groups})
 
@@ -230,7 +253,10 @@ class ActorCritic(nn.Module):
         return list(self.policies.parameters())
 
     def values(self, obs: Dict[str, torch.Tensor], state: torch.Tensor = None) -> Dict[str, torch.Tensor]:
-        """Per-group values ``[..., n_g]``."""
+        """Per-group values ``[..., n_g]`` (feed-forward critics; recurrent ones step through
+        :mod:`hpcmarl.algos.ppo_recurrent`)."""
+        if self.critic_recurrent:
+            raise TypeError("a recurrent critic needs its hidden state: use RecurrentCritic.step(x, h)")
         if self.centralized:
             x = joint_input(self.spec, obs, state)
             return {g.name: self.critics[g.name](x) for g in self.spec.groups}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from hpcmarl.algos import ppo_fused
+from hpcmarl.algos.ppo_recurrent import CriticCarry, chunk_dist, chunk_values, replay_critic, replay_policy
 from hpcmarl.comm.spec import Record
 from hpcmarl.envs import EnvSpec
 from hpcmarl.models import ActorCritic, joint_input, load_torch_state_arrays, torch_state_arrays
@@ -59,6 +60,8 @@ class PPOConfig:
     # through whole episodes (across unrolls; each unroll stores the state it started from)
     agent_id: bool = False  # each agent's one-hot index within its group appended to its observation (the policy's;
     # IPPO's critic too): agents sharing one network can then act differently (EPyMARL's obs_agent_id)
+    critic_recurrent: bool = False  # mappo with recurrent: the centralized critic has a GRU too (JaxMARL's MAPPO);
+    # the learner carries its hidden state per actor and env copy from one unroll to the next (and in checkpoints)
     chunk_length: int = 0  # recurrent: the update replays the GRU over chunks of this many steps (0 = the whole
     # unroll), each starting from the hidden state the replay computed there; minibatches are sets of chunks
 
@@ -107,6 +110,11 @@ class PPOConfig:
             check(self.encoder == "mlp", "algo.recurrent", "works with algo.encoder=mlp only")
             check(not cfg.league.enabled, "algo.recurrent", "league mode plays pool members without hidden states; "
                   "use a feed-forward policy there")
+        if self.critic_recurrent:
+            check(self.recurrent, "algo.critic_recurrent", "needs algo.recurrent: true (the update replays both GRUs "
+                  "over the same chunks)")
+            check(centralized_critic(self), "algo.critic_recurrent", f"is for a centralized critic (mappo), not "
+                  f"{self.name}'s")
 
 
 def centralized_critic(cfg) -> bool:
@@ -264,13 +272,16 @@ class PPOLearner:
         torch.manual_seed(seed)
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
-                                 cfg.recurrent, cfg.agent_id, cfg.log_std_init, cfg.activation).to(device)
+                                 cfg.recurrent, cfg.agent_id, cfg.log_std_init, cfg.activation,
+                                 cfg.critic_recurrent).to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
         self.reward_norm = {g.name: ValueNorm(min_var=1e-4) for g in spec.groups} if cfg.reward_norm else None
         self.fused = ppo_fused.supported(self.model, cfg)  # the gradient step written out (no autograd)
+        self.critic_carry = CriticCarry([g.name for g in spec.groups], cfg.hidden, device) \
+            if cfg.critic_recurrent else None
 
     def batch_from_unrolls(self, unrolls: List[Record]) -> Dict[str, torch.Tensor]:
         return batch_from_unrolls(self.spec, unrolls, self.device)
@@ -278,10 +289,14 @@ class PPOLearner:
     @torch.no_grad()
     def advantages(self, b: Dict[str, torch.Tensor], reduce_sums: Callable = None) -> None:
         c, groups = self.cfg, self.spec.groups
-        values = self.model.values({g.name: b[f"{g.name}/obs"] for g in groups}, b.get("state"))  # [T+1, B, n]
         final = None  # values of the final observations of truncated episodes, [T, B, n]
-        if c.bootstrap_truncated:
-            final = self.model.values({g.name: b[f"{g.name}/final_obs"] for g in groups}, b.get("final_state"))
+        if c.critic_recurrent:  # and the critic's hidden state before every step, b["<group>/critic_h"]
+            values, final, starts = replay_critic(self.model, b, c.bootstrap_truncated)
+            b.update({f"{n}/critic_h": h for n, h in starts.items()})
+        else:
+            values = self.model.values({g.name: b[f"{g.name}/obs"] for g in groups}, b.get("state"))  # [T+1, B, n]
+            if c.bootstrap_truncated:
+                final = self.model.values({g.name: b[f"{g.name}/final_obs"] for g in groups}, b.get("final_state"))
         denorm = lambda n, v: self.value_norm[n].denormalize(v) if self.value_norm else v
         for g in groups:
             n = g.name
@@ -311,12 +326,17 @@ class PPOLearner:
             for group in self.opt.param_groups:
                 group["lr"] = c.lr * max(0.0, 1.0 - env_steps / c.lr_anneal_steps)
         b = self.batch_from_unrolls(unrolls)
+        if c.critic_recurrent:
+            sources = CriticCarry.sources(unrolls)
+            b.update({f"{n}/critic_h0": h for n, h in self.critic_carry.starts(sources).items()})
         self.advantages(b, reduce_sums)
         T, B = b[f"{self.spec.groups[0].name}/reward"].shape[:2]
+        if c.critic_recurrent:  # where each env copy's next unroll starts
+            self.critic_carry.keep(sources, {g.name: b[f"{g.name}/critic_h"][T] for g in self.spec.groups})
         n_rows = T * B
         # rows of a minibatch: single steps (t, env), or for recurrent policies chunks (c, env) of L steps
         L = (c.chunk_length or T) if c.recurrent else 1
-        starts = self.replay_hidden(b) if c.recurrent else None
+        starts = replay_policy(self.model, b) if c.recurrent else None
         steps = torch.arange(L, device=self.device)[:, None]
         totals: Dict[str, float] = {}
         n_mb = 0
@@ -347,7 +367,12 @@ class PPOLearner:
         """The loss of one minibatch (rows ``idx_t``, ``idx_b`` of ``b``) backpropagated by autograd into the
         parameters' ``.grad``; returns its statistics."""
         c = self.cfg
-        values = self.model.values(obs_mb, state_mb)
+        if c.critic_recurrent:
+            x, done = joint_input(self.spec, obs_mb, state_mb), b["env_done"][idx_t, idx_b]
+            values = {n: chunk_values(critic, x, b[f"{n}/critic_h"][idx_t[0], idx_b[0]], done)
+                      for n, critic in self.model.critics.items()}
+        else:
+            values = self.model.values(obs_mb, state_mb)
         mb_stats: Dict[str, float] = {}
         loss = 0.0
         for g in self.spec.groups:
@@ -356,7 +381,8 @@ class PPOLearner:
             mask = sel("alive")
             amask = sel("action_mask") if g.discrete else None
             if c.recurrent:
-                dist = self.chunk_dist(n, obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]], b["env_done"][idx_t, idx_b])
+                dist = chunk_dist(self.model.policies[n], obs_mb[n], amask, starts[n][idx_t[0], idx_b[0]],
+                                  b["env_done"][idx_t, idx_b])
             else:
                 dist = self.model.policies[n].dist(obs_mb[n], amask)
             new_logp = dist.log_prob(sel("action"))
@@ -381,32 +407,6 @@ class PPOLearner:
             p.grad = grads[p]
         return stats
 
-    @torch.no_grad()
-    def replay_hidden(self, b: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Recurrent policies: the hidden state before every step ``[T, B, n, H]``, replayed from each unroll's
-        stored initial state with the weights that made the unroll (the learner's, before this update). A
-        finished episode restarts from zero, as on the actor."""
-        out = {}
-        for g in self.spec.groups:
-            n, pol = g.name, self.model.policies[g.name]
-            h, hs = b[f"{n}/h0"], []
-            for t in range(b[f"{n}/reward"].shape[0]):
-                hs.append(h)
-                _, h = pol.step(b[f"{n}/obs"][t], h)
-                h = h * (1.0 - b["env_done"][t])[:, None, None]
-            out[n] = torch.stack(hs)
-        return out
-
-    def chunk_dist(self, group: str, obs: torch.Tensor, mask, h: torch.Tensor, env_done: torch.Tensor):
-        """The action distribution over chunks: ``obs [L, M, n, d]`` from hidden states ``h [M, n, H]``,
-        backpropagating through the L steps."""
-        pol, outs = self.model.policies[group], []
-        for t in range(obs.shape[0]):
-            out, h = pol.step(obs[t], h)
-            outs.append(out)
-            h = h * (1.0 - env_done[t])[:, None, None]
-        return pol.dist(obs, mask, out=torch.stack(outs))
-
     def policy_flat(self) -> np.ndarray:
         from hpcmarl.models import flat_params
 
@@ -423,6 +423,8 @@ class PPOLearner:
         out = torch_state_arrays(self.model, self.opt)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
         out.update({key: vn.to_array() for key, vn in self._running_stats()})
+        if self.critic_carry is not None:
+            out.update(self.critic_carry.state_arrays())
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -430,5 +432,7 @@ class PPOLearner:
         for key, vn in self._running_stats():
             if key in arrays:
                 vn.load_array(arrays[key])
+        if self.critic_carry is not None:
+            self.critic_carry.load_state_arrays(arrays)
         if "rng/learner_gen" in arrays:
             self.gen.set_state(torch.from_numpy(np.array(arrays["rng/learner_gen"], dtype=np.uint8)))

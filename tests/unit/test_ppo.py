@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hpcmarl.algos.ppo import PPOConfig, PPOLearner, gae, masked_mean, ppo_loss, team_reward
+from hpcmarl.algos.ppo_recurrent import chunk_dist, replay_policy
 from hpcmarl.envs import probe_spec
 from hpcmarl.storage import load_checkpoint, save_checkpoint
 
@@ -585,9 +586,10 @@ def test_recurrent_update_replays_the_actor_exactly(collect, algo, chunk):
     assert abs(stats["agent/approx_kl"]) < 1e-6 and stats["agent/clip_fraction"] == 0.0
     # a feed-forward learner on the same data does not reproduce them (the hidden state matters)
     b = learner.batch_from_unrolls(recs)
-    zero = {n: torch.zeros_like(h) for n, h in learner.replay_hidden(b).items()}
+    zero = {n: torch.zeros_like(h) for n, h in replay_policy(learner.model, b).items()}
     with torch.no_grad():
-        d = learner.chunk_dist("agent", b["agent/obs"][:-1], b["agent/action_mask"], zero["agent"][0], b["env_done"])
+        d = chunk_dist(learner.model.policies["agent"], b["agent/obs"][:-1], b["agent/action_mask"], zero["agent"][0],
+                       b["env_done"])
     assert not torch.allclose(d.log_prob(b["agent/action"]), b["agent/logp"], atol=1e-4)
 
 
