@@ -61,7 +61,7 @@ class PPOConfig:
     agent_id: bool = False  # each agent's one-hot index within its group appended to its observation (the policy's;
     # IPPO's critic too): agents sharing one network can then act differently (EPyMARL's obs_agent_id)
     critic_recurrent: bool = False  # mappo with recurrent: the centralized critic has a GRU too (JaxMARL's MAPPO);
-    # the learner carries its hidden state per actor and env copy from one unroll to the next (and in checkpoints)
+    # the learner carries its hidden state per actor and env copy from one unroll to the next
     chunk_length: int = 0  # recurrent: the update replays the GRU over chunks of this many steps (0 = the whole
     # unroll), each starting from the hidden state the replay computed there; minibatches are sets of chunks
 
@@ -423,8 +423,6 @@ class PPOLearner:
         out = torch_state_arrays(self.model, self.opt)
         out["rng/learner_gen"] = self.gen.get_state().numpy()
         out.update({key: vn.to_array() for key, vn in self._running_stats()})
-        if self.critic_carry is not None:
-            out.update(self.critic_carry.state_arrays())
         return out
 
     def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
@@ -432,7 +430,5 @@ class PPOLearner:
         for key, vn in self._running_stats():
             if key in arrays:
                 vn.load_array(arrays[key])
-        if self.critic_carry is not None:
-            self.critic_carry.load_state_arrays(arrays)
         if "rng/learner_gen" in arrays:
             self.gen.set_state(torch.from_numpy(np.array(arrays["rng/learner_gen"], dtype=np.uint8)))

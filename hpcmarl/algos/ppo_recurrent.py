@@ -7,7 +7,6 @@ order), and the replay starts there. A finished episode restarts both from zero,
 """
 from typing import Dict, List, Tuple
 
-import numpy as np
 import torch
 
 from hpcmarl.comm.spec import META_INDEX
@@ -78,39 +77,41 @@ def replay_critic(model, b: Dict[str, torch.Tensor], bootstrap_truncated: bool):
 
 
 class CriticCarry:
-    """The recurrent critic's hidden state ``[E, H]`` per group at the end of each actor's last unroll."""
+    """The recurrent critic's hidden state ``[E, H]`` per group at the end of each actor's last unroll.
 
-    PREFIX = "local/critic_h/"  # checkpoint keys local/critic_h/<actor>/<group>: each learner keeps its own actors'
+    The synchronous flow hands an update one unroll per actor; were there several of one actor in a batch (the
+    sizing profile's timing runs), each would continue its own stream (key: actor, its place among that actor's
+    unrolls in the batch), not the one before it in the batch. Not checkpointed: a resumed run's actors restart
+    their env copies' episodes (their policies' hidden state from zero), so the critic starts from zero too."""
 
     def __init__(self, groups: List[str], hidden: int, device):
         self.groups, self.hidden, self.device = groups, hidden, device
-        self.h: Dict[Tuple[int, str], torch.Tensor] = {}
+        self.h: Dict[Tuple[str, str], torch.Tensor] = {}
 
     @staticmethod
-    def sources(unrolls) -> List[Tuple[int, int]]:
-        """(actor index, env copies) of each unroll, in batch order."""
-        return [(int(u["meta"][META_INDEX["actor"]]), u["env_done"].shape[1]) for u in unrolls]
+    def sources(unrolls) -> List[Tuple[str, int]]:
+        """(stream key ``<actor>.<place>``, env copies) of each unroll, in batch order."""
+        out, seen = [], {}
+        for u in unrolls:
+            a = int(u["meta"][META_INDEX["actor"]])
+            seen[a] = seen.get(a, -1) + 1
+            out.append((f"{a}.{seen[a]}", u["env_done"].shape[1]))
+        return out
 
-    def starts(self, sources: List[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
+    def starts(self, sources: List[Tuple[str, int]]) -> Dict[str, torch.Tensor]:
         """Each group's hidden state ``[B, H]`` at the start of the unrolls (zeros for an actor's first)."""
-        zeros = lambda E: torch.zeros(E, self.hidden, device=self.device)
-        return {n: torch.cat([self.h.get((a, n), zeros(E)) for a, E in sources]) for n in self.groups}
+        def start(key: str, n: str, E: int) -> torch.Tensor:
+            h = self.h.get((key, n))
+            if h is None:
+                return torch.zeros(E, self.hidden, device=self.device)
+            if h.shape[0] != E:
+                raise ValueError(f"the recurrent critic's state of actor stream {key} has {h.shape[0]} env copies, "
+                                 f"its unroll {E}: env.num_envs cannot change in a run")
+            return h
+        return {n: torch.cat([start(key, n, E) for key, E in sources]) for n in self.groups}
 
-    def keep(self, sources: List[Tuple[int, int]], ends: Dict[str, torch.Tensor]) -> None:
+    def keep(self, sources: List[Tuple[str, int]], ends: Dict[str, torch.Tensor]) -> None:
         """Remember each unroll's end ``ends[group] [B, H]`` for its actor's next unroll."""
         for n in self.groups:
             for (a, _), h in zip(sources, ends[n].split([E for _, E in sources])):
                 self.h[(a, n)] = h.clone()
-
-    def state_arrays(self) -> Dict[str, np.ndarray]:
-        return {f"{self.PREFIX}{a}/{n}": h.cpu().numpy().copy() for (a, n), h in self.h.items()}
-
-    def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
-        self.h = {}
-        for k, v in arrays.items():
-            if k.startswith(self.PREFIX):
-                a, n = k[len(self.PREFIX):].split("/", 1)
-                if n not in self.groups or np.shape(v)[-1:] != (self.hidden,):
-                    raise ValueError(f"checkpoint array {k} of shape {np.shape(v)} does not fit this recurrent "
-                                     f"critic (groups {self.groups}, hidden {self.hidden})")
-                self.h[(int(a), n)] = torch.as_tensor(np.array(v, np.float32), device=self.device)
