@@ -12,6 +12,8 @@ import torch
 from hpcmarl.comm.spec import META_INDEX
 from hpcmarl.models import joint_input
 
+Stream = Tuple[int, int]  # (actor index, place among that actor's unrolls in one batch)
+
 
 @torch.no_grad()
 def replay_policy(model, b: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -60,7 +62,7 @@ def replay_critic(model, b: Dict[str, torch.Tensor], bootstrap_truncated: bool):
     x = joint_input(spec, {g.name: b[f"{g.name}/obs"] for g in spec.groups}, b.get("state"))
     xf = joint_input(spec, {g.name: b[f"{g.name}/final_obs"] for g in spec.groups}, b.get("final_state")) \
         if bootstrap_truncated else None
-    values, finals, starts = {}, {}, {}
+    values, finals, starts = {}, ({} if xf is not None else None), {}
     for n, critic in model.critics.items():
         h, vs, fs, hs = b[f"{n}/critic_h0"], [], [], []
         for t in range(T + 1):
@@ -72,8 +74,9 @@ def replay_critic(model, b: Dict[str, torch.Tensor], bootstrap_truncated: bool):
                     fs.append(critic.step(xf[t], h)[0])
                 h = h * (1.0 - b["env_done"][t])[:, None]
         values[n], starts[n] = torch.stack(vs), torch.stack(hs)
-        finals[n] = torch.stack(fs) if xf is not None else None
-    return values, (finals if xf is not None else None), starts
+        if finals is not None:
+            finals[n] = torch.stack(fs)
+    return values, finals, starts
 
 
 class CriticCarry:
@@ -86,21 +89,21 @@ class CriticCarry:
 
     def __init__(self, groups: List[str], hidden: int, device):
         self.groups, self.hidden, self.device = groups, hidden, device
-        self.h: Dict[Tuple[str, str], torch.Tensor] = {}
+        self.h: Dict[Tuple[Stream, str], torch.Tensor] = {}
 
     @staticmethod
-    def sources(unrolls) -> List[Tuple[str, int]]:
-        """(stream key ``<actor>.<place>``, env copies) of each unroll, in batch order."""
+    def sources(unrolls) -> List[Tuple[Stream, int]]:
+        """((actor, place), env copies) of each unroll, in batch order."""
         out, seen = [], {}
         for u in unrolls:
             a = int(u["meta"][META_INDEX["actor"]])
             seen[a] = seen.get(a, -1) + 1
-            out.append((f"{a}.{seen[a]}", u["env_done"].shape[1]))
+            out.append(((a, seen[a]), u["env_done"].shape[1]))
         return out
 
-    def starts(self, sources: List[Tuple[str, int]]) -> Dict[str, torch.Tensor]:
+    def starts(self, sources: List[Tuple[Stream, int]]) -> Dict[str, torch.Tensor]:
         """Each group's hidden state ``[B, H]`` at the start of the unrolls (zeros for an actor's first)."""
-        def start(key: str, n: str, E: int) -> torch.Tensor:
+        def start(key: Stream, n: str, E: int) -> torch.Tensor:
             h = self.h.get((key, n))
             if h is None:
                 return torch.zeros(E, self.hidden, device=self.device)
@@ -110,7 +113,7 @@ class CriticCarry:
             return h
         return {n: torch.cat([start(key, n, E) for key, E in sources]) for n in self.groups}
 
-    def keep(self, sources: List[Tuple[str, int]], ends: Dict[str, torch.Tensor]) -> None:
+    def keep(self, sources: List[Tuple[Stream, int]], ends: Dict[str, torch.Tensor]) -> None:
         """Remember each unroll's end ``ends[group] [B, H]`` for its actor's next unroll."""
         for n in self.groups:
             for (a, _), h in zip(sources, ends[n].split([E for _, E in sources])):

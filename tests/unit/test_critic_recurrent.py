@@ -68,10 +68,10 @@ def test_update_keeps_each_actors_state_and_moves_every_parameter(collect):
     assert all(not torch.equal(params[k], p.detach()) for k, p in lr.model.named_parameters()), \
         [k for k, p in lr.model.named_parameters() if torch.equal(params[k], p.detach())]
     end = before_update["agent"][T]
-    torch.testing.assert_close(lr.critic_carry.h[("3.0", "agent")], end[:E])
-    torch.testing.assert_close(lr.critic_carry.h[("7.0", "agent")], end[E:])
+    torch.testing.assert_close(lr.critic_carry.h[((3, 0), "agent")], end[:E])
+    torch.testing.assert_close(lr.critic_carry.h[((7, 0), "agent")], end[E:])
     # the next batch, actors in the other order: each unroll starts where its own actor's ended
-    starts = lr.critic_carry.starts([("7.0", 2), ("3.0", E)])["agent"]
+    starts = lr.critic_carry.starts([((7, 0), 2), ((3, 0), E)])["agent"]
     torch.testing.assert_close(starts, torch.cat([end[E:], end[:E]]))
 
 
@@ -81,15 +81,15 @@ def test_a_resumed_learner_starts_the_critic_from_zero(collect, tmp_path):
     lr = learner()
     c = collect("counting_v0", T, E, 1, KW, seed=6, hidden=16, layers=2, recurrent=True, flat=lr.policy_flat())
     lr.update([from_actor(c.records[0], 2)])
-    assert lr.critic_carry.starts([("2.0", E)])["agent"].abs().sum() > 0
+    assert lr.critic_carry.starts([((2, 0), E)])["agent"].abs().sum() > 0
     with pytest.raises(ValueError, match="env.num_envs cannot change"):
-        lr.critic_carry.starts([("2.0", E + 1)])
+        lr.critic_carry.starts([((2, 0), E + 1)])
     save_checkpoint(str(tmp_path), 1, lr.state_arrays(), {"update": 1}, keep=2)
     arrays = load_checkpoint(str(tmp_path / "ckpt-000000001.h5"))[0]
     assert any(k.startswith("model/critics.agent.rnn.") for k in arrays)
     restored = learner(seed=9)
     restored.load_state_arrays(arrays)
-    assert not restored.critic_carry.starts([("2.0", E)])["agent"].any()
+    assert not restored.critic_carry.starts([((2, 0), E)])["agent"].any()
     for k, p in lr.model.state_dict().items():
         assert torch.equal(p, restored.model.state_dict()[k])
 
