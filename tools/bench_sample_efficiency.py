@@ -318,8 +318,9 @@ def main():
                     "baselines (--jaxmarl-algs) on --smax-map (arms 'jaxmarl_<alg>')")
     ap.add_argument("--jaxmarl-python", default=sys.executable,
                     help="a Python with jaxmarl, flax, optax, distrax, hydra-core, wandb")
-    ap.add_argument("--jaxmarl-algs", default="mappo",
-                    help="JaxMARL's SMAX baselines to run: mappo, ippo, qmix (its Python also needs flashbax)")
+    ap.add_argument("--jaxmarl-algs", default=None,
+                    help="JaxMARL's SMAX baselines to run with --jaxmarl-baselines: mappo (default), ippo, qmix (its "
+                    "Python also needs flashbax)")
     ap.add_argument("--window-steps", type=parse_steps, default=0, help="the value at B averages the episodes that "
                     "ended in the env steps (B - this, B] (0: the last --window episodes); also JaxMARL's span")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_se"))
@@ -331,6 +332,9 @@ def main():
                     "(e.g. 20k) and print how long the benchmark's hpcmarl runs will take")
     ap.add_argument("--estimate-only", action="store_true", help="stop after the estimate")
     a = ap.parse_args()
+    if a.jaxmarl_algs is not None and not a.jaxmarl_baselines:
+        ap.error("--jaxmarl-algs needs --jaxmarl-baselines (JaxMARL's baselines directory)")
+    a.jaxmarl_algs = a.jaxmarl_algs or "mappo"
     a.out = os.path.abspath(a.out)
     os.makedirs(a.out, exist_ok=True)
     budgets = [parse_steps(b) for b in a.budgets.split(",")]
