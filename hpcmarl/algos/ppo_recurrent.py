@@ -109,7 +109,7 @@ class CriticCarry:
                 return torch.zeros(E, self.hidden, device=self.device)
             if h.shape[0] != E:
                 raise ValueError(f"the recurrent critic's state of actor stream {key} has {h.shape[0]} env copies, "
-                                 f"its unroll {E}: env.num_envs cannot change in a run")
+                                 f"its unroll {E}: one actor's unrolls must keep their width")
             return h
         return {n: torch.cat([start(key, n, E) for key, E in sources]) for n in self.groups}
 

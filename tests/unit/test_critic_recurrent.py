@@ -82,7 +82,7 @@ def test_a_resumed_learner_starts_the_critic_from_zero(collect, tmp_path):
     c = collect("counting_v0", T, E, 1, KW, seed=6, hidden=16, layers=2, recurrent=True, flat=lr.policy_flat())
     lr.update([from_actor(c.records[0], 2)])
     assert lr.critic_carry.starts([((2, 0), E)])["agent"].abs().sum() > 0
-    with pytest.raises(ValueError, match="env.num_envs cannot change"):
+    with pytest.raises(ValueError, match="must keep their width"):
         lr.critic_carry.starts([((2, 0), E + 1)])
     save_checkpoint(str(tmp_path), 1, lr.state_arrays(), {"update": 1}, keep=2)
     arrays = load_checkpoint(str(tmp_path / "ckpt-000000001.h5"))[0]
