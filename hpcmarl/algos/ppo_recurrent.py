@@ -15,41 +15,36 @@ from hpcmarl.models import joint_input
 Stream = Tuple[int, int]  # (actor index, place among that actor's unrolls in one batch)
 
 
+def scan(step, xs: torch.Tensor, h: torch.Tensor, env_done: torch.Tensor):
+    """``step(x, h) -> (out, next h)`` over ``xs [L, ...]`` from ``h``, restarting from zero where an episode ended
+    (``env_done [L, M]``): the outputs ``[L, ...]`` and the hidden state before every step ``[L, ...]``."""
+    outs, hs = [], []
+    for t in range(xs.shape[0]):
+        hs.append(h)
+        out, h = step(xs[t], h)
+        outs.append(out)
+        h = h * (1.0 - env_done[t]).view(-1, *[1] * (h.dim() - 1))
+    return torch.stack(outs), torch.stack(hs)
+
+
 @torch.no_grad()
 def replay_policy(model, b: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The policy's hidden state before every step ``[T, B, n, H]``, replayed from each unroll's stored initial
     state with the weights that made the unroll (the learner's, before this update)."""
-    out = {}
-    for n, pol in model.policies.items():
-        h, hs = b[f"{n}/h0"], []
-        for t in range(b[f"{n}/reward"].shape[0]):
-            hs.append(h)
-            _, h = pol.step(b[f"{n}/obs"][t], h)
-            h = h * (1.0 - b["env_done"][t])[:, None, None]
-        out[n] = torch.stack(hs)
-    return out
+    T = b["env_done"].shape[0]
+    return {n: scan(pol.step, b[f"{n}/obs"][:T], b[f"{n}/h0"], b["env_done"])[1] for n, pol in model.policies.items()}
 
 
 def chunk_dist(pol, obs: torch.Tensor, mask, h: torch.Tensor, env_done: torch.Tensor):
     """The action distribution over chunks: ``obs [L, M, n, d]`` from hidden states ``h [M, n, H]``,
     backpropagating through the L steps."""
-    outs = []
-    for t in range(obs.shape[0]):
-        out, h = pol.step(obs[t], h)
-        outs.append(out)
-        h = h * (1.0 - env_done[t])[:, None, None]
-    return pol.dist(obs, mask, out=torch.stack(outs))
+    return pol.dist(obs, mask, out=scan(pol.step, obs, h, env_done)[0])
 
 
 def chunk_values(critic, x: torch.Tensor, h: torch.Tensor, env_done: torch.Tensor) -> torch.Tensor:
     """A recurrent critic's values ``[L, M, n]`` over chunks of joint inputs ``x [L, M, D]`` from hidden states
     ``h [M, H]``, backpropagating through the L steps."""
-    outs = []
-    for t in range(x.shape[0]):
-        v, h = critic.step(x[t], h)
-        outs.append(v)
-        h = h * (1.0 - env_done[t])[:, None]
-    return torch.stack(outs)
+    return scan(critic.step, x, h, env_done)[0]
 
 
 @torch.no_grad()
