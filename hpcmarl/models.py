@@ -133,8 +133,10 @@ class GroupPolicy(nn.Module):
 
     Continuous std: ``"log"`` = a free log-std parameter (PPO), starting at ``log_std_init``; ``"softplus"`` =
     ``softplus(raw)``, starting at ``init_std``, which stays valid at NIGT's extrapolated query points far from the
-    current parameters. Samples are the pre-squash ``u``; :func:`squash` maps them into the action box for the
-    environment. ``activation``: a key of :data:`ACTIVATIONS`, after every hidden layer.
+    current parameters; ``"state"`` = an output of the network (the head gives mean and std: ``softplus(x + b)``,
+    ``b`` set so that ``x = 0`` gives ``exp(log_std_init)``; BenchMARL's MAPPO). Samples are the pre-squash ``u``;
+    :func:`squash` maps them into the action box for the environment where the :class:`Inference` squashes (else
+    the env clips them). ``activation``: a key of :data:`ACTIVATIONS`, after every hidden layer.
     """
 
     def __init__(self, g: GroupSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
@@ -143,7 +145,10 @@ class GroupPolicy(nn.Module):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.discrete = g.discrete
-        out = g.n_actions if g.discrete else g.act_dim
+        if std not in ("log", "softplus", "state"):
+            raise ValueError(f"std must be log, softplus or state, not {std!r}")
+        self.state_std = std == "state" and not g.discrete
+        out = g.n_actions if g.discrete else g.act_dim * (2 if self.state_std else 1)
         self.recurrent = recurrent
         if recurrent:  # rMAPPO's actor: MLP features -> GRU cell -> head; the hidden state is the caller's
             if encoder != "mlp":
@@ -158,7 +163,9 @@ class GroupPolicy(nn.Module):
             self.net = encoder_mlp(g, hidden, layers, out, 0.01, encoder, agent_id, act)
         self.hidden_size = hidden if recurrent else 0
         self.softplus_std = std == "softplus"
-        if not g.discrete:
+        if self.state_std:  # x = 0 (the head's initial output, about) gives the std exp(log_std_init)
+            self.std_bias = float(np.log(np.expm1(np.exp(log_std_init))))
+        elif not g.discrete:
             if self.softplus_std:  # inverse softplus of init_std; a buffer (not trained) unless learn_std
                 raw = torch.full((g.act_dim,), float(np.log(np.expm1(init_std))))
                 if learn_std:
@@ -189,6 +196,10 @@ class GroupPolicy(nn.Module):
             if mask is not None:
                 out = out.masked_fill(~mask, -1e9)
             return Categorical(out)
+        if self.state_std:
+            loc, x = out.chunk(2, dim=-1)
+            return torch.distributions.Independent(
+                torch.distributions.Normal(loc, nn.functional.softplus(x + self.std_bias) + 1e-4), 1)
         return torch.distributions.Independent(torch.distributions.Normal(out, self.std().expand_as(out)), 1)
 
 
@@ -232,12 +243,12 @@ class ActorCritic(nn.Module):
 
     def __init__(self, spec: EnvSpec, centralized: bool, hidden: int = 64, layers: int = 2, encoder: str = "mlp",
                  recurrent: bool = False, agent_id: bool = False, log_std_init: float = -0.5,
-                 activation: str = "tanh", critic_recurrent: bool = False):
+                 activation: str = "tanh", critic_recurrent: bool = False, std: str = "log"):
         super().__init__()
         self.spec = spec
         self.centralized = bool(centralized)
         self.critic_recurrent = bool(critic_recurrent)  # the critics are RecurrentCritic (centralized only)
-        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, encoder=encoder, recurrent=recurrent,
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, encoder=encoder, recurrent=recurrent,
                                                            agent_id=agent_id, log_std_init=log_std_init,
                                                            activation=activation)
                                        for g in spec.groups})
@@ -315,15 +326,15 @@ class Inference:
 
     def __init__(self, spec: EnvSpec, hidden: int, layers: int, std: str = "log", init_std: float = 0.6,
                  learn_std: bool = True, encoder: str = "mlp", recurrent: bool = False, agent_id: bool = False,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", log_std_init: float = -0.5, squash: bool = False):
         self.spec = spec
         self.policies = nn.ModuleDict({g.name: GroupPolicy(g, hidden, layers, std, init_std, learn_std, encoder,
-                                                           recurrent, agent_id, activation=activation)
+                                                           recurrent, agent_id, log_std_init, activation)
                                        for g in spec.groups})
         self.recurrent = recurrent
         self.h: Dict[str, torch.Tensor] = {}  # recurrent: hidden state per group [E, n, H], carried across unrolls
         self.params = list(self.policies.parameters())
-        self.squashed = std == "softplus"  # NIGT policies: tanh-squashed continuous actions
+        self.squashed = squash or std == "softplus"  # tanh-squashed continuous actions (NIGT's; else clipped)
         self.epsilon = 0.0  # exploration of value-based policies (QInference); set from each weights message
         self.greedy = False  # league snapshots of best responses (league.groups.N.snapshot_greedy) play greedily
         self.version = -1
@@ -335,7 +346,7 @@ class Inference:
         self.checksum = checksum(flat)
 
     def to_env(self, actions: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Actions as the environment takes them (squashed into the action box for NIGT policies)."""
+        """Actions as the environment takes them (tanh-squashed into the action box where :attr:`squashed`)."""
         if not self.squashed:
             return actions
         return {g.name: actions[g.name] if g.discrete else squash(g, actions[g.name]) for g in self.spec.groups}
@@ -400,10 +411,13 @@ def make_inference(spec: EnvSpec, algo) -> Inference:
 
 def policy_inference(spec: EnvSpec, algo) -> Inference:
     """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one; a GRU policy with
-    ``algo.recurrent``; agent ids in the input with ``algo.agent_id``; ``algo.activation``): PPO, MA-Trace."""
-    return Inference(spec, algo.hidden, algo.layers, encoder=getattr(algo, "encoder", "mlp"),
-                     recurrent=bool(getattr(algo, "recurrent", False)), agent_id=bool(getattr(algo, "agent_id", False)),
-                     activation=getattr(algo, "activation", "tanh"))
+    ``algo.recurrent``; agent ids in the input with ``algo.agent_id``; ``algo.activation``; Gaussian heads as
+    ``algo.state_std``, ``algo.squash_actions`` and ``algo.log_std_init`` say): PPO, MA-Trace."""
+    return Inference(spec, algo.hidden, algo.layers, "state" if getattr(algo, "state_std", False) else "log",
+                     encoder=getattr(algo, "encoder", "mlp"), recurrent=bool(getattr(algo, "recurrent", False)),
+                     agent_id=bool(getattr(algo, "agent_id", False)), activation=getattr(algo, "activation", "tanh"),
+                     log_std_init=float(getattr(algo, "log_std_init", -0.5)),
+                     squash=bool(getattr(algo, "squash_actions", False)))
 
 
 def squashed_inference(spec: EnvSpec, algo) -> Inference:

@@ -44,7 +44,11 @@ class PPOConfig:
     reward_norm: bool = False  # learn from rewards standardised by their running mean and std over all learners
     # (EPyMARL's standardise_rewards): rare sparse rewards (RWARE's deliveries) stand out of the zeros
     log_std_init: float = -0.5  # Gaussian heads (continuous actions): the initial log standard deviation of the
-    # learned, state-independent std (-0.5: 0.61; 0: 1.0)
+    # learned std (-0.5: 0.61; 0: 1.0)
+    state_std: bool = False  # Gaussian heads: the std is an output of the policy network (softplus; BenchMARL's
+    # MAPPO) instead of one learned parameter per action dimension
+    squash_actions: bool = False  # Gaussian heads: the env gets tanh(sample) mapped into its action box (BenchMARL's
+    # tanh-normal) instead of the sample clipped to the box
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
     activation: str = "tanh"  # tanh | relu: after every hidden layer of the policy and critic MLPs (algo.encoder=mlp;
@@ -94,6 +98,9 @@ class PPOConfig:
             check(self.encoder == "mlp", "algo.activation", "works with algo.encoder=mlp only (conv: ReLU)")
             check(not cfg.league.enabled, "algo.activation", "league pool members are rebuilt as tanh networks; "
                   "leave it at tanh in league mode")
+        for key in ("state_std", "squash_actions"):
+            check(not (getattr(self, key) and cfg.league.enabled), f"algo.{key}", "league pool members are rebuilt "
+                  "with a learned log-std and clipped actions; leave it false in league mode")
         check(self.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
         check(self.chunk_length >= 0, "algo.chunk_length", "must be >= 0 (0 = the whole unroll)")
         if self.agent_id:
@@ -273,7 +280,7 @@ class PPOLearner:
         self.spec, self.cfg, self.device = spec, cfg, device
         self.model = ActorCritic(spec, centralized_critic(cfg), cfg.hidden, cfg.layers, cfg.encoder,
                                  cfg.recurrent, cfg.agent_id, cfg.log_std_init, cfg.activation,
-                                 cfg.critic_recurrent).to(device)
+                                 cfg.critic_recurrent, "state" if cfg.state_std else "log").to(device)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5, fused=True)
         self.gen = torch.Generator().manual_seed(seed)

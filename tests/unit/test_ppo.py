@@ -689,6 +689,58 @@ def test_gaussian_heads_start_at_the_configured_std_on_learner_and_actor(log_std
     assert PPOConfig().log_std_init == -0.5
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_state_dependent_std_is_the_same_on_actor_and_learner_and_learns(collect, recurrent):
+    """algo.state_std: the policy network gives each Gaussian head's std (softplus, starting near
+    exp(log_std_init)), so it differs between observations; the actor builds the same network (the first
+    minibatch's ratio is 1) and an update moves it."""
+    kw = {"N": 2, "max_cycles": 6, "continuous_actions": True}
+    spec = probe_spec("simple_spread_v3", kw)
+    g = spec.groups[0]
+    learner = make_learner(spec, "mappo", 6, epochs=1, minibatches=1, recurrent=recurrent, state_std=True,
+                           log_std_init=-1.0)
+    assert not any("log_std" in k for k in learner.model.state_dict())
+    c = collect("simple_spread_v3", 6, 2, 1, kw, seed=5, flat=learner.policy_flat(), recurrent=recurrent,
+                std="state", log_std_init=-1.0)
+    obs, h = torch.randn(4, g.n, g.obs_dim), torch.randn(4, g.n, 16)
+
+    def scale(pol):
+        return pol.dist(obs, out=pol.step(obs, h)[0] if recurrent else None).base_dist.scale
+
+    first = scale(learner.model.policies[g.name]).detach()
+    assert first.shape == (4, g.n, g.act_dim)
+    assert torch.equal(scale(c.policy.policies[g.name]), first)
+    assert torch.allclose(first, torch.full_like(first, math.exp(-1.0)), rtol=0.05) and first.std() > 0
+    stats = learner.update(c.records)
+    assert abs(stats[f"{g.name}/approx_kl"]) < 1e-6 and stats[f"{g.name}/clip_fraction"] == 0.0
+    assert not torch.equal(scale(learner.model.policies[g.name]), first)
+
+
+def test_squash_actions_sends_tanh_of_the_sample_into_the_box():
+    """algo.squash_actions: the env gets low + (tanh(u) + 1) / 2 * (high - low) of the sampled u (inside the box
+    however far u is); without it the actor hands u on unchanged (the env clips it)."""
+    from hpcmarl.algos import base as algos
+
+    spec = probe_spec("simple_spread_v3", {"N": 2, "max_cycles": 6, "continuous_actions": True})
+    g = spec.groups[0]
+    u = np.linspace(-30, 30, g.n * g.act_dim, dtype=np.float32).reshape(1, g.n, g.act_dim)
+    squashed = algos.get("mappo").make_inference(spec, PPOConfig(hidden=8, squash_actions=True)).to_env({g.name: u})
+    want = g.act_low + (np.tanh(u) + 1) / 2 * (g.act_high - g.act_low)
+    assert np.allclose(squashed[g.name], want) and (squashed[g.name] >= g.act_low).all()
+    assert (squashed[g.name] <= g.act_high).all() and not np.allclose(squashed[g.name], u)
+    assert algos.get("mappo").make_inference(spec, PPOConfig(hidden=8)).to_env({g.name: u})[g.name] is u
+
+
+def test_gaussian_head_options_refuse_league_mode():
+    from hpcmarl.config import ConfigError, load_config
+
+    for key in ("state_std", "squash_actions"):
+        with pytest.raises(ConfigError, match=f"algo.{key}.*league"):
+            load_config("configs/league_spread.yaml", [f"algo.{key}=true"])
+    cfg = load_config("configs/vmas_navigation_mappo.yaml", ["algo.state_std=true", "algo.squash_actions=true"])
+    assert cfg.algo.state_std and cfg.algo.squash_actions
+
+
 def test_log_std_init_must_be_finite():
     from hpcmarl.config import load_config
 
