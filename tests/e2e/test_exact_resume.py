@@ -17,9 +17,12 @@ ARGS = ["topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
         "env.kwargs.max_cycles=5", "algo.hidden=16", "runtime.timeout_s=60", "output.checkpoint_every=1000",
         "train.total_env_steps=100000000", "output.progress_s=1"]
 ALGO = {"mappo": ["configs/test_tiny.yaml", "algo.epochs=2", "algo.minibatches=2"],
-        # QMIX: each learner's replay buffer and sampling generator are in the checkpoint
+        # QMIX: each learner's replay buffer and sampling generator are in the checkpoint; MAST: its masks too
         "qmix": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3",
-                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false"]}
+                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false"],
+        "mast": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3",
+                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false", "algo.sparsity=0.9",
+                 "algo.topology_every=3", "algo.topology_end=1000"]}
 
 
 @pytest.mark.parametrize("algo", list(ALGO))
@@ -43,3 +46,7 @@ def test_sigterm_and_resume_equal_an_uninterrupted_run(tmp_path, algo):
     assert not differ, f"arrays that differ after the resume: {differ}"
     moved = [k for k in want if k.startswith("model/") and not np.array_equal(want[k], stopped[k])]
     assert moved  # the resumed part trained (the comparison is not between two copies of the stopped state)
+    versions = [k for k in want if k.endswith("mask/version")]
+    assert bool(versions) == (algo == "mast")
+    for k in versions:  # MAST: topology updates happened before the stop and after the resume
+        assert want[k] > stopped[k] > 0, (k, want[k], stopped[k])
