@@ -82,7 +82,7 @@ class Sampler:
             taken[k] = policy.act({n: o[sl] for n, o in venv.obs.items()},
                                   {n: m[sl] for n, m in venv.action_mask.items()}, rows=sl)
             c1 = clock()
-            venv.step_async(k, taken[k][0])
+            venv.step_async(k, policy.to_env(taken[k][0]))
             timers[0] += c1 - c0
             timers[1] += clock() - c1
 
@@ -91,7 +91,7 @@ class Sampler:
         for t in range(T):
             for k, sl in enumerate(parts):
                 c0 = clock()
-                rew, term, trunc, finished = venv.step(taken[k][0]) if whole else venv.step_wait(k)
+                rew, term, trunc, finished = venv.step(policy.to_env(taken[k][0])) if whole else venv.step_wait(k)
                 sleep_for(delay)
                 timers[1] += clock() - c0
                 actions, logps = taken[k]

@@ -30,11 +30,11 @@ class Collected:
 def make_collected(env: str, T: int, E: int, n_unrolls: int = 1, kwargs: Optional[dict] = None, seed: int = 0,
                    hidden: int = 16, layers: int = 1, policy_map=None, flat=None, version: int = 0,
                    recurrent: bool = False, agent_id: bool = False, activation: str = "tanh", std: str = "log",
-                   log_std_init: float = -0.5) -> Collected:
+                   log_std_init: float = -0.5, squash: bool = False) -> Collected:
     torch.manual_seed(seed)
     venv = VecEnv(env, E, seed, kwargs, policy_map)
     policy = Inference(venv.spec, hidden, layers, std, recurrent=recurrent, agent_id=agent_id, activation=activation,
-                       log_std_init=log_std_init)
+                       log_std_init=log_std_init, squash=squash)
     if flat is not None:
         policy.load(flat, version)
     spec = unroll_spec(venv.spec, T, E, hidden if recurrent else 0)

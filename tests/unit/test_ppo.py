@@ -716,19 +716,26 @@ def test_state_dependent_std_is_the_same_on_actor_and_learner_and_learns(collect
     assert not torch.equal(scale(learner.model.policies[g.name]), first)
 
 
-def test_squash_actions_sends_tanh_of_the_sample_into_the_box():
-    """algo.squash_actions: the env gets low + (tanh(u) + 1) / 2 * (high - low) of the sampled u (inside the box
-    however far u is); without it the actor hands u on unchanged (the env clips it)."""
+@pytest.mark.parametrize("squash", [False, True])
+def test_squash_actions_sends_tanh_of_the_sample_into_the_box(collect, squash):
+    """algo.squash_actions: the rollout sampler gives the env low + (tanh(u) + 1) / 2 * (high - low) of the sampled
+    u (inside the box however far u is) and records u itself; without it the env gets u unchanged (and clips it)."""
     from hpcmarl.algos import base as algos
 
-    spec = probe_spec("simple_spread_v3", {"N": 2, "max_cycles": 6, "continuous_actions": True})
-    g = spec.groups[0]
-    u = np.linspace(-30, 30, g.n * g.act_dim, dtype=np.float32).reshape(1, g.n, g.act_dim)
-    squashed = algos.get("mappo").make_inference(spec, PPOConfig(hidden=8, squash_actions=True)).to_env({g.name: u})
-    want = g.act_low + (np.tanh(u) + 1) / 2 * (g.act_high - g.act_low)
-    assert np.allclose(squashed[g.name], want) and (squashed[g.name] >= g.act_low).all()
-    assert (squashed[g.name] <= g.act_high).all() and not np.allclose(squashed[g.name], u)
-    assert algos.get("mappo").make_inference(spec, PPOConfig(hidden=8)).to_env({g.name: u})[g.name] is u
+    kw = {"N": 2, "max_cycles": 6, "continuous_actions": True}
+    c = collect("simple_spread_v3", 6, 2, 0, kw, seed=3, squash=squash)
+    assert algos.get("mappo").make_inference(c.venv.spec, PPOConfig(squash_actions=squash)).squashed == squash
+    g = c.venv.spec.groups[0]
+    sent, step = [], c.venv.step
+    c.venv.step = lambda actions: (sent.append(np.array(actions[g.name])), step(actions))[1]
+    u = np.array(c.more(1)[0][f"{g.name}/action"])
+    got = np.stack(sent)
+    assert got.shape == u.shape and np.isfinite(u).all()
+    if squash:
+        assert np.allclose(got, g.act_low + (np.tanh(u) + 1) / 2 * (g.act_high - g.act_low), atol=1e-6)
+        assert ((got >= g.act_low) & (got <= g.act_high)).all()
+    else:
+        assert np.array_equal(got, u) and (u < g.act_low).any()  # N(0, 0.61) samples below the box's 0
 
 
 def test_gaussian_head_options_refuse_league_mode():
