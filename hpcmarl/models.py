@@ -128,6 +128,16 @@ def encoder_mlp(g: GroupSpec, hidden: int, layers: int, out: int, out_gain: floa
     return mods[0] if len(mods) == 1 else nn.Sequential(*mods)
 
 
+def softplus_std(x: torch.Tensor) -> torch.Tensor:
+    """A standard deviation from an unconstrained ``x``: ``softplus(x) + 1e-4`` (never 0)."""
+    return nn.functional.softplus(x) + 1e-4
+
+
+def inverse_softplus(y: float) -> float:
+    """The ``x`` with ``softplus(x) = y``."""
+    return float(np.log(np.expm1(y)))
+
+
 class GroupPolicy(nn.Module):
     """Categorical (masked) or diagonal Gaussian policy of one group.
 
@@ -164,10 +174,10 @@ class GroupPolicy(nn.Module):
         self.hidden_size = hidden if recurrent else 0
         self.softplus_std = std == "softplus"
         if self.state_std:  # x = 0 (the head's initial output, about) gives the std exp(log_std_init)
-            self.std_bias = float(np.log(np.expm1(np.exp(log_std_init))))
+            self.std_bias = inverse_softplus(np.exp(log_std_init))
         elif not g.discrete:
             if self.softplus_std:  # inverse softplus of init_std; a buffer (not trained) unless learn_std
-                raw = torch.full((g.act_dim,), float(np.log(np.expm1(init_std))))
+                raw = torch.full((g.act_dim,), inverse_softplus(init_std))
                 if learn_std:
                     self.std_raw = nn.Parameter(raw)
                 else:
@@ -180,7 +190,7 @@ class GroupPolicy(nn.Module):
         raise TypeError("a recurrent policy needs its hidden state: use GroupPolicy.step(obs, h)")
 
     def std(self) -> torch.Tensor:
-        return nn.functional.softplus(self.std_raw) + 1e-4 if self.softplus_std else self.log_std.exp()
+        return softplus_std(self.std_raw) if self.softplus_std else self.log_std.exp()
 
     def step(self, obs: torch.Tensor, h: torch.Tensor):
         """Recurrent policies: ``obs [..., d]``, hidden ``h [..., H]`` -> (action head output, next hidden)."""
@@ -199,7 +209,7 @@ class GroupPolicy(nn.Module):
         if self.state_std:
             loc, x = out.chunk(2, dim=-1)
             return torch.distributions.Independent(
-                torch.distributions.Normal(loc, nn.functional.softplus(x + self.std_bias) + 1e-4), 1)
+                torch.distributions.Normal(loc, softplus_std(x + self.std_bias)), 1)
         return torch.distributions.Independent(torch.distributions.Normal(out, self.std().expand_as(out)), 1)
 
 

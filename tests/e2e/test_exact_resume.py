@@ -19,10 +19,8 @@ ARGS = ["topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
 ALGO = {"mappo": ["configs/test_tiny.yaml", "algo.epochs=2", "algo.minibatches=2"],
         # QMIX: each learner's replay buffer and sampling generator are in the checkpoint; MAST: its masks too
         "qmix": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3",
-                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false"],
-        "mast": ["configs/qmix_spread.yaml", "algo.buffer_episodes=6", "algo.batch_episodes=3",
-                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false", "algo.sparsity=0.9",
-                 "algo.topology_every=3", "algo.topology_end=1000"]}
+                 "algo.learning_starts=2", "algo.train_steps=2", "output.trajectories=false"]}
+ALGO["mast"] = ALGO["qmix"] + ["algo.sparsity=0.9", "algo.topology_every=3", "algo.topology_end=1000"]
 
 
 @pytest.mark.parametrize("algo", list(ALGO))
