@@ -383,6 +383,60 @@ def test_recurrent_agents_replay_the_actor_from_episode_starts():
     assert not torch.allclose(q0, q[:, :-1], atol=1e-5)
 
 
+def random_episodes(spec, lengths, rng):
+    """Episodes of the given lengths in the replay's layout (obs, alive and masks one row longer), random values."""
+    g = spec.groups[0]
+    eps = []
+    for L in lengths:
+        mask = rng.random((L + 1, g.n, g.n_actions)) < 0.7
+        mask[..., 0] = True
+        eps.append({f"{g.name}/obs": rng.normal(size=(L + 1, g.n, g.obs_dim)).astype(np.float32),
+                    f"{g.name}/action": rng.integers(0, g.n_actions, (L, g.n)).astype(np.int64),
+                    f"{g.name}/alive": (rng.random((L + 1, g.n)) < 0.9).astype(np.float32),
+                    f"{g.name}/action_mask": mask, "reward": rng.normal(size=L).astype(np.float32),
+                    "terminal": np.eye(1, L, L - 1, dtype=np.float32)[0] * float(L % 2)})
+    return eps
+
+
+@pytest.mark.parametrize("mellowmax", [0, 10])
+def test_recurrent_loss_on_mixed_lengths_is_the_loss_of_each_episode_alone(mellowmax):
+    """The learner steps the GRU through running episodes only and mixes real steps only: a batch of episodes of
+    7 different lengths (padding filled with garbage) gives the loss and the gradient of the episodes one at a
+    time, each unpadded, weighted by its steps; the padded rows' utilities are 0, the real ones those of a loop
+    over every row."""
+    torch.set_num_threads(1)
+    spec = probe_spec("matrix_v0", {"masked": True})
+    cfg = make_cfg(recurrent=True, episode_limit=12, mellowmax_omega=mellowmax, td_lambda=0.6, td_lambda_after=0)
+    learner = QMIXLearner(spec, cfg, torch.device("cpu"), 0)
+    eps = random_episodes(spec, [3, 12, 1, 7, 12, 5, 9], np.random.default_rng(0))
+    replay = EpisodeReplay(spec, 16, 12)
+    for ep in eps:
+        replay.add(ep)
+    b = replay.batch(np.arange(len(eps)), "cpu")
+    for k, v in b.items():  # garbage in the padding: it must not reach any real row
+        if k.endswith("/obs"):
+            b[k] = torch.where(v == 0, torch.full_like(v, 3.0), v)
+    lengths = b["valid"].sum(1).long()
+    with torch.no_grad():
+        packed = learner.net.utilities({"agent": b["agent/obs"]}, {"agent": b["agent/action"]}, lengths)["agent"]
+        every = learner.net.utilities({"agent": b["agent/obs"]}, {"agent": b["agent/action"]})["agent"]
+    real = torch.arange(13)[None, :] <= lengths[:, None]
+    torch.testing.assert_close(packed[real], every[real], rtol=1e-5, atol=1e-6)
+    assert torch.all(packed[~real] == 0) and torch.any(every[~real] != 0)
+
+    def loss_and_grad(batch):
+        learner.net.zero_grad()
+        loss, _ = learner.loss(batch, 0.6)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.reshape(-1) for p in learner.net.parameters()])
+
+    loss, grad = loss_and_grad(b)
+    alone = [loss_and_grad(replay.batch(np.array([i]), "cpu")) for i in range(len(eps))]
+    w = torch.tensor([len(ep["reward"]) for ep in eps], dtype=torch.float32) / sum(len(ep["reward"]) for ep in eps)
+    torch.testing.assert_close(loss, sum(wi * l for wi, (l, _) in zip(w, alone)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, sum(wi * g for wi, (_, g) in zip(w, alone)), rtol=1e-4, atol=1e-6)
+
+
 def test_mast_sparsifies_the_gru_and_counts_its_flops():
     torch.set_num_threads(1)
     dense, _, _ = train_matrix(make_cfg(recurrent=True), 20)

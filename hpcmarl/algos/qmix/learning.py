@@ -53,6 +53,14 @@ def lambda_returns(rewards: torch.Tensor, terminal: torch.Tensor, valid: torch.T
     return out
 
 
+def mix_rows(net, qs: torch.Tensor, s: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+    """``net.mix`` of ``qs [B, L, N]`` and ``s [B, L, S]`` on the ``rows [B, L]`` that are set (None: all);
+    0 elsewhere."""
+    if rows is None:
+        return net.mix(qs, s)
+    return qs.new_zeros(rows.shape).index_put((rows,), net.mix(qs[rows], s[rows]))
+
+
 # --------------------------------------------------------------------------------------------------
 # learner
 # --------------------------------------------------------------------------------------------------
@@ -130,13 +138,19 @@ class QMIXLearner:
         """Forward FLOPs of one env step on an actor (every agent's utility net)."""
         return sum(self._linear_flops(f"policies.{g.name}.", g.n) for g in self.spec.groups)
 
-    def _step_flops(self, B: int, L: int, dense_grad: bool) -> tuple:
-        """(FLOPs of one gradient step, extra FLOPs of its dense weight-gradient pass if any)."""
-        def forward(dense=False):
-            agents = sum(self._linear_flops(f"policies.{g.name}.", B * (L + 1) * g.n, dense) for g in self.spec.groups)
-            return agents + self._linear_flops("mixer.", B * L, dense)
+    def _step_flops(self, valid: torch.Tensor, dense_grad: bool) -> tuple:
+        """(FLOPs of one gradient step on a batch with ``valid [B, L]``, extra FLOPs of its dense weight-gradient
+        pass if any). The rows computed: recurrent agents step the obs rows of running episodes only
+        (``length + 1`` each), feed-forward ones every padded row; the mixer mixes the real steps."""
+        B, L = valid.shape
+        steps = int(valid.sum())
+        agent_rows = steps + B if self.net.recurrent else B * (L + 1)
 
-        mixing = self.net.mixer.mixing_flops(B * L) if self.net.mixer is not None else 0.0
+        def forward(dense=False):
+            agents = sum(self._linear_flops(f"policies.{g.name}.", agent_rows * g.n, dense) for g in self.spec.groups)
+            return agents + self._linear_flops("mixer.", steps, dense)
+
+        mixing = self.net.mixer.mixing_flops(steps) if self.net.mixer is not None else 0.0
         fwd = forward() + mixing
         # online forward + target forward + backward (~2x the online forward)
         extra = forward(dense=True) - forward() if dense_grad else 0.0  # the weight-gradient half, dense
@@ -147,9 +161,11 @@ class QMIXLearner:
         c, spec = self.cfg, self.spec
         obs = {g.name: b[f"{g.name}/obs"] for g in spec.groups}  # [B, L+1, n, d]
         acts = {g.name: b[f"{g.name}/action"] for g in spec.groups}  # [B, L, n] (recurrent agents' inputs)
-        q_all = self.net.utilities(obs, acts)
+        valid = b["valid"]
+        lengths = valid.sum(1).long()
+        q_all = self.net.utilities(obs, acts, lengths)
         with torch.no_grad():
-            q_tgt = self.target.utilities(obs, acts)
+            q_tgt = self.target.utilities(obs, acts, lengths)
         taken, boots = [], []
         for g in spec.groups:
             n = g.name
@@ -164,14 +180,14 @@ class QMIXLearner:
                     boot = q_tgt[n][:, 1:].gather(-1, best).squeeze(-1)
             boots.append(boot * alive[:, 1:])
         s = joint_input(spec, obs, b.get("state"))
-        q_tot = self.net.mix(torch.cat(taken, -1), s[:, :-1])
+        rows = None if bool(valid.all()) else valid > 0  # padded steps: no mixing (their values are unused)
+        q_tot = mix_rows(self.net, torch.cat(taken, -1), s[:, :-1], rows)
         with torch.no_grad():
-            boot_tot = self.target.mix(torch.cat(boots, -1), s[:, 1:])
+            boot_tot = mix_rows(self.target, torch.cat(boots, -1), s[:, 1:], rows)
             r = b["reward"] * c.reward_scale
             if self.reward_norm is not None:
                 r = self.reward_norm.normalize(r)
             target = lambda_returns(r, b["terminal"], b["valid"], boot_tot, c.gamma, lam)
-        valid = b["valid"]
         n_valid = valid.sum().clamp_min(1.0)
         td = (q_tot - target) * valid
         loss = (td ** 2).sum() / n_valid
@@ -231,7 +247,7 @@ class QMIXLearner:
                 self.target.load_state_dict(self.net.state_dict())
             if self.masks is not None and (evolve or c.target_tau > 0 or self.steps % c.target_update == 0):
                 self.masks.apply(self.target)  # the target network always has the online network's masks
-            f, d = self._step_flops(b["valid"].shape[0], b["valid"].shape[1], evolve)
+            f, d = self._step_flops(b["valid"], evolve)
             flops += f
             dense += d
             for k in totals:

@@ -88,25 +88,39 @@ class QNet(nn.Module):
         self.mixer = (QMixer(spec.state_dim or spec.joint_obs_dim, n, cfg.mixer_embed, cfg.hyper_hidden)
                       if cfg.name == "qmix" else None)
 
-    def utilities(self, obs: Dict[str, torch.Tensor],
-                  actions: Dict[str, torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def utilities(self, obs: Dict[str, torch.Tensor], actions: Dict[str, torch.Tensor] = None,
+                  lengths: torch.Tensor = None) -> Dict[str, torch.Tensor]:
         """Per-group ``[..., n_g, A_g]`` action values. Recurrent agents: ``obs [B, L+1, n, d]`` of episodes from
-        their start and the ``actions [B, L, n]`` taken; the GRU runs through them from a zero state."""
+        their start and the ``actions [B, L, n]`` taken; the GRU runs through them from a zero state. With
+        ``lengths [B]`` (each episode's steps; its obs rows are ``length + 1``) it steps only the episodes still
+        running (longest first) and leaves 0 at the padded rows: the same values where rows are real, and about
+        half the work on batches of episodes of mixed length."""
         if not self.recurrent:
             return {g.name: self.policies[g.name](agent_input(obs[g.name])) for g in self.spec.groups}
+        B, L1 = next(iter(obs.values())).shape[:2]
+        if lengths is None:
+            order, rows = None, [B] * L1
+        else:  # rows[t]: how many episodes, longest first, still have obs row t
+            order = torch.argsort(lengths, descending=True, stable=True)
+            rows = (lengths[order].cpu()[None, :] + 1 > torch.arange(L1)[:, None]).sum(1).tolist()
         out = {}
         for g in self.spec.groups:
             o, net = obs[g.name], self.policies[g.name]
-            B, L1, n = o.shape[:3]
+            a = actions[g.name]
+            if order is not None:
+                o, a = o[order], a[order]
+            n = o.shape[2]
             h = o.new_zeros(B, n, net.hidden_size)
             last = o.new_zeros(B, n, g.n_actions)
             qs = []
             for t in range(L1):
-                q, h = net(rnn_input(o[:, t], last), h)
-                qs.append(q)
+                k = rows[t]
+                q, h = net(rnn_input(o[:k, t], last[:k]), h[:k])
+                qs.append(q if k == B else nn.functional.pad(q, (0, 0, 0, 0, 0, B - k)))
                 if t < L1 - 1:
-                    last = one_hot(actions[g.name][:, t], g.n_actions)
-            out[g.name] = torch.stack(qs, 1)
+                    last = one_hot(a[:k, t], g.n_actions)
+            q = torch.stack(qs, 1)
+            out[g.name] = q if order is None else q[torch.argsort(order)]
         return out
 
     def mix(self, qs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
