@@ -187,7 +187,7 @@ class QMIXLearner:
             r = b["reward"] * c.reward_scale
             if self.reward_norm is not None:
                 r = self.reward_norm.normalize(r)
-            target = lambda_returns(r, b["terminal"], b["valid"], boot_tot, c.gamma, lam)
+            target = lambda_returns(r, b["terminal"], valid, boot_tot, c.gamma, lam)
         n_valid = valid.sum().clamp_min(1.0)
         td = (q_tot - target) * valid
         loss = (td ** 2).sum() / n_valid

@@ -99,9 +99,10 @@ class QNet(nn.Module):
             return {g.name: self.policies[g.name](agent_input(obs[g.name])) for g in self.spec.groups}
         B, L1 = next(iter(obs.values())).shape[:2]
         if lengths is None:
-            order, rows = None, [B] * L1
+            order, inverse, rows = None, None, [B] * L1
         else:  # rows[t]: how many episodes, longest first, still have obs row t
             order = torch.argsort(lengths, descending=True, stable=True)
+            inverse = torch.argsort(order)
             rows = (lengths[order].cpu()[None, :] + 1 > torch.arange(L1)[:, None]).sum(1).tolist()
         out = {}
         for g in self.spec.groups:
@@ -120,7 +121,7 @@ class QNet(nn.Module):
                 if t < L1 - 1:
                     last = one_hot(a[:k, t], g.n_actions)
             q = torch.stack(qs, 1)
-            out[g.name] = q if order is None else q[torch.argsort(order)]
+            out[g.name] = q if order is None else q[inverse]
         return out
 
     def mix(self, qs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
