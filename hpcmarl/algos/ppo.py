@@ -228,6 +228,10 @@ class ValueNorm:
         m, s = self.stats()
         return (x - m) / s
 
+    def scale(self, x):
+        """``x`` divided by the running std, not centred."""
+        return x / self.stats()[1]
+
     def denormalize(self, x):
         m, s = self.stats()
         return x * s + m

@@ -464,3 +464,26 @@ def test_reward_standardisation_keeps_sparse_rewards_large():
     assert float(sparse.normalize(torch.tensor(0.5))) > 15
     assert float(value.normalize(torch.tensor(0.5))) < 5.1
     assert ValueNorm(min_var=1e-4).stats()[1] == pytest.approx(0.01)  # before any reward: the floor caps the scale
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_reward_norm_without_centring_only_scales_rewards(center, monkeypatch):
+    """algo.reward_center=false: the TD targets see the team rewards divided by the running std, not shifted by the
+    mean (the matrix game's rewards are >= 0 with zeros among them: centred, the zeros turn negative)."""
+    from hpcmarl.algos.qmix import learning
+
+    seen = []
+    def spy(rewards, *args):
+        seen.append(rewards.clone())
+        return lambda_returns(rewards, *args)
+    monkeypatch.setattr(learning, "lambda_returns", spy)
+    torch.set_num_threads(1)
+    learner, _, _ = train_matrix(make_cfg(reward_norm=True, reward_center=center), 12)
+    mean, std = learner.reward_norm.stats()  # the statistics of the last update, which made the last batch
+    assert mean > 0.05 and std > 0.05
+    r = seen[-1]
+    if center:
+        assert float(r.min()) == pytest.approx(-mean / std, rel=1e-5)
+    else:
+        values = torch.unique(torch.round(r.double() * std, decimals=4))
+        assert set(values.tolist()) <= {0.0, 0.2, 0.5, 1.0} and len(values) >= 2  # the payoffs, unshifted

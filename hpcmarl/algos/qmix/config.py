@@ -21,6 +21,9 @@ class QMIXConfig:
     gamma: float = 0.99  # discount factor
     reward_scale: float = 1.0  # team reward multiplier for learning (returns are logged unscaled)
     reward_norm: bool = False  # standardise team rewards with running mean/std (over all learners' episodes)
+    reward_center: bool = True  # reward_norm also subtracts the running mean (EPyMARL's standardise_rewards); false:
+    # divide by the std only. Where episodes end at different times, the mean (SMAX: > 0) makes every step cost and
+    # pays agents to end the episode, by losing fast (docs/algorithms/qmix.md#pitfalls)
     hidden: int = 64  # units per hidden layer of the agent utility network
     layers: int = 2  # hidden layers of the agent utility MLP
     mixer_embed: int = 32  # QMIX: width of the mixing network's hidden layer

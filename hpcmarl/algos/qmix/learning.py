@@ -186,7 +186,7 @@ class QMIXLearner:
             boot_tot = mix_rows(self.target, torch.cat(boots, -1), s[:, 1:], rows)
             r = b["reward"] * c.reward_scale
             if self.reward_norm is not None:
-                r = self.reward_norm.normalize(r)
+                r = self.reward_norm.normalize(r) if c.reward_center else self.reward_norm.scale(r)
             target = lambda_returns(r, b["terminal"], valid, boot_tot, c.gamma, lam)
         n_valid = valid.sum().clamp_min(1.0)
         td = (q_tot - target) * valid
