@@ -314,7 +314,8 @@ def test_config_checks():
 
     for bad, key in ((["algo.sparsity=1.0"], "algo.sparsity"),
                      (["algo.eps_end=0.5", "algo.eps_start=0.1"], "algo.eps_start"),
-                     (["env.name=counting_v0"], "algo.episode_limit"), (["algo.td_lambda=2"], "algo.td_lambda")):
+                     (["env.name=counting_v0"], "algo.episode_limit"), (["algo.td_lambda=2"], "algo.td_lambda"),
+                     (["algo.reward_center=false"], "algo.reward_center")):
         with pytest.raises(ConfigError, match=key):
             load_config(None, ["algo.name=qmix"] + bad)
     with pytest.raises(ValueError, match="discrete"):

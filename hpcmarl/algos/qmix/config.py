@@ -80,6 +80,8 @@ class QMIXConfig:
                f"must be <= algo.buffer_episodes ({self.buffer_episodes})")
         check(self.recent_episodes <= self.buffer_episodes, "algo.recent_episodes",
                f"must be <= algo.buffer_episodes ({self.buffer_episodes})")
+        check(self.reward_norm or self.reward_center, "algo.reward_center",
+              "false applies only with algo.reward_norm: true (rewards are neither centred nor scaled without it)")
         check(0 <= self.sparsity < 1, "algo.sparsity", "must be in [0, 1)")
         check(0 <= self.drop_fraction <= 1, "algo.drop_fraction", "must be in [0, 1]")
         check(self.mellowmax_omega >= 0, "algo.mellowmax_omega", "must be >= 0 (0 = max)")
