@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_qmix import make_cfg, random_episodes, train_matrix
+from test_qmix import loss_and_grad, make_cfg, mixed_replay, train_matrix
 
 from hpcmarl.algos.matrace import MATraceLearner
-from hpcmarl.algos.offpolicy import EpisodeReplay
 from hpcmarl.algos.ppo import PPOConfig, PPOLearner
 from hpcmarl.algos.qmix.learning import QMIXLearner
 from hpcmarl.config import load_config
@@ -131,19 +130,15 @@ def test_recurrent_qmix_loss_on_mixed_lengths_follows_the_cpu(extra):
     torch.set_num_threads(1)
     spec = probe_spec("matrix_v0", {"masked": True})
     cfg = make_cfg(recurrent=True, episode_limit=12, td_lambda=0.6, td_lambda_after=0, **extra)
-    eps = random_episodes(spec, [3, 12, 1, 7, 12, 5, 9], np.random.default_rng(0))
-    replay = EpisodeReplay(spec, 16, 12)
-    for ep in eps:
-        replay.add(ep)
+    replay, eps = mixed_replay(spec)
     out = {}
     for dev in (CPU, GPU):
         learner = QMIXLearner(spec, cfg, dev, 0)
         if learner.reward_norm is not None:  # statistics with a clearly non-zero mean: centring would show
             r = torch.from_numpy(np.concatenate([ep["reward"] for ep in eps]) + 2.0)
             learner.reward_norm.update(r, torch.ones_like(r))
-        loss, _ = learner.loss(replay.batch(np.arange(len(eps)), dev), 0.6)
-        loss.backward()
-        out[dev.type] = loss.item(), torch.cat([p.grad.reshape(-1) for p in learner.net.parameters()]).cpu()
+        loss, grad = loss_and_grad(learner, replay.batch(np.arange(len(eps)), dev))
+        out[dev.type] = loss.item(), grad.cpu()
     assert out["cuda"][0] == pytest.approx(out["cpu"][0], rel=1e-4)
     assert rel(out["cuda"][1].double().numpy(), out["cpu"][1].double().numpy()) < 1e-3
 

@@ -399,6 +399,23 @@ def random_episodes(spec, lengths, rng):
     return eps
 
 
+def mixed_replay(spec):
+    """(a replay, the random episodes of 7 lengths up to 12 steps it holds): the same ones on every call."""
+    eps = random_episodes(spec, [3, 12, 1, 7, 12, 5, 9], np.random.default_rng(0))
+    replay = EpisodeReplay(spec, 16, 12)
+    for ep in eps:
+        replay.add(ep)
+    return replay, eps
+
+
+def loss_and_grad(learner, batch, lam=0.6):
+    """The learner's TD loss on ``batch`` and its gradient over every parameter, flat."""
+    learner.net.zero_grad()
+    loss, _ = learner.loss(batch, lam)
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.reshape(-1) for p in learner.net.parameters()])
+
+
 @pytest.mark.parametrize("mellowmax", [0, 10])
 def test_recurrent_loss_on_mixed_lengths_is_the_loss_of_each_episode_alone(mellowmax):
     """The learner steps the GRU through running episodes only and mixes real steps only: a batch of episodes of
@@ -409,10 +426,7 @@ def test_recurrent_loss_on_mixed_lengths_is_the_loss_of_each_episode_alone(mello
     spec = probe_spec("matrix_v0", {"masked": True})
     cfg = make_cfg(recurrent=True, episode_limit=12, mellowmax_omega=mellowmax, td_lambda=0.6, td_lambda_after=0)
     learner = QMIXLearner(spec, cfg, torch.device("cpu"), 0)
-    eps = random_episodes(spec, [3, 12, 1, 7, 12, 5, 9], np.random.default_rng(0))
-    replay = EpisodeReplay(spec, 16, 12)
-    for ep in eps:
-        replay.add(ep)
+    replay, eps = mixed_replay(spec)
     b = replay.batch(np.arange(len(eps)), "cpu")
     for k, v in b.items():  # garbage in the padding: it must not reach any real row
         if k.endswith("/obs"):
@@ -425,14 +439,8 @@ def test_recurrent_loss_on_mixed_lengths_is_the_loss_of_each_episode_alone(mello
     torch.testing.assert_close(packed[real], every[real], rtol=1e-5, atol=1e-6)
     assert torch.all(packed[~real] == 0) and torch.any(every[~real] != 0)
 
-    def loss_and_grad(batch):
-        learner.net.zero_grad()
-        loss, _ = learner.loss(batch, 0.6)
-        loss.backward()
-        return loss.detach(), torch.cat([p.grad.reshape(-1) for p in learner.net.parameters()])
-
-    loss, grad = loss_and_grad(b)
-    alone = [loss_and_grad(replay.batch(np.array([i]), "cpu")) for i in range(len(eps))]
+    loss, grad = loss_and_grad(learner, b)
+    alone = [loss_and_grad(learner, replay.batch(np.array([i]), "cpu")) for i in range(len(eps))]
     w = torch.tensor([len(ep["reward"]) for ep in eps], dtype=torch.float32) / sum(len(ep["reward"]) for ep in eps)
     torch.testing.assert_close(loss, sum(wi * l for wi, (l, _) in zip(w, alone)), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, sum(wi * g for wi, (_, g) in zip(w, alone)), rtol=1e-4, atol=1e-6)
