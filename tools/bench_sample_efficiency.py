@@ -27,9 +27,10 @@ episodes that ended in the same span (navigation's episodes end early once every
 SMAX (battles: every episode reports an outcome) is scored by win rate, any other env by return. The ``smax_*`` arms
 train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselines (``tools/reference/jaxmarl_smax.py``:
 ``--jaxmarl-algs``, e.g. ``mappo,ippo,qmix``, their configs) on the same map and seeds into the same table and record
-(arms ``jaxmarl_<alg>``); their win rate at B is the mean of their updates that end in the ``--window-steps`` env
-steps before B (16,384 env steps each for MAPPO and IPPO, 2,048 for QMIX: the span may start up to one update
-earlier), and with ``--window-steps`` hpcmarl's is over the episodes that ended in that span. The best and drop
+(arms ``jaxmarl_<alg>``, and ``jaxmarl_qmix_greedy``: QMIX's greedy test win rate); their win rate at B is the
+mean of their updates that end in the ``--window-steps`` env steps before B (16,384 env steps each for MAPPO and
+IPPO, 2,048 for QMIX: the span may start up to one update earlier), and with ``--window-steps`` hpcmarl's is over
+the episodes that ended in that span. The best and drop
 columns always use the ``--window``-episode curve. The SMAX arms are ``smax_mappo``, ``smax_matrace`` (and
 ``smax_matrace4``: 4 actors), ``smax_qmix`` and ``smax_mast``; for value-based arms the table is followed by each
 seed's training FLOPs (per learner, from its metrics), the measure MAST's claim is stated in.
@@ -39,7 +40,8 @@ Long benchmarks: ``--estimate 20k`` first trains each arm 20k env steps and prin
 are read, a run cut short resumes from its newest checkpoint).
 
 An arm is ``name`` (from ARMS below) or ``label=config.yaml[@ranks][:key=value,...]`` for ablations, e.g.
-``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``.
+``--arms "lr7=simple_spread_mappo.yaml@4:algo.lr=7e-4"``. ``--arms`` with none runs only the references (with
+``--reuse``, e.g. JaxMARL's curves kept from a GPU machine).
 """
 import argparse
 import json
@@ -274,14 +276,14 @@ def run_benchmarl(seed, budget, a):
     return np.asarray(c["frames"], float), np.asarray(c["return"], float)
 
 
-def run_jaxmarl(alg, seed, budget, a):
+def run_jaxmarl(alg, seed, budget, a, key="win_rate"):
     """JaxMARL's own SMAX baseline ``alg`` (``tools/reference/jaxmarl_smax.py``) on ``--smax-map``, run by
-    ``--jaxmarl-python``: its win rate per update."""
+    ``--jaxmarl-python``: its win rate per update (``key``: qmix's greedy ``test_win_rate`` instead)."""
     keep = os.path.join(a.out, f"jaxmarl_{alg}-{a.smax_map}-s{seed}.json")
     c = run_kept(keep, [a.jaxmarl_python, os.path.join(ROOT, "tools", "reference", "jaxmarl_smax.py"),
                         os.path.abspath(a.jaxmarl_baselines), alg, a.smax_map, str(budget), str(seed), keep],
                  f"jaxmarl_{alg} seed {seed}", budget, a)
-    return np.asarray(c["env_steps"], float), np.asarray(c["win_rate"], float)
+    return np.asarray(c["env_steps"], float), np.asarray(c[key], float)
 
 
 def points_at(steps, ret, budgets, window_steps, slack=0):
@@ -297,7 +299,7 @@ def points_at(steps, ret, budgets, window_steps, slack=0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", nargs="+", default=["mappo", "ippo", "matrace", "qmix", "lbf_mappo", "lbf_qmix"])
+    ap.add_argument("--arms", nargs="*", default=["mappo", "ippo", "matrace", "qmix", "lbf_mappo", "lbf_qmix"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budgets", default="100k,250k,500k,1m,2m")
     ap.add_argument("--window", type=int, default=500)
@@ -394,6 +396,10 @@ def main():
         reference_rows(f"jaxmarl_{alg}", f"JaxMARL {alg.upper()} (win rate per update)",
                        lambda s, alg=alg: run_jaxmarl(alg, s, top, a),
                        lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
+        if alg == "qmix":  # and its greedy test win rate (repeated between tests)
+            reference_rows("jaxmarl_qmix_greedy", "JaxMARL QMIX, greedy tests",
+                           lambda s: run_jaxmarl("qmix", s, top, a, key="test_win_rate"),
+                           lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
 
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
     span = (f"the episodes of the {a.window_steps:,} env steps before" if a.window_steps

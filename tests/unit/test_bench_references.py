@@ -170,7 +170,8 @@ def test_jaxmarl_smax_baseline_is_run_and_read_per_seed(tmp_path):
 
 
 # QLearning/qmix_rnn.py: make_train(config, env) with the env from its env_from_config, vmapped over its seeds; logs
-# (only when W&B is not disabled) through a debug callback, env_step already counting the update's env steps
+# (only when W&B is not disabled) through a debug callback that, with WANDB_LOG_ALL_SEEDS, also names the seed by the
+# first word of its key; env_step already counts the update's env steps
 FAKE_QMIX = '''
 import jax
 wandb = None
@@ -180,29 +181,64 @@ def make_train(config, env):
     assert env == ("env", "2s3z") and config["WANDB_MODE"] != "disabled" and config["NUM_EPOCHS"] == 8
     n = config["TOTAL_TIMESTEPS"] // config["NUM_STEPS"] // config["NUM_ENVS"]
     def train(rng):
+        original_seed = rng[0]
         def update(u, _):
-            jax.debug.callback(wandb.log, {"env_step": (u + 1) * config["NUM_ENVS"] * config["NUM_STEPS"],
-                                           "returned_won_episode": u / 10, "returned_episode_returns": rng[1] * 0.0 + u,
-                                           "test_returned_won_episode": u / 20, "loss": 0.0})
+            metrics = {"env_step": (u + 1) * config["NUM_ENVS"] * config["NUM_STEPS"], "returned_won_episode": u / 10,
+                       "returned_episode_returns": jax.random.uniform(rng) + u, "test_returned_won_episode": u / 20,
+                       "loss": 0.0}
+            def callback(metrics, original_seed):
+                if config.get("WANDB_LOG_ALL_SEEDS", False):
+                    metrics.update({f"rng{int(original_seed)}/{k}": v for k, v in metrics.items()})
+                wandb.log(metrics)
+            jax.debug.callback(callback, metrics, original_seed)
             return u + 1, None
         return jax.lax.scan(update, 0, None, n)[0]
     return train
 '''
 
 
-def test_jaxmarl_qmix_baseline_merges_its_configs_and_reads_env_steps_as_logged(tmp_path):
-    require_extra("jax", "jax")
+def fake_qmix(tmp_path):
     base = tmp_path / "baselines"
     (base / "QLearning" / "config" / "alg").mkdir(parents=True)
     (base / "QLearning" / "config" / "config.yaml").write_text('"NUM_SEEDS": 1\n"SEED": 0\n"WANDB_MODE": "disabled"\n')
     (base / "QLearning" / "config" / "alg" / "ql_rnn_smax.yaml").write_text(
         '"NUM_ENVS": 4\n"NUM_STEPS": 5\n"NUM_EPOCHS": 8\n"TOTAL_TIMESTEPS": 1e7\n"MAP_NAME": "3s_vs_5z"\n')
     (base / "QLearning" / "qmix_rnn.py").write_text(FAKE_QMIX)
-    a = jaxmarl_args(base, tmp_path)
+    return base
+
+
+def test_jaxmarl_qmix_baseline_merges_its_configs_and_reads_env_steps_as_logged(tmp_path):
+    require_extra("jax", "jax")
+    import jax
+
+    a = jaxmarl_args(fake_qmix(tmp_path), tmp_path)
     x, y = bse.run_jaxmarl("qmix", 3, 45, a)  # 45 env steps: 3 updates of 4 x 5
     assert x.tolist() == [20, 40, 60] and y == pytest.approx([0.0, 0.1, 0.2])
     kept = json.load(open(os.path.join(a.out, "jaxmarl_qmix-2s3z-s3.json")))
-    assert kept["return"] == pytest.approx([0.0, 1.0, 2.0]) and kept["test_win_rate"] == pytest.approx([0, .05, .1])
+    # its key: the first of split(PRNGKey(3), NUM_SEEDS), as its main() trains
+    first = float(jax.random.uniform(jax.random.split(jax.random.PRNGKey(3), 1)[0]))
+    assert kept["return"] == pytest.approx([first, first + 1, first + 2])
+    assert kept["test_win_rate"] == pytest.approx([0, .05, .1])
+    assert bse.run_jaxmarl("qmix", 3, 45, a, key="test_win_rate")[1] == pytest.approx([0, .05, .1])
+
+
+def test_jaxmarl_qmix_seeds_vmapped_in_one_program_give_each_seeds_own_curve(tmp_path):
+    require_extra("jax", "jax")
+    a = jaxmarl_args(fake_qmix(tmp_path), tmp_path)
+    script = os.path.join(bse.ROOT, "tools", "reference", "jaxmarl_smax.py")
+    out = os.path.join(a.out, "both-s{seed}.json")
+    r = subprocess.run([sys.executable, script, a.jaxmarl_baselines, "qmix", "2s3z", "45", "3,4", out],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for seed in (3, 4):
+        bse.run_jaxmarl("qmix", seed, 45, a)  # the same seed alone
+        alone = json.load(open(os.path.join(a.out, f"jaxmarl_qmix-2s3z-s{seed}.json")))
+        both = json.load(open(out.format(seed=seed)))
+        assert both.keys() == alone.keys() and all(both[k] == pytest.approx(alone[k]) for k in alone)
+    assert json.load(open(out.format(seed=3)))["return"] != json.load(open(out.format(seed=4)))["return"]
+    r = subprocess.run([sys.executable, script, a.jaxmarl_baselines, "qmix", "2s3z", "45", "3,4", "one.json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "OUT must name {seed}" in r.stderr
 
 
 def test_windows_by_env_steps_average_the_episodes_that_ended_in_the_span():

@@ -3,6 +3,7 @@ with jaxmarl, flax, optax, distrax, hydra-core, wandb and PyYAML (and flashbax f
 benchmarks in tools/.
 
     PYTHON tools/reference/jaxmarl_smax.py BASELINES ALG MAP ENV_STEPS SEED OUT.json
+    PYTHON tools/reference/jaxmarl_smax.py BASELINES qmix MAP ENV_STEPS 0,1,2 OUT-s{seed}.json
 
 ``BASELINES``: a checkout's ``baselines`` directory. ``ALG``: ``mappo`` (``MAPPO/mappo_rnn_smax.py`` with
 ``config/mappo_homogenous_rnn_smax.yaml``), ``ippo`` (``IPPO/ippo_rnn_smax.py`` with ``config/ippo_rnn_smax.yaml``)
@@ -15,12 +16,18 @@ rate and mean return of the episodes that ended in the update; for qmix its ``re
 ``returned_episode_returns`` (each env copy's last finished episode, averaged over the update's steps and copies),
 plus ``test_win_rate``, its greedy test win rate (``TEST_NUM_ENVS`` episodes every ``TEST_INTERVAL`` of training,
 repeated in between).
+
+For qmix, SEED may list seeds (OUT then names ``{seed}``): they train in one program, vmapped over their keys as its
+``main()`` vmaps ``NUM_SEEDS`` keys, each seed's key the one a run of that seed alone gets, so each curve is that
+run's (one compilation instead of one per seed). A line per 5% of the updates shows the progress, and each OUT is
+rewritten every 10 updates, so that a run stopped early leaves its curve so far.
 """
 import copy
 import importlib.util
 import json
 import os
 import sys
+import time
 import types
 
 import numpy as np
@@ -36,9 +43,12 @@ SCRIPTS = {"mappo": ("MAPPO", "mappo_rnn_smax.py", ["mappo_homogenous_rnn_smax.y
 
 
 def main():
-    baselines, alg, map_name, steps, seed, out = sys.argv[1:7]
+    baselines, alg, map_name, steps, seeds, out = sys.argv[1:7]
     if alg not in SCRIPTS:
         raise SystemExit(f"ALG {alg!r}: one of {', '.join(SCRIPTS)}")
+    seeds = [int(s) for s in seeds.split(",")]
+    if len(seeds) > 1 and (alg != "qmix" or "{seed}" not in out):
+        raise SystemExit("several SEEDs: ALG qmix only, and OUT must name {seed}")
     folder, script, config_files, logged, wandb_mode, counted = SCRIPTS[alg]
     import jax
     import yaml
@@ -50,30 +60,46 @@ def main():
         config.update(yaml.safe_load(open(os.path.join(baselines, folder, "config", name))))
     batch = config["NUM_ENVS"] * config["NUM_STEPS"]
     updates = -(-int(steps) // batch)  # enough updates to pass ENV_STEPS
-    config.update(MAP_NAME=map_name, TOTAL_TIMESTEPS=updates * batch, SEED=int(seed), WANDB_MODE=wandb_mode)
+    config.update(MAP_NAME=map_name, TOTAL_TIMESTEPS=updates * batch, SEED=seeds[0], WANDB_MODE=wandb_mode,
+                  WANDB_LOG_ALL_SEEDS=True)
     spec = importlib.util.spec_from_file_location(f"jaxmarl_{alg}_smax", os.path.join(baselines, folder, script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     keys = {"env_steps": "env_step", **logged}
-    points = []
-    # one number each (qmix's values carry its vmap's axis of NUM_SEEDS: 1)
-    module.wandb = types.SimpleNamespace(log=lambda d: points.append(
-        {k: float(np.asarray(d[v]).reshape(-1)[0]) for k, v in keys.items()}))
-    key = jax.random.PRNGKey(int(seed))
-    if alg == "mappo":  # as its main()
-        jax.block_until_ready(jax.jit(module.make_train(config))(key))
-    else:  # their main()s train on jax.random.split(key, NUM_SEEDS) (NUM_SEEDS: 1): ippo on the first key, qmix
-        rngs = jax.random.split(key, int(config["NUM_SEEDS"]))  # vmapped over them
-        if alg == "ippo":
-            jax.block_until_ready(jax.jit(module.make_train(config))(rngs[0]))
-        else:
-            env, _ = module.env_from_config(copy.deepcopy(config))
-            jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(rngs))
-    points.sort(key=lambda p: p["env_steps"])
-    curve = {k: [p[k] for p in points] for k in keys}
-    curve["env_steps"] = [int(x) + (0 if counted else batch) for x in curve["env_steps"]]
-    with open(out, "w") as f:
-        json.dump(curve, f)
+    # the run's key per seed: mappo's main() trains on PRNGKey(SEED), ippo's and qmix's on the first of
+    # jax.random.split(PRNGKey(SEED), NUM_SEEDS) (NUM_SEEDS: 1; qmix vmaps over them)
+    run_keys = [jax.random.PRNGKey(s) if alg == "mappo"
+                else jax.random.split(jax.random.PRNGKey(s), int(config["NUM_SEEDS"]))[0] for s in seeds]
+    # qmix's callback names its seed (the first word of its key) in the keys it logs with WANDB_LOG_ALL_SEEDS
+    seed_of = {f"rng{int(np.asarray(k).reshape(-1)[0])}/": s for k, s in zip(run_keys, seeds)}
+    points = {s: [] for s in seeds}
+    t0 = time.monotonic()
+
+    def write(s):
+        pts = sorted(points[s], key=lambda p: p["env_steps"])
+        curve = {k: [p[k] for p in pts] for k in keys}
+        curve["env_steps"] = [int(x) + (0 if counted else batch) for x in curve["env_steps"]]
+        with open(out.replace("{seed}", str(s)), "w") as f:
+            json.dump(curve, f)
+
+    def log(d):
+        s = next((seed_of[k[:k.index("/") + 1]] for k in d if k.startswith("rng")), seeds[0])
+        points[s].append({k: float(np.asarray(d[v]).reshape(-1)[0]) for k, v in keys.items()})
+        n = len(points[s])
+        if n % 10 == 0:
+            write(s)
+        if n % max(1, updates // 20) == 0:
+            print(f"seed {s}: update {n}/{updates}, {points[s][-1]['env_steps']:,.0f} env steps, win rate "
+                  f"{points[s][-1]['win_rate']:.3f}, {time.monotonic() - t0:.0f}s", flush=True)
+
+    module.wandb = types.SimpleNamespace(log=log)
+    if alg != "qmix":
+        jax.block_until_ready(jax.jit(module.make_train(config))(run_keys[0]))
+    else:  # vmapped, as its main()
+        env, _ = module.env_from_config(copy.deepcopy(config))
+        jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(jax.numpy.stack(run_keys)))
+    for s in seeds:
+        write(s)
 
 
 if __name__ == "__main__":
