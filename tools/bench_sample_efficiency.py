@@ -30,10 +30,10 @@ train on ``--smax-map``; ``--jaxmarl-baselines`` runs JaxMARL's own SMAX baselin
 (arms ``jaxmarl_<alg>``, and ``jaxmarl_qmix_greedy``: QMIX's greedy test win rate); their win rate at B is the
 mean of their updates that end in the ``--window-steps`` env steps before B (16,384 env steps each for MAPPO and
 IPPO, 2,048 for QMIX: the span may start up to one update earlier), and with ``--window-steps`` hpcmarl's is over
-the episodes that ended in that span. The best and drop
-columns always use the ``--window``-episode curve. The SMAX arms are ``smax_mappo``, ``smax_matrace`` (and
-``smax_matrace4``: 4 actors), ``smax_qmix`` and ``smax_mast``; for value-based arms the table is followed by each
-seed's training FLOPs (per learner, from its metrics), the measure MAST's claim is stated in.
+the episodes that ended in that span. The best and drop columns always use the ``--window``-episode curve. The SMAX
+arms are ``smax_mappo``, ``smax_matrace`` (and ``smax_matrace4``: 4 actors), ``smax_qmix`` and ``smax_mast``; for
+value-based arms the table is followed by each seed's training FLOPs (per learner, from its metrics), the measure
+MAST's claim is stated in.
 
 Long benchmarks: ``--estimate 20k`` first trains each arm 20k env steps and prints how long its runs will take
 (``--estimate-only`` stops there); ``--reuse`` with the same command goes on where a benchmark stopped (finished runs

@@ -230,6 +230,7 @@ def test_jaxmarl_qmix_seeds_vmapped_in_one_program_give_each_seeds_own_curve(tmp
     r = subprocess.run([sys.executable, script, a.jaxmarl_baselines, "qmix", "2s3z", "45", "3,4", out],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    assert not os.path.exists(out.format(seed=3) + ".part")  # the curve so far, kept only while it runs
     for seed in (3, 4):
         bse.run_jaxmarl("qmix", seed, 45, a)  # the same seed alone
         alone = json.load(open(os.path.join(a.out, f"jaxmarl_qmix-2s3z-s{seed}.json")))
@@ -239,6 +240,9 @@ def test_jaxmarl_qmix_seeds_vmapped_in_one_program_give_each_seeds_own_curve(tmp
     r = subprocess.run([sys.executable, script, a.jaxmarl_baselines, "qmix", "2s3z", "45", "3,4", "one.json"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "OUT must name {seed}" in r.stderr
+    r = subprocess.run([sys.executable, script, a.jaxmarl_baselines, "qmix", "2s3z", "45", "3,3", out],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "each seed once" in r.stderr
 
 
 def test_windows_by_env_steps_average_the_episodes_that_ended_in_the_span():

@@ -19,11 +19,11 @@ repeated in between).
 
 For qmix, SEED may list seeds (OUT then names ``{seed}``): they train in one program, vmapped over their keys as its
 ``main()`` vmaps ``NUM_SEEDS`` keys, each seed's key the one a run of that seed alone gets, so each curve is that
-run's (one compilation instead of one per seed). A line per 5% of the updates shows the progress, and each OUT is
-rewritten every 10 updates, so that a run stopped early leaves its curve so far. On a GPU (an H200: three seeds of
-``3m`` to 1M in 174 s, compilation included); on this project's 2-core CPU VM one QMIX seed takes about 6 s per update
-(489 updates per 1M), and seeds vmapped there hung in a LAPACK call of jaxlib 0.10.2's CPU backend (its two pool
-threads waiting on each other): run one seed per process on a CPU.
+run's (one compilation instead of one per seed). A line per 5% of the updates shows the progress; the curve so far
+is written to ``OUT.part`` every 10 updates (a run stopped early leaves it) and OUT itself only at the end. On an
+H200 three seeds of ``3m`` trained to 1M in 174 s, compilation included; on this project's 2-core CPU VM one QMIX
+seed takes about 6 s per update (489 updates per 1M), and seeds vmapped there hung in a LAPACK call of jaxlib
+0.10.2's CPU backend (its two pool threads waiting on each other): run one seed per process on a CPU.
 """
 import copy
 import importlib.util
@@ -50,8 +50,8 @@ def main():
     if alg not in SCRIPTS:
         raise SystemExit(f"ALG {alg!r}: one of {', '.join(SCRIPTS)}")
     seeds = [int(s) for s in seeds.split(",")]
-    if len(seeds) > 1 and (alg != "qmix" or "{seed}" not in out):
-        raise SystemExit("several SEEDs: ALG qmix only, and OUT must name {seed}")
+    if len(seeds) > 1 and (alg != "qmix" or "{seed}" not in out or len(set(seeds)) < len(seeds)):
+        raise SystemExit("several SEEDs: ALG qmix only, each seed once, and OUT must name {seed}")
     folder, script, config_files, logged, wandb_mode, counted = SCRIPTS[alg]
     import jax
     import yaml
@@ -78,11 +78,14 @@ def main():
     points = {s: [] for s in seeds}
     t0 = time.monotonic()
 
-    def write(s):
+    def path(s):
+        return out.replace("{seed}", str(s))
+
+    def write(s, part=".part"):
         pts = sorted(points[s], key=lambda p: p["env_steps"])
         curve = {k: [p[k] for p in pts] for k in keys}
         curve["env_steps"] = [int(x) + (0 if counted else batch) for x in curve["env_steps"]]
-        with open(out.replace("{seed}", str(s)), "w") as f:
+        with open(path(s) + part, "w") as f:
             json.dump(curve, f)
 
     def log(d):
@@ -102,7 +105,9 @@ def main():
         env, _ = module.env_from_config(copy.deepcopy(config))
         jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(jax.numpy.stack(run_keys)))
     for s in seeds:
-        write(s)
+        write(s, part="")
+        if os.path.exists(path(s) + ".part"):
+            os.remove(path(s) + ".part")
 
 
 if __name__ == "__main__":
