@@ -181,6 +181,27 @@ def run_arm(label, arm, seed, budget, a):
             float(flops[-1]) if flops is not None and len(flops) else None)
 
 
+def greedy_score(label, arm, seed, budget, a):
+    """A seed's greedy score at ``budget``: the kept checkpoint where a run to the budget stops (the first metrics row
+    at or past it, as the curve is read) plays ``--greedy-episodes`` episodes, all env copies at once, env seed 12345,
+    the most likely actions (``hpcmarl evaluate --greedy``): its win rate (battles) or its return summed over groups.
+    NaN where that checkpoint was not kept (runs keep their newest few)."""
+    from hpcmarl.analysis import evaluate
+    from hpcmarl.storage import Run, open_read
+
+    run = Run(os.path.join(a.out, f"{on_map(label, arm, a)[0]}-s{seed}"))
+    at = np.asarray(run.metrics().get("env_steps", []))
+    end = at[at >= budget][0] if (at >= budget).any() else None
+    for ckpt in run.checkpoints():
+        with open_read(ckpt) as f:
+            if f.attrs.get("env_steps") != end:
+                continue
+        r = evaluate.evaluate(ckpt, episodes=a.greedy_episodes, seed=12345, greedy=True, num_envs=a.greedy_episodes)
+        return r["win_rate"] if np.isfinite(r["win_rate"]) else sum(g["return_mean"] for g in r["groups"].values())
+    print(f"  {label} seed {seed}: no kept checkpoint at {budget:,} env steps to play greedily", flush=True)
+    return float("nan")
+
+
 def estimate(arms, seeds, top, a):
     """Before training: each arm trains ``--estimate`` env steps on its first seed (in ``--out/estimate``) and the
     time of what is still to train is printed from that run's rate (its metrics' env steps over wall time, the
@@ -330,6 +351,9 @@ def main():
     ap.add_argument("--reuse", action="store_true", help="read runs already in --out instead of "
                     "training them again; a run cut short (killed, timed out) resumes from its newest checkpoint")
     ap.add_argument("--timeout-h", type=float, default=3.0, help="hard limit per run")
+    ap.add_argument("--greedy-episodes", type=int, default=0, help="also play each hpcmarl run's checkpoint at the "
+                    "largest budget this many episodes with its most likely actions (rows '<arm>_greedy'; SMAX's "
+                    "test win rate, as JaxMARL's QMIX tests with 512)")
     ap.add_argument("--estimate", type=parse_steps, default=0, help="first train each arm this many env steps "
                     "(e.g. 20k) and print how long the benchmark's hpcmarl runs will take")
     ap.add_argument("--estimate-only", action="store_true", help="stop after the estimate")
@@ -401,6 +425,13 @@ def main():
                            lambda s: run_jaxmarl("qmix", s, top, a, key="test_win_rate"),
                            lambda x, y: points_at(x, y, budgets, a.window_steps or 50_000))
 
+    nan, top_only = float("nan"), set()
+    for label, arm in arms if a.greedy_episodes else []:  # at the largest budget only
+        references[f"{label}_greedy"] = f"{label}, greedy"
+        top_only.add(f"{label}_greedy")
+        rows[f"{label}_greedy"] = [{**{budget_name(b): nan for b in budgets}, "best": nan, "drop": nan,
+                                    budget_name(top): greedy_score(label, arm, s, top, a)} for s in seeds]
+
     cols = [budget_name(b) for b in budgets] + ["best", "drop"]
     span = (f"the episodes of the {a.window_steps:,} env steps before" if a.window_steps
             else f"{a.window}-episode window")
@@ -445,7 +476,7 @@ def main():
         pass
     fields = []
     for label in rows:
-        for b in budgets:
+        for b in [top] if label in top_only else budgets:
             fields.append(f"{label}_{budget_name(b)}={med[(label, budget_name(b))]:.2f}")
         if label not in references:
             fields.append(f"{label}_drop={med[(label, 'drop')]:.2f}")

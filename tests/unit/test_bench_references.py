@@ -279,7 +279,7 @@ def write_run(run_dir, steps, checkpoint, rate=1000.0):
         w.log_metrics({"env_steps": float(n), "wall_time": n / rate, "update": n / 1000, "flops/train_total": n})
     w.close()
     if checkpoint:
-        save_checkpoint(os.path.join(run_dir, "checkpoints"), 1, {"x": np.zeros(1)}, {}, keep=2)
+        save_checkpoint(os.path.join(run_dir, "checkpoints"), 1, {"x": np.zeros(1)}, {"env_steps": steps}, keep=2)
 
 
 def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkeypatch):
@@ -316,6 +316,31 @@ def test_reuse_resumes_a_run_cut_short_and_reads_a_finished_one(tmp_path, monkey
     a.reuse = False
     bse.run_arm("done", arm, 0, 100_000, a)
     assert "--fresh" in launched[-1] and len(launched) == 3
+
+
+def test_greedy_scores_play_the_checkpoint_where_a_run_to_the_budget_stops(tmp_path, monkeypatch, capsys):
+    """--greedy-episodes: the kept checkpoint at the budget plays greedily (win rate, or the return summed over
+    groups where episodes have no outcome); no checkpoint there: NaN, said."""
+    from hpcmarl.analysis import evaluate
+
+    played = []
+
+    def fake_evaluate(ckpt, episodes, seed, greedy, num_envs):
+        played.append((os.path.basename(ckpt), episodes, greedy, num_envs))
+        return {"win_rate": float("nan") if "nowin" in ckpt else 0.75,
+                "groups": {"a": {"return_mean": -20.0}, "b": {"return_mean": -5.0}}}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    a = types.SimpleNamespace(out=str(tmp_path), smax_map="3m", greedy_episodes=512)
+    arm = bse.ARMS["mappo"]
+    write_run(str(tmp_path / "done-s0"), 100_000, checkpoint=True)
+    assert bse.greedy_score("done", arm, 0, 100_000, a) == 0.75
+    assert played == [("ckpt-000000001.h5", 512, True, 512)]
+    write_run(str(tmp_path / "nowin-s0"), 100_000, checkpoint=True)
+    assert bse.greedy_score("nowin", arm, 0, 100_000, a) == -25.0
+    # a run to 50,500 stops at 51,000: the run's only checkpoint is at 100,000
+    assert np.isnan(bse.greedy_score("done", arm, 0, 50_500, a)) and len(played) == 2
+    assert "no kept checkpoint at 50,500 env steps" in capsys.readouterr().out
 
 
 def test_the_estimate_times_what_is_left_from_a_short_run(tmp_path, monkeypatch, capsys):
