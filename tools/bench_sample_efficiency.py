@@ -33,7 +33,8 @@ IPPO, 2,048 for QMIX: the span may start up to one update earlier), and with ``-
 the episodes that ended in that span. The best and drop columns always use the ``--window``-episode curve. The SMAX
 arms are ``smax_mappo``, ``smax_matrace`` (and ``smax_matrace4``: 4 actors), ``smax_qmix`` and ``smax_mast``; for
 value-based arms the table is followed by each seed's training FLOPs (per learner, from its metrics), the measure
-MAST's claim is stated in.
+MAST's claim is stated in. ``--greedy-episodes 512`` adds each hpcmarl run's greedy test at the largest budget (rows
+``<arm>_greedy``: SMAC's test win rate).
 
 Long benchmarks: ``--estimate 20k`` first trains each arm 20k env steps and prints how long its runs will take
 (``--estimate-only`` stops there); ``--reuse`` with the same command goes on where a benchmark stopped (finished runs
