@@ -169,9 +169,9 @@ def run_arm(label, arm, seed, budget, a):
         print(f"  {label} seed {seed}: {budget:,} env steps in {t:.0f}s", flush=True)
     run = Run(run_dir)
     m = run.metrics()
-    # a reused run trained further is read up to the update where a run to this budget stops (its first at >= it)
+    # a reused run trained further is read up to the update where a run to this budget stops
     at = np.asarray(m.get("env_steps", []))
-    end = at[at >= budget][0] if (at >= budget).any() else np.inf
+    end = stop_at(at, budget) or np.inf
     ep = run.episodes()
     ep = {k: np.asarray(v)[np.asarray(ep["env_steps"]) <= end] for k, v in ep.items()}
     won = np.asarray(ep.get("won", []), float)
@@ -180,6 +180,12 @@ def run_arm(label, arm, seed, budget, a):
     flops = flops[at <= end] if flops is not None else None
     return (np.asarray(ep["env_steps"], float), np.asarray(score, float),
             float(flops[-1]) if flops is not None and len(flops) else None)
+
+
+def stop_at(env_steps, budget):
+    """Where a run to ``budget`` stops: its first metrics row's env steps at or past it (None: not reached)."""
+    past = env_steps[env_steps >= budget]
+    return past[0] if len(past) else None
 
 
 def greedy_score(label, arm, seed, budget, a):
@@ -191,8 +197,7 @@ def greedy_score(label, arm, seed, budget, a):
     from hpcmarl.storage import Run, open_read
 
     run = Run(os.path.join(a.out, f"{on_map(label, arm, a)[0]}-s{seed}"))
-    at = np.asarray(run.metrics().get("env_steps", []))
-    end = at[at >= budget][0] if (at >= budget).any() else None
+    end = stop_at(np.asarray(run.metrics().get("env_steps", [])), budget)
     for ckpt in run.checkpoints():
         with open_read(ckpt) as f:
             if f.attrs.get("env_steps") != end:
