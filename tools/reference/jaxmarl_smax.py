@@ -81,11 +81,11 @@ def main():
     def path(s):
         return out.replace("{seed}", str(s))
 
-    def write(s, part=".part"):
+    def write(s):
         pts = sorted(points[s], key=lambda p: p["env_steps"])
         curve = {k: [p[k] for p in pts] for k in keys}
         curve["env_steps"] = [int(x) + (0 if counted else batch) for x in curve["env_steps"]]
-        with open(path(s) + part, "w") as f:
+        with open(path(s) + ".part", "w") as f:
             json.dump(curve, f)
 
     def log(d):
@@ -104,10 +104,9 @@ def main():
     else:  # vmapped, as its main()
         env, _ = module.env_from_config(copy.deepcopy(config))
         jax.block_until_ready(jax.jit(jax.vmap(module.make_train(config, env)))(jax.numpy.stack(run_keys)))
-    for s in seeds:
-        write(s, part="")
-        if os.path.exists(path(s) + ".part"):
-            os.remove(path(s) + ".part")
+    for s in seeds:  # the whole curve, then under its name
+        write(s)
+        os.replace(path(s) + ".part", path(s))
 
 
 if __name__ == "__main__":
