@@ -19,10 +19,11 @@ benchmarl``).
 
 ``--against benchmarl``: BenchMARL's MAPPO (``--benchmarl-python``: a Python with benchmarl, torchrl, vmas) with its
 own default experiment, algorithm, MLP and task configs on ``vmas:navigation`` (6,000 frames per iteration from 10
-envs, 45 minibatches of 400 frames, 256 x 256 tanh MLPs, sampling and training on the CPU, no evaluation or
-logging), against hpcmarl MAPPO (``configs/vmas_navigation_mappo.yaml``: the same task kwargs) with the same
-network width and work per sample (6,000 env steps per update: ``--copies`` x ``6000 / copies`` steps, 3 epochs x 15
-minibatches), per layout and ``--copies``.
+envs, 45 passes over it in 15 minibatches of 400 frames each: 675 gradient steps per iteration, 256 x 256 tanh MLPs,
+sampling and training on the CPU, no evaluation or logging), against hpcmarl MAPPO
+(``configs/vmas_navigation_mappo.yaml``: the same task kwargs) with the same network width and work per sample
+(6,000 env steps per update: ``--copies`` x ``6000 / copies`` steps, 45 epochs x 15 minibatches), per layout and
+``--copies``.
 
 hpcmarl's times are the whole ``mpirun`` too (startup, compilation, checkpoints). Prints a table and ends with
 ``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… shipped_sps=… shipped_ratio=…`` (env steps per second of
@@ -51,8 +52,9 @@ SETUPS = {
                 2048,  # ippo_ff_mpe.yaml: NUM_ENVS 16 x NUM_STEPS 128 per update
                 ["algo.name=ippo", "algo.epochs=4", "algo.minibatches=4", "algo.lr=2.5e-4", "algo.value_norm=false"]),
     "benchmarl": ("vmas_navigation_mappo.yaml", "vmas:navigation",  # the config has BenchMARL's task kwargs
-                  6000,  # base_experiment.yaml: 6,000 frames per batch, 45 minibatches of 400
-                  ["algo.epochs=3", "algo.minibatches=15", "algo.hidden=256", "algo.lr=5e-5", "algo.gae_lambda=0.9",
+                  6000,  # base_experiment.yaml: 6,000 frames per batch; on_policy_n_minibatch_iters 45 passes, each
+                  # over all of it in minibatches of 400 (Experiment._collection_loop): 45 x 15 gradient steps
+                  ["algo.epochs=45", "algo.minibatches=15", "algo.hidden=256", "algo.lr=5e-5", "algo.gae_lambda=0.9",
                    "algo.entropy_coef=0", "algo.max_grad_norm=5"]),
 }
 
