@@ -79,7 +79,8 @@ def require_extra(module: str, extra: str):
     except ImportError:
         if extra in os.environ.get("HPCMARL_EXTRAS", "").split(","):
             raise
-        pytest.skip(f"{module} not installed (pip install -e \".[{extra}]\", or make setup EXTRAS={extra})")
+        pytest.skip(f"{module} not installed (pip install -e \".[{extra}]\", or make setup EXTRAS={extra})",
+                    allow_module_level=True)  # test modules call it at import to skip all their tests
 
 
 def final_arrays(run):

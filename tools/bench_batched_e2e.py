@@ -23,7 +23,8 @@ envs, 45 passes over it in 15 minibatches of 400 frames each: 675 gradient steps
 sampling and training on the CPU, no evaluation or logging), against hpcmarl MAPPO
 (``configs/vmas_navigation_mappo.yaml``: the same task kwargs) with the same network width and work per sample
 (6,000 env steps per update: ``--copies`` x ``6000 / copies`` steps, 45 epochs x 15 minibatches), per layout and
-``--copies``.
+``--copies``. Records before commit 099b5b3 ran these arms with 3 epochs x 15 minibatches: a fifteenth of
+BenchMARL's gradient steps, not its work per sample.
 
 hpcmarl's times are the whole ``mpirun`` too (startup, compilation, checkpoints). Prints a table and ends with
 ``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… shipped_sps=… shipped_ratio=…`` (env steps per second of
