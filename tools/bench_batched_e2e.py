@@ -15,7 +15,9 @@ benchmarl``).
   L + A; one learner: ``actors.overlap=true``, the actors collect the next unroll during the update), for every
   ``--copies``.
 * ``shipped``: ``configs/simple_spread_mappo.yaml`` (MAPPO, hpcmarl's shipped simple_spread settings) on the same
-  env, in the layout of the fastest hpcmarl arm (with ``--against benchmarl``: ``configs/vmas_navigation_mappo.yaml``).
+  env, in the layout of the fastest hpcmarl arm (with ``--against benchmarl``: ``configs/vmas_navigation_mappo.yaml``),
+  collecting as the config says (both configs: synchronously). Records dated before 2026-11-28 forced
+  ``actors.overlap=true`` on this arm too with one learner.
 
 ``--against benchmarl``: BenchMARL's MAPPO (``--benchmarl-python``: a Python with benchmarl, torchrl, vmas) with its
 own default experiment, algorithm, MLP and task configs on ``vmas:navigation`` (6,000 frames per iteration from 10
@@ -106,8 +108,7 @@ def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, 
 
 
 def layout(L: int, A: int, copies: int) -> list:
-    return [f"topology.learners={L}", f"topology.actors={A}", f"env.num_envs={copies // A}",
-            f"actors.overlap={'true' if L == 1 else 'false'}"]
+    return [f"topology.learners={L}", f"topology.actors={A}", f"env.num_envs={copies // A}"]
 
 
 def main():
@@ -142,7 +143,8 @@ def main():
                 raise SystemExit(f"--copies {copies}: must split over {A} actors and divide {batch}")
             name = f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}"
             wall, train_s, ret = hpcmarl_arm(args, name, config, env, steps, L + A,
-                                             work + layout(L, A, copies) + [f"algo.unroll_length={batch // copies}"])
+                                             work + layout(L, A, copies) + [f"algo.unroll_length={batch // copies}",
+                                                                            f"actors.overlap={str(L == 1).lower()}"])
             sps = steps / wall
             print(f"{name}: {wall:.1f}s ({train_s:.1f}s training) = {sps:,.0f} env steps/s, "
                   f"{sps / ref_sps:.2f}x the reference; return {ret:.1f}", flush=True)
