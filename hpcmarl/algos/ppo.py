@@ -33,6 +33,9 @@ class PPOConfig:
     gae_lambda: float = 0.95  # lambda of generalised advantage estimation
     nstep: int = 0  # > 0: n-step advantages (the n-step return minus V; EPyMARL's MAPPO uses 5) instead of GAE
     clip: float = 0.2  # epsilon of the clipped surrogate: the ratio is clipped to [1 - clip, 1 + clip]
+    decoupled_clip: bool = False  # clip around the learner's policy at the update's start (the proximal policy),
+    # weighted by proximal / behaviour probability (decoupled PPO, Hilton et al. 2022): with actors.overlap the
+    # unrolls' lag then clips no more than synchronous collection does; the same objective when synchronous
     epochs: int = 5  # passes over each update's unrolls
     minibatches: int = 1  # gradient steps per epoch (the unrolls split into this many minibatches)
     entropy_coef: float = 0.01  # weight of the entropy bonus in the loss
@@ -107,6 +110,8 @@ class PPOConfig:
             check(self.encoder == "mlp", "algo.agent_id", "works with algo.encoder=mlp only")
             check(not cfg.league.enabled, "algo.agent_id", "league pool members are played without agent ids; "
                   "leave it off in league mode")
+        check(not (self.decoupled_clip and self.recurrent), "algo.decoupled_clip", "works with feed-forward "
+              "policies only (algo.recurrent: false)")
         if self.recurrent:
             L = self.chunk_length or self.unroll_length
             check(self.unroll_length % L == 0, "algo.chunk_length",
@@ -175,10 +180,17 @@ def standardized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip: float, value_clip: float,
-             entropy_coef: float, value_coef: float):
-    """Clipped-surrogate PPO loss averaged over rows where ``mask`` is 1. Returns ``(loss, stats)``."""
+             entropy_coef: float, value_coef: float, prox_logp=None):
+    """Clipped-surrogate PPO loss averaged over rows where ``mask`` is 1. Returns ``(loss, stats)``. ``old_logp``:
+    the behaviour policy's log-probs; ``prox_logp`` (decoupled PPO): the proximal policy's, the clip is then applied
+    to ``new / prox`` and weighted by ``prox / old``; ``approx_kl`` and ``clip_fraction`` are measured against the
+    policy that is clipped around."""
     ratio = torch.exp(new_logp - old_logp)
-    pg = -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    if prox_logp is None:
+        prox_logp, prox_ratio, weight = old_logp, ratio, 1.0
+    else:
+        prox_ratio, weight = torch.exp(new_logp - prox_logp), torch.exp(prox_logp - old_logp)
+    pg = -torch.min(ratio * adv, torch.clamp(prox_ratio, 1 - clip, 1 + clip) * weight * adv)
     v_err = (new_v - returns) ** 2
     if value_clip > 0:
         v_clipped = old_v + torch.clamp(new_v - old_v, -value_clip, value_clip)
@@ -188,13 +200,13 @@ def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip
     ent = masked_mean(entropy, mask)
     loss = pg_loss + value_coef * v_loss - entropy_coef * ent
     with torch.no_grad():
-        log_ratio = new_logp - old_logp
+        log_ratio = new_logp - prox_logp
         stats = {
             "policy_loss": pg_loss.item(),
             "value_loss": v_loss.item(),
             "entropy": ent.item(),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),
-            "clip_fraction": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
+            "approx_kl": masked_mean((prox_ratio - 1) - log_ratio, mask).item(),
+            "clip_fraction": masked_mean(((prox_ratio - 1).abs() > clip).float(), mask).item(),
         }
     return loss, stats
 
@@ -348,6 +360,8 @@ class PPOLearner:
         # rows of a minibatch: single steps (t, env), or for recurrent policies chunks (c, env) of L steps
         L = (c.chunk_length or T) if c.recurrent else 1
         starts = replay_policy(self.model, b) if c.recurrent else None
+        if c.decoupled_clip:
+            self.proximal_logp(b)
         steps = torch.arange(L, device=self.device)[:, None]
         totals: Dict[str, float] = {}
         n_mb = 0
@@ -398,7 +412,8 @@ class PPOLearner:
                 dist = self.model.policies[n].dist(obs_mb[n], amask)
             new_logp = dist.log_prob(sel("action"))
             l, st = ppo_loss(new_logp, sel("logp"), sel("adv"), values[n], sel("value"), sel("ret"),
-                             dist.entropy(), mask, c.clip, c.value_clip, c.entropy_coef, c.value_coef)
+                             dist.entropy(), mask, c.clip, c.value_clip, c.entropy_coef, c.value_coef,
+                             sel("logp_prox") if c.decoupled_clip else None)
             loss = loss + l
             for k, v in st.items():
                 mb_stats[f"{n}/{k}"] = v
@@ -406,10 +421,23 @@ class PPOLearner:
         loss.backward()
         return mb_stats
 
+    @torch.no_grad()
+    def proximal_logp(self, b: Dict[str, torch.Tensor]) -> None:
+        """``b["<group>/logp_prox"]`` ``[T, B, n]``: the log-probs of the unrolls' actions under the current
+        (feed-forward) policies, before the update's first step (``algo.decoupled_clip``)."""
+        for g in self.spec.groups:
+            n = g.name
+            T, B = b[f"{n}/logp"].shape[:2]
+            rows = lambda x: x[:T].reshape(T * B, *x.shape[2:])
+            dist = self.model.policies[n].dist(rows(b[f"{n}/obs"]), rows(b[f"{n}/action_mask"]) if g.discrete
+                                               else None)
+            b[f"{n}/logp_prox"] = dist.log_prob(rows(b[f"{n}/action"])).reshape(T, B, -1)
+
     def fused_grads(self, b, idx_t, idx_b, obs_mb, state_mb) -> Dict[str, float]:
         """As :meth:`autograd_grads`, with the gradient step written out (:mod:`hpcmarl.algos.ppo_fused`)."""
-        mb = {f"{g.name}/{k}": b[f"{g.name}/{k}"][idx_t, idx_b] for g in self.spec.groups
-              for k in ("alive", "action_mask", "action", "logp", "adv", "value", "ret")}
+        keys = ("alive", "action_mask", "action", "logp", "adv", "value", "ret") + \
+            (("logp_prox",) if self.cfg.decoupled_clip else ())
+        mb = {f"{g.name}/{k}": b[f"{g.name}/{k}"][idx_t, idx_b] for g in self.spec.groups for k in keys}
         mb.update({f"{n}/obs": o for n, o in obs_mb.items()})
         if self.model.centralized:
             mb["critic_in"] = joint_input(self.spec, obs_mb, state_mb)

@@ -67,8 +67,8 @@ def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Di
                                                                                Dict[str, float]]:
     """The gradient of PPO's loss (:func:`hpcmarl.algos.ppo.ppo_loss`, summed over groups) with respect to every
     parameter of ``model``, and the loss's statistics, on one minibatch: ``mb`` holds per group ``<g>/obs`` ``[M, n,
-    d]``, ``action``, ``action_mask``, ``logp``, ``adv``, ``value``, ``ret``, ``alive`` and, for a centralized critic,
-    ``critic_in`` ``[M, D]``."""
+    d]``, ``action``, ``action_mask``, ``logp``, ``adv``, ``value``, ``ret``, ``alive``, optionally ``logp_prox``
+    (``algo.decoupled_clip``) and, for a centralized critic, ``critic_in`` ``[M, D]``."""
     grads: Dict[nn.Parameter, torch.Tensor] = {}
     stats: Dict[str, float] = {}
     for g in model.spec.groups:
@@ -95,12 +95,18 @@ def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Di
         w = m / m.sum().clamp_min(1.0)  # the masked mean's weights
         old_logp, adv = mb[f"{n}/logp"].reshape(-1), mb[f"{n}/adv"].reshape(-1)
         old_v, ret = mb[f"{n}/value"].reshape(-1), mb[f"{n}/ret"].reshape(-1)
-        log_ratio = new_logp - old_logp
-        ratio = log_ratio.exp()
-        clipped = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
+        ratio = (new_logp - old_logp).exp()
+        prox_logp = mb.get(f"{n}/logp_prox")  # decoupled PPO: clipped around the proximal policy, weighted
+        if prox_logp is None:
+            prox_logp, prox_ratio, weight = old_logp, ratio, 1.0
+        else:
+            prox_logp = prox_logp.reshape(-1)
+            prox_ratio, weight = (new_logp - prox_logp).exp(), (prox_logp - old_logp).exp()
+        log_ratio = new_logp - prox_logp
+        clipped = prox_ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * weight
         pg = -torch.min(ratio * adv, clipped * adv)
         # d pg / d new_logp: -adv * ratio where the unclipped term is the minimum or the ratio is inside the clip range
-        inside = (ratio >= 1 - cfg.clip) & (ratio <= 1 + cfg.clip)
+        inside = (prox_ratio >= 1 - cfg.clip) & (prox_ratio <= 1 + cfg.clip)
         g_logp = torch.where((ratio * adv <= clipped * adv) | inside, -adv * ratio, 0.0) * w
         err = v - ret
         v_err = err * err
@@ -122,6 +128,6 @@ def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Di
         stats.update({
             f"{n}/policy_loss": float((pg * w).sum()), f"{n}/value_loss": 0.5 * float((v_err * w).sum()),
             f"{n}/entropy": float((entropy * w).sum()),
-            f"{n}/approx_kl": float((((ratio - 1) - log_ratio) * w).sum()),
-            f"{n}/clip_fraction": float((((ratio - 1).abs() > cfg.clip).float() * w).sum())})
+            f"{n}/approx_kl": float((((prox_ratio - 1) - log_ratio) * w).sum()),
+            f"{n}/clip_fraction": float((((prox_ratio - 1).abs() > cfg.clip).float() * w).sum())})
     return grads, stats

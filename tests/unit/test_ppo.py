@@ -809,3 +809,63 @@ def test_activation_config_checks():
     with pytest.raises(ConfigError, match="algo.activation.*league"):
         load_config("configs/league_spread.yaml", ["algo.activation=relu"])
     assert load_config("configs/simple_spread_mappo.yaml", ["algo.activation=relu"]).algo.activation == "relu"
+
+
+@pytest.mark.parametrize("new_p,clipped", [(1.0, True), (0.84, False), (0.5, False)])
+def test_decoupled_clip_clips_around_the_proximal_policy(new_p, clipped):
+    """Decoupled PPO: behaviour probability 0.5, proximal 0.8, A = 1, clip 0.2. The clip applies to new / proximal
+    (1.25 at new 1.0: clipped, no gradient; 1.05 at 0.84: inside; 0.625 at 0.5: below, where the unclipped term is
+    the smaller: both give the gradient of new / behaviour * A), the clipped term is weighted by proximal /
+    behaviour (1.6); plain PPO clips around the behaviour policy."""
+    clip, adv = 0.2, 1.0
+    old, prox = torch.tensor([math.log(0.5)], dtype=torch.float64), torch.tensor([math.log(0.8)], dtype=torch.float64)
+    new_logp = torch.tensor([math.log(new_p)], dtype=torch.float64, requires_grad=True)
+    z, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    loss, stats = ppo_loss(new_logp, old, adv * one, z, z, z, z, one, clip, 0.0, 0.0, 1.0, prox_logp=prox)
+    loss.backward()
+    r, q = new_p / 0.5, new_p / 0.8
+    assert loss.item() == pytest.approx(-min(r, min(max(q, 1 - clip), 1 + clip) * 1.6) * adv)
+    assert new_logp.grad.item() == (0.0 if clipped else pytest.approx(-r * adv))
+    assert stats["clip_fraction"] == (1.0 if abs(q - 1) > clip else 0.0)
+    assert stats["approx_kl"] == pytest.approx((q - 1) - math.log(q))
+    plain, plain_stats = ppo_loss(new_logp, old, adv * one, z, z, z, z, one, clip, 0.0, 0.0, 1.0)
+    assert plain_stats["clip_fraction"] == (1.0 if abs(r - 1) > clip else 0.0)
+
+
+@pytest.mark.parametrize("env,kwargs", [("simple_spread_v3", {"N": 2, "max_cycles": 6}),
+                                        ("simple_spread_v3", {"N": 2, "max_cycles": 6, "continuous_actions": True}),
+                                        ("counting_v0", {"n_agents": 2, "max_cycles": 4, "die_at": 2})],
+                         ids=["discrete", "continuous", "deaths"])
+def test_decoupled_clip_removes_the_lags_clipping_and_is_ppo_without_lag(collect, env, kwargs):
+    """Unrolls of an older policy (the lag of actors.overlap): plain PPO clips some rows before its first step,
+    decoupled PPO none (its proximal policy is the learner's own). Unrolls of the current policy (synchronous): the
+    two objectives give the same update."""
+    spec = probe_spec(env, kwargs)
+    kw = dict(epochs=1, minibatches=1, clip=0.1)
+    base = make_learner(spec, "mappo", 6).policy_flat()
+    older = base + 0.5 * np.random.default_rng(0).standard_normal(base.shape).astype(base.dtype)  # another policy
+    for flat, lagged in ((older, True), (None, False)):
+        runs = []
+        for decoupled in (False, True):
+            learner = make_learner(spec, "mappo", 6, decoupled_clip=decoupled, **kw)
+            c = collect(env, 6, 2, 1, kwargs, seed=3, flat=learner.policy_flat() if flat is None else flat)
+            runs.append((learner.update(c.records), learner.policy_flat()))
+        (plain, plain_after), (dec, dec_after) = runs
+        for g in spec.groups:
+            if lagged:
+                assert plain[f"{g.name}/clip_fraction"] > 0.1
+                assert dec[f"{g.name}/clip_fraction"] == 0.0 and abs(dec[f"{g.name}/approx_kl"]) < 1e-6
+            else:
+                assert dec[f"{g.name}/clip_fraction"] == plain[f"{g.name}/clip_fraction"] == 0.0
+        if lagged:
+            assert not np.allclose(plain_after, dec_after, rtol=0, atol=1e-6)
+        else:
+            np.testing.assert_allclose(dec_after, plain_after, rtol=0, atol=1e-6)
+
+
+def test_decoupled_clip_config_checks():
+    from hpcmarl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="algo.decoupled_clip"):
+        load_config(None, ["algo.recurrent=true", "algo.decoupled_clip=true"])
+    assert load_config(None, ["algo.decoupled_clip=true", "actors.overlap=true"]).algo.decoupled_clip

@@ -18,10 +18,16 @@ ENVS = [  # deaths mid-episode (alive masks); two groups; action masks come from
 
 def both_grads(learner, records, seed):
     """(autograd's, the written-out) gradients and statistics of the loss on every row of ``records``, after moving
-    the stored log-probs and values away from the current ones so that both clip ranges are crossed."""
+    the stored log-probs and values away from the current ones so that both clip ranges are crossed (with
+    ``algo.decoupled_clip``, the proximal log-probs are moved too, differently)."""
     b = learner.batch_from_unrolls(records)
     learner.advantages(b)
     gen = torch.Generator().manual_seed(seed)
+    if learner.cfg.decoupled_clip:
+        learner.proximal_logp(b)
+        for g in learner.spec.groups:
+            x = b[f"{g.name}/logp_prox"]
+            b[f"{g.name}/logp_prox"] = x + 0.3 * torch.randn(x.shape, generator=gen)
     for g in learner.spec.groups:
         for key, scale in (("logp", 0.4), ("value", 0.5)):
             x = b[f"{g.name}/{key}"]
@@ -57,6 +63,21 @@ def test_written_out_gradients_equal_autograds(collect, env, kwargs, algo, agent
     for k, v in auto_stats.items():
         assert fused_stats[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
     # the perturbation crossed the clip range on both sides: the clipped branch was exercised
+    assert all(0 < auto_stats[f"{g.name}/clip_fraction"] < 1 for g in spec.groups)
+
+
+@pytest.mark.parametrize("env,kwargs", ENVS, ids=[e[0] for e in ENVS])
+def test_written_out_gradients_equal_autograds_with_decoupled_clip(collect, env, kwargs):
+    spec = probe_spec(env, kwargs)
+    cfg = PPOConfig(unroll_length=5, hidden=16, layers=2, entropy_coef=0.05, clip=0.1, decoupled_clip=True)
+    learner = PPOLearner(spec, cfg, CPU, 0)
+    c = collect(env, 5, 3, 2, kwargs, seed=2, hidden=16, layers=2, flat=learner.policy_flat())
+    (auto, auto_stats), (fused, fused_stats) = both_grads(learner, c.records, seed=5)
+    for a, f in zip(auto, fused):
+        assert torch.allclose(a, f, rtol=1e-4, atol=1e-6 * a.abs().max().item() + 1e-9), (a - f).abs().max()
+    assert any(a.abs().max() > 0 for a in auto)
+    for k, v in auto_stats.items():
+        assert fused_stats[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
     assert all(0 < auto_stats[f"{g.name}/clip_fraction"] < 1 for g in spec.groups)
 
 
