@@ -48,7 +48,7 @@ import argparse
 import json
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -256,27 +256,81 @@ def run_reference(path, budget, seed_label, a):
     return np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
 
 
+def epymarl_segments(sacred: str, results: str) -> list:
+    """``[(load_step, metrics.json)]`` of the sacred runs under ``sacred`` whose ``local_results_path`` is
+    ``results``: one run of EPyMARL and the runs that resumed it, in order."""
+    out = []
+    for d, _, files in os.walk(sacred):
+        if "metrics.json" in files and "config.json" in files:
+            cfg = json.load(open(os.path.join(d, "config.json")))
+            if cfg.get("local_results_path") == results:
+                run = os.path.basename(d)
+                out.append((int(cfg.get("load_step", 0)) if cfg.get("checkpoint_path") else 0,
+                            int(run) if run.isdigit() else 0, os.path.join(d, "metrics.json")))
+    return [(step, path) for step, _, path in sorted(out)]
+
+
+def epymarl_checkpoint(results: str):
+    """``(models/<token> directory, env steps)`` of the newest checkpoint EPyMARL saved under ``results``, or None."""
+    found = [(int(t), os.path.join(results, "models", token)) for token in os.listdir(os.path.join(results, "models"))
+             for t in os.listdir(os.path.join(results, "models", token)) if t.isdigit()] \
+        if os.path.isdir(os.path.join(results, "models")) else []
+    return (max(found)[1], max(found)[0]) if found else None
+
+
 def run_epymarl(seed, budget, a):
     """EPyMARL's MAPPO (its own ``mappo`` config) from ``--epymarl`` (its ``src`` directory) with ``--epymarl-python``
-    on ``--epymarl-env``: its sacred ``metrics.json`` (copied into ``--out``) has ``return_mean`` every 10k env steps,
-    the mean team return of the training episodes since the previous point."""
+    on ``--epymarl-env``: its sacred ``metrics.json`` has ``return_mean`` every 10k env steps, the mean team return
+    of the training episodes since the previous point; the curve is kept as ``epymarl-s<seed>.json`` in ``--out``.
+
+    EPyMARL saves its networks and optimisers every ``--epymarl-save-every`` env steps under
+    ``--out/epymarl-s<seed>/run-<n>`` (a new ``n`` for each run started afresh). A run cut short (killed,
+    ``--timeout-h``) goes on with ``--reuse`` from its newest checkpoint (EPyMARL's own ``checkpoint_path`` and
+    ``load_step``), and so does a kept curve short of a larger budget; the curve joins the points of each piece up
+    to where the next one resumed. EPyMARL's resume is not exact: it sets its target critic to the critic and
+    restarts its reward-standardisation statistics and random streams."""
     keep = os.path.join(a.out, f"epymarl-s{seed}.json")
-    if not (a.reuse and os.path.exists(keep)):
+    kept = a.reuse and os.path.exists(keep) and \
+        max(json.load(open(keep))["return_mean"]["steps"], default=0) >= budget - 10_000  # its points: 10k apart
+    if not kept:  # (a kept curve short of the budget goes on from its newest checkpoint)
         src = os.path.abspath(a.epymarl)
         sacred = os.path.join(os.path.dirname(src), "results", "sacred")
-        runs = lambda: {os.path.join(d, "metrics.json") for d, _, files in os.walk(sacred) if "metrics.json" in files}
-        before = runs()
+        base = os.path.abspath(os.path.join(a.out, f"epymarl-s{seed}"))
+        pieces = sorted(d for d in os.listdir(base) if d.startswith("run-")) if os.path.isdir(base) else []
+        results = os.path.join(base, pieces[-1] if a.reuse and pieces else f"run-{len(pieces) + 1:03d}")
+        ckpt = epymarl_checkpoint(results)
         cmd = [a.epymarl_python, "main.py", "--config=mappo", "--env-config=gymma", "with", *a.epymarl_env.split(),
                "common_reward=True", "reward_scalarisation=sum", "use_cuda=False", f"seed={seed}",
-               f"t_max={budget + 500}"]
+               f"t_max={budget + 500}", "save_model=True", f"save_model_interval={a.epymarl_save_every}",
+               f"local_results_path={results}"]
+        if ckpt:
+            cmd += [f"checkpoint_path={ckpt[0]}", f"load_step={ckpt[1]}"]
+            print(f"  epymarl seed {seed}: resuming at {ckpt[1]:,} env steps ({ckpt[0]})", flush=True)
+        os.makedirs(results, exist_ok=True)
         t0 = time.monotonic()
-        with open(os.path.join(a.out, f"epymarl-s{seed}.log"), "w") as log:
-            subprocess.run(cmd, cwd=src, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=a.timeout_h * 3600,
-                           start_new_session=True)
-        new = runs() - before
-        if len(new) != 1:
-            raise SystemExit(f"EPyMARL seed {seed}: expected one new sacred run under {sacred}, found {sorted(new)}")
-        shutil.copy(new.pop(), keep)
+        with open(os.path.join(a.out, f"epymarl-s{seed}.log"), "a") as log:
+            proc = subprocess.Popen(cmd, cwd=src, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = proc.wait(timeout=a.timeout_h * 3600)
+            except subprocess.TimeoutExpired:  # its env workers too: the whole process group
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise SystemExit(f"EPyMARL seed {seed}: --timeout-h {a.timeout_h} passed; the same command with "
+                                 f"--reuse resumes it from its newest checkpoint") from None
+        if code:
+            raise subprocess.CalledProcessError(code, cmd)
+        curve = {"steps": [], "values": []}
+        segments = epymarl_segments(sacred, results)
+        if not segments:
+            raise SystemExit(f"EPyMARL seed {seed}: no sacred run under {sacred} wrote to {results}")
+        for i, (_, path) in enumerate(segments):
+            m = json.load(open(path))["return_mean"]
+            until = segments[i + 1][0] if i + 1 < len(segments) else float("inf")
+            for x, y in zip(m["steps"], m["values"]):
+                if x <= until:
+                    curve["steps"].append(x)
+                    curve["values"].append(y)
+        json.dump({"return_mean": curve, "pieces": [p for _, p in segments]}, open(keep, "w"))
         print(f"  epymarl seed {seed}: {budget:,} env steps in {time.monotonic() - t0:.0f}s", flush=True)
     m = json.load(open(keep))["return_mean"]
     return np.asarray(m["steps"], float), np.asarray(m["values"], float)
@@ -337,6 +391,8 @@ def main():
     ap.add_argument("--epymarl-python", default=sys.executable, help="the python of EPyMARL's virtualenv")
     ap.add_argument("--epymarl-env", default="env_args.key=pz-mpe-simple-spread-v3 env_args.time_limit=25",
                     help="EPyMARL's env settings (sacred 'with' arguments)")
+    ap.add_argument("--epymarl-save-every", type=parse_steps, default=100_000,
+                    help="EPyMARL saves a checkpoint every this many env steps (a run cut short resumes there)")
     ap.add_argument("--epymarl-window", type=parse_steps, default=50_000,
                     help="EPyMARL's return at B: its points over this many env steps before B (--window 2000 "
                     "episodes of 25 steps is the same span for hpcmarl)")

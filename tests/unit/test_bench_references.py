@@ -26,14 +26,26 @@ import json, os, sys
 args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a and not a.startswith("--"))
 assert sys.argv[1:4] == ["--config=mappo", "--env-config=gymma", "with"], sys.argv
 assert args["common_reward"] == "True" and args["reward_scalarisation"] == "sum" and args["use_cuda"] == "False"
+assert args["save_model"] == "True"
 base = os.path.join(os.path.dirname(os.getcwd()), "results", "sacred", "mappo", args["env_args.key"])
 os.makedirs(base, exist_ok=True)
 run = os.path.join(base, str(len(os.listdir(base)) + 1))
 os.makedirs(run)
-steps = list(range(250, int(args["t_max"]) + 1, 10000))
-seed = int(args["seed"])
-json.dump({"return_mean": {"steps": steps, "values": [-100.0 + s / 10000 + seed for s in steps]}},
+json.dump(args, open(os.path.join(run, "config.json"), "w"))  # sacred keeps the whole config
+start = 0
+if args.get("checkpoint_path"):  # EPyMARL's resume: the models saved at load_step, training on from there
+    start = int(args["load_step"])
+    assert os.path.isdir(os.path.join(args["checkpoint_path"], str(start)))
+die = int(os.environ.get("FAKE_EPYMARL_DIE_AT", 0))
+end = min(int(args["t_max"]), die) if die else int(args["t_max"])
+steps = [s for s in range(250, end + 1, 10000) if s > start]
+seed, piece = int(args["seed"]), 0.5 if start else 0.0  # a resumed piece's points are told apart by +0.5
+json.dump({"return_mean": {"steps": steps, "values": [-100.0 + s / 10000 + seed + piece for s in steps]}},
           open(os.path.join(run, "metrics.json"), "w"))
+every = int(args["save_model_interval"])
+for t in range(start + every, end + 1, every):
+    os.makedirs(os.path.join(args["local_results_path"], "models", "mappo_seed%d_%d" % (seed, start), str(t)))
+sys.exit(9 if die else 0)
 '''
 
 
@@ -48,7 +60,7 @@ def checkout(tmp_path):
 def args(tmp_path, src, reuse=False):
     return types.SimpleNamespace(epymarl=str(src), epymarl_python=sys.executable, out=str(tmp_path / "out"),
                                  epymarl_env="env_args.key=pz-mpe-simple-spread-v3 env_args.time_limit=25",
-                                 reuse=reuse, timeout_h=0.05)
+                                 reuse=reuse, timeout_h=0.05, epymarl_save_every=30_000)
 
 
 def test_epymarl_runs_are_kept_per_seed_and_read_back(tmp_path, checkout):
@@ -64,6 +76,32 @@ def test_epymarl_runs_are_kept_per_seed_and_read_back(tmp_path, checkout):
     assert np.array_equal(y, y1)
     with pytest.raises(subprocess.CalledProcessError):  # EPyMARL failing fails the benchmark
         bse.run_epymarl(2, 100_000, a)
+
+
+def test_an_epymarl_run_cut_short_resumes_from_its_newest_checkpoint(tmp_path, checkout, monkeypatch):
+    """Killed at 75k env steps (checkpoints at 30k and 60k): the same call with --reuse resumes EPyMARL from 60k;
+    the curve keeps the first piece's points up to 60k and the resumed piece's after; a larger budget later goes
+    on from the newest checkpoint again. Without --reuse a run starts afresh."""
+    a = args(tmp_path, checkout)
+    os.makedirs(a.out)
+    monkeypatch.setenv("FAKE_EPYMARL_DIE_AT", "75000")
+    with pytest.raises(subprocess.CalledProcessError):
+        bse.run_epymarl(0, 100_000, a)
+    monkeypatch.delenv("FAKE_EPYMARL_DIE_AT")
+    r = args(tmp_path, checkout, reuse=True)
+    x, y = bse.run_epymarl(0, 100_000, r)
+    assert list(x) == list(range(250, 100_251, 10_000))
+    first = x <= 60_000
+    assert np.allclose(y[first], -100 + x[first] / 10000) and np.allclose(y[~first], -99.5 + x[~first] / 10000)
+    x2, y2 = bse.run_epymarl(0, 160_000, r)  # a larger budget: on from the checkpoint at 90k
+    assert x2[-1] == 160_250 and np.array_equal(y2[:10], y[:10]) and np.allclose(y2[-1], -99.5 + 16.025)
+    fake = (checkout / "main.py").read_text()
+    (checkout / "main.py").write_text("raise SystemExit(3)")
+    assert np.array_equal(bse.run_epymarl(0, 160_000, r)[1], y2)  # finished: read back, not run again
+    (checkout / "main.py").write_text(fake)
+    x3, y3 = bse.run_epymarl(0, 100_000, a)  # no --reuse: from scratch, a piece of its own
+    assert np.allclose(y3, -100 + x3 / 10000)
+    assert sorted(os.listdir(os.path.join(a.out, "epymarl-s0"))) == ["run-001", "run-002"]
 
 
 def test_returns_at_budgets_average_the_points_of_the_window_before():
