@@ -16,8 +16,8 @@ benchmarl``).
   ``--copies``.
 * ``shipped``: ``configs/simple_spread_mappo.yaml`` (MAPPO, hpcmarl's shipped simple_spread settings) on the same
   env, in the layout of the fastest hpcmarl arm (with ``--against benchmarl``: ``configs/vmas_navigation_mappo.yaml``),
-  collecting as the config says (both configs: synchronously). Records dated before 2026-11-28 forced
-  ``actors.overlap=true`` on this arm too with one learner.
+  collecting as the config says (simple_spread: synchronously; VMAS: overlapped, with decoupled PPO). Records dated
+  before 2026-11-28 forced ``actors.overlap=true`` on this arm with one learner, whatever the config said.
 
 ``--against benchmarl``: BenchMARL's MAPPO (``--benchmarl-python``: a Python with benchmarl, torchrl, vmas) with its
 own default experiment, algorithm, MLP and task configs on ``vmas:navigation`` (6,000 frames per iteration from 10

@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from hpcmarl.algos.ppo import standardized
+from hpcmarl.algos.normalize import standardized
 from hpcmarl.typedconfig import check
 
 

@@ -462,7 +462,7 @@ def test_mast_sparsifies_the_gru_and_counts_its_flops():
 def test_reward_standardisation_keeps_sparse_rewards_large():
     """QMIX standardises team rewards with a std floor of 0.01 (value targets keep 0.1): a rare reward of 0.5 among
     zeros (std ~0.02, as on LBF) becomes ~25, not 5 as under the value-target floor."""
-    from hpcmarl.algos.ppo import ValueNorm
+    from hpcmarl.algos.normalize import ValueNorm
 
     r = torch.zeros(2000)
     r[::500] = 0.5  # 4 rewards in 2000 steps

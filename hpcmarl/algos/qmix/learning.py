@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcmarl.algos.normalize import ValueNorm
 from hpcmarl.algos.offpolicy import EpisodeReplay, EpisodeStitcher
-from hpcmarl.algos.ppo import ValueNorm
 from hpcmarl.algos.qmix.networks import QNet, pack_masks, sparse_layout
 from hpcmarl.algos.sparse import SparseMasks, cosine_drop_fraction, linear_flops
 from hpcmarl.comm.spec import META_INDEX, Record
