@@ -18,7 +18,6 @@ def standardized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (masked_mean((x - mean) ** 2, mask).sqrt() + 1e-8)
 
 
-
 class ValueNorm:
     """Running mean/variance of value targets (MAPPO's ValueNorm): the critic predicts normalised
     values. Statistics are updated from sums reduced over all learners, so they stay identical. ``min_var`` floors the
