@@ -272,10 +272,13 @@ def epymarl_segments(sacred: str, results: str) -> list:
 
 def epymarl_checkpoint(results: str):
     """``(models/<token> directory, env steps)`` of the newest checkpoint EPyMARL saved under ``results``, or None."""
-    found = [(int(t), os.path.join(results, "models", token)) for token in os.listdir(os.path.join(results, "models"))
-             for t in os.listdir(os.path.join(results, "models", token)) if t.isdigit()] \
-        if os.path.isdir(os.path.join(results, "models")) else []
-    return (max(found)[1], max(found)[0]) if found else None
+    models = os.path.join(results, "models")
+    found = [(int(t), os.path.join(models, token)) for token in os.listdir(models)
+             for t in os.listdir(os.path.join(models, token)) if t.isdigit()] if os.path.isdir(models) else []
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
 
 
 def run_epymarl(seed, budget, a):

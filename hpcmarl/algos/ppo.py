@@ -176,11 +176,7 @@ def ppo_loss(new_logp, old_logp, adv, new_v, old_v, returns, entropy, mask, clip
     the behaviour policy's log-probs; ``prox_logp`` (decoupled PPO): the proximal policy's, the clip is then applied
     to ``new / prox`` and weighted by ``prox / old``; ``approx_kl`` and ``clip_fraction`` are measured against the
     policy that is clipped around."""
-    ratio = torch.exp(new_logp - old_logp)
-    if prox_logp is None:
-        prox_logp, prox_ratio, weight = old_logp, ratio, 1.0
-    else:
-        prox_ratio, weight = torch.exp(new_logp - prox_logp), torch.exp(prox_logp - old_logp)
+    ratio, prox_logp, prox_ratio, weight = ppo_fused.ratios(new_logp, old_logp, prox_logp)
     pg = -torch.min(ratio * adv, torch.clamp(prox_ratio, 1 - clip, 1 + clip) * weight * adv)
     v_err = (new_v - returns) ** 2
     if value_clip > 0:

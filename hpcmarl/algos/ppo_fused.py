@@ -58,6 +58,16 @@ def _backward(layers, acts: List[torch.Tensor], g: torch.Tensor, grads: Dict[nn.
             g = torch.ops.aten.tanh_backward(g @ w, acts[i])
 
 
+def ratios(new_logp: torch.Tensor, old_logp: torch.Tensor, prox_logp: torch.Tensor = None):
+    """``(ratio, prox_logp, prox_ratio, weight)`` of PPO's surrogate: ``ratio`` = new / behaviour; the clip applies to
+    ``prox_ratio`` = new / proximal, the clipped term weighted by ``weight`` = proximal / behaviour (decoupled PPO;
+    without ``prox_logp`` the proximal policy is the behaviour policy: ``prox_ratio`` is ``ratio``, ``weight`` 1)."""
+    ratio = torch.exp(new_logp - old_logp)
+    if prox_logp is None:
+        return ratio, old_logp, ratio, 1.0
+    return ratio, prox_logp, torch.exp(new_logp - prox_logp), torch.exp(prox_logp - old_logp)
+
+
 def _input(ids, x: torch.Tensor) -> torch.Tensor:
     return ids(x) if ids is not None else x
 
@@ -95,13 +105,9 @@ def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Di
         w = m / m.sum().clamp_min(1.0)  # the masked mean's weights
         old_logp, adv = mb[f"{n}/logp"].reshape(-1), mb[f"{n}/adv"].reshape(-1)
         old_v, ret = mb[f"{n}/value"].reshape(-1), mb[f"{n}/ret"].reshape(-1)
-        ratio = (new_logp - old_logp).exp()
-        prox_logp = mb.get(f"{n}/logp_prox")  # decoupled PPO: clipped around the proximal policy, weighted
-        if prox_logp is None:
-            prox_logp, prox_ratio, weight = old_logp, ratio, 1.0
-        else:
-            prox_logp = prox_logp.reshape(-1)
-            prox_ratio, weight = (new_logp - prox_logp).exp(), (prox_logp - old_logp).exp()
+        prox_logp = mb.get(f"{n}/logp_prox")
+        ratio, prox_logp, prox_ratio, weight = ratios(new_logp, old_logp,
+                                                      None if prox_logp is None else prox_logp.reshape(-1))
         log_ratio = new_logp - prox_logp
         clipped = prox_ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * weight
         pg = -torch.min(ratio * adv, clipped * adv)
