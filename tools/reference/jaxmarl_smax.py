@@ -22,8 +22,9 @@ For qmix, SEED may list seeds (OUT then names ``{seed}``): they train in one pro
 run's (one compilation instead of one per seed). A line per 5% of the updates shows the progress; the curve so far
 is written to ``OUT.part`` every 10 updates (a run stopped early leaves it) and OUT itself only at the end. On an
 H200 three seeds of ``3m`` trained to 1M in 174 s, compilation included; on this project's 2-core CPU VM one QMIX
-seed takes about 6 s per update (489 updates per 1M), and seeds vmapped there hung in a LAPACK call of jaxlib
-0.10.2's CPU backend (its two pool threads waiting on each other): run one seed per process on a CPU.
+seed of ``3m`` takes about 18 s per update once it trains (489 updates per 1M: about 2.5 h; jax 0.4.35), and seeds
+vmapped there hung in a LAPACK call of jaxlib 0.10.2's CPU backend (its two pool threads waiting on each other): run
+one seed per process on a CPU.
 """
 import copy
 import importlib.util
