@@ -99,6 +99,11 @@ def cmd_inspect(args) -> int:
     print(f"run        {s['run_dir']}  (schema {s['schema_version']}, env {s['env']}, algo {s['algo']})")
     print(f"progress   {s['updates']} updates, {s['env_steps']:,} env steps, {s['episodes']:,} episodes, "
           f"{s['wall_time_s']:.1f}s wall")
+    hosts = s.get("hosts") or {}
+    if hosts:
+        shown = "; ".join(f"{h}: " + ", ".join(f"{r} {role}" for r, role in ranks[:6])
+                          + (" …" if len(ranks) > 6 else "") for h, ranks in list(hosts.items())[:8])
+        print(f"hosts      {len(hosts)} ({shown}{'; …' if len(hosts) > 8 else ''})")
     for g, r in s["groups"].items():
         if r["episodes"]:
             print(f"group {g:<10} return first {r['return_first']:.2f}  last {r['return_last']:.2f}  "

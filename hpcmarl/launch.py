@@ -27,7 +27,7 @@ import numpy as np
 from hpcmarl import __version__, runlock, storage
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
-from hpcmarl.comm import watchdog
+from hpcmarl.comm import launcher, watchdog
 from hpcmarl.config import Config
 from hpcmarl.preflight import PreflightError, preflight, probe_learner
 from hpcmarl.topology import LEAGUE, LEARNER, Layout, make_layout, make_league_layout
@@ -205,10 +205,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
 
 def _abort_job(world) -> None:  # pragma: no cover - ends the process
     """The watchdog's way out: abort every rank of the job (and leave this process should that return)."""
-    try:
-        world.Abort(1)
-    finally:
-        os._exit(1)
+    launcher.abort(world, "a bounded wait ran out (watchdog)")
 
 
 def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> int:
@@ -239,6 +236,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
         return 2
     for w in pre["warnings"]:
         say(w)
+    launcher.set_run_dir(pre["run_dir"], f"rank {rank} ({layout.role(rank)})")  # an abort's marker, for the guard
     config_yaml = to_yaml(cfg)
     if rank == 0:
         run_dir = pre["run_dir"]
@@ -257,6 +255,8 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
             f.write(config_yaml)
         os.replace(os.path.join(run_dir, "config.yaml.tmp"), os.path.join(run_dir, "config.yaml"))
         print(layout.describe(), flush=True)
+        # MPI: a node that does not answer must not keep mpirun (and the allocation) after an abort
+        launcher.start_guard(run_dir, min(60.0, max(10.0, cfg.runtime.timeout_s / 2)))
     with watchdog.guard("rank 0 to prepare the run directory"):
         world.Barrier()
 
@@ -354,5 +354,5 @@ def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> in
         sys.stderr.flush()
         runlock.release()  # rank 0's error ends the job: the run directory is free again
         if MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() > 1:
-            MPI.COMM_WORLD.Abort(1)
+            launcher.abort(MPI.COMM_WORLD, what.splitlines()[0] if what else "an error")
         return 1

@@ -10,6 +10,9 @@ node, another rank's abort) leaves it behind, and it goes stale:
 
 * its process is gone: same host (and pid namespace), and ``kill(pid, 0)`` says no such process, or the pid now
   belongs to a younger process, or the host has rebooted since;
+* or it belongs to an earlier incarnation of this Slurm job (same ``SLURM_JOB_ID``, a lower
+  ``SLURM_RESTART_COUNT``): Slurm never runs two incarnations of one job at once, so a job requeued after its node
+  died owns its run directory at once;
 * or it was not refreshed for ``2 x runtime.timeout_s`` (the larger of the holder's and this job's value), whatever
   host it names (the only test for a holder on another node, or a suspended one).
 
@@ -78,7 +81,8 @@ def identity() -> dict:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "pid_start": _pid_start(pid), "pidns": _pid_namespace(),
             "boot_id": _read_text("/proc/sys/kernel/random/boot_id"),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID", "")}
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+            "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0")}
 
 
 def process_gone(holder: dict) -> bool:
@@ -144,6 +148,15 @@ def stale_reason(holder: dict, stale_after_s: float, now: Optional[float] = None
     """Why the lock of ``holder`` is stale ('' when it is not): its process is gone, or it was not refreshed for
     ``stale_after_s`` seconds (or the holder's own ``stale_after_s``, whichever is larger)."""
     now = time.time() if now is None else now
+    me = identity()
+    if me["slurm_job_id"] and holder.get("slurm_job_id") == me["slurm_job_id"]:
+        try:
+            earlier = int(holder.get("slurm_restart") or 0) < int(me["slurm_restart"] or 0)
+        except ValueError:
+            earlier = False
+        if earlier:  # Slurm never runs two incarnations of one job at once: that one has ended (its node died)
+            return (f"it belongs to an earlier incarnation of this Slurm job ({me['slurm_job_id']}, restart "
+                    f"{holder.get('slurm_restart') or 0}; this is restart {me['slurm_restart']})")
     if holder.get("host") and process_gone(holder):
         return f"its process is gone (pid {holder.get('pid')} on this host, {holder['host']})"
     limit = max(float(stale_after_s), float(holder.get("stale_after_s") or 0.0))

@@ -218,7 +218,7 @@ class Aggregator:
 class LocalGate:
     """When a round closes, judged on the counts one learner sees: every actor's (one learner), or
     only its own actors' quotas (synchronous allreduce: each learner waits for its own actors).
-    Several learners with Rennala/Malenia share counters instead (``hpcmarl.roles.gradient_links.WindowGate``)."""
+    Several learners with Rennala/Malenia share counters instead (``hpcmarl.roles.gradient_links.CounterGate``)."""
 
     def __init__(self, kind: str, n_actors: int, mine: Sequence[int]):
         self.kind, self.n, self.mine = kind, n_actors, list(mine)

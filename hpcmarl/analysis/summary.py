@@ -26,6 +26,20 @@ def eval_summary(ev: dict, groups) -> dict:
     return out
 
 
+def _hosts(rank_map) -> dict:
+    """``{host: [[rank, role], ...]}`` from run.h5's rank map (``{}`` when it is missing or not the expected JSON)."""
+    import json
+
+    try:
+        rows = json.loads(rank_map) if isinstance(rank_map, str) else []
+        out: dict = {}
+        for r in rows:
+            out.setdefault(str(r["host"]), []).append([int(r["rank"]), str(r["role"])])
+        return out
+    except (ValueError, TypeError, KeyError):
+        return {}
+
+
 def run_summary(run: Run, window: int = 500) -> dict:
     """The summary of ``run``; returns are averaged over ``window`` episodes (first, last, best moving average)."""
     import json
@@ -45,6 +59,7 @@ def run_summary(run: Run, window: int = 500) -> dict:
         "groups": {},
         "checkpoints": run.checkpoints(),
         "trajectory_files": {},
+        "hosts": _hosts(attrs.get("rank_map")),
     }
     for g in groups:
         r = eps.get(f"return/{g}", np.zeros(0))

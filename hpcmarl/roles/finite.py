@@ -130,7 +130,9 @@ def check_finite(ctx, flow, log, row: Dict[str, float]) -> None:
         sys.stderr.flush()
     if ctx.layout.league:  # the league rank would wait for every group's last report until its timeout
         ctrl.bcast(None)  # the line is out before any rank aborts
-        ctx.world.Abort(1)
+        from hpcmarl.comm import launcher
+
+        launcher.abort(ctx.world, f"non-finite value at update {update}")
     flow.shutdown(False)
     if log.writer is not None:
         log.writer.close()

@@ -1,6 +1,6 @@
 """How gradients and query points travel in the gradient flow (:mod:`hpcmarl.roles.gradients`): a learner's
-links to its actors (MPI ranks, or the in-process actor of serial mode) and the round-counter window on which
-several learners agree when a round closes."""
+links to its actors (MPI ranks, or the in-process actor of serial mode) and the round counters on which several
+learners agree when a round closes."""
 from __future__ import annotations
 
 import time
@@ -110,65 +110,118 @@ class LocalGradLink:
 # --------------------------------------------------------------------------------------------------
 # learner: when does a round close (agreed across learners)
 # --------------------------------------------------------------------------------------------------
-class WindowGate:
-    """Several learners, Rennala or Malenia: counters in an MPI one-sided window on learner 0.
+class CounterGate:
+    """Several learners, Rennala or Malenia: one set of round counters on learner 0, reached by messages.
 
-    Slot 0 is Rennala's ticket counter: each gradient takes ``Fetch_and_op(+1)``; tickets below M
-    (relative to the round's base) are accepted, so exactly M are, whatever the learners' timing.
-    Slots 1..n count Malenia's accepted gradients per actor; a gradient is accepted while the
-    harmonic-mean rule is not met. Counters only grow; each round's base is agreed in the all-reduce
-    that ends the round (the sum of the tickets every learner drew), so no reset races a late ticket."""
+    Every gradient a learner accepts is offered first: learner 0 decides and counts in one step, so exactly M
+    Rennala tickets are accepted per round whatever the learners' timing, and Malenia accepts a gradient while the
+    harmonic-mean rule over the per-actor counts is not met. Requests carry the round's sequence number; the first
+    request of a new round resets the counters (no request of the previous round can follow it: every learner
+    ended that round in the same all-reduce).
+
+    A service thread on learner 0 answers the other learners on a communicator of its own, one request at a time
+    (learner 0 itself goes through the same lock). Plain point-to-point messages work wherever the learners can
+    talk at all: on one node and across nodes over TCP, where MPI one-sided windows need a transport with remote
+    memory access (Open MPI's ``osc rdma`` gives ``MPI_ERR_WIN`` over TCP). One round trip per offered gradient,
+    and one per look at a round that is still open."""
+
+    GET, OFFER = 0, 1
+    TAG_REQUEST, TAG_REPLY = 1, 2
 
     def __init__(self, comm, kind: str, n_actors: int):
+        import threading
+
         from mpi4py import MPI
 
         self.MPI = MPI
         self.kind, self.n = kind, n_actors
-        with watchdog.guard("every learner to open the round-counter window"):
-            self.win = MPI.Win.Allocate((n_actors + 1) * 8 if comm.Get_rank() == 0 else 0, 8, comm=comm)
-            if comm.Get_rank() == 0:
-                np.frombuffer(self.win.tomemory(), np.int64)[:] = 0
-            comm.Barrier()
-            self.win.Lock_all()  # MPI: passive-target epoch for the whole run
-        self.base = np.zeros(n_actors + 1, np.int64)
-        self.one = np.ones(1, np.int64)
-        self.res = np.zeros(1, np.int64)
-        self.buf = np.zeros(n_actors + 1, np.int64)
+        with watchdog.guard("every learner to open the round counters"):
+            self.comm = comm.Dup()  # MPI: its own communicator, so no other message of the learners meets these
+        self.lead = self.comm.Get_rank() == 0
+        # (learner 0) slot 0: Rennala's tickets, slots 1..n: Malenia's accepted gradients per actor
+        self.counters = np.zeros(n_actors + 1, np.int64)
+        self.counted_round = -1
+        self.lock = threading.Lock()
+        self.request = np.zeros(4, np.int64)  # [operation, round sequence number, M, actor]
+        self.reply = np.zeros(2, np.int64)  # [accepted, closed]
         self.M = self.drawn = 0
+        self.seq = -1  # rounds begun by this learner (the same on every learner)
+        self.known = None  # the round's closed flag of the last offer, not yet looked at
+        self.stopping = threading.Event()
+        self.server = None
+        if self.lead and self.comm.Get_size() > 1:
+            self.server = threading.Thread(target=self._serve, name="hpcmarl-round-counters", daemon=True)
+            self.server.start()
+
+    def _apply(self, req: np.ndarray, out: np.ndarray) -> np.ndarray:
+        op, seq, M, actor = (int(x) for x in req)
+        rennala = self.kind == "rennala"
+        with self.lock:
+            c = self.counters
+            if seq > self.counted_round:
+                c[:] = 0
+                self.counted_round = seq
+            ok = 0
+            if op == self.OFFER:
+                if rennala:
+                    ok = int(c[0] < M)
+                    c[0] += 1
+                elif not malenia_closed(c[1:], M):
+                    ok = 1
+                    c[1 + actor] += 1
+            out[0], out[1] = ok, (c[0] >= M) if rennala else malenia_closed(c[1:], M)
+        return out
+
+    def _serve(self):
+        """(learner 0) Answer requests until :meth:`close`; polls with a short backoff, so it costs no core."""
+        MPI, comm = self.MPI, self.comm
+        req, out, status = np.zeros(4, np.int64), np.zeros(2, np.int64), MPI.Status()
+        nap = 0.0
+        while not self.stopping.is_set():
+            if comm.Iprobe(MPI.ANY_SOURCE, self.TAG_REQUEST, status):
+                src = status.Get_source()
+                comm.Recv([req, MPI.INT64_T], src, self.TAG_REQUEST)
+                comm.Send([self._apply(req, out), MPI.INT64_T], src, self.TAG_REPLY)
+                nap = 0.0
+            else:
+                time.sleep(nap)
+                nap = min(0.0001 if nap == 0 else nap * 1.5, 0.001)
+
+    def _call(self, op: int, actor: int = 0) -> np.ndarray:
+        self.request[:] = (op, self.seq, self.M, actor)
+        if self.lead:
+            return self._apply(self.request, self.reply)
+        MPI = self.MPI
+        with watchdog.guard("learner 0's round counters"):
+            self.comm.Send([self.request, MPI.INT64_T], 0, self.TAG_REQUEST)
+            self.comm.Recv([self.reply, MPI.INT64_T], 0, self.TAG_REPLY)
+        return self.reply
 
     def begin(self, M: int):
         self.M, self.drawn = M, 0
-
-    def _slots(self) -> np.ndarray:
-        with watchdog.guard("learner 0's round counters (one-sided get)"):
-            self.win.Get([self.buf, self.MPI.INT64_T], 0, target=(0, self.n + 1, self.MPI.INT64_T))
-            self.win.Flush(0)
-        return self.buf - self.base
-
-    def _fetch_add(self, slot: int) -> int:
-        with watchdog.guard("learner 0's round counters (fetch-and-add)"):
-            self.win.Fetch_and_op([self.one, self.MPI.INT64_T], [self.res, self.MPI.INT64_T], 0, slot, self.MPI.SUM)
-            self.win.Flush(0)
-        return int(self.res[0]) - int(self.base[slot])
+        self.seq += 1
+        self.known = None
 
     def closed(self) -> bool:
-        s = self._slots()
-        return s[0] >= self.M if self.kind == "rennala" else malenia_closed(s[1:], self.M)
+        if self.known is not None:  # the last offer's answer, fresh: no round trip
+            known, self.known = self.known, None
+            if known:
+                return True
+        return bool(self._call(self.GET)[1])
 
     def offer(self, actor: int) -> bool:
-        if self.kind == "rennala":
-            self.drawn += 1
-            return self._fetch_add(0) < self.M
-        if malenia_closed(self._slots()[1:], self.M):
-            return False
-        self._fetch_add(1 + actor)
-        return True
+        self.drawn += self.kind == "rennala"
+        ok, closed = self._call(self.OFFER, actor)
+        self.known = bool(closed)
+        return bool(ok)
 
     def end(self, counts: np.ndarray, drawn: int):
-        self.base[0] += drawn
-        self.base[1:] += counts.astype(np.int64)
+        pass  # the next round's first request resets the counters
 
     def close(self):
-        with watchdog.guard("every learner to close the round-counter window"):
-            self.win.Unlock_all()
-            self.win.Free()
+        with watchdog.guard("every learner to close the round counters"):
+            self.comm.Barrier()  # MPI: after it no learner asks any more
+        self.stopping.set()
+        if self.server is not None:
+            self.server.join()
+        self.comm.Free()

@@ -6,8 +6,8 @@ Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hp
     actor   -> learner GRADIENT (round t, g_H(tau, x_t), steps, returns), one per finished trajectory,
                        as long as the round lasts (or until its quota, for synchronous allreduce)
     learner            accepts gradients of round t until the round closes, drops every other one;
-                       with several learners the closing is agreed through an MPI one-sided counter
-                       window on learner 0 (Rennala: one ticket per gradient, exactly M tickets below
+                       with several learners the closing is agreed through counters on learner 0,
+                       reached by messages (Rennala: one ticket per gradient, exactly M tickets below
                        M are accepted; Malenia: per-actor counts, harmonic-mean rule); then one
                        all-reduce of [sums, per-actor counts, tickets drawn] and the same NIGT step on
                        every learner
@@ -16,7 +16,7 @@ Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hp
                        BYE {sent, abandoned}; the learner drains that many GRADIENT messages.
 
 An actor's work without MPI (collector, gradient records) is built in :mod:`hpcmarl.actors`; the learner's links to
-its actors and the counter window live in :mod:`hpcmarl.roles.gradient_links`.
+its actors and the round counters live in :mod:`hpcmarl.roles.gradient_links`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
 from hpcmarl.roles import loop
 from hpcmarl.roles.common import inject_fault
-from hpcmarl.roles.gradient_links import LocalGradLink, MPIGradLink, WindowGate
+from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink
 from hpcmarl.roles.loop import Flow, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -114,7 +114,7 @@ class GradientFlow(Flow):
         else:
             self.links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
         self.mine = [link.index for link in self.links]
-        self.gate = (WindowGate(ctx.learner_comm, kind, n) if self.coll.size > 1 and kind != "allreduce"
+        self.gate = (CounterGate(ctx.learner_comm, kind, n) if self.coll.size > 1 and kind != "allreduce"
                      else LocalGate(kind, n, self.mine))
         self.cur = Round(kind, n, d, self.gate)
         self.accepted_tot = np.zeros(n, np.int64)

@@ -79,6 +79,26 @@ def test_a_second_job_is_refused_with_one_line_naming_the_holder(tmp_path):
     assert open(path).read() == before and runlock.held() is None
 
 
+def test_a_requeued_slurm_job_takes_over_its_dead_incarnations_lock(tmp_path, monkeypatch):
+    """A job requeued after its node died finds its own earlier incarnation's lock, on another host and freshly
+    refreshed (Slurm declares a node down after SlurmdTimeout, well inside 2 x timeout_s): it is stale at once.
+    The same incarnation, or an earlier restart count of another job, still holds."""
+    write_lock(str(tmp_path), age_s=5, host="deadnode", slurm_job_id="4242", slurm_restart="0")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    with pytest.raises(runlock.LockHeld):  # the same incarnation (a second step of one job): held
+        runlock.take(str(tmp_path), 60.0, print)
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(runlock.LockHeld):  # another job: held
+        runlock.take(str(tmp_path), 60.0, print)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    warnings = []
+    runlock.take(str(tmp_path), 60.0, warnings.append)
+    assert len(warnings) == 1 and "earlier incarnation of this Slurm job (4242, restart 0" in warnings[0], warnings
+    assert runlock.held() is not None
+
+
 def test_a_lock_whose_process_is_gone_is_taken_over(tmp_path):
     write_lock(str(tmp_path), pid=dead_pid())
     warnings = []

@@ -1,0 +1,268 @@
+"""Every flow across nodes, and what a node fault does: ranks on 3 simulated nodes (``tools/cluster.py``: a network,
+UTS and mount namespace per node, Open MPI over TCP between them, shared memory within one), launched by ``mpirun``
+from a hostfile on node01 as a batch script would. Ranks are placed round-robin over the nodes (``--map-by node``),
+so with 2 learners the learners sit on node01 and node02 and the actors on all three. Every launch has a hard
+timeout that kills the whole process group; the cluster is removed when the module ends, or by its keeper when
+pytest itself dies."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from launch import PY, ROOT, hpcmarl, requires_mpirun, run_cmd
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import cluster as cluster_tool  # noqa: E402
+
+pytestmark = [requires_mpirun, pytest.mark.mpi, pytest.mark.cluster]
+
+NODES = 3
+FORWARD = ("PYTHONUNBUFFERED", "HOROVOD_LOG_LEVEL", "HPCMARL_INJECT_FAULT")
+SMALL = ["env.num_envs=2", "algo.hidden=16", "output.progress_s=2", "runtime.timeout_s=30", "output.checkpoint_every=3"]
+PPO = ["configs/test_tiny.yaml"] + SMALL
+MAT = ["configs/matrace_spread.yaml", "algo.unroll_length=5"] + SMALL
+QMX = ["configs/qmix_spread.yaml", "algo.unroll_length=25", "algo.batch_episodes=4", "algo.learning_starts=4",
+       "algo.eps_anneal_steps=1000"] + SMALL
+NIG = ["configs/nigt_spread.yaml", "algo.batch=4", "algo.init_batch=4", "env.kwargs.max_cycles=10"] + SMALL[1:]
+
+
+def cluster_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "the simulated cluster needs root"
+    for tool in ("ip", "nsenter", "unshare", "tc"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not os.path.isdir("/sys/fs/cgroup/freezer"):
+        return "no cgroup v1 freezer"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = cluster_unavailable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the multi-node tests: {why}")
+        pytest.skip(why)
+    state = tempfile.mkdtemp(prefix="hpcmarl-cluster-", dir="/var/tmp")  # not /tmp: each node has its own
+    c = cluster_tool.Cluster(state, nodes=NODES, subnet="10.213.48.0/24", tag="hct")
+    c.start(owner=os.getpid())  # the keeper removes it should pytest die
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def train(c, name, np, args, timeout=180, env=None):
+    """``mpirun`` of ``hpcmarl train`` across the cluster; returns (process, run directory on shared storage)."""
+    run = os.path.join(c.shared, name)
+    argv = [PY, "-m", "hpcmarl.cli", "train"] + list(args) + [f"run_dir={run}"]
+    cmd = c.mpirun_command(np, argv, forward=tuple(f for f in FORWARD if f in os.environ or f in (env or {})))
+    return run_cmd(cmd, timeout=timeout, env=dict(env or {}, HOROVOD_LOG_LEVEL="error")), run
+
+
+def hosts_of(run):
+    from hpcmarl.storage import Run
+
+    rank_map = Run(run).attrs()["rank_map"]
+    rank_map = json.loads(rank_map) if isinstance(rank_map, str) else rank_map
+    return {r["rank"]: r["host"] for r in rank_map}
+
+
+def check_run(run, updates, learners):
+    out = hpcmarl(["inspect", run, "--json"])
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["updates"] >= updates and s["env_steps"] > 0, s
+    hosts = {rank: host for host, ranks in s["hosts"].items() for rank, _ in ranks}  # inspect shows the rank map
+    assert set(hosts.values()) == {f"node{i + 1:02d}" for i in range(NODES)}, hosts
+    assert len({hosts[r] for r in range(learners)}) == learners, hosts  # the learners on different nodes
+    from hpcmarl.storage import list_checkpoints, load_checkpoint
+
+    ckpts = list_checkpoints(os.path.join(run, "checkpoints"))
+    assert ckpts, os.listdir(run)
+    _, attrs = load_checkpoint(ckpts[-1])
+    sums = attrs["learner_param_checksums"]
+    sums = json.loads(sums) if isinstance(sums, str) else list(sums)
+    assert len(sums) == learners and len(set(sums)) == 1, sums
+
+
+# (id, ranks, learners, args)
+FLOWS = [
+    ("mappo-horovod", 5, 2, PPO + ["learner.backend=horovod"]),
+    ("mappo-mpi-overlap", 5, 2, PPO + ["learner.backend=mpi", "actors.overlap=true"]),
+    ("rmappo-horovod", 5, 2, PPO + ["algo.recurrent=true"]),
+    ("matrace-wait", 5, 2, MAT),
+    ("matrace-drop", 5, 2, MAT + ["algo.queue_full=drop"]),
+    ("qmix", 5, 2, QMX),
+    ("nigt-allreduce", 5, 2, NIG + ["algo.aggregation=allreduce"]),
+    ("nigt-rennala", 5, 2, NIG + ["algo.aggregation=rennala"]),
+    ("nigt-malenia", 5, 2, NIG + ["algo.aggregation=malenia"]),
+]
+
+
+@pytest.mark.parametrize("ranks,learners,args", [f[1:] for f in FLOWS], ids=[f[0] for f in FLOWS])
+def test_flow_across_nodes(cluster, ranks, learners, args, request):
+    """Each flow trains with its ranks on 3 nodes and its 2 learners on 2 of them: exit 0, run.h5's rank map names
+    the 3 hosts, the learners end with the same parameters."""
+    name = request.node.callspec.id
+    p, run = train(cluster, name, ranks, args + ["train.max_updates=6", f"topology.learners={learners}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    check_run(run, 6, learners)
+
+
+def test_nigt_rennala_takes_exactly_m_per_round_across_nodes(cluster):
+    """Rennala's counter on learner 0 is reached over TCP by the learner on node02: exactly M gradients per round."""
+    from hpcmarl.storage import Run
+
+    p, run = train(cluster, "rennala-exact", 5,
+                   NIG + ["algo.aggregation=rennala", "train.max_updates=10", "topology.learners=2"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = Run(run).metrics()
+    assert m["grads/accepted"].tolist() == [4] * 10
+    assert m["round"].tolist() == list(range(10))
+
+
+def test_league_across_nodes(cluster):
+    """A league (learner, league rank, actors) on 3 nodes."""
+    p, run = train(cluster, "league", 4, ["configs/league_kuhn.yaml", "env.num_envs=4", "algo.hidden=16",
+                                          "train.max_updates=6", "output.progress_s=2", "runtime.timeout_s=30",
+                                          "league.groups.0.snapshot_every=2", "league.eval_games=4"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    hosts = hosts_of(run)
+    assert len(set(hosts.values())) == 3, hosts
+
+
+def test_exact_resume_across_nodes(cluster):
+    """Stopped by a signal at update 3 and resumed to 6 on 3 nodes: the same parameters, bit for bit, as one
+    uninterrupted run of 6 updates on the same nodes. (A run on one host is another sample: each node gives its
+    learner the threads of its own cores, so the sums are ordered differently.)"""
+    import numpy as np
+
+    from launch import final_arrays
+
+    # as tests/e2e/test_exact_resume.py: every unroll ends with its episodes; 2 learners on node01 and node02
+    args = ["configs/test_tiny.yaml", "topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
+            "env.kwargs.max_cycles=5", "algo.hidden=16", "algo.epochs=2", "algo.minibatches=2", "runtime.timeout_s=30",
+            "output.checkpoint_every=1000", "train.total_env_steps=100000000", "train.max_updates=6"]
+    p, whole = train(cluster, "resume-whole", 4, args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p, run = train(cluster, "resume", 4, args, env={"HPCMARL_INJECT_FAULT": "0:sigterm:3"})
+    assert p.returncode == 75, p.stderr[-3000:]
+    p, run = train(cluster, "resume", 4, args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed from" in p.stdout, p.stdout[-2000:]
+    (want, a), (got, b) = final_arrays(whole), final_arrays(run)
+    assert a["update"] == b["update"] == 6 and sorted(want) == sorted(got)
+    for k in want:
+        np.testing.assert_array_equal(want[k], got[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------------------------------
+# node faults
+# --------------------------------------------------------------------------------------------------
+def start_train(c, name, np, args):
+    run = os.path.join(c.shared, name)
+    argv = [PY, "-m", "hpcmarl.cli", "train"] + list(args) + [f"run_dir={run}"]
+    from launch import mpi_env
+
+    p = subprocess.Popen(c.mpirun_command(np, argv, forward=("PYTHONUNBUFFERED",)), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=mpi_env({"HOROVOD_LOG_LEVEL": "error"}),
+                         cwd=ROOT, start_new_session=True)
+    return p, run
+
+
+def wait_for_update(run, update, timeout):
+    from hpcmarl.storage import list_checkpoints
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list_checkpoints(os.path.join(run, "checkpoints"))) >= update:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the run did not write {update} checkpoints in {timeout}s")
+
+
+@pytest.mark.parametrize("fault", ["freeze", "cut", "kill"])
+def test_node_fault_ends_the_job_within_its_bound(cluster, fault):
+    """Synchronous MAPPO on 3 nodes; every process of node03 (actors only) is frozen, its link cut, or killed once
+    checkpoints are being written. The job (mpirun included) ends within 2 x timeout_s + 60 s of the fault with a
+    line naming the waiting rank and what it waited for, non-zero, the newest checkpoint readable; the same command
+    then resumes once the node is back."""
+    from hpcmarl.storage import list_checkpoints, load_checkpoint
+
+    from launch import kill_group
+
+    timeout_s = 15
+    args = ["configs/test_tiny.yaml", "learner.backend=mpi", "env.num_envs=2", "algo.hidden=16", "output.progress_s=2",
+            f"runtime.timeout_s={timeout_s}", "output.checkpoint_every=2", "actors.step_delay_s=0.002",
+            "train.max_updates=100000", "train.total_env_steps=100000000"]
+    p, run = start_train(cluster, f"fault-{fault}", 6, args)  # node03 holds ranks 2 and 5: actors
+    try:
+        wait_for_update(run, 2, 120)
+        t0 = time.monotonic()
+        {"freeze": cluster.freeze, "cut": cluster.cut, "kill": cluster.kill}[fault]("node03")
+        try:
+            out, _ = p.communicate(timeout=2 * timeout_s + 60)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+            out, _ = p.communicate()
+            pytest.fail(f"mpirun still running {2 * timeout_s + 60}s after node03 was hit ({fault}):\n{out[-3000:]}")
+        took = time.monotonic() - t0
+    finally:
+        cluster.thaw("node03")
+        cluster.restore("node03")
+        cluster.kill("node03")  # what the fault left of the job on the node
+        if p.poll() is None:
+            kill_group(p)
+    print(f"{fault}: the job ended {took:.1f}s after the fault, exit {p.returncode}")
+    assert p.returncode != 0, out[-3000:]
+    if fault != "kill":  # a killed node's daemon is seen gone by mpirun itself; the others wait for a rank's bound
+        assert "timed out after" in out and "node0" in out, out[-3000:]
+    ckpts = list_checkpoints(os.path.join(run, "checkpoints"))
+    arrays, attrs = load_checkpoint(ckpts[-1])
+    assert arrays and attrs["update"] >= 2
+    # the node is back: the same command resumes from that checkpoint
+    p2, _ = train(cluster, f"fault-{fault}", 6, args[:-2] + [f"train.max_updates={attrs['update'] + 2}"])
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    assert f"resumed from {os.path.basename(ckpts[-1])}" in p2.stdout, p2.stdout[-2000:]
+
+
+# --------------------------------------------------------------------------------------------------
+# the tool itself
+# --------------------------------------------------------------------------------------------------
+def test_cluster_refuses_a_subnet_in_use_and_leaves_with_its_owner(cluster):
+    tmp_path = os.path.join(cluster.state, "more")  # (not under /tmp: the tool refuses that)
+    """A second cluster on the first one's subnet is refused with one line; a cluster whose owner process dies is
+    removed by its keeper (namespaces, links, cgroups), however the owner ended."""
+    with pytest.raises(cluster_tool.ClusterError, match="is under /tmp"):
+        cluster_tool.Cluster("/tmp/hpcmarl-cluster-x")
+    with pytest.raises(cluster_tool.ClusterError, match="already in use"):
+        cluster_tool.Cluster(os.path.join(tmp_path, "second"), nodes=2, subnet="10.213.48.0/24", tag="hcx").start()
+    assert not os.path.exists(os.path.join(tmp_path, "second", "cluster.json"))
+    owner = subprocess.Popen(["sleep", "3"])
+    c = cluster_tool.Cluster(os.path.join(tmp_path, "owned"), nodes=2, subnet="10.213.49.0/24", tag="hco")
+    c.start(owner=owner.pid)
+    try:
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert "hco-node01" in netns and "hco-node02" in netns
+        assert subprocess.run(c.node_command("node02", ["hostname"]), capture_output=True,
+                              text=True).stdout.strip() == "node02"
+        owner.kill()  # as a SIGKILLed test run would
+        owner.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and c.running:
+            time.sleep(0.2)
+        assert not c.running
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        assert "hco-" not in netns and "hcobr0" not in links
+        assert not os.path.exists("/sys/fs/cgroup/freezer/hpcmarl-cluster-hco")
+    finally:
+        c.stop()
