@@ -130,6 +130,8 @@ class RuntimeConfig:
 
     timeout_s: float = 300.0  # longest any rank waits on a message before aborting the job
     startup_timeout_s: float = 600.0  # timeout_s during startup (until every rank agreed that startup succeeded)
+    max_requeues: int = 3  # under Slurm, a job that lost a rank (a node died, froze or was cut off) exits 69 and
+    # slurm/step.sh requeues it, this many times per job (SLURM_RESTART_COUNT); then it exits 1
 
 
 @dataclass
@@ -416,3 +418,4 @@ def validate(cfg: Config) -> None:
            "does not apply in league mode: the league evaluates its snapshots itself (league.eval_*)")
     _check(cfg.runtime.timeout_s > 0, "runtime.timeout_s", "must be > 0")
     _check(cfg.runtime.startup_timeout_s > 0, "runtime.startup_timeout_s", "must be > 0")
+    _check(cfg.runtime.max_requeues >= 0, "runtime.max_requeues", "must be >= 0")

@@ -205,7 +205,11 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
 
 def _abort_job(world) -> None:  # pragma: no cover - ends the process
     """The watchdog's way out: abort every rank of the job (and leave this process should that return)."""
-    launcher.abort(world, "a bounded wait ran out (watchdog)")
+    code, note = launcher.unreachable_exit()
+    if note:
+        sys.stderr.write(f"hpcmarl: {note}\n")
+        sys.stderr.flush()
+    launcher.abort(world, "a bounded wait ran out (watchdog)", code)
 
 
 def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> int:
@@ -236,7 +240,8 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
         return 2
     for w in pre["warnings"]:
         say(w)
-    launcher.set_run_dir(pre["run_dir"], f"rank {rank} ({layout.role(rank)})")  # an abort's marker, for the guard
+    # an abort's marker (for the launcher guard) and its exit status
+    launcher.configure(pre["run_dir"], f"rank {rank} ({layout.role(rank)})", cfg.runtime.max_requeues)
     config_yaml = to_yaml(cfg)
     if rank == 0:
         run_dir = pre["run_dir"]
@@ -270,6 +275,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
             group_comm = world.Split(color=layout.group_of(rank) if role == LEARNER else layout.world_size, key=rank)
             ctx.group_comm = group_comm if role == LEARNER else None
         ctx.hosts = world.allgather(ctx.host)
+        launcher.set_hosts(ctx.hosts)  # a line that names a rank names its node too
         local_rank = set_threads(cfg, world, role)
     from hpcmarl.roles.common import inject_fault
 
@@ -338,12 +344,14 @@ def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> in
         rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
         from hpcmarl.comm.protocol import CommTimeout
 
+        code = 1
         if storage.disk_full(e):
             tb = ""
             what = disk_full_line(e, run_dir)
-        elif isinstance(e, CommTimeout):  # a bounded wait ran out: the line says what it waited for
+        elif isinstance(e, CommTimeout):  # a bounded wait ran out: the line says what it waited for, and where
             tb = ""
-            what = f"{e}; aborting the job"
+            code, note = launcher.unreachable_exit()
+            what = launcher.with_hosts(f"{e}; aborting the job") + (f" ({note})" if note else "")
         elif isinstance(e, ConfigError):  # e.g. a live logger's package missing at the lead's open: one line
             tb = ""
             what = f"{e}; aborting the job"
@@ -354,5 +362,5 @@ def abort_on_exception(fn, *args, run_dir: Optional[str] = None, **kwargs) -> in
         sys.stderr.flush()
         runlock.release()  # rank 0's error ends the job: the run directory is free again
         if MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() > 1:
-            launcher.abort(MPI.COMM_WORLD, what.splitlines()[0] if what else "an error")
-        return 1
+            launcher.abort(MPI.COMM_WORLD, what.splitlines()[0] if what else "an error", code)
+        return code

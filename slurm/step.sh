@@ -6,6 +6,9 @@
 #  - hpcmarl then exits with status 75 (stopped before the end, resumable) and this script requeues
 #    the job (scontrol requeue); the requeued job has the same job id, so it finds its run directory
 #    (runs/<name>-<jobid>) and resumes from the checkpoint.
+# A rank lost or unreachable (a node that died, froze or was cut off) ends the run with status 69 while the job
+# has requeues left (runtime.max_requeues, counted by SLURM_RESTART_COUNT): it is requeued the same way and the
+# requeued job resumes from the newest checkpoint. Config and code errors (exit 2 / 1) are final.
 # Signals sent to the job steps directly (#SBATCH --signal=USR1@T, without B:) reach the ranks
 # without this forwarding and end the same way.
 set -u
@@ -17,8 +20,12 @@ while :; do
   kill -0 "$pid" 2>/dev/null || break   # wait was interrupted by a trapped signal: keep waiting
 done
 echo "[hpcmarl step] $(date +%T) job step exited with status $rc (restart ${SLURM_RESTART_COUNT:-0})"
-if [ "$rc" -eq 75 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-  echo "[hpcmarl step] run stopped before its end: requeueing job ${SLURM_JOB_ID}"
+if [ -n "${SLURM_JOB_ID:-}" ] && { [ "$rc" -eq 75 ] || [ "$rc" -eq 69 ]; }; then
+  if [ "$rc" -eq 69 ]; then
+    echo "[hpcmarl step] a rank was lost or did not answer (a node failure): requeueing job ${SLURM_JOB_ID}"
+  else
+    echo "[hpcmarl step] run stopped before its end: requeueing job ${SLURM_JOB_ID}"
+  fi
   scontrol requeue "${SLURM_JOB_ID}" && exit 0
 fi
 exit "$rc"

@@ -11,10 +11,12 @@ its link can be cut, restored or capped (``tc tbf``). The addresses exist only i
 creates (the nodes have no route out of the machine); it refuses a subnet already in use, and ``stop`` (or the
 death of the process that owns the cluster, with ``--owner``) removes everything it made. Needs root (Linux).
 
-    python tools/cluster.py start [--nodes 4]        # prints where the hostfile and the launch agent are
+    python tools/cluster.py start [--nodes 4] [--slurm]  # prints the hostfile, launch agent (and SLURM_CONF)
+    SLURM_CONF=/var/tmp/hpcmarl-cluster/slurm/slurm.conf sbatch --nodes=3 slurm/train.sbatch configs/demo.yaml
     python tools/cluster.py mpirun -n 6 -- .venv/bin/hpcmarl train configs/demo.yaml run_dir=/srv/runs/demo
     python tools/cluster.py exec node02 -- hostname
     python tools/cluster.py freeze node03 | thaw node03 | kill node03 | cut node03 | restore node03
+    python tools/cluster.py reboot node03            # every process killed, link and CPU restored, slurmd restarted
     python tools/cluster.py slow node03 10           # a tenth of one core for every process of node03 (1: normal)
     python tools/cluster.py cap node03 100mbit       # link bandwidth (0: no cap)
     python tools/cluster.py status | stop
@@ -147,8 +149,9 @@ class Cluster:
         if f" {self.bridge}:" in links or f" {self.bridge}@" in links:
             raise ClusterError(f"a link named {self.bridge} exists already (another cluster with tag {self.tag}?)")
 
-    def start(self, owner: Optional[int] = None) -> None:
-        """Build the nodes; with ``owner`` (a pid) a keeper process removes the cluster once that process is gone."""
+    def start(self, owner: Optional[int] = None, slurm: bool = False) -> None:
+        """Build the nodes (and with ``slurm`` a Slurm controller plus one slurmd per node); with ``owner`` (a pid) a
+        keeper process removes the cluster once that process is gone."""
         self._check_free()
         os.makedirs(self.state, exist_ok=True)
         os.makedirs(self.shared, exist_ok=True)
@@ -157,6 +160,8 @@ class Cluster:
             json.dump(meta, f)
         try:
             self._build()
+            if slurm:
+                self._start_slurm()
         except BaseException:
             self.stop()
             raise
@@ -228,8 +233,107 @@ exec env -i {keep} HPCMARL_CLUSTER_NODE="$node" \\
             f.write(text)
         os.chmod(self.agent, 0o755)
 
+    # -- Slurm across the nodes ---------------------------------------------------------------------------
+    @property
+    def slurm_conf(self) -> str:
+        return os.path.join(self.state, "slurm", "slurm.conf")
+
+    @property
+    def slurm_env(self) -> Dict[str, str]:
+        """The environment of a Slurm client (``sbatch``, ``squeue``) of this cluster."""
+        return dict(os.environ, SLURM_CONF=self.slurm_conf)
+
+    def _start_slurm(self, cpus: int = 4, timeout: float = 60) -> None:
+        """slurmctld in this machine's namespace on the bridge's address, one slurmd inside each node (in its cgroups:
+        freezing or killing a node takes its slurmd too). Each node's private /tmp keeps PMIx's directories apart."""
+        import socket
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import slurm_local
+
+        try:
+            slurm_local.install_packages()
+        except slurm_local.SlurmUnavailable as e:
+            raise ClusterError(str(e)) from None
+        d = os.path.dirname(self.slurm_conf)
+        for sub in ("state", "log", "spool"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        head = socket.gethostname().split(".")[0]
+        nodes = ",".join(self.names)
+        with open(self.slurm_conf, "w") as f:
+            f.write(f"""# Slurm of the simulated cluster in {self.state} (written by tools/cluster.py)
+ClusterName=hpcmarlbox
+SlurmctldHost={head}({self.bridge_ip})
+SlurmctldPort={slurm_local._free_port()}
+SlurmdPort={slurm_local._free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=10
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SlurmdParameters=config_overrides
+MpiDefault=none
+JobRequeue=1
+ReturnToService=2
+KillWait=10
+SlurmdTimeout=30
+MinJobAge=3600
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool/%n
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd-%n.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd-%n.log
+""")
+            for name in self.names:
+                f.write(f"NodeName={name} NodeAddr={self.ips[name]} CPUs={cpus} State=UNKNOWN\n")
+            f.write(f"PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE\n")
+        for name in self.names:
+            os.makedirs(os.path.join(d, "spool", name), exist_ok=True)
+        munged = slurm_local.LocalCluster(d)._start_munge()
+        with open(os.path.join(d, "munged.pid"), "w") as f:
+            f.write(str(munged))
+        log = open(os.path.join(d, "log", "daemons.out"), "a")
+        env = self.slurm_env
+        ctld = subprocess.Popen(["slurmctld", "-D", "-i", "-f", self.slurm_conf], stdout=log, stderr=log, env=env,
+                                start_new_session=True)
+        with open(os.path.join(d, "slurmctld.pid.ours"), "w") as f:
+            f.write(str(ctld.pid))
+        for name in self.names:
+            subprocess.Popen(self.node_command(name, ["slurmd", "-D", "-f", self.slurm_conf, "-N", name]),
+                             stdout=log, stderr=log, env=env, start_new_session=True, cwd="/")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True,
+                                 env=env).stdout.split()
+            states = dict(zip(out[::2], out[1::2]))
+            if len(states) == self.n and all(s in ("idle", "mix", "alloc") for s in states.values()):
+                return
+            time.sleep(0.5)
+        raise ClusterError(f"the Slurm nodes did not become idle in {timeout:.0f}s ({states}); logs in {d}/log")
+
+    def _stop_slurm(self) -> None:
+        d = os.path.dirname(self.slurm_conf)
+        for name in ("slurmctld.pid.ours", "munged.pid"):
+            try:
+                pid = int(open(os.path.join(d, name)).read())
+            except (OSError, ValueError):
+                continue
+            if pid > 0:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(d, ignore_errors=True)
+
     def stop(self) -> None:
         """Remove everything this cluster made: every node's processes, namespaces, links, cgroups, state."""
+        self._stop_slurm()
         for name in self.names:
             self.kill(name, everything=True)
             for c in CONTROLLERS:
@@ -308,6 +412,24 @@ exec env -i {keep} HPCMARL_CLUSTER_NODE="$node" \\
             time.sleep(0.05)
         return len([p for p in pids if p != holder or everything])
 
+    def reboot(self, node: str) -> None:
+        """The node comes back clean: every process killed (frozen ones too), its /tmp emptied, link up, CPU
+        unlimited, and its slurmd started again with an empty spool when the cluster has Slurm (what a reboot leaves;
+        a killed job's PMIx directory left in /tmp would make the requeued job's step fail to launch there)."""
+        self.kill(node)
+        self.restore(node)
+        self.slow(node, 1)
+        for d in (os.path.join(self.node_dir(node), "tmp"),
+                  os.path.join(os.path.dirname(self.slurm_conf), "spool", node)):
+            if os.path.isdir(d):
+                for entry in os.listdir(d):
+                    p = os.path.join(d, entry)
+                    shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+        if os.path.exists(self.slurm_conf):
+            log = open(os.path.join(os.path.dirname(self.slurm_conf), "log", "daemons.out"), "a")
+            subprocess.Popen(self.node_command(node, ["slurmd", "-D", "-f", self.slurm_conf, "-N", node]),
+                             stdout=log, stderr=log, env=self.slurm_env, start_new_session=True, cwd="/")
+
     def cut(self, node: str) -> None:
         _run(["ip", "link", "set", self.veth(node), "down"])
 
@@ -364,8 +486,8 @@ def _keeper(c: Cluster, owner: int) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("action", choices=["start", "stop", "status", "exec", "mpirun", "freeze", "thaw", "kill", "cut",
-                                       "restore", "slow", "cap", "_keeper"])
+    ap.add_argument("action", choices=["start", "stop", "status", "exec", "mpirun", "freeze", "thaw", "kill", "reboot",
+                                       "cut", "restore", "slow", "cap", "_keeper"])
     ap.add_argument("args", nargs="*", help="NODE [VALUE] for node controls; the command after -- for exec/mpirun")
     ap.add_argument("--state", default=DEFAULT_STATE, help=f"state directory (default {DEFAULT_STATE})")
     ap.add_argument("--nodes", type=int, default=4)
@@ -373,6 +495,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="hm", help="prefix of the cluster's links, namespaces and cgroups")
     ap.add_argument("--owner", type=int, default=0, help="(start) remove the cluster when this pid is gone")
     ap.add_argument("-n", "--np", type=int, default=0, help="(mpirun) ranks")
+    ap.add_argument("--slurm", action="store_true", help="(start) a Slurm controller and one slurmd per node too")
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     a = ap.parse_args(argv[:cut])
@@ -380,9 +503,11 @@ def main(argv=None) -> int:
     try:
         c = Cluster(a.state, a.nodes, a.subnet, a.tag)
         if a.action == "start":
-            c.start(owner=a.owner or None)
+            c.start(owner=a.owner or None, slurm=a.slurm)
             print(f"cluster of {c.n} nodes up: {', '.join(f'{k} {v}' for k, v in c.ips.items())}")
             print(f"hostfile {c.hostfile}; launch agent {c.agent}; shared storage for runs {c.shared}")
+            if a.slurm:
+                print(f"Slurm: export SLURM_CONF={c.slurm_conf}")
             return 0
         if a.action == "_keeper":
             _keeper(c, a.owner)

@@ -97,7 +97,10 @@ class Collective:
             self.comm.Bcast([flat, MPI.FLOAT], root=root)
             assign_flat(params, flat)
 
-    # ---- control (always mpi4py) ------------------------------------------------------------------
+    # ---- control ---------------------------------------------------------------------------------------
+    # With Horovod every learner <-> learner collective goes through Horovod too: its background thread runs
+    # collectives on its own copy of the communicator all the time, and an mpi4py collective of the main thread
+    # running beside it deadlocked with learners on two nodes over TCP (Open MPI 4.1; shared memory hid it).
     def sum_small(self, x: np.ndarray) -> np.ndarray:
         return self._reduce_small(x, "SUM")
 
@@ -110,19 +113,28 @@ class Collective:
             from mpi4py import MPI
 
             with guard(f"every learner's {op.lower()} of {out.size} counters (votes, statistics)"):
-                self.comm.Allreduce(MPI.IN_PLACE, out, op=getattr(MPI, op))
+                if self.hvd is not None:
+                    out = self.hvd.allreduce(torch.from_numpy(out), op=getattr(self.hvd, op.capitalize()),
+                                             name=f"hpcmarl.{op.lower()}.{out.size}").numpy()
+                else:
+                    self.comm.Allreduce(MPI.IN_PLACE, out, op=getattr(MPI, op))
         return out
 
     def gather(self, obj, root: int = 0):
         if self.size == 1:
             return [obj]
         with guard("every learner's rows (gather)"):
+            if self.hvd is not None:
+                every = self.hvd.allgather_object(obj, name="hpcmarl.gather")
+                return every if self.rank == root else None
             return self.comm.gather(obj, root=root)
 
     def bcast(self, obj, root: int = 0):
         if self.size == 1:
             return obj
         with guard(f"learner {root}'s broadcast"):
+            if self.hvd is not None:
+                return self.hvd.broadcast_object(obj, root_rank=root, name="hpcmarl.bcast")
             return self.comm.bcast(obj, root=root)
 
     def close(self):

@@ -18,13 +18,18 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Optional
+import re
+from typing import List, Optional
 
 MARKER = ".hpcmarl-abort"
 LAUNCHERS = ("mpirun", "mpiexec", "orterun", "prterun", "prte", "hydra_pmi_proxy", "mpiexec.hydra")
 
+EXIT_UNREACHABLE = 69  # EX_UNAVAILABLE: a rank was lost or did not answer in time; slurm/step.sh requeues the job
+
 _run_dir: Optional[str] = None
 _who = "a rank"
+_hosts: List[str] = []
+_max_requeues = 0
 
 
 def _stat(pid: int):
@@ -57,11 +62,40 @@ def marker_path(run_dir: str) -> str:
     return os.path.join(run_dir, MARKER)
 
 
-def set_run_dir(run_dir: str, who: str) -> None:
-    """Where this rank leaves its marker when it aborts (every rank, once the run directory is known), and how the
-    marker names it (e.g. ``rank 2 (actor)``)."""
-    global _run_dir, _who
-    _run_dir, _who = run_dir, " ".join(who.split())
+def configure(run_dir: str, who: str, max_requeues: int) -> None:
+    """(every rank, once the run directory is known) Where this rank leaves its marker when it aborts, how the marker
+    names it (e.g. ``rank 2 (actor)``), and how many requeues a lost rank may cost under Slurm."""
+    global _run_dir, _who, _max_requeues
+    _run_dir, _who, _max_requeues = run_dir, " ".join(who.split()), int(max_requeues)
+
+
+def set_hosts(hosts: List[str]) -> None:
+    """Every rank's host (index: rank), so that a line naming a rank names its node too."""
+    _hosts[:] = list(hosts)
+
+
+def with_hosts(line: str) -> str:
+    """``… from actor rank 2 …`` -> ``… from actor rank 2 (node03) …`` for every rank whose host is known."""
+    def name(m):
+        r = int(m.group(1))
+        return f"{m.group(0)} ({_hosts[r]})" if 0 <= r < len(_hosts) else m.group(0)
+
+    return re.sub(r"\brank (\d+)\b(?! on )", name, line)
+
+
+def unreachable_exit() -> tuple:
+    """``(exit status, note)`` of a job that lost a rank: 69 (requeued by slurm/step.sh) while this Slurm job has
+    requeues left (``runtime.max_requeues``), else 1 with a note saying why it is not requeued."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return EXIT_UNREACHABLE, ""
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        restarts = 0
+    if restarts < _max_requeues:
+        return EXIT_UNREACHABLE, (f"exit {EXIT_UNREACHABLE}: slurm/step.sh requeues the job, requeue {restarts + 1} of "
+                                  f"runtime.max_requeues={_max_requeues}")
+    return 1, f"not requeued: this job was requeued {restarts} time(s) (runtime.max_requeues={_max_requeues})"
 
 
 def mark_abort(why: str) -> None:
@@ -76,11 +110,11 @@ def mark_abort(why: str) -> None:
         pass
 
 
-def abort(comm, why: str = "") -> None:  # pragma: no cover - ends the process
-    """Mark, then abort every rank of the job through ``comm`` (MPI_Abort), and leave this process."""
+def abort(comm, why: str = "", code: int = 1) -> None:  # pragma: no cover - ends the process
+    """Mark, then abort every rank of the job through ``comm`` (MPI_Abort with ``code``), and leave this process."""
     mark_abort(why)
     try:
-        comm.Abort(1)
+        comm.Abort(code)
     finally:
         os._exit(1)
 

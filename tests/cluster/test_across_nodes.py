@@ -51,7 +51,7 @@ def cluster():
         pytest.skip(why)
     state = tempfile.mkdtemp(prefix="hpcmarl-cluster-", dir="/var/tmp")  # not /tmp: each node has its own
     c = cluster_tool.Cluster(state, nodes=NODES, subnet="10.213.48.0/24", tag="hct")
-    c.start(owner=os.getpid())  # the keeper removes it should pytest die
+    c.start(owner=os.getpid(), slurm=True)  # the keeper removes it should pytest die
     try:
         yield c
     finally:
@@ -115,6 +115,17 @@ def test_flow_across_nodes(cluster, ranks, learners, args, request):
     p, run = train(cluster, name, ranks, args + ["train.max_updates=6", f"topology.learners={learners}"])
     assert p.returncode == 0, p.stderr[-3000:]
     check_run(run, 6, learners)
+
+
+def test_horovod_learners_on_two_nodes_keep_going(cluster):
+    """300 updates with Horovod's learners on node01 and node02: an mpi4py collective of the main thread beside
+    Horovod's background thread deadlocked within 1-300 updates over TCP (every learner collective now goes
+    through Horovod)."""
+    p, run = train(cluster, "horovod-long", 6, PPO + ["learner.backend=horovod", "topology.learners=2",
+                                                      "train.max_updates=300", "output.checkpoint_every=50",
+                                                      "train.total_env_steps=100000000"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    check_run(run, 300, 2)
 
 
 def test_nigt_rennala_takes_exactly_m_per_round_across_nodes(cluster):
@@ -266,3 +277,91 @@ def test_cluster_refuses_a_subnet_in_use_and_leaves_with_its_owner(cluster):
         assert not os.path.exists("/sys/fs/cgroup/freezer/hpcmarl-cluster-hco")
     finally:
         c.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Slurm across the nodes
+# --------------------------------------------------------------------------------------------------
+def sbatch(c, args, out):
+    env = dict(c.slurm_env, PATH=os.path.dirname(PY) + os.pathsep + os.environ["PATH"], HPCMARL_ROOT=ROOT,
+               HOROVOD_LOG_LEVEL="error", PYTHONUNBUFFERED="1")
+    p = subprocess.run(["sbatch", "--parsable", f"--chdir={ROOT}", f"--output={out}/%j.out"] + args,
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip().split(";")[0]
+
+
+def job(c, jid):
+    import re
+
+    out = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True, env=c.slurm_env).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def wait_job(c, jid, timeout, until=lambda info: info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED",
+                                                                              "TIMEOUT", "NODE_FAIL")):
+    deadline = time.monotonic() + timeout
+    info = {}
+    while time.monotonic() < deadline:
+        info = job(c, jid)
+        if until(info):
+            return info
+        time.sleep(1)
+    return info
+
+
+SLURM_TINY = ["configs/test_tiny.yaml", "env.num_envs=2", "algo.hidden=16", "output.progress_s=5",
+              "runtime.timeout_s=15", "topology.learners=2"]
+
+
+def test_sbatch_spreads_a_run_over_three_nodes(cluster):
+    """``sbatch --nodes=3 slurm/train.sbatch``: srun places 6 ranks on 3 nodes (cyclic: the 2 learners on two)."""
+    out = os.path.join(cluster.shared, "slurm-spread")
+    os.makedirs(out, exist_ok=True)
+    jid = sbatch(cluster, ["--nodes=3", "--ntasks-per-node=2", "--distribution=cyclic", "slurm/train.sbatch"]
+                 + SLURM_TINY + [f"output.root={out}/runs", "train.max_updates=6"], out)
+    info = wait_job(cluster, jid, 180)
+    log = open(os.path.join(out, f"{jid}.out")).read()
+    assert info.get("JobState") == "COMPLETED", (info.get("JobState"), log[-3000:])
+    check_run(os.path.join(out, "runs", f"tiny-{jid}"), 6, 2)
+
+
+def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster):
+    """Every process of node03 (slurmd included) frozen mid-run: the learner's bounded wait names the actor and its
+    node and the job exits 69; slurm/step.sh requeues it (not a config or code error). The node is rebooted (its
+    processes killed, /tmp emptied, slurmd restarted), the requeued incarnation resumes from the newest checkpoint
+    and finishes: /metrics has every update exactly once and /episodes
+    the same rows per update as an uninterrupted run."""
+    import h5py
+    import numpy as np
+
+    from hpcmarl.storage import list_checkpoints
+
+    out = os.path.join(cluster.shared, "slurm-requeue")
+    os.makedirs(out, exist_ok=True)
+    total = 300
+    jid = sbatch(cluster, ["--nodes=3", "--ntasks-per-node=2", "--distribution=cyclic", "slurm/train.sbatch"]
+                 + SLURM_TINY + [f"output.root={out}/runs", f"train.max_updates={total}", "output.checkpoint_every=10",
+                                 "actors.step_delay_s=0.002", "train.total_env_steps=100000000"], out)
+    run = os.path.join(out, "runs", f"tiny-{jid}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list_checkpoints(os.path.join(run, "checkpoints"))) < 2:
+        time.sleep(0.5)
+    assert list_checkpoints(os.path.join(run, "checkpoints")), job(cluster, jid)
+    cluster.freeze("node03")
+    try:
+        info = wait_job(cluster, jid, 120, until=lambda i: int(i.get("Restarts") or 0) >= 1)
+        assert int(info.get("Restarts") or 0) == 1, info
+    finally:
+        cluster.reboot("node03")
+    info = wait_job(cluster, jid, 300)
+    log = open(os.path.join(out, f"{jid}.out")).read()
+    assert info.get("JobState") == "COMPLETED" and int(info["Restarts"]) == 1, (info.get("JobState"), log[-3000:])
+    assert "exit 69: slurm/step.sh requeues the job, requeue 1 of runtime.max_requeues=3" in log, log[-3000:]
+    assert "(node03)" in log and "requeueing job" in log, log[-3000:]
+    assert "resumed from ckpt-" in log, log[-3000:]
+    with h5py.File(os.path.join(run, "run.h5"), "r") as f:
+        np.testing.assert_array_equal(f["metrics/update"][()], np.arange(1, total + 1))
+        upd = f["episodes/update"][()]
+    counts = np.unique(upd, return_counts=True)[1]
+    assert len(set(counts.tolist())) == 1, np.unique(counts)  # every update the same number of episode rows

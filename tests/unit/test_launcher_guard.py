@@ -42,7 +42,7 @@ def test_guard_ends_a_launcher_that_outlives_an_abort(fake_mpirun, tmp_path, mon
     p, err = fake_mpirun
     run = tmp_path / "run"
     run.mkdir()
-    launcher.set_run_dir(str(run), "rank 0 (learner)")
+    launcher.configure(str(run), "rank 0 (learner)", 3)
     launcher.mark_abort("timed out after 20s waiting for an unroll from actor rank 2; aborting the job")
     t0 = time.monotonic()
     assert launcher.guard(p.pid, launcher.marker_path(str(run)), grace_s=1.0, poll_s=0.1) == 1
