@@ -41,6 +41,28 @@ def install_packages() -> None:
         raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed: {p.stderr[-500:]}")
 
 
+def common_conf(requeue_delay: int) -> str:
+    """The lines of slurm.conf every test cluster shares (this one-node cluster and tools/cluster.py's): root runs
+    the daemons and the jobs, munge, no cgroups, nodes that return to service, requeue allowed; a requeued job may
+    start again ``requeue_delay`` seconds after (Slurm's default: 120)."""
+    return f"""SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire={requeue_delay}
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SlurmdParameters=config_overrides
+MpiDefault=none
+JobRequeue=1
+ReturnToService=2
+KillWait=10
+MinJobAge=3600"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,22 +92,7 @@ ClusterName=hpcmarl
 SlurmctldHost={self.host}(127.0.0.1)
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=cred_expire={self.requeue_delay}
-CredType=cred/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SlurmdParameters=config_overrides
-MpiDefault=none
-JobRequeue=1
-ReturnToService=2
-KillWait=10
-MinJobAge=3600
+{common_conf(self.requeue_delay)}
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool
 SlurmctldPidFile={r}/slurmctld.pid

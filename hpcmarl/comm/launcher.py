@@ -13,12 +13,12 @@ Slurm's ``srun`` the step is ended by ``srun --kill-on-bad-exit``.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import re
 from typing import List, Optional
 
 MARKER = ".hpcmarl-abort"
