@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -49,7 +48,10 @@ def cluster():
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the multi-node tests: {why}")
         pytest.skip(why)
-    state = tempfile.mkdtemp(prefix="hpcmarl-cluster-", dir="/var/tmp")  # not /tmp: each node has its own
+    state = "/var/tmp/hpcmarl-test-cluster"  # not /tmp: each node has its own
+    c = cluster_tool.Cluster(state, nodes=NODES, subnet="10.213.48.0/24", tag="hct")
+    c.stop()  # what a run killed with its keeper may have left (stop removes by name, idempotent)
+    shutil.rmtree(state, ignore_errors=True)
     c = cluster_tool.Cluster(state, nodes=NODES, subnet="10.213.48.0/24", tag="hct")
     c.start(owner=os.getpid(), slurm=True)  # the keeper removes it should pytest die
     try:
