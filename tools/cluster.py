@@ -283,15 +283,14 @@ SlurmdLogFile={d}/log/slurmd-%n.log
         munged = slurm_local.LocalCluster(d)._start_munge()
         with open(os.path.join(d, "munged.pid"), "w") as f:
             f.write(str(munged))
-        log = open(os.path.join(d, "log", "daemons.out"), "a")
         env = self.slurm_env
-        ctld = subprocess.Popen(["slurmctld", "-D", "-i", "-f", self.slurm_conf], stdout=log, stderr=log, env=env,
-                                start_new_session=True)
+        with open(os.path.join(d, "log", "daemons.out"), "a") as log:
+            ctld = subprocess.Popen(["slurmctld", "-D", "-i", "-f", self.slurm_conf], stdout=log, stderr=log,
+                                    env=env, start_new_session=True)
         with open(os.path.join(d, "slurmctld.pid.ours"), "w") as f:
             f.write(str(ctld.pid))
         for name in self.names:
-            subprocess.Popen(self.node_command(name, ["slurmd", "-D", "-f", self.slurm_conf, "-N", name]),
-                             stdout=log, stderr=log, env=env, start_new_session=True, cwd="/")
+            self._start_slurmd(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True,
@@ -301,6 +300,12 @@ SlurmdLogFile={d}/log/slurmd-%n.log
                 return
             time.sleep(0.5)
         raise ClusterError(f"the Slurm nodes did not become idle in {timeout:.0f}s ({states}); logs in {d}/log")
+
+    def _start_slurmd(self, node: str) -> None:
+        """The node's slurmd, inside the node (its namespaces and cgroups)."""
+        with open(os.path.join(os.path.dirname(self.slurm_conf), "log", "daemons.out"), "a") as log:
+            subprocess.Popen(self.node_command(node, ["slurmd", "-D", "-f", self.slurm_conf, "-N", node]),
+                             stdout=log, stderr=log, env=self.slurm_env, start_new_session=True, cwd="/")
 
     def _stop_slurm(self) -> None:
         d = os.path.dirname(self.slurm_conf)
@@ -351,7 +356,7 @@ SlurmdLogFile={d}/log/slurmd-%n.log
         except OSError:
             return []
 
-    def node_command(self, node: str, argv: List[str], env: Optional[Dict[str, str]] = None) -> List[str]:
+    def node_command(self, node: str, argv: List[str]) -> List[str]:
         """The command line that runs ``argv`` on ``node`` (in its cgroups and namespaces, environment kept)."""
         pid = self.holder_pid(node)
         cgs = " ".join(f"{self.cg(c, node)}/cgroup.procs" for c in CONTROLLERS)
@@ -377,7 +382,8 @@ SlurmdLogFile={d}/log/slurmd-%n.log
         self._write(self.cg("freezer", node), "freezer.state", "THAWED")
 
     def kill(self, node: str, everything: bool = False) -> int:
-        """SIGKILL every process of the node (frozen ones too); the node itself stays (its holder is restarted)."""
+        """SIGKILL every process of the node (frozen ones too); the node itself stays (the process holding its
+        namespaces is spared, unless ``everything``: what :meth:`stop` asks)."""
         pids = self.pids(node) if os.path.isdir(self.cg("freezer", node)) else []
         holder = None
         try:
@@ -406,14 +412,14 @@ SlurmdLogFile={d}/log/slurmd-%n.log
         self.slow(node, 1)
         for d in (os.path.join(self.node_dir(node), "tmp"),
                   os.path.join(os.path.dirname(self.slurm_conf), "spool", node)):
-            if os.path.isdir(d):
-                for entry in os.listdir(d):
-                    p = os.path.join(d, entry)
-                    shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+            for entry in os.listdir(d) if os.path.isdir(d) else []:
+                p = os.path.join(d, entry)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    os.remove(p)
         if os.path.exists(self.slurm_conf):
-            log = open(os.path.join(os.path.dirname(self.slurm_conf), "log", "daemons.out"), "a")
-            subprocess.Popen(self.node_command(node, ["slurmd", "-D", "-f", self.slurm_conf, "-N", node]),
-                             stdout=log, stderr=log, env=self.slurm_env, start_new_session=True, cwd="/")
+            self._start_slurmd(node)
 
     def cut(self, node: str) -> None:
         _run(["ip", "link", "set", self.veth(node), "down"])
