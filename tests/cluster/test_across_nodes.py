@@ -177,6 +177,25 @@ def test_exact_resume_across_nodes(cluster):
         np.testing.assert_array_equal(want[k], got[k], err_msg=k)
 
 
+def test_resume_on_more_nodes_and_actors(cluster):
+    """Stopped by a signal early with 2 ranks on node01 and node02, resumed with 5 ranks on all 3 nodes (3 actors more):
+    the run continues from its checkpoint to update 6 and every actor file, old and new, is readable."""
+    args = PPO + ["learner.backend=mpi", "train.max_updates=6", "train.total_env_steps=100000000"]
+    p, run = train(cluster, "resize", 2, args, env={"HPCMARL_INJECT_FAULT": "0:sigterm:3"})
+    assert p.returncode == 75, p.stderr[-3000:]
+    p, run = train(cluster, "resize", 5, args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import re
+
+    m = re.search(r"resumed from ckpt-\d+\.h5, update (\d+)", p.stdout)
+    assert m and 0 < int(m.group(1)) < 6, p.stdout[-2000:]  # the stop came during update 3 or 4
+    out = hpcmarl(["inspect", run, "--json"])
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["updates"] == 6 and len(s["hosts"]) == 3, s
+    assert len(s["trajectory_files"]) == 4, s["trajectory_files"]
+
+
 # --------------------------------------------------------------------------------------------------
 # node faults
 # --------------------------------------------------------------------------------------------------
