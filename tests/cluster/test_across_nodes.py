@@ -384,3 +384,34 @@ def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row
         upd = f["episodes/update"][()]
     counts = np.unique(upd, return_counts=True)[1]
     assert len(set(counts.tolist())) == 1, np.unique(counts)  # every update the same number of episode rows
+
+
+def test_slow_and_cap_a_node(cluster):
+    """``slow NODE 4``: a CPU-bound loop on that node takes about 4x its wall time elsewhere (the whole node gets a
+    quarter of one core); ``cap NODE RATE`` puts a tbf qdisc on both ends of its link; both are lifted again."""
+    spin = [PY, "-c", "import time; t = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+            "import sys; sys.stdout.write(str(time.perf_counter()))"]
+
+    def wall(node):
+        t0 = time.perf_counter()
+        subprocess.run(cluster.node_command(node, spin), check=True, capture_output=True, timeout=60)
+        return time.perf_counter() - t0
+
+    cluster.slow("node02", 4)
+    try:
+        slow, fast = wall("node02"), wall("node01")
+    finally:
+        cluster.slow("node02", 1)
+    assert slow > 2.0 * fast and slow > 1.0, (slow, fast)
+    assert wall("node02") < 0.6 * slow
+    cluster.cap("node02", "100mbit")
+    try:
+        inside = subprocess.run(cluster.node_command("node02", ["tc", "qdisc", "show", "dev", "eth0"]),
+                                capture_output=True, text=True).stdout
+        outside = subprocess.run(["tc", "qdisc", "show", "dev", cluster.veth("node02")], capture_output=True,
+                                 text=True).stdout
+        assert "tbf" in inside and "100Mbit" in inside and "tbf" in outside, (inside, outside)
+    finally:
+        cluster.cap("node02", "0")
+    assert "tbf" not in subprocess.run(["tc", "qdisc", "show", "dev", cluster.veth("node02")], capture_output=True,
+                                       text=True).stdout
