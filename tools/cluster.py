@@ -280,7 +280,7 @@ SlurmdLogFile={d}/log/slurmd-%n.log
             f.write(f"PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE\n")
         for name in self.names:
             os.makedirs(os.path.join(d, "spool", name), exist_ok=True)
-        munged = slurm_local.LocalCluster(d)._start_munge()
+        munged = slurm_local.start_munge()
         with open(os.path.join(d, "munged.pid"), "w") as f:
             f.write(str(munged))
         env = self.slurm_env
@@ -384,24 +384,24 @@ SlurmdLogFile={d}/log/slurmd-%n.log
     def kill(self, node: str, everything: bool = False) -> int:
         """SIGKILL every process of the node (frozen ones too); the node itself stays (the process holding its
         namespaces is spared, unless ``everything``: what :meth:`stop` asks)."""
-        pids = self.pids(node) if os.path.isdir(self.cg("freezer", node)) else []
-        holder = None
-        try:
-            holder = self.holder_pid(node)
-        except ClusterError:
-            pass
-        for pid in pids:
-            if pid != holder or everything:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if pids and os.path.isdir(self.cg("freezer", node)):
-            self._write(self.cg("freezer", node), "freezer.state", "THAWED")  # a frozen process dies once thawed
+        spared = set()
+        if not everything:
+            try:
+                spared.add(self.holder_pid(node))
+            except ClusterError:
+                pass
+        targets = [p for p in self.pids(node) if p not in spared]  # (none when the cgroup is gone)
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if targets:
+            self.thaw(node)  # a frozen process dies once thawed
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(p != holder or everything for p in self.pids(node)):
+        while time.monotonic() < deadline and set(self.pids(node)) - spared:
             time.sleep(0.05)
-        return len([p for p in pids if p != holder or everything])
+        return len(targets)
 
     def reboot(self, node: str) -> None:
         """The node comes back clean: every process killed (frozen ones too), its /tmp emptied, link up, CPU

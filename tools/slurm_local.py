@@ -69,6 +69,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_munge() -> int:
+    """munged, unless one answers already (then 0: not ours to stop); returns its pid."""
+    sock = "/run/munge/munge.socket.2"
+    if os.path.exists(sock) and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+        return 0  # already running (not ours to stop)
+    os.makedirs("/run/munge", exist_ok=True)
+    if not os.path.exists("/etc/munge/munge.key"):
+        subprocess.run(["mungekey", "--create"], capture_output=True)
+    p = subprocess.Popen(["munged", "--foreground", "--force"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(100):
+        if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+            return p.pid
+        time.sleep(0.1)
+    raise SlurmUnavailable("munged did not start")
+
+
 class LocalCluster:
     def __init__(self, root: str, cpus: int = 0, requeue_delay: int = 10):
         self.root = os.path.abspath(root)
@@ -111,27 +128,12 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP Over
             f.write(f"AutoDetect=off\nNodeName={self.host} Name=gpu File=/dev/null\n"
                     f"NodeName={self.host} Name=gpu File=/dev/zero\n")
 
-    def _start_munge(self) -> int:
-        sock = "/run/munge/munge.socket.2"
-        if os.path.exists(sock) and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
-            return 0  # already running (not ours to stop)
-        os.makedirs("/run/munge", exist_ok=True)
-        if not os.path.exists("/etc/munge/munge.key"):
-            subprocess.run(["mungekey", "--create"], capture_output=True)
-        p = subprocess.Popen(["munged", "--foreground", "--force"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-        for _ in range(100):
-            if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
-                return p.pid
-            time.sleep(0.1)
-        raise SlurmUnavailable("munged did not start")
-
     def start(self, timeout: float = 60) -> None:
         if os.geteuid() != 0:
             raise SlurmUnavailable("a local Slurm needs root (slurmd)")
         install_packages()
         self.write_conf()
-        pids = {"munged": self._start_munge()}
+        pids = {"munged": start_munge()}
         log = open(os.path.join(self.root, "log", "daemons.out"), "a")
         for name, cmd in (("slurmctld", ["slurmctld", "-D", "-i", "-f", self.conf]),
                           ("slurmd", ["slurmd", "-D", "-f", self.conf, "-N", self.host])):

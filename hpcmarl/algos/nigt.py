@@ -223,10 +223,10 @@ class LocalGate:
     def __init__(self, kind: str, n_actors: int, mine: Sequence[int]):
         self.kind, self.n, self.mine = kind, n_actors, list(mine)
         self.counts = np.zeros(n_actors, np.int64)
-        self.M = self.drawn = 0
+        self.M = 0
 
     def begin(self, M: int) -> None:
-        self.M, self.drawn = M, 0
+        self.M = M
         self.counts[:] = 0
 
     def closed(self) -> bool:
@@ -239,11 +239,7 @@ class LocalGate:
         if self.closed() or (self.kind == "allreduce" and self.counts[actor] >= quota(self.kind, self.M, self.n)):
             return False
         self.counts[actor] += 1
-        self.drawn += 1
         return True
-
-    def end(self, counts: np.ndarray, drawn: int) -> None:
-        pass
 
     def close(self) -> None:
         pass

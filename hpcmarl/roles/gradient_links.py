@@ -144,7 +144,7 @@ class CounterGate:
         self.lock = threading.Lock()
         self.request = np.zeros(4, np.int64)  # [operation, round sequence number, M, actor]
         self.reply = np.zeros(2, np.int64)  # [accepted, closed]
-        self.M = self.drawn = 0
+        self.M = 0
         self.seq = -1  # rounds begun by this learner (the same on every learner)
         self.known = None  # the round's closed flag of the last offer, not yet looked at
         self.stopping = threading.Event()
@@ -198,25 +198,20 @@ class CounterGate:
         return self.reply
 
     def begin(self, M: int):
-        self.M, self.drawn = M, 0
+        self.M = M
         self.seq += 1
         self.known = None
 
     def closed(self) -> bool:
-        if self.known is not None:  # the last offer's answer, fresh: no round trip
+        if self.known is not None:  # the last offer's answer, not yet looked at: no round trip
             known, self.known = self.known, None
-            if known:
-                return True
+            return known
         return bool(self._call(self.GET)[1])
 
     def offer(self, actor: int) -> bool:
-        self.drawn += self.kind == "rennala"
         ok, closed = self._call(self.OFFER, actor)
         self.known = bool(closed)
         return bool(ok)
-
-    def end(self, counts: np.ndarray, drawn: int):
-        pass  # the next round's first request resets the counters
 
     def close(self):
         with watchdog.guard("every learner to close the round counters"):

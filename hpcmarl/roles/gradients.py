@@ -9,7 +9,7 @@ Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hp
                        with several learners the closing is agreed through counters on learner 0,
                        reached by messages (Rennala: one ticket per gradient, exactly M tickets below
                        M are accepted; Malenia: per-actor counts, harmonic-mean rule); then one
-                       all-reduce of [sums, per-actor counts, tickets drawn] and the same NIGT step on
+                       all-reduce of [sums, per-actor counts] and the same NIGT step on
                        every learner
     actor              a WEIGHTS message of a new round arriving mid-trajectory abandons it
     stop               WEIGHTS with command STOP/PREEMPTED; the actor finishes its sends and answers
@@ -152,7 +152,7 @@ class GradientFlow(Flow):
             link.send_query(self.wrec, nigt.round)
 
     def round(self) -> loop.Round:
-        nigt, cur, coll, gate, d, n = self.nigt, self.cur, self.coll, self.gate, self.d, self.n
+        nigt, cur, coll, d, n = self.nigt, self.cur, self.coll, self.d, self.n
         timeout = self.ctx.cfg.runtime.timeout_s
         # accept gradients computed at x_t until the round closes
         rnd = nigt.round
@@ -196,11 +196,10 @@ class GradientFlow(Flow):
             time.sleep(sleep)
             sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
         t1 = time.perf_counter()
-        # one all-reduce: [sums, per-actor counts, tickets drawn]; the same step everywhere
+        # one all-reduce: [sums, per-actor counts]; the same step everywhere
         coll.t_allreduce = 0.0
-        tot = coll.allreduce_sum(np.concatenate([cur.agg.local_sum(), cur.agg.counts.astype(np.float64), [gate.drawn]]))
+        tot = coll.allreduce_sum(np.concatenate([cur.agg.local_sum(), cur.agg.counts.astype(np.float64)]))
         counts = np.rint(tot[d:d + n]).astype(np.int64)
-        gate.end(counts, int(round(tot[d + n])))
         g = cur.agg.combine(tot[:d], counts)
         t2 = time.perf_counter()
         d_norm = nigt.step(g)

@@ -21,7 +21,6 @@ import cluster as cluster_tool  # noqa: E402
 pytestmark = [requires_mpirun, pytest.mark.mpi, pytest.mark.cluster]
 
 NODES = 3
-FORWARD = ("PYTHONUNBUFFERED", "HOROVOD_LOG_LEVEL", "HPCMARL_INJECT_FAULT")
 SMALL = ["env.num_envs=2", "algo.hidden=16", "output.progress_s=2", "runtime.timeout_s=30", "output.checkpoint_every=3"]
 PPO = ["configs/test_tiny.yaml"] + SMALL
 MAT = ["configs/matrace_spread.yaml", "algo.unroll_length=5"] + SMALL
@@ -61,28 +60,36 @@ def cluster():
         shutil.rmtree(state, ignore_errors=True)
 
 
-def train(c, name, np, args, timeout=180, env=None):
-    """``mpirun`` of ``hpcmarl train`` across the cluster; returns (process, run directory on shared storage)."""
+def train_command(c, name, np, args, env=None):
+    """``(mpirun of hpcmarl train across the cluster, its run directory on shared storage)``."""
     run = os.path.join(c.shared, name)
     argv = [PY, "-m", "hpcmarl.cli", "train"] + list(args) + [f"run_dir={run}"]
-    cmd = c.mpirun_command(np, argv, forward=tuple(f for f in FORWARD if f in os.environ or f in (env or {})))
+    # (launch.mpi_env sets PYTHONUNBUFFERED and HOROVOD_LOG_LEVEL for mpirun; -x passes them on to every node)
+    fault = tuple(k for k in ("HPCMARL_INJECT_FAULT",) if k in os.environ or k in (env or {}))
+    return c.mpirun_command(np, argv, forward=("PYTHONUNBUFFERED", "HOROVOD_LOG_LEVEL") + fault), run
+
+
+def train(c, name, np, args, timeout=180, env=None):
+    """Run :func:`train_command` to its end; returns (process, run directory)."""
+    cmd, run = train_command(c, name, np, args, env)
     return run_cmd(cmd, timeout=timeout, env=dict(env or {}, HOROVOD_LOG_LEVEL="error")), run
 
 
-def hosts_of(run):
-    from hpcmarl.storage import Run
+def summary(run):
+    out = hpcmarl(["inspect", run, "--json"])
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
-    rank_map = Run(run).attrs()["rank_map"]
-    rank_map = json.loads(rank_map) if isinstance(rank_map, str) else rank_map
-    return {r["rank"]: r["host"] for r in rank_map}
+
+def hosts_of(s):
+    """``{rank: host}`` from an inspect summary (run.h5's rank map)."""
+    return {rank: host for host, ranks in s["hosts"].items() for rank, _ in ranks}
 
 
 def check_run(run, updates, learners):
-    out = hpcmarl(["inspect", run, "--json"])
-    assert out.returncode == 0, out.stderr
-    s = json.loads(out.stdout)
+    s = summary(run)
     assert s["updates"] >= updates and s["env_steps"] > 0, s
-    hosts = {rank: host for host, ranks in s["hosts"].items() for rank, _ in ranks}  # inspect shows the rank map
+    hosts = hosts_of(s)
     assert set(hosts.values()) == {f"node{i + 1:02d}" for i in range(NODES)}, hosts
     assert len({hosts[r] for r in range(learners)}) == learners, hosts  # the learners on different nodes
     from hpcmarl.storage import list_checkpoints, load_checkpoint
@@ -148,7 +155,7 @@ def test_league_across_nodes(cluster):
                                           "train.max_updates=6", "output.progress_s=2", "runtime.timeout_s=30",
                                           "league.groups.0.snapshot_every=2", "league.eval_games=4"], timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
-    hosts = hosts_of(run)
+    hosts = hosts_of(summary(run))
     assert len(set(hosts.values())) == 3, hosts
 
 
@@ -189,9 +196,7 @@ def test_resume_on_more_nodes_and_actors(cluster):
 
     m = re.search(r"resumed from ckpt-\d+\.h5, update (\d+)", p.stdout)
     assert m and 0 < int(m.group(1)) < 6, p.stdout[-2000:]  # the stop came during update 3 or 4
-    out = hpcmarl(["inspect", run, "--json"])
-    assert out.returncode == 0, out.stderr
-    s = json.loads(out.stdout)
+    s = summary(run)
     assert s["updates"] == 6 and len(s["hosts"]) == 3, s
     assert len(s["trajectory_files"]) == 4, s["trajectory_files"]
 
@@ -200,13 +205,12 @@ def test_resume_on_more_nodes_and_actors(cluster):
 # node faults
 # --------------------------------------------------------------------------------------------------
 def start_train(c, name, np, args):
-    run = os.path.join(c.shared, name)
-    argv = [PY, "-m", "hpcmarl.cli", "train"] + list(args) + [f"run_dir={run}"]
+    """:func:`train_command` started in the background (its own session); returns (process, run directory)."""
     from launch import mpi_env
 
-    p = subprocess.Popen(c.mpirun_command(np, argv, forward=("PYTHONUNBUFFERED",)), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=mpi_env({"HOROVOD_LOG_LEVEL": "error"}),
-                         cwd=ROOT, start_new_session=True)
+    cmd, run = train_command(c, name, np, args)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=mpi_env({"HOROVOD_LOG_LEVEL": "error"}), cwd=ROOT, start_new_session=True)
     return p, run
 
 
