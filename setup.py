@@ -43,5 +43,5 @@ setup(
         # (pandas < 3: rliable 1.2 needs arch < 8, whose import fails under pandas 3)
         "stats": ["rliable>=1.0", "colorama", "pandas<3"],
     },
-    entry_points={"console_scripts": ["hpcmarl=hpcmarl.cli:main"]},
+    entry_points={"console_scripts": ["hpcmarl=hpcmarl.__main__:main"]},
 )

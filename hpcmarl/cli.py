@@ -21,9 +21,6 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
-    from hpcmarl.launch import install_signal_handlers
-
-    install_signal_handlers()  # first: a preemption notice during start-up still ends in a resumable stop (75)
     cfg = _config(args)  # ConfigError -> exit 2 before any MPI work
     from hpcmarl.launch import abort_on_exception, run_training
 
@@ -418,6 +415,10 @@ def _launcher_rank() -> int:
 
 
 def main(argv=None) -> int:
+    from hpcmarl import stopsignals
+
+    # first (`python -m hpcmarl.cli`; the hpcmarl command did it already): a signal at start-up still ends in 75
+    stopsignals.install_for(sys.argv[1:] if argv is None else argv)
     from hpcmarl.envs import EnvError
     from hpcmarl.storage import StorageError
     from hpcmarl.topology import TopologyError
@@ -436,9 +437,10 @@ def main(argv=None) -> int:
 
         trust.allow_cli(getattr(args, "env_import", ()), getattr(args, "plugins", ()))  # before anything is read
         code = args.fn(args)
-    except (ConfigError, TopologyError, StorageError, EnvError, ValueError) as e:
+    except (ConfigError, TopologyError, StorageError, EnvError, ValueError, RecursionError) as e:
         if _launcher_rank() == 0:  # under mpirun every rank fails the same way; one line is enough
-            print(f"hpcmarl: error: {e}", file=sys.stderr)
+            why = "an input is nested too deeply to be read" if isinstance(e, RecursionError) else e  # a backstop
+            print(f"hpcmarl: error: {why}", file=sys.stderr)
         code = 2
     sys.exit(code)
 

@@ -13,10 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
-import yaml
 
 from hpcmarl.league.config import BASELINES, LEAGUE_STRATEGIES, LeagueConfig, LeagueGroupConfig, validate_league  # noqa: F401 - re-exported
-from hpcmarl.typedconfig import ConfigError, _build, apply_overrides, check, parse_override, to_dict, to_yaml  # noqa: F401
+from hpcmarl.typedconfig import (  # noqa: F401
+    ConfigError,
+    _build,
+    apply_overrides,
+    brief,
+    check,
+    parse_override,
+    safe_yaml,
+    to_dict,
+    to_yaml,
+)
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")  # output.loggers (hpcmarl.tracking)
 
@@ -188,7 +197,7 @@ def _build_algo(data, key):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+        raise ConfigError(f"config key '{key}': expected a mapping, got {brief(data)}")
     from hpcmarl.algos import base
 
     name = data.get("name", base.DEFAULT)
@@ -218,11 +227,8 @@ def load_dict(path: Optional[str]) -> dict:
         return {}
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    with open(path) as f:
+        data = safe_yaml(f, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -296,7 +302,7 @@ def from_dict(data: dict) -> Config:
     named it (:class:`hpcmarl.trust.NotAllowed` otherwise, before any import)."""
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
-        raise ConfigError(f"config key 'plugins': expected a list of module names, got {plugins!r}")
+        raise ConfigError(f"config key 'plugins': expected a list of module names, got {brief(plugins)}")
     from hpcmarl.algos.base import load_plugins
 
     try:
@@ -324,7 +330,8 @@ def delay_factors(spec, n_actors: int) -> List[float]:
     if spec == "sqrt":
         return [float(np.sqrt(i + 1)) for i in range(n_actors)]
     m = re.fullmatch(r"straggler:(\d+(\.\d*)?)", str(spec))
-    _check(m is not None, "actors.delay", f"expected a list of factors, 'equal', 'sqrt' or 'straggler:K', got {spec!r}")
+    _check(m is not None, "actors.delay",
+           f"expected a list of factors, 'equal', 'sqrt' or 'straggler:K', got {brief(spec)}")
     return [1.0] * (n_actors - 1) + [float(m.group(1))]
 
 
@@ -338,7 +345,8 @@ def validate(cfg: Config) -> None:
     # the run directory is <output.root>/<name>: a name never leaves output.root (run_dir= is the way to elsewhere)
     _check(bool(cfg.name) and cfg.name not in (".", "..") and not any(c in cfg.name for c in "/\\\0")
            and not cfg.name.startswith("-"), "name", f"must be a plain directory name inside output.root (not '.' or "
-           f"'..', without '/', '\\' or NUL, not starting with '-'; set run_dir for another place), got {cfg.name!r}")
+           f"'..', without '/', '\\' or NUL, not starting with '-'; set run_dir for another place), got "
+           f"{brief(cfg.name)}")
     _check(cfg.seed >= 0, "seed", "must be >= 0")
     try:
         envs.entry(cfg.env.name, cfg.env.kwargs)  # a "module:callable" path is constructed once here

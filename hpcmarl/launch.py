@@ -13,40 +13,24 @@ import importlib
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from typing import Optional
 
 import numpy as np
 
-from hpcmarl import __version__, runlock, storage
+from hpcmarl import __version__, runlock, stopsignals, storage
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
 from hpcmarl.comm import launcher, watchdog
 from hpcmarl.config import Config
 from hpcmarl.preflight import PreflightError, preflight, probe_learner
+from hpcmarl.stopsignals import EXIT_PREEMPTED
 from hpcmarl.topology import LEAGUE, LEARNER, Layout, make_layout, make_league_layout
 from hpcmarl.typedconfig import ConfigError, to_yaml
-
-SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a final checkpoint; run again to resume
-
-
-_signalled = threading.Event()  # a stop signal arrived (set by the handlers, read by every role through Context)
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM/SIGUSR1/SIGUSR2 ask the run to stop with a final checkpoint (exit 75). Installed before anything
-    else of ``hpcmarl train`` runs (config, pre-flight), so a signal at any moment of start-up is kept and honoured
-    at the first stop vote."""
-    for name in SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), lambda signum, frame: _signalled.set())
 
 
 def git_sha() -> str:
@@ -89,7 +73,7 @@ class Context:
 
     # ---- signals ------------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
-        return _signalled.is_set()
+        return stopsignals.signalled.is_set()
 
     # ---- startup agreement ----------------------------------------------------------------------------
     def agree_startup(self):
@@ -188,7 +172,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     except ValueError as e:
         say(f"hpcmarl: error: {e}")
         return 2
-    install_signal_handlers()  # (hpcmarl train installed them already; a direct caller gets them here)
+    stopsignals.install()  # (the hpcmarl command installed them already; a direct caller gets them here)
     # MPI: every blocking call from here on runs under this rank's watchdog (hpcmarl.comm.watchdog)
     watchdog.install(f"rank {rank} ({layout.role(rank)}) on {socket.gethostname()}", cfg.runtime.startup_timeout_s,
                      cfg.runtime.timeout_s, abort=lambda: _abort_job(world))

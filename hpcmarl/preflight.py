@@ -11,7 +11,7 @@ from hpcmarl import runlock
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
 from hpcmarl.config import Config
-from hpcmarl.typedconfig import ConfigError
+from hpcmarl.typedconfig import ConfigError, safe_yaml
 
 
 class PreflightError(RuntimeError):
@@ -37,7 +37,8 @@ def preflight(cfg: Config, fresh: bool) -> dict:
     ckpts = storage.list_checkpoints(os.path.join(run_dir, "checkpoints"))
     if not ckpts:
         return info  # a run that died before its first checkpoint starts over in place
-    found = storage.latest_checkpoint(os.path.join(run_dir, "checkpoints"), log=info["warnings"].append)
+    found = storage.latest_checkpoint(os.path.join(run_dir, "checkpoints"), log=info["warnings"].append,
+                                      bounded=False)  # the run's own state, as large as its config makes it
     if found is None:
         raise PreflightError(f"no readable checkpoint in {run_dir}/checkpoints ("
                              + "; ".join(w.replace("hpcmarl: warning: skipping ", "") for w in info["warnings"])
@@ -67,15 +68,13 @@ RESUME_FREE = ("train.", "output.", "runtime.", "fresh", "run_dir")  # run contr
 
 def config_changes(old_yaml: str, cfg: Config) -> list:
     """``key: old -> new`` for every config key (run control left out) that differs from the checkpoint's config."""
-    import yaml
-
     from hpcmarl.analysis.compare import ABSENT
     from hpcmarl.analysis.export import flatten_config
     from hpcmarl.typedconfig import to_dict
 
     try:
-        old = flatten_config(yaml.safe_load(old_yaml) or {})
-    except yaml.YAMLError:
+        old = flatten_config(safe_yaml(old_yaml, "the checkpoint's config") or {})
+    except ConfigError:
         return []
     new = flatten_config(to_dict(cfg))
     keys = sorted(k for k in set(old) | set(new) if not k.startswith(RESUME_FREE))

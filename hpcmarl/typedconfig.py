@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import reprlib
 import typing
 from typing import Any, Dict, List, Union
 
@@ -21,6 +22,47 @@ _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 rea
 
 class ConfigError(ValueError):
     """A bad config value; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML from anywhere, and values quoted in messages
+# --------------------------------------------------------------------------------------------------
+MAX_NODES, MAX_DEPTH = 100_000, 64  # what a config may expand to: values reached (aliases counted each time), nesting
+
+
+def safe_yaml(text, where: str, error=ConfigError):
+    """``yaml.safe_load(text)`` (a string or a stream) for a document from anywhere: every way it can fail is one
+    ``error`` line naming ``where`` — bad YAML, nesting too deep for the parser (RecursionError), and a document that
+    expands past :data:`MAX_NODES` values or :data:`MAX_DEPTH` levels (an alias bomb is small for ``safe_load``,
+    not for what walks or prints the result)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise error(f"{where} is not valid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except RecursionError:
+        raise error(f"{where} is nested too deeply to be read") from None
+    seen, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES or depth > MAX_DEPTH:
+            raise error(f"{where} expands to more than {MAX_NODES:,} values or {MAX_DEPTH} levels of nesting "
+                        f"(YAML aliases count each time they are used); refused")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return data
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxdict, _BRIEF.maxlist, _BRIEF.maxstring, _BRIEF.maxother = 3, 4, 4, 60, 60
+
+
+def brief(value, limit: int = 120) -> str:
+    """``repr(value)`` cut to about ``limit`` characters without building the whole text (error messages)."""
+    text = _BRIEF.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,21 +91,21 @@ def _coerce(value, tp, key: str):
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {brief(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
+        raise ConfigError(f"config key '{key}': expected null, got {brief(value)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a list, got {brief(value)}")
         (arg,) = typing.get_args(tp) or (Any,)
         return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a mapping, got {brief(value)}")
         _, varg = typing.get_args(tp) or (str, Any)
         return {str(k): _coerce(v, varg, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
@@ -84,7 +126,7 @@ def _coerce(value, tp, key: str):
             return value
     else:  # pragma: no cover - schema uses only the types above
         return value
-    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {brief(value)}")
 
 
 def _build(cls, data, prefix: str, hint=None):
@@ -92,7 +134,7 @@ def _build(cls, data, prefix: str, hint=None):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {brief(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for k in data:
@@ -138,15 +180,12 @@ def to_yaml(cfg) -> str:
 # --------------------------------------------------------------------------------------------------
 def parse_override(text: str):
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
+        raise ConfigError(f"override {brief(text)} is not of the form key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config key '{key}': cannot parse value {raw!r}: {e}") from None
+        raise ConfigError(f"override {brief(text)} has an empty key")
+    value = safe_yaml(raw, f"config key '{key}': the value {brief(raw)}") if raw.strip() else ""
     return key, value
 
 

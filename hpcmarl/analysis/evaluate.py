@@ -12,23 +12,27 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-import yaml
 
 from hpcmarl import trust
 from hpcmarl.config import from_dict
 from hpcmarl.envs import VecEnv, is_batched, make_batched_env, probe_spec
 from hpcmarl.models import Inference, make_inference
-from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
+from hpcmarl.storage import StorageError, checkpoint_attrs, list_checkpoints, load_checkpoint
+from hpcmarl.typedconfig import safe_yaml
 
 
 def checkpoint_of(path: str) -> str:
     """``path`` itself, or for a run directory its newest readable checkpoint."""
     if not os.path.isdir(path):
         return path
-    found = latest_checkpoint(os.path.join(path, "checkpoints"), log=lambda m: print(m, file=sys.stderr))
-    if found is None:
-        raise StorageError(f"{path}: no readable checkpoint in {os.path.join(path, 'checkpoints')}")
-    return found[0]
+    ckpt_dir = os.path.join(path, "checkpoints")
+    for ckpt in reversed(list_checkpoints(ckpt_dir)):  # the newest whose attributes read (its arrays: later)
+        try:
+            checkpoint_attrs(ckpt, root=ckpt_dir)
+            return ckpt
+        except StorageError as e:
+            print(f"hpcmarl: warning: skipping {e}", file=sys.stderr)
+    raise StorageError(f"{path}: no readable checkpoint in {ckpt_dir}")
 
 
 def load_policy(ckpt: str):
@@ -39,13 +43,10 @@ def load_policy(ckpt: str):
     (``--plugins``, ``--env-import``; in Python ``hpcmarl.trust.allowing([...])``). A league checkpoint is refused
     (its pool snapshots are played with ``hpcmarl match``)."""
     ckpt = checkpoint_of(ckpt)
-    arrays, attrs = load_checkpoint(ckpt)
+    arrays, attrs = load_checkpoint(ckpt, select=lambda name: name.startswith("model/"))  # the networks only
     if "config" not in attrs:
         raise StorageError(f"{ckpt}: checkpoint has no config attribute")
-    try:
-        data = yaml.safe_load(attrs["config"])
-    except yaml.YAMLError as e:
-        raise StorageError(f"{ckpt}: stored config is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = safe_yaml(attrs["config"], f"{ckpt}: its stored config", StorageError)
     if not isinstance(data, dict):
         raise StorageError(f"{ckpt}: stored config is not a mapping")
     with trust.reading(ckpt):
@@ -72,9 +73,16 @@ def policy_from_arrays(cfg, spec, arrays: Dict[str, np.ndarray], version: int, s
     """An :class:`~hpcmarl.models.Inference` of ``cfg``'s algorithm with the policy weights of checkpoint arrays
     (``model/policies.*``, or ``model/*`` from a plug-in that saved its policies module alone); ``source`` names
     them in errors."""
-    policy = make_inference(spec, cfg.algo)
     prefix = _policy_prefix(arrays)
     state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+    with torch.device("meta"):  # the config's networks sized first, nothing allocated: a file's sizes checked
+        want = {k: tuple(v.shape) for k, v in make_inference(spec, cfg.algo).policies.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        k = sorted(set(want) ^ set(have) or {k for k in want if want[k] != have[k]})[0]
+        raise StorageError(f"{source}: policy weights do not fit the config's networks: {k} is "
+                           f"{have.get(k, 'absent')} in the checkpoint, {want.get(k, 'absent')} in the network")
+    policy = make_inference(spec, cfg.algo)
     try:
         policy.policies.load_state_dict(state)
     except RuntimeError as e:

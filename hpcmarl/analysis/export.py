@@ -24,8 +24,8 @@ import h5py
 import numpy as np
 
 from hpcmarl.analysis.marleval import env_family, marl_eval_data  # noqa: F401  (re-exported)
-from hpcmarl.analysis.trajectory_index import inside, local_data
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
+from hpcmarl.storage.files import check_read, inside, nbytes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,12 +107,9 @@ def load_run(run_dir: str) -> RunData:
         with open(src) as fh:
             text = fh.read()
     if text:
-        import yaml
+        from hpcmarl.typedconfig import safe_yaml
 
-        try:
-            config = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise StorageError(f"{src}: config is not valid YAML: {_first_line(e)}") from None
+        config = safe_yaml(text, f"{src}: its config", StorageError) or {}
         if not isinstance(config, dict):
             config = {}
     try:
@@ -151,16 +148,16 @@ def _cells(a: np.ndarray) -> List[str]:
     return [str(_decode(v)) for v in a.tolist()]
 
 
-def write_csv(table: Dict[str, np.ndarray], path: str) -> int:
-    """Header row + one row per table row; returns the number of data rows."""
+def write_csv(table: Dict[str, np.ndarray], path: str, block: int = 16384) -> int:
+    """Header row + one row per table row, formatted ``block`` rows at a time; returns the number of data rows."""
     cols = _columns(table)
     n = min((len(c) for _, c in cols), default=0)
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow([name for name, _ in cols])
-        if cols:
-            w.writerows(zip(*[_cells(c[:n]) for _, c in cols]))
+        for lo in range(0, n if cols else 0, block):
+            w.writerows(zip(*[_cells(c[lo:min(n, lo + block)]) for _, c in cols]))
     os.replace(tmp, path)
     return n
 
@@ -195,10 +192,9 @@ def export_trajectories(traj_path: str, out_dir: str, chunk_episodes: int = 1000
             actor = _actor_index(traj_path, f.attrs)
             if "episodes" not in f or "steps" not in f:
                 return {"files": [], "episodes": 0, "steps": 0}
-            for table in ("steps", "episodes"):  # data kept in other files (links, VDS, external storage): refused
+            for table in ("steps", "episodes"):  # data kept in other files: refused by open_read already
                 if not isinstance(f.get(table, getlink=True), h5py.HardLink):
                     raise StorageError(f"{traj_path}: /{table} is a link, not a group of this file; refused")
-                local_data(traj_path, f[table], f"/{table}/")
             eps = read_table(f["episodes"])
             sds: Dict[str, h5py.Dataset] = {}
             f["steps"].visititems(lambda n, o: sds.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
@@ -213,6 +209,9 @@ def export_trajectories(traj_path: str, out_dir: str, chunk_episodes: int = 1000
                 part = {k: v[sel] for k, v in eps.items()}
                 lo_row = int(part["start"].min())
                 hi_row = int((part["start"] + part["length"]).max())
+                check_read(traj_path, f"the steps of episodes {int(part['episode'].min())}.."
+                           f"{int(part['episode'].max())} (rows {lo_row:,}..{hi_row:,}; export --chunk-episodes "
+                           f"makes fewer per file)", sum(nbytes(d, hi_row - lo_row) for d in sds.values()))
                 steps = {k: d[lo_row:hi_row] for k, d in sds.items()}
                 keep = np.isin(steps["episode"], part["episode"]) if "episode" in steps else slice(None)
                 arrays = {"steps__" + k.replace("/", "__"): np.ascontiguousarray(v[keep]) for k, v in steps.items()}

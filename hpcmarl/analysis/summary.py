@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from hpcmarl.storage import KIND_TRAJ, Run, StorageError, load_checkpoint, open_read
+from hpcmarl.storage import KIND_TRAJ, Run, StorageError, open_read
+from hpcmarl.storage.checkpoints import checkpoint_attrs
 
 
 def eval_summary(ev: dict, groups) -> dict:
@@ -90,14 +91,14 @@ def run_summary(run: Run, window: int = 500) -> dict:
         out["league"] = {"pool": int(len(pool.get("member", []))), "ratings": live}
     if out["checkpoints"]:
         try:
-            _, cattrs = load_checkpoint(out["checkpoints"][-1])
+            cattrs = checkpoint_attrs(out["checkpoints"][-1], root=os.path.dirname(out["checkpoints"][-1]))
             out["discarded_episodes"] = max(int(cattrs.get("discarded_episodes", 0)),
                                             int(attrs.get("discarded_episodes", 0)))  # run.h5: the final stop's
         except StorageError as e:
             out["checkpoint_error"] = str(e)
     for p in run.trajectory_files():
         try:
-            with open_read(p, KIND_TRAJ) as f:
+            with open_read(p, KIND_TRAJ, root=run.dir) as f:
                 out["trajectory_files"][p] = int(f["episodes/episode"].shape[0])
         except (StorageError, KeyError) as e:
             out["trajectory_files"][p] = f"unreadable: {e}"

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from hpcmarl.analysis.trajectory_index import _Opened, _read, _Source, actor_files, build_index
+from hpcmarl.storage.files import check_read, nbytes
 
 _BLOCK_ROWS = 1 << 16  # steps rows read at once by the iterator and the statistics
 
@@ -24,6 +25,8 @@ _BLOCK_ROWS = 1 << 16  # steps rows read at once by the iterator and the statist
 # reading episodes' steps
 # --------------------------------------------------------------------------------------------------
 def _episode_table(src: _Source) -> Dict[str, np.ndarray]:
+    check_read(src.path, f"/episodes ({src.n_episodes:,} rows)",
+               sum(nbytes(d, src.n_episodes) for d in src.episodes.values()))
     return {k: _read(src.path, d, 0, src.n_episodes) for k, d in src.episodes.items()}
 
 
@@ -39,6 +42,8 @@ def _blocks(src: _Source, eps: Dict[str, np.ndarray], sel: np.ndarray, columns: 
         while j < len(order) and max(hi, int(start[order[j]] + length[order[j]])) - lo <= block_rows:
             hi = max(hi, int(start[order[j]] + length[order[j]]))
             j += 1
+        check_read(src.path, f"/steps rows {lo:,}..{hi:,} (episode {int(eps['episode'][order[i]])})",
+                   sum(nbytes(src.steps[c], hi - lo) for c in columns))
         data = {c: _read(src.path, src.steps[c], lo, hi) for c in columns}
         yield lo, data, order[i:j]
         i = j

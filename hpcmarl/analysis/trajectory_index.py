@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 
 from hpcmarl.storage import KIND_TRAJ, SCHEMA_VERSION, StorageError, damaged, open_read
+from hpcmarl.storage.files import inside
 
 KIND_INDEX = "hpcmarl.trajectory_index"
 INDEX_NAME = "index.h5"
@@ -71,34 +72,6 @@ def actor_files(run_dir: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-def inside(path: str, root: str) -> bool:
-    """``path`` (links resolved) is ``root`` or lies under it (links resolved)."""
-    r, p = os.path.realpath(root), os.path.realpath(path)
-    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
-
-
-def local_data(path: str, group: h5py.Group, where: str = "") -> None:
-    """Raise :class:`StorageError` when ``group`` (of the file ``path``) holds data that lives in another file: an
-    external link, a virtual dataset or a dataset with external raw storage (which could name any file)."""
-    bad: List[str] = []
-
-    def visit(name, link):
-        if isinstance(link, h5py.ExternalLink):
-            bad.append(f"{where}{name} (an external link to {link.filename})")
-
-    group.visititems_links(visit)
-
-    def data(name, obj):
-        if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
-            files = [v.file_name for v in obj.virtual_sources()] if obj.is_virtual else [e[0] for e in obj.external]
-            bad.append(f"{where}{name} (data in {', '.join(sorted(set(map(str, files))))})")
-
-    group.visititems(data)
-    if bad:
-        raise StorageError(f"{path}: {bad[0]} keeps its data in another file; refused (an hpcmarl trajectory file "
-                           f"holds its own data)")
-
-
 @dataclass
 class _Source:
     """What one actor file holds at the time it was opened."""
@@ -125,7 +98,6 @@ def _scan(f: h5py.File, actor: int, path: str) -> _Source:
         for table in ("steps", "episodes"):
             if not isinstance(f.get(table, getlink=True), h5py.HardLink):
                 raise StorageError(f"{path}: /{table} is a link, not a group of this file; refused")
-            local_data(path, f[table], f"/{table}/")
         steps, eps = _datasets(f["steps"]), _datasets(f["episodes"])
         for table, cols, req in (("steps", steps, _STEP_REQUIRED), ("episodes", eps, _EP_REQUIRED)):
             missing = [c for c in req if c not in cols]
@@ -289,23 +261,8 @@ def _index_sources(f: h5py.File, path: str, run_dir: str) -> List[str]:
         return src
 
     out = [check(r) for r in sources]
-    bad: List[str] = []
-    virtual: List[h5py.Dataset] = []
-
-    def link(name, lk):
-        if isinstance(lk, h5py.ExternalLink):
-            bad.append(f"{name} (an external link to {lk.filename})")
-
-    def dataset(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-            virtual.append(obj)
-        elif isinstance(obj, h5py.Dataset) and obj.external:
-            bad.append(f"{name} (external storage in {obj.external[0][0]})")
-
-    f.visititems_links(link)
-    f.visititems(dataset)
-    if bad:
-        raise StorageError(f"{path}: {bad[0]} keeps its data outside the index and its sources; refused")
+    virtual: List[h5py.Dataset] = []  # external links and storage: refused by open_read already
+    f.visititems(lambda name, obj: virtual.append(obj) if isinstance(obj, h5py.Dataset) and obj.is_virtual else None)
     listed = set(out)
     for d in virtual:
         for vs in d.virtual_sources():
@@ -326,9 +283,9 @@ def open_index(path: str, run_dir: Optional[str] = None) -> h5py.File:
     if run_dir is None:
         base = os.path.dirname(os.path.abspath(path))
         run_dir = os.path.dirname(base) if os.path.basename(base) == "trajectories" else base
-    with open_read(path, KIND_INDEX):
+    with open_read(path, KIND_INDEX, virtual=True):
         pass
-    f = open_read(path, KIND_INDEX, swmr=True)
+    f = open_read(path, KIND_INDEX, swmr=True, virtual=True)
     try:
         sources = _index_sources(f, path, run_dir)
     except StorageError:

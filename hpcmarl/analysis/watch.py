@@ -18,6 +18,7 @@ import numpy as np
 
 from hpcmarl.analysis.trajectory_index import actor_files
 from hpcmarl.storage import KIND_RUN, KIND_TRAJ, StorageError, open_read
+from hpcmarl.storage.files import check_read, nbytes
 
 # last values shown on the "last:" line (per-group ones are expanded for each group)
 _GROUP_METRICS = ("entropy", "approx_kl")
@@ -51,7 +52,7 @@ def read_snapshot(run_dir: str, window: int = 100, curve: bool = False) -> dict:
     ``window`` episodes, episode count; with ``curve`` also ``env_steps`` and returns of every episode."""
     path = os.path.join(run_dir, "run.h5")
     snap: dict = {"path": path, "metrics": {}, "groups": [], "episodes": 0, "window": {}, "curve": None}
-    f = open_read(path, KIND_RUN)
+    f = open_read(path, KIND_RUN, root=run_dir)
     try:
         mg = f.get("metrics")
         m = _datasets(mg) if isinstance(mg, h5py.Group) else {}
@@ -76,6 +77,8 @@ def read_snapshot(run_dir: str, window: int = 100, curve: bool = False) -> dict:
             r = r[np.isfinite(r)]
             snap["window"][g] = (float(r.mean()) if len(r) else None, int(len(r)))
         if curve and ne and "env_steps" in e:
+            check_read(path, f"/episodes ({ne:,} rows)", sum(nbytes(e[k], ne) for k in ["env_steps"]
+                                                                  + [f"return/{g}" for g in groups]))
             snap["curve"] = {"env_steps": e["env_steps"][:ne].astype(np.float64),
                              **{g: e[f"return/{g}"][:ne].astype(np.float64) for g in groups}}
     except (OSError, RuntimeError, KeyError, ValueError) as ex:

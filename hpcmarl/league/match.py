@@ -54,7 +54,7 @@ def pool_mixture(run_dir: str, mixture: str, group: Optional[str] = None) -> Tup
         ckpts = Run(run_dir).checkpoints()
         if not ckpts:
             raise ValueError(f"{run_dir}: no checkpoint holds the payoff table the meta-Nash mixture needs") from None
-        arrays, _ = load_checkpoint(ckpts[-1])
+        arrays, _ = load_checkpoint(ckpts[-1], root=os.path.dirname(ckpts[-1]))
         pay = Payoff.from_checkpoint(arrays, "league/payoff_")  # sparse, or the dense table of older checkpoints
         return files, meta_nash(pay.matrix([f"{group}-v{int(a['version'])}" for _, a in snaps]))
     return files, zero_sum_nash(exact_payoffs(meter, [meter.probabilities(policy_from(*s)) for s in snaps]))
@@ -125,14 +125,18 @@ def match(a: str, b: str, episodes: int, env: Optional[str] = None, group_a: Opt
         if not x and BASELINES[src] not in (None, name):
             raise ValueError(f"the {src} baseline plays {BASELINES[src]} only, not {name}")
     mixed = [src for x, src in ((la, a), (lb, b)) if x and os.path.isdir(src)]  # pool mixtures
-    if REGISTRY[name].turn_based:
-        pa, pb = ((x[0](not sampled, seed + k) if src in mixed else aec_player(x[0], not sampled)) if x
-                  else baseline_player(BASELINE_IDS[src], seed + k) for k, x, src in ((1, la, a), (2, lb, b)))
-        r = play_matches(lambda: make_env(name), pa, pb, episodes, seed=seed, opening=opening)
-    elif mixed:
+    if not REGISTRY[name].turn_based and mixed:
         raise ValueError(f"{mixed[0]}: pool mixtures play turn-based games only ({name} is simultaneous)")
-    else:
-        r = seat_matches(name, (a, la), (b, lb), episodes, seed, sampled, opening)
+    try:
+        if REGISTRY[name].turn_based:
+            pa, pb = ((x[0](not sampled, seed + k) if src in mixed else aec_player(x[0], not sampled)) if x
+                      else baseline_player(BASELINE_IDS[src], seed + k) for k, x, src in ((1, la, a), (2, lb, b)))
+            r = play_matches(lambda: make_env(name), pa, pb, episodes, seed=seed, opening=opening)
+        else:
+            r = seat_matches(name, (a, la), (b, lb), episodes, seed, sampled, opening)
+    except RuntimeError as e:  # torch: a network whose input or output does not match the game's
+        raise ValueError(f"{a} against {b}: a policy does not fit {name} "
+                         f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
     n = sum(r.values())
     return {"a": a, "b": b, "env": name, "episodes": n, **r, "win_rate": r["wins"] / n,
             "score": (r["wins"] + 0.5 * r["draws"]) / n, "seed": seed, "sampled": sampled, "opening": opening,

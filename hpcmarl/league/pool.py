@@ -67,37 +67,67 @@ def write_snapshot(path: str, params: np.ndarray, attrs: dict) -> str:
 
 def read_policy(path: str, group: Optional[str] = None) -> Tuple[np.ndarray, dict]:
     """Flat policy parameters and attributes from a pool snapshot or from a league checkpoint
-    (``policy/<group>``; ``group`` may be omitted when the checkpoint holds one)."""
-    from hpcmarl.storage import KIND_CKPT, StorageError, open_read
+    (``policy/<group>``; ``group`` may be omitted when the checkpoint holds one). A snapshot found in a pool
+    directory is read inside it (a link leading out is refused); the parameters within the reader's memory limit."""
+    from hpcmarl.storage import KIND_CKPT, StorageError, check_read, nbytes, open_read
 
-    with open_read(path) as f:
+    root = os.path.dirname(path) if os.path.basename(os.path.dirname(os.path.abspath(path))) == "pool" else None
+    with open_read(path, root=root) as f:
         kind = f.attrs.get("kind")
         kind = kind.decode() if isinstance(kind, bytes) else kind
-        if kind == KIND_POOL:
+        if kind == KIND_POOL and isinstance(f.get("params"), h5py.Dataset):
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            check_read(path, "/params", nbytes(f["params"]))
             return f["params"][()], attrs
-        if kind == KIND_CKPT and "policy" in f:
+        if kind == KIND_CKPT and isinstance(f.get("policy"), h5py.Group):
             names = sorted(f["policy"])
             if group is None and len(names) > 1:
                 raise StorageError(f"{path} holds the policies of groups {names}; choose one with --group")
             name = group if group is not None else names[0]
-            if name not in f["policy"]:
+            if not isinstance(f["policy"].get(name), h5py.Dataset):
                 raise StorageError(f"{path} has no policy of group {name!r} (groups: {names})")
             import json
 
             meta = f.attrs.get("policy_meta")
-            meta = json.loads(meta.decode() if isinstance(meta, bytes) else meta)
-            return f["policy"][name][()], meta[name]
+            try:
+                meta = json.loads(meta.decode() if isinstance(meta, bytes) else meta)[name]
+            except (TypeError, ValueError, KeyError):
+                raise StorageError(f"{path}: damaged 'policy_meta' attribute (no JSON entry for group {name!r})") \
+                    from None
+            if not isinstance(meta, dict):
+                raise StorageError(f"{path}: damaged 'policy_meta' attribute (group {name!r} is not an object)")
+            check_read(path, f"/policy/{name}", nbytes(f["policy"][name]))
+            return f["policy"][name][()], meta
     raise StorageError(f"{path} is neither a pool snapshot nor a league checkpoint")
 
 
 def policy_from(params: np.ndarray, attrs: dict) -> Inference:
-    """An :class:`Inference` for a snapshot's group (its attributes carry the network shape)."""
-    g = GroupSpec(str(attrs["group"]), [str(attrs["policy_group"])], int(attrs["obs_dim"]), True,
-                  n_actions=int(attrs["n_actions"]), obs_shape=tuple(int(x) for x in attrs.get("obs_shape", ())))
-    inf = Inference(EnvSpec(str(attrs["env"]), [g], 0), int(attrs["hidden"]), int(attrs["layers"]),
-                    encoder=str(attrs.get("encoder", "mlp")))
-    inf.load(params, int(attrs["version"]))
+    """An :class:`Inference` for a snapshot's group (its attributes carry the network shape). The network its
+    attributes describe is sized on torch's meta device first: one that does not hold exactly the stored parameters
+    is refused (:class:`~hpcmarl.storage.StorageError`) before anything is allocated."""
+    import torch
+
+    from hpcmarl.storage import StorageError
+
+    where = f"snapshot of {str(attrs.get('group', '?'))[:40]!r} version {str(attrs.get('version', '?'))[:20]}"
+    try:
+        g = GroupSpec(str(attrs["group"]), [str(attrs["policy_group"])], int(attrs["obs_dim"]), True,
+                      n_actions=int(attrs["n_actions"]), obs_shape=tuple(int(x) for x in attrs.get("obs_shape", ())))
+
+        def build():
+            return Inference(EnvSpec(str(attrs["env"]), [g], 0), int(attrs["hidden"]), int(attrs["layers"]),
+                             encoder=str(attrs.get("encoder", "mlp")))
+        with torch.device("meta"):
+            need = sum(p.numel() for p in build().params)
+        have = int(np.size(params))
+        if need != have:
+            raise StorageError(f"{where}: its attributes describe a network of {need:,} parameters, it holds "
+                               f"{have:,}; refused")
+        inf = build()
+        version = int(attrs["version"])
+    except (KeyError, ValueError, TypeError, OverflowError) as e:
+        raise StorageError(f"{where}: damaged attributes ({type(e).__name__}: {str(e)[:100]})") from None
+    inf.load(params, version)
     inf.greedy = bool(attrs.get("greedy", False))
     return inf
 

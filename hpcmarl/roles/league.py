@@ -290,7 +290,7 @@ def league_main(ctx) -> None:
     if ctx.resume_path:
         from hpcmarl import storage
 
-        arrays, _ = storage.load_checkpoint(ctx.resume_path)
+        arrays, _ = storage.load_checkpoint(ctx.resume_path, bounded=False)
         if "league/members" in arrays:
             league.load_state_arrays(arrays)
     bank = PolicyBank(None, np.random.default_rng(cfg.seed), greedy=cfg.league.eval_greedy,

@@ -104,7 +104,7 @@ class Flow:
 def run_learner(ctx, flow: Flow) -> None:
     attrs = None
     if ctx.resume_path:
-        arrays, attrs = storage.load_checkpoint(ctx.resume_path)
+        arrays, attrs = storage.load_checkpoint(ctx.resume_path, bounded=False)
         flow.load(arrays)
     log = RunLog(ctx, flow.ctrl, flow.groups, attrs, flow.tables)
     counters = log.counters

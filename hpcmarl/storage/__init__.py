@@ -22,6 +22,7 @@ import shutil  # noqa: F401  (storage.shutil, storage.h5py: what the file functi
 import h5py  # noqa: F401
 
 from hpcmarl.storage.checkpoints import (
+    checkpoint_attrs,
     checkpoint_path,
     checkpoint_update,
     latest_checkpoint,
@@ -37,16 +38,21 @@ from hpcmarl.storage.files import (
     STALE_TEMPORARIES,
     DiskFull,
     StorageError,
+    check_contents,
     check_file,
+    check_read,
     damaged,
     disk_full,
     durable_replace,
     ensure_space,
     first_line,
     fsync_path,
+    inside,
+    nbytes,
     open_for_append,
     open_read,
     quota_exceeded,
+    read_limit,
     remove_stale_temporaries,
 )
 from hpcmarl.storage.reader import Run
@@ -54,7 +60,8 @@ from hpcmarl.storage.writers import RunWriter, Table, TrajectoryWriter, read_tab
 
 __all__ = ["SCHEMA_VERSION", "KIND_RUN", "KIND_TRAJ", "KIND_CKPT", "StorageError", "DiskFull", "ensure_space",
            "fsync_path", "durable_replace", "STALE_TEMPORARIES", "remove_stale_temporaries", "disk_full",
-           "quota_exceeded", "open_for_append", "check_file", "first_line", "open_read", "damaged", "Table",
+           "quota_exceeded", "open_for_append", "check_file", "check_contents", "check_read", "read_limit", "nbytes",
+           "inside", "first_line", "open_read", "damaged", "Table",
            "read_table", "RunWriter", "TrajectoryWriter", "checkpoint_path", "checkpoint_update",
            "list_checkpoints", "save_checkpoint",
-           "load_checkpoint", "latest_checkpoint", "Run"]
+           "load_checkpoint", "checkpoint_attrs", "latest_checkpoint", "Run"]

@@ -5,12 +5,21 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
 
-from hpcmarl.storage.files import KIND_CKPT, SCHEMA_VERSION, StorageError, durable_replace, ensure_space, open_read
+from hpcmarl.storage.files import (
+    KIND_CKPT,
+    SCHEMA_VERSION,
+    StorageError,
+    check_read,
+    durable_replace,
+    ensure_space,
+    nbytes,
+    open_read,
+)
 from hpcmarl.storage.writers import _attr
 
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.h5$")
@@ -60,14 +69,36 @@ def save_checkpoint(ckpt_dir: str, update: int, arrays: Dict[str, np.ndarray], a
     return path
 
 
-def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
-    """Read every dataset and attribute; a truncated or incomplete file raises :class:`StorageError`."""
+def load_checkpoint(path: str, bounded: bool = True, root: Optional[str] = None,
+                    select: Optional[Callable[[str], bool]] = None) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Read every dataset and attribute; a truncated, incomplete or crafted file raises :class:`StorageError`
+    (:func:`~hpcmarl.storage.files.open_read`), and so does one whose arrays would take more memory than a reader
+    allows (:func:`~hpcmarl.storage.files.read_limit`) unless ``bounded=False`` (a run resuming from its own
+    checkpoint: its state is as large as its config makes it, a replay buffer included). ``root``: the directory
+    the path was found in (a link leading out of it is refused). ``select(name)``: read only the arrays it
+    accepts."""
+    def read(f):
+        found: Dict[str, h5py.Dataset] = {}
+        f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset)
+                     and (select is None or select(name)) else None)
+        if bounded:
+            check_read(path, f"its {len(found)} arrays", sum(nbytes(d) for d in found.values()))
+        return {k: d[()] for k, d in found.items()}
+
+    return _read_checkpoint(path, read, root)
+
+
+def checkpoint_attrs(path: str, root: Optional[str] = None) -> dict:
+    """The attributes of a checkpoint (update, env steps, config, ...) without reading its arrays."""
+    return _read_checkpoint(path, lambda f: {}, root)[1]
+
+
+def _read_checkpoint(path: str, read, root: Optional[str]) -> Tuple[Dict[str, np.ndarray], dict]:
     try:
-        with open_read(path, KIND_CKPT) as f:
+        with open_read(path, KIND_CKPT, root=root) as f:
             if int(f.attrs.get("complete", 0)) != 1:
                 raise StorageError(f"{path}: checkpoint is incomplete")
-            arrays: Dict[str, np.ndarray] = {}
-            f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            arrays = read(f)
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except StorageError:
         raise
@@ -77,11 +108,13 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
     return arrays, attrs
 
 
-def latest_checkpoint(ckpt_dir: str, log=print) -> Optional[Tuple[str, Dict[str, np.ndarray], dict]]:
-    """Newest readable checkpoint; damaged ones are reported and skipped."""
+def latest_checkpoint(ckpt_dir: str, log=print, bounded: bool = True
+                      ) -> Optional[Tuple[str, Dict[str, np.ndarray], dict]]:
+    """Newest readable checkpoint (``bounded``: see :func:`load_checkpoint`); damaged ones are reported and
+    skipped."""
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
-            arrays, attrs = load_checkpoint(path)
+            arrays, attrs = load_checkpoint(path, bounded, root=ckpt_dir)
             return path, arrays, attrs
         except StorageError as e:
             log(f"hpcmarl: warning: skipping {e}")

@@ -11,6 +11,7 @@ import shutil
 from typing import List, Optional
 
 import h5py
+import numpy as np
 
 SCHEMA_VERSION = 1
 KIND_RUN, KIND_TRAJ, KIND_CKPT = "hpcmarl.run", "hpcmarl.trajectories", "hpcmarl.checkpoint"
@@ -214,18 +215,25 @@ def first_line(e: BaseException) -> str:
     return s.splitlines()[0] if s else type(e).__name__
 
 
-def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False) -> h5py.File:
-    """Open an hpcmarl HDF5 file read-only, whether a writer still has it open or not.
+def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False, root: Optional[str] = None,
+              virtual: bool = False) -> h5py.File:
+    """Open an hpcmarl HDF5 file read-only, whether a writer still has it open or not: the one way every reader opens
+    a file hpcmarl did not just write (it may come from elsewhere).
 
     A closed file is opened normally first (HDF5 then checks it against truncation); a file that a SWMR
     writer has open (or that a killed one left flagged) is opened in SWMR-read mode. ``swmr=True``
     returns a SWMR-mode handle in any case (needed to read virtual datasets whose sources are live).
-    Every problem is one :class:`StorageError` line that names the path: no such file, not HDF5,
-    truncated/damaged (checked first: :func:`check_file`), being created (not yet in SWMR mode), wrong kind, wrong
-    schema version.
+    Every problem is one :class:`StorageError` line that names the path: no such file, not a regular file, a link
+    leading out of ``root`` (the run directory it was found in), not HDF5, truncated/damaged (checked first:
+    :func:`check_file`), being created (not yet in SWMR mode), wrong kind, wrong schema version, and content that
+    reads other files or claims more data than it holds (:func:`check_contents`; ``virtual=True``: virtual datasets
+    allowed, for an index whose sources its reader checks).
     """
     if os.path.isdir(path):
         raise StorageError(f"{path}: is a directory, not an HDF5 file")
+    if root is not None and not inside(path, root):
+        raise StorageError(f"{path}: leads to {os.path.realpath(path)}, outside the run directory {root}; refused "
+                           f"(files of a run are read inside its directory only)")
     check_file(path)  # no such file, not HDF5, truncated: before HDF5 gets to retry SWMR reads of a damaged file
     live = False
     try:
@@ -265,9 +273,115 @@ def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False) 
         if ver != SCHEMA_VERSION:
             f.close()
             raise StorageError(f"{path}: schema version {ver}, this hpcmarl reads version {SCHEMA_VERSION}")
+    try:
+        check_contents(f, path, virtual)
+    except BaseException as e:
+        f.close()
+        if isinstance(e, StorageError):
+            raise
+        if isinstance(e, (OSError, RuntimeError, KeyError, ValueError, RecursionError)):
+            raise damaged(path, e) from None
+        raise
     return f
 
 
 def damaged(path: str, e: BaseException) -> StorageError:
     return StorageError(f"{path}: cannot be read (truncated or damaged?): {first_line(e)}")
+
+
+def inside(path: str, root: str) -> bool:
+    """``path`` (links resolved) is ``root`` or lies under it (links resolved)."""
+    r, p = os.path.realpath(root), os.path.realpath(path)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+# --------------------------------------------------------------------------------------------------
+# what a file from elsewhere may hold, and how much of it is read
+# --------------------------------------------------------------------------------------------------
+FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}  # the HDF5 filters h5py writes without plug-ins
+_DTYPE_KINDS = "biufcS"  # plain numbers, booleans, fixed-length byte strings: what hpcmarl writes
+_UNSTORED_SLACK = 64 * 2 ** 20  # a dataset may claim this much beyond ...
+_MAX_RATIO = 1100  # ... this many times the bytes it stores (gzip's ceiling is about 1030)
+READ_LIMIT_VAR, READ_LIMIT_MB = "HPCMARL_READ_LIMIT_MB", 512
+
+
+def check_contents(f: h5py.File, path: str, virtual: bool = False) -> None:
+    """Refuse (:class:`StorageError`, one line) what hpcmarl never writes and what would make a reader read another
+    file, block or allocate without bound: external and user-defined links, datasets with external raw storage
+    (which may name any file, a FIFO or ``/dev/zero``), virtual datasets (unless ``virtual``), HDF5 filters other
+    than :data:`FILTERS` (a filter plug-in would be loaded), data types other than numbers and fixed-length strings,
+    and datasets whose extent claims far more than they store (a chunked dataset of 8 GiB with no chunk written
+    reads as 8 GiB of fill values). Only metadata is read; nothing is followed."""
+    def link(name, lk):
+        if isinstance(lk, h5py.ExternalLink):
+            return f"/{_shown(name)} keeps its data in another file (an external link to {_shown(lk.filename)})"
+        if not isinstance(lk, (h5py.HardLink, h5py.SoftLink)):
+            return f"/{_shown(name)} is a user-defined link"
+        return None
+
+    def dataset(name, obj):
+        if not isinstance(obj, h5py.Dataset):
+            return None
+        if obj.is_virtual:
+            if virtual:
+                return None
+            files = sorted({_shown(v.file_name) for v in obj.virtual_sources()})
+            return f"/{_shown(name)} keeps its data in another file (a virtual dataset of {', '.join(files)})"
+        if obj.external:
+            return f"/{_shown(name)} keeps its data in another file (external storage in {_shown(obj.external[0][0])})"
+        plist = obj.id.get_create_plist()
+        for i in range(plist.get_nfilters()):
+            code = plist.get_filter(i)[0]
+            if code not in FILTERS:
+                return f"/{_shown(name)} uses HDF5 filter {code}, which hpcmarl does not write"
+        if obj.dtype.kind not in _DTYPE_KINDS:
+            return f"/{_shown(name)} holds {obj.dtype} values, which hpcmarl does not write"
+        claimed, stored = nbytes(obj), obj.id.get_storage_size()
+        if claimed > _UNSTORED_SLACK and claimed > _MAX_RATIO * stored:
+            return (f"/{_shown(name)} claims {claimed / 2 ** 20:,.0f} MiB ({obj.shape} {obj.dtype}) but stores "
+                    f"{stored / 2 ** 20:,.1f} MiB")
+        return None
+
+    bad = f.visititems_links(link) or f.visititems(dataset)
+    if bad:
+        raise StorageError(f"{path}: {bad}; refused (hpcmarl never writes this; a file from elsewhere is read "
+                           f"within itself)")
+
+
+def _shown(text, limit: int = 160) -> str:
+    """A name taken from a file, as one bounded line (newlines and control characters escaped)."""
+    text = os.fsdecode(text) if isinstance(text, bytes) else str(text)
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def nbytes(d: h5py.Dataset, rows: Optional[int] = None) -> int:
+    """Bytes of ``d`` (of its first ``rows`` rows) once read into memory."""
+    shape = d.shape or ()
+    first = (shape[0] if rows is None else rows) if shape else 1
+    return int(np.prod(shape[1:], dtype=np.float64) * first) * d.dtype.itemsize
+
+
+def read_limit() -> int:
+    """How many bytes one read of a file from elsewhere may bring into memory: ``HPCMARL_READ_LIMIT_MB`` MiB
+    (default 512)."""
+    text = os.environ.get(READ_LIMIT_VAR, "").strip()
+    if not text:
+        return READ_LIMIT_MB * 2 ** 20
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0 or mb != mb or mb == float("inf"):
+        raise StorageError(f"{READ_LIMIT_VAR}={text[:40]!r}: not a positive number of MiB")
+    return int(mb * 2 ** 20)
+
+
+def check_read(path: str, what: str, size: int, limit: Optional[int] = None) -> None:
+    """Raise :class:`StorageError` (one line) when reading ``what`` of ``path`` would bring ``size`` bytes into
+    memory, over ``limit`` (default :func:`read_limit`)."""
+    limit = read_limit() if limit is None else limit
+    if size > limit:
+        raise StorageError(f"{path}: reading {what} needs {size / 2 ** 20:,.0f} MiB, over the "
+                           f"{limit / 2 ** 20:,.0f} MiB a reader allows ({READ_LIMIT_VAR}); refused")
 

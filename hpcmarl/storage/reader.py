@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from hpcmarl.storage.checkpoints import list_checkpoints
-from hpcmarl.storage.files import KIND_RUN, StorageError, open_read
+from hpcmarl.storage.files import KIND_RUN, StorageError, damaged, inside, open_read
 from hpcmarl.storage.writers import read_table
 
 
@@ -26,11 +26,17 @@ class Run:
             raise StorageError(f"{run_dir}: no run.h5 (not an hpcmarl run directory, or the run never started)")
 
     def open(self) -> h5py.File:
-        return open_read(self.run_path, KIND_RUN)
+        """run.h5, read-only (:func:`open_read`: a file from elsewhere is read within itself and its directory)."""
+        return open_read(self.run_path, KIND_RUN, root=self.dir)
 
     def _table(self, name: str) -> Dict[str, np.ndarray]:
         with self.open() as f:
-            return read_table(f[name]) if name in f else {}
+            try:
+                return read_table(f[name]) if isinstance(f.get(name), h5py.Group) else {}
+            except StorageError:
+                raise
+            except (OSError, RuntimeError, KeyError, ValueError) as e:
+                raise damaged(self.run_path, e) from None
 
     def metrics(self) -> Dict[str, np.ndarray]:
         return self._table("metrics")
@@ -46,4 +52,10 @@ class Run:
         return list_checkpoints(os.path.join(self.dir, "checkpoints"))
 
     def trajectory_files(self) -> List[str]:
-        return sorted(glob.glob(os.path.join(self.dir, "trajectories", "actor-*.h5")))
+        """``trajectories/actor-NNNNN.h5``; one that is a link leading out of the run directory is refused."""
+        paths = sorted(glob.glob(os.path.join(glob.escape(self.dir), "trajectories", "actor-*.h5")))
+        for p in paths:
+            if not inside(p, self.dir):
+                raise StorageError(f"{p}: leads to {os.path.realpath(p)}, outside the run directory {self.dir}; "
+                                   f"refused (files of a run are read inside its directory only)")
+        return paths

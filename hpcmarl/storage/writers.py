@@ -10,7 +10,16 @@ from typing import Dict, List, Optional, Tuple
 import h5py
 import numpy as np
 
-from hpcmarl.storage.files import KIND_RUN, KIND_TRAJ, SCHEMA_VERSION, ensure_space, fsync_path, open_for_append
+from hpcmarl.storage.files import (
+    KIND_RUN,
+    KIND_TRAJ,
+    SCHEMA_VERSION,
+    check_read,
+    ensure_space,
+    fsync_path,
+    nbytes,
+    open_for_append,
+)
 
 
 def _attr(v):
@@ -66,13 +75,15 @@ class Table:
                 d.resize((n,) + d.shape[1:])
 
 
-def read_table(group: h5py.Group) -> Dict[str, np.ndarray]:
-    """All datasets under ``group`` by relative path, cut to the common row count (a live writer may
-    have grown some columns already)."""
-    out: Dict[str, np.ndarray] = {}
-    group.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    n = min((len(v) for v in out.values()), default=0)
-    return {k: v[:n] for k, v in out.items()}
+def read_table(group: h5py.Group, limit: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """All datasets under ``group`` by relative path, cut to the common row count (a live writer may have grown some
+    columns already). Refused (:class:`StorageError`) before anything is read when they would take more than
+    ``limit`` bytes (default :func:`read_limit`)."""
+    cols: Dict[str, h5py.Dataset] = {}
+    group.visititems(lambda n, o: cols.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
+    n = min((d.shape[0] if d.shape else 0 for d in cols.values()), default=0)
+    check_read(group.file.filename, f"{group.name} ({n:,} rows)", sum(nbytes(d, n) for d in cols.values()), limit)
+    return {k: d[:n] for k, d in cols.items()}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -245,3 +245,188 @@ def test_index_whose_sources_lead_outside_the_run_is_refused(traj_run, craft):
             open_index(arg)
         assert "\n" not in str(e.value) and "refused" in str(e.value), str(e.value)
         assert "/etc/passwd" in str(e.value) or outside in str(e.value)
+
+
+# ---- files that would make a reader read elsewhere, block or exhaust its memory -------------------------------------
+# Each case runs the reader as on a shared login node: 60 s and 2 GiB of data segment at most (a hang fails the test,
+# an allocation past the limit is a MemoryError traceback, not the one line required).
+LIMITED = ["prlimit", f"--data={2 << 30}", "--"]
+
+
+def reader(args, **kw):
+    from launch import HPCMARL, run_cmd
+
+    return run_cmd(LIMITED + HPCMARL + list(args), timeout=60, **kw)
+
+
+@pytest.fixture
+def shared_run(user_run, tmp_path):
+    """A copy of a finished run (run.h5, checkpoints, one actor file) as someone else shared it, beside an
+    ``elsewhere`` directory holding a secret and another run's run.h5."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    shutil.copytree(user_run, run, ignore=shutil.ignore_patterns("actor-0000[1-9].h5", "*.lock"))
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 64)
+    shutil.copy(user_run / "run.h5", elsewhere / "run.h5")
+    return run, elsewhere
+
+
+def replace_dataset(f, name, **create):
+    """Replace dataset ``name`` of the open file ``f`` by one made with ``create`` (shape and dtype kept)."""
+    d = f[name]
+    shape, dtype = d.shape, d.dtype
+    del f[name]
+    f.create_dataset(name, shape=create.pop("shape", shape), dtype=dtype, **create)
+
+
+def zero_chunks(f, name, rows, chunk_rows=1 << 19):
+    """A float64 column ``name`` of ``rows`` rows whose chunks all hold gzip-compressed zeros, written without
+    compressing them each time: a few MB on disk, ``rows * 8`` bytes once read (a decompression bomb)."""
+    import zlib
+
+    d = f.create_dataset(name, shape=(rows,), dtype="f8", chunks=(chunk_rows,), compression="gzip")
+    blob = zlib.compress(bytes(chunk_rows * 8), 9)
+    for lo in range(0, rows, chunk_rows):
+        d.id.write_direct_chunk((lo,), blob)
+
+
+@pytest.mark.parametrize("craft", ["external_file", "external_link", "fifo", "dev_zero", "unwritten",
+                                   "broken_link", "filter"])
+def test_run_h5_reading_elsewhere_or_claiming_too_much_is_refused(shared_run, craft):
+    run, elsewhere = shared_run
+    with h5py.File(run / "run.h5", "r+") as f:
+        n = f["episodes/return/agent"].shape[0]
+        if craft == "external_file":  # the real table silently cut and a secret exported in its place, before
+            replace_dataset(f, "episodes/return/agent", external=[(str(elsewhere / "secret"), 0, n * 8)])
+        elif craft in ("external_link", "broken_link"):  # another file's metrics shown as this run's
+            del f["metrics"]
+            target = elsewhere / ("run.h5" if craft == "external_link" else "missing\nfile.h5")  # one line still
+            f["metrics"] = h5py.ExternalLink(str(target), "/metrics")
+        elif craft == "fifo":  # a reader blocked for ever
+            os.mkfifo(elsewhere / "fifo")
+            replace_dataset(f, "episodes/return/agent", external=[(str(elsewhere / "fifo"), 0, n * 8)])
+        elif craft == "dev_zero":
+            replace_dataset(f, "episodes/return/agent", shape=(1 << 30,), maxshape=(None,),
+                            external=[("/dev/zero", 0, h5py.h5f.UNLIMITED)])
+        elif craft == "unwritten":  # 8 GiB of fill values, no chunk written
+            f["metrics"].create_dataset("huge", shape=(1 << 30,), dtype="f8", chunks=(1 << 16,))
+        else:  # a filter plug-in HDF5 would look for and load
+            f["metrics"].create_dataset("plugin", data=np.zeros(64), chunks=(64,), compression=32001,
+                                        allow_unknown_filter=True)
+    why = {"external_file": "keeps its data in another file (external storage in",
+           "external_link": "keeps its data in another file (an external link to",
+           "broken_link": "keeps its data in another file (an external link to",
+           "fifo": "external storage in", "dev_zero": "external storage in /dev/zero",
+           "unwritten": "/metrics/huge claims 8,192 MiB", "filter": "/metrics/plugin uses HDF5 filter 32001"}[craft]
+    for args in (["inspect", str(run)], ["export", str(run), "--out", str(run.parent / "out")],
+                 ["compare", str(run), str(run)], ["watch", str(run), "--count", "1"], ["plot", str(run), "-o",
+                                                                                       str(run.parent / "p.png")]):
+        line = refused(reader(args), f"{run / 'run.h5'}: /", why, "refused")
+        assert "root:x:0" not in line
+    assert not (run.parent / "out" / "episodes.csv").exists()
+
+
+def test_run_h5_table_over_the_read_limit_is_refused_before_reading(shared_run):
+    run, _ = shared_run
+    with h5py.File(run / "run.h5", "r+") as f:  # 8 MB on disk, 4 GiB of zeros once decompressed
+        zero_chunks(f, "eval/bomb", 1 << 29)
+    refused(reader(["export", str(run), "--out", str(run.parent / "out")]), "reading /eval (536,870,912 rows)",
+            "over the 512 MiB a reader allows (HPCMARL_READ_LIMIT_MB)")
+    p = reader(["export", str(run), "--out", str(run.parent / "out"), "--no-trajectories"],
+               env={"HPCMARL_READ_LIMIT_MB": "nonsense"})
+    refused(p, "HPCMARL_READ_LIMIT_MB='nonsense': not a positive number of MiB")
+
+
+def test_checkpoint_bomb_is_refused_and_inspect_reads_its_attributes_only(shared_run):
+    run, _ = shared_run
+    path = ckpt(run)
+    with h5py.File(path, "r+") as f:  # 8 MB on disk, 8 GiB once read
+        zero_chunks(f, "model/bomb", 1 << 30)
+    assert os.path.getsize(path) < 16 << 20
+    refused(reader(["evaluate", str(run), "--env-import", USER_ENV, "--episodes", "1"]),
+            "over the 512 MiB a reader allows")
+    p = reader(["inspect", str(run)])
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_checkpoint_network_larger_than_its_arrays_is_refused_before_it_is_built(user_run, tmp_path):
+    path = crafted_checkpoint(user_run, tmp_path, lambda c: c["algo"].update(hidden=10 ** 9))
+    refused(reader(["evaluate", path, "--env-import", USER_ENV, "--episodes", "1"]),
+            "policy weights do not fit the config's networks")
+
+
+@pytest.mark.parametrize("where", ["run", "checkpoint"])
+def test_stored_config_alias_bomb_is_one_line(user_run, tmp_path, where):
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]"
+                                                      for i in range(1, 9)]
+    bomb = "seed: [" + ", ".join(levels) + "]\n"  # 10^9 values in 1 KB of YAML, under a key that wants a number
+    if where == "run":
+        run = tmp_path / "run"
+        shutil.copytree(user_run, run)
+        with h5py.File(run / "run.h5", "r+") as f:
+            f.attrs["config"] = bomb
+        for args in (["compare", str(run), str(user_run)], ["export", str(run), "--out", str(tmp_path / "o")]):
+            refused(reader(args), "its config expands to more than 100,000 values")
+    else:
+        path = crafted_checkpoint(user_run, tmp_path, lambda c: None)
+        with h5py.File(path, "r+") as f:
+            f.attrs["config"] = bomb
+        refused(reader(["evaluate", path, "--env-import", USER_ENV]), "its stored config expands to more than")
+
+
+def test_deeply_nested_yaml_is_one_line(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("env: " + "[" * 20000 + "]" * 20000 + "\n")
+    refused(reader(["validate", str(deep), "--np", "1"]), f"config file {deep} is nested too deeply to be read")
+    refused(reader(["validate", "configs/test_tiny.yaml", "--np", "1", "seed=" + "[" * 20000]), "config key 'seed'")
+
+
+def test_index_over_an_actor_file_that_now_keeps_data_elsewhere_is_refused(shared_run):
+    from hpcmarl.analysis.trajectory_index import build_index, open_index
+    from hpcmarl.storage import StorageError
+
+    run, elsewhere = shared_run
+    build_index(str(run))
+    actor = run / "trajectories" / "actor-00000.h5"
+    with h5py.File(actor, "r+") as f:  # the index's source, changed after the index was built
+        replace_dataset(f, "steps/env", external=[(str(elsewhere / "secret"), 0, f["steps/env"].shape[0] * 8)])
+    with pytest.raises(StorageError, match="steps/env keeps its data in another file"):
+        open_index(str(run))
+
+
+def test_episode_of_2_to_the_25_steps_is_refused(shared_run):
+    run, _ = shared_run
+    with h5py.File(run / "trajectories" / "actor-00000.h5", "r+") as f:
+        for d in f["steps"].values():
+            for col in (d.values() if isinstance(d, h5py.Group) else [d]):
+                if isinstance(col, h5py.Dataset):
+                    col.resize((1 << 25,) + col.shape[1:])
+        for name, col in f["episodes"].items():
+            if isinstance(col, h5py.Dataset):
+                col.resize((col.shape[0] + 1,) + col.shape[1:])
+        f["episodes/length"][-1] = 1 << 25
+        f["episodes/start"][-1] = 0
+    for args in (["index", str(run), "--stats"], ["export", str(run), "--out", str(run.parent / "out")]):
+        refused(reader(args), "actor-00000.h5: /steps/", "claims", "refused")
+
+
+def test_actor_file_linking_outside_is_not_counted(shared_run):
+    run, elsewhere = shared_run
+    (elsewhere / "trajectories").mkdir()
+    shutil.copy(run / "trajectories" / "actor-00000.h5", elsewhere / "trajectories" / "actor-00000.h5")
+    os.symlink(elsewhere / "trajectories" / "actor-00000.h5", run / "trajectories" / "actor-00001.h5")
+    for args in (["inspect", str(run)], ["compare", str(run), str(run)]):
+        refused(reader(args), "actor-00001.h5: leads to", "outside the run directory")
+    p = reader(["watch", str(run), "--count", "1"])
+    assert p.returncode == 0 and "actor-00001" not in p.stdout, p.stdout
+
+
+def test_pool_snapshot_of_a_huge_network_is_refused_before_it_is_built(tmp_path):
+    run = league_run(tmp_path / "league", KUHN)
+    snap = os.path.join(run, "pool", "main-v0000000.h5")
+    with h5py.File(snap, "r+") as f:
+        f.attrs["obs_dim"] = 10 ** 9
+    for args in (["exploitability", snap], ["exploitability", run], ["match", snap, "random", "--episodes", "2"]):
+        refused(reader(args), "its attributes describe a network of 16,000,000,050 parameters, it holds 226")
+    other_game = crafted_snapshot(tmp_path / "other.h5", {**KUHN, "obs_dim": 12})  # 12 inputs, Kuhn has 11
+    refused(reader(["match", other_game, "random", "--episodes", "2"]), "a policy does not fit kuhn_poker")
