@@ -216,8 +216,8 @@ class UnrollQueue:
     ``capacity`` unrolls may wait to be trained on; in ``drop`` mode every actor keeps a receive
     posted and an unroll arriving at a full queue is dropped, otherwise an actor gets a receive only
     while a buffer is free (its synchronous send waits: back-pressure). Under MPI a receiver thread
-    sweeps the links, so transfers progress while the learner trains (needs MPI_THREAD_MULTIPLE; else
-    the learner sweeps between updates); in serial mode a sweep collects the unroll in-process."""
+    sweeps the links, so transfers progress while the learner trains (needs MPI_THREAD_MULTIPLE, and not
+    Horovod across several learners; else the learner sweeps between updates); in serial mode a sweep collects the unroll in-process."""
 
     def __init__(self, links, pool, capacity: int, drop: bool, threaded: bool):
         self.links, self.free, self.capacity, self.drop = links, list(pool), capacity, drop
@@ -329,7 +329,10 @@ class AsyncFlow(Flow):
         drop = algo.queue_full == "drop"
         self.pool = [uspec.alloc() for _ in range(algo.queue_size + (len(self.links) if drop else 0))]
         self.scratch = uspec.alloc()
-        self.threaded = not layout.serial and MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+        # a receiver thread sweeps the links, except beside Horovod's own MPI thread across learners: two threads
+        # in MPI over TCP stalled a learner's collective (tests/cluster, MA-Trace with learners on 2 nodes)
+        self.threaded = (not layout.serial and MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+                         and (self.coll.hvd is None or self.coll.size == 1))
         self.queue = None  # receives are posted once the actors are greeted
         self.used = []
 
