@@ -217,7 +217,8 @@ class UnrollQueue:
     posted and an unroll arriving at a full queue is dropped, otherwise an actor gets a receive only
     while a buffer is free (its synchronous send waits: back-pressure). Under MPI a receiver thread
     sweeps the links, so transfers progress while the learner trains (needs MPI_THREAD_MULTIPLE, and not
-    Horovod across several learners; else the learner sweeps between updates); in serial mode a sweep collects the unroll in-process."""
+    Horovod across several learners; else the learner sweeps between updates); in serial mode a sweep collects
+    the unroll in-process."""
 
     def __init__(self, links, pool, capacity: int, drop: bool, threaded: bool):
         self.links, self.free, self.capacity, self.drop = links, list(pool), capacity, drop
