@@ -20,7 +20,7 @@ EXTRAS ?=
 # the tests run with the batched simulators, the live loggers and the statistics installed (their tests fail rather than skip when these are listed)
 TEST_EXTRAS ?= jax,vmas,tracking,stats
 
-.PHONY: setup demo test test-unit test-mpi bench clean-runs lint docs docs-deps docs-serve results-docs
+.PHONY: setup demo test test-slow test-all test-unit test-mpi bench clean-runs lint docs docs-deps docs-serve results-docs
 
 setup:
 	@EXTRAS="$(EXTRAS)" bash tools/bootstrap.sh
@@ -30,9 +30,17 @@ demo: setup
 	$(BIN)/hpcmarl inspect runs/demo
 
 # the test targets set up with TEST_EXTRAS too (a target-specific EXTRAS reaches the setup prerequisite)
-test test-unit test-mpi: EXTRAS = $(TEST_EXTRAS)
+test test-slow test-all test-unit test-mpi: EXTRAS = $(TEST_EXTRAS)
 
+# make test: the fast tier (every promise once, about 10 minutes on 2 cores; tests/conftest.py says which tests);
+# make test-slow: every other test (marked slow); make test-all: both in one run
 test: setup
+	HPCMARL_EXTRAS=$(EXTRAS) $(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	HPCMARL_EXTRAS=$(EXTRAS) $(BIN)/python -m pytest tests -m slow $(PYTEST_ARGS)
+
+test-all: setup
 	HPCMARL_EXTRAS=$(EXTRAS) $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-unit: setup
