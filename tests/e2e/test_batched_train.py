@@ -74,6 +74,7 @@ def test_smax_battles_record_their_outcome(tmp_path):
 
 @requires_mpirun
 @pytest.mark.parametrize("parts", [1, pytest.param(2, marks=by_hand)])
+@pytest.mark.mpi
 def test_three_ranks_train_and_resume_exactly(tmp_path, parts):
     """1 learner + 2 actors; stopped by SIGTERM at update 2 and resumed, the run ends with bitwise the arrays of the
     uninterrupted run (each actor's env copies restart from the episode seeds in the checkpoint); also with the copies

@@ -65,6 +65,7 @@ def small_fs(tmp_path):
 
 
 @requires_mpirun
+@pytest.mark.mpi
 def test_a_full_run_directory_stops_cleanly_and_resumes(small_fs):
     run = str(small_fs / "run")
     args = ["train", os.path.join(ROOT, "configs", "test_tiny.yaml"), f"run_dir={run}", "output.checkpoint_every=20",

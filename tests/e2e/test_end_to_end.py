@@ -11,7 +11,7 @@ import pytest
 
 from launch import hpcmarl, mpirun, requires_mpirun
 
-pytestmark = [requires_mpirun]
+pytestmark = [requires_mpirun, pytest.mark.mpi]
 
 # max_cycles == unroll_length: every unroll ends exactly one episode per env copy, so row counts are exact
 E, T = 2, 5

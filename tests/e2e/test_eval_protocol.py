@@ -10,7 +10,7 @@ import pytest
 
 from launch import final_arrays, hpcmarl, mpirun, require_extra, requires_mpirun
 
-pytestmark = [requires_mpirun]
+pytestmark = [requires_mpirun, pytest.mark.mpi]
 
 SMALL = ["runtime.timeout_s=60", "output.keep_checkpoints=1", "train.total_env_steps=2000", "env.num_envs=2",
          "output.checkpoint_every=5", "output.progress_s=1", "algo.hidden=16"]

@@ -11,7 +11,7 @@ import pytest
 
 from launch import final_arrays, mpirun, requires_mpirun
 
-pytestmark = [requires_mpirun]
+pytestmark = [requires_mpirun, pytest.mark.mpi]
 
 ARGS = ["topology.learners=2", "env.num_envs=2", "algo.unroll_length=5",
         "env.kwargs.max_cycles=5", "algo.hidden=16", "runtime.timeout_s=60", "output.checkpoint_every=1000",

@@ -9,7 +9,7 @@ import pytest
 from launch import ROOT, hpcmarl, mpirun, require_extra, requires_mpirun
 from tracking_read import finite_by_step, mlflow_runs, tb_scalars, wandb_runs
 
-pytestmark = [requires_mpirun]
+pytestmark = [requires_mpirun, pytest.mark.mpi]
 
 ALL = "output.loggers=[tensorboard,wandb,mlflow]"
 BASE = ["train", "configs/test_tiny.yaml", "output.checkpoint_every=2", "output.trajectories=false",

@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 # the public API only (hpcmarl.__all__)
@@ -87,7 +88,7 @@ register_algorithm(Algorithm("reinforce_league", ReinforceConfig, ReinforceLearn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/launch.py, also on ranks
 from launch import hpcmarl, mpirun, requires_mpirun  # noqa: E402
 
-pytestmark = [requires_mpirun]
+pytestmark = [requires_mpirun, pytest.mark.mpi]
 MODULE, ENV = "tests.e2e.test_plugin_algorithm", "examples.walk_env:parallel_env"
 PLUGIN = f"plugins=[{MODULE}]"
 ARGS = ["configs/simple_spread_mappo.yaml", PLUGIN, "algo={name: reinforce}", f"env.name={ENV}",

@@ -6,7 +6,7 @@ import pytest
 
 from launch import hpcmarl, mpirun, requires_mpirun
 
-pytestmark = [requires_mpirun]
+pytestmark = [requires_mpirun, pytest.mark.mpi]
 
 
 def test_example_env_by_import_path_trains_on_three_ranks(tmp_path):
