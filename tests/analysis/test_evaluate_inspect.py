@@ -82,3 +82,22 @@ def test_inspect_json_reports_timings_lag_and_sizes(run):
     assert s["file_sizes_bytes"]["run.h5"] == os.path.getsize(run / "run.h5")
     p = hpcmarl(["inspect", str(run)])
     assert "learner" in p.stdout and "env_step" in p.stdout
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(run):
+    """`hpcmarl inspect RUN | head -1`: the reader goes away, the command ends with 141 (a closed pipe) and no
+    traceback."""
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "hpcmarl")
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes its first line
+    p = subprocess.Popen([exe, "inspect", str(run)], stdout=w, stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 141 and err == "", (p.returncode, err[-2000:])
