@@ -17,7 +17,7 @@ from hpcmarl import trust
 from hpcmarl.config import from_dict
 from hpcmarl.envs import VecEnv, is_batched, make_batched_env, probe_spec
 from hpcmarl.models import Inference, make_inference
-from hpcmarl.storage import StorageError, checkpoint_attrs, list_checkpoints, load_checkpoint
+from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
 from hpcmarl.typedconfig import safe_yaml
 
 
@@ -25,14 +25,11 @@ def checkpoint_of(path: str) -> str:
     """``path`` itself, or for a run directory its newest readable checkpoint."""
     if not os.path.isdir(path):
         return path
-    ckpt_dir = os.path.join(path, "checkpoints")
-    for ckpt in reversed(list_checkpoints(ckpt_dir)):  # the newest whose attributes read (its arrays: later)
-        try:
-            checkpoint_attrs(ckpt, root=ckpt_dir)
-            return ckpt
-        except StorageError as e:
-            print(f"hpcmarl: warning: skipping {e}", file=sys.stderr)
-    raise StorageError(f"{path}: no readable checkpoint in {ckpt_dir}")
+    found = latest_checkpoint(os.path.join(path, "checkpoints"), log=lambda m: print(m, file=sys.stderr),
+                              select=lambda name: False)  # the newest whose attributes read (its arrays: later)
+    if found is None:
+        raise StorageError(f"{path}: no readable checkpoint in {os.path.join(path, 'checkpoints')}")
+    return found[0]
 
 
 def load_policy(ckpt: str):

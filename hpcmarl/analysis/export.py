@@ -25,7 +25,7 @@ import numpy as np
 
 from hpcmarl.analysis.marleval import env_family, marl_eval_data  # noqa: F401  (re-exported)
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
-from hpcmarl.storage.files import check_read, inside, nbytes
+from hpcmarl.storage.files import check_read
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def export_trajectories(traj_path: str, out_dir: str, chunk_episodes: int = 1000
                 hi_row = int((part["start"] + part["length"]).max())
                 check_read(traj_path, f"the steps of episodes {int(part['episode'].min())}.."
                            f"{int(part['episode'].max())} (rows {lo_row:,}..{hi_row:,}; export --chunk-episodes "
-                           f"makes fewer per file)", sum(nbytes(d, hi_row - lo_row) for d in sds.values()))
+                           f"makes fewer per file)", sds.values(), hi_row - lo_row)
                 steps = {k: d[lo_row:hi_row] for k, d in sds.items()}
                 keep = np.isin(steps["episode"], part["episode"]) if "episode" in steps else slice(None)
                 arrays = {"steps__" + k.replace("/", "__"): np.ascontiguousarray(v[keep]) for k, v in steps.items()}
@@ -295,9 +295,7 @@ def export_run(run_dir: str, out_dir: str, trajectories: bool = True, chunk_epis
     if os.path.realpath(out_dir) == os.path.realpath(run_dir):
         raise ValueError(f"{out_dir}: the export directory must not be the run directory itself")
     traj_files = Run(run_dir).trajectory_files() if trajectories else []
-    for p in traj_files:  # fail before writing anything
-        if not inside(p, run_dir):
-            raise StorageError(f"{p}: leads to {os.path.realpath(p)}, outside the run directory {run_dir}; refused")
+    for p in traj_files:  # fail before writing anything (links out of the run: refused by trajectory_files)
         check_file(p)
     os.makedirs(out_dir, exist_ok=True)
     result: dict = {"out_dir": os.path.abspath(out_dir), "files": [], "rows": {}, "parquet": [],

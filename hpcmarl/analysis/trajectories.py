@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from hpcmarl.analysis.trajectory_index import _Opened, _read, _Source, actor_files, build_index
-from hpcmarl.storage.files import check_read, nbytes
+from hpcmarl.storage.files import check_read
 
 _BLOCK_ROWS = 1 << 16  # steps rows read at once by the iterator and the statistics
 
@@ -25,8 +25,7 @@ _BLOCK_ROWS = 1 << 16  # steps rows read at once by the iterator and the statist
 # reading episodes' steps
 # --------------------------------------------------------------------------------------------------
 def _episode_table(src: _Source) -> Dict[str, np.ndarray]:
-    check_read(src.path, f"/episodes ({src.n_episodes:,} rows)",
-               sum(nbytes(d, src.n_episodes) for d in src.episodes.values()))
+    check_read(src.path, f"/episodes ({src.n_episodes:,} rows)", src.episodes.values(), src.n_episodes)
     return {k: _read(src.path, d, 0, src.n_episodes) for k, d in src.episodes.items()}
 
 
@@ -43,7 +42,7 @@ def _blocks(src: _Source, eps: Dict[str, np.ndarray], sel: np.ndarray, columns: 
             hi = max(hi, int(start[order[j]] + length[order[j]]))
             j += 1
         check_read(src.path, f"/steps rows {lo:,}..{hi:,} (episode {int(eps['episode'][order[i]])})",
-                   sum(nbytes(src.steps[c], hi - lo) for c in columns))
+                   [src.steps[c] for c in columns], hi - lo)
         data = {c: _read(src.path, src.steps[c], lo, hi) for c in columns}
         yield lo, data, order[i:j]
         i = j

@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 
 from hpcmarl.storage import KIND_TRAJ, SCHEMA_VERSION, StorageError, damaged, open_read
-from hpcmarl.storage.files import inside
+from hpcmarl.storage.files import check_inside, inside
 
 KIND_INDEX = "hpcmarl.trajectory_index"
 INDEX_NAME = "index.h5"
@@ -62,9 +62,7 @@ def actor_files(run_dir: str) -> List[Tuple[int, str]]:
     for p in glob.glob(os.path.join(tdir, "actor-*.h5")):
         m = _ACTOR_RE.match(os.path.basename(p))
         if m:
-            if not inside(p, run_dir):
-                raise StorageError(f"{p}: leads to {os.path.realpath(p)}, outside the run directory {run_dir} "
-                                   f"(refused: trajectory files are read inside the run directory only)")
+            check_inside(p, run_dir)
             found.append((int(m.group(1)), p))
     if not found:
         raise StorageError(f"{run_dir}: no trajectory files (trajectories/actor-*.h5); "

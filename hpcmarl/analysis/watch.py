@@ -18,7 +18,7 @@ import numpy as np
 
 from hpcmarl.analysis.trajectory_index import actor_files
 from hpcmarl.storage import KIND_RUN, KIND_TRAJ, StorageError, open_read
-from hpcmarl.storage.files import check_read, nbytes
+from hpcmarl.storage.files import check_read
 
 # last values shown on the "last:" line (per-group ones are expanded for each group)
 _GROUP_METRICS = ("entropy", "approx_kl")
@@ -77,8 +77,8 @@ def read_snapshot(run_dir: str, window: int = 100, curve: bool = False) -> dict:
             r = r[np.isfinite(r)]
             snap["window"][g] = (float(r.mean()) if len(r) else None, int(len(r)))
         if curve and ne and "env_steps" in e:
-            check_read(path, f"/episodes ({ne:,} rows)", sum(nbytes(e[k], ne) for k in ["env_steps"]
-                                                                  + [f"return/{g}" for g in groups]))
+            cols = ["env_steps"] + [f"return/{g}" for g in groups]
+            check_read(path, f"/episodes ({ne:,} rows)", [e[k] for k in cols], ne)
             snap["curve"] = {"env_steps": e["env_steps"][:ne].astype(np.float64),
                              **{g: e[f"return/{g}"][:ne].astype(np.float64) for g in groups}}
     except (OSError, RuntimeError, KeyError, ValueError) as ex:

@@ -69,7 +69,7 @@ def read_policy(path: str, group: Optional[str] = None) -> Tuple[np.ndarray, dic
     """Flat policy parameters and attributes from a pool snapshot or from a league checkpoint
     (``policy/<group>``; ``group`` may be omitted when the checkpoint holds one). A snapshot found in a pool
     directory is read inside it (a link leading out is refused); the parameters within the reader's memory limit."""
-    from hpcmarl.storage import KIND_CKPT, StorageError, check_read, nbytes, open_read
+    from hpcmarl.storage import KIND_CKPT, StorageError, check_read, open_read
 
     root = os.path.dirname(path) if os.path.basename(os.path.dirname(os.path.abspath(path))) == "pool" else None
     with open_read(path, root=root) as f:
@@ -77,7 +77,7 @@ def read_policy(path: str, group: Optional[str] = None) -> Tuple[np.ndarray, dic
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == KIND_POOL and isinstance(f.get("params"), h5py.Dataset):
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            check_read(path, "/params", nbytes(f["params"]))
+            check_read(path, "/params", [f["params"]])
             return f["params"][()], attrs
         if kind == KIND_CKPT and isinstance(f.get("policy"), h5py.Group):
             names = sorted(f["policy"])
@@ -96,7 +96,7 @@ def read_policy(path: str, group: Optional[str] = None) -> Tuple[np.ndarray, dic
                     from None
             if not isinstance(meta, dict):
                 raise StorageError(f"{path}: damaged 'policy_meta' attribute (group {name!r} is not an object)")
-            check_read(path, f"/policy/{name}", nbytes(f["policy"][name]))
+            check_read(path, f"/policy/{name}", [f["policy"][name]])
             return f["policy"][name][()], meta
     raise StorageError(f"{path} is neither a pool snapshot nor a league checkpoint")
 

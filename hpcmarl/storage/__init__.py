@@ -40,6 +40,7 @@ from hpcmarl.storage.files import (
     StorageError,
     check_contents,
     check_file,
+    check_inside,
     check_read,
     damaged,
     disk_full,
@@ -60,8 +61,7 @@ from hpcmarl.storage.writers import RunWriter, Table, TrajectoryWriter, read_tab
 
 __all__ = ["SCHEMA_VERSION", "KIND_RUN", "KIND_TRAJ", "KIND_CKPT", "StorageError", "DiskFull", "ensure_space",
            "fsync_path", "durable_replace", "STALE_TEMPORARIES", "remove_stale_temporaries", "disk_full",
-           "quota_exceeded", "open_for_append", "check_file", "check_contents", "check_read", "read_limit", "nbytes",
-           "inside", "first_line", "open_read", "damaged", "Table",
-           "read_table", "RunWriter", "TrajectoryWriter", "checkpoint_path", "checkpoint_update",
-           "list_checkpoints", "save_checkpoint",
+           "quota_exceeded", "open_for_append", "check_file", "check_contents", "check_inside", "check_read",
+           "read_limit", "nbytes", "inside", "first_line", "open_read", "damaged", "Table", "read_table", "RunWriter",
+           "TrajectoryWriter", "checkpoint_path", "checkpoint_update", "list_checkpoints", "save_checkpoint",
            "load_checkpoint", "checkpoint_attrs", "latest_checkpoint", "Run"]

@@ -17,7 +17,6 @@ from hpcmarl.storage.files import (
     check_read,
     durable_replace,
     ensure_space,
-    nbytes,
     open_read,
 )
 from hpcmarl.storage.writers import _attr
@@ -77,28 +76,16 @@ def load_checkpoint(path: str, bounded: bool = True, root: Optional[str] = None,
     checkpoint: its state is as large as its config makes it, a replay buffer included). ``root``: the directory
     the path was found in (a link leading out of it is refused). ``select(name)``: read only the arrays it
     accepts."""
-    def read(f):
-        found: Dict[str, h5py.Dataset] = {}
-        f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset)
-                     and (select is None or select(name)) else None)
-        if bounded:
-            check_read(path, f"its {len(found)} arrays", sum(nbytes(d) for d in found.values()))
-        return {k: d[()] for k, d in found.items()}
-
-    return _read_checkpoint(path, read, root)
-
-
-def checkpoint_attrs(path: str, root: Optional[str] = None) -> dict:
-    """The attributes of a checkpoint (update, env steps, config, ...) without reading its arrays."""
-    return _read_checkpoint(path, lambda f: {}, root)[1]
-
-
-def _read_checkpoint(path: str, read, root: Optional[str]) -> Tuple[Dict[str, np.ndarray], dict]:
     try:
         with open_read(path, KIND_CKPT, root=root) as f:
             if int(f.attrs.get("complete", 0)) != 1:
                 raise StorageError(f"{path}: checkpoint is incomplete")
-            arrays = read(f)
+            found: Dict[str, h5py.Dataset] = {}
+            f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset)
+                         and (select is None or select(name)) else None)
+            if bounded:
+                check_read(path, f"its {len(found)} arrays", found.values())
+            arrays = {k: d[()] for k, d in found.items()}
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except StorageError:
         raise
@@ -108,13 +95,18 @@ def _read_checkpoint(path: str, read, root: Optional[str]) -> Tuple[Dict[str, np
     return arrays, attrs
 
 
-def latest_checkpoint(ckpt_dir: str, log=print, bounded: bool = True
+def checkpoint_attrs(path: str, root: Optional[str] = None) -> dict:
+    """The attributes of a checkpoint (update, env steps, config, ...) without reading its arrays."""
+    return load_checkpoint(path, root=root, select=lambda name: False)[1]
+
+
+def latest_checkpoint(ckpt_dir: str, log=print, bounded: bool = True, select: Optional[Callable[[str], bool]] = None
                       ) -> Optional[Tuple[str, Dict[str, np.ndarray], dict]]:
-    """Newest readable checkpoint (``bounded``: see :func:`load_checkpoint`); damaged ones are reported and
-    skipped."""
+    """Newest readable checkpoint (``bounded``, ``select``: see :func:`load_checkpoint`; a ``select`` that accepts
+    nothing reads its attributes only); damaged ones are reported and skipped."""
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
-            arrays, attrs = load_checkpoint(path, bounded, root=ckpt_dir)
+            arrays, attrs = load_checkpoint(path, bounded, root=ckpt_dir, select=select)
             return path, arrays, attrs
         except StorageError as e:
             log(f"hpcmarl: warning: skipping {e}")

@@ -231,9 +231,8 @@ def open_read(path: str, expect_kind: Optional[str] = None, swmr: bool = False, 
     """
     if os.path.isdir(path):
         raise StorageError(f"{path}: is a directory, not an HDF5 file")
-    if root is not None and not inside(path, root):
-        raise StorageError(f"{path}: leads to {os.path.realpath(path)}, outside the run directory {root}; refused "
-                           f"(files of a run are read inside its directory only)")
+    if root is not None:
+        check_inside(path, root)
     check_file(path)  # no such file, not HDF5, truncated: before HDF5 gets to retry SWMR reads of a damaged file
     live = False
     try:
@@ -293,6 +292,13 @@ def inside(path: str, root: str) -> bool:
     """``path`` (links resolved) is ``root`` or lies under it (links resolved)."""
     r, p = os.path.realpath(root), os.path.realpath(path)
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def check_inside(path: str, root: str) -> None:
+    """Raise :class:`StorageError` (one line) when ``path``, found in the run directory ``root``, leads out of it."""
+    if not inside(path, root):
+        raise StorageError(f"{path}: leads to {os.path.realpath(path)}, outside the run directory {root}; refused "
+                           f"(files of a run are read inside its directory only)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,9 +383,10 @@ def read_limit() -> int:
     return int(mb * 2 ** 20)
 
 
-def check_read(path: str, what: str, size: int, limit: Optional[int] = None) -> None:
-    """Raise :class:`StorageError` (one line) when reading ``what`` of ``path`` would bring ``size`` bytes into
-    memory, over ``limit`` (default :func:`read_limit`)."""
+def check_read(path: str, what: str, datasets, rows: Optional[int] = None, limit: Optional[int] = None) -> None:
+    """Raise :class:`StorageError` (one line) when reading ``datasets`` (their first ``rows`` rows; all by default),
+    named ``what``, of ``path`` would bring more than ``limit`` bytes into memory (default :func:`read_limit`)."""
+    size = sum(nbytes(d, rows) for d in datasets)
     limit = read_limit() if limit is None else limit
     if size > limit:
         raise StorageError(f"{path}: reading {what} needs {size / 2 ** 20:,.0f} MiB, over the "

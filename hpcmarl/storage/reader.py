@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from hpcmarl.storage.checkpoints import list_checkpoints
-from hpcmarl.storage.files import KIND_RUN, StorageError, damaged, inside, open_read
+from hpcmarl.storage.files import KIND_RUN, StorageError, check_inside, damaged, open_read
 from hpcmarl.storage.writers import read_table
 
 
@@ -55,7 +55,5 @@ class Run:
         """``trajectories/actor-NNNNN.h5``; one that is a link leading out of the run directory is refused."""
         paths = sorted(glob.glob(os.path.join(glob.escape(self.dir), "trajectories", "actor-*.h5")))
         for p in paths:
-            if not inside(p, self.dir):
-                raise StorageError(f"{p}: leads to {os.path.realpath(p)}, outside the run directory {self.dir}; "
-                                   f"refused (files of a run are read inside its directory only)")
+            check_inside(p, self.dir)
         return paths

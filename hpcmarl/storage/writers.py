@@ -17,7 +17,6 @@ from hpcmarl.storage.files import (
     check_read,
     ensure_space,
     fsync_path,
-    nbytes,
     open_for_append,
 )
 
@@ -82,7 +81,7 @@ def read_table(group: h5py.Group, limit: Optional[int] = None) -> Dict[str, np.n
     cols: Dict[str, h5py.Dataset] = {}
     group.visititems(lambda n, o: cols.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
     n = min((d.shape[0] if d.shape else 0 for d in cols.values()), default=0)
-    check_read(group.file.filename, f"{group.name} ({n:,} rows)", sum(nbytes(d, n) for d in cols.values()), limit)
+    check_read(group.file.filename, f"{group.name} ({n:,} rows)", cols.values(), n, limit)
     return {k: d[:n] for k, d in cols.items()}
 
 
