@@ -39,49 +39,9 @@ def cmd_validate(args) -> int:
             print(f"  {line}")
     print(layout.describe())
     if args.predict or args.save_profile:
-        return _predict(cfg, layout, args)
-    return 0
+        from hpcmarl.sizing.report import validate_predict
 
-
-def _predict(cfg, layout, args) -> int:
-    """``validate --predict``: measure this node's costs (or read a saved profile) and simulate the layout."""
-    import os
-
-    from hpcmarl.sizing import Machine, Profile, measure, predict
-
-    if layout.league:
-        raise ValueError("--predict does not model league mode")
-    if args.profile:
-        try:
-            prof = Profile.load(args.profile)
-        except OSError as e:
-            raise ValueError(f"cannot read the node profile {args.profile}: {e}") from None
-        print(f"node profile {args.profile} (measured on {prof.host} at {prof.measured_at})")
-        prof = prof.for_config(cfg)  # the config's injected costs and env copies, not the profiled config's
-    else:
-        print("measuring this node (one actor and one learner in this process, a few seconds) ...", flush=True)
-        prof = measure(cfg, progress=lambda s: print(f"  {s}", flush=True))
-    if args.save_profile:
-        prof.save(args.save_profile)
-        print(f"node profile saved to {args.save_profile}")
-    print(f"  one unroll ({prof.steps_per_unroll} env steps): {prof.collect_s * 1e3:.1f} ms "
-          f"(env {prof.env_s * 1e3:.1f}, inference {prof.infer_s * 1e3:.1f}); learner update "
-          f"{prof.update_fixed_s * 1e3:.1f} + {prof.update_per_unroll_s * 1e3:.1f} ms per unroll, {prof.grad_steps} "
-          f"gradient steps; unroll {prof.unroll_bytes / 1e6:.2f} MB, weights {prof.weight_bytes / 1e6:.3f} MB")
-    if not args.predict:
-        return 0
-    if layout.serial:
-        sps = prof.steps_per_unroll / (prof.collect_s + prof.update_s(1) + prof.overhead_s + prof.actor_sleep_s(0, 1)
-                                       + prof.update_delay_s)
-        print(f"predicted: {sps:,.0f} env steps/s (serial: one rank collects and updates in turn)")
-        return 0
-    cores = args.cores_per_node or os.cpu_count() or 1
-    m = Machine(cores_per_node=cores, ranks_per_node=args.ranks_per_node, net_bw=args.net_gbps * 1e9 / 8,
-                net_latency_s=args.net_latency_us * 1e-6)
-    r = predict(prof, m, layout.actors, layout.learners)
-    print(f"model: {r.nodes} node(s) x {cores} cores, {args.ranks_per_node or layout.world_size} ranks per node, "
-          f"network {args.net_gbps:g} Gb/s {args.net_latency_us:g} us")
-    print(r.describe())
+        return validate_predict(cfg, layout, args)
     return 0
 
 
@@ -304,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cores-per-node", type=int, default=0, help="--predict: cores per node (0 = this node's)")
     v.add_argument("--net-gbps", type=float, default=100.0, help="--predict: network bandwidth between nodes, Gb/s")
     v.add_argument("--net-latency-us", type=float, default=2.0, help="--predict: network latency between nodes, us")
+    v.add_argument("--distribution", choices=["block", "cyclic"], default="block", help="--predict: ranks on nodes in "
+                   "blocks (Slurm's default) or round robin (srun --distribution=cyclic, mpirun --map-by node)")
     v.set_defaults(fn=cmd_validate)
 
     i = sub.add_parser("inspect", help="summarise a run directory")

@@ -364,10 +364,16 @@ SlurmdLogFile={d}/log/slurmd-%n.log
                  f'exec nsenter -t {pid} --net --uts --mount --wd="$PWD" -- "$@"')
         return ["/bin/sh", "-c", enter, "node-enter"] + list(argv)
 
-    def mpirun_command(self, np: int, argv: List[str], map_by: str = "node", forward: tuple = ()) -> List[str]:
-        """``mpirun`` (run on node01, as a batch script would) across every node: TCP between nodes."""
+    def mpirun_command(self, np: int, argv: List[str], map_by: str = "node", forward: tuple = (),
+                       nodes: int = 0) -> List[str]:
+        """``mpirun`` (run on node01, as a batch script would) across every node (the first ``nodes`` of them, when
+        given): TCP between nodes."""
+        if not 0 <= nodes <= self.n:
+            raise ClusterError(f"this cluster has {self.n} nodes, not {nodes}")
+        hosts = ["--host", ",".join(f"{name}:{np}" for name in self.names[:nodes])] if nodes else [
+            "--hostfile", self.hostfile]
         cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", str(np),
-               "--hostfile", self.hostfile, "--map-by", map_by,
+               *hosts, "--map-by", map_by,
                "--mca", "plm_rsh_agent", self.agent, "--mca", "plm_rsh_no_tree_spawn", "1",
                "--mca", "oob_tcp_if_include", str(self.net), "--mca", "btl_tcp_if_include", str(self.net),
                "--mca", "btl", "tcp,vader,self", "--mca", "mpi_yield_when_idle", "1"]

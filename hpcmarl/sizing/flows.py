@@ -53,7 +53,8 @@ def ring_allreduce_s(m: Machine, learners: int, nbytes: int, same_node: bool) ->
 def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 60, seed: int = 0,
             max_sim_s: float = 3600.0, num_envs: Optional[int] = None) -> Prediction:
     """Simulate ``updates`` learner updates (after a warm-up of a fifth as many) of ``actors`` actors served by
-    ``learners`` learners (actor i -> learner i mod L; ranks 0..L-1 are the learners, as in hpcmarl's layout).
+    ``learners`` learners (actor i -> learner i mod L; ranks 0..L-1 are the learners, as in hpcmarl's layout), ranks
+    placed on nodes as ``m.placement`` says.
     The profile's injected costs are sleeps (no CPU): actor i's after its unroll's compute
     (:meth:`Profile.actor_sleep_s`), a learner's after its update's compute and all-reduces. ``num_envs``: env copies
     per actor, when not the profile's (:meth:`Profile.at_envs`)."""
@@ -66,12 +67,12 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
     per_node = m.ranks_per_node or ranks
     nodes = math.ceil(ranks / per_node)
     sim = Sim()
-    node_of = lambda rank: rank // per_node
-    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), min(per_node, ranks - i * per_node), p.wait_load)
-            for i in range(nodes)]
+    node_of = (lambda rank: rank % nodes) if m.placement == "cyclic" else (lambda rank: rank // per_node)
+    on_node = [sum(node_of(r) == i for r in range(ranks)) for i in range(nodes)]
+    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), on_node[i], p.wait_load) for i in range(nodes)]
     rng = np.random.default_rng(seed)
     served = [[a for a in range(actors) if a % learners == l] for l in range(learners)]
-    learners_same_node = nodes == 1 or per_node >= learners
+    learners_same_node = len({node_of(l) for l in range(learners)}) == 1
     ar = ring_allreduce_s(m, learners, p.grad_bytes, learners_same_node) * p.grad_steps
     barrier = Barrier(learners, ar)
     ingress = [Link(sim) for _ in range(learners)]

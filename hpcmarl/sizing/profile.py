@@ -147,6 +147,8 @@ class Machine:
 
     cores_per_node: int = 2
     ranks_per_node: int = 0  # 0 = every rank on one node
+    placement: str = "block"  # ranks on nodes: "block" (Slurm's default: the first ranks_per_node ranks on node 1,
+    # ...) or "cyclic" (round robin: rank r on node r mod nodes; srun --distribution=cyclic, mpirun --map-by node)
     shm_bw: float = 5e9  # bytes/s between ranks of one node
     shm_latency_s: float = 2e-6
     net_bw: float = 12.5e9  # bytes/s between nodes (100 Gb/s)

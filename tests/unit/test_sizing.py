@@ -86,6 +86,19 @@ def test_allreduce_and_network():
     assert got.bottleneck.startswith("learner ingress") and got.ingress_utilisation > 0.7
 
 
+def test_cyclic_placement_keeps_actors_beside_their_learner():
+    """Round robin (``--distribution cyclic``): with L learners on L nodes, actor i (rank L + i) lands on node
+    i mod L, its learner's; blocks put every learner on node 1 and the actors elsewhere, behind the network."""
+    big = profile(unroll_bytes=10**8)
+    kw = dict(cores_per_node=64, ranks_per_node=3, **{**FAST, "net_bw": 1e9})
+    cyclic = predict(big, Machine(placement="cyclic", **kw), actors=6, learners=3)
+    block = predict(big, Machine(**kw), actors=6, learners=3)
+    assert cyclic.nodes == block.nodes == 3
+    # cyclic: 2 unrolls per learner over shared memory (FAST), update 0.02 + 2 x 0.01
+    assert cyclic.env_steps_per_s == pytest.approx(6 * 400 / (0.1 + 0.04), rel=1e-3)
+    assert block.env_steps_per_s < 0.5 * cyclic.env_steps_per_s and block.bottleneck.startswith("learner ingress")
+
+
 def test_async_learner_bound_and_actor_bound():
     """Asynchronous flow: throughput is the smaller of what actors make and what learners consume."""
     m = Machine(cores_per_node=64, **FAST)
@@ -143,6 +156,10 @@ def test_validate_predict_cli(tmp_path):
                  str(prof), "--ranks-per-node", "33", "--cores-per-node", "32"])
     assert r.returncode == 0, r.stderr
     assert "128 actors and 4 learner(s) on 4 node(s)" in r.stdout
+    r = hpcmarl(["validate", "configs/test_tiny.yaml", "topology.learners=4", "--np", "12", "--predict", "--profile",
+                 str(prof), "--ranks-per-node", "3", "--distribution", "cyclic"])
+    assert r.returncode == 0, r.stderr
+    assert "3 ranks per node (cyclic)" in r.stdout and "8 actors and 4 learner(s) on 4 node(s)" in r.stdout
     # a profile of another unroll length is another config's costs: refused in one line
     r = hpcmarl(["validate", "configs/test_tiny.yaml", "algo.unroll_length=7", "--np", "3", "--predict", "--profile",
                  str(prof)])
