@@ -23,11 +23,11 @@ Modes (``--modes``):
                slower (its actors' factor h_i in ``actors.delay``): gradients accepted per second and rounds per
                second.
 
-Every rollout-flow point is also predicted by the sizing model (``hpcmarl validate --predict
---distribution cyclic``: the profile measured here, the same injected costs, this machine's cores shared by the
-nodes); NIGT is not modelled. Runs are kept in ``--out`` and reused when their run ended (``--reuse``), so
-an interrupted invocation resumes with the same command. Writes a PNG of the curves (``--plot``) and a record; last
-line
+Every rollout-flow point is also predicted by the sizing model (``hpcmarl validate --predict --distribution
+cyclic``: the profile measured here, the same injected costs, this machine's cores shared by the nodes); NIGT is not
+modelled. Runs are kept in ``--out`` and reused when their run ended (unless ``--fresh``): the same command resumes
+an interrupted invocation. Draws the efficiency curves (``docs/results/img/<record>.png``, shown with the record)
+and writes a record; last line
 
     RESULT weak_eff_8_min=… weak_eff_8_<flow>=… strong_eff_8_<flow>=… straggler_<rule>_per_s=…
         max_pred_err=… within_15pct=k/n
@@ -36,13 +36,14 @@ line
         [--flows mappo matrace nigt-allreduce nigt-rennala nigt-malenia] [--factor 20] [--train-seconds 40]
 """
 import argparse
+import json
 import os
 import sys
 
 import numpy as np
 from scale_model import injected_delays, measured_sps, round_up
 
-from _common import ROOT, launch, record
+from _common import ROOT, launch, normalize_args, record, record_key
 
 FLOWS = {  # name: (config, overrides)
     "mappo": ("simple_spread_mappo.yaml", ["env.num_envs=4", "algo.epochs=4", "algo.minibatches=2"]),
@@ -86,9 +87,18 @@ class Bench:
         if flow in self.delays:
             return self.delays[flow]
         from hpcmarl.config import load_config
-        from hpcmarl.sizing import measure
+        from hpcmarl.sizing import Profile, measure
 
         path, over = self.config(flow)
+        saved = os.path.join(self.a.out, f"{flow}.costs.json")  # what the runs kept in --out were made with
+        if not self.a.fresh and os.path.exists(saved):
+            with open(saved) as f:
+                self.delays[flow] = tuple(json.load(f))
+            if not nigt(flow):
+                self.profiles[flow] = Profile.load(saved.replace(".costs.json", ".profile.json"))
+            print(f"{flow}: the injected costs of the runs in {self.a.out}: actors.step_delay_s="
+                  f"{self.delays[flow][0]:g} learner.update_delay_s={self.delays[flow][1]:g}", flush=True)
+            return self.delays[flow]
         if nigt(flow):  # not profiled by the sizing model: a short run of one node without delays says it
             step = self.calibrate_nigt(flow)
             self.delays[flow] = (round_up(self.a.factor * step), 0.0)
@@ -98,6 +108,9 @@ class Bench:
             prof = measure(load_config(path, over), unrolls=self.a.unrolls)
             self.profiles[flow] = prof
             self.delays[flow] = injected_delays(prof, self.a.factor, [(2, 2 * self.a.actors_per_node)])
+            prof.save(saved.replace(".costs.json", ".profile.json"))
+        with open(saved, "w") as f:
+            json.dump(list(self.delays[flow]), f)
         return self.delays[flow]
 
     def calibrate_nigt(self, flow):
@@ -107,7 +120,7 @@ class Bench:
         run = os.path.join(self.a.out, f"{flow}-calibrate")
         path, over = self.config(flow)
         M = self.a.grads_per_actor * A
-        train(run, 1 + A, path, over + [f"algo.batch={M}", f"algo.init_batch={M}"], 30, self.c, 1, self.a.reuse)
+        train(run, 1 + A, path, over + [f"algo.batch={M}", f"algo.init_batch={M}"], 30, self.c, 1, not self.a.fresh)
         sps, _ = measured_sps(run, self.a.skip)
         return A / sps * min(1.0, self.cores / (A + 1))
 
@@ -134,7 +147,7 @@ class Bench:
         extra += [f"actors.step_delay_s={step_s:g}", f"learner.update_delay_s={update_s:g}"]
         run = os.path.join(a.out, f"{mode}-{flow}-{nodes}n{tag}")
         seconds = a.straggler_seconds if mode == "straggler" else a.train_seconds
-        train(run, L + A, path, over + extra, seconds, self.c, nodes, a.reuse)
+        train(run, L + A, path, over + extra, seconds, self.c, nodes, not a.fresh)
         sps, _ = measured_sps(run, a.skip)
         from hpcmarl.storage import Run
 
@@ -169,8 +182,11 @@ def main():
     ap.add_argument("--unrolls", type=int, default=12, help="unrolls timed for each node profile")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_scaling"),
                     help="runs kept here (shared storage: not under /tmp, which each node has to itself)")
-    ap.add_argument("--reuse", action="store_true", help="reuse the finished runs already in --out")
-    ap.add_argument("--plot", default=None, help="PNG path (default: <out>/scaling.png)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="train every run again (default: reuse the runs in --out that ended, so the same command "
+                         "resumes an interrupted invocation)")
+    ap.add_argument("--plot", default=None,
+                    help="PNG path (default: docs/results/img/<record>.png, shown with the record on its page)")
     ap.add_argument("--state", default="/var/tmp/hpcmarl-bench-cluster", help="the cluster's state directory")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     a = ap.parse_args()
@@ -241,7 +257,8 @@ def finish(a, result, rows, curves, errs):
     for mode, flow, n, A, sps, eff, pred, err in rows:
         print(f"| {mode} | {flow} | {n} | {A} | {sps:,.0f} | {'' if eff is None else f'{eff:.2f}'} | "
               f"{'' if pred is None else f'{pred:,.0f}'} | {'' if err is None else f'{err:+.1%}'} |")
-    plot = a.plot or os.path.join(a.out, "scaling.png")
+    key = record_key("bench_scaling", normalize_args(sys.argv[1:]))
+    plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{key}.png")
     draw(plot, a, curves)
     line = "RESULT " + " ".join(f"{k}={v}" for k, v in result.items())
     print(line)

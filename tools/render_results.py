@@ -35,6 +35,7 @@ PAGES = {
                           "bench_best_response"]),
     "exploitability": ("Exploitability", ["bench_exploitability"]),
     "scale_model": ("Sizing model", ["scale_model"]),
+    "scaling": ("Scaling across nodes", ["bench_scaling"]),
     "soak": ("Soak", ["soak"]),
 }
 PAGE_OF = {script: page for page, (_, scripts) in PAGES.items() for script in scripts}
@@ -57,6 +58,7 @@ HEADLINE = {
     "bench_best_response": ["br_fraction"],
     "bench_exploitability": ["kuhn_selfplay", "kuhn_league", "leduc_selfplay", "leduc_league"],
     "scale_model": ["max_err", "mean_err", "within_20pct", "batched_max_err", "batched_mean_err"],
+    "bench_scaling": ["weak_eff_8_min", "straggler_malenia_per_s", "straggler_allreduce_per_s", "max_pred_err"],
     "soak": ["max_rss_growth", "fds_growth"],
 }
 # the record the README's headline shows for a benchmark run with several commands (else: its default command, else the
@@ -281,6 +283,9 @@ def record_section(rec) -> list:
         out += ["**Medians over seeds**", ""] + table(["quantity", "median"],
                                                     [[esc(k), num(v)] for k, v in flatten(rec["medians"])]) + [""]
     extra = dict(rec.get("extra") or {})
+    plot = extra.pop("plot", None)  # a PNG the benchmark drew beside the docs (docs/results/img/<record>.png)
+    if isinstance(plot, str) and re.fullmatch(r"docs/results/img/[\w.-]+\.png", plot):
+        out += [f"![{esc(key)}]({plot[len('docs/results/'):]})", ""]
     for name, t in (extra.pop("tables", None) or {}).items():
         out += [f"**{esc(name)}**", ""] + table(t["columns"], [[num(c) for c in r] for r in t["rows"]]) + [""]
     if extra:
