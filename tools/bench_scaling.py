@@ -8,9 +8,11 @@ every update ``learner.update_delay_s``, chosen as ``--factor`` x the real costs
 measured is then what hpcmarl adds across nodes: messages over TCP, waits, all-reduces, NIGT's round counter. A
 number from this tool says how the runtime scales when compute dominates; it is not a cluster's speed.
 
-Placement: ranks round robin over the nodes (``mpirun --map-by node``, ``srun --distribution=cyclic``), so with N
-learners on N nodes each node holds one learner and ``--actors-per-node`` actors, every actor on its learner's node,
-and the learners all-reduce (or, NIGT, count gradients at learner 0) across nodes.
+Learners all-reduce with ``learner.backend=mpi`` (Horovod's background thread spins while it waits, which on 2
+shared cores starves the ranks it waits for). Placement: ranks round robin over the nodes (``mpirun --map-by node``,
+``srun --distribution=cyclic``), so with N learners on N nodes each node holds one learner and ``--actors-per-node``
+actors, every actor on its learner's node, and the learners all-reduce (or, NIGT, count gradients at learner 0) across
+nodes.
 
 Modes (``--modes``):
     weak       fixed work per node: N nodes each with a learner and --actors-per-node actors; NIGT's batch
@@ -52,8 +54,11 @@ FLOWS = {  # name: (config, overrides)
     "nigt-rennala": ("nigt_spread.yaml", ["algo.aggregation=rennala"]),
     "nigt-malenia": ("nigt_spread.yaml", ["algo.aggregation=malenia"]),
 }
-COMMON = ["output.trajectories=false", "train.total_env_steps=1000000000", "output.checkpoint_every=100000",
-          "output.progress_s=30", "runtime.timeout_s=120"]
+# learner.backend=mpi: Horovod's collectives run in its background thread, which spins in MPI while it waits; with 24
+# ranks on this machine's 2 cores that starves the ranks it waits for (MAPPO on 4 nodes: 141 env steps/s with Horovod,
+# 618 with the mpi backend, whose learners test a non-blocking all-reduce with 0.2 ms sleeps in between)
+COMMON = ["learner.backend=mpi", "output.trajectories=false", "train.total_env_steps=1000000000",
+          "output.checkpoint_every=100000", "output.progress_s=30", "runtime.timeout_s=120"]
 
 
 def nigt(flow):

@@ -1,19 +1,21 @@
 """Learner <-> learner collectives behind one small adapter with two backends.
 
 ``horovod`` (default): ``hvd.init(comm=learner_comm)``; gradients are summed with ``hvd.allreduce``.
-``mpi``: plain mpi4py ``Allreduce`` on one flat gradient buffer (for clusters without Horovod).
+``mpi``: plain mpi4py ``Iallreduce`` on one flat gradient buffer (for clusters without Horovod).
 Both sum the same flat float32 vector (each learner's gradient scaled by its sample count, plus the
 count) and divide afterwards, so both give the same parameters. Small control data (metrics,
 episode rows, stop votes) always go over the mpi4py learner communicator. Actors never import this.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import List
 
 import numpy as np
 import torch
 
+from hpcmarl.comm.protocol import wait_buffer
 from hpcmarl.comm.watchdog import guard
 from hpcmarl.models import assign_flat, flat_params
 
@@ -59,8 +61,16 @@ class Collective:
             from mpi4py import MPI
 
             out = np.ascontiguousarray(x).copy()
-            self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
+            self._finish(self.comm.Iallreduce(MPI.IN_PLACE, out, op=MPI.SUM))
         return out
+
+    @staticmethod
+    def _finish(req) -> None:
+        """Complete a non-blocking collective, testing it with sleeps of 0.2 ms in between: a learner that
+        waits for the others leaves its core to them (a blocking collective spins in MPI; with more ranks than cores,
+        as on a node shared by several ranks or the cluster in one box, the spinning starves the ranks it waits
+        for). The guard around the call bounds the wait."""
+        wait_buffer(req, math.inf, "a collective", max_sleep=0.0002)  # each step of the reduction is a test
 
     def reduce_grads(self, params: List[torch.nn.Parameter], weight: float) -> None:
         """Replace every learner's gradients by the sample-weighted mean over learners. A parameter the loss
@@ -117,7 +127,7 @@ class Collective:
                     out = self.hvd.allreduce(torch.from_numpy(out), op=getattr(self.hvd, op.capitalize()),
                                              name=f"hpcmarl.{op.lower()}.{out.size}").numpy()
                 else:
-                    self.comm.Allreduce(MPI.IN_PLACE, out, op=getattr(MPI, op))
+                    self._finish(self.comm.Iallreduce(MPI.IN_PLACE, out, op=getattr(MPI, op)))
         return out
 
     def gather(self, obj, root: int = 0):

@@ -64,9 +64,10 @@ def wait(req, timeout: float, what: str):
         sleep = min(0.002 if sleep == 0 else sleep * 1.5, 0.05)
 
 
-def wait_buffer(req, timeout: float, what: str, meanwhile=None):
+def wait_buffer(req, timeout: float, what: str, meanwhile=None, max_sleep: float = 0.001):
     """Like :func:`wait` for buffer requests (``Request.Test``). ``meanwhile()`` (-> True when it did something) is
-    called between tests: work the peer needs done before it can complete the request."""
+    called between tests: work the peer needs done before it can complete the request. Sleeps grow from 0.2 ms to
+    ``max_sleep`` between tests."""
     deadline = time.monotonic() + timeout
     sleep = 0.0
     while not req.Test():
@@ -75,7 +76,7 @@ def wait_buffer(req, timeout: float, what: str, meanwhile=None):
         if time.monotonic() > deadline:
             raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(sleep)
-        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)  # <= 1 ms late, negligible CPU
+        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, max_sleep)  # <= 1 ms late, negligible CPU
 
 
 class Requests:
