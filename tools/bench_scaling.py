@@ -19,7 +19,8 @@ Modes (``--modes``):
                M = --grads-per-actor x actors. Efficiency = sps(N) / (N sps(1)).
     strong     fixed total work: --copies env copies in all (each actor gets copies / actors, its step's injected
                cost grows with its copies; each learner's injected update cost shrinks with its share of the
-               unrolls); NIGT's M fixed at --grads-per-actor x --actors-per-node x the largest N. Efficiency =
+               unrolls); NIGT's M fixed at --grads-per-actor x --actors-per-node x the largest N (its runs on N
+               nodes last max(1, N_max / 2N) x --train-seconds, so that each makes enough rounds). Efficiency =
                sps(N) / (N sps(1)).
     straggler  NIGT's three rules on --straggler-nodes nodes, every node equal and then the last node --slow times
                slower (its actors' factor h_i in ``actors.delay``): gradients accepted per second and rounds per
@@ -152,6 +153,8 @@ class Bench:
         extra += [f"actors.step_delay_s={step_s:g}", f"learner.update_delay_s={update_s:g}"]
         run = os.path.join(a.out, f"{mode}-{flow}-{nodes}n{tag}")
         seconds = a.straggler_seconds if mode == "straggler" else a.train_seconds
+        if mode == "strong" and nigt(flow):  # M fixed: one node's rounds take N_max / N times longer
+            seconds = max(seconds, a.train_seconds * max(a.nodes) / nodes / 2)
         train(run, L + A, path, over + extra, seconds, self.c, nodes, not a.fresh)
         sps, _ = measured_sps(run, a.skip)
         from hpcmarl.storage import Run

@@ -12,11 +12,12 @@ actor 2; node03: actors 0 and 3), waits for its second checkpoint, then hits one
     kill-learner  every process of node02 (learner 1 and an actor) killed
 
 and watches for ``2 x runtime.timeout_s + 60`` seconds. Outcome: **ended** (the job, mpirun included, exited: the
-seconds after the fault, its exit status and whether its last lines name the node) or **trains on** (still running
-at the end of the watch, with new updates in its last ``runtime.timeout_s`` seconds: the updates per second before
-and after the fault). Then the node is rebooted (its processes killed, link and CPU restored), the job stopped if it
-still runs, and the same command resumes to 3 updates past the last one written: **rows lost** counts the updates
-missing from ``/metrics`` and **duplicated** the ones written twice (both must be 0).
+seconds after the fault, its exit status and whether its last lines name the node), **trains on** (still running at
+the end of the watch, with new updates in its last ``runtime.timeout_s`` seconds: the updates per second before and
+after the fault) or **stuck** (running without new updates). Then the job is stopped if it still runs, every node
+rebooted (processes killed, link and CPU restored), and the same command resumes to 3 updates past the last one
+written: **rows lost** counts the updates missing from ``/metrics`` and **duplicated** the ones written twice (both
+must be 0).
 
 Prints the table fault x flow and ends with
 
@@ -145,10 +146,11 @@ class Case:
             if first is not None and t_fault > first[0]:
                 row["ups_before"] = round((len(before) - first[1]) / (t_fault - first[0]), 2)
         finally:
-            self.c.reboot(self.node)  # thawed, linked, full CPU, what the fault left of the job killed
-            if p.poll() is None:
+            if p.poll() is None:  # the job trains on (or hangs): stop it, every rank on every node
                 kill_group(p)
                 out = p.stdout.read()
+            for node in self.c.names:  # thawed, linked, full CPU, whatever the job left killed
+                self.c.reboot(node)
         row["tail"] = [ln for ln in out.strip().splitlines() if "hpcmarl" in ln][-2:]
         last = updates(self.run)
         row["updates_at_stop"] = int(last[-1]) if len(last) else 0

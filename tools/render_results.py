@@ -36,6 +36,7 @@ PAGES = {
     "exploitability": ("Exploitability", ["bench_exploitability"]),
     "scale_model": ("Sizing model", ["scale_model"]),
     "scaling": ("Scaling across nodes", ["bench_scaling"]),
+    "faults": ("Node faults", ["fault_matrix"]),
     "soak": ("Soak", ["soak"]),
 }
 PAGE_OF = {script: page for page, (_, scripts) in PAGES.items() for script in scripts}
@@ -58,6 +59,7 @@ HEADLINE = {
     "bench_best_response": ["br_fraction"],
     "bench_exploitability": ["kuhn_selfplay", "kuhn_league", "leduc_selfplay", "leduc_league"],
     "scale_model": ["max_err", "mean_err", "within_20pct", "batched_max_err", "batched_mean_err"],
+    "fault_matrix": ["cases", "ended_in_bound", "trained_on", "rows_lost", "duplicated"],
     "bench_scaling": ["weak_eff_8_min", "straggler_malenia_per_s", "straggler_allreduce_per_s", "max_pred_err"],
     "soak": ["max_rss_growth", "fds_growth"],
 }

@@ -350,6 +350,37 @@ def test_sbatch_spreads_a_run_over_three_nodes(cluster):
     check_run(os.path.join(out, "runs", f"tiny-{jid}"), 6, 2)
 
 
+def test_hetjob_puts_the_learners_on_one_node_and_the_actors_on_the_others(cluster):
+    """``slurm/hetjob.sbatch`` as shipped, but for nodes without GPUs: component 0 (2 learners) on one node,
+    component 1 (4 actors) on the two others; srun launches both as one MPI world and topology.learners comes from
+    component 0's task count."""
+    out = os.path.join(cluster.shared, "slurm-het")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(ROOT, "slurm", "hetjob.sbatch")) as f:
+        text = f.read()
+    lines = {"#SBATCH --nodes=1 --ntasks=2 --cpus-per-task=4 --gpus-per-task=1":
+             "#SBATCH --nodes=1 --ntasks=2 --cpus-per-task=1",
+             "#SBATCH --nodes=1 --ntasks=8 --cpus-per-task=1": "#SBATCH --nodes=2 --ntasks=4 --cpus-per-task=1"}
+    for old, new in lines.items():
+        assert old in text, old  # the shipped script still asks for what this test replaces
+        text = text.replace(old, new)
+    script = os.path.join(out, "hetjob-cpu.sbatch")
+    with open(script, "w") as f:
+        f.write(text)
+    jid = sbatch(cluster, [script] + [a for a in SLURM_TINY if a != "topology.learners=2"]
+                 + [f"output.root={out}/runs", "train.max_updates=6"], out)
+    info = wait_job(cluster, jid, 180)
+    log = open(os.path.join(out, f"{jid}.out")).read()
+    assert info.get("JobState") == "COMPLETED", (info.get("JobState"), log[-3000:])
+    run = os.path.join(out, "runs", f"tiny-{jid}")
+    s = summary(run)
+    assert s["updates"] >= 6, s
+    hosts = hosts_of(s)
+    learner_hosts = {hosts[r] for r in (0, 1)}
+    actor_hosts = {hosts[r] for r in range(2, 6)}
+    assert len(learner_hosts) == 1 and len(actor_hosts) == 2 and not learner_hosts & actor_hosts, hosts
+
+
 def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster):
     """Every process of node03 (slurmd included) frozen mid-run: the learner's bounded wait names the actor and its
     node and the job exits 69; slurm/step.sh requeues it (not a config or code error). The node is rebooted (its
