@@ -239,7 +239,15 @@ def run_modes(a, b):
         h = [a.slow if i % N == slow_node else 1 for i in range(A)]
         for flow in [f for f in a.flows if nigt(f)]:
             for label, delay in (("equal", None), (f"node x{a.slow:g}", "[" + ",".join(f"{x:g}" for x in h) + "]")):
-                sps, met, _ = b.point("straggler", flow, N, tag="" if delay is None else "-slow", delay=delay)
+                try:
+                    sps, met, _ = b.point("straggler", flow, N, tag="" if delay is None else "-slow", delay=delay)
+                except SystemExit as e:  # a run that ended with an error is a result here, not the end of the bench
+                    why = next((ln for ln in str(e).splitlines() if ln.startswith("hpcmarl: ")), str(e)[:200])
+                    print(f"    {flow} {label}: FAILED: {why}", flush=True)
+                    rows.append(["straggler " + label, flow, N, A, None, None, None, None])
+                    result[f"straggler_{flow.split('-')[1]}_per_s"] = "failed"
+                    curves.setdefault("failed", {})[flow, label] = why
+                    continue
                 rounds = np.asarray(met["round"], float)
                 wall = np.asarray(met["wall_time"], float)
                 acc = np.cumsum(np.asarray(met["grads/accepted"], float))
@@ -263,14 +271,19 @@ def finish(a, result, rows, curves, errs):
     print("\n| mode | flow | nodes | actors | env steps/s | efficiency | predicted | error |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for mode, flow, n, A, sps, eff, pred, err in rows:
-        print(f"| {mode} | {flow} | {n} | {A} | {sps:,.0f} | {'' if eff is None else f'{eff:.2f}'} | "
-              f"{'' if pred is None else f'{pred:,.0f}'} | {'' if err is None else f'{err:+.1%}'} |")
+        print(f"| {mode} | {flow} | {n} | {A} | {'failed' if sps is None else f'{sps:,.0f}'} | "
+              f"{'' if eff is None else f'{eff:.2f}'} | {'' if pred is None else f'{pred:,.0f}'} | "
+              f"{'' if err is None else f'{err:+.1%}'} |")
     key = record_key("bench_scaling", normalize_args(sys.argv[1:]))
     plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{key}.png")
     draw(plot, a, curves)
     line = "RESULT " + " ".join(f"{k}={v}" for k, v in result.items())
     print(line)
+    failed = {f"{flow} ({label})": why for (flow, label), why in curves.get("failed", {}).items()}
+    stragglers = {f"{flow} ({label})": {"gradients accepted/s": g, "rounds/s": r}
+                  for (flow, label), (g, r) in curves.get("straggler", {}).items()}
     record(__file__, sys.argv[1:], line, extra={"factor": a.factor, "actors_per_node": a.actors_per_node,
+                                                "failed": failed, "straggler": stragglers,
                                                 "plot": os.path.relpath(plot, ROOT), "tables": {"points": {
         "columns": ["mode", "flow", "nodes", "actors", "env steps/s", "efficiency", "predicted env steps/s",
                     "prediction error"], "rows": rows}}})
