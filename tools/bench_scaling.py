@@ -232,7 +232,7 @@ def run_modes(a, b):
                     errs.append(abs(err))
                 rows.append([mode, flow, n, a.actors_per_node * n, sps, eff, pred, err])
                 curves.setdefault(mode, {}).setdefault(flow, []).append((n, eff))
-            result[f"{mode}_eff_{a.nodes[-1]}_{flow}"] = round(eff, 3)
+            result[f"{mode}_eff_{a.nodes[-1]}_{flow.replace('-', '_')}"] = round(eff, 3)
     if "straggler" in a.modes:
         N, A = a.straggler_nodes, a.actors_per_node * a.straggler_nodes
         slow_node = N - 1  # actor i sits on node (L + i) mod N with L = N learners: i mod N
