@@ -276,7 +276,7 @@ def finish(a, result, rows, curves, errs):
               f"{'' if err is None else f'{err:+.1%}'} |")
     key = record_key("bench_scaling", normalize_args(sys.argv[1:]))
     plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{key}.png")
-    draw(plot, a, curves)
+    plot = draw(plot, a, curves)
     line = "RESULT " + " ".join(f"{k}={v}" for k, v in result.items())
     print(line)
     failed = {f"{flow} ({label})": why for (flow, label), why in curves.get("failed", {}).items()}
@@ -284,7 +284,7 @@ def finish(a, result, rows, curves, errs):
                   for (flow, label), (g, r) in curves.get("straggler", {}).items()}
     record(__file__, sys.argv[1:], line, extra={"factor": a.factor, "actors_per_node": a.actors_per_node,
                                                 "failed": failed, "straggler": stragglers,
-                                                "plot": os.path.relpath(plot, ROOT), "tables": {"points": {
+                                                "plot": plot and os.path.relpath(plot, ROOT), "tables": {"points": {
         "columns": ["mode", "flow", "nodes", "actors", "env steps/s", "efficiency", "predicted env steps/s",
                     "prediction error"], "rows": rows}}})
 
@@ -295,11 +295,23 @@ def draw(path, a, curves):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = [m for m in ("weak", "strong") if m in curves]
+    modes = [m for m in ("weak", "strong", "straggler") if m in curves]
     if not modes:
-        return
+        return None
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
     for ax, mode in zip(axes[0], modes):
+        if mode == "straggler":  # gradients accepted per second, every node equal vs one node slower
+            pts = curves[mode]
+            flows = sorted({f for f, _ in pts}, key=list(FLOWS).index)
+            labels = sorted({lab for _, lab in pts}, key=lambda lab: lab != "equal")
+            for j, lab in enumerate(labels):
+                ax.bar([i + 0.4 * j for i in range(len(flows))], [pts.get((f, lab), (0, 0))[0] for f in flows],
+                       width=0.4, label=lab)
+            ax.set_xticks([i + 0.2 for i in range(len(flows))], flows, fontsize=8)
+            ax.set_title(f"NIGT on {a.straggler_nodes} nodes, the last one x{a.slow:g} slower")
+            ax.set_ylabel("gradients accepted / s")
+            ax.legend(fontsize=8)
+            continue
         for flow, pts in curves[mode].items():
             n, eff = zip(*pts)
             ax.plot(n, eff, marker="o", label=flow)
@@ -315,6 +327,7 @@ def draw(path, a, curves):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
+    return path
 
 
 if __name__ == "__main__":
