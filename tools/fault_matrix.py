@@ -29,7 +29,7 @@ Prints the table fault x flow and ends with
 import argparse
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -56,17 +56,6 @@ FLOWS = {
 }
 FAULTS = ("freeze", "cut", "kill", "slow", "kill-learner")
 RANKS = 6  # 2 learners + 4 actors over 3 nodes, round robin
-
-
-def kill_group(p):
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def updates(run):
@@ -108,9 +97,19 @@ class Case:
         {"freeze": c.freeze, "cut": c.cut, "kill": c.kill, "slow": lambda node: c.slow(node, 10),
          "kill-learner": c.kill}[self.fault](n)
 
+    def reboot_all(self, p):
+        """Every node thawed, linked, at full CPU, every process of it killed (``mpirun`` runs on node01)."""
+        for node in self.c.names:
+            self.c.reboot(node)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+
     def play(self):
         """Run the case; returns its row (a dict)."""
         a, row = self.a, {"flow": self.flow, "fault": self.fault, "node": self.node}
+        shutil.rmtree(self.run, ignore_errors=True)  # an earlier invocation's checkpoints would start the fault early
         p = subprocess.Popen(self.command(["train.max_updates=100000", "--fresh"]), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env=self.env(), cwd=ROOT, start_new_session=True)
         out = ""
@@ -121,7 +120,7 @@ class Case:
                 if first is None and len(updates(self.run)):
                     first = (time.monotonic(), len(updates(self.run)))
                 if p.poll() is not None or time.monotonic() > deadline:
-                    kill_group(p)
+                    self.reboot_all(p)
                     raise SystemExit(f"{self.flow}: no second checkpoint before the fault:\n"
                                      f"{p.stdout.read()[-3000:]}")
                 time.sleep(0.5)
@@ -146,11 +145,10 @@ class Case:
             if first is not None and t_fault > first[0]:
                 row["ups_before"] = round((len(before) - first[1]) / (t_fault - first[0]), 2)
         finally:
-            if p.poll() is None:  # the job trains on (or hangs): stop it, every rank on every node
-                kill_group(p)
+            running = p.poll() is None  # the job trains on (or hangs): the reboots stop it, mpirun included
+            self.reboot_all(p)
+            if running:
                 out = p.stdout.read()
-            for node in self.c.names:  # thawed, linked, full CPU, whatever the job left killed
-                self.c.reboot(node)
         row["tail"] = [ln for ln in out.strip().splitlines() if "hpcmarl" in ln][-2:]
         last = updates(self.run)
         row["updates_at_stop"] = int(last[-1]) if len(last) else 0
