@@ -132,7 +132,7 @@ class Bench:
 
     # -- one point -----------------------------------------------------------------------------------------
     def point(self, mode, flow, nodes, tag="", delay=None):
-        """Train ``flow`` on ``nodes`` nodes in ``mode``; returns (measured env steps/s, the run's metrics,
+        """Train ``flow`` on ``nodes`` nodes in ``mode``; returns (measured env steps/s, the run directory,
         predicted env steps/s or None)."""
         a = self.a
         A, L = a.actors_per_node * nodes, nodes
@@ -157,9 +157,6 @@ class Bench:
             seconds = max(seconds, a.train_seconds * max(a.nodes) / nodes / 2)
         train(run, L + A, path, over + extra, seconds, self.c, nodes, not a.fresh)
         sps, _ = measured_sps(run, a.skip)
-        from hpcmarl.storage import Run
-
-        met = Run(run).metrics()
         pred = None
         if flow in self.profiles:
             from hpcmarl.sizing import Machine, predict
@@ -169,7 +166,7 @@ class Bench:
             pred = predict(prof, m, A, L, num_envs=copies).env_steps_per_s
         print(f"  {mode:<9} {flow:<15} {nodes} node(s) {L}x{A}{tag}: {sps:,.0f} env steps/s"
               + (f", predicted {pred:,.0f} ({pred / sps - 1:+.1%})" if pred else ""), flush=True)
-        return sps, met, pred
+        return sps, run, pred
 
 
 def main():
@@ -219,6 +216,8 @@ def main():
 
 
 def run_modes(a, b):
+    from hpcmarl.storage import Run
+
     result, rows, curves, errs = {}, [], {}, []
     for mode in [m for m in a.modes if m in ("weak", "strong")]:
         for flow in a.flows:
@@ -240,7 +239,7 @@ def run_modes(a, b):
         for flow in [f for f in a.flows if nigt(f)]:
             for label, delay in (("equal", None), (f"node x{a.slow:g}", "[" + ",".join(f"{x:g}" for x in h) + "]")):
                 try:
-                    sps, met, _ = b.point("straggler", flow, N, tag="" if delay is None else "-slow", delay=delay)
+                    sps, run, _ = b.point("straggler", flow, N, tag="" if delay is None else "-slow", delay=delay)
                 except SystemExit as e:  # a run that ended with an error is a result here, not the end of the bench
                     why = next((ln for ln in str(e).splitlines() if ln.startswith("hpcmarl: ")), str(e)[:200])
                     print(f"    {flow} {label}: FAILED: {why}", flush=True)
@@ -248,6 +247,7 @@ def run_modes(a, b):
                     result[f"straggler_{flow.split('-')[1]}_per_s"] = "failed"
                     curves.setdefault("failed", {})[flow, label] = why
                     continue
+                met = Run(run).metrics()
                 rounds = np.asarray(met["round"], float)
                 wall = np.asarray(met["wall_time"], float)
                 acc = np.cumsum(np.asarray(met["grads/accepted"], float))
