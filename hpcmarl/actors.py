@@ -128,7 +128,14 @@ class GradientMaker:
 
     def fill(self, rec, item) -> None:
         returns, length, dt, grad = item
-        m = rec["meta"]
+        self._fill_meta(rec["meta"], length, dt, returns)
+        rec["grad"][:] = grad
+
+    def fill_alive(self, rec) -> None:
+        """A sign of life: the bookkeeping of a gradient message with ``length`` 0 and no gradient."""
+        self._fill_meta(rec["meta"], 0, 0.0, 0.0)
+
+    def _fill_meta(self, m, length, dt, returns) -> None:
         m[G["round"]] = self.policy.version
         m[G["actor"]] = self.idx
         m[G["env_steps"]] = self.collector.steps  # since the previous message, abandoned work included
@@ -141,4 +148,3 @@ class GradientMaker:
         venv = self.collector.venv
         m[G["env_errors"]], self.errors = venv.errors - self.errors, venv.errors
         m[len(G):] = returns
-        rec["grad"][:] = grad

@@ -124,7 +124,8 @@ def normalize_args(argv) -> list:
 
 def record_key(script: str, args) -> str:
     """``<script>--<10 hex digits>``: the record's file name (without ``.json``), from the script's name and its
-    normalized argument list; re-running a benchmark with the same arguments replaces its record."""
+    normalized argument list; re-running a benchmark with the same arguments writes the newest invocation at the top
+    of the record and keeps the earlier ones in its ``history`` (newest first): nothing measured is lost."""
     digest = hashlib.sha256(json.dumps(list(args), separators=(",", ":")).encode()).hexdigest()[:10]
     return f"{script}--{digest}"
 
@@ -221,6 +222,25 @@ def machine() -> dict:
                                f"process, 2 s, measured right after the benchmark"}
 
 
+def _earlier(path: str) -> list:
+    """The invocations already recorded at ``path``, newest first (its top-level record, then its history); a file
+    that is not a record is kept beside it (``.unreadable-<UTC time>``) rather than lost."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        if not isinstance(old, dict) or not isinstance(old.get("history", []), list):
+            raise ValueError("not a record")
+    except (OSError, ValueError) as e:
+        aside = path + ".unreadable-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        os.replace(path, aside)
+        print(f"warning: {os.path.basename(path)} was not a readable record ({e}); kept as {aside}", file=sys.stderr)
+        return []
+    history = old.pop("history", [])
+    return [old] + history
+
+
 def record(script: str, argv, result, seeds=None, per_seed=None, medians=None, extra=None) -> str:
     """Write the JSON record of one benchmark invocation to ``results/<script>--<hash>.json`` (see
     :func:`record_key`; ``HPCMARL_RESULTS_DIR`` writes elsewhere, ``HPCMARL_NO_RECORD=1`` writes nothing) and
@@ -228,7 +248,8 @@ def record(script: str, argv, result, seeds=None, per_seed=None, medians=None, e
     ``result``: its ``RESULT`` line (or the fields as a dict); ``seeds``: the seeds, in the order of every per-seed
     list in ``per_seed`` (``{quantity: [value per seed]}``, nested dicts allowed); ``medians``: ``{quantity: median
     over seeds}``; ``extra``: anything else worth keeping (``{"tables": {name: {"columns": [...], "rows": [[...]]}}}``
-    renders as tables). Also records the command, the git commit (``dirty``: the code in :data:`CODE_PATHS` differed
+    renders as tables). An earlier invocation with the same arguments is kept in the record's ``history``.
+    Also records the command, the git commit (``dirty``: the code in :data:`CODE_PATHS` differed
     from it), the date (UTC) and the machine (:func:`machine`). Prints the path to stderr (the RESULT line stays the
     last line of stdout)."""
     if os.environ.get("HPCMARL_NO_RECORD", "") not in ("", "0"):
@@ -257,6 +278,7 @@ def record(script: str, argv, result, seeds=None, per_seed=None, medians=None, e
     out_dir = os.environ.get("HPCMARL_RESULTS_DIR") or os.path.join(ROOT, "results")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, record_key(name, args) + ".json")
+    rec["history"] = _earlier(path)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(rec, f, indent=1, allow_nan=False)

@@ -141,7 +141,19 @@ def check_record(name: str, rec) -> dict:
             need(isinstance(spec, dict) and isinstance(spec.get("columns"), list) and isinstance(spec.get("rows"), list)
                  and all(isinstance(r, list) and len(r) == len(spec["columns"]) for r in spec["rows"]),
                  f"'extra.tables.{t}' must hold 'columns' and 'rows' of that many cells")
+    history = rec.get("history", [])
+    need(isinstance(history, list) and all(isinstance(h, dict) and isinstance(h.get("commit"), str)
+                                           and isinstance(h.get("date"), str) and isinstance(h.get("result"), dict)
+                                           and isinstance(h.get("dirty"), bool) for h in history),
+         "'history' must list earlier invocations, each with its commit, dirty flag, date and result")
     return rec
+
+
+def earlier(rec) -> str:
+    """The earlier invocations kept in a record's history: their dates, commits and RESULT fields."""
+    return "; ".join(f"{esc(h['date'][:10])} {provenance(h)}: "
+                     + ", ".join(f"{esc(k)}={exact(v)}" for k, v in h["result"].items())
+                     for h in rec.get("history", []))
 
 
 def load_records(results_dir: str) -> list:
@@ -269,6 +281,8 @@ def record_section(rec) -> list:
             ("machine", machine_text(m)),
             ("raw env speed", f"{env_speed(m)} env steps/s ({esc(m.get('env_sps_measure') or ENV_SPS_ENV)})"),
             ("record", code(f"results/{key}.json"))]
+    if rec.get("history"):
+        info.append(("earlier invocations (kept in the record)", earlier(rec)))
     if rec.get("seeds") is not None:
         info.insert(4, ("seeds", ", ".join(esc(s) for s in rec["seeds"])))
     out += table(["", ""], [[f"**{k}**", v] for k, v in info]) + [""]
@@ -327,8 +341,9 @@ def index_page(records: list) -> str:
            "per second in one process, measured for 2 s right after the benchmark, so that records from different "
            "machines can be compared), the seeds, per-seed numbers, medians and the RESULT fields. A record is keyed "
            "by script and arguments (`results/<script>--<hash of the arguments>.json`): re-running a benchmark with "
-           "the same arguments replaces its record. Set `HPCMARL_NO_RECORD=1` to write none, `HPCMARL_RESULTS_DIR` "
-           "to write them elsewhere.", "",
+           "the same arguments puts the new invocation at the top of its record and keeps the earlier ones in the "
+           "record's `history`, shown under it (nothing measured is lost). Set `HPCMARL_NO_RECORD=1` to write "
+           "none, `HPCMARL_RESULTS_DIR` to write them elsewhere.", "",
            "These pages and the README's headline table are rendered from the records by "
            f"`{PYTHON} tools/render_results.py` (`--check`: fail when a rendered file is out of date); nothing "
            "here is copied by hand. Each record names the commit it was measured on (and whether the tree had "

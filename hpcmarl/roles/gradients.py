@@ -50,15 +50,22 @@ def actor_main(ctx) -> None:
     maker = GradientMaker(ctx, idx)
     d = sum(p.numel() for p in maker.policy.params)
     wrec = weights_spec(d).alloc()
-    gspec = gradient_spec(d, len(maker.spec.groups))
-    ring = [gspec.alloc() for _ in range(cfg.env.num_envs + 1)]
-    sends: List = [None] * len(ring)
+    out = _Outbox(world, learner, gradient_spec(d, len(maker.spec.groups)), cfg.env.num_envs + 1,
+                  cfg.runtime.timeout_s)
     timeout = cfg.runtime.timeout_s
     ctx.agree_startup()
     protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
     req = protocol.post_recv_weights(world, learner, wrec)
     protocol.wait_buffer(req, timeout, f"the first query point from learner rank {learner}")
-    sent = slot = 0
+
+    def abandon() -> bool:
+        """A new round's query point arrived (the trajectory is abandoned); between env steps, a sign of life
+        when nothing was sent for a while: a slow actor whose trajectories are all overtaken stays known alive."""
+        if req.Test():
+            return True
+        out.keep_alive(maker.fill_alive)
+        return False
+
     while True:
         rnd, command, q = (int(x) for x in wrec["meta"][:3])
         if command in (CMD_STOP, CMD_PREEMPTED):
@@ -72,23 +79,49 @@ def actor_main(ctx) -> None:
             if q and made >= q:  # synchronous aggregation: quota done, wait for the next round
                 protocol.wait_buffer(req, timeout, f"the next query point from learner rank {learner}")
                 break
-            items = maker.gradients(req.Test)
+            items = maker.gradients(abandon)
             if items is None:
                 break
             for item in items[:(q - made) if q else None]:
-                if sends[slot] is not None:
-                    protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take a gradient")
-                maker.fill(ring[slot], item)
-                sends[slot] = protocol.send_gradient(world, learner, ring[slot])
-                slot = (slot + 1) % len(ring)
-                sent += 1
+                out.send(lambda rec, item=item: maker.fill(rec, item))
                 made += 1
-    for r in sends:
-        if r is not None:
-            protocol.wait_buffer(r, timeout, f"learner rank {learner} to take a gradient")
+    out.flush()
     maker.collector.venv.close()
     inject_fault(ctx, "final")
-    protocol.send_bye(world, learner, {"sent": sent, "abandoned": maker.abandoned}, timeout)
+    protocol.send_bye(world, learner, {"sent": out.sent, "abandoned": maker.abandoned}, timeout)
+
+
+class _Outbox:
+    """An actor's gradient messages in flight: a ring of records, each reused once its send finished. A record
+    with ``length`` 0 carries no gradient: a sign of life, sent when nothing was sent for a quarter of
+    ``runtime.timeout_s`` (the learner bounds each actor's silence by ``runtime.timeout_s``)."""
+
+    def __init__(self, world, learner: int, gspec, slots: int, timeout: float):
+        self.world, self.learner, self.timeout = world, learner, timeout
+        self.ring = [gspec.alloc() for _ in range(slots)]
+        self.sends: List = [None] * slots
+        self.slot = self.sent = 0
+        self.last = time.monotonic()
+
+    def send(self, fill) -> None:
+        """``fill(record)`` writes the message into a free record, which is then sent."""
+        i = self.slot
+        if self.sends[i] is not None:
+            protocol.wait_buffer(self.sends[i], self.timeout, f"learner rank {self.learner} to take a gradient")
+        fill(self.ring[i])
+        self.sends[i] = protocol.send_gradient(self.world, self.learner, self.ring[i])
+        self.slot = (i + 1) % len(self.ring)
+        self.sent += 1
+        self.last = time.monotonic()
+
+    def keep_alive(self, fill) -> None:
+        if time.monotonic() - self.last > self.timeout / 4:
+            self.send(fill)
+
+    def flush(self) -> None:
+        for r in self.sends:
+            if r is not None:
+                protocol.wait_buffer(r, self.timeout, f"learner rank {self.learner} to take a gradient")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,13 +204,14 @@ class GradientFlow(Flow):
                     continue
                 got = True
                 m = rec["meta"]
-                a = int(m[G["actor"]])
-                cur.offer(int(m[G["round"]]), a, rec["grad"])  # dropped unless computed for this open round
+                a, length = int(m[G["actor"]]), int(m[G["length"]])
                 steps += int(m[G["env_steps"]])
                 abandoned += int(m[G["abandoned"]])
                 errors += int(m[G["env_errors"]])
                 stop_flag = max(stop_flag, m[G["stop_requested"]])
-                ep_rows.append((a, 0, int(m[G["length"]]), int(m[G["round"]]), *m[len(G):]))
+                if length:  # else a sign of life: no trajectory, no gradient
+                    cur.offer(int(m[G["round"]]), a, rec["grad"])  # dropped unless computed for this open round
+                    ep_rows.append((a, 0, length, int(m[G["round"]]), *m[len(G):]))
                 link.rearm()
             if cur.closed():
                 break
@@ -185,13 +219,15 @@ class GradientFlow(Flow):
                 sleep = 0.0
                 continue
             # every actor the round still waits for is bounded on its own: one silent actor is not hidden by the
-            # others' gradients (a Malenia round needs them all; Rennala's would go on without it for ever)
+            # others' gradients (a Malenia round needs them all; Rennala's would go on without it for ever). An
+            # actor that is only slow sends signs of life between its gradients (see _Outbox).
             now = time.monotonic()
             for link in self.links:
                 awaited = not (q and cur.agg.counts[link.index] >= q)
                 if awaited and now - getattr(link, "last", now) > timeout:
                     raise protocol.CommTimeout(
-                        f"timed out after {timeout:.0f}s waiting for a gradient from actor rank {link.rank} (round "
+                        f"timed out after {timeout:.0f}s waiting for a gradient or a sign of life from actor rank "
+                        f"{link.rank} (round "
                         f"{rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")
             time.sleep(sleep)
             sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)

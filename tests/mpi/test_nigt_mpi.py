@@ -111,6 +111,29 @@ def test_two_learners_agree_and_record_rounds(tmp_path, kind):
     assert "rounds" in out.stdout and "accepted" in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("kind", ["rennala", "malenia"])
+def test_a_slow_actor_is_not_taken_for_a_lost_one(tmp_path, kind):
+    """Actor 1 is 100x slower than actor 0: a trajectory of it (25 steps of 0.5 s) outlasts runtime.timeout_s (4 s).
+    Rennala overtakes every one of them (the fast actor fills each round), Malenia waits for one per round; both
+    keep training, because the slow actor sends signs of life between its gradients, and its abandoned
+    trajectories are counted."""
+    run = str(tmp_path / kind)
+    rounds = 16 if kind == "rennala" else 1
+    p = mpirun(3, ["train"] + SPREAD + [f"run_dir={run}", f"algo.aggregation={kind}", "runtime.timeout_s=4",
+                                        "actors.step_delay_s=0.005", "actors.delay=[1,100]",
+                                        f"train.max_updates={rounds}", "output.checkpoint_every=1000"], timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m, grads = metrics(run)
+    assert m["round"].tolist() == list(range(rounds))
+    if kind == "rennala":
+        assert grads["actor-00001/accepted"][-1] == 0, grads
+        assert m["round_time"].sum() > 8, m["round_time"]  # the run outlasted runtime.timeout_s twice
+        assert m["grads/abandoned"].sum() >= 1, m["grads/abandoned"]
+    else:
+        assert grads["actor-00001/accepted"][-1] >= 1, grads
+        assert m["round_time"][0] > 8, m["round_time"]
+
+
 def test_serial_and_resume(tmp_path):
     """One rank (the learner computes its own gradients), then a resumed run continues the rounds."""
     run = str(tmp_path / "serial")

@@ -171,8 +171,13 @@ def test_record_writes_one_file_per_script_and_arguments(tmp_path, monkeypatch):
                        seeds=[0, 1], per_seed={("arm", "a"): [1.0, float("inf")]})
     b = _common.record(script, ["--ranks", "3", "runs/x"], "RESULT raw_sps=7000 ratio=0.4 x=nan")
     key = _common.record_key("bench_throughput", ["--ranks", "3", "runs/x"])
-    assert a == b and os.path.basename(a) == key + ".json"  # the second run replaced the first one's record
+    assert a == b and os.path.basename(a) == key + ".json"  # the second run is on top of the same record
     rec = json.load(open(b))
+    assert [h["result"]["raw_sps"] for h in rec["history"]] == [7650]  # the first one is kept in its history
+    assert rec["history"][0]["per_seed"] == {"arm/a": [1.0, None]} and "history" not in rec["history"][0]
+    b2 = _common.record(script, ["--ranks", "3", "runs/x"], "RESULT raw_sps=6000")
+    assert [h["result"]["raw_sps"] for h in json.load(open(b2))["history"]] == [7000, 7650]  # newest first
+    open(b2, "w").write(json.dumps(rec))  # back to the two-invocation record the rest of the test reads
     assert rec["result"] == {"raw_sps": 7000, "ratio": 0.4, "x": "nan"} and rec["args"] == ["--ranks", "3", "runs/x"]
     assert rec["command"] == "python tools/bench_throughput.py --ranks 3 runs/x" and rec["machine"]["env_sps"] == 1234.5
     assert len(rec["commit"]) in (7, 40) or rec["commit"] == "unknown"
@@ -185,3 +190,17 @@ def test_record_writes_one_file_per_script_and_arguments(tmp_path, monkeypatch):
     _, pages = render_into(tmp_path)
     commit = json.load(open(c))["commit"]
     assert f"| **commit** | `{commit[:7]}" in pages["throughput.md"]
+    assert "| **earlier invocations (kept in the record)** |" in pages["throughput.md"]
+    assert "`raw_sps`=7650" in pages["throughput.md"] or "raw_sps=7650" in pages["throughput.md"]
+
+
+def test_an_unreadable_record_is_kept_aside_not_overwritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCMARL_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delenv("HPCMARL_NO_RECORD", raising=False)
+    monkeypatch.setattr(_common, "env_speed", lambda *a, **k: 1.0)
+    path = tmp_path / (_common.record_key("bench_throughput", ["--x"]) + ".json")
+    path.write_text("{not json")
+    _common.record(os.path.join(TOOLS, "bench_throughput.py"), ["--x"], "RESULT raw_sps=1")
+    aside = [p for p in os.listdir(tmp_path) if ".unreadable-" in p]
+    assert len(aside) == 1 and (tmp_path / aside[0]).read_text() == "{not json"
+    assert json.load(open(path))["history"] == []
