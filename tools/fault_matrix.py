@@ -10,23 +10,32 @@ actor 2; node03: actors 0 and 3), waits for its second checkpoint, then hits one
     kill          every process of node03 killed
     slow          node03 gets a tenth of one core (every process of it together)
     kill-learner  every process of node02 (learner 1 and an actor) killed
+    kill-lead     every process of node01 (learner 0, which writes the checkpoints, an actor and mpirun) killed
 
-and watches for ``2 x runtime.timeout_s + 60`` seconds. Outcome: **ended** (the job, mpirun included, exited: the
-seconds after the fault, its exit status and whether its last lines name the node), **trains on** (still running at
-the end of the watch, with new updates in its last ``runtime.timeout_s`` seconds: the updates per second before and
-after the fault) or **stuck** (running without new updates). Then the job is stopped if it still runs, every node
-rebooted (processes killed, link and CPU restored), and the same command resumes to 3 updates past the last one
-written: **rows lost** counts the updates missing from ``/metrics`` and **duplicated** the ones written twice (both
-must be 0).
+``--when running`` (default) hits the node once the second checkpoint exists; ``--when checkpoint`` hits it while the
+lead learner writes a later checkpoint (its temporary file seen; ``during a write`` says whether it still existed
+right after the hit). Then it watches for ``2 x runtime.timeout_s + 60`` seconds. Outcome: **ended** (the job, mpirun
+included, exited: the seconds after the fault, its exit status and whether its last lines name the node), **trains
+on** (still running at the end of the watch, with new updates in its last ``runtime.timeout_s`` seconds: the updates
+per second before and after the fault) or **stuck** (running without new updates). Then the job is stopped if it
+still runs, every node rebooted (processes killed, link and CPU restored), the newest complete checkpoint checked
+(**checkpoint intact**: it opens and holds its model's arrays), and the same command resumes to 3 updates past the
+last one written: **rows lost** counts the updates missing from ``/metrics`` and **duplicated** the ones written
+twice (both must be 0).
 
 Prints the table fault x flow and ends with
 
-    RESULT cases=… ended_in_bound=k/n trained_on=… stuck=… rows_lost=… duplicated=… resumed=k/n
+    RESULT cases=… ended_in_bound=k/n trained_on=… stuck=… rows_lost=… duplicated=… resumed=k/n checkpoint_intact=k/n
 
     sudo .venv/bin/python tools/fault_matrix.py [--flows mappo matrace-drop nigt-rennala …]
-        [--faults freeze cut kill slow kill-learner] [--timeout-s 15]
+        [--faults freeze cut kill slow kill-learner kill-lead] [--when running|checkpoint] [--timeout-s 15] [--fresh]
+
+Resumable: each case's row is kept in ``runs/fault_matrix/<flow>-<fault>-<when>.json`` with the commit it ran on,
+and the same command plays only the cases not kept yet (``--fresh`` plays them all again); the record names each
+row's commit (a table from several commits says so).
 """
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -36,7 +45,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, record
+from _common import ROOT, _git, record
 
 SMALL = ["env.num_envs=2", "algo.hidden=16", "output.progress_s=2", "output.checkpoint_every=2",
          "actors.step_delay_s=0.002", "train.total_env_steps=100000000"]
@@ -54,7 +63,9 @@ FLOWS = {
     "nigt-malenia": ["configs/nigt_spread.yaml", "algo.aggregation=malenia", "algo.batch=4", "algo.init_batch=4",
                      "env.kwargs.max_cycles=10"],
 }
-FAULTS = ("freeze", "cut", "kill", "slow", "kill-learner")
+FAULTS = ("freeze", "cut", "kill", "slow", "kill-learner", "kill-lead")
+NODE_OF = {"kill-learner": "node02", "kill-lead": "node01"}  # else node03 (actors only)
+KEPT = os.path.join(ROOT, "runs", "fault_matrix")
 RANKS = 6  # 2 learners + 4 actors over 3 nodes, round robin
 
 
@@ -71,6 +82,20 @@ def updates(run):
         return np.zeros(0, int)
 
 
+def intact(run) -> bool:
+    """The newest complete checkpoint opens and holds its model's arrays."""
+    import h5py
+
+    ckpts = checkpoints(run)
+    if not ckpts:
+        return False
+    try:
+        with h5py.File(ckpts[-1], "r") as f:
+            return len(f["model"]) > 0 and all(f["model"][k].size > 0 for k in f["model"])
+    except (OSError, KeyError):
+        return False
+
+
 def checkpoints(run):
     from hpcmarl.storage import list_checkpoints
 
@@ -83,7 +108,8 @@ class Case:
         self.run = os.path.join(c.shared, "fault-matrix", f"{flow}-{fault}")
         self.args = FLOWS[flow] + SMALL + [f"runtime.timeout_s={a.timeout_s}", "topology.learners=2",
                                            f"run_dir={self.run}"]
-        self.node = "node02" if fault == "kill-learner" else "node03"
+        self.node = NODE_OF.get(fault, "node03")
+        self.writing = os.path.join(self.run, "checkpoints", "ckpt-*.h5.tmp*")
 
     def command(self, extra):
         argv = [sys.executable, "-m", "hpcmarl.cli", "train"] + self.args + list(extra)
@@ -95,7 +121,7 @@ class Case:
     def hit(self):
         c, n = self.c, self.node
         {"freeze": c.freeze, "cut": c.cut, "kill": c.kill, "slow": lambda node: c.slow(node, 10),
-         "kill-learner": c.kill}[self.fault](n)
+         "kill-learner": c.kill, "kill-lead": c.kill}[self.fault](n)
 
     def reboot_all(self, p):
         """Every node thawed, linked, at full CPU, every process of it killed (``mpirun`` runs on node01)."""
@@ -108,7 +134,8 @@ class Case:
 
     def play(self):
         """Run the case; returns its row (a dict)."""
-        a, row = self.a, {"flow": self.flow, "fault": self.fault, "node": self.node}
+        a = self.a
+        row = {"flow": self.flow, "fault": self.fault, "node": self.node, "when": a.when}
         shutil.rmtree(self.run, ignore_errors=True)  # an earlier invocation's checkpoints would start the fault early
         p = subprocess.Popen(self.command(["train.max_updates=100000", "--fresh"]), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env=self.env(), cwd=ROOT, start_new_session=True)
@@ -124,9 +151,18 @@ class Case:
                     raise SystemExit(f"{self.flow}: no second checkpoint before the fault:\n"
                                      f"{p.stdout.read()[-3000:]}")
                 time.sleep(0.5)
+            if a.when == "checkpoint":  # the lead learner's next checkpoint write under way
+                deadline = time.monotonic() + 180
+                while not glob.glob(self.writing):
+                    if p.poll() is not None or time.monotonic() > deadline:
+                        self.reboot_all(p)
+                        raise SystemExit(f"{self.flow}: no checkpoint write seen:\n{p.stdout.read()[-3000:]}")
+                    time.sleep(0.001)
             before = updates(self.run)
             t_fault = time.monotonic()
             self.hit()
+            if a.when == "checkpoint":
+                row["during_write"] = bool(glob.glob(self.writing))
             bound = 2 * a.timeout_s + 60
             seen = {}  # wall time -> updates written, while the job lives
             while p.poll() is None and time.monotonic() - t_fault < bound:
@@ -150,6 +186,7 @@ class Case:
             if running:
                 out = p.stdout.read()
         row["tail"] = [ln for ln in out.strip().splitlines() if "hpcmarl" in ln][-2:]
+        row["checkpoint_intact"] = intact(self.run)
         last = updates(self.run)
         row["updates_at_stop"] = int(last[-1]) if len(last) else 0
         # the node is back: the same command resumes to 3 updates past the last one written
@@ -170,41 +207,56 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=list(FLOWS))
     ap.add_argument("--faults", nargs="+", default=list(FAULTS), choices=list(FAULTS))
+    ap.add_argument("--when", choices=("running", "checkpoint"), default="running",
+                    help="hit the node mid-run (default) or while the lead learner writes a checkpoint")
     ap.add_argument("--timeout-s", type=int, default=15, help="runtime.timeout_s of every run")
+    ap.add_argument("--fresh", action="store_true", help="play every case again (else kept cases are reused)")
     ap.add_argument("--state", default="/var/tmp/hpcmarl-fault-cluster", help="the cluster's state directory")
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cluster as cluster_tool
 
-    c = cluster_tool.Cluster(a.state, nodes=3, subnet="10.213.51.0/24", tag="hfm")
-    c.stop()  # what an interrupted invocation left
-    c = cluster_tool.Cluster(a.state, nodes=3, subnet="10.213.51.0/24", tag="hfm")
-    c.start(owner=os.getpid())
-    rows = []
-    try:
-        for flow in a.flows:
-            for fault in a.faults:
+    os.makedirs(KEPT, exist_ok=True)
+    cases = [(flow, fault, os.path.join(KEPT, f"{flow}-{fault}-{a.when}.json")) for flow in a.flows
+             for fault in a.faults]
+    todo = [case for case in cases if a.fresh or not os.path.exists(case[2])]
+    if todo:
+        c = cluster_tool.Cluster(a.state, nodes=3, subnet="10.213.51.0/24", tag="hfm")
+        c.stop()  # what an interrupted invocation left
+        c = cluster_tool.Cluster(a.state, nodes=3, subnet="10.213.51.0/24", tag="hfm")
+        c.start(owner=os.getpid())
+        try:
+            for i, (flow, fault, kept) in enumerate(todo):
+                print(f"case {i + 1}/{len(todo)}: {flow} x {fault} ({a.when})", flush=True)
                 row = Case(c, flow, fault, a).play()
-                rows.append(row)
+                row["commit"] = (_git("rev-parse", "HEAD") or "unknown")[:10]
                 print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
-    finally:
-        c.stop()
+                with open(kept + ".tmp", "w") as f:
+                    json.dump(row, f)
+                os.replace(kept + ".tmp", kept)
+        finally:
+            c.stop()
+    rows = []
+    for _, _, kept in cases:
+        with open(kept) as f:
+            rows.append(json.load(f))
     finish(a, rows)
 
 
 def finish(a, rows):
     bound = 2 * a.timeout_s + 60
-    print("\n| flow | fault | outcome | seconds after the fault | exit | names the node | rows lost | duplicated | "
-          "resumed |")
-    print("|---|---|---|---:|---:|---|---:|---:|---|")
+    columns = ["flow", "fault (node)", "outcome", "seconds after the fault", "exit", "names the node", "rows lost",
+               "duplicated", "resumed", "checkpoint intact", "commit"]
+    print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     table = []
     for r in rows:
-        cells = [r["flow"], r["fault"] + f" ({r['node']})",
+        cells = [r["flow"], r["fault"] + f" ({r['node']})" + (", during a write" if r.get("during_write") else ""),
                  r["outcome"] + (f", {r['ups_after']} updates/s (before: {r.get('ups_before')})"
                                  if r["outcome"] != "ended" else ""),
                  r["seconds"], "" if r["exit"] is None else r["exit"],
                  "" if r["outcome"] != "ended" else ("yes" if r["names_node"] else "no"),
-                 r["rows_lost"], r["duplicated"], "yes" if r["resumed"] else "no"]
+                 r["rows_lost"], r["duplicated"], "yes" if r["resumed"] else "no",
+                 "yes" if r.get("checkpoint_intact") else "no", r.get("commit", "")]
         table.append(cells)
         print("| " + " | ".join(str(x) for x in cells) + " |")
     ended = [r for r in rows if r["outcome"] == "ended"]
@@ -212,11 +264,15 @@ def finish(a, rows):
     line = (f"RESULT cases={len(rows)} ended_in_bound={sum(r['seconds'] <= bound for r in ended)}/{len(ended)} "
             f"trained_on={on} stuck={sum(r['outcome'] == 'stuck' for r in rows)} "
             f"rows_lost={sum(r['rows_lost'] for r in rows)} duplicated={sum(r['duplicated'] for r in rows)} "
-            f"resumed={sum(r['resumed'] for r in rows)}/{len(rows)}")
+            f"resumed={sum(r['resumed'] for r in rows)}/{len(rows)} "
+            f"checkpoint_intact={sum(bool(r.get('checkpoint_intact')) for r in rows)}/{len(rows)}")
     print(line)
-    record(__file__, sys.argv[1:], line, extra={"timeout_s": a.timeout_s, "bound_s": bound, "tables": {"cases": {
-        "columns": ["flow", "fault (node)", "outcome", "seconds after the fault", "exit", "names the node",
-                    "rows lost", "duplicated", "resumed"], "rows": table}}})
+    commits = sorted({r.get("commit", "") for r in rows})
+    note = (f"cases from {len(commits)} commits ({', '.join(commits)}): kept cases are reused by a later invocation"
+            if len(commits) > 1 else None)
+    record(__file__, [x for x in sys.argv[1:] if x != "--fresh"], line,
+           extra={"timeout_s": a.timeout_s, "bound_s": bound, "note": note,
+                  "tables": {"cases": {"columns": columns, "rows": table}}})
 
 
 if __name__ == "__main__":
