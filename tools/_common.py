@@ -77,6 +77,21 @@ def random_return(name, episodes):
     return total / episodes
 
 
+# held-out evaluation seeds: no config or benchmark setting is tuned on them; headline numbers come from them
+EVAL_SEEDS = (1000, 1001, 1002)
+
+
+def seed_list(text: str) -> list:
+    """``"1000,1001"`` -> ``[1000, 1001]`` (argparse type of a ``--seeds`` option); a bad list is one line."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer seeds, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
 def timed_run_parser(description, out, budget_s=600.0, ranks=4, windows=5):
     """Arguments of a benchmark that trains one config for a wall-clock budget and reports it in time windows."""
     ap = argparse.ArgumentParser(description=description)
