@@ -204,3 +204,20 @@ def test_an_unreadable_record_is_kept_aside_not_overwritten(tmp_path, monkeypatc
     aside = [p for p in os.listdir(tmp_path) if ".unreadable-" in p]
     assert len(aside) == 1 and (tmp_path / aside[0]).read_text() == "{not json"
     assert json.load(open(path))["history"] == []
+
+
+def test_a_record_with_uncommitted_changes_is_never_a_headline(tmp_path, monkeypatch):
+    readme = "# x\n\n<!-- results:begin -->\n<!-- results:end -->\n"
+    clean = crafted(commit="abcdef0123456789", args=("--seeds", "0"), result={"raw_sps": 111})
+    newer_dirty = crafted(commit="1234567890abcdef", args=(), dirty=True, result={"raw_sps": 999})
+    newer_dirty["date"] = "2025-01-01T00:00:00Z"
+    status, pages = render_into(tmp_path, [clean, newer_dirty], readme)
+    assert status == 0 and "raw_sps 111" in pages["README.md"] and "999" not in pages["README.md"]
+    assert "`1234567` with uncommitted changes" in pages["throughput.md"]  # still shown on its page, marked
+    (tmp_path / "only").mkdir()
+    (tmp_path / "named").mkdir()
+    status, pages = render_into(tmp_path / "only", [newer_dirty], readme)
+    assert status == 0 and "bench_throughput" not in pages["README.md"]
+    monkeypatch.setitem(rr.HEADLINE_RECORD, "bench_throughput", _common.record_key("bench_throughput", []))
+    status, _ = render_into(tmp_path / "named", [clean, newer_dirty], readme)
+    assert status == 2  # a headline named on a record with uncommitted changes is refused
