@@ -26,13 +26,13 @@ from typing import List
 import numpy as np
 import torch
 
+from hpcmarl import faults
 from hpcmarl.actors import GradientMaker
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, quota
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
 from hpcmarl.roles import loop
-from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink
 from hpcmarl.roles.loop import Flow, run_learner
 from hpcmarl.sampler import sleep_for
@@ -71,7 +71,7 @@ def actor_main(ctx) -> None:
         if command in (CMD_STOP, CMD_PREEMPTED):
             ctx.preempted = command == CMD_PREEMPTED
             break
-        inject_fault(ctx, rnd)
+        faults.at(ctx.rank, rnd)
         maker.policy.load(wrec["params"], rnd)  # copies: the buffer can take the next round now
         req = protocol.post_recv_weights(world, learner, wrec)
         made = 0
@@ -87,7 +87,7 @@ def actor_main(ctx) -> None:
                 made += 1
     out.flush()
     maker.collector.venv.close()
-    inject_fault(ctx, "final")
+    faults.at(ctx.rank, "final")
     protocol.send_bye(world, learner, {"sent": out.sent, "abandoned": maker.abandoned}, timeout)
 
 
