@@ -259,14 +259,13 @@ class UnrollQueue:
         return got
 
     def _run(self):
-        sleep = 0.0
+        backoff = protocol.Backoff()
         try:
             while not self.stopping:
                 if self.sweep():
-                    sleep = 0.0
+                    backoff.reset()
                 else:
-                    time.sleep(sleep)
-                    sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+                    backoff.wait()
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which aborts the job
             with self.cond:
                 self.error = e

@@ -195,7 +195,7 @@ class GradientFlow(Flow):
         steps = abandoned = errors = 0
         stop_flag = 0.0
         q = int(self.wrec["meta"][2])  # per-actor quota (synchronous aggregation), else 0
-        sleep = 0.0
+        backoff = protocol.Backoff()
         while True:
             got = False
             for link in self.links:
@@ -216,7 +216,7 @@ class GradientFlow(Flow):
             if cur.closed():
                 break
             if got:
-                sleep = 0.0
+                backoff.reset()
                 continue
             # every actor the round still waits for is bounded on its own: one silent actor is not hidden by the
             # others' gradients (a Malenia round needs them all; Rennala's would go on without it for ever). An
@@ -229,8 +229,7 @@ class GradientFlow(Flow):
                         f"timed out after {timeout:.0f}s waiting for a gradient or a sign of life from actor rank "
                         f"{link.rank} (round "
                         f"{rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")
-            time.sleep(sleep)
-            sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+            backoff.wait()
         t1 = time.perf_counter()
         # one all-reduce: [sums, per-actor counts]; the same step everywhere
         coll.t_allreduce = 0.0
