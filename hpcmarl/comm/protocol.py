@@ -50,19 +50,26 @@ class CommTimeout(RuntimeError):
 
 
 class Backoff:
-    """The sleep between polls of a wait loop: none at first, then from ``first`` growing 1.5x to ``cap`` seconds;
-    :meth:`reset` after a poll that found work. At the default 0.2 ms .. 1 ms a waiting rank is at most 1 ms late
-    and uses a few percent of a core (``hpcmarl.sizing.profile.wait_load`` measures it)."""
+    """The sleep between polls of a wait loop: none at first, then from ``first`` growing 1.5x to ``cap`` seconds, or
+    to ``late`` x the time waited so far where that is longer; :meth:`reset` after a poll that found work. A waiting
+    rank is thus at most ``cap`` (1 ms) or 1% of its wait late, and a long wait costs a few hundred polls instead of
+    one per millisecond: ranks that wait on a node shared by more ranks than cores leave the cores to the others
+    (``hpcmarl.sizing.profile.wait_load`` measures what a wait costs)."""
 
-    def __init__(self, first: float = 0.0002, cap: float = 0.001):
-        self.first, self.cap, self.s = first, cap, 0.0
+    def __init__(self, first: float = 0.0002, cap: float = 0.001, late: float = 0.01):
+        self.first, self.cap, self.late = first, cap, late
+        self.s, self.since = 0.0, None
 
     def wait(self) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
         time.sleep(self.s)
-        self.s = min(self.first if self.s == 0 else self.s * 1.5, self.cap)
+        longest = max(self.cap, self.late * (now - self.since))
+        self.s = min(self.first if self.s == 0 else self.s * 1.5, longest)
 
     def reset(self) -> None:
-        self.s = 0.0
+        self.s, self.since = 0.0, None
 
 
 def poll_until(test, timeout: float, what: str, meanwhile=None, first: float = 0.0002, cap: float = 0.001) -> None:
