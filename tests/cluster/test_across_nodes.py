@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from launch import PY, ROOT, hpcmarl, requires_mpirun, run_cmd
+from launch import PY, ROOT, hpcmarl, require_extra, requires_mpirun, run_cmd
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cluster as cluster_tool  # noqa: E402
@@ -115,6 +115,9 @@ FLOWS = [
     ("nigt-allreduce", 5, 2, NIG + ["algo.aggregation=allreduce"]),
     ("nigt-rennala", 5, 2, NIG + ["algo.aggregation=rennala"]),
     ("nigt-malenia", 5, 2, NIG + ["algo.aggregation=malenia"]),
+    # a batched simulator's env (JaxMARL's MPE port, 2 copies per actor), each actor with its own JAX
+    ("mappo-batched-jaxmarl", 5, 2, PPO + ["env.name=jaxmarl:MPE_simple_spread_v3", "env.kwargs.max_steps=4",
+                                           "algo.unroll_length=5", "learner.backend=mpi"]),
 ]
 
 
@@ -123,6 +126,8 @@ def test_flow_across_nodes(cluster, ranks, learners, args, request):
     """Each flow trains with its ranks on 3 nodes and its 2 learners on 2 of them: exit 0, run.h5's rank map names
     the 3 hosts, the learners end with the same parameters."""
     name = request.node.callspec.id
+    if "jaxmarl:" in " ".join(args):
+        require_extra("jaxmarl", "jax")
     p, run = train(cluster, name, ranks, args + ["train.max_updates=6", f"topology.learners={learners}"])
     assert p.returncode == 0, p.stderr[-3000:]
     check_run(run, 6, learners)
