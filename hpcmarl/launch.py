@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from hpcmarl import __version__, runlock, stopsignals, storage
+from hpcmarl import __version__, faults, runlock, stopsignals, storage
 from hpcmarl.algos import base as algos
 from hpcmarl.algos.base import uses_state
 from hpcmarl.comm import launcher, watchdog
@@ -169,6 +169,7 @@ def run_training(cfg: Config, fresh: bool = False, argv=()) -> int:
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     try:
         layout = layout_for(cfg, size)
+        faults.spec()  # a test's fault injection, parsed once (a malformed one is refused here)
     except ValueError as e:
         say(f"hpcmarl: error: {e}")
         return 2
@@ -201,11 +202,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
     # ---- pre-flight on rank 0, nothing written yet ------------------------------------------------------
     pre = None
     if rank == 0:
-        from types import SimpleNamespace
-
-        from hpcmarl.roles.common import inject_fault
-
-        inject_fault(SimpleNamespace(rank=rank), "preflight")
+        faults.at(rank, "preflight")
         try:
             runlock.take(cfg.resolved_run_dir, cfg.runtime.timeout_s, say)  # one job per run directory
             pre = preflight(cfg, fresh)
@@ -261,9 +258,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
         ctx.hosts = world.allgather(ctx.host)
         launcher.set_hosts(ctx.hosts)  # a line that names a rank names its node too
         local_rank = set_threads(cfg, world, role)
-    from hpcmarl.roles.common import inject_fault
-
-    inject_fault(ctx, "startup")
+    faults.at(ctx.rank, "startup")
     from hpcmarl.envs import probe_spec
 
     roles = importlib.import_module(algos.FLOWS[algos.get(cfg.algo.name).flow])  # the flow's role module (code paths)

@@ -25,6 +25,9 @@ Modes (``--modes``):
     straggler  NIGT's three rules on --straggler-nodes nodes, every node equal and then the last node --slow times
                slower (its actors' factor h_i in ``actors.delay``): gradients accepted per second and rounds per
                second.
+    caps       every flow on --cap-nodes nodes as in the weak mode, with every node's link uncapped and then capped
+               at each of --caps in both directions (``tc tbf``): env steps/s capped / uncapped, and the bytes a
+               learner takes in per second uncapped (what a cap must carry).
 
 Every rollout-flow point is also predicted by the sizing model (``hpcmarl validate --predict --distribution
 cyclic``: the profile measured here, the same injected costs, this machine's cores shared by the nodes); NIGT is not
@@ -33,9 +36,9 @@ an interrupted invocation. Draws the efficiency curves (``docs/results/img/<reco
 and writes a record; last line
 
     RESULT weak_eff_8_min=… weak_eff_8_<flow>=… strong_eff_8_<flow>=… straggler_<rule>_per_s=…
-        max_pred_err=… within_15pct=k/n
+        cap_<rate>_<flow>=… max_pred_err=… within_15pct=k/n
 
-    sudo .venv/bin/python tools/bench_scaling.py [--nodes 1 2 4 8] [--modes weak strong straggler]
+    sudo .venv/bin/python tools/bench_scaling.py [--nodes 1 2 4 8] [--modes weak strong straggler caps]
         [--flows mappo matrace nigt-allreduce nigt-rennala nigt-malenia] [--factor 20] [--train-seconds 40]
 """
 import argparse
@@ -173,7 +176,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--modes", nargs="+", default=["weak", "strong", "straggler"],
-                    choices=["weak", "strong", "straggler"])
+                    choices=["weak", "strong", "straggler", "caps"])
+    ap.add_argument("--cap-nodes", type=int, default=4, help="caps mode: nodes")
+    ap.add_argument("--caps", nargs="+", default=["1gbit", "100mbit"], help="caps mode: link rates (tc syntax)")
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=list(FLOWS))
     ap.add_argument("--actors-per-node", type=int, default=2)
     ap.add_argument("--factor", type=float, default=20.0, help="injected costs: this many times the real ones")
@@ -203,7 +208,7 @@ def main():
 
     torch.set_num_threads(1)
     os.makedirs(a.out, exist_ok=True)
-    n_max = max(max(a.nodes), a.straggler_nodes)
+    n_max = max(max(a.nodes), a.straggler_nodes, a.cap_nodes if "caps" in a.modes else 1)
     c = cluster_tool.Cluster(a.state, nodes=n_max, subnet="10.213.49.0/24", tag="hbs")
     c.stop()  # what an interrupted invocation left
     c = cluster_tool.Cluster(a.state, nodes=n_max, subnet="10.213.49.0/24", tag="hbs")
@@ -258,7 +263,47 @@ def run_modes(a, b):
                 if delay:
                     result[f"straggler_{flow.split('-')[1]}_per_s"] = round(gps, 2)
                 print(f"    {flow} {label}: {gps:.1f} gradients accepted/s, {rps:.2f} rounds/s", flush=True)
+    if "caps" in a.modes:
+        run_caps(a, b, result, rows, curves)
     return result, rows, curves, errs
+
+
+def run_caps(a, b, result, rows, curves):
+    """The caps mode: each flow on --cap-nodes nodes, links uncapped, then capped at each of --caps."""
+    from hpcmarl.storage import Run
+
+    N, A = a.cap_nodes, a.actors_per_node * a.cap_nodes
+    nodes = b.c.names[:N]
+    for flow in a.flows:
+        base = None
+        for cap in ["none"] + list(a.caps):
+            for node in nodes:
+                b.c.cap(node, "0" if cap == "none" else cap)
+            before = into_nodes(b.c, nodes)
+            try:
+                sps, run, _ = b.point("caps", flow, N, tag="" if cap == "none" else f"-{cap}")
+            finally:
+                for node in nodes:
+                    b.c.cap(node, "0")
+            if base is None:
+                base = sps
+                ingress = (into_nodes(b.c, nodes) - before) / float(Run(run).metrics()["wall_time"][-1]) / N
+                curves.setdefault("ingress", {})[flow] = ingress
+                print(f"    {flow}: {ingress / 1e6:.2f} MB/s into each node uncapped ({ingress * 8 / 1e6:.1f} Mbit/s)",
+                      flush=True)
+            rows.append([f"caps {cap}", flow, N, A, sps, sps / base, None, None])
+            curves.setdefault("caps", {})[flow, cap] = sps / base
+            if cap != "none":
+                result[f"cap_{cap}_{flow.replace('-', '_')}"] = round(sps / base, 3)
+
+
+def into_nodes(c, nodes) -> int:
+    """Bytes sent into ``nodes`` so far (the bridge side of each node's link: what it transmits, the node receives)."""
+    total = 0
+    for node in nodes:
+        with open(f"/sys/class/net/{c.veth(node)}/statistics/tx_bytes") as f:
+            total += int(f.read())
+    return total
 
 
 def finish(a, result, rows, curves, errs):
@@ -284,6 +329,7 @@ def finish(a, result, rows, curves, errs):
                   for (flow, label), (g, r) in curves.get("straggler", {}).items()}
     record(__file__, sys.argv[1:], line, extra={"factor": a.factor, "actors_per_node": a.actors_per_node,
                                                 "failed": failed, "straggler": stragglers,
+                                                "bytes_per_s_into_each_node_uncapped": curves.get("ingress"),
                                                 "plot": plot and os.path.relpath(plot, ROOT), "tables": {"points": {
         "columns": ["mode", "flow", "nodes", "actors", "env steps/s", "efficiency", "predicted env steps/s",
                     "prediction error"], "rows": rows}}})
@@ -295,11 +341,24 @@ def draw(path, a, curves):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = [m for m in ("weak", "strong", "straggler") if m in curves]
+    modes = [m for m in ("weak", "strong", "straggler", "caps") if m in curves]
     if not modes:
         return None
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
     for ax, mode in zip(axes[0], modes):
+        if mode == "caps":  # env steps/s capped / uncapped, per flow and cap
+            pts = curves[mode]
+            flows = [f for f in FLOWS if any(k[0] == f for k in pts)]
+            caps = [c for c in ["none"] + list(a.caps) if any(k[1] == c for k in pts)][1:]
+            for j, cap in enumerate(caps):
+                ax.bar([i + 0.8 / len(caps) * j for i in range(len(flows))], [pts.get((f, cap), 0) for f in flows],
+                       width=0.8 / len(caps), label=f"links at {cap}")
+            ax.set_xticks(range(len(flows)), flows, fontsize=8)
+            ax.axhline(1.0, color="k", ls=":", lw=1)
+            ax.set_title(f"{a.cap_nodes} nodes, every link capped (tc tbf)")
+            ax.set_ylabel("env steps/s, capped / uncapped")
+            ax.legend(fontsize=8)
+            continue
         if mode == "straggler":  # gradients accepted per second, every node equal vs one node slower
             pts = curves[mode]
             flows = sorted({f for f, _ in pts}, key=list(FLOWS).index)

@@ -49,34 +49,60 @@ class CommTimeout(RuntimeError):
     pass
 
 
-def wait(req, timeout: float, what: str):
-    """Poll a lowercase (pickled) mpi4py request until done and return its object; raise
-    :class:`CommTimeout` naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    sleep = 0.0
-    while True:
-        done, obj = req.test()
-        if done:
-            return obj
-        if time.monotonic() > deadline:
-            raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(sleep)
-        sleep = min(0.002 if sleep == 0 else sleep * 1.5, 0.05)
+class Backoff:
+    """The sleep between polls of a wait loop: none at first, then from ``first`` growing 1.5x to ``cap`` seconds, or
+    to ``late`` x the time waited so far where that is longer; :meth:`reset` after a poll that found work. A waiting
+    rank is thus at most ``cap`` (1 ms) or 1% of its wait late, and a long wait costs a few hundred polls instead of
+    one per millisecond: ranks that wait on a node shared by more ranks than cores leave the cores to the others
+    (``hpcmarl.sizing.profile.wait_load`` measures what a wait costs)."""
+
+    def __init__(self, first: float = 0.0002, cap: float = 0.001, late: float = 0.01):
+        self.first, self.cap, self.late = first, cap, late
+        self.s, self.since = 0.0, None
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        time.sleep(self.s)
+        longest = max(self.cap, self.late * (now - self.since))
+        self.s = min(self.first if self.s == 0 else self.s * 1.5, longest)
+
+    def reset(self) -> None:
+        self.s, self.since = 0.0, None
 
 
-def wait_buffer(req, timeout: float, what: str, meanwhile=None, max_sleep: float = 0.001):
-    """Like :func:`wait` for buffer requests (``Request.Test``). ``meanwhile()`` (-> True when it did something) is
-    called between tests: work the peer needs done before it can complete the request. Sleeps grow from 0.2 ms to
-    ``max_sleep`` between tests."""
+def poll_until(test, timeout: float, what: str, meanwhile=None, first: float = 0.0002, cap: float = 0.001) -> None:
+    """Call ``test()`` until it is true, sleeping by :class:`Backoff` between calls; ``meanwhile()`` (-> True when it
+    did something) runs between them: work the peer needs done first. :class:`CommTimeout` naming ``what`` after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    sleep = 0.0
-    while not req.Test():
+    backoff = Backoff(first, cap)
+    while not test():
         if meanwhile is not None and meanwhile():
             continue
         if time.monotonic() > deadline:
             raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(sleep)
-        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, max_sleep)  # <= 1 ms late, negligible CPU
+        backoff.wait()
+
+
+def wait(req, timeout: float, what: str):
+    """Poll a lowercase (pickled) mpi4py request until done and return its object; raise
+    :class:`CommTimeout` naming ``what`` after ``timeout`` seconds."""
+    got = []
+
+    def test() -> bool:
+        done, obj = req.test()
+        got[:] = [obj]
+        return done
+
+    poll_until(test, timeout, what, first=0.002, cap=0.05)
+    return got[-1]
+
+
+def wait_buffer(req, timeout: float, what: str, meanwhile=None, max_sleep: float = 0.001):
+    """Like :func:`wait` for buffer requests (``Request.Test``); see :func:`poll_until`."""
+    poll_until(req.Test, timeout, what, meanwhile, cap=max_sleep)
 
 
 class Requests:
@@ -211,13 +237,7 @@ def recv_control(comm, source: int, timeout: float):
 def recv_object(comm, source: int, tag: int, timeout: float, what: str):
     """Receive a pickled control object of any size from ``source`` once it has arrived (probe first: ``irecv``
     would need a buffer bound)."""
-    deadline = time.monotonic() + timeout
-    sleep = 0.0
-    while not comm.Iprobe(source=source, tag=tag):
-        if time.monotonic() > deadline:
-            raise CommTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(sleep)
-        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.005)
+    poll_until(lambda: comm.Iprobe(source=source, tag=tag), timeout, what, cap=0.005)
     return comm.recv(source=source, tag=tag)
 
 

@@ -25,12 +25,12 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from hpcmarl import faults
 from hpcmarl.actors import make_sampler, traj_path
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.loop import Flow, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -76,7 +76,7 @@ def actor_main(ctx) -> None:
             # queue_full=drop the learner's receiver thread takes unrolls even while its training loop is hung
             raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for new weights from learner rank "
                                        f"{learner} (it pushes every algo.push_every updates)")
-        inject_fault(ctx, sent)  # (its unroll count: the versions it holds may skip a number)
+        faults.at(ctx.rank, sent)  # (its unroll count: the versions it holds may skip a number)
         t0 = time.perf_counter()
         if sends[slot] is not None:  # both sends pending: the learner's queue is full (back-pressure)
             protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
@@ -99,7 +99,7 @@ def actor_main(ctx) -> None:
     if traj is not None:
         traj.close()
     sampler.venv.close()
-    inject_fault(ctx, "final")
+    faults.at(ctx.rank, "final")
     protocol.send_bye(world, learner, {"sent": sent, "discarded": discarded}, timeout)
 
 
@@ -259,14 +259,13 @@ class UnrollQueue:
         return got
 
     def _run(self):
-        sleep = 0.0
+        backoff = protocol.Backoff()
         try:
             while not self.stopping:
                 if self.sweep():
-                    sleep = 0.0
+                    backoff.reset()
                 else:
-                    time.sleep(sleep)
-                    sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+                    backoff.wait()
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which aborts the job
             with self.cond:
                 self.error = e

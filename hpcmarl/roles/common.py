@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import storage, tracking
+from hpcmarl import faults, storage, tracking
 from hpcmarl.comm.spec import META_INDEX
 from hpcmarl.evaluation import eval_tables, make_evaluator
 
@@ -18,30 +18,6 @@ M = META_INDEX
 SIGNAL_REASON = "stop signal received"
 WALL_REASON = "max_wall_s reached"
 ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
-
-
-def inject_fault(ctx, update) -> None:
-    """Failure injection for tests: ``HPCMARL_INJECT_FAULT=<rank>:<raise|hang|exit|sigterm>:<update|phase>``
-    (phases: ``preflight``: rank 0 before its pre-flight; ``startup``: once the communicators are built, before the
-    role starts; ``checkpoint``: the lead learner before it writes a checkpoint; ``final``: when the rank has stopped
-    its work, before its final checkpoint or goodbye)."""
-    spec = os.environ.get("HPCMARL_INJECT_FAULT")
-    if not spec:
-        return
-    rank, kind, at = spec.split(":")
-    if int(rank) != ctx.rank or str(update) != at:  # an update/round number, or a phase: startup, final
-        return
-    if kind == "raise":
-        raise RuntimeError(f"injected fault on rank {ctx.rank} at update {update}")
-    if kind == "hang":
-        time.sleep(10 ** 6)
-    if kind == "exit":
-        os._exit(7)
-    if kind == "sigterm":  # as a scheduler's preemption notice
-        import signal
-
-        os.kill(os.getpid(), signal.SIGTERM)
-    # kind "nan" (a learner's parameter becomes NaN right after that update): hpcmarl.roles.finite.poison applies it
 
 
 def duration(seconds: float) -> str:
@@ -270,7 +246,7 @@ class RunLog:
         pairs = self.coll.gather((group, param_checksum))
         c = self.counters
         if self.lead:
-            inject_fault(self.ctx, "checkpoint")
+            faults.at(self.ctx.rank, "checkpoint")
             sums = [s for _, s in pairs]
             for g in {g for g, _ in pairs}:
                 if len({s for h, s in pairs if h == g}) != 1:

@@ -14,7 +14,7 @@ line, as its league rank waits for the groups' last reports). Actors never recei
 from them would fail there).
 
 Test knob: ``HPCMARL_INJECT_FAULT=<rank>:nan:<update>`` sets one parameter of that learner to NaN right after that
-update (see :func:`hpcmarl.roles.common.inject_fault` for the other kinds).
+update (see :mod:`hpcmarl.faults` for the other kinds).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+
+from hpcmarl import faults
 
 WATCHED = re.compile(r"(^|/)([^/]*loss[^/]*|grad_norm)$")  # metrics row keys that must stay finite
 
@@ -93,8 +95,7 @@ def params_problem(flow) -> str:
 
 def poison(ctx, flow, update: int) -> None:
     """``HPCMARL_INJECT_FAULT=<rank>:nan:<update>``: one parameter of this learner becomes NaN after ``update``."""
-    parts = os.environ.get("HPCMARL_INJECT_FAULT", "").split(":")
-    if len(parts) != 3 or parts[1] != "nan" or parts[0] != str(ctx.rank) or parts[2] != str(update):
+    if not faults.marked(ctx.rank, "nan", update):
         return
     params = _params(flow)
     if params:

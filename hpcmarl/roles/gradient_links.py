@@ -176,16 +176,15 @@ class CounterGate:
         """(learner 0) Answer requests until :meth:`close`; polls with a short backoff, so it costs no core."""
         MPI, comm = self.MPI, self.comm
         req, out, status = np.zeros(4, np.int64), np.zeros(2, np.int64), MPI.Status()
-        nap = 0.0
+        backoff = protocol.Backoff(first=0.0001)
         while not self.stopping.is_set():
             if comm.Iprobe(MPI.ANY_SOURCE, self.TAG_REQUEST, status):
                 src = status.Get_source()
                 comm.Recv([req, MPI.INT64_T], src, self.TAG_REQUEST)
                 comm.Send([self._apply(req, out), MPI.INT64_T], src, self.TAG_REPLY)
-                nap = 0.0
+                backoff.reset()
             else:
-                time.sleep(nap)
-                nap = min(0.0001 if nap == 0 else nap * 1.5, 0.001)
+                backoff.wait()
 
     def _call(self, op: int, actor: int = 0) -> np.ndarray:
         self.request[:] = (op, self.seq, self.M, actor)

@@ -26,13 +26,13 @@ from typing import List
 import numpy as np
 import torch
 
+from hpcmarl import faults
 from hpcmarl.actors import GradientMaker
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round, quota
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
 from hpcmarl.roles import loop
-from hpcmarl.roles.common import inject_fault
 from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink
 from hpcmarl.roles.loop import Flow, run_learner
 from hpcmarl.sampler import sleep_for
@@ -71,7 +71,7 @@ def actor_main(ctx) -> None:
         if command in (CMD_STOP, CMD_PREEMPTED):
             ctx.preempted = command == CMD_PREEMPTED
             break
-        inject_fault(ctx, rnd)
+        faults.at(ctx.rank, rnd)
         maker.policy.load(wrec["params"], rnd)  # copies: the buffer can take the next round now
         req = protocol.post_recv_weights(world, learner, wrec)
         made = 0
@@ -87,7 +87,7 @@ def actor_main(ctx) -> None:
                 made += 1
     out.flush()
     maker.collector.venv.close()
-    inject_fault(ctx, "final")
+    faults.at(ctx.rank, "final")
     protocol.send_bye(world, learner, {"sent": out.sent, "abandoned": maker.abandoned}, timeout)
 
 
@@ -195,7 +195,7 @@ class GradientFlow(Flow):
         steps = abandoned = errors = 0
         stop_flag = 0.0
         q = int(self.wrec["meta"][2])  # per-actor quota (synchronous aggregation), else 0
-        sleep = 0.0
+        backoff = protocol.Backoff()
         while True:
             got = False
             for link in self.links:
@@ -216,7 +216,7 @@ class GradientFlow(Flow):
             if cur.closed():
                 break
             if got:
-                sleep = 0.0
+                backoff.reset()
                 continue
             # every actor the round still waits for is bounded on its own: one silent actor is not hidden by the
             # others' gradients (a Malenia round needs them all; Rennala's would go on without it for ever). An
@@ -229,8 +229,7 @@ class GradientFlow(Flow):
                         f"timed out after {timeout:.0f}s waiting for a gradient or a sign of life from actor rank "
                         f"{link.rank} (round "
                         f"{rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")
-            time.sleep(sleep)
-            sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+            backoff.wait()
         t1 = time.perf_counter()
         # one all-reduce: [sums, per-actor counts]; the same step everywhere
         coll.t_allreduce = 0.0

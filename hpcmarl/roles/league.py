@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from hpcmarl import faults
 from hpcmarl.comm import protocol
 from hpcmarl.comm.protocol import Tag
 from hpcmarl.envs import EnvSpec, make_env
@@ -283,8 +284,6 @@ class EvalEpisodes(Matchup):
 
 
 def league_main(ctx) -> None:
-    from hpcmarl.roles.common import inject_fault
-
     cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
     league = League(cfg, ctx.run_dir, seed=cfg.seed + 99991)
     if ctx.resume_path:
@@ -324,7 +323,7 @@ def league_main(ctx) -> None:
                 byes += 1
             elif msg["kind"] == "status":
                 update = int(msg["update"])
-                inject_fault(ctx, update)
+                faults.at(ctx.rank, update)
                 due = league.snapshot_due(gi, update)
                 protocol.send_object(world, src, {"snapshot": due}, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
                 if due:
@@ -355,4 +354,4 @@ def league_main(ctx) -> None:
             raise protocol.CommTimeout(f"league rank: no message from any learner or actor for "
                                        f"{cfg.runtime.timeout_s:.0f}s")
         time.sleep(0.001)
-    inject_fault(ctx, "final")
+    faults.at(ctx.rank, "final")

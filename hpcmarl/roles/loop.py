@@ -21,9 +21,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import storage
+from hpcmarl import faults, storage
 from hpcmarl.comm import watchdog
-from hpcmarl.roles.common import RunLog, inject_fault
+from hpcmarl.roles.common import RunLog
 from hpcmarl.roles.finite import check_finite
 
 
@@ -118,7 +118,7 @@ def run_learner(ctx, flow: Flow) -> None:
     if not stop_reason:
         flow.handout()
     while not stop_reason:
-        inject_fault(ctx, flow.version)
+        faults.at(ctx.rank, flow.version)
         r = flow.round()
         log.advance(r.env_steps, r.episodes, r.env_errors)
         check_finite(ctx, flow, log, r.row)  # a non-finite loss or parameter: one line, exit 1, no checkpoint
@@ -138,7 +138,7 @@ def run_learner(ctx, flow: Flow) -> None:
     # the final checkpoint before the actors are stopped: a hung actor cannot cost it (stopping waits for every
     # actor's goodbye); episodes the stop cuts off are counted in run.h5 (log.finish), not in the checkpoint
     with watchdog.guard("the final checkpoint to be written"):
-        inject_fault(ctx, "final")
+        faults.at(ctx.rank, "final")
         if log.final_checkpoint_due():
             log.final_eval = not ctx.preempted  # eval.*: the final (and absolute) evaluation of a run that ended
             flow.save(log)

@@ -7,19 +7,19 @@ PPO with gradients averaged across learners, and version v+1 goes out.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Dict, Optional
 
 import numpy as np
 import torch
 
+from hpcmarl import faults
 from hpcmarl.actors import actor_seed, make_sampler, traj_path
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, Record, unroll_spec, weights_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import ACTOR_TIMERS, M, inject_fault
+from hpcmarl.roles.common import ACTOR_TIMERS, M
 from hpcmarl.roles.loop import Flow, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -86,12 +86,12 @@ def actor_main(ctx) -> None:
                 ctx.preempted, stop = command == CMD_PREEMPTED, True
                 break
             first = version if first < 0 else first
-            inject_fault(ctx, version)
+            faults.at(ctx.rank, version)
             mask_version = int(wrec["meta"][WEIGHT_INDEX["mask_version"]])
             if bits is not None and mask_version != sampler.policy.mask_version:  # sparse: the masks changed
                 protocol.recv_masks(world, learner, bits, timeout)
                 sampler.policy.set_masks(bits, mask_version)
-            if os.environ.get("HPCMARL_INJECT_FAULT") != f"{ctx.rank}:stale:{version}":
+            if not faults.marked(ctx.rank, "stale", version):
                 sampler.policy.load(wrec["params"], version)
             sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
         if stop:
@@ -131,7 +131,7 @@ def actor_main(ctx) -> None:
     sampler.venv.close()
     if league is not None:
         league.bye()
-    inject_fault(ctx, "final")
+    faults.at(ctx.rank, "final")
     protocol.send_bye(world, learner, {"discarded": discarded, "sent": sent}, timeout)
 
 

@@ -222,15 +222,15 @@ def busy_slowdown(cfg, alone_s: float, processes: int, n: int = 8) -> float:
 
 
 def wait_load(seconds: float = 0.5) -> float:
-    """The share of a core one rank uses while it polls for a message that does not come: hpcmarl's wait loop (a
-    test, then a sleep growing to 1 ms; the MPI test itself, a few microseconds, is left out so that this needs no
-    MPI)."""
+    """The share of a core one rank uses while it polls for a message that does not come for ``seconds``: hpcmarl's
+    wait loop (:class:`hpcmarl.comm.protocol.Backoff`: a test, then a sleep growing to 1 ms or 1% of the wait; the MPI
+    test itself, a few microseconds, is left out so that this needs no MPI)."""
+    from hpcmarl.comm.protocol import Backoff
+
     t0, c0 = time.perf_counter(), time.process_time()
-    sleep, polls = 0.0, 0
+    backoff = Backoff()
     while time.perf_counter() - t0 < seconds:
-        polls += 1
-        time.sleep(sleep)
-        sleep = min(0.0002 if sleep == 0 else sleep * 1.5, 0.001)
+        backoff.wait()
     return float(min(1.0, (time.process_time() - c0) / (time.perf_counter() - t0)))
 
 

@@ -4,6 +4,7 @@ from a hostfile on node01 as a batch script would. Ranks are placed round-robin 
 so with 2 learners the learners sit on node01 and node02 and the actors on all three. Every launch has a hard
 timeout that kills the whole process group; the cluster is removed when the module ends, or by its keeper when
 pytest itself dies."""
+import glob
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from launch import PY, ROOT, hpcmarl, requires_mpirun, run_cmd
+from launch import PY, ROOT, hpcmarl, require_extra, requires_mpirun, run_cmd
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cluster as cluster_tool  # noqa: E402
@@ -114,6 +115,9 @@ FLOWS = [
     ("nigt-allreduce", 5, 2, NIG + ["algo.aggregation=allreduce"]),
     ("nigt-rennala", 5, 2, NIG + ["algo.aggregation=rennala"]),
     ("nigt-malenia", 5, 2, NIG + ["algo.aggregation=malenia"]),
+    # a batched simulator's env (JaxMARL's MPE port, 2 copies per actor), each actor with its own JAX
+    ("mappo-batched-jaxmarl", 5, 2, PPO + ["env.name=jaxmarl:MPE_simple_spread_v3", "env.kwargs.max_steps=4",
+                                           "algo.unroll_length=5", "learner.backend=mpi"]),
 ]
 
 
@@ -122,6 +126,8 @@ def test_flow_across_nodes(cluster, ranks, learners, args, request):
     """Each flow trains with its ranks on 3 nodes and its 2 learners on 2 of them: exit 0, run.h5's rank map names
     the 3 hosts, the learners end with the same parameters."""
     name = request.node.callspec.id
+    if "jaxmarl:" in " ".join(args):
+        require_extra("jaxmarl", "jax")
     p, run = train(cluster, name, ranks, args + ["train.max_updates=6", f"topology.learners={learners}"])
     assert p.returncode == 0, p.stderr[-3000:]
     check_run(run, 6, learners)
@@ -338,16 +344,36 @@ SLURM_TINY = ["configs/test_tiny.yaml", "env.num_envs=2", "algo.hidden=16", "out
               "runtime.timeout_s=15", "topology.learners=2"]
 
 
-def test_sbatch_spreads_a_run_over_three_nodes(cluster):
-    """``sbatch --nodes=3 slurm/train.sbatch``: srun places 6 ranks on 3 nodes (cyclic: the 2 learners on two)."""
-    out = os.path.join(cluster.shared, "slurm-spread")
-    os.makedirs(out, exist_ok=True)
+SLURM_FLOWS = {  # id: (arguments, learners, updates)
+    "mappo": (SLURM_TINY, 2, 6),
+    "matrace-drop": (MAT + ["algo.queue_full=drop", "runtime.timeout_s=15", "topology.learners=2"], 2, 6),
+    "qmix": (QMX + ["runtime.timeout_s=15", "topology.learners=2"], 2, 6),
+    "nigt-malenia": (NIG + ["algo.aggregation=malenia", "runtime.timeout_s=15", "topology.learners=2"], 2, 6),
+    "league": (["configs/league_kuhn.yaml", "env.num_envs=4", "algo.hidden=16", "output.progress_s=5",
+                "runtime.timeout_s=30", "league.groups.0.snapshot_every=2", "league.eval_games=4"], 1, 6),
+}
+
+
+@pytest.mark.parametrize("flow", list(SLURM_FLOWS))
+def test_sbatch_spreads_a_run_over_three_nodes(cluster, flow):
+    """``sbatch --nodes=3 slurm/train.sbatch`` in each flow: srun places 6 ranks on 3 nodes (cyclic: 2 learners on
+    two nodes; the league's learner, league rank and actors on all three)."""
+    args, learners, updates = SLURM_FLOWS[flow]
+    out = os.path.join(cluster.shared, f"slurm-spread-{flow}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
     jid = sbatch(cluster, ["--nodes=3", "--ntasks-per-node=2", "--distribution=cyclic", "slurm/train.sbatch"]
-                 + SLURM_TINY + [f"output.root={out}/runs", "train.max_updates=6"], out)
-    info = wait_job(cluster, jid, 180)
+                 + args + [f"output.root={out}/runs", f"train.max_updates={updates}"], out)
+    info = wait_job(cluster, jid, 240)
     log = open(os.path.join(out, f"{jid}.out")).read()
     assert info.get("JobState") == "COMPLETED", (info.get("JobState"), log[-3000:])
-    check_run(os.path.join(out, "runs", f"tiny-{jid}"), 6, 2)
+    runs = glob.glob(os.path.join(out, "runs", f"*-{jid}"))
+    assert len(runs) == 1, os.listdir(os.path.join(out, "runs"))
+    if flow == "league":
+        s = summary(runs[0])
+        assert s["updates"] >= updates and len(set(hosts_of(s).values())) == NODES, s
+    else:
+        check_run(runs[0], updates, learners)
 
 
 def test_hetjob_puts_the_learners_on_one_node_and_the_actors_on_the_others(cluster):

@@ -120,6 +120,11 @@ def test_bad_input_one_line_errors_and_untouched_run_dir(tmp_path):
         assert len(lines) == 1 and needle in lines[0], p.stderr
     p = mpirun(2, ["train", "configs/test_tiny.yaml", f"run_dir={run}", "topology.learners=2"] + TINY, timeout=60)
     assert p.returncode == 2 and "topology.learners=2" in p.stderr, p.stderr
+    # a malformed fault-injection spec (a test's typo) is refused in one line, not ignored
+    p = mpirun(2, ["train", "configs/test_tiny.yaml", f"run_dir={run}"] + TINY, timeout=60,
+               env={"HPCMARL_INJECT_FAULT": "1:explode:2"})
+    err = [l for l in p.stderr.splitlines() if l.startswith("hpcmarl: error")]
+    assert p.returncode == 2 and len(err) == 1 and "HPCMARL_INJECT_FAULT" in err[0], p.stderr
     # an algorithm the env does not suit, found by building the learner once before anything is written
     p = hpcmarl(["train", "configs/qmix_spread.yaml", f"run_dir={run}", "env.kwargs.continuous_actions=true"])
     err = [l for l in p.stderr.splitlines() if l.startswith("hpcmarl: error")]
