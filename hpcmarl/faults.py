@@ -1,7 +1,7 @@
 """Fault injection for tests, in one place (docs/development/faults.md).
 
-``HPCMARL_INJECT_FAULT=<rank>:<kind>:<when>`` tells one rank to fail in one way at one point; it is parsed once per
-process (:func:`spec`), and a malformed value is refused in one line at start-up rather than ignored. ``when`` is an
+``HPCMARL_INJECT_FAULT=<rank>:<kind>:<when>`` tells one rank to fail in one way at one point; it is parsed once (per
+value: :func:`spec`), and a malformed value is refused in one line at start-up rather than ignored. ``when`` is an
 update (or NIGT round) number or a phase (:data:`PHASES`). Kinds acted on where they are named (:func:`at`):
 ``raise``, ``hang``, ``exit``, ``sigterm``; kinds that mark a value instead (:func:`marked`): ``nan`` (a learner's
 parameter becomes NaN right after that update) and ``stale`` (an actor keeps its old weights at that version).
@@ -29,6 +29,7 @@ class FaultSpecError(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=8)
 def parse(text: str) -> Optional[Fault]:
     """``"1:hang:2"`` -> ``Fault(1, "hang", "2")``; ``""`` -> None; :class:`FaultSpecError` for anything else."""
     if not text:
@@ -42,9 +43,8 @@ def parse(text: str) -> Optional[Fault]:
     return Fault(int(parts[0]), parts[1], parts[2])
 
 
-@functools.lru_cache(maxsize=None)
 def spec() -> Optional[Fault]:
-    """This process's fault (None: none), parsed once."""
+    """This process's fault (None: none), parsed once per value of the variable."""
     return parse(os.environ.get(VARIABLE, ""))
 
 

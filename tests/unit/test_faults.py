@@ -6,12 +6,7 @@ from hpcmarl import faults
 
 @pytest.fixture
 def fault(monkeypatch):
-    def set_(text):
-        monkeypatch.setenv(faults.VARIABLE, text)
-        faults.spec.cache_clear()
-
-    yield set_
-    faults.spec.cache_clear()
+    return lambda text: monkeypatch.setenv(faults.VARIABLE, text)
 
 
 @pytest.mark.parametrize("text", ["1", "1:hang", "x:hang:2", "1:explode:2", "1:hang:soon", "1:hang:2:3", ":raise:1"])
