@@ -123,13 +123,18 @@ class Profile:
         for another env, algorithm, unroll length or ``env.parts`` is refused: its costs are not this config's."""
         want = {"env.name": (self.env, cfg.env.name), "algo.name": (self.algo, cfg.algo.name),
                 "env.parts": (self.parts, cfg.env.parts)}
-        if self.unroll_length:  # 0: an old profile that did not record it
+        if self.unroll_length and self.flow != GRADIENTS:  # 0: an old profile that did not record it (NIGT: none)
             want["algo.unroll_length"] = (self.unroll_length, cfg.algo.unroll_length)
         diff = [f"{k} {a} (config: {b})" for k, (a, b) in want.items() if a != b]
         if diff:
             raise ValueError(f"the node profile was measured with {', '.join(diff)}: measure this config "
                              f"(--predict without --profile, or --save-profile)")
         p = self.with_delays(cfg.actors.step_delay_s, cfg.learner.update_delay_s, cfg.actors.delay)
+        if p.flow == GRADIENTS:  # the closing rule and M are the config's; the env copies must be the profile's
+            if p.num_envs != cfg.env.num_envs:
+                raise ValueError(f"the node profile was measured with env.num_envs {p.num_envs} (config: "
+                                 f"{cfg.env.num_envs}): measure this config")
+            return replace(p, aggregation=cfg.algo.aggregation, batch=int(cfg.algo.batch))
         return p.at_envs(cfg.env.num_envs) if p.num_envs and p.num_envs != cfg.env.num_envs else p
 
     def save(self, path: str) -> None:
