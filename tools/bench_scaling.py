@@ -29,10 +29,10 @@ Modes (``--modes``):
                at each of --caps in both directions (``tc tbf``): env steps/s capped / uncapped, and the bytes a
                learner takes in per second uncapped (what a cap must carry).
 
-Every rollout-flow point is also predicted by the sizing model (``hpcmarl validate --predict --distribution
-cyclic``: the profile measured here, the same injected costs, this machine's cores shared by the nodes); NIGT is not
-modelled. Runs are kept in ``--out`` and reused when their run ended (unless ``--fresh``): the same command resumes
-an interrupted invocation. Draws the efficiency curves (``docs/results/img/<record>.png``, shown with the record)
+Every point is also predicted by the sizing model (``hpcmarl validate --predict --distribution cyclic``: the
+profile measured here, the same injected costs, this machine's cores shared by the nodes). Runs are kept in
+``--out`` and reused when their run ended (unless ``--fresh``): the same command resumes an interrupted invocation.
+Draws the efficiency curves (``docs/results/img/<record>.png``, shown with the record)
 and writes a record; last line
 
     RESULT weak_eff_8_min=… weak_eff_8_<flow>=… strong_eff_8_<flow>=… straggler_<rule>_per_s=…
@@ -103,16 +103,17 @@ class Bench:
         if not self.a.fresh and os.path.exists(saved):
             with open(saved) as f:
                 self.delays[flow] = tuple(json.load(f))
-            if not nigt(flow):
-                self.profiles[flow] = Profile.load(saved.replace(".costs.json", ".profile.json"))
+            prof = saved.replace(".costs.json", ".profile.json")
+            self.profiles[flow] = Profile.load(prof) if os.path.exists(prof) else self.profile(flow)
             print(f"{flow}: the injected costs of the runs in {self.a.out}: actors.step_delay_s="
                   f"{self.delays[flow][0]:g} learner.update_delay_s={self.delays[flow][1]:g}", flush=True)
             return self.delays[flow]
-        if nigt(flow):  # not profiled by the sizing model: a short run of one node without delays says it
+        if nigt(flow):  # the injected cost from a short run of one node without delays
             step = self.calibrate_nigt(flow)
             self.delays[flow] = (round_up(self.a.factor * step), 0.0)
             print(f"{flow}: real cost {step * 1e3:.2f} ms per env step (one node, no delays); injected "
                   f"x{self.a.factor:g}: actors.step_delay_s={self.delays[flow][0]:g}", flush=True)
+            self.profiles[flow] = self.profile(flow)
         else:
             prof = measure(load_config(path, over), unrolls=self.a.unrolls)
             self.profiles[flow] = prof
@@ -121,6 +122,16 @@ class Bench:
         with open(saved, "w") as f:
             json.dump(list(self.delays[flow]), f)
         return self.delays[flow]
+
+    def profile(self, flow):
+        """The gradient flow's node profile (the sizing model's), saved beside the runs."""
+        from hpcmarl.config import load_config
+        from hpcmarl.sizing import measure
+
+        path, over = self.config(flow)
+        prof = measure(load_config(path, over), unrolls=self.a.unrolls)
+        prof.save(os.path.join(self.a.out, f"{flow}.profile.json"))
+        return prof
 
     def calibrate_nigt(self, flow):
         """Seconds of real work per env step of one NIGT actor: one node (a learner and --actors-per-node actors,
@@ -162,9 +173,13 @@ class Bench:
         sps, _ = measured_sps(run, a.skip)
         pred = None
         if flow in self.profiles:
+            from dataclasses import replace
+
             from hpcmarl.sizing import Machine, predict
 
-            prof = self.profiles[flow].with_delays(step_s, update_s)
+            prof = self.profiles[flow].with_delays(step_s, update_s, json.loads(delay) if delay else None)
+            if nigt(flow):
+                prof = replace(prof, batch=M)
             m = Machine(cores_per_node=self.cores / nodes, ranks_per_node=1 + a.actors_per_node, placement="cyclic")
             pred = predict(prof, m, A, L, num_envs=copies).env_steps_per_s
         print(f"  {mode:<9} {flow:<15} {nodes} node(s) {L}x{A}{tag}: {sps:,.0f} env steps/s"

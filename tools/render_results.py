@@ -173,14 +173,33 @@ def load_records(results_dir: str) -> list:
 # --------------------------------------------------------------------------------------------------
 # Markdown
 # --------------------------------------------------------------------------------------------------
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(/(?:[\w.+-]+/)+[\w.+-]*)")
+
+
+def portable(text) -> str:
+    """``text`` without the machine's paths: an absolute path (a record's reference virtualenv, checkout or output
+    folder on the machine it ran on) becomes a placeholder naming what it is: ``…/epymarl/bin/python`` ->
+    ``<epymarl venv>/bin/python``, any other but the system's (``/usr/…``) -> ``<…/its last two components>``."""
+    def sub(m):
+        parts = [x for x in m.group(1).split("/") if x]
+        if parts[0] in ("usr", "bin", "etc", "dev", "proc"):  # the system's own, the same everywhere
+            return m.group(1)
+        if "bin" in parts[1:] and parts[-1].startswith("python"):
+            i = len(parts) - 1 - parts[::-1].index("bin")
+            return f"<{parts[i - 1]} venv>/" + "/".join(parts[i:])
+        return "<…/" + "/".join(parts[-2:]) + ">"
+
+    return _ABS_PATH.sub(sub, str(text))
+
+
 def esc(text) -> str:
-    """Text safe in a Markdown table cell (no raw HTML, no cell breaks)."""
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    """Text safe in a Markdown table cell (no raw HTML, no cell breaks, no machine paths: :func:`portable`)."""
+    return (portable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
             .replace("\n", " "))
 
 
 def code(text) -> str:
-    t = str(text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
+    t = portable(text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
     return f"`{t}`"
 
 

@@ -123,27 +123,34 @@ class CounterGate:
     (learner 0 itself goes through the same lock). Plain point-to-point messages work wherever the learners can
     talk at all: on one node and across nodes over TCP, where MPI one-sided windows need a transport with remote
     memory access (Open MPI's ``osc rdma`` gives ``MPI_ERR_WIN`` over TCP). One round trip per offered gradient,
-    and one per look at a round that is still open."""
+    waited for by polling with sleeps (a blocking receive would spin a core). Whether the round closed, a learner
+    learns from its last offer's answer, or from the notice learner 0 sends every other learner when a round
+    closes (one message per round and learner, looked for without a round trip)."""
 
+    TAG_REQUEST, TAG_REPLY, TAG_CLOSED = 1, 2, 3
     GET, OFFER = 0, 1
-    TAG_REQUEST, TAG_REPLY = 1, 2
 
-    def __init__(self, comm, kind: str, n_actors: int):
+    def __init__(self, comm, kind: str, n_actors: int, timeout: float):
         import threading
 
         from mpi4py import MPI
 
         self.MPI = MPI
-        self.kind, self.n = kind, n_actors
+        self.kind, self.n, self.timeout = kind, n_actors, timeout
         with watchdog.guard("every learner to open the round counters"):
             self.comm = comm.Dup()  # MPI: its own communicator, so no other message of the learners meets these
         self.lead = self.comm.Get_rank() == 0
+        self.others = range(1, self.comm.Get_size())
         # (learner 0) slot 0: Rennala's tickets, slots 1..n: Malenia's accepted gradients per actor
         self.counters = np.zeros(n_actors + 1, np.int64)
         self.counted_round = -1
+        self.noticed_round = -1  # (learner 0) the last round whose closing the others were told
         self.lock = threading.Lock()
         self.request = np.zeros(4, np.int64)  # [operation, round sequence number, M, actor]
         self.reply = np.zeros(2, np.int64)  # [accepted, closed]
+        self.notice = np.zeros(1, np.int64)  # (the others) a round that closed
+        self.notices = 0  # (the others) notices received
+        self.closed_round = -1
         self.M = 0
         self.seq = -1  # rounds begun by this learner (the same on every learner)
         self.known = None  # the round's closed flag of the last offer, not yet looked at
@@ -169,7 +176,12 @@ class CounterGate:
                 elif not malenia_closed(c[1:], M):
                     ok = 1
                     c[1 + actor] += 1
-            out[0], out[1] = ok, (c[0] >= M) if rennala else malenia_closed(c[1:], M)
+            closed = (c[0] >= M) if rennala else malenia_closed(c[1:], M)
+            out[0], out[1] = ok, closed
+            if closed and seq > self.noticed_round:  # tell the others once per round (small: sent eagerly)
+                self.noticed_round = seq
+                for r in self.others:
+                    self.comm.Send([np.array([seq], np.int64), self.MPI.INT64_T], r, self.TAG_CLOSED)
         return out
 
     def _serve(self):
@@ -191,10 +203,24 @@ class CounterGate:
         if self.lead:
             return self._apply(self.request, self.reply)
         MPI = self.MPI
-        with watchdog.guard("learner 0's round counters"):
-            self.comm.Send([self.request, MPI.INT64_T], 0, self.TAG_REQUEST)
-            self.comm.Recv([self.reply, MPI.INT64_T], 0, self.TAG_REPLY)
+        got = self.comm.Irecv([self.reply, MPI.INT64_T], 0, self.TAG_REPLY)
+        sent = self.comm.Isend([self.request, MPI.INT64_T], 0, self.TAG_REQUEST)
+        protocol.wait_buffer(sent, self.timeout, "learner 0 to take a request for the round counters")
+        protocol.wait_buffer(got, self.timeout, "learner 0's round counters", max_sleep=0.0002)
         return self.reply
+
+    def _take_notices(self, block: bool = False) -> None:
+        """(the others) Receive learner 0's notices of closed rounds that have arrived (``block``: one, waiting)."""
+        MPI = self.MPI
+        while block or self.comm.Iprobe(0, self.TAG_CLOSED):
+            if block:
+                req = self.comm.Irecv([self.notice, MPI.INT64_T], 0, self.TAG_CLOSED)
+                protocol.wait_buffer(req, self.timeout, "learner 0's notice that a round closed")
+                block = False
+            else:
+                self.comm.Recv([self.notice, MPI.INT64_T], 0, self.TAG_CLOSED)
+            self.notices += 1
+            self.closed_round = max(self.closed_round, int(self.notice[0]))
 
     def begin(self, M: int):
         self.M = M
@@ -204,8 +230,12 @@ class CounterGate:
     def closed(self) -> bool:
         if self.known is not None:  # the last offer's answer, not yet looked at: no round trip
             known, self.known = self.known, None
-            return known
-        return bool(self._call(self.GET)[1])
+            if known:
+                return True
+        if self.lead:
+            return bool(self._call(self.GET)[1])  # (no message: learner 0 holds the counters)
+        self._take_notices()
+        return self.closed_round >= self.seq
 
     def offer(self, actor: int) -> bool:
         ok, closed = self._call(self.OFFER, actor)
@@ -213,6 +243,9 @@ class CounterGate:
         return bool(ok)
 
     def close(self):
+        if not self.lead:  # one notice per round begun: take those still on their way
+            while self.notices < self.seq + 1:
+                self._take_notices(block=True)
         with watchdog.guard("every learner to close the round counters"):
             self.comm.Barrier()  # MPI: after it no learner asks any more
         self.stopping.set()

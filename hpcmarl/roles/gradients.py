@@ -147,7 +147,8 @@ class GradientFlow(Flow):
         else:
             self.links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
         self.mine = [link.index for link in self.links]
-        self.gate = (CounterGate(ctx.learner_comm, kind, n) if self.coll.size > 1 and kind != "allreduce"
+        self.gate = (CounterGate(ctx.learner_comm, kind, n, cfg.runtime.timeout_s)
+                     if self.coll.size > 1 and kind != "allreduce"
                      else LocalGate(kind, n, self.mine))
         self.cur = Round(kind, n, d, self.gate)
         self.accepted_tot = np.zeros(n, np.int64)

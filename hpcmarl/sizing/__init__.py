@@ -18,8 +18,9 @@ What the model assumes (and so what it leaves out):
   ``2 (L-1) (latency + bytes / (L bandwidth)) + allreduce_call_s`` per call.
 - **Flows**: synchronous rollouts (MAPPO/IPPO/QMIX/VDN/MAST; ``actors.overlap`` lets an actor run one version
   ahead) and asynchronous rollouts (MA-Trace: a bounded queue per learner, ``batch_unrolls`` per update, weights
-  every ``push_every`` updates, two sends in flight per actor). The gradient flow (NIGT) and league mode are not
-  modelled.
+  every ``push_every`` updates, two sends in flight per actor) and the gradient flow (NIGT: batches of whole
+  trajectories abandoned by a new round's query point, the round's closing rule, learner 0's counters reached by a
+  round trip; :func:`~hpcmarl.sizing.flows.predict_gradients`). League mode is not modelled.
 - **Injected costs** (``actors.step_delay_s`` x ``actors.delay``'s h_i after every env step, ``learner.update_delay_s``
   per update) are sleeps: they take time and no CPU. The profile holds the real costs and adds them exactly, so a run
   whose costs are mostly injected is predicted independently of this machine's speed (``tools/scale_model.py
@@ -28,9 +29,20 @@ What the model assumes (and so what it leaves out):
   (``measure(cfg, envs=...)``) and interpolated piecewise linearly (``Profile.at_envs``; ``predict(num_envs=E)``);
   the learner's per-unroll cost and the unroll's size scale in proportion to E.
 """
-from hpcmarl.sizing.flows import Prediction, predict, ring_allreduce_s
+from hpcmarl.sizing.flows import Prediction, predict, predict_gradients, ring_allreduce_s
 from hpcmarl.sizing.kernel import Barrier, Link, Mailbox, Node, Sim, Slots
-from hpcmarl.sizing.profile import ASYNC, SYNC, Machine, Profile, busy_slowdown, measure, step_costs, wait_load
+from hpcmarl.sizing.profile import (
+                                    ASYNC,
+                                    GRADIENTS,
+                                    SYNC,
+                                    Machine,
+                                    Profile,
+                                    busy_slowdown,
+                                    measure,
+                                    step_costs,
+                                    wait_load,
+)
 
-__all__ = ["ASYNC", "SYNC", "Barrier", "Link", "Machine", "Mailbox", "Node", "Prediction", "Profile", "Sim", "Slots",
-           "busy_slowdown", "measure", "predict", "ring_allreduce_s", "step_costs", "wait_load"]
+__all__ = ["ASYNC", "GRADIENTS", "SYNC", "Barrier", "Link", "Machine", "Mailbox", "Node", "Prediction", "Profile",
+           "Sim", "Slots", "busy_slowdown", "measure", "predict", "predict_gradients", "ring_allreduce_s",
+           "step_costs", "wait_load"]

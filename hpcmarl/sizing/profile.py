@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
-ASYNC, SYNC = "async", "sync"
+ASYNC, SYNC, GRADIENTS = "async", "sync", "gradients"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -22,7 +22,7 @@ class Profile:
 
     env: str
     algo: str
-    flow: str  # sync | async
+    flow: str  # sync | async | gradients (NIGT: an "unroll" is one batch of num_envs whole trajectories)
     steps_per_unroll: int  # env steps in one unroll (unroll_length x num_envs)
     collect_s: float  # one unroll: env steps + inference + filling the record
     collect_cv: float  # its coefficient of variation over the measured unrolls
@@ -58,6 +58,13 @@ class Profile:
     # segments' lines beyond them; one point: cost proportional to E)
     envs_curve: List[List[float]] = field(default_factory=list)
     parts: int = 1  # env.parts the actor's copies were stepped in (double-buffered sampling: env and policy overlap)
+    # gradient flow (NIGT): the closing rule, M gradients per round, and the policy gradients of one batch of
+    # trajectories (collect_s is its collection); grad_bytes is then one gradient message, allreduce_bytes the round's
+    # sums (the per-actor counts come on top)
+    aggregation: str = ""
+    batch: int = 0
+    grad_s: float = 0.0
+    allreduce_bytes: int = 0
 
     def update_s(self, k: int) -> float:
         return self.update_fixed_s + k * self.update_per_unroll_s
@@ -116,13 +123,18 @@ class Profile:
         for another env, algorithm, unroll length or ``env.parts`` is refused: its costs are not this config's."""
         want = {"env.name": (self.env, cfg.env.name), "algo.name": (self.algo, cfg.algo.name),
                 "env.parts": (self.parts, cfg.env.parts)}
-        if self.unroll_length:  # 0: an old profile that did not record it
+        if self.unroll_length and self.flow != GRADIENTS:  # 0: an old profile that did not record it (NIGT: none)
             want["algo.unroll_length"] = (self.unroll_length, cfg.algo.unroll_length)
         diff = [f"{k} {a} (config: {b})" for k, (a, b) in want.items() if a != b]
         if diff:
             raise ValueError(f"the node profile was measured with {', '.join(diff)}: measure this config "
                              f"(--predict without --profile, or --save-profile)")
         p = self.with_delays(cfg.actors.step_delay_s, cfg.learner.update_delay_s, cfg.actors.delay)
+        if p.flow == GRADIENTS:  # the closing rule and M are the config's; the env copies must be the profile's
+            if p.num_envs != cfg.env.num_envs:
+                raise ValueError(f"the node profile was measured with env.num_envs {p.num_envs} (config: "
+                                 f"{cfg.env.num_envs}): measure this config")
+            return replace(p, aggregation=cfg.algo.aggregation, batch=int(cfg.algo.batch))
         return p.at_envs(cfg.env.num_envs) if p.num_envs and p.num_envs != cfg.env.num_envs else p
 
     def save(self, path: str) -> None:
@@ -159,6 +171,59 @@ class Machine:
 
     def link(self, same_node: bool):
         return (self.shm_latency_s, self.shm_bw) if same_node else (self.net_latency_s, self.net_bw)
+
+
+def _measure_gradients(cfg, injected, batches: int, say) -> "Profile":
+    """The gradient flow's node profile (NIGT): one actor's batches of whole trajectories (collection, then their
+    policy gradients, timed apart), one NIGT step; ``injected``: the config with its injected costs."""
+    import platform
+    import types
+
+    import torch
+
+    from hpcmarl.actors import make_actor
+    from hpcmarl.algos.nigt import NIGT, trajectory_gradients
+    from hpcmarl.comm.spec import GRAD_META
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        collector = make_actor(types.SimpleNamespace(cfg=cfg, start_update=0), 0)
+        policy, spec, E = collector.policy, collector.policy.spec, cfg.env.num_envs
+        say(f"timing {batches} batches of {E} trajectories ({cfg.env.name}) and their policy gradients")
+        collect, grads, steps = [], [], []
+        for i in range(max(batches, 4) + 1):
+            t0 = time.perf_counter()
+            traj, _, lengths = collector.collect(lambda: False, cfg.seed + i)
+            t1 = time.perf_counter()
+            trajectory_gradients(policy.policies, spec, traj, cfg.algo.gamma)
+            t2 = time.perf_counter()
+            if i:  # the first one warms up
+                collect.append(t1 - t0)
+                grads.append(t2 - t1)
+                steps.append(int(np.sum(lengths)))
+        collector.venv.close()
+        d = sum(int(p.numel()) for p in policy.params)
+        flat = np.zeros(d)
+        nigt = NIGT(flat, cfg.algo.lr, cfg.algo.momentum)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            nigt.step(np.ones(d))
+        step_s = (time.perf_counter() - t0) / 20
+        T = int(round(np.mean(steps) / E))
+        n_groups = len(spec.groups)
+        return Profile(
+            env=cfg.env.name, algo=cfg.algo.name, flow=GRADIENTS, steps_per_unroll=int(round(np.mean(steps))),
+            collect_s=float(np.mean(collect)), collect_cv=float(np.std(collect) / max(np.mean(collect), 1e-12)),
+            env_s=0.0, infer_s=0.0, update_fixed_s=step_s, update_per_unroll_s=0.0, overhead_s=1e-3, grad_steps=1,
+            unroll_bytes=0, weight_bytes=d * 4 + 64, grad_bytes=d * 4 + (len(GRAD_META) + n_groups) * 8,
+            wait_load=wait_load(), host=platform.node(), measured_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+            unroll_length=T, num_envs=E, step_delay_s=float(injected.actors.step_delay_s), delay=injected.actors.delay,
+            update_delay_s=float(injected.learner.update_delay_s), cores_measured=1,
+            aggregation=cfg.algo.aggregation, batch=int(cfg.algo.batch), grad_s=float(np.mean(grads)),
+            allreduce_bytes=d * 8, parts=int(cfg.env.parts))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _actor(cfg):
@@ -306,10 +371,10 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
     injected = cfg
     cfg = real_costs(cfg)
     algo = algos.get(cfg.algo.name)
-    if algo.flow == "gradients":
-        raise ValueError(f"algorithm {cfg.algo.name}: the gradient flow (NIGT) is not modelled")
     if cfg.league.enabled:
         raise ValueError("league mode is not modelled (its league rank and seat games)")
+    if algo.flow == "gradients":
+        return _measure_gradients(cfg, injected, unrolls, say)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -3,7 +3,7 @@ file) played on the job's layout, printed."""
 import os
 
 from hpcmarl.sizing.flows import predict
-from hpcmarl.sizing.profile import Machine, Profile, measure
+from hpcmarl.sizing.profile import GRADIENTS, Machine, Profile, measure
 
 
 def validate_predict(cfg, layout, args) -> int:
@@ -23,11 +23,22 @@ def validate_predict(cfg, layout, args) -> int:
     if args.save_profile:
         prof.save(args.save_profile)
         print(f"node profile saved to {args.save_profile}")
-    print(f"  one unroll ({prof.steps_per_unroll} env steps): {prof.collect_s * 1e3:.1f} ms "
-          f"(env {prof.env_s * 1e3:.1f}, inference {prof.infer_s * 1e3:.1f}); learner update "
-          f"{prof.update_fixed_s * 1e3:.1f} + {prof.update_per_unroll_s * 1e3:.1f} ms per unroll, {prof.grad_steps} "
-          f"gradient steps; unroll {prof.unroll_bytes / 1e6:.2f} MB, weights {prof.weight_bytes / 1e6:.3f} MB")
+    if prof.flow == GRADIENTS:
+        print(f"  one batch of {prof.num_envs} trajectories ({prof.steps_per_unroll} env steps): "
+              f"{prof.collect_s * 1e3:.1f} ms, their gradients {prof.grad_s * 1e3:.1f} ms; NIGT step "
+              f"{prof.update_fixed_s * 1e3:.2f} ms; {prof.aggregation}, M={prof.batch}; gradient "
+              f"{prof.grad_bytes / 1e6:.3f} MB")
+    else:
+        print(f"  one unroll ({prof.steps_per_unroll} env steps): {prof.collect_s * 1e3:.1f} ms "
+              f"(env {prof.env_s * 1e3:.1f}, inference {prof.infer_s * 1e3:.1f}); learner update "
+              f"{prof.update_fixed_s * 1e3:.1f} + {prof.update_per_unroll_s * 1e3:.1f} ms per unroll, "
+              f"{prof.grad_steps} gradient steps; unroll {prof.unroll_bytes / 1e6:.2f} MB, weights "
+              f"{prof.weight_bytes / 1e6:.3f} MB")
     if not args.predict:
+        return 0
+    if layout.serial and prof.flow == GRADIENTS:
+        sps = prof.steps_per_unroll / (prof.collect_s + prof.grad_s + prof.actor_sleep_s(0, 1))
+        print(f"predicted: {sps:,.0f} env steps/s (serial: one rank collects and computes the gradients)")
         return 0
     if layout.serial:
         sps = prof.steps_per_unroll / (prof.collect_s + prof.update_s(1) + prof.overhead_s + prof.actor_sleep_s(0, 1)

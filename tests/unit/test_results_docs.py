@@ -221,3 +221,13 @@ def test_a_record_with_uncommitted_changes_is_never_a_headline(tmp_path, monkeyp
     monkeypatch.setitem(rr.HEADLINE_RECORD, "bench_throughput", _common.record_key("bench_throughput", []))
     status, _ = render_into(tmp_path / "named", [clean, newer_dirty], readme)
     assert status == 2  # a headline named on a record with uncommitted changes is refused
+
+
+def test_pages_name_no_machine_paths(tmp_path):
+    rec = crafted(args=("--epymarl-python", "/home/me/venvs/epymarl/bin/python", "--out", "/scratch/me/rw/v2s"))
+    rec["command"] = "python tools/bench_throughput.py " + " ".join(rec["args"])
+    status, pages = render_into(tmp_path, [rec], "# x\n\n<!-- results:begin -->\n<!-- results:end -->\n")
+    assert status == 0
+    text = "\n".join(pages.values())
+    assert "/home/me" not in text and "/scratch/me" not in text
+    assert "<epymarl venv>/bin/python" in pages["throughput.md"] and "<…/rw/v2s>" in pages["throughput.md"]

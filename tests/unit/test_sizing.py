@@ -5,7 +5,7 @@ import os
 import pytest
 
 from hpcmarl.config import load_config
-from hpcmarl.sizing import ASYNC, SYNC, Machine, Node, Profile, Sim, measure, predict, ring_allreduce_s
+from hpcmarl.sizing import ASYNC, GRADIENTS, SYNC, Machine, Node, Profile, Sim, measure, predict, ring_allreduce_s
 
 from launch import ROOT, hpcmarl
 
@@ -243,3 +243,48 @@ def test_a_profile_plays_only_the_config_it_was_measured_for():
         p.at_envs(7)
     with pytest.raises(ValueError, match=r"must divide every number of env copies timed \(not \[3\]\)"):
         measure(cfg, envs=[4, 3])  # refused before any timing
+
+
+def gradients_profile(kind, M, **kw):
+    """NIGT: a batch of 1 trajectory of 10 steps costs 0.1 s to collect and 0.02 s for its gradient."""
+    return profile(flow=GRADIENTS, steps_per_unroll=10, unroll_length=10, num_envs=1, collect_s=0.1, grad_s=0.02,
+                   update_fixed_s=0.0, overhead_s=0.0, aggregation=kind, batch=M, **kw)
+
+
+def test_gradients_closed_forms():
+    """Free messages, a core per rank. Rennala, 2 equal actors, M = 2: each round takes one batch (0.12 s) from each
+    actor, and each actor loses the first step (0.01 s) of the batch it began before the next query point came.
+    allreduce with actor 1 slower (sleeps): a round waits for the slow actor's quota, the fast one waits idle.
+    Rennala with the same slow actor: the fast actor fills every round, the slow one's batches are abandoned (their
+    steps still count): more rounds and more steps per second than allreduce."""
+    m = Machine(cores_per_node=3, **FAST)
+    eq = predict(gradients_profile("rennala", 2), m, actors=2, learners=1)
+    assert eq.updates_per_s == pytest.approx(1 / 0.13, rel=1e-6)
+    assert eq.env_steps_per_s == pytest.approx((2 * 10 + 2 * 1) / 0.13, rel=1e-6)
+    assert eq.detail["abandoned_per_round"] == pytest.approx(2, abs=0.1)
+    # actor 1 sleeps 0.15 s more per batch (step_delay 0.015 s x 10 steps x h = 1 for it, 0 for actor 0)
+    slow = dict(step_delay_s=0.015, delay=[0, 1])
+    ar = predict(gradients_profile("allreduce", 2, **slow), m, actors=2, learners=1)
+    assert ar.updates_per_s == pytest.approx(1 / 0.27, rel=1e-6)  # the slow actor's 0.1 + 0.15 + 0.02
+    assert ar.env_steps_per_s == pytest.approx(20 / 0.27, rel=1e-6)  # no batch abandoned: quota, then wait
+    rn = predict(gradients_profile("rennala", 2, **slow), m, actors=2, learners=1)
+    assert rn.updates_per_s > 1.05 * ar.updates_per_s and rn.env_steps_per_s > ar.env_steps_per_s
+    assert rn.detail["abandoned_per_round"] >= 1
+    ml = predict(gradients_profile("malenia", 2, **slow), m, actors=2, learners=1)
+    assert ml.updates_per_s == pytest.approx(ar.updates_per_s, rel=0.1)  # Malenia needs one from each actor too
+
+
+def test_measure_and_predict_the_gradient_flow(tmp_path):
+    cfg = load_config(os.path.join(ROOT, "configs", "nigt_spread.yaml"),
+                      ["algo.aggregation=malenia", "algo.batch=6", "actors.step_delay_s=0.01"])
+    p = measure(cfg, unrolls=3)
+    assert p.flow == GRADIENTS and p.aggregation == "malenia" and p.batch == 6 and p.step_delay_s == 0.01
+    assert p.steps_per_unroll == 25 and p.collect_s > 0 and p.grad_s > 0 and p.grad_bytes > p.weight_bytes > 0
+    r = predict(p, Machine(cores_per_node=8, ranks_per_node=4, placement="cyclic"), actors=6, learners=2)
+    assert r.nodes == 2 and 0 < r.env_steps_per_s < 6 * 25 / (25 * 0.01)  # below 6 actors that only sleep
+    prof = tmp_path / "nigt.json"
+    p.save(str(prof))
+    out = hpcmarl(["validate", "configs/nigt_spread.yaml", "algo.aggregation=rennala", "--np", "5", "--predict",
+                   "--profile", str(prof)])
+    assert out.returncode == 0, out.stderr
+    assert "rennala, M=20" in out.stdout and "4 actors and 1 learner(s)" in out.stdout
