@@ -20,7 +20,7 @@ What the model assumes (and so what it leaves out):
   ahead) and asynchronous rollouts (MA-Trace: a bounded queue per learner, ``batch_unrolls`` per update, weights
   every ``push_every`` updates, two sends in flight per actor) and the gradient flow (NIGT: batches of whole
   trajectories abandoned by a new round's query point, the round's closing rule, learner 0's counters reached by a
-  round trip; :func:`~hpcmarl.sizing.flows.predict_gradients`). League mode is not modelled.
+  round trip; :mod:`hpcmarl.sizing.gradients`). League mode is not modelled.
 - **Injected costs** (``actors.step_delay_s`` x ``actors.delay``'s h_i after every env step, ``learner.update_delay_s``
   per update) are sleeps: they take time and no CPU. The profile holds the real costs and adds them exactly, so a run
   whose costs are mostly injected is predicted independently of this machine's speed (``tools/scale_model.py
@@ -29,19 +29,10 @@ What the model assumes (and so what it leaves out):
   (``measure(cfg, envs=...)``) and interpolated piecewise linearly (``Profile.at_envs``; ``predict(num_envs=E)``);
   the learner's per-unroll cost and the unroll's size scale in proportion to E.
 """
-from hpcmarl.sizing.flows import Prediction, predict, predict_gradients, ring_allreduce_s
-from hpcmarl.sizing.kernel import Barrier, Link, Mailbox, Node, Sim, Slots
-from hpcmarl.sizing.profile import (
-                                    ASYNC,
-                                    GRADIENTS,
-                                    SYNC,
-                                    Machine,
-                                    Profile,
-                                    busy_slowdown,
-                                    measure,
-                                    step_costs,
-                                    wait_load,
-)
+from hpcmarl.sizing.flows import predict
+from hpcmarl.sizing.gradients import predict_gradients
+from hpcmarl.sizing.kernel import Barrier, Link, Machine, Mailbox, Node, Prediction, Sim, Slots, ring_allreduce_s
+from hpcmarl.sizing.profile import ASYNC, GRADIENTS, SYNC, Profile, busy_slowdown, measure, step_costs, wait_load
 
 __all__ = ["ASYNC", "GRADIENTS", "SYNC", "Barrier", "Link", "Machine", "Mailbox", "Node", "Prediction", "Profile",
            "Sim", "Slots", "busy_slowdown", "measure", "predict", "predict_gradients", "ring_allreduce_s",

@@ -1,8 +1,10 @@
 """The sizing model's discrete-event kernel: a clock with an event queue, processes as generators that yield
-requests, and the resources they share (a node's cores, a serial link, mailboxes, queue slots, a barrier)."""
+requests, the resources they share (a node's cores, a serial link, mailboxes, queue slots, a barrier), the machine
+they run on (:class:`Machine`) and what a flow model returns (:class:`Prediction`)."""
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass, field
 from typing import Callable, Dict
 
 
@@ -175,3 +177,57 @@ class Barrier:
                 for kk in ks:
                     sim.at(sim.now + self.duration, kk)
         return req
+
+
+@dataclass
+class Machine:
+    """The nodes and the transports. Defaults: shared memory ~5 GB/s; the network an InfiniBand HDR100-class link."""
+
+    cores_per_node: int = 2
+    ranks_per_node: int = 0  # 0 = every rank on one node
+    placement: str = "block"  # ranks on nodes: "block" (Slurm's default: the first ranks_per_node ranks on node 1,
+    # ...) or "cyclic" (round robin: rank r on node r mod nodes; srun --distribution=cyclic, mpirun --map-by node)
+    shm_bw: float = 5e9  # bytes/s between ranks of one node
+    shm_latency_s: float = 2e-6
+    net_bw: float = 12.5e9  # bytes/s between nodes (100 Gb/s)
+    net_latency_s: float = 2e-6
+    allreduce_call_s: float = 2e-3  # fixed cost of one all-reduce call: Horovod negotiates every tensor in its
+    # background cycle (HOROVOD_CYCLE_TIME); 1.8 ms measured on the 2-core test machine (10 calls per MAPPO update)
+    poll_s: float = 5e-4  # a waiting rank notices a message this late on average
+
+    def link(self, same_node: bool):
+        return (self.shm_latency_s, self.shm_bw) if same_node else (self.net_latency_s, self.net_bw)
+
+
+@dataclass
+class Prediction:
+    actors: int
+    learners: int
+    nodes: int
+    env_steps_per_s: float
+    updates_per_s: float
+    ingress_bytes_per_s: float  # per learner
+    ingress_utilisation: float  # fraction of time a learner's ingress link is busy (max over learners)
+    lag_mean: float  # policy versions between the behaviour policy and the learner's at training
+    actor_busy: float  # fraction of time an actor computes (mean)
+    learner_busy: float  # fraction of time a learner computes (mean)
+    cpu_load: float  # busy cores / cores, busiest node
+    allreduce_share: float  # of a learner's time, waiting in all-reduces
+    bottleneck: str
+    detail: Dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return (f"predicted: {self.env_steps_per_s:,.0f} env steps/s ({self.updates_per_s:.2f} updates/s) with "
+                f"{self.actors} actors and {self.learners} learner(s) on {self.nodes} node(s)\n"
+                f"  learner ingress {self.ingress_bytes_per_s / 1e6:,.1f} MB/s per learner "
+                f"({self.ingress_utilisation:.0%} of its link); policy lag {self.lag_mean:.2f} versions\n"
+                f"  busy: actors {self.actor_busy:.0%}, learners {self.learner_busy:.0%} (all-reduce "
+                f"{self.allreduce_share:.0%} of a learner's time), busiest node's cores {self.cpu_load:.0%}\n"
+                f"  bottleneck: {self.bottleneck}")
+
+
+def ring_allreduce_s(m: Machine, learners: int, nbytes: int, same_node: bool) -> float:
+    if learners <= 1:
+        return 0.0
+    lat, bw = m.link(same_node)
+    return 2 * (learners - 1) * (lat + nbytes / (learners * bw)) + m.allreduce_call_s

@@ -1,6 +1,5 @@
 """The node profile of the sizing model: what one actor and one learner of a config cost on this node, measured in
-one process without MPI (:func:`measure`; the actor is built as an actor rank builds it, :mod:`hpcmarl.actors`),
-and the machine the job runs on (:class:`Machine`)."""
+one process without MPI (:func:`measure`; the actor is built as an actor rank builds it, :mod:`hpcmarl.actors`)."""
 from __future__ import annotations
 
 import json
@@ -151,26 +150,6 @@ class Profile:
         if missing:
             raise ValueError(f"{path}: not a node profile (missing {', '.join(missing)})")
         return cls(**{k: d[k] for k in fields if k in d})
-
-
-@dataclass
-class Machine:
-    """The nodes and the transports. Defaults: shared memory ~5 GB/s; the network an InfiniBand HDR100-class link."""
-
-    cores_per_node: int = 2
-    ranks_per_node: int = 0  # 0 = every rank on one node
-    placement: str = "block"  # ranks on nodes: "block" (Slurm's default: the first ranks_per_node ranks on node 1,
-    # ...) or "cyclic" (round robin: rank r on node r mod nodes; srun --distribution=cyclic, mpirun --map-by node)
-    shm_bw: float = 5e9  # bytes/s between ranks of one node
-    shm_latency_s: float = 2e-6
-    net_bw: float = 12.5e9  # bytes/s between nodes (100 Gb/s)
-    net_latency_s: float = 2e-6
-    allreduce_call_s: float = 2e-3  # fixed cost of one all-reduce call: Horovod negotiates every tensor in its
-    # background cycle (HOROVOD_CYCLE_TIME); 1.8 ms measured on the 2-core test machine (10 calls per MAPPO update)
-    poll_s: float = 5e-4  # a waiting rank notices a message this late on average
-
-    def link(self, same_node: bool):
-        return (self.shm_latency_s, self.shm_bw) if same_node else (self.net_latency_s, self.net_bw)
 
 
 def _measure_gradients(cfg, injected, batches: int, say) -> "Profile":

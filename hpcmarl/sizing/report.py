@@ -3,7 +3,8 @@ file) played on the job's layout, printed."""
 import os
 
 from hpcmarl.sizing.flows import predict
-from hpcmarl.sizing.profile import GRADIENTS, Machine, Profile, measure
+from hpcmarl.sizing.kernel import Machine
+from hpcmarl.sizing.profile import GRADIENTS, Profile, measure
 
 
 def validate_predict(cfg, layout, args) -> int:
