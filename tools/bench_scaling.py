@@ -334,7 +334,8 @@ def finish(a, result, rows, curves, errs):
         print(f"| {mode} | {flow} | {n} | {A} | {'failed' if sps is None else f'{sps:,.0f}'} | "
               f"{'' if eff is None else f'{eff:.2f}'} | {'' if pred is None else f'{pred:,.0f}'} | "
               f"{'' if err is None else f'{err:+.1%}'} |")
-    key = record_key("bench_scaling", normalize_args(sys.argv[1:]))
+    args = [x for x in sys.argv[1:] if x != "--fresh"]  # the same record whether or not the runs were redone
+    key = record_key("bench_scaling", normalize_args(args))
     plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{key}.png")
     plot = draw(plot, a, curves)
     line = "RESULT " + " ".join(f"{k}={v}" for k, v in result.items())
@@ -342,7 +343,7 @@ def finish(a, result, rows, curves, errs):
     failed = {f"{flow} ({label})": why for (flow, label), why in curves.get("failed", {}).items()}
     stragglers = {f"{flow} ({label})": {"gradients accepted/s": g, "rounds/s": r}
                   for (flow, label), (g, r) in curves.get("straggler", {}).items()}
-    record(__file__, sys.argv[1:], line, extra={"factor": a.factor, "actors_per_node": a.actors_per_node,
+    record(__file__, args, line, extra={"factor": a.factor, "actors_per_node": a.actors_per_node,
                                                 "failed": failed, "straggler": stragglers,
                                                 "bytes_per_s_into_each_node_uncapped": curves.get("ingress"),
                                                 "plot": plot and os.path.relpath(plot, ROOT), "tables": {"points": {
