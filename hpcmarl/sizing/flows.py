@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from hpcmarl.sizing.kernel import Barrier, Link, Machine, Mailbox, Node, Prediction, Sim, Slots, ring_allreduce_s
+from hpcmarl.sizing.kernel import Barrier, Link, Machine, Mailbox, Prediction, Sim, Slots, place, ring_allreduce_s
 from hpcmarl.sizing.profile import ASYNC, GRADIENTS, SYNC, Profile
 
 
@@ -35,12 +35,8 @@ def predict(p: Profile, m: Machine, actors: int, learners: int, updates: int = 6
         p = p.at_envs(num_envs)
     sleep_actor = [p.actor_sleep_s(a, actors) for a in range(actors)]
     ranks = actors + learners
-    per_node = m.ranks_per_node or ranks
-    nodes = math.ceil(ranks / per_node)
     sim = Sim()
-    node_of = (lambda rank: rank % nodes) if m.placement == "cyclic" else (lambda rank: rank // per_node)
-    on_node = [sum(node_of(r) == i for r in range(ranks)) for i in range(nodes)]
-    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), on_node[i], p.wait_load) for i in range(nodes)]
+    nodes, node_of, cpus = place(sim, m, ranks, p.busy_slowdown, p.wait_load)
     rng = np.random.default_rng(seed)
     served = [[a for a in range(actors) if a % learners == l] for l in range(learners)]
     learners_same_node = len({node_of(l) for l in range(learners)}) == 1

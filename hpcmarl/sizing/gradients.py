@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from hpcmarl.sizing.kernel import Machine, Mailbox, Node, Prediction, Sim, ring_allreduce_s
+from hpcmarl.sizing.kernel import Machine, Mailbox, Prediction, Sim, place, ring_allreduce_s
 from hpcmarl.sizing.profile import Profile
 
 
@@ -24,12 +24,8 @@ def predict_gradients(p: Profile, m: Machine, actors: int, learners: int, rounds
 
     kind, M = p.aggregation, max(1, p.batch)
     ranks = actors + learners
-    per_node = m.ranks_per_node or ranks
-    nodes = math.ceil(ranks / per_node)
     sim = Sim()
-    node_of = (lambda rank: rank % nodes) if m.placement == "cyclic" else (lambda rank: rank // per_node)
-    on_node = [sum(node_of(r) == i for r in range(ranks)) for i in range(nodes)]
-    cpus = [Node(sim, m.cores_per_node, max(1.0, p.busy_slowdown), on_node[i], p.wait_load) for i in range(nodes)]
+    nodes, node_of, cpus = place(sim, m, ranks, p.busy_slowdown, p.wait_load)
     rng = np.random.default_rng(seed)
     sigma = math.sqrt(math.log(1 + p.collect_cv ** 2)) if p.collect_cv > 0 else 0.0
     sleep_actor = [p.actor_sleep_s(a, actors) for a in range(actors)]

@@ -4,6 +4,7 @@ they run on (:class:`Machine`) and what a flow model returns (:class:`Prediction
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict
 
@@ -231,3 +232,13 @@ def ring_allreduce_s(m: Machine, learners: int, nbytes: int, same_node: bool) ->
         return 0.0
     lat, bw = m.link(same_node)
     return 2 * (learners - 1) * (lat + nbytes / (learners * bw)) + m.allreduce_call_s
+
+
+def place(sim: Sim, m: Machine, ranks: int, busy_slowdown: float, wait_load: float):
+    """The job's nodes: ``(how many, rank -> node as m.placement says, each node's cores as a Node)``."""
+    per_node = m.ranks_per_node or ranks
+    nodes = math.ceil(ranks / per_node)
+    node_of = (lambda rank: rank % nodes) if m.placement == "cyclic" else (lambda rank: rank // per_node)
+    on_node = [sum(node_of(r) == i for r in range(ranks)) for i in range(nodes)]
+    return nodes, node_of, [Node(sim, m.cores_per_node, max(1.0, busy_slowdown), on_node[i], wait_load)
+                            for i in range(nodes)]
