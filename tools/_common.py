@@ -126,9 +126,12 @@ ENV_SPS_ENV = "simple_spread_v3"  # the raw env speed every record carries (mach
 
 def normalize_args(argv) -> list:
     """A benchmark's arguments as its record keys them: ``--opt=value`` split into ``--opt value``, an absolute path
-    inside the repository made relative to it (the same record on any checkout); nothing else changes."""
+    inside the repository made relative to it (the same record on any checkout), ``--fresh`` left out (it redoes
+    kept runs: the same record whether or not they were redone); nothing else changes."""
     out = []
     for a in map(str, argv):
+        if a == "--fresh":
+            continue
         parts = a.split("=", 1) if a.startswith("--") and "=" in a else [a]
         for p in parts:
             if os.path.isabs(p) and (p + os.sep).startswith(ROOT + os.sep):

@@ -155,7 +155,7 @@ def main():
                 ratios[(m, s)] = r
                 print(f"{m} / allreduce time-to-target, {s}: {bound}{r:.2f}")
 
-    args = [x for x in sys.argv[1:] if x != "--fresh"]
+    args = sys.argv[1:]
     plot = a.plot or os.path.join(ROOT, "docs", "results", "img",
                                   f"{record_key('bench_aggregation', normalize_args(args))}.png")
     import matplotlib
@@ -199,11 +199,7 @@ def start_cluster(a):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cluster as cluster_tool
 
-    c = cluster_tool.Cluster(a.state, nodes=a.nodes, subnet="10.213.53.0/24", tag="hag")
-    c.stop()
-    c = cluster_tool.Cluster(a.state, nodes=a.nodes, subnet="10.213.53.0/24", tag="hag")
-    c.start(owner=os.getpid())
-    return c
+    return cluster_tool.Cluster.started(a.state, a.nodes, "10.213.53.0/24", "hag")
 
 
 if __name__ == "__main__":

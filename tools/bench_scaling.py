@@ -224,10 +224,7 @@ def main():
     torch.set_num_threads(1)
     os.makedirs(a.out, exist_ok=True)
     n_max = max(max(a.nodes), a.straggler_nodes, a.cap_nodes if "caps" in a.modes else 1)
-    c = cluster_tool.Cluster(a.state, nodes=n_max, subnet="10.213.49.0/24", tag="hbs")
-    c.stop()  # what an interrupted invocation left
-    c = cluster_tool.Cluster(a.state, nodes=n_max, subnet="10.213.49.0/24", tag="hbs")
-    c.start(owner=os.getpid())
+    c = cluster_tool.Cluster.started(a.state, n_max, "10.213.49.0/24", "hbs")
     try:
         result, rows, curves, errs = run_modes(a, Bench(a, c))
     finally:
@@ -334,7 +331,7 @@ def finish(a, result, rows, curves, errs):
         print(f"| {mode} | {flow} | {n} | {A} | {'failed' if sps is None else f'{sps:,.0f}'} | "
               f"{'' if eff is None else f'{eff:.2f}'} | {'' if pred is None else f'{pred:,.0f}'} | "
               f"{'' if err is None else f'{err:+.1%}'} |")
-    args = [x for x in sys.argv[1:] if x != "--fresh"]  # the same record whether or not the runs were redone
+    args = sys.argv[1:]
     key = record_key("bench_scaling", normalize_args(args))
     plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{key}.png")
     plot = draw(plot, a, curves)

@@ -149,6 +149,15 @@ class Cluster:
         if f" {self.bridge}:" in links or f" {self.bridge}@" in links:
             raise ClusterError(f"a link named {self.bridge} exists already (another cluster with tag {self.tag}?)")
 
+    @classmethod
+    def started(cls, state: str, nodes: int, subnet: str, tag: str) -> "Cluster":
+        """A benchmark's cluster, owned by this process: what an interrupted invocation left in ``state`` is removed
+        first."""
+        cls(state, nodes=nodes, subnet=subnet, tag=tag).stop()
+        c = cls(state, nodes=nodes, subnet=subnet, tag=tag)
+        c.start(owner=os.getpid())
+        return c
+
     def start(self, owner: Optional[int] = None, slurm: bool = False) -> None:
         """Build the nodes (and with ``slurm`` a Slurm controller plus one slurmd per node); with ``owner`` (a pid) a
         keeper process removes the cluster once that process is gone."""

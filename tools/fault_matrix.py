@@ -223,10 +223,7 @@ def main():
              for fault in a.faults]
     todo = [case for case in cases if a.fresh or not os.path.exists(case[2])]
     if todo:
-        c = cluster_tool.Cluster(a.state, nodes=3, subnet="10.213.51.0/24", tag="hfm")
-        c.stop()  # what an interrupted invocation left
-        c = cluster_tool.Cluster(a.state, nodes=3, subnet="10.213.51.0/24", tag="hfm")
-        c.start(owner=os.getpid())
+        c = cluster_tool.Cluster.started(a.state, 3, "10.213.51.0/24", "hfm")
         try:
             for i, (flow, fault, kept) in enumerate(todo):
                 print(f"case {i + 1}/{len(todo)}: {flow} x {fault} ({a.when})", flush=True)
@@ -272,7 +269,7 @@ def finish(a, rows):
     commits = sorted({r.get("commit", "") for r in rows})
     note = (f"cases from {len(commits)} commits ({', '.join(commits)}): kept cases are reused by a later invocation"
             if len(commits) > 1 else None)
-    record(__file__, [x for x in sys.argv[1:] if x != "--fresh"], line,
+    record(__file__, sys.argv[1:], line,
            extra={"timeout_s": a.timeout_s, "bound_s": bound, "note": note,
                   "tables": {"cases": {"columns": columns, "rows": table}}})
 

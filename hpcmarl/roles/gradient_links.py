@@ -209,16 +209,12 @@ class CounterGate:
         protocol.wait_buffer(got, self.timeout, "learner 0's round counters", max_sleep=0.0002)
         return self.reply
 
-    def _take_notices(self, block: bool = False) -> None:
-        """(the others) Receive learner 0's notices of closed rounds that have arrived (``block``: one, waiting)."""
-        MPI = self.MPI
-        while block or self.comm.Iprobe(0, self.TAG_CLOSED):
-            if block:
-                req = self.comm.Irecv([self.notice, MPI.INT64_T], 0, self.TAG_CLOSED)
-                protocol.wait_buffer(req, self.timeout, "learner 0's notice that a round closed")
-                block = False
-            else:
-                self.comm.Recv([self.notice, MPI.INT64_T], 0, self.TAG_CLOSED)
+    def _take_notices(self, wait: bool = False) -> None:
+        """(the others) Receive learner 0's notices of closed rounds that have arrived (``wait``: at least one)."""
+        while wait or self.comm.Iprobe(0, self.TAG_CLOSED):
+            req = self.comm.Irecv([self.notice, self.MPI.INT64_T], 0, self.TAG_CLOSED)
+            protocol.wait_buffer(req, self.timeout, "learner 0's notice that a round closed")
+            wait = False
             self.notices += 1
             self.closed_round = max(self.closed_round, int(self.notice[0]))
 
@@ -245,7 +241,7 @@ class CounterGate:
     def close(self):
         if not self.lead:  # one notice per round begun: take those still on their way
             while self.notices < self.seq + 1:
-                self._take_notices(block=True)
+                self._take_notices(wait=True)
         with watchdog.guard("every learner to close the round counters"):
             self.comm.Barrier()  # MPI: after it no learner asks any more
         self.stopping.set()

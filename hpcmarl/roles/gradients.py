@@ -228,8 +228,7 @@ class GradientFlow(Flow):
                 if awaited and now - getattr(link, "last", now) > timeout:
                     raise protocol.CommTimeout(
                         f"timed out after {timeout:.0f}s waiting for a gradient or a sign of life from actor rank "
-                        f"{link.rank} (round "
-                        f"{rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")
+                        f"{link.rank} (round {rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")
             backoff.wait()
         t1 = time.perf_counter()
         # one all-reduce: [sums, per-actor counts]; the same step everywhere
