@@ -62,6 +62,9 @@ class LearnerConfig:
     threads: Union[int, str] = "auto"  # torch threads per rank; auto = cores on the node / ranks on the node
     update_delay_s: float = 0.0  # sleep added to every learner update, seconds (0 = none): injected cost for
     # experiments and the sizing model's check (counted in time/update), as actors.step_delay_s is on the actors
+    compile: Union[bool, str] = "auto"  # compile the update with torch.compile (PPO's written-out gradient step):
+    # auto = in runs of >= 10,000 gradient steps, where compiling (25-35 s with an empty cache, 4-5 s warm, on 2
+    # cores) pays; Inductor's cache is ~/.cache/hpcmarl/inductor, private and checked (docs/algorithms/ppo.md)
 
 
 @dataclass
@@ -401,6 +404,8 @@ def validate(cfg: Config) -> None:
     dev = cfg.learner.device
     _check(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "learner.device",
            "must be auto, cpu, cuda or cuda:N")
+    _check(isinstance(cfg.learner.compile, bool) or cfg.learner.compile == "auto", "learner.compile",
+           "must be true, false or auto")
     for key, t in (("learner.threads", cfg.learner.threads), ("actors.threads", cfg.actors.threads)):
         _check(t == "auto" or (isinstance(t, int) and t >= 1), key, "must be 'auto' or an integer >= 1")
     _check(cfg.train.total_env_steps >= 1, "train.total_env_steps", "must be >= 1")

@@ -42,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,14 +73,18 @@ def timed(cmd, cwd, timeout, what):
 
 
 def jaxmarl_arm(args, steps: int) -> tuple:
-    """(wall seconds, NaN) of JaxMARL's IPPO script training ``steps`` env steps (one seed; it prints no return)."""
-    script = os.path.join(args.jaxmarl_baselines or "", "ippo_ff_mpe.py")
-    if not os.path.isfile(script) or not args.jaxmarl_python:
+    """(wall seconds, the return logged in its last update) of JaxMARL's IPPO training ``steps`` env steps (one
+    seed; ``tools/reference/jaxmarl_ippo_mpe.py`` runs its ``make_train`` as its main() does, without the plot)."""
+    if not os.path.isfile(os.path.join(args.jaxmarl_baselines or "", "ippo_ff_mpe.py")) or not args.jaxmarl_python:
         raise SystemExit("--against jaxmarl needs --jaxmarl-baselines (a directory with ippo_ff_mpe.py) and "
                          "--jaxmarl-python")
-    with tempfile.TemporaryDirectory() as cwd:  # hydra writes outputs/ and the script a PNG into its directory
-        return timed([args.jaxmarl_python, script, f"TOTAL_TIMESTEPS={steps}", "NUM_SEEDS=1", "WANDB_MODE=disabled"],
-                     cwd, args.timeout_s, "JaxMARL's IPPO"), float("nan")
+    with tempfile.TemporaryDirectory() as cwd:
+        out = os.path.join(cwd, "curve.json")
+        wall = timed([args.jaxmarl_python, os.path.join(ROOT, "tools", "reference", "jaxmarl_ippo_mpe.py"),
+                      os.path.abspath(args.jaxmarl_baselines), str(steps), out], cwd, args.timeout_s,
+                     "JaxMARL's IPPO")
+        ret = json.load(open(out))["return"]
+        return wall, ret[-1] if ret else float("nan")
 
 
 def benchmarl_arm(args, steps: int) -> tuple:
@@ -95,13 +100,18 @@ def benchmarl_arm(args, steps: int) -> tuple:
         return wall, ret[-1] if ret else float("nan")
 
 
-def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, overrides) -> tuple:
-    """(wall seconds of the whole mpirun, training seconds the run reports, final windowed return)."""
+def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, overrides, cache: str) -> tuple:
+    """(wall seconds of the whole mpirun, training seconds the run reports, final windowed return); ``cache``: the
+    ``XDG_CACHE_HOME`` of the run (its compiled update's cache: ``hpcmarl.compiled``)."""
     log = os.path.join(args.out, f"{name}.log")
     shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)  # a fresh run, not a resume of the last one
-    wall = launch(ranks, os.path.join("configs", config),
-                  [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
-                   "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log)
+    os.environ["XDG_CACHE_HOME"] = cache
+    try:
+        wall = launch(ranks, os.path.join("configs", config),
+                      [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
+                       "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log)
+    finally:
+        os.environ.pop("XDG_CACHE_HOME")
     text = open(log).read()
     m = re.search(r"env steps, [\d,]+ episodes in ([\d.]+)s.*?agent (-?[\d.]+)", text)
     return wall, float(m.group(1)) if m else float("nan"), float(m.group(2)) if m else float("nan")
@@ -111,6 +121,10 @@ def layout(L: int, A: int, copies: int) -> list:
     return [f"topology.learners={L}", f"topology.actors={A}", f"env.num_envs={copies // A}"]
 
 
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", choices=sorted(SETUPS), default="jaxmarl")
@@ -118,54 +132,86 @@ def main():
     ap.add_argument("--jaxmarl-python", help="a Python with jaxmarl, flax, optax, distrax, hydra-core")
     ap.add_argument("--benchmarl-python", help="a Python with benchmarl, torchrl, tensordict, vmas")
     ap.add_argument("--steps", default="2m")
-    ap.add_argument("--layouts", default="1:1,1:2,2:2", help="learners:actors, comma separated")
-    ap.add_argument("--copies", default="128,512", help="env copies in all (split over the actors), comma separated")
+    ap.add_argument("--layouts", default="1:1", help="learners:actors, comma separated")
+    ap.add_argument("--copies", default="128", help="env copies in all (split over the actors), comma separated")
+    ap.add_argument("--pairs", type=int, default=3, help="rounds of (reference, every hpcmarl arm); the medians")
+    ap.add_argument("--caches", default="cold,warm",
+                    help="compile caches each hpcmarl arm runs with in every round: cold = an empty cache "
+                         "(compilation counted), warm = the cache the cold run left")
+    ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped config's arm")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_batched_e2e"))
     ap.add_argument("--timeout-s", type=float, default=1800.0, help="hard limit per run")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every hpcmarl arm")
     args = ap.parse_args()
     steps = parse_steps(args.steps)
     config, env, batch, work = SETUPS[args.against]
+    caches = args.caches.split(",")
+    if not caches or any(c not in ("cold", "warm") for c in caches) or caches[0] != "cold" and "cold" in caches:
+        raise SystemExit("--caches: cold, warm or cold,warm")
     os.makedirs(args.out, exist_ok=True)
-
-    ref_s, ref_ret = (jaxmarl_arm if args.against == "jaxmarl" else benchmarl_arm)(args, steps)
-    ref_sps = steps / ref_s
-    what = ("JaxMARL ippo_ff_mpe.py (its config, 1 seed)" if args.against == "jaxmarl" else
-            "BenchMARL MAPPO (its default configs)")
-    print(f"{what}: {steps:,} env steps in {ref_s:.1f}s = {ref_sps:,.0f} env steps/s; return {ref_ret:.1f}",
-          flush=True)
-    rows = [[args.against, what, f"{ref_s:.1f}", "", f"{ref_sps:.0f}", "1.00", f"{ref_ret:.1f}"]]
-    best = None
+    arms = []
     for lay in args.layouts.split(","):
         L, A = (int(x) for x in lay.split(":"))
         for copies in (int(x) for x in args.copies.split(",")):
             if copies % A or batch % copies:
                 raise SystemExit(f"--copies {copies}: must split over {A} actors and divide {batch}")
-            name = f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}"
-            wall, train_s, ret = hpcmarl_arm(args, name, config, env, steps, L + A,
-                                             work + layout(L, A, copies) + [f"algo.unroll_length={batch // copies}",
-                                                                            f"actors.overlap={str(L == 1).lower()}"])
-            sps = steps / wall
-            print(f"{name}: {wall:.1f}s ({train_s:.1f}s training) = {sps:,.0f} env steps/s, "
-                  f"{sps / ref_sps:.2f}x the reference; return {ret:.1f}", flush=True)
-            rows.append([name, f"{L} learner(s) + {A} actor(s), {copies} copies x {batch // copies} steps",
-                         f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}", f"{ret:.1f}"])
-            if best is None or sps > best[1]:
-                best = (name, sps, L, A, copies)
-    name, best_sps, L, A, copies = best
-    line = (f"RESULT ref_sps={ref_sps:.0f} best_sps={best_sps:.0f} best_ratio={best_sps / ref_sps:.2f} "
-            f"best_arm={name}")
-    wall, train_s, ret = hpcmarl_arm(args, "shipped", config, env, steps, L + A, layout(L, A, copies))
-    sps = steps / wall
-    print(f"shipped ({config}, {L}x{A}, {copies // A} copies per actor): {wall:.1f}s = {sps:,.0f} env steps/s, "
-          f"{sps / ref_sps:.2f}x the reference; return {ret:.1f}", flush=True)
-    rows.append(["shipped", f"MAPPO {config}, {L} learner(s) + {A} actor(s), {copies // A} copies per actor",
-                 f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}", f"{ret:.1f}"])
-    line += f" shipped_sps={sps:.0f} shipped_ratio={sps / ref_sps:.2f}"
+            arms.append((f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}", L, A, copies))
+    what = ("JaxMARL ippo_ff_mpe.py (its config, 1 seed)" if args.against == "jaxmarl" else
+            "BenchMARL MAPPO (its default configs)")
+    runs = {}  # (arm, cache) -> [(wall, training s, return, ratio to the round's reference)]
+    refs = []
+    for p in range(args.pairs):
+        ref_s, ref_ret = (jaxmarl_arm if args.against == "jaxmarl" else benchmarl_arm)(args, steps)
+        refs.append((ref_s, ref_ret))
+        print(f"[round {p + 1}/{args.pairs}] {what}: {steps:,} env steps in {ref_s:.1f}s = {steps / ref_s:,.0f} env "
+              f"steps/s; return {ref_ret:.1f}", flush=True)
+        for name, L, A, copies in arms:
+            cache = os.path.join(args.out, f"cache-{name}")
+            for c in caches:
+                if c == "cold":
+                    shutil.rmtree(cache, ignore_errors=True)
+                wall, train_s, ret = hpcmarl_arm(
+                    args, name, config, env, steps, L + A,
+                    work + layout(L, A, copies) + [f"algo.unroll_length={batch // copies}",
+                                                   f"actors.overlap={str(L == 1).lower()}"], cache)
+                runs.setdefault((name, c), []).append((wall, train_s, ret, ref_s / wall))
+                print(f"[round {p + 1}/{args.pairs}] {name} ({c} cache): {wall:.1f}s ({train_s:.1f}s training) = "
+                      f"{steps / wall:,.0f} env steps/s, {ref_s / wall:.2f}x the reference; return {ret:.1f}",
+                      flush=True)
+    ref_s = median([r[0] for r in refs])
+    ref_sps = steps / ref_s
+    rows = [[args.against, what, f"{ref_s:.1f}", "", f"{ref_sps:.0f}", "1.00",
+             " / ".join(f"{r[1]:.1f}" for r in refs)]]
+    for (name, c), rs in runs.items():
+        L, A, copies = next(a[1:] for a in arms if a[0] == name)
+        wall = median([r[0] for r in rs])
+        rows.append([f"{name} ({c})", f"{L} learner(s) + {A} actor(s), {copies} copies x {batch // copies} steps, "
+                     f"{c} compile cache", f"{wall:.1f}", f"{median([r[1] for r in rs]):.1f}",
+                     f"{steps / wall:.0f}", f"{median([r[3] for r in rs]):.2f}", " / ".join(f"{r[2]:.1f}" for r in rs)])
+    head = caches[-1]  # the headline: warm where measured
+    name = max((a[0] for a in arms), key=lambda n: median([r[3] for r in runs[(n, head)]]))
+    best = runs[(name, head)]
+    line = (f"RESULT ref_sps={ref_sps:.0f} best_sps={steps / median([r[0] for r in best]):.0f} "
+            f"best_ratio={median([r[3] for r in best]):.2f} best_arm={name}")
+    if head == "warm" and "cold" in caches:
+        line += f" best_ratio_cold={median([r[3] for r in runs[(name, 'cold')]]):.2f}"
+    line += f" ref_return={median([r[1] for r in refs]):.1f} best_return={median([r[2] for r in best]):.1f}"
+    if not args.no_shipped:
+        L, A, copies = next(a[1:] for a in arms if a[0] == name)
+        with tempfile.TemporaryDirectory() as cache:  # compilation counted
+            wall, train_s, ret = hpcmarl_arm(args, "shipped", config, env, steps, L + A, layout(L, A, copies), cache)
+        sps = steps / wall
+        print(f"shipped ({config}, {L}x{A}, {copies // A} copies per actor, cold cache): {wall:.1f}s = {sps:,.0f} env "
+              f"steps/s, {sps / ref_sps:.2f}x the reference's median; return {ret:.1f}", flush=True)
+        rows.append(["shipped", f"MAPPO {config}, {L} learner(s) + {A} actor(s), {copies // A} copies per actor, cold "
+                     f"compile cache", f"{wall:.1f}", f"{train_s:.1f}", f"{sps:.0f}", f"{sps / ref_sps:.2f}",
+                     f"{ret:.1f}"])
+        line += f" shipped_sps={sps:.0f} shipped_ratio={sps / ref_sps:.2f}"
     print(line)
-    record(__file__, sys.argv[1:], line, extra={"env": env, "steps": steps, "tables": {"end_to_end": {
-        "columns": ["arm", "what", "wall s", "training s", "env steps/s", "x reference", "final return (sum)"],
-        "rows": rows}}})
+    record(__file__, sys.argv[1:], line, extra={"env": env, "steps": steps, "pairs": args.pairs, "tables": {
+        "end_to_end": {"columns": ["arm", "what", "wall s (median)", "training s (median)", "env steps/s",
+                                   "x reference (median of the rounds' ratios)", "final return (sum), per round"],
+                       "rows": rows}}})
 
 
 if __name__ == "__main__":

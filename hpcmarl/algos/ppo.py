@@ -245,6 +245,7 @@ class PPOLearner:
         self.value_norm = {g.name: ValueNorm() for g in spec.groups} if cfg.value_norm else None
         self.reward_norm = {g.name: ValueNorm(min_var=1e-4) for g in spec.groups} if cfg.reward_norm else None
         self.fused = ppo_fused.supported(self.model, cfg)  # the gradient step written out (no autograd)
+        self.grad_step = ppo_fused.step  # compiled by compile_update
         self.critic_carry = CriticCarry([g.name for g in spec.groups], cfg.hidden, device) \
             if cfg.critic_recurrent else None
 
@@ -314,17 +315,19 @@ class PPOLearner:
                 idx_t, idx_b = (chunk // B) * L, chunk % B
                 if c.recurrent:  # [L, M]: the chunk's steps, one column per chunk
                     idx_t, idx_b = idx_t[None, :] + steps, idx_b[None, :].expand(L, -1)
-                obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
-                state_mb = b["state"][idx_t, idx_b] if self.spec.state_dim else None
+                # one learner clips in the compiled step (fused there); more average their gradients first
+                clip_here = self.grad_step is not ppo_fused.step and reduce_grads is None
                 if self.fused:
-                    mb_stats = self.fused_grads(b, idx_t, idx_b, obs_mb, state_mb)
+                    mb_stats = self.fused_grads(b, idx_t, idx_b, c.max_grad_norm if clip_here else 0.0)
                 else:
+                    obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
+                    state_mb = b["state"][idx_t, idx_b] if self.spec.state_dim else None
                     mb_stats = self.autograd_grads(b, idx_t, idx_b, obs_mb, state_mb, starts)
                 if reduce_grads is not None:
                     reduce_grads(self.params, float(n_rows))
-                gn = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+                if not clip_here:
+                    mb_stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
                 self.opt.step()
-                mb_stats["grad_norm"] = float(gn)
                 for k, v in mb_stats.items():
                     totals[k] = totals.get(k, 0.0) + v
                 n_mb += 1
@@ -375,18 +378,21 @@ class PPOLearner:
                                                else None)
             b[f"{n}/logp_prox"] = dist.log_prob(rows(b[f"{n}/action"])).reshape(T, B, -1)
 
-    def fused_grads(self, b, idx_t, idx_b, obs_mb, state_mb) -> Dict[str, float]:
-        """As :meth:`autograd_grads`, with the gradient step written out (:mod:`hpcmarl.algos.ppo_fused`)."""
-        keys = ("alive", "action_mask", "action", "logp", "adv", "value", "ret") + \
-            (("logp_prox",) if self.cfg.decoupled_clip else ())
-        mb = {f"{g.name}/{k}": b[f"{g.name}/{k}"][idx_t, idx_b] for g in self.spec.groups for k in keys}
-        mb.update({f"{n}/obs": o for n, o in obs_mb.items()})
-        if self.model.centralized:
-            mb["critic_in"] = joint_input(self.spec, obs_mb, state_mb)
-        grads, stats = ppo_fused.loss_grads(self.model, self.cfg, mb)
+    def fused_grads(self, b, idx_t, idx_b, max_norm: float = 0.0) -> Dict[str, float]:
+        """As :meth:`autograd_grads`, with the gradient step written out (:mod:`hpcmarl.algos.ppo_fused`); with
+        ``max_norm`` > 0 the gradients come clipped and ``grad_norm`` is among the statistics."""
+        grads, stats = self.grad_step(self.model, self.cfg, b, idx_t, idx_b, max_norm)
         for p in self.params:
             p.grad = grads[p]
-        return stats
+        return dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+
+    def compile_update(self) -> bool:
+        """Compile the written-out gradient step (``learner.compile``); False where this learner has none."""
+        if self.fused:
+            from hpcmarl.compiled import compiled
+
+            self.grad_step = compiled(ppo_fused.step, "PPO's gradient step")
+        return self.fused
 
     def policy_flat(self) -> np.ndarray:
         from hpcmarl.models import flat_params

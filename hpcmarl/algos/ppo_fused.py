@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from hpcmarl.models import ActorCritic, AgentId, Tanh
+from hpcmarl.models import ActorCritic, AgentId, Tanh, joint_input
 
 
 def _layers(net: nn.Module):
@@ -74,13 +74,14 @@ def _input(ids, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Dict[nn.Parameter, torch.Tensor],
-                                                                               Dict[str, float]]:
+                                                                               Dict[str, torch.Tensor]]:
     """The gradient of PPO's loss (:func:`hpcmarl.algos.ppo.ppo_loss`, summed over groups) with respect to every
-    parameter of ``model``, and the loss's statistics, on one minibatch: ``mb`` holds per group ``<g>/obs`` ``[M, n,
-    d]``, ``action``, ``action_mask``, ``logp``, ``adv``, ``value``, ``ret``, ``alive``, optionally ``logp_prox``
-    (``algo.decoupled_clip``) and, for a centralized critic, ``critic_in`` ``[M, D]``."""
+    parameter of ``model``, and the loss's statistics (0-d tensors), on one minibatch: ``mb`` holds per group
+    ``<g>/obs`` ``[M, n, d]``, ``action``, ``action_mask``, ``logp``, ``adv``, ``value``, ``ret``, ``alive``,
+    optionally ``logp_prox`` (``algo.decoupled_clip``) and, for a centralized critic, ``critic_in`` ``[M, D]``.
+    Plain tensor code: ``torch.compile`` fuses it (``learner.compile``: :func:`step`)."""
     grads: Dict[nn.Parameter, torch.Tensor] = {}
-    stats: Dict[str, float] = {}
+    stats: Dict[str, torch.Tensor] = {}
     for g in model.spec.groups:
         n = g.name
         obs, mask = mb[f"{n}/obs"], mb[f"{n}/alive"]
@@ -132,8 +133,36 @@ def loss_grads(model: ActorCritic, cfg, mb: Dict[str, torch.Tensor]) -> Tuple[Di
         _backward(pol, pa, g_z, grads)
         _backward(crit, ca, g_v.reshape(M, k) if model.centralized else g_v[:, None], grads)
         stats.update({
-            f"{n}/policy_loss": float((pg * w).sum()), f"{n}/value_loss": 0.5 * float((v_err * w).sum()),
-            f"{n}/entropy": float((entropy * w).sum()),
-            f"{n}/approx_kl": float((((prox_ratio - 1) - log_ratio) * w).sum()),
-            f"{n}/clip_fraction": float((((prox_ratio - 1).abs() > cfg.clip).float() * w).sum())})
+            f"{n}/policy_loss": (pg * w).sum(), f"{n}/value_loss": 0.5 * (v_err * w).sum(),
+            f"{n}/entropy": (entropy * w).sum(), f"{n}/approx_kl": (((prox_ratio - 1) - log_ratio) * w).sum(),
+            f"{n}/clip_fraction": (((prox_ratio - 1).abs() > cfg.clip).float() * w).sum()})
+    return grads, stats
+
+
+def minibatch(spec, centralized: bool, decoupled: bool, b: Dict[str, torch.Tensor], idx_t: torch.Tensor,
+              idx_b: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The rows ``idx_t``, ``idx_b`` of the update's batch ``b`` that :func:`loss_grads` reads."""
+    keys = ("obs", "alive", "action_mask", "action", "logp", "adv", "value", "ret") + \
+        (("logp_prox",) if decoupled else ())
+    mb = {f"{g.name}/{k}": b[f"{g.name}/{k}"][idx_t, idx_b] for g in spec.groups for k in keys}
+    if centralized:
+        mb["critic_in"] = joint_input(spec, {g.name: mb[f"{g.name}/obs"] for g in spec.groups},
+                                      b["state"][idx_t, idx_b] if spec.state_dim else None)
+    return mb
+
+
+@torch.no_grad()
+def step(model: ActorCritic, cfg, b: Dict[str, torch.Tensor], idx_t: torch.Tensor, idx_b: torch.Tensor,
+         max_norm: float = 0.0):
+    """One gradient step's gradients (dict by parameter) and statistics on the rows ``idx_t``, ``idx_b`` of ``b``;
+    with ``max_norm`` > 0 the gradients are clipped to that global L2 norm here (one learner: nothing to average
+    first; as ``torch.nn.utils.clip_grad_norm_``), the norm before clipping in ``stats["grad_norm"]``. What
+    ``learner.compile`` compiles: the gathers, the step and the clipping in one program."""
+    grads, stats = loss_grads(model, cfg, minibatch(model.spec, model.centralized, cfg.decoupled_clip, b, idx_t,
+                                                    idx_b))
+    if max_norm > 0:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        grads = {p: g * scale for p, g in grads.items()}
+        stats["grad_norm"] = norm
     return grads, stats

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from hpcmarl import faults
+from hpcmarl import compiled, faults
 from hpcmarl.actors import actor_seed, make_sampler, traj_path
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
@@ -281,6 +281,7 @@ class RolloutFlow(Flow):
         self.learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, ctx.device,
                                                              seed=cfg.seed + 7919 * ctx.rank,
                                                              init_seed=cfg.seed + 1009 * groups.gi)
+        compiled.prepare(self.learner, cfg, layout.actors, say=print if ctx.rank == 0 else (lambda msg: None))
         uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(cfg.algo),
                             cfg.env.parts)
         if layout.serial:

@@ -39,7 +39,7 @@ def both_grads(learner, records, seed):
     state = b["state"][idx_t, idx_b] if learner.spec.state_dim else None
     out = []
     for step in (lambda: learner.autograd_grads(b, idx_t, idx_b, obs, state, None),
-                 lambda: learner.fused_grads(b, idx_t, idx_b, obs, state)):
+                 lambda: learner.fused_grads(b, idx_t, idx_b)):
         stats = step()
         out.append(([p.grad.clone() for p in learner.params], stats))
     return out
@@ -89,3 +89,61 @@ def test_other_networks_keep_autograd():
     learner = PPOLearner(spec, PPOConfig(hidden=8), CPU, 0)
     learner.model.policies[spec.groups[0].name].net[1] = torch.nn.ReLU()  # not the tanh MLP it knows
     assert not ppo_fused.supported(learner.model, learner.cfg)
+
+
+def _batch(collect, learner, env="simple_spread_v3", kwargs=None):
+    kwargs = kwargs or {"N": 3, "max_cycles": 6}
+    c = collect(env, 5, 3, 2, kwargs, seed=2, hidden=16, layers=2, flat=learner.policy_flat())
+    b = learner.batch_from_unrolls(c.records)
+    learner.advantages(b)
+    T, B = b[f"{learner.spec.groups[0].name}/reward"].shape[:2]
+    rows = torch.arange(T * B)
+    return b, rows // B, rows % B
+
+
+@pytest.mark.parametrize("max_norm", [0.01, 1e6])
+def test_the_step_clips_as_clip_grad_norm(collect, max_norm):
+    """One learner clips inside the written-out step (where torch.compile fuses it): the same gradients and norm as
+    torch.nn.utils.clip_grad_norm_ after the unclipped step, clipping (0.01) or not (1e6)."""
+    spec = probe_spec("simple_spread_v3", {"N": 3, "max_cycles": 6})
+    learner = PPOLearner(spec, PPOConfig(unroll_length=5, hidden=16, layers=2), CPU, 0)
+    b, idx_t, idx_b = _batch(collect, learner)
+    stats = learner.fused_grads(b, idx_t, idx_b)
+    norm = float(torch.nn.utils.clip_grad_norm_(learner.params, max_norm))
+    expected = [p.grad.clone() for p in learner.params]
+    clipped = learner.fused_grads(b, idx_t, idx_b, max_norm)
+    assert clipped["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert (norm > max_norm) == (max_norm == 0.01)
+    for e, p in zip(expected, learner.params):
+        assert torch.allclose(e, p.grad, rtol=1e-5, atol=1e-8)
+    assert "grad_norm" not in stats
+
+
+@pytest.mark.slow
+def test_the_compiled_step_equals_the_eager_one(collect, tmp_path, monkeypatch):
+    """learner.compile: torch.compile's program gives the eager step's gradients and statistics (to float rounding),
+    and two learners of one seed train to the same parameters, bit for bit (deterministic per seed)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    spec = probe_spec("simple_spread_v3", {"N": 3, "max_cycles": 6})
+    cfg = PPOConfig(name="mappo", unroll_length=5, hidden=16, layers=2, epochs=2, minibatches=2)
+    eager, fast, again = (PPOLearner(spec, cfg, CPU, 0) for _ in range(3))
+    assert fast.compile_update() and again.compile_update()
+    b, idx_t, idx_b = _batch(collect, eager)
+    want = eager.fused_grads(b, idx_t, idx_b, 0.5)
+    got = fast.fused_grads(b, idx_t, idx_b, 0.5)
+    assert want.keys() == got.keys()
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+    for e, f in zip(eager.params, fast.params):
+        assert torch.allclose(e.grad, f.grad, rtol=1e-4, atol=1e-6 * e.grad.abs().max().item() + 1e-9)
+    c = _records(collect, eager)
+    for learner in (fast, again):
+        for _ in range(3):
+            learner.update(c)
+    assert all(torch.equal(p, q) for p, q in zip(fast.params, again.params))
+    assert any((tmp_path / "hpcmarl" / "inductor").iterdir())  # the cache went where hpcmarl put it
+
+
+def _records(collect, learner):
+    return collect("simple_spread_v3", 5, 3, 2, {"N": 3, "max_cycles": 6}, seed=3, hidden=16, layers=2,
+                   flat=learner.policy_flat()).records

@@ -1,0 +1,162 @@
+"""Compiled learner updates (``torch.compile``, ``learner.compile``) and the one place Inductor's cache may live.
+
+Inductor writes generated C++/Triton code and the shared objects built from it into its cache and loads them in later
+runs: whoever can write there can run code in the user's next job. By default that is ``/tmp/torchinductor_<user>``,
+which any local user can create first. hpcmarl points Inductor at ``$XDG_CACHE_HOME/hpcmarl/inductor`` (default
+``~/.cache/hpcmarl/inductor``), a directory it creates with mode 0700, and checks before every use that it, its
+parent and everything in it are owned by the user, are not group- or world-writable and are no symbolic links. Where
+that does not hold (a tampered or foreign-owned cache), the run compiles in a new private temporary directory with
+the caches off (nothing is loaded from disk, everything is compiled afresh) and says so in one line. The path never
+comes from a file, and a config or environment variable cannot move it elsewhere (``TORCHINDUCTOR_CACHE_DIR`` is
+overridden).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from typing import Callable, Optional
+
+# where the cache lives: a subdirectory of XDG's per-user cache directory
+CACHE_PARENT, CACHE_NAME = "hpcmarl", "inductor"
+# learner.compile: auto compiles a run with at least this many gradient steps (compilation costs about 25-35 s with
+# an empty cache and 4-5 s with a warm one on the 2-core VM; the written-out PPO step saves about 1.5 ms per
+# gradient step there: docs/development/benchmarks.md#compiled-updates)
+AUTO_MIN_GRAD_STEPS = 10_000
+
+
+def cache_path() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), CACHE_PARENT, CACHE_NAME)
+
+
+def unsafe(path: str, uid: Optional[int] = None) -> Optional[str]:
+    """Why ``path`` (a directory) may not hold Inductor's cache, or None where it may: it, its parent and every entry
+    below it must be the user's own (``uid``, default the effective uid), neither group- nor world-writable, and no
+    symbolic link."""
+    uid = os.geteuid() if uid is None else uid
+
+    def bad(p: str) -> Optional[str]:
+        try:
+            st = os.lstat(p)
+        except OSError as e:
+            return f"{p}: {e.strerror}"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{p} is a symbolic link"
+        if st.st_uid != uid:
+            return f"{p} is owned by uid {st.st_uid}, not {uid}"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{p} is writable by its group or by others (mode {stat.S_IMODE(st.st_mode):o})"
+        return None
+
+    for p in (os.path.dirname(path), path):
+        why = bad(p)
+        if why:
+            return why
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        return f"{path} is not a directory"
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            why = bad(os.path.join(root, name))
+            if why:
+                return why
+    return None
+
+
+def _private_cache() -> Optional[str]:
+    """Create (mode 0700) and check the user's cache directory; its path, or None after saying why not."""
+    path = cache_path()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    except OSError as e:
+        why = f"cannot create {path}: {e.strerror}"
+    else:
+        why = unsafe(path)
+    if why is None:
+        return path
+    print(f"hpcmarl: warning: compile cache not used ({why}): compiling without a cache", file=sys.stderr,
+          flush=True)
+    return None
+
+
+_CONFIGURED = []
+
+
+def configure_cache() -> bool:
+    """Point Inductor at the checked cache (once per process; before the first compilation); False where it is
+    unsafe and compilation goes on uncached in a private temporary directory, removed at exit."""
+    if _CONFIGURED:
+        return _CONFIGURED[0]
+    path = _private_cache()
+    if path is None:
+        path = tempfile.mkdtemp(prefix="hpcmarl-inductor-")  # mode 0700, new
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = False
+        functorch_config.enable_autograd_cache = False
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    os.environ.pop("TRITON_CACHE_DIR", None)  # Triton's cache goes below Inductor's
+    _CONFIGURED.append(path is not None)
+    return _CONFIGURED[0]
+
+
+def wanted(setting, grad_steps: int) -> bool:
+    """``learner.compile`` resolved for a run of ``grad_steps`` gradient steps (``auto``: long runs only)."""
+    if setting == "auto":
+        return grad_steps >= AUTO_MIN_GRAD_STEPS
+    return bool(setting)
+
+
+def compiled(fn: Callable, what: str) -> Callable:
+    """``fn`` compiled by ``torch.compile`` (static shapes), falling back to ``fn`` itself for good, with one line,
+    where compilation fails (e.g. no C++ compiler on the node)."""
+    import torch
+
+    configure_cache()
+    fast = torch.compile(fn, dynamic=False)
+    state = {"fn": fast}
+
+    def call(*args, **kwargs):
+        if state["fn"] is fn:
+            return fn(*args, **kwargs)
+        try:
+            return state["fn"](*args, **kwargs)
+        except Exception as e:  # a compiler failure; an error of fn's own comes back from the eager call below
+            if not isinstance(e, (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.TorchRuntimeError,
+                                  torch._dynamo.exc.Unsupported, OSError, RuntimeError)):
+                raise
+            state["fn"] = fn
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"hpcmarl: warning: compiling {what} failed ({type(e).__name__}: {msg[:200]}): running it "
+                  f"uncompiled", file=sys.stderr, flush=True)
+            return fn(*args, **kwargs)
+
+    return call
+
+
+def prepare(learner, cfg, actors: int, say: Callable[[str], None] = lambda msg: None) -> bool:
+    """Compile ``learner``'s update where ``learner.compile`` wants it and the learner has a compiled form
+    (``compile_update``); ``actors``: the ranks whose unrolls make one update (gradient steps are estimated from
+    ``train.total_env_steps``, or ``train.max_updates`` where that comes first)."""
+    hook = getattr(learner, "compile_update", None)
+    if hook is None or cfg.learner.compile is False:
+        return False
+    a = cfg.algo
+    per_update = getattr(a, "epochs", 1) * getattr(a, "minibatches", 1)
+    updates = -(-cfg.train.total_env_steps // (a.unroll_length * cfg.env.num_envs * max(1, actors)))
+    if cfg.train.max_updates:
+        updates = min(updates, cfg.train.max_updates)
+    if not wanted(cfg.learner.compile, updates * per_update) or not hook():
+        return False
+    say(f"[hpcmarl] learner update compiled (learner.compile={str(cfg.learner.compile).lower()}, about "
+        f"{updates * per_update:,} gradient steps; the first update compiles it)")
+    return True
