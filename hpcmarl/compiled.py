@@ -95,7 +95,8 @@ def configure_cache() -> bool:
     if _CONFIGURED:
         return _CONFIGURED[0]
     path = _private_cache()
-    if path is None:
+    safe = path is not None
+    if not safe:
         path = tempfile.mkdtemp(prefix="hpcmarl-inductor-")  # mode 0700, new
         atexit.register(shutil.rmtree, path, ignore_errors=True)
         import torch._functorch.config as functorch_config
@@ -105,7 +106,7 @@ def configure_cache() -> bool:
         functorch_config.enable_autograd_cache = False
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
     os.environ.pop("TRITON_CACHE_DIR", None)  # Triton's cache goes below Inductor's
-    _CONFIGURED.append(path is not None)
+    _CONFIGURED.append(safe)
     return _CONFIGURED[0]
 
 

@@ -315,19 +315,20 @@ class PPOLearner:
                 idx_t, idx_b = (chunk // B) * L, chunk % B
                 if c.recurrent:  # [L, M]: the chunk's steps, one column per chunk
                     idx_t, idx_b = idx_t[None, :] + steps, idx_b[None, :].expand(L, -1)
-                # one learner clips in the compiled step (fused there); more average their gradients first
-                clip_here = self.grad_step is not ppo_fused.step and reduce_grads is None
+                # one learner's compiled step clips and takes Adam's step too (fused there); more learners average
+                # their gradients in between
+                whole = self.grad_step is not ppo_fused.step and reduce_grads is None
                 if self.fused:
-                    mb_stats = self.fused_grads(b, idx_t, idx_b, c.max_grad_norm if clip_here else 0.0)
+                    mb_stats = self.fused_grads(b, idx_t, idx_b, whole)
                 else:
                     obs_mb = {g.name: b[f"{g.name}/obs"][idx_t, idx_b] for g in self.spec.groups}
                     state_mb = b["state"][idx_t, idx_b] if self.spec.state_dim else None
                     mb_stats = self.autograd_grads(b, idx_t, idx_b, obs_mb, state_mb, starts)
-                if reduce_grads is not None:
-                    reduce_grads(self.params, float(n_rows))
-                if not clip_here:
+                if not whole:
+                    if reduce_grads is not None:
+                        reduce_grads(self.params, float(n_rows))
                     mb_stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
-                self.opt.step()
+                    self.opt.step()
                 for k, v in mb_stats.items():
                     totals[k] = totals.get(k, 0.0) + v
                 n_mb += 1
@@ -378,10 +379,11 @@ class PPOLearner:
                                                else None)
             b[f"{n}/logp_prox"] = dist.log_prob(rows(b[f"{n}/action"])).reshape(T, B, -1)
 
-    def fused_grads(self, b, idx_t, idx_b, max_norm: float = 0.0) -> Dict[str, float]:
+    def fused_grads(self, b, idx_t, idx_b, whole: bool = False) -> Dict[str, float]:
         """As :meth:`autograd_grads`, with the gradient step written out (:mod:`hpcmarl.algos.ppo_fused`); with
-        ``max_norm`` > 0 the gradients come clipped and ``grad_norm`` is among the statistics."""
-        grads, stats = self.grad_step(self.model, self.cfg, b, idx_t, idx_b, max_norm)
+        ``whole`` the step clips the gradients (``grad_norm`` among the statistics) and takes Adam's step too."""
+        grads, stats = self.grad_step(self.model, self.cfg, b, idx_t, idx_b, *(
+            (self.cfg.max_grad_norm, ppo_fused.adam_args(self.opt, self.params)) if whole else ()))
         for p in self.params:
             p.grad = grads[p]
         return dict(zip(stats, torch.stack(list(stats.values())).tolist()))

@@ -153,11 +153,12 @@ def minibatch(spec, centralized: bool, decoupled: bool, b: Dict[str, torch.Tenso
 
 @torch.no_grad()
 def step(model: ActorCritic, cfg, b: Dict[str, torch.Tensor], idx_t: torch.Tensor, idx_b: torch.Tensor,
-         max_norm: float = 0.0):
+         max_norm: float = 0.0, adam=None):
     """One gradient step's gradients (dict by parameter) and statistics on the rows ``idx_t``, ``idx_b`` of ``b``;
     with ``max_norm`` > 0 the gradients are clipped to that global L2 norm here (one learner: nothing to average
-    first; as ``torch.nn.utils.clip_grad_norm_``), the norm before clipping in ``stats["grad_norm"]``. What
-    ``learner.compile`` compiles: the gathers, the step and the clipping in one program."""
+    first; as ``torch.nn.utils.clip_grad_norm_``), the norm before clipping in ``stats["grad_norm"]``; with ``adam``
+    (:func:`adam_args`) the parameters take Adam's step here too (as ``torch.optim.Adam``, on its state). What
+    ``learner.compile`` compiles: gathers, step, clipping and Adam in one program."""
     grads, stats = loss_grads(model, cfg, minibatch(model.spec, model.centralized, cfg.decoupled_clip, b, idx_t,
                                                     idx_b))
     if max_norm > 0:
@@ -165,4 +166,31 @@ def step(model: ActorCritic, cfg, b: Dict[str, torch.Tensor], idx_t: torch.Tenso
         scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         grads = {p: g * scale for p, g in grads.items()}
         stats["grad_norm"] = norm
+    if adam is not None:
+        lr, beta1, beta2, eps, params, states = adam
+        for p, (m, v, t) in zip(params, states):  # torch's fused Adam (amsgrad, weight decay and maximize off)
+            g = grads[p]
+            t.add_(1.0)
+            m.lerp_(g, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            denom = (v.sqrt() / (1.0 - beta2 ** t).sqrt()).add_(eps)
+            p.sub_(lr / (1.0 - beta1 ** t) * m / denom)
     return grads, stats
+
+
+def adam_args(opt: torch.optim.Adam, params) -> tuple:
+    """``(lr tensor, beta1, beta2, eps, params, [(exp_avg, exp_avg_sq, step) per parameter])`` of ``opt`` (one parameter
+    group, its state created as ``torch.optim.Adam`` creates it) for :func:`step`: its tensors are ``opt``'s own, so
+    checkpoints and an eager step later see what the compiled one did. The learning rate is a tensor: a new value
+    (``algo.lr_anneal_steps``) does not recompile."""
+    group = opt.param_groups[0]
+    beta1, beta2 = group["betas"]
+    states = []
+    for p in params:
+        st = opt.state[p]
+        if not st:
+            st["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        states.append((st["exp_avg"], st["exp_avg_sq"], st["step"]))
+    return torch.tensor(float(group["lr"])), beta1, beta2, group["eps"], list(params), states

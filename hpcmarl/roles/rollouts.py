@@ -356,7 +356,8 @@ class RolloutFlow(Flow):
                                    f"(checksums {self.sent_checksums})")
             lags.append(version - v)
         coll.t_allreduce = 0.0
-        stats = self.learner.update(recs, coll.reduce_grads, coll.sum_small, env_steps=self.log.counters["env_steps"])
+        stats = self.learner.update(recs, coll.reduce_grads if coll.size > 1 else None, coll.sum_small,
+                                    env_steps=self.log.counters["env_steps"])
         sleep_for(self.cfg.learner.update_delay_s)  # injected update cost (0: none), counted in time/update
         if self.restart_pending:  # the group lead's initial state on every learner of the group
             self.learner.load_state_arrays(self.initial)

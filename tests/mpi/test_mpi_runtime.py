@@ -149,3 +149,28 @@ def test_records_sent_in_chunks_arrive_whole(tmp_path, algo, args):
         assert whole.returncode == 0, whole.stderr[-3000:]
         a, b = ckpt_model(str(tmp_path / "chunked"))[0], ckpt_model(str(tmp_path / "whole"))[0]
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_compiled_learners_with_a_foreign_cache(tmp_path):
+    """learner.compile=true on 2 learners (4 ranks) whose compile cache belongs to another user: each learner says
+    in one line that it compiles without the cache, nothing is written into it, the run trains compiled (averaged
+    gradients, clipping after the average) and the learners hold identical parameters."""
+    if os.geteuid() != 0:
+        pytest.skip("making a cache another user's needs root")
+    cache = tmp_path / "xdg" / "hpcmarl" / "inductor"
+    cache.mkdir(parents=True, mode=0o700)
+    os.chown(cache, 65534, 65534)
+    run = tmp_path / "run"
+    p = mpirun(4, ["train", "configs/test_tiny.yaml", f"run_dir={run}", "topology.learners=2", "learner.backend=mpi",
+                   "learner.compile=true", "train.max_updates=4", "output.checkpoint_every=4"] + TINY,
+               env={"XDG_CACHE_HOME": str(tmp_path / "xdg")}, timeout=420)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count("compile cache not used") == 2, p.stderr[-3000:]
+    assert "is owned by uid 65534" in p.stderr
+    assert p.stdout.count("learner update compiled (learner.compile=true") == 1, p.stdout[-2000:]
+    assert list(cache.iterdir()) == []
+    _, attrs = ckpt_model(str(run))
+    sums = attrs["learner_param_checksums"]
+    sums = json.loads(sums) if isinstance(sums, str) else sums
+    assert len(sums) == 2 and len(set(sums)) == 1

@@ -1,6 +1,7 @@
 """PPO's written-out gradient step (hpcmarl.algos.ppo_fused) against autograd on the same minibatch."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,26 +103,36 @@ def _batch(collect, learner, env="simple_spread_v3", kwargs=None):
 
 
 @pytest.mark.parametrize("max_norm", [0.01, 1e6])
-def test_the_step_clips_as_clip_grad_norm(collect, max_norm):
-    """One learner clips inside the written-out step (where torch.compile fuses it): the same gradients and norm as
-    torch.nn.utils.clip_grad_norm_ after the unclipped step, clipping (0.01) or not (1e6)."""
+def test_the_whole_step_clips_and_steps_as_torch(collect, max_norm):
+    """The step one compiled learner takes (ppo_fused.step with clipping and Adam, here eager): the gradients and
+    norm of torch.nn.utils.clip_grad_norm_ after the unclipped step, clipping (0.01) or not (1e6), and over three
+    steps the parameters and Adam state of torch.optim.Adam(fused=True) on them, in the optimizer's own state."""
     spec = probe_spec("simple_spread_v3", {"N": 3, "max_cycles": 6})
-    learner = PPOLearner(spec, PPOConfig(unroll_length=5, hidden=16, layers=2), CPU, 0)
-    b, idx_t, idx_b = _batch(collect, learner)
-    stats = learner.fused_grads(b, idx_t, idx_b)
-    norm = float(torch.nn.utils.clip_grad_norm_(learner.params, max_norm))
-    expected = [p.grad.clone() for p in learner.params]
-    clipped = learner.fused_grads(b, idx_t, idx_b, max_norm)
-    assert clipped["grad_norm"] == pytest.approx(norm, rel=1e-5)
-    assert (norm > max_norm) == (max_norm == 0.01)
-    for e, p in zip(expected, learner.params):
-        assert torch.allclose(e, p.grad, rtol=1e-5, atol=1e-8)
-    assert "grad_norm" not in stats
+    cfg = PPOConfig(unroll_length=5, hidden=16, layers=2, max_grad_norm=max_norm, lr=0.01)
+    torch_, ours = PPOLearner(spec, cfg, CPU, 0), PPOLearner(spec, cfg, CPU, 0)
+    b, idx_t, idx_b = _batch(collect, torch_)
+    for _ in range(3):
+        stats = torch_.fused_grads(b, idx_t, idx_b)
+        assert "grad_norm" not in stats
+        norm = float(torch.nn.utils.clip_grad_norm_(torch_.params, max_norm))
+        torch_.opt.step()
+        got = ours.fused_grads(b, idx_t, idx_b, whole=True)
+        assert got["grad_norm"] == pytest.approx(norm, rel=1e-5)
+        assert (norm > max_norm) == (max_norm == 0.01)
+        for p, q in zip(torch_.params, ours.params):
+            assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6)  # the steps drift apart by rounding
+            assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), (p - q).abs().max()
+    want, got = torch_.state_arrays(), ours.state_arrays()
+    assert want.keys() == got.keys()
+    for k in (k for k in want if k.startswith(("model/", "optim/"))):  # _batch's advantages moved value_norm
+        assert np.allclose(want[k], got[k], rtol=1e-4, atol=1e-6), k
+    assert any(k.endswith("exp_avg_sq") for k in want)
 
 
 @pytest.mark.slow
 def test_the_compiled_step_equals_the_eager_one(collect, tmp_path, monkeypatch):
-    """learner.compile: torch.compile's program gives the eager step's gradients and statistics (to float rounding),
+    """learner.compile: torch.compile's program gives the eager step's gradients, statistics and parameters after
+    clipping and Adam (to float rounding),
     and two learners of one seed train to the same parameters, bit for bit (deterministic per seed)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     spec = probe_spec("simple_spread_v3", {"N": 3, "max_cycles": 6})
@@ -129,13 +140,15 @@ def test_the_compiled_step_equals_the_eager_one(collect, tmp_path, monkeypatch):
     eager, fast, again = (PPOLearner(spec, cfg, CPU, 0) for _ in range(3))
     assert fast.compile_update() and again.compile_update()
     b, idx_t, idx_b = _batch(collect, eager)
-    want = eager.fused_grads(b, idx_t, idx_b, 0.5)
-    got = fast.fused_grads(b, idx_t, idx_b, 0.5)
+    want = eager.fused_grads(b, idx_t, idx_b, whole=True)
+    got = fast.fused_grads(b, idx_t, idx_b, whole=True)
+    again.fused_grads(b, idx_t, idx_b, whole=True)  # the same step as fast took
     assert want.keys() == got.keys()
     for k, v in want.items():
         assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
     for e, f in zip(eager.params, fast.params):
         assert torch.allclose(e.grad, f.grad, rtol=1e-4, atol=1e-6 * e.grad.abs().max().item() + 1e-9)
+        assert torch.allclose(e, f, rtol=1e-5, atol=1e-6)
     c = _records(collect, eager)
     for learner in (fast, again):
         for _ in range(3):
