@@ -22,10 +22,13 @@ from typing import Callable, Optional
 
 # where the cache lives: a subdirectory of XDG's per-user cache directory
 CACHE_PARENT, CACHE_NAME = "hpcmarl", "inductor"
-# learner.compile: auto compiles a run with at least this many gradient steps (compilation costs about 25-35 s with
-# an empty cache and 4-5 s with a warm one on the 2-core VM; the written-out PPO step saves about 1.5 ms per
-# gradient step there: docs/development/benchmarks.md#compiled-updates)
+# learner.compile: auto compiles a run with at least this many gradient steps (compilation costs about 20-30 s with
+# an empty cache and 3 s with a warm one on the 2-core VM; the compiled PPO step saves 2-3 ms per gradient step there:
+# docs/development/benchmarks.md#compiled-updates)
 AUTO_MIN_GRAD_STEPS = 10_000
+# ... and no stop at a target return (a time-to-target run: make demo reaches -60 in under 300 updates) nor within
+# this many seconds of wall time
+AUTO_MIN_WALL_S = 600.0
 
 
 def cache_path() -> str:
@@ -110,10 +113,11 @@ def configure_cache() -> bool:
     return _CONFIGURED[0]
 
 
-def wanted(setting, grad_steps: int) -> bool:
-    """``learner.compile`` resolved for a run of ``grad_steps`` gradient steps (``auto``: long runs only)."""
+def wanted(setting, grad_steps: int, may_end_early: bool = False) -> bool:
+    """``learner.compile`` resolved for a run of ``grad_steps`` gradient steps (``auto``: long runs only, and not a
+    run that ``may_end_early``: one that stops at a target return or within 10 minutes of wall time)."""
     if setting == "auto":
-        return grad_steps >= AUTO_MIN_GRAD_STEPS
+        return grad_steps >= AUTO_MIN_GRAD_STEPS and not may_end_early
     return bool(setting)
 
 
@@ -131,10 +135,8 @@ def compiled(fn: Callable, what: str) -> Callable:
             return fn(*args, **kwargs)
         try:
             return state["fn"](*args, **kwargs)
-        except Exception as e:  # a compiler failure; an error of fn's own comes back from the eager call below
-            if not isinstance(e, (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.TorchRuntimeError,
-                                  torch._dynamo.exc.Unsupported, OSError, RuntimeError)):
-                raise
+        except (RuntimeError, OSError) as e:  # torch._dynamo's and Inductor's failures are RuntimeErrors; an
+            # error of fn's own comes back from the eager call below
             state["fn"] = fn
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"hpcmarl: warning: compiling {what} failed ({type(e).__name__}: {msg[:200]}): running it "
@@ -147,7 +149,8 @@ def compiled(fn: Callable, what: str) -> Callable:
 def prepare(learner, cfg, actors: int, say: Callable[[str], None] = lambda msg: None) -> bool:
     """Compile ``learner``'s update where ``learner.compile`` wants it and the learner has a compiled form
     (``compile_update``); ``actors``: the ranks whose unrolls make one update (gradient steps are estimated from
-    ``train.total_env_steps``, or ``train.max_updates`` where that comes first)."""
+    ``train.total_env_steps``, or ``train.max_updates`` where that comes first; ``train.target_return`` and a short
+    ``train.max_wall_s`` may end it early)."""
     hook = getattr(learner, "compile_update", None)
     if hook is None or cfg.learner.compile is False:
         return False
@@ -156,7 +159,9 @@ def prepare(learner, cfg, actors: int, say: Callable[[str], None] = lambda msg: 
     updates = -(-cfg.train.total_env_steps // (a.unroll_length * cfg.env.num_envs * max(1, actors)))
     if cfg.train.max_updates:
         updates = min(updates, cfg.train.max_updates)
-    if not wanted(cfg.learner.compile, updates * per_update) or not hook():
+    t = cfg.train
+    early = t.target_return is not None or 0 < t.max_wall_s < AUTO_MIN_WALL_S
+    if not wanted(cfg.learner.compile, updates * per_update, early) or not hook():
         return False
     say(f"[hpcmarl] learner update compiled (learner.compile={str(cfg.learner.compile).lower()}, about "
         f"{updates * per_update:,} gradient steps; the first update compiles it)")

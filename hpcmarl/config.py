@@ -63,8 +63,9 @@ class LearnerConfig:
     update_delay_s: float = 0.0  # sleep added to every learner update, seconds (0 = none): injected cost for
     # experiments and the sizing model's check (counted in time/update), as actors.step_delay_s is on the actors
     compile: Union[bool, str] = "auto"  # compile the update with torch.compile (PPO's written-out gradient step):
-    # auto = in runs of >= 10,000 gradient steps, where compiling (25-35 s with an empty cache, 4-5 s warm, on 2
-    # cores) pays; Inductor's cache is ~/.cache/hpcmarl/inductor, private and checked (docs/algorithms/ppo.md)
+    # auto = in runs of >= 10,000 gradient steps without a target return or a wall limit under 10 minutes, where
+    # compiling (20-30 s with an empty cache, 3 s warm, on 2 cores) pays; Inductor's cache is
+    # ~/.cache/hpcmarl/inductor, private and checked (docs/algorithms/ppo.md)
 
 
 @dataclass

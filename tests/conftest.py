@@ -1,4 +1,4 @@
-"""Suite-wide settings: one JAX compilation cache shared by every process the suite starts."""
+"""Suite-wide settings: one JAX compilation cache and one compile cache shared by every process the suite starts."""
 import os
 
 import pytest
@@ -13,6 +13,14 @@ def jax_compilation_cache(tmp_path_factory):
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ.update({"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"})
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """Compiled learner updates (``learner.compile``) keep Inductor's cache under ``$XDG_CACHE_HOME``: the suite's
+    processes share one of their own, never the user's ``~/.cache`` (a test that checks the cache sets its own)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
 # ---- the two tiers --------------------------------------------------------------------------------------------------

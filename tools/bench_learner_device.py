@@ -5,7 +5,9 @@ For each arm (a shipped config with overrides, ``label=config.yaml[:key=value,�
 config's env (its ``env.num_envs`` copies x ``algo.unroll_length`` steps, random initial policy), builds the
 config's learner on each device and times ``learner.update`` on them: the median over ``--reps`` updates after
 ``--warmup`` (value-based learners: after the replay holds ``learning_starts`` episodes), with the GPU synchronised
-before each clock read. The CPU learner uses ``--threads`` torch threads (default: every core). Where torch sees no
+before each clock read. An arm with ``learner.compile=true`` compiles the update (``hpcmarl.compiled``,
+compiled in the warm-up; ``auto`` and ``false`` time it uncompiled, as one learner's update); the time of the first
+update is reported too. The CPU learner uses ``--threads`` torch threads (default: every core). Where torch sees no
 GPU it times the CPU only and says so. Ends with
 
     RESULT <label>_cpu_ms=… <label>_cuda_ms=… <label>_speedup=… … gpu=<name>
@@ -56,10 +58,12 @@ def collect(cfg, n: int):
 
 
 def time_updates(cfg, spec, records, device, warmup: int, reps: int):
-    """Median seconds of one ``update`` (its env steps: one record's)."""
+    """(median seconds of one ``update``, seconds of the first one) (its env steps: one record's)."""
     from hpcmarl.algos import base as algos
 
     learner = algos.get(cfg.algo.name).make_learner(spec, cfg.algo, device, seed=cfg.seed, init_seed=cfg.seed)
+    if cfg.learner.compile is True and not getattr(learner, "compile_update", lambda: False)():
+        raise SystemExit(f"learner.compile=true: {cfg.algo.name}'s learner here has no compiled update")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     i, steps = 0, 0
 
@@ -70,7 +74,12 @@ def time_updates(cfg, spec, records, device, warmup: int, reps: int):
         steps += int(rec["meta"][3])
         return learner.update([rec], env_steps=steps)
 
-    for _ in range(warmup):
+    sync()
+    t0 = time.perf_counter()
+    one()  # compiles a compiled update
+    sync()
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
         one()
     if not algos.get(cfg.algo.name).on_policy:  # fill the replay first: before that an update trains nothing
         for _ in range(10_000):
@@ -83,7 +92,7 @@ def time_updates(cfg, spec, records, device, warmup: int, reps: int):
         one()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), first
 
 
 def main(argv=None):
@@ -108,21 +117,25 @@ def main(argv=None):
         cfg = load_config(os.path.join(ROOT, "configs", config), overrides + ["learner.device=cpu"])
         spec, records = collect(cfg, a.records)
         env_steps = int(records[0]["meta"][3])
-        ms = {d.type: 1e3 * time_updates(cfg, spec, records, d, a.warmup, a.reps) for d in devices}
+        timed = {d.type: time_updates(cfg, spec, records, d, max(1, a.warmup), a.reps) for d in devices}
+        ms = {k: 1e3 * v[0] for k, v in timed.items()}
+        first_ms = 1e3 * timed["cpu"][1]
         cuda = ms.get("cuda")
         speedup = ms["cpu"] / cuda if cuda else None
-        print(f"{label}: {env_steps} env steps per update; CPU ({a.threads} threads) {ms['cpu']:.1f} ms"
+        print(f"{label}: {env_steps} env steps per update; CPU ({a.threads} threads) {ms['cpu']:.1f} ms (first "
+              f"{first_ms:.0f} ms)"
               + (f", {gpu} {cuda:.1f} ms: {speedup:.2f}x" if cuda else ""), flush=True)
-        fields += [f"{label}_cpu_ms={ms['cpu']:.2f}"] + (
+        fields += [f"{label}_cpu_ms={ms['cpu']:.2f}", f"{label}_cpu_first_ms={first_ms:.0f}"] + (
             [f"{label}_cuda_ms={cuda:.2f}", f"{label}_speedup={speedup:.2f}"] if cuda else [])
-        rows.append([label, text.partition("=")[2], env_steps, round(ms["cpu"], 2),
+        rows.append([label, text.partition("=")[2], env_steps, round(ms["cpu"], 2), round(first_ms),
                      round(cuda, 2) if cuda else None, round(speedup, 2) if speedup else None])
     line = "RESULT " + " ".join(fields) + f" gpu={(gpu or 'none').replace(' ', '_')}"
     print(line)
     record(__file__, sys.argv[1:] if argv is None else argv, line,
            extra={"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "cpu_threads": a.threads,
                   "tables": {"update time": {
-                      "columns": ["arm", "config", "env steps per update", "CPU ms", "GPU ms", "speedup"],
+                      "columns": ["arm", "config", "env steps per update", "CPU ms", "CPU first update ms",
+                                  "GPU ms", "speedup"],
                       "rows": rows}}})
 
 

@@ -116,10 +116,11 @@ def test_a_failing_compiler_falls_back_to_the_eager_function_once(xdg, monkeypat
     assert err.count("\n") == 1 and "compiling the step failed (RuntimeError: C++ compile failed: g++ not found)" in err
 
 
-@pytest.mark.parametrize("setting,steps,want", [("auto", 9_999, False), ("auto", 10_000, True), (True, 1, True),
-                                                (False, 10**9, False)])
-def test_auto_compiles_long_runs(setting, steps, want):
-    assert compiled.wanted(setting, steps) is want
+@pytest.mark.parametrize("setting,steps,early,want", [
+    ("auto", 9_999, False, False), ("auto", 10_000, False, True), ("auto", 10**6, True, False), (True, 1, True, True),
+    (False, 10**9, False, False)])
+def test_auto_compiles_long_runs(setting, steps, early, want):
+    assert compiled.wanted(setting, steps, early) is want
 
 
 def test_prepare_counts_the_runs_gradient_steps():
@@ -139,9 +140,15 @@ def test_prepare_counts_the_runs_gradient_steps():
     assert "15,632 gradient steps" in said[0]
     cfg.train.max_updates = 600  # 9,600 gradient steps: below auto's threshold
     assert not compiled.prepare(learner, cfg, 1, said.append) and learner.asked == 1
-    cfg.learner.compile = False
     cfg.train.max_updates = 0
-    assert not compiled.prepare(learner, cfg, 1) and learner.asked == 1
+    for key, value in (("target_return", -60.0), ("max_wall_s", 300.0)):  # runs that may end early: not auto
+        setattr(cfg.train, key, value)
+        assert not compiled.prepare(learner, cfg, 1) and learner.asked == 1
+        setattr(cfg.train, key, None if key == "target_return" else 0.0)
+    cfg.train.max_wall_s = 3600.0
+    assert compiled.prepare(learner, cfg, 1) and learner.asked == 2
+    cfg.learner.compile = False
+    assert not compiled.prepare(learner, cfg, 1) and learner.asked == 2
     assert not compiled.prepare(object(), load_config(None, ["learner.compile=true"]), 1)  # no compiled form
 
 
