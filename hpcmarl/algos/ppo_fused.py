@@ -193,4 +193,5 @@ def adam_args(opt: torch.optim.Adam, params) -> tuple:
             st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         states.append((st["exp_avg"], st["exp_avg_sq"], st["step"]))
-    return torch.tensor(float(group["lr"])), beta1, beta2, group["eps"], list(params), states
+    params = list(params)
+    return (torch.tensor(float(group["lr"]), device=params[0].device), beta1, beta2, group["eps"], params, states)
