@@ -115,9 +115,11 @@ def configure_cache() -> bool:
 
 def wanted(setting, grad_steps: int, may_end_early: bool = False) -> bool:
     """``learner.compile`` resolved for a run of ``grad_steps`` gradient steps (``auto``: long runs only, and not a
-    run that ``may_end_early``: one that stops at a target return or within 10 minutes of wall time)."""
+    run that ``may_end_early``: one that stops at a target return or within 10 minutes of wall time; never where the
+    environment sets ``HPCMARL_NO_COMPILE=1``, e.g. a site whose nodes have no C++ compiler, or the test suite,
+    whose long runs are stopped after seconds)."""
     if setting == "auto":
-        return grad_steps >= AUTO_MIN_GRAD_STEPS and not may_end_early
+        return grad_steps >= AUTO_MIN_GRAD_STEPS and not may_end_early and os.environ.get("HPCMARL_NO_COMPILE") != "1"
     return bool(setting)
 
 

@@ -18,9 +18,11 @@ def jax_compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
-    """Compiled learner updates (``learner.compile``) keep Inductor's cache under ``$XDG_CACHE_HOME``: the suite's
-    processes share one of their own, never the user's ``~/.cache`` (a test that checks the cache sets its own)."""
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    """Compiled learner updates: ``learner.compile=auto`` would compile the suite's long runs that tests stop after
+    seconds (20-30 s each on 2 cores), so it is off here (``HPCMARL_NO_COMPILE=1``); the tests of compiled runs ask
+    for ``learner.compile=true``. Inductor's cache (under ``$XDG_CACHE_HOME``) is the suite's own, never the user's
+    ``~/.cache`` (a test that checks the cache sets its own)."""
+    os.environ.update({"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("xdg-cache")), "HPCMARL_NO_COMPILE": "1"})
 
 
 # ---- the two tiers --------------------------------------------------------------------------------------------------

@@ -119,11 +119,15 @@ def test_a_failing_compiler_falls_back_to_the_eager_function_once(xdg, monkeypat
 @pytest.mark.parametrize("setting,steps,early,want", [
     ("auto", 9_999, False, False), ("auto", 10_000, False, True), ("auto", 10**6, True, False), (True, 1, True, True),
     (False, 10**9, False, False)])
-def test_auto_compiles_long_runs(setting, steps, early, want):
+def test_auto_compiles_long_runs(setting, steps, early, want, monkeypatch):
+    monkeypatch.delenv("HPCMARL_NO_COMPILE", raising=False)
     assert compiled.wanted(setting, steps, early) is want
+    monkeypatch.setenv("HPCMARL_NO_COMPILE", "1")  # auto is off; an explicit true stays on
+    assert compiled.wanted(setting, steps, early) is (setting is True)
 
 
-def test_prepare_counts_the_runs_gradient_steps():
+def test_prepare_counts_the_runs_gradient_steps(monkeypatch):
+    monkeypatch.delenv("HPCMARL_NO_COMPILE", raising=False)
     class Learner:
         def __init__(self):
             self.asked = 0
