@@ -8,7 +8,8 @@ benchmarl``).
 * ``jaxmarl``: JaxMARL's ``baselines/IPPO/ippo_ff_mpe.py`` with its own ``ippo_ff_mpe.yaml`` (one seed:
   ``NUM_SEEDS=1``, ``TOTAL_TIMESTEPS=--steps``), run by ``--jaxmarl-python`` from ``--jaxmarl-baselines`` (a
   checkout of JaxMARL's ``baselines/IPPO``; it needs flax, optax, distrax and hydra-core, e.g. in a virtualenv of
-  its own). Its time is the whole process: imports, compilation and training.
+  its own), its ``make_train`` as its ``main()`` runs it (``tools/reference/jaxmarl_ippo_mpe.py``, without the
+  plot). Its time is the whole process: imports, compilation and training.
 * ``ippo_<L>x<A>_E<E>``: hpcmarl IPPO on ``jaxmarl:MPE_simple_spread_v3`` with the baseline's PPO work per sample
   (2,048 env steps per update: ``--copies`` copies in all x ``2048 / copies`` steps, 4 epochs x 4 minibatches, lr
   2.5e-4, no value normalisation, as the baseline), ``L`` learners and ``A`` actors (``--layouts L:A,...``; ranks =
@@ -28,12 +29,18 @@ sampling and training on the CPU, no evaluation or logging), against hpcmarl MAP
 ``--copies``. Records before commit 099b5b3 ran these arms with 3 epochs x 15 minibatches: a fifteenth of
 BenchMARL's gradient steps, not its work per sample.
 
-hpcmarl's times are the whole ``mpirun`` too (startup, compilation, checkpoints). Prints a table and ends with
-``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… shipped_sps=… shipped_ratio=…`` (env steps per second of
-wall time; ratio = hpcmarl / the reference).
+hpcmarl's times are the whole ``mpirun`` too (startup, compilation, checkpoints). ``--pairs N`` rounds (default 3),
+one after another: the reference, then every hpcmarl arm once per ``--caches`` entry: ``cold`` with an empty compile
+cache (``XDG_CACHE_HOME``: compiling the update counted, as in a user's first run), ``warm`` with the cache the cold
+run left; ratios are per round (hpcmarl / that round's reference) and the medians are reported. The shipped arm runs
+once at the end, with an empty cache. JaxMARL's return is the one its training logged in its last update
+(``tools/reference/jaxmarl_ippo_mpe.py``); hpcmarl's the run's last 500-episode mean (both summed over the agents).
+Records before 2026-11-29 ran the reference and each arm once, uncompiled. Prints a table and ends with
+``RESULT ref_sps=… best_sps=… best_ratio=… best_arm=… best_ratio_cold=… ref_return=… best_return=… shipped_sps=…
+shipped_ratio=…`` (env steps per second of wall time, medians; ratio = hpcmarl / the reference; best_* the warm arm).
 
     .venv/bin/python tools/bench_batched_e2e.py --jaxmarl-baselines PATH/baselines/IPPO \\
-        --jaxmarl-python PATH/bin/python [--steps 2m] [--layouts 1:1,1:2,2:2] [--copies 128,512]
+        --jaxmarl-python PATH/bin/python [--steps 2m] [--pairs 3] [--caches cold,warm] [--layouts 1:1] [--copies 128]
     .venv/bin/python tools/bench_batched_e2e.py --against benchmarl --benchmarl-python PATH/bin/python \\
         [--steps 600k] [--layouts 1:1] [--copies 60,600]
 """

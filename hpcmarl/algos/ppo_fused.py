@@ -185,7 +185,7 @@ def adam_args(opt: torch.optim.Adam, params) -> tuple:
     (``algo.lr_anneal_steps``) does not recompile."""
     group = opt.param_groups[0]
     beta1, beta2 = group["betas"]
-    states = []
+    params, states = list(params), []
     for p in params:
         st = opt.state[p]
         if not st:
@@ -193,5 +193,4 @@ def adam_args(opt: torch.optim.Adam, params) -> tuple:
             st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         states.append((st["exp_avg"], st["exp_avg_sq"], st["step"]))
-    params = list(params)
     return (torch.tensor(float(group["lr"]), device=params[0].device), beta1, beta2, group["eps"], params, states)
