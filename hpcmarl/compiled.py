@@ -45,6 +45,8 @@ def unsafe(path: str, uid: Optional[int] = None) -> Optional[str]:
     def bad(p: str) -> Optional[str]:
         try:
             st = os.lstat(p)
+        except FileNotFoundError:  # gone since listed: another rank's compiler renamed or removed a temporary file
+            return None
         except OSError as e:
             return f"{p}: {e.strerror}"
         if stat.S_ISLNK(st.st_mode):
@@ -59,7 +61,7 @@ def unsafe(path: str, uid: Optional[int] = None) -> Optional[str]:
         why = bad(p)
         if why:
             return why
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
+    if not os.path.isdir(path):
         return f"{path} is not a directory"
     for root, dirs, files in os.walk(path):
         for name in dirs + files:

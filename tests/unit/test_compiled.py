@@ -77,6 +77,15 @@ def test_a_tampered_or_foreign_cache_is_refused_in_one_line(xdg, capsys, tamper,
     assert err.count("\n") == 1 and why in err and "compiling without a cache" in err, err
 
 
+def test_an_entry_gone_while_checked_is_not_a_tampering(xdg, monkeypatch):
+    """Another rank's compiler renames its temporary files while this one walks the cache."""
+    path = compiled._private_cache()
+    real_walk = os.walk
+    monkeypatch.setattr(os, "walk", lambda p: ((root, dirs, files + ["tmp-gone"]) for root, dirs, files in real_walk(p)))
+    assert compiled.unsafe(path) is None
+    assert compiled.unsafe(path + "-missing").endswith("inductor-missing is not a directory")
+
+
 def test_an_unsafe_cache_compiles_in_a_private_temporary_directory(xdg, monkeypatch, capsys):
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
