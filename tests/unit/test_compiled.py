@@ -81,7 +81,8 @@ def test_an_entry_gone_while_checked_is_not_a_tampering(xdg, monkeypatch):
     """Another rank's compiler renames its temporary files while this one walks the cache."""
     path = compiled._private_cache()
     real_walk = os.walk
-    monkeypatch.setattr(os, "walk", lambda p: ((root, dirs, files + ["tmp-gone"]) for root, dirs, files in real_walk(p)))
+    monkeypatch.setattr(os, "walk", lambda p: ((root, dirs, files + ["tmp-gone"])
+                                               for root, dirs, files in real_walk(p)))
     assert compiled.unsafe(path) is None
     assert compiled.unsafe(path + "-missing").endswith("inductor-missing is not a directory")
 
