@@ -124,18 +124,38 @@ CODE_PATHS = ("hpcmarl", "configs", "tools", "setup.py", ":(exclude)tools/render
 ENV_SPS_ENV = "simple_spread_v3"  # the raw env speed every record carries (machines compared by it)
 
 
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(/(?:[\w.+-]+/)+[\w.+-]*)")
+
+
+def portable(text) -> str:
+    """``text`` without the machine's paths: an absolute path (a record's reference virtualenv, checkout or output
+    folder on the machine it ran on) becomes a placeholder naming what it is: ``…/epymarl/bin/python`` ->
+    ``<epymarl venv>/bin/python``, any other but the system's (``/usr/…``) -> ``<…/its last two components>``."""
+    def sub(m):
+        parts = [x for x in m.group(1).split("/") if x]
+        if parts[0] in ("usr", "bin", "etc", "dev", "proc"):  # the system's own, the same everywhere
+            return m.group(1)
+        if "bin" in parts[1:] and parts[-1].startswith("python"):
+            i = len(parts) - 1 - parts[::-1].index("bin")
+            return f"<{parts[i - 1]} venv>/" + "/".join(parts[i:])
+        return "<…/" + "/".join(parts[-2:]) + ">"
+
+    return _ABS_PATH.sub(sub, str(text))
+
+
 def normalize_args(argv) -> list:
     """A benchmark's arguments as its record keys them: ``--opt=value`` split into ``--opt value``, an absolute path
-    inside the repository made relative to it (the same record on any checkout), ``--fresh`` left out (it redoes
-    kept runs: the same record whether or not they were redone); nothing else changes."""
+    inside the repository made relative to it and any other one a placeholder (:func:`portable`: the same record on
+    any checkout and machine), ``--fresh`` left out (it redoes kept runs: the same record whether or not they were
+    redone); nothing else changes."""
     out = []
     for a in map(str, argv):
         if a == "--fresh":
             continue
         parts = a.split("=", 1) if a.startswith("--") and "=" in a else [a]
         for p in parts:
-            if os.path.isabs(p) and (p + os.sep).startswith(ROOT + os.sep):
-                p = os.path.relpath(p, ROOT)
+            if os.path.isabs(p):
+                p = os.path.relpath(p, ROOT) if (p + os.sep).startswith(ROOT + os.sep) else portable(p)
             out.append(p)
     return out
 

@@ -1,6 +1,7 @@
 """Results kept as data: every benchmark records its RESULT as JSON (tools/_common.py:record), and the results pages
 and the README's headline table are rendered from those records (tools/render_results.py), never by hand."""
 import ast
+import glob
 import json
 import os
 import sys
@@ -231,3 +232,17 @@ def test_pages_name_no_machine_paths(tmp_path):
     text = "\n".join(pages.values())
     assert "/home/me" not in text and "/scratch/me" not in text
     assert "<epymarl venv>/bin/python" in pages["throughput.md"] and "<…/rw/v2s>" in pages["throughput.md"]
+
+
+def test_record_keys_hold_no_machine_paths():
+    """A record's arguments name a reference's venv or checkout by a placeholder, a path in the repository relative
+    to it: the same benchmark run on another machine or checkout writes the same record."""
+    out = os.path.join(_common.ROOT, "runs", "x")
+    args = _common.normalize_args(["--jaxmarl-python=/home/ann/venvs/jaxbase/bin/python", "--jaxmarl-baselines",
+                                   "/scratch/ann/JaxMARL/baselines/IPPO", "--out", out, "--fresh", "2m"])
+    assert args == ["--jaxmarl-python", "<jaxbase venv>/bin/python", "--jaxmarl-baselines", "<…/baselines/IPPO>",
+                    "--out", "runs/x", "2m"]
+    for path in glob.glob(os.path.join(_common.ROOT, "results", "*.json")):
+        rec = json.load(open(path))
+        if rec["date"] >= "2026-11-29":  # records before kept the paths they were made with (pages hide them)
+            assert not [a for a in rec["args"] if os.path.isabs(a)], path
