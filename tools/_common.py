@@ -36,12 +36,13 @@ def parse_arm_spec(text: str):
     return label, config, int(ranks) if ranks else None, [o for o in overrides.split(",") if o]
 
 
-def launch(np_, config, overrides, timeout, log_path=None, cluster=None, nodes=0):
+def launch(np_, config, overrides, timeout, log_path=None, cluster=None, nodes=0, env=None):
     """Run ``hpcmarl train`` under mpirun (or directly for one rank) with a hard timeout; with ``cluster`` (a
-    ``tools/cluster.py`` Cluster), across its first ``nodes`` simulated nodes, ranks round robin over them."""
+    ``tools/cluster.py`` Cluster), across its first ``nodes`` simulated nodes, ranks round robin over them; ``env``:
+    variables to set for the run (on the local node)."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1",
-               HOROVOD_LOG_LEVEL="error")
+               HOROVOD_LOG_LEVEL="error", **(env or {}))
     cmd = [sys.executable, "-m", "hpcmarl.cli", "train", config] + list(overrides)
     if cluster is not None:
         cmd = cluster.mpirun_command(np_, cmd, nodes=nodes, forward=("PYTHONUNBUFFERED", "HOROVOD_LOG_LEVEL"))

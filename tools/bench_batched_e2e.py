@@ -112,13 +112,10 @@ def hpcmarl_arm(args, name: str, config: str, env: str, steps: int, ranks: int, 
     ``XDG_CACHE_HOME`` of the run (its compiled update's cache: ``hpcmarl.compiled``)."""
     log = os.path.join(args.out, f"{name}.log")
     shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)  # a fresh run, not a resume of the last one
-    os.environ["XDG_CACHE_HOME"] = cache
-    try:
-        wall = launch(ranks, os.path.join("configs", config),
-                      [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
-                       "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log)
-    finally:
-        os.environ.pop("XDG_CACHE_HOME")
+    wall = launch(ranks, os.path.join("configs", config),
+                  [f"name={name}", f"output.root={args.out}", f"env.name={env}", f"train.total_env_steps={steps}",
+                   "output.progress_s=10"] + list(overrides) + args.set, args.timeout_s, log,
+                  env={"XDG_CACHE_HOME": cache})
     text = open(log).read()
     m = re.search(r"env steps, [\d,]+ episodes in ([\d.]+)s.*?agent (-?[\d.]+)", text)
     return wall, float(m.group(1)) if m else float("nan"), float(m.group(2)) if m else float("nan")
@@ -153,16 +150,16 @@ def main():
     steps = parse_steps(args.steps)
     config, env, batch, work = SETUPS[args.against]
     caches = args.caches.split(",")
-    if not caches or any(c not in ("cold", "warm") for c in caches) or caches[0] != "cold" and "cold" in caches:
+    if caches not in (["cold"], ["warm"], ["cold", "warm"]):
         raise SystemExit("--caches: cold, warm or cold,warm")
     os.makedirs(args.out, exist_ok=True)
-    arms = []
+    arms = {}  # name -> (learners, actors, copies)
     for lay in args.layouts.split(","):
         L, A = (int(x) for x in lay.split(":"))
         for copies in (int(x) for x in args.copies.split(",")):
             if copies % A or batch % copies:
                 raise SystemExit(f"--copies {copies}: must split over {A} actors and divide {batch}")
-            arms.append((f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}", L, A, copies))
+            arms[f"{'ippo' if args.against == 'jaxmarl' else 'mappo'}_{L}x{A}_E{copies}"] = (L, A, copies)
     what = ("JaxMARL ippo_ff_mpe.py (its config, 1 seed)" if args.against == "jaxmarl" else
             "BenchMARL MAPPO (its default configs)")
     runs = {}  # (arm, cache) -> [(wall, training s, return, ratio to the round's reference)]
@@ -172,7 +169,7 @@ def main():
         refs.append((ref_s, ref_ret))
         print(f"[round {p + 1}/{args.pairs}] {what}: {steps:,} env steps in {ref_s:.1f}s = {steps / ref_s:,.0f} env "
               f"steps/s; return {ref_ret:.1f}", flush=True)
-        for name, L, A, copies in arms:
+        for name, (L, A, copies) in arms.items():
             cache = os.path.join(args.out, f"cache-{name}")
             for c in caches:
                 if c == "cold":
@@ -190,13 +187,13 @@ def main():
     rows = [[args.against, what, f"{ref_s:.1f}", "", f"{ref_sps:.0f}", "1.00",
              " / ".join(f"{r[1]:.1f}" for r in refs)]]
     for (name, c), rs in runs.items():
-        L, A, copies = next(a[1:] for a in arms if a[0] == name)
+        L, A, copies = arms[name]
         wall = median([r[0] for r in rs])
         rows.append([f"{name} ({c})", f"{L} learner(s) + {A} actor(s), {copies} copies x {batch // copies} steps, "
                      f"{c} compile cache", f"{wall:.1f}", f"{median([r[1] for r in rs]):.1f}",
                      f"{steps / wall:.0f}", f"{median([r[3] for r in rs]):.2f}", " / ".join(f"{r[2]:.1f}" for r in rs)])
     head = caches[-1]  # the headline: warm where measured
-    name = max((a[0] for a in arms), key=lambda n: median([r[3] for r in runs[(n, head)]]))
+    name = max(arms, key=lambda n: median([r[3] for r in runs[(n, head)]]))
     best = runs[(name, head)]
     line = (f"RESULT ref_sps={ref_sps:.0f} best_sps={steps / median([r[0] for r in best]):.0f} "
             f"best_ratio={median([r[3] for r in best]):.2f} best_arm={name}")
@@ -204,7 +201,7 @@ def main():
         line += f" best_ratio_cold={median([r[3] for r in runs[(name, 'cold')]]):.2f}"
     line += f" ref_return={median([r[1] for r in refs]):.1f} best_return={median([r[2] for r in best]):.1f}"
     if not args.no_shipped:
-        L, A, copies = next(a[1:] for a in arms if a[0] == name)
+        L, A, copies = arms[name]
         with tempfile.TemporaryDirectory() as cache:  # compilation counted
             wall, train_s, ret = hpcmarl_arm(args, "shipped", config, env, steps, L + A, layout(L, A, copies), cache)
         sps = steps / wall

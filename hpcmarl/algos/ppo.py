@@ -308,6 +308,9 @@ class PPOLearner:
         steps = torch.arange(L, device=self.device)[:, None]
         totals: Dict[str, float] = {}
         n_mb = 0
+        # one learner's compiled step clips and takes Adam's step too (fused there); more learners average their
+        # gradients in between
+        whole = self.grad_step is not ppo_fused.step and reduce_grads is None
         for _ in range(c.epochs):
             perm = torch.randperm(n_rows // L, generator=self.gen)
             for chunk in perm.tensor_split(c.minibatches):  # exactly `minibatches` pieces on every learner
@@ -315,9 +318,6 @@ class PPOLearner:
                 idx_t, idx_b = (chunk // B) * L, chunk % B
                 if c.recurrent:  # [L, M]: the chunk's steps, one column per chunk
                     idx_t, idx_b = idx_t[None, :] + steps, idx_b[None, :].expand(L, -1)
-                # one learner's compiled step clips and takes Adam's step too (fused there); more learners average
-                # their gradients in between
-                whole = self.grad_step is not ppo_fused.step and reduce_grads is None
                 if self.fused:
                     mb_stats = self.fused_grads(b, idx_t, idx_b, whole)
                 else:
