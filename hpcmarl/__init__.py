@@ -22,7 +22,8 @@ _API = {
     "register_algorithm": ("hpcmarl.algos.base", "register"),
     "Algorithm": ("hpcmarl.algos.base", "Algorithm"),
     "Learner": ("hpcmarl.algos.base", "Learner"),
-    "register_flow": ("hpcmarl.algos.base", "register_flow"),
+    "register_flow": ("hpcmarl.flows", "register_flow"),
+    "Flow": ("hpcmarl.flows", "Flow"),
     # environments
     "register_env": ("hpcmarl.envs.registry", "register_env"),
     "EnvEntry": ("hpcmarl.envs.registry", "EnvEntry"),

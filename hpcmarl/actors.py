@@ -1,12 +1,13 @@
 """Building an actor's work without MPI: its seed, env copies (with its variant), sampler and trajectory writer
 (the rollout flows), trajectory collector and gradient records (the gradient flow). The MPI role shells drive
-these; serial mode and the sizing model (:mod:`hpcmarl.sizing`) use them in-process. ``ctx`` is anything with
-the Context's ``cfg``, ``start_update`` (and, where used, ``layout``, ``rank``, ``run_dir``, ``stop_requested``)."""
+these; serial mode and the sizing model (:mod:`hpcmarl.sizing`) use them in-process. What an actor is built from
+is an :class:`ActorPlan` of plain values, made once by its role shell."""
 from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
@@ -14,7 +15,7 @@ from hpcmarl import storage
 from hpcmarl.algos.base import rnn_hidden, uses_state
 from hpcmarl.algos.nigt import trajectory_gradients
 from hpcmarl.comm.spec import GRAD_INDEX, unroll_spec
-from hpcmarl.config import delay_factors
+from hpcmarl.config import Config, delay_factors
 from hpcmarl.envs import BatchedEnv, make_batched_env
 from hpcmarl.models import make_inference
 from hpcmarl.sampler import Sampler, TrajectoryCollector
@@ -26,10 +27,40 @@ def actor_seed(base: int, actor_index: int, start_update: int) -> int:
     return (base * 1_000_003 + actor_index * 10_007 + start_update * 101) % (2 ** 31)
 
 
-def make_venv(ctx, actor_index: int, seed: int) -> BatchedEnv:
+@dataclass(frozen=True)
+class ActorPlan:
+    """One actor's facts: the config, its ``index`` among the run's ``actors`` (``actors.delay`` spreads its factors
+    over them), the update the run starts at (0: fresh; else a resume: seeds and trajectory files continue), the run
+    directory (its trajectories go below it; ``None``: none written) and, in league mode, its learner ``group``."""
+
+    cfg: Config
+    index: int = 0
+    actors: int = 1
+    start_update: int = 0
+    run_dir: Optional[str] = None
+    group: int = 0
+
+    @property
+    def seed(self) -> int:
+        return actor_seed(self.cfg.seed, self.index, self.start_update)
+
+    @property
+    def step_delay_s(self) -> float:
+        """The seconds this actor sleeps after every env step: ``actors.step_delay_s`` x its factor h_i from
+        ``actors.delay``."""
+        n = max(1, self.actors, self.index + 1)
+        return self.cfg.actors.step_delay_s * delay_factors(self.cfg.actors.delay, n)[self.index]
+
+    @property
+    def traj_path(self) -> Optional[str]:
+        if not self.cfg.output.trajectories or self.run_dir is None:
+            return None
+        return os.path.join(self.run_dir, "trajectories", f"actor-{self.index:05d}.h5")
+
+
+def make_venv(cfg: Config, actor_index: int, seed: int) -> BatchedEnv:
     """The actor's env copies (PettingZoo copies, or a batched simulator's for a ``jaxmarl:``/``vmas:`` name), with
     its variant from ``actors.variants`` (obs/reward scale, env kwargs)."""
-    cfg = ctx.cfg
     variants = cfg.actors.variants
     v = variants[actor_index % len(variants)] if variants else {}
     scale = float(v.get("obs_scale", 1.0))
@@ -40,16 +71,16 @@ def make_venv(ctx, actor_index: int, seed: int) -> BatchedEnv:
                             max_errors=cfg.actors.max_env_errors, parts=cfg.env.parts)
 
 
-def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
-    """Env copies + inference policy + trajectory writer of one actor (no MPI). ``league``: a callable
-    ``(policy) -> ActorLeague`` in league mode, whose member bank plays the seats the policy does not."""
-    cfg = ctx.cfg
-    seed = actor_seed(cfg.seed, actor_index, ctx.start_update)
+def make_sampler(plan: ActorPlan, league=None):
+    """Env copies + inference policy + trajectory writer (``None`` without ``plan.traj_path``) of one actor (no
+    MPI). ``league``: a callable ``(policy) -> ActorLeague`` in league mode, whose member bank plays the seats the
+    policy does not."""
+    cfg, seed, start = plan.cfg, plan.seed, plan.start_update
     torch.manual_seed(seed)
     if league is not None:
         from hpcmarl.league.seats import SeatVecEnv, league_spec
 
-        spec = league_spec(cfg, ctx.layout.group_of(ctx.rank))
+        spec = league_spec(cfg, plan.group)
         policy = make_inference(spec, cfg.algo)
         client = league(policy)
         g = cfg.league.groups[client.gi]
@@ -57,50 +88,36 @@ def make_sampler(ctx, actor_index: int, traj_path: Optional[str], league=None):
                           cfg.league.seats, client.choose, client.bank, on_error=cfg.actors.env_errors,
                           max_errors=cfg.actors.max_env_errors)
     else:
-        venv = make_venv(ctx, actor_index, seed)
+        venv = make_venv(cfg, plan.index, seed)
         policy = make_inference(venv.spec, cfg.algo)
     uspec = unroll_spec(venv.spec, cfg.algo.unroll_length, cfg.env.num_envs, rnn_hidden(cfg.algo), cfg.env.parts)
-    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length, step_delay(ctx, actor_index))
+    sampler = Sampler(venv, policy, uspec, cfg.algo.unroll_length, plan.step_delay_s)
     traj = None
-    if traj_path is not None:
-        traj = storage.TrajectoryWriter(traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
-                                        seed, resume=ctx.start_update > 0, flush_s=cfg.output.flush_s,
-                                        attrs={"actor": actor_index, "env": cfg.env.name},
+    if plan.traj_path is not None:
+        traj = storage.TrajectoryWriter(plan.traj_path, venv.spec, cfg.env.num_envs, cfg.output.trajectory_fraction,
+                                        seed, resume=start > 0, flush_s=cfg.output.flush_s,
+                                        attrs={"actor": plan.index, "env": cfg.env.name},
                                         reserve_mb=cfg.output.min_free_mb,
-                                        resume_update=ctx.start_update if ctx.start_update > 0 else None)
+                                        resume_update=start if start > 0 else None)
     return sampler, traj
 
 
-def traj_path(ctx, actor_index: int) -> Optional[str]:
-    if not ctx.cfg.output.trajectories:
-        return None
-    return os.path.join(ctx.run_dir, "trajectories", f"actor-{actor_index:05d}.h5")
-
-
-def step_delay(ctx, actor_index: int) -> float:
-    """The seconds actor ``actor_index`` sleeps after every env step: ``actors.step_delay_s`` x its factor h_i from
-    ``actors.delay`` (over the layout's actors; one actor where ``ctx`` has no layout: serial mode, the profile)."""
-    cfg = ctx.cfg
-    layout = getattr(ctx, "layout", None)
-    n_actors = max(1, getattr(layout, "actors", 1) or 1, actor_index + 1)
-    return cfg.actors.step_delay_s * delay_factors(cfg.actors.delay, n_actors)[actor_index]
-
-
-def make_actor(ctx, actor_index: int):
+def make_actor(plan: ActorPlan) -> TrajectoryCollector:
     """Environment copies (with this actor's variant), policy and trajectory collector (no MPI)."""
-    cfg = ctx.cfg
-    torch.manual_seed(actor_seed(cfg.seed, actor_index, ctx.start_update))
-    venv = make_venv(ctx, actor_index, actor_seed(cfg.seed, actor_index, ctx.start_update))
+    cfg = plan.cfg
+    torch.manual_seed(plan.seed)
+    venv = make_venv(cfg, plan.index, plan.seed)
     policy = make_inference(venv.spec, cfg.algo)
-    return TrajectoryCollector(venv, policy, cfg.algo.horizon, step_delay(ctx, actor_index))
+    return TrajectoryCollector(venv, policy, cfg.algo.horizon, plan.step_delay_s)
 
 
 class GradientMaker:
     """Turns collected trajectories into gradient records (shared by the MPI actor and serial mode)."""
 
-    def __init__(self, ctx, actor_index: int):
-        self.ctx, self.idx = ctx, actor_index
-        self.collector = make_actor(ctx, actor_index)
+    def __init__(self, plan: ActorPlan, stop_requested: Callable[[], bool]):
+        self.seed, self.gamma, self.idx = plan.cfg.seed, plan.cfg.algo.gamma, plan.index
+        self.stop_requested = stop_requested  # a signal asked the run to stop (told the learner in every message)
+        self.collector = make_actor(plan)
         self.policy = self.collector.policy
         self.spec = self.policy.spec
         self.abandoned = 0
@@ -116,13 +133,13 @@ class GradientMaker:
         rnd = self.policy.version
         self.k = self.k + 1 if rnd == self.round else 0
         self.round = rnd
-        seed = (self.ctx.cfg.seed * 1_000_003 + self.idx * 7_919 + rnd * 104_729 + self.k * 613) % (2 ** 31)
+        seed = (self.seed * 1_000_003 + self.idx * 7_919 + rnd * 104_729 + self.k * 613) % (2 ** 31)
         out = self.collector.collect(abandon, seed)
         if out is None:
             self.abandoned += self.collector.venv.num_envs
             return None
         traj, returns, lengths = out
-        grads = trajectory_gradients(self.policy.policies, self.spec, traj, self.ctx.cfg.algo.gamma)
+        grads = trajectory_gradients(self.policy.policies, self.spec, traj, self.gamma)
         dt = (time.perf_counter() - t0) / len(grads)
         return [(returns[e], int(lengths[e]), dt, grads[e]) for e in range(len(grads))]
 
@@ -144,7 +161,7 @@ class GradientMaker:
         m[G["abandoned"]] = self.abandoned
         self.abandoned = 0
         m[G["t_traj"]] = dt
-        m[G["stop_requested"]] = float(self.ctx.stop_requested())
+        m[G["stop_requested"]] = float(self.stop_requested())
         venv = self.collector.venv
         m[G["env_errors"]], self.errors = venv.errors - self.errors, venv.errors
         m[len(G):] = returns

@@ -372,7 +372,8 @@ def validate(cfg: Config) -> None:
     from hpcmarl.algos import base
 
     algo = base.get(p.name)  # its capabilities answer what the core would otherwise ask of a name
-    if algo.flow != "gradients":
+    flow = algo.data_flow()  # and its flow's
+    if flow.unrolls:
         _check(isinstance(getattr(p, "unroll_length", None), int) and p.unroll_length >= 1, "algo.unroll_length",
                "the rollout flows need an integer unroll_length >= 1 in the algorithm's config")
     if callable(getattr(p, "validate", None)):  # the algorithm config's own checks (ConfigError naming the key)
@@ -387,7 +388,8 @@ def validate(cfg: Config) -> None:
     _check(cfg.actors.env_errors in ("reset", "abort"), "actors.env_errors", "must be reset or abort")
     _check(cfg.actors.max_env_errors >= 0, "actors.max_env_errors", "must be >= 0")
     if cfg.actors.overlap:
-        _check(algo.flow == "rollouts", "actors.overlap", f"applies to the synchronous rollout flow, not to {p.name}'s")
+        _check(flow.overlap, "actors.overlap", f"is not available on {p.name}'s {flow.name} flow (the synchronous "
+               f"rollout flow has it)")
         _check(algo.overlap, "actors.overlap", f"{p.name} does not train on unrolls of the previous weights "
                f"(its registry entry has overlap=False)")
         _check(not cfg.league.enabled, "actors.overlap", "is not available in league mode")

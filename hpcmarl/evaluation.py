@@ -135,8 +135,8 @@ class Evaluator:
               f"actions, seed {self.ev.seed})", flush=True)
 
 
-def make_evaluator(ctx, env_steps: int) -> Optional[Evaluator]:
+def make_evaluator(cfg, spec, run_dir: str, config_yaml: str, env_steps: int) -> Optional[Evaluator]:
     """The run's evaluator, or ``None`` when ``eval.every_env_steps`` is 0."""
-    if not ctx.cfg.eval.every_env_steps:
+    if not cfg.eval.every_env_steps:
         return None
-    return Evaluator(ctx.cfg, ctx.env_spec, ctx.run_dir, ctx.config_yaml, env_steps)
+    return Evaluator(cfg, spec, run_dir, config_yaml, env_steps)

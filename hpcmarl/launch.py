@@ -261,7 +261,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
     faults.at(ctx.rank, "startup")
     from hpcmarl.envs import probe_spec
 
-    roles = importlib.import_module(algos.FLOWS[algos.get(cfg.algo.name).flow])  # the flow's role module (code paths)
+    roles = importlib.import_module(algos.get(cfg.algo.name).data_flow().roles)  # the flow's role module (code paths)
 
     if role == LEAGUE:
         from hpcmarl.roles.league import league_main

@@ -15,7 +15,6 @@ collect_sps=… collect_ratio=… parts=…`` (collect over the raw rate at the 
 import argparse
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -57,12 +56,12 @@ def raw_rate(name: str, E: int, seconds: float, kwargs: dict) -> float:
 
 
 def collect_rate(name: str, E: int, seconds: float, config: str, parts: int, overrides) -> float:
-    from hpcmarl.actors import make_sampler
+    from hpcmarl.actors import ActorPlan, make_sampler
     from hpcmarl.comm.spec import META_INDEX as M
     from hpcmarl.config import load_config
 
     cfg = load_config(config, [f"env.name={name}", f"env.num_envs={E}", f"env.parts={parts}"] + list(overrides))
-    sampler = make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)[0]
+    sampler = make_sampler(ActorPlan(cfg))[0]
     rec = sampler.spec.alloc()
     sampler.collect(rec)  # warm-up: compilation, first forward pass
     tot = env = infer = 0.0

@@ -76,9 +76,10 @@ def injected_delays(prof, factor, layouts):
     """``(step_delay_s, update_delay_s)``: ``factor`` x the real cost of an env step and of the largest update of
     ``layouts`` (learners, actors) in profile ``prof`` (measured without delays)."""
     from hpcmarl.sizing import Machine
+    from hpcmarl.sizing.profile import ASYNC
 
     per_step = prof.collect_s / max(1, prof.unroll_length)
-    k = prof.batch_unrolls if prof.flow == "async" else max(math.ceil(A / L) for L, A in layouts)
+    k = prof.batch_unrolls if prof.flow == ASYNC else max(math.ceil(A / L) for L, A in layouts)
     allreduce = prof.grad_steps * Machine().allreduce_call_s if any(L > 1 for L, _ in layouts) else 0.0
     per_update = prof.update_s(k) + prof.overhead_s + allreduce
     step_s, update_s = round_up(factor * per_step), round_up(factor * per_update)

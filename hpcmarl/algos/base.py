@@ -2,7 +2,7 @@
 
 An :class:`Algorithm` names everything the role shells need: the config dataclass of its ``algo.*`` keys, the
 learner (plain torch, no MPI), the actor-side inference policy, the data flow (``rollouts``, ``rollouts_async`` or
-``gradients``: docs/concepts/architecture.md#data-flows; :data:`FLOWS` maps each to the role module that runs it)
+``gradients``: docs/concepts/architecture.md#data-flows; :mod:`hpcmarl.flows` holds each as an object)
 and what the algorithm can do (its capabilities: action kinds, league mode, overlapping actors, ...). The core looks
 algorithms up here and asks the entry; it never names one (tests/unit/test_layout.py checks that no module outside
 hpcmarl/algos/ does).
@@ -23,29 +23,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Union, runtime_checkable
 
+from hpcmarl import flows
+
 DEFAULT = "mappo"  # the algorithm of a config that names none
 
-FLOWS: Dict[str, str] = {}  # data flow -> the role module that runs it (its learner_main(ctx) and actor_main(ctx))
-
-
-def register_flow(name: str, module: str, replace: bool = False) -> None:
-    """Add a data flow: ``module`` is the dotted path of a role module with ``learner_main(ctx)`` and
-    ``actor_main(ctx)`` (imported by :mod:`hpcmarl.launch` when a run uses the flow; paths come from code, never from a
-    config file). ``replace``: allow another module under a taken name.
-
-    Raises:
-        ValueError: ``name`` is taken by another module (without ``replace``) or ``module`` is not a dotted path.
-    """
-    if not all(part.isidentifier() for part in module.split(".")):
-        raise ValueError(f"flow {name!r}: {module!r} is not a dotted module path")
-    if name in FLOWS and FLOWS[name] != module and not replace:
-        raise ValueError(f"flow {name!r} is already registered ({FLOWS[name]}; pass replace=True to redefine it)")
-    FLOWS[name] = module
-
-
-register_flow("rollouts", "hpcmarl.roles.rollouts")
-register_flow("rollouts_async", "hpcmarl.roles.async_rollouts")
-register_flow("gradients", "hpcmarl.roles.gradients")
+register_flow = flows.register_flow  # data flows are their own registry (hpcmarl.flows); kept here for plug-ins
 
 
 @runtime_checkable
@@ -79,7 +61,7 @@ class Algorithm:
     ``init_seed`` is the same on every learner of a group); ``inference(spec, cfg)`` -> the actors' policy
     (default: :class:`hpcmarl.models.Inference` with ``cfg.hidden``/``cfg.layers``, whose parameter layout
     ``policy_flat`` must match); ``flow``: which data flow (docs/concepts/architecture.md#data-flows) carries its data
-    (a key of :data:`FLOWS`).
+    (a name registered in :mod:`hpcmarl.flows`).
 
     The remaining fields are its capabilities; the core asks them instead of testing names
     (docs/extending/algorithm.md#the-algorithm-entry): ``discrete``/``continuous``: the action kinds it trains
@@ -116,6 +98,10 @@ class Algorithm:
     def make_inference(self, spec, cfg):
         return resolve(self.inference)(spec, cfg)
 
+    def data_flow(self) -> "flows.Flow":
+        """The :class:`hpcmarl.flows.Flow` that carries its data (what the core asks about the flow)."""
+        return flows.get(self.flow)
+
 
 def resolve(ref: Ref):
     if not isinstance(ref, str):
@@ -129,14 +115,16 @@ ALGORITHMS: Dict[str, Algorithm] = {}
 
 def register(algo: Algorithm, replace: bool = False) -> Algorithm:
     """Add ``algo`` to the registry (``replace``: allow a new definition under a taken name)."""
-    if algo.flow not in FLOWS:
-        raise ValueError(f"algorithm {algo.name!r}: flow must be one of {', '.join(FLOWS)}, not {algo.flow!r}")
-    if algo.learner is None and algo.flow != "gradients":
+    try:
+        flow = flows.get(algo.flow)
+    except ValueError as e:
+        raise ValueError(f"algorithm {algo.name!r}: {e}") from None
+    if algo.learner is None and not flow.owns_update:
         raise ValueError(f"algorithm {algo.name!r}: the {algo.flow} flow needs a learner")
     if not (algo.discrete or algo.continuous):
         raise ValueError(f"algorithm {algo.name!r}: it must train discrete or continuous actions (or both)")
-    if algo.league and algo.flow != "rollouts":
-        raise ValueError(f"algorithm {algo.name!r}: league mode runs on the rollouts flow, not on {algo.flow}")
+    if algo.league and not flow.league:
+        raise ValueError(f"algorithm {algo.name!r}: league mode does not run on the {algo.flow} flow")
     if algo.name in ALGORITHMS and not replace and ALGORITHMS[algo.name] != algo:
         raise ValueError(f"algorithm {algo.name!r} is already registered (pass replace=True to redefine it)")
     ALGORITHMS[algo.name] = algo

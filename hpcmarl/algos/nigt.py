@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from hpcmarl.algos import aggregation
+from hpcmarl.algos.aggregation import Rule, malenia_closed  # noqa: F401 (malenia_closed: part of this module's API)
 from hpcmarl.envs import EnvSpec
 from hpcmarl.typedconfig import check
 
@@ -40,9 +42,6 @@ def discounted_reward_to_go(reward: torch.Tensor, gamma: float) -> torch.Tensor:
     T = reward.shape[0]
     disc = gamma ** torch.arange(T, dtype=reward.dtype).reshape((T,) + (1,) * (reward.dim() - 1))
     return torch.flip(torch.cumsum(torch.flip(disc * reward, [0]), 0), [0])
-
-
-AGGREGATIONS = ("rennala", "malenia", "allreduce")
 
 
 @dataclass
@@ -71,7 +70,8 @@ class NIGTConfig:
 
     def validate(self, cfg) -> None:
         """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
-        check(self.aggregation in AGGREGATIONS, "algo.aggregation", f"must be one of {', '.join(AGGREGATIONS)}")
+        check(self.aggregation in aggregation.RULES, "algo.aggregation",
+              f"must be one of {', '.join(aggregation.RULES)}")
         check(self.lr > 0, "algo.lr", "must be > 0")
         check(0 < self.momentum <= 1, "algo.momentum", "must be in (0, 1]")
         check(self.batch >= 1, "algo.batch", "must be >= 1")
@@ -154,38 +154,26 @@ class NIGT:
 
 
 # --------------------------------------------------------------------------------------------------
-# aggregation rules
+# a round under an aggregation rule (hpcmarl.algos.aggregation: the rule objects)
 # --------------------------------------------------------------------------------------------------
-def malenia_closed(counts: np.ndarray, M: int) -> bool:
-    """Every worker delivered at least one gradient and the harmonic mean of the counts reaches M / n."""
-    counts = np.asarray(counts, np.float64)
-    if counts.size == 0 or (counts < 1).any():
-        return False
-    return counts.size / np.sum(1.0 / counts) >= M / counts.size - 1e-9
+def quota(rule: Union[str, Rule], M: int, n_actors: int) -> int:
+    """Gradients each actor computes per round under ``rule`` (0: no limit)."""
+    return aggregation.get(rule).quota(M, n_actors)
 
 
-def quota(kind: str, M: int, n_actors: int) -> int:
-    """Gradients each actor computes per round: ceil(M / n) for synchronous allreduce, else 0 (no limit)."""
-    return -(-M // n_actors) if kind == "allreduce" else 0
-
-
-def round_closed(kind: str, counts: np.ndarray, M: int, n_actors: int) -> bool:
+def round_closed(rule: Union[str, Rule], counts: np.ndarray, M: int, n_actors: int) -> bool:
     """The closing rule on the per-actor counts of accepted gradients (all actors of the run)."""
-    if kind == "rennala":
-        return int(np.sum(counts)) >= M
-    if kind == "malenia":
-        return malenia_closed(counts, M)
-    return bool((np.asarray(counts) >= quota(kind, M, n_actors)).all())
+    return aggregation.get(rule).closed(counts, M, n_actors)
 
 
 class Aggregator:
-    """One learner's share of a round: sums (per actor for Malenia) of accepted gradients.
+    """One learner's share of a round: sums (per actor for a ``per_actor`` rule: Malenia) of accepted gradients.
 
     ``local_sum()`` is what the learners all-reduce; :meth:`combine` turns the reduced sum and the
     reduced per-actor counts into the round's gradient estimate g_t."""
 
-    def __init__(self, kind: str, n_actors: int, dim: int):
-        self.kind, self.n, self.dim = kind, n_actors, dim
+    def __init__(self, rule: Union[str, Rule], n_actors: int, dim: int):
+        self.rule, self.n, self.dim = aggregation.get(rule), n_actors, dim
         self.sums: Dict[int, np.ndarray] = {}
         self.counts = np.zeros(n_actors, np.int64)
 
@@ -194,7 +182,7 @@ class Aggregator:
         self.counts[:] = 0
 
     def add(self, actor: int, grad: np.ndarray) -> None:
-        key = actor if self.kind == "malenia" else 0
+        key = actor if self.rule.per_actor else 0
         if key not in self.sums:
             self.sums[key] = np.zeros(self.dim, np.float64)
         self.sums[key] += grad
@@ -202,26 +190,21 @@ class Aggregator:
 
     def local_sum(self) -> np.ndarray:
         out = np.zeros(self.dim, np.float64)
-        if self.kind == "malenia":
-            for a in sorted(self.sums):  # fixed order: the same arrivals give the same bits
-                out += self.sums[a] / self.counts[a]
-        elif self.sums:
-            out += self.sums[0]
+        for a in sorted(self.sums):  # fixed order: the same arrivals give the same bits
+            out += self.sums[a] / self.counts[a] if self.rule.per_actor else self.sums[a]
         return out
 
     def combine(self, total: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        if self.kind == "malenia":
-            return total / self.n
-        return total / max(1, int(np.sum(counts)))
+        return self.rule.combine(total, counts, self.n)
 
 
 class LocalGate:
-    """When a round closes, judged on the counts one learner sees: every actor's (one learner), or
-    only its own actors' quotas (synchronous allreduce: each learner waits for its own actors).
-    Several learners with Rennala/Malenia share counters instead (``hpcmarl.roles.gradient_links.CounterGate``)."""
+    """When a round closes, judged on the counts one learner sees: every actor's (one learner), or only its own
+    actors' (a rule without shared counters: each learner waits for its own actors' quotas). Several learners under a
+    rule with shared counters (Rennala, Malenia) use ``hpcmarl.roles.gradient_links.CounterGate`` instead."""
 
-    def __init__(self, kind: str, n_actors: int, mine: Sequence[int]):
-        self.kind, self.n, self.mine = kind, n_actors, list(mine)
+    def __init__(self, rule: Union[str, Rule], n_actors: int, mine: Sequence[int]):
+        self.rule, self.n, self.mine = aggregation.get(rule), n_actors, list(mine)
         self.counts = np.zeros(n_actors, np.int64)
         self.M = 0
 
@@ -230,13 +213,11 @@ class LocalGate:
         self.counts[:] = 0
 
     def closed(self) -> bool:
-        if self.kind == "allreduce":
-            return bool((self.counts[self.mine] >= quota(self.kind, self.M, self.n)).all())
-        return round_closed(self.kind, self.counts, self.M, self.n)
+        return self.rule.closed(self.counts[self.mine], self.M, self.n)
 
     def offer(self, actor: int) -> bool:
         """Take a ticket for one gradient of ``actor``; False = the round has no room for it."""
-        if self.closed() or (self.kind == "allreduce" and self.counts[actor] >= quota(self.kind, self.M, self.n)):
+        if self.closed() or not self.rule.room(self.counts[actor], self.M, self.n):
             return False
         self.counts[actor] += 1
         return True
@@ -249,8 +230,8 @@ class Round:
     """The learner's side of one round: accept gradients of this round while the gate has room, drop
     all others (computed for an earlier round, or arriving after the round closed)."""
 
-    def __init__(self, kind: str, n_actors: int, dim: int, gate):
-        self.agg = Aggregator(kind, n_actors, dim)
+    def __init__(self, rule: Union[str, Rule], n_actors: int, dim: int, gate):
+        self.agg = Aggregator(rule, n_actors, dim)
         self.gate = gate
         self.dropped = np.zeros(n_actors, np.int64)
         self.id = -1
@@ -275,12 +256,13 @@ class Round:
 # --------------------------------------------------------------------------------------------------
 # event-queue simulation (one learner, workers with given compute times)
 # --------------------------------------------------------------------------------------------------
-def simulate(kind: str, theta0: np.ndarray, grad_fn: Callable[[int, np.ndarray, np.random.Generator], np.ndarray],
+def simulate(kind: Union[str, Rule], theta0: np.ndarray,
+             grad_fn: Callable[[int, np.ndarray, np.random.Generator], np.ndarray],
              times: Sequence[float], rounds: int, M: int, M_init: Optional[int] = None, lr: float = 0.05,
              momentum: float = 0.1, seed: int = 0, trace: Optional[List] = None) -> dict:
-    """Run NIGT with ``kind`` aggregation against simulated workers: worker i needs ``times[i]`` time
-    units per gradient, restarts at the new query point when a round closes (in-flight work is
-    abandoned, as the actors do) and, for ``allreduce``, idles after its quota. ``grad_fn(i, x, rng)``
+    """Run NIGT with aggregation rule ``kind`` (a name or a rule object) against simulated workers: worker i needs
+    ``times[i]`` time units per gradient, restarts at the new query point when a round closes (in-flight work is
+    abandoned, as the actors do) and, under a rule with a quota (``allreduce``), idles after it. ``grad_fn(i, x, rng)``
     is worker i's stochastic gradient at x. Returns the final NIGT state, the simulated time and per
     worker accepted counts; ``trace`` (a list) receives ``(round, worker, accepted)`` per arrival."""
     rng = np.random.default_rng(seed)

@@ -117,6 +117,17 @@ class Collective:
     def max_small(self, x: np.ndarray) -> np.ndarray:
         return self._reduce_small(x, "MAX")
 
+    def sum_named(self, values: dict) -> dict:
+        """Sum named statistics across the learners in one reduction: ``{name: number or 1-d array}`` in, the same
+        names with their sums (float64) out, so no caller indexes a packed vector by hand."""
+        parts = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in values.items()}
+        tot = self.sum_small(np.concatenate(list(parts.values())) if parts else np.zeros(0))
+        out, i = {}, 0
+        for k, p in parts.items():
+            out[k] = tot[i:i + p.size] if np.ndim(values[k]) else float(tot[i])
+            i += p.size
+        return out
+
     def _reduce_small(self, x, op: str) -> np.ndarray:
         out = np.asarray(x, np.float64).copy()
         if self.size > 1:

@@ -27,7 +27,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_RUN, CMD_STOP, Record
+from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_RUN, CMD_STOP, WEIGHT_INDEX, Record
 
 # bytes per message of a record sent in chunks (the environment variable exists for the tests, which chunk small ones)
 CHUNK_BYTES = int(os.environ.get("HPCMARL_MPI_CHUNK_BYTES", str(1 << 30)))
@@ -142,8 +142,8 @@ def post_buffer(call, buf: np.ndarray, peer: int, tag: int):
 
 # ---- learner side --------------------------------------------------------------------------------
 def send_weights(comm, actor_rank: int, rec: Record, version: int, command: int = CMD_RUN):
-    rec["meta"][0] = version
-    rec["meta"][1] = command
+    rec["meta"][WEIGHT_INDEX["version"]] = version
+    rec["meta"][WEIGHT_INDEX["command"]] = command
     return post_buffer(comm.Isend, rec.buf, actor_rank, Tag.WEIGHTS)
 
 
@@ -204,7 +204,12 @@ def recv_masks(comm, learner_rank: int, bits, timeout: float) -> None:
 def recv_weights(comm, learner_rank: int, rec: Record, timeout: float):
     """Block (bounded) for the next weights record; returns ``(version, command)``."""
     wait_buffer(post_recv_weights(comm, learner_rank, rec), timeout, f"weights from learner rank {learner_rank}")
-    return int(rec["meta"][0]), int(rec["meta"][1])
+    return weights_header(rec)
+
+
+def weights_header(rec: Record):
+    """``(version, command)`` of a weights record."""
+    return int(rec["meta"][WEIGHT_INDEX["version"]]), int(rec["meta"][WEIGHT_INDEX["command"]])
 
 
 def send_unroll(comm, learner_rank: int, rec: Record, synchronous: bool = False):

@@ -20,17 +20,18 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-from hpcmarl import faults
-from hpcmarl.actors import make_sampler, traj_path
+from hpcmarl.actors import make_sampler
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
-from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, META_INDEX, unroll_spec, weights_spec
+from hpcmarl.comm.spec import META_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
+from hpcmarl.roles.actor_work import AsyncActor, run_actor
+from hpcmarl.roles.common import actor_plan
 from hpcmarl.roles.loop import Flow, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -44,63 +45,7 @@ UNROLL_COLUMNS = {"update": ((), "i8"), "actor": ((), "i4"), "behaviour_version"
 # actor
 # --------------------------------------------------------------------------------------------------
 def actor_main(ctx) -> None:
-    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
-    idx = layout.actor_index(ctx.rank)
-    learner = layout.learner_of(idx)
-    sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx))
-    wrec = weights_spec(sum(p.numel() for p in sampler.policy.params)).alloc()
-    ring = [sampler.spec.alloc() for _ in range(2)]
-    sends: List = [None, None]
-    timeout = cfg.runtime.timeout_s
-    ctx.agree_startup()
-    hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
-    if hello.get("rng") is not None:
-        torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
-    req = protocol.post_recv_weights(world, learner, wrec)
-    protocol.wait_buffer(req, timeout, f"the first weights from learner rank {learner}")
-    sent = slot = 0
-    stop = False
-    last_weights = time.monotonic()
-    while True:
-        while req.Test():  # every message that arrived; the last one wins
-            last_weights = time.monotonic()
-            version, command = int(wrec["meta"][0]), int(wrec["meta"][1])
-            if command in (CMD_STOP, CMD_PREEMPTED):
-                ctx.preempted, stop = command == CMD_PREEMPTED, True
-                break
-            sampler.policy.load(wrec["params"], version)
-            req = protocol.post_recv_weights(world, learner, wrec)
-        if stop:
-            break
-        if time.monotonic() - last_weights > timeout:  # never waiting is no reason to wait for ever: with
-            # queue_full=drop the learner's receiver thread takes unrolls even while its training loop is hung
-            raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for new weights from learner rank "
-                                       f"{learner} (it pushes every algo.push_every updates)")
-        faults.at(ctx.rank, sent)  # (its unroll count: the versions it holds may skip a number)
-        t0 = time.perf_counter()
-        if sends[slot] is not None:  # both sends pending: the learner's queue is full (back-pressure)
-            protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
-        t_wait = time.perf_counter() - t0
-        urec = ring[slot]
-        sampler.collect(urec)
-        meta = urec["meta"]
-        meta[M["actor"]] = idx
-        meta[M["t_wait"]] = t_wait
-        meta[M["stop_requested"]] = float(ctx.stop_requested())
-        sends[slot] = protocol.send_unroll(world, learner, urec, synchronous=True)
-        if traj is not None:  # only reads the buffer
-            traj.add_unroll(urec, urec["env_done"], int(meta[M["version"]]))
-        sent += 1
-        slot ^= 1
-    for r in sends:  # the learner drains what we sent
-        if r is not None:
-            protocol.wait_buffer(r, timeout, f"learner rank {learner} to take an unroll")
-    discarded = int((sampler.in_flight() > 0).sum())
-    if traj is not None:
-        traj.close()
-    sampler.venv.close()
-    faults.at(ctx.rank, "final")
-    protocol.send_bye(world, learner, {"sent": sent, "discarded": discarded}, timeout)
+    run_actor(ctx, AsyncActor(ctx))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,7 +119,7 @@ class LocalAsyncLink:
 
     def __init__(self, ctx):
         self.ctx, self.rank, self.index = ctx, 0, 0
-        self.sampler, self.traj = make_sampler(ctx, 0, traj_path(ctx, 0))
+        self.sampler, self.traj = make_sampler(actor_plan(ctx, 0))
         self.posted = None
         self.received = 0
 
@@ -376,25 +321,30 @@ class AsyncFlow(Flow):
             for e in r["episodes"][:n]:
                 ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
                 # (returns per group, then won)
-        local = np.array([sum(r["meta"][M["env_steps"]] for r in batch), len(ep_rows), len(batch), sum(lags),
-                          float(any(r["meta"][M["stop_requested"]] for r in batch)), t1 - t0, t2 - t1,
-                          coll.t_allreduce, sum(r["meta"][M["t_wait"]] for r in batch), self.queue.dropped,
-                          sum(r["meta"][M["env_errors"]] for r in batch)]
-                         + [stats.get(k, 0.0) for k in sorted(stats)])
+        local = {"env_steps": sum(r["meta"][M["env_steps"]] for r in batch), "episodes": len(ep_rows),
+                 "unrolls": len(batch), "lag": sum(lags),
+                 "stop": float(any(r["meta"][M["stop_requested"]] for r in batch)),
+                 "t_wait_unrolls": t1 - t0, "t_update": t2 - t1, "t_allreduce": coll.t_allreduce,
+                 "t_backpressure": sum(r["meta"][M["t_wait"]] for r in batch), "queue_dropped": self.queue.dropped,
+                 "env_errors": sum(r["meta"][M["env_errors"]] for r in batch),
+                 "stats": [stats.get(k, 0.0) for k in sorted(stats)]}
         lag_max = coll.max_small(np.array([max(lags)]))[0]
         self.used = [(int(r["meta"][M["actor"]]), int(r["meta"][M["version"]]), lag) for r, lag in zip(batch, lags)]
         self.queue.give_back(batch)  # MPI: posted again; nothing may read these buffers afterwards
         self.version += 1
         if self.version % self.algo.push_every == 0:
             self.push()
-        tot = coll.sum_small(local)
-        row = {"lag_mean": tot[3] / max(1, tot[2]), "lag_max": lag_max, "queue_dropped": tot[9],
+        tot = coll.sum_named(local)
+        unrolls = max(1, tot["unrolls"])
+        row = {"lag_mean": tot["lag"] / unrolls, "lag_max": lag_max, "queue_dropped": tot["queue_dropped"],
                "queue_length": len(self.queue.items), "updates_per_s": 1.0 / max(1e-9, (t2 - t0)),
-               "time/wait_unrolls": tot[5] / coll.size, "time/update": tot[6] / coll.size,
-               "time/allreduce": tot[7] / coll.size, "time/actor_backpressure": tot[8] / max(1, tot[2])}
-        for i, k in enumerate(sorted(stats)):
-            row[k] = tot[11 + i] / coll.size
-        return Round(int(tot[0]), int(tot[1]), int(tot[10]), tot[4] > 0, row, ep_rows)
+               "time/wait_unrolls": tot["t_wait_unrolls"] / coll.size, "time/update": tot["t_update"] / coll.size,
+               "time/allreduce": tot["t_allreduce"] / coll.size,
+               "time/actor_backpressure": tot["t_backpressure"] / unrolls}
+        for k, v in zip(sorted(stats), tot["stats"]):
+            row[k] = v / coll.size
+        return Round(int(tot["env_steps"]), int(tot["episodes"]), int(tot["env_errors"]), tot["stop"] > 0, row,
+                     ep_rows)
 
     def rows(self, stop_reason, checkpoint_due):
         c = self.log.counters

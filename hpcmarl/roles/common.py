@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from hpcmarl import faults, storage, tracking
+from hpcmarl.actors import ActorPlan
 from hpcmarl.comm.spec import META_INDEX
 from hpcmarl.evaluation import eval_tables, make_evaluator
 
@@ -18,6 +19,13 @@ M = META_INDEX
 SIGNAL_REASON = "stop signal received"
 WALL_REASON = "max_wall_s reached"
 ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
+
+
+def actor_plan(ctx, index: int) -> ActorPlan:
+    """Actor ``index`` of this run as plain values (serial mode: the learner's own actor 0)."""
+    layout = ctx.layout
+    return ActorPlan(ctx.cfg, index, max(1, layout.actors), ctx.start_update, ctx.run_dir,
+                     layout.group_of(ctx.rank) if layout.league and not layout.serial else 0)
 
 
 def duration(seconds: float) -> str:
@@ -107,7 +115,8 @@ class RunLog:
         self.session0 = time.monotonic()
         self.session_steps0 = self.counters["env_steps"]
         self.last_ckpt = self.counters["update"]
-        self.evaluator = make_evaluator(ctx, self.counters["env_steps"])  # eval.*: None when off
+        self.evaluator = make_evaluator(ctx.cfg, ctx.env_spec, ctx.run_dir, ctx.config_yaml,
+                                        self.counters["env_steps"])  # eval.*: None when off
         if self.evaluator:
             self.tables.update(eval_tables(groups))
         self.final_eval = False  # set by the loop before the final checkpoint of a run that ended (not preempted)

@@ -9,8 +9,10 @@ from typing import List
 import numpy as np
 
 from hpcmarl.actors import GradientMaker
-from hpcmarl.algos.nigt import malenia_closed
+from hpcmarl.algos import aggregation
 from hpcmarl.comm import protocol, watchdog
+from hpcmarl.comm.spec import WEIGHT_INDEX
+from hpcmarl.roles.common import actor_plan
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ class LocalGradLink:
 
     def __init__(self, ctx, gspec):
         self.ctx, self.rank, self.index = ctx, 0, 0
-        self.maker = GradientMaker(ctx, 0)
+        self.maker = GradientMaker(actor_plan(ctx, 0), ctx.stop_requested)
         self.rec = gspec.alloc()
         self.queue: List = []
         self.quota = self.made = 0
@@ -88,7 +90,7 @@ class LocalGradLink:
         self.maker.policy.load(wrec["params"], rnd)
         self.maker.abandoned += len(self.queue)
         self.queue = []
-        self.quota, self.made = int(wrec["meta"][2]), 0
+        self.quota, self.made = int(wrec["meta"][WEIGHT_INDEX["quota"]]), 0
 
     def poll(self):
         if not self.queue and not (self.quota and self.made >= self.quota):
@@ -130,19 +132,18 @@ class CounterGate:
     TAG_REQUEST, TAG_REPLY, TAG_CLOSED = 1, 2, 3
     GET, OFFER = 0, 1
 
-    def __init__(self, comm, kind: str, n_actors: int, timeout: float):
+    def __init__(self, comm, rule, n_actors: int, timeout: float):
         import threading
 
         from mpi4py import MPI
 
         self.MPI = MPI
-        self.kind, self.n, self.timeout = kind, n_actors, timeout
+        self.rule, self.n, self.timeout = aggregation.get(rule), n_actors, timeout
         with watchdog.guard("every learner to open the round counters"):
             self.comm = comm.Dup()  # MPI: its own communicator, so no other message of the learners meets these
         self.lead = self.comm.Get_rank() == 0
         self.others = range(1, self.comm.Get_size())
-        # (learner 0) slot 0: Rennala's tickets, slots 1..n: Malenia's accepted gradients per actor
-        self.counters = np.zeros(n_actors + 1, np.int64)
+        self.counters = np.zeros(n_actors, np.int64)  # (learner 0) gradients accepted this round per actor
         self.counted_round = -1
         self.noticed_round = -1  # (learner 0) the last round whose closing the others were told
         self.lock = threading.Lock()
@@ -162,21 +163,17 @@ class CounterGate:
 
     def _apply(self, req: np.ndarray, out: np.ndarray) -> np.ndarray:
         op, seq, M, actor = (int(x) for x in req)
-        rennala = self.kind == "rennala"
+        rule, n = self.rule, self.n
         with self.lock:
             c = self.counters
             if seq > self.counted_round:
                 c[:] = 0
                 self.counted_round = seq
             ok = 0
-            if op == self.OFFER:
-                if rennala:
-                    ok = int(c[0] < M)
-                    c[0] += 1
-                elif not malenia_closed(c[1:], M):
-                    ok = 1
-                    c[1 + actor] += 1
-            closed = (c[0] >= M) if rennala else malenia_closed(c[1:], M)
+            if op == self.OFFER and not rule.closed(c, M, n) and rule.room(c[actor], M, n):
+                ok = 1
+                c[actor] += 1
+            closed = rule.closed(c, M, n)
             out[0], out[1] = ok, closed
             if closed and seq > self.noticed_round:  # tell the others once per round (small: sent eagerly)
                 self.noticed_round = seq

@@ -21,18 +21,17 @@ its actors and the round counters live in :mod:`hpcmarl.roles.gradient_links`.
 from __future__ import annotations
 
 import time
-from typing import List
 
 import numpy as np
 import torch
 
-from hpcmarl import faults
-from hpcmarl.actors import GradientMaker
-from hpcmarl.algos.nigt import NIGT, LocalGate, Round, quota
+from hpcmarl.algos import aggregation
+from hpcmarl.algos.nigt import NIGT, LocalGate, Round
 from hpcmarl.comm import protocol
-from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, GRAD_INDEX, gradient_spec, weights_spec
+from hpcmarl.comm.spec import GRAD_INDEX, WEIGHT_INDEX, gradient_spec, weights_spec
 from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
 from hpcmarl.roles import loop
+from hpcmarl.roles.actor_work import GradientActor, run_actor
 from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink
 from hpcmarl.roles.loop import Flow, run_learner
 from hpcmarl.sampler import sleep_for
@@ -44,84 +43,7 @@ G = GRAD_INDEX
 # actor
 # --------------------------------------------------------------------------------------------------
 def actor_main(ctx) -> None:
-    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
-    idx = layout.actor_index(ctx.rank)
-    learner = layout.learner_of(idx)
-    maker = GradientMaker(ctx, idx)
-    d = sum(p.numel() for p in maker.policy.params)
-    wrec = weights_spec(d).alloc()
-    out = _Outbox(world, learner, gradient_spec(d, len(maker.spec.groups)), cfg.env.num_envs + 1,
-                  cfg.runtime.timeout_s)
-    timeout = cfg.runtime.timeout_s
-    ctx.agree_startup()
-    protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
-    req = protocol.post_recv_weights(world, learner, wrec)
-    protocol.wait_buffer(req, timeout, f"the first query point from learner rank {learner}")
-
-    def abandon() -> bool:
-        """A new round's query point arrived (the trajectory is abandoned); between env steps, a sign of life
-        when nothing was sent for a while: a slow actor whose trajectories are all overtaken stays known alive."""
-        if req.Test():
-            return True
-        out.keep_alive(maker.fill_alive)
-        return False
-
-    while True:
-        rnd, command, q = (int(x) for x in wrec["meta"][:3])
-        if command in (CMD_STOP, CMD_PREEMPTED):
-            ctx.preempted = command == CMD_PREEMPTED
-            break
-        faults.at(ctx.rank, rnd)
-        maker.policy.load(wrec["params"], rnd)  # copies: the buffer can take the next round now
-        req = protocol.post_recv_weights(world, learner, wrec)
-        made = 0
-        while not req.Test():
-            if q and made >= q:  # synchronous aggregation: quota done, wait for the next round
-                protocol.wait_buffer(req, timeout, f"the next query point from learner rank {learner}")
-                break
-            items = maker.gradients(abandon)
-            if items is None:
-                break
-            for item in items[:(q - made) if q else None]:
-                out.send(lambda rec, item=item: maker.fill(rec, item))
-                made += 1
-    out.flush()
-    maker.collector.venv.close()
-    faults.at(ctx.rank, "final")
-    protocol.send_bye(world, learner, {"sent": out.sent, "abandoned": maker.abandoned}, timeout)
-
-
-class _Outbox:
-    """An actor's gradient messages in flight: a ring of records, each reused once its send finished. A record
-    with ``length`` 0 carries no gradient: a sign of life, sent when nothing was sent for a quarter of
-    ``runtime.timeout_s`` (the learner bounds each actor's silence by ``runtime.timeout_s``)."""
-
-    def __init__(self, world, learner: int, gspec, slots: int, timeout: float):
-        self.world, self.learner, self.timeout = world, learner, timeout
-        self.ring = [gspec.alloc() for _ in range(slots)]
-        self.sends: List = [None] * slots
-        self.slot = self.sent = 0
-        self.last = time.monotonic()
-
-    def send(self, fill) -> None:
-        """``fill(record)`` writes the message into a free record, which is then sent."""
-        i = self.slot
-        if self.sends[i] is not None:
-            protocol.wait_buffer(self.sends[i], self.timeout, f"learner rank {self.learner} to take a gradient")
-        fill(self.ring[i])
-        self.sends[i] = protocol.send_gradient(self.world, self.learner, self.ring[i])
-        self.slot = (i + 1) % len(self.ring)
-        self.sent += 1
-        self.last = time.monotonic()
-
-    def keep_alive(self, fill) -> None:
-        if time.monotonic() - self.last > self.timeout / 4:
-            self.send(fill)
-
-    def flush(self) -> None:
-        for r in self.sends:
-            if r is not None:
-                protocol.wait_buffer(r, self.timeout, f"learner rank {self.learner} to take a gradient")
+    run_actor(ctx, GradientActor(ctx))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,20 +62,20 @@ class GradientFlow(Flow):
         self.d = d = sum(p.numel() for p in self.template.params)
         self.nigt = NIGT(flat_params(self.template.params), algo.lr, algo.momentum)
         self.n = n = max(1, layout.actors)
-        self.kind = kind = algo.aggregation
+        self.rule = rule = aggregation.get(algo.aggregation)
         gspec = gradient_spec(d, len(self.groups))
         if layout.serial:
             self.links = [LocalGradLink(ctx, gspec)]
         else:
             self.links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
         self.mine = [link.index for link in self.links]
-        self.gate = (CounterGate(ctx.learner_comm, kind, n, cfg.runtime.timeout_s)
-                     if self.coll.size > 1 and kind != "allreduce"
-                     else LocalGate(kind, n, self.mine))
-        self.cur = Round(kind, n, d, self.gate)
+        self.gate = (CounterGate(ctx.learner_comm, rule, n, cfg.runtime.timeout_s)
+                     if self.coll.size > 1 and rule.shared_counters
+                     else LocalGate(rule, n, self.mine))
+        self.cur = Round(rule, n, d, self.gate)
         self.accepted_tot = np.zeros(n, np.int64)
         self.dropped_tot = np.zeros(n, np.int64)
-        self.banner = f" (NIGT, {kind} aggregation, {n} actor(s), M={algo.batch})"
+        self.banner = f" (NIGT, {rule.name} aggregation, {n} actor(s), M={algo.batch})"
         self.wrec = weights_spec(d).alloc()
         self.M = 0
 
@@ -181,7 +103,7 @@ class GradientFlow(Flow):
         for link in self.links:  # MPI: the shared buffer is rewritten only after every previous send finished
             link.wait_sent()
         self.wrec["params"][:] = nigt.query_point().astype(np.float32)
-        self.wrec["meta"][2] = quota(self.kind, self.M, self.n)
+        self.wrec["meta"][WEIGHT_INDEX["quota"]] = self.rule.quota(self.M, self.n)
         for link in self.links:
             link.send_query(self.wrec, nigt.round)
 
@@ -195,7 +117,7 @@ class GradientFlow(Flow):
         ep_rows = []
         steps = abandoned = errors = 0
         stop_flag = 0.0
-        q = int(self.wrec["meta"][2])  # per-actor quota (synchronous aggregation), else 0
+        q = int(self.wrec["meta"][WEIGHT_INDEX["quota"]])  # per-actor quota (a quota rule: allreduce), else 0
         backoff = protocol.Backoff()
         while True:
             got = False
@@ -221,7 +143,7 @@ class GradientFlow(Flow):
                 continue
             # every actor the round still waits for is bounded on its own: one silent actor is not hidden by the
             # others' gradients (a Malenia round needs them all; Rennala's would go on without it for ever). An
-            # actor that is only slow sends signs of life between its gradients (see _Outbox).
+            # actor that is only slow sends signs of life between its gradients (see hpcmarl.roles.actor_work.Outbox).
             now = time.monotonic()
             for link in self.links:
                 awaited = not (q and cur.agg.counts[link.index] >= q)
@@ -246,19 +168,21 @@ class GradientFlow(Flow):
             if hi_lo[0] != -hi_lo[1]:
                 raise RuntimeError(f"learners hold different parameters after round {rnd} "
                                    f"(checksums {-hi_lo[1]} .. {hi_lo[0]})")
-        small = coll.sum_small(np.concatenate([[steps, len(ep_rows), abandoned, stop_flag, t1 - t0, errors],
-                                               cur.dropped]))
+        small = coll.sum_named({"env_steps": steps, "episodes": len(ep_rows), "abandoned": abandoned,
+                                "stop": stop_flag, "round_time": t1 - t0, "env_errors": errors,
+                                "dropped": cur.dropped})
+        dropped = np.rint(small["dropped"]).astype(np.int64)
         self.accepted_tot += counts
-        self.dropped_tot += np.rint(small[6:]).astype(np.int64)
-        row = {"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small[4] / coll.size,
+        self.dropped_tot += dropped
+        row = {"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small["round_time"] / coll.size,
                "time/allreduce": coll.t_allreduce, "time/update": t_update, "grads/accepted": int(counts.sum()),
-               "grads/dropped": int(small[6:].sum()), "grads/abandoned": int(small[2]),
+               "grads/dropped": int(small["dropped"].sum()), "grads/abandoned": int(small["abandoned"]),
                "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm}
         for i in range(n):
             row[f"grads/actor-{i:05d}/accepted"] = int(self.accepted_tot[i])  # cumulative
             row[f"grads/actor-{i:05d}/dropped"] = int(self.dropped_tot[i])
-        return loop.Round(int(small[0]), int(small[1]), int(small[5]), small[3] > 0, row, ep_rows,
-                          discarded=int(small[2]))
+        return loop.Round(int(small["env_steps"]), int(small["episodes"]), int(small["env_errors"]), small["stop"] > 0,
+                          row, ep_rows, discarded=int(small["abandoned"]))
 
     def trained_params(self) -> list:
         """What :mod:`hpcmarl.roles.finite` checks: the flat parameter vector this shell updates."""

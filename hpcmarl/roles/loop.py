@@ -1,6 +1,6 @@
 """The learner loop, written once: resume, startup agreement, hello, the stop vote, progress and metrics,
 checkpoints, preemption and shutdown. A data flow (synchronous rollouts, asynchronous rollouts, gradients)
-plugs in as a :class:`Flow`; the loop never looks inside one.
+plugs in as a :class:`Flow`; the loop never looks inside one (the actor loop: :mod:`hpcmarl.roles.actor_work`).
 
 Per round::
 
@@ -146,3 +146,4 @@ def run_learner(ctx, flow: Flow) -> None:
     counters["discarded_episodes"] += discarded
     log.finish(stop_reason, flow.summary(discarded))
     flow.close()
+

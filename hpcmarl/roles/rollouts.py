@@ -1,4 +1,4 @@
-"""The synchronous rollout flow's role shells: the actor loop and the learner loop. Compute lives in
+"""The synchronous rollout flow's learner side (its actor side: :mod:`hpcmarl.roles.actor_work`). Compute lives in
 sampler/algos/storage, the shared kit in :mod:`hpcmarl.roles.common`, actors are built in :mod:`hpcmarl.actors`.
 
 The synchronous rollout flow (IPPO/MAPPO): each update the learner sends policy version v to its
@@ -13,13 +13,14 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from hpcmarl import compiled, faults
-from hpcmarl.actors import actor_seed, make_sampler, traj_path
+from hpcmarl import compiled
+from hpcmarl.actors import make_sampler
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
-from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, Record, unroll_spec, weights_spec
+from hpcmarl.comm.spec import WEIGHT_INDEX, Record, unroll_spec, weights_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.common import ACTOR_TIMERS, M
+from hpcmarl.roles.actor_work import RolloutActor, resume_actor, run_actor
+from hpcmarl.roles.common import ACTOR_TIMERS, M, actor_plan
 from hpcmarl.roles.loop import Flow, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -33,106 +34,8 @@ def own_arrays(learner) -> Dict[str, np.ndarray]:
     return {k: v for k, v in learner.state_arrays().items() if k.startswith(("rng/", "local/"))}
 
 
-def resume_actor(hello: dict, sampler) -> None:
-    """A resumed run: the actor's torch RNG state and its env copies' episode seeds from the checkpoint."""
-    if hello.get("rng") is not None:
-        torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
-    if hello.get("env_seeds") is not None and hasattr(sampler.venv, "restore_seeds"):
-        sampler.venv.restore_seeds(hello["env_seeds"])
-
-
 def actor_main(ctx) -> None:
-    cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
-    idx = layout.actor_index(ctx.rank)
-    learner = layout.learner_of(idx)
-    league = None
-    if layout.league:
-        from hpcmarl.roles.league import ActorLeague
-
-        def make_client(policy):
-            nonlocal league
-            league = ActorLeague(ctx, idx, policy, actor_seed(cfg.seed + 1, idx, ctx.start_update))
-            return league
-    sampler, traj = make_sampler(ctx, idx, traj_path(ctx, idx), make_client if layout.league else None)
-    overlap = cfg.actors.overlap  # collect the next unroll while the learner updates (two send buffers)
-    ring = [sampler.spec.alloc() for _ in range(2 if overlap else 1)]
-    sends = [None] * len(ring)
-    ctx.agree_startup()
-    hello = protocol.recv_control(world, learner, cfg.runtime.startup_timeout_s)
-    wrec = weights_spec(hello["n_weights"]).alloc()
-    bits = np.zeros(sampler.policy.mask_bytes(), np.uint8) if getattr(cfg.algo, "sparsity", 0) > 0 else None
-    resume_actor(hello, sampler)
-    timeout = cfg.runtime.timeout_s
-    t_send = 0.0
-    req = None  # the posted receive of the next weights
-    # the learner trains on this session's k-th unroll in its round first + k (first: the version it sent first);
-    # that unroll must be made with version >= first + k - lag (lag 1 with actors.overlap, else 0)
-    lag = 1 if overlap else 0
-    version = first = -1
-    sent = slot = 0
-    stop = False
-    while True:
-        t0 = time.perf_counter()
-        while True:  # take the weights that arrived (in order); wait while the ones we hold are too old
-            if req is None:
-                req = protocol.post_recv_weights(world, learner, wrec)
-            if first < 0 or version < first + sent - lag:
-                protocol.wait_buffer(req, timeout, f"weights from learner rank {learner}")
-            elif not req.Test():
-                break
-            req = None
-            version, command = int(wrec["meta"][0]), int(wrec["meta"][1])
-            if command in (CMD_STOP, CMD_PREEMPTED):
-                ctx.preempted, stop = command == CMD_PREEMPTED, True
-                break
-            first = version if first < 0 else first
-            faults.at(ctx.rank, version)
-            mask_version = int(wrec["meta"][WEIGHT_INDEX["mask_version"]])
-            if bits is not None and mask_version != sampler.policy.mask_version:  # sparse: the masks changed
-                protocol.recv_masks(world, learner, bits, timeout)
-                sampler.policy.set_masks(bits, mask_version)
-            if not faults.marked(ctx.rank, "stale", version):
-                sampler.policy.load(wrec["params"], version)
-            sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
-        if stop:
-            break
-        t_wait = time.perf_counter() - t0
-        urec = ring[slot]
-        if sends[slot] is not None:  # overlap: this buffer's previous send must have been taken
-            protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
-            sends[slot] = None
-        sampler.collect(urec)
-        meta = urec["meta"]
-        meta[M["actor"]] = idx
-        meta[M["t_wait"]] = t_wait
-        meta[M["stop_requested"]] = float(ctx.stop_requested())
-        meta[M["t_send"]] = t_send
-        sends[slot] = protocol.send_unroll(world, learner, urec)
-        sent += 1
-        if traj is not None:  # only reads the buffer, so it overlaps the send and the learner's update
-            # this session's sent-th unroll is trained in update start_update + sent (overlap too: see above)
-            traj.add_unroll(urec, urec["env_done"], int(urec["meta"][M["version"]]), ctx.start_update + sent)
-        if league is not None:  # results of the finished episodes, the next opponents (overlaps the update)
-            league.collect_results(sampler.finished)
-            league.exchange()
-        if overlap:
-            slot ^= 1
-            continue
-        t1 = time.perf_counter()
-        protocol.wait_buffer(sends[slot], timeout, f"learner rank {learner} to take an unroll")
-        sends[slot] = None
-        t_send = time.perf_counter() - t1  # reported with the next unroll
-    for r in sends:  # overlap: the learner drains what is still on the way
-        if r is not None:
-            protocol.wait_buffer(r, timeout, f"learner rank {learner} to take an unroll")
-    discarded = int((sampler.in_flight() > 0).sum())
-    if traj is not None:
-        traj.close()
-    sampler.venv.close()
-    if league is not None:
-        league.bye()
-    faults.at(ctx.rank, "final")
-    protocol.send_bye(world, learner, {"discarded": discarded, "sent": sent}, timeout)
+    run_actor(ctx, RolloutActor(ctx))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,7 +106,7 @@ class LocalActorLink:
 
     def __init__(self, ctx, uspec):
         self.ctx = ctx
-        self.sampler, self.traj = make_sampler(ctx, 0, traj_path(ctx, 0))
+        self.sampler, self.traj = make_sampler(actor_plan(ctx, 0))
         self.rec = uspec.alloc()
         self.rank = 0
         self.update = ctx.start_update  # the update that trains on the unroll collected last
@@ -376,25 +279,31 @@ class RolloutFlow(Flow):
         self.actor_rng.update({int(r["meta"][M["actor"]]): {"torch": r["rng"].copy(),
                                                             "env_seeds": r["env_seeds"].copy()}
                                for r in recs})
-        local = np.array([sum(r["meta"][M["env_steps"]] for r in recs), len(ep_rows),
-                          sum(r["meta"][M["t_collect"]] for r in recs), len(recs), t3 - t2, t2 - t1,
-                          coll.t_allreduce, self.t_send,
-                          float(any(r["meta"][M["stop_requested"]] for r in recs)), sum(lags)]
-                         + [sum(r["meta"][M[k]] for r in recs) for k in ACTOR_TIMERS]
-                         + [sum(r["meta"][M["env_errors"]] for r in recs)])
-        tot = ctrl.sum_small(local)
+
+        def meta_sum(key):
+            return sum(r["meta"][M[key]] for r in recs)
+
+        tot = ctrl.sum_named({"env_steps": meta_sum("env_steps"), "episodes": len(ep_rows),
+                              "t_collect": meta_sum("t_collect"), "unrolls": len(recs), "t_update": t3 - t2,
+                              "t_wait_unrolls": t2 - t1, "t_allreduce": coll.t_allreduce,
+                              "t_send_weights": self.t_send, "lag": sum(lags),
+                              "stop": float(any(r["meta"][M["stop_requested"]] for r in recs)),
+                              **{f"actor/{k}": meta_sum(k) for k in ACTOR_TIMERS},
+                              "env_errors": meta_sum("env_errors")})
         lag_max = ctrl.max_small(np.array([float(max(lags))]))[0] if self.max_lag else 0.0
         # the algorithm's statistics: mean over the learner group
-        stat_row = dict(zip(sorted(stats), coll.sum_small(np.array([stats[k] for k in sorted(stats)])) / coll.size))
-        row = {"lag_mean": tot[9] / max(1, tot[3]), "lag_max": lag_max,
-               "time/collect": tot[2] / max(1, tot[3]), "time/update": tot[4] / ctrl.size,
-               "time/wait_unrolls": tot[5] / ctrl.size, "time/allreduce": tot[6] / ctrl.size,
-               "time/send_weights": tot[7] / ctrl.size}
-        for i, k in enumerate(ACTOR_TIMERS):  # actor-side phases, mean per unroll
-            row[f"time/actor_{k[2:]}"] = tot[10 + i] / max(1, tot[3])
+        stat_row = {k: v / coll.size for k, v in coll.sum_named({k: stats[k] for k in sorted(stats)}).items()}
+        unrolls = max(1, tot["unrolls"])
+        row = {"lag_mean": tot["lag"] / unrolls, "lag_max": lag_max,
+               "time/collect": tot["t_collect"] / unrolls, "time/update": tot["t_update"] / ctrl.size,
+               "time/wait_unrolls": tot["t_wait_unrolls"] / ctrl.size,
+               "time/allreduce": tot["t_allreduce"] / ctrl.size, "time/send_weights": tot["t_send_weights"] / ctrl.size}
+        for k in ACTOR_TIMERS:  # actor-side phases, mean per unroll
+            row[f"time/actor_{k[2:]}"] = tot[f"actor/{k}"] / unrolls
         row.update(self.g.stats(stat_row))
         self.version += 1
-        return Round(int(tot[0]), int(tot[1]), int(tot[-1]), tot[8] > 0, row, ep_rows)
+        return Round(int(tot["env_steps"]), int(tot["episodes"]), int(tot["env_errors"]), tot["stop"] > 0, row,
+                     ep_rows)
 
     def rows(self, stop_reason, checkpoint_due):
         out = self.g.rows(self.log.counters["update"], self.version, self.learner.policy_flat, stop_reason,

@@ -17,19 +17,19 @@ def predict_gradients(p: Profile, m: Machine, actors: int, learners: int, rounds
     trajectory once their policy gradients are computed; a query point of a new round arriving mid-batch abandons
     it (its env steps still count). The round closes by the profile's rule on the gradients of its own round
     (Rennala: M in all; Malenia: the harmonic-mean rule on the per-actor counts; allreduce: ceil(M / A) from every
-    actor, each actor stopping at its quota); a learner not holding the round counters (learner 0) reaches them by a
-    round trip. Then one all-reduce of the sums and counts across the learners, the NIGT step, the injected update
-    cost, and the next query point goes out to every actor."""
-    from hpcmarl.algos.nigt import quota, round_closed
+    actor, each actor stopping at its quota); under a rule with shared counters, a learner not holding them (learner
+    0) reaches them by a round trip. Then one all-reduce of the sums and counts across the learners, the NIGT step,
+    the injected update cost, and the next query point goes out to every actor."""
+    from hpcmarl.algos import aggregation
 
-    kind, M = p.aggregation, max(1, p.batch)
+    rule, M = aggregation.get(p.aggregation), max(1, p.batch)
     ranks = actors + learners
     sim = Sim()
     nodes, node_of, cpus = place(sim, m, ranks, p.busy_slowdown, p.wait_load)
     rng = np.random.default_rng(seed)
     sigma = math.sqrt(math.log(1 + p.collect_cv ** 2)) if p.collect_cv > 0 else 0.0
     sleep_actor = [p.actor_sleep_s(a, actors) for a in range(actors)]
-    q = quota(kind, M, actors)
+    q = rule.quota(M, actors)
     same = len({node_of(l) for l in range(learners)}) == 1
     ar = ring_allreduce_s(m, learners, p.allreduce_bytes + 8 * actors, same)
     arrived = [Mailbox() for _ in range(actors)]  # query points (round numbers) sent to each actor
@@ -67,7 +67,7 @@ def predict_gradients(p: Profile, m: Machine, actors: int, learners: int, rounds
             return  # dropped: computed for a round that closed
         rnd["counts"][a] += 1
         stats["accepted"] += 1
-        if round_closed(kind, rnd["counts"], M, actors):
+        if rule.closed(rnd["counts"], M, actors):
             rnd["closed"] = True
             sim.start(end_round())
 
@@ -101,7 +101,7 @@ def predict_gradients(p: Profile, m: Machine, actors: int, learners: int, rounds
             stats["busy"][a] += sim.now - t0
             lat, bw = link(rank, l)
             delay = lat + p.grad_bytes / bw + m.poll_s
-            if l != 0:  # the round counters on learner 0: a round trip
+            if l != 0 and rule.shared_counters:  # the round counters on learner 0: a round trip
                 delay += 2 * link(l, 0)[0] + m.poll_s
             for _ in range(p.num_envs if not q else min(p.num_envs, q - made)):
                 sim.at(sim.now + delay, (lambda a=a, t=t: offer(a, t)))

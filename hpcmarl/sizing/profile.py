@@ -9,7 +9,9 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
-ASYNC, SYNC, GRADIENTS = "async", "sync", "gradients"
+from hpcmarl.flows import SIZING_MODELS
+
+SYNC, ASYNC, GRADIENTS = SIZING_MODELS  # the flow models (a flow's `sizing`); a profile's `flow` is one of them
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,18 +158,17 @@ def _measure_gradients(cfg, injected, batches: int, say) -> "Profile":
     """The gradient flow's node profile (NIGT): one actor's batches of whole trajectories (collection, then their
     policy gradients, timed apart), one NIGT step; ``injected``: the config with its injected costs."""
     import platform
-    import types
 
     import torch
 
-    from hpcmarl.actors import make_actor
+    from hpcmarl.actors import ActorPlan, make_actor
     from hpcmarl.algos.nigt import NIGT, trajectory_gradients
     from hpcmarl.comm.spec import GRAD_META
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        collector = make_actor(types.SimpleNamespace(cfg=cfg, start_update=0), 0)
+        collector = make_actor(ActorPlan(cfg))
         policy, spec, E = collector.policy, collector.policy.spec, cfg.env.num_envs
         say(f"timing {batches} batches of {E} trajectories ({cfg.env.name}) and their policy gradients")
         collect, grads, steps = [], [], []
@@ -207,11 +208,9 @@ def _measure_gradients(cfg, injected, batches: int, say) -> "Profile":
 
 def _actor(cfg):
     """Actor 0's sampler (env copies, inference policy, unroll spec), built as an actor rank builds it; no MPI."""
-    import types
+    from hpcmarl.actors import ActorPlan, make_sampler
 
-    from hpcmarl.actors import make_sampler
-
-    return make_sampler(types.SimpleNamespace(cfg=cfg, start_update=0), 0, None)[0]
+    return make_sampler(ActorPlan(cfg))[0]
 
 
 def _time_unrolls(sampler, n: int, warm: bool = True, keep: int = 0):
@@ -250,9 +249,9 @@ def busy_slowdown(cfg, alone_s: float, processes: int, n: int = 8) -> float:
     """An unroll's time while ``processes`` processes collect at once (every core busy) over its time alone."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_busy_worker, args=(cfg, n, barrier, results), daemon=True) for _ in range(processes)]
+    spawn = mp.get_context("spawn")
+    barrier, results = spawn.Barrier(processes), spawn.Queue()
+    procs = [spawn.Process(target=_busy_worker, args=(cfg, n, barrier, results), daemon=True) for _ in range(processes)]
     for q in procs:
         q.start()
     try:
@@ -352,7 +351,10 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
     algo = algos.get(cfg.algo.name)
     if cfg.league.enabled:
         raise ValueError("league mode is not modelled (its league rank and seat games)")
-    if algo.flow == "gradients":
+    flow = algo.data_flow()
+    if flow.sizing is None:
+        raise ValueError(f"the {flow.name} flow is not modelled (its registration names no sizing model)")
+    if flow.sizing == GRADIENTS:
         return _measure_gradients(cfg, injected, unrolls, say)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -404,19 +406,18 @@ def measure(cfg, unrolls: int = 12, busy: int = -1, progress: Optional[Callable[
         overhead = (time.perf_counter() - t0) / len(recs) + 1e-3
         n_params = sum(int(p.numel()) for p in learner.params)
         c = cfg.algo
-        if algo.flow == "rollouts" and hasattr(c, "epochs") and hasattr(c, "minibatches"):
+        if flow.sizing == SYNC and hasattr(c, "epochs") and hasattr(c, "minibatches"):
             grad_steps = c.epochs * c.minibatches
         elif hasattr(c, "epochs"):
             grad_steps = c.epochs
         else:
             grad_steps = getattr(c, "train_steps", 1)
-        is_async = algo.flow == "rollouts_async"
         curve = [[E, float(np.median(times)) / T, float(np.median(t_env)) / T, float(np.median(t_inf)) / T]]
         if envs:
             say(f"timing unrolls with {', '.join(map(str, envs))} env copies")
             curve = sorted([r for r in curve if r[0] not in envs] + step_costs(cfg, envs, max(3, unrolls // 2)))
         return Profile(
-            env=cfg.env.name, algo=cfg.algo.name, flow=ASYNC if is_async else SYNC, steps_per_unroll=T * E,
+            env=cfg.env.name, algo=cfg.algo.name, flow=flow.sizing, steps_per_unroll=T * E,
             collect_s=float(np.mean(times)), collect_cv=float(np.std(times) / max(np.mean(times), 1e-12)),
             env_s=float(np.mean(t_env)), infer_s=float(np.mean(t_inf)), update_fixed_s=icept,
             update_per_unroll_s=slope, overhead_s=overhead, grad_steps=int(grad_steps),

@@ -163,3 +163,19 @@ def test_continuous_actions_serial(tmp_path):
     assert m["grads/accepted"].tolist() == [2, 2, 2]
     with h5py.File(sorted(glob.glob(os.path.join(run, "checkpoints", "ckpt-*.h5")))[-1], "r") as f:
         assert "model/policies.agent.std_raw" in f
+
+
+def test_a_plugin_aggregation_rule_across_two_learners(tmp_path):
+    """examples/capped_rule.py (docs/extending/aggregation.md), listed in ``plugins``: 2 learners share its round
+    counters, its quota stops each actor at ceil(M / 2) although actor 1 is 4x slower, so every round takes exactly 3
+    gradients from each actor (Rennala would take more from the fast one); nothing under hpcmarl/ names it."""
+    run = str(tmp_path / "capped")
+    p = mpirun(4, ["train"] + SPREAD + [f"run_dir={run}", "topology.learners=2", "plugins=[examples.capped_rule]",
+                                        "algo.aggregation=capped", "actors.delay=[1, 4]", "actors.step_delay_s=0.002",
+                                        "train.max_updates=8"], timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "capped aggregation" in p.stdout, p.stdout[-2000:]
+    m, grads = metrics(run)
+    assert m["round"].tolist() == list(range(8)) and m["grads/accepted"].tolist() == [6] * 8
+    for actor in ("actor-00000", "actor-00001"):
+        assert np.diff(grads[f"{actor}/accepted"], prepend=0).tolist() == [3] * 8, grads

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from hpcmarl.algos import base
+from hpcmarl import flows
+from hpcmarl.algos import aggregation, base
 from hpcmarl.algos.base import Algorithm, register, register_flow
 from hpcmarl.config import ConfigError, load_config
 
@@ -19,7 +20,8 @@ def own_registry(monkeypatch):
     and plug-ins other test modules registered in this process (tests/e2e) do not change its messages."""
     builtin = ("mappo", "ippo", "qmix", "vdn", "matrace", "nigt")
     monkeypatch.setattr(base, "ALGORITHMS", {k: v for k, v in base.ALGORITHMS.items() if k in builtin})
-    monkeypatch.setattr(base, "FLOWS", dict(base.FLOWS))
+    monkeypatch.setattr(flows, "FLOWS", dict(flows.FLOWS))
+    monkeypatch.setattr(aggregation, "RULES", dict(aggregation.RULES))
 
 
 def error_of(overrides) -> str:
@@ -40,21 +42,26 @@ def test_builtin_capabilities_keep_todays_behaviour():
     got = {n: tuple(getattr(base.get(n), f) for f in fields) for n in want}
     assert got == want
     assert base.DEFAULT == "mappo" and load_config(None).algo.name == base.DEFAULT
-    assert base.FLOWS == {"rollouts": "hpcmarl.roles.rollouts", "rollouts_async": "hpcmarl.roles.async_rollouts",
-                          "gradients": "hpcmarl.roles.gradients"}
+    assert {n: f.roles for n, f in flows.FLOWS.items()} == {
+        "rollouts": "hpcmarl.roles.rollouts", "rollouts_async": "hpcmarl.roles.async_rollouts",
+        "gradients": "hpcmarl.roles.gradients"}
+    caps = ("unrolls", "owns_update", "overlap", "league", "sizing")
+    assert {n: tuple(getattr(f, c) for c in caps) for n, f in flows.FLOWS.items()} == {
+        "rollouts": (True, False, True, True, "sync"), "rollouts_async": (True, False, False, False, "async"),
+        "gradients": (False, True, False, False, "gradients")}
 
 
 def test_register_checks_flows_and_capabilities():
     with pytest.raises(ValueError, match="flow must be one of rollouts, rollouts_async, gradients, not 'mine'"):
         register(Algorithm("x", flow="mine", **PPO))
     register_flow("mine", "mypkg.roles_mine")  # a plug-in's flow: its role module by dotted path
-    assert register(Algorithm("x", flow="mine", **PPO)).flow == "mine" and base.FLOWS["mine"] == "mypkg.roles_mine"
+    assert register(Algorithm("x", flow="mine", **PPO)).flow == "mine" and flows.get("mine").roles == "mypkg.roles_mine"
     register_flow("mine", "mypkg.roles_mine")  # the same definition again is fine
     with pytest.raises(ValueError, match="already registered"):
         register_flow("mine", "mypkg.other")
     with pytest.raises(ValueError, match="not a dotted module path"):
         register_flow("bad", "mypkg/roles.py")
-    with pytest.raises(ValueError, match="league mode runs on the rollouts flow"):
+    with pytest.raises(ValueError, match="league mode does not run on the rollouts_async flow"):
         register(Algorithm("y", flow="rollouts_async", league=True, **PPO))
     with pytest.raises(ValueError, match="discrete or continuous"):
         register(Algorithm("z", discrete=False, continuous=False, **PPO))
@@ -82,6 +89,29 @@ def test_overlap_asks_the_entry():
     assert msg.startswith("config key 'actors.overlap': ppo_fresh does not train on unrolls of the previous"), msg
     register(Algorithm("ppo_rnn", recurrent_overlap=True, **PPO))
     assert load_config(None, ov + ["algo.name=ppo_rnn", "algo.recurrent=true"]).algo.recurrent
+
+
+def test_the_core_asks_the_flow_object():
+    """A plug-in's flow says what it supports; config validation, registration and the sizing model ask it."""
+    from hpcmarl.sizing import measure
+
+    register_flow("sync_copy", "mypkg.roles_sync", overlap=True, league=True)  # not modelled: no sizing
+    register(Algorithm("ppo_sync_copy", flow="sync_copy", league=True, **PPO))
+    cfg = load_config(None, ["algo.name=ppo_sync_copy", "actors.overlap=true"])
+    assert cfg.actors.overlap  # the flow has overlap: no name test refuses it
+    with pytest.raises(ValueError, match="^the sync_copy flow is not modelled"):
+        measure(cfg)
+    register_flow("grads_copy", "mypkg.roles_grads", unrolls=False, owns_update=True)
+    register(Algorithm("nigt_copy", "hpcmarl.algos.nigt:NIGTConfig", None, flow="grads_copy"))  # no learner: fine
+    assert load_config(None, ["algo.name=nigt_copy"]).algo.aggregation == "rennala"  # no unroll_length needed
+    with pytest.raises(ValueError, match="the sync_copy flow needs a learner"):
+        register(Algorithm("no_learner", "hpcmarl.algos.ppo:PPOConfig", None, flow="sync_copy"))
+    msg = error_of(["algo.name=matrace", "actors.overlap=true"])
+    assert "not available on matrace's rollouts_async flow" in msg, msg
+    with pytest.raises(ValueError, match="unknown capabilities fast"):
+        register_flow("odd", "mypkg.odd", fast=True)
+    with pytest.raises(ValueError, match="sizing must be one of sync, async, gradients or None"):
+        register_flow("odd", "mypkg.odd", sizing="round-robin")
 
 
 def test_centralized_critic_comes_from_the_entry():

@@ -3,12 +3,11 @@ rollout flows' sampler, counted as env time; ``learner.update_delay_s`` slept in
 time/update (the sizing model's check runs on them: tools/scale_model.py --injected)."""
 import os
 import time
-import types
 
 import numpy as np
 import pytest
 
-from hpcmarl.actors import make_sampler, step_delay
+from hpcmarl.actors import ActorPlan, make_sampler
 from hpcmarl.comm.spec import META_INDEX
 from hpcmarl.config import ConfigError, load_config
 
@@ -17,16 +16,12 @@ from launch import ROOT, hpcmarl
 TINY = os.path.join(ROOT, "configs", "test_tiny.yaml")
 
 
-def ctx(cfg, actors):
-    return types.SimpleNamespace(cfg=cfg, start_update=0, layout=types.SimpleNamespace(actors=actors))
-
-
 def test_sampler_sleeps_each_actors_delay_as_env_time():
     cfg = load_config(TINY, ["actors.step_delay_s=0.01", "actors.delay=straggler:3"])
     T = cfg.algo.unroll_length
-    assert [step_delay(ctx(cfg, 3), i) for i in range(3)] == pytest.approx([0.01, 0.01, 0.03])
+    assert [ActorPlan(cfg, i, 3).step_delay_s for i in range(3)] == pytest.approx([0.01, 0.01, 0.03])
     for idx, h in ((0, 1.0), (2, 3.0)):
-        sampler = make_sampler(ctx(cfg, 3), idx, None)[0]
+        sampler = make_sampler(ActorPlan(cfg, idx, 3))[0]
         assert sampler.delay_s == pytest.approx(0.01 * h)
         sampler.collect(sampler.spec.alloc())  # warm-up (first forward pass)
         rec = sampler.spec.alloc()
@@ -38,7 +33,7 @@ def test_sampler_sleeps_each_actors_delay_as_env_time():
         m = rec["meta"]
         assert m[META_INDEX["t_env"]] >= want and m[META_INDEX["t_collect"]] >= want
     # no delay configured: no sleep
-    none = make_sampler(ctx(load_config(TINY, []), 3), 2, None)[0]
+    none = make_sampler(ActorPlan(load_config(TINY, []), 2, 3))[0]
     assert none.delay_s == 0.0
 
 

@@ -149,6 +149,17 @@ def test_one_learner_loop():
     assert not [n for n in names if "league" in n.lower()], "league conditionals in the synchronous learner"
 
 
+def test_one_actor_loop():
+    """An actor rank's life (start-up agreement, the learner's hello, the goodbye) is written once
+    (roles/actor_work.py: run_actor); each flow's role module hands it its ActorWork and repeats none of it."""
+    where = calls_of(("send_bye", "recv_control", "run_actor"))
+    work = os.path.join("roles", "actor_work.py")
+    assert set(where.get(work, ())) == {"send_bye", "recv_control"}, where
+    flows = {os.path.join("roles", f) for f in ("rollouts.py", "async_rollouts.py", "gradients.py")}
+    assert {m for m, v in where.items() if v == ["run_actor"]} == flows, where
+    assert set(where) == flows | {work}, where
+
+
 BUILTIN_ALGORITHMS = ("mappo", "ippo", "qmix", "vdn", "matrace", "nigt")
 
 
@@ -182,3 +193,67 @@ def test_only_the_algorithm_registry_names_algorithms():
                 with open(os.path.join(dirpath, f)) as fh:
                     hits += [f"{os.path.join(rel, f)}:{line}: {name!r}" for line, name in algorithm_names_in(fh.read())]
     assert not hits, "algorithm names outside hpcmarl/algos/ (ask the registry entry instead): " + "; ".join(hits)
+
+
+def compared_names(source: str, names) -> list:
+    """``(line, name)`` of every string constant among ``names`` that a comparison tests (``x == "gradients"``,
+    ``kind in ("rennala", "malenia")``, ``!=``, ``not in``): the code deciding by a name. Declarations (a default, a
+    registration's argument) and prose are not comparisons."""
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            for operand in [node.left] + node.comparators:
+                consts = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+                hits += [(c.lineno, c.value) for c in consts
+                         if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in names]
+    return hits
+
+
+def test_the_comparison_scan_finds_tests_and_leaves_declarations():
+    names = {"gradients", "rennala"}
+    assert compared_names('if f != "gradients" or k in ("rennala", "x"):\n    pass\n', names) == [
+        (1, "gradients"), (1, "rennala")]
+    assert compared_names('flow: str = "gradients"\nregister("rennala")\n"""gradients"""\n', names) == []
+
+
+def test_flows_and_aggregation_rules_are_asked_not_named():
+    """No module but a flow's or a rule's own registry (hpcmarl/flows.py, hpcmarl/algos/aggregation.py) tests a
+    built-in flow's or aggregation rule's name, in hpcmarl/ or tools/: the core asks the registered object
+    (capabilities, quota, closing rule, sizing model), so a plug-in's flow or rule is served like a built-in.
+    tools/bench_aggregation.py is the one exception: it compares the rules by name (Rennala and Malenia against
+    the synchronous allreduce, the seed paper's claim)."""
+    from hpcmarl import flows
+    from hpcmarl.algos import aggregation
+
+    names = set(flows.FLOWS) | set(aggregation.RULES)
+    assert {"rollouts", "rollouts_async", "gradients", "rennala", "malenia", "allreduce"} <= names
+    own = {os.path.join(ROOT, "flows.py"), os.path.join(ROOT, "algos", "aggregation.py"),
+           os.path.join(os.path.dirname(ROOT), "tools", "bench_aggregation.py")}
+    hits = []
+    for top in (ROOT, os.path.join(os.path.dirname(ROOT), "tools")):
+        for dirpath, _, files in os.walk(top):
+            for f in sorted(files):
+                path = os.path.join(dirpath, f)
+                if f.endswith(".py") and path not in own:
+                    with open(path) as fh:
+                        hits += [f"{os.path.relpath(path, os.path.dirname(ROOT))}:{line}: {name!r}"
+                                 for line, name in compared_names(fh.read(), names)]
+    assert not hits, "flow or rule names tested outside their registries (ask the object): " + "; ".join(hits)
+
+
+def test_no_context_below_the_role_shells():
+    """The launch context (communicators, layout, run directory, mutable run state) stops at the role shells:
+    compute modules (actors, samplers, algorithms, evaluation, sizing) take plain values, an actor an ActorPlan
+    (docs/development/design.md). No function outside hpcmarl/roles/ and hpcmarl/launch.py has a ``ctx`` parameter."""
+    hits = []
+    for dirpath, _, files in os.walk(ROOT):
+        rel = os.path.relpath(dirpath, ROOT)
+        if rel == "roles":
+            continue
+        for f in sorted(files):
+            if f.endswith(".py") and not (rel == "." and f == "launch.py"):
+                tree = ast.parse(open(os.path.join(dirpath, f)).read())
+                hits += [f"{os.path.join(rel, f)}:{n.lineno}: {n.name}" for n in ast.walk(tree)
+                         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                         and "ctx" in [a.arg for a in n.args.args + n.args.kwonlyargs]]
+    assert not hits, "functions taking the launch context outside the role shells: " + "; ".join(hits)

@@ -159,6 +159,42 @@ def test_malenia_split_across_learners_equals_one_learner():
     np.testing.assert_allclose(parts[0].combine(total, counts), one.combine(one.local_sum(), one.counts))
 
 
+def test_a_registered_rule_serves_the_config_the_round_and_the_simulator(monkeypatch):
+    """A plug-in's rule (docs/extending/aggregation.md: the fastest M, at most ceil(2M / n) from any one actor) is
+    accepted by algo.aggregation, closes rounds and caps actors through its own methods."""
+    from hpcmarl.algos import aggregation
+    from hpcmarl.config import ConfigError, load_config
+
+    monkeypatch.setattr(aggregation, "RULES", dict(aggregation.RULES))
+
+    class Capped(aggregation.Rule):
+        name = "capped"
+
+        def quota(self, M, n):
+            return -(-2 * M // n)
+
+        def closed(self, counts, M, n):
+            return int(np.sum(counts)) >= M
+
+    with pytest.raises(ConfigError, match="must be one of rennala, malenia, allreduce"):
+        load_config(None, ["algo.name=nigt", "algo.aggregation=capped"])
+    aggregation.register_rule(Capped())
+    assert load_config(None, ["algo.name=nigt", "algo.aggregation=capped"]).algo.aggregation == "capped"
+    gate = LocalGate("capped", 2, [0, 1])
+    gate.begin(4)
+    assert [gate.offer(0) for _ in range(5)] == [True] * 4 + [False]  # the fast actor stops at 2M/n = 4 ...
+    gate.begin(6)
+    assert [gate.offer(0) for _ in range(6)] == [True] * 6 and gate.closed()  # ... of a round of M = 6
+    out = simulate("capped", np.zeros(1), gaussian_target_grad([1.0, 1.0]), [1.0, 10.0], rounds=5, M=8)
+    assert out["accepted"][0] == 5 * 8  # the slow actor never finishes one in time: the fast one gives all 8
+    out = simulate("capped", np.zeros(1), gaussian_target_grad([1.0, 1.0]), [1.0, 3.0], rounds=5, M=8)
+    assert out["accepted"].sum() == 40 and out["accepted"][1] > 0
+    with pytest.raises(ValueError, match="already registered"):
+        aggregation.register_rule(type("Other", (Capped,), {})())
+    with pytest.raises(ValueError, match="unknown aggregation rule 'nope'"):
+        aggregation.get("nope")
+
+
 def test_round_drops_stale_and_late_gradients():
     rnd = Round("rennala", 2, 1, LocalGate("rennala", 2, [0, 1]))
     rnd.begin(5, 2)
