@@ -75,38 +75,64 @@ def resume_actor(hello: dict, sampler) -> None:
 
 
 
-class RolloutActor(ActorWork):
+class UnrollActor(ActorWork):
+    """What both rollout flows' actors share: the sampler and trajectory file of its plan, a ring of ``buffers``
+    unroll records whose sends may be pending, and the goodbye (pending sends taken, files and envs closed)."""
+
+    def __init__(self, ctx, buffers: int, league=None):
+        layout = ctx.layout
+        self.ctx, self.world, self.rank = ctx, ctx.world, ctx.rank
+        self.idx = layout.actor_index(ctx.rank)
+        self.learner = layout.learner_of(self.idx)
+        self.sampler, self.traj = make_sampler(actor_plan(ctx, self.idx), league)
+        self.ring = [self.sampler.spec.alloc() for _ in range(buffers)]
+        self.sends: List = [None] * buffers
+        self.timeout = ctx.cfg.runtime.timeout_s
+        self.sent = self.slot = 0
+        self.req = None  # the posted receive of the next weights
+
+    def wait_sent(self, slot: int) -> None:
+        """Until the learner took the unroll last sent from buffer ``slot`` (bounded)."""
+        if self.sends[slot] is not None:
+            protocol.wait_buffer(self.sends[slot], self.timeout, f"learner rank {self.learner} to take an unroll")
+            self.sends[slot] = None
+
+    def goodbye(self):
+        for slot in range(len(self.sends)):  # the learner drains what is still on the way
+            self.wait_sent(slot)
+        discarded = int((self.sampler.in_flight() > 0).sum())
+        if self.traj is not None:
+            self.traj.close()
+        self.sampler.venv.close()
+        return {"sent": self.sent, "discarded": discarded}
+
+
+class RolloutActor(UnrollActor):
     """The synchronous flow's actor: waits for the version its next unroll must be made with (one ahead with
     ``actors.overlap``: two send buffers), collects one unroll and sends it; in league mode it also reports results
     and takes its next opponents."""
 
     def __init__(self, ctx):
         cfg, layout = ctx.cfg, ctx.layout
-        self.ctx, self.cfg, self.world, self.rank = ctx, cfg, ctx.world, ctx.rank
-        self.idx = idx = layout.actor_index(ctx.rank)
-        self.learner = layout.learner_of(idx)
         self.league = None
         make_client = None
         if layout.league:
             from hpcmarl.roles.league import ActorLeague
 
+            idx = layout.actor_index(ctx.rank)
+
             def make_client(policy):
                 self.league = ActorLeague(ctx, idx, policy, actor_seed(cfg.seed + 1, idx, ctx.start_update))
                 return self.league
-        self.sampler, self.traj = make_sampler(actor_plan(ctx, idx), make_client)
         self.overlap = cfg.actors.overlap  # collect the next unroll while the learner updates (two send buffers)
-        self.ring = [self.sampler.spec.alloc() for _ in range(2 if self.overlap else 1)]
-        self.sends = [None] * len(self.ring)
+        super().__init__(ctx, 2 if self.overlap else 1, make_client)
         self.bits = (np.zeros(self.sampler.policy.mask_bytes(), np.uint8) if getattr(cfg.algo, "sparsity", 0) > 0
                      else None)
-        self.timeout = cfg.runtime.timeout_s
         self.t_send = self.t_wait = 0.0
-        self.req = None  # the posted receive of the next weights
         # the learner trains on this session's k-th unroll in its round first + k (first: the version it sent
         # first); that unroll must be made with version >= first + k - lag (lag 1 with actors.overlap, else 0)
         self.lag = 1 if self.overlap else 0
         self.version = self.first = -1
-        self.sent = self.slot = 0
 
     def begin(self, hello):
         self.wrec = weights_spec(hello["n_weights"]).alloc()
@@ -143,9 +169,7 @@ class RolloutActor(ActorWork):
     def work(self):
         slot, sends = self.slot, self.sends
         urec = self.ring[slot]
-        if sends[slot] is not None:  # overlap: this buffer's previous send must have been taken
-            protocol.wait_buffer(sends[slot], self.timeout, f"learner rank {self.learner} to take an unroll")
-            sends[slot] = None
+        self.wait_sent(slot)  # overlap: this buffer's previous send must have been taken
         self.sampler.collect(urec)
         meta = urec["meta"]
         meta[M["actor"]] = self.idx
@@ -164,40 +188,24 @@ class RolloutActor(ActorWork):
             self.slot ^= 1
             return
         t1 = time.perf_counter()
-        protocol.wait_buffer(sends[slot], self.timeout, f"learner rank {self.learner} to take an unroll")
-        sends[slot] = None
+        self.wait_sent(slot)
         self.t_send = time.perf_counter() - t1  # reported with the next unroll
 
     def goodbye(self):
-        for r in self.sends:  # overlap: the learner drains what is still on the way
-            if r is not None:
-                protocol.wait_buffer(r, self.timeout, f"learner rank {self.learner} to take an unroll")
-        discarded = int((self.sampler.in_flight() > 0).sum())
-        if self.traj is not None:
-            self.traj.close()
-        self.sampler.venv.close()
+        bye = super().goodbye()
         if self.league is not None:
             self.league.bye()
-        return {"discarded": discarded, "sent": self.sent}
+        return bye
 
 
-class AsyncActor(ActorWork):
+class AsyncActor(UnrollActor):
     """The asynchronous flow's actor (MA-Trace): never waits for the learner; between unrolls it takes every
     weights message that arrived (the latest version wins) and sends from one of two buffers, waiting only when both
     sends are pending (the learner's queue is full: back-pressure)."""
 
     def __init__(self, ctx):
-        layout = ctx.layout
-        self.ctx, self.world, self.rank = ctx, ctx.world, ctx.rank
-        self.idx = layout.actor_index(ctx.rank)
-        self.learner = layout.learner_of(self.idx)
-        self.sampler, self.traj = make_sampler(actor_plan(ctx, self.idx))
+        super().__init__(ctx, 2)
         self.wrec = weights_spec(sum(p.numel() for p in self.sampler.policy.params)).alloc()
-        self.ring = [self.sampler.spec.alloc() for _ in range(2)]
-        self.sends: List = [None, None]
-        self.timeout = ctx.cfg.runtime.timeout_s
-        self.sent = self.slot = 0
-        self.req = None
 
     def begin(self, hello):
         if hello.get("rng") is not None:
@@ -224,8 +232,7 @@ class AsyncActor(ActorWork):
         faults.at(self.rank, self.sent)  # (its unroll count: the versions it holds may skip a number)
         slot = self.slot
         t0 = time.perf_counter()
-        if self.sends[slot] is not None:  # both sends pending: the learner's queue is full (back-pressure)
-            protocol.wait_buffer(self.sends[slot], self.timeout, f"learner rank {self.learner} to take an unroll")
+        self.wait_sent(slot)  # both sends pending: the learner's queue is full (back-pressure)
         t_wait = time.perf_counter() - t0
         urec = self.ring[slot]
         self.sampler.collect(urec)
@@ -238,16 +245,6 @@ class AsyncActor(ActorWork):
             self.traj.add_unroll(urec, urec["env_done"], int(meta[M["version"]]))
         self.sent += 1
         self.slot ^= 1
-
-    def goodbye(self):
-        for r in self.sends:  # the learner drains what we sent
-            if r is not None:
-                protocol.wait_buffer(r, self.timeout, f"learner rank {self.learner} to take an unroll")
-        discarded = int((self.sampler.in_flight() > 0).sum())
-        if self.traj is not None:
-            self.traj.close()
-        self.sampler.venv.close()
-        return {"sent": self.sent, "discarded": discarded}
 
 
 class GradientActor(ActorWork):
