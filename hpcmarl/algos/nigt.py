@@ -1,8 +1,8 @@
 """NIGT policy gradient with Rennala / Malenia / synchronous aggregation (docs/algorithms/nigt.md).
 
-Pure compute, no MPI: the trajectory gradient estimator, the NIGT state, the per-round aggregation
-rules and an event-queue simulator of workers with given compute times (used by the tests and as a
-cheap reference). The MPI shells live in :mod:`hpcmarl.roles.gradients`.
+Pure compute, no MPI: the trajectory gradient estimator, the NIGT state, a round's bookkeeping under an
+aggregation rule (the rules: :mod:`hpcmarl.algos.aggregation`) and an event-queue simulator of workers with given
+compute times (used by the tests and as a cheap reference). The MPI shells live in :mod:`hpcmarl.roles.gradients`.
 
 Notation (ascent):
     round 0:   d_0 = Aggregate(theta_0, M_init);  theta_1 = theta_0 + alpha d_0 / ||d_0||
@@ -156,16 +156,6 @@ class NIGT:
 # --------------------------------------------------------------------------------------------------
 # a round under an aggregation rule (hpcmarl.algos.aggregation: the rule objects)
 # --------------------------------------------------------------------------------------------------
-def quota(rule: Union[str, Rule], M: int, n_actors: int) -> int:
-    """Gradients each actor computes per round under ``rule`` (0: no limit)."""
-    return aggregation.get(rule).quota(M, n_actors)
-
-
-def round_closed(rule: Union[str, Rule], counts: np.ndarray, M: int, n_actors: int) -> bool:
-    """The closing rule on the per-actor counts of accepted gradients (all actors of the run)."""
-    return aggregation.get(rule).closed(counts, M, n_actors)
-
-
 class Aggregator:
     """One learner's share of a round: sums (per actor for a ``per_actor`` rule: Malenia) of accepted gradients.
 
@@ -268,14 +258,15 @@ def simulate(kind: Union[str, Rule], theta0: np.ndarray,
     rng = np.random.default_rng(seed)
     n = len(times)
     nigt = NIGT(theta0, lr, momentum)
-    rnd = Round(kind, n, np.asarray(theta0).size, LocalGate(kind, n, range(n)))
+    rule = aggregation.get(kind)
+    rnd = Round(rule, n, np.asarray(theta0).size, LocalGate(rule, n, range(n)))
     now = 0.0
     accepted = np.zeros(n, np.int64)
     for _ in range(rounds):
         m = M_init if (nigt.round == 0 and M_init) else M
         x = nigt.query_point()
         rnd.begin(nigt.round, m)
-        q = quota(kind, m, n)
+        q = rule.quota(m, n)
         heap = [(now + times[i], i) for i in range(n)]
         heapq.heapify(heap)
         while not rnd.closed():

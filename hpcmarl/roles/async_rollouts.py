@@ -32,7 +32,7 @@ from hpcmarl.comm.spec import META_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
 from hpcmarl.roles.actor_work import AsyncActor, run_actor
 from hpcmarl.roles.common import actor_plan
-from hpcmarl.roles.loop import Flow, Round, run_learner
+from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
 M = META_INDEX
@@ -254,7 +254,7 @@ class UnrollQueue:
             self.items.clear()
 
 
-class AsyncFlow(Flow):
+class AsyncFlow(LearnerSide):
     """The asynchronous rollout flow in the learner loop: one round = ``algo.batch_unrolls`` unrolls from the
     queue -> one update (new weights pushed every ``algo.push_every`` updates, before the vote)."""
 

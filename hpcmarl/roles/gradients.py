@@ -33,7 +33,7 @@ from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
 from hpcmarl.roles import loop
 from hpcmarl.roles.actor_work import GradientActor, run_actor
 from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink
-from hpcmarl.roles.loop import Flow, run_learner
+from hpcmarl.roles.loop import LearnerSide, run_learner
 from hpcmarl.sampler import sleep_for
 
 G = GRAD_INDEX
@@ -49,7 +49,7 @@ def actor_main(ctx) -> None:
 # --------------------------------------------------------------------------------------------------
 # learner
 # --------------------------------------------------------------------------------------------------
-class GradientFlow(Flow):
+class GradientFlow(LearnerSide):
     """The gradient flow in the learner loop: one round = one NIGT round (gradients computed at the query point
     x_t accepted until the round closes -> one all-reduce -> one NIGT step)."""
 

@@ -1,6 +1,6 @@
 """The learner loop, written once: resume, startup agreement, hello, the stop vote, progress and metrics,
 checkpoints, preemption and shutdown. A data flow (synchronous rollouts, asynchronous rollouts, gradients)
-plugs in as a :class:`Flow`; the loop never looks inside one (the actor loop: :mod:`hpcmarl.roles.actor_work`).
+plugs in as a :class:`LearnerSide`; the loop never looks inside one (the actor loop: :mod:`hpcmarl.roles.actor_work`).
 
 Per round::
 
@@ -39,7 +39,7 @@ class Round:
     discarded: int = 0  # episodes abandoned during the round (gradients flow)
 
 
-class Flow:
+class LearnerSide:
     """A data flow as the learner loop sees it. Subclasses set ``groups``, ``ctrl`` (the collective over every
     learner that carries counters, votes and run.h5 rows), ``version`` (what fault injection and checkpoints
     name), and may set ``tables`` (further run.h5 tables) and ``banner`` (said after the run directory)."""
@@ -101,7 +101,7 @@ class Flow:
         pass
 
 
-def run_learner(ctx, flow: Flow) -> None:
+def run_learner(ctx, flow: LearnerSide) -> None:
     attrs = None
     if ctx.resume_path:
         arrays, attrs = storage.load_checkpoint(ctx.resume_path, bounded=False)

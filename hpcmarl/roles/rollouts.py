@@ -21,7 +21,7 @@ from hpcmarl.comm.spec import WEIGHT_INDEX, Record, unroll_spec, weights_spec
 from hpcmarl.models import checksum
 from hpcmarl.roles.actor_work import RolloutActor, resume_actor, run_actor
 from hpcmarl.roles.common import ACTOR_TIMERS, M, actor_plan
-from hpcmarl.roles.loop import Flow, Round, run_learner
+from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
 
@@ -172,7 +172,7 @@ class Solo:
         return False
 
 
-class RolloutFlow(Flow):
+class RolloutFlow(LearnerSide):
     """The synchronous rollout flow in the learner loop: one round = every actor's unroll made with
     ``version`` -> one update -> version + 1. ``groups``: the learner-group hooks (:class:`Solo`, or
     :class:`hpcmarl.roles.league.LearnerLeague` in league mode)."""

@@ -13,7 +13,6 @@ from hpcmarl.algos.nigt import (
     discounted_reward_to_go,
     gaussian_target_grad,
     malenia_closed,
-    quota,
     simulate,
     trajectory_gradients,
 )
@@ -132,7 +131,9 @@ def test_malenia_rule():
     assert malenia_closed([2, 2], 4)  # harmonic mean 2 = M / n
     assert not malenia_closed([20, 1], 4)  # harmonic mean 1.9 < 2
     assert malenia_closed([1, 1, 1], 3)
-    assert quota("allreduce", 10, 4) == 3 and quota("rennala", 10, 4) == 0
+    from hpcmarl.algos import aggregation
+
+    assert aggregation.get("allreduce").quota(10, 4) == 3 and aggregation.get("rennala").quota(10, 4) == 0
 
 
 def test_malenia_weights_each_actor_one_over_n_and_rennala_pools():
