@@ -2,7 +2,7 @@
 
 A :class:`Flow` names the role module that runs it (its ``learner_main(ctx)`` and ``actor_main(ctx)``, imported by
 :mod:`hpcmarl.launch` when a run uses the flow; the path comes from code, never from a config file) and carries its
-capabilities. Config validation, algorithm registration, pre-flight and the sizing model ask the flow object; no
+capabilities. Config validation, algorithm registration, launch and the sizing model ask the flow object; no
 module outside this one tests a flow's name (tests/unit/test_layout.py checks it). Built-in flows
 (docs/concepts/architecture.md#data-flows)::
 
