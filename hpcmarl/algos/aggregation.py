@@ -47,6 +47,11 @@ class Rule:
         """The round has all it needs."""
         raise NotImplementedError
 
+    def accepts(self, counts: np.ndarray, count: int, M: int, n: int) -> bool:
+        """One more gradient from an actor with ``count`` accepted this round is taken: the round (judged on
+        ``counts``) is still open and the actor below its quota."""
+        return not self.closed(counts, M, n) and self.room(count, M, n)
+
     def combine(self, total: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
         """The round's gradient estimate from the learners' reduced sums ``total`` and per-actor counts."""
         return total / max(1, int(np.sum(counts)))

@@ -207,7 +207,7 @@ class LocalGate:
 
     def offer(self, actor: int) -> bool:
         """Take a ticket for one gradient of ``actor``; False = the round has no room for it."""
-        if self.closed() or not self.rule.room(self.counts[actor], self.M, self.n):
+        if not self.rule.accepts(self.counts[self.mine], self.counts[actor], self.M, self.n):
             return False
         self.counts[actor] += 1
         return True

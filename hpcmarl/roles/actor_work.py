@@ -208,8 +208,7 @@ class AsyncActor(UnrollActor):
         self.wrec = weights_spec(sum(p.numel() for p in self.sampler.policy.params)).alloc()
 
     def begin(self, hello):
-        if hello.get("rng") is not None:
-            torch.set_rng_state(torch.from_numpy(np.asarray(hello["rng"], np.uint8)))
+        resume_actor(hello, self.sampler)
         self.req = protocol.post_recv_weights(self.world, self.learner, self.wrec)
         protocol.wait_buffer(self.req, self.timeout, f"the first weights from learner rank {self.learner}")
         self.last_weights = time.monotonic()

@@ -23,14 +23,13 @@ import time
 from typing import Optional
 
 import numpy as np
-import torch
 
 from hpcmarl.actors import make_sampler
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import META_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.actor_work import AsyncActor, run_actor
+from hpcmarl.roles.actor_work import AsyncActor, resume_actor, run_actor
 from hpcmarl.roles.common import actor_plan
 from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
@@ -124,8 +123,7 @@ class LocalAsyncLink:
         self.received = 0
 
     def hello(self, info: dict):
-        if info.get("rng") is not None:
-            torch.set_rng_state(torch.from_numpy(np.asarray(info["rng"], np.uint8)))
+        resume_actor(info, self.sampler)
 
     def post(self, rec) -> None:
         self.posted = rec

@@ -170,7 +170,7 @@ class CounterGate:
                 c[:] = 0
                 self.counted_round = seq
             ok = 0
-            if op == self.OFFER and not rule.closed(c, M, n) and rule.room(c[actor], M, n):
+            if op == self.OFFER and rule.accepts(c, c[actor], M, n):
                 ok = 1
                 c[actor] += 1
             closed = rule.closed(c, M, n)

@@ -176,7 +176,7 @@ class GradientFlow(LearnerSide):
         self.dropped_tot += dropped
         row = {"round": rnd, "lag_mean": 0.0, "lag_max": 0.0, "round_time": small["round_time"] / coll.size,
                "time/allreduce": coll.t_allreduce, "time/update": t_update, "grads/accepted": int(counts.sum()),
-               "grads/dropped": int(small["dropped"].sum()), "grads/abandoned": int(small["abandoned"]),
+               "grads/dropped": int(dropped.sum()), "grads/abandoned": int(small["abandoned"]),
                "grad_norm": float(np.linalg.norm(g)), "direction_norm": d_norm}
         for i in range(n):
             row[f"grads/actor-{i:05d}/accepted"] = int(self.accepted_tot[i])  # cumulative
