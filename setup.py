@@ -42,6 +42,8 @@ setup(
         # tools/bootstrap.sh also installs marl-eval (id-marl-eval, --no-deps: its pins do not install on 3.11)
         # (pandas < 3: rliable 1.2 needs arch < 8, whose import fails under pandas 3)
         "stats": ["rliable>=1.0", "colorama", "pandas<3"],
+        # tools/bench_exploitability.py --openspiel: OpenSpiel's PyTorch NFSP imports dm-tree
+        "reference": ["dm-tree>=0.1.8"],
     },
     entry_points={"console_scripts": ["hpcmarl=hpcmarl.__main__:main"]},
 )

@@ -64,6 +64,16 @@ def launch(np_, config, overrides, timeout, log_path=None, cluster=None, nodes=0
     return time.monotonic() - t0
 
 
+def trained_steps(run_dir):
+    """The env steps a run directory's ``run.h5`` has logged (-1: no run there yet)."""
+    from hpcmarl.storage import Run
+
+    if not os.path.exists(os.path.join(run_dir, "run.h5")):
+        return -1
+    steps = Run(run_dir).metrics().get("env_steps")
+    return int(steps[-1]) if steps is not None and len(steps) else 0
+
+
 def random_return(name, episodes):
     """Mean return (summed over agents) of uniformly random actions over ``episodes`` episodes."""
     from hpcmarl.envs import make_parallel_env

@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, launch, parse_arm_spec, parse_steps, record
+from _common import ROOT, launch, parse_arm_spec, parse_steps, record, trained_steps
 
 # name -> (config, ranks, overrides): the layouts the targets of issue 16 are stated for
 ARMS = {
@@ -122,16 +122,6 @@ def is_smax(arm) -> bool:
     names = [o.split("=", 1)[1] for o in overrides if o.startswith("env.name=")]
     return "SMAX" in (names[-1] if names else
                       str(yaml.safe_load(open(os.path.join(ROOT, "configs", config)))["env"]["name"]))
-
-
-def trained_steps(run_dir):
-    """The env steps a run directory's ``run.h5`` has logged (-1: no run there yet)."""
-    from hpcmarl.storage import Run
-
-    if not os.path.exists(os.path.join(run_dir, "run.h5")):
-        return -1
-    steps = Run(run_dir).metrics().get("env_steps")
-    return int(steps[-1]) if steps is not None and len(steps) else 0
 
 
 def on_map(label, arm, a):
