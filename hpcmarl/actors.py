@@ -12,12 +12,11 @@ from typing import Callable, Optional
 import torch
 
 from hpcmarl import storage
-from hpcmarl.algos.base import rnn_hidden, uses_state
+from hpcmarl.algos.base import make_inference, rnn_hidden, uses_state
 from hpcmarl.algos.nigt import trajectory_gradients
 from hpcmarl.comm.spec import GRAD_INDEX, unroll_spec
 from hpcmarl.config import Config, delay_factors
 from hpcmarl.envs import BatchedEnv, make_batched_env
-from hpcmarl.models import make_inference
 from hpcmarl.sampler import Sampler, TrajectoryCollector
 
 G = GRAD_INDEX

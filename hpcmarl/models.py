@@ -412,13 +412,6 @@ class Inference:
         return actions, logps
 
 
-def make_inference(spec: EnvSpec, algo) -> Inference:
-    """The actor-side policy of ``algo.name`` (the algorithm registry's ``inference``)."""
-    from hpcmarl.algos import base
-
-    return base.get(algo.name).make_inference(spec, algo)
-
-
 def policy_inference(spec: EnvSpec, algo) -> Inference:
     """Policy networks of ``algo.hidden`` x ``algo.layers`` (``algo.encoder`` if it has one; a GRU policy with
     ``algo.recurrent``; agent ids in the input with ``algo.agent_id``; ``algo.activation``; Gaussian heads as

@@ -68,9 +68,7 @@ RESUME_FREE = ("train.", "output.", "runtime.", "fresh", "run_dir")  # run contr
 
 def config_changes(old_yaml: str, cfg: Config) -> list:
     """``key: old -> new`` for every config key (run control left out) that differs from the checkpoint's config."""
-    from hpcmarl.analysis.compare import ABSENT
-    from hpcmarl.analysis.export import flatten_config
-    from hpcmarl.typedconfig import to_dict
+    from hpcmarl.typedconfig import ABSENT, flatten_config, to_dict
 
     try:
         old = flatten_config(safe_yaml(old_yaml, "the checkpoint's config") or {})

@@ -1,9 +1,17 @@
-"""Fakes whose state is observable, for tests (registered as the ``counting_v0`` environment)."""
+"""Test environments whose state is observable: ``counting_v0``, ``matrix_v0``, ``target_v0`` (no MPI).
+
+They are not in the production registry: importing this module registers them. The test suite imports it
+(``tests/conftest.py``); a run on them names it as a plugin, so that every rank registers them too::
+
+    hpcmarl train configs/test_tiny.yaml plugins=[hpcmarl.testing] env.name=counting_v0
+"""
 from __future__ import annotations
 
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
+
+from hpcmarl.envs.registry import register_env
 
 
 class _FakeEnv(ParallelEnv):
@@ -143,3 +151,12 @@ class MatrixEnv(_FakeEnv):
 
 def matrix_env(**kwargs):
     return MatrixEnv(**kwargs)
+
+
+# registered on import (every rank of a run whose config lists this module in `plugins`)
+register_env("counting_v0", "hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
+             description="test fake: observation is the step index")
+register_env("matrix_v0", "hpcmarl.testing:matrix_env", {"agent": ["agent_*"]}, {"max_cycles": 3},
+             "test task: repeated cooperative 3x3 matrix game (optional action masks)")
+register_env("target_v0", "hpcmarl.testing:target_env", {"agent": ["agent_*"]},
+             description="test task: one continuous step, reward -(a - target)^2")

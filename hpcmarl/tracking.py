@@ -134,7 +134,7 @@ class _MLflow:
             logging.getLogger(lg).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
-        from hpcmarl.analysis.export import flatten_config
+        from hpcmarl.typedconfig import flatten_config
 
         uri = mlflow_uri(cfg.output.mlflow_uri, run_dir)
         if uri.startswith("sqlite:///"):

@@ -3,7 +3,7 @@
 A checkpoint's stored config (``env.name``, ``plugins``), a pool snapshot's ``env`` attribute, ``run.h5`` attributes
 and the gymnasium ``task`` of LBF/RWARE are data: a file could name any module (``subprocess:getoutput``), and
 importing or calling it would run code. So every import of user code asks this module first (the choke point:
-:func:`require`, called by :func:`hpcmarl.algos.base.import_user_module`, by
+:func:`require`, called by :func:`import_user_module`, by
 :func:`hpcmarl.envs.registry.make_env` before an unregistered env's module is imported, and by the LBF/RWARE adapters
 before ``gym.make`` sees a ``module:EnvId`` id). An import is allowed when the person named it:
 
@@ -22,7 +22,10 @@ Registered environments (:data:`hpcmarl.envs.REGISTRY`), batched simulators' env
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import re
+import sys
 from typing import Iterable, Iterator, List, Optional, Set
 
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -138,3 +141,14 @@ def config_imports(data: dict) -> List[str]:
         if isinstance(kw, dict) and isinstance(kw.get("task"), str) and ":" in kw["task"]:
             out.append(kw["task"])
     return out
+
+
+def import_user_module(name: str):
+    """Import a user's module (an env factory, an algorithm plug-in) by dotted name; the working directory is on the
+    path, as ``python -m`` would have it, so a module beside the run is found under ``mpirun`` too. Only a module the
+    person named (:mod:`hpcmarl.trust`: their config file, ``--plugins``/``--env-import``) is imported; any other
+    raises :class:`NotAllowed` before anything is imported."""
+    require(name, "plugin")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(name)

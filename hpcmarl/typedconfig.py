@@ -234,3 +234,21 @@ def check(cond: bool, key: str, msg: str):
     """Raise :class:`ConfigError` naming ``key`` unless ``cond`` (for algorithm configs' ``validate`` too)."""
     if not cond:
         raise ConfigError(f"config key '{key}': {msg}")
+
+
+ABSENT = "<absent>"  # a key that one of two compared configs does not have
+
+
+def flatten_config(cfg, prefix: str = "") -> Dict[str, object]:
+    """Nested config dict -> ``{"algo.lr": 0.0005, ...}``; empty dicts and lists are leaf values."""
+    out: Dict[str, object] = {}
+    if isinstance(cfg, dict) and cfg:
+        for k, v in cfg.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten_config(v, key))
+            else:
+                out[key] = v
+    elif prefix:
+        out[prefix] = cfg
+    return out

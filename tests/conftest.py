@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+import hpcmarl.testing  # noqa: F401  (registers the test envs counting_v0, matrix_v0, target_v0 in this process)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def jax_compilation_cache(tmp_path_factory):

@@ -10,6 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 HPCMARL = [PY, "-m", "hpcmarl.cli"]
+# the counting fake (hpcmarl/testing.py, not in the production registry): every rank imports its module as a plugin
+COUNTING = ["plugins=[hpcmarl.testing]", "env.name=counting_v0"]
 
 
 def mpi_env(extra=None):

@@ -51,11 +51,11 @@ def train_best_response(cfg, files, weights, meter, target, updates: int, envs: 
     against ``target`` at ``points`` evenly spaced updates."""
     import torch
 
-    from hpcmarl.algos.base import get
+    from hpcmarl.algos.base import get, make_inference
     from hpcmarl.comm.spec import unroll_spec
     from hpcmarl.league.pool import PolicyBank, read_policy
     from hpcmarl.league.seats import SeatVecEnv
-    from hpcmarl.models import assign_flat, make_inference
+    from hpcmarl.models import assign_flat
     from hpcmarl.sampler import Sampler
 
     torch.set_num_threads(1)  # as on an actor and a learner (learner.threads): small networks, no thread contention

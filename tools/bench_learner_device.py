@@ -39,9 +39,9 @@ ARMS = [  # the shipped configs' learners; smax_mappo's network and batch on sim
 def collect(cfg, n: int):
     """``n`` unroll records of the config's env, made by its actor-side policy at initialisation."""
     from hpcmarl.algos import base as algos
+    from hpcmarl.algos.base import make_inference
     from hpcmarl.comm.spec import unroll_spec
     from hpcmarl.envs import make_batched_env
-    from hpcmarl.models import make_inference
     from hpcmarl.sampler import Sampler
 
     venv = make_batched_env(cfg.env.name, cfg.env.num_envs, cfg.seed, cfg.env.kwargs,

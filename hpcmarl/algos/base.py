@@ -18,8 +18,6 @@ checkpoint's, by ``hpcmarl evaluate``) imports it only when the person names it 
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Union, runtime_checkable
 
@@ -154,17 +152,10 @@ def rnn_hidden(cfg) -> int:
     return int(cfg.hidden) if getattr(cfg, "recurrent", False) else 0
 
 
-def import_user_module(name: str):
-    """Import a user's module (an env factory, an algorithm plug-in) by dotted name; the working directory is on the
-    path, as ``python -m`` would have it, so a module beside the run is found under ``mpirun`` too. Only a module the
-    person named (:mod:`hpcmarl.trust`: their config file, ``--plugins``/``--env-import``) is imported; any other
-    raises :class:`hpcmarl.trust.NotAllowed` before anything is imported."""
-    from hpcmarl import trust
-
-    trust.require(name, "plugin")
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    return importlib.import_module(name)
+def make_inference(spec, algo):
+    """The actor-side policy (:class:`hpcmarl.models.Inference`) of ``algo.name``: its registered
+    ``make_inference``."""
+    return get(algo.name).make_inference(spec, algo)
 
 
 def load_plugins(modules: List[str]) -> None:
@@ -175,7 +166,7 @@ def load_plugins(modules: List[str]) -> None:
         trust.require(m, "plugin")  # every module is checked before the first one is imported
     for m in modules:
         try:
-            import_user_module(m)
+            trust.import_user_module(m)
         except trust.NotAllowed:
             raise
         except Exception as e:

@@ -13,8 +13,7 @@ import numpy as np
 from hpcmarl.analysis.export import RunData, check_file, load_run
 from hpcmarl.analysis.summary import run_summary
 from hpcmarl.storage import Run, StorageError
-
-ABSENT = "<absent>"  # a key that one run's config does not have
+from hpcmarl.typedconfig import ABSENT
 
 
 def _same(a, b) -> bool:

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from hpcmarl import trust
+from hpcmarl.algos.base import make_inference
 from hpcmarl.config import from_dict
 from hpcmarl.envs import VecEnv, is_batched, make_batched_env, probe_spec
-from hpcmarl.models import Inference, make_inference
+from hpcmarl.models import Inference
 from hpcmarl.storage import StorageError, latest_checkpoint, load_checkpoint
 from hpcmarl.typedconfig import safe_yaml
 

@@ -26,6 +26,7 @@ import numpy as np
 from hpcmarl.analysis.marleval import env_family, marl_eval_data  # noqa: F401  (re-exported)
 from hpcmarl.storage import KIND_TRAJ, Run, StorageError, check_file, open_read, read_table
 from hpcmarl.storage.files import check_read
+from hpcmarl.typedconfig import flatten_config
 
 
 # --------------------------------------------------------------------------------------------------
@@ -38,21 +39,6 @@ def _first_line(e: BaseException) -> str:
 
 def _decode(v):
     return v.decode() if isinstance(v, bytes) else v
-
-
-def flatten_config(cfg, prefix: str = "") -> Dict[str, object]:
-    """Nested config dict -> ``{"algo.lr": 0.0005, ...}``; empty dicts and lists are leaf values."""
-    out: Dict[str, object] = {}
-    if isinstance(cfg, dict) and cfg:
-        for k, v in cfg.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict) and v:
-                out.update(flatten_config(v, key))
-            else:
-                out[key] = v
-    elif prefix:
-        out[prefix] = cfg
-    return out
 
 
 @dataclass

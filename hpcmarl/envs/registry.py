@@ -66,12 +66,6 @@ REGISTRY: Dict[str, EnvEntry] = {
                       install="pip install rware==2.0.0"),
     "pursuit_v5": EnvEntry("pettingzoo.sisl.pursuit_v5:parallel_env", {"pursuer": ["pursuer_*"]},
                            {"max_cycles": 500}, "SISL pursuit: 8 pursuers, 7x7x3 local views"),
-    "counting_v0": EnvEntry("hpcmarl.testing:counting_env", {"agent": ["agent_*"]},
-                            {}, "test fake: observation is the step index"),
-    "matrix_v0": EnvEntry("hpcmarl.testing:matrix_env", {"agent": ["agent_*"]}, {"max_cycles": 3},
-                          "test task: repeated cooperative 3x3 matrix game (optional action masks)"),
-    "target_v0": EnvEntry("hpcmarl.testing:target_env", {"agent": ["agent_*"]},
-                          {}, "test task: one continuous step, reward -(a - target)^2"),
 }
 BUILTIN_ENVS = frozenset(REGISTRY)  # register_env replaces none of these unless told
 
@@ -135,12 +129,11 @@ def _load_factory(name: str, entry: Optional[EnvEntry]) -> Callable:
     if not mod or not attr:
         raise EnvError(f"env.name {name!r}: expected a registered name or 'module:callable'")
     from hpcmarl import trust
-    from hpcmarl.algos.base import import_user_module
 
     trust.require(name, "env")  # nothing imported or called unless the person named it (NotAllowed, one line)
 
     try:
-        module = import_user_module(mod)
+        module = trust.import_user_module(mod)
     except trust.NotAllowed:
         raise
     except Exception as e:

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from hpcmarl.algos import aggregation
+from hpcmarl.algos.base import make_inference
 from hpcmarl.algos.nigt import NIGT, LocalGate, Round
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import GRAD_INDEX, WEIGHT_INDEX, gradient_spec, weights_spec
-from hpcmarl.models import assign_flat, checksum, flat_params, make_inference
+from hpcmarl.models import assign_flat, checksum, flat_params
 from hpcmarl.roles import loop
 from hpcmarl.roles.actor_work import GradientActor, run_actor
 from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hpcmarl import faults
+from hpcmarl.algos.base import make_inference
 from hpcmarl.comm import protocol
 from hpcmarl.comm.protocol import Tag
 from hpcmarl.envs import EnvSpec, make_env
@@ -30,7 +31,6 @@ from hpcmarl.league.matchmaking import OUTCOME_INDEX
 from hpcmarl.league.pool import BASELINE_NAMES, RANDOM, PolicyBank, aec_player, baseline_player
 from hpcmarl.league.seats import SELF, SeatGames, league_spec
 from hpcmarl.league.server import League
-from hpcmarl.models import make_inference
 
 EVAL_SEED = 1_000_000  # evaluation game i of every matchup resets the env with EVAL_SEED + i
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from launch import HPCMARL, ROOT, mpi_env, mpirun, requires_mpirun
+from launch import COUNTING, HPCMARL, ROOT, mpi_env, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun, pytest.mark.mpi]
 
@@ -154,7 +154,7 @@ def test_resume_hello_of_4096_env_copies(tmp_path):
     from hpcmarl.storage import load_checkpoint
 
     run = str(tmp_path / "run")
-    args = ["train", "configs/test_tiny.yaml", "env.name=counting_v0", "env.num_envs=4096", "algo.unroll_length=2",
+    args = ["train", "configs/test_tiny.yaml", *COUNTING, "env.num_envs=4096", "algo.unroll_length=2",
             "train.total_env_steps=100000000", "output.checkpoint_every=1", "output.trajectories=false",
             "runtime.timeout_s=30", f"run_dir={run}"]
     p = mpirun(2, args + ["train.max_updates=2"], timeout=300)

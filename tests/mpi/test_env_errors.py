@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from launch import hpcmarl, mpirun, requires_mpirun
+from launch import COUNTING, hpcmarl, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun, pytest.mark.mpi]
 
-BASE = ["env.name=counting_v0", "env.num_envs=2", "algo.hidden=8", "output.progress_s=5", "runtime.timeout_s=60",
+BASE = [*COUNTING, "env.num_envs=2", "algo.hidden=8", "output.progress_s=5", "runtime.timeout_s=60",
         "env.kwargs.max_cycles=5"]
 FLOWS = {
     "rollouts": ["configs/test_tiny.yaml", "algo.unroll_length=5"],

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from launch import hpcmarl, mpirun, requires_mpirun
+from launch import COUNTING, hpcmarl, mpirun, requires_mpirun
 
 pytestmark = [requires_mpirun, pytest.mark.mpi]
 
@@ -26,7 +26,7 @@ def test_weights_reach_every_actor(tmp_path, n, learners):
     """counting_v0 + the per-unroll weight checksum: every actor reports the checksum of the exact
     weights of every version (the learner aborts otherwise) and records each version it played."""
     run = tmp_path / "run"
-    p = mpirun(n, ["train", "configs/test_tiny.yaml", f"run_dir={run}", "env.name=counting_v0",
+    p = mpirun(n, ["train", "configs/test_tiny.yaml", f"run_dir={run}", *COUNTING,
                    f"topology.learners={learners}", "train.max_updates=6"] + TINY)
     assert p.returncode == 0, p.stderr[-3000:]
     files = sorted(glob.glob(str(run / "trajectories" / "actor-*.h5")))
@@ -40,7 +40,7 @@ def test_weights_reach_every_actor(tmp_path, n, learners):
 def test_stale_weights_are_detected(tmp_path):
     """An actor that skips loading version 2 must make the job fail, not silently train on it."""
     run = tmp_path / "run"
-    p = mpirun(2, ["train", "configs/test_tiny.yaml", f"run_dir={run}", "env.name=counting_v0",
+    p = mpirun(2, ["train", "configs/test_tiny.yaml", f"run_dir={run}", *COUNTING,
                    "train.max_updates=6"] + TINY, env={"HPCMARL_INJECT_FAULT": "1:stale:2"}, timeout=120)
     assert p.returncode != 0
     assert "expected version 2" in p.stderr
@@ -102,7 +102,7 @@ def test_overlapping_actors_train_on_one_step_stale_unrolls(tmp_path, algo):
     stop drains the unroll still on the way (no hang) and a resumed run continues."""
     run = tmp_path / "run"
     config = "configs/test_tiny.yaml" if algo == "mappo" else "configs/qmix_spread.yaml"
-    args = ["train", config, f"run_dir={run}", "env.name=counting_v0", "topology.learners=2", "actors.overlap=true",
+    args = ["train", config, f"run_dir={run}", *COUNTING, "topology.learners=2", "actors.overlap=true",
             "output.checkpoint_every=4", "train.total_env_steps=100000"] + [a for a in TINY if a != "algo.epochs=2"]
     if algo == "qmix":
         args += ["algo.learning_starts=4", "algo.batch_episodes=4", "algo.episode_limit=5"]

@@ -7,6 +7,7 @@ from typing import List, Optional
 import pytest
 import torch
 
+import hpcmarl.testing  # noqa: F401  (registers the test envs; scripts outside pytest import this module too)
 from hpcmarl.comm.spec import Record, RecordSpec, unroll_spec
 from hpcmarl.envs import VecEnv
 from hpcmarl.models import Inference

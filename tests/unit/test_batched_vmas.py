@@ -215,9 +215,9 @@ def test_nan_aborts_under_abort(monkeypatch):
 
 
 def test_sampler_collects_an_unroll_with_mappo():
+    from hpcmarl.algos.base import make_inference
     from hpcmarl.algos.ppo import PPOConfig
     from hpcmarl.comm.spec import META_INDEX, unroll_spec
-    from hpcmarl.models import make_inference
     from hpcmarl.sampler import Sampler
 
     E, T = 4, 5

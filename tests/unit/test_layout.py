@@ -118,6 +118,49 @@ def test_mpi_and_horovod_stay_in_the_shells():
     assert not {m: v for m, v in bad.items() if v}
 
 
+# lower layers never import higher ones, not even inside a function: {module or package: packages it may not import}
+NO_UPWARD = {
+    "hpcmarl.envs": ("hpcmarl.algos", "hpcmarl.league", "hpcmarl.analysis", "hpcmarl.roles", "hpcmarl.sizing"),
+    "hpcmarl.models": ("hpcmarl.algos", "hpcmarl.league", "hpcmarl.analysis", "hpcmarl.roles"),
+    "hpcmarl.storage": ("hpcmarl.algos", "hpcmarl.league", "hpcmarl.analysis", "hpcmarl.roles"),
+    "hpcmarl.typedconfig": ("hpcmarl.",),
+    "hpcmarl.trust": ("hpcmarl.",),
+    "hpcmarl.preflight": ("hpcmarl.analysis",),
+}
+
+
+def upward_imports(mods) -> dict:
+    """``{module: [imports NO_UPWARD forbids it]}`` over ``{module: (top, every import)}``; and every production
+    module that imports :mod:`hpcmarl.testing` (the test envs are registered by the tests, not by hpcmarl)."""
+    bad = {}
+    for m, (_, every) in mods.items():
+        banned = [b for layer, bans in NO_UPWARD.items() if m == layer or m.startswith(layer + ".") for b in bans]
+        if m != "hpcmarl.testing":
+            banned.append("hpcmarl.testing")
+        prefixes = [b if b.endswith(".") else b + "." for b in banned]
+        found = sorted(i for i in every if i in banned or i.startswith(tuple(prefixes)))
+        if found:
+            bad[m] = found
+    return bad
+
+
+def test_the_upward_scan_finds_upward_imports():
+    mods = {"hpcmarl.envs.x": (set(), {"hpcmarl.algos.base", "numpy"}), "hpcmarl.trust": (set(), {"hpcmarl.config"}),
+            "hpcmarl.algos.y": (set(), {"hpcmarl.testing"}), "hpcmarl.testing": (set(), {"hpcmarl.envs.registry"})}
+    assert upward_imports(mods) == {"hpcmarl.envs.x": ["hpcmarl.algos.base"], "hpcmarl.trust": ["hpcmarl.config"],
+                                    "hpcmarl.algos.y": ["hpcmarl.testing"]}
+
+
+def test_no_upward_imports():
+    """Envs, models and storage know nothing of algorithms, leagues or analysis; the config types and the trust
+    check import nothing of hpcmarl; pre-flight does not reach into analysis; no production module imports the
+    test envs (``hpcmarl.testing``, which tests and a run's ``plugins`` import) and the registry does not name them."""
+    from hpcmarl.envs.registry import BUILTIN_ENVS, REGISTRY
+
+    assert not upward_imports(modules())
+    assert not [n for n in BUILTIN_ENVS if REGISTRY[n].factory.startswith("hpcmarl.testing:")]
+
+
 def calls_of(names):
     """``{module: sorted attribute/function names from ``names`` it calls}`` over hpcmarl/ (ast)."""
     out = {}

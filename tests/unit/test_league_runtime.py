@@ -343,9 +343,10 @@ def test_conv_encoder_on_the_board():
     convolution sees the board as (channels, rows, columns); non-image observations are refused."""
     import torch
 
+    from hpcmarl.algos.base import make_inference
     from hpcmarl.algos.ppo import PPOLearner
     from hpcmarl.league.seats import league_spec
-    from hpcmarl.models import Board, flat_params, make_inference
+    from hpcmarl.models import Board, flat_params
 
     cfg = load_config(None, C4 + ["algo.encoder=conv", "algo.hidden=16", "algo.layers=1"])
     spec = league_spec(cfg, 0)

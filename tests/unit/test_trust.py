@@ -95,7 +95,8 @@ def test_the_users_config_file_names_what_it_imports(tmp_path, marker_module):
 
 
 def test_import_user_module_and_load_plugins_check_first(marker_module):
-    from hpcmarl.algos.base import import_user_module, load_plugins
+    from hpcmarl.algos.base import load_plugins
+    from hpcmarl.trust import import_user_module
 
     name, marker = marker_module
     with pytest.raises(trust.NotAllowed):
