@@ -156,17 +156,31 @@ def prepare(learner, cfg, actors: int, say: Callable[[str], None] = lambda msg: 
     ``train.total_env_steps``, or ``train.max_updates`` where that comes first; ``train.target_return`` and a short
     ``train.max_wall_s`` may end it early)."""
     hook = getattr(learner, "compile_update", None)
-    if hook is None or cfg.learner.compile is False:
-        return False
-    a = cfg.algo
-    per_update = getattr(a, "epochs", 1) * getattr(a, "minibatches", 1)
-    updates = -(-cfg.train.total_env_steps // (a.unroll_length * cfg.env.num_envs * max(1, actors)))
-    if cfg.train.max_updates:
-        updates = min(updates, cfg.train.max_updates)
-    t = cfg.train
-    early = t.target_return is not None or 0 < t.max_wall_s < AUTO_MIN_WALL_S
-    if not wanted(cfg.learner.compile, updates * per_update, early) or not hook():
+    if hook is None or not first_update_compiles(cfg, actors) or not hook():
         return False
     say(f"[hpcmarl] learner update compiled (learner.compile={str(cfg.learner.compile).lower()}, about "
-        f"{updates * per_update:,} gradient steps; the first update compiles it)")
+        f"{grad_steps(cfg, actors)[0]:,} gradient steps; the first update compiles it)")
     return True
+
+
+def grad_steps(cfg, actors: int):
+    """``(gradient steps, may end early)`` of a rollout-flow run: updates from ``train.total_env_steps`` (or
+    ``train.max_updates`` where that comes first) x ``algo.epochs`` x ``algo.minibatches``; it may end early with
+    ``train.target_return`` or a ``train.max_wall_s`` under 10 minutes."""
+    a, t = cfg.algo, cfg.train
+    updates = -(-t.total_env_steps // (a.unroll_length * cfg.env.num_envs * max(1, actors)))
+    if t.max_updates:
+        updates = min(updates, t.max_updates)
+    return (updates * getattr(a, "epochs", 1) * getattr(a, "minibatches", 1),
+            t.target_return is not None or 0 < t.max_wall_s < AUTO_MIN_WALL_S)
+
+
+def first_update_compiles(cfg, actors: int) -> bool:
+    """Whether the learners may compile their update during this session's first update, from the config alone,
+    so that every rank can tell (learners, actors, the league rank): ``learner.compile`` wants it for a flow that
+    sends unrolls. The waits that span that update get the start-up bound (``runtime.startup_timeout_s``) instead
+    of ``runtime.timeout_s``: compiling takes 10-60 s on a CPU, longer than a short ``timeout_s`` (where the
+    algorithm's learner has no compiled form, that one wait is merely bounded more loosely)."""
+    if cfg.learner.compile is False or not getattr(cfg.algo, "unroll_length", 0):
+        return False
+    return wanted(cfg.learner.compile, *grad_steps(cfg, actors))

@@ -142,7 +142,8 @@ class RuntimeConfig:
     """Time limits that turn a hang into an error (the job is aborted with a message naming the rank)."""
 
     timeout_s: float = 300.0  # longest any rank waits on a message before aborting the job
-    startup_timeout_s: float = 600.0  # timeout_s during startup (until every rank agreed that startup succeeded)
+    startup_timeout_s: float = 600.0  # timeout_s during startup (until every rank agreed that startup succeeded), and
+    # for the first update where the learners compile it (learner.compile)
     max_requeues: int = 3  # under Slurm, a job that lost a rank (a node died, froze or was cut off) exits 69 and
     # slurm/step.sh requeues it, this many times per job (SLURM_RESTART_COUNT); then it exits 1
 

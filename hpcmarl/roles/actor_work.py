@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from hpcmarl import faults
+from hpcmarl import compiled, faults
 from hpcmarl.actors import GradientMaker, actor_seed, make_sampler
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, gradient_spec, weights_spec
@@ -133,6 +133,9 @@ class RolloutActor(UnrollActor):
         # first); that unroll must be made with version >= first + k - lag (lag 1 with actors.overlap, else 0)
         self.lag = 1 if self.overlap else 0
         self.version = self.first = -1
+        # the weights of the first update wait for its compilation, under the start-up bound (hpcmarl.compiled)
+        self.warm = max(cfg.runtime.startup_timeout_s, self.timeout) \
+            if compiled.first_update_compiles(cfg, layout.actors) else self.timeout
 
     def begin(self, hello):
         self.wrec = weights_spec(hello["n_weights"]).alloc()
@@ -146,7 +149,8 @@ class RolloutActor(UnrollActor):
             if self.req is None:
                 self.req = protocol.post_recv_weights(self.world, self.learner, wrec)
             if self.first < 0 or self.version < self.first + self.sent - self.lag:
-                protocol.wait_buffer(self.req, self.timeout, f"weights from learner rank {self.learner}")
+                protocol.wait_buffer(self.req, self.warm if self.version <= self.first else self.timeout,
+                                     f"weights from learner rank {self.learner}")
             elif not self.req.Test():
                 break
             self.req = None

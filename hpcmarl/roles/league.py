@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import faults
+from hpcmarl import compiled, faults
 from hpcmarl.algos.base import make_inference
 from hpcmarl.comm import protocol
 from hpcmarl.comm.protocol import Tag
@@ -306,6 +306,9 @@ def league_main(ctx) -> None:
     ctx.agree_startup()
     n_leads, n_actors = len(layout.groups), layout.actors
     stopped, byes = set(), 0
+    # until the first status: the learners' first update may compile (hpcmarl.compiled), under the start-up bound
+    silence = max(cfg.runtime.startup_timeout_s, cfg.runtime.timeout_s) \
+        if compiled.first_update_compiles(cfg, layout.actors) else cfg.runtime.timeout_s
     game = None  # the evaluation matchup in progress
     last_msg = time.monotonic()
     while len(stopped) < n_leads or byes < n_actors:
@@ -322,6 +325,7 @@ def league_main(ctx) -> None:
             elif msg["kind"] == "bye":
                 byes += 1
             elif msg["kind"] == "status":
+                silence = cfg.runtime.timeout_s
                 update = int(msg["update"])
                 faults.at(ctx.rank, update)
                 due = league.snapshot_due(gi, update)
@@ -350,8 +354,7 @@ def league_main(ctx) -> None:
                 league.record_eval(game.a, game.b, *game.wdl, return_sum=game.return_sum)
                 game = None
             continue
-        if time.monotonic() - last_msg > cfg.runtime.timeout_s:
-            raise protocol.CommTimeout(f"league rank: no message from any learner or actor for "
-                                       f"{cfg.runtime.timeout_s:.0f}s")
+        if time.monotonic() - last_msg > silence:
+            raise protocol.CommTimeout(f"league rank: no message from any learner or actor for {silence:.0f}s")
         time.sleep(0.001)
     faults.at(ctx.rank, "final")

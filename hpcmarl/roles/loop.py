@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import faults, storage
+from hpcmarl import compiled, faults, storage
 from hpcmarl.comm import watchdog
 from hpcmarl.roles.common import RunLog
 from hpcmarl.roles.finite import check_finite
@@ -110,6 +110,10 @@ def run_learner(ctx, flow: LearnerSide) -> None:
     counters = log.counters
     flow.prepare(log)
     ctx.agree_startup()
+    # a first update that compiles (10-60 s) keeps the start-up bound on what waits for it (hpcmarl.compiled)
+    warm = compiled.first_update_compiles(ctx.cfg, ctx.layout.actors)
+    if warm:
+        watchdog.set_phase("startup")
     flow.hello()
     log.open(flow.banner)
 
@@ -124,6 +128,9 @@ def run_learner(ctx, flow: LearnerSide) -> None:
         check_finite(ctx, flow, log, r.row)  # a non-finite loss or parameter: one line, exit 1, no checkpoint
         counters["discarded_episodes"] += r.discarded
         stop_reason = log.vote(r.signalled)
+        if warm:  # every learner is past its first update
+            watchdog.set_phase("run")
+            warm = False
         if not stop_reason:
             flow.handout()
         due = log.checkpoint_due(stop_reason)

@@ -10,6 +10,8 @@ import torch
 from hpcmarl import compiled
 from hpcmarl.config import ConfigError, load_config
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 @pytest.fixture
 def xdg(tmp_path, monkeypatch):
@@ -164,6 +166,21 @@ def test_prepare_counts_the_runs_gradient_steps(monkeypatch):
     cfg.learner.compile = False
     assert not compiled.prepare(learner, cfg, 1) and learner.asked == 2
     assert not compiled.prepare(object(), load_config(None, ["learner.compile=true"]), 1)  # no compiled form
+
+
+@pytest.mark.parametrize("overrides,want", [
+    (["learner.compile=true"], True), (["learner.compile=false"], False),
+    (["learner.compile=auto", "train.total_env_steps=20000"], False),  # 2 actors x 2 copies x 5 steps, 2 epochs:
+    (["learner.compile=auto", "train.total_env_steps=200000"], True),  # 2,000 and 20,000 gradient steps
+    (["learner.compile=auto", "train.total_env_steps=200000", "train.target_return=0"], False),
+    (None, False)])  # NIGT: the gradient flow sends no unrolls
+def test_every_rank_tells_whether_the_first_update_compiles(overrides, want, monkeypatch):
+    """Actors and the league rank bound their wait for the first update's weights by runtime.startup_timeout_s when
+    the learners may compile it: they tell from the config alone, as prepare decides."""
+    monkeypatch.delenv("HPCMARL_NO_COMPILE", raising=False)
+    cfg = load_config(os.path.join(ROOT, "configs", "test_tiny.yaml" if overrides else "nigt_spread.yaml"),
+                      overrides or ["learner.compile=true"])
+    assert compiled.first_update_compiles(cfg, 2) is want
 
 
 @pytest.mark.parametrize("value", ["maybe", 1, "fast"])
