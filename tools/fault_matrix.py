@@ -17,15 +17,18 @@ lead learner writes a later checkpoint (its temporary file seen; ``during a writ
 right after the hit). Then it watches for ``2 x runtime.timeout_s + 60`` seconds. Outcome: **ended** (the job, mpirun
 included, exited: the seconds after the fault, its exit status and whether its last lines name the node), **trains
 on** (still running at the end of the watch, with new updates in its last ``runtime.timeout_s`` seconds: the updates
-per second before and after the fault) or **stuck** (running without new updates). Then the job is stopped if it
-still runs, every node rebooted (processes killed, link and CPU restored), the newest complete checkpoint checked
+per second before and after the fault) or **stuck** (running without new updates). A job that ended must leave
+nothing behind: **left over** counts the processes still alive on the nodes not hit, 30 s after ``mpirun`` exited
+(an orphaned rank would hold the allocation; with ``kill-lead`` ``mpirun`` itself is gone). Then the job is stopped
+if it still runs, every node rebooted (processes killed, link and CPU restored), the newest complete checkpoint checked
 (**checkpoint intact**: it opens and holds its model's arrays), and the same command resumes to 3 updates past the
 last one written: **rows lost** counts the updates missing from ``/metrics`` and **duplicated** the ones written
 twice (both must be 0).
 
 Prints the table fault x flow and ends with
 
-    RESULT cases=… ended_in_bound=k/n trained_on=… stuck=… rows_lost=… duplicated=… resumed=k/n checkpoint_intact=k/n
+    RESULT cases=… ended_in_bound=k/n left_over=… trained_on=… stuck=… rows_lost=… duplicated=… resumed=k/n
+        checkpoint_intact=k/n
 
     sudo .venv/bin/python tools/fault_matrix.py [--flows mappo matrace-drop nigt-rennala …]
         [--faults freeze cut kill slow kill-learner kill-lead] [--when running|checkpoint] [--timeout-s 15] [--fresh]
@@ -125,6 +128,17 @@ class Case:
         {"freeze": c.freeze, "cut": c.cut, "kill": c.kill, "slow": lambda node: c.slow(node, 10),
          "kill-learner": c.kill, "kill-lead": c.kill}[self.fault](n)
 
+    def left_over(self, wait_s: float = 30.0) -> int:
+        """Processes still alive on the nodes not hit (their namespace holders aside), polled until none is left or
+        ``wait_s`` passed: 0 when the job left nothing behind."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            n = sum(len(set(self.c.pids(node)) - {self.c.holder_pid(node)}) for node in self.c.names
+                    if node != self.node)
+            if n == 0 or time.monotonic() > deadline:
+                return n
+            time.sleep(0.5)
+
     def reboot_all(self, p):
         """Every node thawed, linked, at full CPU, every process of it killed (``mpirun`` runs on node01)."""
         for node in self.c.names:
@@ -179,7 +193,7 @@ class Case:
             else:
                 out = p.stdout.read()
                 row.update(outcome="ended", seconds=round(took, 1), exit=p.returncode,
-                           names_node=self.node in out[-4000:], in_bound=took <= bound)
+                           names_node=self.node in out[-4000:], in_bound=took <= bound, left_over=self.left_over())
             if first is not None and t_fault > first[0]:
                 row["ups_before"] = round((len(before) - first[1]) / (t_fault - first[0]), 2)
         finally:
@@ -244,7 +258,8 @@ def main():
 
 def finish(a, rows):
     bound = 2 * a.timeout_s + 60
-    columns = ["flow", "fault (node)", "outcome", "seconds after the fault", "exit", "names the node", "rows lost",
+    columns = ["flow", "fault (node)", "outcome", "seconds after the fault", "exit", "names the node", "left over",
+               "rows lost",
                "duplicated", "resumed", "checkpoint intact", "commit"]
     print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     table = []
@@ -253,7 +268,7 @@ def finish(a, rows):
                  r["outcome"] + (f", {r['ups_after']} updates/s (before: {r.get('ups_before')})"
                                  if r["outcome"] != "ended" else ""),
                  r["seconds"], "" if r["exit"] is None else r["exit"],
-                 "" if r["outcome"] != "ended" else ("yes" if r["names_node"] else "no"),
+                 "" if r["outcome"] != "ended" else ("yes" if r["names_node"] else "no"), r.get("left_over", "n/a"),
                  r["rows_lost"], r["duplicated"], "yes" if r["resumed"] else "no",
                  "yes" if r.get("checkpoint_intact") else "no", r.get("commit", "")]
         table.append(cells)
@@ -261,6 +276,8 @@ def finish(a, rows):
     ended = [r for r in rows if r["outcome"] == "ended"]
     on = sum(r["outcome"] == "trains on" for r in rows)
     line = (f"RESULT cases={len(rows)} ended_in_bound={sum(r['seconds'] <= bound for r in ended)}/{len(ended)} "
+            f"left_over={sum(r.get('left_over', 0) for r in ended)}"
+            f"{'' if all('left_over' in r for r in ended) else ' (not counted in cases kept from before)'} "
             f"trained_on={on} stuck={sum(r['outcome'] == 'stuck' for r in rows)} "
             f"rows_lost={sum(r['rows_lost'] for r in rows)} duplicated={sum(r['duplicated'] for r in rows)} "
             f"resumed={sum(r['resumed'] for r in rows)}/{len(rows)} "
