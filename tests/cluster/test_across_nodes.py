@@ -407,12 +407,13 @@ def test_hetjob_puts_the_learners_on_one_node_and_the_actors_on_the_others(clust
     assert len(learner_hosts) == 1 and len(actor_hosts) == 2 and not learner_hosts & actor_hosts, hosts
 
 
-def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster):
-    """Every process of node03 (slurmd included) frozen mid-run: the learner's bounded wait names the actor and its
-    node and the job exits 69; slurm/step.sh requeues it (not a config or code error). The node is rebooted (its
-    processes killed, /tmp emptied, slurmd restarted), the requeued incarnation resumes from the newest checkpoint
-    and finishes: /metrics has every update exactly once and /episodes
-    the same rows per update as an uninterrupted run."""
+@pytest.mark.parametrize("fault", ["freeze", "kill"])
+def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster, fault):
+    """Every process of node03 (slurmd included) frozen, or killed, mid-run: the job exits 69 (a rank lost: the
+    learner's bounded wait names the actor and its node, or a peer's connection failed); slurm/step.sh requeues it
+    (not a config or code error). The node is rebooted (its processes killed, /tmp emptied, slurmd restarted), the
+    requeued incarnation resumes from the newest checkpoint and finishes: /metrics has every update exactly once
+    and /episodes the same rows per update as an uninterrupted run."""
     import h5py
     import numpy as np
 
@@ -429,7 +430,7 @@ def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row
     while time.monotonic() < deadline and len(list_checkpoints(os.path.join(run, "checkpoints"))) < 2:
         time.sleep(0.5)
     assert list_checkpoints(os.path.join(run, "checkpoints")), job(cluster, jid)
-    cluster.freeze("node03")
+    getattr(cluster, fault)("node03")
     try:
         info = wait_job(cluster, jid, 120, until=lambda i: int(i.get("Restarts") or 0) >= 1)
         assert int(info.get("Restarts") or 0) == 1, info
