@@ -10,8 +10,8 @@ module outside this one tests a flow's name (tests/unit/test_layout.py checks it
     rollouts_async  actors send unrolls continuously; a learner updates on batches from a bounded queue (MA-Trace)
     gradients       actors send one policy gradient per trajectory; the flow's shell owns the update (NIGT)
 
-A plug-in adds one with :func:`register_flow` (docs/extending/flow.md). This module imports nothing of hpcmarl, torch
-or MPI.
+A plug-in adds one with :func:`register_flow` (docs/concepts/architecture.md#adding-a-flow). This module imports
+nothing of hpcmarl, torch or MPI.
 """
 from __future__ import annotations
 
