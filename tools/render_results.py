@@ -36,7 +36,7 @@ PAGES = {
     "exploitability": ("Exploitability", ["bench_exploitability"]),
     "scale_model": ("Sizing model", ["scale_model"]),
     "scaling": ("Scaling across nodes", ["bench_scaling"]),
-    "faults": ("Node faults", ["fault_matrix"]),
+    "faults": ("Node faults", ["fault_matrix", "probe_recovery"]),
     "soak": ("Soak", ["soak"]),
 }
 PAGE_OF = {script: page for page, (_, scripts) in PAGES.items() for script in scripts}
@@ -60,6 +60,7 @@ HEADLINE = {
     "bench_exploitability": ["kuhn_selfplay", "kuhn_league", "leduc_selfplay", "leduc_league"],
     "scale_model": ["max_err", "mean_err", "within_20pct", "batched_max_err", "batched_mean_err"],
     "fault_matrix": ["cases", "ended_in_bound", "trained_on", "rows_lost", "duplicated"],
+    "probe_recovery": ["default_exit", "recovery_listened", "recovery_finalized", "recovery_mpirun_exited"],
     "bench_scaling": ["weak_eff_8_min", "straggler_malenia_per_s", "straggler_allreduce_per_s", "max_pred_err"],
     "soak": ["max_rss_growth", "fds_growth"],
 }
