@@ -184,3 +184,10 @@ def first_update_compiles(cfg, actors: int) -> bool:
     if cfg.learner.compile is False or not getattr(cfg.algo, "unroll_length", 0):
         return False
     return wanted(cfg.learner.compile, *grad_steps(cfg, actors))
+
+
+def first_update_bound(cfg, actors: int) -> float:
+    """The bound of a wait that spans the learners' first update: ``runtime.startup_timeout_s`` where they may
+    compile it (:func:`first_update_compiles`; never below ``runtime.timeout_s``), else ``runtime.timeout_s``."""
+    r = cfg.runtime
+    return max(r.startup_timeout_s, r.timeout_s) if first_update_compiles(cfg, actors) else r.timeout_s

@@ -18,7 +18,7 @@ right after the hit). Then it watches for ``2 x runtime.timeout_s + 60`` seconds
 included, exited: the seconds after the fault, its exit status and whether its last lines name the node), **trains
 on** (still running at the end of the watch, with new updates in its last ``runtime.timeout_s`` seconds: the updates
 per second before and after the fault) or **stuck** (running without new updates). A job that ended must leave
-nothing behind: **left over** counts the processes still alive on the nodes not hit, 30 s after ``mpirun`` exited
+nothing behind: **left over** counts the processes still alive on the nodes not hit, up to 30 s after ``mpirun`` exited
 (an orphaned rank would hold the allocation; with ``kill-lead`` ``mpirun`` itself is gone). Then the job is stopped
 if it still runs, every node rebooted (processes killed, link and CPU restored), the newest complete checkpoint checked
 (**checkpoint intact**: it opens and holds its model's arrays), and the same command resumes to 3 updates past the

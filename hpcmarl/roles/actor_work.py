@@ -134,8 +134,7 @@ class RolloutActor(UnrollActor):
         self.lag = 1 if self.overlap else 0
         self.version = self.first = -1
         # the weights of the first update wait for its compilation, under the start-up bound (hpcmarl.compiled)
-        self.warm = max(cfg.runtime.startup_timeout_s, self.timeout) \
-            if compiled.first_update_compiles(cfg, layout.actors) else self.timeout
+        self.warm = compiled.first_update_bound(cfg, layout.actors)
 
     def begin(self, hello):
         self.wrec = weights_spec(hello["n_weights"]).alloc()

@@ -307,8 +307,7 @@ def league_main(ctx) -> None:
     n_leads, n_actors = len(layout.groups), layout.actors
     stopped, byes = set(), 0
     # until the first status: the learners' first update may compile (hpcmarl.compiled), under the start-up bound
-    silence = max(cfg.runtime.startup_timeout_s, cfg.runtime.timeout_s) \
-        if compiled.first_update_compiles(cfg, layout.actors) else cfg.runtime.timeout_s
+    silence = compiled.first_update_bound(cfg, layout.actors)
     game = None  # the evaluation matchup in progress
     last_msg = time.monotonic()
     while len(stopped) < n_leads or byes < n_actors:
