@@ -1,7 +1,7 @@
 """NIGT's aggregation rules as registered objects: when a round closes and how its gradients combine.
 
 Pure numpy, no MPI. The learner's round (:class:`hpcmarl.algos.nigt.Round`), the round counters several learners
-share (:mod:`hpcmarl.roles.gradient_links`), the event-queue simulator and the sizing model
+share (:mod:`hpcmarl.roles.counter_gate`), the event-queue simulator and the sizing model
 (:mod:`hpcmarl.sizing.gradients`) all ask the rule object; no module tests a rule's name
 (tests/unit/test_layout.py checks it). ``algo.aggregation`` names one of :data:`RULES`; a plug-in adds its own with
 :func:`register_rule` (docs/extending/aggregation.md)::

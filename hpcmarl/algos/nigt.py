@@ -191,7 +191,7 @@ class Aggregator:
 class LocalGate:
     """When a round closes, judged on the counts one learner sees: every actor's (one learner), or only its own
     actors' (a rule without shared counters: each learner waits for its own actors' quotas). Several learners under a
-    rule with shared counters (Rennala, Malenia) use ``hpcmarl.roles.gradient_links.CounterGate`` instead."""
+    rule with shared counters (Rennala, Malenia) use ``hpcmarl.roles.counter_gate.CounterGate`` instead."""
 
     def __init__(self, rule: Union[str, Rule], n_actors: int, mine: Sequence[int]):
         self.rule, self.n, self.mine = aggregation.get(rule), n_actors, list(mine)

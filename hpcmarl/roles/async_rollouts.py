@@ -24,13 +24,12 @@ from typing import Optional
 
 import numpy as np
 
-from hpcmarl.actors import make_sampler
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
-from hpcmarl.comm.spec import META_INDEX, unroll_spec, weights_spec
+from hpcmarl.comm.spec import META_INDEX, unroll_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.actor_work import AsyncActor, resume_actor, run_actor
-from hpcmarl.roles.common import actor_plan
+from hpcmarl.roles.actor_work import AsyncActor, run_actor
+from hpcmarl.roles.links import ActorLink, LocalLink
 from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -50,109 +49,6 @@ def actor_main(ctx) -> None:
 # --------------------------------------------------------------------------------------------------
 # learner
 # --------------------------------------------------------------------------------------------------
-class AsyncActorLink:
-    """An actor rank as seen by its learner: at most one posted unroll receive, its own weights buffer."""
-
-    def __init__(self, ctx, rank: int, n_params: int):
-        self.ctx, self.rank = ctx, rank
-        self.index = ctx.layout.actor_index(rank)
-        self.wrec = weights_spec(n_params).alloc()
-        self.send_req = None
-        self.pending: Optional[int] = None  # a version still to push once the previous push completed
-        self.posted = None  # (record, request)
-        self.received = 0
-        self.since = time.monotonic()  # since when a posted receive waits for this actor (its silence is bounded)
-
-    def hello(self, info: dict):
-        protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
-        self.since = time.monotonic()
-
-    def post(self, rec) -> None:
-        self.posted = (rec, protocol.post_recv_unroll(self.ctx.world, self.rank, rec))
-        self.since = time.monotonic()
-
-    def test(self):
-        if self.posted is not None and self.posted[1].Test():
-            rec, self.posted = self.posted[0], None
-            self.received += 1
-            return rec
-        return None
-
-    def push(self, params: np.ndarray, version: int) -> None:
-        """Non-blocking: if the previous push is still in flight, remember to push this one later."""
-        if self.send_req is not None and not self.send_req.Test():
-            self.pending, self.pending_params = version, params
-            return
-        self.wrec["params"][:] = params
-        self.send_req = protocol.send_weights(self.ctx.world, self.rank, self.wrec, version)
-        self.pending = None
-
-    def retry_push(self) -> None:
-        if self.pending is not None:
-            self.push(self.pending_params, self.pending)
-
-    def stop(self, version: int, preempted: bool, scratch) -> dict:
-        if self.posted is None:
-            self.post(scratch)
-
-        def take() -> bool:
-            if self.test() is None:
-                return False
-            self.post(scratch)
-            return True
-
-        # the last push completes when the actor posts its next weights receive, which it does between unrolls: an
-        # actor blocked on a full queue (both its sends pending) needs its unrolls taken meanwhile, or both wait
-        if self.send_req is not None:
-            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s,
-                                 f"actor rank {self.rank} to take weights", meanwhile=take)
-        bye = protocol.stop_and_drain(self.ctx.world, self.rank, self.wrec, version, preempted, take,
-                                      lambda: self.received, self.ctx.cfg.runtime.timeout_s)
-        self.posted[1].Cancel()
-        self.posted[1].Wait()
-        return bye
-
-
-class LocalAsyncLink:
-    """Serial mode: the learner collects its own unrolls in-process (no lag)."""
-
-    def __init__(self, ctx):
-        self.ctx, self.rank, self.index = ctx, 0, 0
-        self.sampler, self.traj = make_sampler(actor_plan(ctx, 0))
-        self.posted = None
-        self.received = 0
-
-    def hello(self, info: dict):
-        resume_actor(info, self.sampler)
-
-    def post(self, rec) -> None:
-        self.posted = rec
-
-    def test(self):
-        if self.posted is None:
-            return None
-        rec, self.posted = self.posted, None
-        self.sampler.collect(rec)
-        rec["meta"][M["actor"]] = 0
-        rec["meta"][M["stop_requested"]] = float(self.ctx.stop_requested())
-        if self.traj is not None:
-            self.traj.add_unroll(rec, rec["env_done"], int(rec["meta"][M["version"]]))
-        return rec
-
-    def push(self, params: np.ndarray, version: int) -> None:
-        self.sampler.policy.load(params, version)
-
-    def retry_push(self) -> None:
-        pass
-
-    def stop(self, version: int, preempted: bool, scratch) -> dict:
-        discarded = int((self.sampler.in_flight() > 0).sum())
-        if self.traj is not None:
-            self.traj.close()
-        self.sampler.venv.close()
-        return {"sent": 0, "discarded": discarded}
-
-
 class UnrollQueue:
     """The learner's bounded queue of unrolls, filled from its actors' posted receives.
 
@@ -225,7 +121,7 @@ class UnrollQueue:
                 now = time.monotonic()
                 for link in self.links:  # one silent actor is not hidden by the others' unrolls (checked on every
                     # take: with queue_full=drop the others can keep the queue full, so the learner never waits)
-                    if link.posted is not None and now - getattr(link, "since", now) > timeout:
+                    if link.posted is not None and now - link.since > timeout:
                         raise protocol.CommTimeout(f"timed out after {timeout:.0f}s waiting for an unroll from "
                                                    f"actor rank {link.rank} ({len(self.items)} of {k} queued)")
                 if len(self.items) >= k:
@@ -266,9 +162,8 @@ class AsyncFlow(LearnerSide):
         self.learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
                                                          init_seed=cfg.seed)
         uspec = unroll_spec(spec, algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(algo), cfg.env.parts)
-        n_params = sum(p.numel() for p in self.learner.model.policy_parameters())
-        self.links = ([LocalAsyncLink(ctx)] if layout.serial
-                      else [AsyncActorLink(ctx, r, n_params) for r in layout.actors_of(ctx.rank)])
+        self.links = ([LocalLink(ctx)] if layout.serial
+                      else [ActorLink(ctx, r, protocol.post_recv_unroll) for r in layout.actors_of(ctx.rank)])
         drop = algo.queue_full == "drop"
         self.pool = [uspec.alloc() for _ in range(algo.queue_size + (len(self.links) if drop else 0))]
         self.scratch = uspec.alloc()
@@ -354,7 +249,8 @@ class AsyncFlow(LearnerSide):
 
     def shutdown(self, preempted):
         self.queue.close()
-        return sum(link.stop(self.version, preempted, self.scratch)["discarded"] for link in self.links)
+        return sum(link.stop(link.wrec, self.version, preempted, scratch=self.scratch)["discarded"]
+                   for link in self.links)
 
     def summary(self, discarded):
         return f"{self.queue.dropped} unroll(s) dropped at a full queue"

@@ -16,7 +16,8 @@ Protocol per round t (compute lives in :mod:`hpcmarl.algos.nigt` and :class:`~hp
                        BYE {sent, abandoned}; the learner drains that many GRADIENT messages.
 
 An actor's work without MPI (collector, gradient records) is built in :mod:`hpcmarl.actors`; the learner's links to
-its actors and the round counters live in :mod:`hpcmarl.roles.gradient_links`.
+its actors in :mod:`hpcmarl.roles.links` (shared by every flow), the round counters in
+:mod:`hpcmarl.roles.counter_gate`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from hpcmarl.comm.spec import GRAD_INDEX, WEIGHT_INDEX, gradient_spec, weights_s
 from hpcmarl.models import assign_flat, checksum, flat_params
 from hpcmarl.roles import loop
 from hpcmarl.roles.actor_work import GradientActor, run_actor
-from hpcmarl.roles.gradient_links import CounterGate, LocalGradLink, MPIGradLink
+from hpcmarl.roles.counter_gate import CounterGate
+from hpcmarl.roles.links import ActorLink, LocalGradLink
 from hpcmarl.roles.loop import LearnerSide, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -66,9 +68,12 @@ class GradientFlow(LearnerSide):
         self.rule = rule = aggregation.get(algo.aggregation)
         gspec = gradient_spec(d, len(self.groups))
         if layout.serial:
-            self.links = [LocalGradLink(ctx, gspec)]
+            self.links = [LocalGradLink(ctx, gspec.alloc())]
         else:
-            self.links = [MPIGradLink(ctx, r, layout.actor_index(r), gspec) for r in layout.actors_of(ctx.rank)]
+            self.links = [ActorLink(ctx, r, protocol.post_recv_gradient, gspec.alloc())
+                          for r in layout.actors_of(ctx.rank)]
+        for link in self.links:
+            link.post()  # a gradient receive stays posted for every actor (posted again once one was handled)
         self.mine = [link.index for link in self.links]
         self.gate = (CounterGate(ctx.learner_comm, rule, n, cfg.runtime.timeout_s)
                      if self.coll.size > 1 and rule.shared_counters
@@ -95,7 +100,7 @@ class GradientFlow(LearnerSide):
 
     def hello(self):
         for link in self.links:
-            link.hello()
+            link.hello({})
 
     def handout(self):
         """The next query point x_t; actors start the round while we write logs."""
@@ -106,7 +111,7 @@ class GradientFlow(LearnerSide):
         self.wrec["params"][:] = nigt.query_point().astype(np.float32)
         self.wrec["meta"][WEIGHT_INDEX["quota"]] = self.rule.quota(self.M, self.n)
         for link in self.links:
-            link.send_query(self.wrec, nigt.round)
+            link.send(self.wrec, nigt.round)
 
     def round(self) -> loop.Round:
         nigt, cur, coll, d, n = self.nigt, self.cur, self.coll, self.d, self.n
@@ -123,7 +128,7 @@ class GradientFlow(LearnerSide):
         while True:
             got = False
             for link in self.links:
-                rec = link.poll()
+                rec = link.test()
                 if rec is None:
                     continue
                 got = True
@@ -136,7 +141,7 @@ class GradientFlow(LearnerSide):
                 if length:  # else a sign of life: no trajectory, no gradient
                     cur.offer(int(m[G["round"]]), a, rec["grad"])  # dropped unless computed for this open round
                     ep_rows.append((a, 0, length, int(m[G["round"]]), *m[len(G):]))
-                link.rearm()
+                link.post()
             if cur.closed():
                 break
             if got:
@@ -148,7 +153,7 @@ class GradientFlow(LearnerSide):
             now = time.monotonic()
             for link in self.links:
                 awaited = not (q and cur.agg.counts[link.index] >= q)
-                if awaited and now - getattr(link, "last", now) > timeout:
+                if awaited and now - link.since > timeout:
                     raise protocol.CommTimeout(
                         f"timed out after {timeout:.0f}s waiting for a gradient or a sign of life from actor rank "
                         f"{link.rank} (round {rnd}, {int(cur.agg.counts.sum())} gradients accepted so far)")

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from hpcmarl import compiled
-from hpcmarl.actors import make_sampler
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
-from hpcmarl.comm.spec import WEIGHT_INDEX, Record, unroll_spec, weights_spec
+from hpcmarl.comm.spec import WEIGHT_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
-from hpcmarl.roles.actor_work import RolloutActor, resume_actor, run_actor
-from hpcmarl.roles.common import ACTOR_TIMERS, M, actor_plan
+from hpcmarl.roles.actor_work import RolloutActor, run_actor
+from hpcmarl.roles.common import ACTOR_TIMERS, M
+from hpcmarl.roles.links import ActorLink, LocalLink
 from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
 
@@ -41,103 +41,6 @@ def actor_main(ctx) -> None:
 # --------------------------------------------------------------------------------------------------
 # learner
 # --------------------------------------------------------------------------------------------------
-class MPIActorLink:
-    """An actor rank as seen by its learner."""
-
-    def __init__(self, ctx, rank: int, uspec):
-        self.ctx, self.rank = ctx, rank
-        self.rec = uspec.alloc()
-        self.req = None
-        self.send_req = None
-        self.masks = None  # (bits, request) of the last masks sent
-        self.received = 0
-        self.drained_episodes = 0  # overlap: episodes in unrolls that arrived after the stop (not trained on)
-
-    def hello(self, info: dict):
-        protocol.send_control(self.ctx.world, self.rank, info, self.ctx.cfg.runtime.startup_timeout_s)
-
-    def send_masks(self, bits: np.ndarray, mask_version: int):
-        if self.masks is not None:
-            protocol.wait_buffer(self.masks[1], self.ctx.cfg.runtime.timeout_s, f"actor rank {self.rank} to take masks")
-        self.masks = (bits, protocol.send_masks(self.ctx.world, self.rank, bits))
-
-    def send_weights(self, wrec: Record, version: int):
-        self.send_req = protocol.send_weights(self.ctx.world, self.rank, wrec, version)
-        self.req = protocol.post_recv_unroll(self.ctx.world, self.rank, self.rec)
-
-    def recv_unroll(self) -> Record:
-        protocol.wait_buffer(self.req, self.ctx.cfg.runtime.timeout_s, f"an unroll from actor rank {self.rank}")
-        self.req = None
-        self.received += 1
-        self.send_req.Wait()
-        return self.rec
-
-    def stop(self, wrec: Record, version: int, preempted: bool) -> dict:
-        ctx = self.ctx
-        if ctx.cfg.actors.overlap:  # the actor may have collected one more unroll: take it (unused), then the BYE
-
-            def take() -> bool:
-                if self.req is None:
-                    self.req = protocol.post_recv_unroll(ctx.world, self.rank, self.rec)
-                if not self.req.Test():
-                    return False
-                self.req = None
-                self.received += 1
-                self.drained_episodes += int(self.rec["meta"][M["n_episodes"]])
-                return True
-
-            bye = protocol.stop_and_drain(ctx.world, self.rank, wrec, version, preempted, take, lambda: self.received,
-                                          ctx.cfg.runtime.timeout_s)
-            if self.req is not None:
-                self.req.Cancel()
-                self.req.Wait()
-            bye["discarded"] += self.drained_episodes
-        else:
-            req = protocol.send_stop(ctx.world, self.rank, wrec, version, preempted)
-            bye = protocol.recv_bye(ctx.world, self.rank, ctx.cfg.runtime.timeout_s)
-            req.Wait()
-        if self.masks is not None:
-            self.masks[1].Wait()  # taken with the weights that announced them
-        return bye
-
-
-class LocalActorLink:
-    """Serial mode: the learner steps its own environments in-process through the same interface."""
-
-    def __init__(self, ctx, uspec):
-        self.ctx = ctx
-        self.sampler, self.traj = make_sampler(actor_plan(ctx, 0))
-        self.rec = uspec.alloc()
-        self.rank = 0
-        self.update = ctx.start_update  # the update that trains on the unroll collected last
-
-    def hello(self, info: dict):
-        resume_actor(info, self.sampler)
-
-    def send_masks(self, bits: np.ndarray, mask_version: int):
-        self.sampler.policy.set_masks(bits, mask_version)
-
-    def send_weights(self, wrec: Record, version: int):
-        self.sampler.policy.load(wrec["params"], version)
-        self.sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
-
-    def recv_unroll(self) -> Record:
-        self.sampler.collect(self.rec)
-        self.rec["meta"][M["actor"]] = 0
-        self.rec["meta"][M["stop_requested"]] = float(self.ctx.stop_requested())
-        self.update += 1
-        if self.traj is not None:
-            self.traj.add_unroll(self.rec, self.rec["env_done"], int(self.rec["meta"][M["version"]]), self.update)
-        return self.rec
-
-    def stop(self, wrec: Record, version: int, preempted: bool) -> dict:
-        discarded = int((self.sampler.in_flight() > 0).sum())
-        if self.traj is not None:
-            self.traj.close()
-        self.sampler.venv.close()
-        return {"discarded": discarded}
-
-
 class Solo:
     """The synchronous flow's learner groups without a league: one group of learners trains every env group.
     Its counterpart with a league is :class:`hpcmarl.roles.league.LearnerLeague` (the same hooks)."""
@@ -188,9 +91,10 @@ class RolloutFlow(LearnerSide):
         uspec = unroll_spec(spec, cfg.algo.unroll_length, cfg.env.num_envs, algos.rnn_hidden(cfg.algo),
                             cfg.env.parts)
         if layout.serial:
-            self.links = [LocalActorLink(ctx, uspec)]
+            self.links = [LocalLink(ctx, uspec.alloc(), numbered=True)]
         else:
-            self.links = [MPIActorLink(ctx, r, uspec) for r in layout.actors_of(ctx.rank)]
+            self.links = [ActorLink(ctx, r, protocol.post_recv_unroll, uspec.alloc())
+                          for r in layout.actors_of(ctx.rank)]
         self.actor_rng: Dict[int, Dict[str, np.ndarray]] = {}
         self.wrec = weights_spec(self.learner.policy_flat().size).alloc()
         self.explore = getattr(self.learner, "exploration", None)  # value-based learners hand out epsilon
@@ -220,8 +124,7 @@ class RolloutFlow(LearnerSide):
 
     def hello(self):
         for link in self.links:
-            idx = self.layout.actor_index(link.rank) if not self.layout.serial else 0
-            st = self.actor_rng.get(idx, {})
+            st = self.actor_rng.get(link.index, {})
             link.hello({"rng": st.get("torch"), "env_seeds": st.get("env_seeds"),
                         "n_weights": self.wrec["params"].size})
 
@@ -239,7 +142,8 @@ class RolloutFlow(LearnerSide):
                     link.send_masks(bits, mask_version)
                 self.sent_masks = mask_version
         for link in self.links:
-            link.send_weights(wrec, self.version)
+            link.send(wrec, self.version)
+            link.post()
         self.sent_checksums = {v: c for v, c in self.sent_checksums.items() if v >= self.version - self.max_lag}
         self.sent_checksums[self.version] = checksum(wrec["params"])
         self.t_send = time.perf_counter() - t
@@ -247,7 +151,9 @@ class RolloutFlow(LearnerSide):
     def round(self) -> Round:
         version, coll, ctrl = self.version, self.coll, self.ctrl
         t1 = time.perf_counter()
-        recs = [link.recv_unroll() for link in self.links]
+        recs = [link.wait("an unroll") for link in self.links]
+        for link in self.links:
+            link.wait_sent()
         t2 = time.perf_counter()
         lags = []
         for r in recs:
@@ -333,7 +239,15 @@ class RolloutFlow(LearnerSide):
                             arrays, self.version, group=self.g.gi, extra_attrs=self.g.attrs(self.version))
 
     def shutdown(self, preempted):
-        return sum(link.stop(self.wrec, self.version, preempted)["discarded"] for link in self.links)
+        # actors.overlap: an actor may have collected one more unroll: taken (not trained on), then its BYE
+        drained = [0]
+
+        def counted(rec):
+            drained[0] += int(rec["meta"][M["n_episodes"]])
+
+        overlap = bool(self.cfg.actors.overlap)
+        bye = [link.stop(self.wrec, self.version, preempted, drain=overlap, counted=counted) for link in self.links]
+        return sum(b["discarded"] for b in bye) + drained[0]
 
     def summary(self, discarded):
         return f"{discarded} episode(s) in flight discarded" + self.g.summary()

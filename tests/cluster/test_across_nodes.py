@@ -411,9 +411,10 @@ def test_hetjob_puts_the_learners_on_one_node_and_the_actors_on_the_others(clust
 def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster, fault):
     """Every process of node03 (slurmd included) frozen, or killed, mid-run: the job exits 69 (a rank lost: the
     learner's bounded wait names the actor and its node, or a peer's connection failed); slurm/step.sh requeues it
-    (not a config or code error), or Slurm does first, having marked the node down. The node is rebooted (its processes killed, /tmp emptied, slurmd restarted), the
-    requeued incarnation resumes from the newest checkpoint and finishes: /metrics has every update exactly once
-    and /episodes the same rows per update as an uninterrupted run."""
+    (not a config or code error), or Slurm does first, having marked the node down. The node is rebooted (its
+    processes killed, /tmp emptied, slurmd restarted), the requeued incarnation resumes from the newest checkpoint
+    and finishes: /metrics has every update exactly once and /episodes the same rows per update as an uninterrupted
+    run."""
     import h5py
     import numpy as np
 

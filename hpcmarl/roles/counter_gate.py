@@ -1,112 +1,11 @@
-"""How gradients and query points travel in the gradient flow (:mod:`hpcmarl.roles.gradients`): a learner's
-links to its actors (MPI ranks, or the in-process actor of serial mode) and the round counters on which several
-learners agree when a round closes."""
+"""When a round of the gradient flow (:mod:`hpcmarl.roles.gradients`) closes: the round counters on which several
+learners agree (a learner's links to its actors: :mod:`hpcmarl.roles.links`)."""
 from __future__ import annotations
-
-import time
-from typing import List
 
 import numpy as np
 
-from hpcmarl.actors import GradientMaker
 from hpcmarl.algos import aggregation
 from hpcmarl.comm import protocol, watchdog
-from hpcmarl.comm.spec import WEIGHT_INDEX
-from hpcmarl.roles.common import actor_plan
-
-
-# --------------------------------------------------------------------------------------------------
-# learner: actor links
-# --------------------------------------------------------------------------------------------------
-class MPIGradLink:
-    """An actor rank as seen by its learner in the gradient flow."""
-
-    def __init__(self, ctx, rank: int, index: int, gspec):
-        self.ctx, self.rank, self.index = ctx, rank, index
-        self.rec = gspec.alloc()
-        self.req = protocol.post_recv_gradient(ctx.world, rank, self.rec)
-        self.send_req = None
-        self.received = 0
-        self.last = time.monotonic()  # when its last gradient came (its silence bounds the learner's wait)
-
-    def hello(self):
-        protocol.send_control(self.ctx.world, self.rank, {}, self.ctx.cfg.runtime.startup_timeout_s)
-        self.last = time.monotonic()
-
-    def wait_sent(self):
-        if self.send_req is not None:
-            protocol.wait_buffer(self.send_req, self.ctx.cfg.runtime.timeout_s,
-                                 f"actor rank {self.rank} to take a query point")
-            self.send_req = None
-
-    def send_query(self, wrec, rnd: int):
-        self.wait_sent()
-        self.send_req = protocol.send_weights(self.ctx.world, self.rank, wrec, rnd)
-
-    def poll(self):
-        """The next gradient record, or None; call :meth:`rearm` once it has been handled."""
-        if self.req.Test():
-            self.received += 1
-            self.last = time.monotonic()
-            return self.rec
-        return None
-
-    def rearm(self):
-        self.req = protocol.post_recv_gradient(self.ctx.world, self.rank, self.rec)
-
-    def stop(self, wrec, rnd: int, preempted: bool) -> dict:
-        self.wait_sent()
-
-        def take() -> bool:
-            if self.poll() is None:
-                return False
-            self.rearm()
-            return True
-
-        bye = protocol.stop_and_drain(self.ctx.world, self.rank, wrec, rnd, preempted, take, lambda: self.received,
-                                      self.ctx.cfg.runtime.timeout_s)
-        self.req.Cancel()
-        self.req.Wait()
-        return bye
-
-
-class LocalGradLink:
-    """Serial mode: the learner computes its own actor's gradients in-process, one batch per poll."""
-
-    def __init__(self, ctx, gspec):
-        self.ctx, self.rank, self.index = ctx, 0, 0
-        self.maker = GradientMaker(actor_plan(ctx, 0), ctx.stop_requested)
-        self.rec = gspec.alloc()
-        self.queue: List = []
-        self.quota = self.made = 0
-
-    def hello(self):
-        pass
-
-    def wait_sent(self):
-        pass
-
-    def send_query(self, wrec, rnd: int):
-        self.maker.policy.load(wrec["params"], rnd)
-        self.maker.abandoned += len(self.queue)
-        self.queue = []
-        self.quota, self.made = int(wrec["meta"][WEIGHT_INDEX["quota"]]), 0
-
-    def poll(self):
-        if not self.queue and not (self.quota and self.made >= self.quota):
-            self.queue = self.maker.gradients(lambda: False)
-        if not self.queue:
-            return None
-        self.maker.fill(self.rec, self.queue.pop(0))
-        self.made += 1
-        return self.rec
-
-    def rearm(self):
-        pass
-
-    def stop(self, wrec, rnd: int, preempted: bool) -> dict:
-        self.maker.collector.venv.close()
-        return {"sent": 0, "abandoned": self.maker.abandoned + len(self.queue)}
 
 
 # --------------------------------------------------------------------------------------------------
