@@ -143,17 +143,24 @@ class RolloutFlow(LearnerSide):
                 self.sent_masks = mask_version
         for link in self.links:
             link.send(wrec, self.version)
-            link.post()
+            if link.posted is None:  # (a flow that takes only some actors' unrolls keeps the others' posted)
+                link.post()
         self.sent_checksums = {v: c for v, c in self.sent_checksums.items() if v >= self.version - self.max_lag}
         self.sent_checksums[self.version] = checksum(wrec["params"])
         self.t_send = time.perf_counter() - t
 
-    def round(self) -> Round:
-        version, coll, ctrl = self.version, self.coll, self.ctrl
-        t1 = time.perf_counter()
+    def gather(self) -> list:
+        """The unrolls this round trains on: every actor's, made with the weights just handed out (a flow built on
+        this one may take fewer: examples/backup_flow.py)."""
         recs = [link.wait("an unroll") for link in self.links]
         for link in self.links:
             link.wait_sent()
+        return recs
+
+    def round(self) -> Round:
+        version, coll, ctrl = self.version, self.coll, self.ctrl
+        t1 = time.perf_counter()
+        recs = self.gather()
         t2 = time.perf_counter()
         lags = []
         for r in recs:

@@ -9,8 +9,13 @@ from hpcmarl.sizing.profile import GRADIENTS, Profile, measure
 
 def validate_predict(cfg, layout, args) -> int:
     """``validate --predict``: measure this node's costs (or read a saved profile) and simulate the layout."""
+    from hpcmarl.algos import base as algos
+
     if layout.league:
         raise ValueError("--predict does not model league mode")
+    flow = algos.get(cfg.algo.name).data_flow()
+    if flow.sizing is None:  # said before measuring (or reading a profile), not after
+        raise ValueError(f"the {flow.name} flow is not modelled (its registration names no sizing model)")
     if args.profile:
         try:
             prof = Profile.load(args.profile)
