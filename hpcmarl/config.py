@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class TopologyConfig:
 class LearnerConfig:
     """The learner ranks: gradient combination, device, threads."""
 
-    backend: str = "horovod"  # horovod | mpi: how learners combine gradients
+    backend: Literal["horovod", "mpi"] = "horovod"  # horovod | mpi: how learners combine gradients
     device: str = "auto"  # auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N
     threads: Union[int, str] = "auto"  # torch threads per rank; auto = cores on the node / ranks on the node
     update_delay_s: float = 0.0  # sleep added to every learner update, seconds (0 = none): injected cost for
@@ -81,8 +81,8 @@ class ActorConfig:
     variants: List[Dict[str, Any]] = field(default_factory=list)  # per-actor environment variants, actor i uses
     # variants[i % len]: mappings with obs_scale (e.g. -1 to negate observations, as in the paper's
     # heterogeneous-environment experiment), reward_scale, env_kwargs
-    env_errors: str = "reset"  # an exception from one env copy: reset = re-create it, discard its episode and go on
-    # (logged, counted as env_errors); abort = end the job
+    env_errors: Literal["reset", "abort"] = "reset"  # an exception from one env copy: reset = re-create it, discard its
+    # episode and go on (logged, counted as env_errors); abort = end the job
     max_env_errors: int = 100  # env errors each actor tolerates (env_errors: reset); one more ends the job
     overlap: bool = False  # synchronous rollout flow: while the learner updates, actors collect the next unroll with
     # the weights they hold (one-step-stale data: the learner trains on unrolls of version v-1 or v; policy lag <= 1)
@@ -116,7 +116,8 @@ class OutputConfig:
     # file system; below it the run stops with a one-line error (the newest checkpoint stays complete)
     loggers: List[str] = field(default_factory=list)  # live loggers the lead learner also writes each metrics row
     # to (step = env steps): tensorboard (RUN/tensorboard), wandb (RUN/wandb), mlflow; pip install -e ".[tracking]"
-    wandb_mode: str = "offline"  # offline (upload later: wandb sync RUN/wandb/offline-run-*) | online
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline (upload later: wandb sync RUN/wandb/offline-run-*) |
+    # online
     wandb_project: str = "hpcmarl"  # the W&B project of the run
     mlflow_uri: str = ""  # MLflow tracking URI; "" = a SQLite store inside the run: sqlite:///RUN/mlflow/mlflow.db
     mlflow_experiment: str = "hpcmarl"  # the MLflow experiment the run is logged under
@@ -386,7 +387,6 @@ def validate(cfg: Config) -> None:
     delay_factors(cfg.actors.delay, 1)  # raises ConfigError for a bad spec
     _check(cfg.actors.step_delay_s >= 0, "actors.step_delay_s", "must be >= 0")
     _check(cfg.learner.update_delay_s >= 0, "learner.update_delay_s", "must be >= 0")
-    _check(cfg.actors.env_errors in ("reset", "abort"), "actors.env_errors", "must be reset or abort")
     _check(cfg.actors.max_env_errors >= 0, "actors.max_env_errors", "must be >= 0")
     if cfg.actors.overlap:
         _check(flow.overlap, "actors.overlap", f"is not available on {p.name}'s {flow.name} flow (the synchronous "
@@ -404,7 +404,6 @@ def validate(cfg: Config) -> None:
             _check(isinstance(v.get(k, 1.0), (int, float)) and not isinstance(v.get(k, 1.0), bool),
                    f"actors.variants[{i}].{k}", "must be a number")
         _check(isinstance(v.get("env_kwargs", {}), dict), f"actors.variants[{i}].env_kwargs", "must be a mapping")
-    _check(cfg.learner.backend in ("horovod", "mpi"), "learner.backend", "must be 'horovod' or 'mpi'")
     dev = cfg.learner.device
     _check(dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", dev) is not None, "learner.device",
            "must be auto, cpu, cuda or cuda:N")
@@ -426,7 +425,6 @@ def validate(cfg: Config) -> None:
     bad = [x for x in o.loggers if x not in LOGGERS]
     _check(not bad, "output.loggers", f"unknown logger(s) {bad} (known: {', '.join(LOGGERS)})")
     _check(len(set(o.loggers)) == len(o.loggers), "output.loggers", "names a logger twice")
-    _check(o.wandb_mode in ("offline", "online"), "output.wandb_mode", "must be offline or online")
     ev = cfg.eval
     _check(ev.every_env_steps >= 0, "eval.every_env_steps", "must be >= 0 (0 = no evaluation)")
     _check(ev.episodes >= 1, "eval.episodes", "must be >= 1")

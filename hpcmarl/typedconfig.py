@@ -13,7 +13,7 @@ import difflib
 import re
 import reprlib
 import typing
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Literal, Union
 
 import yaml
 
@@ -70,6 +70,8 @@ def brief(value, limit: int = 120) -> str:
 # --------------------------------------------------------------------------------------------------
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if origin is Union:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin in (list, List):
@@ -96,6 +98,11 @@ def _coerce(value, tp, key: str):
         if value is None:
             return None
         raise ConfigError(f"config key '{key}': expected null, got {brief(value)}")
+    if origin is Literal:  # a field's allowed values, declared in its type (the reference page lists them)
+        allowed = typing.get_args(tp)
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        raise ConfigError(f"config key '{key}': must be one of {', '.join(map(str, allowed))}, not {brief(value)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin in (list, List):

@@ -5,9 +5,10 @@ section :mod:`hpcmarl.league.config`, and the ``algo.*`` dataclass of every buil
 The meaning of a field is its comment: the ``# ...`` on its line(s) and the comment-only lines right below it (its
 continuation), or, for a field with none on its line, the comment-only lines right above it that are not the previous
 field's continuation (a blank line ends a continuation: a heading comment such as ``# ---- MAST ----`` stands after
-one). A field without one is a problem (the page is not written). Allowed values come from the comment's
-``a | b | c`` form, a ``Literal`` type, or the validation code: ``check(x.f in (...), "key", ...)`` and the
-``"must be ..."`` messages of the checks that name the key, in the module that defines the dataclass.
+one). A field without one is a problem (the page is not written). Allowed values come from a ``Literal`` type (the
+loader enforces it: :mod:`hpcmarl.typedconfig`), the comment's ``a | b | c`` form, or the validation code for what a
+type cannot say: ``check(x.f in NAMES, "key", ...)`` and the ``"must be ..."`` messages (ranges) of the checks that
+name the key, in the module that defines the dataclass.
 """
 from __future__ import annotations
 

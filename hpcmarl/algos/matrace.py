@@ -19,7 +19,7 @@ reward while it acts, and the same ratio.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional
 
 import torch
 
@@ -40,7 +40,8 @@ class MATraceConfig:
     importance ratio and a centralized team critic corrects the policy lag."""
 
     name: str = "matrace"  # the algorithm (see `correction` for its variants)
-    correction: str = "joint"  # joint (MA-Trace) | per_agent (DecMA-Trace: own ratio + own critic) | none
+    correction: Literal["joint", "per_agent", "none"] = "joint"  # joint (MA-Trace) | per_agent (DecMA-Trace: own ratio
+    # + own critic) | none
     unroll_length: int = 25  # T: steps per env copy in one unroll
     lr: float = 1e-3  # Adam learning rate
     gamma: float = 0.99  # discount factor
@@ -62,13 +63,15 @@ class MATraceConfig:
     epochs: int = 1  # gradient steps per batch (1 = IMPALA)
     batch_unrolls: int = 1  # unrolls per learner update (from the learner's queue)
     queue_size: int = 4  # unrolls a learner holds waiting to be trained on
-    queue_full: str = "wait"  # wait: actors block on their send (back-pressure) | drop: the newest unroll is dropped
+    queue_full: Literal["wait", "drop"] = "wait"  # wait: actors block on their send (back-pressure) | drop: the newest
+    # unroll is dropped
     push_every: int = 1  # hand out new weights every this many updates (> 1 injects policy lag)
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
     agent_id: bool = False  # each agent's one-hot index within its group appended to its policy's observation:
     # agents sharing one network can then act differently (as PPO's algo.agent_id)
-    critic_input: str = "obs"  # "obs" = all agents' observations concatenated; "state" = env.state()
+    critic_input: Literal["obs", "state"] = "obs"  # "obs" = all agents' observations concatenated; "state" =
+    # env.state()
     bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
     # the return there as at a termination
 
@@ -78,7 +81,6 @@ class MATraceConfig:
 
     def validate(self, cfg) -> None:
         """Checks beyond the types (called by :func:`hpcmarl.config.validate`)."""
-        check(self.correction in ("joint", "per_agent", "none"), "algo.correction", "must be joint, per_agent or none")
         for k in ("unroll_length", "epochs", "batch_unrolls", "queue_size", "push_every", "hidden", "layers"):
             check(getattr(self, k) >= 1, f"algo.{k}", "must be >= 1")
         check(self.lr > 0, "algo.lr", "must be > 0")
@@ -89,8 +91,6 @@ class MATraceConfig:
         check(self.entropy_coef > 0, "algo.entropy_coef", "must be > 0")
         check(self.queue_size >= self.batch_unrolls, "algo.queue_size",
               f"must be >= algo.batch_unrolls ({self.batch_unrolls})")
-        check(self.queue_full in ("wait", "drop"), "algo.queue_full", "must be wait or drop")
-        check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Literal
 
 import numpy as np
 import torch
@@ -55,13 +55,15 @@ class PPOConfig:
     # tanh-normal) instead of the sample clipped to the box
     hidden: int = 64  # units per hidden layer of the policy and critic MLPs
     layers: int = 2  # hidden layers of the policy and critic MLPs
-    activation: str = "tanh"  # tanh | relu: after every hidden layer of the policy and critic MLPs (algo.encoder=mlp;
-    # JaxMARL's SMAX baselines use relu)
-    critic_input: str = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" = env.state()
-    encoder: str = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image observations (H, W, C)
-    # before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
-    reward: str = "auto"  # individual: each agent learns from its own reward; team: from its group's mean reward
-    # (MAPPO's shared reward); auto: team on cooperative envs, individual otherwise (returns are logged as summed)
+    activation: Literal["tanh", "relu"] = "tanh"  # tanh | relu: after every hidden layer of the policy and critic MLPs
+    # (algo.encoder=mlp; JaxMARL's SMAX baselines use relu)
+    critic_input: Literal["obs", "state"] = "obs"  # mappo: "obs" = all agents' observations concatenated; "state" =
+    # env.state()
+    encoder: Literal["mlp", "conv"] = "mlp"  # mlp | conv: two 3x3 convolutions (32 channels, ReLU) over image
+    # observations (H, W, C) before the MLP (policy; IPPO critic too), e.g. Connect Four's 6x7x2 board
+    reward: Literal["auto", "individual", "team"] = "auto"  # individual: each agent learns from its own reward; team:
+    # from its group's mean reward (MAPPO's shared reward); auto: team on cooperative envs, individual otherwise
+    # (returns are logged as summed)
     bootstrap_truncated: bool = True  # a time-limit truncation bootstraps from V(final observation); false cuts
     # the return there as at a termination
     recurrent: bool = False  # rMAPPO/rIPPO: a GRU policy (MLP features -> GRU cell -> head), hidden state carried
@@ -95,9 +97,6 @@ class PPOConfig:
         check(math.isfinite(self.log_std_init), "algo.log_std_init", "must be a finite number")
         check(self.hidden >= 1, "algo.hidden", "must be >= 1")
         check(self.layers >= 1, "algo.layers", "must be >= 1")
-        check(self.critic_input in ("obs", "state"), "algo.critic_input", "must be 'obs' or 'state'")
-        check(self.encoder in ("mlp", "conv"), "algo.encoder", "must be mlp or conv")
-        check(self.activation in ("tanh", "relu"), "algo.activation", "must be tanh or relu")
         if self.activation != "tanh":
             check(self.encoder == "mlp", "algo.activation", "works with algo.encoder=mlp only (conv: ReLU)")
             check(not cfg.league.enabled, "algo.activation", "league pool members are rebuilt as tanh networks; "
@@ -105,7 +104,6 @@ class PPOConfig:
         for key in ("state_std", "squash_actions"):
             check(not (getattr(self, key) and cfg.league.enabled), f"algo.{key}", "league pool members are rebuilt "
                   "with a learned log-std and clipped actions; leave it false in league mode")
-        check(self.reward in ("individual", "team"), "algo.reward", "must be auto, individual or team")
         check(self.chunk_length >= 0, "algo.chunk_length", "must be >= 0 (0 = the whole unroll)")
         if self.agent_id:
             check(self.encoder == "mlp", "algo.agent_id", "works with algo.encoder=mlp only")

@@ -3,7 +3,7 @@ it may name, and its validation (called by :func:`hpcmarl.config.validate`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 from hpcmarl.typedconfig import check as _check
 
@@ -18,7 +18,8 @@ class LeagueGroupConfig:
     actors: int = 0  # actor ranks of this group; 0 = an even share of the ranks left over
     strategy: str = "pfsp"  # self_play | uniform (fictitious self-play) | pfsp | meta_nash (PSRO) | exploiter
     self_play: float = 0.2  # uniform/pfsp/meta_nash: share of episodes against the group's own current policy
-    pfsp_weighting: str = "squared"  # squared: (1-x)^2 | variance: x(1-x) | linear: 1-x
+    pfsp_weighting: Literal["squared", "variance", "linear"] = "squared"  # squared: (1-x)^2 | variance: x(1-x) |
+    # linear: 1-x
     exploits: str = ""  # exploiter: the group whose newest snapshot it plays (default: the first group)
     snapshot_every: int = 20  # updates between pool snapshots (0 = only by win rate)
     snapshot_win_rate: float = 0.0  # > 0: also snapshot once the win rate against the pool reaches this
@@ -34,14 +35,15 @@ class LeagueConfig:
     ratings and evaluation matches."""
 
     enabled: bool = False  # train a league: learner groups, a league rank (the last rank) and a policy pool
-    seats: str = "auto"  # per_agent: the trained policy takes one seat, the pool the others (symmetric games);
-    # per_team: it takes one team of a team game (battle_v4), the pool the other team; per_group: it plays all
-    # agents of its policy group, the pool the other groups; auto: per_group when the league trains more than
-    # one policy group, else per_team in team games, else per_agent
+    seats: Literal["auto", "per_agent", "per_team", "per_group"] = "auto"  # per_agent: the trained policy takes one
+    # seat, the pool the others (symmetric games); per_team: it takes one team of a team game (battle_v4), the pool the
+    # other team; per_group: it plays all agents of its policy group, the pool the other groups; auto: per_group when
+    # the league trains more than one policy group, else per_team in team games, else per_agent
     groups: List[LeagueGroupConfig] = field(default_factory=lambda: [LeagueGroupConfig()])  # the learner groups
     # (one trained policy each, with its own ranks and matchmaking)
-    outcome: str = "auto"  # competitive: episodes are won/drawn/lost (payoff, Elo, OpenSkill); cooperative: the
-    # other seats are partners, the league records team returns per partner (cross-play); auto: from the env
+    outcome: Literal["auto", "competitive", "cooperative"] = "auto"  # competitive: episodes are won/drawn/lost (payoff,
+    # Elo, OpenSkill); cooperative: the other seats are partners, the league records team returns per partner
+    # (cross-play); auto: from the env
     pool_max: int = 0  # matchmaking considers the newest this many snapshots of each lineage (0 = all)
     ratings_every: int = 10  # updates between rows of run.h5 /league/ratings (members whose games changed)
     win_rate_step: float = 0.05  # PFSP win rates: exponential moving average step per reported game
@@ -56,8 +58,9 @@ class LeagueConfig:
     eval_opening: int = 2  # pool-vs-pool evaluation games open with this many seeded random moves (turn-based) or
     # steps of every agent (simultaneous, discrete actions), so two deterministic policies play varied games
     eval_every: int = 1  # evaluate every this many snapshots of a group (0 = no evaluation)
-    meta_game: str = "win_rate"  # meta_nash: the pool's payoff matrix from evaluation win rates, or mean returns
-    # ("return": zero-sum games scored in chips or points), or exact expected returns ("exact": OpenSpiel games)
+    meta_game: Literal["win_rate", "return", "exact"] = "win_rate"  # meta_nash: the pool's payoff matrix from
+    # evaluation win rates, or mean returns ("return": zero-sum games scored in chips or points), or exact expected
+    # returns ("exact": OpenSpiel games)
     opponent_cache: int = 32  # snapshot policies each actor and the league rank keep loaded (least recently used
     # dropped, re-read from its file when needed again): their memory grows while this fills (~1.7 MiB per policy
     # for configs/league_c4.yaml's network), then stays flat
@@ -103,8 +106,6 @@ def validate_league(cfg, envs) -> None:
         _check(g.actors >= 0, f"{key}.actors", "must be >= 0 (0 = an even share of the remaining ranks)")
         _check(g.strategy in LEAGUE_STRATEGIES, f"{key}.strategy", f"must be one of {', '.join(LEAGUE_STRATEGIES)}")
         _check(0 <= g.self_play <= 1, f"{key}.self_play", "must be in [0, 1]")
-        _check(g.pfsp_weighting in ("squared", "variance", "linear"), f"{key}.pfsp_weighting",
-               "must be squared, variance or linear")
         if g.strategy == "exploiter":
             _check(g.exploits in names and g.exploits != g.name, f"{key}.exploits",
                    f"must name another learner group (groups: {', '.join(names)})")
@@ -113,13 +114,9 @@ def validate_league(cfg, envs) -> None:
         _check(0 <= g.snapshot_win_rate <= 1, f"{key}.snapshot_win_rate", "must be in [0, 1] (0 = off)")
         _check(g.snapshot_every > 0 or g.snapshot_win_rate > 0, f"{key}.snapshot_every",
                "set snapshot_every or snapshot_win_rate, or the pool never grows")
-    _check(lg.seats in ("per_agent", "per_team", "per_group"), "league.seats",
-           "must be auto, per_agent, per_team or per_group")
     _check(lg.seats != "per_team" or entry.teams, "league.seats",
            f"per_team needs a team game; {cfg.env.name} has no teams (team games: "
            f"{', '.join(n for n, e in envs.REGISTRY.items() if e.teams)})")
-    _check(lg.outcome in ("competitive", "cooperative"), "league.outcome",
-           "must be auto, competitive or cooperative")
     if lg.outcome == "cooperative":  # partners have team returns, not win rates
         for i, g in enumerate(lg.groups):
             _check(g.strategy not in ("pfsp", "meta_nash"), f"league.groups.{i}.strategy",
@@ -131,7 +128,6 @@ def validate_league(cfg, envs) -> None:
     _check(lg.elo_k > 0, "league.elo_k", "must be > 0")
     _check(lg.ratings_every >= 1, "league.ratings_every", "must be >= 1")
     _check(lg.opponent_cache >= 1, "league.opponent_cache", "must be >= 1")
-    _check(lg.meta_game in ("win_rate", "return", "exact"), "league.meta_game", "must be win_rate, return or exact")
     for key, on in (("exploitability_every", lg.exploitability_every), ("meta_game", lg.meta_game == "exact")):
         _check(not on or entry.factory.startswith("hpcmarl.envs.openspiel:"), f"league.{key}",
                f"exact values need an OpenSpiel game (kuhn_poker, leduc_poker), not {cfg.env.name}")

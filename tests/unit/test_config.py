@@ -212,6 +212,22 @@ def test_inconsistent_values_name_key(overrides, key):
     assert f"'{key}'" in msg, msg
 
 
+@pytest.mark.parametrize("overrides,key,allowed", [
+    (["actors.env_errors=ignore"], "actors.env_errors", "reset, abort"),
+    (["learner.backend=nccl"], "learner.backend", "horovod, mpi"),
+    (["algo.name=matrace", "algo.queue_full=block"], "algo.queue_full", "wait, drop"),
+    (["algo.name=vdn", "algo.critic_input=1"], "algo.critic_input", "obs, state"),
+    (["algo.encoder=MLP"], "algo.encoder", "mlp, conv"),
+    (["env.name=kuhn_poker", "league.enabled=true", "league.seats=per_seat"], "league.seats",
+     "auto, per_agent, per_team, per_group"),
+])
+def test_allowed_values_come_from_the_fields_type(overrides, key, allowed):
+    """A field typed ``Literal[...]`` takes one of its values exactly (case and type count); the error names the key and
+    every allowed value, which the reference page lists from the same type (no check written beside it)."""
+    msg = error_of(None, overrides)
+    assert f"config key '{key}': must be one of {allowed}, not " in msg, msg
+
+
 @pytest.mark.parametrize("overrides,key", [
     (["algo.layers=0"], "algo.layers"),          # must not be reported as algo.hidden
     (["learner.device=cuda:x"], "learner.device"),  # torch.device('cuda:x') would only fail after MPI start
