@@ -4,7 +4,7 @@ slow actor's unroll that comes later is dropped when it arrives, and that actor 
 weights (synchronous SGD with backup workers, Chen et al. 2016, arXiv 1604.00981). The updates no longer wait for the
 slowest actor; the price is the dropped samples (``late_unrolls`` in /metrics).
 
-    mpirun -n 4 hpcmarl train configs/mappo_spread.yaml plugins=[examples.backup_flow] algo.name=mappo_backup \\
+    mpirun -n 4 hpcmarl train configs/simple_spread_mappo.yaml plugins=[examples.backup_flow] algo.name=mappo_backup \\
         algo.backups=1
 
 Listing this module in the config's ``plugins`` imports it on every rank before the config is read: it registers the
