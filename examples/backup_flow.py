@@ -24,6 +24,7 @@ from hpcmarl.flows import register_flow
 from hpcmarl.roles.actor_work import RolloutActor, run_actor
 from hpcmarl.roles.loop import run_learner
 from hpcmarl.roles.rollouts import RolloutFlow, Solo
+from hpcmarl.typedconfig import check
 
 
 @dataclasses.dataclass
@@ -34,8 +35,6 @@ class BackupConfig(PPOConfig):
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        from hpcmarl.typedconfig import check
-
         check(self.backups >= 0, "algo.backups", "must be >= 0")
 
 

@@ -198,7 +198,7 @@ class LocalGradLink(LocalLink):
     """Serial mode of the gradient flow: the learner computes its own actor's gradients in-process, one trajectory's
     gradient per :meth:`test`, at most the query's quota per round."""
 
-    def __init__(self, ctx, rec):
+    def __init__(self, ctx, rec):  # (no sampler: LocalLink's construction is not called)
         self.maker = GradientMaker(actor_plan(ctx, 0), ctx.stop_requested)
         self.rec, self.posted, self.received, self.since = rec, None, 0, time.monotonic()
         self.queue: List = []

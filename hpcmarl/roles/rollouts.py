@@ -246,15 +246,12 @@ class RolloutFlow(LearnerSide):
                             arrays, self.version, group=self.g.gi, extra_attrs=self.g.attrs(self.version))
 
     def shutdown(self, preempted):
-        # actors.overlap: an actor may have collected one more unroll: taken (not trained on), then its BYE
-        drained = [0]
-
-        def counted(rec):
-            drained[0] += int(rec["meta"][M["n_episodes"]])
-
-        overlap = bool(self.cfg.actors.overlap)
-        bye = [link.stop(self.wrec, self.version, preempted, drain=overlap, counted=counted) for link in self.links]
-        return sum(b["discarded"] for b in bye) + drained[0]
+        # actors.overlap: an actor may have collected one more unroll: taken (not trained on; its episodes count as
+        # discarded), then its BYE
+        drained = []
+        bye = [link.stop(self.wrec, self.version, preempted, drain=bool(self.cfg.actors.overlap),
+                         counted=lambda rec: drained.append(int(rec["meta"][M["n_episodes"]]))) for link in self.links]
+        return sum(b["discarded"] for b in bye) + sum(drained)
 
     def summary(self, discarded):
         return f"{discarded} episode(s) in flight discarded" + self.g.summary()
