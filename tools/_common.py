@@ -173,8 +173,8 @@ def normalize_args(argv) -> list:
 
 def record_key(script: str, args) -> str:
     """``<script>--<10 hex digits>``: the record's file name (without ``.json``), from the script's name and its
-    normalized argument list; re-running a benchmark with the same arguments writes the newest invocation at the top
-    of the record and keeps the earlier ones in its ``history`` (newest first): nothing measured is lost."""
+    normalized argument list. Re-running a benchmark with the same arguments writes a new record beside it
+    (:func:`record_id`): nothing measured is lost or rewritten."""
     digest = hashlib.sha256(json.dumps(list(args), separators=(",", ":")).encode()).hexdigest()[:10]
     return f"{script}--{digest}"
 
@@ -271,33 +271,30 @@ def machine() -> dict:
                                f"process, 2 s, measured right after the benchmark"}
 
 
-def _earlier(path: str) -> list:
-    """The invocations already recorded at ``path``, newest first (its top-level record, then its history); a file
-    that is not a record is kept beside it (``.unreadable-<UTC time>``) rather than lost."""
-    if not os.path.exists(path):
-        return []
-    try:
-        with open(path) as f:
-            old = json.load(f)
-        if not isinstance(old, dict) or not isinstance(old.get("history", []), list):
-            raise ValueError("not a record")
-    except (OSError, ValueError) as e:
-        aside = path + ".unreadable-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        os.replace(path, aside)
-        print(f"warning: {os.path.basename(path)} was not a readable record ({e}); kept as {aside}", file=sys.stderr)
-        return []
-    history = old.pop("history", [])
-    return [old] + history
+def record_id(script: str, args, out_dir: str = "") -> str:
+    """The name (without ``.json``) the next record of ``script`` run with ``args`` gets in ``out_dir`` (default: the
+    records' folder): :func:`record_key` for its first invocation, ``<key>-2``, ``<key>-3``, ... for later ones. A
+    record is never overwritten; a benchmark names the image it draws after it."""
+    out_dir = out_dir or _records_dir()
+    key = record_key(os.path.splitext(os.path.basename(script))[0], normalize_args(args))
+    n = 1
+    while os.path.lexists(os.path.join(out_dir, (key if n == 1 else f"{key}-{n}") + ".json")):
+        n += 1
+    return key if n == 1 else f"{key}-{n}"
+
+
+def _records_dir() -> str:
+    return os.environ.get("HPCMARL_RESULTS_DIR") or os.path.join(ROOT, "results")
 
 
 def record(script: str, argv, result, seeds=None, per_seed=None, medians=None, extra=None) -> str:
-    """Write the JSON record of one benchmark invocation to ``results/<script>--<hash>.json`` (see
-    :func:`record_key`; ``HPCMARL_RESULTS_DIR`` writes elsewhere, ``HPCMARL_NO_RECORD=1`` writes nothing) and
+    """Write the JSON record of one benchmark invocation to a new file ``results/<record id>.json`` (see
+    :func:`record_id`; ``HPCMARL_RESULTS_DIR`` writes elsewhere, ``HPCMARL_NO_RECORD=1`` writes nothing) and
     return its path. ``script``: the benchmark's ``__file__``; ``argv``: its arguments (``sys.argv[1:]``);
     ``result``: its ``RESULT`` line (or the fields as a dict); ``seeds``: the seeds, in the order of every per-seed
     list in ``per_seed`` (``{quantity: [value per seed]}``, nested dicts allowed); ``medians``: ``{quantity: median
     over seeds}``; ``extra``: anything else worth keeping (``{"tables": {name: {"columns": [...], "rows": [[...]]}}}``
-    renders as tables). An earlier invocation with the same arguments is kept in the record's ``history``.
+    renders as tables). Each invocation writes a new file (:func:`record_id`): an earlier record is never rewritten.
     Also records the command, the git commit (``dirty``: the code in :data:`CODE_PATHS` differed
     from it), the date (UTC) and the machine (:func:`machine`). Prints the path to stderr (the RESULT line stays the
     last line of stdout)."""
@@ -324,14 +321,21 @@ def record(script: str, argv, result, seeds=None, per_seed=None, medians=None, e
         "medians": plain(medians),
         "extra": plain(extra),
     }
-    out_dir = os.environ.get("HPCMARL_RESULTS_DIR") or os.path.join(ROOT, "results")
+    out_dir = _records_dir()
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, record_key(name, args) + ".json")
-    rec["history"] = _earlier(path)
-    tmp = path + ".tmp"
+    tmp = os.path.join(out_dir, f".{name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(rec, f, indent=1, allow_nan=False)
         f.write("\n")
-    os.replace(tmp, path)
+    try:
+        while True:  # link, not rename: a record that appeared meanwhile is not overwritten either
+            path = os.path.join(out_dir, record_id(name, args, out_dir) + ".json")
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                continue
+    finally:
+        os.unlink(tmp)
     print(f"recorded {os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path}", file=sys.stderr)
     return path

@@ -37,7 +37,7 @@ import sys
 
 import numpy as np
 
-from _common import EVAL_SEEDS, ROOT, launch, normalize_args, record, record_key, seed_list
+from _common import EVAL_SEEDS, ROOT, launch, record, record_id, seed_list
 
 SCENARIOS = {"equal": "equal", "straggler": "straggler:10", "sqrt": "sqrt"}
 METHODS = ("allreduce", "rennala", "malenia")
@@ -156,8 +156,7 @@ def main():
                 print(f"{m} / allreduce time-to-target, {s}: {bound}{r:.2f}")
 
     args = sys.argv[1:]
-    plot = a.plot or os.path.join(ROOT, "docs", "results", "img",
-                                  f"{record_key('bench_aggregation', normalize_args(args))}.png")
+    plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{record_id(__file__, args)}.png")
     import matplotlib
 
     matplotlib.use("Agg")

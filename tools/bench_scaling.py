@@ -49,7 +49,7 @@ import sys
 import numpy as np
 from scale_model import injected_delays, measured_sps, round_up
 
-from _common import ROOT, launch, normalize_args, record, record_key
+from _common import ROOT, launch, record, record_id
 
 FLOWS = {  # name: (config, overrides)
     "mappo": ("simple_spread_mappo.yaml", ["env.num_envs=4", "algo.epochs=4", "algo.minibatches=2"]),
@@ -332,8 +332,7 @@ def finish(a, result, rows, curves, errs):
               f"{'' if eff is None else f'{eff:.2f}'} | {'' if pred is None else f'{pred:,.0f}'} | "
               f"{'' if err is None else f'{err:+.1%}'} |")
     args = sys.argv[1:]
-    key = record_key("bench_scaling", normalize_args(args))
-    plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{key}.png")
+    plot = a.plot or os.path.join(ROOT, "docs", "results", "img", f"{record_id(__file__, args)}.png")
     plot = draw(plot, a, curves)
     line = "RESULT " + " ".join(f"{k}={v}" for k, v in result.items())
     print(line)

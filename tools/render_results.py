@@ -114,8 +114,9 @@ def check_record(name: str, rec) -> dict:
     need(isinstance(rec["args"], list) and all(isinstance(a, str) for a in rec["args"]),
          "'args' must be a list of strings")
     key = record_key(rec["script"], rec["args"])
-    need(os.path.basename(name) == key + ".json",
-         f"the file name does not match its script and arguments (expected {key}.json)")
+    need(re.fullmatch(re.escape(key) + r"(-[2-9]|-[1-9]\d+)?\.json", os.path.basename(name)) is not None,
+         f"the file name does not match its script and arguments (expected {key}.json, or {key}-<n>.json for its "
+         "n-th invocation)")
     need(isinstance(rec["command"], str), "'command' must be a string")
     need(isinstance(rec["commit"], str) and re.fullmatch(r"[0-9a-f]{7,40}|unknown", rec["commit"]) is not None,
          "'commit' must be a hex commit id or 'unknown'")
@@ -154,14 +155,16 @@ def check_record(name: str, rec) -> dict:
 
 
 def earlier(rec) -> str:
-    """The earlier invocations kept in a record's history: their dates, commits and RESULT fields."""
+    """The earlier invocations kept in a record's ``history`` (records written before each invocation got its own
+    file): their dates, commits and RESULT fields."""
     return "; ".join(f"{esc(h['date'][:10])} {provenance(h)}: "
                      + ", ".join(f"{esc(k)}={exact(v)}" for k, v in h["result"].items())
                      for h in rec.get("history", []))
 
 
 def load_records(results_dir: str) -> list:
-    """Every record in ``results_dir`` (sorted by file name), checked; :class:`RecordError` on the first bad one."""
+    """Every record in ``results_dir`` (sorted by file name), checked, each with its ``id`` (the file name without
+    ``.json``); :class:`RecordError` on the first bad one."""
     out = []
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         name = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
@@ -171,7 +174,24 @@ def load_records(results_dir: str) -> list:
         except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
             raise RecordError(f"{name}: not valid JSON ({e})") from None
         out.append(check_record(name, rec))
+        rec["id"] = os.path.basename(path)[:-len(".json")]
     return out
+
+
+def ordered(records: list, script: str) -> list:
+    """``script``'s records: the default command first, then by command; a command's invocations oldest first."""
+    def nth(r):  # <key>-<n>: the n-th invocation; the first has no number
+        tail = r["id"].rpartition("-")[2]
+        return int(tail) if r["id"] != record_key(r["script"], r["args"]) else 1
+
+    mine = (r for r in records if r["script"] == script)
+    return sorted(mine, key=lambda r: (bool(r["args"]), r["command"], nth(r)))
+
+
+def others(rec, records: list) -> str:
+    """Links to the other invocations of ``rec``'s command (each its own record), with their dates and commits."""
+    return "; ".join(f"[{esc(r['id'])}](#{r['id']}) {esc(r['date'][:10])} {provenance(r)}"
+                     for r in ordered(records, rec["script"]) if r["args"] == rec["args"] and r is not rec)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,8 +297,8 @@ def usage(script: str, doc: str) -> str:
     return f"{PYTHON} tools/{script}.py"
 
 
-def record_section(rec) -> list:
-    key = record_key(rec["script"], rec["args"])
+def record_section(rec, records: list) -> list:
+    key = rec["id"]
     m = rec["machine"]
     out = [f"### {code(rec['command'])} {{#{key}}}", ""]
     info = [("commit", provenance(rec)), ("date (UTC)", esc(rec["date"].replace("T", " ").rstrip("Z"))),
@@ -287,6 +307,8 @@ def record_section(rec) -> list:
             ("record", code(f"results/{key}.json"))]
     if rec.get("history"):
         info.append(("earlier invocations (kept in the record)", earlier(rec)))
+    if others(rec, records):
+        info.append(("other invocations (records of their own)", others(rec, records)))
     if rec.get("seeds") is not None:
         info.insert(4, ("seeds", ", ".join(esc(s) for s in rec["seeds"])))
     out += table(["", ""], [[f"**{k}**", v] for k, v in info]) + [""]
@@ -325,7 +347,7 @@ def family_page(page: str, records: list, tools_dir: str) -> str:
         out += [f"## {script}", "", f"**What it measures.** {' '.join(summary.split())}", ""]
         if rest.strip():
             out += [f"From `tools/{script}.py`:", "", "```text", rest.strip("\n"), "```", ""]
-        mine = sorted((r for r in records if r["script"] == script), key=lambda r: (bool(r["args"]), r["command"]))
+        mine = ordered(records, script)
         if not mine:
             out += [f"**No record yet.** Produce one (then re-render with `{PYTHON} tools/render_results.py`):", "",
                     "```bash", usage(script, doc), "```", ""]
@@ -333,7 +355,7 @@ def family_page(page: str, records: list, tools_dir: str) -> str:
         out += ["Reproduce a record: its command below, run from the repository root with the project's Python "
                 f"(`{PYTHON}` after `make setup`).", ""]
         for rec in mine:
-            out += record_section(rec)
+            out += record_section(rec, records)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -344,10 +366,11 @@ def index_page(records: list) -> str:
            f"(CPU model, cores, memory, versions and its **raw env speed**: random-action `{ENV_SPS_ENV}` env steps "
            "per second in one process, measured for 2 s right after the benchmark, so that records from different "
            "machines can be compared), the seeds, per-seed numbers, medians and the RESULT fields. A record is keyed "
-           "by script and arguments (`results/<script>--<hash of the arguments>.json`): re-running a benchmark with "
-           "the same arguments puts the new invocation at the top of its record and keeps the earlier ones in the "
-           "record's `history`, shown under it (nothing measured is lost). Set `HPCMARL_NO_RECORD=1` to write "
-           "none, `HPCMARL_RESULTS_DIR` to write them elsewhere.", "",
+           "by script and arguments (`results/<script>--<hash of the arguments>.json`) and is never rewritten: "
+           "re-running a benchmark with the same arguments writes a new record beside it (`<key>-2.json`, "
+           "`<key>-3.json`, ...), each listed and linked under the others (nothing measured is lost). Records older "
+           "than this rule keep their earlier invocations in a `history` field, shown under them. Set "
+           "`HPCMARL_NO_RECORD=1` to write none, `HPCMARL_RESULTS_DIR` to write them elsewhere.", "",
            "These pages and the README's headline table are rendered from the records by "
            f"`{PYTHON} tools/render_results.py` (`--check`: fail when a rendered file is out of date); nothing "
            "here is copied by hand. Each record names the commit it was measured on (and whether the tree had "
@@ -356,10 +379,8 @@ def index_page(records: list) -> str:
         rows = []
         for page, (title, scripts) in PAGES.items():
             for script in scripts:
-                for r in sorted((r for r in records if r["script"] == script),
-                                key=lambda r: (bool(r["args"]), r["command"])):
-                    key = record_key(r["script"], r["args"])
-                    rows.append([f"[{esc(title)}]({page}.md#{key})", code(script), args_text(r), headline(r),
+                for r in ordered(records, script):
+                    rows.append([f"[{esc(title)}]({page}.md#{r['id']})", code(script), args_text(r), headline(r),
                                  provenance(r), esc(r["date"][:10]), env_speed(r["machine"])])
         out += table(["page", "benchmark", "arguments", "headline", "commit", "date", "raw env steps/s"], rows)
     else:
@@ -379,14 +400,14 @@ def readme_table(records: list) -> str:
     rows = []
     for page, (title, scripts) in PAGES.items():
         for script in scripts:
-            named = [r for r in records if record_key(script, r["args"]) == HEADLINE_RECORD.get(script)]
+            named = [r for r in records if r["id"] == HEADLINE_RECORD.get(script)]
             if named and named[0]["dirty"]:
                 raise RecordError(f"HEADLINE_RECORD names {HEADLINE_RECORD[script]}, a record made with uncommitted "
                                   "changes: a headline comes from a clean commit")
             mine = [r for r in records if r["script"] == script and not r["dirty"]]
             if not mine:
                 continue
-            r = max(mine, key=lambda r: (record_key(script, r["args"]) == HEADLINE_RECORD.get(script), not r["args"],
+            r = max(mine, key=lambda r: (r["id"] == HEADLINE_RECORD.get(script), not r["args"],
                                          r["date"], r["command"]))  # the quoted record, the default command first
             rows.append([f"[{esc(title)}: `{script}`](docs/results/{page}.md)", headline(r),
                          f"{provenance(r)}, {esc(r['date'][:10])}", env_speed(r["machine"])])

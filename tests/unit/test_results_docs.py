@@ -163,48 +163,50 @@ def test_a_record_under_another_name_is_refused(tmp_path, capsys):
     assert "does not match its script and arguments" in capsys.readouterr().err
 
 
-def test_record_writes_one_file_per_script_and_arguments(tmp_path, monkeypatch):
+def test_each_invocation_writes_a_record_of_its_own_and_none_is_rewritten(tmp_path, monkeypatch):
     monkeypatch.setenv("HPCMARL_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.delenv("HPCMARL_NO_RECORD", raising=False)
     monkeypatch.setattr(_common, "env_speed", lambda *a, **k: 1234.5)  # the 2 s measurement, not under test here
     script = os.path.join(TOOLS, "bench_throughput.py")
+    key = _common.record_key("bench_throughput", ["--ranks", "3", "runs/x"])
+    assert _common.record_id(script, ["--ranks=3", "runs/x"]) == key  # what a benchmark names its image after
     a = _common.record(script, ["--ranks=3", os.path.join(ROOT, "runs", "x")], "RESULT raw_sps=7650 ratio=0.5 x=nan",
                        seeds=[0, 1], per_seed={("arm", "a"): [1.0, float("inf")]})
+    first = open(a).read()
+    assert os.path.basename(a) == key + ".json" and _common.record_id(script, ["--ranks", "3", "runs/x"]) == key + "-2"
     b = _common.record(script, ["--ranks", "3", "runs/x"], "RESULT raw_sps=7000 ratio=0.4 x=nan")
-    key = _common.record_key("bench_throughput", ["--ranks", "3", "runs/x"])
-    assert a == b and os.path.basename(a) == key + ".json"  # the second run is on top of the same record
+    assert os.path.basename(b) == key + "-2.json" and open(a).read() == first  # the first record is untouched
     rec = json.load(open(b))
-    assert [h["result"]["raw_sps"] for h in rec["history"]] == [7650]  # the first one is kept in its history
-    assert rec["history"][0]["per_seed"] == {"arm/a": [1.0, None]} and "history" not in rec["history"][0]
-    b2 = _common.record(script, ["--ranks", "3", "runs/x"], "RESULT raw_sps=6000")
-    assert [h["result"]["raw_sps"] for h in json.load(open(b2))["history"]] == [7000, 7650]  # newest first
-    open(b2, "w").write(json.dumps(rec))  # back to the two-invocation record the rest of the test reads
+    assert "history" not in rec and json.load(open(a))["per_seed"] == {"arm/a": [1.0, None]}
     assert rec["result"] == {"raw_sps": 7000, "ratio": 0.4, "x": "nan"} and rec["args"] == ["--ranks", "3", "runs/x"]
     assert rec["command"] == "python tools/bench_throughput.py --ranks 3 runs/x" and rec["machine"]["env_sps"] == 1234.5
     assert len(rec["commit"]) in (7, 40) or rec["commit"] == "unknown"
     assert rr.check_record(os.path.basename(b), rec) is rec
-    c = _common.record(script, [], "RESULT raw_sps=1", per_seed={("arm", "a"): [1.0, float("inf")]})
-    assert c != b and json.load(open(c))["per_seed"] == {"arm/a": [1.0, None]}
+    with pytest.raises(rr.RecordError, match="does not match its script and arguments"):
+        rr.check_record(key + "-1.json", rec)  # the first invocation has no number
+    c = _common.record(script, [], "RESULT raw_sps=1")
+    assert os.path.basename(c) == _common.record_key("bench_throughput", []) + ".json"
     monkeypatch.setenv("HPCMARL_NO_RECORD", "1")
     assert _common.record(script, ["--other"], "RESULT raw_sps=1") == ""
-    assert len(os.listdir(tmp_path / "results")) == 2
+    assert sorted(os.listdir(tmp_path / "results")) == sorted(os.path.basename(p) for p in (a, b, c))  # no temp file
     _, pages = render_into(tmp_path)
     commit = json.load(open(c))["commit"]
-    assert f"| **commit** | `{commit[:7]}" in pages["throughput.md"]
-    assert "| **earlier invocations (kept in the record)** |" in pages["throughput.md"]
-    assert "`raw_sps`=7650" in pages["throughput.md"] or "raw_sps=7650" in pages["throughput.md"]
+    page = pages["throughput.md"]
+    assert f"| **commit** | `{commit[:7]}" in page
+    assert f"{{#{key}}}" in page and f"{{#{key}-2}}" in page and f"(#{key}-2)" in page  # each links the other
+    assert page.index(f"{{#{key}}}") < page.index(f"{{#{key}-2}}")  # oldest first
+    assert f"`results/{key}-2.json`" in page
 
 
-def test_an_unreadable_record_is_kept_aside_not_overwritten(tmp_path, monkeypatch):
+def test_a_file_that_is_not_a_record_is_left_as_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("HPCMARL_RESULTS_DIR", str(tmp_path))
     monkeypatch.delenv("HPCMARL_NO_RECORD", raising=False)
     monkeypatch.setattr(_common, "env_speed", lambda *a, **k: 1.0)
     path = tmp_path / (_common.record_key("bench_throughput", ["--x"]) + ".json")
     path.write_text("{not json")
-    _common.record(os.path.join(TOOLS, "bench_throughput.py"), ["--x"], "RESULT raw_sps=1")
-    aside = [p for p in os.listdir(tmp_path) if ".unreadable-" in p]
-    assert len(aside) == 1 and (tmp_path / aside[0]).read_text() == "{not json"
-    assert json.load(open(path))["history"] == []
+    new = _common.record(os.path.join(TOOLS, "bench_throughput.py"), ["--x"], "RESULT raw_sps=1")
+    assert path.read_text() == "{not json" and new.endswith("-2.json")
+    assert json.load(open(new))["result"]["raw_sps"] == 1
 
 
 def test_a_record_with_uncommitted_changes_is_never_a_headline(tmp_path, monkeypatch):
