@@ -248,3 +248,27 @@ def test_record_keys_hold_no_machine_paths():
         rec = json.load(open(path))
         if rec["date"] >= "2026-11-29":  # records before kept the paths they were made with (pages hide them)
             assert not [a for a in rec["args"] if os.path.isabs(a)], path
+
+
+def test_each_results_page_opens_with_its_standing_read_from_the_records(tmp_path, monkeypatch):
+    records = {rid: rec for rid, rec in ((os.path.basename(p)[:-5], json.load(open(p)))
+                                         for p in glob.glob(os.path.join(ROOT, "results", "*.json")))}
+    named = [rid for tables in rr.STANDING.values() for _, rows in tables for _, rid, _ in rows]
+    assert named and not [rid for rid in named if rid not in records]  # every row names a record that exists
+    for tables in rr.STANDING.values():
+        for _, rows in tables:
+            for label, rid, prefix in rows:  # and a field of it at some budget
+                assert any(k.startswith(prefix + "_") for k in records[rid]["result"]), (label, rid, prefix)
+    a = crafted(commit="a" * 40, result={"x_100k": 1.5, "x_1m": 2.5, "x_drop": 0.0, "ref_100k": 0.5})
+    b = crafted(commit="b" * 40, args=("--seeds", "7"), result={"x_250k": 9.0})
+    b["seeds"], b["machine"]["cpu"] = [7], "Other CPU"
+    key_a, key_b = (_common.record_key(r["script"], r["args"]) for r in (a, b))
+    monkeypatch.setitem(rr.STANDING, "throughput", [("Caption", [("ours", key_a, "x"), ("theirs", key_a, "ref"),
+                                                                 ("later", key_b, "x")])])
+    status, pages = render_into(tmp_path, [a, b])
+    page = pages["throughput.md"]
+    assert status == 0 and page.index("## Standing") < page.index("## bench_throughput")
+    assert "|  | seeds | 100k | 250k | 1m | record, commit |" in page  # budgets in order, drop left out
+    assert f"| ours | 0, 1 | 1.5 |  | 2.5 | [{key_a.split('--')[1]}](#{key_a}) `aaaaaaa` |" in page
+    assert f"| later | 7 |  | 9.0 |  | [{key_b.split('--')[1]}](#{key_b}) `bbbbbbb` |" in page
+    assert "From 2 invocations, 2 commits and 2 CPU types" in page
