@@ -2,9 +2,14 @@
 
 ``HPCMARL_INJECT_FAULT=<rank>:<kind>:<when>`` tells one rank to fail in one way at one point; it is parsed once (per
 value: :func:`spec`), and a malformed value is refused in one line at start-up rather than ignored. ``when`` is an
-update (or NIGT round) number or a phase (:data:`PHASES`). Kinds acted on where they are named (:func:`at`):
-``raise``, ``hang``, ``exit``, ``sigterm``; kinds that mark a value instead (:func:`marked`): ``nan`` (a learner's
-parameter becomes NaN right after that update) and ``stale`` (an actor keeps its old weights at that version).
+update (or NIGT round) number or a phase (:data:`PHASES`). Kinds acted on where they are named (:meth:`Hook.at`):
+``raise``, ``hang``, ``exit``, ``sigterm``; kinds that mark a value instead (:meth:`Hook.marked`): ``nan`` (a
+learner's parameter becomes NaN right after that update) and ``stale`` (an actor keeps its old weights at that
+version: :meth:`Hook.arm`).
+
+Production code reaches it through one object per rank, :class:`Hook`, built by the launcher (``ctx.faults``) and
+called only by the launcher's pre-flight and the three loops: the learner loop (``roles/loop.py``), the actor loop
+(``roles/actor_work.py:run_actor``) and the league rank's loop (``tests/unit/test_layout.py`` checks it).
 """
 from __future__ import annotations
 
@@ -73,3 +78,32 @@ def at(rank: int, when: Union[int, str]) -> None:
 def marked(rank: int, kind: str, when: Union[int, str]) -> bool:
     """Whether this process's fault marks ``kind`` (``nan`` or ``stale``) for ``rank`` at ``when``."""
     return _here(rank, when, (kind,)) is not None
+
+
+class Hook:
+    """This rank's fault, bound once (none: every call returns at once). ``at(when)`` acts it out, ``marked(kind,
+    when)`` answers for a mark, ``arm(policy)`` makes an actor's policy keep its old weights at a ``stale`` version
+    (nothing in the weights loop asks)."""
+
+    def __init__(self, rank: int):
+        f = spec()
+        self.rank = rank
+        self.fault = f if f is not None and f.rank == rank else None
+
+    def at(self, when: Union[int, str]) -> None:
+        if self.fault is not None:
+            at(self.rank, when)
+
+    def marked(self, kind: str, when: Union[int, str]) -> bool:
+        return self.fault is not None and marked(self.rank, kind, when)
+
+    def arm(self, policy) -> None:
+        if self.fault is None or self.fault.kind != "stale":
+            return
+        load = policy.load
+
+        def load_unless_stale(flat, version):
+            if not self.marked("stale", version):
+                load(flat, version)
+
+        policy.load = load_unless_stale

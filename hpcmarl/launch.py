@@ -67,6 +67,7 @@ class Context:
         self.argv = argv
         self.host = socket.gethostname()
         self.preempted = False  # set when a signal stopped the run before its end
+        self.faults = faults.Hook(self.rank)  # a test's injected fault (hpcmarl/faults.py): the loops call it
         self.hosts = None
         self.device = None
         self.env_spec = None
@@ -202,7 +203,7 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
     # ---- pre-flight on rank 0, nothing written yet ------------------------------------------------------
     pre = None
     if rank == 0:
-        faults.at(rank, "preflight")
+        faults.Hook(rank).at("preflight")
         try:
             runlock.take(cfg.resolved_run_dir, cfg.runtime.timeout_s, say)  # one job per run directory
             pre = preflight(cfg, fresh)
@@ -258,7 +259,6 @@ def _run_roles(cfg: Config, layout: Layout, world, fresh: bool, argv, say) -> in
         ctx.hosts = world.allgather(ctx.host)
         launcher.set_hosts(ctx.hosts)  # a line that names a rank names its node too
         local_rank = set_threads(cfg, world, role)
-    faults.at(ctx.rank, "startup")
     from hpcmarl.envs import probe_spec
 
     roles = importlib.import_module(algos.get(cfg.algo.name).data_flow().roles)  # the flow's role module (code paths)

@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from hpcmarl import compiled, faults
+from hpcmarl import compiled
 from hpcmarl.actors import GradientMaker, actor_seed, make_sampler
 from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import CMD_PREEMPTED, CMD_STOP, WEIGHT_INDEX, gradient_spec, weights_spec
@@ -46,13 +46,21 @@ class ActorWork:
         drains)."""
         raise NotImplementedError
 
+    def points(self) -> List[int]:
+        """Where the last ``take_weights`` left this actor, as a test's fault names it (``<rank>:<kind>:<when>``):
+        the versions it took (rollouts), its unroll count (asynchronous rollouts) or the round (gradients)."""
+        raise NotImplementedError
+
 
 def run_actor(ctx, work: ActorWork) -> None:
     """An actor rank's life: agree that every rank started, take the learner's hello, then alternate
     ``take_weights`` and ``work`` until the learner says stop (``ctx.preempted`` when it says preempted), then
     ``goodbye`` (what the learner must drain) and send it."""
+    fault = ctx.faults  # a test's injected fault: acted out here and in the learner loop only (hpcmarl/faults.py)
+    fault.at("startup")
     cfg, layout = ctx.cfg, ctx.layout
     learner = layout.learner_of(layout.actor_index(ctx.rank))
+    fault.arm(work.policy)
     ctx.agree_startup()
     work.begin(protocol.recv_control(ctx.world, learner, cfg.runtime.startup_timeout_s))
     while True:
@@ -60,9 +68,11 @@ def run_actor(ctx, work: ActorWork) -> None:
         if command in (CMD_STOP, CMD_PREEMPTED):
             ctx.preempted = command == CMD_PREEMPTED
             break
+        for when in work.points():
+            fault.at(when)
         work.work()
     bye = work.goodbye()
-    faults.at(ctx.rank, "final")
+    fault.at("final")
     protocol.send_bye(ctx.world, learner, bye, cfg.runtime.timeout_s)
 
 
@@ -90,6 +100,7 @@ class UnrollActor(ActorWork):
         self.timeout = ctx.cfg.runtime.timeout_s
         self.sent = self.slot = 0
         self.req = None  # the posted receive of the next weights
+        self.policy = self.sampler.policy
 
     def wait_sent(self, slot: int) -> None:
         """Until the learner took the unroll last sent from buffer ``slot`` (bounded)."""
@@ -143,7 +154,8 @@ class RolloutActor(UnrollActor):
     def take_weights(self):
         """Take the weights that arrived (in order); wait while the ones held are too old."""
         t0 = time.perf_counter()
-        wrec, sampler, rank = self.wrec, self.sampler, self.rank
+        wrec, sampler = self.wrec, self.sampler
+        self.taken = []
         while True:
             if self.req is None:
                 self.req = protocol.post_recv_weights(self.world, self.learner, wrec)
@@ -158,16 +170,18 @@ class RolloutActor(UnrollActor):
                 return command
             self.version = version
             self.first = version if self.first < 0 else self.first
-            faults.at(rank, version)
+            self.taken.append(version)
             mask_version = int(wrec["meta"][WEIGHT_INDEX["mask_version"]])
             if self.bits is not None and mask_version != sampler.policy.mask_version:  # sparse: the masks changed
                 protocol.recv_masks(self.world, self.learner, self.bits, self.timeout)
                 sampler.policy.set_masks(self.bits, mask_version)
-            if not faults.marked(rank, "stale", version):
-                sampler.policy.load(wrec["params"], version)
+            sampler.policy.load(wrec["params"], version)
             sampler.policy.epsilon = float(wrec["meta"][WEIGHT_INDEX["epsilon"]])
         self.t_wait = time.perf_counter() - t0
         return None
+
+    def points(self):
+        return self.taken
 
     def work(self):
         slot, sends = self.slot, self.sends
@@ -230,8 +244,10 @@ class AsyncActor(UnrollActor):
                                        f"rank {self.learner} (it pushes every algo.push_every updates)")
         return None
 
+    def points(self):
+        return [self.sent]  # its unroll count: the versions it holds may skip a number
+
     def work(self):
-        faults.at(self.rank, self.sent)  # (its unroll count: the versions it holds may skip a number)
         slot = self.slot
         t0 = time.perf_counter()
         self.wait_sent(slot)  # both sends pending: the learner's queue is full (back-pressure)
@@ -260,6 +276,7 @@ class GradientActor(ActorWork):
         idx = layout.actor_index(ctx.rank)
         self.learner = layout.learner_of(idx)
         self.maker = GradientMaker(actor_plan(ctx, idx), ctx.stop_requested)
+        self.policy = self.maker.policy
         d = sum(p.numel() for p in self.maker.policy.params)
         self.wrec = weights_spec(d).alloc()
         self.timeout = cfg.runtime.timeout_s
@@ -286,7 +303,7 @@ class GradientActor(ActorWork):
         if command in (CMD_STOP, CMD_PREEMPTED):
             return command
         self.quota = int(self.wrec["meta"][W["quota"]])
-        faults.at(self.rank, rnd)
+        self.round = rnd
         self.maker.policy.load(self.wrec["params"], rnd)  # copies: the buffer can take the next round now
         self.req = protocol.post_recv_weights(self.world, self.learner, self.wrec)
         return None
@@ -303,6 +320,9 @@ class GradientActor(ActorWork):
             for item in items[:(q - made) if q else None]:
                 self.out.send(lambda rec, item=item: maker.fill(rec, item))
                 made += 1
+
+    def points(self):
+        return [self.round]
 
     def goodbye(self):
         self.out.flush()

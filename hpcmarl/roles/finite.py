@@ -27,8 +27,6 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from hpcmarl import faults
-
 WATCHED = re.compile(r"(^|/)([^/]*loss[^/]*|grad_norm)$")  # metrics row keys that must stay finite
 
 
@@ -93,10 +91,9 @@ def params_problem(flow) -> str:
     return bad[0] + (f", and {len(bad) - 1} more parameter(s) too" if len(bad) > 1 else "")
 
 
-def poison(ctx, flow, update: int) -> None:
-    """``HPCMARL_INJECT_FAULT=<rank>:nan:<update>``: one parameter of this learner becomes NaN after ``update``."""
-    if not faults.marked(ctx.rank, "nan", update):
-        return
+def poison(flow) -> None:
+    """``HPCMARL_INJECT_FAULT=<rank>:nan:<update>``: one parameter of this learner becomes NaN (the learner loop calls
+    it after that update)."""
     params = _params(flow)
     if params:
         with torch.no_grad():
@@ -113,7 +110,6 @@ def check_finite(ctx, flow, log, row: Dict[str, float]) -> None:
         SystemExit: status 1 after the one line and a clean stop, when any learner found a non-finite value.
     """
     update = int(log.counters["update"])
-    poison(ctx, flow, update)
     bad = "; ".join(p for p in (row_problem(row), params_problem(flow)) if p)
     ctrl = flow.ctrl
     if ctrl.size > 1:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import compiled, faults
+from hpcmarl import compiled
 from hpcmarl.algos.base import make_inference
 from hpcmarl.comm import protocol
 from hpcmarl.comm.protocol import Tag
@@ -284,6 +284,7 @@ class EvalEpisodes(Matchup):
 
 
 def league_main(ctx) -> None:
+    ctx.faults.at("startup")
     cfg, world, layout = ctx.cfg, ctx.world, ctx.layout
     league = League(cfg, ctx.run_dir, seed=cfg.seed + 99991)
     if ctx.resume_path:
@@ -326,7 +327,7 @@ def league_main(ctx) -> None:
             elif msg["kind"] == "status":
                 silence = cfg.runtime.timeout_s
                 update = int(msg["update"])
-                faults.at(ctx.rank, update)
+                ctx.faults.at(update)
                 due = league.snapshot_due(gi, update)
                 protocol.send_object(world, src, {"snapshot": due}, Tag.LEAGUE_REPLY, cfg.runtime.timeout_s)
                 if due:
@@ -356,4 +357,4 @@ def league_main(ctx) -> None:
         if time.monotonic() - last_msg > silence:
             raise protocol.CommTimeout(f"league rank: no message from any learner or actor for {silence:.0f}s")
         time.sleep(0.001)
-    faults.at(ctx.rank, "final")
+    ctx.faults.at("final")

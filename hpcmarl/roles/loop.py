@@ -21,10 +21,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hpcmarl import compiled, faults, storage
+from hpcmarl import compiled, storage
 from hpcmarl.comm import watchdog
 from hpcmarl.roles.common import RunLog
-from hpcmarl.roles.finite import check_finite
+from hpcmarl.roles.finite import check_finite, poison
 
 
 @dataclass
@@ -102,6 +102,8 @@ class LearnerSide:
 
 
 def run_learner(ctx, flow: LearnerSide) -> None:
+    fault = ctx.faults  # a test's injected fault: acted out here and in the actor loop only (hpcmarl/faults.py)
+    fault.at("startup")
     attrs = None
     if ctx.resume_path:
         arrays, attrs = storage.load_checkpoint(ctx.resume_path, bounded=False)
@@ -122,9 +124,11 @@ def run_learner(ctx, flow: LearnerSide) -> None:
     if not stop_reason:
         flow.handout()
     while not stop_reason:
-        faults.at(ctx.rank, flow.version)
+        fault.at(flow.version)
         r = flow.round()
         log.advance(r.env_steps, r.episodes, r.env_errors)
+        if fault.marked("nan", log.counters["update"]):
+            poison(flow)
         check_finite(ctx, flow, log, r.row)  # a non-finite loss or parameter: one line, exit 1, no checkpoint
         counters["discarded_episodes"] += r.discarded
         stop_reason = log.vote(r.signalled)
@@ -139,13 +143,14 @@ def run_learner(ctx, flow: LearnerSide) -> None:
         row.update(r.row)
         log.log(row, r.ep_rows, tables)
         if due:
+            fault.at("checkpoint")
             flow.save(log)
 
     ctx.preempted = log.preempted()
     # the final checkpoint before the actors are stopped: a hung actor cannot cost it (stopping waits for every
     # actor's goodbye); episodes the stop cuts off are counted in run.h5 (log.finish), not in the checkpoint
     with watchdog.guard("the final checkpoint to be written"):
-        faults.at(ctx.rank, "final")
+        fault.at("final")
         if log.final_checkpoint_due():
             log.final_eval = not ctx.preempted  # eval.*: the final (and absolute) evaluation of a run that ended
             flow.save(log)

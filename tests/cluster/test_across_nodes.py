@@ -422,7 +422,7 @@ def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row
 
     out = os.path.join(cluster.shared, "slurm-requeue")
     os.makedirs(out, exist_ok=True)
-    total = 300
+    total = 120  # the fault lands at update 20 (2 checkpoints); the requeued incarnation trains the rest
     jid = sbatch(cluster, ["--nodes=3", "--ntasks-per-node=2", "--distribution=cyclic", "slurm/train.sbatch"]
                  + SLURM_TINY + [f"output.root={out}/runs", f"train.max_updates={total}", "output.checkpoint_every=10",
                                  "actors.step_delay_s=0.002", "train.total_env_steps=100000000"], out)

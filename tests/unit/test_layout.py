@@ -203,6 +203,22 @@ def test_one_actor_loop():
     assert set(where) == flows | {work}, where
 
 
+def test_faults_are_acted_out_by_the_loops_only():
+    """A test's injected fault (hpcmarl/faults.py) is parsed and bound per rank by the launcher (``ctx.faults``) and
+    acted out only by the three loops: the learner's (roles/loop.py), the actor's (roles/actor_work.py) and the
+    league rank's; no other module imports it or reaches for the hook."""
+    importers = {m for m, (_, every) in modules().items() if "hpcmarl.faults" in every}
+    assert importers == {"hpcmarl.launch"}, importers
+    users = set()
+    for dirpath, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py") and f != "faults.py":
+                tree = ast.parse(open(os.path.join(dirpath, f)).read())
+                if any(isinstance(n, ast.Attribute) and n.attr == "faults" for n in ast.walk(tree)):
+                    users.add(os.path.relpath(os.path.join(dirpath, f), ROOT))
+    assert users == {"launch.py"} | {os.path.join("roles", f) for f in ("loop.py", "actor_work.py", "league.py")}, users
+
+
 BUILTIN_ALGORITHMS = ("mappo", "ippo", "qmix", "vdn", "matrace", "nigt")
 
 
