@@ -77,7 +77,8 @@ HEADLINE_RECORD = {
     "bench_batched_e2e": "bench_batched_e2e--52c7a5047f",  # against JaxMARL's IPPO, 3 rounds, cold and warm cache
 }
 # What a results page opens with: hpcmarl against each reference at each budget, the numbers read from the records
-# named (page -> [(caption, [(row, record id, RESULT field prefix)])]; a row's budgets are its fields <prefix>_<budget>)
+# named (page -> [(caption, [(row, record id, RESULT field prefix)][, columns])]; a row's cells are its RESULT fields
+# <prefix>_<column>, the columns by default every budget (100k, 2m, ...) of the table's rows)
 SE = "bench_sample_efficiency--"
 STANDING = {
     "sample_efficiency": [
@@ -374,13 +375,14 @@ def standing(page: str, records: list) -> list:
     record, seeds and commit; a table from several invocations, commits or CPUs says so under it."""
     by_id = {r["id"]: r for r in records}
     out = []
-    for caption, rows in STANDING.get(page, []):
+    for caption, rows, *named in STANDING.get(page, []):
         if any(rid not in by_id for _, rid, _ in rows):  # another results folder (tests/unit checks ours)
             continue
+        pattern = r"_(" + ("|".join(map(re.escape, named[0])) if named else r"\d+[km]") + ")"
         fields = [(label, by_id[rid], {m.group(1): v for k, v in by_id[rid]["result"].items()
-                                       if (m := re.fullmatch(re.escape(prefix) + r"_(\d+[km])", k))})
+                                       if (m := re.fullmatch(re.escape(prefix) + pattern, k))})
                   for label, rid, prefix in rows]
-        budgets = sorted({b for _, _, f in fields for b in f}, key=budget_steps)
+        budgets = named[0] if named else sorted({b for _, _, f in fields for b in f}, key=budget_steps)
         body = [[esc(label), ", ".join(esc(x) for x in rec["seeds"] or [])]
                 + [exact(f[b]) if b in f else "" for b in budgets]
                 + [f"[{esc(rec['id'].split('--', 1)[1])}](#{rec['id']}) {provenance(rec)}"]

@@ -259,12 +259,14 @@ def test_each_results_page_opens_with_its_standing_read_from_the_records(tmp_pat
         for _, rows in tables:
             for label, rid, prefix in rows:  # and a field of it at some budget
                 assert any(k.startswith(prefix + "_") for k in records[rid]["result"]), (label, rid, prefix)
-    a = crafted(commit="a" * 40, result={"x_100k": 1.5, "x_1m": 2.5, "x_drop": 0.0, "ref_100k": 0.5})
+    a = crafted(commit="a" * 40, result={"x_100k": 1.5, "x_1m": 2.5, "x_drop": 0.0, "ref_100k": 0.5,
+                                         "g_selfplay": 0.8, "g_league": 0.03, "g_nfsp": 0.3})
     b = crafted(commit="b" * 40, args=("--seeds", "7"), result={"x_250k": 9.0})
     b["seeds"], b["machine"]["cpu"] = [7], "Other CPU"
     key_a, key_b = (_common.record_key(r["script"], r["args"]) for r in (a, b))
     monkeypatch.setitem(rr.STANDING, "throughput", [("Caption", [("ours", key_a, "x"), ("theirs", key_a, "ref"),
-                                                                 ("later", key_b, "x")])])
+                                                                 ("later", key_b, "x")]),
+                                                    ("Games", [("kuhn", key_a, "g")], ["league", "selfplay"])])
     status, pages = render_into(tmp_path, [a, b])
     page = pages["throughput.md"]
     assert status == 0 and page.index("## Standing") < page.index("## bench_throughput")
@@ -272,3 +274,4 @@ def test_each_results_page_opens_with_its_standing_read_from_the_records(tmp_pat
     assert f"| ours | 0, 1 | 1.5 |  | 2.5 | [{key_a.split('--')[1]}](#{key_a}) `aaaaaaa` |" in page
     assert f"| later | 7 |  | 9.0 |  | [{key_b.split('--')[1]}](#{key_b}) `bbbbbbb` |" in page
     assert "From 2 invocations, 2 commits and 2 CPU types" in page
+    assert "| kuhn | 0, 1 | 0.03 | 0.8 | [" in page and "|  | seeds | league | selfplay | record, commit |" in page
