@@ -135,7 +135,7 @@ CODE_PATHS = ("hpcmarl", "configs", "tools", "setup.py", ":(exclude)tools/render
 ENV_SPS_ENV = "simple_spread_v3"  # the raw env speed every record carries (machines compared by it)
 
 
-_ABS_PATH = re.compile(r"(?<![\w:/.~-])(/(?:[\w.+-]+/)+[\w.+-]*)")
+_ABS_PATH = re.compile(r"(?<![\w:/.~…-])(/(?:[\w.+-]+/)+[\w.+-]*)")
 
 
 def portable(text) -> str:

@@ -244,6 +244,8 @@ def test_record_keys_hold_no_machine_paths():
                                    "/scratch/ann/JaxMARL/baselines/IPPO", "--out", out, "--fresh", "2m"])
     assert args == ["--jaxmarl-python", "<jaxbase venv>/bin/python", "--jaxmarl-baselines", "<…/baselines/IPPO>",
                     "--out", "runs/x", "2m"]
+    assert _common.normalize_args(args) == args  # a placeholder is not a path again: <…/baselines/IPPO> stays
+    assert _common.portable("--out <…/rw/v2s> /a/b/c") == "--out <…/rw/v2s> <…/b/c>"
     for path in glob.glob(os.path.join(_common.ROOT, "results", "*.json")):
         rec = json.load(open(path))
         if rec["date"] >= "2026-11-29":  # records before kept the paths they were made with (pages hide them)
@@ -253,10 +255,10 @@ def test_record_keys_hold_no_machine_paths():
 def test_each_results_page_opens_with_its_standing_read_from_the_records(tmp_path, monkeypatch):
     records = {rid: rec for rid, rec in ((os.path.basename(p)[:-5], json.load(open(p)))
                                          for p in glob.glob(os.path.join(ROOT, "results", "*.json")))}
-    named = [rid for tables in rr.STANDING.values() for _, rows in tables for _, rid, _ in rows]
+    named = [rid for tables in rr.STANDING.values() for _, rows, *_ in tables for _, rid, _ in rows]
     assert named and not [rid for rid in named if rid not in records]  # every row names a record that exists
     for tables in rr.STANDING.values():
-        for _, rows in tables:
+        for _, rows, *_ in tables:
             for label, rid, prefix in rows:  # and a field of it at some budget
                 assert any(k.startswith(prefix + "_") for k in records[rid]["result"]), (label, rid, prefix)
     a = crafted(commit="a" * 40, result={"x_100k": 1.5, "x_1m": 2.5, "x_drop": 0.0, "ref_100k": 0.5,
