@@ -56,7 +56,7 @@ def run_actor(ctx, work: ActorWork) -> None:
     """An actor rank's life: agree that every rank started, take the learner's hello, then alternate
     ``take_weights`` and ``work`` until the learner says stop (``ctx.preempted`` when it says preempted), then
     ``goodbye`` (what the learner must drain) and send it."""
-    fault = ctx.faults  # a test's injected fault: acted out here and in the learner loop only (hpcmarl/faults.py)
+    fault = ctx.faults  # a test's injected fault: acted out by the three loops only (hpcmarl/faults.py)
     fault.at("startup")
     cfg, layout = ctx.cfg, ctx.layout
     learner = layout.learner_of(layout.actor_index(ctx.rank))
@@ -144,6 +144,7 @@ class RolloutActor(UnrollActor):
         # first); that unroll must be made with version >= first + k - lag (lag 1 with actors.overlap, else 0)
         self.lag = 1 if self.overlap else 0
         self.version = self.first = -1
+        self.taken: List[int] = []  # the versions the last take_weights took
         # the weights of the first update wait for its compilation, under the start-up bound (hpcmarl.compiled)
         self.warm = compiled.first_update_bound(cfg, layout.actors)
 
@@ -283,7 +284,7 @@ class GradientActor(ActorWork):
         self.out = Outbox(ctx.world, self.learner, gradient_spec(d, len(self.maker.spec.groups)),
                           cfg.env.num_envs + 1, self.timeout)
         self.req = None
-        self.quota = 0
+        self.quota = self.round = 0
 
     def begin(self, hello):
         self.req = protocol.post_recv_weights(self.world, self.learner, self.wrec)

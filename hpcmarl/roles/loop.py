@@ -102,7 +102,7 @@ class LearnerSide:
 
 
 def run_learner(ctx, flow: LearnerSide) -> None:
-    fault = ctx.faults  # a test's injected fault: acted out here and in the actor loop only (hpcmarl/faults.py)
+    fault = ctx.faults  # a test's injected fault: acted out by the three loops only (hpcmarl/faults.py)
     fault.at("startup")
     attrs = None
     if ctx.resume_path:
