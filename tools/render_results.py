@@ -84,6 +84,7 @@ STANDING = {
     "sample_efficiency": [
         ("MPE `simple_spread` (PettingZoo): return summed over the agents, median of seeds", [
             ("hpcmarl MAPPO (`simple_spread_mappo.yaml`)", SE + "512382d57e", "mappo"),
+            ("hpcmarl MAPPO, held-out seeds", SE + "6184e1456d", "mappo"),
             ("EPyMARL MAPPO", SE + "512382d57e", "epymarl")]),
         ("SMAX `3m`: win rate, median of seeds", [
             ("hpcmarl MAPPO (`smax_mappo.yaml`)", SE + "ba689eb643", "smax_mappo"),
