@@ -53,33 +53,6 @@ def spec() -> Optional[Fault]:
     return parse(os.environ.get(VARIABLE, ""))
 
 
-def _here(rank: int, when: Union[int, str], kinds) -> Optional[Fault]:
-    f = spec()
-    return f if f is not None and f.rank == rank and f.when == str(when) and f.kind in kinds else None
-
-
-def at(rank: int, when: Union[int, str]) -> None:
-    """Act out this process's fault if it is for ``rank`` at ``when`` (an update number or a phase)."""
-    f = _here(rank, when, ACTS)
-    if f is None:
-        return
-    if f.kind == "raise":
-        raise RuntimeError(f"injected fault on rank {rank} at update {when}")
-    if f.kind == "hang":
-        time.sleep(10 ** 6)
-    if f.kind == "exit":
-        os._exit(7)
-    if f.kind == "sigterm":  # as a scheduler's preemption notice
-        import signal
-
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def marked(rank: int, kind: str, when: Union[int, str]) -> bool:
-    """Whether this process's fault marks ``kind`` (``nan`` or ``stale``) for ``rank`` at ``when``."""
-    return _here(rank, when, (kind,)) is not None
-
-
 class Hook:
     """This rank's fault, bound once (none: every call returns at once). ``at(when)`` acts it out, ``marked(kind,
     when)`` answers for a mark, ``arm(policy)`` makes an actor's policy keep its old weights at a ``stale`` version
@@ -90,12 +63,28 @@ class Hook:
         self.rank = rank
         self.fault = f if f is not None and f.rank == rank else None
 
+    def _here(self, when: Union[int, str], kinds) -> bool:
+        return self.fault is not None and self.fault.when == str(when) and self.fault.kind in kinds
+
     def at(self, when: Union[int, str]) -> None:
-        if self.fault is not None:
-            at(self.rank, when)
+        """Act out this rank's fault if it is for ``when`` (an update number or a phase)."""
+        if not self._here(when, ACTS):
+            return
+        kind = self.fault.kind
+        if kind == "raise":
+            raise RuntimeError(f"injected fault on rank {self.rank} at update {when}")
+        if kind == "hang":
+            time.sleep(10 ** 6)
+        if kind == "exit":
+            os._exit(7)
+        if kind == "sigterm":  # as a scheduler's preemption notice
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def marked(self, kind: str, when: Union[int, str]) -> bool:
-        return self.fault is not None and marked(self.rank, kind, when)
+        """Whether this rank's fault marks ``kind`` (``nan`` or ``stale``) at ``when``."""
+        return self._here(when, (kind,))
 
     def arm(self, policy) -> None:
         if self.fault is None or self.fault.kind != "stale":

@@ -345,8 +345,9 @@ def record_section(rec, records: list) -> list:
             ("record", code(f"results/{key}.json"))]
     if rec.get("history"):
         info.append(("earlier invocations (kept in the record)", earlier(rec)))
-    if others(rec, records):
-        info.append(("other invocations (records of their own)", others(rec, records)))
+    siblings = others(rec, records)
+    if siblings:
+        info.append(("other invocations (records of their own)", siblings))
     if rec.get("seeds") is not None:
         info.insert(4, ("seeds", ", ".join(esc(s) for s in rec["seeds"])))
     out += table(["", ""], [[f"**{k}**", v] for k, v in info]) + [""]
