@@ -34,12 +34,9 @@ ABSOLUTE_EPISODES = 10  # the absolute metric plays this many times eval.episode
 def eval_tables(groups: List[str]) -> Dict[str, Dict[str, tuple]]:
     """The run.h5 tables of the protocol: ``/eval`` (one row per evaluation) and ``/eval_episodes`` (one row per
     evaluation episode; ``eval`` is the row of ``/eval`` it belongs to)."""
-    ev = {k: ((), "f8") for k in ("update", "env_steps", "wall_time", "policy_update", "episodes", "absolute",
-                                  "length_mean", "win_rate")}
-    ev.update({f"{s}/{g}": ((), "f8") for g in groups for s in ("return_mean", "return_std")})
-    ep = {"eval": ((), "i8"), "episode": ((), "i8"), "length": ((), "i8"), "won": ((), "f8")}
-    ep.update({f"return/{g}": ((), "f8") for g in groups})
-    return {"eval": ev, "eval_episodes": ep}
+    from hpcmarl.storage import schema
+
+    return {"eval": schema.columns(schema.EVAL, groups), "eval_episodes": schema.columns(schema.EVAL_EPISODES, groups)}
 
 
 class Evaluator:

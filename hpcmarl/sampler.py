@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from hpcmarl.comm.spec import META_INDEX, Record, RecordSpec
+from hpcmarl.comm.spec import EPISODE_INDEX, EPISODE_RETURNS, EPISODE_WON, META_INDEX, Record, RecordSpec
 from hpcmarl.envs.batched import BatchedEnv
 from hpcmarl.models import Inference
 
@@ -110,10 +110,10 @@ class Sampler:
                     policy.episodes_ended([ep.env for ep in finished])
                 for ep in finished:
                     env_done[t, ep.env] = 1
-                    eps[n_ep, 0] = ep.env
-                    eps[n_ep, 1] = ep.length
-                    eps[n_ep, 2:-1] = [ep.returns[g.name] for g in groups]
-                    eps[n_ep, -1] = ep.won
+                    eps[n_ep, EPISODE_INDEX["env"]] = ep.env
+                    eps[n_ep, EPISODE_INDEX["length"]] = ep.length
+                    eps[n_ep, EPISODE_RETURNS] = [ep.returns[g.name] for g in groups]
+                    eps[n_ep, EPISODE_WON] = ep.won
                     n_ep += 1
                 if t + 1 < T:
                     launch(k, t + 1)

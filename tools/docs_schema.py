@@ -1,5 +1,6 @@
 """The HDF5 files of a run as data: every attribute and dataset a writer writes (name, type, shape, when it is written,
-meaning), and the reference page rendered from it (:func:`schema_page`). :func:`docs_specimens.check_run` checks it
+meaning), and the reference page rendered from it (:func:`schema_page`). run.h5's row tables (/episodes, /unrolls,
+/eval, /eval_episodes) are read from their declarations in :mod:`hpcmarl.storage.schema`, which the writers use. :func:`docs_specimens.check_run` checks it
 against real files: in a specimen run every name found must be documented as written in that run, and every name
 documented as written there must be found. Names are patterns: ``<g>`` a policy (or league)
 group of the run, ``NNNNN`` a 5-digit rank or actor number, ``<i>``/``<k>`` an integer, ``<param>`` a dotted parameter
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import re
 from typing import Dict, List, Tuple
+
+from hpcmarl.storage import schema
 
 ALL = ("ppo", "qmix", "matrace", "nigt", "league")
 # when a name is written: (the page's words, the specimens that must show it)
@@ -148,47 +151,18 @@ _METRICS = [
     ("metrics/grads/actor-NNNNN/dropped", "float64", "(N,)", "nigt", "gradients of actor NNNNN dropped so far"),
     ("metrics/direction_norm", "float64", "(N,)", "nigt", "L2 norm of the momentum direction d_t"),
 ]
-_RUN_EPISODES = [
-    ("episodes/actor", "int32", "(N,)", "always", "actor index (0 in serial mode)"),
-    ("episodes/env", "int32", "(N,)", "always", "env copy within that actor (NIGT: 0)"),
-    ("episodes/length", "int32", "(N,)", "always", "steps in the episode"),
-    ("episodes/policy_version", "int64", "(N,)", "always", "policy version of the unroll the episode ended in (NIGT: "
-                                                          "the round)"),
-    ("episodes/update", "int64", "(N,)", "always", "update that consumed that unroll (matches `/metrics/update`)"),
-    ("episodes/env_steps", "int64", "(N,)", "always", "env steps counted at the end of that update"),
-    ("episodes/wall_time", "float64", "(N,)", "always", "run wall time at the end of that update, seconds"),
-    ("episodes/return/<g>", "float64", "(N,)", "always", "episode return of `<g>`, summed over the group's agents"),
-    ("episodes/won", "float64", "(N,)", "always", "1 for a won battle (SMAX: every enemy unit dead, an ally alive), "
-                                                  "0 otherwise; NaN where the env reports no outcome (and for NIGT)"),
-]
-_UNROLLS = [
-    ("unrolls/update", "int64", "(N,)", "matrace", "update that consumed the unroll"),
-    ("unrolls/actor", "int32", "(N,)", "matrace", "actor index"),
-    ("unrolls/behaviour_version", "int64", "(N,)", "matrace", "policy version the actor collected it with"),
-    ("unrolls/lag", "int32", "(N,)", "matrace", "learner version at training time − `behaviour_version`"),
-    ("unrolls/env_steps", "int64", "(N,)", "matrace", "env steps after that update"),
-    ("unrolls/wall_time", "float64", "(N,)", "matrace", "run wall time after that update"),
-]
-_EVAL = [
-    ("eval/update", "float64", "(N,)", "eval", "update at which the evaluation was made"),
-    ("eval/env_steps", "float64", "(N,)", "eval", "env steps at that update (the first update past a multiple of "
-                                                  "`eval.every_env_steps`, or the run's end)"),
-    ("eval/wall_time", "float64", "(N,)", "eval", "run wall time at that update, seconds"),
-    ("eval/policy_update", "float64", "(N,)", "eval", "update of the policy played (the absolute metric: of the best "
-                                                      "evaluation's policy, `eval/ckpt-*.h5`)"),
-    ("eval/episodes", "float64", "(N,)", "eval", "episodes played (`eval.episodes`; absolute metric: 10 times that)"),
-    ("eval/absolute", "float64", "(N,)", "eval", "1 for the absolute metric (the last row of a finished run), else 0"),
-    ("eval/length_mean", "float64", "(N,)", "eval", "mean episode length"),
-    ("eval/win_rate", "float64", "(N,)", "eval", "won share of the episodes (NaN where the env reports no outcome)"),
-    ("eval/return_mean/<g>", "float64", "(N,)", "eval", "mean return of `<g>` over the evaluation's episodes"),
-    ("eval/return_std/<g>", "float64", "(N,)", "eval", "their standard deviation"),
-    ("eval_episodes/eval", "int64", "(N,)", "eval", "row of `/eval` the episode belongs to"),
-    ("eval_episodes/episode", "int64", "(N,)", "eval", "episode number within that evaluation (the order episodes "
-                                                       "ended, as `hpcmarl evaluate --json` lists them)"),
-    ("eval_episodes/length", "int64", "(N,)", "eval", "steps in the episode"),
-    ("eval_episodes/won", "float64", "(N,)", "eval", "the episode's outcome, as `/episodes/won`"),
-    ("eval_episodes/return/<g>", "float64", "(N,)", "eval", "episode return of `<g>`"),
-]
+
+
+def _declared(table: str, cols, when: str) -> list:
+    """A run.h5 table declared in hpcmarl.storage.schema, as this page's rows."""
+    import numpy as np
+
+    return [(f"{table}/{name}", np.dtype(dtype).name, "(N,)", when, meaning) for name, dtype, meaning in cols]
+
+
+_RUN_EPISODES = _declared("episodes", schema.EPISODES, "always")
+_UNROLLS = _declared("unrolls", schema.UNROLLS, "matrace")
+_EVAL = _declared("eval", schema.EVAL, "eval") + _declared("eval_episodes", schema.EVAL_EPISODES, "eval")
 _LEAGUE_TABLES = [  # (table, columns, when, one row per)
     ("pool", "member group version update wall_time", "league", "snapshot added to the pool (file "
      "`pool/<name>-vNNNNNNN.h5`)"),
@@ -439,7 +413,7 @@ def schema_page() -> str:
     import docs_gen
 
     md, code = docs_gen.md, docs_gen.code
-    out = ["# HDF5 schema reference", "", docs_gen.GENERATED.format(src="tools/docs_schema.py"), "", INTRO.replace(
+    out = ["# HDF5 schema reference", "", docs_gen.GENERATED.format(src="tools/docs_schema.py and hpcmarl/storage/schema.py"), "", INTRO.replace(
         "\n", " "), "", "## Files of a run directory {#files}", "", "```text", TREE, "```", ""]
     for title, anchor, intro, tables in FILES.values():
         out += [f"## {md(title)} {{#{anchor}}}", "", md(intro), ""]

@@ -15,10 +15,13 @@ the commit it was measured on.
 import argparse
 import ast
 import glob
+import html
 import json
+import math
 import os
 import re
 import sys
+from typing import Optional
 
 from _common import ENV_SPS_ENV, RECORD_SCHEMA, ROOT, portable, record_key
 
@@ -380,12 +383,62 @@ def budget_steps(budget: str) -> float:
     return float(budget[:-1]) * {"k": 1e3, "m": 1e6}[budget[-1]]
 
 
-def standing(page: str, records: list) -> list:
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def curves_svg(budgets: list, series: list) -> str:
+    """A standing table's learning curves as an SVG line chart: x the budgets (evenly spaced, in order), y the values,
+    one line per row ``(label, {budget: value})`` (hpcmarl's solid, a reference's dashed) with a legend. Plain text,
+    the same bytes for the same numbers (``--check`` compares it)."""
+    W, H, left, right, top, bottom = 800, 300, 56, 340, 14, 36
+    pts = [v for _, vals in series for v in vals.values() if _is_num(v) and math.isfinite(v)]
+    lo, hi = (min(pts), max(pts)) if pts else (0.0, 1.0)
+    raw = (hi - lo) / 4 or 0.25
+    unit = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * unit for m in (1, 2, 5, 10) if m * unit >= raw)  # a grid step of 1, 2 or 5 x 10^k
+    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    hi = hi if hi > lo else lo + step
+
+    def x(i):
+        return left + (W - left - right) * (i / (len(budgets) - 1) if len(budgets) > 1 else 0.5)
+
+    def y(v):
+        return top + (H - top - bottom) * (hi - v) / (hi - lo)
+
+    def text(t):
+        return html.escape(t.replace("`", ""))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
+    for k in range(round((hi - lo) / step) + 1):  # horizontal grid and the y labels
+        v = lo + step * k
+        out += [f'<line x1="{left}" x2="{W - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>',
+                f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{round(v, 10):g}</text>']
+    for i, b in enumerate(budgets):
+        out.append(f'<text x="{x(i):.1f}" y="{H - bottom + 16}" text-anchor="middle">{text(b)}</text>')
+    out.append(f'<text x="{(left + W - right) / 2:.1f}" y="{H - 4}" text-anchor="middle">env steps</text>')
+    for n, (label, vals) in enumerate(series):
+        color = PALETTE[n % len(PALETTE)]
+        dash = "" if label.startswith("hpcmarl") else ' stroke-dasharray="6 4"'
+        xy = [(x(i), y(vals[b])) for i, b in enumerate(budgets)
+              if _is_num(vals.get(b)) and math.isfinite(vals[b])]
+        if len(xy) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in xy)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        out += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}"/>' for px, py in xy]
+        ly = top + 8 + 18 * n
+        out += [f'<line x1="{W - right + 14}" x2="{W - right + 40}" y1="{ly}" y2="{ly}" stroke="{color}" '
+                f'stroke-width="2"{dash}/>', f'<text x="{W - right + 46}" y="{ly + 4}">{text(label)}</text>']
+    return "\n".join(out + ["</svg>"]) + "\n"
+
+
+def standing(page: str, records: list, images: Optional[dict] = None) -> list:
     """The page's opening tables (:data:`STANDING`): one row per arm, one column per budget, each row naming its
-    record, seeds and commit; a table from several invocations, commits or CPUs says so under it."""
+    record, seeds and commit; a table from several invocations, commits or CPUs says so under it. A table whose columns
+    are budgets is drawn too (:func:`curves_svg`, into ``images``: file name -> SVG, under the pages' ``img/``)."""
     by_id = {r["id"]: r for r in records}
     out = []
-    for caption, rows, *named in STANDING.get(page, []):
+    for k, (caption, rows, *named) in enumerate(STANDING.get(page, [])):
         if any(rid not in by_id for _, rid, _ in rows):  # another results folder (tests/unit checks ours)
             continue
         pattern = r"_(" + ("|".join(map(re.escape, named[0])) if named else r"\d+[km]") + ")"
@@ -398,6 +451,10 @@ def standing(page: str, records: list) -> list:
                 + [f"[{esc(rec['id'].split('--', 1)[1])}](#{rec['id']}) {provenance(rec)}"]
                 for label, rec, f in fields]
         out += [f"**{esc(caption)}**", ""] + table(["", "seeds"] + budgets + ["record, commit"], body) + [""]
+        if not named and len(budgets) > 1 and images is not None:
+            name = f"standing-{page}-{k + 1}.svg"
+            images[name] = curves_svg(budgets, [(label, f) for label, _, f in fields])
+            out += [f"![{esc(caption.replace('`', ''))}: the rows above as curves](img/{name})", ""]
         recs = list({id(r): r for _, r, _ in fields}.values())
         commits, cpus = {r["commit"] for r in recs}, {r["machine"].get("cpu") for r in recs}
         if len(recs) > 1:
@@ -412,12 +469,13 @@ def standing(page: str, records: list) -> list:
     return out
 
 
-def family_page(page: str, records: list, tools_dir: str) -> str:
+def family_page(page: str, records: list, tools_dir: str, images: Optional[dict] = None) -> str:
+    """A results page; the images it shows go into ``images`` (:func:`standing`)."""
     title, scripts = PAGES[page]
     out = [f"# {title}", "", GENERATED, "",
            "Numbers rendered from the benchmark records in `results/` (one JSON file per invocation; "
            "[how records work](index.md)). Each record names the commit it was measured on.", ""]
-    out += standing(page, records)
+    out += standing(page, records, images)
     for script in scripts:
         doc = docstring(script, tools_dir)
         summary, _, rest = doc.partition("\n\n")
@@ -505,8 +563,10 @@ def render(results_dir: str, docs_dir: str, readme: str, tools_dir: str) -> dict
     """``{path: content}`` of every file this script writes."""
     records = load_records(results_dir)
     out = {os.path.join(docs_dir, "index.md"): index_page(records)}
+    images = {}
     for page in PAGES:
-        out[os.path.join(docs_dir, f"{page}.md")] = family_page(page, records, tools_dir)
+        out[os.path.join(docs_dir, f"{page}.md")] = family_page(page, records, tools_dir, images)
+    out.update({os.path.join(docs_dir, "img", name): svg for name, svg in images.items()})
     if readme and os.path.exists(readme):
         with open(readme) as f:
             text = f.read()

@@ -59,6 +59,14 @@ META = ["version", "actor", "n_episodes", "env_steps", "param_checksum", "discar
 META_INDEX = {k: i for i, k in enumerate(META)}
 
 
+# a row of an unroll's ``episodes``: these columns, then the return of each env group (EnvSpec.groups' order), then
+# whether the episode was won (EpisodeStat.won: 1, 0, or nan where the env does not say)
+EPISODE = ["env", "length"]
+EPISODE_INDEX = {k: i for i, k in enumerate(EPISODE)}
+EPISODE_RETURNS = slice(len(EPISODE), -1)
+EPISODE_WON = -1
+
+
 def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0, parts: int = 1) -> RecordSpec:
     """What an actor sends per unroll: T steps of E env copies, plus the bootstrap observation (and with
     ``rnn_hidden`` > 0 the recurrent policy's hidden state at the unroll's start); ``parts``: ``env.parts``."""
@@ -86,8 +94,8 @@ def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0, parts: int = 
     fields.append(("rng", (RNG_BYTES,), "u1"))  # the actor's torch RNG state after the unroll
     # BatchedEnv.seeds_state: episode seeds, stream seed, reset counter (of each part)
     fields.append(("env_seeds", (E + 1 + parts,), "i8"))
-    # finished episodes: env index, length, return per group, won (EpisodeStat.won); at most one per env and step
-    fields.append(("episodes", (T * E, 3 + len(env.groups)), "f8"))
+    # finished episodes (EPISODE below); at most one per env copy and step
+    fields.append(("episodes", (T * E, len(EPISODE) + len(env.groups) + 1), "f8"))
     return RecordSpec(fields)
 
 

@@ -29,14 +29,13 @@ from hpcmarl.comm import protocol
 from hpcmarl.comm.spec import META_INDEX, unroll_spec
 from hpcmarl.models import checksum
 from hpcmarl.roles.actor_work import AsyncActor, run_actor
+from hpcmarl.roles.common import unroll_episodes
 from hpcmarl.roles.links import ActorLink, LocalLink
 from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
+from hpcmarl.storage import schema
 
 M = META_INDEX
-# run.h5 /unrolls: one row per unroll trained on
-UNROLL_COLUMNS = {"update": ((), "i8"), "actor": ((), "i4"), "behaviour_version": ((), "i8"), "lag": ((), "i4"),
-                  "env_steps": ((), "i8"), "wall_time": ((), "f8")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,7 +156,7 @@ class AsyncFlow(LearnerSide):
 
         super().__init__(ctx)
         cfg, layout, algo, spec = ctx.cfg, ctx.layout, ctx.cfg.algo, ctx.env_spec
-        self.tables = {"unrolls": UNROLL_COLUMNS}
+        self.tables = {"unrolls": schema.columns(schema.UNROLLS)}
         self.banner = f" (MA-Trace, correction {algo.correction}, queue {algo.queue_size}, {algo.queue_full} when full)"
         self.learner = algos.get(algo.name).make_learner(spec, algo, ctx.device, seed=cfg.seed + 7919 * ctx.rank,
                                                          init_seed=cfg.seed)
@@ -208,12 +207,7 @@ class AsyncFlow(LearnerSide):
         t2 = time.perf_counter()
 
         # bookkeeping out of the buffers, then they go back to the pool
-        ep_rows = []
-        for r in batch:
-            n = int(r["meta"][M["n_episodes"]])
-            for e in r["episodes"][:n]:
-                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]), *e[2:]))
-                # (returns per group, then won)
+        ep_rows = [row for r in batch for row in unroll_episodes(r)]
         local = {"env_steps": sum(r["meta"][M["env_steps"]] for r in batch), "episodes": len(ep_rows),
                  "unrolls": len(batch), "lag": sum(lags),
                  "stop": float(any(r["meta"][M["stop_requested"]] for r in batch)),

@@ -12,10 +12,25 @@ import numpy as np
 
 from hpcmarl import storage, tracking
 from hpcmarl.actors import ActorPlan
-from hpcmarl.comm.spec import META_INDEX
+from hpcmarl.comm.spec import EPISODE_INDEX, EPISODE_RETURNS, EPISODE_WON, META_INDEX
 from hpcmarl.evaluation import eval_tables, make_evaluator
 
 M = META_INDEX
+# an episode row as the learners gather it for run.h5's /episodes (columns of the same names): these, then the return
+# of each env group, then won (nan where the env does not say); :meth:`Bookkeeping.log` reads them back by name
+EPISODE_ROW = ["actor", "env", "length", "policy_version"]
+
+
+def episode_row(actor: int, env: int, length: int, version: int, returns, won: float = float("nan")) -> tuple:
+    return (actor, env, length, version, *returns, won)
+
+
+def unroll_episodes(rec, returns=lambda e: e[EPISODE_RETURNS]) -> list:
+    """The episode rows of an unroll record's finished episodes; ``returns(e)``: the returns of the record's row ``e``
+    that the row keeps (a league group keeps its own)."""
+    m, e = rec["meta"], EPISODE_INDEX
+    return [episode_row(int(m[M["actor"]]), int(ep[e["env"]]), int(ep[e["length"]]), int(m[M["version"]]),
+                        returns(ep), ep[EPISODE_WON]) for ep in rec["episodes"][:int(m[M["n_episodes"]])]]
 SIGNAL_REASON = "stop signal received"
 WALL_REASON = "max_wall_s reached"
 ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
@@ -204,24 +219,20 @@ class RunLog:
         flat = [e for part in parts for e in part]
         if flat:
             arr = np.array(flat, dtype=np.float64)
-            cols = {"actor": arr[:, 0], "env": arr[:, 1], "length": arr[:, 2], "policy_version": arr[:, 3],
-                    "update": np.full(len(arr), c["update"]), "env_steps": np.full(len(arr), c["env_steps"]),
-                    "wall_time": np.full(len(arr), c["wall_time"])}
-            for gi, g in enumerate(groups):
-                vals = arr[:, 4 + gi]
+            cols = dict(zip([*EPISODE_ROW, *(f"return/{g}" for g in groups), "won"], arr.T))
+            cols.update({k: np.full(len(arr), c[k]) for k in ("update", "env_steps", "wall_time")})
+            for g in groups:
+                vals = cols[f"return/{g}"]
                 ok = np.isfinite(vals)  # league mode: an episode has the return of its own group only
-                cols[f"return/{g}"] = vals
                 self.window[g].extend(vals[ok])
                 if ok.any():
                     row[f"return/{g}"] = float(vals[ok].mean())
-            G = 4 + len(groups)
-            won = cols["won"] = arr[:, G] if arr.shape[1] > G else np.full(len(arr), np.nan)
-            won = won[np.isfinite(won)]
+            won = cols["won"][np.isfinite(cols["won"])]
             self.won.extend(won)
             if len(won):
                 row["win_rate"] = float(won.mean())
             self.writer.add_episodes(cols)
-            row["episode_length"] = float(arr[:, 2].mean())
+            row["episode_length"] = float(cols["length"].mean())
         for g in groups:
             row[f"return_window/{g}"] = float(np.mean(self.window[g])) if self.window[g] else float("nan")
             row.setdefault(f"return/{g}", float("nan"))

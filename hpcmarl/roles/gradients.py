@@ -34,6 +34,7 @@ from hpcmarl.comm.spec import GRAD_INDEX, WEIGHT_INDEX, gradient_spec, weights_s
 from hpcmarl.models import assign_flat, checksum, flat_params
 from hpcmarl.roles import loop
 from hpcmarl.roles.actor_work import GradientActor, run_actor
+from hpcmarl.roles.common import episode_row
 from hpcmarl.roles.counter_gate import CounterGate
 from hpcmarl.roles.links import ActorLink, LocalGradLink
 from hpcmarl.roles.loop import LearnerSide, run_learner
@@ -140,7 +141,7 @@ class GradientFlow(LearnerSide):
                 stop_flag = max(stop_flag, m[G["stop_requested"]])
                 if length:  # else a sign of life: no trajectory, no gradient
                     cur.offer(int(m[G["round"]]), a, rec["grad"])  # dropped unless computed for this open round
-                    ep_rows.append((a, 0, length, int(m[G["round"]]), *m[len(G):]))
+                    ep_rows.append(episode_row(a, 0, length, int(m[G["round"]]), m[len(G):]))
                 link.post()
             if cur.closed():
                 break

@@ -24,6 +24,7 @@ from hpcmarl import compiled
 from hpcmarl.algos.base import make_inference
 from hpcmarl.comm import protocol
 from hpcmarl.comm.protocol import Tag
+from hpcmarl.comm.spec import EPISODE_RETURNS
 from hpcmarl.envs import EnvSpec, make_env
 from hpcmarl.envs import entry as env_entry
 from hpcmarl.league.aec import play_episode
@@ -124,8 +125,9 @@ class LearnerLeague:
         self.specs = [league_spec(ctx.cfg, i) for i in range(len(ctx.cfg.league.groups))]
 
     def returns(self, episode) -> list:
-        """An episode has the return of its own group only."""
-        return [episode[2] if j == self.gi else np.nan for j in range(len(self.groups))]
+        """An episode has the return of its own group only (its unroll's env has that one group)."""
+        own = episode[EPISODE_RETURNS][0]
+        return [own if j == self.gi else np.nan for j in range(len(self.groups))]
 
     def stats(self, row: dict) -> dict:
         """Each group's statistics (keys named after the group) gathered to the lead learner."""

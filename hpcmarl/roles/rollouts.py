@@ -16,10 +16,10 @@ import torch
 from hpcmarl import compiled
 from hpcmarl.algos import base as algos
 from hpcmarl.comm import protocol
-from hpcmarl.comm.spec import WEIGHT_INDEX, unroll_spec, weights_spec
+from hpcmarl.comm.spec import EPISODE_RETURNS, WEIGHT_INDEX, unroll_spec, weights_spec
 from hpcmarl.models import checksum
 from hpcmarl.roles.actor_work import RolloutActor, run_actor
-from hpcmarl.roles.common import ACTOR_TIMERS, M
+from hpcmarl.roles.common import ACTOR_TIMERS, M, unroll_episodes
 from hpcmarl.roles.links import ActorLink, LocalLink
 from hpcmarl.roles.loop import LearnerSide, Round, run_learner
 from hpcmarl.sampler import sleep_for
@@ -53,8 +53,8 @@ class Solo:
         self.groups = [g.name for g in ctx.env_spec.groups]
 
     def returns(self, episode) -> list:
-        """The returns of a row of a record's ``episodes`` (env, length, returns per group, won)."""
-        return list(episode[2:-1])
+        """The returns of a row of a record's ``episodes`` (hpcmarl.comm.spec.EPISODE)."""
+        return list(episode[EPISODE_RETURNS])
 
     def stats(self, row: dict) -> dict:
         return row
@@ -182,12 +182,7 @@ class RolloutFlow(LearnerSide):
         t3 = time.perf_counter()
 
         # what bookkeeping needs, taken out of the receive buffers; counters reduced over every learner
-        ep_rows = []
-        for r in recs:
-            n = int(r["meta"][M["n_episodes"]])
-            for e in r["episodes"][:n]:
-                ep_rows.append((int(r["meta"][M["actor"]]), int(e[0]), int(e[1]), int(r["meta"][M["version"]]),
-                                *self.g.returns(e), e[-1]))
+        ep_rows = [row for r in recs for row in unroll_episodes(r, self.g.returns)]
         # the actors' random state after these unrolls (torch sampling, env episode seeds): an exact resume
         self.actor_rng.update({int(r["meta"][M["actor"]]): {"torch": r["rng"].copy(),
                                                             "env_seeds": r["env_seeds"].copy()}

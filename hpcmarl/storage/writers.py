@@ -19,6 +19,7 @@ from hpcmarl.storage.files import (
     fsync_path,
     open_for_append,
 )
+from hpcmarl.storage.schema import EPISODES, columns
 
 
 def _attr(v):
@@ -110,10 +111,8 @@ class RunWriter:
             self.f.attrs["schema_version"] = SCHEMA_VERSION
         for k, v in attrs.items():
             self.f.attrs[k] = _attr(v)
-        ep_cols = {"actor": ((), "i4"), "env": ((), "i4"), "length": ((), "i4"), "policy_version": ((), "i8"),
-                   "update": ((), "i8"), "env_steps": ((), "i8"), "wall_time": ((), "f8"), "won": ((), "f8")}
-        ep_cols.update({f"return/{g}": ((), "f8") for g in groups})
-        self.episodes = Table(self.f.require_group("episodes"), ep_cols, chunk_rows=1024)
+        self.episodes = Table(self.f.require_group("episodes"), columns(EPISODES, groups),
+                              chunk_rows=1024)
         self.tables = {name: Table(self.f.require_group(name), cols, chunk_rows=1024)
                        for name, cols in (tables or {}).items()}
         self.metrics: Optional[Table] = None

@@ -360,6 +360,33 @@ def test_sampler_records_follow_the_env(collect):
     np.testing.assert_array_equal(c.records[-1]["rng"], torch.get_rng_state().numpy())
 
 
+def test_an_unrolls_episodes_become_rows_read_and_written_by_name(collect, tmp_path):
+    """The finished episodes of an unroll (hpcmarl.comm.spec.EPISODE) become the learners' episode rows
+    (hpcmarl.roles.common.EPISODE_ROW), every one of whose names is a column of run.h5's /episodes."""
+    from hpcmarl.comm.spec import META_INDEX
+    from hpcmarl.models import Inference, flat_params
+    from hpcmarl.roles.common import EPISODE_ROW, unroll_episodes
+    from hpcmarl.storage.writers import RunWriter
+
+    T, E, Mx, Dx = 5, 3, 4, 2
+    kw = {"n_agents": 2, "max_cycles": Mx, "die_at": Dx}
+    probe = collect("counting_v0", 1, 1, 0, kw)
+    c = collect("counting_v0", T, E, 1, kw, flat=flat_params(Inference(probe.venv.spec, 16, 1).params), version=7)
+    rec = c.records[0]
+    rec["meta"][META_INDEX["actor"]] = 3
+    names = [*EPISODE_ROW, "return/agent", "won"]
+    rows = [dict(zip(names, r, strict=True)) for r in unroll_episodes(rec)]
+    assert sorted(r["env"] for r in rows) == list(range(E))  # one episode per copy ended within the 5 steps
+    for r in rows:
+        assert (r["actor"], r["length"], r["policy_version"], r["return/agent"]) == (3, Mx, 7, Mx + Dx)
+        assert np.isnan(r["won"])  # the counting env does not say
+    w = RunWriter(str(tmp_path / "run.h5"), {}, ["agent"])
+    try:
+        assert set(names) <= set(w.episodes.cols)
+    finally:
+        w.close()
+
+
 def test_aec_environment_goes_through_the_parallel_conversion(monkeypatch):
     """A registry entry whose factory returns an AEC env is converted with aec_to_parallel."""
     from pettingzoo.utils.env import ParallelEnv

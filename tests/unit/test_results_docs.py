@@ -4,6 +4,7 @@ import ast
 import glob
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -266,14 +267,22 @@ def test_each_results_page_opens_with_its_standing_read_from_the_records(tmp_pat
     b = crafted(commit="b" * 40, args=("--seeds", "7"), result={"x_250k": 9.0})
     b["seeds"], b["machine"]["cpu"] = [7], "Other CPU"
     key_a, key_b = (_common.record_key(r["script"], r["args"]) for r in (a, b))
-    monkeypatch.setitem(rr.STANDING, "throughput", [("Caption", [("ours", key_a, "x"), ("theirs", key_a, "ref"),
+    monkeypatch.setitem(rr.STANDING, "throughput", [("Caption", [("hpcmarl ours", key_a, "x"), ("theirs", key_a, "ref"),
                                                                  ("later", key_b, "x")]),
                                                     ("Games", [("kuhn", key_a, "g")], ["league", "selfplay"])])
     status, pages = render_into(tmp_path, [a, b])
     page = pages["throughput.md"]
     assert status == 0 and page.index("## Standing") < page.index("## bench_throughput")
     assert "|  | seeds | 100k | 250k | 1m | record, commit |" in page  # budgets in order, drop left out
-    assert f"| ours | 0, 1 | 1.5 |  | 2.5 | [{key_a.split('--')[1]}](#{key_a}) `aaaaaaa` |" in page
+    assert f"| hpcmarl ours | 0, 1 | 1.5 |  | 2.5 | [{key_a.split('--')[1]}](#{key_a}) `aaaaaaa` |" in page
     assert f"| later | 7 |  | 9.0 |  | [{key_b.split('--')[1]}](#{key_b}) `bbbbbbb` |" in page
     assert "From 2 invocations, 2 commits and 2 CPU types" in page
     assert "| kuhn | 0, 1 | 0.03 | 0.8 | [" in page and "|  | seeds | league | selfplay | record, commit |" in page
+    # the budget table drawn below it (the named-column one is not): a line through each row's points, in budget order
+    assert "](img/standing-throughput-1.svg)" in page and "standing-throughput-2" not in page
+    svg = (tmp_path / "docs" / "img" / "standing-throughput-1.svg").read_text()
+    lines = re.findall(r'<polyline points="([^"]+)"[^>]*?( stroke-dasharray="[^"]+")?/>', svg)
+    assert len(lines) == 1 and not lines[0][1]  # ours, solid (1.5 at 100k, 2.5 at 1m); the others have one point
+    (x0, y0), (x1, y1) = [tuple(map(float, p.split(","))) for p in lines[0][0].split()]
+    assert x0 < x1 and y1 < y0  # 1m right of 100k; the larger value higher up
+    assert svg.count("<circle") == 4 and ">theirs</text>" in svg and 'stroke-dasharray="6 4"/>' in svg  # a reference
