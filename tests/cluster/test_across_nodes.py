@@ -407,34 +407,56 @@ def test_hetjob_puts_the_learners_on_one_node_and_the_actors_on_the_others(clust
     assert len(learner_hosts) == 1 and len(actor_hosts) == 2 and not learner_hosts & actor_hosts, hosts
 
 
-@pytest.mark.parametrize("fault", ["freeze", "kill"])
-def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster, fault):
-    """Every process of node03 (slurmd included) frozen, or killed, mid-run: the job exits 69 (a rank lost: the
-    learner's bounded wait names the actor and its node, or a peer's connection failed); slurm/step.sh requeues it
-    (not a config or code error), or Slurm does first, having marked the node down. The node is rebooted (its
-    processes killed, /tmp emptied, slurmd restarted), the requeued incarnation resumes from the newest checkpoint
-    and finishes: /metrics has every update exactly once and /episodes the same rows per update as an uninterrupted
-    run."""
-    import h5py
-    import numpy as np
+REQUEUE_TOTAL = 120  # updates of the requeue tests: the fault lands at update 20 (2 checkpoints), the next incarnation
+# trains the rest
 
+
+def requeue_job(c, out):
+    """A 3-node synchronous job under ``sbatch`` whose fault can land once 2 checkpoints are written: (job id, run
+    directory)."""
     from hpcmarl.storage import list_checkpoints
 
-    out = os.path.join(cluster.shared, "slurm-requeue")
     os.makedirs(out, exist_ok=True)
-    total = 120  # the fault lands at update 20 (2 checkpoints); the requeued incarnation trains the rest
-    jid = sbatch(cluster, ["--nodes=3", "--ntasks-per-node=2", "--distribution=cyclic", "slurm/train.sbatch"]
-                 + SLURM_TINY + [f"output.root={out}/runs", f"train.max_updates={total}", "output.checkpoint_every=10",
-                                 "actors.step_delay_s=0.002", "train.total_env_steps=100000000"], out)
+    jid = sbatch(c, ["--nodes=3", "--ntasks-per-node=2", "--distribution=cyclic", "slurm/train.sbatch"]
+                 + SLURM_TINY + [f"output.root={out}/runs", f"train.max_updates={REQUEUE_TOTAL}",
+                                 "output.checkpoint_every=10", "actors.step_delay_s=0.002",
+                                 "train.total_env_steps=100000000"], out)
     run = os.path.join(out, "runs", f"tiny-{jid}")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list_checkpoints(os.path.join(run, "checkpoints"))) < 2:
         time.sleep(0.5)
-    assert list_checkpoints(os.path.join(run, "checkpoints")), job(cluster, jid)
-    getattr(cluster, fault)("node03")
-    try:
-        info = wait_job(cluster, jid, 120, until=lambda i: int(i.get("Restarts") or 0) >= 1)
-        assert int(info.get("Restarts") or 0) == 1, info
+    assert list_checkpoints(os.path.join(run, "checkpoints")), job(c, jid)
+    return jid, run
+
+
+def assert_every_row_once(run):
+    """/metrics holds every update once and /episodes the same rows per update, as an uninterrupted run."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(os.path.join(run, "run.h5"), "r") as f:
+        np.testing.assert_array_equal(f["metrics/update"][()], np.arange(1, REQUEUE_TOTAL + 1))
+        upd = f["episodes/update"][()]
+    counts = np.unique(upd, return_counts=True)[1]
+    assert len(set(counts.tolist())) == 1, np.unique(counts)  # every update the same number of episode rows
+
+
+def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row(cluster):
+    """Every process of node03 (slurmd included) frozen mid-run: the job exits 69 (a rank lost: the
+    learner's bounded wait names the actor and its node, or a peer's connection failed); slurm/step.sh requeues it
+    (not a config or code error), or Slurm does first, having marked the node down. Once Slurm holds the requeued job
+    pending, the node is rebooted (its processes killed, /tmp emptied, slurmd restarted), the requeued incarnation
+    resumes from the newest checkpoint
+    and finishes: /metrics has every update exactly once and /episodes the same rows per update as an uninterrupted
+    run."""
+    jid, run = requeue_job(cluster, os.path.join(cluster.shared, "slurm-requeue"))
+    out = os.path.dirname(os.path.dirname(run))
+    cluster.freeze("node03")
+    try:  # the node stays down until Slurm has requeued the job and released it (no longer COMPLETING: it waited for
+        # node03 to confirm the end of its part; a node back before that loses the request, resent 70 s later)
+        info = wait_job(cluster, jid, 120, until=lambda i: int(i.get("Restarts") or 0) >= 1
+                        and i.get("JobState") != "COMPLETING")
+        assert int(info.get("Restarts") or 0) == 1 and info.get("JobState") == "PENDING", info
     finally:
         cluster.reboot("node03")
     info = wait_job(cluster, jid, 300)
@@ -449,11 +471,41 @@ def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row
     assert ("a rank was lost or did not answer (a node failure): requeueing job" in log
             or "DUE TO NODE FAILURE" in log), log[-3000:]
     assert "resumed from ckpt-" in log, log[-3000:]
-    with h5py.File(os.path.join(run, "run.h5"), "r") as f:
-        np.testing.assert_array_equal(f["metrics/update"][()], np.arange(1, total + 1))
-        upd = f["episodes/update"][()]
-    counts = np.unique(upd, return_counts=True)[1]
-    assert len(set(counts.tolist())) == 1, np.unique(counts)  # every update the same number of episode rows
+    assert_every_row_once(run)
+
+
+@pytest.fixture
+def spare_cluster(cluster):
+    """4 nodes beside the module's cluster (a 3-node job has a spare), removed after the test."""
+    state = "/var/tmp/hpcmarl-test-cluster-spare"
+    c = cluster_tool.Cluster(state, nodes=4, subnet="10.213.49.0/24", tag="hcs")
+    c.stop()
+    shutil.rmtree(state, ignore_errors=True)
+    c = cluster_tool.Cluster(state, nodes=4, subnet="10.213.49.0/24", tag="hcs")
+    c.start(owner=os.getpid(), slurm=True)
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_sbatch_job_that_loses_its_batch_host_is_requeued_on_a_spare_node(spare_cluster):
+    """Every process of node01 killed mid-run: the batch host of a 3-node job (the batch script, srun, the lead
+    learner), left down, with node04 spare. Slurm marks node01 down and requeues the job itself; the new incarnation
+    runs on node02-node04, takes over its dead predecessor's run lock, resumes from the newest checkpoint and
+    finishes with every row once."""
+    c = spare_cluster
+    jid, run = requeue_job(c, os.path.join(c.shared, "slurm-requeue"))
+    info = job(c, jid)
+    assert (info.get("NodeList"), info.get("BatchHost")) == ("node[01-03]", "node01"), info
+    c.kill("node01")
+    info = wait_job(c, jid, 300)
+    log = open(os.path.join(c.shared, "slurm-requeue", f"{jid}.out")).read()
+    assert (info.get("JobState"), info.get("Restarts"), info.get("NodeList")) == ("COMPLETED", "1", "node[02-04]"), \
+        (info, log[-3000:])
+    assert "took over the stale lock" in log and "resumed from ckpt-" in log, log[-3000:]
+    assert_every_row_once(run)
 
 
 def test_slow_and_cap_a_node(cluster):
