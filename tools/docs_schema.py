@@ -1,10 +1,11 @@
 """The HDF5 files of a run as data: every attribute and dataset a writer writes (name, type, shape, when it is written,
 meaning), and the reference page rendered from it (:func:`schema_page`). run.h5's row tables (/episodes, /unrolls,
-/eval, /eval_episodes) are read from their declarations in :mod:`hpcmarl.storage.schema`, which the writers use. :func:`docs_specimens.check_run` checks it
-against real files: in a specimen run every name found must be documented as written in that run, and every name
-documented as written there must be found. Names are patterns: ``<g>`` a policy (or league)
-group of the run, ``NNNNN`` a 5-digit rank or actor number, ``<i>``/``<k>`` an integer, ``<param>`` a dotted parameter
-name, ``<table>`` a further run.h5 table, ``<name>`` a league group, ``<key>``/``<field>`` any path.
+/eval, /eval_episodes) are read from their declarations in :mod:`hpcmarl.storage.schema`, which the writers use.
+:func:`docs_specimens.check_run` checks it against real files: in a specimen run every name found must be documented
+as written in that run, and every name documented as written there must be found. Names are patterns: ``<g>`` a
+policy (or league) group of the run, ``NNNNN`` a 5-digit rank or actor number, ``<i>``/``<k>`` an integer,
+``<param>`` a dotted parameter name, ``<table>`` a further run.h5 table, ``<name>`` a league group,
+``<key>``/``<field>`` any path.
 """
 from __future__ import annotations
 
@@ -413,8 +414,9 @@ def schema_page() -> str:
     import docs_gen
 
     md, code = docs_gen.md, docs_gen.code
-    out = ["# HDF5 schema reference", "", docs_gen.GENERATED.format(src="tools/docs_schema.py and hpcmarl/storage/schema.py"), "", INTRO.replace(
-        "\n", " "), "", "## Files of a run directory {#files}", "", "```text", TREE, "```", ""]
+    src = "tools/docs_schema.py and hpcmarl/storage/schema.py"
+    out = ["# HDF5 schema reference", "", docs_gen.GENERATED.format(src=src), "", INTRO.replace("\n", " "), "",
+           "## Files of a run directory {#files}", "", "```text", TREE, "```", ""]
     for title, anchor, intro, tables in FILES.values():
         out += [f"## {md(title)} {{#{anchor}}}", "", md(intro), ""]
         for ttitle, tanchor, kind, rows, *tintro in tables:

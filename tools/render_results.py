@@ -451,10 +451,6 @@ def standing(page: str, records: list, images: Optional[dict] = None) -> list:
                 + [f"[{esc(rec['id'].split('--', 1)[1])}](#{rec['id']}) {provenance(rec)}"]
                 for label, rec, f in fields]
         out += [f"**{esc(caption)}**", ""] + table(["", "seeds"] + budgets + ["record, commit"], body) + [""]
-        if not named and len(budgets) > 1 and images is not None:
-            name = f"standing-{page}-{k + 1}.svg"
-            images[name] = curves_svg(budgets, [(label, f) for label, _, f in fields])
-            out += [f"![{esc(caption.replace('`', ''))}: the rows above as curves](img/{name})", ""]
         recs = list({id(r): r for _, r, _ in fields}.values())
         commits, cpus = {r["commit"] for r in recs}, {r["machine"].get("cpu") for r in recs}
         if len(recs) > 1:
@@ -463,6 +459,10 @@ def standing(page: str, records: list, images: Optional[dict] = None) -> list:
                     f"{len(cpus)} CPU type{'s' if len(cpus) > 1 else ''} ({cpu_names}): numbers at fixed env steps do "
                     "not depend on the machine's speed, but another commit or CPU type is another sample of a seed.",
                     ""]
+        if not named and len(budgets) > 1 and images is not None:
+            name = f"standing-{page}-{k + 1}.svg"
+            images[name] = curves_svg(budgets, [(label, f) for label, _, f in fields])
+            out += [f"![{esc(caption.replace('`', ''))}: the rows above as curves](img/{name})", ""]
     if out:
         out = ["## Standing", "", "hpcmarl and the references at each budget, read from the records below "
                "(the RESULT line's rounding; each row links its record).", ""] + out
