@@ -94,7 +94,7 @@ def unroll_spec(env: EnvSpec, T: int, E: int, rnn_hidden: int = 0, parts: int = 
     fields.append(("rng", (RNG_BYTES,), "u1"))  # the actor's torch RNG state after the unroll
     # BatchedEnv.seeds_state: episode seeds, stream seed, reset counter (of each part)
     fields.append(("env_seeds", (E + 1 + parts,), "i8"))
-    # finished episodes (EPISODE below); at most one per env copy and step
+    # finished episodes (EPISODE); at most one per env copy and step
     fields.append(("episodes", (T * E, len(EPISODE) + len(env.groups) + 1), "f8"))
     return RecordSpec(fields)
 

@@ -17,7 +17,7 @@ from hpcmarl.evaluation import eval_tables, make_evaluator
 
 M = META_INDEX
 # an episode row as the learners gather it for run.h5's /episodes (columns of the same names): these, then the return
-# of each env group, then won (nan where the env does not say); :meth:`Bookkeeping.log` reads them back by name
+# of each env group, then won (nan where the env does not say); :meth:`RunLog.log` reads them back by name
 EPISODE_ROW = ["actor", "env", "length", "policy_version"]
 
 
@@ -31,6 +31,8 @@ def unroll_episodes(rec, returns=lambda e: e[EPISODE_RETURNS]) -> list:
     m, e = rec["meta"], EPISODE_INDEX
     return [episode_row(int(m[M["actor"]]), int(ep[e["env"]]), int(ep[e["length"]]), int(m[M["version"]]),
                         returns(ep), ep[EPISODE_WON]) for ep in rec["episodes"][:int(m[M["n_episodes"]])]]
+
+
 SIGNAL_REASON = "stop signal received"
 WALL_REASON = "max_wall_s reached"
 ACTOR_TIMERS = ("t_env", "t_infer", "t_wait", "t_send")  # unroll meta slots, logged as time/actor_*
