@@ -104,6 +104,9 @@ STANDING = {
             ("hpcmarl MAST (`smax_mast.yaml`)", SE + "cf75967e60", "mast_scale"),
             ("JaxMARL MAPPO", SE + "7839ed3104", "jaxmarl_mappo"),
             ("JaxMARL QMIX", SE + "564d7c5239", "jaxmarl_qmix")]),
+        ("Level-Based Foraging `Foraging-8x8-2p-2f-coop` (time limit 50, best 1.0): return summed over the agents, "
+         "median of seeds", [
+            ("hpcmarl MAPPO (`lbf_mappo.yaml`), held-out seeds", SE + "efb7c81794", "lbf_mappo")]),
         ("VMAS `navigation`: return summed over the agents, median of seeds", [
             ("hpcmarl MAPPO (`vmas_navigation_mappo.yaml`)", SE + "dbd814d200", "newdc"),
             ("BenchMARL MAPPO", SE + "805e77e81e", "benchmarl")]),
