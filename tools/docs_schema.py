@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Tuple
 
+import numpy as np
+
 from hpcmarl.storage import schema
 
 ALL = ("ppo", "qmix", "matrace", "nigt", "league")
@@ -156,8 +158,6 @@ _METRICS = [
 
 def _declared(table: str, cols, when: str) -> list:
     """A run.h5 table declared in hpcmarl.storage.schema, as this page's rows."""
-    import numpy as np
-
     return [(f"{table}/{name}", np.dtype(dtype).name, "(N,)", when, meaning) for name, dtype, meaning in cols]
 
 

@@ -394,7 +394,10 @@ def curves_svg(budgets: list, series: list) -> str:
     one line per row ``(label, {budget: value})`` (hpcmarl's solid, a reference's dashed) with a legend. Plain text,
     the same bytes for the same numbers (``--check`` compares it)."""
     W, H, left, right, top, bottom = 800, 300, 56, 340, 14, 36
-    pts = [v for _, vals in series for v in vals.values() if _is_num(v) and math.isfinite(v)]
+    def drawn(v) -> bool:
+        return _is_num(v) and math.isfinite(v)
+
+    pts = [v for _, vals in series for v in vals.values() if drawn(v)]
     lo, hi = (min(pts), max(pts)) if pts else (0.0, 1.0)
     raw = (hi - lo) / 4 or 0.25
     unit = 10.0 ** math.floor(math.log10(raw))
@@ -424,7 +427,7 @@ def curves_svg(budgets: list, series: list) -> str:
         color = PALETTE[n % len(PALETTE)]
         dash = "" if label.startswith("hpcmarl") else ' stroke-dasharray="6 4"'
         xy = [(x(i), y(vals[b])) for i, b in enumerate(budgets)
-              if _is_num(vals.get(b)) and math.isfinite(vals[b])]
+              if drawn(vals.get(b))]
         if len(xy) > 1:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in xy)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')

@@ -4,6 +4,7 @@ from a hostfile on node01 as a batch script would. Ranks are placed round-robin 
 so with 2 learners the learners sit on node01 and node02 and the actors on all three. Every launch has a hard
 timeout that kills the whole process group; the cluster is removed when the module ends, or by its keeper when
 pytest itself dies."""
+import contextlib
 import glob
 import json
 import os
@@ -49,11 +50,18 @@ def cluster():
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the multi-node tests: {why}")
         pytest.skip(why)
-    state = "/var/tmp/hpcmarl-test-cluster"  # not /tmp: each node has its own
-    c = cluster_tool.Cluster(state, nodes=NODES, subnet="10.213.48.0/24", tag="hct")
+    with fresh_cluster("/var/tmp/hpcmarl-test-cluster", NODES, "10.213.48.0/24", "hct") as c:
+        yield c
+
+
+@contextlib.contextmanager
+def fresh_cluster(state, nodes, subnet, tag):
+    """A cluster with Slurm started from nothing in ``state`` (not under /tmp: each node has its own), removed on
+    exit."""
+    c = cluster_tool.Cluster(state, nodes=nodes, subnet=subnet, tag=tag)
     c.stop()  # what a run killed with its keeper may have left (stop removes by name, idempotent)
     shutil.rmtree(state, ignore_errors=True)
-    c = cluster_tool.Cluster(state, nodes=NODES, subnet="10.213.48.0/24", tag="hct")
+    c = cluster_tool.Cluster(state, nodes=nodes, subnet=subnet, tag=tag)
     c.start(owner=os.getpid(), slurm=True)  # the keeper removes it should pytest die
     try:
         yield c
@@ -449,8 +457,8 @@ def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row
     resumes from the newest checkpoint
     and finishes: /metrics has every update exactly once and /episodes the same rows per update as an uninterrupted
     run."""
-    jid, run = requeue_job(cluster, os.path.join(cluster.shared, "slurm-requeue"))
-    out = os.path.dirname(os.path.dirname(run))
+    out = os.path.join(cluster.shared, "slurm-requeue")
+    jid, run = requeue_job(cluster, out)
     cluster.freeze("node03")
     try:  # the node stays down until Slurm has requeued the job and released it (no longer COMPLETING: it waited for
         # node03 to confirm the end of its part; a node back before that loses the request, resent 70 s later)
@@ -477,17 +485,8 @@ def test_sbatch_job_that_loses_a_node_is_requeued_and_resumes_without_a_lost_row
 @pytest.fixture
 def spare_cluster(cluster):
     """4 nodes beside the module's cluster (a 3-node job has a spare), removed after the test."""
-    state = "/var/tmp/hpcmarl-test-cluster-spare"
-    c = cluster_tool.Cluster(state, nodes=4, subnet="10.213.49.0/24", tag="hcs")
-    c.stop()
-    shutil.rmtree(state, ignore_errors=True)
-    c = cluster_tool.Cluster(state, nodes=4, subnet="10.213.49.0/24", tag="hcs")
-    c.start(owner=os.getpid(), slurm=True)
-    try:
+    with fresh_cluster("/var/tmp/hpcmarl-test-cluster-spare", 4, "10.213.49.0/24", "hcs") as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_sbatch_job_that_loses_its_batch_host_is_requeued_on_a_spare_node(spare_cluster):
@@ -496,12 +495,13 @@ def test_sbatch_job_that_loses_its_batch_host_is_requeued_on_a_spare_node(spare_
     runs on node02-node04, takes over its dead predecessor's run lock, resumes from the newest checkpoint and
     finishes with every row once."""
     c = spare_cluster
-    jid, run = requeue_job(c, os.path.join(c.shared, "slurm-requeue"))
+    out = os.path.join(c.shared, "slurm-requeue")
+    jid, run = requeue_job(c, out)
     info = job(c, jid)
     assert (info.get("NodeList"), info.get("BatchHost")) == ("node[01-03]", "node01"), info
     c.kill("node01")
     info = wait_job(c, jid, 300)
-    log = open(os.path.join(c.shared, "slurm-requeue", f"{jid}.out")).read()
+    log = open(os.path.join(out, f"{jid}.out")).read()
     assert (info.get("JobState"), info.get("Restarts"), info.get("NodeList")) == ("COMPLETED", "1", "node[02-04]"), \
         (info, log[-3000:])
     assert "took over the stale lock" in log and "resumed from ckpt-" in log, log[-3000:]
